@@ -1,0 +1,48 @@
+"""The one-call entry point: ``graphopt.optimize``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import onnx
+
+from graphopt.ir import Model
+from graphopt.onnx_io import from_proto, load, to_proto
+from graphopt.pass_manager import PassManager, PassReport, ProgressHook
+from graphopt.passes_api import PassContext, as_passes, level_pipeline
+
+
+def optimize(
+    model: str | os.PathLike[str] | onnx.ModelProto | Model,
+    level: int = 2,
+    passes: Any = None,
+    target: str = "ort",
+    *,
+    fixed_point: bool | None = None,
+    report: list[PassReport] | None = None,
+    progress: ProgressHook | None = None,
+    logger: logging.Logger | None = None,
+    **options: Any,
+) -> onnx.ModelProto | Model:
+    """Optimize a model and return it.
+
+    ``model`` may be a path, an ``onnx.ModelProto`` or a graphopt Model. Given a ModelProto the result is a new
+    ModelProto (the caller's proto is never modified); otherwise it is a Model (a Model passed in is changed in place).
+    ``passes`` (a list or ``"a,b{k=v}"``) replaces the pipeline of ``level``. ``fixed_point`` repeats the pipeline
+    until nothing changes (default: on for levels 2 and 3). Extra keyword ``options`` reach passes through
+    ``ctx.options``. Pass a list as ``report`` to receive the run's PassReport.
+    """
+    is_proto = isinstance(model, onnx.ModelProto)
+    ir = from_proto(model) if is_proto else load(model)
+    pipeline = as_passes(passes) if passes is not None else level_pipeline(level)
+    if fixed_point is None:
+        fixed_point = passes is None and level >= 2
+    ctx = PassContext(model=ir, target=target, options=dict(options))
+    if logger is not None:
+        ctx.logger = logger
+    result = PassManager(pipeline, fixed_point=fixed_point, progress=progress).run(ir, ctx)
+    if report is not None:
+        report.append(result)
+    return to_proto(ir) if is_proto else ir

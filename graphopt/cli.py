@@ -1,0 +1,282 @@
+"""The ``graphopt`` command: optimize, inspect, passes.
+
+User errors (bad files, bad options) print one line ``graphopt: error: ...`` on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graphopt import __version__
+from graphopt.errors import GraphoptError
+from graphopt.ir import Model
+from graphopt.onnx_io import check, from_proto, read_proto, save
+from graphopt.pass_manager import PassManager, PassReport
+from graphopt.passes_api import TARGETS, PassContext, as_passes, level_pipeline, list_passes
+from graphopt.summary import human_bytes, shape_str, summarize
+from graphopt.tensors import same_file
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see graphopt {self.prog.split()[-1]} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="graphopt", description="A graph-level compiler for ONNX models.")
+    parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    opt = sub.add_parser("optimize", help="optimize a model and write the result")
+    opt.add_argument("input", help="the ONNX model to optimize")
+    opt.add_argument("-o", "--output", help="where to write the optimized model")
+    opt.add_argument("-O", dest="level", type=int, choices=range(4), default=2, metavar="0..3",
+                     help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2)")
+    opt.add_argument("--passes", help="run these passes instead of a level: 'a,b{key=value},c'")
+    opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
+    opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
+    opt.add_argument("--in-place", action="store_true", help="overwrite the input file (needed if -o names it)")
+    opt.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
+                     help="write tensors to a .data file beside the output (auto: if the input had one or >2 GB)")
+    opt.add_argument("--size-threshold", type=int, default=1024, metavar="BYTES",
+                     help="smallest tensor written to external data (default 1024)")
+    opt.add_argument("--fixed-point", action=argparse.BooleanOptionalAction, default=None,
+                     help="repeat the pipeline until nothing changes (default: on for -O2 and -O3)")
+    _output_flags(opt)
+
+    ins = sub.add_parser("inspect", help="show opsets, inputs/outputs, op counts, parameters and subgraphs")
+    ins.add_argument("input", help="the ONNX model to inspect")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    pas = sub.add_parser("passes", help="list the registered passes and their options")
+    pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        if args.command == "optimize":
+            return cmd_optimize(args, err)
+        if args.command == "inspect":
+            return cmd_inspect(args)
+        return cmd_passes(args)
+    except GraphoptError as e:
+        print(f"graphopt: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("graphopt: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# optimize
+# --------------------------------------------------------------------------------------------------------------------
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not enabled,
+    )
+
+
+@contextmanager
+def _step(progress: Progress, text: str) -> Iterator[None]:
+    task = progress.add_task(text, total=None)
+    try:
+        yield
+    finally:
+        progress.remove_task(task)
+
+
+def load_checked(path: Path, *, run_checker: bool) -> Model:
+    """Read a model file, run the ONNX checker (unless told not to), and lift it into the IR."""
+    proto = read_proto(path)
+    if run_checker:
+        check(proto if proto.ByteSize() < 2**31 - 1 else path, str(path))
+    model = from_proto(proto, base_dir=path.parent)
+    model.source_path = str(path)
+    return model
+
+
+def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
+    src = Path(args.input)
+    if not args.output and not args.in_place:
+        raise GraphoptError("no output file: give -o OUT (or --in-place to overwrite the input)")
+    out = Path(args.output) if args.output else src
+    if src.exists() and (same_file(src, out) or src.resolve() == out.resolve()) and not args.in_place:
+        raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
+    if out.exists() and out.is_dir():
+        raise GraphoptError(f"{out}: output is a directory")
+    # Resolve the pipeline before loading, so a misspelt pass name fails fast.
+    pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
+    fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
+    show = not (args.quiet or args.json) and err.is_terminal
+
+    times: dict[str, float] = {}
+    in_size = _file_size(src)
+    with _progress(err, show) as progress:
+        t0 = time.perf_counter()
+        with _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
+            model = load_checked(src, run_checker=not args.no_check)
+        times["load"] = time.perf_counter() - t0
+
+        task = progress.add_task("optimizing", total=len(pipeline))
+
+        def on_pass(name: str, index: int, total: int) -> None:
+            progress.update(task, description=f"pass {name}", completed=index)
+
+        t0 = time.perf_counter()
+        ctx = PassContext(model=model, target=args.target)
+        report = PassManager(pipeline, fixed_point=fixed_point, progress=on_pass).run(model, ctx)
+        progress.remove_task(task)
+        times["optimize"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        save_task = progress.add_task(f"saving {out.name}", total=None)
+        external = {"auto": None, "yes": True, "no": False}[args.external_data]
+        save(
+            model,
+            out,
+            external_data=external,
+            size_threshold=args.size_threshold,
+            progress=lambda done, total: progress.update(save_task, completed=done, total=total),
+        )
+        progress.remove_task(save_task)
+        times["save"] = time.perf_counter() - t0
+
+    summary = {
+        "input": str(src),
+        "output": str(out),
+        "level": None if args.passes else args.level,
+        "target": args.target,
+        "bytes_before": in_size,
+        "bytes_after": _file_size(out),
+        "timing": {k: round(v, 4) for k, v in times.items()},
+        **report.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        _print_report(Console(), report, summary)
+    return 0
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _print_report(console: Console, report: PassReport, summary: dict[str, Any]) -> None:
+    table = Table(title="passes", title_justify="left")
+    table.add_column("pass")
+    table.add_column("runs", justify="right")
+    table.add_column("changed")
+    table.add_column("nodes before", justify="right")
+    table.add_column("nodes after", justify="right")
+    table.add_column("ms", justify="right")
+    for s in report.stats:
+        table.add_row(s.name, str(s.runs), "yes" if s.changed else "no", str(s.nodes_before), str(s.nodes_after),
+                      f"{s.seconds * 1000:.1f}")
+    if report.stats:
+        console.print(table)
+    sec = summary["timing"]
+    console.print(
+        f"{summary['input']} -> {summary['output']}: nodes {report.nodes_before} -> {report.nodes_after}, "
+        f"size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}, "
+        f"{report.iterations} iteration(s); load {sec['load']:.2f}s, optimize {sec['optimize']:.2f}s, "
+        f"save {sec['save']:.2f}s",
+        highlight=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# inspect and passes
+# --------------------------------------------------------------------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.input)
+    model = load_checked(path, run_checker=False)
+    info = summarize(model)
+    if args.json:
+        print(json.dumps({"file": str(path), "bytes": _file_size(path), **info.to_dict()}, indent=2))
+        return 0
+    console = Console()
+    opsets = ", ".join(f"{d} {v}" for d, v in info.opsets.items())
+    console.print(f"[bold]{path}[/] ({human_bytes(_file_size(path))}), IR version {info.ir_version}, "
+                  f"producer {info.producer or '?'}, opsets: {opsets}", highlight=False)
+    io = Table(title="inputs and outputs", title_justify="left")
+    for col in ("kind", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, values in (("input", info.inputs), ("output", info.outputs)):
+        for v in values:
+            io.add_row(kind, v["name"], v["dtype"], shape_str(v["shape"]))
+    console.print(io)
+    ops = Table(title=f"ops ({info.nodes} nodes, subgraphs included)", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info.ops.items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+    console.print(f"parameters: {info.parameters:,} in {info.initializers} initializers, "
+                  f"{human_bytes(info.parameter_bytes)} ({human_bytes(info.external_bytes)} external)", highlight=False)
+    subs = ", ".join(f"{n} in {op}" for op, n in info.subgraphs.items()) or "none"
+    console.print(f"subgraphs: {subs}; functions: {', '.join(info.functions) or 'none'}", highlight=False)
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    registered = list_passes()
+    rows = [
+        {
+            "name": name,
+            "description": cls.description,
+            "lossless": cls.lossless,
+            "options": {
+                key: {"type": opt.type.__name__, "default": opt.default, "help": opt.help}
+                for key, opt in cls.options_spec.items()
+            },
+        }
+        for name, cls in registered.items()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="registered passes", title_justify="left")
+    table.add_column("pass")
+    table.add_column("description")
+    table.add_column("options")
+    for row in rows:
+        opts = ", ".join(f"{k}: {o['type']} = {o['default']}" for k, o in row["options"].items())
+        table.add_row(row["name"], row["description"] + ("" if row["lossless"] else " (lossy)"), opts)
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Exceptions graphopt raises for problems the user can fix (bad files, bad options, bad pass names)."""
+
+from __future__ import annotations
+
+
+class GraphoptError(Exception):
+    """A problem with the user's input. The CLI prints its message on one line and exits with code 2."""
+
+
+class ModelLoadError(GraphoptError):
+    """The file is missing, is not ONNX, is truncated, or the checker rejects it."""
+
+
+class ExternalDataError(GraphoptError):
+    """External tensor data is missing, out of range, or points outside the model's folder."""
+
+
+class PassError(GraphoptError):
+    """An unknown pass name, a malformed pipeline string or an invalid pass option."""
+
+
+class IRError(Exception):
+    """An edit that would break the IR's invariants (a programming error in a pass, not a user error)."""

@@ -1,0 +1,803 @@
+"""graphopt's intermediate representation: Model, Graph, Node, Value, Attribute.
+
+Values are SSA edges: each has at most one producer and knows all its uses, including uses from nodes inside subgraphs
+that read it from an outer scope. A Graph keeps its nodes in a doubly linked list, so inserting and removing a node is
+O(1), and every edit keeps the order topological as long as the pass inserts a node after the producers of its inputs
+(``Graph.sort`` restores the order when a pass cannot). Fields the IR does not model are kept verbatim in ``extra``
+protos so that load -> save with no pass loses nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import onnx
+
+from graphopt.errors import IRError
+from graphopt.tensors import Tensor, dtype_name
+
+Dim = int | str | None
+"""One dimension: a static size, a symbolic name, or None for unknown."""
+
+_A = onnx.AttributeProto
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Value
+# --------------------------------------------------------------------------------------------------------------------
+class Value:
+    """An SSA value: a named edge with a type, one producer (or none) and its uses.
+
+    ``const`` holds the data of an initializer. ``uses`` maps ``(node, input_index)`` to None, in insertion order.
+    dtype and shape are decoded lazily from the ONNX type they were loaded with; setting either drops that type.
+    """
+
+    __slots__ = (
+        "name",
+        "producer",
+        "index",
+        "uses",
+        "const",
+        "doc_string",
+        "metadata_props",
+        "_type_proto",
+        "_dtype",
+        "_shape",
+        "_decoded",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        name: str | None = None,
+        dtype: int | None = None,
+        shape: Sequence[Dim] | None = None,
+        *,
+        const: Tensor | None = None,
+    ) -> None:
+        self.name = name
+        self.producer: Node | None = None
+        self.index: int = 0
+        self.uses: dict[tuple[Node, int], None] = {}
+        self.const = const
+        self.doc_string = ""
+        self.metadata_props: dict[str, str] = {}
+        self._type_proto: onnx.TypeProto | None = None
+        self._dtype = dtype
+        self._shape = tuple(shape) if shape is not None else None
+        self._decoded = True
+        if const is not None and dtype is None and shape is None:
+            self._dtype, self._shape = const.dtype, const.dims
+
+    # type ---------------------------------------------------------------------------------------------------------
+    def _decode(self) -> None:
+        tp = self._type_proto
+        self._decoded = True
+        if tp is None or tp.WhichOneof("value") != "tensor_type":
+            return
+        tt = tp.tensor_type
+        self._dtype = tt.elem_type or None
+        if tt.HasField("shape"):
+            dims: list[Dim] = []
+            for d in tt.shape.dim:
+                kind = d.WhichOneof("value")
+                dims.append(d.dim_value if kind == "dim_value" else d.dim_param if kind == "dim_param" else None)
+            self._shape = tuple(dims)
+
+    @property
+    def dtype(self) -> int | None:
+        """ONNX element type (``onnx.TensorProto.FLOAT``...) or None if unknown or not a tensor."""
+        if not self._decoded:
+            self._decode()
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: int | None) -> None:
+        _ = self.shape
+        self._type_proto = None
+        self._dtype = value
+
+    @property
+    def shape(self) -> tuple[Dim, ...] | None:
+        """Dims (int, symbolic str, or None for unknown), or None if the rank is unknown."""
+        if not self._decoded:
+            self._decode()
+        return self._shape
+
+    @shape.setter
+    def shape(self, value: Sequence[Dim] | None) -> None:
+        _ = self.dtype
+        self._type_proto = None
+        self._shape = tuple(value) if value is not None else None
+
+    @property
+    def type_proto(self) -> onnx.TypeProto | None:
+        """The ONNX type this value was loaded with (kept for non-tensor types and denotations), if unchanged."""
+        return self._type_proto
+
+    def set_type_proto(self, tp: onnx.TypeProto | None) -> None:
+        self._type_proto = tp
+        self._dtype = None
+        self._shape = None
+        self._decoded = tp is None
+
+    @property
+    def has_type(self) -> bool:
+        return self._type_proto is not None or self._dtype is not None or self._shape is not None
+
+    # graph relations --------------------------------------------------------------------------------------------------
+    def users(self) -> list[Node]:
+        """The distinct nodes that read this value, in the order the uses were made."""
+        return list(dict.fromkeys(node for node, _ in self.uses))
+
+    def constant(self) -> Tensor | None:
+        """The value's data if it is a constant: an initializer or the output of a ``Constant`` node with ``value``.
+
+        An initializer that is also a graph input can be overridden by the caller, so it is not a constant.
+        """
+        if self.const is not None:
+            return self.const
+        node = self.producer
+        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            attr = node.attrs.get("value")
+            if attr is not None and isinstance(attr.value, Tensor):
+                return attr.value
+        return None
+
+    def __repr__(self) -> str:
+        shape = "?" if self.shape is None else "x".join(str(d) if d is not None else "?" for d in self.shape)
+        return f"Value({self.name!r}, {dtype_name(self.dtype)}[{shape}])"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Attribute
+# --------------------------------------------------------------------------------------------------------------------
+class Attribute:
+    """A typed node attribute. ``value`` is a Python value: int, float, str, Tensor, Graph, or a list of those.
+
+    ``ref_attr_name`` is set (and ``value`` is None) inside function bodies where the attribute refers to one of the
+    function's own attributes. Strings that are not UTF-8 stay bytes.
+    """
+
+    __slots__ = ("name", "type", "value", "ref_attr_name", "doc_string", "untyped")
+
+    def __init__(
+        self,
+        name: str,
+        value: Any,
+        type: int | None = None,  # noqa: A002 - mirrors AttributeProto.type
+        *,
+        ref_attr_name: str = "",
+        doc_string: str = "",
+    ) -> None:
+        self.name = name
+        self.value = value
+        self.type = type if type is not None else _infer_attr_type(value)
+        self.ref_attr_name = ref_attr_name
+        self.doc_string = doc_string
+        self.untyped = False
+
+    def __repr__(self) -> str:
+        if self.ref_attr_name:
+            return f"Attribute({self.name}=@{self.ref_attr_name})"
+        return f"Attribute({self.name}={self.value!r})"
+
+
+def _infer_attr_type(value: Any) -> int:
+    if isinstance(value, bool | int):
+        return _A.INT
+    if isinstance(value, float):
+        return _A.FLOAT
+    if isinstance(value, str | bytes):
+        return _A.STRING
+    if isinstance(value, Tensor):
+        return _A.TENSOR
+    if isinstance(value, Graph):
+        return _A.GRAPH
+    if isinstance(value, onnx.SparseTensorProto):
+        return _A.SPARSE_TENSOR
+    if isinstance(value, onnx.TypeProto):
+        return _A.TYPE_PROTO
+    if isinstance(value, list | tuple):
+        if not value:
+            raise IRError("cannot infer the type of an empty list attribute; pass type= explicitly")
+        single = _infer_attr_type(value[0])
+        if single == _A.INT and any(isinstance(v, float) for v in value):
+            single = _A.FLOAT
+        return {
+            _A.INT: _A.INTS,
+            _A.FLOAT: _A.FLOATS,
+            _A.STRING: _A.STRINGS,
+            _A.TENSOR: _A.TENSORS,
+            _A.GRAPH: _A.GRAPHS,
+            _A.SPARSE_TENSOR: _A.SPARSE_TENSORS,
+            _A.TYPE_PROTO: _A.TYPE_PROTOS,
+        }[single]
+    raise IRError(f"cannot infer an ONNX attribute type for {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Node
+# --------------------------------------------------------------------------------------------------------------------
+class Node:
+    """An operator application. Inputs are Values or None (an omitted optional input); outputs likewise.
+
+    Create a node with input Values and a number of outputs; its outputs get unique names when it is added to a graph.
+    Change its inputs only through :meth:`set_input` / :meth:`replace_input` so that use lists stay right.
+    """
+
+    __slots__ = (
+        "op_type",
+        "domain",
+        "name",
+        "overload",
+        "attrs",
+        "doc_string",
+        "metadata_props",
+        "extra",
+        "graph",
+        "_inputs",
+        "_outputs",
+        "_prev",
+        "_next",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        op_type: str,
+        inputs: Iterable[Value | None] = (),
+        attrs: dict[str, Any] | None = None,
+        *,
+        num_outputs: int = 1,
+        outputs: Sequence[Value | None] | None = None,
+        domain: str = "",
+        name: str = "",
+        overload: str = "",
+        doc_string: str = "",
+    ) -> None:
+        self.op_type = op_type
+        self.domain = domain
+        self.name = name
+        self.overload = overload
+        self.doc_string = doc_string
+        self.metadata_props: dict[str, str] = {}
+        self.extra: onnx.NodeProto | None = None
+        self.graph: Graph | None = None
+        self._prev: Node | None = None
+        self._next: Node | None = None
+        self.attrs: dict[str, Attribute] = {}
+        for key, val in (attrs or {}).items():
+            self.attrs[key] = val if isinstance(val, Attribute) else Attribute(key, val)
+        self._inputs: list[Value | None] = []
+        for i, v in enumerate(inputs):
+            self._inputs.append(v)
+            if v is not None:
+                v.uses[(self, i)] = None
+        if outputs is None:
+            outputs = [Value() for _ in range(num_outputs)]
+        self._outputs: list[Value | None] = list(outputs)
+        for i, out in enumerate(self._outputs):
+            if out is None:
+                continue
+            if out.producer is not None:
+                raise IRError(f"value {out.name!r} already has a producer")
+            out.producer, out.index = self, i
+
+    # inputs and outputs ---------------------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[Value | None, ...]:
+        return tuple(self._inputs)
+
+    @property
+    def outputs(self) -> tuple[Value | None, ...]:
+        return tuple(self._outputs)
+
+    @property
+    def output(self) -> Value:
+        """The first output (most ops have exactly one)."""
+        out = self._outputs[0]
+        assert out is not None
+        return out
+
+    def set_input(self, index: int, value: Value | None) -> None:
+        """Make input ``index`` read ``value`` (None omits it); appends when ``index`` equals the input count."""
+        if index == len(self._inputs):
+            self._inputs.append(None)
+        old = self._inputs[index]
+        if old is not None:
+            old.uses.pop((self, index), None)
+        self._inputs[index] = value
+        if value is not None:
+            value.uses[(self, index)] = None
+
+    def replace_input(self, old: Value, new: Value | None) -> None:
+        """Make every input that reads ``old`` read ``new``."""
+        for i, v in enumerate(self._inputs):
+            if v is old:
+                self.set_input(i, new)
+
+    def set_inputs(self, values: Iterable[Value | None]) -> None:
+        """Replace all inputs at once."""
+        self._detach_own_inputs()
+        self._inputs = []
+        for i, v in enumerate(values):
+            self._inputs.append(v)
+            if v is not None:
+                v.uses[(self, i)] = None
+
+    def _detach_own_inputs(self) -> None:
+        for i, v in enumerate(self._inputs):
+            if v is not None:
+                v.uses.pop((self, i), None)
+
+    def detach(self) -> None:
+        """Drop this node's uses of its inputs, and those of every node in its subgraphs."""
+        self._detach_own_inputs()
+        for g in self.subgraphs():
+            for n in g.all_nodes():
+                n._detach_own_inputs()
+
+    # attributes -----------------------------------------------------------------------------------------------------
+    def attr(self, name: str, default: Any = None) -> Any:
+        """An attribute's value, or ``default`` when the node does not set it."""
+        a = self.attrs.get(name)
+        return default if a is None else a.value
+
+    def set_attr(self, name: str, value: Any, type: int | None = None) -> None:  # noqa: A002
+        self.attrs[name] = Attribute(name, value, type)
+
+    def subgraphs(self) -> Iterator[Graph]:
+        """The graphs held by this node's attributes (If branches, Loop and Scan bodies...)."""
+        for a in self.attrs.values():
+            if a.type == _A.GRAPH and a.value is not None:
+                yield a.value
+            elif a.type == _A.GRAPHS and a.value:
+                yield from a.value
+
+    # order --------------------------------------------------------------------------------------------------------
+    @property
+    def next(self) -> Node | None:
+        return self._next if self._next is not None and self._next.graph is not None else None
+
+    @property
+    def prev(self) -> Node | None:
+        return self._prev if self._prev is not None and self._prev.graph is not None else None
+
+    def __repr__(self) -> str:
+        ins = ", ".join(v.name or "?" if v is not None else "" for v in self._inputs)
+        outs = ", ".join(v.name or "?" if v is not None else "" for v in self._outputs)
+        op = f"{self.domain}::{self.op_type}" if self.domain else self.op_type
+        return f"Node({self.name or '<unnamed>'}: {op}({ins}) -> {outs})"
+
+
+class _Head(Node):
+    """The sentinel of a graph's circular node list; never visible to users."""
+
+    def __init__(self) -> None:  # noqa: D107 - sentinel
+        self._prev = self._next = self  # type: ignore[assignment]
+        self.graph = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Graph
+# --------------------------------------------------------------------------------------------------------------------
+class Graph:
+    """A graph: inputs, initializers, nodes in topological order, outputs.
+
+    Iterating a graph yields its nodes in order. It is safe to remove the current node (or later nodes) while
+    iterating. A subgraph knows the node that owns it (``owner``), so name lookup and ``unique_name`` see outer scopes.
+    """
+
+    def __init__(
+        self,
+        inputs: Iterable[Value] = (),
+        outputs: Iterable[Value] = (),
+        nodes: Iterable[Node] = (),
+        initializers: Iterable[Value] = (),
+        *,
+        name: str = "",
+        doc_string: str = "",
+    ) -> None:
+        self.name = name
+        self.doc_string = doc_string
+        self.metadata_props: dict[str, str] = {}
+        self.extra: onnx.GraphProto | None = None
+        self.inputs: list[Value] = list(inputs)
+        self.outputs: list[Value] = list(outputs)
+        self.initializers: dict[str, Value] = {}
+        self.sparse_initializers: dict[str, Value] = {}
+        self.value_info: list[Value] = []
+        """Values listed in the ONNX value_info at load, in order (exported again while they are in use)."""
+        self.owner: Node | None = None
+        self._head = _Head()
+        self._count = 0
+        self._names: set[str] | None = None
+        self._counter = itertools.count()
+        for v in initializers:
+            self.add_initializer(v)
+        for node in nodes:
+            self.append(node)
+
+    # iteration ----------------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Node]:
+        # A removed node keeps its _next link, so iteration continues correctly when the loop body removes the
+        # current node (or later ones); nodes inserted after the current node are visited.
+        head = self._head
+        node = head._next
+        while node is not head:
+            assert node is not None
+            if node.graph is self:
+                yield node
+            node = node._next
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nodes(self) -> list[Node]:
+        return list(self)
+
+    def reversed(self) -> Iterator[Node]:
+        """Nodes from last to first; removing the current node while iterating is safe."""
+        head = self._head
+        node = head._prev
+        while node is not head:
+            assert node is not None
+            if node.graph is self:
+                yield node
+            node = node._prev
+
+    def all_nodes(self) -> Iterator[Node]:
+        """Every node of this graph and, depth first, of its subgraphs."""
+        for node in self:
+            yield node
+            for g in node.subgraphs():
+                yield from g.all_nodes()
+
+    def subgraphs(self) -> Iterator[Graph]:
+        """Every subgraph nested in this graph, depth first (not including this graph)."""
+        for node in self:
+            for g in node.subgraphs():
+                yield g
+                yield from g.subgraphs()
+
+    def node_count(self, recursive: bool = True) -> int:
+        return sum(1 for _ in self.all_nodes()) if recursive else self._count
+
+    @property
+    def parent(self) -> Graph | None:
+        """The graph that holds the node owning this subgraph, or None for a top-level graph."""
+        return self.owner.graph if self.owner is not None else None
+
+    @property
+    def root(self) -> Graph:
+        g = self
+        while g.parent is not None:
+            g = g.parent
+        return g
+
+    # editing ------------------------------------------------------------------------------------------------------
+    def _link(self, node: Node, after: Node) -> None:
+        if node.graph is not None:
+            raise IRError(f"{node} is already in a graph; remove it first")
+        node.graph = self
+        nxt = after._next
+        assert nxt is not None
+        node._prev, node._next = after, nxt
+        after._next = node
+        nxt._prev = node
+        self._count += 1
+        self._name_outputs(node)
+
+    def _name_outputs(self, node: Node) -> None:
+        for out in node._outputs:
+            if out is not None and not out.name:
+                out.name = self.unique_name(f"{node.op_type}_out" if not node.name else f"{node.name}_out")
+
+    def append(self, node: Node) -> Node:
+        """Add ``node`` at the end."""
+        self._link(node, self._head._prev)  # type: ignore[arg-type]
+        return node
+
+    def insert_before(self, anchor: Node, node: Node) -> Node:
+        """Add ``node`` just before ``anchor``."""
+        self._check_member(anchor)
+        self._link(node, anchor._prev)  # type: ignore[arg-type]
+        return node
+
+    def insert_after(self, anchor: Node, node: Node) -> Node:
+        """Add ``node`` just after ``anchor``."""
+        self._check_member(anchor)
+        self._link(node, anchor)
+        return node
+
+    def _check_member(self, node: Node) -> None:
+        if node.graph is not self:
+            raise IRError(f"{node} is not in this graph")
+
+    def remove(self, node: Node, *, safe: bool = True) -> None:
+        """Take ``node`` out of the graph and drop its uses of its inputs.
+
+        With ``safe`` (the default) the node's outputs must have no uses and must not be graph outputs.
+        """
+        self._check_member(node)
+        if safe:
+            for out in node._outputs:
+                if out is None:
+                    continue
+                if out.uses:
+                    raise IRError(f"cannot remove {node}: output {out.name!r} is still used")
+                if any(out is o for o in self.outputs):
+                    raise IRError(f"cannot remove {node}: output {out.name!r} is a graph output")
+        node.detach()
+        # unlink but keep node._next so that an iterator standing on this node can continue
+        prv, nxt = node._prev, node._next
+        assert prv is not None and nxt is not None
+        prv._next = nxt
+        nxt._prev = prv
+        node.graph = None
+        self._count -= 1
+
+    def replace_all_uses_with(self, old: Value, new: Value) -> None:
+        """Make every reader of ``old`` read ``new``, in this graph, its subgraphs, and graph outputs.
+
+        If ``old`` is an output of this graph, ``new`` takes its place there and also its name, so output names
+        never change; when ``new`` cannot be renamed (it is a graph input, initializer or already an output, or comes
+        from an outer scope), an Identity node keeps the old name instead.
+        """
+        if old is new:
+            return
+        for node, i in list(old.uses):
+            node.set_input(i, new)
+        if not any(o is old for o in self.outputs):
+            return
+        renameable = (
+            new.producer is not None
+            and new.producer.graph is self
+            and not any(o is new for o in self.outputs)
+        )
+        if renameable:
+            old_name = old.name
+            old.name = self.unique_name(f"{old_name}_replaced")
+            new.name = old_name
+            self._copy_output_type(old, new)
+            self.outputs = [new if o is old else o for o in self.outputs]
+        else:
+            ident = Node("Identity", [new], outputs=[Value()], name=self.unique_name(f"{old.name}_identity"))
+            out = ident.output
+            out.name = old.name
+            old.name = self.unique_name(f"{out.name}_replaced")
+            self._copy_output_type(old, out)
+            self.append(ident)
+            self.outputs = [out if o is old else o for o in self.outputs]
+
+    @staticmethod
+    def _copy_output_type(src: Value, dst: Value) -> None:
+        if src.type_proto is not None:
+            dst.set_type_proto(src.type_proto)
+        elif src.has_type and not dst.has_type:
+            dst.dtype, dst.shape = src.dtype, src.shape
+        dst.doc_string = dst.doc_string or src.doc_string
+
+    def add_initializer(self, value: Value) -> Value:
+        """Register a constant Value (its ``const`` set) as an initializer of this graph; names it if needed."""
+        if value.const is None:
+            raise IRError(f"initializer {value.name!r} has no data")
+        if not value.name:
+            value.name = self.unique_name("const")
+        self.initializers[value.name] = value
+        return value
+
+    def make_constant(self, tensor: Tensor, name: str = "const") -> Value:
+        """A new initializer Value holding ``tensor``."""
+        return self.add_initializer(Value(self.unique_name(name), const=tensor))
+
+    # names --------------------------------------------------------------------------------------------------------
+    def unique_name(self, base: str) -> str:
+        """A value/node name not used anywhere in the root graph and its subgraphs."""
+        root = self.root
+        if root._names is None:
+            root._names = root._collect_names()
+        names = root._names
+        name = base
+        while name in names:
+            name = f"{base}_{next(root._counter)}"
+        names.add(name)
+        return name
+
+    def _collect_names(self) -> set[str]:
+        names: set[str] = set()
+        graphs = [self, *self.subgraphs()]
+        for g in graphs:
+            names.update(v.name for v in g.inputs if v.name)
+            names.update(g.initializers)
+            names.update(g.sparse_initializers)
+            for node in g:
+                if node.name:
+                    names.add(node.name)
+                names.update(v.name for v in node._outputs if v is not None and v.name)
+        return names
+
+    # order --------------------------------------------------------------------------------------------------------
+    def sort(self) -> None:
+        """Reorder nodes topologically, keeping the current order wherever it is already valid (stable Kahn)."""
+        nodes = list(self)
+        position = {node: i for i, node in enumerate(nodes)}
+        deps: dict[Node, set[Node]] = {}
+        for node in nodes:
+            producers: set[Node] = set()
+            for v in _read_values(node):
+                p = _producer_in(v, self)
+                if p is not None and p is not node:
+                    producers.add(p)
+            deps[node] = producers
+        users: dict[Node, list[Node]] = {n: [] for n in nodes}
+        for node, ps in deps.items():
+            for p in ps:
+                users[p].append(node)
+        import heapq
+
+        pending = {n: len(ps) for n, ps in deps.items()}
+        ready = [position[n] for n in nodes if pending[n] == 0]
+        heapq.heapify(ready)
+        order: list[Node] = []
+        while ready:
+            node = nodes[heapq.heappop(ready)]
+            order.append(node)
+            for u in users[node]:
+                pending[u] -= 1
+                if pending[u] == 0:
+                    heapq.heappush(ready, position[u])
+        if len(order) != len(nodes):
+            stuck = [n for n in nodes if pending[n] > 0][:3]
+            raise IRError(f"graph has a cycle through {stuck}")
+        head = self._head
+        prev: Node = head
+        for node in order:
+            prev._next = node
+            node._prev = prev
+            prev = node
+        prev._next = head
+        head._prev = prev
+
+    # checks -------------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Verify the IR's invariants (use lists, producers, order, scoping); raise IRError on the first violation."""
+        _check_graph(self, visible=set())
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, {len(self.inputs)} inputs, {self._count} nodes, {len(self.outputs)} outputs)"
+
+
+def _read_values(node: Node) -> Iterator[Value]:
+    """Values a node reads: its inputs and the outer-scope values its subgraphs read."""
+    for v in node._inputs:
+        if v is not None:
+            yield v
+    for g in node.subgraphs():
+        for inner in g.all_nodes():
+            for v in inner._inputs:
+                if v is not None:
+                    yield v
+        yield from g.outputs
+
+
+def _producer_in(value: Value, graph: Graph) -> Node | None:
+    """The node of ``graph`` that produces ``value``, directly or through a subgraph it owns; else None."""
+    p = value.producer
+    while p is not None and p.graph is not None and p.graph is not graph:
+        p = p.graph.owner
+    return p if p is not None and p.graph is graph else None
+
+
+def _check_graph(graph: Graph, visible: set[int]) -> None:
+    scope = set(visible)
+    for v in graph.inputs:
+        scope.add(id(v))
+    for v in graph.initializers.values():
+        if v.const is None:
+            raise IRError(f"initializer {v.name!r} has no data")
+        scope.add(id(v))
+    scope.update(id(v) for v in graph.sparse_initializers.values())
+    count = 0
+    for node in graph:
+        count += 1
+        for i, v in enumerate(node._inputs):
+            if v is None:
+                continue
+            if (node, i) not in v.uses:
+                raise IRError(f"{node} reads {v.name!r} at input {i} but the value does not list that use")
+            if id(v) not in scope and v.producer is not None:
+                raise IRError(f"{node} reads {v.name!r} before it is produced (order is not topological)")
+        for g in node.subgraphs():
+            if g.owner is not node:
+                raise IRError(f"subgraph {g.name!r} of {node} does not name its owner")
+            _check_graph(g, scope)
+        for i, out in enumerate(node._outputs):
+            if out is None:
+                continue
+            if out.producer is not node or out.index != i:
+                raise IRError(f"output {out.name!r} of {node} does not name its producer")
+            for user, j in out.uses:
+                if user._inputs[j] is not out:
+                    raise IRError(f"{out.name!r} lists a stale use by {user} at input {j}")
+            scope.add(id(out))
+    if count != graph._count:
+        raise IRError(f"graph {graph.name!r} counts {graph._count} nodes but holds {count}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Function and Model
+# --------------------------------------------------------------------------------------------------------------------
+class Function:
+    """A model-local function: its body is a Graph whose inputs and outputs are the formal parameters."""
+
+    def __init__(self, domain: str, name: str, graph: Graph, *, overload: str = "") -> None:
+        self.domain = domain
+        self.name = name
+        self.overload = overload
+        self.graph = graph
+        self.attributes: list[str] = []
+        self.attribute_defaults: dict[str, Attribute] = {}
+        self.opset_imports: dict[str, int] = {}
+        self.default_domain_unset = False
+        self.doc_string = ""
+        self.metadata_props: dict[str, str] = {}
+        self.extra: onnx.FunctionProto | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.domain, self.name, self.overload)
+
+    def __repr__(self) -> str:
+        return f"Function({self.domain}::{self.name}, {len(self.graph)} nodes)"
+
+
+class Model:
+    """A model: the main graph, opset imports per domain, functions, metadata and every other ModelProto field."""
+
+    def __init__(self, graph: Graph, opset_imports: dict[str, int] | None = None, *, ir_version: int = 10) -> None:
+        self.graph = graph
+        self.opset_imports: dict[str, int] = dict(opset_imports or {"": 21})
+        self.default_domain_unset = False
+        """The loaded default-domain opset entry left ``domain`` unset; kept so a round-trip is byte-faithful."""
+        self.ir_version = ir_version
+        self.producer_name = ""
+        self.producer_version = ""
+        self.domain = ""
+        self.model_version = 0
+        self.doc_string = ""
+        self.metadata_props: dict[str, str] = {}
+        self.functions: dict[tuple[str, str, str], Function] = {}
+        self.training_info: list[onnx.TrainingInfoProto] = []
+        self.extra: onnx.ModelProto | None = None
+        self.source_path: str | None = None
+        """The file the model was loaded from, if any (external data is resolved against its folder)."""
+        self.external_files: dict[Any, Any] = {}
+
+    def opset(self, domain: str = "") -> int | None:
+        """The opset version the model imports for ``domain`` ('' and 'ai.onnx' are the same domain)."""
+        if domain == "ai.onnx":
+            domain = ""
+        return self.opset_imports.get(domain, self.opset_imports.get("ai.onnx") if domain == "" else None)
+
+    def graphs(self) -> Iterator[Graph]:
+        """The main graph, its subgraphs, and every function body with its subgraphs."""
+        yield self.graph
+        yield from self.graph.subgraphs()
+        for f in self.functions.values():
+            yield f.graph
+            yield from f.graph.subgraphs()
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """The model as a self-contained ModelProto (external data is read in)."""
+        from graphopt.onnx_io import to_proto
+
+        return to_proto(self)
+
+    def __repr__(self) -> str:
+        ops = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in self.opset_imports.items())
+        return f"Model({self.graph!r}, opsets {ops})"

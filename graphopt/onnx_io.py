@@ -1,0 +1,694 @@
+"""Lifting ONNX protobuf into the IR and lowering it back, losslessly; loading and saving files.
+
+Every ModelProto/GraphProto/NodeProto/FunctionProto field the IR does not model is copied into that object's ``extra``
+proto on import and merged back on export, so fields this module has never heard of survive a round-trip too.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError, Message
+
+from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError
+from graphopt.ir import Attribute, Function, Graph, Model, Node, Value
+from graphopt.tensors import ExternalFile, SparseTensor, Tensor
+
+_A = onnx.AttributeProto
+PROTOBUF_LIMIT = 2**31 - 1
+"""Protobuf cannot serialize or parse a message of 2 GiB or more; bigger models must use external data."""
+AUTO_EXTERNAL_BYTES = 1_800_000_000
+"""Above this many bytes of inline tensor data, ``save`` writes external data unless told otherwise."""
+
+_MODEL_FIELDS = frozenset(
+    {
+        "ir_version",
+        "opset_import",
+        "producer_name",
+        "producer_version",
+        "domain",
+        "model_version",
+        "doc_string",
+        "graph",
+        "metadata_props",
+        "training_info",
+        "functions",
+    }
+)
+_GRAPH_FIELDS = frozenset(
+    {
+        "node",
+        "name",
+        "initializer",
+        "sparse_initializer",
+        "doc_string",
+        "input",
+        "output",
+        "value_info",
+        "metadata_props",
+    }
+)
+_NODE_FIELDS = frozenset({"input", "output", "name", "op_type", "domain", "overload", "attribute", "doc_string",
+                          "metadata_props"})
+_FUNCTION_FIELDS = frozenset(
+    {
+        "name",
+        "input",
+        "output",
+        "attribute",
+        "attribute_proto",
+        "node",
+        "doc_string",
+        "opset_import",
+        "domain",
+        "overload",
+        "value_info",
+        "metadata_props",
+    }
+)
+
+
+def _leftover(proto: Message, modeled: frozenset[str]) -> Any:
+    """A proto of the same type holding the fields of ``proto`` that the IR does not model, or None if there are none."""
+    rest = None
+    for field, value in proto.ListFields():
+        # A modeled scalar that is present but holds its default (proto2 presence, e.g. ``domain: ""``) is kept
+        # here too: the IR cannot tell it from an absent field, but the round-trip must.
+        if field.name in modeled and not (
+            not field.is_repeated and field.type != field.TYPE_MESSAGE and value == field.default_value
+        ):
+            continue
+        if rest is None:
+            rest = type(proto)()
+        target = getattr(rest, field.name)
+        if field.is_repeated:
+            target.extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            target.CopyFrom(value)
+        else:
+            setattr(rest, field.name, value)
+    return rest
+
+
+def _opsets(entries: Iterable[onnx.OperatorSetIdProto]) -> dict[str, int]:
+    return {op.domain: op.version for op in entries}
+
+
+def _default_domain_unset(entries: Iterable[onnx.OperatorSetIdProto]) -> bool:
+    """Whether the default-domain entry leaves ``domain`` unset (older exporters do) rather than set to ''."""
+    return any(not op.domain and not op.HasField("domain") for op in entries)
+
+
+def _put_opsets(target: Any, opsets: dict[str, int], default_domain_unset: bool) -> None:
+    for op_domain, version in opsets.items():
+        entry = target.add(version=version)
+        if op_domain or not default_domain_unset:
+            entry.domain = op_domain
+
+
+def _props(entries: Iterable[onnx.StringStringEntryProto]) -> dict[str, str]:
+    return {e.key: e.value for e in entries}
+
+
+def _put_props(target: Any, props: dict[str, str]) -> None:
+    for k, v in props.items():
+        target.add(key=k, value=v)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------------------------------
+class _Importer:
+    """Builds IR objects from protos, resolving names through nested scopes."""
+
+    def __init__(self, base_dir: Path | None) -> None:
+        self.base_dir = base_dir
+        self.files: dict[Path, ExternalFile] = {}
+
+    def tensor(self, proto: onnx.TensorProto) -> Tensor:
+        return Tensor.from_proto(proto, self.base_dir, self.files)
+
+    def value_from_info(self, info: onnx.ValueInfoProto, value: Value | None = None) -> Value:
+        v = value if value is not None else Value(info.name)
+        if info.HasField("type"):
+            v.set_type_proto(info.type)
+        v.doc_string = info.doc_string
+        v.metadata_props = _props(info.metadata_props)
+        return v
+
+    def graph(self, gp: onnx.GraphProto, outer: list[dict[str, Value]]) -> Graph:
+        graph = Graph(name=gp.name, doc_string=gp.doc_string)
+        graph.metadata_props = _props(gp.metadata_props)
+        graph.extra = _leftover(gp, _GRAPH_FIELDS)
+        scope: dict[str, Value] = {}
+        scopes = [scope, *outer]
+
+        def lookup(name: str) -> Value:
+            for s in scopes:
+                v = s.get(name)
+                if v is not None:
+                    return v
+            v = Value(name)  # undefined: kept as a dangling value so the name survives
+            scope[name] = v
+            return v
+
+        for info in gp.input:
+            v = self.value_from_info(info)
+            scope[info.name] = v
+            graph.inputs.append(v)
+        for tp in gp.initializer:
+            v = scope.get(tp.name)
+            if v is None:
+                v = Value(tp.name)
+                scope[tp.name] = v
+            v.const = self.tensor(tp)
+            if not v.has_type:
+                v._dtype, v._shape = v.const.dtype, v.const.dims  # noqa: SLF001 - plain facts of the data
+            graph.initializers[tp.name] = v
+        for sp in gp.sparse_initializer:
+            name = sp.values.name
+            v = scope.get(name) or Value(name)
+            scope[name] = v
+            v.const = SparseTensor(sp)
+            graph.sparse_initializers[name] = v
+        # Two phases: register every node output first, so that names resolve even if nodes are out of order.
+        nodes: list[tuple[onnx.NodeProto, Node]] = []
+        for np_ in gp.node:
+            outs = [Value(name) if name else None for name in np_.output]
+            node = Node(
+                np_.op_type,
+                (),
+                outputs=outs,
+                domain=np_.domain,
+                name=np_.name,
+                overload=np_.overload,
+                doc_string=np_.doc_string,
+            )
+            node.metadata_props = _props(np_.metadata_props)
+            node.extra = _leftover(np_, _NODE_FIELDS)
+            for v in outs:
+                if v is not None:
+                    scope[v.name] = v  # type: ignore[index]
+            nodes.append((np_, node))
+        for np_, node in nodes:
+            node.set_inputs(lookup(name) if name else None for name in np_.input)
+            for ap in np_.attribute:
+                node.attrs[ap.name] = self.attribute(ap, scopes)
+            for g in node.subgraphs():
+                g.owner = node
+            graph.append(node)
+        for info in gp.value_info:
+            v = scope.get(info.name)
+            if v is None:
+                v = Value(info.name)
+                scope[info.name] = v
+            self.value_from_info(info, v)
+            graph.value_info.append(v)
+        for info in gp.output:
+            v = lookup(info.name)
+            self.value_from_info(info, v)
+            graph.outputs.append(v)
+        return graph
+
+    def attribute(self, ap: onnx.AttributeProto, scopes: list[dict[str, Value]]) -> Attribute:
+        kind = ap.type or _untyped_kind(ap)
+        if ap.ref_attr_name:
+            value: Any = None
+        elif kind == _A.FLOAT:
+            value = ap.f
+        elif kind == _A.INT:
+            value = ap.i
+        elif kind == _A.STRING:
+            value = _decode(ap.s)
+        elif kind == _A.TENSOR:
+            value = self.tensor(ap.t)
+        elif kind == _A.GRAPH:
+            value = self.graph(ap.g, scopes)
+        elif kind == _A.SPARSE_TENSOR:
+            value = ap.sparse_tensor
+        elif kind == _A.TYPE_PROTO:
+            value = ap.tp
+        elif kind == _A.FLOATS:
+            value = list(ap.floats)
+        elif kind == _A.INTS:
+            value = list(ap.ints)
+        elif kind == _A.STRINGS:
+            value = [_decode(s) for s in ap.strings]
+        elif kind == _A.TENSORS:
+            value = [self.tensor(t) for t in ap.tensors]
+        elif kind == _A.GRAPHS:
+            value = [self.graph(g, scopes) for g in ap.graphs]
+        elif kind == _A.SPARSE_TENSORS:
+            value = list(ap.sparse_tensors)
+        elif kind == _A.TYPE_PROTOS:
+            value = list(ap.type_protos)
+        else:
+            value = None
+        attr = Attribute(ap.name, value, kind, ref_attr_name=ap.ref_attr_name, doc_string=ap.doc_string)
+        attr.untyped = ap.type == 0
+        return attr
+
+    def function(self, fp: onnx.FunctionProto) -> Function:
+        # A function body is imported as a graph whose inputs and outputs are the formal parameters (untyped).
+        gp = onnx.GraphProto()
+        gp.input.extend(onnx.ValueInfoProto(name=name) for name in fp.input)
+        gp.output.extend(onnx.ValueInfoProto(name=name) for name in fp.output)
+        gp.node.extend(fp.node)
+        gp.value_info.extend(fp.value_info)
+        func = Function(fp.domain, fp.name, self.graph(gp, []), overload=fp.overload)
+        func.attributes = list(fp.attribute)
+        func.attribute_defaults = {ap.name: self.attribute(ap, []) for ap in fp.attribute_proto}
+        func.opset_imports = _opsets(fp.opset_import)
+        func.default_domain_unset = _default_domain_unset(fp.opset_import)
+        func.doc_string = fp.doc_string
+        func.metadata_props = _props(fp.metadata_props)
+        func.extra = _leftover(fp, _FUNCTION_FIELDS)
+        return func
+
+
+def _decode(s: bytes) -> str | bytes:
+    try:
+        return s.decode("utf-8")
+    except UnicodeDecodeError:
+        return s
+
+
+def _untyped_kind(ap: onnx.AttributeProto) -> int:
+    """The kind of an attribute whose ``type`` field is unset (very old models): the field that holds a value."""
+    for field, kind in (
+        ("floats", _A.FLOATS),
+        ("ints", _A.INTS),
+        ("strings", _A.STRINGS),
+        ("tensors", _A.TENSORS),
+        ("graphs", _A.GRAPHS),
+    ):
+        if len(getattr(ap, field)):
+            return kind
+    for field, kind in (("t", _A.TENSOR), ("g", _A.GRAPH), ("sparse_tensor", _A.SPARSE_TENSOR), ("tp", _A.TYPE_PROTO)):
+        if ap.HasField(field):
+            return kind
+    if ap.s:
+        return _A.STRING
+    if ap.f:
+        return _A.FLOAT
+    return _A.INT
+
+
+def from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None) -> Model:
+    """Lift a ModelProto into the IR without copying tensor data. ``base_dir`` resolves external data."""
+    importer = _Importer(Path(base_dir) if base_dir is not None else None)
+    graph = importer.graph(proto.graph, [])
+    model = Model(graph, _opsets(proto.opset_import), ir_version=proto.ir_version)
+    model.default_domain_unset = _default_domain_unset(proto.opset_import)
+    model.producer_name = proto.producer_name
+    model.producer_version = proto.producer_version
+    model.domain = proto.domain
+    model.model_version = proto.model_version
+    model.doc_string = proto.doc_string
+    model.metadata_props = _props(proto.metadata_props)
+    model.training_info = list(proto.training_info)
+    for fp in proto.functions:
+        f = importer.function(fp)
+        model.functions[f.key] = f
+    model.extra = _leftover(proto, _MODEL_FIELDS)
+    model.external_files = importer.files
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------------------------------
+TensorWriter = Callable[[Value, onnx.TensorProto], None]
+
+
+def _fill_value_info(info: onnx.ValueInfoProto, v: Value) -> None:
+    info.name = v.name or ""
+    tp = v.type_proto
+    if tp is not None:
+        info.type.CopyFrom(tp)
+    elif v.dtype is not None or v.shape is not None:
+        tt = info.type.tensor_type
+        if v.dtype is not None:
+            tt.elem_type = v.dtype
+        if v.shape is not None:
+            shape = tt.shape
+            shape.SetInParent()
+            for d in v.shape:
+                dim = shape.dim.add()
+                if isinstance(d, int):
+                    dim.dim_value = d
+                elif isinstance(d, str):
+                    dim.dim_param = d
+    if v.doc_string:
+        info.doc_string = v.doc_string
+    _put_props(info.metadata_props, v.metadata_props)
+
+
+class _Exporter:
+    """Writes IR objects into protos. Tensor data that lives in external files is written inline."""
+
+    def graph(self, graph: Graph, gp: onnx.GraphProto, *, initializers: bool = True) -> None:
+        if graph.extra is not None:
+            gp.MergeFrom(graph.extra)
+        gp.name = graph.name
+        if graph.doc_string:
+            gp.doc_string = graph.doc_string
+        _put_props(gp.metadata_props, graph.metadata_props)
+        for v in graph.inputs:
+            _fill_value_info(gp.input.add(), v)
+        if initializers:
+            for name, v in graph.initializers.items():
+                assert v.const is not None
+                gp.initializer.append(v.const.to_proto(name))
+        for name, v in graph.sparse_initializers.items():
+            gp.sparse_initializer.append(v.const.to_proto(name))  # type: ignore[union-attr]
+        emitted: set[int] = set()
+        for node in graph:
+            self.node(node, gp.node.add())
+        for v in graph.outputs:
+            _fill_value_info(gp.output.add(), v)
+        for v in graph.value_info:
+            if id(v) not in emitted and _alive(v):
+                _fill_value_info(gp.value_info.add(), v)
+                emitted.add(id(v))
+        listed = emitted | {id(v) for v in graph.outputs}
+        for node in graph:
+            for out in node.outputs:
+                if out is not None and id(out) not in listed and out.has_type:
+                    _fill_value_info(gp.value_info.add(), out)
+                    listed.add(id(out))
+
+    def node(self, node: Node, np_: onnx.NodeProto) -> None:
+        if node.extra is not None:
+            np_.MergeFrom(node.extra)
+        np_.input.extend(v.name if v is not None else "" for v in node.inputs)  # type: ignore[misc]
+        np_.output.extend(v.name if v is not None else "" for v in node.outputs)  # type: ignore[misc]
+        if node.name:
+            np_.name = node.name
+        np_.op_type = node.op_type
+        if node.domain:
+            np_.domain = node.domain
+        if node.overload:
+            np_.overload = node.overload
+        if node.doc_string:
+            np_.doc_string = node.doc_string
+        _put_props(np_.metadata_props, node.metadata_props)
+        for attr in node.attrs.values():
+            self.attribute(attr, np_.attribute.add())
+
+    def attribute(self, attr: Attribute, ap: onnx.AttributeProto) -> None:
+        ap.name = attr.name
+        if not attr.untyped:
+            ap.type = attr.type  # type: ignore[assignment]
+        if attr.doc_string:
+            ap.doc_string = attr.doc_string
+        if attr.ref_attr_name:
+            ap.ref_attr_name = attr.ref_attr_name
+            return
+        kind, value = attr.type, attr.value
+        if value is None:
+            return
+        if kind == _A.FLOAT:
+            ap.f = value
+        elif kind == _A.INT:
+            ap.i = int(value)
+        elif kind == _A.STRING:
+            ap.s = value.encode("utf-8") if isinstance(value, str) else value
+        elif kind == _A.TENSOR:
+            ap.t.CopyFrom(value.to_proto(_tensor_name(value)))
+        elif kind == _A.GRAPH:
+            self.graph(value, ap.g)
+        elif kind == _A.SPARSE_TENSOR:
+            ap.sparse_tensor.CopyFrom(value)
+        elif kind == _A.TYPE_PROTO:
+            ap.tp.CopyFrom(value)
+        elif kind == _A.FLOATS:
+            ap.floats.extend(value)
+        elif kind == _A.INTS:
+            ap.ints.extend(int(x) for x in value)
+        elif kind == _A.STRINGS:
+            ap.strings.extend(s.encode("utf-8") if isinstance(s, str) else s for s in value)
+        elif kind == _A.TENSORS:
+            ap.tensors.extend(t.to_proto(_tensor_name(t)) for t in value)
+        elif kind == _A.GRAPHS:
+            for g in value:
+                self.graph(g, ap.graphs.add())
+        elif kind == _A.SPARSE_TENSORS:
+            ap.sparse_tensors.extend(value)
+        elif kind == _A.TYPE_PROTOS:
+            ap.type_protos.extend(value)
+
+    def function(self, func: Function, fp: onnx.FunctionProto) -> None:
+        if func.extra is not None:
+            fp.MergeFrom(func.extra)
+        fp.name = func.name
+        fp.domain = func.domain
+        if func.overload:
+            fp.overload = func.overload
+        fp.input.extend(v.name or "" for v in func.graph.inputs)
+        fp.output.extend(v.name or "" for v in func.graph.outputs)
+        fp.attribute.extend(func.attributes)
+        for attr in func.attribute_defaults.values():
+            self.attribute(attr, fp.attribute_proto.add())
+        for node in func.graph:
+            self.node(node, fp.node.add())
+        _put_opsets(fp.opset_import, func.opset_imports, func.default_domain_unset)
+        if func.doc_string:
+            fp.doc_string = func.doc_string
+        for v in func.graph.value_info:
+            if _alive(v):
+                _fill_value_info(fp.value_info.add(), v)
+        _put_props(fp.metadata_props, func.metadata_props)
+
+    def model(self, model: Model, mp: onnx.ModelProto, *, initializers: bool = True) -> None:
+        if model.extra is not None:
+            mp.MergeFrom(model.extra)
+        mp.ir_version = model.ir_version
+        _put_opsets(mp.opset_import, model.opset_imports, model.default_domain_unset)
+        if model.producer_name:
+            mp.producer_name = model.producer_name
+        if model.producer_version:
+            mp.producer_version = model.producer_version
+        if model.domain:
+            mp.domain = model.domain
+        if model.model_version:
+            mp.model_version = model.model_version
+        if model.doc_string:
+            mp.doc_string = model.doc_string
+        self.graph(model.graph, mp.graph, initializers=initializers)
+        _put_props(mp.metadata_props, model.metadata_props)
+        mp.training_info.extend(model.training_info)
+        for func in model.functions.values():
+            self.function(func, mp.functions.add())
+
+
+def _tensor_name(t: Tensor) -> str:
+    return t._proto.name if t._proto is not None else ""  # noqa: SLF001 - keep the attribute tensor's own name
+
+
+def _alive(v: Value) -> bool:
+    """Whether a value listed in value_info is still worth an entry: its producer was not removed."""
+    return v.producer is None or v.producer.graph is not None
+
+
+def to_proto(model: Model) -> onnx.ModelProto:
+    """The model as a self-contained ModelProto; external tensor data is read in."""
+    mp = onnx.ModelProto()
+    _Exporter().model(model, mp)
+    return mp
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------------------------------
+def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Model:
+    """Load a model from a path, serialized bytes, a ModelProto, or return a Model as is.
+
+    A ModelProto is never modified; tensors refer to its data lazily. External data is memory-mapped, never copied.
+    """
+    if isinstance(source, Model):
+        return source
+    if isinstance(source, onnx.ModelProto):
+        return from_proto(source)
+    if isinstance(source, bytes):
+        return from_proto(_parse(source, "<bytes>"))
+    path = Path(os.fspath(source))
+    proto = read_proto(path)
+    model = from_proto(proto, base_dir=path.parent)
+    model.source_path = str(path)
+    return model
+
+
+def read_proto(path: Path) -> onnx.ModelProto:
+    """Read and parse a model file without loading external data; one-line errors for the usual failures."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read ({e.strerror or e})") from None
+    return _parse(data, str(path))
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelLoadError(f"{where}: file is empty, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelLoadError(f"{where}: not a valid ONNX model (protobuf parse failed: {e}); truncated or wrong file?") \
+            from None
+    if not proto.HasField("graph") or proto.ir_version <= 0:
+        raise ModelLoadError(f"{where}: parses as protobuf but is not an ONNX model (no graph or ir_version)")
+    return proto
+
+
+def check(source: str | os.PathLike[str] | onnx.ModelProto, where: str | None = None) -> None:
+    """Run the ONNX checker; raise ModelLoadError with its first line on failure."""
+    try:
+        onnx.checker.check_model(source if isinstance(source, onnx.ModelProto) else os.fspath(source))
+    except (onnx.checker.ValidationError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        name = where or (os.fspath(source) if not isinstance(source, onnx.ModelProto) else "<model>")
+        raise ModelLoadError(f"{name}: rejected by the ONNX checker: {first} (use --no-check to go on anyway)") \
+            from None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+_GRAPH_TAG = _varint((7 << 3) | 2)  # ModelProto.graph, length-delimited
+_INIT_TAG = _varint((5 << 3) | 2)  # GraphProto.initializer, length-delimited
+
+
+def save(
+    model: Model,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+    location: str | None = None,
+    size_threshold: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write ``model`` to ``path`` atomically (a temporary file in the same folder, then a rename).
+
+    ``external_data``: True writes tensors of ``size_threshold`` bytes or more to ``location`` (default
+    ``<file name>.data``, relative to the output folder); None (default) does so when the model was loaded with
+    external data or its tensors would not fit in a protobuf. Initializers are serialized one at a time straight into
+    the file, so saving never holds a second copy of the weights. ``progress(done, total)`` is called with tensor bytes.
+    """
+    out = Path(os.fspath(path))
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise GraphoptError(f"{out}: output folder {folder} does not exist")
+    inits = list(model.graph.initializers.items())
+    inits_bytes = {name: v.const.nbytes for name, v in inits if v.const is not None}
+    total = sum(inits_bytes.values())
+    if external_data is None:
+        external_data = any(v.const.is_external for _, v in inits if v.const is not None) or total > AUTO_EXTERNAL_BYTES
+    if location is None:
+        location = out.name + ".data"
+    if external_data:
+        _check_location(location)
+
+    temps: list[Path] = []
+    try:
+        data_tmp: Path | None = None
+        stubs: dict[str, onnx.TensorProto] = {}
+        done = 0
+        if external_data:
+            data_tmp = _temp_beside(folder / location)
+            temps.append(data_tmp)
+            offset = 0
+            with open(data_tmp, "wb") as f:
+                for name, v in inits:
+                    t = v.const
+                    assert t is not None
+                    if t.nbytes < size_threshold or t.dtype == onnx.TensorProto.STRING:
+                        continue
+                    raw = t.raw_bytes()
+                    pad = (-offset) % 64  # align each tensor so that memory maps give aligned views
+                    if pad:
+                        f.write(b"\0" * pad)
+                        offset += pad
+                    f.write(raw)
+                    stub = onnx.TensorProto(name=name, data_type=t.dtype, dims=t.dims)
+                    stub.data_location = onnx.TensorProto.EXTERNAL
+                    for key, val in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                        stub.external_data.add(key=key, value=val)
+                    if t.doc_string:
+                        stub.doc_string = t.doc_string
+                    _put_props(stub.metadata_props, t.metadata_props)
+                    stubs[name] = stub
+                    offset += len(raw)
+                    done += t.nbytes
+                    if progress:
+                        progress(done, total)
+        mp = onnx.ModelProto()
+        _Exporter().model(model, mp, initializers=False)
+        protos = [stubs.get(name) or v.const.to_proto(name) for name, v in inits]  # type: ignore[union-attr]
+        sizes = [p.ByteSize() for p in protos]
+        graph_body = mp.graph.SerializeToString()
+        mp.ClearField("graph")
+        head = mp.SerializeToString()
+        graph_len = len(graph_body) + sum(len(_INIT_TAG) + len(_varint(s)) + s for s in sizes)
+        if not external_data and len(head) + graph_len > PROTOBUF_LIMIT:
+            raise GraphoptError(
+                f"{out}: the model is over 2 GB, which protobuf cannot hold; save it with external data"
+            )
+        model_tmp = _temp_beside(out)
+        temps.append(model_tmp)
+        with open(model_tmp, "wb") as f:
+            f.write(head)
+            f.write(_GRAPH_TAG)
+            f.write(_varint(graph_len))
+            f.write(graph_body)
+            for p, s in zip(protos, sizes, strict=True):
+                f.write(_INIT_TAG)
+                f.write(_varint(s))
+                f.write(p.SerializeToString())
+                if p.name not in stubs:
+                    done += inits_bytes.get(p.name, 0)
+                    if progress:
+                        progress(done, total)
+        if data_tmp is not None:
+            os.replace(data_tmp, folder / location)
+        os.replace(model_tmp, out)
+        temps.clear()
+    except PermissionError as e:
+        raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
+    except OSError as e:
+        raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
+    finally:
+        for t in temps:
+            t.unlink(missing_ok=True)
+
+
+def _temp_beside(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _check_location(location: str) -> None:
+    loc = Path(location)
+    if loc.is_absolute() or ".." in loc.parts or len(loc.parts) != 1:
+        raise ExternalDataError(f"external data location {location!r} must be a plain file name in the output folder")
+

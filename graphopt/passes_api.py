@@ -1,0 +1,282 @@
+"""The pass contract: Pass, Option, PassContext, and the registry that names passes.
+
+A pass is a named unit with a description and typed options. Write one as a function ``(graph, ctx) -> bool`` under
+``@register_pass("name")`` or as a :class:`Pass` subclass; packages add theirs through the entry-point group
+``graphopt.passes`` (each entry point names a module, a Pass subclass or a registered function to import).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, ClassVar
+
+from graphopt.errors import PassError
+from graphopt.ir import Graph, Model
+
+ENTRY_POINT_GROUP = "graphopt.passes"
+TARGETS = ("ort", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed pass option. ``type`` is bool, int, float or str; ``choices`` restricts the allowed values."""
+
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, pass_name: str, key: str, raw: Any) -> Any:
+        """Convert ``raw`` (a string from the command line, or a Python value) to this option's type."""
+        value = raw
+        try:
+            if isinstance(raw, str) and self.type is not str:
+                if self.type is bool:
+                    low = raw.strip().lower()
+                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(raw)
+                    value = low in ("1", "true", "yes", "on")
+                else:
+                    value = self.type(raw.strip())
+            elif self.type is float and isinstance(raw, int) and not isinstance(raw, bool):
+                value = float(raw)
+            elif not isinstance(raw, self.type) or (self.type is int and isinstance(raw, bool)):
+                raise TypeError(raw)
+        except (TypeError, ValueError):
+            raise PassError(
+                f"pass {pass_name!r}: option {key!r} expects {self.type.__name__}, got {raw!r}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise PassError(f"pass {pass_name!r}: option {key!r} must be one of {list(self.choices)}, got {value!r}")
+        return value
+
+
+@dataclass
+class PassContext:
+    """What a pass may know besides the graph: the model, its target, opsets, options and a logger."""
+
+    model: Model
+    target: str = "ort"
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options given to ``optimize`` (not pass options; those are on the pass object)."""
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("graphopt"))
+
+    def opset(self, domain: str = "") -> int | None:
+        """The opset version the model imports for ``domain``."""
+        return self.model.opset(domain)
+
+    @property
+    def opsets(self) -> dict[str, int]:
+        return dict(self.model.opset_imports)
+
+
+class Pass:
+    """Base class of every pass. Subclasses set ``name``, ``description`` and ``options`` and implement ``run``.
+
+    ``recursive`` passes are run by the PassManager on every subgraph (If/Loop/Scan bodies) too; a pass that walks
+    subgraphs itself sets it to False. ``self.options`` holds the parsed option values.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options_spec: ClassVar[Mapping[str, Option]] = {}
+    recursive: ClassVar[bool] = True
+    lossless: ClassVar[bool] = True
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.options_spec))
+        if unknown:
+            known = ", ".join(self.options_spec) or "none"
+            raise PassError(f"pass {self.name!r} has no option {unknown[0]!r} (its options: {known})")
+        self.options: dict[str, Any] = {k: opt.default for k, opt in self.options_spec.items()}
+        for key, raw in options.items():
+            self.options[key] = self.options_spec[key].parse(self.name, key, raw)
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        """Rewrite ``graph`` in place; return True if anything changed."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items() if v != self.options_spec[k].default)
+        return f"{self.name}{{{opts}}}" if opts else self.name
+
+
+class FunctionPass(Pass):
+    """A pass made from a plain function ``(graph, ctx) -> bool``; options arrive as ``ctx``-independent kwargs."""
+
+    func: ClassVar[Callable[..., bool]]
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        return bool(type(self).func(graph, ctx, **self.options))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Pass]] = {}
+_PLUGINS_LOADED = False
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
+
+def register_pass(
+    name: str,
+    *,
+    description: str = "",
+    options: Mapping[str, Option] | None = None,
+    recursive: bool = True,
+    lossless: bool = True,
+    replace: bool = False,
+) -> Callable[[Any], Any]:
+    """Register a pass under ``name``: decorate a function ``(graph, ctx, **options) -> bool`` or a Pass subclass.
+
+    Function passes take their options as keyword arguments; ``recursive`` and ``lossless`` apply to them (a Pass
+    subclass sets those as class attributes). ``replace=True`` allows overriding an existing name.
+    """
+    if not _NAME_RE.match(name):
+        raise PassError(f"invalid pass name {name!r}: use lowercase letters, digits, '-', '_' and '.'")
+    for key, opt in (options or {}).items():
+        if not isinstance(opt, Option):
+            raise PassError(f"pass {name!r}: option {key!r} must be a graphopt.Option, got {type(opt).__name__}")
+
+    def decorate(obj: Any) -> Any:
+        if name in _REGISTRY and not replace and _REGISTRY[name] is not obj:
+            raise PassError(f"a pass named {name!r} is already registered")
+        if isinstance(obj, type) and issubclass(obj, Pass):
+            obj.name = name
+            if description:
+                obj.description = description
+            if options is not None:
+                obj.options_spec = dict(options)
+            cls = obj  # a class keeps its own ``recursive`` and ``lossless`` attributes
+        elif callable(obj):
+            doc = (obj.__doc__ or "").strip().splitlines()
+            cls = type(
+                f"FunctionPass[{name}]",
+                (FunctionPass,),
+                {
+                    "name": name,
+                    "description": description or (doc[0] if doc else ""),
+                    "options_spec": dict(options or {}),
+                    "recursive": recursive,
+                    "lossless": lossless,
+                    "func": staticmethod(obj),
+                },
+            )
+        else:
+            raise PassError(f"register_pass({name!r}) needs a function or a Pass subclass, got {obj!r}")
+        _REGISTRY[name] = cls
+        return obj
+
+    return decorate
+
+
+def _load_builtin_and_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    import graphopt.passes  # noqa: F401 - registers the built-in passes
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as e:  # a broken plugin must not break graphopt  # noqa: BLE001
+            warnings.warn(f"graphopt: could not load pass plugin {ep.name!r} ({ep.value}): {e}", stacklevel=2)
+            continue
+        if isinstance(obj, type) and issubclass(obj, Pass) and obj.name not in _REGISTRY:
+            register_pass(obj.name or ep.name)(obj)
+
+
+def list_passes() -> dict[str, type[Pass]]:
+    """Every registered pass (built-in and plugins), by name."""
+    _load_builtin_and_plugins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_pass(name: str) -> type[Pass]:
+    """The pass class registered under ``name``; an unknown name gets the nearest names suggested."""
+    _load_builtin_and_plugins()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; `graphopt passes` lists them"
+        raise PassError(f"unknown pass {name!r}{hint}")
+    return cls
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# pipelines
+# --------------------------------------------------------------------------------------------------------------------
+_ITEM_RE = re.compile(r"\s*([^,{}\s]+)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
+
+
+def parse_pipeline(spec: str) -> list[Pass]:
+    """Parse ``"a,b{key=value,key2=value2},c"`` into pass instances."""
+    passes: list[Pass] = []
+    pos = 0
+    spec = spec.strip()
+    while pos < len(spec):
+        m = _ITEM_RE.match(spec, pos)
+        if m is None or m.end() == pos:
+            raise PassError(f"malformed pipeline {spec!r} at position {pos}: expected name or name{{key=value,...}}")
+        name, opts = m.group(1), m.group(2)
+        kwargs: dict[str, str] = {}
+        for item in (opts or "").split(","):
+            if not item.strip():
+                continue
+            if "=" not in item:
+                raise PassError(f"malformed option {item.strip()!r} for pass {name!r}: expected key=value")
+            key, value = item.split("=", 1)
+            kwargs[key.strip()] = value.strip()
+        passes.append(get_pass(name)(**kwargs))
+        pos = m.end()
+    return passes
+
+
+def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | tuple[Any, ...] | None) -> list[Pass]:
+    """Normalise a pipeline given as a string, pass names, Pass classes/instances, or registered functions."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return parse_pipeline(spec)
+    if not isinstance(spec, list | tuple):
+        spec = [spec]
+    out: list[Pass] = []
+    for item in spec:
+        if isinstance(item, Pass):
+            out.append(item)
+        elif isinstance(item, str):
+            out.extend(parse_pipeline(item))
+        elif isinstance(item, type) and issubclass(item, Pass):
+            out.append(item())
+        elif callable(item):
+            matches = [cls for cls in list_passes().values() if getattr(cls, "func", None) is item]
+            if not matches:
+                raise PassError(f"{getattr(item, '__name__', item)!r} is not a registered pass; use @register_pass")
+            out.append(matches[0]())
+        else:
+            raise PassError(f"cannot use {item!r} as a pass")
+    return out
+
+
+# Pipelines named by optimization level. Later passes add their names here; names not registered are skipped.
+LEVELS: dict[int, list[str]] = {
+    0: [],
+    1: ["dce"],
+    2: ["dce"],
+    3: ["dce"],
+}
+
+
+def level_pipeline(level: int) -> list[Pass]:
+    """The passes of optimization level ``level`` (0 to 3)."""
+    if level not in LEVELS:
+        raise PassError(f"optimization level must be 0, 1, 2 or 3, got {level}")
+    registered = list_passes()
+    return [registered[name]() for name in LEVELS[level] if name in registered]

@@ -1,0 +1,5 @@
+"""graphopt's built-in passes, one module per pass family. Importing this package registers them."""
+
+from . import cleanup  # noqa: F401
+
+__all__ = ["cleanup"]
