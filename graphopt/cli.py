@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from graphopt import __version__
@@ -28,6 +29,14 @@ from graphopt.summary import human_bytes, shape_str, summarize
 from graphopt.tensors import same_file
 
 EXIT_USER_ERROR = 2
+
+
+def _stdout() -> Console:
+    """A console for results: the terminal's width, or wide enough not to cut tables when piped to a file."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    return console
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,7 +191,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
-        _print_report(Console(), report, summary)
+        _print_report(_stdout(), report, summary)
     return 0
 
 
@@ -202,7 +211,7 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
     table.add_column("nodes after", justify="right")
     table.add_column("ms", justify="right")
     for s in report.stats:
-        table.add_row(s.name, str(s.runs), "yes" if s.changed else "no", str(s.nodes_before), str(s.nodes_after),
+        table.add_row(escape(s.name), str(s.runs), "yes" if s.changed else "no", str(s.nodes_before), str(s.nodes_after),
                       f"{s.seconds * 1000:.1f}")
     if report.stats:
         console.print(table)
@@ -213,6 +222,7 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
         f"{report.iterations} iteration(s); load {sec['load']:.2f}s, optimize {sec['optimize']:.2f}s, "
         f"save {sec['save']:.2f}s",
         highlight=False,
+        markup=False,
     )
 
 
@@ -226,27 +236,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"file": str(path), "bytes": _file_size(path), **info.to_dict()}, indent=2))
         return 0
-    console = Console()
+    console = _stdout()
     opsets = ", ".join(f"{d} {v}" for d, v in info.opsets.items())
-    console.print(f"[bold]{path}[/] ({human_bytes(_file_size(path))}), IR version {info.ir_version}, "
+    console.print(f"[bold]{escape(str(path))}[/] ({human_bytes(_file_size(path))}), IR version {info.ir_version}, "
                   f"producer {info.producer or '?'}, opsets: {opsets}", highlight=False)
     io = Table(title="inputs and outputs", title_justify="left")
     for col in ("kind", "name", "dtype", "shape"):
         io.add_column(col)
     for kind, values in (("input", info.inputs), ("output", info.outputs)):
         for v in values:
-            io.add_row(kind, v["name"], v["dtype"], shape_str(v["shape"]))
+            io.add_row(kind, escape(v["name"]), v["dtype"], escape(shape_str(v["shape"])))
     console.print(io)
     ops = Table(title=f"ops ({info.nodes} nodes, subgraphs included)", title_justify="left")
     ops.add_column("op")
     ops.add_column("count", justify="right")
     for op, n in info.ops.items():
-        ops.add_row(op, str(n))
+        ops.add_row(escape(op), str(n))
     console.print(ops)
     console.print(f"parameters: {info.parameters:,} in {info.initializers} initializers, "
                   f"{human_bytes(info.parameter_bytes)} ({human_bytes(info.external_bytes)} external)", highlight=False)
     subs = ", ".join(f"{n} in {op}" for op, n in info.subgraphs.items()) or "none"
-    console.print(f"subgraphs: {subs}; functions: {', '.join(info.functions) or 'none'}", highlight=False)
+    console.print(f"subgraphs: {subs}; functions: {', '.join(info.functions) or 'none'}", highlight=False, markup=False)
     return 0
 
 
@@ -273,8 +283,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
     table.add_column("options")
     for row in rows:
         opts = ", ".join(f"{k}: {o['type']} = {o['default']}" for k, o in row["options"].items())
-        table.add_row(row["name"], row["description"] + ("" if row["lossless"] else " (lossy)"), opts)
-    Console().print(table)
+        table.add_row(row["name"], escape(row["description"] + ("" if row["lossless"] else " (lossy)")), escape(opts))
+    _stdout().print(table)
     return 0
 
 

@@ -74,7 +74,7 @@ _FUNCTION_FIELDS = frozenset(
 
 
 def _leftover(proto: Message, modeled: frozenset[str]) -> Any:
-    """A proto of the same type holding the fields of ``proto`` that the IR does not model, or None if there are none."""
+    """A proto of the same type holding the fields of ``proto`` the IR does not model (None if there are none)."""
     rest = None
     for field, value in proto.ListFields():
         # A modeled scalar that is present but holds its default (proto2 presence, e.g. ``domain: ""``) is kept
@@ -544,8 +544,9 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
     try:
         proto.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"{where}: not a valid ONNX model (protobuf parse failed: {e}); truncated or wrong file?") \
-            from None
+        raise ModelLoadError(
+            f"{where}: not a valid ONNX model (protobuf parse failed: {e}); truncated or wrong file?"
+        ) from None
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelLoadError(f"{where}: parses as protobuf but is not an ONNX model (no graph or ir_version)")
     return proto

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from graphopt.errors import PassError
 from graphopt.ir import Graph, Model
 from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes
-from graphopt.errors import PassError
 
 
 @dataclass
