@@ -411,6 +411,9 @@ class Graph:
         self.sparse_initializers: dict[str, Value] = {}
         self.value_info: list[Value] = []
         """Values listed in the ONNX value_info at load, in order (exported again while they are in use)."""
+        self.info_overrides: dict[tuple[str, Value], tuple[onnx.ValueInfoProto, onnx.TypeProto | None]] = {}
+        """Listings of a value (as "input", "output" or "value_info") whose ONNX type differed from the value's own
+        at load; written back as they were while the value's type stays unchanged."""
         self.owner: Node | None = None
         self._head = _Head()
         self._count = 0
@@ -665,8 +668,20 @@ class Graph:
 
     # checks -------------------------------------------------------------------------------------------------------
     def check(self) -> None:
-        """Verify the IR's invariants (use lists, producers, order, scoping); raise IRError on the first violation."""
-        _check_graph(self, visible=set())
+        """Verify the IR's invariants (use lists, producers, order, scoping); raise IRError on the first violation.
+
+        Called on a subgraph, every value defined in its enclosing graphs counts as visible.
+        """
+        visible: set[int] = set()
+        outer = self.parent
+        while outer is not None:
+            visible.update(id(v) for v in outer.inputs)
+            visible.update(id(v) for v in outer.initializers.values())
+            visible.update(id(v) for v in outer.sparse_initializers.values())
+            for node in outer:
+                visible.update(id(v) for v in node.outputs if v is not None)
+            outer = outer.parent
+        _check_graph(self, visible)
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, {len(self.inputs)} inputs, {self._count} nodes, {len(self.outputs)} outputs)"

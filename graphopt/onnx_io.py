@@ -129,12 +129,25 @@ class _Importer:
     def __init__(self, base_dir: Path | None) -> None:
         self.base_dir = base_dir
         self.files: dict[Path, ExternalFile] = {}
+        self.typed: set[int] = set()
 
     def tensor(self, proto: onnx.TensorProto) -> Tensor:
         return Tensor.from_proto(proto, self.base_dir, self.files)
 
-    def value_from_info(self, info: onnx.ValueInfoProto, value: Value | None = None) -> Value:
+    def value_from_info(
+        self, info: onnx.ValueInfoProto, graph: Graph, kind: str, value: Value | None = None
+    ) -> Value:
+        """Give a value the type in ``info``. A value can be listed more than once (say as a graph output and in
+        value_info) with different types: the first listing types the value, a differing later one is kept verbatim
+        in ``graph.info_overrides`` so that export can write each listing as it was."""
         v = value if value is not None else Value(info.name)
+        if id(v) in self.typed:
+            again = onnx.ValueInfoProto()
+            _fill_value_info(again, v)
+            if again != info:
+                graph.info_overrides[(kind, v)] = (info, v.type_proto)
+            return v
+        self.typed.add(id(v))
         if info.HasField("type"):
             v.set_type_proto(info.type)
         v.doc_string = info.doc_string
@@ -158,7 +171,7 @@ class _Importer:
             return v
 
         for info in gp.input:
-            v = self.value_from_info(info)
+            v = self.value_from_info(info, graph, "input")
             scope[info.name] = v
             graph.inputs.append(v)
         for tp in gp.initializer:
@@ -207,11 +220,11 @@ class _Importer:
             if v is None:
                 v = Value(info.name)
                 scope[info.name] = v
-            self.value_from_info(info, v)
+            self.value_from_info(info, graph, "value_info", v)
             graph.value_info.append(v)
         for info in gp.output:
             v = lookup(info.name)
-            self.value_from_info(info, v)
+            self.value_from_info(info, graph, "output", v)
             graph.outputs.append(v)
         return graph
 
@@ -326,7 +339,12 @@ def from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None =
 TensorWriter = Callable[[Value, onnx.TensorProto], None]
 
 
-def _fill_value_info(info: onnx.ValueInfoProto, v: Value) -> None:
+def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = None, kind: str = "") -> None:
+    if graph is not None and graph.info_overrides:
+        override = graph.info_overrides.get((kind, v))
+        if override is not None and override[1] is v.type_proto and override[0].name == v.name:
+            info.CopyFrom(override[0])  # this listing differed from the value's type at load; nothing changed since
+            return
     info.name = v.name or ""
     tp = v.type_proto
     if tp is not None:
@@ -360,7 +378,7 @@ class _Exporter:
             gp.doc_string = graph.doc_string
         _put_props(gp.metadata_props, graph.metadata_props)
         for v in graph.inputs:
-            _fill_value_info(gp.input.add(), v)
+            _fill_value_info(gp.input.add(), v, graph, "input")
         if initializers:
             for name, v in graph.initializers.items():
                 assert v.const is not None
@@ -371,10 +389,10 @@ class _Exporter:
         for node in graph:
             self.node(node, gp.node.add())
         for v in graph.outputs:
-            _fill_value_info(gp.output.add(), v)
+            _fill_value_info(gp.output.add(), v, graph, "output")
         for v in graph.value_info:
             if id(v) not in emitted and _alive(v):
-                _fill_value_info(gp.value_info.add(), v)
+                _fill_value_info(gp.value_info.add(), v, graph, "value_info")
                 emitted.add(id(v))
         listed = emitted | {id(v) for v in graph.outputs}
         for node in graph:
@@ -462,7 +480,7 @@ class _Exporter:
             fp.doc_string = func.doc_string
         for v in func.graph.value_info:
             if _alive(v):
-                _fill_value_info(fp.value_info.add(), v)
+                _fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
         _put_props(fp.metadata_props, func.metadata_props)
 
     def model(self, model: Model, mp: onnx.ModelProto, *, initializers: bool = True) -> None:

@@ -1,0 +1,57 @@
+"""Installed import names: only graphopt.* — the passes/ and kernels/ folders map to graphopt.passes/.kernels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import importlib.util, graphopt, graphopt.passes, graphopt.kernels;"
+    "assert importlib.util.find_spec('passes') is None, 'plain passes importable';"
+    "assert importlib.util.find_spec('kernels') is None, 'plain kernels importable';"
+    "assert 'dce' in graphopt.list_passes();"
+    "print(graphopt.passes.__file__)"
+)
+
+
+def _probe(cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_current_install_exposes_only_graphopt_names(tmp_path: Path) -> None:
+    # Run outside the checkout so the repository folder itself is not on sys.path.
+    where = _probe(tmp_path)
+    assert where.endswith(str(Path("passes") / "__init__.py"))
+
+
+@pytest.mark.slow
+def test_wheel_contains_only_graphopt_and_imports(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("graphopt-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"graphopt", next(t for t in tops if t.endswith(".dist-info"))}
+    assert "graphopt/passes/__init__.py" in names and "graphopt/kernels/__init__.py" in names
+    assert "graphopt/passes/cleanup.py" in names
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(target))
+    where = _probe(tmp_path, env)
+    assert where.startswith(str(target)), where
