@@ -41,8 +41,11 @@ def weights_model(n_tensors: int, elems: int) -> onnx.ModelProto:
         prev = f"a{i}"
     nodes.append(helper.make_node("Identity", [prev], ["y"], name="out"))
     graph = helper.make_graph(
-        nodes, "weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], inits,
+        nodes,
+        "weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
 
@@ -56,7 +59,9 @@ def chain_model(n_nodes: int) -> onnx.ModelProto:
         nodes.append(helper.make_node(op, [prev], [f"v{i}"], name=f"n{i}"))
         prev = f"v{i}"
     graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
         [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["batch", 8])],
     )
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
@@ -118,14 +123,22 @@ def bench_memory(folder: Path) -> dict:
             offset += arr.nbytes
             nodes.append(helper.make_node("ReduceSum", [f"w{i}"], [f"s{i}"], keepdims=0))
     del arr
-    graph = helper.make_graph(nodes, "big", [], [helper.make_tensor_value_info(f"s{i}", TensorProto.FLOAT, [])
-                                                 for i in range(n_tensors)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [],
+        [helper.make_tensor_value_info(f"s{i}", TensorProto.FLOAT, []) for i in range(n_tensors)],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=OPSET, ir_version=8), str(src_dir / "model.onnx"))
     out_dir = folder / "big_out"
     out_dir.mkdir()
     t0 = time.perf_counter()
-    peak = int(subprocess.check_output([sys.executable, "-c", CHILD, str(src_dir / "model.onnx"),
-                                        str(out_dir / "model.onnx")]).strip())
+    peak = int(
+        subprocess.check_output(
+            [sys.executable, "-c", CHILD, str(src_dir / "model.onnx"), str(out_dir / "model.onnx")]
+        ).strip()
+    )
     seconds = time.perf_counter() - t0
     base = int(subprocess.check_output([sys.executable, "-c", BASELINE_CHILD]).strip())
     return {"weights": offset, "peak_rss": peak, "import_rss": base, "seconds": seconds}
@@ -149,8 +162,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-roundtrip.md")))
     args = ap.parse_args()
     console = Console()
-    lines = ["# Round-trip benchmarks", "", f"`python benchmarks/roundtrip.py --repeat {args.repeat}` on "
-             f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, onnx {onnx.__version__}. Medians.", ""]
+    lines = [
+        "# Round-trip benchmarks",
+        "",
+        f"`python benchmarks/roundtrip.py --repeat {args.repeat}` on "
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, onnx {onnx.__version__}. Medians.",
+        "",
+    ]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         folder = Path(tmp)
         s = bench_speed(folder, args.repeat)
@@ -160,16 +178,25 @@ def main() -> None:
             t.add_column(c, justify="right")
         t.add_row(f"{s['bytes']:,}", f"{s['onnx']:.3f}", f"{s['graphopt']:.3f}", f"{ratio:.2f}x")
         console.print(t)
-        lines += ["## 400 MB model: load + save", "", "| bytes | onnx.load+save (s) | graphopt.load+save (s) | ratio |",
-                  "|---:|---:|---:|---:|", f"| {s['bytes']:,} | {s['onnx']:.3f} | {s['graphopt']:.3f} | {ratio:.2f}x |",
-                  ""]
+        lines += [
+            "## 400 MB model: load + save",
+            "",
+            "| bytes | onnx.load+save (s) | graphopt.load+save (s) | ratio |",
+            "|---:|---:|---:|---:|",
+            f"| {s['bytes']:,} | {s['onnx']:.3f} | {s['graphopt']:.3f} | {ratio:.2f}x |",
+            "",
+        ]
 
         rows = bench_linear(folder, args.repeat)
         t = Table(title="synthetic chains: load + save")
         for c in ("nodes", "graphopt s", "graphopt us/node", "onnx s"):
             t.add_column(c, justify="right")
-        lines += ["## Linear time: chains of N nodes", "", "| nodes | graphopt (s) | graphopt (us/node) | onnx (s) |",
-                  "|---:|---:|---:|---:|"]
+        lines += [
+            "## Linear time: chains of N nodes",
+            "",
+            "| nodes | graphopt (s) | graphopt (us/node) | onnx (s) |",
+            "|---:|---:|---:|---:|",
+        ]
         for r in rows:
             per = r["graphopt"] / r["nodes"] * 1e6
             t.add_row(f"{r['nodes']:,}", f"{r['graphopt']:.3f}", f"{per:.2f}", f"{r['onnx']:.3f}")
@@ -183,15 +210,20 @@ def main() -> None:
             t = Table(title="load + save of a 2.1 GB external-data model (child process)")
             for c in ("weights bytes", "peak RSS", "RSS after import only", "peak / weights (goal < 1.5)", "s"):
                 t.add_column(c, justify="right")
-            t.add_row(f"{m['weights']:,}", f"{m['peak_rss']:,}", f"{m['import_rss']:,}", f"{ratio:.2f}",
-                      f"{m['seconds']:.1f}")
+            t.add_row(
+                f"{m['weights']:,}", f"{m['peak_rss']:,}", f"{m['import_rss']:,}", f"{ratio:.2f}", f"{m['seconds']:.1f}"
+            )
             console.print(t)
-            lines += ["## >2 GB model with external data: peak memory of load + save", "",
-                      "| weights (bytes) | peak RSS (bytes) | RSS of the bare import | peak / weights | seconds |",
-                      "|---:|---:|---:|---:|---:|",
-                      f"| {m['weights']:,} | {m['peak_rss']:,} | {m['import_rss']:,} | {ratio:.2f} | "
-                      f"{m['seconds']:.1f} |", "",
-                      "Peak RSS counts the pages of the memory-mapped weights that were read while saving.", ""]
+            lines += [
+                "## >2 GB model with external data: peak memory of load + save",
+                "",
+                "| weights (bytes) | peak RSS (bytes) | RSS of the bare import | peak / weights | seconds |",
+                "|---:|---:|---:|---:|---:|",
+                f"| {m['weights']:,} | {m['peak_rss']:,} | {m['import_rss']:,} | {ratio:.2f} | {m['seconds']:.1f} |",
+                "",
+                "Peak RSS counts the pages of the memory-mapped weights that were read while saving.",
+                "",
+            ]
     Path(args.out).write_text("\n".join(lines))
     console.print(f"wrote {args.out}")
 

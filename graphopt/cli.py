@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graphopt import __version__
@@ -52,18 +52,38 @@ def build_parser() -> argparse.ArgumentParser:
     opt = sub.add_parser("optimize", help="optimize a model and write the result")
     opt.add_argument("input", help="the ONNX model to optimize")
     opt.add_argument("-o", "--output", help="where to write the optimized model")
-    opt.add_argument("-O", dest="level", type=int, choices=range(4), default=2, metavar="0..3",
-                     help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2)")
+    opt.add_argument(
+        "-O",
+        dest="level",
+        type=int,
+        choices=range(4),
+        default=2,
+        metavar="0..3",
+        help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2)",
+    )
     opt.add_argument("--passes", help="run these passes instead of a level: 'a,b{key=value},c'")
     opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
     opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
     opt.add_argument("--in-place", action="store_true", help="overwrite the input file (needed if -o names it)")
-    opt.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
-                     help="write tensors to a .data file beside the output (auto: if the input had one or >2 GB)")
-    opt.add_argument("--size-threshold", type=int, default=1024, metavar="BYTES",
-                     help="smallest tensor written to external data (default 1024)")
-    opt.add_argument("--fixed-point", action=argparse.BooleanOptionalAction, default=None,
-                     help="repeat the pipeline until nothing changes (default: on for -O2 and -O3)")
+    opt.add_argument(
+        "--external-data",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="write tensors to a .data file beside the output (auto: if the input had one or >2 GB)",
+    )
+    opt.add_argument(
+        "--size-threshold",
+        type=int,
+        default=1024,
+        metavar="BYTES",
+        help="smallest tensor written to external data (default 1024)",
+    )
+    opt.add_argument(
+        "--fixed-point",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="repeat the pipeline until nothing changes (default: on for -O2 and -O3)",
+    )
     _output_flags(opt)
 
     ins = sub.add_parser("inspect", help="show opsets, inputs/outputs, op counts, parameters and subgraphs")
@@ -211,8 +231,14 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
     table.add_column("nodes after", justify="right")
     table.add_column("ms", justify="right")
     for s in report.stats:
-        table.add_row(escape(s.name), str(s.runs), "yes" if s.changed else "no", str(s.nodes_before), str(s.nodes_after),
-                      f"{s.seconds * 1000:.1f}")
+        table.add_row(
+            escape(s.name),
+            str(s.runs),
+            "yes" if s.changed else "no",
+            str(s.nodes_before),
+            str(s.nodes_after),
+            f"{s.seconds * 1000:.1f}",
+        )
     if report.stats:
         console.print(table)
     sec = summary["timing"]
@@ -238,8 +264,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     console = _stdout()
     opsets = ", ".join(f"{d} {v}" for d, v in info.opsets.items())
-    console.print(f"[bold]{escape(str(path))}[/] ({human_bytes(_file_size(path))}), IR version {info.ir_version}, "
-                  f"producer {info.producer or '?'}, opsets: {opsets}", highlight=False)
+    console.print(
+        f"[bold]{escape(str(path))}[/] ({human_bytes(_file_size(path))}), IR version {info.ir_version}, "
+        f"producer {info.producer or '?'}, opsets: {opsets}",
+        highlight=False,
+    )
     io = Table(title="inputs and outputs", title_justify="left")
     for col in ("kind", "name", "dtype", "shape"):
         io.add_column(col)
@@ -253,8 +282,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for op, n in info.ops.items():
         ops.add_row(escape(op), str(n))
     console.print(ops)
-    console.print(f"parameters: {info.parameters:,} in {info.initializers} initializers, "
-                  f"{human_bytes(info.parameter_bytes)} ({human_bytes(info.external_bytes)} external)", highlight=False)
+    console.print(
+        f"parameters: {info.parameters:,} in {info.initializers} initializers, "
+        f"{human_bytes(info.parameter_bytes)} ({human_bytes(info.external_bytes)} external)",
+        highlight=False,
+    )
     subs = ", ".join(f"{n} in {op}" for op, n in info.subgraphs.items()) or "none"
     console.print(f"subgraphs: {subs}; functions: {', '.join(info.functions) or 'none'}", highlight=False, markup=False)
     return 0

@@ -557,11 +557,7 @@ class Graph:
             node.set_input(i, new)
         if not any(o is old for o in self.outputs):
             return
-        renameable = (
-            new.producer is not None
-            and new.producer.graph is self
-            and not any(o is new for o in self.outputs)
-        )
+        renameable = new.producer is not None and new.producer.graph is self and not any(o is new for o in self.outputs)
         if renameable:
             old_name = old.name
             old.name = self.unique_name(f"{old_name}_replaced")

@@ -53,8 +53,9 @@ _GRAPH_FIELDS = frozenset(
         "metadata_props",
     }
 )
-_NODE_FIELDS = frozenset({"input", "output", "name", "op_type", "domain", "overload", "attribute", "doc_string",
-                          "metadata_props"})
+_NODE_FIELDS = frozenset(
+    {"input", "output", "name", "op_type", "domain", "overload", "attribute", "doc_string", "metadata_props"}
+)
 _FUNCTION_FIELDS = frozenset(
     {
         "name",
@@ -134,9 +135,7 @@ class _Importer:
     def tensor(self, proto: onnx.TensorProto) -> Tensor:
         return Tensor.from_proto(proto, self.base_dir, self.files)
 
-    def value_from_info(
-        self, info: onnx.ValueInfoProto, graph: Graph, kind: str, value: Value | None = None
-    ) -> Value:
+    def value_from_info(self, info: onnx.ValueInfoProto, graph: Graph, kind: str, value: Value | None = None) -> Value:
         """Give a value the type in ``info``. A value can be listed more than once (say as a graph output and in
         value_info) with different types: the first listing types the value, a differing later one is kept verbatim
         in ``graph.info_overrides`` so that export can write each listing as it was."""
@@ -577,8 +576,9 @@ def check(source: str | os.PathLike[str] | onnx.ModelProto, where: str | None = 
     except (onnx.checker.ValidationError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         name = where or (os.fspath(source) if not isinstance(source, onnx.ModelProto) else "<model>")
-        raise ModelLoadError(f"{name}: rejected by the ONNX checker: {first} (use --no-check to go on anyway)") \
-            from None
+        raise ModelLoadError(
+            f"{name}: rejected by the ONNX checker: {first} (use --no-check to go on anyway)"
+        ) from None
 
 
 def _varint(n: int) -> bytes:
@@ -710,4 +710,3 @@ def _check_location(location: str) -> None:
     loc = Path(location)
     if loc.is_absolute() or ".." in loc.parts or len(loc.parts) != 1:
         raise ExternalDataError(f"external data location {location!r} must be a plain file name in the output folder")
-

@@ -49,9 +49,7 @@ class Option:
             elif not isinstance(raw, self.type) or (self.type is int and isinstance(raw, bool)):
                 raise TypeError(raw)
         except (TypeError, ValueError):
-            raise PassError(
-                f"pass {pass_name!r}: option {key!r} expects {self.type.__name__}, got {raw!r}"
-            ) from None
+            raise PassError(f"pass {pass_name!r}: option {key!r} expects {self.type.__name__}, got {raw!r}") from None
         if self.choices is not None and value not in self.choices:
             raise PassError(f"pass {pass_name!r}: option {key!r} must be one of {list(self.choices)}, got {value!r}")
         return value

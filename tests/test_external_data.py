@@ -164,4 +164,6 @@ def test_model_over_2gb_round_trips_bytes_exactly(tmp_path: Path) -> None:
     for name, v in model.graph.initializers.items():
         a, b = v.const.numpy(), again.graph.initializers[name].const.numpy()
         assert a.shape == b.shape and a.dtype == b.dtype
-        assert a.tobytes() == b.tobytes() if a.nbytes < 1 << 20 else np.array_equal(a.view(np.uint32), b.view(np.uint32))
+        assert (
+            a.tobytes() == b.tobytes() if a.nbytes < 1 << 20 else np.array_equal(a.view(np.uint32), b.view(np.uint32))
+        )

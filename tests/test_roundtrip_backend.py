@@ -25,8 +25,14 @@ def _feeds(sess: ort.InferenceSession, inputs: tuple) -> dict:
     return {n: v for n, v in zip(names, inputs, strict=False) if v is not None}
 
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(float16)": np.float16}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(float16)": np.float16,
+}
 
 
 def _random_feeds(sess: ort.InferenceSession) -> dict:

@@ -23,20 +23,25 @@ def random_models(draw: st.DrawFn) -> onnx.ModelProto:
     dims = ["batch", 3]
     inputs = [helper.make_tensor_value_info(f"in{i}", TensorProto.FLOAT, dims) for i in range(n_inputs)]
     values = [f"in{i}" for i in range(n_inputs)]
+    shape_of = {v: dims for v in values}  # the true shape of every value, so that declared types are right
     inits, nodes, value_info = [], [], []
     for i in range(draw(st.integers(0, 3))):
         name = f"w{i}"
         inits.append(onnx.numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), name))
         values.append(name)
+        shape_of[name] = [3]
     for i in range(draw(st.integers(1, 12))):
         out = f"v{i}"
         if draw(st.booleans()):
             op = draw(st.sampled_from(UNARY))
-            node = helper.make_node(op, [draw(st.sampled_from(values))], [out], name=f"n{i}")
+            a = draw(st.sampled_from(values))
+            node = helper.make_node(op, [a], [out], name=f"n{i}")
+            shape_of[out] = shape_of[a]
         else:
             op = draw(st.sampled_from(BINARY))
-            node = helper.make_node(op, [draw(st.sampled_from(values)), draw(st.sampled_from(values))], [out],
-                                    name=draw(st.sampled_from([f"n{i}", ""])))
+            a, b = draw(st.sampled_from(values)), draw(st.sampled_from(values))
+            node = helper.make_node(op, [a, b], [out], name=draw(st.sampled_from([f"n{i}", ""])))
+            shape_of[out] = max(shape_of[a], shape_of[b], key=len)
         if draw(st.booleans()):
             node.doc_string = draw(texts)
         if draw(st.booleans()):
@@ -46,32 +51,49 @@ def random_models(draw: st.DrawFn) -> onnx.ModelProto:
         nodes.append(node)
         values.append(out)
         if draw(st.booleans()):
-            value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, draw(st.sampled_from(
-                [dims, None, ["batch", None], [None, 3]]))))
+            true = shape_of[out]
+            declared = draw(st.sampled_from([true, None, [None] * len(true), [*true[:-1], None]]))
+            value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, declared))
     if draw(st.booleans()):  # an If whose branches read outer values
         outer = draw(st.sampled_from(values))
-        then = helper.make_graph([helper.make_node("Neg", [outer], ["t_out"])], "then", [],
-                                 [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)])
-        other = helper.make_graph([helper.make_node("Relu", [outer], ["e_out"])], "else", [],
-                                  [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)])
+        then = helper.make_graph(
+            [helper.make_node("Neg", [outer], ["t_out"])],
+            "then",
+            [],
+            [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)],
+        )
+        other = helper.make_graph(
+            [helper.make_node("Relu", [outer], ["e_out"])],
+            "else",
+            [],
+            [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)],
+        )
         inputs.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
         nodes.append(helper.make_node("If", ["cond"], ["if_out"], then_branch=then, else_branch=other, name="if"))
         values.append("if_out")
     functions = []
     if draw(st.booleans()):  # a model-local function, called once
         body = [helper.make_node("Mul", ["a", "a"], ["sq"]), helper.make_node("Add", ["sq", "a"], ["r"])]
-        functions.append(helper.make_function("local", "SquarePlus", ["a"], ["r"], body,
-                                              [helper.make_opsetid("", 17)], doc_string=draw(texts)))
+        functions.append(
+            helper.make_function(
+                "local", "SquarePlus", ["a"], ["r"], body, [helper.make_opsetid("", 17)], doc_string=draw(texts)
+            )
+        )
         nodes.append(helper.make_node("SquarePlus", [values[-1]], ["fn_out"], domain="local", name="call"))
         values.append("fn_out")
     n_out = draw(st.integers(1, 3))
     outs = list(dict.fromkeys(values[-n_out:]))
     outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs]
-    graph = helper.make_graph(nodes, draw(texts), inputs, outputs, inits, doc_string=draw(texts),
-                              value_info=value_info)
+    graph = helper.make_graph(nodes, draw(texts), inputs, outputs, inits, doc_string=draw(texts), value_info=value_info)
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("local", 1)] if functions else [])
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=8, functions=functions,
-                              producer_name=draw(texts), doc_string=draw(texts))
+    model = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        ir_version=8,
+        functions=functions,
+        producer_name=draw(texts),
+        doc_string=draw(texts),
+    )
     for key in draw(st.lists(texts, max_size=2, unique=True)):  # the checker rejects duplicate keys
         model.metadata_props.add(key=key, value=draw(texts))
     return model
