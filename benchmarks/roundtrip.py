@@ -149,8 +149,10 @@ def bench_linear(folder: Path, repeat: int) -> list[dict]:
     for n in (12_500, 25_000, 50_000, 100_000):
         src = folder / f"chain{n}.onnx"
         onnx.save(chain_model(n), str(src))
-        times = [timed(lambda: graphopt_roundtrip(str(src), str(folder / "c.onnx"))) for _ in range(repeat)]
-        ref = [timed(lambda: onnx_roundtrip(str(src), str(folder / "c.onnx"))) for _ in range(repeat)]
+        times, ref = [], []
+        for _ in range(repeat):  # interleaved
+            times.append(timed(lambda s=str(src): graphopt_roundtrip(s, str(folder / "c.onnx"))))
+            ref.append(timed(lambda s=str(src): onnx_roundtrip(s, str(folder / "c.onnx"))))
         rows.append({"nodes": n, "graphopt": statistics.median(times), "onnx": statistics.median(ref)})
     return rows
 
