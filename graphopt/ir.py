@@ -544,17 +544,21 @@ class Graph:
         node.graph = None
         self._count -= 1
 
-    def replace_all_uses_with(self, old: Value, new: Value) -> None:
+    def replace_all_uses_with(self, old: Value, new: Value, *, exclude: Iterable[Node] = ()) -> None:
         """Make every reader of ``old`` read ``new``, in this graph, its subgraphs, and graph outputs.
 
+        Readers in ``exclude`` keep reading ``old``: that is how a node is inserted after a value
+        (``y = Node("Mul", [x, two])``, then ``replace_all_uses_with(x, y.output, exclude=[y])``).
         If ``old`` is an output of this graph, ``new`` takes its place there and also its name, so output names
         never change; when ``new`` cannot be renamed (it is a graph input, initializer or already an output, or comes
         from an outer scope), an Identity node keeps the old name instead.
         """
         if old is new:
             return
+        skip = {id(n) for n in exclude}
         for node, i in list(old.uses):
-            node.set_input(i, new)
+            if id(node) not in skip:
+                node.set_input(i, new)
         if not any(o is old for o in self.outputs):
             return
         renameable = new.producer is not None and new.producer.graph is self and not any(o is new for o in self.outputs)
