@@ -40,6 +40,7 @@ class Value:
         "index",
         "uses",
         "const",
+        "overridable",
         "doc_string",
         "metadata_props",
         "_type_proto",
@@ -62,6 +63,8 @@ class Value:
         self.index: int = 0
         self.uses: dict[tuple[Node, int], None] = {}
         self.const = const
+        self.overridable = False
+        """An initializer that is also a graph input (IR version >= 4): callers may feed another value."""
         self.doc_string = ""
         self.metadata_props: dict[str, str] = {}
         self._type_proto: onnx.TypeProto | None = None
@@ -135,10 +138,11 @@ class Value:
     def constant(self) -> Tensor | None:
         """The value's data if it is a constant: an initializer or the output of a ``Constant`` node with ``value``.
 
-        An initializer that is also a graph input can be overridden by the caller, so it is not a constant.
+        An initializer that is also a graph input can be overridden by the caller (``overridable``), so it is not a
+        constant; in models of IR version < 4 every initializer had to be listed as an input, and stays constant.
         """
         if self.const is not None:
-            return self.const
+            return None if self.overridable else self.const
         node = self.producer
         if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             attr = node.attrs.get("value")

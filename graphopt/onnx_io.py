@@ -335,6 +335,9 @@ def from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None =
     importer = _Importer(Path(base_dir) if base_dir is not None else None)
     with _gc_paused():
         graph = importer.graph(proto.graph, [])
+    if proto.ir_version >= 4:
+        for v in graph.inputs:
+            v.overridable = v.const is not None
     model = Model(graph, _opsets(proto.opset_import), ir_version=proto.ir_version)
     model.default_domain_unset = _default_domain_unset(proto.opset_import)
     model.producer_name = proto.producer_name

@@ -1,0 +1,101 @@
+"""Types and shapes for values that a model does not annotate, from ONNX shape inference.
+
+Exported models usually list types only for graph inputs and outputs. Passes that need an intermediate value's dtype or
+shape (Cast to the same type, Reshape to the same shape, Shape of a static tensor...) call :func:`infer_shapes` first.
+
+Shape inference runs on a skeleton of the model: large initializers are passed as external-data stubs that carry their
+type and dims but no bytes, so a BERT-sized model is not serialized for it. Small initializers keep their data, which
+lets ONNX's data propagation resolve shapes computed from constants. Only values without a type get one; a type the
+model states is never replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from graphopt.ir import Graph, Model, Value
+
+INLINE_BYTES = 4096
+"""Initializers up to this size keep their data in the skeleton (shape constants, axes); larger ones are stubs."""
+
+logger = logging.getLogger("graphopt")
+
+
+def _skeleton(model: Model) -> onnx.ModelProto:
+    from graphopt.onnx_io import _Exporter  # the exporter is private to onnx_io; this is its one other client
+
+    mp = onnx.ModelProto()
+    _Exporter().model(model, mp, initializers=False)
+    gp = mp.graph
+    for name, v in model.graph.initializers.items():
+        t = v.const
+        assert t is not None
+        if t.nbytes <= INLINE_BYTES and not t.is_external:
+            gp.initializer.append(t.to_proto(name))
+        else:
+            stub = gp.initializer.add()
+            stub.name = name
+            stub.data_type = t.dtype
+            stub.dims.extend(t.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            entry = stub.external_data.add()
+            entry.key, entry.value = "location", "graphopt-shape-inference-stub"
+    return mp
+
+
+def _types(gp: onnx.GraphProto) -> dict[str, onnx.TypeProto]:
+    types = {vi.name: vi.type for vi in gp.value_info}
+    types.update((vi.name, vi.type) for vi in gp.output)
+    return types
+
+
+def _apply(graph: Graph, gp: onnx.GraphProto) -> int:
+    types = _types(gp)
+    count = 0
+    for node, np_ in zip(graph, gp.node, strict=True):
+        for out in node.outputs:
+            if out is not None and not out.has_type and out.name in types:
+                _set_type(out, types[out.name])
+                count += 1
+        subs = [ap for ap in np_.attribute if ap.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
+        for sub, ap in zip(node.subgraphs(), _sub_protos(subs), strict=True):
+            count += _apply(sub, ap)
+    return count
+
+
+def _sub_protos(attrs: list[onnx.AttributeProto]) -> list[onnx.GraphProto]:
+    out: list[onnx.GraphProto] = []
+    for ap in attrs:
+        if ap.type == onnx.AttributeProto.GRAPH:
+            out.append(ap.g)
+        else:
+            out.extend(ap.graphs)
+    return out
+
+
+def _set_type(v: Value, tp: onnx.TypeProto) -> None:
+    if tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.elem_type:
+        return
+    probe = Value()
+    probe.set_type_proto(tp)
+    v.dtype, v.shape = probe.dtype, probe.shape
+
+
+def infer_shapes(model: Model) -> int:
+    """Give every untyped value in the main graph and its subgraphs the type ONNX shape inference finds.
+
+    Returns the number of values that got a type. Shape inference failing (an op it does not know, a model it rejects)
+    is not an error: the values stay untyped and passes that need types leave them alone.
+    """
+    skeleton = _skeleton(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference is best effort; the passes are safe without it
+        logger.debug("shape inference failed: %s", exc)
+        return 0
+    try:
+        return _apply(model.graph, inferred.graph)
+    except ValueError:  # inference changed the node list (it never should); keep what we have
+        return 0
