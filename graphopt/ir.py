@@ -540,6 +540,15 @@ class Graph:
                 if any(out is o for o in self.outputs):
                     raise IRError(f"cannot remove {node}: output {out.name!r} is a graph output")
         node.detach()
+        self._unlink(node)
+
+    def take(self, node: Node) -> Node:
+        """Take ``node`` out of this graph keeping its inputs' uses, to insert it into another graph (inlining)."""
+        self._check_member(node)
+        self._unlink(node)
+        return node
+
+    def _unlink(self, node: Node) -> None:
         # unlink but keep node._next so that an iterator standing on this node can continue
         prv, nxt = node._prev, node._next
         assert prv is not None and nxt is not None

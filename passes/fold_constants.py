@@ -1,0 +1,484 @@
+"""fold-constants: compute, once and offline, what a model would compute from constants on every run.
+
+What folds:
+
+* a node of a standard domain whose inputs are all constants (initializers, Constant nodes, or values folded earlier
+  in the same run), evaluated by onnxruntime with its graph optimizations off, so the folded numbers are the ones the
+  runtime would have produced; ops onnxruntime cannot run fall back to the onnx reference evaluator;
+* shape arithmetic on dynamic models: ``Shape``/``Size`` of a value whose dims are static, and ``Gather``/``Slice`` of
+  a ``Shape`` that pick only static dims. Symbolic dims stay symbolic;
+* ``If`` with a constant condition: the taken branch is inlined;
+* ``Constant`` nodes become initializers.
+
+What does not: random ops, Quantize/DequantizeLinear (their pattern is the quantized model's contract), ops of unknown
+domains, nodes with subgraphs, nodes in function bodies that refer to the function's attributes, and any value whose
+folded tensor would be larger than the constants it comes from (``size_cap``): folding ``Tile``, ``Expand`` or
+``ConstantOfShape`` would otherwise bloat the file. On top of the per-tensor cap, the bytes a run adds (new constants
+minus the constants it frees) stay under ``max_growth`` of the graph's constant bytes.
+
+All constant nodes of one graph are evaluated in a single onnxruntime session: one model holding the foldable
+subgraph, with every value it computes as an output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+
+from graphopt.ir import Graph, Node, Value
+from graphopt.passes_api import Option, Pass, PassContext, register_pass
+from graphopt.shape_inference import infer_shapes
+from graphopt.tensors import Tensor, elem_type_of
+
+logger = logging.getLogger("graphopt")
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+NEVER_FOLD = frozenset(
+    {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        # sequences and optionals are not tensors; the IR keeps constants as tensors only
+        "SequenceConstruct",
+        "SequenceEmpty",
+        "SequenceInsert",
+        "SequenceErase",
+        "SplitToSequence",
+        "Optional",
+        "OptionalGetElement",
+        "OptionalHasElement",
+    }
+)
+SMALL_BYTES = 256
+"""A folded tensor this small (a shape, an axis list, a scalar) is always worth it: it replaces at least one node."""
+
+
+def _is_standard(node: Node) -> bool:
+    return node.domain in STANDARD_DOMAINS
+
+
+def _foldable_op(node: Node) -> bool:
+    if not _is_standard(node) or node.op_type in NEVER_FOLD or node.op_type == "Constant":
+        return False
+    return all(not a.ref_attr_name and a.type not in _GRAPH_TYPES for a in node.attrs.values())
+
+
+_GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# shapes
+# --------------------------------------------------------------------------------------------------------------------
+def _shape_of(node: Node, ctx: PassContext) -> list[int | None] | None:
+    """The dims a ``Shape`` node returns (None where a dim is symbolic), honouring start/end (opset 15)."""
+    x = node.inputs[0]
+    if x is None or x.shape is None:
+        return None
+    dims: list[int | None] = [d if isinstance(d, int) else None for d in x.shape]
+    rank = len(dims)
+    start = node.attr("start", 0)
+    end = node.attr("end", rank)
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = min(max(end + rank if end < 0 else end, 0), rank)
+    return dims[start:end]
+
+
+def _fold_shapes(graph: Graph, ctx: PassContext) -> dict[Value, np.ndarray]:
+    """Values computable from static dims alone: Shape, Size, and Gather/Slice of a partly static Shape."""
+    known: dict[Value, np.ndarray] = {}
+    partial: dict[Value, list[int | None]] = {}
+    for node in graph:
+        if not _is_standard(node) or node.op_type not in ("Shape", "Size", "Gather", "Slice"):
+            continue
+        out = node.outputs[0]
+        if out is None:
+            continue
+        if node.op_type == "Shape":
+            dims = _shape_of(node, ctx)
+            if dims is None:
+                continue
+            if all(d is not None for d in dims):
+                known[out] = np.array(dims, dtype=np.int64)
+            else:
+                partial[out] = dims
+        elif node.op_type == "Size":
+            x = node.inputs[0]
+            if x is not None and x.shape is not None and all(isinstance(d, int) for d in x.shape):
+                known[out] = np.array(int(np.prod(x.shape, dtype=np.int64)), dtype=np.int64)
+        else:
+            src = node.inputs[0]
+            if src not in partial:
+                continue
+            picked = _pick(node, partial[src], ctx)
+            if picked is not None:
+                known[out] = picked
+    return known
+
+
+def _const_ints(v: Value | None) -> np.ndarray | None:
+    if v is None:
+        return None
+    t = v.constant()
+    if t is None or t.dtype not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        return None
+    return t.numpy().astype(np.int64)
+
+
+def _pick(node: Node, dims: list[int | None], ctx: PassContext) -> np.ndarray | None:
+    """Gather or Slice over a partly static shape vector, when every picked entry is static."""
+    n = len(dims)
+    if node.op_type == "Gather":
+        if node.attr("axis", 0) != 0:
+            return None
+        idx = _const_ints(node.inputs[1] if len(node.inputs) > 1 else None)
+        if idx is None or np.any(idx < -n) or np.any(idx >= n):
+            return None
+        flat = [dims[int(i)] for i in idx.reshape(-1)]
+        if any(d is None for d in flat):
+            return None
+        return np.array(flat, dtype=np.int64).reshape(idx.shape)
+    # Slice: opset >= 10 takes starts/ends/axes/steps as inputs, before that as attributes
+    opset = ctx.opset("") or 1
+    if opset >= 10:
+        ins = list(node.inputs) + [None] * (5 - len(node.inputs))
+        starts, ends = _const_ints(ins[1]), _const_ints(ins[2])
+        axes = _const_ints(ins[3]) if ins[3] is not None else np.array([0], np.int64)
+        steps = _const_ints(ins[4]) if ins[4] is not None else np.array([1], np.int64)
+    else:
+        starts = np.array(node.attr("starts", []), np.int64) if node.attr("starts") is not None else None
+        ends = np.array(node.attr("ends", []), np.int64) if node.attr("ends") is not None else None
+        axes, steps = np.array(node.attr("axes", [0]), np.int64), np.array([1], np.int64)
+    if starts is None or ends is None or axes is None or steps is None:
+        return None
+    if starts.size != 1 or ends.size != 1 or axes.size != 1 or steps.size != 1 or int(axes[0]) not in (0, -1):
+        return None
+    picked = dims[slice(int(starts[0]), int(min(ends[0], 2**62)), int(steps[0]))] if steps[0] != 0 else None
+    if picked is None or any(d is None for d in picked):
+        return None
+    return np.array(picked, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------------------------------
+def _const_value(v: Value) -> Tensor | None:
+    return v.constant()
+
+
+def _cone(graph: Graph, known: dict[Value, np.ndarray]) -> list[Node]:
+    """Nodes (in order) whose every input is constant, directly or through earlier nodes of the cone."""
+    computable: set[Value] = set(known)
+    cone: list[Node] = []
+    for node in graph:
+        if not _foldable_op(node):
+            continue
+        if any(out is not None and out in known for out in node.outputs):
+            continue  # shape arithmetic already knows it
+        if all(v is None or v in computable or _const_value(v) is not None for v in node.inputs):
+            cone.append(node)
+            computable.update(out for out in node.outputs if out is not None)
+    return cone
+
+
+def _eval_model(cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext) -> onnx.ModelProto:
+    from graphopt.onnx_io import _Exporter  # private exporter: node protos without a whole model
+
+    exporter = _Exporter()
+    gp = onnx.GraphProto(name="fold")
+    produced = {out for n in cone for out in n.outputs if out is not None}
+    leaves: dict[str, onnx.TensorProto] = {}
+    for node in cone:
+        exporter.node(node, gp.node.add())
+        for v in node.inputs:
+            if v is None or v in produced or v.name in leaves:
+                continue
+            if v in known:
+                leaves[v.name] = onnx.numpy_helper.from_array(known[v], v.name)
+            else:
+                t = _const_value(v)
+                assert t is not None
+                leaves[v.name] = t.to_proto(v.name)
+    gp.initializer.extend(leaves.values())
+    for v in produced:
+        gp.output.add().name = v.name
+    opsets = [onnx.helper.make_opsetid(d, ver) for d, ver in ctx.model.opset_imports.items()]
+    model = onnx.helper.make_model(gp, opset_imports=opsets, ir_version=max(ctx.model.ir_version, 4))
+    return model
+
+
+def _run_ort(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {}), strict=True))
+
+
+def _run_reference(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    names = [o.name for o in model.graph.output]
+    results = ReferenceEvaluator(model).run(names, {})
+    return dict(zip(names, results, strict=True))
+
+
+def _evaluate(cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext) -> dict[Value, np.ndarray]:
+    """Values of the cone's outputs. One session for the whole cone; node by node when that fails."""
+    if not cone:
+        return {}
+    try:
+        by_name = _run_ort(_eval_model(cone, known, ctx))
+        return _collect(cone, by_name)
+    except Exception as exc:  # noqa: BLE001 - a failing batch is retried node by node below
+        logger.debug("fold-constants: batch evaluation failed (%s); evaluating node by node", exc)
+    values: dict[Value, np.ndarray] = dict(known)
+    for node in cone:
+        if any(v is not None and v not in values and _const_value(v) is None for v in node.inputs):
+            continue  # an input failed to evaluate
+        model = _eval_model([node], values, ctx)
+        by_name: dict[str, np.ndarray] | None = None
+        for runner in (_run_ort, _run_reference):
+            try:
+                by_name = runner(model)
+                break
+            except Exception as exc:  # noqa: BLE001 - the node is left alone
+                logger.debug("fold-constants: cannot evaluate %s with %s: %s", node, runner.__name__, exc)
+        if by_name is not None:
+            values.update(_collect([node], by_name))
+    return {v: a for v, a in values.items() if v not in known}
+
+
+def _collect(cone: list[Node], by_name: dict[str, np.ndarray]) -> dict[Value, np.ndarray]:
+    """The evaluated arrays that can become tensors of the value's own element type."""
+    out: dict[Value, np.ndarray] = {}
+    for node in cone:
+        for v in node.outputs:
+            array = by_name.get(v.name) if v is not None else None
+            if v is None or not isinstance(array, np.ndarray) or array.dtype.kind not in "biufc":
+                continue
+            try:
+                elem = elem_type_of(array.dtype)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if v.dtype is not None and v.dtype != elem:
+                continue  # e.g. bfloat16 or float8 come back widened: keep the node
+            out[v] = array
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# choosing what to materialise
+# --------------------------------------------------------------------------------------------------------------------
+class _Plan:
+    """Which computed values become constants, under the per-tensor cap and the growth budget."""
+
+    def __init__(self, graph: Graph, cone: list[Node], values: dict[Value, np.ndarray]) -> None:
+        self.graph = graph
+        self.values = values
+        self.cone = [n for n in cone if all(o is None or o in values for o in n.outputs)]
+        self.in_cone = set(self.cone)
+        self.outputs = set(graph.outputs)
+        # bytes of the leaf constants each value is computed from (counted once per leaf)
+        self.sources: dict[Value, set[Value]] = {}
+        for node in self.cone:
+            src: set[Value] = set()
+            for v in node.inputs:
+                if v is None:
+                    continue
+                src |= self.sources.get(v, set()) if v in values else {v}
+            for out in node.outputs:
+                if out is not None:
+                    self.sources[out] = src
+
+    def _source_bytes(self, v: Value) -> int:
+        total = 0
+        for s in self.sources[v]:
+            t = _const_value(s)
+            total += t.nbytes if t is not None else 0
+        return total
+
+    def fits(self, v: Value, cap: float) -> bool:
+        nbytes = self.values[v].nbytes
+        return nbytes <= SMALL_BYTES or nbytes <= cap * self._source_bytes(v)
+
+    def frontier(self, kept: set[Node]) -> list[Value]:
+        """Computed values read by a node that stays (outside the cone, or kept) or by the graph's outputs."""
+        folded = self.in_cone - kept
+        need: dict[Value, None] = {}
+        for node in self.cone:
+            if node not in folded:
+                continue
+            for v in node.outputs:
+                if v is None:
+                    continue
+                if v in self.outputs or any(u not in folded for u, _ in v.uses):
+                    need[v] = None
+        return list(need)
+
+    def growth(self, kept: set[Node], frontier: list[Value]) -> int:
+        folded = self.in_cone - kept
+        added = sum(self.values[v].nbytes for v in frontier)
+        freed = 0
+        leaves = {s for v in frontier for s in self.sources[v]}
+        for leaf in leaves:
+            t = _const_value(leaf)
+            if t is None or leaf.producer is not None and leaf.producer.op_type == "Constant":
+                continue
+            owned = self.graph.initializers.get(leaf.name or "") is leaf and leaf not in self.outputs
+            if owned and all(u in folded for u, _ in leaf.uses):
+                freed += t.nbytes
+        return added - freed
+
+    def choose(self, cap: float, budget: int) -> tuple[set[Node], list[Value]]:
+        kept: set[Node] = set()
+        while True:
+            frontier = self.frontier(kept)
+            too_big = [v for v in frontier if not self.fits(v, cap)]
+            if not too_big and self.growth(kept, frontier) > budget:
+                # drop the largest tensors first until the run fits the budget
+                large = [v for v in frontier if self.values[v].nbytes > SMALL_BYTES]
+                if not large:
+                    return kept, frontier
+                too_big = [max(large, key=lambda v: self.values[v].nbytes)]
+            if not too_big:
+                return kept, frontier
+            for v in too_big:
+                assert v is not None
+                producer = v.producer
+                assert producer is not None
+                kept.add(producer)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# rewriting
+# --------------------------------------------------------------------------------------------------------------------
+def _materialise(graph: Graph, v: Value, array: np.ndarray) -> None:
+    base = v.name or "folded"
+    tensor = Tensor.from_numpy(array)
+    const = graph.make_constant(tensor, name=f"{base}_folded" if not base.endswith("_folded") else base)
+    graph.replace_all_uses_with(v, const)
+
+
+def _remove_dead(graph: Graph, nodes: Iterable[Node]) -> int:
+    removed = 0
+    outputs = set(graph.outputs)
+    for node in reversed(list(nodes)):
+        if node.graph is not graph:
+            continue
+        if any(o is not None and (o.uses or o in outputs) for o in node.outputs):
+            continue
+        graph.remove(node)
+        removed += 1
+    return removed
+
+
+def _constants_to_initializers(graph: Graph) -> bool:
+    changed = False
+    for node in graph:
+        if node.op_type != "Constant" or not _is_standard(node):
+            continue
+        out = node.outputs[0]
+        if out is None:
+            continue
+        tensor = _constant_attr_tensor(node)
+        if tensor is None:
+            continue
+        if any(o is out for o in graph.outputs):
+            continue  # an initializer as a graph output would need an Identity: no gain
+        const = graph.make_constant(tensor, name=out.name or "const")
+        graph.replace_all_uses_with(out, const)
+        graph.remove(node)
+        changed = True
+    return changed
+
+
+def _constant_attr_tensor(node: Node) -> Tensor | None:
+    if len(node.attrs) != 1:
+        return None
+    ((key, attr),) = node.attrs.items()
+    if attr.ref_attr_name:
+        return None
+    if key == "value" and isinstance(attr.value, Tensor):
+        return attr.value if attr.value.dtype != onnx.TensorProto.STRING else None
+    scalars = {
+        "value_float": np.float32,
+        "value_floats": np.float32,
+        "value_int": np.int64,
+        "value_ints": np.int64,
+    }
+    if key in scalars:
+        return Tensor.from_numpy(np.array(attr.value, dtype=scalars[key]))
+    return None
+
+
+def _inline_constant_ifs(graph: Graph) -> bool:
+    changed = False
+    for node in graph:
+        if node.op_type != "If" or not _is_standard(node) or node.inputs[0] is None:
+            continue
+        cond = node.inputs[0].constant()
+        if cond is None or cond.size != 1:
+            continue
+        branch = node.attr("then_branch" if bool(cond.numpy().reshape(-1)[0]) else "else_branch")
+        if not isinstance(branch, Graph) or branch.inputs or len(branch.outputs) != len(node.outputs):
+            continue
+        if branch.initializers or branch.sparse_initializers:
+            for name, v in list(branch.initializers.items()):
+                del branch.initializers[name]
+                v.name = graph.unique_name(name)
+                graph.add_initializer(v)
+            if branch.sparse_initializers:
+                continue
+        for inner in list(branch):
+            graph.insert_before(node, branch.take(inner))
+        for out, result in zip(node.outputs, branch.outputs, strict=True):
+            if out is not None:
+                graph.replace_all_uses_with(out, result)
+        graph.remove(node, safe=False)
+        changed = True
+    return changed
+
+
+@register_pass(
+    "fold-constants",
+    description="evaluate constant subgraphs and static shape arithmetic offline, with a size guard",
+    options={
+        "size_cap": Option(float, 1.0, "largest folded tensor, as a multiple of the bytes of the constants it uses"),
+        "max_growth": Option(float, 0.01, "most bytes a run may add, as a fraction of the graph's constant bytes"),
+    },
+)
+class FoldConstants(Pass):
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if any(graph.root is f.graph for f in ctx.model.functions.values()):
+            return False  # a FunctionProto has no initializers to hold folded tensors
+        if graph is ctx.model.graph:
+            infer_shapes(ctx.model)
+        changed = _inline_constant_ifs(graph)
+        known = _fold_shapes(graph, ctx)
+        cone = _cone(graph, known)
+        values = _evaluate(cone, known, ctx)
+        values.update(known)
+        shape_nodes = [v.producer for v in known if v.producer is not None]
+        plan = _Plan(graph, cone + shape_nodes, values)
+        total = sum(v.const.nbytes for v in graph.initializers.values() if v.const is not None)
+        budget = int(self.options["max_growth"] * total)
+        _, frontier = plan.choose(self.options["size_cap"], budget)
+        for v in frontier:
+            _materialise(graph, v, values[v])
+        removed = _remove_dead(graph, [n for n in graph if n in plan.in_cone])
+        changed |= bool(frontier) or removed > 0
+        changed |= _constants_to_initializers(graph)
+        return changed
