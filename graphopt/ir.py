@@ -738,8 +738,10 @@ def _check_graph(graph: Graph, visible: set[int]) -> None:
                 continue
             if (node, i) not in v.uses:
                 raise IRError(f"{node} reads {v.name!r} at input {i} but the value does not list that use")
-            if id(v) not in scope and v.producer is not None:
-                raise IRError(f"{node} reads {v.name!r} before it is produced (order is not topological)")
+            if id(v) not in scope:
+                if v.producer is not None:
+                    raise IRError(f"{node} reads {v.name!r} before it is produced (order is not topological)")
+                raise IRError(f"{node} reads {v.name!r}, which nothing defines in scope")
         for g in node.subgraphs():
             if g.owner is not node:
                 raise IRError(f"subgraph {g.name!r} of {node} does not name its owner")

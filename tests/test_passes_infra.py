@@ -1,0 +1,301 @@
+"""The pass infrastructure: registry, options, pipelines, plugins, the PassManager, optimize(), and dce."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import graphopt
+from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager, passes_api
+from graphopt.ir import Node
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry():
+    """Passes registered by a test disappear after it, so tests (and `graphopt passes`) see only the built-ins."""
+    graphopt.list_passes()  # load built-ins and plugins first
+    before = dict(passes_api._REGISTRY)
+    yield
+    passes_api._REGISTRY.clear()
+    passes_api._REGISTRY.update(before)
+
+
+def _model(dead: bool = True) -> onnx.ModelProto:
+    w = onnx.numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    unused = onnx.numpy_helper.from_array(np.ones(3, np.float32), "unused")
+    nodes = [helper.make_node("Add", ["x", "w"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    if dead:
+        nodes += [helper.make_node("Neg", ["x"], ["dead1"]), helper.make_node("Abs", ["dead1"], ["dead2"])]
+        nodes.append(helper.make_node("Custom", ["x"], ["custom_out"], domain="my.ops"))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [w, unused],
+    )
+    opsets = [*OPSET, helper.make_opsetid("my.ops", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# registry, options, pipelines
+# --------------------------------------------------------------------------------------------------------------------
+def test_register_function_and_class_passes() -> None:
+    @graphopt.register_pass("test-fn", description="a test pass", options={"k": Option(int, 3, "k")})
+    def fn(graph: Graph, ctx: PassContext, k: int) -> bool:
+        ctx.options["seen_k"] = k
+        return False
+
+    @graphopt.register_pass("test-cls")
+    class Cls(Pass):
+        description = "class pass"
+        options_spec = {"mode": Option(str, "a", choices=("a", "b")), "on": Option(bool, False)}
+
+        def run(self, graph: Graph, ctx: PassContext) -> bool:
+            return False
+
+    passes = graphopt.list_passes()
+    assert passes["test-fn"].description == "a test pass" and passes["test-cls"] is Cls
+    p = passes_api.parse_pipeline("test-fn{k=7}, test-cls{mode=b,on=yes}")
+    assert p[0].options == {"k": 7} and p[1].options == {"mode": "b", "on": True}
+    assert repr(p[0]) == "test-fn{k=7}"
+    ctx_opts: dict = {}
+    model = graphopt.load(_model())
+    PassManager(p).run(model, PassContext(model=model, options=ctx_opts))
+    assert ctx_opts["seen_k"] == 7
+    # the same function can be given directly once registered
+    assert type(passes_api.as_passes([fn])[0]).name == "test-fn"
+
+
+def test_registry_errors() -> None:
+    @graphopt.register_pass("test-dup")
+    def dup(graph: Graph, ctx: PassContext) -> bool:
+        return False
+
+    with pytest.raises(PassError, match="already registered"):
+
+        @graphopt.register_pass("test-dup")
+        def dup2(graph: Graph, ctx: PassContext) -> bool:
+            return False
+
+    with pytest.raises(PassError, match="invalid pass name"):
+        graphopt.register_pass("Bad Name")
+    with pytest.raises(PassError, match=r"did you mean 'test-dup'"):
+        graphopt.get_pass("test-dpu")
+    with pytest.raises(PassError, match="not a registered pass"):
+        passes_api.as_passes([lambda g, c: False])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("dce{nope=1}", "has no option 'nope'"),
+        ("test-opt{k=abc}", "expects int"),
+        ("test-opt{mode=z}", "must be one of"),
+        ("test-opt{k}", "expected key=value"),
+        ("test-opt{k=1", "malformed pipeline"),
+        ("no-such-pass", "unknown pass"),
+    ],
+)
+def test_pipeline_errors(spec: str, message: str) -> None:
+    @graphopt.register_pass("test-opt", options={"k": Option(int, 1), "mode": Option(str, "a", choices=("a", "b"))})
+    def opt(graph: Graph, ctx: PassContext, k: int, mode: str) -> bool:
+        return False
+
+    with pytest.raises(PassError, match=message):
+        passes_api.parse_pipeline(spec)
+
+
+def test_levels_name_pipelines() -> None:
+    assert passes_api.level_pipeline(0) == []
+    names = [p.name for p in passes_api.level_pipeline(2)]
+    assert "dce" in names and "fold-constants" in names
+    with pytest.raises(PassError, match="optimization level"):
+        passes_api.level_pipeline(7)
+
+
+def test_plugin_pass_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_graphopt_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from graphopt import Pass
+
+            class Plugged(Pass):
+                name = "test-plugged"
+                description = "from a plugin"
+
+                def run(self, graph, ctx):
+                    return False
+            """
+        )
+    )
+    dist = tmp_path / "my_graphopt_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-graphopt-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[graphopt.passes]\nplugged = my_graphopt_plugin:Plugged\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(passes_api, "_PLUGINS_LOADED", False)
+    try:
+        passes = graphopt.list_passes()
+        assert passes["test-plugged"].description == "from a plugin"
+    finally:
+        sys.modules.pop("my_graphopt_plugin", None)
+
+
+def test_broken_plugin_warns_and_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[graphopt.passes]\nbroken = no_such_module_xyz:Pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(passes_api, "_PLUGINS_LOADED", False)
+    with pytest.warns(UserWarning, match="could not load pass plugin 'broken'"):
+        assert "dce" in graphopt.list_passes()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the PassManager
+# --------------------------------------------------------------------------------------------------------------------
+def test_statistics_and_fixed_point() -> None:
+    calls = []
+
+    @graphopt.register_pass("test-remove-one")
+    def remove_one(graph: Graph, ctx: PassContext) -> bool:
+        """Remove one dead node per run, so that a fixed point needs several iterations."""
+        calls.append(1)
+        outputs = set(graph.outputs)
+        for node in graph.reversed():
+            if node.domain == "" and not any(o.uses or o in outputs for o in node.outputs if o is not None):
+                graph.remove(node)
+                return True
+        return False
+
+    model = graphopt.load(_model())
+    report = PassManager("test-remove-one", fixed_point=True).run(model)
+    assert report.iterations == 3 and len(calls) == 3  # two removals, then one run that changes nothing
+    (stats,) = report.stats
+    assert stats.runs == 3 and stats.changed and stats.nodes_before == 5 and stats.nodes_after == 3
+    assert stats.seconds >= 0 and report.nodes_before == 5 and report.nodes_after == 3
+    assert report.to_dict()["passes"][0]["name"] == "test-remove-one"
+    calls.clear()
+    report = PassManager("test-remove-one", fixed_point=True, max_iterations=1).run(graphopt.load(_model()))
+    assert report.iterations == 1 and len(calls) == 1
+
+
+def test_recursive_passes_visit_subgraphs_and_functions() -> None:
+    seen: list[str] = []
+
+    @graphopt.register_pass("test-visit")
+    def visit(graph: Graph, ctx: PassContext) -> bool:
+        seen.append(graph.name)
+        return False
+
+    @graphopt.register_pass("test-visit-top", recursive=False)
+    def visit_top(graph: Graph, ctx: PassContext) -> bool:
+        seen.append("top:" + graph.name)
+        return False
+
+    then_g = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", 1, [2])]
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", 1, [2])]
+    )
+    func = helper.make_function("my.fn", "F", ["a"], ["b"], [helper.make_node("Neg", ["a"], ["b"])], OPSET)
+    nodes = [
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+        helper.make_node("F", ["y"], ["z"], domain="my.fn"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "main",
+        [helper.make_tensor_value_info("x", 1, [2]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("z", 1, [2])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[*OPSET, helper.make_opsetid("my.fn", 1)], ir_version=8, functions=[func]
+    )
+    PassManager(["test-visit", "test-visit-top"]).run(graphopt.load(model))
+    # function bodies have no graph name of their own; the fourth visit is the body of F
+    assert sorted(seen[:3]) == ["else", "main", "then"] and len(seen) == 5 and seen[4:] == ["top:main"]
+
+
+def test_check_ir_catches_a_broken_pass() -> None:
+    @graphopt.register_pass("test-break")
+    def break_graph(graph: Graph, ctx: PassContext) -> bool:
+        first = next(iter(graph))
+        last = list(graph)[-1]
+        graph.remove(first, safe=False)  # its readers now read a value nothing produces
+        del last
+        return True
+
+    model = graphopt.load(_model(dead=False))
+    with pytest.raises(graphopt.IRError):
+        PassManager("test-break", check_ir=True).run(model)
+    with pytest.raises(PassError, match="unknown target"):
+        PassManager("dce").run(graphopt.load(_model()), target="gpu")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# optimize() and dce
+# --------------------------------------------------------------------------------------------------------------------
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+def test_optimize_never_mutates_the_callers_proto(tmp_path: Path) -> None:
+    proto = _model()
+    before = proto.SerializeToString()
+    out = graphopt.optimize(proto, level=1)
+    assert isinstance(out, onnx.ModelProto) and out is not proto
+    assert proto.SerializeToString() == before
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    assert isinstance(graphopt.optimize(path, level=0), graphopt.Model)
+    reports: list = []
+    graphopt.optimize(proto, passes="dce", report=reports)
+    assert reports and reports[0].stats[0].name == "dce"
+
+
+def test_dce_removes_dead_code_and_keeps_custom_ops_and_outputs() -> None:
+    proto = _model()
+    out = graphopt.optimize(proto, passes="dce")
+    ops = [n.op_type for n in out.graph.node]
+    assert ops == ["Add", "Relu", "Custom"], "dead standard ops go, the unknown custom op stays"
+    assert [i.name for i in out.graph.initializer] == ["w"]
+    assert [o.name for o in out.graph.output] == ["y"]
+    no_custom = _model()
+    del no_custom.graph.node[4]
+    del no_custom.opset_import[1]
+    optimized = graphopt.optimize(no_custom, passes="dce")
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(_run(optimized, x)[0], _run(no_custom, x)[0])
+
+
+def test_dce_keeps_initializers_when_training_info_is_present() -> None:
+    proto = _model(dead=False)
+    proto.training_info.add()
+    out = graphopt.optimize(proto, passes="dce")
+    assert {i.name for i in out.graph.initializer} == {"w", "unused"}
+
+
+def test_node_constructor_and_pass_context_opsets() -> None:
+    model = graphopt.load(_model())
+    ctx = PassContext(model=model)
+    assert ctx.opset() == 17 and ctx.opsets["my.ops"] == 1
+    node = Node("Neg", [model.graph.inputs[0]])
+    model.graph.append(node)
+    assert node.output.name  # named on insertion
