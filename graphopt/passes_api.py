@@ -266,9 +266,9 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 # Pipelines named by optimization level. Later passes add their names here; names not registered are skipped.
 LEVELS: dict[int, list[str]] = {
     0: [],
-    1: ["dce", "cleanup"],
-    2: ["dce", "cleanup", "fold-constants", "fold-conv-bn", "cse", "dce"],
-    3: ["dce", "cleanup", "fold-constants", "fold-conv-bn", "cse", "dce"],
+    1: ["cleanup"],
+    2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "cleanup"],
+    3: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "cleanup"],
 }
 
 

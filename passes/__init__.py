@@ -1,6 +1,5 @@
 """graphopt's built-in passes, one module per pass family. Importing this package registers them."""
 
-from . import cleanup  # noqa: F401
-from . import fold_constants  # noqa: F401
+from . import cleanup, cse, fold_constants, simplify
 
-__all__ = ["cleanup", "fold_constants"]
+__all__ = ["cleanup", "cse", "fold_constants", "simplify"]

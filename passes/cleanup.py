@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphopt.ir import Graph
-from graphopt.passes_api import PassContext, register_pass
+from graphopt.passes_api import Pass, PassContext, register_pass
 
 PURE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 """Domains whose ops have no side effects. Ops of other domains are never removed: graphopt does not know them."""
@@ -29,3 +29,63 @@ def dead_code_elimination(graph: Graph, ctx: PassContext) -> bool:
                 del graph.initializers[name]
                 changed = True
     return changed
+
+
+@register_pass(
+    "remove-unused",
+    description="drop opset imports of domains nothing uses and model-local functions nothing calls",
+    recursive=False,
+)
+def remove_unused(graph: Graph, ctx: PassContext) -> bool:
+    model = ctx.model
+    if graph is not model.graph:
+        return False
+    called = _called_functions(model)
+    changed = False
+    for key in [k for k in model.functions if k not in called]:
+        del model.functions[key]
+        changed = True
+    used = {n.domain for g in model.graphs() for n in g.all_nodes()}
+    used |= {d for f in model.functions.values() for d in f.opset_imports}
+    used |= {f.domain for f in model.functions.values()}
+    if model.training_info:
+        return changed  # training graphs may use any imported domain; keep the imports as they are
+    for domain in list(model.opset_imports):
+        if domain not in ("", "ai.onnx") and domain not in used:
+            del model.opset_imports[domain]
+            changed = True
+    return changed
+
+
+def _called_functions(model) -> set[tuple[str, str, str]]:
+    """Functions reachable from the main graph, through calls inside other functions too."""
+    funcs = model.functions
+    called: set[tuple[str, str, str]] = set()
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        for node in g.all_nodes():
+            key = (node.domain, node.op_type, node.overload)
+            if key in funcs and key not in called:
+                called.add(key)
+                stack.append(funcs[key].graph)
+    return called
+
+
+CLEANUP_STEPS = ("eliminate-noop", "merge-consecutive", "dedup-initializers", "dce")
+
+
+@register_pass(
+    "cleanup",
+    description="eliminate-noop, merge-consecutive, dedup-initializers, dce, remove-unused in one pass",
+)
+class Cleanup(Pass):
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        from graphopt.passes_api import get_pass
+
+        changed = False
+        for name in CLEANUP_STEPS:
+            changed |= bool(get_pass(name)().run(graph, ctx))
+        if graph is ctx.model.graph:
+            changed |= remove_unused(graph, ctx)
+        return changed

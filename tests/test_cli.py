@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphopt.cli import main
+from graphopt.passes_api import level_pipeline
 
 
 def _model(dead: bool = True) -> onnx.ModelProto:
@@ -59,7 +60,7 @@ def test_optimize_writes_output_and_summary(model_path: Path, tmp_path: Path, ca
     assert code == 0
     summary = json.loads(stdout)
     assert summary["nodes_before"] == 2 and summary["nodes_after"] == 1
-    assert [p["name"] for p in summary["passes"]] == ["dce"]
+    assert [p["name"] for p in summary["passes"]] == [p.name for p in level_pipeline(2)]
     optimized = onnx.load(str(out))
     onnx.checker.check_model(optimized)
     assert [n.name for n in optimized.graph.node] == ["add"]
@@ -68,7 +69,7 @@ def test_optimize_writes_output_and_summary(model_path: Path, tmp_path: Path, ca
 
 def test_optimize_table_and_quiet(model_path: Path, tmp_path: Path, capsys) -> None:
     code, stdout, _ = _run(capsys, "optimize", str(model_path), "-o", str(tmp_path / "o.onnx"))
-    assert code == 0 and "dce" in stdout and "nodes 2 -> 1" in stdout
+    assert code == 0 and "cleanup" in stdout and "nodes 2 -> 1" in stdout
     code, stdout, err = _run(capsys, "optimize", str(model_path), "-o", str(tmp_path / "o.onnx"), "-q")
     assert code == 0 and stdout == "" and err == ""
 

@@ -119,7 +119,7 @@ def test_pipeline_errors(spec: str, message: str) -> None:
 def test_levels_name_pipelines() -> None:
     assert passes_api.level_pipeline(0) == []
     names = [p.name for p in passes_api.level_pipeline(2)]
-    assert "dce" in names and "fold-constants" in names
+    assert "cleanup" in names and "fold-constants" in names and "cse" in names
     with pytest.raises(PassError, match="optimization level"):
         passes_api.level_pipeline(7)
 

@@ -1,0 +1,159 @@
+"""cse and dedup-initializers: compute each thing once, store each constant once.
+
+Two nodes compute the same thing when they have the same op, domain and attributes (compared by value, tensors by
+content) and read the same values; constant inputs count as the same when their data is equal. One linear pass in
+graph order with a hash table: the first node stays and the later one's readers move to it.
+
+Random ops, nodes with subgraphs and ops of domains graphopt does not know are never merged: a custom op may have
+side effects or state.
+
+Equal initializers are found by dtype and dims first, then a hash of a prefix, then of all their bytes, so that the
+common case (no two weights alike) costs no hashing of big tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+import onnx
+
+from graphopt.ir import Attribute, Graph, Node, Value
+from graphopt.passes_api import PassContext, register_pass
+from graphopt.tensors import Tensor
+
+from .simplify import bypass
+
+STANDARD = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+NONDETERMINISTIC = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+_GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def _digest(t: Tensor, limit: int | None = None) -> bytes:
+    data = t.raw_bytes() if t.dtype != onnx.TensorProto.STRING else repr(t.numpy().tolist()).encode()
+    view = memoryview(data)
+    if limit is not None:
+        view = view[:limit]
+    return hashlib.blake2b(view, digest_size=16).digest()
+
+
+def _tensor_key(t: Tensor) -> tuple[Any, ...]:
+    return ("tensor", t.dtype, t.dims, _digest(t))
+
+
+def _attr_key(a: Attribute) -> Any:
+    v = a.value
+    if isinstance(v, Tensor):
+        return _tensor_key(v)
+    if isinstance(v, list | tuple):
+        return (a.type, tuple(_tensor_key(x) if isinstance(x, Tensor) else x for x in v))
+    return (a.type, v)
+
+
+class _Keys:
+    """Canonical keys for values: constants by content (small ones; big ones by identity), others by identity."""
+
+    SMALL = 4096
+
+    def __init__(self) -> None:
+        self._cache: dict[int, Any] = {}
+
+    def value(self, v: Value | None) -> Any:
+        if v is None:
+            return None
+        key = self._cache.get(id(v))
+        if key is None:
+            t = v.constant()
+            key = _tensor_key(t) if t is not None and t.nbytes <= self.SMALL else ("value", id(v))
+            self._cache[id(v)] = key
+        return key
+
+
+def _node_key(node: Node, keys: _Keys) -> Any | None:
+    if node.domain not in STANDARD or node.op_type in NONDETERMINISTIC or node.op_type == "Constant":
+        return None
+    if any(a.type in _GRAPH_TYPES or a.ref_attr_name for a in node.attrs.values()):
+        return None
+    try:
+        attrs = tuple(sorted((name, _attr_key(a)) for name, a in node.attrs.items()))
+        hash(attrs)
+    except TypeError:
+        return None
+    return (node.op_type, node.domain, node.overload, len(node.outputs), tuple(map(keys.value, node.inputs)), attrs)
+
+
+@register_pass("cse", description="merge nodes that compute the same thing from the same inputs")
+def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
+    keys = _Keys()
+    seen: dict[Any, Node] = {}
+    changed = False
+    outputs = {id(v) for v in graph.outputs}
+    for node in graph:
+        key = _node_key(node, keys)
+        if key is None:
+            continue
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            continue
+        pairs = list(zip(first.outputs, node.outputs, strict=True))
+        if any(b is not None and id(b) in outputs and (a is None or id(a) in outputs) for a, b in pairs):
+            continue  # both are graph outputs: merging would only add an Identity
+        for a, b in pairs:
+            if b is not None and a is not None:
+                graph.replace_all_uses_with(b, a)
+        if not any(b is not None and (b.uses or id(b) in {id(v) for v in graph.outputs}) for _, b in pairs):
+            graph.remove(node)
+        outputs = {id(v) for v in graph.outputs}
+        changed = True
+    return changed
+
+
+@register_pass("dedup-initializers", description="keep one copy of initializers and Constants with equal data")
+def dedup_initializers(graph: Graph, ctx: PassContext) -> bool:
+    inputs = {id(v) for v in graph.inputs}
+    outputs = {id(v) for v in graph.outputs}
+    groups: dict[tuple[Any, ...], list[Value]] = defaultdict(list)
+    for v in graph.initializers.values():
+        t = v.const
+        if t is not None and id(v) not in inputs and id(v) not in outputs and not v.overridable:
+            groups[(t.dtype, t.dims)].append(v)
+    changed = False
+    for candidates in groups.values():
+        if len(candidates) < 2:
+            continue
+        by_prefix: dict[bytes, list[Value]] = defaultdict(list)
+        for v in candidates:
+            by_prefix[_digest(v.const, 4096)].append(v)  # type: ignore[arg-type]
+        for same_prefix in by_prefix.values():
+            if len(same_prefix) < 2:
+                continue
+            first_of: dict[bytes, Value] = {}
+            for v in same_prefix:
+                full = _digest(v.const)  # type: ignore[arg-type]
+                keep = first_of.setdefault(full, v)
+                if keep is v or not _equal(keep.const, v.const):  # type: ignore[arg-type]
+                    continue
+                graph.replace_all_uses_with(v, keep)
+                del graph.initializers[v.name]  # type: ignore[arg-type]
+                changed = True
+    # Constant nodes with equal values: cse keys them by content, but skips Constant itself; merge here.
+    seen: dict[Any, Node] = {}
+    for node in graph:
+        if node.op_type != "Constant" or node.domain not in STANDARD or len(node.attrs) != 1:
+            continue
+        ((name, attr),) = node.attrs.items()
+        if attr.ref_attr_name:
+            continue
+        key = (name, _attr_key(attr))
+        first = seen.setdefault(key, node)
+        if first is not node and bypass(graph, node, first.output):
+            changed = True
+    return changed
+
+
+def _equal(a: Tensor, b: Tensor) -> bool:
+    return a.dtype == b.dtype and a.dims == b.dims and bytes(a.raw_bytes()) == bytes(b.raw_bytes())

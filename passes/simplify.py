@@ -1,0 +1,306 @@
+"""eliminate-noop and merge-consecutive: remove ops that do nothing, and fuse chains that collapse into one op.
+
+Every rule proves its no-op from constants and known shapes; where a shape or an attribute is unknown, the node stays.
+Only standard-domain ops are touched, and the model's default-domain opset decides where axes, pads and slice bounds
+live (attributes in old opsets, inputs in newer ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from graphopt.ir import Graph, Node, Value
+from graphopt.passes_api import PassContext, register_pass
+from graphopt.shape_inference import infer_shapes
+
+STANDARD = frozenset({"", "ai.onnx"})
+INT_MAX_LIKE = 2**31 - 1
+"""Slice ends at or above this mean "to the end" in every exporter's output."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# small readers
+# --------------------------------------------------------------------------------------------------------------------
+def _input(node: Node, i: int) -> Value | None:
+    return node.inputs[i] if i < len(node.inputs) else None
+
+
+def _ints(v: Value | None) -> list[int] | None:
+    """A constant integer tensor as a flat list, or None."""
+    if v is None:
+        return None
+    t = v.constant()
+    if t is None or t.dtype not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        return None
+    return [int(i) for i in t.numpy().reshape(-1)]
+
+
+def _static(shape: tuple | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _axes(node: Node, ctx: PassContext, since: int) -> list[int] | None:
+    """Axes of Squeeze/Unsqueeze/ReduceX: an input from opset ``since``, an attribute before."""
+    if (ctx.opset("") or 1) >= since:
+        return _ints(_input(node, 1)) if _input(node, 1) is not None else None
+    axes = node.attr("axes")
+    return list(axes) if axes is not None else None
+
+
+def _is_output(graph: Graph, v: Value) -> bool:
+    return any(o is v for o in graph.outputs)
+
+
+def bypass(graph: Graph, node: Node, src: Value) -> bool:
+    """Make readers of ``node``'s first output read ``src`` instead; return False when that cannot help.
+
+    When the output is a graph output and ``src`` cannot take its name (a graph input, an initializer, a value from an
+    outer scope, or another output), replacing it would only trade this node for an Identity: leave it.
+    """
+    out = node.outputs[0]
+    if out is None or out is src:
+        return False
+    if _is_output(graph, out):
+        renameable = src.producer is not None and src.producer.graph is graph and not _is_output(graph, src)
+        if not renameable:
+            return False
+        if src.dtype is not None and out.dtype is not None and src.dtype != out.dtype:
+            return False
+    graph.replace_all_uses_with(out, src)
+    if not out.uses and not _is_output(graph, out):
+        graph.remove(node)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# eliminate-noop
+# --------------------------------------------------------------------------------------------------------------------
+def _noop_source(node: Node, ctx: PassContext) -> Value | None:
+    """The input whose value ``node`` passes through unchanged, or None."""
+    op = node.op_type
+    x = _input(node, 0)
+    if x is None:
+        return None
+    out = node.outputs[0]
+    if out is None:
+        return None
+    opset = ctx.opset("") or 1
+    if op == "Identity":
+        return x
+    if op == "Dropout":
+        return x if _dropout_is_inference(node, opset) else None
+    if op == "Cast":
+        return x if x.dtype is not None and x.dtype == node.attr("to") else None
+    if op == "CastLike":
+        like = _input(node, 1)
+        return x if like is not None and x.dtype is not None and x.dtype == like.dtype else None
+    if op == "Reshape":
+        return x if _reshape_is_noop(node, x) else None
+    if op == "Expand":
+        return x if _expand_is_noop(x, _ints(_input(node, 1))) else None
+    if op == "Transpose":
+        perm = node.attr("perm")
+        rank = len(x.shape) if x.shape is not None else None
+        if perm is None:
+            return x if rank is not None and rank <= 1 else None
+        return x if list(perm) == list(range(len(perm))) else None
+    if op == "Pad":
+        pads = _ints(_input(node, 1)) if opset >= 11 else node.attr("pads")
+        return x if pads is not None and all(p == 0 for p in pads) else None
+    if op == "Slice":
+        return x if _slice_is_full(node, x, opset) else None
+    if op == "Concat":
+        return x if len(node.inputs) == 1 else None
+    if op == "Split":
+        return x if len(node.outputs) == 1 else None
+    if op in ("Squeeze", "Unsqueeze"):
+        since = 13
+        axes = _axes(node, ctx, since)
+        return x if axes == [] else None
+    if op in ("Add", "Sub", "Mul", "Div"):
+        return _neutral_operand(node)
+    return None
+
+
+def _dropout_is_inference(node: Node, opset: int) -> bool:
+    if len(node.outputs) > 1 and node.outputs[1] is not None and (node.outputs[1].uses or _is_graph_output(node, 1)):
+        return False
+    if opset < 7:
+        return node.attr("is_test", 0) == 1
+    if opset >= 12:
+        mode = _input(node, 2)
+        if mode is not None:
+            t = mode.constant()
+            return t is not None and not bool(t.numpy().reshape(-1)[0])
+    return True
+
+
+def _is_graph_output(node: Node, i: int) -> bool:
+    out = node.outputs[i]
+    return node.graph is not None and out is not None and _is_output(node.graph, out)
+
+
+def _reshape_is_noop(node: Node, x: Value) -> bool:
+    shape = _ints(_input(node, 1))
+    if shape is None or not _static(x.shape):
+        return False
+    dims = list(x.shape)  # type: ignore[arg-type]
+    if len(shape) != len(dims):
+        return False
+    allowzero = node.attr("allowzero", 0)
+    target: list[int | None] = []
+    for i, s in enumerate(shape):
+        if s == 0 and not allowzero:
+            target.append(dims[i])
+        elif s == -1:
+            target.append(None)
+        else:
+            target.append(s)
+    if target.count(None) > 1:
+        return False
+    if None in target:
+        known = int(np.prod([t for t in target if t is not None], dtype=np.int64))
+        total = int(np.prod(dims, dtype=np.int64))
+        if known == 0 or total % known:
+            return False
+        target[target.index(None)] = total // known
+    return target == dims
+
+
+def _expand_is_noop(x: Value, shape: list[int] | None) -> bool:
+    if shape is None or x.shape is None or len(shape) > len(x.shape):
+        return False
+    tail = x.shape[len(x.shape) - len(shape) :]
+    return all(s == 1 or (isinstance(d, int) and s == d) for s, d in zip(shape, tail, strict=True))
+
+
+def _slice_is_full(node: Node, x: Value, opset: int) -> bool:
+    if x.shape is None:
+        return False
+    rank = len(x.shape)
+    if opset >= 10:
+        starts, ends = _ints(_input(node, 1)), _ints(_input(node, 2))
+        axes = _ints(_input(node, 3)) if _input(node, 3) is not None else None
+        steps = _ints(_input(node, 4)) if _input(node, 4) is not None else None
+        if _input(node, 3) is not None and axes is None or _input(node, 4) is not None and steps is None:
+            return False
+    else:
+        starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
+    if starts is None or ends is None:
+        return False
+    axes = list(axes) if axes is not None else list(range(len(starts)))
+    steps = list(steps) if steps is not None else [1] * len(starts)
+    if not (len(starts) == len(ends) == len(axes) == len(steps)):
+        return False
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        if step != 1 or not -rank <= axis < rank:
+            return False
+        dim = x.shape[axis]
+        if start != 0 and not (isinstance(dim, int) and start <= -dim):
+            return False
+        if end < INT_MAX_LIKE and not (isinstance(dim, int) and end >= dim):
+            return False
+    return True
+
+
+def _neutral_operand(node: Node) -> Value | None:
+    """x for ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``, ``1 * x``, ``x / 1`` when broadcasting changes nothing."""
+    if len(node.inputs) != 2 or node.inputs[0] is None or node.inputs[1] is None:
+        return None
+    neutral = 0 if node.op_type in ("Add", "Sub") else 1
+    sides = [(0, 1), (1, 0)] if node.op_type in ("Add", "Mul") else [(0, 1)]
+    for keep, const_side in sides:
+        x, c = node.inputs[keep], node.inputs[const_side]
+        assert x is not None and c is not None
+        t = c.constant()
+        if t is None or x.shape is None or x.dtype is None or t.dtype != x.dtype:
+            continue
+        if len(t.dims) > len(x.shape) or any(d != 1 for d in t.dims):
+            continue  # a constant with a dim > 1 could broadcast x to a bigger shape
+        if t.numpy().size == 1 and t.numpy().reshape(-1)[0] == neutral:
+            return x
+    return None
+
+
+@register_pass("eliminate-noop", description="remove Identity, inference Dropout and ops that provably change nothing")
+def eliminate_noop(graph: Graph, ctx: PassContext) -> bool:
+    if graph is ctx.model.graph:
+        infer_shapes(ctx.model)
+    changed = False
+    for node in graph:
+        if node.domain not in STANDARD:
+            continue
+        src = _noop_source(node, ctx)
+        if src is None:
+            continue
+        if bypass(graph, node, src):
+            changed = True
+        else:
+            changed |= _as_identity(graph, node, src)
+    return changed
+
+
+def _as_identity(graph: Graph, node: Node, src: Value) -> bool:
+    """A no-op that must stay (it names a graph output) becomes the plainest no-op: an Identity."""
+    if node.op_type == "Identity" or any(o is not None and _is_output(graph, o) for o in node.outputs[1:]):
+        return False
+    ident = graph.insert_after(node, Node("Identity", [src], name=node.name))
+    graph.replace_all_uses_with(node.outputs[0], ident.output)  # type: ignore[arg-type]
+    graph.remove(node)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# merge-consecutive
+# --------------------------------------------------------------------------------------------------------------------
+def _producer(v: Value | None, graph: Graph, op: str) -> Node | None:
+    if v is None or v.producer is None or v.producer.graph is not graph:
+        return None
+    p = v.producer
+    return p if p.op_type == op and p.domain in STANDARD else None
+
+
+def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
+    op = node.op_type
+    if op == "Transpose":
+        first = _producer(_input(node, 0), graph, "Transpose")
+        p1, p2 = (first.attr("perm") if first else None), node.attr("perm")
+        if first is None or p1 is None or p2 is None or len(p1) != len(p2):
+            return False
+        combined = [p1[j] for j in p2]
+        node.set_input(0, first.inputs[0])
+        node.set_attr("perm", combined)
+        if combined == list(range(len(combined))):
+            bypass(graph, node, node.inputs[0])  # type: ignore[arg-type]
+        return True
+    if op == "Reshape":
+        first = _producer(_input(node, 0), graph, "Reshape")
+        shape = _ints(_input(node, 1))
+        if first is None or shape is None or (0 in shape and not node.attr("allowzero", 0)):
+            return False
+        node.set_input(0, first.inputs[0])
+        return True
+    if op in ("Squeeze", "Unsqueeze"):
+        other = "Unsqueeze" if op == "Squeeze" else "Squeeze"
+        first = _producer(_input(node, 0), graph, other)
+        if first is None:
+            return False
+        a1, a2 = _axes(first, ctx, 13), _axes(node, ctx, 13)
+        if not a1 or a1 != a2:
+            return False
+        x = first.inputs[0]
+        return x is not None and bypass(graph, node, x)
+    return False
+
+
+@register_pass(
+    "merge-consecutive",
+    description="fuse Transpose-Transpose and Reshape-Reshape chains; drop Squeeze/Unsqueeze pairs that cancel",
+)
+def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
+    changed = False
+    for node in graph:
+        if node.domain in STANDARD and node.op_type in ("Transpose", "Reshape", "Squeeze", "Unsqueeze"):
+            changed |= _merge(node, graph, ctx)
+    return changed

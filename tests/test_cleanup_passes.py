@@ -1,0 +1,360 @@
+"""eliminate-noop, merge-consecutive, cse, dedup-initializers, remove-unused and cleanup: random chains under
+onnxruntime (outputs identical), plus the cases each rule must leave alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import graphopt
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=(), functions=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    opsets = [helper.make_opsetid("", opset), *[helper.make_opsetid(d, v) for d, v in extra_opsets]]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8, functions=list(functions))
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def _i64(name: str, values) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, feeds) -> None:
+    for x, y in zip(_run(a, feeds), _run(b, feeds), strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# random layout chains
+# --------------------------------------------------------------------------------------------------------------------
+@st.composite
+def layout_chains(draw):
+    """x [2,3,4] through random Transpose/Reshape/Squeeze/Unsqueeze/Identity/Cast/Dropout/Pad/Slice/Expand/Mul ops.
+
+    The parameters are drawn so that some ops are no-ops and others are not. The current shape is tracked so that every
+    op is valid.
+    """
+    opset = draw(st.sampled_from([11, 13, 17]))
+    shape = [2, 3, 4]
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    cur = "x"
+    for i in range(draw(st.integers(1, 8))):
+        out = f"v{i}"
+        kind = draw(
+            st.sampled_from(
+                ["transpose", "reshape", "squeeze", "identity", "cast", "dropout", "pad", "slice", "expand", "mul"]
+            )
+        )
+        rank = len(shape)
+        if kind == "transpose":
+            perm = draw(st.permutations(list(range(rank))))
+            nodes.append(helper.make_node("Transpose", [cur], [out], perm=list(perm)))
+            shape = [shape[p] for p in perm]
+        elif kind == "reshape":
+            choice = draw(st.sampled_from(["same", "flat", "zero", "minus1"]))
+            target = {"same": shape, "flat": [int(np.prod(shape))], "zero": [0] * rank, "minus1": [*shape[:-1], -1]}[
+                choice
+            ]
+            inits.append(_i64(f"{out}_shape", target))
+            nodes.append(helper.make_node("Reshape", [cur, f"{out}_shape"], [out]))
+            shape = [int(np.prod(shape))] if choice == "flat" else shape
+        elif kind == "squeeze":
+            axis = draw(st.integers(0, rank))
+            if opset >= 13:
+                inits.append(_i64(f"{out}_axes", [axis]))
+                nodes.append(helper.make_node("Unsqueeze", [cur, f"{out}_axes"], [f"{out}_u"]))
+                nodes.append(helper.make_node("Squeeze", [f"{out}_u", f"{out}_axes"], [out]))
+            else:
+                nodes.append(helper.make_node("Unsqueeze", [cur], [f"{out}_u"], axes=[axis]))
+                nodes.append(helper.make_node("Squeeze", [f"{out}_u"], [out], axes=[axis]))
+        elif kind == "identity":
+            nodes.append(helper.make_node("Identity", [cur], [out]))
+        elif kind == "cast":
+            to = draw(st.sampled_from([TensorProto.FLOAT, TensorProto.DOUBLE]))
+            nodes.append(helper.make_node("Cast", [cur], [f"{out}_c"], to=to))
+            nodes.append(helper.make_node("Cast", [f"{out}_c"], [out], to=TensorProto.FLOAT))
+        elif kind == "dropout":
+            nodes.append(helper.make_node("Dropout", [cur], [out]))
+        elif kind == "pad":
+            pads = [draw(st.sampled_from([0, 0, 1])) for _ in range(2 * rank)]
+            inits.append(_i64(f"{out}_pads", pads))
+            nodes.append(helper.make_node("Pad", [cur, f"{out}_pads"], [out]))
+            shape = [d + pads[j] + pads[j + rank] for j, d in enumerate(shape)]
+        elif kind == "slice":
+            axis = draw(st.integers(0, rank - 1))
+            start = draw(st.sampled_from([0, 0, 1]))
+            end = draw(st.sampled_from([shape[axis], 2**63 - 1, 2**31 - 1, max(shape[axis] - 1, 1)]))
+            inits += [_i64(f"{out}_s", [start]), _i64(f"{out}_e", [end]), _i64(f"{out}_a", [axis])]
+            nodes.append(helper.make_node("Slice", [cur, f"{out}_s", f"{out}_e", f"{out}_a"], [out]))
+            shape = shape[:]
+            shape[axis] = len(range(shape[axis])[start : min(end, shape[axis])])
+            if shape[axis] == 0:
+                return None
+        elif kind == "expand":
+            target = [draw(st.sampled_from([1, d])) for d in shape]
+            inits.append(_i64(f"{out}_shape", target))
+            nodes.append(helper.make_node("Expand", [cur, f"{out}_shape"], [out]))
+        else:
+            value = draw(st.sampled_from([1.0, 1.0, 2.0]))
+            inits.append(numpy_helper.from_array(np.array([value], np.float32), f"{out}_k"))
+            nodes.append(helper.make_node(draw(st.sampled_from(["Mul", "Div"])), [cur, f"{out}_k"], [out]))
+        cur = out
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, shape)],
+        inits,
+        opset=opset,
+    )
+    return model
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(layout_chains(), st.sampled_from(["cleanup", "eliminate-noop,dce", "merge-consecutive,dce", "cleanup,cse"]))
+def test_random_layout_chains_keep_outputs(model, passes: str) -> None:
+    if model is None:
+        return
+    onnx.checker.check_model(model)
+    out = graphopt.optimize(model, passes=passes, fixed_point=True)
+    onnx.checker.check_model(out, full_check=True)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    _same_outputs(model, out, feeds)
+    assert len(out.graph.node) <= len(model.graph.node)
+    assert [o.name for o in out.graph.output] == [o.name for o in model.graph.output]
+    if passes == "cleanup":
+        ops = _ops(out)
+        assert "Identity" not in ops or len(ops) == 1 and out.graph.output[0].name != "x"
+        assert "Dropout" not in ops
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# eliminate-noop: rewrite and leave-alone cases
+# --------------------------------------------------------------------------------------------------------------------
+def _x(shape=(2, 3)):
+    return helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+
+
+def _y(shape=(2, 3), name="y"):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def test_input_that_is_directly_an_output_keeps_its_identity() -> None:
+    model = _model([helper.make_node("Identity", ["x"], ["y"])], [_x()], [_y()])
+    out = graphopt.optimize(model, level=2)
+    assert _ops(out) == ["Identity"] and out.graph.output[0].name == "y"
+
+
+def test_identity_in_if_branch_returning_outer_value_is_kept_valid() -> None:
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [], [_y(name="t")])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [_y(name="e")])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)]
+    model = _model(nodes, [_x(), helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [_y()])
+    out = graphopt.optimize(model, level=2)
+    onnx.checker.check_model(out)
+    x = np.ones((2, 3), np.float32)
+    for c in (True, False):
+        _same_outputs(model, out, {"x": x, "c": np.array(c)})
+
+
+def test_dropout_in_training_mode_or_with_used_mask_stays() -> None:
+    ratio = numpy_helper.from_array(np.array(0.5, np.float32), "ratio")
+    train = numpy_helper.from_array(np.array(True), "train")
+    nodes = [
+        helper.make_node("Dropout", ["x", "ratio", "train"], ["d1"]),
+        helper.make_node("Dropout", ["d1"], ["d2", "mask"]),
+        helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["d2", "maskf"], ["y"]),
+    ]
+    model = _model(nodes, [_x()], [_y()], [ratio, train])
+    assert _ops(graphopt.optimize(model, passes="eliminate-noop")).count("Dropout") == 2
+
+
+def test_noops_that_are_not() -> None:
+    shape = _i64("shape", [3, 2])
+    pads = _i64("pads", [0, 1, 0, 0])
+    two = numpy_helper.from_array(np.array([[2.0], [2.0]], np.float32), "two")
+    ones = numpy_helper.from_array(np.ones((2, 2, 3), np.float32), "ones")
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),  # [2,3] -> [3,2]: real
+        helper.make_node("Reshape", ["r", "shape"], ["r2"]),  # [3,2] -> [3,2]: no-op
+        helper.make_node("Transpose", ["r2"], ["t"], perm=[1, 0]),
+        helper.make_node("Pad", ["t", "pads"], ["p"]),  # real
+        helper.make_node("Mul", ["x", "ones"], ["m"]),  # ones broadcasts x to [2,2,3]: real
+        helper.make_node("Mul", ["x", "two"], ["m2"]),  # 2: real
+    ]
+    outs = [_y((2, 4), "p"), _y((2, 2, 3), "m"), _y((2, 3), "m2")]
+    model = _model(nodes, [_x()], outs, [shape, pads, two, ones])
+    out = graphopt.optimize(model, passes="eliminate-noop,dce")
+    assert _ops(out) == ["Reshape", "Transpose", "Pad", "Mul", "Mul"]
+    _same_outputs(model, out, {"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
+
+
+def test_cast_to_other_type_and_custom_domain_stay() -> None:
+    nodes = [
+        helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["c"], ["c2"], to=TensorProto.FLOAT),
+        helper.make_node("Identity", ["c2"], ["i"], domain="my.ops"),
+        helper.make_node("Relu", ["i"], ["y"]),
+    ]
+    model = _model(nodes, [_x()], [_y()], extra_opsets=[("my.ops", 1)])
+    assert _ops(graphopt.optimize(model, passes="cleanup")) == ["Cast", "Cast", "Identity", "Relu"]
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_squeeze_unsqueeze_pairs_by_opset(opset: int) -> None:
+    if opset >= 13:
+        nodes = [
+            helper.make_node("Unsqueeze", ["x", "axes"], ["u"]),
+            helper.make_node("Squeeze", ["u", "axes"], ["s"]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ]
+        inits = [_i64("axes", [1])]
+    else:
+        nodes = [
+            helper.make_node("Unsqueeze", ["x"], ["u"], axes=[1]),
+            helper.make_node("Squeeze", ["u"], ["s"], axes=[1]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ]
+        inits = []
+    model = _model(nodes, [_x()], [_y()], inits, opset=opset)
+    out = graphopt.optimize(model, passes="cleanup")
+    assert _ops(out) == ["Relu"]
+    _same_outputs(model, out, {"x": np.ones((2, 3), np.float32)})
+
+
+def test_transposes_that_cancel_and_compose() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[1, 2, 0]),
+        helper.make_node("Transpose", ["t1"], ["t2"], perm=[2, 0, 1]),  # cancels t1
+        helper.make_node("Transpose", ["t2"], ["t3"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["t3"], ["y"], perm=[1, 0, 2]),  # composes with t3
+    ]
+    model = _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2, 3])])
+    out = graphopt.optimize(model, passes="cleanup")
+    assert _ops(out) == ["Transpose"]
+    _same_outputs(model, out, {"x": np.arange(24, dtype=np.float32).reshape(2, 3, 4)})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# cse, dedup-initializers, remove-unused
+# --------------------------------------------------------------------------------------------------------------------
+@st.composite
+def duplicated_graphs(draw):
+    """Random expressions where some subexpressions are written twice (with equal but distinct constants)."""
+    rng = np.random.default_rng(draw(st.integers(0, 1000)))
+    nodes, inits = [], []
+    pool = ["x"]
+    for i in range(draw(st.integers(2, 10))):
+        op = draw(st.sampled_from(["Add", "Mul", "Relu", "Neg", "AddK", "Softmax"]))
+        a = draw(st.sampled_from(pool))
+        b = draw(st.sampled_from(pool))
+        copies = draw(st.sampled_from([1, 2]))
+        for c in range(copies):
+            out = f"v{i}_{c}"
+            if op in ("Add", "Mul"):
+                nodes.append(helper.make_node(op, [a, b], [out]))
+            elif op == "AddK":
+                k = f"k{i}_{c}"
+                inits.append(numpy_helper.from_array(np.full((3,), float(i), np.float32), k))
+                nodes.append(helper.make_node("Add", [a, k], [out]))
+            elif op == "Softmax":
+                nodes.append(helper.make_node("Softmax", [a], [out], axis=draw(st.sampled_from([0, 1]))))
+            else:
+                nodes.append(helper.make_node(op, [a], [out]))
+            pool.append(out)
+    del rng
+    outs = sorted(set(draw(st.lists(st.sampled_from(pool[1:]), min_size=1, max_size=3))))
+    return _model(nodes, [_x((2, 3))], [_y((2, 3), o) for o in outs], inits)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(duplicated_graphs())
+def test_cse_random_duplicates(model) -> None:
+    out = graphopt.optimize(model, passes="cse,dedup-initializers,dce", fixed_point=True)
+    onnx.checker.check_model(out)
+    _same_outputs(model, out, {"x": np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)})
+    assert [o.name for o in out.graph.output] == [o.name for o in model.graph.output]
+    outputs = {o.name for o in out.graph.output}
+    keys = [
+        (n.op_type, tuple(n.input), tuple(a.SerializeToString() for a in n.attribute))
+        for n in out.graph.node
+        if not set(n.output) <= outputs  # two graph outputs computed alike stay two nodes (no Identity churn)
+    ]
+    non_identity = [k for k in keys if k[0] != "Identity"]
+    assert len(non_identity) == len(set(non_identity)), "two nodes still compute the same thing"
+    datas = [(i.data_type, tuple(i.dims), i.raw_data) for i in out.graph.initializer]
+    assert len(datas) == len(set(datas)), "equal initializers remain"
+
+
+def test_cse_leaves_random_ops_and_custom_ops() -> None:
+    nodes = [
+        helper.make_node("RandomNormalLike", ["x"], ["r1"]),
+        helper.make_node("RandomNormalLike", ["x"], ["r2"]),
+        helper.make_node("Op", ["x"], ["c1"], domain="my.ops"),
+        helper.make_node("Op", ["x"], ["c2"], domain="my.ops"),
+        helper.make_node("Sum", ["r1", "r2", "c1", "c2"], ["y"]),
+    ]
+    model = _model(nodes, [_x()], [_y()], extra_opsets=[("my.ops", 1)])
+    assert len(graphopt.optimize(model, passes="cse").graph.node) == 5
+
+
+def test_remove_unused_opsets_and_functions() -> None:
+    used = helper.make_function(
+        "fn.used",
+        "F",
+        ["a"],
+        ["b"],
+        [helper.make_node("G", ["a"], ["b"], domain="fn.inner")],
+        [helper.make_opsetid("", 17), helper.make_opsetid("fn.inner", 1)],
+    )
+    inner = helper.make_function(
+        "fn.inner", "G", ["a"], ["b"], [helper.make_node("Neg", ["a"], ["b"])], [helper.make_opsetid("", 17)]
+    )
+    unused = helper.make_function(
+        "fn.unused", "H", ["a"], ["b"], [helper.make_node("Abs", ["a"], ["b"])], [helper.make_opsetid("", 17)]
+    )
+    nodes = [helper.make_node("F", ["x"], ["y"], domain="fn.used")]
+    extra = [("fn.used", 1), ("fn.inner", 1), ("fn.unused", 1), ("never.used", 1)]
+    model = _model(nodes, [_x()], [_y()], extra_opsets=extra, functions=[used, inner, unused])
+    out = graphopt.optimize(model, passes="cleanup")
+    assert sorted(f.name for f in out.functions) == ["F", "G"]
+    assert sorted(o.domain for o in out.opset_import) == ["", "fn.inner", "fn.used"]
+    onnx.checker.check_model(out)
+    _same_outputs(model, out, {"x": np.ones((2, 3), np.float32)})
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.onnx")), ids=lambda p: p.name)
+def test_fixtures_under_o2(path: Path) -> None:
+    model = onnx.load(str(path))
+    out = graphopt.optimize(model, level=2)
+    onnx.checker.check_model(out, full_check=True)
+    assert len(out.graph.node) <= len(model.graph.node)
+    feeds = {}
+    for i in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else 2 for d in i.type.tensor_type.shape.dim]
+        feeds[i.name] = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    for a, b in zip(_run(model, feeds), _run(out, feeds), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
