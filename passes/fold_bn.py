@@ -1,0 +1,290 @@
+"""fold-conv-bn: fold inference BatchNormalization and per-channel affine constants into the linear op before them.
+
+In inference a BatchNormalization is a per-channel affine map ``y = a * x + b`` with
+``a = gamma / sqrt(var + eps)`` and ``b = beta - a * mean``. After a linear op with weight W and bias c on the same
+channel axis it folds exactly: ``W' = W * a`` (scaling each output channel's slice of W) and ``c' = a * c + b``.
+The same holds for a constant per-channel ``Mul`` (a) or ``Add`` (b) after a Conv.
+
+Handled producers and where their output channels sit in the weight:
+
+* Conv (1D/2D/3D, any group, depthwise too): W is ``[C_out, C_in/g, k...]``, channel axis 0;
+* ConvTranspose: W is ``[C_in, C_out/g, k...]``; output channel ``j*C_out/g + o`` is ``W[group j's rows, o]``;
+* Gemm (2D output, channel axis 1): the weight's output axis is 1, or 0 with ``transB``; alpha and beta are folded
+  into the new weight and bias;
+* MatMul with a constant 2D weight ``[K, N]`` and a 2D output (BatchNormalization's channel axis 1 is then N).
+
+All arithmetic is done offline in float64 and cast back to the weight's dtype; nothing is left in the graph but new
+weight and bias initializers (fresh names: a weight shared with another node is never changed in place). A fold
+happens only when every tensor is a constant, the intermediate value has no other reader and is not a graph output,
+and the shapes prove the per-channel broadcast; otherwise the graph is left alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from graphopt.ir import Graph, Node, Value
+from graphopt.passes_api import PassContext, register_pass
+from graphopt.tensors import Tensor
+
+STANDARD = frozenset({"", "ai.onnx"})
+FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    if v is None:
+        return None
+    t = v.constant()
+    if t is None or t.dtype not in FLOATS:
+        return None
+    return t.numpy()
+
+
+def _single_reader(graph: Graph, v: Value, reader: Node) -> bool:
+    return all(n is reader for n, _ in v.uses) and not any(o is v for o in graph.outputs)
+
+
+def _producer(v: Value | None, graph: Graph) -> Node | None:
+    if v is None or v.producer is None or v.producer.graph is not graph or v.producer.domain not in STANDARD:
+        return None
+    return v.producer
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# per-channel affine maps
+# --------------------------------------------------------------------------------------------------------------------
+def _bn_affine(bn: Node, opset: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b) of an inference BatchNormalization, or None when it is not one we can fold."""
+    if len(bn.inputs) != 5 or any(o is not None and o.uses for o in bn.outputs[1:]):
+        return None
+    if opset < 9 and bn.attr("spatial", 1) != 1:
+        return None
+    if bn.attr("training_mode", 0) != 0 or bn.attr("is_test", 1) != 1:
+        return None
+    params = [_const(v) for v in bn.inputs[1:]]
+    if any(p is None or p.ndim != 1 for p in params):
+        return None
+    gamma, beta, mean, var = (p.astype(np.float64) for p in params)  # type: ignore[union-attr]
+    if not (gamma.shape == beta.shape == mean.shape == var.shape):
+        return None
+    eps = float(bn.attr("epsilon", 1e-5))
+    a = gamma / np.sqrt(var + eps)
+    return a, beta - a * mean
+
+
+def _channel_vector(c: np.ndarray, channels: int, rank: int, axis: int) -> np.ndarray | None:
+    """A constant that broadcasts onto ``axis`` of a rank-``rank`` tensor as one value per channel, flattened.
+
+    Returns None when it would broadcast along any other axis or change the output's rank.
+    """
+    if c.ndim > rank:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    for i, d in enumerate(shape):
+        if i != axis and d != 1:
+            return None
+    n = shape[axis]
+    if n not in (1, channels):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,)).copy()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# linear producers
+# --------------------------------------------------------------------------------------------------------------------
+class _Linear:
+    """A producer whose output channels scale and shift by editing its weight and bias."""
+
+    def __init__(self, node: Node, weight: np.ndarray, bias: np.ndarray | None, channels: int, axis: int) -> None:
+        self.node, self.weight, self.bias, self.channels, self.out_axis = node, weight, bias, channels, axis
+
+    def scaled_weight(self, a: np.ndarray) -> np.ndarray:
+        w = self.weight.astype(np.float64)
+        node = self.node
+        if node.op_type == "ConvTranspose":
+            group = int(node.attr("group", 1))
+            cin, per_group = w.shape[0], w.shape[1]
+            shaped = w.reshape(group, cin // group, per_group, *w.shape[2:])
+            scale = a.reshape(group, 1, per_group, *([1] * (w.ndim - 2)))
+            return (shaped * scale).reshape(w.shape)
+        shape = [1] * w.ndim
+        shape[self.out_axis] = self.channels
+        return w * a.reshape(shape)
+
+    def shifted_bias(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        c = np.zeros(self.channels) if self.bias is None else self.bias.astype(np.float64)
+        return a * c + b
+
+
+def _linear(node: Node, opset: int) -> tuple[_Linear, int] | None:
+    """The producer as a _Linear, and the channel axis of its output, or None when it is not foldable."""
+    op = node.op_type
+    ins = node.inputs
+    if op in ("Conv", "ConvTranspose"):
+        w = _const(ins[1] if len(ins) > 1 else None)
+        if w is None or w.ndim < 3:
+            return None
+        bias = _const(ins[2]) if len(ins) > 2 and ins[2] is not None else None
+        if len(ins) > 2 and ins[2] is not None and bias is None:
+            return None
+        if op == "Conv":
+            channels = w.shape[0]
+        else:
+            group = int(node.attr("group", 1))
+            if w.shape[0] % group:
+                return None
+            channels = w.shape[1] * group
+        if bias is not None and bias.shape != (channels,):
+            return None
+        return _Linear(node, w, bias, channels, 0), 1
+    if op == "Gemm":
+        w = _const(ins[1] if len(ins) > 1 else None)
+        if w is None or w.ndim != 2 or node.attr("transA", 0):
+            return None
+        trans_b = int(node.attr("transB", 0))
+        alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+        channels = w.shape[0] if trans_b else w.shape[1]
+        bias = None
+        if len(ins) > 2 and ins[2] is not None:
+            c = _const(ins[2])
+            if c is None:
+                return None
+            vec = _channel_vector(c, channels, 2, 1)
+            if vec is None:
+                return None
+            bias = vec * beta
+        # alpha goes into the weight and beta into the bias: y = (alpha W) x + beta C
+        lin = _Linear(node, (w.astype(np.float64) * alpha).astype(w.dtype), bias, channels, 0 if trans_b else 1)
+        return lin, 1
+    if op == "MatMul":
+        w = _const(ins[1] if len(ins) > 1 else None)
+        x = ins[0]
+        if w is None or w.ndim != 2 or x is None or x.shape is None or len(x.shape) != 2:
+            return None
+        return _Linear(node, w, None, w.shape[1], 1), 1
+    return None
+
+
+def _rewrite(graph: Graph, lin: _Linear, a: np.ndarray, b: np.ndarray | None, follower: Node) -> None:
+    """Give the producer its new weight and bias, and let it produce the follower's output."""
+    node = lin.node
+    w_val = node.inputs[1]
+    assert w_val is not None
+    dtype = w_val.constant().dtype  # type: ignore[union-attr]
+    np_dtype = lin.weight.dtype
+    new_w = graph.make_constant(Tensor.from_numpy(lin.scaled_weight(a).astype(np_dtype), dtype), f"{w_val.name}_folded")
+    bias = lin.shifted_bias(a, b if b is not None else np.zeros(lin.channels))
+    if node.op_type == "Gemm":
+        node.set_attr("alpha", 1.0)
+        node.set_attr("beta", 1.0)
+    node.set_input(1, new_w)
+    if node.op_type == "MatMul":
+        # MatMul has no bias: turn it into Gemm, which has one (2D input, weight [K, N])
+        node.op_type = "Gemm"
+    name = (
+        node.inputs[2].name if len(node.inputs) > 2 and node.inputs[2] is not None else f"{node.name or 'linear'}_bias"
+    )
+    new_b = graph.make_constant(Tensor.from_numpy(bias.astype(np_dtype), dtype), f"{name}_folded")
+    if len(node.inputs) > 2:
+        node.set_input(2, new_b)
+    else:
+        node.set_input(len(node.inputs), new_b)
+    out = follower.outputs[0]
+    assert out is not None
+    graph.replace_all_uses_with(out, node.outputs[0])  # type: ignore[arg-type]
+    graph.remove(follower)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the pass
+# --------------------------------------------------------------------------------------------------------------------
+def _fold_after(graph: Graph, follower: Node, opset: int) -> bool:
+    x = follower.inputs[0] if follower.inputs else None
+    if follower.op_type in ("Mul", "Add") and len(follower.inputs) == 2 and _producer(x, graph) is None:
+        x = follower.inputs[1]  # the constant came first
+    producer = _producer(x, graph)
+    if producer is None or x is None or not _single_reader(graph, x, follower):
+        return False
+    found = _linear(producer, opset)
+    if found is None:
+        return False
+    lin, axis = found
+    # a convolution's output has its weight's rank; Gemm's is 2D, and _linear only takes MatMuls of 2D inputs
+    rank = lin.weight.ndim if producer.op_type in ("Conv", "ConvTranspose") else 2
+    if follower.op_type == "BatchNormalization":
+        affine = _bn_affine(follower, opset)
+        if affine is None or affine[0].shape != (lin.channels,):
+            return False
+        a, b = affine
+    else:
+        if producer.op_type not in ("Conv", "ConvTranspose"):
+            return False
+        other = [v for v in follower.inputs if v is not x]
+        c = _const(other[0]) if len(other) == 1 else None
+        if c is None or c.dtype != lin.weight.dtype:
+            return False
+        vec = _channel_vector(c, lin.channels, rank, axis)
+        if vec is None:
+            return False
+        a, b = (vec, None) if follower.op_type == "Mul" else (np.ones(lin.channels), vec)
+    _rewrite(graph, lin, a, b, follower)
+    return True
+
+
+def _fold_before(graph: Graph, conv: Node, opset: int) -> bool:
+    """BN -> Conv without padding: Conv(a*x + b) = Conv_{W*a}(x) + Conv_W(b); Conv_W(b) is a per-channel constant."""
+    x = conv.inputs[0] if conv.inputs else None
+    bn = _producer(x, graph)
+    if bn is None or x is None or bn.op_type != "BatchNormalization" or not _single_reader(graph, x, conv):
+        return False
+    pads = conv.attr("pads")
+    if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or (pads is not None and any(pads)):
+        return False
+    affine = _bn_affine(bn, opset)
+    found = _linear(conv, opset)
+    if affine is None or found is None:
+        return False
+    lin = found[0]
+    a, b = affine
+    w = lin.weight.astype(np.float64)
+    group = int(conv.attr("group", 1))
+    cin_g = w.shape[1]
+    if a.shape != (cin_g * group,):
+        return False
+    in_scale = a.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
+    in_shift = b.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
+    new_w = w * in_scale.reshape(*in_scale.shape, *([1] * (w.ndim - 2)))
+    shift = (w.sum(axis=tuple(range(2, w.ndim))) * in_shift).sum(axis=1)
+    c = np.zeros(w.shape[0]) if lin.bias is None else lin.bias.astype(np.float64)
+    bn_in = bn.inputs[0]
+    assert bn_in is not None
+    w_val = conv.inputs[1]
+    assert w_val is not None
+    dtype = w_val.constant().dtype  # type: ignore[union-attr]
+    conv.set_input(
+        1, graph.make_constant(Tensor.from_numpy(new_w.astype(lin.weight.dtype), dtype), f"{w_val.name}_folded")
+    )
+    bias = graph.make_constant(
+        Tensor.from_numpy((c + shift).astype(lin.weight.dtype), dtype), f"{conv.name or 'conv'}_bias_folded"
+    )
+    conv.set_input(2, bias) if len(conv.inputs) > 2 else conv.set_input(len(conv.inputs), bias)
+    conv.set_input(0, bn_in)
+    graph.remove(bn)
+    return True
+
+
+@register_pass(
+    "fold-conv-bn", description="fold BatchNormalization and per-channel Mul/Add into Conv, ConvTranspose, Gemm, MatMul"
+)
+def fold_conv_bn(graph: Graph, ctx: PassContext) -> bool:
+    opset = ctx.opset("") or 1
+    changed = False
+    for node in graph:
+        if node.domain not in STANDARD:
+            continue
+        if node.op_type in ("BatchNormalization", "Mul", "Add"):
+            changed |= _fold_after(graph, node, opset)
+        elif node.op_type == "Conv":
+            changed |= _fold_before(graph, node, opset)
+    return changed
