@@ -1,4 +1,4 @@
-"""The ``graphopt`` command: optimize, inspect, passes.
+"""The ``graphopt`` command: optimize, inspect, bench, passes.
 
 User errors (bad files, bad options) print one line ``graphopt: error: ...`` on stderr and exit with code 2.
 """
@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graphopt import __version__
+from graphopt import __version__, bench
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.onnx_io import check, from_proto, read_proto, save
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("input", help="the ONNX model to inspect")
     ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    bench.add_parser(sub)
+
     pas = sub.add_parser("passes", help="list the registered passes and their options")
     pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_optimize(args, err)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "bench":
+            return bench.cmd_bench(args, _stdout())
         return cmd_passes(args)
     except GraphoptError as e:
         print(f"graphopt: error: {e}", file=sys.stderr)

@@ -1,0 +1,181 @@
+"""The onnxruntime adapter: sessions, random inputs that honour dtypes and symbolic dims, output comparison, and
+interleaved latency measurement. ``graphopt bench``, the benchmarks and the tests use it."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from graphopt.errors import GraphoptError
+
+SYMBOLIC_DEFAULT = 16
+"""Size given to symbolic dims other than the first (the first, usually the batch, gets ``batch``)."""
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _source(model: Any) -> bytes | str:
+    from graphopt.ir import Model
+
+    if isinstance(model, Model):
+        model = model.to_onnx()
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if not path.is_file():
+            raise GraphoptError(f"{path}: no such file")
+        return str(path)
+    raise TypeError(f"cannot make a session from {type(model).__name__}")
+
+
+def session(model: Any, threads: int | None = None, optimization: str = "all") -> Any:
+    """An onnxruntime CPU session for a path, ModelProto or Model. ``optimization``: all, basic or disabled."""
+    import onnxruntime as ort
+
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[optimization]
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    src = _source(model)
+    try:
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the user needs one line
+        where = src if isinstance(src, str) else "the model"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphoptError(f"{where}: onnxruntime cannot load it: {first}") from None
+
+
+def make_inputs(
+    sess: Any, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0, batch: int = 1
+) -> dict[str, np.ndarray]:
+    """Random inputs for a session: normal floats, small non-negative ints (valid ids and indices), random bools.
+
+    A symbolic dim gets the same size everywhere it appears: ``batch`` when it is an input's first dim, else
+    ``SYMBOLIC_DEFAULT``. ``shapes`` overrides whole inputs by name.
+    """
+    shapes = dict(shapes or {})
+    names = [i.name for i in sess.get_inputs()]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise GraphoptError(f"--shape names {unknown[0]!r}, which is not an input (inputs: {', '.join(names)})")
+    rng = np.random.default_rng(seed)
+    sizes: dict[str, int] = {}
+    feeds: dict[str, np.ndarray] = {}
+    for i in sess.get_inputs():
+        dtype = _ORT_TYPES.get(i.type)
+        if dtype is None:
+            raise GraphoptError(f"input {i.name!r} has type {i.type}, which graphopt cannot generate")
+        if i.name in shapes:
+            dims = list(shapes[i.name])
+        else:
+            dims = []
+            for k, d in enumerate(i.shape):
+                if isinstance(d, int) and d >= 0:
+                    dims.append(d)
+                elif isinstance(d, str) and d:
+                    dims.append(sizes.setdefault(d, batch if k == 0 else SYMBOLIC_DEFAULT))
+                else:
+                    dims.append(batch if k == 0 else SYMBOLIC_DEFAULT)
+        if np.issubdtype(dtype, np.floating):
+            feeds[i.name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype is np.bool_:
+            feeds[i.name] = rng.random(dims) < 0.5
+        else:
+            feeds[i.name] = rng.integers(0, 16, dims).astype(dtype)
+    return feeds
+
+
+def compare_outputs(reference: Sequence[Any], other: Sequence[Any]) -> list[dict[str, float]]:
+    """Per output: max absolute and max relative error of ``other`` against ``reference``."""
+    result = []
+    for ref, got in zip(reference, other, strict=True):
+        a, b = np.asarray(ref), np.asarray(got)
+        if a.shape != b.shape:
+            result.append({"max_abs": float("inf"), "max_rel": float("inf")})
+            continue
+        if a.dtype.kind not in "fc":
+            same = bool(np.array_equal(a, b))
+            result.append({"max_abs": 0.0 if same else float("inf"), "max_rel": 0.0 if same else float("inf")})
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        both_nan = np.isnan(a64) & np.isnan(b64)
+        diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        rel = diff / np.maximum(np.nan_to_num(np.abs(a64), nan=0.0, posinf=np.inf), 1e-12)
+        result.append({"max_abs": float(diff.max(initial=0.0)), "max_rel": float(rel.max(initial=0.0))})
+    return result
+
+
+@dataclass
+class Latency:
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def measure_latency(
+    sessions: Sequence[Any], feeds: Mapping[str, np.ndarray], *, warmup: int = 5, runs: int = 50, progress: Any = None
+) -> list[Latency]:
+    """Time each session ``runs`` times, interleaved (A, B, A, B...) so that machine noise hits all alike."""
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, dict(feeds))
+    times: list[list[float]] = [[] for _ in sessions]
+    for r in range(runs):
+        for k, s in enumerate(sessions):
+            t0 = time.perf_counter()
+            s.run(None, dict(feeds))
+            times[k].append((time.perf_counter() - t0) * 1000)
+        if progress is not None:
+            progress(r + 1, runs)
+    out = []
+    for ts in times:
+        ordered = sorted(ts)
+        p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+        out.append(Latency(statistics.median(ts), p90, statistics.fmean(ts), ordered[0], len(ts)))
+    return out
+
+
+def parse_shape(spec: str) -> tuple[str, tuple[int, ...]]:
+    """``name=1x3x224x224`` -> ("name", (1, 3, 224, 224))."""
+    name, sep, dims = spec.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+    except ValueError:
+        raise GraphoptError(f"bad --shape {spec!r}: expected name=1x3x224x224") from None
