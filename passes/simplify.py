@@ -281,6 +281,8 @@ def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
             return False
         node.set_input(0, first.inputs[0])
         return True
+    if op == "Conv":
+        return _pad_into_conv(node, graph, ctx)
     if op in ("Squeeze", "Unsqueeze"):
         other = "Unsqueeze" if op == "Squeeze" else "Squeeze"
         first = _producer(_input(node, 0), graph, other)
@@ -294,13 +296,54 @@ def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
     return False
 
 
+def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
+    """Pad (constant zeros, spatial dims only) -> Conv becomes a Conv with larger pads: the same zeros, one op."""
+    pad = _producer(_input(conv, 0), graph, "Pad")
+    if pad is None or pad.attr("mode", "constant") not in ("constant", b"constant"):
+        return False
+    if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return False
+    opset = ctx.opset("") or 1
+    if opset >= 11:
+        if _input(pad, 3) is not None:
+            return False  # explicit axes (opset 18): keep it simple
+        pads = _ints(_input(pad, 1))
+        value = _input(pad, 2)
+        if value is not None:
+            t = value.constant()
+            if t is None or t.numpy().size != 1 or t.numpy().reshape(-1)[0] != 0:
+                return False
+    else:
+        pads = node_pads = pad.attr("pads")
+        pads = list(node_pads) if node_pads is not None else None
+        if pad.attr("value", 0.0) != 0.0:
+            return False
+    w = _input(conv, 1)
+    wt = w.constant() if w is not None else None
+    if pads is None or wt is None:
+        return False
+    rank = len(wt.dims)
+    if len(pads) != 2 * rank or any(p < 0 for p in pads):
+        return False
+    if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
+        return False  # padding the batch or channel dims is not a conv padding
+    spatial = rank - 2
+    old = list(conv.attr("pads", [0] * (2 * spatial)))
+    new = [old[i] + pads[2 + i] for i in range(spatial)] + [
+        old[spatial + i] + pads[rank + 2 + i] for i in range(spatial)
+    ]
+    conv.set_attr("pads", new)
+    conv.set_input(0, pad.inputs[0])
+    return True
+
+
 @register_pass(
     "merge-consecutive",
-    description="fuse Transpose-Transpose and Reshape-Reshape chains; drop Squeeze/Unsqueeze pairs that cancel",
+    description="fuse Transpose/Reshape chains and zero Pad into Conv; drop Squeeze/Unsqueeze pairs that cancel",
 )
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
     changed = False
     for node in graph:
-        if node.domain in STANDARD and node.op_type in ("Transpose", "Reshape", "Squeeze", "Unsqueeze"):
+        if node.domain in STANDARD and node.op_type in ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Conv"):
             changed |= _merge(node, graph, ctx)
     return changed

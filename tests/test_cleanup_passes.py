@@ -358,3 +358,27 @@ def test_fixtures_under_o2(path: Path) -> None:
         feeds[i.name] = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
     for a, b in zip(_run(model, feeds), _run(out, feeds), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(0, 2), min_size=4, max_size=4),
+    st.lists(st.integers(0, 1), min_size=4, max_size=4),
+    st.sampled_from([0.0, 0.0, 1.5]),
+    st.booleans(),
+)
+def test_zero_pad_merges_into_conv(pad_hw, conv_pads, value, pad_channels) -> None:
+    rng = np.random.default_rng(0)
+    pads = [0, 1 if pad_channels else 0, pad_hw[0], pad_hw[1], 0, 0, pad_hw[2], pad_hw[3]]
+    w = numpy_helper.from_array(rng.standard_normal((4, 3 + (1 if pad_channels else 0), 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "value"], ["p"]),
+        helper.make_node("Conv", ["p", "w"], ["y"], pads=conv_pads),
+    ]
+    inits = [_i64("pads", pads), numpy_helper.from_array(np.array(value, np.float32), "value"), w]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])
+    model = _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    out = graphopt.optimize(model, passes="cleanup")
+    merged = value == 0.0 and not pad_channels
+    assert ("Pad" in _ops(out)) != merged or not any(pads)
+    _same_outputs(model, out, {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)})
