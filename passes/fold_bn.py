@@ -100,17 +100,18 @@ class _Linear:
         self.node, self.weight, self.bias, self.channels, self.out_axis = node, weight, bias, channels, axis
 
     def scaled_weight(self, a: np.ndarray) -> np.ndarray:
-        w = self.weight.astype(np.float64)
+        """W scaled per output channel, multiplied in float64 (numpy widens W chunk by chunk, without a copy)."""
+        w = self.weight
         node = self.node
         if node.op_type == "ConvTranspose":
             group = int(node.attr("group", 1))
             cin, per_group = w.shape[0], w.shape[1]
             shaped = w.reshape(group, cin // group, per_group, *w.shape[2:])
             scale = a.reshape(group, 1, per_group, *([1] * (w.ndim - 2)))
-            return (shaped * scale).reshape(w.shape)
+            return np.multiply(shaped, scale, dtype=np.float64).reshape(w.shape)
         shape = [1] * w.ndim
         shape[self.out_axis] = self.channels
-        return w * a.reshape(shape)
+        return np.multiply(w, a.reshape(shape), dtype=np.float64)
 
     def shifted_bias(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         c = np.zeros(self.channels) if self.bias is None else self.bias.astype(np.float64)
