@@ -7,7 +7,6 @@ live (attributes in old opsets, inputs in newer ones).
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from graphopt.ir import Graph, Node, Value
@@ -142,30 +141,87 @@ def _is_graph_output(node: Node, i: int) -> bool:
 
 
 def _reshape_is_noop(node: Node, x: Value) -> bool:
-    shape = _ints(_input(node, 1))
-    if shape is None or not _static(x.shape):
+    """True when the target shape provably equals x's shape, symbolic dims included.
+
+    Each entry must be a copy of the same position (0, or x's own dim read back through Shape), or the same static
+    size; one -1 is allowed, since with every other dim equal and the element count unchanged it can only be the
+    remaining dim.
+    """
+    if x.shape is None:
         return False
-    dims = list(x.shape)  # type: ignore[arg-type]
-    if len(shape) != len(dims):
+    shape = _ints(_input(node, 1))
+    if shape is None:
+        shape = _own_shape_entries(node, x)
+    if shape is None or len(shape) != len(x.shape):
         return False
     allowzero = node.attr("allowzero", 0)
-    target: list[int | None] = []
-    for i, s in enumerate(shape):
+    free = 0
+    for s, d in zip(shape, x.shape, strict=True):
         if s == 0 and not allowzero:
-            target.append(dims[i])
-        elif s == -1:
-            target.append(None)
-        else:
-            target.append(s)
-    if target.count(None) > 1:
-        return False
-    if None in target:
-        known = int(np.prod([t for t in target if t is not None], dtype=np.int64))
-        total = int(np.prod(dims, dtype=np.int64))
-        if known == 0 or total % known:
+            continue
+        if s == _SAME:
+            continue
+        if s == -1:
+            free += 1
+            continue
+        if not isinstance(d, int) or s != d:
             return False
-        target[target.index(None)] = total // known
-    return target == dims
+    return free <= 1
+
+
+_SAME = -(2**62)
+"""Marks a target entry read from x's own shape at the same position."""
+
+
+def _own_shape_entries(node: Node, x: Value) -> list[int] | None:
+    """The target of Reshape(x, Concat(Gather(Shape(x), i) | Unsqueeze(...) | constants)) with own dims marked."""
+    shape_val = _input(node, 1)
+    concat = shape_val.producer if shape_val is not None else None
+    if concat is None or concat.op_type != "Concat" or concat.domain not in STANDARD:
+        return None
+    entries: list[int] = []
+    for piece in concat.inputs:
+        if piece is None:
+            return None
+        const = _ints(piece)
+        if const is not None:
+            entries.extend(const)
+            continue
+        idx = _own_dim_indices(piece, x)
+        if idx is None or idx != list(range(len(entries), len(entries) + len(idx))):
+            return None
+        entries.extend([_SAME] * len(idx))
+    return entries
+
+
+def _own_dim_indices(v: Value, x: Value) -> list[int] | None:
+    """[i, j...] when v is x's dims i, j... as a vector: Gather(Shape(x), [i, j...]) or Unsqueeze(Gather(.., i), 0)."""
+    p = v.producer
+    if p is None or p.domain not in STANDARD:
+        return None
+    if p.op_type == "Unsqueeze":
+        inner = _input(p, 0)
+        axes = _ints(_input(p, 1)) if len(p.inputs) > 1 else p.attr("axes")
+        if inner is None or axes is None or list(axes) != [0]:
+            return None
+        p = inner.producer
+        scalar = True
+    else:
+        scalar = False
+    if p is None or p.op_type != "Gather" or p.attr("axis", 0) != 0:
+        return None
+    shape_node = _input(p, 0).producer if _input(p, 0) is not None else None  # type: ignore[union-attr]
+    if shape_node is None or shape_node.op_type != "Shape" or shape_node.inputs[0] is not x or shape_node.attrs:
+        return None
+    idx_val = _input(p, 1)
+    t = idx_val.constant() if idx_val is not None else None
+    if t is None or len(t.dims) != (0 if scalar else 1):
+        return None
+    rank = len(x.shape) if x.shape is not None else None
+    idx = [int(i) for i in t.numpy().reshape(-1)]
+    if rank is None or not all(-rank <= i < rank for i in idx):
+        return None
+    return [i % rank for i in idx]
 
 
 def _expand_is_noop(x: Value, shape: list[int] | None) -> bool:

@@ -382,3 +382,23 @@ def test_zero_pad_merges_into_conv(pad_hw, conv_pads, value, pad_channels) -> No
     merged = value == 0.0 and not pad_channels
     assert ("Pad" in _ops(out)) != merged or not any(pads)
     _same_outputs(model, out, {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)})
+
+
+@pytest.mark.parametrize(("order", "removed"), [([0, 1], True), ([1, 0], False)])
+def test_reshape_to_its_own_dynamic_shape(order, removed) -> None:
+    idx = _i64("idx", order)
+    minus1 = _i64("minus1", [-1])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "idx"], ["dims"], axis=0),
+        helper.make_node("Concat", ["dims", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),
+        helper.make_node("Relu", ["r"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = _model(nodes, [x], [y], [idx, minus1])
+    out = graphopt.optimize(model, level=2)
+    assert (_ops(out) == ["Relu"]) == removed
+    for b, s in ((1, 3), (4, 2)):
+        _same_outputs(model, out, {"x": np.random.default_rng(b).standard_normal((b, s, 8)).astype(np.float32)})
