@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from tests.test_fixtures import graphopt_feeds as session_feeds
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -352,10 +353,7 @@ def test_fixtures_under_o2(path: Path) -> None:
     out = graphopt.optimize(model, level=2)
     onnx.checker.check_model(out, full_check=True)
     assert len(out.graph.node) <= len(model.graph.node)
-    feeds = {}
-    for i in model.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else 2 for d in i.type.tensor_type.shape.dim]
-        feeds[i.name] = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    feeds = session_feeds(path)
     for a, b in zip(_run(model, feeds), _run(out, feeds), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from tests.test_fixtures import graphopt_feeds
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -267,9 +268,6 @@ def test_fixtures_fold_without_change_of_outputs() -> None:
         model = onnx.load(str(path))
         folded = _fold(model)
         onnx.checker.check_model(folded)
-        feeds = {}
-        for i in model.graph.input:
-            dims = [d.dim_value if d.HasField("dim_value") else 2 for d in i.type.tensor_type.shape.dim]
-            feeds[i.name] = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+        feeds = graphopt_feeds(path)
         for a, b in zip(_run(model, feeds), _run(folded, feeds), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
