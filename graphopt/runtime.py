@@ -75,9 +75,12 @@ def session(model: Any, threads: int | None = None, optimization: str = "all") -
 
 
 def make_inputs(
-    sess: Any, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0, batch: int = 1
+    sess: Any, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0, batch: int = 1, int_high: int = 2
 ) -> dict[str, np.ndarray]:
-    """Random inputs for a session: normal floats, small non-negative ints (valid ids and indices), random bools.
+    """Random inputs for a session: normal floats, ints in [0, int_high), random bools.
+
+    Ints stay small by default (0 and 1) because integer inputs are usually ids, masks or indices, and those index
+    tables (BERT's token_type_ids index a 2-row table).
 
     A symbolic dim gets the same size everywhere it appears: ``batch`` when it is an input's first dim, else
     ``SYMBOLIC_DEFAULT``. ``shapes`` overrides whole inputs by name.
@@ -110,7 +113,7 @@ def make_inputs(
         elif dtype is np.bool_:
             feeds[i.name] = rng.random(dims) < 0.5
         else:
-            feeds[i.name] = rng.integers(0, 16, dims).astype(dtype)
+            feeds[i.name] = rng.integers(0, int_high, dims).astype(dtype)
     return feeds
 
 
