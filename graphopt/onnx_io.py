@@ -417,12 +417,8 @@ class _Exporter:
             if id(v) not in emitted and _alive(v):
                 _fill_value_info(gp.value_info.add(), v, graph, "value_info")
                 emitted.add(id(v))
-        listed = emitted | {id(v) for v in graph.outputs}
-        for node in graph:
-            for out in node.outputs:
-                if out is not None and id(out) not in listed and out.has_type:
-                    _fill_value_info(gp.value_info.add(), out)
-                    listed.add(id(out))
+        # Only values the input listed get value_info: types that passes inferred on the way stay in memory (a
+        # runtime infers them again), so an optimized file never grows by annotations the original did not have.
 
     def node(self, node: Node, np_: onnx.NodeProto) -> None:
         if node.extra is not None:

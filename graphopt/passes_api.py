@@ -267,8 +267,8 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 LEVELS: dict[int, list[str]] = {
     0: [],
     1: ["cleanup"],
-    2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "cleanup"],
-    3: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "cleanup"],
+    2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup"],
+    3: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup"],
 }
 
 

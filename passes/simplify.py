@@ -7,11 +7,13 @@ live (attributes in old opsets, inputs in newer ones).
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
 from graphopt.shape_inference import infer_shapes
+from graphopt.tensors import Tensor
 
 STANDARD = frozenset({"", "ai.onnx"})
 INT_MAX_LIKE = 2**31 - 1
@@ -117,7 +119,7 @@ def _noop_source(node: Node, ctx: PassContext) -> Value | None:
         since = 13
         axes = _axes(node, ctx, since)
         return x if axes == [] else None
-    if op in ("Add", "Sub", "Mul", "Div"):
+    if op in ("Add", "Sub", "Mul", "Div", "And", "Or"):
         return _neutral_operand(node)
     return None
 
@@ -161,6 +163,8 @@ def _reshape_is_noop(node: Node, x: Value) -> bool:
             continue
         if s == _SAME:
             continue
+        if s == _UNKNOWN:
+            return False
         if s == -1:
             free += 1
             continue
@@ -170,14 +174,21 @@ def _reshape_is_noop(node: Node, x: Value) -> bool:
 
 
 _SAME = -(2**62)
-"""Marks a target entry read from x's own shape at the same position."""
+"""Marks a target entry that provably equals x's own dim at the same position."""
+_UNKNOWN = -(2**62) + 1
+"""Marks a target entry whose value is not known at compile time."""
 
 
 def _own_shape_entries(node: Node, x: Value) -> list[int] | None:
-    """The target of Reshape(x, Concat(Gather(Shape(x), i) | Unsqueeze(...) | constants)) with own dims marked."""
+    """The target of Reshape(x, Concat(pieces)), with entries that copy x's dim at the same position marked _SAME.
+
+    A piece is a constant, or dims read back through Shape: Gather(Shape(y), [i...]) or Unsqueeze(Gather(.., i), 0).
+    Such a dim is x's own at position p when y is x and i == p, or when both are the same named symbolic dim (ONNX
+    gives one name one value across a model). Other scalar pieces become _UNKNOWN; anything else gives None.
+    """
     shape_val = _input(node, 1)
     concat = shape_val.producer if shape_val is not None else None
-    if concat is None or concat.op_type != "Concat" or concat.domain not in STANDARD:
+    if concat is None or concat.op_type != "Concat" or concat.domain not in STANDARD or x.shape is None:
         return None
     entries: list[int] = []
     for piece in concat.inputs:
@@ -187,41 +198,90 @@ def _own_shape_entries(node: Node, x: Value) -> list[int] | None:
         if const is not None:
             entries.extend(const)
             continue
-        idx = _own_dim_indices(piece, x)
-        if idx is None or idx != list(range(len(entries), len(entries) + len(idx))):
-            return None
-        entries.extend([_SAME] * len(idx))
+        source = _dim_source(piece)
+        if source is None:
+            if piece.shape != (1,):
+                return None
+            entries.append(_UNKNOWN)
+            continue
+        y, idx = source
+        for i in idx:
+            p = len(entries)
+            d = y.shape[i] if y.shape is not None else None
+            same = (y is x and i == p) or (
+                isinstance(d, str) and p < len(x.shape) and x.shape[p] == d and not d.startswith("unk__")
+            )
+            entries.append(_SAME if same else d if isinstance(d, int) else _UNKNOWN)
     return entries
 
 
-def _own_dim_indices(v: Value, x: Value) -> list[int] | None:
-    """[i, j...] when v is x's dims i, j... as a vector: Gather(Shape(x), [i, j...]) or Unsqueeze(Gather(.., i), 0)."""
+def _dim_source(v: Value) -> tuple[Value, list[int]] | None:
+    """(y, [i, j...]) when the 1-D value v holds y's dims i, j...: read through Shape(y) (with start/end), then any of
+    Gather on axis 0, Slice with unit steps, and Unsqueeze of a scalar Gather."""
     p = v.producer
     if p is None or p.domain not in STANDARD:
         return None
-    if p.op_type == "Unsqueeze":
-        inner = _input(p, 0)
-        axes = _ints(_input(p, 1)) if len(p.inputs) > 1 else p.attr("axes")
-        if inner is None or axes is None or list(axes) != [0]:
+    if p.op_type == "Shape":
+        y = p.inputs[0] if p.inputs else None
+        rank = len(y.shape) if y is not None and y.shape is not None else None
+        if y is None or rank is None:
             return None
-        p = inner.producer
-        scalar = True
-    else:
-        scalar = False
-    if p is None or p.op_type != "Gather" or p.attr("axis", 0) != 0:
+        start, end = p.attr("start", 0), p.attr("end", rank)
+        return y, list(range(rank))[slice(start, end)]
+    if p.op_type == "Unsqueeze":
+        axes = _ints(_input(p, 1)) if len(p.inputs) > 1 else p.attr("axes")
+        inner = _input(p, 0)
+        gather = inner.producer if inner is not None else None
+        if axes is None or list(axes) != [0] or gather is None or gather.op_type != "Gather":
+            return None
+        return _gathered_dims(gather, scalar=True)
+    if p.op_type == "Gather":
+        return _gathered_dims(p, scalar=False)
+    if p.op_type == "Slice" and len(p.inputs) >= 3:
+        src = _dim_source(p.inputs[0]) if p.inputs[0] is not None else None
+        starts, ends = _ints(_input(p, 1)), _ints(_input(p, 2))
+        axes = _ints(_input(p, 3)) if _input(p, 3) is not None else [0]
+        steps = _ints(_input(p, 4)) if _input(p, 4) is not None else [1]
+        if src is None or starts is None or ends is None or len(starts) != 1 or axes not in ([0], [-1]) or steps != [1]:
+            return None
+        y, idx = src
+        return y, idx[slice(starts[0], ends[0])]
+    return None
+
+
+def _gathered_dims(gather: Node, scalar: bool) -> tuple[Value, list[int]] | None:
+    """Gather(dims of y, indices) on axis 0; ``scalar``: the indices must be a scalar (the caller unsqueezes it)."""
+    if gather.domain not in STANDARD or gather.attr("axis", 0) != 0 or gather.inputs[0] is None:
         return None
-    shape_node = _input(p, 0).producer if _input(p, 0) is not None else None  # type: ignore[union-attr]
-    if shape_node is None or shape_node.op_type != "Shape" or shape_node.inputs[0] is not x or shape_node.attrs:
-        return None
-    idx_val = _input(p, 1)
+    src = _dim_source(gather.inputs[0])
+    idx_val = _input(gather, 1)
     t = idx_val.constant() if idx_val is not None else None
-    if t is None or len(t.dims) != (0 if scalar else 1):
+    if src is None or t is None or len(t.dims) != (0 if scalar else 1):
         return None
-    rank = len(x.shape) if x.shape is not None else None
-    idx = [int(i) for i in t.numpy().reshape(-1)]
-    if rank is None or not all(-rank <= i < rank for i in idx):
+    y, dims = src
+    picks = [int(i) for i in t.numpy().reshape(-1)]
+    if not all(-len(dims) <= i < len(dims) for i in picks):
         return None
-    return [i % rank for i in idx]
+    return y, [dims[i] for i in picks]
+
+
+def static_reshape_target(node: Node, x: Value) -> list[int] | None:
+    """A constant target equivalent to a Reshape's computed one, using 0 (copy) and -1 (infer); None if unproven.
+
+    Entries that copy x's own dim become 0 (only without allowzero). A single unknown entry becomes -1 when every
+    other entry is a positive constant: the element count fixes it then (a copied dim could be 0, leaving -1 open).
+    """
+    if _ints(_input(node, 1)) is not None or node.attr("allowzero", 0):
+        return None
+    entries = _own_shape_entries(node, x)
+    if entries is None:
+        return None
+    unknown = entries.count(_UNKNOWN)
+    if unknown == 0:
+        return [0 if e == _SAME else e for e in entries]
+    if unknown == 1 and all(e > 0 or e == _UNKNOWN for e in entries):
+        return [-1 if e == _UNKNOWN else e for e in entries]
+    return None
 
 
 def _expand_is_noop(x: Value, shape: list[int] | None) -> bool:
@@ -261,20 +321,24 @@ def _slice_is_full(node: Node, x: Value, opset: int) -> bool:
 
 
 def _neutral_operand(node: Node) -> Value | None:
-    """x for ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``, ``1 * x``, ``x / 1`` when broadcasting changes nothing."""
+    """x for ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1``, ``x and True``, ``x or False`` (either side where commutative),
+    when broadcasting changes nothing."""
     if len(node.inputs) != 2 or node.inputs[0] is None or node.inputs[1] is None:
         return None
-    neutral = 0 if node.op_type in ("Add", "Sub") else 1
-    sides = [(0, 1), (1, 0)] if node.op_type in ("Add", "Mul") else [(0, 1)]
+    neutral = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "And": True, "Or": False}[node.op_type]
+    sides = [(0, 1), (1, 0)] if node.op_type in ("Add", "Mul", "And", "Or") else [(0, 1)]
     for keep, const_side in sides:
         x, c = node.inputs[keep], node.inputs[const_side]
         assert x is not None and c is not None
         t = c.constant()
         if t is None or x.shape is None or x.dtype is None or t.dtype != x.dtype:
             continue
-        if len(t.dims) > len(x.shape) or any(d != 1 for d in t.dims):
-            continue  # a constant with a dim > 1 could broadcast x to a bigger shape
-        if t.numpy().size == 1 and t.numpy().reshape(-1)[0] == neutral:
+        if len(t.dims) > len(x.shape):
+            continue  # broadcasting would add leading dims
+        # each dim of the constant must be 1 or provably equal to x's dim there, or x would be broadcast bigger
+        if any(d != 1 and x.shape[len(x.shape) - len(t.dims) + i] != d for i, d in enumerate(t.dims)):
+            continue
+        if t.size <= 1 << 20 and bool(np.all(t.numpy() == neutral)):
             return x
     return None
 
@@ -331,7 +395,13 @@ def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
             bypass(graph, node, node.inputs[0])  # type: ignore[arg-type]
         return True
     if op == "Reshape":
-        first = _producer(_input(node, 0), graph, "Reshape")
+        x = _input(node, 0)
+        target = static_reshape_target(node, x) if x is not None else None
+        if target is not None:
+            name = f"{node.name or 'reshape'}_shape"
+            node.set_input(1, graph.make_constant(Tensor.from_numpy(np.array(target, dtype=np.int64)), name))
+            return True
+        first = _producer(x, graph, "Reshape")
         shape = _ints(_input(node, 1))
         if first is None or shape is None or (0 in shape and not node.attr("allowzero", 0)):
             return False
@@ -339,6 +409,8 @@ def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
         return True
     if op == "Conv":
         return _pad_into_conv(node, graph, ctx)
+    if op == "Unsqueeze" and _merge_unsqueezes(node, graph, ctx):
+        return True
     if op in ("Squeeze", "Unsqueeze"):
         other = "Unsqueeze" if op == "Squeeze" else "Squeeze"
         first = _producer(_input(node, 0), graph, other)
@@ -352,13 +424,38 @@ def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
     return False
 
 
+def _merge_unsqueezes(node: Node, graph: Graph, ctx: PassContext) -> bool:
+    """Unsqueeze(Unsqueeze(x, a1), a2) becomes one Unsqueeze of x with the axes both insert (opset >= 13)."""
+    first = _producer(_input(node, 0), graph, "Unsqueeze")
+    if first is None or (ctx.opset("") or 1) < 13:
+        return False
+    x = first.inputs[0]
+    a1, a2 = _axes(first, ctx, 13), _axes(node, ctx, 13)
+    if x is None or x.shape is None or not a1 or not a2:
+        return False
+    mid_rank = len(x.shape) + len(a1)
+    out_rank = mid_rank + len(a2)
+    a1 = sorted(a % mid_rank for a in a1)
+    a2 = sorted(a % out_rank for a in a2)
+    kept = [p for p in range(out_rank) if p not in a2]  # output positions holding the intermediate's dims, in order
+    axes = sorted(a2 + [kept[a] for a in a1])
+    if len(set(axes)) != len(axes):
+        return False
+    node.set_input(0, x)
+    node.set_input(
+        1, graph.make_constant(Tensor.from_numpy(np.array(axes, dtype=np.int64)), f"{node.name or 'unsqueeze'}_axes")
+    )
+    return True
+
+
 def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
     """Pad (constant zeros, spatial dims only) -> Conv becomes a Conv with larger pads: the same zeros, one op."""
     pad = _producer(_input(conv, 0), graph, "Pad")
     if pad is None or pad.attr("mode", "constant") not in ("constant", b"constant"):
         return False
-    if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        return False
+    auto_pad = conv.attr("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+        return False  # SAME_* pads depend on the input size, which the Pad changes
     opset = ctx.opset("") or 1
     if opset >= 11:
         if _input(pad, 3) is not None:
@@ -384,7 +481,10 @@ def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
     if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
         return False  # padding the batch or channel dims is not a conv padding
     spatial = rank - 2
-    old = list(conv.attr("pads", [0] * (2 * spatial)))
+    valid = auto_pad in ("VALID", b"VALID")  # VALID means no padding: explicit pads then say the same
+    old = [0] * (2 * spatial) if valid else list(conv.attr("pads", [0] * (2 * spatial)))
+    if valid:
+        del conv.attrs["auto_pad"]
     new = [old[i] + pads[2 + i] for i in range(spatial)] + [
         old[spatial + i] + pads[rank + 2 + i] for i in range(spatial)
     ]
@@ -395,7 +495,10 @@ def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
 
 @register_pass(
     "merge-consecutive",
-    description="fuse Transpose/Reshape chains and zero Pad into Conv; drop Squeeze/Unsqueeze pairs that cancel",
+    description=(
+        "fuse Transpose/Reshape chains and zero Pad into Conv; drop Squeeze/Unsqueeze pairs that cancel; "
+        "computed Reshape targets to constants (0 = copy, -1 = infer)"
+    ),
 )
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
     changed = False
