@@ -19,7 +19,8 @@ from google.protobuf.message import DecodeError, Message
 
 from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError
 from graphopt.ir import Attribute, Function, Graph, Model, Node, Value
-from graphopt.tensors import ExternalFile, SparseTensor, Tensor
+from graphopt.mapped import Scanned, scan
+from graphopt.tensors import ExternalFile, ExternalRef, SparseTensor, Tensor, _expected_nbytes
 
 _A = onnx.AttributeProto
 PROTOBUF_LIMIT = 2**31 - 1
@@ -145,13 +146,37 @@ def _put_props(target: Any, props: dict[str, str]) -> None:
 class _Importer:
     """Builds IR objects from protos, resolving names through nested scopes."""
 
-    def __init__(self, base_dir: Path | None) -> None:
+    def __init__(self, base_dir: Path | None, mapped: Scanned | None = None) -> None:
         self.base_dir = base_dir
         self.files: dict[Path, ExternalFile] = {}
         self.typed: set[int] = set()
+        self.mapped = mapped  # raw_data cut out of the main graph's initializers, to view in the mapped file
 
     def tensor(self, proto: onnx.TensorProto) -> Tensor:
         return Tensor.from_proto(proto, self.base_dir, self.files)
+
+    def main_initializer(self, proto: onnx.TensorProto) -> Tensor:
+        span = self.mapped.ranges.get(proto.name) if self.mapped is not None else None
+        if span is None:
+            return self.tensor(proto)
+        assert self.mapped is not None
+        offset, length = span
+        dims = tuple(proto.dims)
+        expected = _expected_nbytes(proto.data_type, dims)
+        if expected != length:
+            raise ModelLoadError(
+                f"{self.mapped.file.path}: initializer {proto.name!r} has {length} bytes of raw_data, "
+                f"its shape {list(dims)} needs {expected}"
+            )
+        ref = ExternalRef(self.mapped.file, offset, length, "", inline=True)
+        return Tensor(
+            proto.data_type,
+            dims,
+            proto=proto,  # every field but raw_data, to write back as it was
+            external=ref,
+            doc_string=proto.doc_string,
+            metadata_props={p.key: p.value for p in proto.metadata_props},
+        )
 
     def value_from_info(self, info: onnx.ValueInfoProto, graph: Graph, kind: str, value: Value | None = None) -> Value:
         """Give a value the type in ``info``. A value can be listed more than once (say as a graph output and in
@@ -171,7 +196,7 @@ class _Importer:
         v.metadata_props = _props(info.metadata_props)
         return v
 
-    def graph(self, gp: onnx.GraphProto, outer: list[dict[str, Value]]) -> Graph:
+    def graph(self, gp: onnx.GraphProto, outer: list[dict[str, Value]], *, main: bool = False) -> Graph:
         graph = Graph(name=gp.name, doc_string=gp.doc_string)
         graph.metadata_props = _props(gp.metadata_props)
         graph.extra = _leftover(gp, _GRAPH_FIELDS)
@@ -196,7 +221,7 @@ class _Importer:
             if v is None:
                 v = Value(tp.name)
                 scope[tp.name] = v
-            v.const = self.tensor(tp)
+            v.const = self.main_initializer(tp) if main else self.tensor(tp)
             if not v.has_type:
                 v._dtype, v._shape = v.const.dtype, v.const.dims  # noqa: SLF001 - plain facts of the data
             graph.initializers[tp.name] = v
@@ -330,11 +355,14 @@ def _untyped_kind(ap: onnx.AttributeProto) -> int:
     return _A.INT
 
 
-def from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None) -> Model:
-    """Lift a ModelProto into the IR without copying tensor data. ``base_dir`` resolves external data."""
-    importer = _Importer(Path(base_dir) if base_dir is not None else None)
+def from_proto(
+    proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None, *, mapped: Scanned | None = None
+) -> Model:
+    """Lift a ModelProto into the IR without copying tensor data. ``base_dir`` resolves external data; ``mapped``
+    holds the main graph's initializer data that :func:`graphopt.mapped.scan` cut out of ``proto``."""
+    importer = _Importer(Path(base_dir) if base_dir is not None else None, mapped)
     with _gc_paused():
-        graph = importer.graph(proto.graph, [])
+        graph = importer.graph(proto.graph, [], main=True)
     if proto.ir_version >= 4:
         for v in graph.inputs:
             v.overridable = v.const is not None
@@ -556,8 +584,11 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Mo
     if isinstance(source, bytes):
         return from_proto(_parse(source, "<bytes>"))
     path = Path(os.fspath(source))
-    proto = read_proto(path)
-    model = from_proto(proto, base_dir=path.parent)
+    scanned = scan(path) if path.is_file() else None
+    if scanned is not None:
+        model = from_proto(_parse(scanned.stripped, str(path)), base_dir=path.parent, mapped=scanned)
+    else:
+        model = from_proto(read_proto(path), base_dir=path.parent)
     model.source_path = str(path)
     return model
 
@@ -684,8 +715,8 @@ def save(
         mp = onnx.ModelProto()
         with _gc_paused():
             _Exporter().model(model, mp, initializers=False)
-        protos = [stubs.get(name) or v.const.to_proto(name) for name, v in inits]  # type: ignore[union-attr]
-        sizes = [p.ByteSize() for p in protos]
+        pieces = [_tensor_piece(name, v.const, stubs.get(name)) for name, v in inits]  # type: ignore[arg-type]
+        sizes = [piece.size for piece in pieces]
         graph_body = mp.graph.SerializeToString()
         mp.ClearField("graph")
         head = mp.SerializeToString()
@@ -701,12 +732,12 @@ def save(
             f.write(_GRAPH_TAG)
             f.write(_varint(graph_len))
             f.write(graph_body)
-            for p, s in zip(protos, sizes, strict=True):
+            for (name, _), piece in zip(inits, pieces, strict=True):
                 f.write(_INIT_TAG)
-                f.write(_varint(s))
-                f.write(p.SerializeToString())
-                if p.name not in stubs:
-                    done += inits_bytes.get(p.name, 0)
+                f.write(_varint(piece.size))
+                piece.write(f)
+                if name not in stubs:
+                    done += inits_bytes.get(name, 0)
                     if progress:
                         progress(done, total)
         if data_tmp is not None:
@@ -720,6 +751,37 @@ def save(
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
+
+
+class _Piece:
+    """One initializer as the bytes of a TensorProto: a whole proto, or a small header proto followed by the
+    raw_data field written straight from the tensor's memory (a mapped file or a numpy array), never copied."""
+
+    __slots__ = ("proto", "head", "view", "size")
+
+    def __init__(self, proto: onnx.TensorProto | None, head: bytes = b"", view: memoryview | None = None) -> None:
+        self.proto, self.head, self.view = proto, head, view
+        self.size = proto.ByteSize() if proto is not None else len(head) + len(view)  # type: ignore[arg-type]
+
+    def write(self, f: Any) -> None:
+        if self.proto is not None:
+            f.write(self.proto.SerializeToString())
+        else:
+            f.write(self.head)
+            f.write(self.view)
+
+
+_RAW_DATA_TAG = _varint((9 << 3) | 2)  # TensorProto.raw_data, length-delimited
+
+
+def _tensor_piece(name: str, t: Tensor, stub: onnx.TensorProto | None) -> _Piece:
+    if stub is not None:
+        return _Piece(stub)
+    view = t.raw_view()
+    if view is None:
+        return _Piece(t.to_proto(name))
+    head = t.header(name).SerializeToString()
+    return _Piece(None, head + _RAW_DATA_TAG + _varint(len(view)), view)
 
 
 def _temp_beside(target: Path) -> Path:

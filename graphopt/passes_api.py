@@ -174,13 +174,18 @@ def register_pass(
     return decorate
 
 
+def _load_builtins() -> None:
+    import graphopt.passes  # noqa: F401 - importing registers the built-in passes
+
+
 def _load_builtin_and_plugins() -> None:
+    """Built-ins and entry-point plugins. Scanning installed packages for plugins takes tens of milliseconds, so it
+    happens only when a name is not found among the passes already registered, or when all passes are listed."""
     global _PLUGINS_LOADED
+    _load_builtins()
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
-    import graphopt.passes  # noqa: F401 - registers the built-in passes
-
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
@@ -199,7 +204,9 @@ def list_passes() -> dict[str, type[Pass]]:
 
 def get_pass(name: str) -> type[Pass]:
     """The pass class registered under ``name``; an unknown name gets the nearest names suggested."""
-    _load_builtin_and_plugins()
+    _load_builtins()
+    if name not in _REGISTRY:
+        _load_builtin_and_plugins()
     cls = _REGISTRY.get(name)
     if cls is None:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
@@ -254,7 +261,10 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
         elif isinstance(item, type) and issubclass(item, Pass):
             out.append(item())
         elif callable(item):
-            matches = [cls for cls in list_passes().values() if getattr(cls, "func", None) is item]
+            _load_builtins()
+            matches = [cls for cls in _REGISTRY.values() if getattr(cls, "func", None) is item]
+            if not matches:
+                matches = [cls for cls in list_passes().values() if getattr(cls, "func", None) is item]
             if not matches:
                 raise PassError(f"{getattr(item, '__name__', item)!r} is not a registered pass; use @register_pass")
             out.append(matches[0]())
@@ -276,5 +286,5 @@ def level_pipeline(level: int) -> list[Pass]:
     """The passes of optimization level ``level`` (0 to 3)."""
     if level not in LEVELS:
         raise PassError(f"optimization level must be 0, 1, 2 or 3, got {level}")
-    registered = list_passes()
-    return [registered[name]() for name in LEVELS[level] if name in registered]
+    _load_builtins()
+    return [_REGISTRY[name]() for name in LEVELS[level] if name in _REGISTRY]

@@ -12,6 +12,7 @@ model states is never replaced.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import onnx
 
@@ -89,13 +90,28 @@ def infer_shapes(model: Model) -> int:
     Returns the number of values that got a type. Shape inference failing (an op it does not know, a model it rejects)
     is not an error: the values stay untyped and passes that need types leave them alone.
     """
+    untyped = _untyped(model)
+    hopeless = _HOPELESS.get(model)
+    if hopeless is not None and all(v in hopeless for v in untyped):
+        return 0  # nothing new to type since the last run: it would find what it found then
     skeleton = _skeleton(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference is best effort; the passes are safe without it
         logger.debug("shape inference failed: %s", exc)
+        _HOPELESS[model] = weakref.WeakSet(untyped)
         return 0
     try:
         return _apply(model.graph, inferred.graph)
     except ValueError:  # inference changed the node list (it never should); keep what we have
         return 0
+    finally:
+        _HOPELESS[model] = weakref.WeakSet(_untyped(model))
+
+
+_HOPELESS: weakref.WeakKeyDictionary[Model, weakref.WeakSet[Value]] = weakref.WeakKeyDictionary()
+"""Per model, the values the last inference run left untyped; while no other value is untyped, a run is skipped."""
+
+
+def _untyped(model: Model) -> list[Value]:
+    return [out for node in model.graph.all_nodes() for out in node.outputs if out is not None and not out.has_type]

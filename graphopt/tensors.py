@@ -66,10 +66,10 @@ class ExternalFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = path.stat().st_size
-        self._map: mmap.mmap | None = None
+        self.map: mmap.mmap | None = None
         if self.size:
             with open(path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def view(self, offset: int, length: int) -> memoryview:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -78,8 +78,8 @@ class ExternalFile:
             )
         if length == 0:
             return memoryview(b"")
-        assert self._map is not None
-        return memoryview(self._map)[offset : offset + length]
+        assert self.map is not None
+        return memoryview(self.map)[offset : offset + length]
 
 
 def resolve_external_location(base_dir: Path, location: str, tensor_name: str) -> Path:
@@ -108,12 +108,14 @@ def resolve_external_location(base_dir: Path, location: str, tensor_name: str) -
 
 @dataclass(frozen=True)
 class ExternalRef:
-    """Where a tensor's bytes sit in an external file."""
+    """Where a tensor's bytes sit in a memory-mapped file: an external data file, or (``inline``) the raw_data of an
+    initializer inside the model file itself, mapped at load instead of copied."""
 
     file: ExternalFile
     offset: int
     length: int
     location: str
+    inline: bool = False
 
 
 class Tensor:
@@ -123,7 +125,7 @@ class Tensor:
     memory-mapped file) or ``_array`` (a numpy array a pass made). ``numpy()`` returns a read-only array.
     """
 
-    __slots__ = ("dtype", "dims", "_proto", "_array", "_external", "doc_string", "metadata_props")
+    __slots__ = ("dtype", "dims", "_proto", "_array", "_external", "doc_string", "metadata_props", "digests")
 
     def __init__(
         self,
@@ -143,12 +145,20 @@ class Tensor:
         self._external = external
         self.doc_string = doc_string
         self.metadata_props = metadata_props or {}
+        self.digests: dict[
+            int | None, bytes
+        ] = {}  # content hashes by prefix length, filled by the passes that use them
 
     # construction -----------------------------------------------------------------------------------------------
     @classmethod
-    def from_numpy(cls, array: np.ndarray | np.generic | float | int, dtype: int | None = None) -> Tensor:
-        """A tensor holding ``array`` (copied once, then frozen). ``dtype`` overrides the ONNX element type."""
-        arr = np.array(array)
+    def from_numpy(
+        cls, array: np.ndarray | np.generic | float | int, dtype: int | None = None, *, copy: bool = True
+    ) -> Tensor:
+        """A tensor holding ``array`` (copied once, then frozen). ``dtype`` overrides the ONNX element type.
+
+        ``copy=False`` adopts an array the caller just made and will not touch again (it is frozen in place).
+        """
+        arr = np.array(array, copy=copy) if isinstance(array, np.ndarray) else np.array(array)
         if dtype is None:
             dtype = elem_type_of(arr.dtype)
         elif dtype not in (onnx.TensorProto.STRING,) and arr.dtype != np_dtype(dtype):
@@ -215,7 +225,18 @@ class Tensor:
 
     @property
     def is_external(self) -> bool:
-        return self._external is not None
+        """Whether the data lives in an external data file (inline data mapped from the model file is not)."""
+        return self._external is not None and not self._external.inline
+
+    def raw_view(self) -> memoryview | None:
+        """The tensor's raw little-endian bytes as a zero-copy view, when its backing allows one (not strings or
+        4-bit types, and not data held in a proto's typed fields)."""
+        if self._external is not None:
+            return self._external.file.view(self._external.offset, self._external.length)
+        if self._array is not None and self.dtype != onnx.TensorProto.STRING and self.dtype not in _PACKED_4BIT:
+            arr = np.ascontiguousarray(self._array)
+            return memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
+        return None
 
     def numpy(self) -> np.ndarray:
         """The data as a read-only numpy array (a zero-copy view for external data)."""
@@ -260,14 +281,34 @@ class Tensor:
             out.name = name
             return out
         if self._external is not None:
-            out = onnx.TensorProto(name=name, data_type=self.dtype, dims=self.dims)
+            out = self.header(name)
             out.raw_data = bytes(self._external.file.view(self._external.offset, self._external.length))
-        elif self.dtype == onnx.TensorProto.STRING or self.dtype in _PACKED_4BIT:
+            return out
+        if self.dtype == onnx.TensorProto.STRING or self.dtype in _PACKED_4BIT:
             out = numpy_helper.from_array(self._array, name)  # type: ignore[arg-type]
         else:
             arr = np.ascontiguousarray(self._array)
             out = onnx.TensorProto(name=name, data_type=self.dtype, dims=self.dims, raw_data=arr.tobytes())
-        out.doc_string = self.doc_string
+        if self.doc_string:
+            out.doc_string = self.doc_string
+        for k, v in self.metadata_props.items():
+            out.metadata_props.add(key=k, value=v)
+        return out
+
+    def header(self, name: str) -> onnx.TensorProto:
+        """A TensorProto with this tensor's name, type, dims, doc string and metadata, but no data.
+
+        Data mapped from the model file keeps the proto it was loaded with (minus raw_data), so every other field comes
+        back exactly as it was.
+        """
+        if self._external is not None and self._external.inline and self._proto is not None:
+            out = onnx.TensorProto()
+            out.CopyFrom(self._proto)
+            out.name = name
+            return out
+        out = onnx.TensorProto(name=name, data_type=self.dtype, dims=self.dims)
+        if self.doc_string:
+            out.doc_string = self.doc_string
         for k, v in self.metadata_props.items():
             out.metadata_props.add(key=k, value=v)
         return out

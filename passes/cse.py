@@ -33,11 +33,16 @@ _GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 def _digest(t: Tensor, limit: int | None = None) -> bytes:
+    """A hash of the tensor's data (its first ``limit`` bytes), cached on the tensor: tensor data never changes."""
+    cached = t.digests.get(limit)
+    if cached is not None:
+        return cached
     data = t.raw_bytes() if t.dtype != onnx.TensorProto.STRING else repr(t.numpy().tolist()).encode()
     view = memoryview(data)
     if limit is not None:
         view = view[:limit]
-    return hashlib.blake2b(view, digest_size=16).digest()
+    t.digests[limit] = digest = hashlib.blake2b(view, digest_size=16).digest()
+    return digest
 
 
 def _tensor_key(t: Tensor) -> tuple[Any, ...]:

@@ -53,7 +53,7 @@ def _fuse(graph: Graph, nodes: list[Node], opset: int) -> None:
     assert x is not None
     first = nodes[0]
     stacked = graph.make_constant(
-        Tensor.from_numpy(np.concatenate(arrays, axis=1), weights[0].dtype),  # type: ignore[union-attr]
+        Tensor.from_numpy(np.concatenate(arrays, axis=1), weights[0].dtype, copy=False),  # type: ignore[union-attr]
         f"{first.inputs[1].name}_fused",  # type: ignore[union-attr]
     )
     matmul = Node("MatMul", [x, stacked], name=graph.unique_name(f"{first.name or 'matmul'}_fused"))

@@ -1,0 +1,162 @@
+"""Load a model file without copying its weights: the initializers' raw_data stays in a read-only memory map.
+
+Parsing a ModelProto copies every byte of every weight into protobuf-owned memory, and that copy is most of the cost
+of loading a big model. Here the file is memory-mapped and walked at the protobuf wire level, only as deep as needed:
+the top-level ModelProto fields, the main GraphProto's fields, and each initializer TensorProto. An initializer whose
+data is a plain ``raw_data`` field gets that field cut out of the bytes handed to protobuf; its byte range in the file
+is remembered instead, and the Tensor is built on a view of the map. Everything else (nodes, value infos, functions,
+tensors with typed data fields or unusual fields) is parsed by protobuf as usual.
+
+Anything unexpected in the wire data makes :func:`scan` return None, and the caller parses the file the ordinary way
+(which then reports the problem properly).
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from graphopt.tensors import _PACKED_4BIT, ExternalFile
+
+MIN_MAPPED_BYTES = 1024
+"""Smaller raw_data stays in the proto: a view is not worth it, and small constants are read often."""
+
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_TENSOR_RAW_DATA = 9
+# TensorProto fields that may sit beside a mapped raw_data: dims, data_type, name, doc_string, metadata_props.
+_TENSOR_PLAIN_FIELDS = frozenset({1, 2, 8, 12, 16})
+_NOT_MAPPABLE = frozenset({onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED}) | _PACKED_4BIT
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _Malformed
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _fields(buf: mmap.mmap, start: int, end: int):
+    """(field number, wire type, field start, payload start, payload end) for each field in [start, end)."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+            yield number, wire, field_start, pos, pos
+            continue
+        if wire == 1:
+            payload, pos = pos, pos + 8
+        elif wire == 5:
+            payload, pos = pos, pos + 4
+        elif wire == 2:
+            length, payload = _varint(buf, pos, end)
+            pos = payload + length
+        else:
+            raise _Malformed  # groups (wire types 3, 4) never appear in ONNX files
+        if pos > end:
+            raise _Malformed
+        yield number, wire, field_start, payload, pos
+
+
+@dataclass
+class Scanned:
+    """The model bytes with mapped raw_data cut out, and where each cut tensor's data sits in the mapped file."""
+
+    stripped: bytes
+    ranges: dict[str, tuple[int, int]]  # initializer name -> (offset, length) in the file
+    file: ExternalFile
+
+
+def _tensor(buf: mmap.mmap, start: int, end: int) -> tuple[bytes, str, int, int] | None:
+    """A TensorProto's bytes without raw_data, its name, and the raw_data range, or None to keep it whole."""
+    kept = bytearray()
+    name = ""
+    raw: tuple[int, int] | None = None
+    dtype = 0
+    for number, wire, field_start, payload, field_end in _fields(buf, start, end):
+        if number == _TENSOR_RAW_DATA and wire == 2:
+            raw = (payload, field_end - payload)
+            continue
+        if number not in _TENSOR_PLAIN_FIELDS:
+            return None
+        if number == 8 and wire == 2:
+            name = bytes(buf[payload:field_end]).decode("utf-8", errors="strict")
+        if number == 2 and wire == 0:
+            dtype, _ = _varint(buf, field_start + 1, field_end)
+        kept += buf[field_start:field_end]
+    if raw is None or raw[1] < MIN_MAPPED_BYTES or not name or dtype in _NOT_MAPPABLE:
+        return None
+    return bytes(kept), name, raw[0], raw[1]
+
+
+def scan(path: Path) -> Scanned | None:
+    """Map ``path`` and cut the main graph's raw_data initializers out of it; None when that is not possible."""
+    try:
+        file = ExternalFile(path)
+    except (OSError, ValueError):
+        return None
+    if file.map is None:
+        return None
+    try:
+        found = _scan(file.map)
+    except (_Malformed, UnicodeDecodeError):
+        return None
+    if found is None:
+        return None
+    stripped, ranges = found
+    return Scanned(stripped, ranges, file)
+
+
+def _scan(buf: mmap.mmap) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
+    size = len(buf)
+    out = bytearray()
+    ranges: dict[str, tuple[int, int]] = {}
+    graphs = 0
+    for number, wire, field_start, payload, field_end in _fields(buf, 0, size):
+        if number != _MODEL_GRAPH or wire != 2:
+            out += buf[field_start:field_end]
+            continue
+        graphs += 1
+        graph = bytearray()
+        for g_number, g_wire, g_start, g_payload, g_end in _fields(buf, payload, field_end):
+            cut = None
+            if g_number == _GRAPH_INITIALIZER and g_wire == 2:
+                cut = _tensor(buf, g_payload, g_end)
+            if cut is None or cut[1] in ranges:
+                graph += buf[g_start:g_end]
+                continue
+            kept, name, offset, length = cut
+            ranges[name] = (offset, length)
+            graph += _encode_varint((_GRAPH_INITIALIZER << 3) | 2) + _encode_varint(len(kept)) + kept
+        out += _encode_varint((_MODEL_GRAPH << 3) | 2) + _encode_varint(len(graph)) + graph
+    if graphs != 1 or not ranges:
+        return None  # nothing worth mapping (or a file protobuf would merge oddly): parse it the ordinary way
+    return bytes(out), ranges
