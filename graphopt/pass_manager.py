@@ -81,25 +81,36 @@ class PassManager:
         if ctx.target not in TARGETS:
             raise PassError(f"unknown target {ctx.target!r}; choose one of {', '.join(TARGETS)}")
         report = PassReport(stats=[PassStats(p.name) for p in self.passes])
-        report.nodes_before = _count(model)
+        report.nodes_before = current = _count(model)
         start = time.perf_counter()
+        # A pass that changed nothing on a graph finds nothing on that same graph again: until some pass changes the
+        # model, a pass (same class and options) that last came back empty-handed is skipped.
+        version = 0
+        idle_at: dict[tuple[type, str], int] = {}
         for _ in range(self.max_iterations if self.fixed_point else 1):
             report.iterations += 1
             changed_any = False
             for i, (p, stats) in enumerate(zip(self.passes, report.stats, strict=True)):
+                key = (type(p), repr(p))
+                if idle_at.get(key) == version:
+                    continue
                 if self.progress:
                     self.progress(p.name, i, len(self.passes))
-                before = _count(model)
                 t0 = time.perf_counter()
                 changed = self.run_pass(p, model, ctx)
                 stats.seconds += time.perf_counter() - t0
-                after = _count(model)
+                after = _count(model) if changed else current
                 if stats.runs == 0:
-                    stats.nodes_before = before
+                    stats.nodes_before = current
                 stats.nodes_after = after
+                current = after
                 stats.runs += 1
                 stats.changed |= changed
                 changed_any |= changed
+                if changed:
+                    version += 1
+                else:
+                    idle_at[key] = version
                 if self.check_ir:
                     for g in _graphs(model):
                         g.check()
