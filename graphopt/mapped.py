@@ -49,7 +49,8 @@ def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """Protobuf's base-128 varint encoding of a non-negative int."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -155,8 +156,8 @@ def _scan(buf: mmap.mmap) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
                 continue
             kept, name, offset, length = cut
             ranges[name] = (offset, length)
-            graph += _encode_varint((_GRAPH_INITIALIZER << 3) | 2) + _encode_varint(len(kept)) + kept
-        out += _encode_varint((_MODEL_GRAPH << 3) | 2) + _encode_varint(len(graph)) + graph
+            graph += encode_varint((_GRAPH_INITIALIZER << 3) | 2) + encode_varint(len(kept)) + kept
+        out += encode_varint((_MODEL_GRAPH << 3) | 2) + encode_varint(len(graph)) + graph
     if graphs != 1 or not ranges:
         return None  # nothing worth mapping (or a file protobuf would merge oddly): parse it the ordinary way
     return bytes(out), ranges

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError
 from graphopt.ir import Attribute, Function, Graph, Model, Node, Value
-from graphopt.mapped import Scanned, scan
+from graphopt.mapped import Scanned, encode_varint, scan
 from graphopt.tensors import ExternalFile, ExternalRef, SparseTensor, Tensor, _expected_nbytes
 
 _A = onnx.AttributeProto
@@ -633,17 +633,7 @@ def check(source: str | os.PathLike[str] | onnx.ModelProto, where: str | None = 
         ) from None
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
+_varint = encode_varint
 
 _GRAPH_TAG = _varint((7 << 3) | 2)  # ModelProto.graph, length-delimited
 _INIT_TAG = _varint((5 << 3) | 2)  # GraphProto.initializer, length-delimited
