@@ -8,6 +8,7 @@ Load a model into graphopt's IR, rewrite it with passes, and save it again::
 """
 
 from graphopt.api import optimize
+from graphopt.compare import Difference, GraphDiff, diff
 from graphopt.errors import ExternalDataError, GraphoptError, IRError, ModelLoadError, PassError
 from graphopt.ir import Attribute, Function, Graph, Model, Node, Value
 from graphopt.onnx_io import check, from_proto, load, save, to_proto
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Attribute",
+    "Difference",
+    "GraphDiff",
     "ExternalDataError",
     "Function",
     "Graph",
@@ -37,6 +40,7 @@ __all__ = [
     "Tensor",
     "Value",
     "check",
+    "diff",
     "from_proto",
     "get_pass",
     "list_passes",

@@ -22,7 +22,7 @@ from rich.table import Table
 from graphopt import __version__, bench
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
-from graphopt.onnx_io import check, from_proto, read_proto, save
+from graphopt.onnx_io import check, load, require_file, save
 from graphopt.pass_manager import PassManager, PassReport
 from graphopt.passes_api import TARGETS, PassContext, as_passes, level_pipeline, list_passes
 from graphopt.summary import human_bytes, shape_str, summarize
@@ -92,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
 
+    dif = sub.add_parser(
+        "diff", help="compare two models structurally (names and node order ignored); exit 1 if they differ"
+    )
+    dif.add_argument("a", help="the first model")
+    dif.add_argument("b", help="the second model")
+    dif.add_argument("--rtol", type=float, default=None, help="compare constants within this relative tolerance")
+    dif.add_argument("--atol", type=float, default=None, help="compare constants within this absolute tolerance")
+    dif.add_argument("--max", type=int, default=20, help="report at most this many differences (default 20)")
+    dif.add_argument("--json", action="store_true", help="print the differences as JSON")
+
     pas = sub.add_parser("passes", help="list the registered passes and their options")
     pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -112,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_inspect(args)
         if args.command == "bench":
             return bench.cmd_bench(args, _stdout())
+        if args.command == "diff":
+            return cmd_diff(args)
         return cmd_passes(args)
     except GraphoptError as e:
         print(f"graphopt: error: {e}", file=sys.stderr)
@@ -119,6 +131,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphopt: interrupted", file=sys.stderr)
         return 130
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# diff
+# --------------------------------------------------------------------------------------------------------------------
+def cmd_diff(args: argparse.Namespace) -> int:
+    from graphopt.compare import diff
+
+    a, b = Path(args.a), Path(args.b)
+    found = diff(load(a), load(b), rtol=args.rtol, atol=args.atol, max_differences=max(1, args.max))
+    if args.json:
+        rows = [{"path": d.path, "what": d.what, "a": _jsonable(d.a), "b": _jsonable(d.b)} for d in found]
+        print(json.dumps({"equal": not found, "differences": rows}, indent=2))
+    elif not found:
+        print(f"{a} and {b}: graphs are equal")
+    else:
+        print(f"{a} and {b} differ ({len(found)}{'+' if len(found) >= args.max else ''} differences):")
+        for d in found:
+            print(f"  {d}")
+    return 1 if found else 0
+
+
+def _jsonable(x: object) -> object:
+    return x if isinstance(x, str | int | float | bool | type(None)) else repr(x)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -148,12 +184,10 @@ def _step(progress: Progress, text: str) -> Iterator[None]:
 
 def load_checked(path: Path, *, run_checker: bool) -> Model:
     """Read a model file, run the ONNX checker (unless told not to), and lift it into the IR."""
-    proto = read_proto(path)
+    require_file(path)
     if run_checker:
         check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
-    model = from_proto(proto, base_dir=path.parent)
-    model.source_path = str(path)
-    return model
+    return load(path)
 
 
 def cmd_optimize(args: argparse.Namespace, err: Console) -> int:

@@ -595,15 +595,20 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Mo
 
 def read_proto(path: Path) -> onnx.ModelProto:
     """Read and parse a model file without loading external data; one-line errors for the usual failures."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file")
-    if path.is_dir():
-        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    require_file(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read ({e.strerror or e})") from None
     return _parse(data, str(path))
+
+
+def require_file(path: Path) -> None:
+    """Raise the one-line ModelLoadError for a path that does not exist or is a directory."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:

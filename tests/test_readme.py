@@ -52,8 +52,9 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_readme_has_the_examples() -> None:
     blocks = _blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     assert "graphopt.load" in blocks[0] and "replace_all_uses_with" in blocks[1] and "register_pass" in blocks[2]
+    assert "assert_graphs_equal" in blocks[3]
 
 
 def test_python_api_example(in_tmp: Path) -> None:
@@ -86,3 +87,11 @@ def test_writing_a_pass_example(in_tmp: Path) -> None:
     assert model.graph.outputs[0].name == "y"
     kept = graphopt.optimize("model.onnx", passes="drop-identity,dce")  # keep_outputs defaults to True
     assert [n.op_type for n in kept.graph] == ["Relu", "Relu", "Identity"]
+
+
+def test_comparing_graphs_example(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ns: dict = {}
+    exec(_blocks()[3], ns)  # noqa: S102
+    assert ns["differences"]  # -O2 removed the Identity and the dead Neg
+    out = capsys.readouterr().out
+    assert "graph" in out and "Identity" in out

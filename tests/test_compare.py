@@ -1,0 +1,197 @@
+"""graphopt.diff / assert_graphs_equal / assert_models_close and `graphopt diff`.
+
+Properties: a model and any renaming plus topological reordering of it compare equal; a single changed attribute,
+constant value, op type or edge compares different, with a message that names the changed node.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from onnx import helper, numpy_helper
+
+import graphopt
+from graphopt.testing import assert_graphs_equal, assert_models_close
+from graphopt.testing.strategies import feeds, models
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _renamed_and_shuffled(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """Every value and node renamed, nodes in another topological order."""
+    rnd = random.Random(seed)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    names: dict[str, str] = {}
+
+    def new(name: str) -> str:
+        if name and name not in names:
+            names[name] = f"r{rnd.randrange(10**9)}_{len(names)}"
+        return names.get(name, name)
+
+    for v in [*g.input, *g.output, *g.value_info]:
+        v.name = new(v.name)
+    for t in g.initializer:
+        t.name = new(t.name)
+    for n in g.node:
+        n.name = f"node{rnd.randrange(10**9)}"
+        n.input[:] = [new(x) for x in n.input]
+        n.output[:] = [new(x) for x in n.output]
+    # a random topological order
+    ready = {i.name for i in g.input} | {t.name for t in g.initializer}
+    pending = list(g.node)
+    order = []
+    while pending:
+        choices = [n for n in pending if all(x in ready for x in n.input)]
+        pick = rnd.choice(choices)
+        pending.remove(pick)
+        order.append(pick)
+        ready.update(pick.output)
+    copies = [onnx.NodeProto() for _ in order]
+    for c, n in zip(copies, order, strict=True):
+        c.CopyFrom(n)
+    del g.node[:]
+    g.node.extend(copies)
+    return m
+
+
+@settings(max_examples=80, deadline=None)
+@given(models(), st.integers(0, 2**16))
+def test_renamed_and_reordered_models_are_equal(model, seed) -> None:
+    other = _renamed_and_shuffled(model, seed)
+    onnx.checker.check_model(other)
+    assert not graphopt.diff(model, other)
+    assert_graphs_equal(model, other)
+
+
+def _mutate(model: onnx.ModelProto, kind: str, data) -> tuple[onnx.ModelProto, str] | None:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    nodes = list(g.node)
+    if kind == "attribute":
+        cands = [n for n in nodes if n.op_type in ("Transpose", "Softmax")]
+        if not cands:
+            return None
+        n = data.draw(st.sampled_from(cands))
+        if n.op_type == "Transpose":
+            n.attribute[0].ints[:] = [0, *reversed(list(n.attribute[0].ints)[1:])]  # the other perm
+        else:
+            n.attribute[0].i = 1
+        return m, n.name
+    if kind == "constant":
+        if not g.initializer:
+            return None
+        t = data.draw(st.sampled_from(list(g.initializer)))
+        arr = numpy_helper.to_array(t).copy()
+        arr.reshape(-1)[data.draw(st.integers(0, arr.size - 1))] += 1.0
+        t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        users = [n.name for n in nodes if t.name in n.input]
+        return m, users[0]
+    if kind == "op":
+        swaps = {"Relu": "Neg", "Neg": "Abs", "Abs": "Relu", "Sigmoid": "Tanh", "Tanh": "Sigmoid", "Add": "Mul",
+                 "Mul": "Sub", "Sub": "Add", "Max": "Min", "Min": "Max"}  # fmt: skip
+        cands = [n for n in nodes if n.op_type in swaps]
+        if not cands:
+            return None
+        n = data.draw(st.sampled_from(cands))
+        n.op_type = swaps[n.op_type]
+        return m, n.name
+    # edge: point one input of a node at another earlier value of the same type
+    inferred = onnx.shape_inference.infer_shapes(m)
+    types = {v.name: v.type for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    for i, n in enumerate(nodes):
+        for k, x in enumerate(n.input):
+            if x not in types:
+                continue
+            earlier = [i_.name for i_ in g.input] + [o for p in nodes[:i] for o in p.output]
+            alts = [e for e in earlier if e != x and e in types and types[e] == types[x]]
+            if alts:
+                n.input[k] = data.draw(st.sampled_from(alts))
+                return m, n.name
+    return None
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(models(max_inputs=2), st.sampled_from(["attribute", "constant", "op", "edge"]), st.data())
+def test_single_changes_are_found_and_named(model, kind, data) -> None:
+    mutated = _mutate(model, kind, data)
+    assume(mutated is not None)
+    other, changed_node = mutated  # type: ignore[misc]
+    found = graphopt.diff(model, other)
+    assert found, f"{kind} change of {changed_node} not found"
+    with pytest.raises(AssertionError) as err:
+        assert_graphs_equal(model, other, max_differences=50)
+    assert changed_node in str(err.value) or "no output depends on" in str(err.value)
+    what = {"attribute": "attribute", "constant": "constant value", "op": "different op"}.get(kind)
+    if what is not None and "no output depends on" not in str(err.value):
+        assert what in str(err.value)
+
+
+def test_constants_within_tolerance() -> None:
+    x = helper.make_tensor_value_info("x", 1, [3])
+    y = helper.make_tensor_value_info("y", 1, [3])
+
+    def model(c):
+        g = helper.make_graph(
+            [helper.make_node("Add", ["x", "c"], ["y"])], "g", [x], [y], [numpy_helper.from_array(c, "c")]
+        )
+        return helper.make_model(g)
+
+    a, b = model(np.array([1, 2, 3], np.float32)), model(np.array([1, 2, 3.0001], np.float32))
+    with pytest.raises(AssertionError, match=r"constant value at \[2\]"):
+        assert_graphs_equal(a, b)
+    assert_graphs_equal(a, b, rtol=1e-3)
+
+
+def test_subgraphs_and_fixtures_compare() -> None:
+    for path in sorted(FIXTURES.glob("*.onnx")):
+        assert_graphs_equal(path, onnx.load(str(path)))
+        assert_graphs_equal(graphopt.load(path), path)
+    flow = FIXTURES / "control_flow.onnx"
+    opt = graphopt.optimize(onnx.load(str(flow)), level=2)
+    found = graphopt.diff(flow, opt)
+    assert found and "else_branch" in str(found)
+
+
+def test_assert_models_close_reports_each_output() -> None:
+    path = FIXTURES / "cnn.onnx"
+    assert_models_close(path, graphopt.optimize(onnx.load(str(path)), level=2), rtol=1e-4, atol=1e-5)
+    model = onnx.load(str(path))
+    broken = onnx.load(str(path))
+    t = broken.graph.initializer[0]
+    arr = numpy_helper.to_array(t) * 1.5
+    t.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), t.name))
+    with pytest.raises(AssertionError, match="max abs error"):
+        assert_models_close(model, broken)
+
+
+@settings(max_examples=30, deadline=None)
+@given(models())
+def test_optimized_random_models_stay_close(model) -> None:
+    assert_models_close(model, graphopt.optimize(model, level=2), inputs=feeds(model), rtol=1e-5, atol=1e-5)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "graphopt", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_diff_exit_codes(tmp_path: Path) -> None:
+    path = FIXTURES / "transformer.onnx"
+    same = _cli("diff", str(path), str(path))
+    assert same.returncode == 0 and "equal" in same.stdout
+    opt = tmp_path / "opt.onnx"
+    graphopt.save(graphopt.optimize(str(path), level=2), opt)
+    changed = _cli("diff", str(path), str(opt))
+    assert changed.returncode == 1 and "different op" in changed.stdout
+    missing = _cli("diff", str(path), str(tmp_path / "nope.onnx"))
+    assert missing.returncode == 2 and "nope.onnx" in missing.stderr and "Traceback" not in missing.stderr
