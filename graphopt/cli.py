@@ -268,15 +268,21 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
     table.add_column("nodes before", justify="right")
     table.add_column("nodes after", justify="right")
     table.add_column("ms", justify="right")
+    details = any(s.counts for s in report.stats)
+    if details:
+        table.add_column("fired")
     for s in report.stats:
-        table.add_row(
+        row = [
             escape(s.name),
             str(s.runs),
             "yes" if s.changed else "no",
             str(s.nodes_before),
             str(s.nodes_after),
             f"{s.seconds * 1000:.1f}",
-        )
+        ]
+        if details:
+            row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
+        table.add_row(*row)
     if report.stats:
         console.print(table)
     sec = summary["timing"]

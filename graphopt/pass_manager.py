@@ -22,6 +22,8 @@ class PassStats:
     nodes_after: int = 0
     changed: bool = False
     runs: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    """What the pass counted through ``ctx.count`` (rule firings of pattern passes)."""
 
 
 @dataclass
@@ -97,6 +99,7 @@ class PassManager:
                 if self.progress:
                     self.progress(p.name, i, len(self.passes))
                 t0 = time.perf_counter()
+                ctx.counters = stats.counts
                 changed = self.run_pass(p, model, ctx)
                 stats.seconds += time.perf_counter() - t0
                 after = _count(model) if changed else current

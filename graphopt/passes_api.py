@@ -64,6 +64,11 @@ class PassContext:
     options: dict[str, Any] = field(default_factory=dict)
     """Options given to ``optimize`` (not pass options; those are on the pass object)."""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("graphopt"))
+    counters: dict[str, int] = field(default_factory=dict)
+    """Counts the running pass reports (say, how often each rewrite rule fired); they end up in its PassStats."""
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
 
     def opset(self, domain: str = "") -> int | None:
         """The opset version the model imports for ``domain``."""

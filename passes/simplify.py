@@ -12,6 +12,7 @@ import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
+from graphopt.patterns import Builder, Match, Op, Rule, Var, rewrite
 from graphopt.shape_inference import infer_shapes
 from graphopt.tensors import Tensor
 
@@ -383,17 +384,6 @@ def _producer(v: Value | None, graph: Graph, op: str) -> Node | None:
 
 def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
     op = node.op_type
-    if op == "Transpose":
-        first = _producer(_input(node, 0), graph, "Transpose")
-        p1, p2 = (first.attr("perm") if first else None), node.attr("perm")
-        if first is None or p1 is None or p2 is None or len(p1) != len(p2):
-            return False
-        combined = [p1[j] for j in p2]
-        node.set_input(0, first.inputs[0])
-        node.set_attr("perm", combined)
-        if combined == list(range(len(combined))):
-            bypass(graph, node, node.inputs[0])  # type: ignore[arg-type]
-        return True
     if op == "Reshape":
         x = _input(node, 0)
         target = static_reshape_target(node, x) if x is not None else None
@@ -493,6 +483,31 @@ def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
     return True
 
 
+def _compose_transposes(m: Match, b: Builder) -> Value:
+    p1, p2 = m["first"].attr("perm"), m["second"].attr("perm")
+    combined = [p1[j] for j in p2]
+    if combined == list(range(len(combined))):
+        return m["x"]  # the two cancel
+    return b.op("Transpose", m["x"], perm=combined)
+
+
+_HAS_PERM = {"perm": lambda p: p is not None}
+RULES = [
+    Rule(
+        "transpose-transpose",
+        Op(
+            "Transpose",
+            Op("Transpose", Var("x"), name="first", attrs=_HAS_PERM, shared=True),
+            name="second",
+            attrs=_HAS_PERM,
+        ),
+        condition=lambda m: len(m["first"].attr("perm")) == len(m["second"].attr("perm")),
+        replace=_compose_transposes,
+    ),
+]
+"""merge-consecutive's rules that are plain patterns, written with the public pattern API."""
+
+
 @register_pass(
     "merge-consecutive",
     description=(
@@ -501,8 +516,8 @@ def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
     ),
 )
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
-    changed = False
+    changed = rewrite(graph, RULES, ctx, ctx.counters)
     for node in graph:
-        if node.domain in STANDARD and node.op_type in ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Conv"):
+        if node.domain in STANDARD and node.op_type in ("Reshape", "Squeeze", "Unsqueeze", "Conv"):
             changed |= _merge(node, graph, ctx)
     return changed
