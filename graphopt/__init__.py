@@ -10,6 +10,7 @@ Load a model into graphopt's IR, rewrite it with passes, and save it again::
 from graphopt.api import optimize
 from graphopt.compare import Difference, GraphDiff, diff
 from graphopt.errors import ExternalDataError, GraphoptError, IRError, ModelLoadError, PassError
+from graphopt.gs import from_graphsurgeon, to_graphsurgeon
 from graphopt.ir import Attribute, Function, Graph, Model, Node, Value
 from graphopt.onnx_io import check, from_proto, load, save, to_proto
 from graphopt.pass_manager import PassManager, PassReport, PassStats
@@ -41,6 +42,7 @@ __all__ = [
     "Value",
     "check",
     "diff",
+    "from_graphsurgeon",
     "from_proto",
     "get_pass",
     "list_passes",
@@ -48,5 +50,6 @@ __all__ = [
     "optimize",
     "register_pass",
     "save",
+    "to_graphsurgeon",
     "to_proto",
 ]

@@ -119,6 +119,19 @@ class FunctionPass(Pass):
         return bool(type(self).func(graph, ctx, **self.options))
 
 
+class GraphSurgeonPass(FunctionPass):
+    """A pass made from a function on an ``onnx_graphsurgeon.Graph`` of the whole model."""
+
+    recursive: ClassVar[bool] = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        from graphopt.gs import run_graphsurgeon
+
+        if graph is not ctx.model.graph:
+            return False
+        return run_graphsurgeon(type(self).func, ctx.model, self.options)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------------------------------
@@ -135,11 +148,14 @@ def register_pass(
     recursive: bool = True,
     lossless: bool = True,
     replace: bool = False,
+    graphsurgeon: bool = False,
 ) -> Callable[[Any], Any]:
     """Register a pass under ``name``: decorate a function ``(graph, ctx, **options) -> bool`` or a Pass subclass.
 
     Function passes take their options as keyword arguments; ``recursive`` and ``lossless`` apply to them (a Pass
     subclass sets those as class attributes). ``replace=True`` allows overriding an existing name.
+    ``graphsurgeon=True``: the function is ``(gs_graph, **options)`` on an ``onnx_graphsurgeon.Graph`` of the whole
+    model, edited in place (see :mod:`graphopt.gs`).
     """
     if not _NAME_RE.match(name):
         raise PassError(f"invalid pass name {name!r}: use lowercase letters, digits, '-', '_' and '.'")
@@ -161,12 +177,12 @@ def register_pass(
             doc = (obj.__doc__ or "").strip().splitlines()
             cls = type(
                 f"FunctionPass[{name}]",
-                (FunctionPass,),
+                (GraphSurgeonPass if graphsurgeon else FunctionPass,),
                 {
                     "name": name,
                     "description": description or (doc[0] if doc else ""),
                     "options_spec": dict(options or {}),
-                    "recursive": recursive,
+                    "recursive": recursive and not graphsurgeon,
                     "lossless": lossless,
                     "func": staticmethod(obj),
                 },

@@ -47,14 +47,15 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     onnx.save(_model(), "model.onnx")
     yield tmp_path
-    passes_api._REGISTRY.pop("drop-identity", None)
+    for name in ("drop-identity", "my-rules", "drop-gs-identity"):
+        passes_api._REGISTRY.pop(name, None)
 
 
 def test_readme_has_the_examples() -> None:
     blocks = _blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 6
     assert "graphopt.load" in blocks[0] and "replace_all_uses_with" in blocks[1] and "register_pass" in blocks[2]
-    assert "assert_graphs_equal" in blocks[3]
+    assert "register_rules" in blocks[3] and "graphsurgeon=True" in blocks[4] and "assert_graphs_equal" in blocks[5]
 
 
 def test_python_api_example(in_tmp: Path) -> None:
@@ -91,7 +92,45 @@ def test_writing_a_pass_example(in_tmp: Path) -> None:
 
 def test_comparing_graphs_example(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ns: dict = {}
-    exec(_blocks()[3], ns)  # noqa: S102
+    exec(_blocks()[5], ns)  # noqa: S102
     assert ns["differences"]  # -O2 removed the Identity and the dead Neg
     out = capsys.readouterr().out
     assert "graph" in out and "Identity" in out
+
+
+def _patterned_model() -> onnx.ModelProto:
+    """x -> Relu -> Mul by 1 -> Neg -> Neg -> y"""
+    one = onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Mul", ["one", "r"], ["m"], name="mul"),
+        helper.make_node("Neg", ["m"], ["n1"], name="neg1"),
+        helper.make_node("Neg", ["n1"], ["y"], name="neg2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [one],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_pattern_rewrite_example(in_tmp: Path) -> None:
+    onnx.save(_patterned_model(), "model.onnx")
+    ns: dict = {}
+    exec(_blocks()[3], ns)  # noqa: S102
+    assert [n.op_type for n in ns["model"].graph] == ["Relu"]
+    assert ns["model"].graph.outputs[0].name == "y"
+    graphopt.save(ns["model"], "out.onnx")
+    x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(_run("out.onnx", x), np.maximum(x, 0))
+
+
+def test_graphsurgeon_pass_example(in_tmp: Path) -> None:
+    ns: dict = {}
+    exec(_blocks()[4], ns)  # noqa: S102
+    ops = [n.op_type for n in ns["model"].graph]
+    assert ops.count("Relu") == 2 and ops.count("Identity") == 1  # the Identity feeding the output stays
+    assert len(ns["graph"].nodes) == len(ops)
