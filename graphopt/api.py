@@ -21,6 +21,8 @@ def optimize(
     target: str = "ort",
     *,
     fixed_point: bool | None = None,
+    verify: bool = False,
+    strict: bool = False,
     report: list[PassReport] | None = None,
     progress: ProgressHook | None = None,
     logger: logging.Logger | None = None,
@@ -33,6 +35,9 @@ def optimize(
     ``passes`` (a list or ``"a,b{k=v}"``) replaces the pipeline of ``level``. ``fixed_point`` repeats the pipeline
     until nothing changes (default: on for levels 2 and 3). Extra keyword ``options`` reach passes through
     ``ctx.options``. Pass a list as ``report`` to receive the run's PassReport.
+
+    ``verify=True`` checks every pass that changed the model under onnxruntime on generated inputs against the model
+    before it; a pass that moved the outputs is undone with a warning (``strict=True``: raise VerificationError).
     """
     is_proto = isinstance(model, onnx.ModelProto)
     ir = from_proto(model) if is_proto else load(model)
@@ -42,7 +47,8 @@ def optimize(
     ctx = PassContext(model=ir, target=target, options=dict(options))
     if logger is not None:
         ctx.logger = logger
-    result = PassManager(pipeline, fixed_point=fixed_point, progress=progress).run(ir, ctx)
+    manager = PassManager(pipeline, fixed_point=fixed_point, progress=progress, verify=verify, strict=strict)
+    result = manager.run(ir, ctx)
     if report is not None:
         report.append(result)
     return to_proto(ir) if is_proto else ir

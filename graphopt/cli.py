@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from graphopt import __version__, bench
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
 from graphopt.onnx_io import check, load, require_file, save
 from graphopt.pass_manager import PassManager, PassReport
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="repeat the pipeline until nothing changes (default: on for -O2 and -O3)",
     )
+    opt.add_argument(
+        "--verify",
+        action="store_true",
+        help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
+    )
+    opt.add_argument("--strict", action="store_true", help="with --verify: stop with exit code 1 instead of undoing")
     _output_flags(opt)
 
     ins = sub.add_parser("inspect", help="show opsets, inputs/outputs, op counts, parameters and subgraphs")
@@ -125,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "diff":
             return cmd_diff(args)
         return cmd_passes(args)
+    except VerificationError as e:
+        print(f"graphopt: verification failed: {e}", file=sys.stderr)
+        return 1
     except GraphoptError as e:
         print(f"graphopt: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -219,7 +228,10 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
 
         t0 = time.perf_counter()
         ctx = PassContext(model=model, target=args.target)
-        report = PassManager(pipeline, fixed_point=fixed_point, progress=on_pass).run(model, ctx)
+        manager = PassManager(
+            pipeline, fixed_point=fixed_point, progress=on_pass, verify=args.verify, strict=args.strict
+        )
+        report = manager.run(model, ctx)
         progress.remove_task(task)
         times["optimize"] = time.perf_counter() - t0
 
@@ -294,6 +306,10 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
         highlight=False,
         markup=False,
     )
+    if report.verified or report.unverifiable:
+        undone = f"; undone: {', '.join(report.reverted)}" if report.reverted else "; every pass kept the outputs"
+        note = report.unverifiable or f"{report.verified} pass run(s) checked{undone}"
+        console.print(f"verify: {note} ({report.verify_seconds:.2f}s)", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------

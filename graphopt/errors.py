@@ -19,5 +19,9 @@ class PassError(GraphoptError):
     """An unknown pass name, a malformed pipeline string or an invalid pass option."""
 
 
+class VerificationError(GraphoptError):
+    """``--strict`` verification found a pass that changed the model's outputs. The CLI exits with code 1."""
+
+
 class IRError(Exception):
     """An edit that would break the IR's invariants (a programming error in a pass, not a user error)."""

@@ -1,13 +1,17 @@
-"""Running pipelines of passes: recursion into subgraphs, fixed points, statistics, IR verification."""
+"""Running pipelines of passes: recursion into subgraphs, fixed points, statistics, IR checks, and numeric
+verification of each pass under onnxruntime (undoing a pass that changed the outputs)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from graphopt.errors import PassError
+import onnx
+
+from graphopt.errors import PassError, VerificationError
 from graphopt.ir import Graph, Model
 from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes
 
@@ -35,6 +39,14 @@ class PassReport:
     nodes_before: int = 0
     nodes_after: int = 0
     seconds: float = 0.0
+    verify_seconds: float = 0.0
+    """Time spent checking passes numerically (``verify=True``)."""
+    verified: int = 0
+    """Pass runs whose result was checked against the model before them."""
+    reverted: list[str] = field(default_factory=list)
+    """Passes whose change was undone because the outputs moved (one entry per undone run)."""
+    unverifiable: str = ""
+    """Why verification could not run (onnxruntime cannot run the model), if so."""
 
     @property
     def changed(self) -> bool:
@@ -46,9 +58,17 @@ class PassReport:
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "seconds": round(self.seconds, 6),
+            "verify": {
+                "seconds": round(self.verify_seconds, 6),
+                "checked": self.verified,
+                "reverted": list(self.reverted),
+                "unverifiable": self.unverifiable,
+            },
             "passes": [asdict(s) | {"seconds": round(s.seconds, 6)} for s in self.stats],
         }
 
+
+logger = logging.getLogger("graphopt")
 
 ProgressHook = Callable[[str, int, int], None]
 """Called as ``hook(pass_name, index, total)`` before each pass runs."""
@@ -70,8 +90,13 @@ class PassManager:
         max_iterations: int = 10,
         check_ir: bool = False,
         progress: ProgressHook | None = None,
+        verify: bool = False,
+        strict: bool = False,
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
     ) -> None:
         self.passes: list[Pass] = as_passes(passes)
+        self.verify, self.strict, self.rtol, self.atol = verify or strict, strict, rtol, atol
         self.fixed_point = fixed_point
         self.max_iterations = max(1, max_iterations)
         self.check_ir = check_ir
@@ -98,10 +123,13 @@ class PassManager:
                     continue
                 if self.progress:
                     self.progress(p.name, i, len(self.passes))
+                checker = _Verifier.before(model, report) if self.verify and not report.unverifiable else None
                 t0 = time.perf_counter()
                 ctx.counters = stats.counts
                 changed = self.run_pass(p, model, ctx)
                 stats.seconds += time.perf_counter() - t0
+                if checker is not None and changed and not checker.after(model, p, report, self):
+                    changed = False  # undone: the model is as it was before this pass
                 after = _count(model) if changed else current
                 if stats.runs == 0:
                     stats.nodes_before = current
@@ -136,6 +164,81 @@ class PassManager:
             for g in (func.graph, *func.graph.subgraphs()):
                 changed |= bool(p.run(g, ctx))
         return changed
+
+
+class _Verifier:
+    """Checks one pass: the model's outputs after it against before it, on generated inputs, under onnxruntime."""
+
+    FEEDS = 2
+
+    def __init__(self, snapshot: onnx.ModelProto, feeds: list[dict[str, Any]], expected: list[list[Any]]) -> None:
+        self.snapshot, self.feeds, self.expected = snapshot, feeds, expected
+
+    @classmethod
+    def before(cls, model: Model, report: PassReport) -> _Verifier | None:
+        from graphopt.onnx_io import to_proto
+        from graphopt.runtime import make_inputs, session
+
+        t0 = time.perf_counter()
+        try:
+            snapshot = to_proto(model)
+            sess = session(snapshot, optimization="disabled")
+            feeds = [make_inputs(sess, seed=k, batch=2) for k in range(cls.FEEDS)]
+            expected = [sess.run(None, f) for f in feeds]
+        except Exception as e:  # noqa: BLE001 - any model onnxruntime cannot run makes verification impossible
+            report.unverifiable = f"onnxruntime cannot run the model: {str(e).splitlines()[0][:200]}"
+            logger.warning("graphopt: --verify is off for this model: %s", report.unverifiable)
+            return None
+        finally:
+            report.verify_seconds += time.perf_counter() - t0
+        return cls(snapshot, feeds, expected)
+
+    def after(self, model: Model, p: Pass, report: PassReport, pm: PassManager) -> bool:
+        """True if the pass kept the outputs; otherwise undo it (or raise with ``strict``)."""
+        from graphopt.onnx_io import from_proto, to_proto
+        from graphopt.runtime import session
+
+        t0 = time.perf_counter()
+        problem = ""
+        try:
+            sess = session(to_proto(model), optimization="disabled")
+            for feed, want in zip(self.feeds, self.expected, strict=True):
+                got = sess.run(None, feed)
+                problem = problem or _mismatch(want, got, [o.name for o in sess.get_outputs()], pm.rtol, pm.atol)
+        except Exception as e:  # noqa: BLE001 - a pass that leaves a model onnxruntime rejects failed verification
+            problem = f"onnxruntime rejects the result: {str(e).splitlines()[0][:200]}"
+        report.verified += 1
+        if problem:
+            report.reverted.append(p.name)
+            if pm.strict:
+                report.verify_seconds += time.perf_counter() - t0
+                raise VerificationError(f"pass {p.name!r} changed the model's outputs: {problem}")
+            logger.warning("graphopt: pass %r changed the model's outputs (%s); undoing it", p.name, problem)
+            restored = from_proto(self.snapshot)
+            for key in ("source_path", "external_files"):
+                if hasattr(model, key):
+                    setattr(restored, key, getattr(model, key))
+            model.__dict__.update(restored.__dict__)
+        report.verify_seconds += time.perf_counter() - t0
+        return not problem
+
+
+def _mismatch(want: list[Any], got: list[Any], names: list[str], rtol: float, atol: float) -> str:
+    import numpy as np
+
+    if len(want) != len(got):
+        return f"{len(want)} outputs became {len(got)}"
+    for name, a, b in zip(names, want, got, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return f"output {name!r} {a.dtype}{list(a.shape)} became {b.dtype}{list(b.shape)}"
+        if a.dtype.kind in "fc":
+            if not np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True):
+                err = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
+                return f"output {name!r} differs by up to {err:.3g}"
+        elif not np.array_equal(a, b):
+            return f"output {name!r} differs"
+    return ""
 
 
 def _graphs(model: Model) -> Iterator[Graph]:

@@ -1,0 +1,88 @@
+"""--verify / optimize(verify=True): a pass that changes the outputs is named, undone, and the run goes on;
+--strict stops with exit code 1 and writes nothing; correct passes are kept and the cost is reported."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import graphopt
+from graphopt import passes_api
+from graphopt.cli import main
+from graphopt.errors import VerificationError
+from graphopt.testing import assert_models_close
+
+
+@pytest.fixture(autouse=True)
+def _wrong_pass():
+    @graphopt.register_pass("test-relu-to-neg", description="a broken rewrite")
+    def relu_to_neg(graph, ctx):
+        changed = False
+        for node in graph:
+            if node.op_type == "Relu":
+                node.op_type = "Neg"
+                changed = True
+        return changed
+
+    yield
+    passes_api._REGISTRY.pop("test-relu-to-neg", None)
+
+
+def _model() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Identity", ["x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Identity", ["b"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_wrong_pass_is_undone_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    model = _model()
+    report: list = []
+    with caplog.at_level(logging.WARNING, logger="graphopt"):
+        out = graphopt.optimize(model, passes="test-relu-to-neg,cleanup", verify=True, report=report)
+    assert report[0].reverted == ["test-relu-to-neg"]
+    assert report[0].verified >= 2 and report[0].verify_seconds > 0
+    assert "test-relu-to-neg" in caplog.text
+    assert [n.op_type for n in out.graph.node] == ["Relu"]  # cleanup still ran after the undo
+    assert_models_close(model, out, rtol=0, atol=0)
+
+
+def test_strict_raises() -> None:
+    with pytest.raises(VerificationError, match="test-relu-to-neg"):
+        graphopt.optimize(_model(), passes="test-relu-to-neg", strict=True)
+
+
+def test_correct_pipeline_is_verified_and_kept() -> None:
+    report: list = []
+    out = graphopt.optimize(_model(), level=2, verify=True, report=report)
+    assert report[0].reverted == [] and report[0].verified >= 1
+    assert [n.op_type for n in out.graph.node] == ["Relu"]
+
+
+def test_cli_verify_and_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "m.onnx"
+    onnx.save(_model(), str(src))
+    out = tmp_path / "out.onnx"
+    assert (
+        main(["optimize", str(src), "-o", str(out), "--passes", "test-relu-to-neg,cleanup", "--verify", "--json"]) == 0
+    )
+    assert '"reverted": [\n      "test-relu-to-neg"' in capsys.readouterr().out
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    assert_models_close(src, out, inputs={"x": x}, rtol=0, atol=0)
+    strict_out = tmp_path / "strict.onnx"
+    code = main(["optimize", str(src), "-o", str(strict_out), "--passes", "test-relu-to-neg", "--strict", "-q"])
+    assert code == 1 and not strict_out.exists()
+    assert "test-relu-to-neg" in capsys.readouterr().err
