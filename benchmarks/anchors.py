@@ -5,9 +5,9 @@
     python benchmarks/anchors.py [--models a.onnx,b.onnx] [--runs 20] [--out benchmarks/RESULTS.md]
 
 For each model and tool: nodes after, file size, optimize seconds (load + optimize + save, in this process, median of
-``--repeat``), max abs output difference against the original under onnxruntime, onnxruntime latency with its own
-graph optimizations off and on (median of ``--runs``, interleaved across tools, 1 thread), and whether the result
-uses only standard-domain ops. Baseline: plain onnx.load + onnx.save.
+``--repeat``, the tools interleaved), max abs output difference against the original under onnxruntime, onnxruntime
+latency with its own graph optimizations off and on (median of ``--runs``, interleaved across tools, 1 thread), and
+whether the result uses only standard-domain ops. Baseline: plain onnx.load + onnx.save.
 """
 
 from __future__ import annotations
@@ -89,18 +89,26 @@ TOOLS: dict[str, Callable[[Path, Path], None]] = {
 def bench_model(src: Path, work: Path, repeat: int, runs: int) -> list[dict]:
     rows = []
     outs: dict[str, Path] = {}
-    for tool, fn in TOOLS.items():
-        out = work / f"{src.stem}.{tool.replace(' ', '_').replace('+', '_')}.onnx"
-        times = []
-        try:
-            for _ in range(repeat):
+    times: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    failed: dict[str, str] = {}
+    for _ in range(repeat):  # interleaved (A B C A B C ...), so that machine noise hits every tool alike
+        for tool, fn in TOOLS.items():
+            if tool in failed:
+                continue
+            out = work / f"{src.stem}.{tool.replace(' ', '_').replace('+', '_')}.onnx"
+            try:
                 t0 = time.perf_counter()
                 fn(src, out)
-                times.append(time.perf_counter() - t0)
-        except Exception as exc:  # noqa: BLE001 - an anchor failing on a model is a result, not a crash
-            rows.append({"tool": tool, "error": str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})
+                times[tool].append(time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - an anchor failing on a model is a result, not a crash
+                failed[tool] = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+            outs[tool] = out
+    for tool in TOOLS:
+        if tool in failed:
+            rows.append({"tool": tool, "error": failed[tool]})
+            outs.pop(tool, None)
             continue
-        outs[tool] = out
+        out = outs[tool]
         m = onnx.load(str(out), load_external_data=False)
         size = out.stat().st_size + sum(p.stat().st_size for p in work.glob(f"{out.name}.data"))
         rows.append(
@@ -108,7 +116,7 @@ def bench_model(src: Path, work: Path, repeat: int, runs: int) -> list[dict]:
                 "tool": tool,
                 "nodes": sum(1 for _ in _all_nodes(m.graph)),
                 "bytes": size,
-                "seconds": statistics.median(times),
+                "seconds": statistics.median(times[tool]),
                 "standard_only": all(n.domain in ("", "ai.onnx", "ai.onnx.ml") for n in _all_nodes(m.graph)),
             }
         )
