@@ -576,7 +576,10 @@ def to_proto(model: Model) -> onnx.ModelProto:
 def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Model:
     """Load a model from a path, serialized bytes, a ModelProto, or return a Model as is.
 
-    A ModelProto is never modified; tensors refer to its data lazily. External data is memory-mapped, never copied.
+    A ModelProto is never modified; tensors refer to its data lazily. From a path, the file and its external data are
+    memory-mapped and weights stay views of them (see :mod:`graphopt.mapped`): while the model is in use, the files
+    must not be truncated or rewritten in place (graphopt's own ``save`` always writes a new file and renames it, so
+    saving over the source is safe; ``onnx.save`` to the same path is not).
     """
     if isinstance(source, Model):
         return source
