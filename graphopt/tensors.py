@@ -7,6 +7,7 @@ held twice in memory. Passes that compute new constants build tensors from numpy
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 1
+        return math.prod(self.dims)
 
     @property
     def nbytes(self) -> int:
@@ -362,7 +363,7 @@ def _expected_nbytes(elem_type: int, dims: tuple[int, ...]) -> int | None:
     """Bytes of a dense tensor of that type and shape, or None for strings and unknown types."""
     if elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return None
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    count = math.prod(dims)
     if elem_type in _PACKED_4BIT:
         bits = 2 if elem_type in (getattr(onnx.TensorProto, "INT2", -1), getattr(onnx.TensorProto, "UINT2", -1)) else 4
         return (count * bits + 7) // 8
