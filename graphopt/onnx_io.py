@@ -158,7 +158,7 @@ class _Importer:
 
     def main_initializer(self, proto: onnx.TensorProto) -> Tensor:
         span = self.mapped.ranges.get(proto.name) if self.mapped is not None else None
-        if span is None:
+        if span is None or proto.HasField("raw_data"):  # not cut out (say, a second initializer of the same name)
             return self.tensor(proto)
         assert self.mapped is not None
         offset, length = span

@@ -273,9 +273,13 @@ def apply(rule: Rule, m: Match) -> bool:
             m.graph.remove(node)
         return False
     new = [result] if isinstance(result, Value) else list(result)
-    outs = [o for o in m.root.outputs]
+    outs = list(m.root.outputs)
     if len(new) != len(outs):
         raise ValueError(f"rule {rule.name!r} returned {len(new)} values for {len(outs)} outputs of {m.root.op_type}")
+    if all(v is None or v is o for v, o in zip(new, outs, strict=True)):
+        for node in reversed(b.created):  # the root's own outputs: nothing to replace, so nothing changed
+            m.graph.remove(node)
+        return False
     for old, value in zip(outs, new, strict=True):
         if old is not None and value is not None and old is not value:
             m.graph.replace_all_uses_with(old, value)

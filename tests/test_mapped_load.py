@@ -143,3 +143,17 @@ def test_garbage_falls_back_to_the_ordinary_error(tmp_path: Path, data: bytes) -
     assert scan(path) is None
     with pytest.raises(ModelLoadError, match="junk.onnx"):
         graphopt.load(path)
+
+
+def test_duplicate_initializer_names_keep_their_own_data(tmp_path: Path) -> None:
+    """An invalid model with two initializers of one name: the importer must not hand the second the first's bytes."""
+    a = numpy_helper.from_array(np.zeros(512, np.float32), "w")
+    b = numpy_helper.from_array(np.ones(512, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])], "g", [], [helper.make_tensor_value_info("y", 1, [512])], [a, b]
+    )
+    path = tmp_path / "dup.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    mapped = graphopt.load(path).graph.initializers["w"].const.numpy()
+    parsed = graphopt.load(onnx.load(str(path))).graph.initializers["w"].const.numpy()
+    np.testing.assert_array_equal(mapped, parsed)

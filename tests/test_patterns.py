@@ -193,3 +193,10 @@ def test_exact_rules_on_random_graphs_keep_outputs(model, extra_negs) -> None:
         assert counts.get("neg-neg", 0) >= extra_negs
     assert [o.name for o in out.graph.output] == [o.name for o in model.graph.output]
     assert_models_close(model, out, inputs=feeds(model), rtol=0, atol=0)
+
+
+def test_replacement_returning_the_root_itself_is_not_a_change() -> None:
+    register_rules("test-self", [Rule("self", Op("Relu", Var("x"), name="r"), lambda m, b: m["r"].output)])
+    report: list = []
+    graphopt.optimize(_model([helper.make_node("Relu", ["x"], ["y"])]), passes="test-self", report=report)
+    assert not report[0].changed and report[0].stats[0].counts == {}

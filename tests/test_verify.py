@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 import graphopt
 from graphopt import passes_api
 from graphopt.cli import main
 from graphopt.errors import VerificationError
 from graphopt.testing import assert_models_close
+from tests.test_graphsurgeon import _model  # x -> Identity -> Relu -> Identity -> y
 
 
 @pytest.fixture(autouse=True)
@@ -31,21 +31,6 @@ def _wrong_pass():
 
     yield
     passes_api._REGISTRY.pop("test-relu-to-neg", None)
-
-
-def _model() -> onnx.ModelProto:
-    nodes = [
-        helper.make_node("Identity", ["x"], ["a"]),
-        helper.make_node("Relu", ["a"], ["b"]),
-        helper.make_node("Identity", ["b"], ["y"]),
-    ]
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
-    )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_wrong_pass_is_undone_and_named(caplog: pytest.LogCaptureFixture) -> None:
