@@ -32,11 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.errors import PassError
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
 STANDARD = frozenset({"", "ai.onnx"})
+
+
+class PatternError(PassError):
+    """A malformed pattern or rule, reported when it is built or registered."""
 
 
 class Pattern:
@@ -81,11 +86,18 @@ class Op(Pattern):
         shared: bool = False,
         outputs: int | None = None,
     ) -> None:
+        if not isinstance(op_type, str) or not op_type:
+            raise PatternError(f"Op needs an op type string, got {op_type!r}")
+        for i, x in enumerate(inputs):
+            if not isinstance(x, Pattern):
+                raise PatternError(f"Op({op_type!r}) input #{i} is {x!r}; use Var(), Const() or Op()")
+        if attrs is not None and not all(isinstance(k, str) for k in attrs):
+            raise PatternError(f"Op({op_type!r}) attrs must be keyed by attribute name")
         self.op_type, self.inputs, self.domain = op_type, tuple(inputs), domain
         self.attrs = dict(attrs or {})
         self.name, self.commutative, self.shared, self.outputs = name, commutative, shared, outputs
         if commutative and len(inputs) != 2:
-            raise ValueError(f"Op({op_type!r}, commutative=True) needs exactly two inputs")
+            raise PatternError(f"Op({op_type!r}, commutative=True) needs exactly two inputs")
 
     def __repr__(self) -> str:
         return f"Op({self.op_type!r}, {', '.join(map(repr, self.inputs))})"
@@ -156,7 +168,11 @@ class Rule:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, Op):
-            raise TypeError(f"rule {self.name!r}: the pattern's root must be an Op")
+            raise PatternError(f"rule {self.name!r}: the pattern's root must be an Op, got {self.pattern!r}")
+        if not callable(self.replace):
+            raise PatternError(f"rule {self.name!r}: replace must be a function (match, builder) -> value")
+        if self.condition is not None and not callable(self.condition):
+            raise PatternError(f"rule {self.name!r}: condition must be a function (match) -> bool")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -324,9 +340,11 @@ def register_rules(
 ) -> type[Pass]:
     """Register ``rules`` as one pass called ``name``; returns the pass class."""
     rule_list = list(rules)
-    names = [r.name for r in rule_list]
+    names = [getattr(r, "name", None) for r in rule_list]
+    if not rule_list or not all(isinstance(r, Rule) for r in rule_list):
+        raise PatternError(f"register_rules({name!r}) needs a non-empty list of Rule objects")
     if len(set(names)) != len(names):
-        raise ValueError(f"rule names must be unique within {name!r}: {names}")
+        raise PatternError(f"rule names must be unique within {name!r}: {names}")
 
     class RulePass(Pass):
         recursive = True

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt import passes_api
-from graphopt.patterns import Const, Op, Rule, Var, register_rules
+from graphopt.errors import PassError
+from graphopt.patterns import Const, Op, PatternError, Rule, Var, register_rules
 from graphopt.testing import assert_models_close
 from graphopt.testing.strategies import feeds, models
 
@@ -160,13 +161,27 @@ def test_rules_run_inside_subgraphs() -> None:
         assert_models_close(model, out, inputs={"x": x, "cond": np.array(cond)})
 
 
-def test_bad_rules_are_refused() -> None:
-    with pytest.raises(TypeError):
+def test_bad_rules_are_refused_when_built() -> None:
+    with pytest.raises(PatternError, match="root must be an Op"):
         Rule("r", Var("x"), lambda m, b: None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="two inputs"):
+    with pytest.raises(PatternError, match="two inputs"):
         Op("Sum", Var(), Var(), Var(), commutative=True)
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(PatternError, match="input #1 is 'x'"):
+        Op("Add", Var(), "x")  # type: ignore[arg-type]
+    with pytest.raises(PatternError, match="replace must be a function"):
+        Rule("r", Op("Relu", Var()), replace="x")  # type: ignore[arg-type]
+    with pytest.raises(PatternError, match="unique"):
         register_rules("test-dup", [_neg_neg(False), _neg_neg(True)])
+    with pytest.raises(PatternError, match="non-empty list of Rule"):
+        register_rules("test-empty", [])
+    with pytest.raises(PassError, match="invalid pass name"):
+        register_rules("Bad Name", [_neg_neg(False)])
+
+
+def test_invalid_rule_pass_option_is_a_parse_error() -> None:
+    register_rules("test-negneg", [_neg_neg(False)])
+    with pytest.raises(PassError, match="has no option 'x'"):
+        graphopt.optimize(_model([helper.make_node("Relu", ["x"], ["y"])]), passes="test-negneg{x=1}")
 
 
 # Random graphs: rules that are exact (Neg(Neg(x)) = x, Relu(Relu(x)) = Relu(x), Transpose pairs) keep every output.

@@ -71,3 +71,52 @@ def test_cli_verify_and_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code = main(["optimize", str(src), "-o", str(strict_out), "--passes", "test-relu-to-neg", "--strict", "-q"])
     assert code == 1 and not strict_out.exists()
     assert "test-relu-to-neg" in capsys.readouterr().err
+
+
+def test_verify_undoes_a_broken_entry_point_plugin(tmp_path: Path) -> None:
+    """End to end: a plugin package (entry point ``graphopt.passes``) with a wrong rewrite, run by the CLI."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "bad_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from graphopt import Pass
+
+            class SwapAddSub(Pass):
+                name = "bad-plugin-swap"
+                description = "turns Relu into Neg: wrong on purpose"
+
+                def run(self, graph, ctx):
+                    changed = False
+                    for node in graph:
+                        if node.op_type == "Relu":
+                            node.op_type = "Neg"
+                            changed = True
+                    return changed
+            """
+        )
+    )
+    dist = tmp_path / "bad_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[graphopt.passes]\nswap = bad_plugin:SwapAddSub\n")
+    src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(_model(), str(src))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+    done = cli("-o", str(out), "--passes", "bad-plugin-swap,cleanup", "--verify", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verify"]["reverted"] == ["bad-plugin-swap"]
+    assert "bad-plugin-swap" in done.stderr  # the warning names it
+    assert_models_close(src, out, rtol=0, atol=0)
+    strict_out = tmp_path / "strict.onnx"
+    stopped = cli("-o", str(strict_out), "--passes", "bad-plugin-swap", "--strict", "-q")
+    assert stopped.returncode == 1 and not strict_out.exists() and "bad-plugin-swap" in stopped.stderr
