@@ -17,18 +17,28 @@ from graphopt.errors import VerificationError
 from graphopt.testing import assert_models_close
 from tests.test_graphsurgeon import _model  # x -> Identity -> Relu -> Identity -> y
 
+BROKEN_PLUGIN = """
+from graphopt import Pass
 
-@pytest.fixture(autouse=True)
-def _wrong_pass():
-    @graphopt.register_pass("test-relu-to-neg", description="a broken rewrite")
-    def relu_to_neg(graph, ctx):
+class ReluToNeg(Pass):
+    name = "test-relu-to-neg"
+    description = "turns Relu into Neg: wrong on purpose"
+
+    def run(self, graph, ctx):
         changed = False
         for node in graph:
             if node.op_type == "Relu":
                 node.op_type = "Neg"
                 changed = True
         return changed
+"""
 
+
+@pytest.fixture(autouse=True)
+def _wrong_pass():
+    ns: dict = {}
+    exec(BROKEN_PLUGIN, ns)  # noqa: S102 - the same pass the plugin test installs as a package
+    graphopt.register_pass("test-relu-to-neg")(ns["ReluToNeg"])
     yield
     passes_api._REGISTRY.pop("test-relu-to-neg", None)
 
@@ -79,31 +89,12 @@ def test_verify_undoes_a_broken_entry_point_plugin(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-    import textwrap
 
-    (tmp_path / "bad_plugin.py").write_text(
-        textwrap.dedent(
-            """
-            from graphopt import Pass
-
-            class SwapAddSub(Pass):
-                name = "bad-plugin-swap"
-                description = "turns Relu into Neg: wrong on purpose"
-
-                def run(self, graph, ctx):
-                    changed = False
-                    for node in graph:
-                        if node.op_type == "Relu":
-                            node.op_type = "Neg"
-                            changed = True
-                    return changed
-            """
-        )
-    )
+    (tmp_path / "bad_plugin.py").write_text(BROKEN_PLUGIN)
     dist = tmp_path / "bad_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[graphopt.passes]\nswap = bad_plugin:SwapAddSub\n")
+    (dist / "entry_points.txt").write_text("[graphopt.passes]\nswap = bad_plugin:ReluToNeg\n")
     src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
     onnx.save(_model(), str(src))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
@@ -112,11 +103,11 @@ def test_verify_undoes_a_broken_entry_point_plugin(tmp_path: Path) -> None:
         cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), *args]
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
-    done = cli("-o", str(out), "--passes", "bad-plugin-swap,cleanup", "--verify", "--json")
+    done = cli("-o", str(out), "--passes", "test-relu-to-neg,cleanup", "--verify", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["verify"]["reverted"] == ["bad-plugin-swap"]
-    assert "bad-plugin-swap" in done.stderr  # the warning names it
+    assert json.loads(done.stdout)["verify"]["reverted"] == ["test-relu-to-neg"]
+    assert "test-relu-to-neg" in done.stderr  # the warning names it
     assert_models_close(src, out, rtol=0, atol=0)
     strict_out = tmp_path / "strict.onnx"
-    stopped = cli("-o", str(strict_out), "--passes", "bad-plugin-swap", "--strict", "-q")
-    assert stopped.returncode == 1 and not strict_out.exists() and "bad-plugin-swap" in stopped.stderr
+    stopped = cli("-o", str(strict_out), "--passes", "test-relu-to-neg", "--strict", "-q")
+    assert stopped.returncode == 1 and not strict_out.exists() and "test-relu-to-neg" in stopped.stderr
