@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import graphopt
+from graphopt.compare import _Hasher
 from graphopt.testing import assert_graphs_equal, assert_models_close
 from graphopt.testing.strategies import feeds, models
 
@@ -106,15 +107,24 @@ def _mutate(model: onnx.ModelProto, kind: str, data) -> tuple[onnx.ModelProto, s
         n = data.draw(st.sampled_from(cands))
         n.op_type = swaps[n.op_type]
         return m, n.name
-    # edge: point one input of a node at another earlier value of the same type
+    # edge: point one input of a node at another earlier value of the same type and of different structure (a
+    # structurally identical twin, say a second Transpose of the same input, would leave the graph isomorphic)
     inferred = onnx.shape_inference.infer_shapes(m)
     types = {v.name: v.type for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    ir = graphopt.load(model)
+    hasher = _Hasher(ir.graph)
+    values = {v.name: v for n in ir.graph for v in n.outputs if v is not None} | {v.name: v for v in ir.graph.inputs}
+    structure = {name: hasher.value(v) for name, v in values.items()}
     for i, n in enumerate(nodes):
         for k, x in enumerate(n.input):
             if x not in types:
                 continue
             earlier = [i_.name for i_ in g.input] + [o for p in nodes[:i] for o in p.output]
-            alts = [e for e in earlier if e != x and e in types and types[e] == types[x]]
+            alts = [
+                e
+                for e in earlier
+                if e != x and e in types and types[e] == types[x] and structure.get(e) != structure.get(x)
+            ]
             if alts:
                 n.input[k] = data.draw(st.sampled_from(alts))
                 return m, n.name
