@@ -325,7 +325,7 @@ class _Hasher:
             h = _h("input", self.inputs[id(v)])
         elif isinstance(v.const, Tensor):
             t = v.const
-            h = _h("const", t.dtype, t.dims, hashlib.blake2b(np.ascontiguousarray(t.numpy()).tobytes()).digest())
+            h = _h("const", t.dtype, t.dims, t.digest())
         elif v.producer is not None and v.producer.graph is self.graph:
             h = _h("out", v.index, self.node(v.producer))
         else:
@@ -344,7 +344,7 @@ class _Hasher:
             if isinstance(val, Graph):
                 val = _graph_hash(val)
             elif isinstance(val, Tensor):
-                val = hashlib.blake2b(np.ascontiguousarray(val.numpy()).tobytes()).digest()
+                val = (val.dtype, val.dims, val.digest())
             elif isinstance(val, list):
                 val = [_graph_hash(x) if isinstance(x, Graph) else x for x in val]
             attrs.append((name, a.type, repr(val), a.ref_attr_name))

@@ -54,8 +54,5 @@ def run_graphsurgeon(func: Any, model: Model, options: dict[str, Any]) -> bool:
     baseline = _gs().export_onnx(_gs().import_onnx(before))
     if after.graph == baseline.graph and list(after.functions) == list(baseline.functions):
         return False
-    new = from_proto(after)
-    keep = {"source_path": getattr(model, "source_path", None)}
-    model.__dict__.update(new.__dict__)
-    model.__dict__.update({k: v for k, v in keep.items() if v is not None})
+    model.take_contents(from_proto(after))
     return True

@@ -822,6 +822,16 @@ class Model:
             yield f.graph
             yield from f.graph.subgraphs()
 
+    def take_contents(self, other: Model) -> None:
+        """Become ``other`` in place (graph, opsets, functions, metadata...), keeping where this model came from.
+
+        For whole-model rewrites that build a new Model (graphsurgeon passes, undoing a pass under --verify): callers
+        that hold this Model object see the new contents, and the source file and its memory maps stay attached.
+        """
+        source, files = self.source_path, self.external_files
+        self.__dict__.update(other.__dict__)
+        self.source_path, self.external_files = source, {**files, **other.external_files}
+
     def to_onnx(self) -> onnx.ModelProto:
         """The model as a self-contained ModelProto (external data is read in)."""
         from graphopt.onnx_io import to_proto

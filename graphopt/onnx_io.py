@@ -791,7 +791,7 @@ def _drop_old_output(out: Path, model: Model) -> None:
     the write itself on small models. Unlinking first avoids that; the old output is being replaced anyway. The
     model's own source file is never unlinked: an in-place save keeps the atomic rename.
     """
-    source = getattr(model, "source_path", None)
+    source = model.source_path
     if not out.is_file() or (source and same_file(out, Path(source))):
         return
     with contextlib.suppress(OSError):

@@ -214,11 +214,7 @@ class _Verifier:
                 report.verify_seconds += time.perf_counter() - t0
                 raise VerificationError(f"pass {p.name!r} changed the model's outputs: {problem}")
             logger.warning("graphopt: pass %r changed the model's outputs (%s); undoing it", p.name, problem)
-            restored = from_proto(self.snapshot)
-            for key in ("source_path", "external_files"):
-                if hasattr(model, key):
-                    setattr(restored, key, getattr(model, key))
-            model.__dict__.update(restored.__dict__)
+            model.take_contents(from_proto(self.snapshot))
         report.verify_seconds += time.perf_counter() - t0
         return not problem
 

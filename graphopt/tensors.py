@@ -7,6 +7,7 @@ held twice in memory. Passes that compute new constants build tensors from numpy
 
 from __future__ import annotations
 
+import hashlib
 import math
 import mmap
 import os
@@ -257,6 +258,18 @@ class Tensor:
             arr = numpy_helper.to_array(self._proto)
         arr.flags.writeable = False
         return arr
+
+    def digest(self, limit: int | None = None) -> bytes:
+        """A 16-byte hash of the data (of its first ``limit`` bytes), cached on the tensor: its data never changes."""
+        cached = self.digests.get(limit)
+        if cached is not None:
+            return cached
+        data = self.raw_bytes() if self.dtype != onnx.TensorProto.STRING else repr(self.numpy().tolist()).encode()
+        view = memoryview(data)
+        if limit is not None:
+            view = view[:limit]
+        self.digests[limit] = digest = hashlib.blake2b(view, digest_size=16).digest()
+        return digest
 
     def raw_bytes(self) -> bytes | memoryview:
         """The little-endian bytes ONNX stores for this tensor (not for strings)."""

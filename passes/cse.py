@@ -13,7 +13,6 @@ common case (no two weights alike) costs no hashing of big tensors.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from typing import Any
 
@@ -32,21 +31,8 @@ NONDETERMINISTIC = frozenset(
 _GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
-def _digest(t: Tensor, limit: int | None = None) -> bytes:
-    """A hash of the tensor's data (its first ``limit`` bytes), cached on the tensor: tensor data never changes."""
-    cached = t.digests.get(limit)
-    if cached is not None:
-        return cached
-    data = t.raw_bytes() if t.dtype != onnx.TensorProto.STRING else repr(t.numpy().tolist()).encode()
-    view = memoryview(data)
-    if limit is not None:
-        view = view[:limit]
-    t.digests[limit] = digest = hashlib.blake2b(view, digest_size=16).digest()
-    return digest
-
-
 def _tensor_key(t: Tensor) -> tuple[Any, ...]:
-    return ("tensor", t.dtype, t.dims, _digest(t))
+    return ("tensor", t.dtype, t.dims, t.digest())
 
 
 def _attr_key(a: Attribute) -> Any:
@@ -132,13 +118,13 @@ def dedup_initializers(graph: Graph, ctx: PassContext) -> bool:
             continue
         by_prefix: dict[bytes, list[Value]] = defaultdict(list)
         for v in candidates:
-            by_prefix[_digest(v.const, 4096)].append(v)  # type: ignore[arg-type]
+            by_prefix[v.const.digest(4096)].append(v)  # type: ignore[arg-type]
         for same_prefix in by_prefix.values():
             if len(same_prefix) < 2:
                 continue
             first_of: dict[bytes, Value] = {}
             for v in same_prefix:
-                full = _digest(v.const)  # type: ignore[arg-type]
+                full = v.const.digest()  # type: ignore[arg-type]
                 keep = first_of.setdefault(full, v)
                 if keep is v or not _equal(keep.const, v.const):  # type: ignore[arg-type]
                     continue
