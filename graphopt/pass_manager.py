@@ -222,18 +222,21 @@ class _Verifier:
 def _mismatch(want: list[Any], got: list[Any], names: list[str], rtol: float, atol: float) -> str:
     import numpy as np
 
+    from graphopt.runtime import output_error
+
     if len(want) != len(got):
         return f"{len(want)} outputs became {len(got)}"
     for name, a, b in zip(names, want, got, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or a.dtype != b.dtype:
             return f"output {name!r} {a.dtype}{list(a.shape)} became {b.dtype}{list(b.shape)}"
-        if a.dtype.kind in "fc":
-            if not np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True):
-                err = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
-                return f"output {name!r} differs by up to {err:.3g}"
-        elif not np.array_equal(a, b):
-            return f"output {name!r} differs"
+        max_abs, _, close = output_error(a, b, rtol, atol)
+        if not close:
+            return (
+                f"output {name!r} differs by up to {max_abs:.3g}"
+                if a.dtype.kind in "fc"
+                else f"output {name!r} differs"
+            )
     return ""
 
 

@@ -117,24 +117,33 @@ def make_inputs(
     return feeds
 
 
+def output_error(reference: Any, other: Any, rtol: float = 0.0, atol: float = 0.0) -> tuple[float, float, bool]:
+    """Max absolute and relative error of ``other`` against ``reference``, and whether every element satisfies
+    ``|other - reference| <= atol + rtol * |reference|``. NaN against NaN and equal infinities count as equal; a
+    shape mismatch, or any difference in a non-float output, is an infinite error."""
+    a, b = np.asarray(reference), np.asarray(other)
+    if a.shape != b.shape:
+        return float("inf"), float("inf"), False
+    if a.dtype.kind not in "fc":
+        same = bool(np.array_equal(a, b))
+        return (0.0, 0.0, True) if same else (float("inf"), float("inf"), False)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    equal = (np.isnan(a64) & np.isnan(b64)) | (a64 == b64)
+    with np.errstate(invalid="ignore"):  # inf - inf; equal infinities are masked as equal just above
+        diff = np.where(equal, 0.0, np.abs(a64 - b64))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    scale = np.abs(np.nan_to_num(a64))
+    close = bool(np.all(diff <= atol + rtol * scale))
+    rel = diff / np.maximum(scale, 1e-12)
+    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), close
+
+
 def compare_outputs(reference: Sequence[Any], other: Sequence[Any]) -> list[dict[str, float]]:
     """Per output: max absolute and max relative error of ``other`` against ``reference``."""
     result = []
     for ref, got in zip(reference, other, strict=True):
-        a, b = np.asarray(ref), np.asarray(got)
-        if a.shape != b.shape:
-            result.append({"max_abs": float("inf"), "max_rel": float("inf")})
-            continue
-        if a.dtype.kind not in "fc":
-            same = bool(np.array_equal(a, b))
-            result.append({"max_abs": 0.0 if same else float("inf"), "max_rel": 0.0 if same else float("inf")})
-            continue
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        both_nan = np.isnan(a64) & np.isnan(b64)
-        diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
-        diff = np.where(np.isnan(diff), np.inf, diff)
-        rel = diff / np.maximum(np.nan_to_num(np.abs(a64), nan=0.0, posinf=np.inf), 1e-12)
-        result.append({"max_abs": float(diff.max(initial=0.0)), "max_rel": float(rel.max(initial=0.0))})
+        max_abs, max_rel, _ = output_error(ref, got)
+        result.append({"max_abs": max_abs, "max_rel": max_rel})
     return result
 
 

@@ -60,7 +60,7 @@ def assert_models_close(
     ``inputs``: one feed dict, several, or None to generate ``n`` random feeds (dtypes and symbolic dims honoured;
     ``shapes`` fixes whole inputs). Returns the per-output errors (max over the feeds) when the models are close.
     """
-    from graphopt.runtime import make_inputs, session
+    from graphopt.runtime import make_inputs, output_error, session
 
     sa, sb = session(a, optimization="disabled"), session(b, optimization="disabled")
     names_a = [o.name for o in sa.get_outputs()]
@@ -87,7 +87,7 @@ def assert_models_close(
                 )
                 errors[name][2] = False
                 continue
-            abs_err, rel_err, close = _errors(x, y, rtol, atol)
+            abs_err, rel_err, close = output_error(x, y, rtol, atol)
             entry = errors[name]
             entry[0], entry[1] = max(entry[0], abs_err), max(entry[1], rel_err)
             if not close:
@@ -100,19 +100,6 @@ def assert_models_close(
         lines += [f"  {r.name}: max abs error {r.max_abs:.3g}, max rel error {r.max_rel:.3g}" for r in bad]
         raise AssertionError("\n".join(lines))
     return report
-
-
-def _errors(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[float, float, bool]:
-    if x.dtype.kind not in "fc":
-        same = bool(np.array_equal(x, y))
-        return (0.0 if same else float("inf")), (0.0 if same else float("inf")), same
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    both_nan = np.isnan(x64) & np.isnan(y64)
-    diff_ = np.where(both_nan, 0.0, np.abs(x64 - y64))
-    diff_ = np.where(np.isnan(diff_), np.inf, diff_)
-    close = bool(np.all(diff_ <= atol + rtol * np.abs(np.nan_to_num(x64))))
-    rel = diff_ / np.maximum(np.abs(np.nan_to_num(x64)), 1e-12)
-    return float(diff_.max(initial=0.0)), float(rel.max(initial=0.0)), close
 
 
 __all__ = ["OutputError", "assert_graphs_equal", "assert_models_close", "diff"]
