@@ -114,6 +114,7 @@ class PassManager:
         # model, a pass (same class and options) that last came back empty-handed is skipped.
         version = 0
         idle_at: dict[tuple[type, str], int] = {}
+        checker: _Verifier | None = None  # the model's last verified state and its outputs
         for _ in range(self.max_iterations if self.fixed_point else 1):
             report.iterations += 1
             changed_any = False
@@ -123,7 +124,8 @@ class PassManager:
                     continue
                 if self.progress:
                     self.progress(p.name, i, len(self.passes))
-                checker = _Verifier.before(model, report) if self.verify and not report.unverifiable else None
+                if self.verify and checker is None and not report.unverifiable:
+                    checker = _Verifier.before(model, report)
                 t0 = time.perf_counter()
                 ctx.counters = stats.counts
                 changed = self.run_pass(p, model, ctx)
@@ -167,7 +169,11 @@ class PassManager:
 
 
 class _Verifier:
-    """Checks one pass: the model's outputs after it against before it, on generated inputs, under onnxruntime."""
+    """Checks each pass: the model's outputs after it against before it, on generated inputs, under onnxruntime.
+
+    It holds the last verified state (a snapshot and its outputs): a pass that changes nothing leaves it valid, and a
+    pass that passes the check makes its result the new state, so each model state is serialized and run once.
+    """
 
     FEEDS = 2
 
@@ -201,13 +207,17 @@ class _Verifier:
         t0 = time.perf_counter()
         problem = ""
         try:
-            sess = session(to_proto(model), optimization="disabled")
-            for feed, want in zip(self.feeds, self.expected, strict=True):
-                got = sess.run(None, feed)
-                problem = problem or _mismatch(want, got, [o.name for o in sess.get_outputs()], pm.rtol, pm.atol)
+            snapshot = to_proto(model)
+            sess = session(snapshot, optimization="disabled")
+            outputs = [sess.run(None, feed) for feed in self.feeds]
+            names = [o.name for o in sess.get_outputs()]
+            for want, got in zip(self.expected, outputs, strict=True):
+                problem = problem or _mismatch(want, got, names, pm.rtol, pm.atol)
         except Exception as e:  # noqa: BLE001 - a pass that leaves a model onnxruntime rejects failed verification
             problem = f"onnxruntime rejects the result: {str(e).splitlines()[0][:200]}"
         report.verified += 1
+        if not problem:
+            self.snapshot, self.expected = snapshot, outputs
         if problem:
             report.reverted.append(p.name)
             if pm.strict:
