@@ -33,6 +33,8 @@ from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.shape_inference import infer_shapes
 from graphopt.tensors import Tensor, elem_type_of
 
+from .dims import dims_of
+
 logger = logging.getLogger("graphopt")
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
@@ -78,93 +80,29 @@ _GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 # --------------------------------------------------------------------------------------------------------------------
 # shapes
 # --------------------------------------------------------------------------------------------------------------------
-def _shape_of(node: Node, ctx: PassContext) -> list[int | None] | None:
-    """The dims a ``Shape`` node returns (None where a dim is symbolic), honouring start/end (opset 15)."""
-    x = node.inputs[0]
-    if x is None or x.shape is None:
-        return None
-    dims: list[int | None] = [d if isinstance(d, int) else None for d in x.shape]
-    rank = len(dims)
-    start = node.attr("start", 0)
-    end = node.attr("end", rank)
-    start = min(max(start + rank if start < 0 else start, 0), rank)
-    end = min(max(end + rank if end < 0 else end, 0), rank)
-    return dims[start:end]
-
-
 def _fold_shapes(graph: Graph, ctx: PassContext) -> dict[Value, np.ndarray]:
     """Values computable from static dims alone: Shape, Size, and Gather/Slice of a partly static Shape."""
     known: dict[Value, np.ndarray] = {}
-    partial: dict[Value, list[int | None]] = {}
+    opset = ctx.opset("") or 1
     for node in graph:
         if not _is_standard(node) or node.op_type not in ("Shape", "Size", "Gather", "Slice"):
             continue
         out = node.outputs[0]
         if out is None:
             continue
-        if node.op_type == "Shape":
-            dims = _shape_of(node, ctx)
-            if dims is None:
-                continue
-            if all(d is not None for d in dims):
-                known[out] = np.array(dims, dtype=np.int64)
-            else:
-                partial[out] = dims
-        elif node.op_type == "Size":
+        if node.op_type == "Size":
             x = node.inputs[0]
             if x is not None and x.shape is not None and all(isinstance(d, int) for d in x.shape):
                 known[out] = np.array(int(np.prod(x.shape, dtype=np.int64)), dtype=np.int64)
-        else:
-            src = node.inputs[0]
-            if src not in partial:
-                continue
-            picked = _pick(node, partial[src], ctx)
-            if picked is not None:
-                known[out] = picked
+            continue
+        found = dims_of(out, opset)
+        if found is None:
+            continue
+        y, positions, shape = found
+        dims = [y.shape[i] for i in positions]  # type: ignore[index]
+        if all(isinstance(d, int) for d in dims):
+            known[out] = np.array(dims, dtype=np.int64).reshape(shape)
     return known
-
-
-def _const_ints(v: Value | None) -> np.ndarray | None:
-    if v is None:
-        return None
-    t = v.constant()
-    if t is None or t.dtype not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
-        return None
-    return t.numpy().astype(np.int64)
-
-
-def _pick(node: Node, dims: list[int | None], ctx: PassContext) -> np.ndarray | None:
-    """Gather or Slice over a partly static shape vector, when every picked entry is static."""
-    n = len(dims)
-    if node.op_type == "Gather":
-        if node.attr("axis", 0) != 0:
-            return None
-        idx = _const_ints(node.inputs[1] if len(node.inputs) > 1 else None)
-        if idx is None or np.any(idx < -n) or np.any(idx >= n):
-            return None
-        flat = [dims[int(i)] for i in idx.reshape(-1)]
-        if any(d is None for d in flat):
-            return None
-        return np.array(flat, dtype=np.int64).reshape(idx.shape)
-    # Slice: opset >= 10 takes starts/ends/axes/steps as inputs, before that as attributes
-    opset = ctx.opset("") or 1
-    if opset >= 10:
-        ins = list(node.inputs) + [None] * (5 - len(node.inputs))
-        starts, ends = _const_ints(ins[1]), _const_ints(ins[2])
-        axes = _const_ints(ins[3]) if ins[3] is not None else np.array([0], np.int64)
-        steps = _const_ints(ins[4]) if ins[4] is not None else np.array([1], np.int64)
-    else:
-        starts = np.array(node.attr("starts", []), np.int64) if node.attr("starts") is not None else None
-        ends = np.array(node.attr("ends", []), np.int64) if node.attr("ends") is not None else None
-        axes, steps = np.array(node.attr("axes", [0]), np.int64), np.array([1], np.int64)
-    if starts is None or ends is None or axes is None or steps is None:
-        return None
-    if starts.size != 1 or ends.size != 1 or axes.size != 1 or steps.size != 1 or int(axes[0]) not in (0, -1):
-        return None
-    picked = dims[slice(int(starts[0]), int(min(ends[0], 2**62)), int(steps[0]))] if steps[0] != 0 else None
-    if picked is None or any(d is None for d in picked):
-        return None
-    return np.array(picked, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from graphopt.patterns import Builder, Match, Op, Rule, Var, rewrite
 from graphopt.shape_inference import infer_shapes
 from graphopt.tensors import Tensor
 
+from .dims import dims_of
+
 STANDARD = frozenset({"", "ai.onnx"})
 INT_MAX_LIKE = 2**31 - 1
 """Slice ends at or above this mean "to the end" in every exporter's output."""
@@ -98,7 +100,7 @@ def _noop_source(node: Node, ctx: PassContext) -> Value | None:
         like = _input(node, 1)
         return x if like is not None and x.dtype is not None and x.dtype == like.dtype else None
     if op == "Reshape":
-        return x if _reshape_is_noop(node, x) else None
+        return x if _reshape_is_noop(node, x, opset) else None
     if op == "Expand":
         return x if _expand_is_noop(x, _ints(_input(node, 1))) else None
     if op == "Transpose":
@@ -143,7 +145,7 @@ def _is_graph_output(node: Node, i: int) -> bool:
     return node.graph is not None and out is not None and _is_output(node.graph, out)
 
 
-def _reshape_is_noop(node: Node, x: Value) -> bool:
+def _reshape_is_noop(node: Node, x: Value, opset: int) -> bool:
     """True when the target shape provably equals x's shape, symbolic dims included.
 
     Each entry must be a copy of the same position (0, or x's own dim read back through Shape), or the same static
@@ -154,7 +156,7 @@ def _reshape_is_noop(node: Node, x: Value) -> bool:
         return False
     shape = _ints(_input(node, 1))
     if shape is None:
-        shape = _own_shape_entries(node, x)
+        shape = _own_shape_entries(node, x, opset)
     if shape is None or len(shape) != len(x.shape):
         return False
     allowzero = node.attr("allowzero", 0)
@@ -180,10 +182,10 @@ _UNKNOWN = -(2**62) + 1
 """Marks a target entry whose value is not known at compile time."""
 
 
-def _own_shape_entries(node: Node, x: Value) -> list[int] | None:
+def _own_shape_entries(node: Node, x: Value, opset: int) -> list[int] | None:
     """The target of Reshape(x, Concat(pieces)), with entries that copy x's dim at the same position marked _SAME.
 
-    A piece is a constant, or dims read back through Shape: Gather(Shape(y), [i...]) or Unsqueeze(Gather(.., i), 0).
+    A piece is a constant, or a vector of dims read back through Shape (see :func:`dims.dims_of`).
     Such a dim is x's own at position p when y is x and i == p, or when both are the same named symbolic dim (ONNX
     gives one name one value across a model). Other scalar pieces become _UNKNOWN; anything else gives None.
     """
@@ -199,7 +201,8 @@ def _own_shape_entries(node: Node, x: Value) -> list[int] | None:
         if const is not None:
             entries.extend(const)
             continue
-        source = _dim_source(piece)
+        found = dims_of(piece, opset)
+        source = (found[0], found[1]) if found is not None and len(found[2]) == 1 else None
         if source is None:
             if piece.shape != (1,):
                 return None
@@ -216,57 +219,7 @@ def _own_shape_entries(node: Node, x: Value) -> list[int] | None:
     return entries
 
 
-def _dim_source(v: Value) -> tuple[Value, list[int]] | None:
-    """(y, [i, j...]) when the 1-D value v holds y's dims i, j...: read through Shape(y) (with start/end), then any of
-    Gather on axis 0, Slice with unit steps, and Unsqueeze of a scalar Gather."""
-    p = v.producer
-    if p is None or p.domain not in STANDARD:
-        return None
-    if p.op_type == "Shape":
-        y = p.inputs[0] if p.inputs else None
-        rank = len(y.shape) if y is not None and y.shape is not None else None
-        if y is None or rank is None:
-            return None
-        start, end = p.attr("start", 0), p.attr("end", rank)
-        return y, list(range(rank))[slice(start, end)]
-    if p.op_type == "Unsqueeze":
-        axes = _ints(_input(p, 1)) if len(p.inputs) > 1 else p.attr("axes")
-        inner = _input(p, 0)
-        gather = inner.producer if inner is not None else None
-        if axes is None or list(axes) != [0] or gather is None or gather.op_type != "Gather":
-            return None
-        return _gathered_dims(gather, scalar=True)
-    if p.op_type == "Gather":
-        return _gathered_dims(p, scalar=False)
-    if p.op_type == "Slice" and len(p.inputs) >= 3:
-        src = _dim_source(p.inputs[0]) if p.inputs[0] is not None else None
-        starts, ends = _ints(_input(p, 1)), _ints(_input(p, 2))
-        axes = _ints(_input(p, 3)) if _input(p, 3) is not None else [0]
-        steps = _ints(_input(p, 4)) if _input(p, 4) is not None else [1]
-        if src is None or starts is None or ends is None or len(starts) != 1 or axes not in ([0], [-1]) or steps != [1]:
-            return None
-        y, idx = src
-        return y, idx[slice(starts[0], ends[0])]
-    return None
-
-
-def _gathered_dims(gather: Node, scalar: bool) -> tuple[Value, list[int]] | None:
-    """Gather(dims of y, indices) on axis 0; ``scalar``: the indices must be a scalar (the caller unsqueezes it)."""
-    if gather.domain not in STANDARD or gather.attr("axis", 0) != 0 or gather.inputs[0] is None:
-        return None
-    src = _dim_source(gather.inputs[0])
-    idx_val = _input(gather, 1)
-    t = idx_val.constant() if idx_val is not None else None
-    if src is None or t is None or len(t.dims) != (0 if scalar else 1):
-        return None
-    y, dims = src
-    picks = [int(i) for i in t.numpy().reshape(-1)]
-    if not all(-len(dims) <= i < len(dims) for i in picks):
-        return None
-    return y, [dims[i] for i in picks]
-
-
-def static_reshape_target(node: Node, x: Value) -> list[int] | None:
+def static_reshape_target(node: Node, x: Value, opset: int) -> list[int] | None:
     """A constant target equivalent to a Reshape's computed one, using 0 (copy) and -1 (infer); None if unproven.
 
     Entries that copy x's own dim become 0 (only without allowzero). A single unknown entry becomes -1 when every
@@ -274,7 +227,7 @@ def static_reshape_target(node: Node, x: Value) -> list[int] | None:
     """
     if _ints(_input(node, 1)) is not None or node.attr("allowzero", 0):
         return None
-    entries = _own_shape_entries(node, x)
+    entries = _own_shape_entries(node, x, opset)
     if entries is None:
         return None
     unknown = entries.count(_UNKNOWN)
@@ -386,7 +339,7 @@ def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
     op = node.op_type
     if op == "Reshape":
         x = _input(node, 0)
-        target = static_reshape_target(node, x) if x is not None else None
+        target = static_reshape_target(node, x, ctx.opset("") or 1) if x is not None else None
         if target is not None:
             name = f"{node.name or 'reshape'}_shape"
             node.set_input(1, graph.make_constant(Tensor.from_numpy(np.array(target, dtype=np.int64)), name))

@@ -1,0 +1,98 @@
+"""Which dims of which tensor a shape-arithmetic value holds, read through Shape, Gather, Slice and Unsqueeze.
+
+Exporters compute shapes at run time: ``Shape(x)``, then ``Gather``/``Slice`` to pick dims, ``Unsqueeze`` to make
+a scalar a vector, ``Concat`` to assemble a target. :func:`dims_of` follows such a chain back to the tensor whose
+dims it reads. fold-constants uses it to fold picks of static dims; merge-consecutive uses it to see that a computed
+Reshape target copies dims of the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from graphopt.ir import Node, Value
+
+STANDARD = frozenset({"", "ai.onnx"})
+
+
+def const_ints(v: Value | None) -> np.ndarray | None:
+    """The value as an int64 array, if it is an int32/int64 constant."""
+    t = v.constant() if v is not None else None
+    if t is None or t.dtype not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        return None
+    return t.numpy().astype(np.int64)
+
+
+def dims_of(v: Value | None, opset: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
+    """``(y, positions, shape)`` when ``v`` holds the dims of ``y`` at ``positions``, laid out as ``shape`` (``()``
+    for a scalar, ``(k,)`` for a vector); None when ``v`` is anything else or a pick cannot be resolved."""
+    p = v.producer if v is not None else None
+    if p is None or p.domain not in STANDARD:
+        return None
+    if p.op_type == "Shape":
+        y = p.inputs[0] if p.inputs else None
+        if y is None or y.shape is None:
+            return None
+        rank = len(y.shape)
+        start, end = p.attr("start", 0), p.attr("end", rank)
+        start = min(max(start + rank if start < 0 else start, 0), rank)
+        end = min(max(end + rank if end < 0 else end, 0), rank)
+        positions = list(range(start, end))
+        return y, positions, (len(positions),)
+    if p.op_type == "Gather":
+        return _gather(p, opset)
+    if p.op_type == "Slice":
+        return _slice(p, opset)
+    if p.op_type == "Unsqueeze":  # a picked scalar made a one-element vector
+        axes = const_ints(p.inputs[1] if len(p.inputs) > 1 else None) if opset >= 13 else p.attr("axes")
+        src = dims_of(p.inputs[0], opset)
+        if axes is None or [int(a) for a in np.asarray(axes).reshape(-1)] not in ([0], [-1]) or src is None:
+            return None
+        y, positions, shape = src
+        return (y, positions, (1,)) if shape == () else None
+    return None
+
+
+def _vector(v: Value | None, opset: int) -> tuple[Value, list[int]] | None:
+    found = dims_of(v, opset)
+    if found is None or len(found[2]) != 1:
+        return None
+    return found[0], found[1]
+
+
+def _gather(node: Node, opset: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
+    src = _vector(node.inputs[0], opset)
+    idx = const_ints(node.inputs[1] if len(node.inputs) > 1 else None)
+    if node.attr("axis", 0) != 0 or src is None or idx is None:
+        return None
+    y, positions = src
+    n = len(positions)
+    if np.any(idx < -n) or np.any(idx >= n):
+        return None
+    return y, [positions[int(i)] for i in idx.reshape(-1)], tuple(idx.shape)
+
+
+def _slice(node: Node, opset: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
+    src = _vector(node.inputs[0], opset)
+    if src is None:
+        return None
+    # opset >= 10 takes starts/ends/axes/steps as inputs, before that as attributes
+    if opset >= 10:
+        ins = list(node.inputs) + [None] * (5 - len(node.inputs))
+        starts, ends = const_ints(ins[1]), const_ints(ins[2])
+        axes = const_ints(ins[3]) if ins[3] is not None else np.array([0], np.int64)
+        steps = const_ints(ins[4]) if ins[4] is not None else np.array([1], np.int64)
+    else:
+        starts = np.array(node.attr("starts", []), np.int64) if node.attr("starts") is not None else None
+        ends = np.array(node.attr("ends", []), np.int64) if node.attr("ends") is not None else None
+        axes, steps = np.array(node.attr("axes", [0]), np.int64), np.array([1], np.int64)
+    if starts is None or ends is None or axes is None or steps is None:
+        return None
+    if starts.size != 1 or ends.size != 1 or axes.size != 1 or steps.size != 1 or int(axes[0]) not in (0, -1):
+        return None
+    if steps[0] == 0:
+        return None
+    y, positions = src
+    picked = positions[slice(int(starts[0]), int(min(ends[0], 2**62)), int(steps[0]))]
+    return y, picked, (len(picked),)
