@@ -8,7 +8,7 @@ import pytest
 
 import graphopt
 from tests.backend_cases import backend_cases
-from tests.test_roundtrip_backend import _feeds, _random_feeds, _session
+from tests.test_roundtrip_backend import _session, run_original_or_skip
 
 CASES = backend_cases()
 RTOL, ATOL = 1e-3, 1e-7  # what onnx.backend.test uses
@@ -33,12 +33,7 @@ def _close(got: object, exp: object) -> bool:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_o2_keeps_expected_outputs(case) -> None:
     original = case.load_proto()
-    try:
-        sess = _session(original)
-        feeds = _feeds(sess, case.inputs) if case.inputs is not None else _random_feeds(sess)
-        reference = sess.run(None, feeds)
-    except Exception:  # noqa: BLE001 - onnxruntime cannot run this original; nothing to compare
-        pytest.skip("onnxruntime does not run the original model")
+    feeds, reference = run_original_or_skip(case, original)
     expected = list(case.outputs) if case.outputs is not None else reference
     if not _close(reference, expected):
         pytest.skip("onnxruntime does not reproduce the expected outputs of the original")

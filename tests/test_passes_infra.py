@@ -124,6 +124,15 @@ def test_levels_name_pipelines() -> None:
         passes_api.level_pipeline(7)
 
 
+def install_fake_plugin(folder: Path, dist: str, entry: str) -> None:
+    """Make ``folder`` (to be put on sys.path) hold an installed distribution ``dist`` whose ``graphopt.passes``
+    entry point is ``entry`` ("name = module:object")."""
+    info = folder / f"{dist}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[graphopt.passes]\n{entry}\n")
+
+
 def test_plugin_pass_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_graphopt_plugin.py").write_text(
         textwrap.dedent(
@@ -139,10 +148,7 @@ def test_plugin_pass_from_entry_point(tmp_path: Path, monkeypatch: pytest.Monkey
             """
         )
     )
-    dist = tmp_path / "my_graphopt_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-graphopt-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[graphopt.passes]\nplugged = my_graphopt_plugin:Plugged\n")
+    install_fake_plugin(tmp_path, "my_graphopt_plugin", "plugged = my_graphopt_plugin:Plugged")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(passes_api, "_PLUGINS_LOADED", False)
     try:
@@ -153,10 +159,7 @@ def test_plugin_pass_from_entry_point(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_broken_plugin_warns_and_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dist = tmp_path / "broken_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[graphopt.passes]\nbroken = no_such_module_xyz:Pass\n")
+    install_fake_plugin(tmp_path, "broken_plugin", "broken = no_such_module_xyz:Pass")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(passes_api, "_PLUGINS_LOADED", False)
     with pytest.warns(UserWarning, match="could not load pass plugin 'broken'"):

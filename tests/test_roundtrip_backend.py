@@ -44,6 +44,16 @@ def _random_feeds(sess: ort.InferenceSession) -> dict:
     return feeds
 
 
+def run_original_or_skip(case, original: onnx.ModelProto) -> tuple[dict, list]:
+    """The feeds for a backend case and onnxruntime's outputs on the original; skips the test if it cannot run."""
+    try:
+        sess = _session(original)
+        feeds = _feeds(sess, case.inputs) if case.inputs is not None else _random_feeds(sess)
+        return feeds, sess.run(None, feeds)
+    except Exception:  # noqa: BLE001 - onnxruntime cannot run this original; nothing to compare
+        pytest.skip("onnxruntime does not run the original model")
+
+
 def _same(a: object, b: object) -> bool:
     if isinstance(a, list | tuple):
         return isinstance(b, list | tuple) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
@@ -79,12 +89,7 @@ def test_roundtrip_is_lossless_and_runs_identically(case, tmp_path) -> None:
     assert saved == original, "round-trip changed the protobuf"
     assert graphopt.to_proto(model) == original
 
-    try:
-        sess = _session(original)
-        feeds = _feeds(sess, case.inputs) if case.inputs is not None else _random_feeds(sess)
-        expected = sess.run(None, feeds)
-    except Exception:  # noqa: BLE001 - onnxruntime cannot run this original; nothing to compare
-        pytest.skip("onnxruntime does not run the original model")
+    feeds, expected = run_original_or_skip(case, original)
     got = _session(str(out)).run(None, feeds)
     assert len(got) == len(expected)
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):

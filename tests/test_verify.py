@@ -16,6 +16,7 @@ from graphopt.cli import main
 from graphopt.errors import VerificationError
 from graphopt.testing import assert_models_close
 from tests.test_graphsurgeon import _model  # x -> Identity -> Relu -> Identity -> y
+from tests.test_passes_infra import install_fake_plugin
 
 BROKEN_PLUGIN = """
 from graphopt import Pass
@@ -91,10 +92,7 @@ def test_verify_undoes_a_broken_entry_point_plugin(tmp_path: Path) -> None:
     import sys
 
     (tmp_path / "bad_plugin.py").write_text(BROKEN_PLUGIN)
-    dist = tmp_path / "bad_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[graphopt.passes]\nswap = bad_plugin:ReluToNeg\n")
+    install_fake_plugin(tmp_path, "bad_plugin", "swap = bad_plugin:ReluToNeg")
     src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
     onnx.save(_model(), str(src))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
