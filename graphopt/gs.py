@@ -45,13 +45,12 @@ def run_graphsurgeon(func: Any, model: Model, options: dict[str, Any]) -> bool:
     """Run ``func(gs_graph, **options)`` on ``model``; adopt the result into ``model`` if anything changed."""
     from graphopt.onnx_io import from_proto, to_proto
 
-    before = to_proto(model)
-    graph = _gs().import_onnx(before)
+    graph = _gs().import_onnx(to_proto(model))
+    # graphsurgeon exports what it imported with its own defaults: compare against its export before the function
+    baseline = _gs().export_onnx(graph)
     func(graph, **options)
     graph.cleanup().toposort()
     after = _gs().export_onnx(graph)
-    # graphsurgeon re-exports what it imported with its own defaults; compare against a plain round trip of it
-    baseline = _gs().export_onnx(_gs().import_onnx(before))
     if after.graph == baseline.graph and list(after.functions) == list(baseline.functions):
         return False
     model.take_contents(from_proto(after))
