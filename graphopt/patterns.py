@@ -299,15 +299,11 @@ def apply(rule: Rule, m: Match) -> bool:
     for old, value in zip(outs, new, strict=True):
         if old is not None and value is not None and old is not value:
             m.graph.replace_all_uses_with(old, value)
-    for node in sorted(m.nodes, key=_order_key(m.graph), reverse=True):
+    # m.nodes is in match order (each node before the inputs it matched), so readers go before what they read
+    for node in m.nodes:
         if node.graph is m.graph and all(o is None or (not o.uses and o not in m.graph.outputs) for o in node.outputs):
             m.graph.remove(node)
     return True
-
-
-def _order_key(graph: Graph) -> Callable[[Node], int]:
-    position = {id(n): i for i, n in enumerate(graph)}
-    return lambda n: position.get(id(n), -1)
 
 
 def rewrite(graph: Graph, rules: Iterable[Rule], ctx: PassContext, counts: dict[str, int] | None = None) -> bool:
