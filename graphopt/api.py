@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import onnx
 
+from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.onnx_io import from_proto, load, to_proto
 from graphopt.pass_manager import PassManager, PassReport, ProgressHook
@@ -26,6 +28,9 @@ def optimize(
     report: list[PassReport] | None = None,
     progress: ProgressHook | None = None,
     logger: logging.Logger | None = None,
+    quantize: str | None = None,
+    calibration: Iterable[Mapping[str, Any]] | None = None,
+    quantize_options: Any = None,
     **options: Any,
 ) -> onnx.ModelProto | Model:
     """Optimize a model and return it.
@@ -38,7 +43,16 @@ def optimize(
 
     ``verify=True`` checks every pass that changed the model under onnxruntime on generated inputs against the model
     before it; a pass that moved the outputs is undone with a warning (``strict=True``: raise VerificationError).
+
+    ``quantize="int8"`` quantizes the result to QDQ int8 for ``target`` after the pipeline, calibrated on
+    ``calibration`` (an iterable of feed dicts keyed by input name); ``quantize_options`` is a
+    :class:`graphopt.quantize.QuantizeConfig` or a dict of its fields (method, exclude, max_error, ...). The
+    quantization report is ``report[0].quantization``.
     """
+    if quantize not in (None, "int8"):
+        raise GraphoptError(f"quantize must be 'int8', got {quantize!r}")
+    if quantize and calibration is None:
+        raise GraphoptError("quantize='int8' needs calibration data: pass calibration=[{input name: array}, ...]")
     is_proto = isinstance(model, onnx.ModelProto)
     ir = from_proto(model) if is_proto else load(model)
     pipeline = as_passes(passes) if passes is not None else level_pipeline(level)
@@ -49,6 +63,10 @@ def optimize(
         ctx.logger = logger
     manager = PassManager(pipeline, fixed_point=fixed_point, progress=progress, verify=verify, strict=strict)
     result = manager.run(ir, ctx)
+    if quantize:
+        from graphopt.quantize import quantize_model
+
+        result.quantization = quantize_model(ir, calibration, target, quantize_options)  # type: ignore[arg-type]
     if report is not None:
         report.append(result)
     return to_proto(ir) if is_proto else ir

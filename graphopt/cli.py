@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
     )
     opt.add_argument("--strict", action="store_true", help="with --verify: stop with exit code 1 instead of undoing")
+    _quantize_flags(opt)
     _output_flags(opt)
 
     ins = sub.add_parser("inspect", help="show opsets, inputs/outputs, op counts, parameters and subgraphs")
@@ -111,6 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
     pas = sub.add_parser("passes", help="list the registered passes and their options")
     pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _quantize_flags(opt: argparse.ArgumentParser) -> None:
+    q = opt.add_argument_group("quantization (after the optimization level's passes)")
+    q.add_argument("--quantize", choices=("int8",), help="quantize to int8 QDQ for --target")
+    q.add_argument("--calib-data", metavar="DIR", help="calibration data: .npz files, each one feed dict by input name")
+    q.add_argument(
+        "--calib-random", type=int, metavar="N", help="calibrate on N random samples (smoke tests: poor ranges)"
+    )
+    q.add_argument(
+        "--calib-method",
+        choices=("minmax", "percentile", "entropy"),
+        default="percentile",
+        help="how ranges come from the calibration data (default percentile)",
+    )
+    q.add_argument("--percentile", type=float, default=99.999, help="central share kept by --calib-method percentile")
+    q.add_argument(
+        "--calib-cache",
+        metavar="FILE|off",
+        help="calibration cache file (default: one per model and data in ~/.cache/graphopt/calibration)",
+    )
+    q.add_argument("--exclude", action="append", default=[], metavar="NAME", help="keep this node float (repeatable)")
+    q.add_argument("--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float")
+    q.add_argument("--exclude-regex", action="append", default=[], metavar="RX", help="keep nodes whose name matches")
+    q.add_argument("--quantize-ops", metavar="OPS", help="comma-separated op types to quantize instead of the default")
+    q.add_argument(
+        "--max-error",
+        type=float,
+        metavar="E",
+        help="keep the most sensitive layers float until the output's relative error on the calibration set is <= E",
+    )
+    q.add_argument(
+        "--reduce-range",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="7-bit weights for CPUs without VNNI (auto: detect the CPU; target ort)",
+    )
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
@@ -208,6 +247,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
     if out.exists() and out.is_dir():
         raise GraphoptError(f"{out}: output is a directory")
+    quant_config = _quantize_config(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
     fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
@@ -235,6 +275,11 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         progress.remove_task(task)
         times["optimize"] = time.perf_counter() - t0
 
+        if quant_config is not None:
+            t0 = time.perf_counter()
+            report.quantization = _quantize(args, model, quant_config, progress, err)
+            times["quantize"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
         save_task = progress.add_task(f"saving {out.name}", total=None)
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
@@ -258,11 +303,146 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         "timing": {k: round(v, 4) for k, v in times.items()},
         **report.to_dict(),
     }
+    if report.quantization is not None:
+        summary["quantization"] = report.quantization.to_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         _print_report(_stdout(), report, summary)
+        if report.quantization is not None:
+            _print_quantization(_stdout(), report.quantization)
     return 0
+
+
+def _quantize_config(args: argparse.Namespace) -> Any:
+    """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
+    from graphopt.quantize import QuantizeConfig
+
+    calib_flags = [
+        f
+        for f, v in (
+            ("--calib-data", args.calib_data),
+            ("--calib-random", args.calib_random),
+            ("--max-error", args.max_error),
+            ("--quantize-ops", args.quantize_ops),
+        )
+        if v is not None
+    ]
+    if not args.quantize:
+        if calib_flags:
+            raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
+        return None
+    if args.calib_data and args.calib_random is not None:
+        raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
+    if not args.calib_data and args.calib_random is None:
+        raise GraphoptError(
+            "--quantize needs calibration data: --calib-data DIR (or --calib-random N for a smoke test)"
+        )
+    if args.calib_random is not None and args.calib_random < 1:
+        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
+    if args.max_error is not None and not args.max_error > 0:
+        raise GraphoptError(f"--max-error must be positive, got {args.max_error}")
+    if not 0 < args.percentile <= 100:
+        raise GraphoptError(f"--percentile must be in (0, 100], got {args.percentile}")
+    for rx in args.exclude_regex:
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            raise GraphoptError(f"--exclude-regex {rx!r}: {exc}") from None
+    if args.calib_data:
+        folder = Path(args.calib_data)
+        if not folder.is_dir():
+            raise GraphoptError(f"{folder}: calibration data directory not found")
+    cache: Any = True
+    if args.calib_cache:
+        cache = False if args.calib_cache == "off" else args.calib_cache
+    return QuantizeConfig(
+        method=args.calib_method,
+        percentile=args.percentile,
+        op_types=[o.strip() for o in args.quantize_ops.split(",") if o.strip()] if args.quantize_ops else None,
+        exclude=list(args.exclude),
+        exclude_ops=list(args.exclude_op),
+        exclude_regex=list(args.exclude_regex),
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+        max_error=args.max_error,
+        cache=cache,
+    )
+
+
+def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Progress, err: Console) -> Any:
+    import warnings
+
+    from graphopt import calibration
+    from graphopt.quantize import quantize_model
+
+    if args.calib_data:
+        named = calibration.load_dir(args.calib_data)
+        for path, feed in named:
+            calibration.check_feed(model, feed, str(path))
+        feeds = [feed for _, feed in named]
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            feeds = calibration.random_feeds(model, args.calib_random)
+        for w in caught:
+            if not args.quiet:
+                err.print(f"graphopt: warning: {w.message}", highlight=False, markup=False)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    try:
+        return quantize_model(model, feeds, args.target, config, progress=on_progress)
+    finally:
+        for task in tasks.values():
+            progress.remove_task(task)
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _print_quantization(console: Console, q: Any) -> None:
+    table = Table(title=f"int8 quantization (target {q.target})", title_justify="left")
+    for col in ("layer", "op", "in scale", "weight scale", "out scale", "relu", "SQNR dB"):
+        table.add_column(col, justify="right" if "scale" in col or "dB" in col else "left")
+    alone = any(layer.alone_sqnr_db is not None for layer in q.layers)
+    if alone:
+        table.add_column("alone dB", justify="right")
+    if q.target == "ort":
+        table.add_column("runs as")
+    for layer in q.layers:
+        w = layer.weight_scale
+        row = [
+            escape(layer.name),
+            layer.op_type,
+            _fmt(layer.input_scale),
+            "-" if w is None else (f"{w[0]:.3g}" if w[0] == w[1] else f"{w[0]:.3g}..{w[1]:.3g}"),
+            _fmt(layer.output_scale),
+            layer.absorbed or "",
+            _fmt(layer.sqnr_db, ".1f"),
+        ]
+        if alone:
+            row.append(_fmt(layer.alone_sqnr_db, ".1f"))
+        if q.target == "ort":
+            row.append(layer.fused_as or "[yellow]float[/]")
+        table.add_row(*row)
+    console.print(table)
+    source = f"{q.batches} calibration batch(es){', from cache' if q.cached else ''}"
+    method = q.method + (f" {q.percentile:g}" if q.method == "percentile" else "")
+    fused = f", {q.fused_count} run as integer kernels" if q.target == "ort" else ""
+    console.print(
+        f"int8: {len(q.layers)} layers quantized{fused}; {method} ranges from {source}; output error "
+        f"{q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}; parameters "
+        f"{human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}; weights: {q.reduce_range_reason}",
+        highlight=False,
+        markup=False,
+    )
+    if q.kept_float:
+        console.print(f"kept float by --max-error: {', '.join(q.kept_float)}", highlight=False, markup=False)
 
 
 def _file_size(path: Path) -> int:

@@ -47,6 +47,8 @@ class PassReport:
     """Passes whose change was undone because the outputs moved (one entry per undone run)."""
     unverifiable: str = ""
     """Why verification could not run (onnxruntime cannot run the model), if so."""
+    quantization: Any = None
+    """The QuantReport when ``optimize`` quantized the model after the pipeline."""
 
     @property
     def changed(self) -> bool:

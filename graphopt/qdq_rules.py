@@ -1,0 +1,191 @@
+"""A checker for TensorRT's explicit-quantization rules on QDQ graphs (no GPU needed).
+
+The rules, from TensorRT's documentation on explicit quantization (Q/DQ networks), as graph properties:
+
+1. standard ONNX ops only: no custom domains, no QLinear*/ConvInteger/MatMulInteger forms;
+2. int8 quantization is symmetric: every QuantizeLinear/DequantizeLinear zero point is int8 and zero, every scale a
+   positive finite constant;
+3. per-axis scales only on weights: a per-axis DequantizeLinear reads a constant and feeds the weight input of a
+   Conv/ConvTranspose/Gemm/MatMul along that op's output-channel axis; activations are per tensor;
+4. Q/DQ come in pairs: a QuantizeLinear output is read only by DequantizeLinears with the same scale and zero point,
+   and a DequantizeLinear reads either such a QuantizeLinear or an int8 constant (pre-quantized weights);
+5. a quantized Conv/ConvTranspose/Gemm/MatMul has both its data and its weight input dequantized (not just one);
+6. biases stay float: no DequantizeLinear (and no int32) on the bias input;
+7. on a residual Add joining a conv branch and a skip connection, the conv-branch input is not quantized (TensorRT
+   fuses the Add into the convolution and wants the skip input quantized);
+8. per-axis Q/DQ needs opset 13 or later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from graphopt.ir import Graph, Model, Node, Value
+
+LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+STANDARD = ("", "ai.onnx")
+INTEGER_FORMS = ("QLinear", "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantize")
+
+Report = Callable[[int, Node, str], None]
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: int
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"rule {self.rule}: {self.node}: {self.message}"
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    if v is None:
+        return None
+    t = v.constant()
+    return None if t is None else t.numpy()
+
+
+def _weight_axis(node: Node) -> int | None:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        return 0 if int(node.attr("transB", 0)) else 1
+    if node.op_type == "MatMul":
+        return 1
+    return None
+
+
+def _dq_producer(v: Value | None) -> Node | None:
+    p = v.producer if v is not None else None
+    return p if p is not None and p.op_type == "DequantizeLinear" else None
+
+
+def _from_linear(v: Value | None) -> bool:
+    p = v.producer if v is not None else None
+    return p is not None and p.op_type in LINEAR
+
+
+def check_tensorrt(model: Model | onnx.ModelProto) -> list[Violation]:
+    """Every place ``model`` breaks TensorRT's Q/DQ rules (an empty list: it follows them)."""
+    if isinstance(model, onnx.ModelProto):
+        from graphopt.onnx_io import from_proto
+
+        model = from_proto(model)
+    found: list[Violation] = []
+    opset = model.opset("") or 0
+    for graph in model.graphs():
+        _check_graph(graph, opset, found)
+    return found
+
+
+def _check_graph(graph: Graph, opset: int, found: list[Violation]) -> None:
+    def bad(rule: int, node: Node, message: str) -> None:
+        found.append(Violation(rule, node.name or node.op_type, message))
+
+    for n in graph:
+        if n.domain not in STANDARD or n.op_type.startswith(INTEGER_FORMS):
+            bad(1, n, f"{n.domain + '.' if n.domain else ''}{n.op_type} is not a standard ONNX op TensorRT can parse")
+            continue
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            _check_qdq(n, opset, bad)
+        if n.op_type in LINEAR:
+            _check_linear(n, bad)
+        if n.op_type == "Add" and len(n.inputs) == 2:
+            a, b = n.inputs
+            for mine, other in ((a, b), (b, a)):
+                dq = _dq_producer(mine)
+                if dq is None:
+                    continue
+                q = dq.inputs[0].producer if dq.inputs[0] is not None else None
+                if (
+                    q is not None
+                    and q.op_type == "QuantizeLinear"
+                    and _from_linear(q.inputs[0])
+                    and not (_from_linear(other) or (_dq_producer(other) is not None))
+                ):
+                    bad(7, n, "the conv-branch input of a residual Add is quantized; quantize the skip input instead")
+
+
+def _check_qdq(n: Node, opset: int, report: Report) -> None:
+    scale = _const(n.inputs[1] if len(n.inputs) > 1 else None)
+    zp_v = n.inputs[2] if len(n.inputs) > 2 else None
+    zp = _const(zp_v)
+    if scale is None:
+        report(2, n, "scale is not a constant")
+    elif not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        report(2, n, "scale must be positive and finite")
+    if zp_v is None:
+        # no zero point means uint8 in ONNX: not TensorRT's int8
+        report(2, n, "no zero point (uint8 by default); TensorRT needs an int8 zero point of 0")
+    elif zp is None:
+        report(2, n, "zero point is not a constant")
+    else:
+        if zp.dtype != np.int8:
+            report(2, n, f"zero point is {zp.dtype}; TensorRT quantizes to int8")
+        if np.any(zp != 0):
+            report(2, n, "zero point is not 0 (TensorRT's int8 quantization is symmetric)")
+    per_axis = scale is not None and scale.size > 1
+    if per_axis and opset < 13:
+        report(8, n, f"per-axis scales need opset 13, the model has {opset}")
+    if n.op_type == "QuantizeLinear":
+        out = n.outputs[0]
+        readers = out.users() if out is not None else []
+        if not readers:
+            return
+        for r in readers:
+            if r.op_type != "DequantizeLinear":
+                report(4, n, f"QuantizeLinear output read by {r.op_type} {r.name!r}, not a DequantizeLinear")
+            elif not _same_params(n, r):
+                report(4, n, f"DequantizeLinear {r.name!r} uses other scale/zero point than its QuantizeLinear")
+        if per_axis:
+            report(3, n, "per-axis QuantizeLinear on an activation; activations are quantized per tensor")
+        return
+    # DequantizeLinear
+    src = n.inputs[0]
+    const = _const(src)
+    if const is not None:
+        if const.dtype != np.int8:
+            report(6 if const.dtype == np.int32 else 2, n, f"dequantizes a {const.dtype} constant; TensorRT wants int8")
+    elif src is None or src.producer is None or src.producer.op_type != "QuantizeLinear":
+        report(4, n, "DequantizeLinear does not read a QuantizeLinear or an int8 constant")
+    elif per_axis:
+        report(3, n, "per-axis DequantizeLinear on an activation; activations are quantized per tensor")
+    if per_axis and const is not None:
+        axis = int(n.attr("axis", 1))
+        for r in n.outputs[0].users() if n.outputs[0] is not None else []:
+            want = _weight_axis(r)
+            if r.op_type not in LINEAR or r.inputs[1] is not n.outputs[0]:
+                report(3, n, f"per-axis weights feed {r.op_type} {r.name!r}, not a weight input")
+            elif want is not None and axis % max(const.ndim, 1) != want:
+                report(3, n, f"per-axis scales on axis {axis}; {r.op_type} needs its output-channel axis {want}")
+
+
+def _same_params(q: Node, dq: Node) -> bool:
+    for i in (1, 2):
+        a = q.inputs[i] if len(q.inputs) > i else None
+        b = dq.inputs[i] if len(dq.inputs) > i else None
+        if a is b:
+            continue
+        ca, cb = _const(a), _const(b)
+        if ca is None or cb is None or ca.shape != cb.shape or not np.array_equal(ca, cb):
+            return False
+    return True
+
+
+def _check_linear(n: Node, report: Report) -> None:
+    ins = n.inputs
+    data, weight = ins[0], ins[1] if len(ins) > 1 else None
+    dq_data, dq_weight = _dq_producer(data), _dq_producer(weight)
+    if (dq_data is None) != (dq_weight is None):
+        # an activation-by-activation MatMul may legitimately quantize neither or both; a half-quantized op is a bug
+        which = "weight" if dq_weight is None else "data"
+        report(5, n, f"data and weight must both be dequantized; the {which} input is float")
+    if len(ins) > 2 and ins[2] is not None and n.op_type != "MatMul" and _dq_producer(ins[2]) is not None:
+        report(6, n, "the bias is quantized; TensorRT keeps biases float")

@@ -1,0 +1,502 @@
+"""Int8 QDQ quantization of a model: calibrate, place Q/DQ for the target, measure, report.
+
+``quantize_model`` runs on a model that has been through the lossless passes (BatchNorm and constants folded):
+
+1. shape inference types the activations; ``passes.quantize.plan`` picks the nodes and the tensors to measure;
+2. ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the chosen method
+   turns the statistics into ranges;
+3. with ``max_error``, each layer's sensitivity is measured (the model's output SQNR with that layer alone in int8)
+   and the worst layers stay float until the model's output error on the calibration set is at most ``max_error``;
+4. ``passes.quantize.apply`` inserts the Q/DQ pairs and quantized weights;
+5. the report measures per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
+   onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
+   output error and parameter bytes before and after.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from graphopt import calibration as calib
+from graphopt.errors import GraphoptError
+from graphopt.ir import Model
+from graphopt.onnx_io import from_proto
+from graphopt.pass_manager import PassManager
+from graphopt.passes import quantize as placement
+from graphopt.shape_inference import infer_shapes
+
+logger = logging.getLogger("graphopt.quantize")
+
+FUSED_OPS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearConcat",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConvTranspose",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+    }
+)
+"""onnxruntime's integer kernels: a layer whose computation ends up in one of these ran in int8."""
+
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class QuantizeConfig:
+    """How to quantize. ``exclude`` entries match node names exactly; ``exclude_ops`` op types; ``exclude_regex``
+    node names by ``re.search``. ``reduce_range`` None means: decide from the CPU (7-bit weights without VNNI)."""
+
+    method: str = "percentile"
+    percentile: float = 99.999
+    op_types: Sequence[str] | None = None
+    exclude: Sequence[str] = ()
+    exclude_ops: Sequence[str] = ()
+    exclude_regex: Sequence[str] = ()
+    per_channel: bool = True
+    reduce_range: bool | None = None
+    max_error: float | None = None
+    cache: str | os.PathLike[str] | bool | None = True
+    threads: int | None = None
+
+    @classmethod
+    def of(cls, value: QuantizeConfig | Mapping[str, Any] | None) -> QuantizeConfig:
+        if value is None:
+            return cls()
+        if isinstance(value, QuantizeConfig):
+            return value
+        unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise GraphoptError(f"unknown quantization option {unknown[0]!r}")
+        return cls(**value)
+
+    def selection(self, extra_names: Iterable[str] = ()) -> placement.Selection:
+        return placement.Selection(
+            op_types=frozenset(self.op_types) if self.op_types is not None else None,
+            exclude_names=frozenset(self.exclude) | frozenset(extra_names),
+            exclude_ops=frozenset(self.exclude_ops),
+            exclude_regex=tuple(self.exclude_regex),
+        )
+
+
+@dataclass
+class LayerReport:
+    name: str
+    op_type: str
+    input_scale: float | None
+    weight_scale: tuple[float, float] | None
+    output_scale: float | None
+    absorbed: str | None
+    sqnr_db: float | None = None
+    alone_sqnr_db: float | None = None
+    fused: bool | None = None
+    fused_as: str | None = None
+
+
+@dataclass
+class QuantReport:
+    target: str
+    method: str
+    percentile: float
+    batches: int
+    cached: bool
+    cache_file: str | None
+    reduce_range: bool
+    reduce_range_reason: str
+    per_channel: bool
+    layers: list[LayerReport] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)
+    """Layers left float by ``max_error`` (worst first)."""
+    error_rel: float = float("nan")
+    error_max_abs: float = float("nan")
+    sqnr_db: float = float("nan")
+    param_bytes_before: int = 0
+    param_bytes_after: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fused_count(self) -> int:
+        return sum(1 for layer in self.layers if layer.fused)
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(x: Any) -> Any:
+            if isinstance(x, float) and not math.isfinite(x):
+                return None
+            return x
+
+        return {
+            "target": self.target,
+            "method": self.method,
+            "percentile": self.percentile if self.method == "percentile" else None,
+            "calibration_batches": self.batches,
+            "calibration_cached": self.cached,
+            "calibration_cache": self.cache_file,
+            "reduce_range": self.reduce_range,
+            "reduce_range_reason": self.reduce_range_reason,
+            "per_channel": self.per_channel,
+            "output_error_rel": clean(self.error_rel),
+            "output_error_max_abs": clean(self.error_max_abs),
+            "output_sqnr_db": clean(self.sqnr_db),
+            "param_bytes_before": self.param_bytes_before,
+            "param_bytes_after": self.param_bytes_after,
+            "kept_float": self.kept_float,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "layers": [{k: clean(v) for k, v in vars(layer).items()} for layer in self.layers],
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CPU
+# --------------------------------------------------------------------------------------------------------------------
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_vnni(cpuinfo: str | None = None) -> tuple[bool | None, str]:
+    """Whether the CPU has VNNI int8 dot products (and which flag says so); None when it cannot be told."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None, "CPU flags unknown"
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            found = [f for f in VNNI_FLAGS if f in flags]
+            return (True, found[0]) if found else (False, "no VNNI")
+    return None, "CPU flags unknown"
+
+
+def choose_reduce_range(config: QuantizeConfig, target: str) -> tuple[bool, str]:
+    if target != "ort":
+        return False, "target tensorrt: full int8 weights"
+    if config.reduce_range is not None:
+        return config.reduce_range, "set by the user"
+    vnni, flag = cpu_vnni()
+    if vnni:
+        return False, f"CPU has VNNI ({flag}): full-range int8 weights"
+    if vnni is None:
+        return True, f"{flag}: 7-bit weights to avoid u8s8 saturation"
+    return True, "CPU has no VNNI: 7-bit weights so u8s8 products cannot saturate"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------------------------
+def _param_bytes(model: Model) -> int:
+    return sum(v.const.nbytes for g in model.graphs() for v in g.initializers.values() if v.const is not None)
+
+
+def _run(
+    proto: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    names: Sequence[str] | None = None,
+    optimization: str = "all",
+    threads: int | None = None,
+) -> list[list[np.ndarray]]:
+    from graphopt import runtime
+
+    sess = runtime.session(proto, threads=threads, optimization=optimization)
+    return [sess.run(list(names) if names is not None else None, dict(f)) for f in feeds]
+
+
+def output_error(
+    reference: Sequence[Sequence[np.ndarray]], other: Sequence[Sequence[np.ndarray]]
+) -> tuple[float, float]:
+    """Relative L2 error (||other - ref|| / ||ref|| over all float outputs and batches) and the max abs error."""
+    signal = noise = 0.0
+    max_abs = 0.0
+    for ref_batch, got_batch in zip(reference, other, strict=True):
+        for a, b in zip(ref_batch, got_batch, strict=True):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.dtype.kind != "f":
+                continue
+            d = b.astype(np.float64) - a.astype(np.float64)
+            signal += float(np.sum(np.square(a, dtype=np.float64)))
+            noise += float(np.sum(np.square(d)))
+            if d.size:
+                max_abs = max(max_abs, float(np.max(np.abs(d))))
+    rel = math.sqrt(noise / signal) if signal > 0 else (0.0 if noise == 0 else float("inf"))
+    return rel, max_abs
+
+
+def sqnr_db(rel_error: float) -> float:
+    return float("inf") if rel_error == 0 else -20.0 * math.log10(rel_error)
+
+
+def _name_nodes(model: Model) -> None:
+    """Give every unnamed main-graph node a name: exclusions, reports and sensitivity copies go by name."""
+    for n in model.graph:
+        if not n.name:
+            n.name = model.graph.unique_name(f"{n.op_type}_node")
+
+
+def _quantized_copy(
+    base: onnx.ModelProto,
+    target: str,
+    selection: placement.Selection,
+    ranges: Mapping[str, tuple[float, float]],
+    options: placement.Options,
+    only: set[str] | None = None,
+) -> tuple[Model, list[placement.Layer]]:
+    model = from_proto(base)
+    infer_shapes(model)
+    the_plan = placement.plan(model.graph, target, selection)
+    if only is not None:
+        keep = [n for n in the_plan.nodes if n.name in only or n.op_type in placement.SHARE]
+        the_plan = placement.Plan(target, keep, the_plan.tensors)
+    layers = placement.apply(model.graph, the_plan, ranges, model.opset("") or 0, options)
+    return model, layers
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------------------------------
+def quantize_model(
+    model: Model,
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    target: str = "ort",
+    config: QuantizeConfig | Mapping[str, Any] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> QuantReport:
+    """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report."""
+    cfg = QuantizeConfig.of(config)
+    if cfg.method not in calib.METHODS:
+        raise GraphoptError(f"unknown calibration method {cfg.method!r} (choose from {', '.join(calib.METHODS)})")
+    if not 0.0 < cfg.percentile <= 100.0:
+        raise GraphoptError(f"percentile must be in (0, 100], got {cfg.percentile}")
+    if cfg.max_error is not None and not cfg.max_error > 0:
+        raise GraphoptError(f"max error must be positive, got {cfg.max_error}")
+    batches = [dict(f) for f in feeds]
+    if not batches:
+        raise GraphoptError("no calibration data: the calibration set is empty")
+    for i, feed in enumerate(batches):
+        calib.check_feed(model, feed, f"calibration sample #{i}")
+    opset = model.opset("") or 0
+    if opset < 10:
+        raise GraphoptError(f"nothing to quantize: opset {opset} has no QuantizeLinear (10 or later needed)")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _name_nodes(model)
+    infer_shapes(model)
+    selection = cfg.selection()
+    the_plan = placement.plan(model.graph, target, selection)
+    if not any(n.op_type not in placement.SHARE for n in the_plan.nodes):
+        raise GraphoptError(
+            f"nothing to quantize: no float {'/'.join(sorted(placement.LINEAR))} or other quantizable op "
+            f"(target {target}) outside the exclusions"
+        )
+    reduce_range, reason = choose_reduce_range(cfg, target)
+    per_channel = cfg.per_channel and opset >= 13
+    if cfg.per_channel and opset < 13:
+        logger.warning("opset %d has no per-axis QuantizeLinear: weights get one scale per tensor", opset)
+    options = placement.Options(per_channel=per_channel, reduce_range=reduce_range)
+    base = model.to_onnx()
+    timings["plan"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    calibrated = calib.collect(
+        model,
+        the_plan.tensors,
+        batches,
+        cache=cfg.cache,
+        threads=cfg.threads,
+        progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
+    )
+    ranges = calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
+    timings["calibrate"] = time.perf_counter() - t0
+
+    report = QuantReport(
+        target=target,
+        method=cfg.method,
+        percentile=cfg.percentile,
+        batches=len(batches),
+        cached=calibrated.cached,
+        cache_file=str(calibrated.cache_file) if calibrated.cache_file else None,
+        reduce_range=reduce_range,
+        reduce_range_reason=reason,
+        per_channel=per_channel,
+        param_bytes_before=_param_bytes(model),
+    )
+    t0 = time.perf_counter()
+    reference = _run(base, batches, threads=cfg.threads)
+    timings["reference"] = time.perf_counter() - t0
+
+    alone: dict[str, float] = {}
+    excluded: list[str] = []
+    if cfg.max_error is not None:
+        t0 = time.perf_counter()
+        alone, excluded = _keep_sensitive_float(
+            base, target, selection, ranges, options, batches, reference, cfg, progress
+        )
+        report.kept_float = excluded
+        timings["sensitivity"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    final_plan = placement.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
+    layers = placement.apply(model.graph, final_plan, ranges, opset, options)
+    PassManager("dce,remove-unused").run(model, target=target)  # the float weights nothing reads any more
+    timings["insert"] = time.perf_counter() - t0
+    if not layers:
+        raise GraphoptError("nothing to quantize: calibration measured none of the quantizable layers' inputs")
+
+    t0 = time.perf_counter()
+    quantized = model.to_onnx()
+    got = _run(quantized, batches, threads=cfg.threads)
+    report.error_rel, report.error_max_abs = output_error(reference, got)
+    report.sqnr_db = sqnr_db(report.error_rel)
+    report.param_bytes_after = _param_bytes(model)
+    layer_sqnr = _layer_sqnr(base, quantized, layers, batches, cfg.threads)
+    fused = _fused_layers(quantized, layers) if target == "ort" else {}
+    for layer in layers:
+        f = fused.get(layer.name)
+        report.layers.append(
+            LayerReport(
+                name=layer.name,
+                op_type=layer.op_type,
+                input_scale=layer.input_scale,
+                weight_scale=layer.weight_scale,
+                output_scale=layer.output_scale,
+                absorbed=layer.absorbed,
+                sqnr_db=layer_sqnr.get(layer.name),
+                alone_sqnr_db=alone.get(layer.name),
+                fused=None if target != "ort" else f is not None,
+                fused_as=f,
+            )
+        )
+    timings["measure"] = time.perf_counter() - t0
+    report.seconds = timings
+    return report
+
+
+def _layer_sqnr(
+    base: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    layers: Sequence[placement.Layer],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    threads: int | None,
+) -> dict[str, float]:
+    """Per layer: SQNR of its (dequantized) output in the quantized model against the float model's, in dB."""
+    pairs = [(layer.name, layer.output, layer.dequantized) for layer in layers if layer.output and layer.dequantized]
+    if not pairs:
+        return {}
+    ref_proto = calib._with_outputs(from_proto(base), [p[1] for p in pairs])
+    q_proto = onnx.ModelProto()
+    q_proto.CopyFrom(quantized)
+    have = {o.name for o in q_proto.graph.output}
+    for _, _, dq in pairs:
+        if dq not in have:
+            q_proto.graph.output.append(onnx.helper.make_tensor_value_info(dq, onnx.TensorProto.FLOAT, None))
+    ref = _run(ref_proto, batches, [p[1] for p in pairs], optimization="basic", threads=threads)
+    got = _run(q_proto, batches, [p[2] for p in pairs], optimization="disabled", threads=threads)
+    out: dict[str, float] = {}
+    for k, (name, _, _) in enumerate(pairs):
+        rel, _ = output_error([[b[k]] for b in ref], [[b[k]] for b in got])
+        out[name] = sqnr_db(rel)
+    return out
+
+
+def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[placement.Layer]) -> dict[str, str]:
+    """Which layers onnxruntime turned into integer kernels: layer name -> the op it became.
+
+    onnxruntime's QDQ fusions keep the fused node's name; its optimized graph is read back from a file it writes.
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="graphopt-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = path
+        so.log_severity_level = 3
+        ort.InferenceSession(quantized.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(path, load_external_data=False)
+    by_name = {n.name: n.op_type for n in optimized.graph.node}
+    result = {}
+    for layer in layers:
+        op = by_name.get(layer.name)
+        if op in FUSED_OPS:
+            result[layer.name] = op
+        elif op is None:
+            # some fusions rename: look for an integer node that writes the layer's output
+            for n in optimized.graph.node:
+                if n.op_type in FUSED_OPS and layer.name and n.name.startswith(layer.name):
+                    result[layer.name] = n.op_type
+                    break
+    return result
+
+
+def _keep_sensitive_float(
+    base: onnx.ModelProto,
+    target: str,
+    selection: placement.Selection,
+    ranges: Mapping[str, tuple[float, float]],
+    options: placement.Options,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Sequence[np.ndarray]],
+    cfg: QuantizeConfig,
+    progress: Progress | None,
+) -> tuple[dict[str, float], list[str]]:
+    """Sensitivity per layer, then the fewest worst layers to keep float so the output error is <= max_error."""
+    probe = from_proto(base)
+    infer_shapes(probe)
+    names = [n.name for n in placement.plan(probe.graph, target, selection).nodes if n.op_type not in placement.SHARE]
+    alone: dict[str, float] = {}
+    for i, name in enumerate(names):
+        if progress:
+            progress("sensitivity", i, len(names))
+        m, layers = _quantized_copy(base, target, selection, ranges, options, only={name})
+        if not layers:
+            continue
+        rel, _ = output_error(reference, _run(m.to_onnx(), batches, threads=cfg.threads))
+        alone[name] = sqnr_db(rel)
+    if progress:
+        progress("sensitivity", len(names), len(names))
+    worst = sorted(alone, key=lambda n: alone[n])
+
+    def error_without(k: int) -> float:
+        sel = placement.Selection(
+            selection.op_types,
+            selection.exclude_names | frozenset(worst[:k]),
+            selection.exclude_ops,
+            selection.exclude_regex,
+        )
+        m, layers = _quantized_copy(base, target, sel, ranges, options)
+        if not layers:
+            return 0.0
+        rel, _ = output_error(reference, _run(m.to_onnx(), batches, threads=cfg.threads))
+        logger.info("keeping the %d most sensitive layers float: output error %.3g", k, rel)
+        return rel
+
+    limit = float(cfg.max_error)  # type: ignore[arg-type]
+    if error_without(0) <= limit:
+        return alone, []
+    # grow k geometrically until the error is small enough, then bisect down to the smallest such k
+    lo, hi = 0, 1
+    while hi < len(worst) and error_without(hi) > limit:
+        lo, hi = hi, min(len(worst), hi * 2)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if error_without(mid) <= limit:
+            hi = mid
+        else:
+            lo = mid
+    return alone, worst[:hi]

@@ -1,0 +1,561 @@
+"""QDQ placement: which tensors get QuantizeLinear/DequantizeLinear pairs, and the graph edits that put them there.
+
+Work is split in two so that calibration sits in between:
+
+* :func:`plan` picks the nodes to quantize (by op type and the user's exclusions) and lists the float activations
+  whose ranges calibration must measure;
+* :func:`apply` takes those ranges, quantizes weights (symmetric int8, per channel) and biases (int32, target ort),
+  and inserts one Q/DQ pair per quantized activation, read by all of that activation's consumers.
+
+Placement per target:
+
+* ``ort``: asymmetric uint8 activations, Q/DQ on the inputs and outputs of Conv/ConvTranspose/MatMul/Gemm/Add/Mul/
+  Concat/pooling so that onnxruntime fuses them into QLinear ops; a Relu (or Clip from 0) right after such an op is
+  absorbed into the output's quantization (range from 0, so the uint8 clamp is the Relu); scale-sharing ops
+  (Reshape, Transpose, ... MaxPool, Pad) get their input's parameters on their output so onnxruntime can run them on
+  the quantized data; Concat inputs and output share one scale.
+* ``tensorrt``: TensorRT's explicit-quantization rules: symmetric int8 (zero point 0), Q/DQ on the activation and
+  weight inputs of Conv/ConvTranspose/Gemm/MatMul and never on their outputs, the skip input of a residual Add
+  quantized and the conv-branch input left float, bias kept float, standard ops only.
+
+Only the main graph is quantized; nodes inside If/Loop/Scan bodies stay float. A node whose inputs were not measured
+(an unknown dtype, say) is left float rather than quantized with a guessed range.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from graphopt.errors import GraphoptError
+from graphopt.ir import Graph, Node, Value
+from graphopt.tensors import Tensor
+
+FLOAT = onnx.TensorProto.FLOAT
+STANDARD = frozenset({"", "ai.onnx"})
+INT32_MAX = 2**31 - 1
+
+LINEAR = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+BINARY = frozenset({"Add", "Mul"})
+POOL = frozenset({"AveragePool", "GlobalAveragePool"})
+SHARE = frozenset(
+    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "Split", "Resize", "MaxPool", "Pad"}
+)
+RELU_LIKE = frozenset({"Relu", "Clip"})
+
+DEFAULT_OPS = {
+    "ort": LINEAR | BINARY | POOL | SHARE | {"Concat"},
+    "tensorrt": LINEAR | {"Add"},
+}
+"""The op types quantized by default; Softmax, LayerNormalization and others stay float unless asked."""
+
+
+@dataclass
+class Selection:
+    """What to quantize: op types (None: the target's default) minus excluded node names, op types and regexes."""
+
+    op_types: frozenset[str] | None = None
+    exclude_names: frozenset[str] = frozenset()
+    exclude_ops: frozenset[str] = frozenset()
+    exclude_regex: tuple[str, ...] = ()
+
+    def allows(self, node: Node, target: str) -> bool:
+        ops = self.op_types if self.op_types is not None else DEFAULT_OPS[target]
+        if node.domain not in STANDARD or node.op_type not in ops or node.op_type in self.exclude_ops:
+            return False
+        if node.name in self.exclude_names:
+            return False
+        return not any(re.search(rx, node.name or "") for rx in self.exclude_regex)
+
+
+@dataclass
+class Params:
+    """Quantization parameters of one activation: scale, zero point and the integer type."""
+
+    scale: float
+    zero_point: int
+    signed: bool
+
+    @classmethod
+    def for_range(cls, lo: float, hi: float, symmetric: bool) -> Params:
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        if symmetric:
+            m = max(-lo, hi)
+            return cls(m / 127.0 if m > 0 else 1.0, 0, True)
+        if hi - lo <= 0:
+            return cls(1.0, 0, False)
+        scale = (hi - lo) / 255.0
+        zp = int(np.clip(round(-lo / scale), 0, 255))
+        return cls(scale, zp, False)
+
+
+@dataclass
+class Layer:
+    """One quantized node, for the report."""
+
+    name: str
+    op_type: str
+    input_scale: float | None = None
+    weight_scale: tuple[float, float] | None = None
+    output_scale: float | None = None
+    absorbed: str | None = None
+    output: str | None = None
+    """Name of the float tensor this layer's quantized output stands for (for per-layer SQNR)."""
+    dequantized: str | None = None
+    """Name of the DequantizeLinear output that carries ``output`` in the quantized graph."""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    target: str
+    nodes: list[Node]
+    tensors: list[str]
+    """Activations whose ranges calibration must measure."""
+
+
+def _is_float_activation(v: Value | None) -> bool:
+    return v is not None and v.const is None and v.dtype == FLOAT
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    if v is None:
+        return None
+    t = v.constant()
+    return None if t is None else t.numpy()
+
+
+def _activation_inputs(node: Node) -> list[int]:
+    """Indices of the inputs of ``node`` that carry data to quantize as activations (weights and biases excluded)."""
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        return [0]
+    if op == "Gemm":
+        return [i for i in (0, 1) if _is_float_activation(node.inputs[i])]
+    if op in SHARE:
+        return [0]
+    return [i for i, v in enumerate(node.inputs) if _is_float_activation(v)]
+
+
+def _eligible(node: Node, target: str) -> bool:
+    """Whether the node's shape of inputs is one this module knows how to quantize."""
+    ins = node.inputs
+    op = node.op_type
+    if any(v is not None and v.dtype not in (FLOAT, None) and i in _activation_inputs(node) for i, v in enumerate(ins)):
+        return False
+    if op in ("Conv", "ConvTranspose"):
+        w = ins[1] if len(ins) > 1 else None
+        return _is_float_activation(ins[0]) and w is not None and w.constant() is not None and w.dtype == FLOAT
+    if op == "MatMul":
+        if not _is_float_activation(ins[0]):
+            return False
+        return _is_float_activation(ins[1]) or (ins[1].constant() is not None and ins[1].dtype == FLOAT)
+    if op == "Gemm":
+        b = ins[1]
+        return _is_float_activation(ins[0]) and (
+            _is_float_activation(b) or (b.constant() is not None and b.dtype == FLOAT)
+        )
+    if op in BINARY:
+        return len(ins) == 2 and all(_is_float_activation(v) for v in ins)
+    if op in SHARE:
+        return _is_float_activation(ins[0])
+    if op == "AveragePool" and int(node.attr("ceil_mode", 0)):
+        return _ceil_is_floor(node)
+    return any(_is_float_activation(v) for v in ins)
+
+
+def _ceil_is_floor(node: Node) -> bool:
+    """Whether an AveragePool's ``ceil_mode=1`` gives the same windows as floor mode (static shapes prove it).
+
+    onnxruntime's QLinearAveragePool computes wrong values for windows that ceil mode adds past the input's edge
+    (onnxruntime 1.32: relative errors of 0.4 to 1.0), so such a pool stays float.
+    """
+    x = node.inputs[0]
+    shape = x.shape if x is not None else None
+    kernel = list(node.attr("kernel_shape", []) or [])
+    if shape is None or not kernel or len(shape) != len(kernel) + 2:
+        return False
+    strides = list(node.attr("strides", None) or [1] * len(kernel))
+    pads = list(node.attr("pads", None) or [0] * (2 * len(kernel)))
+    dilations = list(node.attr("dilations", None) or [1] * len(kernel))
+    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return False
+    for i, k in enumerate(kernel):
+        d = shape[2 + i]
+        if not isinstance(d, int):
+            return False
+        span = d + pads[i] + pads[i + len(kernel)] - (k - 1) * dilations[i] - 1
+        if span < 0 or span % strides[i]:
+            return False
+    return True
+
+
+def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
+    """The nodes to quantize in the main graph and the activations calibration has to measure."""
+    selection = selection or Selection()
+    nodes = [n for n in graph if selection.allows(n, target) and _eligible(n, target)]
+    wanted: dict[str, None] = {}
+    for n in nodes:
+        for i in _activation_inputs(n):
+            v = n.inputs[i]
+            if _is_float_activation(v):
+                wanted[v.name] = None  # type: ignore[union-attr]
+        if target == "ort":
+            for out in n.outputs:
+                if out is not None and out.dtype == FLOAT:
+                    wanted[out.name] = None  # type: ignore[index]
+                    for user in out.users():
+                        if user.op_type in RELU_LIKE and user.output.dtype == FLOAT:
+                            wanted[user.output.name] = None  # type: ignore[index]
+    if target == "tensorrt":
+        for n in graph:
+            if n.op_type == "Add" and n.domain in STANDARD and selection.allows(n, target):
+                for v in n.inputs:
+                    if _is_float_activation(v):
+                        wanted[v.name] = None  # type: ignore[index]
+    return Plan(target, nodes, list(wanted))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# union-find over tensors that must share parameters
+# --------------------------------------------------------------------------------------------------------------------
+class _Groups:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.values: dict[int, Value] = {}
+
+    def add(self, v: Value) -> None:
+        self.parent.setdefault(id(v), id(v))
+        self.values[id(v)] = v
+
+    def find(self, v: Value) -> int:
+        k = id(v)
+        while self.parent[k] != k:
+            self.parent[k] = self.parent[self.parent[k]]
+            k = self.parent[k]
+        return k
+
+    def union(self, a: Value, b: Value) -> None:
+        self.add(a)
+        self.add(b)
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+    def members(self) -> dict[int, list[Value]]:
+        out: dict[int, list[Value]] = {}
+        for v in self.values.values():
+            out.setdefault(self.find(v), []).append(v)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# apply
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Options:
+    per_channel: bool = True
+    reduce_range: bool = False
+    """Quantize weights to 7 bits ([-64, 64]) so u8s8 products cannot saturate int16 on CPUs without VNNI."""
+
+
+def apply(
+    graph: Graph,
+    the_plan: Plan,
+    ranges: Mapping[str, tuple[float, float]],
+    opset: int,
+    options: Options | None = None,
+) -> list[Layer]:
+    """Quantize the planned nodes of ``graph`` with the calibrated ``ranges``; returns one Layer per quantized node."""
+    options = options or Options()
+    target = the_plan.target
+    symmetric = target == "tensorrt"
+    if opset < 10:
+        raise GraphoptError(f"the model's opset {opset} has no QuantizeLinear/DequantizeLinear (needs 10 or later)")
+    per_channel = options.per_channel and opset >= 13
+    outputs = {id(v) for v in graph.outputs}
+    planned = {id(n) for n in the_plan.nodes}
+    nodes = [n for n in the_plan.nodes if n.graph is graph]
+    layers: dict[int, Layer] = {}
+
+    # onnxruntime fuses any DQ -> AveragePool -> Q it sees into QLinearAveragePool, including the pools this module
+    # keeps float because that kernel gets their ceil-mode windows wrong: their inputs must stay unquantized
+    blocked = {
+        id(n.inputs[0])
+        for n in graph
+        if target == "ort" and n.op_type == "AveragePool" and int(n.attr("ceil_mode", 0)) and not _ceil_is_floor(n)
+    }
+
+    def measured(v: Value | None) -> bool:
+        return v is not None and v.name in ranges and id(v) not in blocked
+
+    # 1. the activations to quantize
+    groups = _Groups()
+    quantized: list[Value] = []
+    kept: list[Node] = []
+    for n in nodes:
+        if n.op_type in SHARE or (target == "tensorrt" and n.op_type not in LINEAR):
+            continue  # scale-sharing ops and TensorRT's residual Adds are placed below
+        acts = [n.inputs[i] for i in _activation_inputs(n)]
+        if not all(v is None or measured(v) for v in acts):
+            continue
+        if target == "ort" and n.outputs[0] is not None and id(n.outputs[0]) in blocked:
+            continue  # its output cannot be quantized, so onnxruntime could not fuse it anyway
+        kept.append(n)
+        layer = layers.setdefault(id(n), Layer(n.name or n.op_type, n.op_type))
+        for v in acts:
+            if v is not None:
+                groups.add(v)
+        if target != "ort":
+            continue
+        out = n.outputs[0]
+        relu = _absorbable_relu(graph, out, ranges, outputs)
+        if relu is not None:
+            layer.absorbed = relu.op_type
+            out = _absorb(graph, out, relu)
+        if out is not None and measured(out):
+            groups.add(out)
+            layer.output = out.name
+            if n.op_type == "Concat":
+                for v in acts:
+                    groups.union(out, v)  # type: ignore[arg-type]
+    if target == "ort":
+        _share_scales(graph, groups, planned, measured)
+    else:
+        _residual_skips(graph, groups, planned, measured)
+
+    # 2. parameters per group: the union of the members' ranges
+    params: dict[int, Params] = {}
+    for root, members in groups.members().items():
+        lo = min(ranges[v.name][0] for v in members)
+        hi = max(ranges[v.name][1] for v in members)
+        p = Params.for_range(lo, hi, symmetric)
+        for v in members:
+            params[id(v)] = p
+            quantized.append(v)
+        del root
+
+    # 3. weights and biases
+    weight_cache: dict[tuple[int, int], tuple[Value, np.ndarray]] = {}
+    for n in kept:
+        layer = layers[id(n)]
+        act = n.inputs[0]
+        if act is not None and id(act) in params:
+            layer.input_scale = params[id(act)].scale
+        if layer.output and n.outputs[0] is not None and id(n.outputs[0]) in params:
+            layer.output_scale = params[id(n.outputs[0])].scale
+        if n.op_type in LINEAR:
+            _quantize_weights(graph, n, params, weight_cache, per_channel, options, target, layer)
+
+    # 4. one Q/DQ pair per quantized activation
+    carried = {}
+    for v in quantized:
+        name = v.name
+        carried[name] = _insert_qdq(graph, v, params[id(v)]).name
+    result = [layers[id(n)] for n in kept]
+    for layer in result:
+        layer.dequantized = carried.get(layer.output) if layer.output else None
+    return result
+
+
+def _quantized_reader(v: Value) -> bool:
+    return any(u.op_type == "QuantizeLinear" for u in v.users())
+
+
+def _absorbable_relu(
+    graph: Graph, out: Value | None, ranges: Mapping[str, tuple[float, float]], outputs: set[int]
+) -> Node | None:
+    """The Relu (or Clip with min 0) that alone reads ``out``, when the uint8 clamp of its range can stand for it."""
+    if out is None or id(out) in outputs or len(out.uses) != 1:
+        return None
+    ((user, idx),) = out.uses
+    if user.graph is not graph or user.op_type not in RELU_LIKE or user.domain not in STANDARD or idx != 0:
+        return None
+    r = user.outputs[0]
+    if r is None or r.name not in ranges or id(r) in outputs:
+        return None
+    if user.op_type == "Clip":
+        lo = user.attr("min") if len(user.inputs) < 2 else _const(user.inputs[1])
+        if len(user.inputs) < 2 and "min" not in user.attrs:
+            return None
+        if lo is None or float(np.asarray(lo)) != 0.0:
+            return None
+        hi = user.attr("max") if len(user.inputs) < 3 else _const(user.inputs[2])
+        if len(user.inputs) >= 3 and user.inputs[2] is not None and hi is None:
+            return None
+        if hi is not None and ranges[r.name][1] > float(np.asarray(hi)):
+            return None
+    return user
+
+
+def _absorb(graph: Graph, out: Value, relu: Node) -> Value:
+    """Drop ``relu``: its readers read ``out``, which keeps the Relu's name and (in ``apply``) its range."""
+    r = relu.outputs[0]
+    assert r is not None
+    graph.replace_all_uses_with(r, out)
+    name = r.name
+    graph.remove(relu)
+    r.name = graph.unique_name(f"{name}_absorbed")
+    out.name = name
+    return out
+
+
+def _share_scales(graph: Graph, groups: _Groups, planned: set[int], measured: object) -> None:
+    """Scale-sharing ops (planned ones): when their data input is quantized, their outputs take the same parameters."""
+    for n in graph:
+        if id(n) not in planned or n.op_type not in SHARE:
+            continue
+        src = n.inputs[0]
+        if src is None or id(src) not in groups.parent:
+            continue
+        for out in n.outputs:
+            if out is not None and measured(out):  # type: ignore[operator]
+                groups.union(src, out)
+
+
+def _linear_producer(v: Value) -> bool:
+    p = v.producer
+    while p is not None and p.op_type == "BatchNormalization":
+        p = p.inputs[0].producer if p.inputs[0] is not None else None
+    return p is not None and p.op_type in LINEAR
+
+
+def _residual_skips(graph: Graph, groups: _Groups, planned: set[int], measured: object) -> None:
+    """TensorRT: on an Add of a conv branch and a skip connection, quantize the skip input only."""
+    for n in graph:
+        if id(n) not in planned or n.op_type != "Add" or len(n.inputs) != 2:
+            continue
+        a, b = n.inputs
+        if a is None or b is None or not (measured(a) and measured(b)):  # type: ignore[operator]
+            continue
+        conv_a, conv_b = _linear_producer(a), _linear_producer(b)
+        if conv_a and not conv_b:
+            groups.add(b)
+        elif conv_b and not conv_a:
+            groups.add(a)
+        elif conv_a and conv_b:
+            groups.add(b)  # two conv branches (a projection shortcut): the second input is the shortcut
+
+
+def _weight_axis(node: Node, rank: int) -> int | None:
+    op = node.op_type
+    if op == "Conv":
+        return 0
+    if op == "ConvTranspose":
+        return 1 if int(node.attr("group", 1)) == 1 else None
+    if op == "Gemm":
+        return 0 if int(node.attr("transB", 0)) else 1
+    if op == "MatMul":
+        return 1 if rank == 2 else None
+    return None
+
+
+def _quantize_weights(
+    graph: Graph,
+    node: Node,
+    params: dict[int, Params],
+    cache: dict[tuple[int, int], tuple[Value, np.ndarray]],
+    per_channel: bool,
+    options: Options,
+    target: str,
+    layer: Layer,
+) -> None:
+    widx = 1
+    w = node.inputs[widx]
+    if w is None or w.constant() is None:
+        return  # an activation weight (attention's K or V): quantized as an activation
+    data = w.constant().numpy().astype(np.float64)  # type: ignore[union-attr]
+    axis = _weight_axis(node, data.ndim) if per_channel else None
+    qmax = 64.0 if options.reduce_range and target == "ort" else 127.0
+    x = node.inputs[0]
+    sx = params[id(x)].scale if x is not None and id(x) in params else None
+    channels = data.shape[axis] if axis is not None else 1
+    bias_v = node.inputs[2] if len(node.inputs) > 2 else None
+    bias = _const(bias_v) if target == "ort" and sx is not None else None
+    if bias is not None and (
+        bias.dtype != np.float32
+        or bias.ndim != 1
+        or (axis is not None and bias.shape[0] != channels)
+        or (node.op_type == "Gemm" and (float(node.attr("alpha", 1.0)) != 1.0 or float(node.attr("beta", 1.0)) != 1.0))
+    ):
+        bias = None  # a bias graphopt cannot prove int32-safe stays float
+    reduce_axes = tuple(i for i in range(data.ndim) if i != axis) if axis is not None else None
+    absmax = np.max(np.abs(data), axis=reduce_axes) if data.size else np.zeros(channels)
+    absmax = np.atleast_1d(absmax).astype(np.float64)
+    scale = np.where(absmax > 0, absmax / qmax, 1.0)
+    if bias is not None:
+        # an int32 bias must fit: widen the weight scale of channels whose bias would overflow
+        need = np.abs(bias.astype(np.float64)) / (sx * INT32_MAX)  # type: ignore[operator]
+        scale = np.maximum(scale, need)
+    key = (id(w), axis if axis is not None else -1)
+    if key in cache and bias is None:
+        wdq, scale = cache[key]
+    else:
+        shape = [1] * data.ndim
+        if axis is not None:
+            shape[axis] = channels
+        q = np.clip(np.rint(data / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
+        wdq = _dequantized_constant(graph, w.name or "weight", q, scale.astype(np.float32), axis)
+        if bias is None:
+            cache[key] = (wdq, scale)
+    node.set_input(widx, wdq)
+    layer.weight_scale = (float(scale.min()), float(scale.max()))
+    if bias is not None:
+        bscale = (sx * scale).astype(np.float32)  # type: ignore[operator]
+        qb = np.clip(np.rint(bias.astype(np.float64) / bscale.astype(np.float64)), -INT32_MAX, INT32_MAX)
+        bdq = _dequantized_constant(
+            graph, bias_v.name or "bias", qb.astype(np.int32), bscale, 0 if axis is not None else None
+        )  # type: ignore[union-attr]
+        node.set_input(2, bdq)
+
+
+def _dequantized_constant(graph: Graph, base: str, q: np.ndarray, scale: np.ndarray, axis: int | None) -> Value:
+    """``q`` stored as an integer initializer, read through a DequantizeLinear (per-axis when ``axis`` is set)."""
+    qv = graph.make_constant(Tensor.from_numpy(q), f"{base}_quantized")
+    if axis is None:
+        s = np.asarray(scale.reshape(-1)[0], dtype=np.float32)
+        zp = np.zeros((), dtype=q.dtype)
+    else:
+        s = scale.reshape(-1).astype(np.float32)
+        zp = np.zeros(s.shape, dtype=q.dtype)
+    sv = graph.make_constant(Tensor.from_numpy(s), f"{base}_scale")
+    zv = graph.make_constant(Tensor.from_numpy(zp), f"{base}_zero_point")
+    attrs = {"axis": axis} if axis is not None else {}
+    out = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, q.shape)
+    dq = Node(
+        "DequantizeLinear", [qv, sv, zv], attrs, outputs=[out], name=graph.unique_name(f"{base}_DequantizeLinear")
+    )
+    first = next(iter(graph), None)
+    if first is None:
+        graph.append(dq)
+    else:
+        graph.insert_before(first, dq)
+    return out
+
+
+def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
+    """QuantizeLinear then DequantizeLinear on ``v``; every reader of ``v`` reads the dequantized value."""
+    dtype = np.int8 if p.signed else np.uint8
+    base = v.name or "x"
+    sv = graph.make_constant(Tensor.from_numpy(np.asarray(p.scale, dtype=np.float32)), f"{base}_scale")
+    zv = graph.make_constant(Tensor.from_numpy(np.asarray(p.zero_point, dtype=dtype)), f"{base}_zero_point")
+    qout = Value(graph.unique_name(f"{base}_quantized"), onnx.TensorProto.INT8 if p.signed else onnx.TensorProto.UINT8)
+    q = Node("QuantizeLinear", [v, sv, zv], outputs=[qout], name=graph.unique_name(f"{base}_QuantizeLinear"))
+    dout = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, v.shape)
+    dq = Node("DequantizeLinear", [qout, sv, zv], outputs=[dout], name=graph.unique_name(f"{base}_DequantizeLinear"))
+    producer = v.producer if v.producer is not None and v.producer.graph is graph else None
+    if producer is None:
+        graph.insert_before(next(iter(graph)), q)
+    else:
+        graph.insert_after(producer, q)
+    graph.insert_after(q, dq)
+    graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
+    return dout
+
+
+def quantizable_ops(target: str) -> Iterable[str]:
+    return sorted(DEFAULT_OPS[target])
