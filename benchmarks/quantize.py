@@ -125,6 +125,52 @@ def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], runs: int, rep
     return {k: statistics.median(v) for k, v in rounds.items()}
 
 
+def coverage(names: list[str], n_calib: int, runs: int, threads: int) -> list[str]:
+    """Quantize every model for both targets; whether it runs, its error, what got fused, TensorRT rule violations."""
+    from graphopt.qdq_rules import check_tensorrt
+
+    rows = [
+        "| model | target | layers | int8 kernels (ort) | TensorRT rule violations | rel. error (held-out) "
+        "| quantize s | fp32 ms | int8 ms | speed-up |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        src = MODELS / f"{name}.onnx"
+        calib = feeds_for(src, n_calib, seed=0)
+        held = feeds_for(src, n_calib, seed=1000)
+        fp32 = runtime.session(src)
+        ref = [fp32.run(None, f) for f in held]
+        for target in ("ort", "tensorrt"):
+            with tempfile.TemporaryDirectory() as tmp:
+                dst = Path(tmp) / "q.onnx"
+                t0 = time.perf_counter()
+                try:
+                    model = graphopt.optimize(src, level=2)
+                    report = quantize_model(model, calib, target, {"cache": False})
+                    graphopt.save(model, dst)
+                except graphopt.GraphoptError as exc:
+                    rows.append(f"| {name} | {target} | - | failed: {exc} | | | | | | |")
+                    print(f"{name:24} {target:8} FAILED {exc}", flush=True)
+                    continue
+                seconds = time.perf_counter() - t0
+                sess = runtime.session(dst)
+                err = output_error(ref, [sess.run(None, f) for f in held])[0]
+                kernels = fused_share(dst) if target == "ort" else "-"
+                violations = len(check_tensorrt(onnx.load(dst))) if target == "tensorrt" else "-"
+                lat = latency({"fp32": src, "int8": dst}, calib[0], runs, 3, threads) if target == "ort" else None
+                ms = (
+                    f"{lat['fp32'] * 1000:.2f} | {lat['int8'] * 1000:.2f} | {lat['fp32'] / lat['int8']:.2f}x"
+                    if lat
+                    else "- | - | -"
+                )
+                rows.append(
+                    f"| {name} | {target} | {len(report.layers)} | {kernels} | {violations} | {err:.4f} | "
+                    f"{seconds:.1f} | {ms} |"
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50.ts")
@@ -133,11 +179,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--coverage",
+        default="",
+        help="comma-separated models (or 'all' in benchmarks/models) to quantize for both targets and run",
+    )
     ap.add_argument("--out", default=str(HERE / "RESULTS-quantize.md"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
-    for name in args.models.split(","):
+    for name in [m for m in args.models.split(",") if m]:
         src = MODELS / f"{name}.onnx"
         if not src.is_file():
             print(f"{src}: missing; run benchmarks/export_models.py first", file=sys.stderr)
@@ -207,6 +258,22 @@ def main() -> int:
             f"| {r['model']} | {r['tool']} | {secs} | {r['err_calib']:.4f} | {r['err_held']:.4f} | {r['int8']} | "
             f"{r['mb']:.1f} | {r['ms']:.2f} | {r['speedup']:.2f}x |"
         )
+    if args.coverage:
+        names = (
+            sorted(p.name[: -len(".onnx")] for p in MODELS.glob("*.onnx"))
+            if args.coverage == "all"
+            else args.coverage.split(",")
+        )
+        lines += [
+            "",
+            "## Every benchmark model, both targets",
+            "",
+            f"`--coverage {args.coverage}`: -O2 then int8 (default percentile calibration) on {args.calib} random "
+            f"samples; error on {args.calib} held-out samples; latency (target ort only) median of {args.runs} runs "
+            f"x 3 interleaved rounds at {args.threads} thread(s).",
+            "",
+            *coverage(names, args.calib, args.runs, args.threads),
+        ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0

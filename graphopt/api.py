@@ -58,6 +58,11 @@ def optimize(
     pipeline = as_passes(passes) if passes is not None else level_pipeline(level)
     if fixed_point is None:
         fixed_point = passes is None and level >= 2
+    if calibration is not None:
+        calibration = [dict(feed) for feed in calibration]  # read once; the quantize-int8 pass sees it too
+        options = {**options, "calibration": calibration}
+    if quantize_options is not None:
+        options = {**options, "quantize_options": quantize_options}
     ctx = PassContext(model=ir, target=target, options=dict(options))
     if logger is not None:
         ctx.logger = logger

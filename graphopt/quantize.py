@@ -290,6 +290,8 @@ def quantize_model(
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
         calib.check_feed(model, feed, f"calibration sample #{i}")
+    if placement.is_quantized(model.graph):
+        raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
     opset = model.opset("") or 0
     if opset < 10:
         raise GraphoptError(f"nothing to quantize: opset {opset} has no QuantizeLinear (10 or later needed)")

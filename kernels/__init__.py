@@ -1,7 +1,11 @@
-"""graphopt's kernel layer (Numba and C): Winograd transforms, calibration histograms, reference convolution.
+"""graphopt's kernel layer (Numba and C), imported as ``graphopt.kernels``.
 
-Imported as ``graphopt.kernels``. The kernels arrive with the passes that use them (quantization calibration and
-Winograd lowering); this foundation release ships none yet.
+* ``histogram``: calibration statistics for quantization (streaming min/max and histograms, percentile and
+  entropy/KL thresholds), in Numba.
+
+Winograd transforms and the reference convolution arrive with the Winograd lowering.
 """
 
-__all__: list[str] = []
+from . import histogram
+
+__all__ = ["histogram"]

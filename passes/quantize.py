@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, PassError
 from graphopt.ir import Graph, Node, Value
+from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -559,3 +560,44 @@ def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
 
 def quantizable_ops(target: str) -> Iterable[str]:
     return sorted(DEFAULT_OPS[target])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# as a registered pass (for pipelines); ``graphopt optimize --quantize`` and ``optimize(quantize=...)`` call the same
+# quantize_model after the level's passes
+# --------------------------------------------------------------------------------------------------------------------
+def is_quantized(graph: Graph) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.domain in STANDARD for n in graph)
+
+
+@register_pass(
+    "quantize-int8",
+    description="int8 QDQ quantization for the context's target, calibrated on ctx.options['calibration'] "
+    "(feed dicts) or on calib_random random samples",
+    options={
+        "method": Option(str, "percentile", "calibration method", choices=("minmax", "percentile", "entropy")),
+        "percentile": Option(float, 99.999, "central share kept by the percentile method"),
+        "calib_random": Option(int, 0, "calibrate on this many random samples when no data is given (smoke tests)"),
+    },
+)
+class QuantizeInt8(Pass):
+    recursive = False
+    lossless = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        from graphopt import calibration
+        from graphopt.quantize import quantize_model
+
+        if graph is not ctx.model.graph or is_quantized(graph):
+            return False  # the main graph only, and once: a model with Q/DQ already is left alone
+        feeds = ctx.options.get("calibration")
+        if feeds is None and self.options["calib_random"] > 0:
+            feeds = calibration.random_feeds(ctx.model, self.options["calib_random"])
+        if feeds is None:
+            raise PassError("quantize-int8 needs calibration data: optimize(..., calibration=[...]) or calib_random=N")
+        config = {"method": self.options["method"], "percentile": self.options["percentile"]}
+        extra = ctx.options.get("quantize_options") or {}
+        config.update(extra if isinstance(extra, Mapping) else vars(extra))  # a dict or a QuantizeConfig
+        ctx.options["quantization_report"] = quantize_model(ctx.model, feeds, ctx.target, config)
+        ctx.count("layers", len(ctx.options["quantization_report"].layers))
+        return True

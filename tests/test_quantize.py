@@ -658,3 +658,25 @@ def test_cli_max_error_reports_the_layers_kept_float(tmp_path, capsys) -> None:
     q = json.loads(stdout)["quantization"]
     assert code == 0 and q["kept_float"] and q["output_error_rel"] <= limit
     assert all(layer["alone_sqnr_db"] is not None for layer in q["layers"])
+
+
+def test_quantize_pass_in_a_pipeline_runs_once_and_refuses_quantized_models() -> None:
+    proto = _Net(np.random.default_rng(10), 4, 6).model(["residual"])
+    report: list = []
+    out = graphopt.optimize(
+        proto,
+        passes="cleanup,fold-conv-bn,quantize-int8{method=minmax},cleanup",
+        fixed_point=True,
+        calibration=_feeds(2, 6),
+        quantize_options={"cache": False},
+        report=report,
+    )
+    stats = {s.name: s for s in report[0].stats}
+    assert stats["quantize-int8"].counts["layers"] > 0
+    once = sum(1 for n in out.graph.node if n.op_type == "QuantizeLinear")
+    again = graphopt.optimize(out, passes="quantize-int8", calibration=_feeds(2, 6))
+    assert sum(1 for n in again.graph.node if n.op_type == "QuantizeLinear") == once
+    with pytest.raises(GraphoptError, match="already quantized"):
+        quantize_model(from_proto(out), _feeds(2, 6), "ort", {"cache": False})
+    with pytest.raises(GraphoptError, match="needs calibration data"):
+        graphopt.optimize(proto, passes="quantize-int8")

@@ -53,9 +53,10 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_readme_has_the_examples() -> None:
     blocks = _blocks()
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     assert "graphopt.load" in blocks[0] and "replace_all_uses_with" in blocks[1] and "register_pass" in blocks[2]
     assert "register_rules" in blocks[3] and "graphsurgeon=True" in blocks[4] and "assert_graphs_equal" in blocks[5]
+    assert 'quantize="int8"' in blocks[6]
 
 
 def test_python_api_example(in_tmp: Path) -> None:
@@ -134,3 +135,11 @@ def test_graphsurgeon_pass_example(in_tmp: Path) -> None:
     ops = [n.op_type for n in ns["model"].graph]
     assert ops.count("Relu") == 2 and ops.count("Identity") == 1  # the Identity feeding the output stays
     assert len(ns["graph"].nodes) == len(ops)
+
+
+def test_quantization_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(README.parent)  # the example reads fixtures/cnn.onnx
+    namespace: dict = {}
+    exec(_blocks()[6], namespace)
+    q = namespace["q"]
+    assert q.layers and q.fused_count == len(q.layers) and q.sqnr_db > 20
