@@ -126,18 +126,24 @@ nets = st.tuples(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(nets)
-def test_random_conv_nets_for_ort_run_close_and_every_conv_is_an_integer_kernel(net) -> None:
+def _quantize_random_net(net, target: str):
+    """Build the drawn net, quantize it for ``target`` and check it runs close to the float model."""
     kinds, channels, size, seed = net
     proto = _Net(np.random.default_rng(seed), channels, size).model(kinds)
     feeds = _feeds(4, size, seed % 1000)
-    quantized, report = _quantized(proto, feeds, "ort")
+    quantized, report = _quantized(proto, feeds, target)
+    assert _error(proto, quantized, feeds) < 0.1
+    return quantized, report
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nets)
+def test_random_conv_nets_for_ort_run_close_and_every_conv_is_an_integer_kernel(net) -> None:
+    quantized, report = _quantize_random_net(net, "ort")
     convs = [layer for layer in report.layers if layer.op_type == "Conv"]
     assert convs and all(layer.fused_as == "QLinearConv" for layer in convs), [
         (layer.name, layer.fused_as) for layer in convs
     ]
-    assert _error(proto, quantized, feeds) < 0.1
     ops = [n.op_type for n in quantized.graph.node]
     assert "Relu" not in ops  # every Relu follows a quantized op and is absorbed into its uint8 output
     assert all(n.domain in ("", "ai.onnx") for n in quantized.graph.node)
@@ -146,12 +152,8 @@ def test_random_conv_nets_for_ort_run_close_and_every_conv_is_an_integer_kernel(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nets)
 def test_random_conv_nets_for_tensorrt_follow_its_rules_and_run_close(net) -> None:
-    kinds, channels, size, seed = net
-    proto = _Net(np.random.default_rng(seed), channels, size).model(kinds)
-    feeds = _feeds(4, size, seed % 1000)
-    quantized, report = _quantized(proto, feeds, "tensorrt")
+    quantized, report = _quantize_random_net(net, "tensorrt")
     assert check_tensorrt(quantized) == []
-    assert _error(proto, quantized, feeds) < 0.1
     zps = [
         numpy_helper.to_array(i)
         for i in quantized.graph.initializer
@@ -524,6 +526,12 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def _quantize_cnn(capsys, out: Path, *extra: str) -> tuple[int, str, str]:
+    """``graphopt optimize fixtures/cnn.onnx -o OUT --quantize int8`` with no calibration cache, plus ``extra``."""
+    args = ["optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--quantize", "int8", "--calib-cache", "off"]
+    return _cli(capsys, *args, *extra)
+
+
 def _calib_dir(tmp_path: Path, feeds) -> Path:
     d = tmp_path / "calib"
     d.mkdir()
@@ -550,21 +558,7 @@ def test_cli_quantizes_with_a_calibration_directory_and_reuses_the_cache(tmp_pat
 
 def test_cli_random_calibration_warns(tmp_path, capsys) -> None:
     out = tmp_path / "q.onnx"
-    code, _, err = _cli(
-        capsys,
-        "optimize",
-        str(FIXTURES / "cnn.onnx"),
-        "-o",
-        str(out),
-        "--quantize",
-        "int8",
-        "--calib-random",
-        "2",
-        "--target",
-        "tensorrt",
-        "--calib-cache",
-        "off",
-    )
+    code, _, err = _quantize_cnn(capsys, out, "--calib-random", "2", "--target", "tensorrt")
     assert code == 0 and "random data" in err
     assert check_tensorrt(onnx.load(out)) == []
 
@@ -601,18 +595,7 @@ def _bad_npz(tmp_path: Path, **arrays) -> Path:
 )
 def test_cli_bad_quantization_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, make, message) -> None:
     out = tmp_path / "q.onnx"
-    code, _, err = _cli(
-        capsys,
-        "optimize",
-        str(FIXTURES / "cnn.onnx"),
-        "-o",
-        str(out),
-        "--quantize",
-        "int8",
-        "--calib-cache",
-        "off",
-        *make(tmp_path),
-    )
+    code, _, err = _quantize_cnn(capsys, out, *make(tmp_path))
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
@@ -680,3 +663,14 @@ def test_quantize_pass_in_a_pipeline_runs_once_and_refuses_quantized_models() ->
         quantize_model(from_proto(out), _feeds(2, 6), "ort", {"cache": False})
     with pytest.raises(GraphoptError, match="needs calibration data"):
         graphopt.optimize(proto, passes="quantize-int8")
+
+
+def test_softmax_and_layernorm_stay_float_unless_asked() -> None:
+    path = FIXTURES / "real" / "bert.ts.onnx"
+    feeds = _real_feeds(path)
+    proto = onnx.load(path)
+    _, default = _quantized(proto, feeds, "ort")
+    assert "Softmax" not in {layer.op_type for layer in default.layers}
+    quantized, asked = _quantized(proto, feeds, "ort", op_types=["MatMul", "Softmax"])
+    assert {layer.op_type for layer in asked.layers} == {"MatMul", "Softmax"}
+    assert _error(proto, quantized, feeds) < 0.5
