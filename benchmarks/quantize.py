@@ -242,7 +242,8 @@ def main() -> int:
         "",
         f"`python benchmarks/quantize.py --models {args.models} --calib {args.calib} --held {args.held} "
         f"--runs {args.runs} "
-        f"--repeat {args.repeat} --threads {args.threads}`",
+        f"--repeat {args.repeat} --threads {args.threads}"
+        + (f" --coverage {args.coverage}`" if args.coverage else "`"),
         "",
         f"Calibration: {args.calib} random samples (seed 0); held-out: {args.held} more (seed 1000). Error: "
         "relative L2 of the outputs against fp32. Latency: onnxruntime CPU, all optimizations, "
