@@ -31,6 +31,9 @@ def optimize(
     quantize: str | None = None,
     calibration: Iterable[Mapping[str, Any]] | None = None,
     quantize_options: Any = None,
+    prune_channels: float | None = None,
+    prune_weights: float | str | None = None,
+    prune_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> onnx.ModelProto | Model:
     """Optimize a model and return it.
@@ -48,6 +51,11 @@ def optimize(
     ``calibration`` (an iterable of feed dicts keyed by input name); ``quantize_options`` is a
     :class:`graphopt.quantize.QuantizeConfig` or a dict of its fields (method, exclude, max_error, ...). The
     quantization report is ``report[0].quantization``.
+
+    ``prune_channels=0.5`` removes half of the channels of every prunable group after the pipeline (before any
+    quantization); ``prune_weights=0.5`` or ``"2:4"`` zeroes weights. ``prune_options`` go to
+    :func:`graphopt.prune.prune_channels` (multiple, importance, protect, layer_ratios) and
+    :func:`graphopt.prune.prune_weights` (scope, protect, sparse). Their reports are ``report[0].pruning``.
     """
     if quantize not in (None, "int8"):
         raise GraphoptError(f"quantize must be 'int8', got {quantize!r}")
@@ -68,6 +76,10 @@ def optimize(
         ctx.logger = logger
     manager = PassManager(pipeline, fixed_point=fixed_point, progress=progress, verify=verify, strict=strict)
     result = manager.run(ir, ctx)
+    if prune_channels is not None or prune_weights is not None:
+        from graphopt.prune import run_pruning
+
+        result.pruning = run_pruning(ir, prune_channels, prune_weights, prune_options or {})
     if quantize:
         from graphopt.quantize import quantize_model
 

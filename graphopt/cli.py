@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
     )
     opt.add_argument("--strict", action="store_true", help="with --verify: stop with exit code 1 instead of undoing")
+    _prune_flags(opt)
     _quantize_flags(opt)
     _output_flags(opt)
 
@@ -113,6 +114,40 @@ def build_parser() -> argparse.ArgumentParser:
     pas = sub.add_parser("passes", help="list the registered passes and their options")
     pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _prune_flags(opt: argparse.ArgumentParser) -> None:
+    p = opt.add_argument_group("pruning (after the optimization level's passes, before quantization)")
+    p.add_argument("--prune-channels", type=float, metavar="RATIO", help="remove this share of each group's channels")
+    p.add_argument(
+        "--prune-layer",
+        action="append",
+        default=[],
+        metavar="NAME=RATIO",
+        help="another ratio for the group of this producer layer (repeatable)",
+    )
+    p.add_argument("--prune-multiple", type=int, default=8, help="round kept channels up to a multiple (default 8)")
+    p.add_argument("--prune-importance", choices=("l1", "l2"), default="l1", help="channel importance (default l1)")
+    p.add_argument(
+        "--prune-protect", action="append", default=[], metavar="NAME|REGEX", help="never prune this layer (repeatable)"
+    )
+    p.add_argument(
+        "--prune-weights", metavar="RATIO|2:4", help="zero this share of the weights by magnitude, or keep 2 of every 4"
+    )
+    p.add_argument(
+        "--prune-scope",
+        choices=("global", "layer"),
+        default="global",
+        help="--prune-weights ratio over all or per layer",
+    )
+    p.add_argument("--sparse-initializers", action="store_true", help="store pruned weights as sparse initializers")
+    p.add_argument(
+        "--prune-bench",
+        type=int,
+        default=20,
+        metavar="RUNS",
+        help="time the model before and after pruning, interleaved, 1 thread (default 20 runs; 0: skip)",
+    )
 
 
 def _quantize_flags(opt: argparse.ArgumentParser) -> None:
@@ -248,6 +283,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     if out.exists() and out.is_dir():
         raise GraphoptError(f"{out}: output is a directory")
     quant_config = _quantize_config(args)
+    prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
     fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
@@ -274,6 +310,12 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         report = manager.run(model, ctx)
         progress.remove_task(task)
         times["optimize"] = time.perf_counter() - t0
+
+        if prune_request is not None:
+            t0 = time.perf_counter()
+            with _step(progress, "pruning"):
+                report.pruning = _prune(model, prune_request, args)
+            times["prune"] = time.perf_counter() - t0
 
         if quant_config is not None:
             t0 = time.perf_counter()
@@ -303,15 +345,126 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         "timing": {k: round(v, 4) for k, v in times.items()},
         **report.to_dict(),
     }
+    if report.pruning:
+        summary["pruning"] = [r.to_dict() for r in report.pruning]
     if report.quantization is not None:
         summary["quantization"] = report.quantization.to_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         _print_report(_stdout(), report, summary)
+        for pruned in report.pruning:
+            _print_pruning(_stdout(), pruned)
         if report.quantization is not None:
             _print_quantization(_stdout(), report.quantization)
     return 0
+
+
+def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What the pruning flags ask for (None: no pruning); bad values fail before anything is loaded."""
+    if args.prune_channels is None and args.prune_weights is None:
+        if args.prune_layer or args.prune_protect:
+            raise GraphoptError("--prune-layer and --prune-protect need --prune-channels or --prune-weights")
+        return None
+    if args.prune_channels is not None and not 0 <= args.prune_channels < 1:
+        raise GraphoptError(f"--prune-channels must be in [0, 1), got {args.prune_channels}")
+    weights: float | str | None = args.prune_weights
+    if weights is not None and weights != "2:4":
+        try:
+            weights = float(weights)
+        except ValueError:
+            raise GraphoptError(f"--prune-weights takes a ratio in [0, 1) or 2:4, got {args.prune_weights!r}") from None
+        if not 0 <= weights < 1:
+            raise GraphoptError(f"--prune-weights must be in [0, 1) or 2:4, got {args.prune_weights}")
+    layer_ratios = {}
+    for item in args.prune_layer:
+        name, sep, value = item.rpartition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = -1.0
+        if not sep or not name or not 0 <= ratio < 1:
+            raise GraphoptError(f"--prune-layer {item!r}: expected NAME=RATIO with a ratio in [0, 1)")
+        layer_ratios[name] = ratio
+    for rx in args.prune_protect:
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            raise GraphoptError(f"--prune-protect {rx!r}: {exc}") from None
+    if args.prune_multiple < 1:
+        raise GraphoptError(f"--prune-multiple must be at least 1, got {args.prune_multiple}")
+    return {
+        "channels": args.prune_channels,
+        "weights": weights,
+        "options": {
+            "multiple": args.prune_multiple,
+            "importance": args.prune_importance,
+            "protect": list(args.prune_protect),
+            "layer_ratios": layer_ratios,
+            "scope": args.prune_scope,
+            "sparse": args.sparse_initializers,
+        },
+    }
+
+
+def _prune(model: Model, request: dict[str, Any], args: argparse.Namespace) -> list[Any]:
+    import logging
+
+    from graphopt import prune
+
+    before = model.to_onnx() if args.prune_bench > 0 else None
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    prune.logger.addHandler(handler)
+    try:
+        reports = prune.run_pruning(model, request["channels"], request["weights"], request["options"])
+    finally:
+        prune.logger.removeHandler(handler)
+    for r in records:
+        if not args.quiet:
+            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
+    if before is not None and reports:
+        latency = prune.measure(before, model.to_onnx(), runs=args.prune_bench)
+        reports[-1].latency_ms = latency
+    return reports
+
+
+def _print_pruning(console: Console, r: Any) -> None:
+    def pair(a: Any, b: Any) -> str:
+        return "-" if a is None else (str(a) if a == b else f"{a} -> {b}")
+
+    table = Table(title=f"pruning ({r.mode})", title_justify="left")
+    for col in ("layer", "op", "in ch", "out ch", "params", "MACs"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    if r.mode != "channels":
+        table.add_column("sparsity", justify="right")
+    for layer in r.layers:
+        row = [
+            escape(layer.name),
+            layer.op_type,
+            pair(*layer.in_channels),
+            pair(*layer.out_channels),
+            pair(*layer.params),
+            pair(*(f"{m / 1e6:.1f}M" if m is not None else None for m in layer.macs)),
+        ]
+        if r.mode != "channels":
+            row.append("-" if layer.sparsity is None else f"{layer.sparsity:.0%}")
+        table.add_row(*row)
+    console.print(table)
+    parts = []
+    if r.mode == "channels":
+        blocked = ", ".join(f"{k} {v}" for k, v in sorted(r.blocked.items())) or "none"
+        parts.append(f"{r.groups_pruned} of {r.groups} channel groups pruned (blocked: {blocked})")
+        ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
+        parts.append(f"MACs {r.macs_before / 1e9:.3f} G -> {r.macs_after / 1e9:.3f} G ({ratio:.2f}x fewer)")
+    parts.append(f"parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
+    if r.latency_ms:
+        a, b = r.latency_ms
+        parts.append(f"latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
+    console.print("; ".join(parts), highlight=False, markup=False)
+    if r.note:
+        console.print(f"note: {r.note}", highlight=False, markup=False)
 
 
 def _quantize_config(args: argparse.Namespace) -> Any:

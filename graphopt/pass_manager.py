@@ -49,6 +49,8 @@ class PassReport:
     """Why verification could not run (onnxruntime cannot run the model), if so."""
     quantization: Any = None
     """The QuantReport when ``optimize`` quantized the model after the pipeline."""
+    pruning: list[Any] = field(default_factory=list)
+    """The PruneReports when ``optimize`` pruned the model after the pipeline (channels, then weights)."""
 
     @property
     def changed(self) -> bool:

@@ -349,6 +349,11 @@ class SparseTensor:
         return tuple(self._proto.dims)
 
     @property
+    def size(self) -> int:
+        """Elements of the dense tensor."""
+        return math.prod(self.dims)
+
+    @property
     def nbytes(self) -> int:
         return Tensor.from_proto(self._proto.values).nbytes + Tensor.from_proto(self._proto.indices).nbytes
 

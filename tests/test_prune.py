@@ -1,0 +1,352 @@
+"""Pruning: channel groups, the zero-channel invariant, real exports, weight sparsity, 2:4, the CLI, and composing
+with quantization."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from graphopt.passes import prune as pr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import graphopt
+from graphopt import runtime
+from graphopt.errors import GraphoptError
+from graphopt.onnx_io import from_proto
+from graphopt.prune import prune_channels, prune_weights
+from graphopt.quantize import output_error, quantize_model
+from graphopt.shape_inference import infer_shapes
+from tests.test_quantize import KINDS, _feeds, _Net
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _outputs(model, feeds):
+    sess = runtime.session(model)
+    return [sess.run(None, f) for f in feeds]
+
+
+def _zero_channels(proto: onnx.ModelProto, ratio: float, seed: int) -> onnx.ModelProto:
+    """The model with, in every prunable group, the channels ``prune_channels(ratio, multiple=1)`` removes set to zero
+    in the producers' weights (randomly chosen channels; the others keep non-zero weights)."""
+    model = from_proto(proto)
+    infer_shapes(model)
+    analysis = pr.analyse(model.graph)
+    rng = np.random.default_rng(seed)
+    zero: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for root in {analysis.find(g) for g in range(len(analysis.groups))}:
+        grp = analysis.groups[root]
+        if grp.blocked or not grp.producers:
+            continue
+        n_remove = grp.size - max(1, math.ceil(grp.size * (1 - ratio)))
+        rows = rng.choice(grp.size, size=n_remove, replace=False)
+        for p in grp.producers:
+            axis = 0 if p.op_type == "Conv" or int(p.attr("transB", 0)) else 1
+            zero.setdefault(p.inputs[1].name, []).append((axis, rows))
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for init in out.graph.initializer:
+        for axis, rows in zero.get(init.name, []):
+            arr = numpy_helper.to_array(init).copy()
+            index = [slice(None)] * arr.ndim
+            index[axis] = rows
+            arr[tuple(index)] = 0
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
+    st.integers(2, 10),
+    st.integers(4, 9),
+    st.sampled_from([0.25, 0.5, 0.75]),
+    st.integers(0, 2**31 - 1),
+)
+def test_removing_channels_whose_weights_are_zero_changes_nothing(kinds, channels, size, ratio, seed) -> None:
+    """The zero-channel invariant, on random conv nets with residual Adds, Concats, depthwise convs and pools."""
+    folded = graphopt.optimize(_Net(np.random.default_rng(seed), channels, size).model(kinds), level=2)
+    zeroed = _zero_channels(folded, ratio, seed)
+    model = from_proto(zeroed)
+    try:
+        report = prune_channels(model, ratio, multiple=1)
+    except GraphoptError as exc:
+        assert "nothing to prune" in str(exc)
+        return
+    pruned = model.to_onnx()
+    onnx.checker.check_model(pruned)
+    feeds = _feeds(2, size, seed % 1000, batch=2)
+    want, got = _outputs(zeroed, feeds), _outputs(pruned, feeds)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_allclose(b[0], a[0], rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(a[0]).max())))
+    if report.groups_pruned:
+        assert report.macs_after < report.macs_before
+        assert report.param_bytes_after < report.param_bytes_before or report.folded
+
+
+def test_residual_groups_prune_together_and_concat_maps_by_offset() -> None:
+    proto = graphopt.optimize(_Net(np.random.default_rng(1), 8, 6).model(["residual", "concat"]), level=2)
+    model = from_proto(proto)
+    infer_shapes(model)
+    a = pr.analyse(model.graph)
+    adds = [n for n in model.graph if n.op_type == "Add"]
+    # both inputs of the residual Add are in one group
+    roots = [set(a.roots(v).tolist()) for v in adds[0].inputs]
+    assert roots[0] == roots[1] and len(roots[0]) == 1
+    concat = next(n for n in model.graph if n.op_type == "Concat")
+    layout = a.roots(concat.outputs[0])
+    assert len(set(layout[:8].tolist())) == 1 and len(set(layout[8:].tolist())) == 1 and layout[0] != layout[8]
+    report = prune_channels(model, 0.5, multiple=2)
+    assert report.groups_pruned >= 2
+    out = model.to_onnx()
+    feeds = _feeds(2, 6)
+    assert np.all(np.isfinite(_outputs(out, feeds)[0][0]))
+
+
+def test_graph_output_and_protected_layers_are_never_pruned() -> None:
+    proto = graphopt.optimize(_Net(np.random.default_rng(2), 8, 6).model(["conv_relu", "conv_relu"]), level=2)
+    names = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    model = from_proto(proto)
+    report = prune_channels(model, 0.5, multiple=1, protect=[names[1]])
+    convs = {n.name: n for n in model.graph if n.op_type == "Conv"}
+    assert convs[names[1]].inputs[1].constant().dims[0] == 8  # protected
+    assert convs[names[0]].inputs[1].constant().dims[0] == 4
+    assert report.blocked.get("protected layer") == 1 and report.blocked.get("graph output") == 1
+    gemm = next(n for n in model.graph if n.op_type == "Gemm")
+    assert gemm.outputs[0].shape[-1] == 5  # the logits keep their size
+
+
+def test_unknown_op_blocks_its_group() -> None:
+    """A channel-mixing op the analysis does not understand (Softmax over channels) blocks the group it reads."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Softmax", ["c"], ["s"], axis=1, name="softmax"),
+            helper.make_node("Conv", ["s", "w2"], ["y"], name="conv2"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [w, w2],
+    )
+    model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(GraphoptError, match="nothing to prune.*read by Softmax"):
+        prune_channels(model, 0.5, multiple=1)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_ratio_outside_zero_one_is_an_error(ratio) -> None:
+    model = from_proto(onnx.load(FIXTURES / "cnn.onnx"))
+    with pytest.raises(GraphoptError, match=r"\[0, 1\)"):
+        prune_channels(model, ratio)
+    with pytest.raises(GraphoptError, match=r"\[0, 1\)"):
+        prune_weights(model, ratio)
+
+
+def test_protect_that_matches_nothing_warns(caplog) -> None:
+    model = graphopt.optimize(FIXTURES / "cnn.onnx")
+    report = prune_channels(model, 0.5, multiple=1, protect=["no-such-layer"])
+    assert report.unmatched_protect == ["no-such-layer"]
+    assert "no-such-layer" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# real exports: MACs and parameters shrink, the model stays valid and close
+# --------------------------------------------------------------------------------------------------------------------
+REAL = {
+    "resnet50.ts.onnx": 2.0,
+    "resnet50.dynamo.onnx": 2.0,
+    "mobilenetv2.ts.onnx": 2.0,
+    "concatnet.ts.onnx": 2.0,
+    "efficientnet.ts.onnx": 1.5,
+    "vgg.ts.onnx": 2.0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_exports_lose_macs_and_stay_valid(name: str) -> None:
+    path = FIXTURES / "real" / name
+    with np.load(FIXTURES / "real" / f"{name.split('.')[0]}.io.npz") as data:
+        feeds = [{k: data[k] for k in data.files if k != "output"}]
+    model = graphopt.optimize(path, level=2)
+    report = prune_channels(model, 0.5, multiple=1)
+    out = model.to_onnx()
+    onnx.checker.check_model(out)
+    assert report.macs_before / report.macs_after >= REAL[name]
+    got = _outputs(out, feeds)[0][0]
+    assert got.shape == data_shape(path, feeds) and np.all(np.isfinite(got))
+    for layer in report.layers:
+        assert layer.params[1] <= layer.params[0]
+
+
+def data_shape(path: Path, feeds) -> tuple[int, ...]:
+    return _outputs(onnx.load(path), feeds)[0][0].shape
+
+
+def test_prune_then_quantize_runs() -> None:
+    path = FIXTURES / "real" / "resnet18.ts.onnx"
+    with np.load(FIXTURES / "real" / "resnet18.io.npz") as data:
+        feeds = [{k: data[k] for k in data.files if k != "output"}]
+    model = graphopt.optimize(path, level=2)
+    prune_channels(model, 0.5, multiple=1)
+    pruned = model.to_onnx()
+    report = quantize_model(model, feeds, "ort", {"cache": False})
+    assert report.layers and report.fused_count == len(report.layers)
+    quantized = model.to_onnx()
+    err, _ = output_error(_outputs(pruned, feeds), _outputs(quantized, feeds))
+    assert err < 0.2
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# weight sparsity
+# --------------------------------------------------------------------------------------------------------------------
+def test_unstructured_sparsity_reaches_the_ratio_and_keeps_shapes() -> None:
+    model = graphopt.optimize(FIXTURES / "real" / "resnet18.ts.onnx", level=2)
+    shapes = {n.name: n.inputs[1].constant().dims for n in model.graph if n.op_type in ("Conv", "Gemm")}
+    report = prune_weights(model, 0.6)
+    total = zero = 0
+    for n in model.graph:
+        if n.op_type in ("Conv", "Gemm"):
+            w = n.inputs[1].constant().numpy()
+            assert w.shape == shapes[n.name]
+            total += w.size
+            zero += int((w == 0).sum())
+    assert abs(zero / total - 0.6) < 0.01
+    assert all(layer.sparsity is not None for layer in report.layers)
+    assert "not faster" in report.note
+    layered = graphopt.optimize(FIXTURES / "real" / "resnet18.ts.onnx", level=2)
+    per_layer = prune_weights(layered, 0.6, scope="layer")
+    assert all(abs(layer.sparsity - 0.6) < 0.02 for layer in per_layer.layers if layer.params[0] > 100)
+
+
+def test_two_four_keeps_the_two_largest_of_every_four_input_channels() -> None:
+    model = graphopt.optimize(FIXTURES / "real" / "resnet18.ts.onnx", level=2)
+    before = {n.name: n.inputs[1].constant().numpy() for n in model.graph if n.op_type == "Conv"}
+    prune_weights(model, mode="2:4")
+    for n in model.graph:
+        if n.op_type != "Conv" or before[n.name].shape[1] % 4:
+            continue
+        w, orig = n.inputs[1].constant().numpy(), before[n.name]
+        blocks = np.moveaxis(w, 1, -1).reshape(*w.shape[:1], *w.shape[2:], -1, 4)
+        assert np.all((blocks != 0).sum(axis=-1) <= 2)
+        kept = np.moveaxis(np.abs(orig), 1, -1).reshape(blocks.shape)
+        # what was dropped is never larger than what was kept in the same block
+        dropped = np.where(blocks == 0, kept, 0).max(axis=-1)
+        smallest_kept = np.where(blocks != 0, kept, np.inf).min(axis=-1)
+        assert np.all(dropped <= smallest_kept)
+
+
+def test_sparse_initializers_load_and_run(tmp_path) -> None:
+    model = graphopt.optimize(FIXTURES / "cnn.onnx", level=2)
+    dense = model.to_onnx()
+    prune_weights(model, 0.7, sparse=True)
+    out = tmp_path / "sparse.onnx"
+    graphopt.save(model, out)
+    loaded = onnx.load(out)
+    assert len(loaded.graph.sparse_initializer) > 0
+    feeds = _feeds(2, 32)
+    assert np.all(np.isfinite(_outputs(str(out), feeds)[0][0]))
+    assert out.stat().st_size < len(dense.SerializeToString())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------------------------
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from graphopt.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_prunes_channels_reports_and_composes_with_quantization(tmp_path, capsys) -> None:
+    out = tmp_path / "p.onnx"
+    src = FIXTURES / "real" / "resnet18.ts.onnx"
+    code, stdout, _ = _cli(
+        capsys,
+        "optimize",
+        str(src),
+        "-o",
+        str(out),
+        "--prune-channels",
+        "0.5",
+        "--prune-multiple",
+        "1",
+        "--prune-bench",
+        "3",
+        "--quantize",
+        "int8",
+        "--calib-random",
+        "2",
+        "--calib-cache",
+        "off",
+        "--json",
+    )
+    assert code == 0 and out.is_file()
+    summary = json.loads(stdout)
+    p = summary["pruning"][0]
+    assert p["mode"] == "channels" and p["macs_after"] < p["macs_before"] / 2
+    assert p["latency_ms_before"] > 0 and p["latency_ms_after"] > 0
+    assert summary["quantization"]["layers"]
+    runtime.session(out).run(None, runtime.make_inputs(runtime.session(out)))
+
+
+def test_cli_two_four_prints_the_sparsity_note(tmp_path, capsys) -> None:
+    code, stdout, _ = _cli(
+        capsys,
+        "optimize",
+        str(FIXTURES / "cnn.onnx"),
+        "-o",
+        str(tmp_path / "s.onnx"),
+        "--prune-weights",
+        "2:4",
+        "--prune-bench",
+        "0",
+    )
+    assert code == 0 and "sparsity" in stdout and "not faster" in stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prune-channels", "1.0"], "--prune-channels must be in [0, 1)"),
+        (["--prune-channels", "-0.5"], "--prune-channels must be in [0, 1)"),
+        (["--prune-weights", "3:4"], "--prune-weights takes a ratio"),
+        (["--prune-weights", "1"], "--prune-weights must be in [0, 1)"),
+        (["--prune-layer", "stem/Conv=2", "--prune-channels", "0.5"], "NAME=RATIO"),
+        (["--prune-protect", "stem/Conv"], "need --prune-channels or --prune-weights"),
+        (["--prune-channels", "0.5", "--prune-multiple", "0"], "at least 1"),
+    ],
+)
+def test_cli_bad_pruning_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message) -> None:
+    out = tmp_path / "p.onnx"
+    code, _, err = _cli(capsys, "optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_protect_that_matches_nothing_warns(tmp_path, capsys) -> None:
+    code, _, err = _cli(
+        capsys,
+        "optimize",
+        str(FIXTURES / "cnn.onnx"),
+        "-o",
+        str(tmp_path / "p.onnx"),
+        "--prune-channels",
+        "0.5",
+        "--prune-protect",
+        "nothing-like-this",
+        "--prune-bench",
+        "0",
+    )
+    assert code == 0 and "nothing-like-this" in err and "warning" in err
