@@ -129,6 +129,13 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
     p.add_argument("--prune-multiple", type=int, default=8, help="round kept channels up to a multiple (default 8)")
     p.add_argument("--prune-importance", choices=("l1", "l2"), default="l1", help="channel importance (default l1)")
     p.add_argument(
+        "--prune-borders",
+        choices=("exact", "bias"),
+        default="exact",
+        help="what removed channels still produce: exact (a constant map after padded readers where the border "
+        "differs) or bias (interior value into the bias only: smaller, approximate at borders)",
+    )
+    p.add_argument(
         "--prune-protect", action="append", default=[], metavar="NAME|REGEX", help="never prune this layer (repeatable)"
     )
     p.add_argument(
@@ -401,6 +408,7 @@ def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
             "importance": args.prune_importance,
             "protect": list(args.prune_protect),
             "layer_ratios": layer_ratios,
+            "borders": args.prune_borders,
             "scope": args.prune_scope,
             "sparse": args.sparse_initializers,
         },
@@ -456,6 +464,8 @@ def _print_pruning(console: Console, r: Any) -> None:
     if r.mode == "channels":
         blocked = ", ".join(f"{k} {v}" for k, v in sorted(r.blocked.items())) or "none"
         parts.append(f"{r.groups_pruned} of {r.groups} channel groups pruned (blocked: {blocked})")
+        if r.folded:
+            parts.append(f"{r.folded} readers took the removed channels' constant signal ({r.border_maps} as maps)")
         ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
         parts.append(f"MACs {r.macs_before / 1e9:.3f} G -> {r.macs_after / 1e9:.3f} G ({ratio:.2f}x fewer)")
     parts.append(f"parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")

@@ -61,6 +61,8 @@ class PruneReport:
     """Why groups could not be pruned, with how many."""
     folded: int = 0
     """Readers of removed channels whose bias or output took what those channels still produced."""
+    border_maps: int = 0
+    """Of those, readers whose padding made the contribution differ at the border: a constant map added after them."""
     macs_before: int = 0
     macs_after: int = 0
     param_bytes_before: int = 0
@@ -77,6 +79,7 @@ class PruneReport:
             "groups_pruned": self.groups_pruned,
             "blocked": self.blocked,
             "folded_readers": self.folded,
+            "border_maps": self.border_maps,
             "macs_before": self.macs_before,
             "macs_after": self.macs_after,
             "param_bytes_before": self.param_bytes_before,
@@ -215,13 +218,21 @@ def prune_channels(
     importance: str = "l1",
     protect: Sequence[str] = (),
     layer_ratios: Mapping[str, float] | None = None,
+    borders: str = "exact",
 ) -> PruneReport:
-    """Remove ``ratio`` of the channels of every prunable group of ``model`` (in place); returns the report."""
+    """Remove ``ratio`` of the channels of every prunable group of ``model`` (in place); returns the report.
+
+    ``borders``: "exact" keeps what removed channels still produce exactly, adding a constant map after a padded
+    reader whose border differs; "bias" folds only the interior value into the bias (no maps; approximate at the
+    borders of padded readers).
+    """
     _check_ratio(ratio, "channel pruning ratio")
     for name, r in (layer_ratios or {}).items():
         _check_ratio(r, f"pruning ratio of {name!r}")
     if multiple < 1:
         raise GraphoptError(f"channel multiple must be at least 1, got {multiple}")
+    if borders not in ("exact", "bias"):
+        raise GraphoptError(f"borders must be 'exact' or 'bias', got {borders!r}")
     if importance not in ("l1", "l2"):
         raise GraphoptError(f"importance must be l1 or l2, got {importance!r}")
     _name_nodes(model)
@@ -249,7 +260,7 @@ def prune_channels(
         readers = pr.readers_with_removed_inputs(graph, analysis, keep)
         signals = _probe(model, analysis, keep, readers)
         report.folded = sum(1 for s in signals.values() if np.any(s))
-        pr.remove_channels(graph, analysis, keep, signals)
+        report.border_maps = pr.remove_channels(graph, analysis, keep, signals, borders)
         PassManager("dce,remove-unused").run(model)
     after = layer_costs(model)
     report.layers = _changes(before, after)
@@ -360,7 +371,7 @@ def measure(
     return la.median_ms, lb.median_ms
 
 
-CHANNEL_OPTIONS = ("multiple", "importance", "protect", "layer_ratios")
+CHANNEL_OPTIONS = ("multiple", "importance", "protect", "layer_ratios", "borders")
 WEIGHT_OPTIONS = ("scope", "protect", "sparse")
 
 

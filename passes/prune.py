@@ -404,13 +404,21 @@ def _slice_input(graph: Graph, n: Node, i: int, mask: np.ndarray, axis: int) -> 
 
 
 def remove_channels(
-    graph: Graph, a: Analysis, keep: dict[int, np.ndarray], removed_values: dict[int, np.ndarray]
-) -> None:
-    """Slice every tensor of the kept groups; ``removed_values`` (from :func:`removed_signal`) is folded into readers.
+    graph: Graph,
+    a: Analysis,
+    keep: dict[int, np.ndarray],
+    removed_values: dict[int, np.ndarray],
+    borders: str = "exact",
+) -> int:
+    """Slice every tensor of the kept groups and fold ``removed_values`` into the readers of removed channels.
 
     ``removed_values`` maps id(Value) of each Conv/Gemm input with removed channels to that input's removed channels
     as computed with the producers' removed weights zeroed, shape ``[removed, *spatial]`` (batch of one dropped).
+    ``borders="exact"`` adds the whole contribution map after a reader whose padding makes its border differ;
+    ``"bias"`` folds only the interior value into the bias (smaller, approximate at the borders). Returns the number
+    of maps added.
     """
+    maps = 0
     for n in list(graph):
         op = n.op_type
         ins = n.inputs
@@ -420,7 +428,7 @@ def remove_channels(
             out_mask = kept_positions(a, n.outputs[0], keep) if n.outputs[0] is not None else None
             depthwise = op == "Conv" and int(n.attr("group", 1)) > 1
             if in_mask is not None and not depthwise:
-                _fold_removed_input(graph, a, n, in_mask, out_mask, removed_values.get(id(x)))  # type: ignore[arg-type]
+                maps += _fold_removed_input(graph, a, n, in_mask, out_mask, removed_values.get(id(x)), borders)  # type: ignore[arg-type]
                 w_axis = 1 if op == "Conv" else (1 if int(n.attr("transB", 0)) else 0)
                 _slice_input(graph, n, 1, in_mask, w_axis)
             if out_mask is not None:
@@ -462,6 +470,7 @@ def remove_channels(
         if mask is not None and v.shape is not None:
             v.shape = (v.shape[0], int(mask.sum()), *v.shape[2:])
         del key
+    return maps
 
 
 def _fold_removed_input(
@@ -471,22 +480,28 @@ def _fold_removed_input(
     in_mask: np.ndarray,
     out_mask: np.ndarray | None,
     signal: np.ndarray | None,
-) -> None:
-    """Add what the removed input channels of Conv/Gemm ``n`` contributed to its output: to its bias, or after it."""
+    borders: str = "exact",
+) -> int:
+    """Add what the removed input channels of Conv/Gemm ``n`` contributed to its output: to its bias, or after it
+    (returns 1 when it added a map after the layer)."""
     if signal is None or not np.any(signal):
-        return
+        return 0
     removed = ~in_mask
     w = _const(n.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
     if n.op_type == "Gemm":
         rows = w[removed] if not int(n.attr("transB", 0)) else w[:, removed].T
         extra = float(n.attr("alpha", 1.0)) * (signal.reshape(-1).astype(np.float64) @ rows)
         _add_bias(graph, n, extra, float(n.attr("beta", 1.0)))
-        return
+        return 0
     contribution = _conv_of(n, signal, w[:, removed])  # [Cout, *spatial_out]
     flat = contribution.reshape(contribution.shape[0], -1)
     if np.allclose(flat, flat[:, :1], rtol=1e-6, atol=1e-7 * max(1.0, float(np.abs(flat).max()))):
         _add_bias(graph, n, flat.mean(axis=1), 1.0)
-        return
+        return 0
+    if borders == "bias":
+        centre = tuple(d // 2 for d in contribution.shape[1:])
+        _add_bias(graph, n, contribution[(slice(None), *centre)], 1.0)
+        return 0
     # padding makes the border differ: add the whole map after the layer (its own kept output channels only)
     out = n.outputs[0]
     assert out is not None
@@ -502,6 +517,7 @@ def _fold_removed_input(
     graph.replace_all_uses_with(out, added, exclude=[node])
     if layout is not None:
         analysis.set(added, *layout)  # readers later in the walk see the same channels through the Add
+    return 1
 
 
 def _add_bias(graph: Graph, n: Node, extra: np.ndarray, beta: float) -> None:

@@ -350,3 +350,15 @@ def test_cli_protect_that_matches_nothing_warns(tmp_path, capsys) -> None:
         "0",
     )
     assert code == 0 and "nothing-like-this" in err and "warning" in err
+
+
+def test_bias_borders_add_no_maps_and_stay_close_inside() -> None:
+    proto = graphopt.optimize(_Net(np.random.default_rng(3), 8, 8).model(["conv_relu", "residual"]), level=2)
+    exact, approx = from_proto(proto), from_proto(proto)
+    r_exact = prune_channels(exact, 0.5, multiple=1)
+    r_bias = prune_channels(approx, 0.5, multiple=1, borders="bias")
+    assert r_exact.border_maps > 0 and r_bias.border_maps == 0
+    assert r_bias.param_bytes_after < r_exact.param_bytes_after
+    assert sum(n.op_type == "Add" for n in approx.graph) < sum(n.op_type == "Add" for n in exact.graph)
+    feeds = _feeds(1, 8)
+    assert np.all(np.isfinite(_outputs(approx.to_onnx(), feeds)[0][0]))
