@@ -2,18 +2,17 @@
 
     python benchmarks/export_models.py --only resnet50,mobilenetv2,concatnet --exporter torchscript
     python benchmarks/prune.py [--models resnet50.ts,mobilenetv2.ts,concatnet.ts] [--ratio 0.5] [--multiple 8]
-                               [--runs 20] [--repeat 5] [--threads 1] [--out benchmarks/RESULTS-prune.md]
+                               [--runs 100] [--threads 1] [--out benchmarks/RESULTS-prune.md]
 
 For each model, all after ``-O2``: the dense model; ``prune-channels`` at ``--ratio``; the pruned model quantized
 to int8 (target ort, 8 random calibration samples); and 90% unstructured weight sparsity (shapes unchanged). Latency:
-onnxruntime CPU, all optimizations, ``--threads`` threads, the median of ``--runs`` runs per round with the variants
-interleaved, then the median over ``--repeat`` rounds; speed-ups are ratios to the dense model.
+onnxruntime CPU, all optimizations, ``--threads`` threads, the variants run in turn (A, B, C, D, A, ...), the
+median of ``--runs`` runs each; speed-ups are ratios to the dense model.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
@@ -30,22 +29,12 @@ from graphopt.quantize import quantize_model  # noqa: E402
 MODELS = HERE / "models"
 
 
-def latency(protos: dict, runs: int, repeat: int, threads: int) -> dict[str, float]:
+def latency(protos: dict, runs: int, threads: int) -> dict[str, float]:
+    """Median ms per variant, the variants run in turn (A, B, C, A, B, C, ...) on the same inputs."""
     sessions = {k: runtime.session(p, threads=threads) for k, p in protos.items()}
     feeds = runtime.make_inputs(next(iter(sessions.values())), batch=1)
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, feeds)
-    rounds: dict[str, list[float]] = {k: [] for k in protos}
-    for _ in range(repeat):
-        for k, s in sessions.items():
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feeds)
-                times.append(time.perf_counter() - t0)
-            rounds[k].append(statistics.median(times))
-    return {k: statistics.median(v) * 1000 for k, v in rounds.items()}
+    results = runtime.measure_latency(list(sessions.values()), feeds, warmup=3, runs=runs)
+    return {k: r.median_ms for k, r in zip(sessions, results, strict=True)}
 
 
 def main() -> int:
@@ -53,8 +42,7 @@ def main() -> int:
     ap.add_argument("--models", default="resnet50.ts,mobilenetv2.ts,concatnet.ts")
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--multiple", type=int, default=8)
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(HERE / "RESULTS-prune.md"))
     args = ap.parse_args()
@@ -63,10 +51,10 @@ def main() -> int:
         "# Pruning: MACs, parameters and latency",
         "",
         f"`python benchmarks/prune.py --models {args.models} --ratio {args.ratio} --multiple {args.multiple} "
-        f"--runs {args.runs} --repeat {args.repeat} --threads {args.threads}`",
+        f"--runs {args.runs} --threads {args.threads}`",
         "",
         "All variants start from the `-O2` model. Latency: onnxruntime CPU, all optimizations, "
-        f"{args.threads} thread(s), median of {args.runs} runs per round, median of {args.repeat} interleaved rounds.",
+        f"{args.threads} thread(s), median of {args.runs} runs, the variants run in turn (A, B, C, D, A, ...).",
         "",
         "| model | variant | GMACs | MACs ratio | params MB | prune s | ms | speed-up |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -101,7 +89,7 @@ def main() -> int:
             time.perf_counter() - t0,
         )
 
-        lat = latency({k: v[0] for k, v in rows.items()}, args.runs, args.repeat, args.threads)
+        lat = latency({k: v[0] for k, v in rows.items()}, args.runs, args.threads)
         for k, (_, macs, mb, secs) in rows.items():
             line = (
                 f"| {name} | {k} | {macs / 1e9:.3f} | {dense_macs / macs:.2f}x | {mb:.1f} | "

@@ -37,6 +37,7 @@ import onnx
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Graph, Node, Value
+from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
 STANDARD = frozenset({"", "ai.onnx"})
@@ -651,3 +652,62 @@ def to_sparse(graph: Graph, value: Value, dense: np.ndarray) -> None:
     graph.initializers.pop(value.name, None)
     value.const = SparseTensor(sparse)
     graph.sparse_initializers[value.name] = value
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# as registered passes (for pipelines); ``--prune-channels`` / ``--prune-weights`` call the same functions
+# --------------------------------------------------------------------------------------------------------------------
+class _PruneOnce(Pass):
+    """A pruning pass: the main graph only, once per ``optimize`` call (a fixed-point pipeline must not prune the
+    pruned model again); its report is appended to ``ctx.options["pruning_reports"]``."""
+
+    recursive = False
+    lossless = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        key = f"_{self.name}_done"
+        if graph is not ctx.model.graph or ctx.options.get(key):
+            return False
+        ctx.options[key] = True
+        report = self.prune(ctx)
+        ctx.options.setdefault("pruning_reports", []).append(report)
+        return True
+
+    def prune(self, ctx: PassContext) -> object:
+        raise NotImplementedError
+
+
+@register_pass(
+    "prune-channels",
+    description="remove a share of the channels of every prunable channel group (structured; shapes shrink)",
+    options={
+        "ratio": Option(float, 0.5, "share of each group's channels to remove, in [0, 1)"),
+        "multiple": Option(int, 8, "round kept channels up to this multiple"),
+        "importance": Option(str, "l1", "channel importance", choices=("l1", "l2")),
+        "borders": Option(str, "exact", "what removed channels still produce", choices=("exact", "bias")),
+    },
+)
+class PruneChannels(_PruneOnce):
+    def prune(self, ctx: PassContext) -> object:
+        from graphopt.prune import prune_channels
+
+        report = prune_channels(ctx.model, **self.options)
+        ctx.count("groups pruned", report.groups_pruned)
+        return report
+
+
+@register_pass(
+    "prune-weights",
+    description="zero the smallest weights (unstructured) or keep 2 of every 4 (mode=2:4); shapes do not change",
+    options={
+        "ratio": Option(float, 0.5, "share of weights to zero (unstructured), in [0, 1)"),
+        "mode": Option(str, "unstructured", "sparsity pattern", choices=("unstructured", "2:4")),
+        "scope": Option(str, "global", "ratio over all layers or per layer", choices=("global", "layer")),
+    },
+)
+class PruneWeights(_PruneOnce):
+    def prune(self, ctx: PassContext) -> object:
+        from graphopt.prune import prune_weights
+
+        opts = self.options
+        return prune_weights(ctx.model, opts["ratio"], mode=opts["mode"], scope=opts["scope"])

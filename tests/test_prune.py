@@ -301,18 +301,13 @@ def test_cli_prunes_channels_reports_and_composes_with_quantization(tmp_path, ca
     runtime.session(out).run(None, runtime.make_inputs(runtime.session(out)))
 
 
+def _optimize_cnn(capsys, out: Path, *extra: str) -> tuple[int, str, str]:
+    """``graphopt optimize fixtures/cnn.onnx -o OUT`` plus ``extra``."""
+    return _cli(capsys, "optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), *extra)
+
+
 def test_cli_two_four_prints_the_sparsity_note(tmp_path, capsys) -> None:
-    code, stdout, _ = _cli(
-        capsys,
-        "optimize",
-        str(FIXTURES / "cnn.onnx"),
-        "-o",
-        str(tmp_path / "s.onnx"),
-        "--prune-weights",
-        "2:4",
-        "--prune-bench",
-        "0",
-    )
+    code, stdout, _ = _optimize_cnn(capsys, tmp_path / "s.onnx", "--prune-weights", "2:4", "--prune-bench", "0")
     assert code == 0 and "sparsity" in stdout and "not faster" in stdout
 
 
@@ -330,18 +325,15 @@ def test_cli_two_four_prints_the_sparsity_note(tmp_path, capsys) -> None:
 )
 def test_cli_bad_pruning_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message) -> None:
     out = tmp_path / "p.onnx"
-    code, _, err = _cli(capsys, "optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), *args)
+    code, _, err = _optimize_cnn(capsys, out, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
 def test_cli_protect_that_matches_nothing_warns(tmp_path, capsys) -> None:
-    code, _, err = _cli(
+    code, _, err = _optimize_cnn(
         capsys,
-        "optimize",
-        str(FIXTURES / "cnn.onnx"),
-        "-o",
-        str(tmp_path / "p.onnx"),
+        tmp_path / "p.onnx",
         "--prune-channels",
         "0.5",
         "--prune-protect",
@@ -362,3 +354,20 @@ def test_bias_borders_add_no_maps_and_stay_close_inside() -> None:
     assert sum(n.op_type == "Add" for n in approx.graph) < sum(n.op_type == "Add" for n in exact.graph)
     feeds = _feeds(1, 8)
     assert np.all(np.isfinite(_outputs(approx.to_onnx(), feeds)[0][0]))
+
+
+def test_prune_passes_run_in_a_pipeline() -> None:
+    proto = _Net(np.random.default_rng(4), 8, 6).model(["conv_relu", "residual"])
+    report: list = []
+    out = graphopt.optimize(
+        proto,
+        passes="cleanup,fold-conv-bn,prune-channels{ratio=0.5,multiple=1},prune-weights{mode=2:4},cleanup",
+        fixed_point=True,
+        report=report,
+    )
+    convs = [n for n in out.graph.node if n.op_type == "Conv"]
+    dims = {tuple(numpy_helper.to_array(i).shape) for i in out.graph.initializer}
+    assert any(d[:1] == (4,) for d in dims if len(d) == 4)  # halved once, though the pipeline ran to a fixed point
+    assert not any(d[:1] == (2,) for d in dims if len(d) == 4)
+    assert convs and {s.name for s in report[0].stats} >= {"prune-channels", "prune-weights"}
+    assert np.all(np.isfinite(_outputs(out, _feeds(1, 6))[0][0]))
