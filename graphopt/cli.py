@@ -25,7 +25,7 @@ from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
 from graphopt.onnx_io import check, load, require_file, save
 from graphopt.pass_manager import PassManager, PassReport
-from graphopt.passes_api import TARGETS, PassContext, as_passes, level_pipeline, list_passes
+from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
 from graphopt.summary import human_bytes, shape_str, summarize
 from graphopt.tensors import same_file
 
@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
     )
     opt.add_argument("--strict", action="store_true", help="with --verify: stop with exit code 1 instead of undoing")
+    opt.add_argument(
+        "--winograd",
+        choices=("auto", "off", "F2", "F4", "F6"),
+        default=None,
+        help="3x3 Conv lowering (-O3): auto times each layer (default at -O3, target ort); F2/F4/F6 force; off",
+    )
+    opt.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="onnxruntime threads the model will run with (Winograd timing; default 1)",
+    )
     _prune_flags(opt)
     _quantize_flags(opt)
     _output_flags(opt)
@@ -293,6 +305,8 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
+    if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
+        pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
     fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
     show = not (args.quiet or args.json) and err.is_terminal
 
@@ -310,7 +324,10 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
             progress.update(task, description=f"pass {name}", completed=index)
 
         t0 = time.perf_counter()
-        ctx = PassContext(model=model, target=args.target)
+        options: dict[str, Any] = {"winograd_threads": args.threads}
+        if args.winograd is not None:
+            options["winograd"] = args.winograd
+        ctx = PassContext(model=model, target=args.target, options=options)
         manager = PassManager(
             pipeline, fixed_point=fixed_point, progress=on_pass, verify=args.verify, strict=args.strict
         )

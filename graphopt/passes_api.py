@@ -299,7 +299,7 @@ LEVELS: dict[int, list[str]] = {
     0: [],
     1: ["cleanup"],
     2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup"],
-    3: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup"],
+    3: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup", "winograd"],
 }
 
 
