@@ -91,6 +91,43 @@ def whole_models(names: list[str], runs: int, lines: list[str]) -> None:
         print(lines[-1], flush=True)
 
 
+def kernels(lines: list[str]) -> None:
+    """The offline weight transform and the input transform: Numba (parallel) against the C extension (1 thread)."""
+    from graphopt.kernels import winograd as wk
+
+    rng = np.random.default_rng(0)
+    cases = [
+        ("weight transform 512x512x3x3, F(4,3)", lambda b: wk.weight_transform(w512, 4, b)),
+        ("input transform 1x256x58x58, F(4,3)", lambda b: wk.input_transform(x256, 4, b)),
+        ("output transform 6x6x256x196, F(4,3)", lambda b: wk.output_transform(mm256, 4, 14, 14, b)),
+    ]
+    w512 = rng.standard_normal((512, 512, 3, 3))
+    x256 = rng.standard_normal((1, 256, 58, 58))
+    mm256 = rng.standard_normal((6, 6, 256, 196))
+    backends = ["numba"] + (["c"] if wk._c_module() is not None else [])
+    lines += [
+        "",
+        "## Kernels (float64; best of 5)",
+        "",
+        "| kernel | " + " | ".join(backends) + " |",
+        "|---|" + "---:|" * len(backends),
+    ]
+    import time
+
+    for label, fn in cases:
+        best = {}
+        for b in backends:
+            fn(b)
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn(b)
+                runs.append(time.perf_counter() - t0)
+            best[b] = min(runs) * 1000
+        lines.append(f"| {label} | " + " | ".join(f"{best[b]:.2f} ms" for b in backends) + " |")
+        print(lines[-1], flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vgg.ts,resnet18.ts,resnet50.ts")
@@ -107,6 +144,7 @@ def main() -> int:
             "",
         ]
         per_layer(lines)
+        kernels(lines)
         whole_models([m for m in args.models.split(",") if m], args.runs, lines)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -21,7 +21,18 @@ from functools import cache
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["POINTS", "cook_toom", "matrices", "reference_conv", "weight_transform", "weight_transform_numpy"]
+__all__ = [
+    "BACKENDS",
+    "POINTS",
+    "cook_toom",
+    "direct_conv",
+    "input_transform",
+    "matrices",
+    "output_transform",
+    "reference_conv",
+    "weight_transform",
+    "weight_transform_numpy",
+]
 
 _CANDIDATES = (
     Fraction(0),
@@ -130,11 +141,16 @@ def _weight_transform(w: np.ndarray, g: np.ndarray) -> np.ndarray:
     return u
 
 
-def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
+def weight_transform(w: np.ndarray, m: int, backend: str = "numba") -> np.ndarray:
     """``U = G w G^T`` for every (output, input) channel pair of a [K, C, r, r] weight, as [n, n, C, K] float64."""
     r = w.shape[-1]
     _, g, _ = matrices(m, r)
-    return _weight_transform(np.ascontiguousarray(w, dtype=np.float64), g)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if backend == "numba":
+        return _weight_transform(w, g)
+    u = np.empty((g.shape[0], g.shape[0], w.shape[1], w.shape[0]))
+    _run(backend, "weight_transform", None, w, g, u)
+    return u
 
 
 def weight_transform_numpy(w: np.ndarray, m: int) -> np.ndarray:
@@ -144,64 +160,112 @@ def weight_transform_numpy(w: np.ndarray, m: int) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _winograd_conv(
-    x: np.ndarray, u: np.ndarray, at: np.ndarray, bt: np.ndarray, m: int, th: int, tw: int
-) -> np.ndarray:
-    batch, c_in, _, _ = x.shape
+def _input_transform(x: np.ndarray, bt: np.ndarray, m: int, v: np.ndarray) -> None:
+    batch, c_in, hp, wp = x.shape
     n = bt.shape[0]
-    k_out = u.shape[3]
-    y = np.zeros((batch, k_out, th * m, tw * m))
-    for b in range(batch):
-        for t in prange(th * tw):
+    th, tw = (hp - n) // m + 1, (wp - n) // m + 1
+    tiles = th * tw
+    for bc in prange(batch * c_in):
+        b, c = bc // c_in, bc % c_in
+        tmp = np.empty((n, n))
+        for t in range(tiles):
             ty, tx = t // tw, t % tw
-            v = np.empty((n, n, c_in))
-            tmp = np.empty((n, n))
-            for c in range(c_in):
-                d = x[b, c, ty * m : ty * m + n, tx * m : tx * m + n]
-                for i in range(n):  # tmp = B^T d
-                    for j in range(n):
-                        s = 0.0
-                        for q in range(n):
-                            s += bt[i, q] * d[q, j]
-                        tmp[i, j] = s
-                for i in range(n):  # v = tmp B
-                    for j in range(n):
-                        s = 0.0
-                        for q in range(n):
-                            s += tmp[i, q] * bt[j, q]
-                        v[i, j, c] = s
-            mm = np.zeros((n, n, k_out))
+            d = x[b, c, ty * m : ty * m + n, tx * m : tx * m + n]
             for i in range(n):
                 for j in range(n):
-                    for c in range(c_in):
-                        vc = v[i, j, c]
-                        for k in range(k_out):
-                            mm[i, j, k] += vc * u[i, j, c, k]
-            out = np.empty((m, n))
-            for k in range(k_out):
-                for i in range(m):  # out = A^T M
-                    for j in range(n):
-                        s = 0.0
-                        for q in range(n):
-                            s += at[i, q] * mm[q, j, k]
-                        out[i, j] = s
-                for i in range(m):  # y = out A
-                    for j in range(m):
-                        s = 0.0
-                        for q in range(n):
-                            s += out[i, q] * at[j, q]
-                        y[b, k, ty * m + i, tx * m + j] = s
+                    s = 0.0
+                    for q in range(n):
+                        s += bt[i, q] * d[q, j]
+                    tmp[i, j] = s
+            for i in range(n):
+                for j in range(n):
+                    s = 0.0
+                    for q in range(n):
+                        s += tmp[i, q] * bt[j, q]
+                    v[i, j, c, b * tiles + t] = s
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _output_transform(mm: np.ndarray, at: np.ndarray, th: int, tw: int, y: np.ndarray) -> None:
+    n, _, k_out, cols = mm.shape
+    m = at.shape[0]
+    tiles = th * tw
+    batch = cols // tiles
+    for bk in prange(batch * k_out):
+        b, k = bk // k_out, bk % k_out
+        tmp = np.empty((m, n))
+        for t in range(tiles):
+            ty, tx = t // tw, t % tw
+            col = b * tiles + t
+            for i in range(m):
+                for j in range(n):
+                    s = 0.0
+                    for q in range(n):
+                        s += at[i, q] * mm[q, j, k, col]
+                    tmp[i, j] = s
+            for i in range(m):
+                for j in range(m):
+                    s = 0.0
+                    for q in range(n):
+                        s += tmp[i, q] * at[j, q]
+                    y[b, k, ty * m + i, tx * m + j] = s
+
+
+def _c_module():
+    """The compiled transforms, or None when the package was installed without a C compiler."""
+    try:
+        from graphopt.kernels import _ctransforms
+    except ImportError:
+        return None
+    return _ctransforms if getattr(_ctransforms, "ABI_VERSION", None) == 1 else None
+
+
+BACKENDS = ("numba", "c")
+
+
+def input_transform(x: np.ndarray, m: int, backend: str = "numba") -> np.ndarray:
+    """``B^T d B`` of every n x n tile (stride m) of every channel of a padded [B, C, Hp, Wp] input:
+    [n, n, C, B*tiles] float64, tiles row-major per image."""
+    _, _, bt = matrices(m, 3)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n = bt.shape[0]
+    th, tw = (x.shape[2] - n) // m + 1, (x.shape[3] - n) // m + 1
+    v = np.empty((n, n, x.shape[1], x.shape[0] * th * tw))
+    _run(backend, "input_transform", _input_transform, x, bt, m, v)
+    return v
+
+
+def output_transform(mm: np.ndarray, m: int, th: int, tw: int, backend: str = "numba") -> np.ndarray:
+    """``A^T M A`` of every tile of a [n, n, K, B*tiles] product, laid out as [B, K, th*m, tw*m] float64."""
+    at, _, _ = matrices(m, 3)
+    mm = np.ascontiguousarray(mm, dtype=np.float64)
+    y = np.empty((mm.shape[3] // (th * tw), mm.shape[2], th * m, tw * m))
+    _run(backend, "output_transform", _output_transform, mm, at, th, tw, y)
     return y
 
 
-def reference_conv(x: np.ndarray, w: np.ndarray, m: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1)) -> np.ndarray:
-    """A stride-1 r x r convolution of ``x`` [N, C, H, W] by ``w`` [K, C, r, r] with Winograd F(m, r), in float64.
+def _run(backend: str, name: str, numba_fn, *args) -> None:  # noqa: ANN001 - a kernel and its arguments
+    if backend == "c":
+        mod = _c_module()
+        if mod is None:
+            raise RuntimeError("graphopt.kernels._ctransforms is not built (no C compiler at install time)")
+        getattr(mod, name)(*args)
+    elif backend == "numba":
+        numba_fn(*args)
+    else:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def reference_conv(
+    x: np.ndarray, w: np.ndarray, m: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1), backend: str = "numba"
+) -> np.ndarray:
+    """A stride-1 r x r convolution of ``x`` [N, C, H, W] by ``w`` [K, C, r, r] with Winograd F(m, r), in float64:
+    input transform, one [K, C] x [C, tiles] product per transform point, output transform.
 
     ``pads`` = (top, left, bottom, right). The input is padded further on the bottom/right so whole tiles cover the
     output, and the extra rows/columns are cropped.
     """
     r = w.shape[-1]
-    at, _, bt = matrices(m, r)
     top, left, bottom, right = pads
     h_out = x.shape[2] + top + bottom - r + 1
     w_out = x.shape[3] + left + right - r + 1
@@ -209,8 +273,11 @@ def reference_conv(x: np.ndarray, w: np.ndarray, m: int, pads: tuple[int, int, i
     extra_h = th * m + r - 1 - (x.shape[2] + top + bottom)
     extra_w = tw * m + r - 1 - (x.shape[3] + left + right)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom + extra_h), (left, right + extra_w)))
-    u = weight_transform(w, m)
-    y = _winograd_conv(xp, u, at, bt, m, th, tw)
+    n = m + r - 1
+    u = weight_transform(w, m, backend).reshape(n * n, w.shape[1], w.shape[0])
+    v = input_transform(xp, m, backend).reshape(n * n, w.shape[1], -1)
+    mm = np.matmul(u.transpose(0, 2, 1), v).reshape(n, n, w.shape[0], -1)
+    y = output_transform(mm, m, th, tw, backend)
     return y[:, :, :h_out, :w_out]
 
 

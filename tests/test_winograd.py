@@ -174,3 +174,54 @@ def test_o3_includes_winograd_and_cli_forces_a_tile(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["optimize", str(src), "-o", str(out), "--winograd", "F5"])
     assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the C transforms
+# --------------------------------------------------------------------------------------------------------------------
+def test_c_transforms_are_built_where_a_compiler_exists() -> None:
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine: the Numba kernels stand in")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        pytest.skip("no Python headers on this machine: the Numba kernels stand in")
+    assert wk._c_module() is not None
+
+
+@pytest.mark.skipif(wk._c_module() is None, reason="graphopt.kernels._ctransforms not built")
+@pytest.mark.parametrize("m", [2, 4, 6])
+def test_c_transforms_agree_with_numpy_and_numba(m: int) -> None:
+    rng = np.random.default_rng(m)
+    w = rng.standard_normal((6, 5, 3, 3))
+    np.testing.assert_allclose(wk.weight_transform(w, m, "c"), wk.weight_transform_numpy(w, m), rtol=1e-12, atol=1e-12)
+    n = m + 2
+    x = rng.standard_normal((2, 5, 2 * m + 2, 3 * m + 2))
+    at, _, bt = wk.matrices(m, 3)
+    v_c, v_nb = wk.input_transform(x, m, "c"), wk.input_transform(x, m, "numba")
+    # numpy: every tile, explicitly
+    tiles = [x[b, :, ty * m : ty * m + n, tx * m : tx * m + n] for b in range(2) for ty in range(2) for tx in range(3)]
+    v_np = np.stack([np.einsum("iq,cqr,jr->ijc", bt, d, bt) for d in tiles], axis=-1)
+    np.testing.assert_allclose(v_c, v_np, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(v_nb, v_np, rtol=1e-12, atol=1e-12)
+    mm = rng.standard_normal((n, n, 4, 2 * 6))
+    y_c, y_nb = wk.output_transform(mm, m, 2, 3, "c"), wk.output_transform(mm, m, 2, 3, "numba")
+    # [K, i, (b, ty, tx), p] -> [b, K, ty, i, tx, p]
+    y_np = np.einsum("iq,qjkt,pj->kitp", at, mm, at).reshape(4, m, 2, 2, 3, m).transpose(2, 0, 3, 1, 4, 5)
+    np.testing.assert_allclose(y_c, y_np.reshape(2, 4, 2 * m, 3 * m), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y_nb, y_c, rtol=1e-12, atol=1e-12)
+    xin = rng.standard_normal((1, 3, 7, 10))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    np.testing.assert_allclose(wk.reference_conv(xin, wt, m, backend="c"), wk.direct_conv(xin, wt), atol=1e-10)
+
+
+def test_c_transforms_reject_bad_buffers() -> None:
+    mod = wk._c_module()
+    if mod is None:
+        pytest.skip("not built")
+    with pytest.raises(TypeError, match="float64"):
+        mod.weight_transform(np.zeros((2, 2, 3, 3), np.float32), np.zeros((4, 3)), np.zeros((4, 4, 2, 2)))
+    with pytest.raises(ValueError, match="shapes"):
+        mod.weight_transform(np.zeros((2, 2, 3, 3)), np.zeros((4, 3)), np.zeros((4, 4, 3, 2)))
