@@ -118,6 +118,25 @@ def matrices(m: int, r: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------------------------
 # weight transform and reference convolution
 # --------------------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _sandwich(left: np.ndarray, d: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> None:
+    """``out = left . d . left^T`` for small 2D blocks (``out`` may be a strided view); ``tmp`` holds ``left . d``."""
+    rows, inner = left.shape
+    cols = d.shape[1]
+    for i in range(rows):
+        for j in range(cols):
+            s = 0.0
+            for q in range(inner):
+                s += left[i, q] * d[q, j]
+            tmp[i, j] = s
+    for i in range(rows):
+        for j in range(rows):
+            s = 0.0
+            for q in range(cols):
+                s += tmp[i, q] * left[j, q]
+            out[i, j] = s
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def _weight_transform(w: np.ndarray, g: np.ndarray) -> np.ndarray:
     k_out, c_in, r, _ = w.shape
@@ -126,18 +145,7 @@ def _weight_transform(w: np.ndarray, g: np.ndarray) -> np.ndarray:
     for k in prange(k_out):
         tmp = np.empty((n, r))
         for c in range(c_in):
-            for i in range(n):  # tmp = G w
-                for j in range(r):
-                    s = 0.0
-                    for t in range(r):
-                        s += g[i, t] * w[k, c, t, j]
-                    tmp[i, j] = s
-            for i in range(n):  # u = tmp G^T
-                for j in range(n):
-                    s = 0.0
-                    for t in range(r):
-                        s += tmp[i, t] * g[j, t]
-                    u[i, j, c, k] = s
+            _sandwich(g, w[k, c], tmp, u[:, :, c, k])
     return u
 
 
@@ -170,19 +178,7 @@ def _input_transform(x: np.ndarray, bt: np.ndarray, m: int, v: np.ndarray) -> No
         tmp = np.empty((n, n))
         for t in range(tiles):
             ty, tx = t // tw, t % tw
-            d = x[b, c, ty * m : ty * m + n, tx * m : tx * m + n]
-            for i in range(n):
-                for j in range(n):
-                    s = 0.0
-                    for q in range(n):
-                        s += bt[i, q] * d[q, j]
-                    tmp[i, j] = s
-            for i in range(n):
-                for j in range(n):
-                    s = 0.0
-                    for q in range(n):
-                        s += tmp[i, q] * bt[j, q]
-                    v[i, j, c, b * tiles + t] = s
+            _sandwich(bt, x[b, c, ty * m : ty * m + n, tx * m : tx * m + n], tmp, v[:, :, c, b * tiles + t])
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -196,19 +192,7 @@ def _output_transform(mm: np.ndarray, at: np.ndarray, th: int, tw: int, y: np.nd
         tmp = np.empty((m, n))
         for t in range(tiles):
             ty, tx = t // tw, t % tw
-            col = b * tiles + t
-            for i in range(m):
-                for j in range(n):
-                    s = 0.0
-                    for q in range(n):
-                        s += at[i, q] * mm[q, j, k, col]
-                    tmp[i, j] = s
-            for i in range(m):
-                for j in range(m):
-                    s = 0.0
-                    for q in range(n):
-                        s += tmp[i, q] * at[j, q]
-                    y[b, k, ty * m + i, tx * m + j] = s
+            _sandwich(at, mm[:, :, k, b * tiles + t], tmp, y[b, k, ty * m : ty * m + m, tx * m : tx * m + m])
 
 
 def _c_module():
