@@ -608,7 +608,7 @@ def _print_quantization(console: Console, q: Any) -> None:
         if alone:
             row.append(_fmt(layer.alone_sqnr_db, ".1f"))
         if q.target == "ort":
-            row.append(layer.fused_as or "[yellow]float[/]")
+            row.append(layer.fused_as or ("[yellow]float[/]" if layer.fused is False else "?"))
         table.add_row(*row)
     console.print(table)
     source = f"{q.batches} calibration batch(es){', from cache' if q.cached else ''}"

@@ -367,9 +367,15 @@ def quantize_model(
     report.sqnr_db = sqnr_db(report.error_rel)
     report.param_bytes_after = _param_bytes(model)
     layer_sqnr = _layer_sqnr(base, quantized, layers, batches, cfg.threads)
-    fused = _fused_layers(quantized, layers) if target == "ort" else {}
+    fused: dict[str, str] | None = {}
+    if target == "ort":
+        try:
+            fused = _fused_layers(quantized, layers)
+        except Exception as exc:  # noqa: BLE001 - the report then says "unknown" rather than failing the run
+            logger.warning("could not read onnxruntime's optimized graph: %s", exc)
+            fused = None
     for layer in layers:
-        f = fused.get(layer.name)
+        f = fused.get(layer.name) if fused is not None else None
         report.layers.append(
             LayerReport(
                 name=layer.name,
@@ -380,7 +386,7 @@ def quantize_model(
                 absorbed=layer.absorbed,
                 sqnr_db=layer_sqnr.get(layer.name),
                 alone_sqnr_db=alone.get(layer.name),
-                fused=None if target != "ort" else f is not None,
+                fused=None if target != "ort" or fused is None else f is not None,
                 fused_as=f,
             )
         )
