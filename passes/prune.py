@@ -196,6 +196,10 @@ def analyse(graph: Graph, protect: Sequence[str] = ()) -> Analysis:
         _visit(a, n, protected)
     for v in graph.outputs:
         a.block(v, "graph output")
+    for n in graph.all_nodes():
+        if n.graph is not graph:  # an If/Loop/Scan body reading a main-graph tensor expects all its channels
+            for v in n.inputs:
+                a.block(v, "read inside a subgraph")
     return a
 
 

@@ -371,3 +371,41 @@ def test_prune_passes_run_in_a_pipeline() -> None:
     assert not any(d[:1] == (2,) for d in dims if len(d) == 4)
     assert convs and {s.name for s in report[0].stats} >= {"prune-channels", "prune-weights"}
     assert np.all(np.isfinite(_outputs(out, _feeds(1, 6))[0][0]))
+
+
+def test_a_tensor_read_inside_a_subgraph_is_never_pruned() -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2")
+    then = helper.make_graph(
+        [helper.make_node("Relu", ["c"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["c"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Conv", ["c", "w2"], ["y"], name="conv2"),
+            helper.make_node("If", ["flag"], ["z"], then_branch=then, else_branch=other, name="if"),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+        ],
+        [w, w2],
+    )
+    model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(GraphoptError, match="read inside a subgraph"):
+        prune_channels(model, 0.5, multiple=1)
