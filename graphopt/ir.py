@@ -225,6 +225,11 @@ def _infer_attr_type(value: Any) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 # Node
 # --------------------------------------------------------------------------------------------------------------------
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+"""The standard ops with graph attributes; other domains may have any."""
+
+
 class Node:
     """An operator application. Inputs are Values or None (an omitted optional input); outputs likewise.
 
@@ -355,6 +360,11 @@ class Node:
 
     def subgraphs(self) -> Iterator[Graph]:
         """The graphs held by this node's attributes (If branches, Loop and Scan bodies...)."""
+        if self.domain in _STANDARD_DOMAINS and self.op_type not in _SUBGRAPH_OPS:
+            return iter(())  # the hot path: passes ask every node, and standard ops without bodies have none
+        return self._graph_attributes()
+
+    def _graph_attributes(self) -> Iterator[Graph]:
         for a in self.attrs.values():
             if a.type == _A.GRAPH and a.value is not None:
                 yield a.value

@@ -60,8 +60,11 @@ def _apply(graph: Graph, gp: onnx.GraphProto) -> int:
             if out is not None and not out.has_type and out.name in types:
                 _set_type(out, types[out.name])
                 count += 1
+        bodies = list(node.subgraphs())
+        if not bodies:
+            continue
         subs = [ap for ap in np_.attribute if ap.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
-        for sub, ap in zip(node.subgraphs(), _sub_protos(subs), strict=True):
+        for sub, ap in zip(bodies, _sub_protos(subs), strict=True):
             count += _apply(sub, ap)
     return count
 
