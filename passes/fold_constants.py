@@ -33,6 +33,7 @@ from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.shape_inference import infer_shapes
 from graphopt.tensors import Tensor, elem_type_of
 
+from . import numpy_eval
 from .dims import dims_of
 
 logger = logging.getLogger("graphopt")
@@ -177,6 +178,9 @@ def _evaluate(cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext
     """Values of the cone's outputs. One session for the whole cone; node by node when that fails."""
     if not cone:
         return {}
+    exact = numpy_eval.evaluate(cone, known)
+    if exact is not None:  # small integer / data-movement arithmetic: no onnxruntime session needed
+        return _collect(cone, {v.name: a for v, a in exact.items() if v.name})
     try:
         by_name = _run_ort(_eval_model(cone, known, ctx))
         return _collect(cone, by_name)

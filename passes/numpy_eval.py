@@ -1,0 +1,189 @@
+"""Exact numpy evaluation of the small constant subgraphs exporters leave behind (shape and padding arithmetic).
+
+fold-constants evaluates constant subgraphs in one onnxruntime session; creating that session costs milliseconds, more
+than the arithmetic itself on the few-element integer tensors that exporters compute pads and shapes with. This
+module evaluates a cone directly in numpy when every node is one it computes bit-exactly like onnxruntime: data
+movement on any dtype (Identity, Reshape, Transpose, Concat, Slice, Gather, Squeeze, Unsqueeze, ConstantOfShape,
+Shape) and integer/bool arithmetic and comparisons (Add, Sub, Mul, Neg, Abs, Equal, Less, Greater, Not, And, Or,
+Where, Range, Cast between integers and bools). Anything else, or any float arithmetic, returns None and the caller
+uses onnxruntime as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from graphopt.ir import Node, Value
+from graphopt.tensors import Tensor, np_dtype
+
+MAX_ELEMENTS = 1 << 16
+"""Cones with bigger tensors go to onnxruntime."""
+
+Env = dict[Value, np.ndarray]
+
+
+def _ints(a: np.ndarray) -> list[int]:
+    return [int(x) for x in np.asarray(a).reshape(-1)]
+
+
+def _in(node: Node, env: Env, i: int) -> np.ndarray | None:
+    if i >= len(node.inputs) or node.inputs[i] is None:
+        return None
+    return env[node.inputs[i]]  # type: ignore[index]
+
+
+def _reshape(node: Node, env: Env) -> np.ndarray:
+    x, shape = env[node.inputs[0]], _ints(_in(node, env, 1))  # type: ignore[index, arg-type]
+    if not int(node.attr("allowzero", 0)):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _slice(node: Node, env: Env) -> np.ndarray:
+    x = env[node.inputs[0]]  # type: ignore[index]
+    starts, ends = _ints(_in(node, env, 1)), _ints(_in(node, env, 2))  # type: ignore[arg-type]
+    axes_a, steps_a = _in(node, env, 3), _in(node, env, 4)
+    axes = _ints(axes_a) if axes_a is not None else list(range(len(starts)))
+    steps = _ints(steps_a) if steps_a is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+        if st == 0:
+            raise ValueError("Slice step 0")
+        if (st < 0 and e >= 1 << 62) or (st > 0 and e <= -(1 << 62)):
+            raise ValueError("an end sentinel against the step: onnxruntime's handling differs from the spec")
+        d = x.shape[a % x.ndim]
+        s, e = (s + d if s < 0 else s), (e + d if e < 0 else e)
+        # ONNX clamps differently from Python for negative steps: start into [0, d-1], end into [-1, d-1]
+        if st > 0:
+            s, e = min(max(s, 0), d), min(max(e, 0), d)
+            index[a % x.ndim] = slice(s, e, st)
+        else:
+            s, e = min(max(s, 0), d - 1), min(max(e, -1), d - 1)
+            index[a % x.ndim] = slice(s, None if e < 0 else e, st)
+    return x[tuple(index)]
+
+
+def _axes(node: Node, env: Env) -> list[int] | None:
+    a = _in(node, env, 1)
+    if a is not None:
+        return _ints(a)
+    attr = node.attr("axes")
+    return list(attr) if attr is not None else None
+
+
+def _unsqueeze(node: Node, env: Env) -> np.ndarray:
+    x = env[node.inputs[0]]  # type: ignore[index]
+    axes = _axes(node, env) or []
+    rank = x.ndim + len(axes)
+    out = x
+    for a in sorted(a % rank for a in axes):
+        out = np.expand_dims(out, a)
+    return out
+
+
+def _squeeze(node: Node, env: Env) -> np.ndarray:
+    x = env[node.inputs[0]]  # type: ignore[index]
+    axes = _axes(node, env)
+    return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
+
+
+def _constant_of_shape(node: Node, env: Env) -> np.ndarray:
+    shape = _ints(env[node.inputs[0]])  # type: ignore[index]
+    value = node.attr("value")
+    fill = value.numpy().reshape(-1) if isinstance(value, Tensor) else np.zeros(1, np.float32)
+    return np.full(shape, fill[0], dtype=fill.dtype)
+
+
+def _shape(node: Node, env: Env) -> np.ndarray:
+    dims = list(env[node.inputs[0]].shape)  # type: ignore[index]
+    start, end = node.attr("start", 0), node.attr("end")
+    return np.array(dims[start:end] if end is not None else dims[start:], dtype=np.int64)
+
+
+def _cast(node: Node, env: Env) -> np.ndarray:
+    x = env[node.inputs[0]]  # type: ignore[index]
+    to = np.dtype(np_dtype(int(node.attr("to"))))
+    if x.dtype.kind not in "iub" or to.kind not in "iub":
+        raise ValueError("only integer and bool casts are evaluated in numpy")
+    return x.astype(to)
+
+
+def _integer(fn: Callable[..., np.ndarray]) -> Callable[[Node, Env], np.ndarray]:
+    def run(node: Node, env: Env) -> np.ndarray:
+        args = [env[v] for v in node.inputs if v is not None]
+        if any(a.dtype.kind not in "iub" for a in args):
+            raise ValueError("float arithmetic goes to onnxruntime")
+        out = fn(*args)
+        return out.astype(args[0].dtype) if out.dtype.kind != "b" else out
+
+    return run
+
+
+def _where(node: Node, env: Env) -> np.ndarray:
+    c, x, y = (env[v] for v in node.inputs)  # type: ignore[index]
+    return np.where(c, x, y)
+
+
+def _range(node: Node, env: Env) -> np.ndarray:
+    start, limit, delta = (env[v] for v in node.inputs)  # type: ignore[index]
+    if start.dtype.kind != "i":
+        raise ValueError("float Range goes to onnxruntime")
+    return np.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+
+
+OPS: dict[str, Callable[[Node, Env], np.ndarray]] = {
+    "Identity": lambda n, env: env[n.inputs[0]],  # type: ignore[index]
+    "Reshape": _reshape,
+    "Transpose": lambda n, env: np.transpose(env[n.inputs[0]], n.attr("perm")),  # type: ignore[index]
+    "Concat": lambda n, env: np.concatenate([env[v] for v in n.inputs if v is not None], axis=int(n.attr("axis"))),
+    "Slice": _slice,
+    "Gather": lambda n, env: np.take(env[n.inputs[0]], env[n.inputs[1]], axis=int(n.attr("axis", 0))),  # type: ignore[index]
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "ConstantOfShape": _constant_of_shape,
+    "Shape": _shape,
+    "Cast": _cast,
+    "Add": _integer(np.add),
+    "Sub": _integer(np.subtract),
+    "Mul": _integer(np.multiply),
+    "Neg": _integer(np.negative),
+    "Abs": _integer(np.abs),
+    "Equal": _integer(np.equal),
+    "Less": _integer(np.less),
+    "Greater": _integer(np.greater),
+    "Not": _integer(np.logical_not),
+    "And": _integer(np.logical_and),
+    "Or": _integer(np.logical_or),
+    "Where": _where,
+    "Range": _range,
+}
+
+
+def evaluate(cone: list[Node], leaves: Env) -> Env | None:
+    """The cone's outputs computed in numpy, or None if any node is not one this module evaluates exactly.
+
+    ``leaves`` holds the values of the cone's non-constant inputs (folded shapes); constants are read from the IR.
+    """
+    if any(n.op_type not in OPS or n.domain not in ("", "ai.onnx") or len(n.outputs) != 1 for n in cone):
+        return None
+    if any(n.op_type == "Slice" and len(n.inputs) < 3 for n in cone):
+        return None  # opset < 10 Slice (attributes): onnxruntime handles it
+    env: Env = dict(leaves)
+    for node in cone:
+        for v in node.inputs:
+            if v is not None and v not in env:
+                t = v.constant()
+                if t is None or t.size > MAX_ELEMENTS:
+                    return None
+                env[v] = t.numpy()
+        try:
+            out = np.asarray(OPS[node.op_type](node, env))
+        except (ValueError, IndexError, TypeError, KeyError):
+            return None
+        if out.size > MAX_ELEMENTS:
+            return None
+        env[node.outputs[0]] = out  # type: ignore[index]
+    produced = {n.outputs[0] for n in cone}
+    return {v: a for v, a in env.items() if v in produced}
