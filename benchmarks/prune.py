@@ -25,6 +25,7 @@ import graphopt  # noqa: E402
 from graphopt import runtime  # noqa: E402
 from graphopt.prune import layer_costs, prune_channels, prune_weights  # noqa: E402
 from graphopt.quantize import quantize_model  # noqa: E402
+from graphopt.summary import initializer_bytes  # noqa: E402
 
 MODELS = HERE / "models"
 
@@ -67,7 +68,7 @@ def main() -> int:
         dense = graphopt.optimize(src, level=2)
         dense_proto = dense.to_onnx()
         dense_macs = sum(c.macs or 0 for c in layer_costs(dense).values())
-        rows = {"dense": (dense_proto, dense_macs, _param_mb(dense), 0.0)}
+        rows = {"dense": (dense_proto, dense_macs, initializer_bytes(dense) / 1e6, 0.0)}
 
         model = graphopt.optimize(src, level=2)
         t0 = time.perf_counter()
@@ -77,7 +78,7 @@ def main() -> int:
         rows[key] = (model.to_onnx(), report.macs_after, report.param_bytes_after / 1e6, seconds)
         calib = [runtime.make_inputs(runtime.session(rows[key][0]), seed=i) for i in range(8)]
         quantize_model(model, calib, "ort", {"cache": False})
-        rows[f"{key} + int8"] = (model.to_onnx(), report.macs_after, _param_mb(model), seconds)
+        rows[f"{key} + int8"] = (model.to_onnx(), report.macs_after, initializer_bytes(model) / 1e6, seconds)
 
         sparse = graphopt.optimize(src, level=2)
         t0 = time.perf_counter()
@@ -110,10 +111,6 @@ def main() -> int:
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0
-
-
-def _param_mb(model: graphopt.Model) -> float:
-    return sum(v.const.nbytes for v in model.graph.initializers.values() if v.const is not None) / 1e6
 
 
 if __name__ == "__main__":

@@ -164,16 +164,6 @@ def check_feed(model: Model, feed: Feed, where: str) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # collection
 # --------------------------------------------------------------------------------------------------------------------
-def _with_outputs(model: Model, names: Sequence[str]) -> onnx.ModelProto:
-    """The model as a proto with ``names`` added as float graph outputs (those that are not outputs already)."""
-    proto = model.to_onnx()
-    have = {o.name for o in proto.graph.output}
-    for name in names:
-        if name not in have:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return proto
-
-
 def _digest(proto: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Feed]) -> str:
     h = hashlib.sha256()
     h.update(f"graphopt-calibration-{CACHE_VERSION}-{BINS}".encode())
@@ -188,9 +178,9 @@ def _digest(proto: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Feed])
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("GRAPHOPT_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    root = Path(base) if base else Path.home() / ".cache"
-    return (root if os.environ.get("GRAPHOPT_CACHE_DIR") else root / "graphopt") / "calibration"
+    from graphopt.summary import cache_dir
+
+    return cache_dir() / "calibration"
 
 
 def _read_cache(path: Path, key: str, names: Sequence[str]) -> dict[str, Stats] | None:
@@ -259,7 +249,7 @@ def collect(
     if not batches:
         raise GraphoptError("no calibration data: the calibration set is empty")
     names = list(dict.fromkeys(names))
-    proto = _with_outputs(model, names)
+    proto = runtime.add_outputs(model.to_onnx(), names)
     cache_file: Path | None = None
     if cache:
         key = _digest(proto, names, batches)

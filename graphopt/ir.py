@@ -158,6 +158,12 @@ class Value:
 # --------------------------------------------------------------------------------------------------------------------
 # Attribute
 # --------------------------------------------------------------------------------------------------------------------
+def constant_array(v: Value | None) -> Any:
+    """``v``'s data as a numpy array when it is a constant (see :meth:`Value.constant`), else None."""
+    t = v.constant() if v is not None else None
+    return None if t is None else t.numpy()
+
+
 class Attribute:
     """A typed node attribute. ``value`` is a Python value: int, float, str, Tensor, Graph, or a list of those.
 
@@ -633,6 +639,13 @@ class Graph:
             name = f"{base}_{next(root._counter)}"
         names.add(name)
         return name
+
+    def name_unnamed_nodes(self) -> None:
+        """Give every unnamed node of this graph a unique name (``<op>_node``): tools that select, report or
+        rebuild nodes by name need one."""
+        for node in self:
+            if not node.name:
+                node.name = self.unique_name(f"{node.op_type}_node")
 
     def _collect_names(self) -> set[str]:
         names: set[str] = set()

@@ -22,6 +22,7 @@ from graphopt.ir import Model, Node
 from graphopt.pass_manager import PassManager
 from graphopt.passes import prune as pr
 from graphopt.shape_inference import infer_shapes
+from graphopt.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.prune")
 
@@ -140,12 +141,8 @@ def layer_costs(model: Model) -> dict[str, LayerCost]:
 def _runtime_shapes(model: Model, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
     from graphopt import runtime
 
-    proto = model.to_onnx()
-    have = {o.name for o in proto.graph.output}
     wanted = list(dict.fromkeys(names))
-    for name in wanted:
-        if name not in have:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    proto = runtime.add_outputs(model.to_onnx(), wanted)
     try:
         sess = runtime.session(proto, optimization="disabled")
         values = sess.run(wanted, runtime.make_inputs(sess, batch=1))
@@ -160,20 +157,6 @@ def _dim(v: Any, axis: int) -> int | None:
         return None
     d = v.shape[axis]
     return d if isinstance(d, int) else None
-
-
-def _param_bytes(model: Model) -> int:
-    total = 0
-    for g in model.graphs():
-        total += sum(v.const.nbytes for v in g.initializers.values() if v.const is not None)
-        total += sum(v.const.nbytes for v in g.sparse_initializers.values() if v.const is not None)
-    return total
-
-
-def _name_nodes(model: Model) -> None:
-    for n in model.graph:
-        if not n.name:
-            n.name = model.graph.unique_name(f"{n.op_type}_node")
 
 
 def _changes(before: Mapping[str, LayerCost], after: Mapping[str, LayerCost]) -> list[LayerChange]:
@@ -235,12 +218,12 @@ def prune_channels(
         raise GraphoptError(f"borders must be 'exact' or 'bias', got {borders!r}")
     if importance not in ("l1", "l2"):
         raise GraphoptError(f"importance must be l1 or l2, got {importance!r}")
-    _name_nodes(model)
+    model.graph.name_unnamed_nodes()
     report = PruneReport("channels", float(ratio), unmatched_protect=_unmatched(model, protect))
     for p in report.unmatched_protect:
         logger.warning("protect pattern %r matches no node", p)
     before = layer_costs(model)
-    report.param_bytes_before = _param_bytes(model)
+    report.param_bytes_before = initializer_bytes(model)
     graph = model.graph
     analysis = pr.analyse(graph, protect)
     roots = {analysis.find(g) for g in range(len(analysis.groups))}
@@ -265,7 +248,7 @@ def prune_channels(
     after = layer_costs(model)
     report.layers = _changes(before, after)
     report.macs_before, report.macs_after = _total(before), _total(after)
-    report.param_bytes_after = _param_bytes(model)
+    report.param_bytes_after = initializer_bytes(model)
     return report
 
 
@@ -282,10 +265,7 @@ def _probe(model: Model, analysis: pr.Analysis, keep: dict[int, np.ndarray], rea
         if name not in inits:
             raise GraphoptError(f"weight {name!r} is not an initializer; run -O2 before pruning")
         inits[name].CopyFrom(onnx.numpy_helper.from_array(arr, name))
-    have = {o.name for o in proto.graph.output}
-    for v in readers:
-        if v.name not in have:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(v.name, onnx.TensorProto.FLOAT, None))
+    runtime.add_outputs(proto, [v.name for v in readers])
     sess = runtime.session(proto, optimization="disabled")
     feeds = runtime.make_inputs(sess, batch=1)
     values = sess.run([v.name for v in readers], feeds)
@@ -312,12 +292,12 @@ def prune_weights(
         _check_ratio(ratio, "weight pruning ratio")
     if scope not in ("global", "layer"):
         raise GraphoptError(f"weight pruning scope must be 'global' or 'layer', got {scope!r}")
-    _name_nodes(model)
+    model.graph.name_unnamed_nodes()
     report = PruneReport("weights" if mode == "unstructured" else "2:4", float(ratio) if mode != "2:4" else 0.5)
     report.unmatched_protect = _unmatched(model, protect)
     rx = [re.compile(p) for p in protect]
     before = layer_costs(model)
-    report.param_bytes_before = _param_bytes(model)
+    report.param_bytes_before = initializer_bytes(model)
     targets = [
         (n, w)
         for n, w in pr.weight_inputs(model.graph)
@@ -350,7 +330,7 @@ def prune_weights(
     for layer in report.layers:
         layer.sparsity = by_node.get(layer.name)
     report.macs_before = report.macs_after = _total(before)
-    report.param_bytes_after = _param_bytes(model)
+    report.param_bytes_after = initializer_bytes(model)
     report.note = (
         "unstructured and 2:4 sparsity keep every shape: onnxruntime has no sparse kernels, so the model is not "
         "faster on CPU (it compresses better; 2:4 is for TensorRT's sparse tensor cores)"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Model, Node, Value
+from graphopt.ir import Graph, Model, Node, Value, constant_array
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 STANDARD = ("", "ai.onnx")
@@ -41,13 +41,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"rule {self.rule}: {self.node}: {self.message}"
-
-
-def _const(v: Value | None) -> np.ndarray | None:
-    if v is None:
-        return None
-    t = v.constant()
-    return None if t is None else t.numpy()
 
 
 def _weight_axis(node: Node) -> int | None:
@@ -114,9 +107,9 @@ def _check_graph(graph: Graph, opset: int, found: list[Violation]) -> None:
 
 
 def _check_qdq(n: Node, opset: int, report: Report) -> None:
-    scale = _const(n.inputs[1] if len(n.inputs) > 1 else None)
+    scale = constant_array(n.inputs[1] if len(n.inputs) > 1 else None)
     zp_v = n.inputs[2] if len(n.inputs) > 2 else None
-    zp = _const(zp_v)
+    zp = constant_array(zp_v)
     if scale is None:
         report(2, n, "scale is not a constant")
     elif not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
@@ -149,7 +142,7 @@ def _check_qdq(n: Node, opset: int, report: Report) -> None:
         return
     # DequantizeLinear
     src = n.inputs[0]
-    const = _const(src)
+    const = constant_array(src)
     if const is not None:
         if const.dtype != np.int8:
             report(6 if const.dtype == np.int32 else 2, n, f"dequantizes a {const.dtype} constant; TensorRT wants int8")
@@ -173,7 +166,7 @@ def _same_params(q: Node, dq: Node) -> bool:
         b = dq.inputs[i] if len(dq.inputs) > i else None
         if a is b:
             continue
-        ca, cb = _const(a), _const(b)
+        ca, cb = constant_array(a), constant_array(b)
         if ca is None or cb is None or ca.shape != cb.shape or not np.array_equal(ca, cb):
             return False
     return True

@@ -29,12 +29,14 @@ import numpy as np
 import onnx
 
 from graphopt import calibration as calib
+from graphopt import runtime
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.onnx_io import from_proto
 from graphopt.pass_manager import PassManager
 from graphopt.passes import quantize as placement
 from graphopt.shape_inference import infer_shapes
+from graphopt.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.quantize")
 
@@ -200,10 +202,6 @@ def choose_reduce_range(config: QuantizeConfig, target: str) -> tuple[bool, str]
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------------------
-def _param_bytes(model: Model) -> int:
-    return sum(v.const.nbytes for g in model.graphs() for v in g.initializers.values() if v.const is not None)
-
-
 def _run(
     proto: onnx.ModelProto,
     feeds: Sequence[Mapping[str, np.ndarray]],
@@ -211,8 +209,6 @@ def _run(
     optimization: str = "all",
     threads: int | None = None,
 ) -> list[list[np.ndarray]]:
-    from graphopt import runtime
-
     sess = runtime.session(proto, threads=threads, optimization=optimization)
     return [sess.run(list(names) if names is not None else None, dict(f)) for f in feeds]
 
@@ -239,13 +235,6 @@ def output_error(
 
 def sqnr_db(rel_error: float) -> float:
     return float("inf") if rel_error == 0 else -20.0 * math.log10(rel_error)
-
-
-def _name_nodes(model: Model) -> None:
-    """Give every unnamed main-graph node a name: exclusions, reports and sensitivity copies go by name."""
-    for n in model.graph:
-        if not n.name:
-            n.name = model.graph.unique_name(f"{n.op_type}_node")
 
 
 def _quantized_copy(
@@ -297,7 +286,7 @@ def quantize_model(
         raise GraphoptError(f"nothing to quantize: opset {opset} has no QuantizeLinear (10 or later needed)")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    _name_nodes(model)
+    model.graph.name_unnamed_nodes()
     infer_shapes(model)
     selection = cfg.selection()
     the_plan = placement.plan(model.graph, target, selection)
@@ -336,7 +325,7 @@ def quantize_model(
         reduce_range=reduce_range,
         reduce_range_reason=reason,
         per_channel=per_channel,
-        param_bytes_before=_param_bytes(model),
+        param_bytes_before=initializer_bytes(model),
     )
     t0 = time.perf_counter()
     reference = _run(base, batches, threads=cfg.threads)
@@ -365,7 +354,7 @@ def quantize_model(
     got = _run(quantized, batches, threads=cfg.threads)
     report.error_rel, report.error_max_abs = output_error(reference, got)
     report.sqnr_db = sqnr_db(report.error_rel)
-    report.param_bytes_after = _param_bytes(model)
+    report.param_bytes_after = initializer_bytes(model)
     layer_sqnr = _layer_sqnr(base, quantized, layers, batches, cfg.threads)
     fused: dict[str, str] | None = {}
     if target == "ort":
@@ -395,6 +384,12 @@ def quantize_model(
     return report
 
 
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
 def _layer_sqnr(
     base: onnx.ModelProto,
     quantized: onnx.ModelProto,
@@ -406,13 +401,8 @@ def _layer_sqnr(
     pairs = [(layer.name, layer.output, layer.dequantized) for layer in layers if layer.output and layer.dequantized]
     if not pairs:
         return {}
-    ref_proto = calib._with_outputs(from_proto(base), [p[1] for p in pairs])
-    q_proto = onnx.ModelProto()
-    q_proto.CopyFrom(quantized)
-    have = {o.name for o in q_proto.graph.output}
-    for _, _, dq in pairs:
-        if dq not in have:
-            q_proto.graph.output.append(onnx.helper.make_tensor_value_info(dq, onnx.TensorProto.FLOAT, None))
+    ref_proto = runtime.add_outputs(_copy(base), [p[1] for p in pairs])
+    q_proto = runtime.add_outputs(_copy(quantized), [p[2] for p in pairs])
     ref = _run(ref_proto, batches, [p[1] for p in pairs], optimization="basic", threads=threads)
     got = _run(q_proto, batches, [p[2] for p in pairs], optimization="disabled", threads=threads)
     out: dict[str, float] = {}

@@ -50,6 +50,16 @@ def _source(model: Any) -> bytes | str:
     raise TypeError(f"cannot make a session from {type(model).__name__}")
 
 
+def add_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """``proto`` (changed in place) with the tensors ``names`` as extra float graph outputs, for reading
+    intermediate values in a run; names that are outputs already are skipped."""
+    have = {o.name for o in proto.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in have:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return proto
+
+
 def session(model: Any, threads: int | None = None, optimization: str = "all") -> Any:
     """An onnxruntime CPU session for a path, ModelProto or Model. ``optimization``: all, basic or disabled."""
     import onnxruntime as ort

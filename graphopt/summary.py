@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from graphopt.ir import Graph, Model, Value
@@ -84,6 +86,25 @@ def summarize(model: Model) -> ModelSummary:
         subgraphs=dict(subgraphs),
         functions=[f"{f.domain}::{f.name}" for f in model.functions.values()],
     )
+
+
+def cache_dir() -> Path:
+    """graphopt's per-user cache folder: ``$GRAPHOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphopt``, else
+    ``~/.cache/graphopt``."""
+    own = os.environ.get("GRAPHOPT_CACHE_DIR")
+    if own:
+        return Path(own)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "graphopt"
+
+
+def initializer_bytes(model: Model) -> int:
+    """Bytes of every initializer, dense and sparse, in the main graph and its subgraphs."""
+    total = 0
+    for g in model.graphs():
+        for v in (*g.initializers.values(), *g.sparse_initializers.values()):
+            if v.const is not None:
+                total += v.const.nbytes
+    return total
 
 
 def human_bytes(n: float) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Graph, Node, Value, constant_array
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
@@ -147,13 +147,6 @@ class Analysis:
         return np.array([self.find(int(g)) for g in groups], dtype=np.int64)
 
 
-def _const(v: Value | None) -> np.ndarray | None:
-    if v is None:
-        return None
-    t = v.constant()
-    return None if t is None else t.numpy()
-
-
 def _channels(v: Value | None) -> int | None:
     """The channel count (axis 1) of an activation of rank >= 2 with a static channel dim."""
     if v is None or v.shape is None or len(v.shape) < 2:
@@ -213,7 +206,7 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
         return
     if op == "Conv":
         x, w = ins[0], ins[1] if len(ins) > 1 else None
-        wc = _const(w)
+        wc = constant_array(w)
         cout = _channels(outs[0])
         if wc is None or cout is None or x is None:
             a.block(x, "Conv with a non-constant weight")
@@ -234,7 +227,7 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
         return
     if op == "Gemm":
         x, w = ins[0], ins[1]
-        if _const(w) is None or int(n.attr("transA", 0)) or x is None or x.shape is None or len(x.shape) != 2:
+        if constant_array(w) is None or int(n.attr("transA", 0)) or x is None or x.shape is None or len(x.shape) != 2:
             a.block(x, "Gemm this pass cannot slice")
             return
         cout = _channels(outs[0])
@@ -249,7 +242,7 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
         extra_ok = all(v is None or v.constant() is not None for v in ins[1:])
         if op in NORM:
             c = _channels(x)
-            params = [_const(v) for v in ins[1:]]
+            params = [constant_array(v) for v in ins[1:]]
             extra_ok = all(p is not None and p.ndim == 1 and p.shape[0] == c for p in params)
             if op == "BatchNormalization" and any(o is not None and o.uses for o in outs[1:]):
                 extra_ok = False
@@ -274,7 +267,7 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
         acts = [v for v in ins if v is not None and v.constant() is None]
         ok = rank is not None and out_c is not None
         for v in ins:
-            c = _const(v)
+            c = constant_array(v)
             if c is not None:
                 ok = ok and _per_channel(c, out_c, rank) is not None  # type: ignore[arg-type]
             elif a.of(v) is None or _channels(v) != out_c:
@@ -336,7 +329,7 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
 # --------------------------------------------------------------------------------------------------------------------
 def _producer_rows(n: Node) -> np.ndarray:
     """The producer's weight as [output channel, everything else]."""
-    w = _const(n.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
+    w = constant_array(n.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
     if n.op_type == "Gemm" and not int(n.attr("transB", 0)):
         w = w.T
     return w.reshape(w.shape[0], -1)
@@ -396,16 +389,16 @@ def kept_positions(a: Analysis, v: Value, keep: dict[int, np.ndarray]) -> np.nda
 # --------------------------------------------------------------------------------------------------------------------
 # removing channels
 # --------------------------------------------------------------------------------------------------------------------
-def _new_const(graph: Graph, old: Value, arr: np.ndarray, dtype: np.dtype) -> Value:
+def _newconstant_array(graph: Graph, old: Value, arr: np.ndarray, dtype: np.dtype) -> Value:
     return graph.make_constant(Tensor.from_numpy(np.ascontiguousarray(arr.astype(dtype))), f"{old.name}_pruned")
 
 
 def _slice_input(graph: Graph, n: Node, i: int, mask: np.ndarray, axis: int) -> None:
     v = n.inputs[i]
-    arr = _const(v)
+    arr = constant_array(v)
     if v is None or arr is None:
         return
-    n.set_input(i, _new_const(graph, v, np.compress(mask, arr, axis=axis), arr.dtype))
+    n.set_input(i, _newconstant_array(graph, v, np.compress(mask, arr, axis=axis), arr.dtype))
 
 
 def remove_channels(
@@ -441,7 +434,7 @@ def remove_channels(
                 w_axis = 0 if op == "Conv" else (0 if int(n.attr("transB", 0)) else 1)
                 _slice_input(graph, n, 1, out_mask, w_axis)
                 if len(ins) > 2 and ins[2] is not None:
-                    b = _const(n.inputs[2])
+                    b = constant_array(n.inputs[2])
                     if b is not None and b.ndim == 1 and b.shape[0] == len(out_mask):
                         _slice_input(graph, n, 2, out_mask, 0)
                     elif b is not None and b.ndim == 2 and b.shape[-1] == len(out_mask):
@@ -454,7 +447,7 @@ def remove_channels(
             if mask is None:
                 continue
             for i in range(len(ins)):
-                c = _const(ins[i])
+                c = constant_array(ins[i])
                 if c is None:
                     continue
                 if op in NORM:
@@ -492,7 +485,7 @@ def _fold_removed_input(
     if signal is None or not np.any(signal):
         return 0
     removed = ~in_mask
-    w = _const(n.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
+    w = constant_array(n.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
     if n.op_type == "Gemm":
         rows = w[removed] if not int(n.attr("transB", 0)) else w[:, removed].T
         extra = float(n.attr("alpha", 1.0)) * (signal.reshape(-1).astype(np.float64) @ rows)
@@ -528,7 +521,7 @@ def _fold_removed_input(
 def _add_bias(graph: Graph, n: Node, extra: np.ndarray, beta: float) -> None:
     ins = n.inputs
     bias_v = ins[2] if len(ins) > 2 else None
-    b = _const(bias_v)
+    b = constant_array(bias_v)
     if bias_v is not None and b is None:
         raise GraphoptError(f"{n.name}: bias is not a constant")  # analysis only keeps constant biases; defensive
     base = np.zeros(len(extra)) if b is None else np.broadcast_to(b.astype(np.float64), (len(extra),))
@@ -566,7 +559,7 @@ def zeroed_copy(graph: Graph, a: Analysis, keep: dict[int, np.ndarray]) -> dict[
     out: dict[str, np.ndarray] = {}
     for root, mask in keep.items():
         for p in a.groups[root].producers:
-            w = _const(p.inputs[1]).copy()  # type: ignore[union-attr]
+            w = constant_array(p.inputs[1]).copy()  # type: ignore[union-attr]
             axis = 0 if p.op_type == "Conv" or int(p.attr("transB", 0)) else 1
             index = [slice(None)] * w.ndim
             index[axis] = ~mask  # type: ignore[call-overload]
@@ -597,7 +590,7 @@ def weight_inputs(graph: Graph) -> list[tuple[Node, Value]]:
     for n in graph:
         if n.op_type in PRUNABLE_WEIGHTS and n.domain in STANDARD and len(n.inputs) > 1:
             w = n.inputs[1]
-            c = _const(w)
+            c = constant_array(w)
             if w is not None and c is not None and c.dtype.kind == "f" and c.ndim >= 2:
                 found.append((n, w))
     return found

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError, PassError
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Graph, Node, Value, constant_array
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
@@ -121,13 +121,6 @@ class Plan:
 
 def _is_float_activation(v: Value | None) -> bool:
     return v is not None and v.const is None and v.dtype == FLOAT
-
-
-def _const(v: Value | None) -> np.ndarray | None:
-    if v is None:
-        return None
-    t = v.constant()
-    return None if t is None else t.numpy()
 
 
 def _activation_inputs(node: Node) -> list[int]:
@@ -380,12 +373,12 @@ def _absorbable_relu(
     if r is None or r.name not in ranges or id(r) in outputs:
         return None
     if user.op_type == "Clip":
-        lo = user.attr("min") if len(user.inputs) < 2 else _const(user.inputs[1])
+        lo = user.attr("min") if len(user.inputs) < 2 else constant_array(user.inputs[1])
         if len(user.inputs) < 2 and "min" not in user.attrs:
             return None
         if lo is None or float(np.asarray(lo)) != 0.0:
             return None
-        hi = user.attr("max") if len(user.inputs) < 3 else _const(user.inputs[2])
+        hi = user.attr("max") if len(user.inputs) < 3 else constant_array(user.inputs[2])
         if len(user.inputs) >= 3 and user.inputs[2] is not None and hi is None:
             return None
         if hi is not None and ranges[r.name][1] > float(np.asarray(hi)):
@@ -476,7 +469,7 @@ def _quantize_weights(
     sx = params[id(x)].scale if x is not None and id(x) in params else None
     channels = data.shape[axis] if axis is not None else 1
     bias_v = node.inputs[2] if len(node.inputs) > 2 else None
-    bias = _const(bias_v) if target == "ort" and sx is not None else None
+    bias = constant_array(bias_v) if target == "ort" and sx is not None else None
     if bias is not None and (
         bias.dtype != np.float32
         or bias.ndim != 1

@@ -26,8 +26,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt import onnx_io
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Graph, Node, Value, constant_array
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
@@ -57,18 +55,11 @@ def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: in
     return [r.median_ms for r in runtime.measure_latency(sessions, feeds, warmup=2, runs=runs)]
 
 
-def _const(v: Value | None) -> np.ndarray | None:
-    if v is None:
-        return None
-    t = v.constant()
-    return None if t is None else t.numpy()
-
-
 def eligible(node: Node) -> dict[str, Any] | None:
     """The shape facts of a Conv this pass can lower, or None."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
         return None
-    x, w = node.inputs[0], _const(node.inputs[1])
+    x, w = node.inputs[0], constant_array(node.inputs[1])
     if x is None or w is None or w.dtype != np.float32 or w.ndim != 4 or w.shape[2:] != (3, 3):
         return None
     if int(node.attr("group", 1)) != 1:
@@ -87,7 +78,7 @@ def eligible(node: Node) -> dict[str, Any] | None:
     c, h, wd = x.shape[1:]
     if not all(isinstance(d, int) and d > 0 for d in (c, h, wd)) or c != w.shape[1]:
         return None
-    bias = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
     if len(node.inputs) > 2 and node.inputs[2] is not None and bias is None:
         return None
     h_out, w_out = h + pads[0] + pads[2] - 2, wd + pads[1] + pads[3] - 2
@@ -229,22 +220,14 @@ def time_layer(
     runs: int = 15,
     rounds: int = 3,
 ) -> dict[int | None, float]:
-    """Median seconds per run of each candidate (None: the Conv), interleaved rounds, onnxruntime at ``threads``."""
+    """Median seconds per run of each candidate (None: the Conv) over ``runs * rounds`` runs taken in turn (A, B, C,
+    A, ...), onnxruntime at ``threads``: the same interleaved timer the whole-model check uses."""
     from graphopt import runtime
 
     x = np.random.default_rng(0).standard_normal((batch, facts["C"], facts["H"], facts["W"])).astype(np.float32)
-    sessions = {m: runtime.session(_layer_model(facts, w, m, batch), threads=threads) for m in candidates}
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, {"x": x})
-    samples: dict[int | None, list[float]] = {m: [] for m in candidates}
-    for _ in range(rounds):
-        for m, s in sessions.items():
-            t0 = time.perf_counter()
-            for _ in range(runs):
-                s.run(None, {"x": x})
-            samples[m].append((time.perf_counter() - t0) / runs)
-    return {m: statistics.median(v) for m, v in samples.items()}
+    sessions = [runtime.session(_layer_model(facts, w, m, batch), threads=threads) for m in candidates]
+    results = runtime.measure_latency(sessions, {"x": x}, warmup=3, runs=runs * rounds)
+    return {m: r.median_ms / 1000 for m, r in zip(candidates, results, strict=True)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -261,9 +244,9 @@ def cpu_model() -> str:
 
 
 def cache_path() -> Path:
-    base = os.environ.get("GRAPHOPT_CACHE_DIR")
-    root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "graphopt"
-    return root / "winograd.json"
+    from graphopt.summary import cache_dir
+
+    return cache_dir() / "winograd.json"
 
 
 def cache_key(facts: dict[str, Any], threads: int, batch: int) -> str:
@@ -331,7 +314,7 @@ def decide(
 # --------------------------------------------------------------------------------------------------------------------
 def lower(graph: Graph, node: Node, facts: dict[str, Any], m: int) -> None:
     """Replace ``node`` by its F(m, 3) lowering, in place."""
-    w = _const(node.inputs[1])
+    w = constant_array(node.inputs[1])
     prefix = graph.unique_name(f"{node.name or 'Conv'}/winograd_F{m}")
     nodes, inits = lowering_nodes(facts, w, m, "__x__", "__y__", prefix)  # type: ignore[arg-type]
     x, y = node.inputs[0], node.outputs[0]
@@ -395,7 +378,7 @@ class Winograd(Pass):
             facts = eligible(node)
             if facts is None:
                 continue
-            w = _const(node.inputs[1])
+            w = constant_array(node.inputs[1])
             tile, info = decide(facts, w, mode, threads, self.options["batch"], cache)  # type: ignore[arg-type]
             decisions.append(
                 {
