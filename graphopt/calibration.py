@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,7 +259,9 @@ def collect(
             return Calibration(hit, len(batches), True, cache_file)
     sess = runtime.session(proto, threads=threads, optimization="basic")
     stats = {n: Stats.empty() for n in names}
-    for i, feed in enumerate(_each(batches, progress)):
+    if progress is not None:
+        progress(0, len(batches))
+    for i, feed in enumerate(batches):
         outputs = sess.run(names, dict(feed)) if names else []
         for name, value in zip(names, outputs, strict=True):
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
@@ -273,9 +275,3 @@ def collect(
         except OSError as exc:
             warnings.warn(f"{cache_file}: calibration cache not written ({exc})", stacklevel=2)
     return Calibration(stats, len(batches), False, cache_file)
-
-
-def _each(batches: Sequence[Feed], progress: Progress | None) -> Iterator[Feed]:
-    if progress is not None:
-        progress(0, len(batches))
-    yield from batches

@@ -301,6 +301,8 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
     if out.exists() and out.is_dir():
         raise GraphoptError(f"{out}: output is a directory")
+    if args.threads < 1:
+        raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
     quant_config = _quantize_config(args)
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.

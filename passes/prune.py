@@ -40,6 +40,8 @@ from graphopt.ir import Graph, Node, Value, constant_array
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
+from .union_find import UnionFind
+
 STANDARD = frozenset({"", "ai.onnx"})
 UNARY = frozenset(
     {
@@ -94,31 +96,26 @@ class Analysis:
 
     def __init__(self) -> None:
         self.groups: list[Group] = []
-        self.parent: list[int] = []
+        self.sets: UnionFind[int] = UnionFind()
         self.layout: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         """id(Value) -> (group per channel, index in the group per channel)."""
         self.values: dict[int, Value] = {}
 
-    # union-find ----------------------------------------------------------------------------------------------------
+    # groups ------------------------------------------------------------------------------------------------------
     def new_group(self, size: int, producer: Node | None = None, blocked: str | None = None) -> int:
         self.groups.append(Group(size, [producer] if producer is not None else [], blocked))
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
+        self.sets.add(len(self.groups) - 1)
+        return len(self.groups) - 1
 
     def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
+        return self.sets.find(g)
 
     def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        ga, gb = self.groups[ra], self.groups[rb]
-        self.parent[rb] = ra
-        ga.producers += gb.producers
-        ga.blocked = ga.blocked or gb.blocked
+        joined = self.sets.union(a, b)
+        if joined is not None:  # the kept root's Group takes the absorbed one's producers and blocking reason
+            ga, gb = self.groups[joined[0]], self.groups[joined[1]]
+            ga.producers += gb.producers
+            ga.blocked = ga.blocked or gb.blocked
 
     def group(self, g: int) -> Group:
         return self.groups[self.find(g)]
@@ -463,11 +460,10 @@ def remove_channels(
                 n.set_input(1, graph.make_constant(Tensor.from_numpy(np.array(sizes, np.int64)), "split_pruned"))
             elif n.attr("split") is not None:
                 n.set_attr("split", sizes)
-    for key, v in a.values.items():
+    for v in a.values.values():
         mask = kept_positions(a, v, keep)
         if mask is not None and v.shape is not None:
             v.shape = (v.shape[0], int(mask.sum()), *v.shape[2:])
-        del key
     return maps
 
 

@@ -25,7 +25,7 @@ Only the main graph is quantized; nodes inside If/Loop/Scan bodies stay float. A
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +35,8 @@ from graphopt.errors import GraphoptError, PassError
 from graphopt.ir import Graph, Node, Value, constant_array
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
+
+from .union_find import UnionFind
 
 FLOAT = onnx.TensorProto.FLOAT
 STANDARD = frozenset({"", "ai.onnx"})
@@ -215,39 +217,6 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# union-find over tensors that must share parameters
-# --------------------------------------------------------------------------------------------------------------------
-class _Groups:
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-        self.values: dict[int, Value] = {}
-
-    def add(self, v: Value) -> None:
-        self.parent.setdefault(id(v), id(v))
-        self.values[id(v)] = v
-
-    def find(self, v: Value) -> int:
-        k = id(v)
-        while self.parent[k] != k:
-            self.parent[k] = self.parent[self.parent[k]]
-            k = self.parent[k]
-        return k
-
-    def union(self, a: Value, b: Value) -> None:
-        self.add(a)
-        self.add(b)
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-    def members(self) -> dict[int, list[Value]]:
-        out: dict[int, list[Value]] = {}
-        for v in self.values.values():
-            out.setdefault(self.find(v), []).append(v)
-        return out
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # apply
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass
@@ -288,7 +257,7 @@ def apply(
         return v is not None and v.name in ranges and id(v) not in blocked
 
     # 1. the activations to quantize
-    groups = _Groups()
+    groups: UnionFind[Value] = UnionFind()
     quantized: list[Value] = []
     kept: list[Node] = []
     for n in nodes:
@@ -324,14 +293,13 @@ def apply(
 
     # 2. parameters per group: the union of the members' ranges
     params: dict[int, Params] = {}
-    for root, members in groups.members().items():
+    for members in groups.sets().values():
         lo = min(ranges[v.name][0] for v in members)
         hi = max(ranges[v.name][1] for v in members)
         p = Params.for_range(lo, hi, symmetric)
         for v in members:
             params[id(v)] = p
             quantized.append(v)
-        del root
 
     # 3. weights and biases
     weight_cache: dict[tuple[int, int], tuple[Value, np.ndarray]] = {}
@@ -354,10 +322,6 @@ def apply(
     for layer in result:
         layer.dequantized = carried.get(layer.output) if layer.output else None
     return result
-
-
-def _quantized_reader(v: Value) -> bool:
-    return any(u.op_type == "QuantizeLinear" for u in v.users())
 
 
 def _absorbable_relu(
@@ -398,13 +362,13 @@ def _absorb(graph: Graph, out: Value, relu: Node) -> Value:
     return out
 
 
-def _share_scales(graph: Graph, groups: _Groups, planned: set[int], measured: object) -> None:
+def _share_scales(graph: Graph, groups: UnionFind[Value], planned: set[int], measured: object) -> None:
     """Scale-sharing ops (planned ones): when their data input is quantized, their outputs take the same parameters."""
     for n in graph:
         if id(n) not in planned or n.op_type not in SHARE:
             continue
         src = n.inputs[0]
-        if src is None or id(src) not in groups.parent:
+        if src is None or src not in groups:
             continue
         for out in n.outputs:
             if out is not None and measured(out):  # type: ignore[operator]
@@ -418,7 +382,7 @@ def _linear_producer(v: Value) -> bool:
     return p is not None and p.op_type in LINEAR
 
 
-def _residual_skips(graph: Graph, groups: _Groups, planned: set[int], measured: object) -> None:
+def _residual_skips(graph: Graph, groups: UnionFind[Value], planned: set[int], measured: object) -> None:
     """TensorRT: on an Add of a conv branch and a skip connection, quantize the skip input only."""
     for n in graph:
         if id(n) not in planned or n.op_type != "Add" or len(n.inputs) != 2:
@@ -549,10 +513,6 @@ def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
     graph.insert_after(q, dq)
     graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
     return dout
-
-
-def quantizable_ops(target: str) -> Iterable[str]:
-    return sorted(DEFAULT_OPS[target])
 
 
 # --------------------------------------------------------------------------------------------------------------------

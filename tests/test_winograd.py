@@ -171,6 +171,7 @@ def test_o3_includes_winograd_and_cli_forces_a_tile(tmp_path, capsys) -> None:
     assert any(s["name"] == "winograd" and s["changed"] for s in summary["passes"])
     model = from_proto(onnx.load(out))
     assert any(n.op_type == "ConvTranspose" for n in model.graph)
+    assert main(["optimize", str(src), "-o", str(out), "--threads", "0"]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["optimize", str(src), "-o", str(out), "--winograd", "F5"])
     assert exc.value.code == 2
