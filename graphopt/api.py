@@ -34,6 +34,7 @@ def optimize(
     prune_channels: float | None = None,
     prune_weights: float | str | None = None,
     prune_options: Mapping[str, Any] | None = None,
+    keep_debug_info: bool = False,
     **options: Any,
 ) -> onnx.ModelProto | Model:
     """Optimize a model and return it.
@@ -43,6 +44,9 @@ def optimize(
     ``passes`` (a list or ``"a,b{k=v}"``) replaces the pipeline of ``level``. ``fixed_point`` repeats the pipeline
     until nothing changes (default: on for levels 2 and 3). Extra keyword ``options`` reach passes through
     ``ctx.options``. Pass a list as ``report`` to receive the run's PassReport.
+
+    ``keep_debug_info=True`` leaves out ``strip-debug-info`` (levels 2 and 3 drop exporters' per-node doc strings and
+    metadata; the model's own metadata always stays).
 
     ``verify=True`` checks every pass that changed the model under onnxruntime on generated inputs against the model
     before it; a pass that moved the outputs is undone with a warning (``strict=True``: raise VerificationError).
@@ -64,6 +68,8 @@ def optimize(
     is_proto = isinstance(model, onnx.ModelProto)
     ir = from_proto(model) if is_proto else load(model)
     pipeline = as_passes(passes) if passes is not None else level_pipeline(level)
+    if keep_debug_info:
+        pipeline = [p for p in pipeline if p.name != "strip-debug-info"]
     if fixed_point is None:
         fixed_point = passes is None and level >= 2
     if calibration is not None:

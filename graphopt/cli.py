@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--passes", help="run these passes instead of a level: 'a,b{key=value},c'")
     opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
     opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
+    opt.add_argument(
+        "--keep-debug-info",
+        action="store_true",
+        help="keep exporters' per-node doc strings and metadata (-O2 and -O3 drop them; model metadata always stays)",
+    )
     opt.add_argument("--in-place", action="store_true", help="overwrite the input file (needed if -o names it)")
     opt.add_argument(
         "--external-data",
@@ -307,6 +312,8 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
+    if args.keep_debug_info:
+        pipeline = [p for p in pipeline if p.name != "strip-debug-info"]
     if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
         pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
     fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)

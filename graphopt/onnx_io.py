@@ -443,7 +443,7 @@ class _Exporter:
         for v in graph.outputs:
             _fill_value_info(gp.output.add(), v, graph, "output")
         for v in graph.value_info:
-            if id(v) not in emitted and _alive(v):
+            if id(v) not in emitted and _alive(v, graph):
                 _fill_value_info(gp.value_info.add(), v, graph, "value_info")
                 emitted.add(id(v))
         # Only values the input listed get value_info: types that passes inferred on the way stay in memory (a
@@ -527,7 +527,7 @@ class _Exporter:
         if func.doc_string:
             fp.doc_string = func.doc_string
         for v in func.graph.value_info:
-            if _alive(v):
+            if _alive(v, func.graph):
                 _fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
         _put_props(fp.metadata_props, func.metadata_props)
 
@@ -557,9 +557,17 @@ def _tensor_name(t: Tensor) -> str:
     return t._proto.name if t._proto is not None else ""  # noqa: SLF001 - keep the attribute tensor's own name
 
 
-def _alive(v: Value) -> bool:
-    """Whether a value listed in value_info is still worth an entry: its producer was not removed."""
-    return v.producer is None or v.producer.graph is not None
+def _alive(v: Value, graph: Graph) -> bool:
+    """Whether a value listed in value_info is still worth an entry: it is still computed, stored or read.
+
+    A value without producer (initializer, graph input, outer-scope name) keeps its entry while something reads it or
+    the graph still holds it; a removed initializer's listing goes with it.
+    """
+    if v.producer is not None:
+        return v.producer.graph is not None
+    if v.uses or graph.initializers.get(v.name) is v:
+        return True
+    return any(v is x for x in graph.inputs) or any(v is x for x in graph.outputs)
 
 
 def to_proto(model: Model) -> onnx.ModelProto:

@@ -298,8 +298,17 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 LEVELS: dict[int, list[str]] = {
     0: [],
     1: ["cleanup"],
-    2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup"],
-    3: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup", "winograd"],
+    2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup", "strip-debug-info"],
+    3: [
+        "cleanup",
+        "fold-constants",
+        "fold-conv-bn",
+        "cse",
+        "fuse-parallel-matmul",
+        "cleanup",
+        "strip-debug-info",
+        "winograd",
+    ],
 }
 
 

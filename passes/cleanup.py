@@ -89,3 +89,28 @@ class Cleanup(Pass):
         if graph is ctx.model.graph:
             changed |= remove_unused(graph, ctx)
         return changed
+
+
+@register_pass(
+    "strip-debug-info",
+    description="drop exporters' debug annotations on nodes, values and graphs (model metadata stays)",
+)
+def strip_debug_info(graph: Graph, ctx: PassContext) -> bool:
+    changed = bool(graph.metadata_props)
+    graph.metadata_props = {}
+    for node in graph:
+        if node.doc_string or node.metadata_props:
+            node.doc_string = ""
+            node.metadata_props = {}
+            changed = True
+    for v in [*graph.inputs, *graph.outputs, *graph.value_info, *graph.initializers.values()]:
+        if v.metadata_props:
+            v.metadata_props = {}
+            changed = True
+    # Graph inputs and outputs keep their doc strings: they document the model's interface.
+    interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
+    for v in [*graph.value_info, *graph.initializers.values()]:
+        if v.doc_string and id(v) not in interface:
+            v.doc_string = ""
+            changed = True
+    return changed

@@ -400,3 +400,67 @@ def test_reshape_to_its_own_dynamic_shape(order, removed) -> None:
     assert (_ops(out) == ["Relu"]) == removed
     for b, s in ((1, 3), (4, 2)):
         _same_outputs(model, out, {"x": np.random.default_rng(b).standard_normal((b, s, 8)).astype(np.float32)})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# strip-debug-info and value_info of removed values
+# --------------------------------------------------------------------------------------------------------------------
+def _annotated_model() -> onnx.ModelProto:
+    """x -> Relu -> Identity -> y with exporter-style annotations everywhere, a value_info entry for a weight that
+    nothing reads, and the user's own model metadata."""
+    relu = helper.make_node("Relu", ["x"], ["r"], name="relu", doc_string="File model.py, line 3")
+    helper.set_metadata_props(relu, {"pkg.torch.onnx.stack_trace": "model.py:3", "namespace": "net/relu"})
+    ident = helper.make_node("Identity", ["r"], ["y"], name="id")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3], doc_string="the image")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3], doc_string="the scores")
+    helper.set_metadata_props(x, {"pkg.torch.onnx.original_node_name": "arg0"})
+    model = _model([relu, ident], [x], [y], inits=[numpy_helper.from_array(np.ones(3, np.float32), "unused_w")])
+    r_info = helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, 3])
+    helper.set_metadata_props(r_info, {"pkg.torch.onnx.fx_node": "%relu"})
+    w_info = helper.make_tensor_value_info("unused_w", TensorProto.FLOAT, [3])
+    model.graph.value_info.extend([r_info, w_info])
+    helper.set_metadata_props(model.graph, {"pkg.torch.export.ExportedProgram.graph_signature": "inputs: ..."})
+    helper.set_metadata_props(model, {"author": "me", "labels": "cat,dog"})
+    return model
+
+
+def test_o2_strips_debug_annotations_and_keeps_model_metadata():
+    model = _annotated_model()
+    out = graphopt.optimize(model)
+    g = out.graph
+    assert [n.op_type for n in g.node] == ["Relu"]
+    assert not g.node[0].metadata_props and not g.node[0].doc_string
+    assert not g.metadata_props
+    assert not g.input[0].metadata_props and g.input[0].doc_string == "the image"
+    assert g.output[0].doc_string == "the scores"
+    assert {p.key: p.value for p in out.metadata_props} == {"author": "me", "labels": "cat,dog"}
+    # the removed initializer's value_info goes with it; nothing keeps "r" (renamed away by Identity removal)
+    assert "unused_w" not in {v.name for v in g.value_info}
+    assert not any(v.metadata_props for v in g.value_info)
+    _same_outputs(model, out, {"x": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)})
+
+
+def test_keep_debug_info_keeps_annotations(tmp_path):
+    model = _annotated_model()
+    out = graphopt.optimize(model, keep_debug_info=True)
+    assert {p.key for p in out.graph.node[0].metadata_props} == {"pkg.torch.onnx.stack_trace", "namespace"}
+    assert out.graph.node[0].doc_string == "File model.py, line 3"
+    assert out.graph.metadata_props and out.graph.input[0].metadata_props
+    src, dst = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, src)
+    from graphopt.cli import main
+
+    assert main(["optimize", str(src), "-o", str(dst), "--keep-debug-info", "-q"]) == 0
+    assert onnx.load(dst).graph.node[0].metadata_props
+    assert main(["optimize", str(src), "-o", str(dst), "-q"]) == 0
+    assert not onnx.load(dst).graph.node[0].metadata_props
+
+
+def test_value_info_of_dead_initializer_is_dropped_at_save():
+    model = _annotated_model()
+    out = graphopt.optimize(model, level=1, keep_debug_info=True)
+    names = {v.name for v in out.graph.value_info}
+    assert "unused_w" not in names and not any(t.name == "unused_w" for t in out.graph.initializer)
+    # without any pass, every listing survives the round trip
+    same = graphopt.optimize(model, level=0)
+    assert {v.name for v in same.graph.value_info} == {"r", "unused_w"}
