@@ -692,10 +692,10 @@ def save(
         stubs: dict[str, onnx.TensorProto] = {}
         done = 0
         if external_data:
-            data_tmp = _temp_beside(folder / location)
+            data_tmp, fd = _temp_beside(folder / location)
             temps.append(data_tmp)
             offset = 0
-            with open(data_tmp, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 for name, v in inits:
                     t = v.const
                     assert t is not None
@@ -732,9 +732,9 @@ def save(
             raise GraphoptError(
                 f"{out}: the model is over 2 GB, which protobuf cannot hold; save it with external data"
             )
-        model_tmp = _temp_beside(out)
+        model_tmp, fd = _temp_beside(out)
         temps.append(model_tmp)
-        with open(model_tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(head)
             f.write(_GRAPH_TAG)
             f.write(_varint(graph_len))
@@ -806,10 +806,23 @@ def _drop_old_output(out: Path, model: Model) -> None:
         out.unlink()
 
 
-def _temp_beside(target: Path) -> Path:
+def _temp_beside(target: Path) -> tuple[Path, int]:
+    """A new empty file next to ``target`` and its open descriptor.
+
+    The file is written through this descriptor, never reopened with truncation: ext4 treats truncate-then-write as
+    a file being replaced and flushes it to disk on close, which makes the write, and a later unlink, cost more.
+    """
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    return Path(name)
+    if hasattr(os, "fchmod"):
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the output is an ordinary file
+    return Path(name), fd
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_location(location: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,18 @@ def test_model_over_2gb_round_trips_bytes_exactly(tmp_path: Path) -> None:
         assert (
             a.tobytes() == b.tobytes() if a.nbytes < 1 << 20 else np.array_equal(a.view(np.uint32), b.view(np.uint32))
         )
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+def test_saved_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    """The temporary file that becomes the output is private while written; the result follows the umask like any
+    file a tool writes (onnx.save's would), for the model and its external data."""
+    src = _external_model(tmp_path / "in", {"w": np.arange(2048, dtype=np.float32)})
+    out = tmp_path / "out.onnx"
+    old = os.umask(0o027)
+    try:
+        graphopt.save(graphopt.load(src), out, external_data=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "out.onnx.data").stat().st_mode) == 0o640
