@@ -82,9 +82,11 @@ def _sub_protos(attrs: list[onnx.AttributeProto]) -> list[onnx.GraphProto]:
 def _set_type(v: Value, tp: onnx.TypeProto) -> None:
     if tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.elem_type:
         return
-    probe = Value()
-    probe.set_type_proto(tp)
-    v.dtype, v.shape = probe.dtype, probe.shape
+    tt = tp.tensor_type
+    shape = None
+    if tt.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in tt.shape.dim]
+    v.dtype, v.shape = tt.elem_type, shape
 
 
 def infer_shapes(model: Model) -> int:
@@ -94,6 +96,8 @@ def infer_shapes(model: Model) -> int:
     is not an error: the values stay untyped and passes that need types leave them alone.
     """
     untyped = _untyped(model)
+    if not untyped:
+        return 0  # exporters that list every value's type (torch's dynamo exporter) leave nothing to infer
     hopeless = _HOPELESS.get(model)
     if hopeless is not None and all(v in hopeless for v in untyped):
         return 0  # nothing new to type since the last run: it would find what it found then

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -162,8 +163,24 @@ def _run_ort(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     so.log_severity_level = 4
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {}), strict=True))
+    outs = sess.get_outputs()
+    names = [o.name for o in outs]
+    results = dict(zip(names, sess.run(names, {}), strict=True))
+    # onnxruntime hands some element types back as another numpy type (float8 as uint8): keep only arrays whose type
+    # is the one the session declares, so a result is right even where shape inference gave the value no type.
+    return {o.name: results[o.name] for o in outs if _same_type(results[o.name], o.type)}
+
+
+_ORT_TYPE_NAMES = {f"tensor({name.lower()})": value for name, value in onnx.TensorProto.DataType.items()}
+
+
+def _same_type(array: Any, declared: str) -> bool:
+    if not isinstance(array, np.ndarray):
+        return False
+    try:
+        return elem_type_of(array.dtype) == _ORT_TYPE_NAMES.get(declared)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _run_reference(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -394,6 +411,10 @@ def _inline_constant_ifs(graph: Graph) -> bool:
     return changed
 
 
+def _reads_shapes(model) -> bool:
+    return any(n.op_type in ("Shape", "Size") for n in model.graph.all_nodes())
+
+
 @register_pass(
     "fold-constants",
     description="evaluate constant subgraphs and static shape arithmetic offline, with a size guard",
@@ -406,8 +427,8 @@ class FoldConstants(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if any(graph.root is f.graph for f in ctx.model.functions.values()):
             return False  # a FunctionProto has no initializers to hold folded tensors
-        if graph is ctx.model.graph:
-            infer_shapes(ctx.model)
+        if graph is ctx.model.graph and _reads_shapes(ctx.model):
+            infer_shapes(ctx.model)  # only shape arithmetic needs inferred types; evaluated values carry their own
         changed = _inline_constant_ifs(graph)
         known = _fold_shapes(graph, ctx)
         cone = _cone(graph, known)

@@ -271,3 +271,32 @@ def test_fixtures_fold_without_change_of_outputs() -> None:
         feeds = graphopt_feeds(path)
         for a, b in zip(_run(model, feeds), _run(folded, feeds), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
+def test_types_numpy_lacks_are_never_folded_into_another_type() -> None:
+    """onnxruntime returns float8 results as uint8 arrays. Without a Shape op no inference types the values, so the
+    result's type must be checked against the session's declared output type: the float8 tensor that a
+    DequantizeLinear with a non-constant scale reads stays a node, the float computed from it folds."""
+    c = numpy_helper.from_array(np.array([1.5, -2.0, 300.0, 0.25], np.float32), "c")
+    nodes = [
+        helper.make_node("Cast", ["c"], ["f8"], to=TensorProto.FLOAT8E4M3FN),
+        helper.make_node("DequantizeLinear", ["f8", "scale"], ["r"]),
+        helper.make_node("Cast", ["f8"], ["back"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "back"], ["y"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+        helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]),
+        helper.make_tensor_value_info("r", TensorProto.FLOAT, [4]),
+    ]
+    model = _model(nodes, inputs, outputs, [c], opset=19)
+    folded = _fold(model)
+    assert _ops(folded) == ["Cast", "DequantizeLinear", "Add"]
+    assert all(t.data_type != TensorProto.UINT8 for t in folded.graph.initializer)
+    feeds = {"x": np.arange(4, dtype=np.float32), "scale": np.array(2.0, np.float32)}
+    for a, b in zip(_run(model, feeds), _run(folded, feeds), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
