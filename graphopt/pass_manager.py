@@ -143,8 +143,8 @@ class PassManager:
                 current = after
                 stats.runs += 1
                 stats.changed |= changed
-                changed_any |= changed
-                if changed:
+                if changed and not p.annotations_only:
+                    changed_any = True
                     version += 1
                 else:
                     idle_at[key] = version

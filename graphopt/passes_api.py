@@ -91,6 +91,9 @@ class Pass:
     options_spec: ClassVar[Mapping[str, Option]] = {}
     recursive: ClassVar[bool] = True
     lossless: ClassVar[bool] = True
+    annotations_only: ClassVar[bool] = False
+    """The pass edits only doc strings and metadata: what it changes never gives another pass new work, so the
+    PassManager does not repeat the pipeline for it."""
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options_spec))
@@ -149,11 +152,14 @@ def register_pass(
     lossless: bool = True,
     replace: bool = False,
     graphsurgeon: bool = False,
+    annotations_only: bool = False,
 ) -> Callable[[Any], Any]:
     """Register a pass under ``name``: decorate a function ``(graph, ctx, **options) -> bool`` or a Pass subclass.
 
     Function passes take their options as keyword arguments; ``recursive`` and ``lossless`` apply to them (a Pass
-    subclass sets those as class attributes). ``replace=True`` allows overriding an existing name.
+    subclass sets those as class attributes), and so does ``annotations_only`` (the pass edits only doc strings and
+    metadata, so its changes do not make a fixed-point pipeline run again). ``replace=True`` allows overriding an
+    existing name.
     ``graphsurgeon=True``: the function is ``(gs_graph, **options)`` on an ``onnx_graphsurgeon.Graph`` of the whole
     model, edited in place (see :mod:`graphopt.gs`).
     """
@@ -184,6 +190,7 @@ def register_pass(
                     "options_spec": dict(options or {}),
                     "recursive": recursive and not graphsurgeon,
                     "lossless": lossless,
+                    "annotations_only": annotations_only,
                     "func": staticmethod(obj),
                 },
             )
@@ -298,10 +305,10 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 LEVELS: dict[int, list[str]] = {
     0: [],
     1: ["cleanup"],
-    2: ["cleanup", "fold-constants", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup", "strip-debug-info"],
+    2: ["fold-constants", "cleanup", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup", "strip-debug-info"],
     3: [
-        "cleanup",
         "fold-constants",
+        "cleanup",
         "fold-conv-bn",
         "cse",
         "fuse-parallel-matmul",

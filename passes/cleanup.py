@@ -72,7 +72,7 @@ def _called_functions(model) -> set[tuple[str, str, str]]:
     return called
 
 
-CLEANUP_STEPS = ("eliminate-noop", "merge-consecutive", "dedup-initializers", "dce")
+CLEANUP_STEPS = ("dce", "eliminate-noop", "merge-consecutive", "dedup-initializers", "dce")
 
 
 @register_pass(
@@ -94,6 +94,7 @@ class Cleanup(Pass):
 @register_pass(
     "strip-debug-info",
     description="drop exporters' debug annotations on nodes, values and graphs (model metadata stays)",
+    annotations_only=True,
 )
 def strip_debug_info(graph: Graph, ctx: PassContext) -> bool:
     changed = bool(graph.metadata_props)
