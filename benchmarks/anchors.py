@@ -5,7 +5,8 @@
     python benchmarks/anchors.py [--models a.onnx,b.onnx] [--runs 20] [--out benchmarks/RESULTS.md]
 
 For each model and tool: nodes after, file size, optimize seconds (load + optimize + save, in this process, median of
-``--repeat``, the tools interleaved), max abs output difference against the original under onnxruntime, onnxruntime
+``--repeat``, the tools interleaved in an order that rotates every round; before each timed run the disk is synced
+outside the timing, so that no tool pays for the writeback of the file the tool before it wrote), max abs output difference against the original under onnxruntime, onnxruntime
 latency with its own graph optimizations off and on (median of ``--runs``, interleaved across tools, 1 thread), and
 whether the result uses only standard-domain ops. Baseline: plain onnx.load + onnx.save.
 """
@@ -13,6 +14,7 @@ whether the result uses only standard-domain ops. Baseline: plain onnx.load + on
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -91,11 +93,14 @@ def bench_model(src: Path, work: Path, repeat: int, runs: int) -> list[dict]:
     outs: dict[str, Path] = {}
     times: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     failed: dict[str, str] = {}
-    for _ in range(repeat):  # interleaved (A B C A B C ...), so that machine noise hits every tool alike
-        for tool, fn in TOOLS.items():
+    names = list(TOOLS)
+    for round_ in range(repeat):  # interleaved (A B C, B C A, ...), so that machine noise hits every tool alike
+        for tool in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            fn = TOOLS[tool]
             if tool in failed:
                 continue
             out = work / f"{src.stem}.{tool.replace(' ', '_').replace('+', '_')}.onnx"
+            _settle()
             try:
                 t0 = time.perf_counter()
                 fn(src, out)
@@ -134,6 +139,12 @@ def bench_model(src: Path, work: Path, repeat: int, runs: int) -> list[dict]:
         for t, lat in zip(tools, measure_latency(sessions, feeds, warmup=2, runs=runs), strict=True):
             _row(rows, t)[f"ms_{opt}"] = lat.median_ms
     return rows
+
+
+def _settle() -> None:
+    """Write back dirty pages before a timed run: one tool's output file is not flushed on the next tool's clock."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def _row(rows: list[dict], tool: str) -> dict:

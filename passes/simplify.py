@@ -122,7 +122,7 @@ def _noop_source(node: Node, ctx: PassContext) -> Value | None:
         since = 13
         axes = _axes(node, ctx, since)
         return x if axes == [] else None
-    if op in ("Add", "Sub", "Mul", "Div", "And", "Or"):
+    if op in _NEUTRAL:
         return _neutral_operand(node)
     return None
 
@@ -274,12 +274,15 @@ def _slice_is_full(node: Node, x: Value, opset: int) -> bool:
     return True
 
 
+_NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "And": True, "Or": False}
+
+
 def _neutral_operand(node: Node) -> Value | None:
     """x for ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1``, ``x and True``, ``x or False`` (either side where commutative),
     when broadcasting changes nothing."""
     if len(node.inputs) != 2 or node.inputs[0] is None or node.inputs[1] is None:
         return None
-    neutral = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "And": True, "Or": False}[node.op_type]
+    neutral = _NEUTRAL[node.op_type]
     sides = [(0, 1), (1, 0)] if node.op_type in ("Add", "Mul", "And", "Or") else [(0, 1)]
     for keep, const_side in sides:
         x, c = node.inputs[keep], node.inputs[const_side]
@@ -297,10 +300,28 @@ def _neutral_operand(node: Node) -> Value | None:
     return None
 
 
+_TYPED_DECISIONS = frozenset(
+    {"Cast", "CastLike", "Reshape", "Expand", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Size", "MatMul"}
+)
+"""Ops whose rewrite in cleanup (or in fold-conv-bn after it) depends on the types of their inputs."""
+
+
+def _needs_types(node: Node) -> bool:
+    """Whether a decision about ``node`` would read a type that no value carries yet."""
+    if node.domain not in STANDARD:
+        return False
+    untyped = any(v is not None and not v.has_type and v.constant() is None for v in node.inputs)
+    if node.op_type in _TYPED_DECISIONS:
+        return untyped
+    if node.op_type in _NEUTRAL:
+        return untyped and any(v is not None and v.constant() is not None for v in node.inputs)
+    return False
+
+
 @register_pass("eliminate-noop", description="remove Identity, inference Dropout and ops that provably change nothing")
 def eliminate_noop(graph: Graph, ctx: PassContext) -> bool:
-    if graph is ctx.model.graph:
-        infer_shapes(ctx.model)
+    if graph is ctx.model.graph and any(_needs_types(n) for n in graph.all_nodes()):
+        infer_shapes(ctx.model)  # a CNN of Conv/BatchNorm/Relu/pooling needs no types: skip the whole inference
     changed = False
     for node in graph:
         if node.domain not in STANDARD:
