@@ -352,6 +352,10 @@ def _constants_to_initializers(graph: Graph) -> bool:
         out = node.outputs[0]
         if out is None:
             continue
+        if not out.uses and not any(o is out for o in graph.outputs):
+            graph.remove(node)  # read only by nodes folded away: no initializer to make
+            changed = True
+            continue
         tensor = _constant_attr_tensor(node)
         if tensor is None:
             continue
