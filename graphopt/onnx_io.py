@@ -560,14 +560,14 @@ def _tensor_name(t: Tensor) -> str:
 def _alive(v: Value, graph: Graph) -> bool:
     """Whether a value listed in value_info is still worth an entry: it is still computed, stored or read.
 
-    A value without producer (initializer, graph input, outer-scope name) keeps its entry while something reads it or
-    the graph still holds it; a removed initializer's listing goes with it.
+    A node output goes with its node, an initializer's listing with the initializer (unless something still reads
+    it); other listings (graph inputs, outer-scope names, names the file listed without defining) stay as loaded.
     """
     if v.producer is not None:
         return v.producer.graph is not None
-    if v.uses or graph.initializers.get(v.name) is v:
-        return True
-    return any(v is x for x in graph.inputs) or any(v is x for x in graph.outputs)
+    if v.const is not None:
+        return graph.initializers.get(v.name) is v or bool(v.uses)
+    return True
 
 
 def to_proto(model: Model) -> onnx.ModelProto:
