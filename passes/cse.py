@@ -63,11 +63,13 @@ class _Keys:
         return key
 
 
-def _node_key(node: Node, keys: _Keys) -> Any | None:
+def _mergeable(node: Node) -> bool:
     if node.domain not in STANDARD or node.op_type in NONDETERMINISTIC or node.op_type == "Constant":
-        return None
-    if any(a.type in _GRAPH_TYPES or a.ref_attr_name for a in node.attrs.values()):
-        return None
+        return False
+    return not any(a.type in _GRAPH_TYPES or a.ref_attr_name for a in node.attrs.values())
+
+
+def _node_key(node: Node, keys: _Keys) -> Any | None:
     try:
         attrs = tuple(sorted((name, _attr_key(a)) for name, a in node.attrs.items()))
         hash(attrs)
@@ -76,19 +78,47 @@ def _node_key(node: Node, keys: _Keys) -> Any | None:
     return (node.op_type, node.domain, node.overload, len(node.outputs), tuple(map(keys.value, node.inputs)), attrs)
 
 
+def _rough_key(node: Node) -> tuple[Any, ...]:
+    """Equal for any two nodes whose full keys are equal, and cheap: small constants by type and dims only, other
+    inputs by identity, no attributes. Most nodes of a network have a rough key of their own and need no full key."""
+    parts: list[Any] = [node.op_type, node.domain, node.overload, len(node.outputs)]
+    for v in node.inputs:
+        if v is None:
+            parts.append(None)
+            continue
+        t = v.constant()
+        parts.append((t.dtype, t.dims) if t is not None and t.nbytes <= _Keys.SMALL else id(v))
+    return tuple(parts)
+
+
 @register_pass("cse", description="merge nodes that compute the same thing from the same inputs")
 def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
     keys = _Keys()
-    seen: dict[Any, Node] = {}
+    full: dict[int, Any] = {}  # id(node) -> full key, computed when a rough key repeats
+    groups: dict[tuple[Any, ...], list[Node]] = {}
     changed = False
     outputs = {id(v) for v in graph.outputs}
     for node in graph:
+        if not _mergeable(node):
+            continue
+        rough = _rough_key(node)
+        group = groups.get(rough)
+        if group is None:
+            groups[rough] = [node]
+            continue
         key = _node_key(node, keys)
         if key is None:
             continue
-        first = seen.get(key)
+        first = None
+        for other in group:
+            if id(other) not in full:
+                full[id(other)] = _node_key(other, keys)
+            if full[id(other)] == key:
+                first = other
+                break
         if first is None:
-            seen[key] = node
+            full[id(node)] = key
+            group.append(node)
             continue
         pairs = list(zip(first.outputs, node.outputs, strict=True))
         if any(b is not None and id(b) in outputs and (a is None or id(a) in outputs) for a, b in pairs):
