@@ -45,7 +45,7 @@ def optimize(
     until nothing changes (default: on for levels 2 and 3). Extra keyword ``options`` reach passes through
     ``ctx.options``. Pass a list as ``report`` to receive the run's PassReport.
 
-    ``keep_debug_info=True`` leaves out ``strip-debug-info`` (levels 2 and 3 drop exporters' per-node doc strings and
+    ``keep_debug_info=True`` makes ``strip-debug-info`` a no-op (levels 2 and 3 drop exporters' per-node doc strings and
     metadata; the model's own metadata always stays).
 
     ``verify=True`` checks every pass that changed the model under onnxruntime on generated inputs against the model
@@ -68,8 +68,6 @@ def optimize(
     is_proto = isinstance(model, onnx.ModelProto)
     ir = from_proto(model) if is_proto else load(model)
     pipeline = as_passes(passes) if passes is not None else level_pipeline(level)
-    if keep_debug_info:
-        pipeline = [p for p in pipeline if p.name != "strip-debug-info"]
     if fixed_point is None:
         fixed_point = passes is None and level >= 2
     if calibration is not None:
@@ -77,7 +75,7 @@ def optimize(
         options = {**options, "calibration": calibration}
     if quantize_options is not None:
         options = {**options, "quantize_options": quantize_options}
-    ctx = PassContext(model=ir, target=target, options=dict(options))
+    ctx = PassContext(model=ir, target=target, options={**options, "keep_debug_info": keep_debug_info})
     if logger is not None:
         ctx.logger = logger
     manager = PassManager(pipeline, fixed_point=fixed_point, progress=progress, verify=verify, strict=strict)

@@ -312,8 +312,6 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
-    if args.keep_debug_info:
-        pipeline = [p for p in pipeline if p.name != "strip-debug-info"]
     if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
         pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
     fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
@@ -333,7 +331,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
             progress.update(task, description=f"pass {name}", completed=index)
 
         t0 = time.perf_counter()
-        options: dict[str, Any] = {"winograd_threads": args.threads}
+        options: dict[str, Any] = {"winograd_threads": args.threads, "keep_debug_info": args.keep_debug_info}
         if args.winograd is not None:
             options["winograd"] = args.winograd
         ctx = PassContext(model=model, target=args.target, options=options)

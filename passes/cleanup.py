@@ -97,6 +97,8 @@ class Cleanup(Pass):
     annotations_only=True,
 )
 def strip_debug_info(graph: Graph, ctx: PassContext) -> bool:
+    if ctx.options.get("keep_debug_info"):
+        return False  # optimize(keep_debug_info=True) / --keep-debug-info
     changed = bool(graph.metadata_props)
     graph.metadata_props = {}
     for node in graph:
@@ -104,13 +106,12 @@ def strip_debug_info(graph: Graph, ctx: PassContext) -> bool:
             node.doc_string = ""
             node.metadata_props = {}
             changed = True
+    # Graph inputs and outputs keep their doc strings: they document the model's interface.
+    interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
     for v in [*graph.inputs, *graph.outputs, *graph.value_info, *graph.initializers.values()]:
         if v.metadata_props:
             v.metadata_props = {}
             changed = True
-    # Graph inputs and outputs keep their doc strings: they document the model's interface.
-    interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
-    for v in [*graph.value_info, *graph.initializers.values()]:
         if v.doc_string and id(v) not in interface:
             v.doc_string = ""
             changed = True
