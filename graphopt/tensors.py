@@ -272,9 +272,10 @@ class Tensor:
         return digest
 
     def raw_bytes(self) -> bytes | memoryview:
-        """The little-endian bytes ONNX stores for this tensor (not for strings)."""
-        if self._external is not None:
-            return self._external.file.view(self._external.offset, self._external.length)
+        """The little-endian bytes ONNX stores for this tensor (not for strings); a zero-copy view where possible."""
+        view = self.raw_view()
+        if view is not None:
+            return view
         if self._proto is not None and self._proto.HasField("raw_data"):
             return self._proto.raw_data
         if self.dtype in _PACKED_4BIT:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import onnx
 
 from graphopt.ir import Attribute, Graph, Node, Value
@@ -177,4 +178,6 @@ def dedup_initializers(graph: Graph, ctx: PassContext) -> bool:
 
 
 def _equal(a: Tensor, b: Tensor) -> bool:
-    return a.dtype == b.dtype and a.dims == b.dims and bytes(a.raw_bytes()) == bytes(b.raw_bytes())
+    if a.dtype != b.dtype or a.dims != b.dims:
+        return False
+    return np.array_equal(np.frombuffer(a.raw_bytes(), np.uint8), np.frombuffer(b.raw_bytes(), np.uint8))
