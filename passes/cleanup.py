@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from graphopt.ir import Graph
+from collections.abc import Iterable
+
+from graphopt.ir import Graph, Value
 from graphopt.passes_api import Pass, PassContext, register_pass
 
 PURE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
@@ -20,14 +22,25 @@ def dead_code_elimination(graph: Graph, ctx: PassContext) -> bool:
             continue
         graph.remove(node)
         changed = True
+    return drop_unused_initializers(graph, ctx) or changed
+
+
+def drop_unused_initializers(graph: Graph, ctx: PassContext, candidates: Iterable[Value | None] | None = None) -> bool:
+    """Remove initializers of ``graph`` (all of them, or those among ``candidates``) that nothing reads and that are
+    not graph inputs or outputs. A pass that disconnects weights calls this so that no cleanup round is needed."""
     # Training info refers to main-graph initializers by name; keep them all when it is present.
-    keep_initializers = bool(ctx.model.training_info) and graph is ctx.model.graph
-    if not keep_initializers:
-        inputs = {id(v) for v in graph.inputs}
-        for name, v in list(graph.initializers.items()):
-            if not v.uses and id(v) not in outputs and id(v) not in inputs:
-                del graph.initializers[name]
-                changed = True
+    if ctx.model.training_info and graph is ctx.model.graph:
+        return False
+    pool = list(graph.initializers.values()) if candidates is None else [v for v in candidates if v is not None]
+    if not pool:
+        return False
+    interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
+    changed = False
+    for v in pool:
+        if v.uses or id(v) in interface or v.name is None or graph.initializers.get(v.name) is not v:
+            continue
+        del graph.initializers[v.name]
+        changed = True
     return changed
 
 

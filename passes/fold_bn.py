@@ -28,6 +28,8 @@ from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
 from graphopt.tensors import Tensor
 
+from .cleanup import drop_unused_initializers
+
 STANDARD = frozenset({"", "ai.onnx"})
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
@@ -174,9 +176,12 @@ def _linear(node: Node, opset: int) -> tuple[_Linear, int] | None:
     return None
 
 
-def _rewrite(graph: Graph, lin: _Linear, a: np.ndarray, b: np.ndarray | None, follower: Node) -> None:
+def _rewrite(
+    graph: Graph, lin: _Linear, a: np.ndarray, b: np.ndarray | None, follower: Node, freed: list[Value | None]
+) -> None:
     """Give the producer its new weight and bias, and let it produce the follower's output."""
     node = lin.node
+    freed += [*node.inputs[1:], *follower.inputs]
     w_val = node.inputs[1]
     assert w_val is not None
     dtype = w_val.constant().dtype  # type: ignore[union-attr]
@@ -209,7 +214,7 @@ def _rewrite(graph: Graph, lin: _Linear, a: np.ndarray, b: np.ndarray | None, fo
 # --------------------------------------------------------------------------------------------------------------------
 # the pass
 # --------------------------------------------------------------------------------------------------------------------
-def _fold_after(graph: Graph, follower: Node, opset: int) -> bool:
+def _fold_after(graph: Graph, follower: Node, opset: int, freed: list[Value | None]) -> bool:
     x = follower.inputs[0] if follower.inputs else None
     if follower.op_type in ("Mul", "Add") and len(follower.inputs) == 2 and _producer(x, graph) is None:
         x = follower.inputs[1]  # the constant came first
@@ -238,11 +243,11 @@ def _fold_after(graph: Graph, follower: Node, opset: int) -> bool:
         if vec is None:
             return False
         a, b = (vec, None) if follower.op_type == "Mul" else (np.ones(lin.channels), vec)
-    _rewrite(graph, lin, a, b, follower)
+    _rewrite(graph, lin, a, b, follower, freed)
     return True
 
 
-def _fold_before(graph: Graph, conv: Node, opset: int) -> bool:
+def _fold_before(graph: Graph, conv: Node, opset: int, freed: list[Value | None]) -> bool:
     """BN -> Conv without padding: Conv(a*x + b) = Conv_{W*a}(x) + Conv_W(b); Conv_W(b) is a per-channel constant."""
     x = conv.inputs[0] if conv.inputs else None
     bn = _producer(x, graph)
@@ -272,6 +277,7 @@ def _fold_before(graph: Graph, conv: Node, opset: int) -> bool:
     w_val = conv.inputs[1]
     assert w_val is not None
     dtype = w_val.constant().dtype  # type: ignore[union-attr]
+    freed += [*conv.inputs[1:], *bn.inputs[1:]]
     conv.set_input(
         1,
         graph.make_constant(
@@ -293,11 +299,13 @@ def _fold_before(graph: Graph, conv: Node, opset: int) -> bool:
 def fold_conv_bn(graph: Graph, ctx: PassContext) -> bool:
     opset = ctx.opset("") or 1
     changed = False
+    freed: list[Value | None] = []  # inputs of rewritten and removed nodes: weights and BN parameters
     for node in graph:
         if node.domain not in STANDARD:
             continue
         if node.op_type in ("BatchNormalization", "Mul", "Add"):
-            changed |= _fold_after(graph, node, opset)
+            changed |= _fold_after(graph, node, opset, freed)
         elif node.op_type == "Conv":
-            changed |= _fold_before(graph, node, opset)
+            changed |= _fold_before(graph, node, opset, freed)
+    drop_unused_initializers(graph, ctx, freed)  # the weights and parameters the folds left unread
     return changed

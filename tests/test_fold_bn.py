@@ -197,3 +197,27 @@ def test_shared_weight_is_not_changed_in_place() -> None:
     ]
     x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
     _check(_model(nodes, x.shape, [w, *_bn_params(rng, 3)]), x, ("BatchNormalization",))
+
+
+def test_fold_drops_the_initializers_it_disconnects() -> None:
+    # fold-conv-bn removes the old weight and the BN parameters itself (so -O2 needs no extra cleanup round), but a
+    # weight another node still reads, and an initializer that was unused before the pass, stay.
+    rng = np.random.default_rng(1)
+    w1 = numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "w2")
+    spare = numpy_helper.from_array(np.ones(2, np.float32), "spare")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        _bn("c1", "b1", "bn1"),
+        helper.make_node("Conv", ["b1", "w2"], ["c2"]),
+        _bn("c2", "b2", "bn2"),
+        helper.make_node("Conv", ["b2", "w2"], ["y"]),  # reads w2 as it was
+    ]
+    x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    model = _model(nodes, x.shape, [w1, w2, spare, *_bn_params(rng, 3, "bn1"), *_bn_params(rng, 3, "bn2")])
+    out = graphopt.optimize(model, passes="fold-conv-bn")
+    names = {t.name for t in out.graph.initializer}
+    assert "BatchNormalization" not in [n.op_type for n in out.graph.node]
+    assert not any(n.startswith(("bn1_", "bn2_")) for n in names), names
+    assert "w1" not in names and {"w2", "spare"} <= names, names
+    np.testing.assert_allclose(_run(out, x), _run(model, x), rtol=1e-4, atol=1e-4)
