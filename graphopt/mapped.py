@@ -27,6 +27,7 @@ MIN_MAPPED_BYTES = 1024
 _MODEL_GRAPH = 7
 _GRAPH_INITIALIZER = 5
 _TENSOR_RAW_DATA = 9
+_INITIALIZER_KEY = bytes([(_GRAPH_INITIALIZER << 3) | 2])
 # TensorProto fields that may sit beside a mapped raw_data: dims, data_type, name, doc_string, metadata_props.
 _TENSOR_PLAIN_FIELDS = frozenset({1, 2, 8, 12, 16})
 _NOT_MAPPABLE = frozenset({onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED}) | _PACKED_4BIT
@@ -62,29 +63,45 @@ def encode_varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _fields(buf: mmap.mmap, start: int, end: int):
-    """(field number, wire type, field start, payload start, payload end) for each field in [start, end)."""
+def _fields(buf: mmap.mmap, start: int, end: int) -> list[tuple[int, int, int, int, int]]:
+    """(field number, wire type, field start, payload start, payload end) for each field in [start, end).
+
+    Keys and lengths below 128 (one byte) are by far the most common and are decoded inline: this loop runs once per
+    node, value info and initializer field of the model, and is most of the cost of a scan.
+    """
+    out = []
+    append = out.append
     pos = start
     while pos < end:
         field_start = pos
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos, end)
+        wire = key & 7
+        if wire == 2:
+            if pos >= end:
+                raise _Malformed
+            length = buf[pos]
+            if length < 0x80:
+                payload = pos + 1
+            else:
+                length, payload = _varint(buf, pos, end)
+            pos = payload + length
+        elif wire == 0:
             _, pos = _varint(buf, pos, end)
-            yield number, wire, field_start, pos, pos
-            continue
-        if wire == 1:
+            payload = pos
+        elif wire == 1:
             payload, pos = pos, pos + 8
         elif wire == 5:
             payload, pos = pos, pos + 4
-        elif wire == 2:
-            length, payload = _varint(buf, pos, end)
-            pos = payload + length
         else:
             raise _Malformed  # groups (wire types 3, 4) never appear in ONNX files
         if pos > end:
             raise _Malformed
-        yield number, wire, field_start, payload, pos
+        append((key >> 3, wire, field_start, payload, pos))
+    return out
 
 
 @dataclass
@@ -98,24 +115,24 @@ class Scanned:
 
 def _tensor(buf: mmap.mmap, start: int, end: int) -> tuple[bytes, str, int, int] | None:
     """A TensorProto's bytes without raw_data, its name, and the raw_data range, or None to keep it whole."""
-    kept = bytearray()
     name = ""
-    raw: tuple[int, int] | None = None
+    raw: tuple[int, int, int] | None = None
     dtype = 0
     for number, wire, field_start, payload, field_end in _fields(buf, start, end):
         if number == _TENSOR_RAW_DATA and wire == 2:
-            raw = (payload, field_end - payload)
-            continue
-        if number not in _TENSOR_PLAIN_FIELDS:
+            if raw is not None:
+                return None  # raw_data given twice (protobuf keeps the last): leave such a tensor to protobuf
+            raw = (field_start, payload, field_end)
+        elif number not in _TENSOR_PLAIN_FIELDS:
             return None
-        if number == 8 and wire == 2:
+        elif number == 8 and wire == 2:
             name = bytes(buf[payload:field_end]).decode("utf-8", errors="strict")
-        if number == 2 and wire == 0:
+        elif number == 2 and wire == 0:
             dtype, _ = _varint(buf, field_start + 1, field_end)
-        kept += buf[field_start:field_end]
-    if raw is None or raw[1] < MIN_MAPPED_BYTES or not name or dtype in _NOT_MAPPABLE:
+    if raw is None or raw[2] - raw[1] < MIN_MAPPED_BYTES or not name or dtype in _NOT_MAPPABLE:
         return None
-    return bytes(kept), name, raw[0], raw[1]
+    field_start, payload, field_end = raw
+    return buf[start:field_start] + buf[field_end:end], name, payload, field_end - payload
 
 
 def scan(path: Path) -> Scanned | None:
@@ -147,16 +164,19 @@ def _scan(buf: mmap.mmap) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
             continue
         graphs += 1
         graph = bytearray()
+        copied = payload  # fields from here to the current one are copied as they are, in one piece
         for g_number, g_wire, g_start, g_payload, g_end in _fields(buf, payload, field_end):
-            cut = None
-            if g_number == _GRAPH_INITIALIZER and g_wire == 2:
-                cut = _tensor(buf, g_payload, g_end)
+            if g_number != _GRAPH_INITIALIZER or g_wire != 2:
+                continue
+            cut = _tensor(buf, g_payload, g_end)
             if cut is None or cut[1] in ranges:
-                graph += buf[g_start:g_end]
                 continue
             kept, name, offset, length = cut
             ranges[name] = (offset, length)
-            graph += encode_varint((_GRAPH_INITIALIZER << 3) | 2) + encode_varint(len(kept)) + kept
+            graph += buf[copied:g_start]
+            graph += _INITIALIZER_KEY + encode_varint(len(kept)) + kept
+            copied = g_end
+        graph += buf[copied:field_end]
         out += encode_varint((_MODEL_GRAPH << 3) | 2) + encode_varint(len(graph)) + graph
     if graphs != 1 or not ranges:
         return None  # nothing worth mapping (or a file protobuf would merge oddly): parse it the ordinary way

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt.errors import ModelLoadError
-from graphopt.mapped import MIN_MAPPED_BYTES, scan
+from graphopt.mapped import MIN_MAPPED_BYTES, encode_varint, scan
 from graphopt.onnx_io import to_proto
 
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
@@ -157,3 +157,25 @@ def test_duplicate_initializer_names_keep_their_own_data(tmp_path: Path) -> None
     mapped = graphopt.load(path).graph.initializers["w"].const.numpy()
     parsed = graphopt.load(onnx.load(str(path))).graph.initializers["w"].const.numpy()
     np.testing.assert_array_equal(mapped, parsed)
+
+
+def test_raw_data_given_twice_loads_as_protobuf_reads_it(tmp_path: Path) -> None:
+    """Protobuf keeps the last of a repeated scalar field; the scan leaves such a tensor to protobuf rather than
+    mapping either copy."""
+    first = numpy_helper.from_array(np.zeros(512, np.float32), "w")
+    second = numpy_helper.from_array(np.arange(512, dtype=np.float32), "w")
+    tensor = first.SerializeToString() + second.SerializeToString()[-(len(second.raw_data) + 3) :]
+    assert onnx.TensorProto.FromString(tensor).raw_data == second.raw_data
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])], "g", [], [helper.make_tensor_value_info("y", 1, [512])]
+    )
+    model = helper.make_model(graph)
+    model.ClearField("graph")
+    # the initializer's bytes are written as they are (re-serializing would keep one raw_data)
+    graph_bytes = graph.SerializeToString() + encode_varint((5 << 3) | 2) + encode_varint(len(tensor)) + tensor
+    path = tmp_path / "twice.onnx"
+    head = model.SerializeToString() + encode_varint((7 << 3) | 2) + encode_varint(len(graph_bytes))
+    path.write_bytes(head + graph_bytes)
+    assert onnx.load(str(path)).graph.initializer[0].raw_data == second.raw_data
+    loaded = graphopt.load(path).graph.initializers["w"].const.numpy()
+    np.testing.assert_array_equal(loaded, np.arange(512, dtype=np.float32))
