@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 
 from graphopt.errors import PassError, VerificationError
-from graphopt.ir import Graph, Model
+from graphopt.ir import Graph, Model, gc_paused
 from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes
 
 
@@ -107,6 +107,10 @@ class PassManager:
         self.progress = progress
 
     def run(self, model: Model, ctx: PassContext | None = None, *, target: str = "ort") -> PassReport:
+        with gc_paused():
+            return self._run(model, ctx, target)
+
+    def _run(self, model: Model, ctx: PassContext | None, target: str) -> PassReport:
         if ctx is None:
             ctx = PassContext(model=model, target=target)
         if ctx.target not in TARGETS:

@@ -141,7 +141,7 @@ class Tensor:
         metadata_props: dict[str, str] | None = None,
     ) -> None:
         self.dtype = dtype
-        self.dims = tuple(int(d) for d in dims)
+        self.dims = tuple(map(int, dims))
         self._proto = proto
         self._array = array
         self._external = external
@@ -177,7 +177,7 @@ class Tensor:
     ) -> Tensor:
         """Wrap a TensorProto without copying its data. External data is resolved against ``base_dir``."""
         external = None
-        if proto.data_location == onnx.TensorProto.EXTERNAL and base_dir is not None:
+        if base_dir is not None and proto.data_location == onnx.TensorProto.EXTERNAL:
             info = {e.key: e.value for e in proto.external_data}
             path = resolve_external_location(base_dir, info.get("location", ""), proto.name)
             if files is None:
@@ -200,7 +200,7 @@ class Tensor:
             proto=proto,
             external=external,
             doc_string=proto.doc_string,
-            metadata_props={p.key: p.value for p in proto.metadata_props},
+            metadata_props={p.key: p.value for p in proto.metadata_props} if proto.metadata_props else None,
         )
 
     # data -------------------------------------------------------------------------------------------------------
