@@ -7,6 +7,7 @@ held twice in memory. Passes that compute new constants build tensors from numpy
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import mmap
@@ -34,9 +35,31 @@ _PACKED_4BIT = {
 }
 
 
+@functools.cache
 def np_dtype(elem_type: int) -> np.dtype:
     """The numpy dtype of an ONNX element type (ml_dtypes types for bfloat16 and float8)."""
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+_PLAIN_RAW = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT64,
+        onnx.TensorProto.BOOL,
+    }
+)
+"""Element types whose raw_data is exactly numpy's little-endian layout of the tensor."""
+
+_DECODED_CACHE_BYTES = 1 << 16
 
 
 def elem_type_of(dtype: np.dtype | type) -> int:
@@ -127,7 +150,17 @@ class Tensor:
     memory-mapped file) or ``_array`` (a numpy array a pass made). ``numpy()`` returns a read-only array.
     """
 
-    __slots__ = ("dtype", "dims", "_proto", "_array", "_external", "doc_string", "metadata_props", "digests")
+    __slots__ = (
+        "dtype",
+        "dims",
+        "_proto",
+        "_array",
+        "_external",
+        "_decoded",
+        "doc_string",
+        "metadata_props",
+        "digests",
+    )
 
     def __init__(
         self,
@@ -145,6 +178,7 @@ class Tensor:
         self._proto = proto
         self._array = array
         self._external = external
+        self._decoded: np.ndarray | None = None  # a small proto-backed tensor's array, decoded once
         self.doc_string = doc_string
         self.metadata_props = metadata_props or {}
         self.digests: dict[
@@ -253,9 +287,18 @@ class Tensor:
                 arr = np.frombuffer(buf, dtype=np_dtype(self.dtype)).reshape(self.dims)
         else:
             assert self._proto is not None
-            if self._proto.data_location == onnx.TensorProto.EXTERNAL:
-                raise ExternalDataError(f"tensor {self._proto.name!r} has external data that was not loaded")
-            arr = numpy_helper.to_array(self._proto)
+            if self._decoded is not None:
+                return self._decoded
+            proto = self._proto
+            if proto.data_location == onnx.TensorProto.EXTERNAL:
+                raise ExternalDataError(f"tensor {proto.name!r} has external data that was not loaded")
+            raw = proto.raw_data if self.dtype in _PLAIN_RAW and proto.HasField("raw_data") else None
+            if raw is not None and len(raw) == _expected_nbytes(self.dtype, self.dims):
+                arr = np.frombuffer(raw, dtype=np_dtype(self.dtype)).reshape(self.dims)  # raw_data came as a copy
+            else:
+                arr = numpy_helper.to_array(proto)
+            if arr.nbytes <= _DECODED_CACHE_BYTES:
+                self._decoded = arr  # passes read small constants (BN parameters, shapes, axes) again and again
         arr.flags.writeable = False
         return arr
 

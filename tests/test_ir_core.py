@@ -9,7 +9,7 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt import Graph, IRError, Model, Node, Value
@@ -259,3 +259,26 @@ def test_model_opsets_and_functions() -> None:
     m.functions[f.key] = f
     assert [gr is body for gr in m.graphs()] == [False, True]
     assert f.key == ("com.example", "negate", "")
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64, np.bool_]
+)
+def test_proto_tensors_decode_like_onnx(dtype) -> None:
+    """Tensors wrapped from a proto decode raw_data straight to numpy (and keep small arrays); the result must be what
+    onnx's own decoder gives, for raw_data and for typed fields, and a raw_data of the wrong size is still an error."""
+    rng = np.random.default_rng(0)
+    arr = (rng.standard_normal((3, 5)) * 50).astype(dtype)
+    raw = numpy_helper.from_array(arr, "t")
+    typed = helper.make_tensor("t", raw.data_type, arr.shape, arr.flatten().tolist())
+    for proto in (raw, typed):
+        t = Tensor.from_proto(proto)
+        got = t.numpy()
+        assert got.dtype == arr.dtype and not got.flags.writeable
+        np.testing.assert_array_equal(got, numpy_helper.to_array(proto))
+        assert t.numpy() is got  # decoded once
+    short = onnx.TensorProto()
+    short.CopyFrom(raw)
+    short.raw_data = raw.raw_data[:-1]
+    with pytest.raises(ValueError):
+        Tensor.from_proto(short).numpy()
