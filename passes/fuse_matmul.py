@@ -19,6 +19,8 @@ from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
 from graphopt.tensors import Tensor
 
+from .cleanup import drop_unused_initializers
+
 STANDARD = frozenset({"", "ai.onnx"})
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
@@ -58,6 +60,9 @@ def _fuse(graph: Graph, nodes: list[Node], opset: int) -> None:
     )
     matmul = Node("MatMul", [x, stacked], name=graph.unique_name(f"{first.name or 'matmul'}_fused"))
     matmul.output.name = graph.unique_name(f"{matmul.name}_output")
+    if x.dtype is not None and x.shape:
+        # [*lead, K] @ [K, sum N] -> [*lead, sum N]: typed here, so that no new shape inference run is needed
+        matmul.output.dtype, matmul.output.shape = x.dtype, (*x.shape[:-1], sum(widths))
     graph.insert_before(first, matmul)
     split_attrs = {"axis": -1}
     split_inputs: list[Value | None] = [matmul.output]
@@ -89,5 +94,7 @@ def fuse_parallel_matmul(graph: Graph, ctx: PassContext) -> bool:
     opset = ctx.opset("") or 1
     groups = _groups(graph)
     for nodes in groups:
+        weights = [n.inputs[1] for n in nodes]
         _fuse(graph, nodes, opset)
+        drop_unused_initializers(graph, ctx, weights)  # now copied into the stacked weight
     return bool(groups)

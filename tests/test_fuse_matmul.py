@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -47,8 +48,10 @@ def matmul_groups(draw):
 @given(matmul_groups())
 def test_parallel_matmuls_fuse_and_keep_outputs(case) -> None:
     model, x, fusable = case
-    out = graphopt.optimize(model, passes="fuse-parallel-matmul,dce")
+    out = graphopt.optimize(model, passes="fuse-parallel-matmul")
     assert [o.name for o in out.graph.output] == [o.name for o in model.graph.output]
+    read = {name for n in out.graph.node for name in n.input}
+    assert {t.name for t in out.graph.initializer} <= read  # the fused weights went with their MatMuls
     assert _ops(out).count("MatMul") == len(_ops(model)) - _ops(model).count("Relu") - _ops(model).count(
         "Transpose"
     ) - (fusable - 1 if fusable >= 2 else 0)
@@ -69,3 +72,21 @@ def test_different_k_or_activation_stay_apart() -> None:
     outs = [helper.make_tensor_value_info(n, F, None) for n in ("a", "b")]
     model = _model(nodes, ins, outs, inits)
     assert _ops(graphopt.optimize(model, passes="fuse-parallel-matmul")) == ["MatMul", "MatMul"]
+
+
+def test_fused_matmul_output_is_typed_as_inference_types_it() -> None:
+    """The fused MatMul's output gets its type from the activation's (no new shape inference run is needed); it must
+    be the type ONNX shape inference gives."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, n)).astype(np.float32), f"w{n}") for n in (3, 5)]
+    nodes = [helper.make_node("MatMul", ["x", f"w{n}"], [f"m{n}"]) for n in (3, 5)]
+    x = helper.make_tensor_value_info("x", F, ["batch", 7, 4])
+    model = _model(nodes, [x], [helper.make_tensor_value_info(f"m{n}", F, None) for n in (3, 5)], inits, opset=17)
+    m = graphopt.load(model)
+    graphopt.optimize(m, passes="fuse-parallel-matmul")
+    fused = next(n for n in m.graph if n.op_type == "MatMul").output
+    assert (fused.dtype, fused.shape) == (F, ("batch", 7, 8))
+    inferred = onnx.shape_inference.infer_shapes(graphopt.onnx_io.to_proto(m))
+    info = next(v for v in inferred.graph.value_info if v.name == fused.name)
+    dims = tuple(d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim)
+    assert dims == fused.shape
