@@ -503,8 +503,6 @@ def _print_pruning(console: Console, r: Any) -> None:
 
 def _quantize_config(args: argparse.Namespace) -> Any:
     """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
-    from graphopt.quantize import QuantizeConfig
-
     calib_flags = [
         f
         for f, v in (
@@ -519,6 +517,8 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         if calib_flags:
             raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
         return None
+    from graphopt.quantize import QuantizeConfig  # here, not at the top: it brings in numba for calibration
+
     if args.calib_data and args.calib_random is not None:
         raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
     if not args.calib_data and args.calib_random is None:

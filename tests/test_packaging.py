@@ -55,3 +55,16 @@ def test_wheel_contains_only_graphopt_and_imports(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(target))
     where = _probe(tmp_path, env)
     assert where.startswith(str(target)), where
+
+
+def test_plain_optimize_does_not_import_numba(tmp_path: Path) -> None:
+    """numba is for calibration and Winograd; importing it costs ~0.15 s that `graphopt optimize -O2` must not pay."""
+    probe = (
+        "import sys, graphopt.cli;"
+        f"rc = graphopt.cli.main(['optimize', {str(ROOT / 'fixtures' / 'cnn.onnx')!r}, '-o', "
+        f"{str(tmp_path / 'out.onnx')!r}, '--quiet']);"
+        "assert rc == 0, rc;"
+        "assert 'numba' not in sys.modules, 'numba imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
