@@ -93,8 +93,8 @@ def _fuse(graph: Graph, nodes: list[Node], opset: int) -> None:
 def fuse_parallel_matmul(graph: Graph, ctx: PassContext) -> bool:
     opset = ctx.opset("") or 1
     groups = _groups(graph)
+    stacked = [n.inputs[1] for nodes in groups for n in nodes]
     for nodes in groups:
-        weights = [n.inputs[1] for n in nodes]
         _fuse(graph, nodes, opset)
-        drop_unused_initializers(graph, ctx, weights)  # now copied into the stacked weight
+    drop_unused_initializers(graph, ctx, stacked)  # their data now lives in the fused weights
     return bool(groups)
