@@ -17,7 +17,7 @@ from typing import Any
 
 import onnx
 
-from graphopt.errors import IRError
+from graphopt.errors import IRError, ModelLoadError
 from graphopt.tensors import Tensor, dtype_name
 
 Dim = int | str | None
@@ -712,7 +712,7 @@ class Graph:
                     heapq.heappush(ready, position[u])
         if len(order) != len(nodes):
             stuck = [n for n in nodes if pending[n] > 0][:3]
-            raise IRError(f"graph has a cycle through {stuck}")
+            raise IRError(f"graph has a cycle through {', '.join(_label(n) for n in stuck)}")
         head = self._head
         prev: Node = head
         for node in order:
@@ -884,3 +884,161 @@ class Model:
     def __repr__(self) -> str:
         ops = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in self.opset_imports.items())
         return f"Model({self.graph!r}, opsets {ops})"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# validation of a loaded model (what the ONNX checker would reject and passes rely on)
+# --------------------------------------------------------------------------------------------------------------------
+class InvalidModelError(ModelLoadError):
+    """The model's graph breaks a rule every pass relies on (a cycle, an undefined input, a name written twice, an
+    unknown standard op, a missing or mistyped attribute, a bad opset). Raised before any pass runs; the ONNX checker
+    rejects these too, so only ``--no-check`` or the Python API get this far."""
+
+
+def validate(model: Model) -> None:
+    """Refuse, with one InvalidModelError naming the first problem, a model whose graphs no pass may assume well
+    formed; repair what is harmless (nodes listed out of topological order are sorted). Iterative throughout, so a
+    graph of any depth is checked in bounded stack."""
+    where = f"{model.source_path}: " if model.source_path else ""
+    problem = _model_problem(model)
+    if problem:
+        raise InvalidModelError(f"{where}invalid model: {problem}")
+
+
+def _model_problem(model: Model) -> str:
+    for domain, version in model.opset_imports.items():
+        if not isinstance(version, int) or version <= 0:
+            return f"opset import of domain {domain or 'ai.onnx'!r} has version {version} (must be >= 1)"
+    default = model.opset("")
+    checker = _SchemaChecker(default)
+    # graphs to check, with the ids of the values visible to them from enclosing graphs
+    stack: list[tuple[Graph, frozenset[int], bool]] = [(model.graph, frozenset(), True)]
+    for f in model.functions.values():
+        stack.append((f.graph, frozenset(), False))
+    while stack:
+        graph, outer, standard = stack.pop()
+        problem, inner = _graph_problem(graph, outer, checker if standard else None)
+        if problem:
+            return problem
+        stack.extend((g, vis, standard) for g, vis in inner)
+    return ""
+
+
+def _graph_problem(
+    graph: Graph, outer: frozenset[int], checker: _SchemaChecker | None
+) -> tuple[str, list[tuple[Graph, frozenset[int]]]]:
+    label = f"graph {graph.name!r}" if graph.owner is not None else "the graph"
+    defined: dict[str, str] = {}
+    for v in graph.inputs:
+        if v.name in defined:
+            return f"{label} has two inputs named {v.name!r}", []
+        defined[v.name or ""] = "a graph input"
+    for name in (*graph.initializers, *graph.sparse_initializers):
+        defined.setdefault(name, "an initializer")
+    scope = set(outer)
+    scope.update(id(v) for v in graph.inputs)
+    scope.update(id(v) for v in graph.initializers.values())
+    scope.update(id(v) for v in graph.sparse_initializers.values())
+    produced: set[int] = set()
+    for node in graph:
+        for out in node._outputs:
+            if out is None or not out.name:
+                continue
+            earlier = defined.get(out.name)
+            if earlier is not None:
+                what = "another node's output" if earlier == "a node output" else earlier
+                return f"{_label(node)} writes {out.name!r}, which is already {what}", []
+            defined[out.name] = "a node output"
+            produced.add(id(out))
+    everything = scope | produced
+    out_of_order = False
+    inner: list[tuple[Graph, frozenset[int]]] = []
+    for node in graph:
+        own = {id(o) for o in node._outputs if o is not None}
+        for v in _read_values(node):  # its inputs and what its subgraphs read from outside
+            if id(v) in own:
+                return f"{_label(node)} reads its own output {v.name!r} (a cycle)", []
+            if id(v) not in scope and id(v) in produced:
+                out_of_order = True  # produced by a later node: sorted below, unless that is a cycle
+        for v in node._inputs:
+            if v is not None and id(v) not in everything:
+                return f"{_label(node)} reads {v.name!r}, which no node, graph input or initializer defines", []
+        if checker is not None:
+            problem = checker.problem(node)
+            if problem:
+                return problem, []
+        for g in node.subgraphs():
+            inner.append((g, frozenset(everything)))
+        scope.update(own)
+    for v in graph.outputs:
+        if v is not None and id(v) not in everything:
+            return f"{label} output {v.name!r} is not produced by any node, graph input or initializer", []
+    if out_of_order:
+        try:
+            graph.sort()
+        except IRError as e:
+            return str(e).replace("graph has a cycle through", f"{label} has a cycle through"), []
+    return "", inner
+
+
+class _SchemaChecker:
+    """Standard-domain nodes against their ONNX schemas at the model's opset: the op exists, its required attributes
+    are set, its attributes have the declared types, and its input and output counts are within bounds."""
+
+    def __init__(self, opset: int | None) -> None:
+        self.opset = opset
+        self.schemas: dict[str, Any] = {}
+
+    def schema(self, op_type: str) -> Any:
+        if op_type not in self.schemas:
+            try:
+                self.schemas[op_type] = onnx.defs.get_schema(op_type, self.opset or 1, "")
+            except onnx.defs.SchemaError:
+                self.schemas[op_type] = None
+        return self.schemas[op_type]
+
+    def problem(self, node: Node) -> str:
+        if node.domain not in _STANDARD_DOMAINS:
+            return ""
+        if self.opset is None:
+            return f"{_label(node)} is a standard op but the model imports no opset for the default domain"
+        schema = self.schema(node.op_type)
+        if schema is None:
+            return f"{_label(node)}: {node.op_type!r} is not an op of the default domain at opset {self.opset}"
+        if schema.deprecated:
+            return f"{_label(node)}: {node.op_type!r} is deprecated at opset {self.opset}"
+        declared = schema.attributes
+        for name, spec in declared.items():
+            if spec.required and name not in node.attrs:
+                return f"{_label(node)} lacks the required attribute {name!r}"
+        for name, attr in node.attrs.items():
+            spec = declared.get(name)
+            if spec is None:
+                return f"{_label(node)} has attribute {name!r}, which {node.op_type} does not define"
+            if not attr.ref_attr_name and int(attr.type) != int(spec.type):
+                want = onnx.AttributeProto.AttributeType.Name(int(spec.type))
+                have = onnx.AttributeProto.AttributeType.Name(int(attr.type)) if attr.type in _ATTR_TYPES else attr.type
+                return f"{_label(node)} attribute {name!r} is {have}, {node.op_type} expects {want}"
+        n_in, n_out = len(node._inputs), len(node._outputs)
+        if not schema.min_input <= n_in <= schema.max_input:
+            takes = _bounds(schema.min_input, schema.max_input)
+            return f"{_label(node)} has {n_in} inputs; {node.op_type} takes {takes}"
+        if not schema.min_output <= n_out <= schema.max_output:
+            makes = _bounds(schema.min_output, schema.max_output)
+            return f"{_label(node)} has {n_out} outputs; {node.op_type} makes {makes}"
+        return ""
+
+
+_ATTR_TYPES = frozenset(onnx.AttributeProto.AttributeType.values())
+
+
+def _label(node: Node) -> str:
+    if node.name:
+        return f"node {node.name!r} ({node.op_type})"
+    return f"{'an' if node.op_type[:1].lower() in 'aeiou' else 'a'} {node.op_type} node"
+
+
+def _bounds(low: int, high: int) -> str:
+    if low == high:
+        return str(low)
+    return f"at least {low}" if high >= 2**31 - 1 else f"{low} to {high}"

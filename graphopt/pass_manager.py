@@ -11,9 +11,15 @@ from typing import Any
 
 import onnx
 
-from graphopt.errors import PassError, VerificationError
-from graphopt.ir import Graph, Model, gc_paused
-from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes
+from graphopt.errors import GraphoptError, PassError, VerificationError
+from graphopt.ir import Graph, Model, gc_paused, validate
+from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes, debug_enabled
+
+
+class PassFailedError(PassError):
+    """A pass raised an unexpected exception (an internal error, or a model it did not expect). The message names the
+    pass and the exception; the exception itself is the ``__cause__``. With ``GRAPHOPT_DEBUG=1`` the exception
+    propagates unwrapped (the CLI then prints its full traceback)."""
 
 
 @dataclass
@@ -115,6 +121,7 @@ class PassManager:
             ctx = PassContext(model=model, target=target)
         if ctx.target not in TARGETS:
             raise PassError(f"unknown target {ctx.target!r}; choose one of {', '.join(TARGETS)}")
+        validate(model)  # once, before any pass: no pass has to cope with cycles, undefined inputs, unknown ops...
         report = PassReport(stats=[PassStats(p.name) for p in self.passes])
         report.nodes_before = current = _count(model)
         start = time.perf_counter()
@@ -163,7 +170,28 @@ class PassManager:
 
     @staticmethod
     def run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
-        """Run one pass on the main graph and, for recursive passes, on every subgraph and function body."""
+        """Run one pass on the main graph and, for recursive passes, on every subgraph and function body.
+
+        An exception other than a GraphoptError becomes a one-line PassFailedError naming the pass (unless
+        ``GRAPHOPT_DEBUG`` is set)."""
+        try:
+            return PassManager._run_pass(p, model, ctx)
+        except GraphoptError:
+            raise
+        except Exception as e:
+            if debug_enabled():
+                raise
+            where = f" on {model.source_path}" if model.source_path else ""
+            detail = " ".join(str(e).split())[:200]
+            if isinstance(e, RecursionError | MemoryError):
+                detail = f"{detail} (the model is too deep or too large for it)" if detail else "too deep or too large"
+            raise PassFailedError(
+                f"pass {p.name!r} failed{where}: {type(e).__name__}{': ' + detail if detail else ''} "
+                f"(an internal error; GRAPHOPT_DEBUG=1 shows the traceback)"
+            ) from e
+
+    @staticmethod
+    def _run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
         changed = bool(p.run(model.graph, ctx))
         if not p.recursive:
             return changed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -21,6 +22,13 @@ from graphopt.ir import Graph, Model
 
 ENTRY_POINT_GROUP = "graphopt.passes"
 TARGETS = ("ort", "tensorrt")
+DEBUG_ENV = "GRAPHOPT_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """``GRAPHOPT_DEBUG`` is set (and not 0): exceptions in passes and rules propagate as they are, with their
+    tracebacks, instead of becoming one-line errors that name the pass or rule."""
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 
 
 @dataclass(frozen=True)

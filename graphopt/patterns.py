@@ -26,7 +26,8 @@ PassManager, it also runs inside If/Loop/Scan bodies and function bodies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from graphopt.errors import PassError
 from graphopt.ir import Graph, Node, Value
-from graphopt.passes_api import Pass, PassContext, register_pass
+from graphopt.passes_api import Pass, PassContext, debug_enabled, register_pass
 from graphopt.tensors import Tensor
 
 STANDARD = frozenset({"", "ai.onnx"})
@@ -42,6 +43,24 @@ STANDARD = frozenset({"", "ai.onnx"})
 
 class PatternError(PassError):
     """A malformed pattern or rule, reported when it is built or registered."""
+
+
+class RuleError(PassError):
+    """A rule's own code (``condition``, ``replace``, a ``where`` or attribute predicate) raised, or its replacement
+    was malformed; the message names the rule. The original exception is the ``__cause__`` (``GRAPHOPT_DEBUG=1``
+    lets it propagate unwrapped, with its traceback)."""
+
+
+class RewriteLimitError(PassError):
+    """Rules kept firing past the rewriter's caps (sweeps, or firings relative to the graph's size): a rule set that
+    does not terminate, typically a replacement that re-creates its own pattern. The message names the rules."""
+
+
+MAX_SWEEPS = 32
+"""Sweeps over a graph before the rewriter gives up with a RewriteLimitError (a sweep that fires nothing ends it)."""
+FIRINGS_PER_NODE = 8
+"""Total firings allowed per node of the graph (plus ``FIRINGS_SLACK``) before a RewriteLimitError."""
+FIRINGS_SLACK = 256
 
 
 class Pattern:
@@ -255,15 +274,35 @@ def _match_node(p: Op, node: Node, m: Match, graph: Graph) -> bool:
 
 
 def match(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | None:
-    """The match of ``rule`` rooted at ``node``, or None."""
+    """The match of ``rule`` rooted at ``node``, or None. An exception from the rule's own code (a ``where`` or
+    attribute predicate, ``condition``) is raised as a RuleError naming the rule."""
     m = Match(graph, node, ctx)
-    if not _match_node(rule.pattern, node, m, graph):
-        return None
+    with _rule_code(rule, "pattern predicate"):
+        if not _match_node(rule.pattern, node, m, graph):
+            return None
     if not _inner_outputs_private(m, graph):
         return None
-    if rule.condition is not None and not rule.condition(m):
-        return None
+    if rule.condition is not None:
+        with _rule_code(rule, "condition"):
+            if not rule.condition(m):
+                return None
     return m
+
+
+@contextmanager
+def _rule_code(rule: Rule, what: str) -> Iterator[None]:
+    """Run user code of ``rule``: its exceptions become one RuleError naming the rule (unless GRAPHOPT_DEBUG)."""
+    try:
+        yield
+    except PassError:
+        raise
+    except Exception as e:
+        if debug_enabled():
+            raise
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise RuleError(
+            f"pattern rule {rule.name!r}: its {what} raised {type(e).__name__}{': ' + detail if detail else ''}"
+        ) from e
 
 
 def _inner_outputs_private(m: Match, graph: Graph) -> bool:
@@ -281,21 +320,34 @@ def _inner_outputs_private(m: Match, graph: Graph) -> bool:
 
 
 def apply(rule: Rule, m: Match) -> bool:
-    """Build the replacement of a match and splice it in; False (graph untouched) if the builder declines."""
+    """Build the replacement of a match and splice it in; False (graph untouched) if the builder declines, or if the
+    replacement would only trade the matched nodes for equivalent ones (same ops, domains, attributes and inputs)."""
     b = Builder(m.graph, m.root)
-    result = rule.replace(m, b)
-    if result is None:
+    with _rule_code(rule, "replace"):
+        result = rule.replace(m, b)
+
+    def decline() -> bool:
         for node in reversed(b.created):
-            m.graph.remove(node)
+            if node.graph is m.graph:
+                m.graph.remove(node, safe=False)
         return False
-    new = [result] if isinstance(result, Value) else list(result)
+
+    if result is None:
+        return decline()
+    new = [result] if isinstance(result, Value) else list(result) if isinstance(result, list | tuple) else None
     outs = list(m.root.outputs)
+    if new is None or not all(v is None or isinstance(v, Value) for v in new):
+        decline()
+        raise RuleError(f"pattern rule {rule.name!r}: replace returned {type(result).__name__}, not a Value or a list")
     if len(new) != len(outs):
-        raise ValueError(f"rule {rule.name!r} returned {len(new)} values for {len(outs)} outputs of {m.root.op_type}")
+        decline()
+        raise RuleError(
+            f"pattern rule {rule.name!r} returned {len(new)} values for {len(outs)} outputs of {m.root.op_type}"
+        )
     if all(v is None or v is o for v, o in zip(new, outs, strict=True)):
-        for node in reversed(b.created):  # the root's own outputs: nothing to replace, so nothing changed
-            m.graph.remove(node)
-        return False
+        return decline()  # the root's own outputs: nothing to replace, so nothing changed
+    if _equivalent_trade(m, b.created, new, outs):
+        return decline()
     for old, value in zip(outs, new, strict=True):
         if old is not None and value is not None and old is not value:
             m.graph.replace_all_uses_with(old, value)
@@ -306,29 +358,122 @@ def apply(rule: Rule, m: Match) -> bool:
     return True
 
 
+def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], outs: list[Value | None]) -> bool:
+    """Whether splicing in the replacement would leave the graph as it was up to names: the nodes it adds (the
+    builder's, plus the Identity that keeps a graph output's name when the new value cannot take it) are equivalent,
+    one for one, to the matched nodes it removes."""
+    graph = m.graph
+    if len(created) > len(m.nodes):
+        return False  # more nodes than the match could remove: not a one-for-one trade (and no deep signatures)
+    added: list[tuple[Any, ...]] = []
+    created_set = set(created)
+    for old, value in zip(outs, new, strict=True):
+        if old is None or value is None or old is value or not any(o is old for o in graph.outputs):
+            continue
+        renameable = (
+            value.producer is not None and value.producer.graph is graph and not any(o is value for o in graph.outputs)
+        )
+        if not renameable:
+            added.append(("Identity", "", (), (_value_sig(value, created_set),)))
+    added.extend(_node_sig(n, created_set) for n in created)
+    if not added:
+        return False
+    # the matched nodes that would go: the root, and inner nodes only matched nodes (or the root's readers) read
+    replaced = {id(o) for o, v in zip(outs, new, strict=True) if o is not None and v is not None and o is not v}
+    if any(o is not None and id(o) not in replaced for o in m.root.outputs if o is not None and o.uses):
+        return False
+    kept_values = {id(v) for v in new if v is not None}
+    for n in created:
+        kept_values.update(id(v) for v in n.inputs if v is not None)
+    removed: list[Node] = []
+    members = set(m.nodes)
+    for node in m.nodes:
+        if node is m.root:
+            removed.append(node)
+            continue
+        if id(node) in m.shared or any(o is not None and id(o) in kept_values for o in node.outputs):
+            continue
+        if all(o is None or all(u in members for u, _ in o.uses) for o in node.outputs):
+            removed.append(node)
+    removed_set = set(removed)
+    gone = sorted(repr(_node_sig(n, removed_set)) for n in removed)
+    return gone == sorted(repr(sig) for sig in added)
+
+
+def _node_sig(node: Node, group: set[Node]) -> tuple[Any, ...]:
+    attrs = tuple(sorted((k, _attr_sig(a.value)) for k, a in node.attrs.items()))
+    return (node.op_type, node.domain or "", attrs, tuple(_value_sig(v, group) for v in node.inputs))
+
+
+def _value_sig(v: Value | None, group: set[Node]) -> Any:
+    if v is None:
+        return None
+    if v.producer is not None and v.producer in group:
+        return ("out", _node_sig(v.producer, group), v.index)
+    t = v.constant() if v.producer is None else None
+    if t is not None and 0 < t.size <= 1024:
+        arr = t.numpy()
+        return ("const", str(arr.dtype), arr.shape, arr.tobytes())
+    return ("value", id(v))
+
+
+def _attr_sig(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str | bytes) or value is None:
+        return (type(value).__name__, value)
+    if isinstance(value, list | tuple) and all(isinstance(x, bool | int | float | str | bytes) for x in value):
+        return ("list", tuple(value))
+    return ("object", id(value))
+
+
 def rewrite(graph: Graph, rules: Iterable[Rule], ctx: PassContext, counts: dict[str, int] | None = None) -> bool:
-    """Apply ``rules`` over ``graph`` until none fires (at most 10 sweeps); count firings per rule in ``counts``."""
+    """Apply ``rules`` over ``graph`` until none fires; count firings per rule in ``counts``.
+
+    A sweep visits the nodes that were in the graph when it began (never the nodes its own firings created; the next
+    sweep sees those), tries the rules at each, and a replacement that only trades nodes for equivalent ones is
+    declined. Rules still firing after ``MAX_SWEEPS`` sweeps, or after ``FIRINGS_PER_NODE`` firings per node of the
+    graph, raise a RewriteLimitError naming them.
+    """
     ordered = sorted(rules, key=lambda r: -r.priority)
     by_op: dict[str, list[Rule]] = {}
     for r in ordered:
         by_op.setdefault(r.pattern.op_type, []).append(r)
+    if not by_op:
+        return False
     changed = False
-    for _ in range(10):
-        fired = False
+    budget = FIRINGS_PER_NODE * len(graph) + FIRINGS_SLACK
+    total = 0
+    for _ in range(MAX_SWEEPS):
+        fired: dict[str, int] = {}
+        present = {node for node in graph if node.op_type in by_op}
+        if not present:
+            break
         for node in graph:
-            if node.graph is not graph:
+            if node not in present or node.graph is not graph:
                 continue
             for r in by_op.get(node.op_type, ()):
                 m = match(r, node, graph, ctx)
                 if m is not None and apply(r, m):
-                    fired = True
+                    fired[r.name] = fired.get(r.name, 0) + 1
                     if counts is not None:
                         counts[r.name] = counts.get(r.name, 0) + 1
+                    total += 1
+                    if total > budget:
+                        raise _limit(fired, f"{total} firings on a graph of {len(graph)} nodes")
                     break
-        changed |= fired
+        changed |= bool(fired)
         if not fired:
-            break
+            return changed
+    if fired:
+        raise _limit(fired, f"{MAX_SWEEPS} sweeps over a graph of {len(graph)} nodes")
     return changed
+
+
+def _limit(fired: dict[str, int], what: str) -> RewriteLimitError:
+    names = ", ".join(repr(n) for n, _ in sorted(fired.items(), key=lambda kv: -kv[1]))
+    rule = "pattern rule" if len(fired) == 1 else "pattern rules"
+    return RewriteLimitError(
+        f"{rule} {names} did not terminate: still firing after {what} (does a replacement re-create its own pattern?)"
+    )
 
 
 def register_rules(
@@ -347,7 +492,10 @@ def register_rules(
         rules = rule_list
 
         def run(self, graph: Graph, ctx: PassContext) -> bool:
-            return rewrite(graph, self.rules, ctx, ctx.counters)
+            try:
+                return rewrite(graph, self.rules, ctx, ctx.counters)
+            except (RuleError, RewriteLimitError) as e:
+                raise type(e)(f"pass {self.name!r}: {e}") from e.__cause__
 
     RulePass.__name__ = f"RulePass_{name.replace('-', '_')}"
     RulePass.description = description or f"pattern rules: {', '.join(names)}"

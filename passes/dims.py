@@ -14,6 +14,9 @@ import onnx
 from graphopt.ir import Node, Value
 
 STANDARD = frozenset({"", "ai.onnx"})
+MAX_DEPTH = 64
+"""Ops followed back from a value before giving up: real shape arithmetic is a handful deep, and the bound keeps a
+long (or, under --no-check, cyclic) chain from exhausting the stack."""
 
 
 def const_ints(v: Value | None) -> np.ndarray | None:
@@ -24,11 +27,12 @@ def const_ints(v: Value | None) -> np.ndarray | None:
     return t.numpy().astype(np.int64)
 
 
-def dims_of(v: Value | None, opset: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
+def dims_of(v: Value | None, opset: int, _depth: int = 0) -> tuple[Value, list[int], tuple[int, ...]] | None:
     """``(y, positions, shape)`` when ``v`` holds the dims of ``y`` at ``positions``, laid out as ``shape`` (``()``
-    for a scalar, ``(k,)`` for a vector); None when ``v`` is anything else or a pick cannot be resolved."""
+    for a scalar, ``(k,)`` for a vector); None when ``v`` is anything else, a pick cannot be resolved, or the chain is
+    more than ``MAX_DEPTH`` ops deep."""
     p = v.producer if v is not None else None
-    if p is None or p.domain not in STANDARD:
+    if p is None or p.domain not in STANDARD or _depth >= MAX_DEPTH:
         return None
     if p.op_type == "Shape":
         y = p.inputs[0] if p.inputs else None
@@ -41,12 +45,12 @@ def dims_of(v: Value | None, opset: int) -> tuple[Value, list[int], tuple[int, .
         positions = list(range(start, end))
         return y, positions, (len(positions),)
     if p.op_type == "Gather":
-        return _gather(p, opset)
+        return _gather(p, opset, _depth + 1)
     if p.op_type == "Slice":
-        return _slice(p, opset)
+        return _slice(p, opset, _depth + 1)
     if p.op_type == "Unsqueeze":  # a picked scalar made a one-element vector
         axes = const_ints(p.inputs[1] if len(p.inputs) > 1 else None) if opset >= 13 else p.attr("axes")
-        src = dims_of(p.inputs[0], opset)
+        src = dims_of(p.inputs[0], opset, _depth + 1)
         if axes is None or [int(a) for a in np.asarray(axes).reshape(-1)] not in ([0], [-1]) or src is None:
             return None
         y, positions, shape = src
@@ -54,15 +58,15 @@ def dims_of(v: Value | None, opset: int) -> tuple[Value, list[int], tuple[int, .
     return None
 
 
-def _vector(v: Value | None, opset: int) -> tuple[Value, list[int]] | None:
-    found = dims_of(v, opset)
+def _vector(v: Value | None, opset: int, depth: int) -> tuple[Value, list[int]] | None:
+    found = dims_of(v, opset, depth)
     if found is None or len(found[2]) != 1:
         return None
     return found[0], found[1]
 
 
-def _gather(node: Node, opset: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
-    src = _vector(node.inputs[0], opset)
+def _gather(node: Node, opset: int, depth: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
+    src = _vector(node.inputs[0], opset, depth)
     idx = const_ints(node.inputs[1] if len(node.inputs) > 1 else None)
     if node.attr("axis", 0) != 0 or src is None or idx is None:
         return None
@@ -73,8 +77,8 @@ def _gather(node: Node, opset: int) -> tuple[Value, list[int], tuple[int, ...]] 
     return y, [positions[int(i)] for i in idx.reshape(-1)], tuple(idx.shape)
 
 
-def _slice(node: Node, opset: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
-    src = _vector(node.inputs[0], opset)
+def _slice(node: Node, opset: int, depth: int) -> tuple[Value, list[int], tuple[int, ...]] | None:
+    src = _vector(node.inputs[0], opset, depth)
     if src is None:
         return None
     # opset >= 10 takes starts/ends/axes/steps as inputs, before that as attributes

@@ -120,8 +120,20 @@ def test_checker_rejection_and_no_check(tmp_path: Path, capsys) -> None:
     code, _, err = _run(capsys, "optimize", str(bad), "-o", str(tmp_path / "o.onnx"))
     _assert_user_error(code, err, "bad.onnx", "checker", "--no-check")
     assert not (tmp_path / "o.onnx").exists()
+    # --no-check goes past the checker, but a graph no pass can work on (here: an undefined input) is still refused
+    code, _, err = _run(capsys, "optimize", str(bad), "-o", str(tmp_path / "o.onnx"), "--no-check", "-q")
+    _assert_user_error(code, err, "bad.onnx", "invalid model", "undefined_tensor")
+    assert not (tmp_path / "o.onnx").exists()
+    # what the checker rejects but graphopt can repair (nodes out of topological order) goes on with --no-check
+    model = _model(dead=False)
+    model.graph.node[0].output[0] = "t"
+    model.graph.node.insert(0, helper.make_node("Relu", ["t"], ["y"], name="relu"))
+    bad.write_bytes(model.SerializeToString())
+    code, _, err = _run(capsys, "optimize", str(bad), "-o", str(tmp_path / "o.onnx"))
+    _assert_user_error(code, err, "bad.onnx", "checker")
     code, _, _ = _run(capsys, "optimize", str(bad), "-o", str(tmp_path / "o.onnx"), "--no-check", "-q")
     assert code == 0 and (tmp_path / "o.onnx").exists()
+    onnx.checker.check_model(onnx.load(str(tmp_path / "o.onnx")))
 
 
 def test_unknown_pass_suggests_nearest(model_path: Path, tmp_path: Path, capsys) -> None:
