@@ -22,10 +22,15 @@ tensorrt, auto does nothing (TensorRT picks its own Winograd kernels); a forced 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import platform
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,17 @@ TOLERANCE = {2: 1e-5, 4: 5e-5, 6: 5e-4}
 MIN_GAIN = 1.05
 MIN_GAIN_MODEL = 1.02
 """A lowering must make the layer 5% faster, and the lowered layers together the whole model 2% faster."""
+PROBE_BYTES = 8 << 20
+"""A layer is timed and checked at a spatial size whose largest activation (input or output, float32) fits in this;
+larger layers are probed on a centre crop of the same shape class (the lowering's intermediates are up to 4x that)."""
+MIN_PROBE_SIDE = 8
+MODEL_BUDGET_MB = 256
+"""``mode=auto`` times the whole model only if its activations (static shapes, at the timing batch) fit in this many
+MB; a larger model is left as it is, with a warning (pass option ``budget_mb``)."""
+CACHE_MAX_BYTES = 16 << 20
+"""A cache file larger than this is not read (treated as damaged and rewritten)."""
+
+log = logging.getLogger("graphopt")
 
 
 def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: int = 15) -> list[float]:
@@ -201,14 +217,40 @@ def _layer_model(facts: dict[str, Any], w: np.ndarray, m: int | None, batch: int
     return model
 
 
+def probe_facts(facts: dict[str, Any], batch: int) -> tuple[dict[str, Any] | None, str]:
+    """The layer's facts at the size it is timed and checked at: the layer itself when its largest activation fits in
+    ``PROBE_BYTES``, else the same layer on a smaller map (same aspect, same pads), with a note saying so; None (and
+    why) when even a ``MIN_PROBE_SIDE`` map would not fit."""
+    h, w = facts["H"], facts["W"]
+    per_pixel = 4 * max(batch, 1) * max(facts["C"], facts["K"])
+    if per_pixel * h * w <= PROBE_BYTES:
+        return facts, ""
+    scale = math.sqrt(PROBE_BYTES / (per_pixel * h * w))
+    ph, pw = min(h, max(MIN_PROBE_SIDE, int(h * scale))), min(w, max(MIN_PROBE_SIDE, int(w * scale)))
+    size = f"{facts['C']}x{h}x{w}->{facts['K']}"
+    if per_pixel * ph * pw > PROBE_BYTES:
+        return None, f"not lowered: {size} is too large to time even at {ph}x{pw} (over {PROBE_BYTES >> 20} MB)"
+    pads = facts["pads"]
+    h_out, w_out = ph + pads[0] + pads[2] - 2, pw + pads[1] + pads[3] - 2
+    probe = {**facts, "H": ph, "W": pw, "h_out": h_out, "w_out": w_out}
+    return probe, f"timed and checked at {ph}x{pw} instead of {h}x{w} (activations over {PROBE_BYTES >> 20} MB)"
+
+
+def _random_input(facts: dict[str, Any], batch: int, seed: int) -> np.ndarray:
+    shape = (batch, facts["C"], facts["H"], facts["W"])
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
 def layer_error(facts: dict[str, Any], w: np.ndarray, m: int, batch: int = 1, seed: int = 0) -> float:
-    """max |F(m) - Conv| / max |Conv| of this layer on a random input, in onnxruntime."""
+    """max |F(m) - Conv| / max |Conv| of this layer on a random input, in onnxruntime (float32 throughout)."""
     from graphopt import runtime
 
-    x = np.random.default_rng(seed).standard_normal((batch, facts["C"], facts["H"], facts["W"])).astype(np.float32)
+    x = _random_input(facts, batch, seed)
     ref = runtime.session(_layer_model(facts, w, None, batch), optimization="disabled").run(None, {"x": x})[0]
     got = runtime.session(_layer_model(facts, w, m, batch)).run(None, {"x": x})[0]
-    return float(np.abs(got.astype(np.float64) - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+    del x
+    err = float(np.max(np.abs(np.subtract(got, ref, out=got))))
+    return err / max(float(np.max(np.abs(ref))), 1e-30)
 
 
 def time_layer(
@@ -224,7 +266,7 @@ def time_layer(
     A, ...), onnxruntime at ``threads``: the same interleaved timer the whole-model check uses."""
     from graphopt import runtime
 
-    x = np.random.default_rng(0).standard_normal((batch, facts["C"], facts["H"], facts["W"])).astype(np.float32)
+    x = _random_input(facts, batch, 0)
     sessions = [runtime.session(_layer_model(facts, w, m, batch), threads=threads) for m in candidates]
     results = runtime.measure_latency(sessions, {"x": x}, warmup=3, runs=runs * rounds)
     return {m: r.median_ms / 1000 for m, r in zip(candidates, results, strict=True)}
@@ -260,21 +302,92 @@ def cache_key(facts: dict[str, Any], threads: int, batch: int) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24] + " " + raw
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, what: str) -> None:
+    key = f"{path}|{what}"
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("graphopt: warning: winograd cache %s %s; ignoring it and rewriting it", path, what)
+
+
+def _valid_entry(entry: Any) -> bool:
+    """A cache entry as ``decide`` writes it: a known tile (or None), positive finite times (the chosen tile's among
+    them) and errors."""
+
+    def ms(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+    if not isinstance(entry, dict):
+        return False
+    tile, times, errors = entry.get("tile"), entry.get("ms"), entry.get("error")
+    if tile is not None and (isinstance(tile, bool) or tile not in TILES):
+        return False
+    if not ms(entry.get("conv_ms")) or not isinstance(times, dict) or not isinstance(errors, dict):
+        return False
+    if not all(isinstance(k, str) and ms(v) for k, v in times.items()):
+        return False
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in errors.values()):
+        return False
+    return tile is None or f"F{tile}" in times
+
+
 def _read_cache(path: Path) -> dict[str, Any]:
+    """The cached decisions. A missing file is an empty cache; a damaged one (not a regular file, unreadable, too
+    large, not JSON, not an object, entries of the wrong form) is a cache miss for what it got wrong, with one warning
+    naming the file; the next write replaces it."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        st = path.stat()
+    except FileNotFoundError:
         return {}
+    except OSError as e:
+        _warn_once(path, f"cannot be read ({e.strerror or e})")
+        return {}
+    if not stat.S_ISREG(st.st_mode):
+        _warn_once(path, "is not a regular file")
+        return {}
+    if st.st_size > CACHE_MAX_BYTES:
+        _warn_once(path, f"is {st.st_size} bytes (more than {CACHE_MAX_BYTES >> 20} MB)")
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(CACHE_MAX_BYTES + 1).decode("utf-8"))
+    except OSError as e:
+        _warn_once(path, f"cannot be read ({e.strerror or e})")
+        return {}
+    except (ValueError, RecursionError):
+        _warn_once(path, "is not valid JSON (truncated or edited?)")
+        return {}
+    if not isinstance(data, dict):
+        _warn_once(path, f"holds a JSON {type(data).__name__}, not an object of decisions")
+        return {}
+    good = {k: v for k, v in data.items() if _valid_entry(v)}
+    if len(good) != len(data):
+        _warn_once(path, f"has {len(data) - len(good)} malformed entries (wrong types, or zero, negative or NaN times)")
+    return good
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    """Replace the cache file atomically (a temporary file in the same folder, then a rename); a cache that cannot be
+    written (read-only folder, a directory in the file's place) is skipped."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        if path.is_dir() or (path.exists() and not path.is_file()):
+            _warn_once(path, "is not a regular file and cannot be replaced; decisions are not cached")
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, path)
-    except OSError:
+        tmp = None
+    except (OSError, ValueError):
         pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def decide(
@@ -285,18 +398,26 @@ def decide(
     batch: int,
     cache: dict[str, Any],
 ) -> tuple[int | None, dict[str, Any]]:
-    """The tile size to use for this layer (None: keep the Conv) and what was measured."""
+    """The tile size to use for this layer (None: keep the Conv) and what was measured. A layer larger than
+    ``PROBE_BYTES`` is measured at a smaller map (``info["probe"]`` says so) or, if even that is too large, kept."""
+    probe, note = probe_facts(facts, batch)
+    if probe is None:
+        return None, {"skipped": note}
+    extra = {"probe": note} if note else {}
     if mode in ("F2", "F4", "F6"):
         m = int(mode[1])
-        err = layer_error(facts, w, m, batch)
-        return (m if err <= TOLERANCE[m] else None), {"forced": m, "error": err}
+        err = layer_error(probe, w, m, batch)
+        return (m if err <= TOLERANCE[m] else None), {"forced": m, "error": err, **extra}
     key = cache_key(facts, threads, batch)
-    if key in cache:
-        entry = cache[key]
-        return entry.get("tile"), {**entry, "cached": True}
-    errors = {m: layer_error(facts, w, m, batch) for m in TILES}
+    entry = cache.get(key)
+    if entry is not None:
+        tile = entry.get("tile")
+        # the cache says what is faster; whether a tile is accurate enough is checked again, never taken from a file
+        if tile is None or layer_error(probe, w, tile, batch) <= TOLERANCE[tile]:
+            return tile, {**entry, "cached": True}
+    errors = {m: layer_error(probe, w, m, batch) for m in TILES}
     ok = [m for m in TILES if errors[m] <= TOLERANCE[m]]
-    times = time_layer(facts, w, [None, *ok], threads, batch) if ok else {None: 0.0}
+    times = time_layer(probe, w, [None, *ok], threads, batch) if ok else {None: 0.0}
     best = min(ok, key=lambda m: times[m]) if ok else None
     tile = best if best is not None and times[None] >= MIN_GAIN * times[best] else None
     entry = {
@@ -304,9 +425,34 @@ def decide(
         "conv_ms": times[None] * 1000,
         "ms": {f"F{m}": times[m] * 1000 for m in ok},
         "error": {f"F{m}": errors[m] for m in TILES},
+        **extra,
     }
-    cache[key] = entry
+    if ok:
+        cache[key] = entry
     return tile, entry
+
+
+def activation_bytes(graph: Graph, batch: int) -> int:
+    """Bytes of the graph's inputs and node outputs whose shapes are known (a symbolic dim counts as ``batch``):
+    what onnxruntime may hold at once, at most."""
+    total = 0
+    seen: set[int] = set()
+    for v in (*graph.inputs, *(o for n in graph for o in n.outputs)):
+        if v is None or id(v) in seen or v.shape is None or v.const is not None:
+            continue
+        seen.add(id(v))
+        n = 1
+        for d in v.shape:
+            n *= d if isinstance(d, int) and d >= 0 else max(batch, 1)
+        total += n * max(_itemsize(v.dtype), 1)
+    return total
+
+
+def _itemsize(dtype: int | None) -> int:
+    try:
+        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(dtype)).itemsize) if dtype else 4
+    except (KeyError, TypeError, ValueError):
+        return 4
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -351,6 +497,7 @@ def lower(graph: Graph, node: Node, facts: dict[str, Any], m: int) -> None:
         "threads": Option(int, 1, "onnxruntime threads to time with (the deployment's thread count)"),
         "batch": Option(int, 1, "batch size to time with"),
         "cache": Option(bool, True, "reuse and record decisions in the per-user cache"),
+        "budget_mb": Option(int, MODEL_BUDGET_MB, "auto: largest model (its activations, in MB) timed as a whole"),
     },
 )
 class Winograd(Pass):
@@ -369,6 +516,17 @@ class Winograd(Pass):
         if (ctx.model.opset("") or 0) < 13:
             return False
         infer_shapes(ctx.model)
+        if mode == "auto":
+            size = activation_bytes(graph, self.options["batch"])
+            if size > self.options["budget_mb"] << 20:
+                ctx.logger.warning(
+                    "graphopt: warning: winograd: the model's activations (%d MB) exceed the %d MB it may time "
+                    "(winograd{budget_mb=N}); layers left as Conv",
+                    size >> 20,
+                    self.options["budget_mb"],
+                )
+                ctx.count("kept (model too large to time)")
+                return False
         path = cache_path()
         cache = _read_cache(path) if self.options["cache"] else {}
         threads = int(ctx.options.get("winograd_threads", self.options["threads"]))
@@ -380,6 +538,12 @@ class Winograd(Pass):
                 continue
             w = constant_array(node.inputs[1])
             tile, info = decide(facts, w, mode, threads, self.options["batch"], cache)  # type: ignore[arg-type]
+            if "skipped" in info:
+                ctx.logger.warning("graphopt: warning: winograd: layer %s %s", node.name, info["skipped"])
+                ctx.count("kept (too large to time)")
+            elif "probe" in info:
+                ctx.logger.info("winograd: layer %s %s", node.name, info["probe"])
+                ctx.count("timed at a reduced size")
             decisions.append(
                 {
                     "layer": node.name,
