@@ -305,11 +305,11 @@ def cache_key(facts: dict[str, Any], threads: int, batch: int) -> str:
 _warned: set[str] = set()
 
 
-def _warn_once(path: Path, what: str) -> None:
-    key = f"{path}|{what}"
-    if key not in _warned:
-        _warned.add(key)
-        log.warning("graphopt: warning: winograd cache %s %s; ignoring it and rewriting it", path, what)
+def _warn_once(path: Path, what: str, then: str = "ignoring it and rewriting it") -> None:
+    """One warning line per cache file and process."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("graphopt: warning: winograd cache %s %s; %s", path, what, then)
 
 
 def _valid_entry(entry: Any) -> bool:
@@ -345,7 +345,7 @@ def _read_cache(path: Path) -> dict[str, Any]:
         _warn_once(path, f"cannot be read ({e.strerror or e})")
         return {}
     if not stat.S_ISREG(st.st_mode):
-        _warn_once(path, "is not a regular file")
+        _warn_once(path, "is not a regular file", "ignoring it (decisions are not cached)")
         return {}
     if st.st_size > CACHE_MAX_BYTES:
         _warn_once(path, f"is {st.st_size} bytes (more than {CACHE_MAX_BYTES >> 20} MB)")
@@ -375,7 +375,7 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir() or (path.exists() and not path.is_file()):
-            _warn_once(path, "is not a regular file and cannot be replaced; decisions are not cached")
+            _warn_once(path, "is not a regular file", "ignoring it (decisions are not cached)")
             return
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w") as f:
