@@ -13,7 +13,7 @@ import gc
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import onnx
 
@@ -987,14 +987,19 @@ class _SchemaChecker:
 
     def __init__(self, opset: int | None) -> None:
         self.opset = opset
-        self.schemas: dict[str, Any] = {}
+        self.schemas: dict[str, _Schema | None] = {}
 
-    def schema(self, op_type: str) -> Any:
+    def schema(self, op_type: str) -> _Schema | None:
         if op_type not in self.schemas:
             try:
-                self.schemas[op_type] = onnx.defs.get_schema(op_type, self.opset or 1, "")
+                s = onnx.defs.get_schema(op_type, self.opset or 1, "")
             except onnx.defs.SchemaError:
                 self.schemas[op_type] = None
+            else:  # the schema's properties are rebuilt on every access: read them once per op type
+                declared = {name: int(spec.type) for name, spec in s.attributes.items()}
+                required = tuple(name for name, spec in s.attributes.items() if spec.required)
+                counts = (s.min_input, s.max_input, s.min_output, s.max_output)
+                self.schemas[op_type] = _Schema(s.deprecated, declared, required, counts)
         return self.schemas[op_type]
 
     def problem(self, node: Node) -> str:
@@ -1007,26 +1012,31 @@ class _SchemaChecker:
             return f"{_label(node)}: {node.op_type!r} is not an op of the default domain at opset {self.opset}"
         if schema.deprecated:
             return f"{_label(node)}: {node.op_type!r} is deprecated at opset {self.opset}"
-        declared = schema.attributes
-        for name, spec in declared.items():
-            if spec.required and name not in node.attrs:
+        for name in schema.required:
+            if name not in node.attrs:
                 return f"{_label(node)} lacks the required attribute {name!r}"
         for name, attr in node.attrs.items():
-            spec = declared.get(name)
-            if spec is None:
+            want = schema.declared.get(name)
+            if want is None:
                 return f"{_label(node)} has attribute {name!r}, which {node.op_type} does not define"
-            if not attr.ref_attr_name and int(attr.type) != int(spec.type):
-                want = onnx.AttributeProto.AttributeType.Name(int(spec.type))
-                have = onnx.AttributeProto.AttributeType.Name(int(attr.type)) if attr.type in _ATTR_TYPES else attr.type
-                return f"{_label(node)} attribute {name!r} is {have}, {node.op_type} expects {want}"
+            if not attr.ref_attr_name and int(attr.type) != want:
+                names = onnx.AttributeProto.AttributeType.Name
+                have = names(int(attr.type)) if attr.type in _ATTR_TYPES else attr.type
+                return f"{_label(node)} attribute {name!r} is {have}, {node.op_type} expects {names(want)}"
+        min_in, max_in, min_out, max_out = schema.counts
         n_in, n_out = len(node._inputs), len(node._outputs)
-        if not schema.min_input <= n_in <= schema.max_input:
-            takes = _bounds(schema.min_input, schema.max_input)
-            return f"{_label(node)} has {n_in} inputs; {node.op_type} takes {takes}"
-        if not schema.min_output <= n_out <= schema.max_output:
-            makes = _bounds(schema.min_output, schema.max_output)
-            return f"{_label(node)} has {n_out} outputs; {node.op_type} makes {makes}"
+        if not min_in <= n_in <= max_in:
+            return f"{_label(node)} has {n_in} inputs; {node.op_type} takes {_bounds(min_in, max_in)}"
+        if not min_out <= n_out <= max_out:
+            return f"{_label(node)} has {n_out} outputs; {node.op_type} makes {_bounds(min_out, max_out)}"
         return ""
+
+
+class _Schema(NamedTuple):
+    deprecated: bool
+    declared: dict[str, int]
+    required: tuple[str, ...]
+    counts: tuple[int, int, int, int]
 
 
 _ATTR_TYPES = frozenset(onnx.AttributeProto.AttributeType.values())
