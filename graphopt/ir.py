@@ -834,7 +834,8 @@ class Model:
 
     def __init__(self, graph: Graph, opset_imports: dict[str, int] | None = None, *, ir_version: int = 10) -> None:
         self.graph = graph
-        self.opset_imports: dict[str, int] = dict(opset_imports or {"": 21})
+        # None: a new model at the default opset; an empty dict (a file that imports none) stays empty
+        self.opset_imports: dict[str, int] = dict(opset_imports) if opset_imports is not None else {"": 21}
         self.default_domain_unset = False
         """The loaded default-domain opset entry left ``domain`` unset; kept so a round-trip is byte-faithful."""
         self.ir_version = ir_version
@@ -1006,7 +1007,7 @@ class _SchemaChecker:
         if node.domain not in _STANDARD_DOMAINS:
             return ""
         if self.opset is None:
-            return f"{_label(node)} is a standard op but the model imports no opset for the default domain"
+            return f"{_label(node)} is a standard op, but the model imports no opset for the default domain"
         schema = self.schema(node.op_type)
         if schema is None:
             return f"{_label(node)}: {node.op_type!r} is not an op of the default domain at opset {self.opset}"

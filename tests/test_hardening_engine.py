@@ -343,7 +343,7 @@ def invalid_models() -> dict[str, tuple[onnx.ModelProto, str]]:
             _model([helper.make_node("Neg", ["a"], ["y"]), helper.make_node("Relu", ["x"], ["a"])]),
             "",  # repaired: the nodes are sorted
         ),
-        "no-opset": (no_opset, ""),  # read as the IR's default opset
+        "no-opset": (no_opset, ""),  # opsets stripped below
     }
 
 
@@ -353,7 +353,7 @@ def _strip_opsets(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 INVALID = invalid_models()
-INVALID["no-opset"] = (_strip_opsets(INVALID["no-opset"][0]), "")
+INVALID["no-opset"] = (_strip_opsets(INVALID["no-opset"][0]), "imports no opset for the default domain")
 
 
 @pytest.mark.parametrize("name", sorted(INVALID))
