@@ -90,6 +90,9 @@ class PassManager:
     ``passes`` is a list (names, Pass instances or classes, registered functions) or a string ``"a,b{k=v},c"``.
     With ``fixed_point`` the pipeline repeats until no pass changes anything (at most ``max_iterations`` times).
     ``check_ir`` verifies the IR's invariants after every pass, which catches broken passes early (tests use it).
+    Before the first pass the model is validated once (:func:`graphopt.ir.validate`: no cycles, undefined inputs,
+    duplicate names, unknown standard ops...), so passes may rely on a well-formed graph; a pass that raises anything
+    but a GraphoptError is reported as a one-line :class:`PassFailedError` naming it.
     """
 
     def __init__(

@@ -22,10 +22,16 @@ returns the value that replaces the root's output (or a list, one per root outpu
 nodes go just before the root; matched nodes nobody reads any more are removed. Rules with a higher ``priority`` are
 tried first at each node. The rewriter reports how often each rule fired (``PassStats.counts``) and, as a pass of the
 PassManager, it also runs inside If/Loop/Scan bodies and function bodies.
+
+The rewriter terminates on any rule set: a sweep visits only the nodes that were there when it began, a replacement
+that would trade the matched nodes for equivalent ones is declined, and rules that keep firing past ``MAX_SWEEPS``
+sweeps or ``FIRINGS_PER_NODE`` firings per node raise :class:`RewriteLimitError` naming them. An exception in a
+rule's own code is raised as :class:`RuleError` naming the rule (``GRAPHOPT_DEBUG=1``: the original exception).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -329,7 +335,7 @@ def apply(rule: Rule, m: Match) -> bool:
     def decline() -> bool:
         for node in reversed(b.created):
             if node.graph is m.graph:
-                m.graph.remove(node, safe=False)
+                m.graph.remove(node)
         return False
 
     if result is None:
@@ -442,8 +448,10 @@ def rewrite(graph: Graph, rules: Iterable[Rule], ctx: PassContext, counts: dict[
     changed = False
     budget = FIRINGS_PER_NODE * len(graph) + FIRINGS_SLACK
     total = 0
+    recent: deque[dict[str, int]] = deque(maxlen=4)  # firings per rule of the last sweeps, to name the culprits
     for _ in range(MAX_SWEEPS):
         fired: dict[str, int] = {}
+        recent.append(fired)
         present = {node for node in graph if node.op_type in by_op}
         if not present:
             break
@@ -458,17 +466,21 @@ def rewrite(graph: Graph, rules: Iterable[Rule], ctx: PassContext, counts: dict[
                         counts[r.name] = counts.get(r.name, 0) + 1
                     total += 1
                     if total > budget:
-                        raise _limit(fired, f"{total} firings on a graph of {len(graph)} nodes")
+                        raise _limit(recent, f"{total} firings on a graph of {len(graph)} nodes")
                     break
         changed |= bool(fired)
         if not fired:
             return changed
-    if fired:
-        raise _limit(fired, f"{MAX_SWEEPS} sweeps over a graph of {len(graph)} nodes")
+    if recent and recent[-1]:
+        raise _limit(recent, f"{MAX_SWEEPS} sweeps over a graph of {len(graph)} nodes")
     return changed
 
 
-def _limit(fired: dict[str, int], what: str) -> RewriteLimitError:
+def _limit(recent: Iterable[dict[str, int]], what: str) -> RewriteLimitError:
+    fired: dict[str, int] = {}
+    for sweep in recent:
+        for name, n in sweep.items():
+            fired[name] = fired.get(name, 0) + n
     names = ", ".join(repr(n) for n, _ in sorted(fired.items(), key=lambda kv: -kv[1]))
     rule = "pattern rule" if len(fired) == 1 else "pattern rules"
     return RewriteLimitError(
