@@ -434,12 +434,12 @@ def test_a_long_valid_chain_of_shape_arithmetic_optimizes(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------------------------------------------------
 # 5. a pass that raises: one line naming it (exit 2); GRAPHOPT_DEBUG=1 gives the traceback
 # --------------------------------------------------------------------------------------------------------------------
-@register_pass("test-hardening-crash", replace=True)
 def _crashing_pass(graph: Graph, ctx: PassContext) -> bool:
     raise KeyError("internal bug")
 
 
 def test_a_crashing_pass_is_one_line_naming_it_and_debuggable(tmp_path: Path, capsys, monkeypatch) -> None:
+    register_pass("test-hardening-crash", replace=True)(_crashing_pass)
     monkeypatch.delenv("GRAPHOPT_DEBUG", raising=False)
     src = tmp_path / "m.onnx"
     src.write_bytes(_model([helper.make_node("Relu", ["x"], ["y"])]).SerializeToString())
