@@ -48,6 +48,18 @@ from graphopt.patterns import (
 F = TensorProto.FLOAT
 
 
+@pytest.fixture(autouse=True)
+def _restore_registry() -> Iterator[None]:
+    """The passes these tests register do not outlive them."""
+    from graphopt import passes_api
+
+    graphopt.list_passes()
+    before = dict(passes_api._REGISTRY)
+    yield
+    passes_api._REGISTRY.clear()
+    passes_api._REGISTRY.update(before)
+
+
 @contextmanager
 def deadline(seconds: int) -> Iterator[None]:
     """Fail (instead of hanging the suite) if the body runs longer than ``seconds``."""
