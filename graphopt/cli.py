@@ -581,11 +581,24 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
             tasks[stage] = progress.add_task(stage, total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
+    import logging
+
+    from graphopt import quantize as quantize_module
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    quantize_module.logger.addHandler(handler)
+    quantize_module.logger.propagate = False  # its warnings are printed below, once, in graphopt's format
     try:
         return quantize_model(model, feeds, args.target, config, progress=on_progress)
     finally:
+        quantize_module.logger.removeHandler(handler)
+        quantize_module.logger.propagate = True
         for task in tasks.values():
             progress.remove_task(task)
+        for r in records:  # even with --quiet: a model that is likely unusable must not be written silently
+            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
@@ -630,6 +643,9 @@ def _print_quantization(console: Console, q: Any) -> None:
     )
     if q.kept_float:
         console.print(f"kept float by --max-error: {', '.join(q.kept_float)}", highlight=False, markup=False)
+    if q.opset_upgraded:
+        a, b = q.opset_upgraded
+        console.print(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ", highlight=False, markup=False)
 
 
 def _file_size(path: Path) -> int:

@@ -448,6 +448,10 @@ def _quantize_weights(
     if bias is not None:
         # an int32 bias must fit: widen the weight scale of channels whose bias would overflow
         need = np.abs(bias.astype(np.float64)) / (sx * INT32_MAX)  # type: ignore[operator]
+        if axis is None:
+            # one weight scale for the whole tensor (opset < 13, or a weight with no per-channel axis): the bias is
+            # quantized with that one scale too, so it must fit the largest bias of every channel
+            need = np.atleast_1d(need.max(initial=0.0))
         scale = np.maximum(scale, need)
     key = (id(w), axis if axis is not None else -1)
     if key in cache and bias is None:
