@@ -563,14 +563,14 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
     from graphopt.quantize import quantize_model
 
     if args.calib_data:
-        named = calibration.load_dir(args.calib_data)
-        for path, feed in named:
-            calibration.check_feed(model, feed, str(path))
+        named = calibration.load_dir(args.calib_data, model)
         feeds = [feed for _, feed in named]
+        sources: list[str] | None = [str(path) for path, _ in named]
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             feeds = calibration.random_feeds(model, args.calib_random)
+        sources = None
         for w in caught:
             if not args.quiet:
                 err.print(f"graphopt: warning: {w.message}", highlight=False, markup=False)
@@ -588,13 +588,16 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
-    quantize_module.logger.addHandler(handler)
-    quantize_module.logger.propagate = False  # its warnings are printed below, once, in graphopt's format
+    loggers = (quantize_module.logger, calibration.logger)
+    for log in loggers:
+        log.addHandler(handler)
+        log.propagate = False  # their warnings are printed below, once, in graphopt's format
     try:
-        return quantize_model(model, feeds, args.target, config, progress=on_progress)
+        return quantize_model(model, feeds, args.target, config, progress=on_progress, sources=sources)
     finally:
-        quantize_module.logger.removeHandler(handler)
-        quantize_module.logger.propagate = True
+        for log in loggers:
+            log.removeHandler(handler)
+            log.propagate = True
         for task in tasks.values():
             progress.remove_task(task)
         for r in records:  # even with --quiet: a model that is likely unusable must not be written silently
@@ -645,7 +648,8 @@ def _print_quantization(console: Console, q: Any) -> None:
         console.print(f"kept float by --max-error: {', '.join(q.kept_float)}", highlight=False, markup=False)
     if q.opset_upgraded:
         a, b = q.opset_upgraded
-        console.print(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ", highlight=False, markup=False)
+        text = f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ"
+        console.print(text, highlight=False, markup=False)
 
 
 def _file_size(path: Path) -> int:

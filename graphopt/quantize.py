@@ -224,9 +224,10 @@ def _run(
     names: Sequence[str] | None = None,
     optimization: str = "all",
     threads: int | None = None,
+    sources: Sequence[str] | None = None,
 ) -> list[list[np.ndarray]]:
     sess = runtime.session(proto, threads=threads, optimization=optimization)
-    return [sess.run(list(names) if names is not None else None, dict(f)) for f in feeds]
+    return [runtime.run(sess, names, f, calib.sample_name(sources, i)) for i, f in enumerate(feeds)]
 
 
 def output_error(
@@ -281,8 +282,11 @@ def quantize_model(
     config: QuantizeConfig | Mapping[str, Any] | None = None,
     *,
     progress: Progress | None = None,
+    sources: Sequence[str] | None = None,
 ) -> QuantReport:
-    """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report."""
+    """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report.
+
+    ``sources`` names where each feed came from (its file) in errors."""
     cfg = QuantizeConfig.of(config)
     if cfg.method not in calib.METHODS:
         raise GraphoptError(f"unknown calibration method {cfg.method!r} (choose from {', '.join(calib.METHODS)})")
@@ -294,7 +298,7 @@ def quantize_model(
     if not batches:
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
-        calib.check_feed(model, feed, f"calibration sample #{i}")
+        calib.check_feed(model, feed, calib.sample_name(sources, i))
     if placement.is_quantized(model.graph):
         raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
     opset = model.opset("") or 0
@@ -337,6 +341,7 @@ def quantize_model(
         cache=cfg.cache,
         threads=cfg.threads,
         progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
+        sources=sources,
     )
     ranges = calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
     timings["calibrate"] = time.perf_counter() - t0
@@ -355,7 +360,7 @@ def quantize_model(
         opset_upgraded=upgraded,
     )
     t0 = time.perf_counter()
-    reference = _run(base, batches, threads=cfg.threads)
+    reference = _run(base, batches, threads=cfg.threads, sources=sources)
     timings["reference"] = time.perf_counter() - t0
 
     alone: dict[str, float] = {}
@@ -409,7 +414,7 @@ def quantize_model(
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
     if report.sqnr_db < cfg.sqnr_floor_db:
-        rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and not math.isnan(x.sqnr_db))
+        rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
         worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
         notes.append(
             f"the int8 model's output SQNR is {report.sqnr_db:.1f} dB on the calibration set (relative error "
@@ -471,15 +476,9 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[placement.Layer])
 
     onnxruntime's QDQ fusions keep the fused node's name; its optimized graph is read back from a file it writes.
     """
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory(prefix="graphopt-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = path
-        so.log_severity_level = 3
-        ort.InferenceSession(quantized.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        runtime.session(quantized, optimization="extended", optimized_path=path)
         optimized = onnx.load(path, load_external_data=False)
     by_name = {n.name: n.op_type for n in optimized.graph.node}
     result = {}
