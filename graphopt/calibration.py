@@ -204,6 +204,8 @@ def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[di
     """``n`` random feed dicts for smoke tests (normal floats, small ints; symbolic dims get sizes)."""
     from graphopt import runtime
 
+    if not model.graph.outputs:
+        raise GraphoptError("nothing to calibrate: the model has no outputs")
     warnings.warn(
         "calibrating on random data: the ranges will not match real inputs, so accuracy will be poor",
         stacklevel=2,

@@ -32,11 +32,16 @@ from graphopt.tensors import same_file
 EXIT_USER_ERROR = 2
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich would exit 1 itself; main() handles it like every other broken pipe
+        raise BrokenPipeError
+
+
 def _stdout() -> Console:
     """A console for results: the terminal's width, or wide enough not to cut tables when piped to a file."""
-    console = Console()
+    console = _Console()
     if not console.is_terminal:
-        console = Console(width=200)
+        console = _Console(width=200)
     return console
 
 
@@ -238,6 +243,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphopt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a C tool killed by writing to a closed pipe (``graphopt ... | head``)."""
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away: stop quietly, as Unix tools do. stdout is pointed at /dev/null so that
+    Python's final flush at exit does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -570,7 +595,7 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             feeds = calibration.random_feeds(model, args.calib_random)
-        sources = None
+        sources = [f"random calibration sample #{i}" for i in range(len(feeds))]
         for w in caught:
             if not args.quiet:
                 err.print(f"graphopt: warning: {w.message}", highlight=False, markup=False)

@@ -294,6 +294,8 @@ def quantize_model(
         raise GraphoptError(f"percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.max_error is not None and not cfg.max_error > 0:
         raise GraphoptError(f"max error must be positive, got {cfg.max_error}")
+    if not model.graph.outputs:
+        raise GraphoptError("nothing to quantize: the model has no outputs")
     batches = [dict(f) for f in feeds]
     if not batches:
         raise GraphoptError("no calibration data: the calibration set is empty")

@@ -148,6 +148,7 @@ def make_inputs(
             raise GraphoptError(f"input {i.name!r} has type {i.type}, which graphopt cannot generate")
         if i.name in shapes:
             dims = list(shapes[i.name])
+            _check_shape(i.name, dims, i.shape)
         else:
             dims = []
             for k, d in enumerate(i.shape):
@@ -164,6 +165,22 @@ def make_inputs(
         else:
             feeds[i.name] = rng.integers(0, int_high, dims).astype(dtype)
     return feeds
+
+
+def _check_shape(name: str, dims: Sequence[int], declared: Sequence[Any] | None) -> None:
+    """A ``--shape`` for input ``name`` that the model's declared shape rules out is a one-line error."""
+    spec = "x".join(str(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise GraphoptError(f"--shape {name}={spec}: dims must be non-negative")
+    if declared is None:
+        return
+    model_dims = "x".join(str(d) if isinstance(d, int) and d >= 0 else str(d or "?") for d in declared)
+    if len(dims) != len(declared) or any(
+        isinstance(d, int) and d >= 0 and d != got for got, d in zip(dims, declared, strict=False)
+    ):
+        raise GraphoptError(
+            f"--shape {name}={spec} conflicts with the model's declared shape of {name!r}: {model_dims or 'a scalar'}"
+        )
 
 
 def output_error(reference: Any, other: Any, rtol: float = 0.0, atol: float = 0.0) -> tuple[float, float, bool]:

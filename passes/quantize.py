@@ -515,7 +515,13 @@ def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
     else:
         graph.insert_after(producer, q)
     graph.insert_after(q, dq)
-    graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
+    if any(i is v for i in graph.inputs):
+        # a graph input keeps its name; if it is also a graph output, that output stays the float input itself
+        for node, i in list(v.uses):
+            if node is not q:
+                node.set_input(i, dout)
+    else:
+        graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
     return dout
 
 
