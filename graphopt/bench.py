@@ -35,6 +35,9 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     shapes = dict(parse_shape(s) for s in args.shape)
     paths = [args.model] + ([args.other] if args.other else [])
     sessions = [session(p, threads=args.threads, optimization=args.ort_opt) for p in paths]
+    for p, sess in zip(paths, sessions, strict=True):
+        if not sess.get_outputs():
+            raise GraphoptError(f"{p}: the model has no outputs: nothing to time")
     feeds = make_inputs(sessions[0], shapes, seed=args.seed, batch=args.batch)
     for p, sess in zip(paths, sessions, strict=True):  # a first run: the inputs onnxruntime rejects are one line
         run(sess, None, feeds, f"{p} (inputs {', '.join(f'{k}={_dims(v.shape)}' for k, v in feeds.items())})")

@@ -436,6 +436,21 @@ def test_bench_inputs_onnxruntime_rejects_at_run_time_are_one_line(tmp_path) -> 
     _one_error_line(r.stderr, str(model), "input=1x3x16x16", "Reshape")
 
 
+def test_a_model_onnxruntime_cannot_load_is_one_line_without_its_log(tmp_path) -> None:
+    # initializers and no nodes: onnxruntime's session init fails and its default logger prints [E:onnxruntime...]
+    graph = helper.make_graph(
+        [], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], [],
+        [numpy_helper.from_array(np.ones(3, np.float32), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    r = _subprocess("bench", str(tmp_path / "m.onnx"), "--runs", "1")
+    assert r.returncode == 2
+    _one_error_line(r.stderr, "m.onnx: onnxruntime cannot load it", "OrtValue indexes")
+    assert "/onnxruntime_src/" not in r.stderr  # the C++ file and signature are cut from the reason
+
+
 @pytest.mark.parametrize(
     "argv",
     [
