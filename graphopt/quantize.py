@@ -63,8 +63,9 @@ Progress = Callable[[str, int, int | None], None]
 
 PER_CHANNEL_OPSET = 13
 """The first opset whose QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales)."""
-SQNR_FLOOR_DB = 15.0
-"""Below this output SQNR (a relative error above ~0.18) the int8 model is flagged as unusable with a warning."""
+SQNR_FLOOR_DB = 10.0
+"""Below this output SQNR (a relative error above ~0.32: a third of the output is noise) the int8 model is flagged
+with a warning naming the worst layers; it is still written (the user may have a reason)."""
 
 
 @dataclass
@@ -420,7 +421,7 @@ def quantize_model(
         worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
         notes.append(
             f"the int8 model's output SQNR is {report.sqnr_db:.1f} dB on the calibration set (relative error "
-            f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it is likely unusable; worst layers: {worst} "
+            f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it may be unusable; worst layers: {worst} "
             "(keep them float with --exclude, or use --max-error)"
         )
     for note in notes:

@@ -321,6 +321,14 @@ def apply(
     result = [layers[id(n)] for n in kept]
     for layer in result:
         layer.dequantized = carried.get(layer.output) if layer.output else None
+    if target != "ort":
+        # TensorRT: no Q/DQ on a layer's output, so the float tensor it writes (same name in both graphs) is what the
+        # per-layer SQNR compares
+        for n in kept:
+            out = n.outputs[0] if n.outputs else None
+            layer = layers[id(n)]
+            if layer.output is None and out is not None and out.name and out.dtype == FLOAT:
+                layer.output = layer.dequantized = carried.get(out.name, out.name)
     return result
 
 
