@@ -314,6 +314,7 @@ def apply(
             _quantize_weights(graph, n, params, weight_cache, per_channel, options, target, layer)
 
     # 4. one Q/DQ pair per quantized activation
+    float_names = {id(n): n.outputs[0].name for n in kept if n.outputs and n.outputs[0] is not None}
     carried = {}
     for v in quantized:
         name = v.name
@@ -326,9 +327,9 @@ def apply(
         # per-layer SQNR compares
         for n in kept:
             out = n.outputs[0] if n.outputs else None
-            layer = layers[id(n)]
-            if layer.output is None and out is not None and out.name and out.dtype == FLOAT:
-                layer.output = layer.dequantized = carried.get(out.name, out.name)
+            layer, name = layers[id(n)], float_names.get(id(n))
+            if layer.output is None and out is not None and name and out.dtype == FLOAT:
+                layer.output, layer.dequantized = name, carried.get(name, out.name)
     return result
 
 
