@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from graphopt.errors import GraphoptError
-from graphopt.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, session
+from graphopt.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, run, session
 
 
 def add_parser(sub: Any) -> None:
@@ -35,7 +35,12 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     shapes = dict(parse_shape(s) for s in args.shape)
     paths = [args.model] + ([args.other] if args.other else [])
     sessions = [session(p, threads=args.threads, optimization=args.ort_opt) for p in paths]
+    for p, sess in zip(paths, sessions, strict=True):
+        if not sess.get_outputs():
+            raise GraphoptError(f"{p}: the model has no outputs: nothing to time")
     feeds = make_inputs(sessions[0], shapes, seed=args.seed, batch=args.batch)
+    for p, sess in zip(paths, sessions, strict=True):  # a first run: the inputs onnxruntime rejects are one line
+        run(sess, None, feeds, f"{p} (inputs {', '.join(f'{k}={_dims(v.shape)}' for k, v in feeds.items())})")
     result: dict[str, Any] = {"threads": args.threads, "ort_optimization": args.ort_opt, "runs": args.runs}
     result["inputs"] = {k: list(v.shape) for k, v in feeds.items()}
     if len(sessions) == 2:
@@ -73,6 +78,10 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     elif not args.quiet:
         _print(console, result)
     return 0
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:

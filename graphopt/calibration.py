@@ -13,18 +13,23 @@ inference: the statistics (not the ranges) are cached, so changing the method re
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
+
+logger = logging.getLogger("graphopt.calibration")
 
 
 def _kernels() -> ModuleType:
@@ -97,8 +102,18 @@ class Stats:
 # --------------------------------------------------------------------------------------------------------------------
 # calibration data
 # --------------------------------------------------------------------------------------------------------------------
-def load_dir(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, np.ndarray]]]:
-    """The feed dicts in a directory of ``.npz`` files (sorted by name), one file per batch, with their files."""
+MAX_ARRAY_BYTES = 2**30
+"""Largest calibration array read (declared in its .npy header): one batch of one input, 1 GiB."""
+
+
+def load_dir(path: str | os.PathLike[str], model: Model | None = None) -> list[tuple[Path, dict[str, np.ndarray]]]:
+    """The feed dicts in a directory of ``.npz`` files (sorted by name), one file per batch, with their files.
+
+    Each file's .npy headers are read first: an array the model cannot take (not one of its inputs, another dtype,
+    rank or static dim) or larger than :data:`MAX_ARRAY_BYTES` is refused before any of its data is read; pickled
+    objects are refused; a damaged file (truncated, bad CRC, not a zip) and NaN or Inf values are one-line errors
+    naming the file.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise GraphoptError(f"{folder}: calibration data directory not found")
@@ -107,18 +122,90 @@ def load_dir(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, np.ndar
         raise GraphoptError(f"{folder}: no .npz calibration files in the directory")
     feeds = []
     for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as data:
-                feeds.append((f, {k: data[k] for k in data.files}))
-        except (OSError, ValueError) as exc:
-            raise GraphoptError(f"{f}: not a readable .npz file ({exc})") from None
+        feed = _load_npz(f, model)
+        if model is not None:
+            check_feed(model, feed, str(f))
+        feeds.append((f, feed))
     return feeds
+
+
+def _load_npz(f: Path, model: Model | None) -> dict[str, np.ndarray]:
+    import zipfile
+    import zlib
+
+    if not f.is_file():
+        raise GraphoptError(f"{f}: not a regular file")
+    try:
+        with zipfile.ZipFile(f) as zf:
+            members = zf.infolist()
+            if not members:
+                raise GraphoptError(f"{f}: an empty .npz file (no arrays)")
+            for info in members:
+                _check_member(f, zf, info, model)
+            out = {}
+            for info in members:
+                with zf.open(info) as stream:
+                    arr = np.lib.format.read_array(stream, allow_pickle=False)
+                out[info.filename[: -len(".npy")]] = arr
+            return out
+    except GraphoptError:
+        raise
+    except zipfile.BadZipFile as exc:
+        what = "not a .npz file (a .npz is a zip of .npy arrays)" if "not a zip" in str(exc) else f"damaged ({exc})"
+        raise GraphoptError(f"{f}: {what}") from None
+    except (OSError, ValueError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphoptError(f"{f}: not a readable .npz file ({first})") from None
+
+
+def _check_member(f: Path, zf: Any, info: Any, model: Model | None) -> None:
+    """Refuse, from its header alone, an array of a .npz that is not a plain array the model's inputs can take."""
+    name = info.filename
+    if not name.endswith(".npy") or info.is_dir():
+        raise GraphoptError(f"{f}: holds {name!r}, which is not a .npy array")
+    key = name[: -len(".npy")]
+    with zf.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise GraphoptError(f"{f}: array {key!r} holds Python objects (pickles are not loaded)")
+    if model is not None:
+        _check_header_fits(f, key, shape, dtype, model)
+    count = math.prod(shape)
+    if count * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise GraphoptError(
+            f"{f}: array {key!r} declares shape {list(shape)} ({count * dtype.itemsize / 2**30:.3g} GiB), over the "
+            f"{MAX_ARRAY_BYTES / 2**30:g} GiB limit of one calibration batch"
+        )
+
+
+def _check_header_fits(f: Path, key: str, shape: tuple[int, ...], dtype: np.dtype, model: Model) -> None:
+    inputs = {v.name: v for v in model.graph.inputs if v.const is None}
+    v = inputs.get(key)
+    if v is None:
+        raise GraphoptError(f"{f}: {key!r} is not an input of the model (inputs: {', '.join(sorted(inputs))})")
+    want = _NP_OF_ELEM.get(v.dtype or 0)
+    if want is not None and dtype != np.dtype(want):
+        raise GraphoptError(f"{f}: input {key!r} has dtype {dtype}, the model expects {np.dtype(want).name}")
+    if v.shape is not None:
+        dims = "x".join(str(x) for x in v.shape)
+        if len(shape) != len(v.shape) or any(
+            isinstance(d, int) and d >= 0 and d != got for got, d in zip(shape, v.shape, strict=False)
+        ):
+            raise GraphoptError(f"{f}: input {key!r} has shape {list(shape)}, the model expects {dims}")
 
 
 def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
     """``n`` random feed dicts for smoke tests (normal floats, small ints; symbolic dims get sizes)."""
     from graphopt import runtime
 
+    if not model.graph.outputs:
+        raise GraphoptError("nothing to calibrate: the model has no outputs")
     warnings.warn(
         "calibrating on random data: the ranges will not match real inputs, so accuracy will be poor",
         stacklevel=2,
@@ -152,6 +239,9 @@ def check_feed(model: Model, feed: Feed, where: str) -> None:
         if v.name not in feed:
             raise GraphoptError(f"{where}: input {v.name!r} is missing")
         arr = np.asarray(feed[v.name])
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = "NaN" if np.isnan(arr).any() else "Inf"
+            raise GraphoptError(f"{where}: input {v.name!r} contains {bad}: calibration data must be finite")
         want = _NP_OF_ELEM.get(v.dtype or 0)
         if want is not None and arr.dtype != np.dtype(want):
             raise GraphoptError(
@@ -186,40 +276,93 @@ def _digest(proto: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Feed])
     return h.hexdigest()
 
 
+def sample_name(sources: Sequence[str] | None, i: int) -> str:
+    """How errors name calibration feed ``i``: its file when known."""
+    return sources[i] if sources is not None and i < len(sources) else f"calibration sample #{i}"
+
+
 def default_cache_dir() -> Path:
     from graphopt.summary import cache_dir
 
     return cache_dir() / "calibration"
 
 
+_CACHE_FIELDS = ("key", "names", "min", "max", "bound", "hist")
+
+
 def _read_cache(path: Path, key: str, names: Sequence[str]) -> dict[str, Stats] | None:
+    """The cached statistics, or None on a miss: another model or data (silently), or a file that is not a cache
+    this version wrote (damaged, truncated, edited: a warning naming the file; the caller then rewrites it)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                return None
-            lows, highs, bounds, hists = data["min"], data["max"], data["bound"], data["hist"]
-            stored = [str(n) for n in data["names"]]
-    except (OSError, KeyError, ValueError):
+            if not hasattr(data, "files") or not set(_CACHE_FIELDS) <= set(data.files):
+                raise ValueError("not a calibration cache")
+            fields = {k: data[k] for k in _CACHE_FIELDS}
+    except Exception as exc:  # noqa: BLE001 - np.load raises many types on a damaged file; any is a miss
+        why = "not a .npz file" if "pickle" in str(exc) else _first(exc)
+        logger.warning("%s: calibration cache unreadable (%s); recalibrating and rewriting it", path, why)
         return None
-    if stored != list(names):
+    problem = _cache_problem(fields)
+    if problem is not None:
+        logger.warning("%s: calibration cache invalid (%s); recalibrating and rewriting it", path, problem)
         return None
-    return {n: Stats(float(lows[i]), float(highs[i]), float(bounds[i]), hists[i].copy()) for i, n in enumerate(names)}
+    if str(fields["key"]) != key or [str(n) for n in fields["names"]] != list(names):
+        return None  # the cache of other data or another model: a plain miss
+    lows, highs, bounds, hists = fields["min"], fields["max"], fields["bound"], fields["hist"]
+    return {
+        n: Stats(float(lows[i]), float(highs[i]), float(bounds[i]), hists[i].astype(np.int64))
+        for i, n in enumerate(names)
+    }
+
+
+def _cache_problem(f: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with the arrays of a cache file, or None when they are what :func:`_write_cache` writes."""
+    if f["key"].dtype.kind != "U" or f["key"].ndim != 0:
+        return "key is not a string"
+    names = f["names"]
+    if names.ndim != 1 or (names.size and names.dtype.kind != "U"):
+        return "names are not a list of strings"
+    n = names.shape[0]
+    for k in ("min", "max", "bound"):
+        if f[k].dtype.kind != "f" or f[k].shape != (n,):
+            return f"{k} is not {n} floats"
+    if f["hist"].dtype.kind not in "iu" or f["hist"].shape != (n, BINS):
+        return f"hist is not {n}x{BINS} integers"
+    if not (np.isfinite(f["bound"]).all() and (f["bound"] >= 0).all() and (f["hist"] >= 0).all()):
+        return "negative or non-finite counts or bounds"
+    seen = f["min"] <= f["max"]
+    if np.isnan(f["min"][seen]).any() or np.isnan(f["max"][seen]).any():
+        return "NaN extremes"
+    return None
+
+
+def _first(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
 
 
 def _write_cache(path: Path, key: str, stats: dict[str, Stats]) -> None:
+    """Write the cache atomically: a temporary file in the same folder, renamed over ``path``."""
+    import tempfile
+
     names = list(stats)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        key=np.array(key),
-        names=np.array(names),
-        min=np.array([stats[n].min for n in names]),
-        max=np.array([stats[n].max for n in names]),
-        bound=np.array([stats[n].bound for n in names]),
-        hist=np.stack([stats[n].hist for n in names]) if names else np.zeros((0, BINS), np.int64),
-    )
-    os.replace(tmp, path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez_compressed(
+                out,
+                key=np.array(key),
+                names=np.array(names, dtype=str),
+                min=np.array([stats[n].min for n in names], dtype=np.float64),
+                max=np.array([stats[n].max for n in names], dtype=np.float64),
+                bound=np.array([stats[n].bound for n in names], dtype=np.float64),
+                hist=np.stack([stats[n].hist for n in names]) if names else np.zeros((0, BINS), np.int64),
+            )
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -247,10 +390,12 @@ def collect(
     cache: str | os.PathLike[str] | bool | None = True,
     progress: Progress | None = None,
     threads: int | None = None,
+    sources: Sequence[str] | None = None,
 ) -> Calibration:
     """Run ``model`` on every feed dict and gather the statistics of the tensors ``names``.
 
-    ``cache``: True for the per-user cache directory, a path for that file, False/None for no cache.
+    ``cache``: True for the per-user cache directory, a path for that file, False/None for no cache. ``sources``
+    names where each feed came from (its file), for the error when onnxruntime rejects one.
     """
     from graphopt import runtime
 
@@ -271,7 +416,7 @@ def collect(
     if progress is not None:
         progress(0, len(batches))
     for i, feed in enumerate(batches):
-        outputs = sess.run(names, dict(feed)) if names else []
+        outputs = runtime.run(sess, names, feed, sample_name(sources, i)) if names else []
         for name, value in zip(names, outputs, strict=True):
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                 stats[name].add(value)
@@ -282,5 +427,5 @@ def collect(
         try:
             _write_cache(cache_file, key, stats)
         except OSError as exc:
-            warnings.warn(f"{cache_file}: calibration cache not written ({exc})", stacklevel=2)
+            logger.warning("%s: calibration cache not written (%s)", cache_file, _first(exc))
     return Calibration(stats, len(batches), False, cache_file)

@@ -32,11 +32,16 @@ from graphopt.tensors import same_file
 EXIT_USER_ERROR = 2
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich would exit 1 itself; main() handles it like every other broken pipe
+        raise BrokenPipeError
+
+
 def _stdout() -> Console:
     """A console for results: the terminal's width, or wide enough not to cut tables when piped to a file."""
-    console = Console()
+    console = _Console()
     if not console.is_terminal:
-        console = Console(width=200)
+        console = _Console(width=200)
     return console
 
 
@@ -238,6 +243,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphopt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a C tool killed by writing to a closed pipe (``graphopt ... | head``)."""
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away: stop quietly, as Unix tools do. stdout is pointed at /dev/null so that
+    Python's final flush at exit does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -563,14 +588,14 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
     from graphopt.quantize import quantize_model
 
     if args.calib_data:
-        named = calibration.load_dir(args.calib_data)
-        for path, feed in named:
-            calibration.check_feed(model, feed, str(path))
+        named = calibration.load_dir(args.calib_data, model)
         feeds = [feed for _, feed in named]
+        sources: list[str] | None = [str(path) for path, _ in named]
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             feeds = calibration.random_feeds(model, args.calib_random)
+        sources = [f"random calibration sample #{i}" for i in range(len(feeds))]
         for w in caught:
             if not args.quiet:
                 err.print(f"graphopt: warning: {w.message}", highlight=False, markup=False)
@@ -581,11 +606,27 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
             tasks[stage] = progress.add_task(stage, total=total)
         progress.update(tasks[stage], completed=done, total=total)
 
+    import logging
+
+    from graphopt import quantize as quantize_module
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = (quantize_module.logger, calibration.logger)
+    for log in loggers:
+        log.addHandler(handler)
+        log.propagate = False  # their warnings are printed below, once, in graphopt's format
     try:
-        return quantize_model(model, feeds, args.target, config, progress=on_progress)
+        return quantize_model(model, feeds, args.target, config, progress=on_progress, sources=sources)
     finally:
+        for log in loggers:
+            log.removeHandler(handler)
+            log.propagate = True
         for task in tasks.values():
             progress.remove_task(task)
+        for r in records:  # even with --quiet: a model that is likely unusable must not be written silently
+            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
@@ -630,6 +671,10 @@ def _print_quantization(console: Console, q: Any) -> None:
     )
     if q.kept_float:
         console.print(f"kept float by --max-error: {', '.join(q.kept_float)}", highlight=False, markup=False)
+    if q.opset_upgraded:
+        a, b = q.opset_upgraded
+        text = f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ"
+        console.print(text, highlight=False, markup=False)
 
 
 def _file_size(path: Path) -> int:

@@ -61,6 +61,12 @@ FUSED_OPS = frozenset(
 
 Progress = Callable[[str, int, int | None], None]
 
+PER_CHANNEL_OPSET = 13
+"""The first opset whose QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales)."""
+SQNR_FLOOR_DB = 10.0
+"""Below this output SQNR (a relative error above ~0.32: a third of the output is noise) the int8 model is flagged
+with a warning naming the worst layers; it is still written (the user may have a reason)."""
+
 
 @dataclass
 class QuantizeConfig:
@@ -78,6 +84,11 @@ class QuantizeConfig:
     max_error: float | None = None
     cache: str | os.PathLike[str] | bool | None = True
     threads: int | None = None
+    upgrade_opset: bool = True
+    """Convert a model below opset 13 to opset 13 first (onnx's version converter): per-channel weight scales and
+    TensorRT's Q/DQ need it; False keeps the model's opset and one weight scale per tensor."""
+    sqnr_floor_db: float = SQNR_FLOOR_DB
+    """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
 
     @classmethod
     def of(cls, value: QuantizeConfig | Mapping[str, Any] | None) -> QuantizeConfig:
@@ -127,6 +138,10 @@ class QuantReport:
     layers: list[LayerReport] = field(default_factory=list)
     kept_float: list[str] = field(default_factory=list)
     """Layers left float by ``max_error`` (worst first)."""
+    opset_upgraded: tuple[int, int] | None = None
+    """(from, to) when the model's opset was converted before quantizing."""
+    warnings: list[str] = field(default_factory=list)
+    """What the user must know about the result (also logged as warnings): a poor output SQNR, a kept opset."""
     error_rel: float = float("nan")
     error_max_abs: float = float("nan")
     sqnr_db: float = float("nan")
@@ -160,6 +175,8 @@ class QuantReport:
             "param_bytes_before": self.param_bytes_before,
             "param_bytes_after": self.param_bytes_after,
             "kept_float": self.kept_float,
+            "opset_upgraded": list(self.opset_upgraded) if self.opset_upgraded else None,
+            "warnings": self.warnings,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "layers": [{k: clean(v) for k, v in vars(layer).items()} for layer in self.layers],
         }
@@ -208,9 +225,10 @@ def _run(
     names: Sequence[str] | None = None,
     optimization: str = "all",
     threads: int | None = None,
+    sources: Sequence[str] | None = None,
 ) -> list[list[np.ndarray]]:
     sess = runtime.session(proto, threads=threads, optimization=optimization)
-    return [sess.run(list(names) if names is not None else None, dict(f)) for f in feeds]
+    return [runtime.run(sess, names, f, calib.sample_name(sources, i)) for i, f in enumerate(feeds)]
 
 
 def output_error(
@@ -265,8 +283,11 @@ def quantize_model(
     config: QuantizeConfig | Mapping[str, Any] | None = None,
     *,
     progress: Progress | None = None,
+    sources: Sequence[str] | None = None,
 ) -> QuantReport:
-    """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report."""
+    """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report.
+
+    ``sources`` names where each feed came from (its file) in errors."""
     cfg = QuantizeConfig.of(config)
     if cfg.method not in calib.METHODS:
         raise GraphoptError(f"unknown calibration method {cfg.method!r} (choose from {', '.join(calib.METHODS)})")
@@ -274,14 +295,26 @@ def quantize_model(
         raise GraphoptError(f"percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.max_error is not None and not cfg.max_error > 0:
         raise GraphoptError(f"max error must be positive, got {cfg.max_error}")
+    if not model.graph.outputs:
+        raise GraphoptError("nothing to quantize: the model has no outputs")
     batches = [dict(f) for f in feeds]
     if not batches:
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
-        calib.check_feed(model, feed, f"calibration sample #{i}")
+        calib.check_feed(model, feed, calib.sample_name(sources, i))
     if placement.is_quantized(model.graph):
         raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
     opset = model.opset("") or 0
+    notes: list[str] = []
+    upgraded = None
+    if opset < PER_CHANNEL_OPSET and cfg.upgrade_opset and (cfg.per_channel or target == "tensorrt"):
+        problem = _upgrade_opset(model, PER_CHANNEL_OPSET)
+        if problem is None:
+            upgraded = (opset, PER_CHANNEL_OPSET)
+            logger.info("opset %d converted to %d for per-channel Q/DQ", opset, PER_CHANNEL_OPSET)
+            opset = PER_CHANNEL_OPSET
+        else:
+            notes.append(f"opset {opset} kept (onnx's version converter failed: {problem})")
     if opset < 10:
         raise GraphoptError(f"nothing to quantize: opset {opset} has no QuantizeLinear (10 or later needed)")
     timings: dict[str, float] = {}
@@ -296,9 +329,9 @@ def quantize_model(
             f"(target {target}) outside the exclusions"
         )
     reduce_range, reason = choose_reduce_range(cfg, target)
-    per_channel = cfg.per_channel and opset >= 13
-    if cfg.per_channel and opset < 13:
-        logger.warning("opset %d has no per-axis QuantizeLinear: weights get one scale per tensor", opset)
+    per_channel = cfg.per_channel and opset >= PER_CHANNEL_OPSET
+    if cfg.per_channel and opset < PER_CHANNEL_OPSET:
+        notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
     options = placement.Options(per_channel=per_channel, reduce_range=reduce_range)
     base = model.to_onnx()
     timings["plan"] = time.perf_counter() - t0
@@ -311,6 +344,7 @@ def quantize_model(
         cache=cfg.cache,
         threads=cfg.threads,
         progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
+        sources=sources,
     )
     ranges = calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
     timings["calibrate"] = time.perf_counter() - t0
@@ -326,9 +360,10 @@ def quantize_model(
         reduce_range_reason=reason,
         per_channel=per_channel,
         param_bytes_before=initializer_bytes(model),
+        opset_upgraded=upgraded,
     )
     t0 = time.perf_counter()
-    reference = _run(base, batches, threads=cfg.threads)
+    reference = _run(base, batches, threads=cfg.threads, sources=sources)
     timings["reference"] = time.perf_counter() - t0
 
     alone: dict[str, float] = {}
@@ -381,7 +416,34 @@ def quantize_model(
         )
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
+    if report.sqnr_db < cfg.sqnr_floor_db:
+        rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
+        worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
+        notes.append(
+            f"the int8 model's output SQNR is {report.sqnr_db:.1f} dB on the calibration set (relative error "
+            f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it may be unusable; worst layers: {worst} "
+            "(keep them float with --exclude, or use --max-error)"
+        )
+    for note in notes:
+        logger.warning("%s", note)
+    report.warnings = notes
     return report
+
+
+def _upgrade_opset(model: Model, version: int) -> str | None:
+    """Convert ``model`` in place to ``version`` of the default opset with onnx's version converter; the reason it
+    could not (the model is then untouched), or None."""
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model.to_onnx(), version)
+        onnx.checker.check_model(converted)
+        lifted = from_proto(converted)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types; the caller falls back and says why
+        text = str(exc).strip()
+        return text.splitlines()[0][:200] if text else type(exc).__name__
+    model.take_contents(lifted)
+    return None
 
 
 def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -417,15 +479,9 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[placement.Layer])
 
     onnxruntime's QDQ fusions keep the fused node's name; its optimized graph is read back from a file it writes.
     """
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory(prefix="graphopt-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = path
-        so.log_severity_level = 3
-        ort.InferenceSession(quantized.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        runtime.session(quantized, optimization="extended", optimized_path=path)
         optimized = onnx.load(path, load_external_data=False)
     by_name = {n.name: n.op_type for n in optimized.graph.node}
     result = {}

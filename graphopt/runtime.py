@@ -60,18 +60,36 @@ def add_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto
     return proto
 
 
-def session(model: Any, threads: int | None = None, optimization: str = "all") -> Any:
-    """An onnxruntime CPU session for a path, ModelProto or Model. ``optimization``: all, basic or disabled."""
+ORT_LOG_SEVERITY = 4
+"""onnxruntime log severity graphopt uses (4: fatal only): its ``[E:onnxruntime...]`` lines would otherwise turn a
+one-line error into several; graphopt reports what went wrong itself."""
+
+
+def _quiet_ort() -> Any:
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(ORT_LOG_SEVERITY)  # the logger of session creation and of the environment
+    return ort
+
+
+def session(
+    model: Any, threads: int | None = None, optimization: str = "all", *, optimized_path: str | None = None
+) -> Any:
+    """An onnxruntime CPU session for a path, ModelProto or Model. ``optimization``: all, extended, basic or
+    disabled; ``optimized_path``: where onnxruntime writes the graph it optimized. Every session graphopt creates
+    comes from here, so onnxruntime logs nothing below fatal and its load errors become one line."""
+    ort = _quiet_ort()
     levels = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }
     so = ort.SessionOptions()
     so.graph_optimization_level = levels[optimization]
-    so.log_severity_level = 3
+    so.log_severity_level = ORT_LOG_SEVERITY
+    if optimized_path is not None:
+        so.optimized_model_filepath = optimized_path
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -80,8 +98,29 @@ def session(model: Any, threads: int | None = None, optimization: str = "all") -
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the user needs one line
         where = src if isinstance(src, str) else "the model"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GraphoptError(f"{where}: onnxruntime cannot load it: {first}") from None
+        raise GraphoptError(f"{where}: onnxruntime cannot load it: {ort_reason(exc)}") from None
+
+
+def ort_reason(exc: BaseException, limit: int = 300) -> str:
+    """onnxruntime's error message as one short line: its ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :`` prefix
+    and the C++ signatures it quotes dropped, whitespace collapsed, cut at ``limit`` characters."""
+    import re
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", text)
+    running = r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: "
+    text = re.sub(running, r"\1 node '\2': ", text)
+    text = re.sub(r"/onnxruntime_src/\S+ \S+ onnxruntime::[^)]*\)[^ ]* ", "", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def run(sess: Any, names: Sequence[str] | None, feed: Mapping[str, Any], where: str) -> list[Any]:
+    """``sess.run`` whose failure (onnxruntime rejecting the data at run time: an index past a table, shapes that do
+    not broadcast) is a one-line GraphoptError naming ``where``, the data's origin."""
+    try:
+        return sess.run(list(names) if names is not None else None, dict(feed))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the user needs one line
+        raise GraphoptError(f"{where}: onnxruntime rejects this input: {ort_reason(exc)}") from None
 
 
 def make_inputs(
@@ -109,6 +148,7 @@ def make_inputs(
             raise GraphoptError(f"input {i.name!r} has type {i.type}, which graphopt cannot generate")
         if i.name in shapes:
             dims = list(shapes[i.name])
+            _check_shape(i.name, dims, i.shape)
         else:
             dims = []
             for k, d in enumerate(i.shape):
@@ -125,6 +165,22 @@ def make_inputs(
         else:
             feeds[i.name] = rng.integers(0, int_high, dims).astype(dtype)
     return feeds
+
+
+def _check_shape(name: str, dims: Sequence[int], declared: Sequence[Any] | None) -> None:
+    """A ``--shape`` for input ``name`` that the model's declared shape rules out is a one-line error."""
+    spec = "x".join(str(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise GraphoptError(f"--shape {name}={spec}: dims must be non-negative")
+    if declared is None:
+        return
+    model_dims = "x".join(str(d) if isinstance(d, int) and d >= 0 else str(d or "?") for d in declared)
+    if len(dims) != len(declared) or any(
+        isinstance(d, int) and d >= 0 and d != got for got, d in zip(dims, declared, strict=False)
+    ):
+        raise GraphoptError(
+            f"--shape {name}={spec} conflicts with the model's declared shape of {name!r}: {model_dims or 'a scalar'}"
+        )
 
 
 def output_error(reference: Any, other: Any, rtol: float = 0.0, atol: float = 0.0) -> tuple[float, float, bool]:

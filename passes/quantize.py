@@ -314,6 +314,7 @@ def apply(
             _quantize_weights(graph, n, params, weight_cache, per_channel, options, target, layer)
 
     # 4. one Q/DQ pair per quantized activation
+    float_names = {id(n): n.outputs[0].name for n in kept if n.outputs and n.outputs[0] is not None}
     carried = {}
     for v in quantized:
         name = v.name
@@ -321,6 +322,14 @@ def apply(
     result = [layers[id(n)] for n in kept]
     for layer in result:
         layer.dequantized = carried.get(layer.output) if layer.output else None
+    if target != "ort":
+        # TensorRT: no Q/DQ on a layer's output, so the float tensor it writes (same name in both graphs) is what the
+        # per-layer SQNR compares
+        for n in kept:
+            out = n.outputs[0] if n.outputs else None
+            layer, name = layers[id(n)], float_names.get(id(n))
+            if layer.output is None and out is not None and name and out.dtype == FLOAT:
+                layer.output, layer.dequantized = name, carried.get(name, out.name)
     return result
 
 
@@ -448,6 +457,10 @@ def _quantize_weights(
     if bias is not None:
         # an int32 bias must fit: widen the weight scale of channels whose bias would overflow
         need = np.abs(bias.astype(np.float64)) / (sx * INT32_MAX)  # type: ignore[operator]
+        if axis is None:
+            # one weight scale for the whole tensor (opset < 13, or a weight with no per-channel axis): the bias is
+            # quantized with that one scale too, so it must fit the largest bias of every channel
+            need = np.atleast_1d(need.max(initial=0.0))
         scale = np.maximum(scale, need)
     key = (id(w), axis if axis is not None else -1)
     if key in cache and bias is None:
@@ -511,7 +524,13 @@ def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
     else:
         graph.insert_after(producer, q)
     graph.insert_after(q, dq)
-    graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
+    if any(i is v for i in graph.inputs):
+        # a graph input keeps its name; if it is also a graph output, that output stays the float input itself
+        for node, i in list(v.uses):
+            if node is not q:
+                node.set_input(i, dout)
+    else:
+        graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
     return dout
 
 
