@@ -26,7 +26,16 @@ from graphopt.ir import Model
 from graphopt.onnx_io import check, load, require_file, save
 from graphopt.pass_manager import PassManager, PassReport
 from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
-from graphopt.summary import human_bytes, shape_str, summarize
+from graphopt.summary import (
+    human_bytes,
+    human_count,
+    middle_ellipsis,
+    op_histogram,
+    plural,
+    shape_str,
+    summarize,
+    unmatched_hint,
+)
 from graphopt.tensors import same_file
 
 EXIT_USER_ERROR = 2
@@ -42,27 +51,58 @@ def _stdout() -> Console:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other user error
-        self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see graphopt {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (unless its help already says it or it has none worth showing) and keeps the
+    examples epilog as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+EXAMPLES = """examples:
+  graphopt optimize model.onnx -o model.opt.onnx                 # -O2: lossless cleanup to a fixed point
+  graphopt optimize model.onnx -o model.o3.onnx -O3 --threads 4  # also Winograd where it is measured faster
+  graphopt optimize model.onnx -o out.onnx --passes "fold-constants,cse,dce" --verify
+  graphopt optimize model.onnx -o model.int8.onnx --quantize int8 --calib-data calib/ --report report.html
+  graphopt optimize model.onnx -o model.pruned.onnx --prune-channels 0.5
+  graphopt report result.json -o report.html    # result.json: what optimize --json printed
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="graphopt", description="A graph-level compiler for ONNX models.")
+    parser = _Parser(
+        prog="graphopt",
+        description="A graph-level compiler for ONNX models.",
+        epilog=EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    opt = sub.add_parser("optimize", help="optimize a model and write the result")
-    opt.add_argument("input", help="the ONNX model to optimize")
-    opt.add_argument("-o", "--output", help="where to write the optimized model")
+    opt = sub.add_parser(
+        "optimize", help="optimize a model and write the result", epilog=EXAMPLES, formatter_class=_HelpFormatter
+    )
+    opt.add_argument("input", metavar="IN", help="the ONNX model to optimize")
+    opt.add_argument("-o", "--output", metavar="OUT", help="where to write the optimized model")
     opt.add_argument(
         "-O",
         dest="level",
         type=int,
         choices=range(4),
-        default=2,
+        default=None,
         metavar="0..3",
-        help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2)",
+        help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2; "
+        "not with --passes)",
     )
-    opt.add_argument("--passes", help="run these passes instead of a level: 'a,b{key=value},c'")
+    opt.add_argument(
+        "--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'"
+    )
     opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
     opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
     opt.add_argument(
@@ -95,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
     )
-    opt.add_argument("--strict", action="store_true", help="with --verify: stop with exit code 1 instead of undoing")
+    opt.add_argument(
+        "--strict", action="store_true", help="with --verify (required): stop with exit code 1 instead of undoing"
+    )
     opt.add_argument(
         "--winograd",
         choices=("auto", "off", "F2", "F4", "F6"),
@@ -106,29 +148,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=1,
+        metavar="N",
         help="onnxruntime threads the model will run with (Winograd timing; default 1)",
     )
     _prune_flags(opt)
     _quantize_flags(opt)
     _output_flags(opt)
 
-    ins = sub.add_parser("inspect", help="show opsets, inputs/outputs, op counts, parameters and subgraphs")
-    ins.add_argument("input", help="the ONNX model to inspect")
+    ins = sub.add_parser(
+        "inspect",
+        help="show opsets, inputs/outputs, op counts, parameters and subgraphs",
+        formatter_class=_HelpFormatter,
+    )
+    ins.add_argument("input", metavar="IN", help="the ONNX model to inspect")
     ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     bench.add_parser(sub)
 
     dif = sub.add_parser(
-        "diff", help="compare two models structurally (names and node order ignored); exit 1 if they differ"
+        "diff",
+        help="compare two models structurally (names and node order ignored); exit 1 if they differ",
+        formatter_class=_HelpFormatter,
     )
     dif.add_argument("a", help="the first model")
     dif.add_argument("b", help="the second model")
-    dif.add_argument("--rtol", type=float, default=None, help="compare constants within this relative tolerance")
-    dif.add_argument("--atol", type=float, default=None, help="compare constants within this absolute tolerance")
-    dif.add_argument("--max", type=int, default=20, help="report at most this many differences (default 20)")
+    dif.add_argument(
+        "--rtol", type=float, default=None, metavar="R", help="compare constants within this relative tolerance"
+    )
+    dif.add_argument(
+        "--atol", type=float, default=None, metavar="A", help="compare constants within this absolute tolerance"
+    )
+    dif.add_argument(
+        "--max", type=int, default=20, metavar="N", help="report at most this many differences (default 20)"
+    )
     dif.add_argument("--json", action="store_true", help="print the differences as JSON")
 
-    pas = sub.add_parser("passes", help="list the registered passes and their options")
+    rep = sub.add_parser(
+        "report",
+        help="write the HTML report of an optimize run from its --json output",
+        formatter_class=_HelpFormatter,
+    )
+    rep.add_argument("result", metavar="RESULT.json", help="what graphopt optimize --json printed ('-': stdin)")
+    rep.add_argument("-o", "--output", metavar="OUT.html", required=True, help="where to write the HTML page")
+
+    pas = sub.add_parser("passes", help="list the registered passes and their options", formatter_class=_HelpFormatter)
     pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -143,7 +206,9 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         metavar="NAME=RATIO",
         help="another ratio for the group of this producer layer (repeatable)",
     )
-    p.add_argument("--prune-multiple", type=int, default=8, help="round kept channels up to a multiple (default 8)")
+    p.add_argument(
+        "--prune-multiple", type=int, default=8, metavar="N", help="round kept channels up to a multiple (default 8)"
+    )
     p.add_argument("--prune-importance", choices=("l1", "l2"), default="l1", help="channel importance (default l1)")
     p.add_argument(
         "--prune-borders",
@@ -187,16 +252,28 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
         default="percentile",
         help="how ranges come from the calibration data (default percentile)",
     )
-    q.add_argument("--percentile", type=float, default=99.999, help="central share kept by --calib-method percentile")
+    q.add_argument(
+        "--percentile", type=float, default=99.999, metavar="P", help="central share kept by --calib-method percentile"
+    )
     q.add_argument(
         "--calib-cache",
         metavar="FILE|off",
         help="calibration cache file (default: one per model and data in ~/.cache/graphopt/calibration)",
     )
     q.add_argument("--exclude", action="append", default=[], metavar="NAME", help="keep this node float (repeatable)")
-    q.add_argument("--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float")
-    q.add_argument("--exclude-regex", action="append", default=[], metavar="RX", help="keep nodes whose name matches")
-    q.add_argument("--quantize-ops", metavar="OPS", help="comma-separated op types to quantize instead of the default")
+    q.add_argument(
+        "--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float (repeatable)"
+    )
+    q.add_argument(
+        "--exclude-regex",
+        action="append",
+        default=[],
+        metavar="RX",
+        help="keep nodes whose name matches (re.search; repeatable)",
+    )
+    q.add_argument(
+        "--quantize-ops", metavar="OP,OP", help="comma-separated op types to quantize instead of the default"
+    )
     q.add_argument(
         "--max-error",
         type=float,
@@ -214,12 +291,37 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
 def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report (pass table, op histogram, quantization, pruning, Winograd)",
+    )
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Option combinations argparse cannot express: usage errors (exit 2, pointing at --help)."""
+    if args.command != "optimize":
+        return
+    sub = _Parser(prog="graphopt optimize")
+    if args.passes is not None and not args.passes.strip(" ,"):
+        sub.error("--passes needs at least one pass name (leave it out to run the -O level)")
+    if args.strict and not args.verify:
+        sub.error("--strict needs --verify (it says what to do when verification fails)")
+    if args.report is not None and not args.report:
+        sub.error("--report needs a file name")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `graphopt`: the help, like pip
+        parser.print_help()
+        return 0
+    _check_usage(parser, args)
     err = Console(stderr=True)
     try:
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "optimize":
             return cmd_optimize(args, err)
         if args.command == "inspect":
@@ -311,10 +413,13 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     quant_config = _quantize_config(args)
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
-    pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
+    if args.passes and args.level is not None and not args.quiet:
+        print(f"graphopt: warning: -O{args.level} is ignored: --passes gives the pipeline", file=sys.stderr)
+    level = 2 if args.level is None else args.level
+    pipeline = as_passes(args.passes) if args.passes else level_pipeline(level)
     if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
         pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
-    fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
+    fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and level >= 2)
     show = not (args.quiet or args.json) and err.is_terminal
 
     times: dict[str, float] = {}
@@ -324,6 +429,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         with _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
             model = load_checked(src, run_checker=not args.no_check)
         times["load"] = time.perf_counter() - t0
+        ops_before = op_histogram(model)
 
         task = progress.add_task("optimizing", total=len(pipeline))
 
@@ -342,13 +448,19 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         progress.remove_task(task)
         times["optimize"] = time.perf_counter() - t0
 
+        nodes_pipeline = model.graph.node_count()
+        float_reasons: list[dict[str, str]] = []
         if prune_request is not None:
+            _warn_unmatched(model, args, "prune")
             t0 = time.perf_counter()
             with _step(progress, "pruning"):
                 report.pruning = _prune(model, prune_request, args)
             times["prune"] = time.perf_counter() - t0
 
+        nodes_pruned = model.graph.node_count()
         if quant_config is not None:
+            _warn_unmatched(model, args, "quantize")
+            float_reasons = _float_reasons(model, args)
             t0 = time.perf_counter()
             report.quantization = _quantize(args, model, quant_config, progress, err)
             times["quantize"] = time.perf_counter() - t0
@@ -369,25 +481,117 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     summary = {
         "input": str(src),
         "output": str(out),
-        "level": None if args.passes else args.level,
+        "level": None if args.passes else level,
         "target": args.target,
         "bytes_before": in_size,
         "bytes_after": _file_size(out),
         "timing": {k: round(v, 4) for k, v in times.items()},
         **report.to_dict(),
+        # the pipeline's own before/after are nodes_before/nodes_after; what was written can differ (pruning, int8)
+        "nodes_written": model.graph.node_count(),
+        "ops_before": ops_before,
+        "ops_after": op_histogram(model),
     }
+    stages = [("passes", report.nodes_before, nodes_pipeline)]
     if report.pruning:
         summary["pruning"] = [r.to_dict() for r in report.pruning]
+        stages.append(("pruning", nodes_pipeline, nodes_pruned))
     if report.quantization is not None:
         summary["quantization"] = report.quantization.to_dict()
+        summary["quantization"]["kept_float_why"] = float_reasons + [
+            {"layer": name, "why": "--max-error: among the most sensitive layers"}
+            for name in report.quantization.kept_float
+        ]
+        stages.append(("int8", nodes_pruned, summary["nodes_written"]))
+    summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
+    if "winograd_decisions" in options:
+        summary["winograd"] = {
+            "layers": options["winograd_decisions"],
+            "model_ms": options.get("winograd_model_ms", {}),
+        }
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
-        _print_report(_stdout(), report, summary)
+        console = _stdout()
+        _print_report(console, report, summary)
+        if "winograd" in summary:
+            _print_winograd(console, summary["winograd"])
         for pruned in report.pruning:
-            _print_pruning(_stdout(), pruned)
+            _print_pruning(console, pruned)
         if report.quantization is not None:
-            _print_quantization(_stdout(), report.quantization)
+            _print_quantization(console, report.quantization)
+    if args.report:
+        from graphopt.report import write_report
+
+        write_report(summary, Path(args.report))
+        if not (args.quiet or args.json):
+            print(f"graphopt: report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
+    """One warning per name, op type or pattern that selects nothing in the model (it would be silently ignored),
+    with the nearest valid names."""
+    if args.quiet:
+        return
+    names = {n.name for n in model.graph if n.name}
+    ops = {n.op_type for n in model.graph}
+    problems: list[str] = []
+    if stage == "prune":
+        layers = {n.name for n in model.graph if n.name and n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+        for item in args.prune_layer:
+            name = item.rpartition("=")[0]
+            if name not in layers:
+                problems.append(f"--prune-layer {name!r} matches no layer" + unmatched_hint(name, layers, "layers"))
+    else:
+        for name in args.exclude:
+            if name not in names:
+                problems.append(f"--exclude {name!r} matches no node" + unmatched_hint(name, names, "node names"))
+        for op in args.exclude_op:
+            if op not in ops:
+                problems.append(f"--exclude-op {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+        for rx in args.exclude_regex:
+            if not any(re.search(rx, n) for n in names):
+                problems.append(f"--exclude-regex {rx!r} matches no node name" + unmatched_hint(rx, names, "names"))
+        for op in (o.strip() for o in (args.quantize_ops or "").split(",")):
+            if op and op not in ops:
+                problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+    for p in problems:
+        print(f"graphopt: warning: {p}", file=sys.stderr)
+
+
+def _float_reasons(model: Model, args: argparse.Namespace) -> list[dict[str, str]]:
+    """The nodes the exclusion flags keep float, and which flag did (for the report)."""
+    found = []
+    for n in model.graph:
+        why = ""
+        if n.name in args.exclude:
+            why = f"--exclude {n.name}"
+        elif n.op_type in args.exclude_op:
+            why = f"--exclude-op {n.op_type}"
+        else:
+            rx = next((r for r in args.exclude_regex if re.search(r, n.name or "")), None)
+            why = f"--exclude-regex {rx}" if rx is not None else ""
+        if why:
+            found.append({"layer": n.name, "op_type": n.op_type, "why": why})
+    return found
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from graphopt.report import write_report
+
+    src = args.result
+    try:
+        text = sys.stdin.read() if src == "-" else Path(src).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GraphoptError(f"{src}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GraphoptError(f"{src}: not JSON ({e.msg}, line {e.lineno}); give what optimize --json printed") from None
+    if not isinstance(summary, dict) or "passes" not in summary:
+        raise GraphoptError(f"{src}: not the output of graphopt optimize --json (no \"passes\")")
+    write_report(summary, Path(args.output))
     return 0
 
 
@@ -478,7 +682,7 @@ def _print_pruning(console: Console, r: Any) -> None:
             pair(*layer.in_channels),
             pair(*layer.out_channels),
             pair(*layer.params),
-            pair(*(f"{m / 1e6:.1f}M" if m is not None else None for m in layer.macs)),
+            pair(*(human_count(m) if m is not None else None for m in layer.macs)),
         ]
         if r.mode != "channels":
             row.append("-" if layer.sparsity is None else f"{layer.sparsity:.0%}")
@@ -486,12 +690,18 @@ def _print_pruning(console: Console, r: Any) -> None:
     console.print(table)
     parts = []
     if r.mode == "channels":
-        blocked = ", ".join(f"{k} {v}" for k, v in sorted(r.blocked.items())) or "none"
-        parts.append(f"{r.groups_pruned} of {r.groups} channel groups pruned (blocked: {blocked})")
+        blocked_n = sum(r.blocked.values())
+        unchanged = r.groups - r.groups_pruned - blocked_n
+        why = [f"{v} blocked by {k}" for k, v in sorted(r.blocked.items())]
+        if unchanged > 0:
+            why.append(f"{unchanged} left whole: rounded to --prune-multiple, no channel would go")
+        parts.append(
+            f"{r.groups_pruned} of {plural(r.groups, 'channel group')} pruned" + (f" ({'; '.join(why)})" if why else "")
+        )
         if r.folded:
             parts.append(f"{r.folded} readers took the removed channels' constant signal ({r.border_maps} as maps)")
         ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
-        parts.append(f"MACs {r.macs_before / 1e9:.3f} G -> {r.macs_after / 1e9:.3f} G ({ratio:.2f}x fewer)")
+        parts.append(f"MACs {human_count(r.macs_before)} -> {human_count(r.macs_after)} ({ratio:.2f}x fewer)")
     parts.append(f"parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
     if r.latency_ms:
         a, b = r.latency_ms
@@ -639,44 +849,121 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _name_width(console: Console, others: int) -> int:
+    """How many characters a name column gets so that a table whose other columns need ``others`` fits."""
+    return max(16, min(60, console.width - others))
+
+
+def _winograd_result(w: dict[str, Any]) -> str:
+    """The winograd pass's per-layer decisions in one cell: 'F4 x6, Conv x2' and why nothing was kept."""
+    layers = w.get("layers", [])
+    if not layers:
+        return "no eligible 3x3 layer"
+    tiles: dict[str, int] = {}
+    for d in layers:
+        key = f"F{d['tile']}" if d.get("tile") else "Conv"
+        tiles[key] = tiles.get(key, 0) + 1
+    text = ", ".join(f"{k} x{v}" for k, v in sorted(tiles.items()))
+    ms = w.get("model_ms") or {}
+    if ms and "Conv" in tiles and len(tiles) == 1 and any(d.get("ms") for d in layers):
+        text += " (lowered model not faster)"
+    return text
+
+
 def _print_report(console: Console, report: PassReport, summary: dict[str, Any]) -> None:
     table = Table(title="passes", title_justify="left")
-    table.add_column("pass")
+    table.add_column("pass", overflow="fold")
     table.add_column("runs", justify="right")
     table.add_column("changed")
-    table.add_column("nodes before", justify="right")
-    table.add_column("nodes after", justify="right")
+    table.add_column("nodes +/-", justify="right")
     table.add_column("ms", justify="right")
-    details = any(s.counts for s in report.stats)
+    details = any(s.counts for s in report.stats) or "winograd" in summary
     if details:
-        table.add_column("fired")
+        table.add_column("result", overflow="fold")
+    skipped = []
     for s in report.stats:
+        if s.runs == 0:  # an identical pass ran before it and nothing changed since: it had nothing to do
+            skipped.append(s.name)
+            continue
         row = [
             escape(s.name),
             str(s.runs),
             "yes" if s.changed else "no",
-            str(s.nodes_before),
-            str(s.nodes_after),
+            f"{s.nodes_delta:+d}" if s.nodes_delta else "0",
             f"{s.seconds * 1000:.1f}",
         ]
         if details:
-            row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
+            if s.name == "winograd" and "winograd" in summary:
+                row.append(escape(_winograd_result(summary["winograd"])))
+            else:
+                row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
         table.add_row(*row)
     if report.stats:
         console.print(table)
+    if skipped:
+        console.print(
+            f"not rerun (nothing changed since an identical pass ran): {', '.join(skipped)}",
+            highlight=False,
+            markup=False,
+        )
     sec = summary["timing"]
+    line = (
+        f"{summary['input']} -> {summary['output']}: nodes {report.nodes_before} -> {summary['nodes_written']}, "
+        f"size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}"
+    )
+    console.print(line, highlight=False, markup=False)
+    stages = summary.get("stages", [])
+    level = "passes" if summary["level"] is None else f"-O{summary['level']}"
+    steps = [
+        f"{level if st['stage'] == 'passes' else st['stage']} {st['nodes_before']} -> {st['nodes_after']}"
+        for st in stages
+    ]
+    steps[0] += f" ({plural(report.iterations, 'iteration')})"
+    console.print(f"  nodes: {'; '.join(steps)}", highlight=False, markup=False)
     console.print(
-        f"{summary['input']} -> {summary['output']}: nodes {report.nodes_before} -> {report.nodes_after}, "
-        f"size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}, "
-        f"{report.iterations} iteration(s); load {sec['load']:.2f}s, optimize {sec['optimize']:.2f}s, "
-        f"save {sec['save']:.2f}s",
+        "  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in sec.items()),
         highlight=False,
         markup=False,
     )
     if report.verified or report.unverifiable:
         undone = f"; undone: {', '.join(report.reverted)}" if report.reverted else "; every pass kept the outputs"
-        note = report.unverifiable or f"{report.verified} pass run(s) checked{undone}"
+        note = report.unverifiable or f"{plural(report.verified, 'pass run')} checked{undone}"
         console.print(f"verify: {note} ({report.verify_seconds:.2f}s)", highlight=False, markup=False)
+
+
+def _print_winograd(console: Console, w: dict[str, Any]) -> None:
+    """One row per eligible 3x3 layer: its shape, the times measured, and what was chosen."""
+    layers = w.get("layers", [])
+    if not layers:
+        return
+    table = Table(title="winograd (per layer)", title_justify="left")
+    table.add_column("layer", overflow="fold")
+    table.add_column("CxHxW->K")
+    table.add_column("Conv ms", justify="right")
+    for tile in ("F2", "F4", "F6"):
+        table.add_column(f"{tile} ms", justify="right")
+    table.add_column("chosen")
+    width = _name_width(console, 70)
+    for d in layers:
+        ms = d.get("ms") or {}
+        if d.get("forced"):
+            how = "forced"
+        elif d.get("cached"):
+            how = "cached"
+        else:
+            how = "timed"
+        table.add_row(
+            escape(middle_ellipsis(d.get("layer") or "?", width)),
+            d.get("shape", ""),
+            _fmt(d.get("conv_ms"), ".2f"),
+            *(_fmt(ms.get(t), ".2f") for t in ("F2", "F4", "F6")),
+            (f"F{d['tile']}" if d.get("tile") else "Conv") + f" ({how})",
+        )
+    console.print(table)
+    ms = w.get("model_ms") or {}
+    if ms:
+        parts = ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items())
+        console.print(f"whole model: {parts}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------

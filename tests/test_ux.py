@@ -1,0 +1,214 @@
+"""What a careful user of the command line trips over: summaries that must describe the file written, inputs that must
+not be silently ignored, messages that must say the real reason, and help that must be usable (issue 19)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from graphopt.cli import main
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+CNN = FIXTURES / "cnn.onnx"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphopt: error: "), err
+    return lines[0]
+
+
+def _cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "graphopt", *argv], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# summaries that describe what was done and written
+# --------------------------------------------------------------------------------------------------------------------
+def test_quantize_summary_reports_the_written_model(tmp_path: Path) -> None:
+    out = tmp_path / "q.onnx"
+    args = ["optimize", str(CNN), "-o", str(out), "--quantize", "int8", "--calib-random", "2", "--calib-cache", "off"]
+    result = _cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    written = onnx.load(str(out))
+    assert summary["nodes_written"] == len(written.graph.node) > summary["nodes_after"]  # Q/DQ pairs were added
+    assert summary["bytes_after"] == out.stat().st_size
+    assert [s["stage"] for s in summary["stages"]] == ["passes", "int8"]
+    assert summary["stages"][-1]["nodes_after"] == len(written.graph.node)
+    assert sum(summary["ops_after"].values()) == len(written.graph.node)
+    assert "QuantizeLinear" in summary["ops_after"] and "QuantizeLinear" not in summary["ops_before"]
+    text = _cli(*args).stdout
+    assert f"nodes {summary['nodes_before']} -> {len(written.graph.node)}," in text
+    assert f"int8 {summary['nodes_after']} -> {len(written.graph.node)}" in text
+
+
+def test_pass_rows_say_what_each_pass_did(tmp_path: Path, capsys) -> None:
+    code, out, _ = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    passes = summary["passes"]
+    # each row's node change is the pass's own; together they are the pipeline's
+    assert sum(p["nodes_delta"] for p in passes) == summary["nodes_after"] - summary["nodes_before"]
+    for p in passes:
+        if not p["changed"]:
+            assert p["nodes_delta"] == 0, p
+    assert any(p["nodes_delta"] < 0 for p in passes)
+
+
+def test_a_pass_that_did_not_run_has_no_row(tmp_path: Path, capsys) -> None:
+    # on an optimized model the second dce is skipped: the first found nothing and nothing changed since
+    assert _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"))[0] == 0
+    code, out, _ = _run(capsys, "optimize", str(tmp_path / "o.onnx"), "-o", str(tmp_path / "p.onnx"), "--passes", "dce,dce")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("│ dce")]
+    assert len(rows) == 1, out
+    assert "not rerun" in out and "dce" in out.split("not rerun")[1]
+
+
+def test_winograd_decisions_per_layer(tmp_path: Path, capsys) -> None:
+    code, out, _ = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--winograd", "F2", "--json")
+    assert code == 0
+    w = json.loads(out)["winograd"]
+    assert len(w["layers"]) == 3  # the fixture's three 3x3 stride-1 convs
+    assert all(d["layer"] and d["shape"] and d["tile"] == 2 and d["forced"] == 2 for d in w["layers"])
+    code, out, _ = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--winograd", "F2")
+    assert "F2 x3" in out  # the pass row's result
+    assert "winograd (per layer)" in out and "stem/Conv" in out and "F2 (forced)" in out
+
+
+def test_pruning_macs_and_groups_are_all_accounted_for(tmp_path: Path, capsys) -> None:
+    argv = ["optimize", str(CNN), "-o", str(tmp_path / "p.onnx"), "--prune-channels", "0.5", "--prune-bench", "0"]
+    code, out, _ = _run(capsys, *argv, "--json")
+    assert code == 0
+    pruned = json.loads(out)["pruning"][0]
+    code, out, _ = _run(capsys, *argv)
+    assert "0.0M" not in out and "0.000 G" not in out
+    assert re.search(r"\d(\.\d+)?K -> \d", out)  # small layers in thousands, not 0.0M
+    m = re.search(r"(\d+) of (\d+) channel groups? pruned \(([^)]*)\)", out)
+    assert m, out
+    done, total = int(m[1]), int(m[2])
+    explained = sum(int(n) for n in re.findall(r"(\d+) (?:blocked by|left whole)", m[3]))
+    assert done + explained == total == pruned["groups"]
+
+
+def test_human_count_never_prints_zero_for_a_small_count() -> None:
+    from graphopt.summary import human_count, middle_ellipsis, plural
+
+    assert human_count(864) == "864" and human_count(37_632) == "37.6K" and human_count(1_800_000_000) == "1.8G"
+    assert human_count(120_400_000) == "120M"
+    assert plural(1, "layer") == "1 layer" and plural(2, "layer") == "2 layers"
+    name = "/encoder/layer.11/attention/output/dense/MatMul"
+    short = middle_ellipsis(name, 24)
+    assert len(short) == 24 and short.startswith("/encoder/la") and short.endswith("dense/MatMul") and "…" in short
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# inputs that would be silently ignored
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--exclude", "stem/Conx"], "--exclude 'stem/Conx' matches no node (nearest: 'stem/Conv'"),
+        (["--exclude-op", "Gemmm"], "--exclude-op 'Gemmm' matches no node (nearest: 'Gemm')"),
+        (["--exclude-regex", "zzz.*"], "--exclude-regex 'zzz.*' matches no node name"),
+        (["--quantize-ops", "Conv,Foo"], "--quantize-ops 'Foo' matches no node"),
+    ],
+)
+def test_quantize_selection_that_selects_nothing_warns(tmp_path: Path, flags: list[str], needle: str) -> None:
+    out = tmp_path / "q.onnx"
+    quant = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off"]
+    result = _cli("optimize", str(CNN), "-o", str(out), *quant, *flags, "--json")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if needle.split(" matches")[0] in line]
+    assert len(warnings) == 1 and warnings[0].startswith("graphopt: warning: ") and needle in warnings[0]
+
+
+def test_prune_layer_that_matches_nothing_warns(tmp_path: Path, capsys) -> None:
+    argv = ["optimize", str(CNN), "-o", str(tmp_path / "p.onnx"), "--prune-channels", "0.5", "--prune-bench", "0"]
+    code, _, err = _run(capsys, *argv, "--prune-layer", "stem/conv=0.3")
+    assert code == 0
+    assert "graphopt: warning: --prune-layer 'stem/conv' matches no layer (nearest: 'stem/Conv'" in err
+    code, _, err = _run(capsys, *argv, "--prune-layer", "stem/Conv=0.3")
+    assert "warning" not in err  # a name that exists is quiet
+
+
+def test_matching_selections_do_not_warn(tmp_path: Path) -> None:
+    quant = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "--json"]
+    result = _cli(
+        "optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), *quant,
+        "--exclude", "head/Gemm", "--exclude-op", "Add", "--exclude-regex", "^dw\\.", "--quantize-ops", "Conv,Gemm,Add",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "matches no" not in result.stderr
+    why = {d["layer"]: d["why"] for d in json.loads(result.stdout)["quantization"]["kept_float_why"]}
+    assert why["head/Gemm"] == "--exclude head/Gemm" and why["block1/Add"] == "--exclude-op Add"
+    assert why["dw.depthwise/Conv"] == "--exclude-regex ^dw\\."
+
+
+def test_empty_passes_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    line = _usage_error(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--passes", "")
+    assert "--passes needs at least one pass name" in line and line.endswith("(see graphopt optimize --help)")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_level_with_passes_is_said_to_be_ignored(tmp_path: Path, capsys) -> None:
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--passes", "dce", "-O3")
+    assert code == 0
+    assert "graphopt: warning: -O3 is ignored: --passes gives the pipeline" in err
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--passes", "dce")
+    assert "ignored" not in err
+
+
+def test_strict_needs_verify(tmp_path: Path, capsys) -> None:
+    line = _usage_error(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--strict")
+    assert "--strict needs --verify" in line
+    assert not (tmp_path / "o.onnx").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# usage messages and help
+# --------------------------------------------------------------------------------------------------------------------
+def test_usage_errors_point_at_the_right_help() -> None:
+    top = _cli("frobnicate")
+    assert top.returncode == 2 and top.stderr.strip().endswith("(see graphopt --help)"), top.stderr
+    assert "graphopt graphopt" not in top.stderr
+    sub = _cli("optimize")
+    assert sub.returncode == 2 and sub.stderr.strip().endswith("(see graphopt optimize --help)"), sub.stderr
+
+
+def test_bare_graphopt_prints_help() -> None:
+    result = _cli()
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: graphopt") and "optimize" in result.stdout and "examples:" in result.stdout
+    assert result.stderr == ""
+
+
+def test_help_shows_defaults_metavars_and_examples() -> None:
+    text = _cli("optimize", "--help").stdout
+    flat = " ".join(text.split())
+    assert "--percentile P" in text and "(default: 99.999)" in flat
+    assert "--prune-multiple N" in text and "PRUNE_MULTIPLE" not in text
+    assert "(default: percentile)" in flat or "(default percentile)" in flat
+    assert "examples:" in text and "--report report.html" in text
+    assert "--keep-debug-info" in text
+    assert "(repeatable)" in " ".join(_cli("bench", "--help").stdout.split()).split("--shape")[-1]
+    assert "metavar" not in text.lower() and "%(default)" not in text
