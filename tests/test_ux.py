@@ -77,7 +77,8 @@ def test_pass_rows_say_what_each_pass_did(tmp_path: Path, capsys) -> None:
 def test_a_pass_that_did_not_run_has_no_row(tmp_path: Path, capsys) -> None:
     # on an optimized model the second dce is skipped: the first found nothing and nothing changed since
     assert _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"))[0] == 0
-    code, out, _ = _run(capsys, "optimize", str(tmp_path / "o.onnx"), "-o", str(tmp_path / "p.onnx"), "--passes", "dce,dce")
+    argv = ["optimize", str(tmp_path / "o.onnx"), "-o", str(tmp_path / "p.onnx"), "--passes", "dce,dce"]
+    code, out, _ = _run(capsys, *argv)
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("│ dce")]
     assert len(rows) == 1, out
