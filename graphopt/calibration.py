@@ -164,7 +164,7 @@ def check_feed(model: Model, feed: Feed, where: str) -> None:
                 )
             for got, d in zip(arr.shape, v.shape, strict=True):
                 if isinstance(d, int) and d >= 0 and d != got:
-                    dims = "x".join(str(x) for x in v.shape)
+                    dims = "[" + ", ".join("?" if x is None else str(x) for x in v.shape) + "]"  # as the data's shape
                     raise GraphoptError(
                         f"{where}: input {v.name!r} has shape {list(arr.shape)}, the model expects {dims}"
                     )

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from graphopt import __version__, bench
+from graphopt.diagnose import checker_rejection, output_folder_problem
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
 from graphopt.onnx_io import check, load, require_file, save
@@ -356,7 +357,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     elif not found:
         print(f"{a} and {b}: graphs are equal")
     else:
-        print(f"{a} and {b} differ ({len(found)}{'+' if len(found) >= args.max else ''} differences):")
+        more = "+" if len(found) >= args.max else ""
+        print(f"{a} and {b} differ ({len(found)}{more} difference{'' if len(found) == 1 and not more else 's'}):")
         for d in found:
             print(f"  {d}")
     return 1 if found else 0
@@ -395,7 +397,10 @@ def load_checked(path: Path, *, run_checker: bool) -> Model:
     """Read a model file, run the ONNX checker (unless told not to), and lift it into the IR."""
     require_file(path)
     if run_checker:
-        check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
+        try:
+            check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
+        except GraphoptError as rejected:
+            raise checker_rejection(path, rejected) from None  # an unreadable file: say why first
     return load(path)
 
 
@@ -408,6 +413,9 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
     if out.exists() and out.is_dir():
         raise GraphoptError(f"{out}: output is a directory")
+    problem = output_folder_problem(out)
+    if problem:
+        raise GraphoptError(problem)
     if args.threads < 1:
         raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
     quant_config = _quantize_config(args)
@@ -828,11 +836,11 @@ def _print_quantization(console: Console, q: Any) -> None:
             row.append(layer.fused_as or ("[yellow]float[/]" if layer.fused is False else "?"))
         table.add_row(*row)
     console.print(table)
-    source = f"{q.batches} calibration batch(es){', from cache' if q.cached else ''}"
+    source = f"{plural(q.batches, 'calibration batch', 'calibration batches')}{', from cache' if q.cached else ''}"
     method = q.method + (f" {q.percentile:g}" if q.method == "percentile" else "")
     fused = f", {q.fused_count} run as integer kernels" if q.target == "ort" else ""
     console.print(
-        f"int8: {len(q.layers)} layers quantized{fused}; {method} ranges from {source}; output error "
+        f"int8: {plural(len(q.layers), 'layer')} quantized{fused}; {method} ranges from {source}; output error "
         f"{q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}; parameters "
         f"{human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}; weights: {q.reduce_range_reason}",
         highlight=False,

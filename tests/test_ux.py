@@ -213,3 +213,81 @@ def test_help_shows_defaults_metavars_and_examples() -> None:
     assert "--keep-debug-info" in text
     assert "(repeatable)" in " ".join(_cli("bench", "--help").stdout.split()).split("--shape")[-1]
     assert "metavar" not in text.lower() and "%(default)" not in text
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# messages that say the real reason
+# --------------------------------------------------------------------------------------------------------------------
+def _one_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphopt: error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("content", "reason"), [(b"", "file is empty"), (b"hello\n", "not a valid ONNX model")])
+def test_unreadable_file_says_why_before_any_checker_advice(tmp_path: Path, content: bytes, reason: str) -> None:
+    src = tmp_path / "bad.onnx"
+    src.write_bytes(content)
+    for extra in ([], ["--no-check"]):
+        line = _one_error(_cli("optimize", str(src), "-o", str(tmp_path / "o.onnx"), *extra))
+        assert reason in line and str(src) in line and "--no-check" not in line and "checker" not in line
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_external_data_outside_the_folder_is_refused_without_no_check_advice(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    w.ClearField("float_data")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="../outside.bin")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [w],
+    )
+    src = tmp_path / "evil.onnx"
+    src.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    line = _one_error(_cli("optimize", str(src), "-o", str(tmp_path / "o.onnx")))
+    assert "leaves the model folder" in line and str(src) in line and "--no-check" not in line
+
+
+def test_output_under_a_file_says_the_component_is_a_file(tmp_path: Path) -> None:
+    line = _one_error(_cli("optimize", str(CNN), "-o", str(CNN / "x.onnx")))
+    assert f"{CNN} is a file, not a folder" in line
+    line = _one_error(_cli("optimize", str(CNN), "-o", str(tmp_path / "nope" / "x.onnx")))
+    assert f"output folder {tmp_path / 'nope'} does not exist" in line
+
+
+def test_diff_says_what_is_set_where(tmp_path: Path, capsys) -> None:
+    from onnx import TensorProto, helper
+
+    def model(attrs: dict) -> Path:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+        g = helper.make_graph([helper.make_node("LeakyRelu", ["x"], ["y"], **attrs)], "g", [x], [y])
+        path = tmp_path / f"m{len(attrs)}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
+
+    a, b = model({}), model({"alpha": 0.5})
+    code, out, _ = _run(capsys, "diff", str(a), str(b))
+    assert code == 1
+    assert "(1 difference):" in out
+    assert "attribute alpha=0.5 set only in B" in out and "False" not in out and "True" not in out
+
+
+def test_calibration_shape_message_uses_one_format(tmp_path: Path) -> None:
+    import numpy as np
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.savez(calib / "0.npz", input=np.zeros((1, 3, 64, 64), np.float32))
+    line = _one_error(
+        _cli("optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8", "--calib-data", str(calib))
+    )
+    assert re.search(r"has shape \[1, 3, 64, 64\], the model expects \[\w+, 3, 32, 32\]", line), line
