@@ -17,8 +17,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from graphopt import __version__, bench
 from graphopt.diagnose import checker_rejection, output_folder_problem
@@ -28,9 +29,9 @@ from graphopt.onnx_io import check, load, require_file, save
 from graphopt.pass_manager import PassManager, PassReport
 from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
 from graphopt.summary import (
+    abbreviate_names,
     human_bytes,
     human_count,
-    middle_ellipsis,
     op_histogram,
     plural,
     shape_str,
@@ -371,12 +372,24 @@ def _jsonable(x: object) -> object:
 # --------------------------------------------------------------------------------------------------------------------
 # optimize
 # --------------------------------------------------------------------------------------------------------------------
+class _CountColumn(ProgressColumn):
+    """``3/8`` for steps, ``1.2 MB/4.0 MB`` for bytes (a task with ``unit="bytes"`` or a ``saving`` task), nothing
+    while the total is unknown (no ``0/None``)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        if task.fields.get("unit") == "bytes" or task.description.startswith(("saving", "loading")):
+            return Text(f"{human_bytes(task.completed)}/{human_bytes(task.total)}")
+        return Text(f"{task.completed:.0f}/{task.total:.0f}")
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        _CountColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -678,45 +691,49 @@ def _print_pruning(console: Console, r: Any) -> None:
     def pair(a: Any, b: Any) -> str:
         return "-" if a is None else (str(a) if a == b else f"{a} -> {b}")
 
-    table = Table(title=f"pruning ({r.mode})", title_justify="left")
-    for col in ("layer", "op", "in ch", "out ch", "params", "MACs"):
-        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    columns = [("layer", "left"), ("op", "left"), ("in ch", "right"), ("out ch", "right"), ("params", "right")]
+    columns.append(("MACs", "right"))
     if r.mode != "channels":
-        table.add_column("sparsity", justify="right")
+        columns.append(("sparsity", "right"))
+    rows: list[list[str | Text]] = []
     for layer in r.layers:
-        row = [
-            escape(layer.name),
+        row: list[str | Text] = [
+            layer.name,
             layer.op_type,
             pair(*layer.in_channels),
             pair(*layer.out_channels),
-            pair(*layer.params),
+            pair(*(human_count(p) for p in layer.params)),
             pair(*(human_count(m) if m is not None else None for m in layer.macs)),
         ]
         if r.mode != "channels":
             row.append("-" if layer.sparsity is None else f"{layer.sparsity:.0%}")
-        table.add_row(*row)
+        rows.append(row)
+    table, _ = _fit_table(console, f"pruning ({r.mode})", columns, rows, droppable=("op", "params"))
     console.print(table)
-    parts = []
+    lines = []
     if r.mode == "channels":
         blocked_n = sum(r.blocked.values())
         unchanged = r.groups - r.groups_pruned - blocked_n
         why = [f"{v} blocked by {k}" for k, v in sorted(r.blocked.items())]
         if unchanged > 0:
             why.append(f"{unchanged} left whole: rounded to --prune-multiple, no channel would go")
-        parts.append(
-            f"{r.groups_pruned} of {plural(r.groups, 'channel group')} pruned" + (f" ({'; '.join(why)})" if why else "")
-        )
+        lines.append(f"pruning: {r.groups_pruned} of {plural(r.groups, 'channel group')} pruned")
+        lines += [f"  {w}" for w in why]
         if r.folded:
-            parts.append(f"{r.folded} readers took the removed channels' constant signal ({r.border_maps} as maps)")
+            lines.append(
+                f"  {plural(r.folded, 'reader')} took the removed channels' constant signal ({r.border_maps} as maps)"
+            )
         ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
-        parts.append(f"MACs {human_count(r.macs_before)} -> {human_count(r.macs_after)} ({ratio:.2f}x fewer)")
-    parts.append(f"parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
+        lines.append(f"  MACs {human_count(r.macs_before)} -> {human_count(r.macs_after)} ({ratio:.2f}x fewer)")
+    else:
+        lines.append(f"pruning ({r.mode}):")
+    lines.append(f"  parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
     if r.latency_ms:
         a, b = r.latency_ms
-        parts.append(f"latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
-    console.print("; ".join(parts), highlight=False, markup=False)
+        lines.append(f"  latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
     if r.note:
-        console.print(f"note: {r.note}", highlight=False, markup=False)
+        lines.append(f"note: {r.note}")
+    _print_lines(console, lines)
 
 
 def _quantize_config(args: argparse.Namespace) -> Any:
@@ -810,19 +827,70 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _fit_table(
+    console: Console,
+    title: str,
+    columns: list[tuple[str, str]],
+    rows: list[list[str | Text]],
+    droppable: tuple[str, ...] = (),
+) -> tuple[Table, list[str]]:
+    """A table whose first column holds names, made to fit the console: the ``droppable`` columns go first (in that
+    order) while the names would get fewer than 24 characters, then the names lose their middle (never their end,
+    which tells layers apart). Returns the table and the dropped column names."""
+
+    def cell_len(x: str | Text) -> int:
+        return x.cell_len if isinstance(x, Text) else len(x)
+
+    keep = list(range(len(columns)))
+    widths = [max([len(columns[i][0]), *(cell_len(r[i]) for r in rows)]) for i in range(len(columns))]
+
+    def room() -> int:  # characters left for the names: the width minus borders and padding and the other columns
+        return console.width - (3 * len(keep) + 1) - sum(widths[i] for i in keep[1:])
+
+    dropped = []
+    for name in droppable:
+        if room() >= min(24, widths[0]):
+            break
+        i = next(k for k, (c, _) in enumerate(columns) if c == name)
+        if i in keep:
+            keep.remove(i)
+            dropped.append(name)
+    name_width = max(12, room())
+    names = abbreviate_names([r[0].plain if isinstance(r[0], Text) else r[0] for r in rows], name_width)
+    table = Table(title=title, title_justify="left")
+    for i in keep:
+        table.add_column(columns[i][0], justify=columns[i][1], overflow="fold")  # type: ignore[arg-type]
+    for name, r in zip(names, rows, strict=True):
+        others = [r[i] for i in keep[1:]]
+        table.add_row(escape(name), *(c if isinstance(c, Text) else escape(c) for c in others))
+    return table, dropped
+
+
+def _print_lines(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+
+
 def _print_quantization(console: Console, q: Any) -> None:
-    table = Table(title=f"int8 quantization (target {q.target})", title_justify="left")
-    for col in ("layer", "op", "in scale", "weight scale", "out scale", "relu", "SQNR dB"):
-        table.add_column(col, justify="right" if "scale" in col or "dB" in col else "left")
+    columns = [
+        ("layer", "left"),
+        ("op", "left"),
+        ("in scale", "right"),
+        ("weight scale", "right"),
+        ("out scale", "right"),
+        ("relu", "left"),
+        ("SQNR dB", "right"),
+    ]
     alone = any(layer.alone_sqnr_db is not None for layer in q.layers)
     if alone:
-        table.add_column("alone dB", justify="right")
+        columns.append(("alone dB", "right"))
     if q.target == "ort":
-        table.add_column("runs as")
+        columns.append(("runs as", "left"))
+    rows: list[list[str | Text]] = []
     for layer in q.layers:
         w = layer.weight_scale
-        row = [
-            escape(layer.name),
+        row: list[str | Text] = [
+            layer.name,
             layer.op_type,
             _fmt(layer.input_scale),
             "-" if w is None else (f"{w[0]:.3g}" if w[0] == w[1] else f"{w[0]:.3g}..{w[1]:.3g}"),
@@ -833,21 +901,31 @@ def _print_quantization(console: Console, q: Any) -> None:
         if alone:
             row.append(_fmt(layer.alone_sqnr_db, ".1f"))
         if q.target == "ort":
-            row.append(layer.fused_as or ("[yellow]float[/]" if layer.fused is False else "?"))
-        table.add_row(*row)
+            row.append(layer.fused_as or (Text("float", style="yellow") if layer.fused is False else "?"))
+        rows.append(row)
+    table, dropped = _fit_table(
+        console,
+        f"int8 quantization (target {q.target})",
+        columns,
+        rows,
+        droppable=("in scale", "out scale", "weight scale", "relu"),
+    )
     console.print(table)
     source = f"{plural(q.batches, 'calibration batch', 'calibration batches')}{', from cache' if q.cached else ''}"
     method = q.method + (f" {q.percentile:g}" if q.method == "percentile" else "")
     fused = f", {q.fused_count} run as integer kernels" if q.target == "ort" else ""
-    console.print(
-        f"int8: {plural(len(q.layers), 'layer')} quantized{fused}; {method} ranges from {source}; output error "
-        f"{q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}; parameters "
-        f"{human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}; weights: {q.reduce_range_reason}",
-        highlight=False,
-        markup=False,
-    )
+    lines = [
+        f"int8: {plural(len(q.layers), 'layer')} quantized{fused}",
+        f"  ranges: {method} from {source}",
+        f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
+        f"  weights: {q.reduce_range_reason}",
+    ]
+    if dropped:
+        lines.append(f"  (not shown at this width: {', '.join(dropped)}; see --json or --report)")
     if q.kept_float:
-        console.print(f"kept float by --max-error: {', '.join(q.kept_float)}", highlight=False, markup=False)
+        lines.append(f"kept float by --max-error: {', '.join(q.kept_float)}")
+    _print_lines(console, lines)
 
 
 def _file_size(path: Path) -> int:
@@ -855,11 +933,6 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _name_width(console: Console, others: int) -> int:
-    """How many characters a name column gets so that a table whose other columns need ``others`` fits."""
-    return max(16, min(60, console.width - others))
 
 
 def _winograd_result(w: dict[str, Any]) -> str:
@@ -915,24 +988,26 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
             markup=False,
         )
     sec = summary["timing"]
-    line = (
-        f"{summary['input']} -> {summary['output']}: nodes {report.nodes_before} -> {summary['nodes_written']}, "
-        f"size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}"
-    )
-    console.print(line, highlight=False, markup=False)
+    # short lines, one fact each: a terminal of 80 columns must not wrap them in the middle of a value
+    console.print(f"{summary['input']} -> {summary['output']}", highlight=False, markup=False)
     stages = summary.get("stages", [])
     level = "passes" if summary["level"] is None else f"-O{summary['level']}"
     steps = [
         f"{level if st['stage'] == 'passes' else st['stage']} {st['nodes_before']} -> {st['nodes_after']}"
         for st in stages
     ]
-    steps[0] += f" ({plural(report.iterations, 'iteration')})"
-    console.print(f"  nodes: {'; '.join(steps)}", highlight=False, markup=False)
+    steps[0] += f" in {plural(report.iterations, 'iteration')}"
     console.print(
-        "  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in sec.items()),
+        f"  nodes {report.nodes_before} -> {summary['nodes_written']} ({'; '.join(steps)})",
         highlight=False,
         markup=False,
     )
+    console.print(
+        f"  size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}",
+        highlight=False,
+        markup=False,
+    )
+    console.print("  time " + ", ".join(f"{k} {v:.2f}s" for k, v in sec.items()), highlight=False, markup=False)
     if report.verified or report.unverifiable:
         undone = f"; undone: {', '.join(report.reverted)}" if report.reverted else "; every pass kept the outputs"
         note = report.unverifiable or f"{plural(report.verified, 'pass run')} checked{undone}"
@@ -944,29 +1019,22 @@ def _print_winograd(console: Console, w: dict[str, Any]) -> None:
     layers = w.get("layers", [])
     if not layers:
         return
-    table = Table(title="winograd (per layer)", title_justify="left")
-    table.add_column("layer", overflow="fold")
-    table.add_column("CxHxW->K")
-    table.add_column("Conv ms", justify="right")
-    for tile in ("F2", "F4", "F6"):
-        table.add_column(f"{tile} ms", justify="right")
-    table.add_column("chosen")
-    width = _name_width(console, 70)
+    rows: list[list[str | Text]] = []
     for d in layers:
         ms = d.get("ms") or {}
-        if d.get("forced"):
-            how = "forced"
-        elif d.get("cached"):
-            how = "cached"
-        else:
-            how = "timed"
-        table.add_row(
-            escape(middle_ellipsis(d.get("layer") or "?", width)),
-            d.get("shape", ""),
-            _fmt(d.get("conv_ms"), ".2f"),
-            *(_fmt(ms.get(t), ".2f") for t in ("F2", "F4", "F6")),
-            (f"F{d['tile']}" if d.get("tile") else "Conv") + f" ({how})",
+        how = "forced" if d.get("forced") else ("cached" if d.get("cached") else "timed")
+        rows.append(
+            [
+                d.get("layer") or "?",
+                d.get("shape", ""),
+                _fmt(d.get("conv_ms"), ".2f"),
+                *(_fmt(ms.get(t), ".2f") for t in ("F2", "F4", "F6")),
+                (f"F{d['tile']}" if d.get("tile") else "Conv") + f" ({how})",
+            ]
         )
+    columns = [("layer", "left"), ("CxHxW->K", "left"), ("Conv ms", "right")]
+    columns += [(f"{t} ms", "right") for t in ("F2", "F4", "F6")] + [("chosen", "left")]
+    table, _ = _fit_table(console, "winograd (per layer)", columns, rows, droppable=("CxHxW->K",))
     console.print(table)
     ms = w.get("model_ms") or {}
     if ms:

@@ -169,3 +169,25 @@ def unmatched_hint(name: str, candidates: list[str] | set[str], what: str) -> st
         return f" (the model has no {what})"
     shown = ", ".join(repr(c) for c in pool[:5]) + (", ..." if len(pool) > 5 else "")
     return f" (the model's {what}: {shown})"
+
+
+def abbreviate_names(names: list[str], width: int) -> list[str]:
+    """Names cut to ``width`` characters so that they stay apart: in a name that is too long, the path segments that
+    most names share (``/inner/resnet/encoder/``, ``/convolution/``) become ``…`` first, keeping the segments that
+    tell layers apart and the last one; what is still too long loses its middle."""
+    split = [n.split("/") for n in names]
+    counts: Counter[str] = Counter(seg for segs in split for seg in set(segs) if seg)
+    boring = {seg for seg, c in counts.items() if len(names) >= 3 and c >= 0.8 * len(names)}
+    out = []
+    for name, segs in zip(names, split, strict=True):
+        if len(name) > width and len(segs) > 2:
+            kept: list[str] = []
+            for i, seg in enumerate(segs):
+                if seg in boring and 0 < i < len(segs) - 1:
+                    if not kept or kept[-1] != "…":
+                        kept.append("…")
+                else:
+                    kept.append(seg)
+            name = "/".join(kept)
+        out.append(middle_ellipsis(name, width))
+    return out

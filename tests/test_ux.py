@@ -104,10 +104,10 @@ def test_pruning_macs_and_groups_are_all_accounted_for(tmp_path: Path, capsys) -
     code, out, _ = _run(capsys, *argv)
     assert "0.0M" not in out and "0.000 G" not in out
     assert re.search(r"\d(\.\d+)?K -> \d", out)  # small layers in thousands, not 0.0M
-    m = re.search(r"(\d+) of (\d+) channel groups? pruned \(([^)]*)\)", out)
+    m = re.search(r"(\d+) of (\d+) channel groups? pruned\n((?:  .*\n)*)", out)
     assert m, out
     done, total = int(m[1]), int(m[2])
-    explained = sum(int(n) for n in re.findall(r"(\d+) (?:blocked by|left whole)", m[3]))
+    explained = sum(int(n) for n in re.findall(r"^  (\d+) (?:blocked by|left whole)", m[3], flags=re.M))
     assert done + explained == total == pruned["groups"]
 
 
@@ -291,3 +291,43 @@ def test_calibration_shape_message_uses_one_format(tmp_path: Path) -> None:
         _cli("optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8", "--calib-data", str(calib))
     )
     assert re.search(r"has shape \[1, 3, 64, 64\], the model expects \[\w+, 3, 32, 32\]", line), line
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# display on an 80-column terminal
+# --------------------------------------------------------------------------------------------------------------------
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _terminal_run(*argv: str) -> tuple[str, str]:
+    import os
+
+    env = dict(os.environ, FORCE_COLOR="1", COLUMNS="80", LINES="50", TERM="xterm")
+    result = subprocess.run(
+        [sys.executable, "-m", "graphopt", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    return ANSI.sub("", result.stdout), ANSI.sub("", result.stderr)
+
+
+def test_tables_fit_80_columns_and_keep_the_ends_of_names(tmp_path: Path) -> None:
+    bert = FIXTURES / "real" / "bert.ts.onnx"
+    quant = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off"]
+    out, err = _terminal_run("optimize", str(bert), "-o", str(tmp_path / "b.onnx"), *quant)
+    lines = out.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80, "\n".join(x for x in lines if len(x.rstrip()) > 80)
+    assert "QLinea…" not in out and "fold-consta…" not in out  # no column cut at its end
+    assert "QLinearMatMul" in out and "fold-constants" in out
+    rows = [line for line in lines if line.startswith("│ /")]
+    assert rows and all(re.search(r"(MatMul|Add|Mul)(_\d+|_fused)? +│", r) for r in rows)  # names keep their end
+    assert "0/None" not in err  # load and save progress with no known total show no count
+
+
+def test_abbreviate_names_keeps_what_tells_layers_apart() -> None:
+    from graphopt.summary import abbreviate_names
+
+    names = [f"/inner/resnet/encoder/stages.{s}/layers.0/layer.{k}/convolution/Conv" for s in (0, 1) for k in (0, 1)]
+    short = abbreviate_names([*names, "/inner/classifier/Gemm"], 34)
+    assert all(len(n) <= 34 for n in short)
+    assert len(set(short)) == len(short)  # still apart
+    assert short[0] == "/…/stages.0/…/layer.0/…/Conv" and short[-1] == "/inner/classifier/Gemm"
