@@ -57,8 +57,8 @@ def test_quantize_summary_reports_the_written_model(tmp_path: Path) -> None:
     assert sum(summary["ops_after"].values()) == len(written.graph.node)
     assert "QuantizeLinear" in summary["ops_after"] and "QuantizeLinear" not in summary["ops_before"]
     text = _cli(*args).stdout
-    assert f"nodes {summary['nodes_before']} -> {len(written.graph.node)}," in text
-    assert f"int8 {summary['nodes_after']} -> {len(written.graph.node)}" in text
+    assert f"nodes {summary['nodes_before']} -> {len(written.graph.node)} (" in text
+    assert f"; int8 {summary['nodes_after']} -> {len(written.graph.node)})" in text
 
 
 def test_pass_rows_say_what_each_pass_did(tmp_path: Path, capsys) -> None:
