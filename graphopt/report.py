@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from graphopt.errors import GraphoptError
-from graphopt.summary import human_bytes, human_count, middle_ellipsis, plural
+from graphopt.summary import abbreviate_names, human_bytes, human_count, plural
 
 # colours: before / after, and the SQNR scale
 GREY, BLUE, GREEN, AMBER, RED = "#b8c0cc", "#3b6fd8", "#2f9e5b", "#e0a020", "#d64545"
@@ -41,13 +41,15 @@ section h2 { font-size: 16px; margin: 0 0 10px; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eef1f6; vertical-align: top; }
 th { color: #5b6578; font-weight: 600; font-size: 12px; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { white-space: nowrap; }
+td code { overflow-wrap: anywhere; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .legend { font-size: 12px; color: #5b6578; margin: 4px 0 6px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; }
 .note { color: #5b6578; font-size: 12px; margin: 6px 0 0; }
 svg { display: block; width: 100%; height: auto; }
-svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; fill: #1d2433; }
+svg text { font: 13px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; fill: #1d2433; }
 svg .muted { fill: #5b6578; }
 """
 
@@ -143,6 +145,7 @@ def _passes(s: dict[str, Any]) -> str:
     if not passes:
         return ""
     results = {"winograd": _winograd_result(s["winograd"])} if s.get("winograd") else {}
+    with_result = bool(results) or any(p.get("counts") for p in passes)
     rows = []
     for p in passes:
         delta = p.get("nodes_delta", 0)
@@ -151,7 +154,8 @@ def _passes(s: dict[str, Any]) -> str:
             f"<tr><td><code>{escape(p['name'])}</code></td><td class=\"n\">{p['runs']}</td>"
             f"<td>{'yes' if p.get('changed') else 'no'}</td><td class=\"n\">{f'{delta:+d}' if delta else '0'}</td>"
             f"<td class=\"n\">{p.get('seconds', 0) * 1000:.1f}</td>"
-            f"<td>{escape(results.get(p['name'], counts))}</td></tr>"
+            + (f"<td>{escape(results.get(p['name'], counts))}</td>" if with_result else "")
+            + "</tr>"
         )
     skipped = [p["name"] for p in s.get("passes") or [] if not p.get("runs")]
     note = f'<p class="note">not rerun (nothing changed since an identical pass ran): {escape(", ".join(skipped))}</p>'
@@ -161,11 +165,13 @@ def _passes(s: dict[str, Any]) -> str:
     )
     return (
         "<section><h2>Passes</h2><table><tr><th>pass</th><th class=\"n\">runs</th><th>changed</th>"
-        "<th class=\"n\">nodes ±</th><th class=\"n\">ms</th><th>result</th></tr>"
+        "<th class=\"n\">nodes ±</th><th class=\"n\">ms</th>"
+        + ("<th>result</th>" if with_result else "")
+        + "</tr>"
         + "".join(rows)
         + "</table>"
         + (note if skipped else "")
-        + '<p class="legend">time per pass</p>'
+        + '<p class="legend">time per pass (ms)</p>'
         + chart
         + "</section>"
     )
@@ -348,7 +354,7 @@ def _winograd(w: dict[str, Any]) -> str:
                 [r[:3] for r in chart_rows],
                 value_text=None,
                 extra=[r[3] for r in chart_rows],
-                text=lambda v, best: f"Conv {v[0]:.2f} ms · {best} {v[1]:.2f} ms",
+                text=lambda v, best: f"Conv {v[0]:.3g} ms · {best} {v[1]:.3g} ms",
                 value_w=220,
             )
         )
@@ -365,7 +371,7 @@ def _winograd(w: dict[str, Any]) -> str:
 
 
 def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+    return "-" if x is None else f"{x:.3g}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -386,23 +392,24 @@ def _hbars(
     the left (its middle cut when long) and the value at the right of the longest bar."""
     if not rows:
         return ""
-    label_w = 250
+    label_w = 300
     bar_w = WIDTH - label_w - value_w - 16
     n = max(len(v) for _, v, _ in rows)
-    bar_h = 14 if n == 1 else 9
+    bar_h = 15 if n == 1 else 10
     row_h = n * bar_h + 10
     top = max((max(v) for _, v, _ in rows if v), default=0) or 1
     height = len(rows) * row_h + 6
+    labels = abbreviate_names([label for label, _, _ in rows], 42)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-label="bar chart">'
     ]
-    for i, (label, values, colours) in enumerate(rows):
+    for i, ((label, values, colours), short) in enumerate(zip(rows, labels, strict=True)):
         y = 4 + i * row_h
         mid = y + (n * bar_h) / 2 + 4
         out.append(
             f'<text x="{label_w - 8}" y="{mid:.1f}" text-anchor="end"><title>{escape(label)}</title>'
-            f"{escape(middle_ellipsis(label, 36))}</text>"
+            f"{escape(short)}</text>"
         )
         longest = 0.0
         for k, (v, c) in enumerate(zip(values, colours, strict=False)):
