@@ -192,3 +192,17 @@ def test_report_screenshot_is_shown() -> None:
     assert "![graphopt's HTML report of an int8 run](docs/report.png)" in text
     shot = README.parent / "docs" / "report.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 200_000
+
+
+def test_backend_model_count_matches_the_cases() -> None:
+    """The README's count of backend models is the number the round-trip tests run over (the 1,635 that onnxruntime
+    runs and the 1,617 of the conformance test are counted by running the slow suites: 1,636 passed there includes
+    test_case_count)."""
+    import sys
+
+    sys.path.insert(0, str(README.parent / "tests"))
+    from backend_cases import backend_cases
+
+    text = " ".join(README.read_text().split())
+    m = re.search(r"All ([\d,]+) ONNX backend test models round-trip", text)
+    assert m and int(m[1].replace(",", "")) == len(backend_cases())
