@@ -431,11 +431,21 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         raise GraphoptError(problem)
     if args.threads < 1:
         raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
+    if args.report:
+        page = Path(args.report)
+        for model_path, role in ((src, "input"), (out, "output")):
+            if page.resolve() == model_path.resolve():
+                raise GraphoptError(f"{page}: --report would overwrite the {role} model")
+        if page.is_dir():
+            raise GraphoptError(f"{page}: --report names a directory")
+        problem = output_folder_problem(page)
+        if problem:
+            raise GraphoptError(problem)
     quant_config = _quantize_config(args)
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     if args.passes and args.level is not None and not args.quiet:
-        print(f"graphopt: warning: -O{args.level} is ignored: --passes gives the pipeline", file=sys.stderr)
+        _warn(f"-O{args.level} is ignored: --passes gives the pipeline")
     level = 2 if args.level is None else args.level
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(level)
     if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
@@ -578,7 +588,20 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
             if op and op not in ops:
                 problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
     for p in problems:
-        print(f"graphopt: warning: {p}", file=sys.stderr)
+        _warn(p)
+
+
+def _warn(text: str) -> None:
+    """``graphopt: warning: ...`` on stderr: one line in a pipe or a log, wrapped between words on a terminal (never
+    inside a name or a number)."""
+    line = f"graphopt: warning: {text}"
+    if sys.stderr.isatty():
+        import shutil
+        import textwrap
+
+        width = shutil.get_terminal_size().columns
+        line = textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    print(line, file=sys.stderr)
 
 
 def _float_reasons(model: Model, args: argparse.Namespace) -> list[dict[str, str]]:

@@ -154,3 +154,16 @@ def test_report_in_headless_chromium(full_run, tmp_path: Path) -> None:
     assert result.returncode == 0 and not _console_errors(result.stderr)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # charts drawn, not a blank page
+
+
+@pytest.mark.parametrize("where", ["input", "output", "missing folder", "directory"])
+def test_report_path_is_checked_before_anything_is_written(tmp_path: Path, where: str) -> None:
+    src = tmp_path / "m.onnx"
+    src.write_bytes(CNN.read_bytes())
+    out = tmp_path / "o.onnx"
+    page = {"input": src, "output": out, "missing folder": tmp_path / "no" / "r.html", "directory": tmp_path}[where]
+    result = _cli("optimize", str(src), "-o", str(out), "--report", str(page))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphopt: error: ") and str(page) in lines[0]
+    assert not out.exists() and src.read_bytes() == CNN.read_bytes()

@@ -331,3 +331,41 @@ def test_abbreviate_names_keeps_what_tells_layers_apart() -> None:
     assert all(len(n) <= 34 for n in short)
     assert len(set(short)) == len(short)  # still apart
     assert short[0] == "/…/stages.0/…/layer.0/…/Conv" and short[-1] == "/inner/classifier/Gemm"
+
+
+def test_warnings_wrap_between_words_on_a_terminal_and_stay_one_line_in_a_pipe(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    argv = [sys.executable, "-m", "graphopt", "optimize", str(CNN), "-o", str(tmp_path / "o.onnx")]
+    argv += ["--prune-channels", "0.5", "--prune-bench", "0", "--prune-layer", "stem/conv=0.3"]
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    (one,) = [line for line in piped.stderr.splitlines() if "warning" in line]
+    assert len(one) > 60
+    primary, secondary = pty.openpty()
+    try:
+        env = dict(os.environ, COLUMNS="60")
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=secondary, timeout=120, env=env)
+        assert proc.returncode == 0
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(primary)
+    # each printed line comes after the progress bar's "erase line" and ends with CRLF
+    lines = [ANSI.sub("", seg.split("\x1b[2K")[-1]) for seg in b"".join(chunks).decode().split("\r\n")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("graphopt: warning:"))
+    wrapped = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        wrapped.append(line)
+    assert len(wrapped) > 1 and all(len(line) <= 60 for line in wrapped)
+    assert " ".join(line.strip() for line in wrapped) == one  # cut between words only
