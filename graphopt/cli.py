@@ -467,8 +467,15 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         def on_pass(name: str, index: int, total: int) -> None:
             progress.update(task, description=f"pass {name}", completed=index)
 
+        def on_layer_decided(decision: dict[str, Any]) -> None:  # winograd autotuning, layer by layer
+            done = len(options["winograd_decisions"])
+            progress.update(task, description=f"pass winograd: {plural(done, 'layer')} decided")
+            progress.refresh()  # a layer takes a while to time; show each one, not the next 10 Hz tick
+
         t0 = time.perf_counter()
         options: dict[str, Any] = {"winograd_threads": args.threads, "keep_debug_info": args.keep_debug_info}
+        if show and any(p.name == "winograd" for p in pipeline):
+            options["winograd_decisions"] = _Recorded(on_layer_decided)  # the pass appends each layer's decision
         if args.winograd is not None:
             options["winograd"] = args.winograd
         ctx = PassContext(model=model, target=args.target, options=options)
@@ -535,7 +542,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         ]
         stages.append(("int8", nodes_pruned, summary["nodes_written"]))
     summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
-    if "winograd_decisions" in options:
+    if options.get("winograd_decisions"):
         summary["winograd"] = {
             "layers": options["winograd_decisions"],
             "model_ms": options.get("winograd_model_ms", {}),
@@ -558,6 +565,19 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         if not (args.quiet or args.json):
             print(f"graphopt: report written to {args.report}", file=sys.stderr)
     return 0
+
+
+class _Recorded(list):
+    """A list that calls ``on_append(item)`` after each append: the winograd pass appends each layer's decision to
+    ``ctx.options["winograd_decisions"]`` as it is made, which drives the progress bar without a hook in the pass."""
+
+    def __init__(self, on_append: Any) -> None:
+        super().__init__()
+        self.on_append = on_append
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.on_append(item)
 
 
 def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
@@ -999,6 +1019,8 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
         if details:
             if s.name == "winograd" and "winograd" in summary:
                 row.append(escape(_winograd_result(summary["winograd"])))
+            elif s.name == "winograd" and s.counts == {"kept": 0}:
+                row.append("no eligible 3x3 layer")
             else:
                 row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
         table.add_row(*row)

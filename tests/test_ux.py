@@ -369,3 +369,18 @@ def test_warnings_wrap_between_words_on_a_terminal_and_stay_one_line_in_a_pipe(t
         wrapped.append(line)
     assert len(wrapped) > 1 and all(len(line) <= 60 for line in wrapped)
     assert " ".join(line.strip() for line in wrapped) == one  # cut between words only
+
+
+def test_winograd_autotuning_shows_per_layer_progress(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, FORCE_COLOR="1", COLUMNS="100", TERM="xterm")
+    argv = ["optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--winograd", "F2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "graphopt", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    err = ANSI.sub("", result.stderr)
+    for k in (1, 2, 3):  # the fixture's three eligible layers, one update each as the pass decides them
+        assert f"pass winograd: {k} layer{'s' if k > 1 else ''} decided" in err
+    assert "F2 x3" in ANSI.sub("", result.stdout)  # and the summary still has the decisions
