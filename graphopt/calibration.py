@@ -160,15 +160,20 @@ def check_feed(model: Model, feed: Feed, where: str) -> None:
         if v.shape is not None:
             if arr.ndim != len(v.shape):
                 raise GraphoptError(
-                    f"{where}: input {v.name!r} has shape {list(arr.shape)}, the model expects rank {len(v.shape)}"
+                    f"{where}: input {v.name!r} has shape {_dims(arr.shape)}, the model expects rank {len(v.shape)}"
                 )
             for got, d in zip(arr.shape, v.shape, strict=True):
                 if isinstance(d, int) and d >= 0 and d != got:
-                    dims = "[" + ", ".join("?" if x is None else str(x) for x in v.shape) + "]"  # as the data's shape
                     raise GraphoptError(
-                        f"{where}: input {v.name!r} has shape {list(arr.shape)}, the model expects {dims}"
+                        f"{where}: input {v.name!r} has shape {_dims(arr.shape)}, the model expects {_dims(v.shape)}"
                     )
 
+
+
+
+def _dims(shape: Sequence[object]) -> str:
+    """A shape in the command line's own format (``--shape input=1x3x224x224``), data and model alike."""
+    return "x".join("?" if d is None else str(d) for d in shape)
 
 # --------------------------------------------------------------------------------------------------------------------
 # collection
