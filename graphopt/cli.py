@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
     )
     opt.add_argument(
-        "--strict", action="store_true", help="with --verify (required): stop with exit code 1 instead of undoing"
+        "--strict", action="store_true", help="verify, and stop with exit code 1 instead of undoing (turns --verify on)"
     )
     opt.add_argument(
         "--winograd",
@@ -307,8 +307,6 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     sub = _Parser(prog="graphopt optimize")
     if args.passes is not None and not args.passes.strip(" ,"):
         sub.error("--passes needs at least one pass name (leave it out to run the -O level)")
-    if args.strict and not args.verify:
-        sub.error("--strict needs --verify (it says what to do when verification fails)")
     if args.report is not None and not args.report:
         sub.error("--report needs a file name")
 
@@ -446,6 +444,8 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
     if args.passes and args.level is not None and not args.quiet:
         _warn(f"-O{args.level} is ignored: --passes gives the pipeline")
+    if args.strict and not args.verify and not args.quiet:
+        print("graphopt: note: --strict turns --verify on", file=sys.stderr)
     level = 2 if args.level is None else args.level
     pipeline = as_passes(args.passes) if args.passes else level_pipeline(level)
     if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):

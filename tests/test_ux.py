@@ -179,10 +179,13 @@ def test_level_with_passes_is_said_to_be_ignored(tmp_path: Path, capsys) -> None
     assert "ignored" not in err
 
 
-def test_strict_needs_verify(tmp_path: Path, capsys) -> None:
-    line = _usage_error(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--strict")
-    assert "--strict needs --verify" in line
-    assert not (tmp_path / "o.onnx").exists()
+def test_strict_says_it_turns_verify_on(tmp_path: Path, capsys) -> None:
+    code, out, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--strict", "--json")
+    assert code == 0
+    assert "graphopt: note: --strict turns --verify on" in err
+    assert json.loads(out)["verify"]["checked"] > 0  # and it did
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "o.onnx"), "--strict", "--verify")
+    assert "note" not in err
 
 
 # --------------------------------------------------------------------------------------------------------------------
