@@ -205,3 +205,18 @@ def test_backend_model_count_matches_the_cases() -> None:
     text = " ".join(README.read_text().split())
     m = re.search(r"All ([\d,]+) ONNX backend test models round-trip", text)
     assert m and int(m[1].replace(",", "")) == len(backend_cases())
+
+
+def test_first_command_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    first = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)[0]
+    command = first.split("&&", 1)[1].strip().replace("/tmp/", f"{tmp_path}/")
+    argv = command.split()
+    assert argv[0] == "graphopt"
+    result = subprocess.run(
+        [sys.executable, "-m", "graphopt", *argv[1:]], cwd=README.parent, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cnn.opt.onnx").exists() and "<svg" in (tmp_path / "cnn.report.html").read_text()

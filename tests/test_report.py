@@ -167,3 +167,14 @@ def test_report_path_is_checked_before_anything_is_written(tmp_path: Path, where
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("graphopt: error: ") and str(page) in lines[0]
     assert not out.exists() and src.read_bytes() == CNN.read_bytes()
+
+
+def test_report_command_reads_stdin(full_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from graphopt.cli import main
+
+    _, summary, folder = full_run
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(summary)))
+    assert main(["report", "-", "-o", str(folder / "stdin.html")]) == 0
+    assert (folder / "stdin.html").read_text() == full_run[0].read_text()
