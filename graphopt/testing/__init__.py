@@ -102,7 +102,8 @@ def assert_models_close(
     report = [OutputError(name, e[0], e[1], bool(e[2])) for name, e in errors.items()]
     bad = [r for r in report if not r.ok]
     if bad or problems:
-        lines = [f"models differ beyond rtol={rtol}, atol={atol} over {len(feeds)} input set(s):"]
+        sets = f"{len(feeds)} input set{'' if len(feeds) == 1 else 's'}"
+        lines = [f"models differ beyond rtol={rtol}, atol={atol} over {sets}:"]
         lines += [f"  {p}" for p in dict.fromkeys(problems)]
         lines += [f"  {r.name}: max abs error {r.max_abs:.3g}, max rel error {r.max_rel:.3g}" for r in bad]
         raise AssertionError("\n".join(lines))
