@@ -35,7 +35,7 @@ section h2 { font-size: 16px; margin: 0 0 10px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 12px; margin-top: 16px; }
 .card { background: #fff; border: 1px solid #e2e6ee; border-radius: 10px; padding: 12px 16px; }
 .card .k { color: #5b6578; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-.card .v { font-size: 19px; white-space: nowrap; font-weight: 600; margin-top: 2px; }
+.card .v { font-size: 19px; font-weight: 600; margin-top: 2px; }
 .card .d { font-size: 12px; color: #5b6578; }
 .good { color: #2f9e5b; } .bad { color: #d64545; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
@@ -126,6 +126,7 @@ def _header(s: dict[str, Any]) -> str:
 
 
 def _card(key: str, value: str, change: str = "", detail: str = "") -> str:
+    value = value.replace(" ", "\u00a0").replace("\u00a0→\u00a0", " → ")  # break at the arrow, not inside a size
     return (
         f'<div class="card"><div class="k">{escape(key)}</div><div class="v">{escape(value)}</div>'
         f'<div class="d">{change}{escape(detail)}</div></div>'
