@@ -21,7 +21,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224", help="an input's shape")
+    p.add_argument(
+        "--shape", action="append", default=[], metavar="NAME=1x3x224x224", help="an input's shape (repeatable)"
+    )
     p.add_argument("--batch", type=int, default=1, help="size of symbolic first dims (default 1)")
     p.add_argument("--ort-opt", choices=("all", "basic", "disabled"), default="all", help="onnxruntime optimization")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

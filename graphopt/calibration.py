@@ -192,12 +192,12 @@ def _check_header_fits(f: Path, key: str, shape: tuple[int, ...], dtype: np.dtyp
     want = _NP_OF_ELEM.get(v.dtype or 0)
     if want is not None and dtype != np.dtype(want):
         raise GraphoptError(f"{f}: input {key!r} has dtype {dtype}, the model expects {np.dtype(want).name}")
-    if v.shape is not None:
-        dims = "x".join(str(x) for x in v.shape)
-        if len(shape) != len(v.shape) or any(
-            isinstance(d, int) and d >= 0 and d != got for got, d in zip(shape, v.shape, strict=False)
-        ):
-            raise GraphoptError(f"{f}: input {key!r} has shape {list(shape)}, the model expects {dims}")
+    if v.shape is None:
+        return
+    if len(shape) != len(v.shape) or any(
+        isinstance(d, int) and d >= 0 and d != got for got, d in zip(shape, v.shape, strict=False)
+    ):
+        raise GraphoptError(f"{f}: input {key!r} has shape {_dims(shape)}, the model expects {_dims(v.shape)}")
 
 
 def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
@@ -250,15 +250,20 @@ def check_feed(model: Model, feed: Feed, where: str) -> None:
         if v.shape is not None:
             if arr.ndim != len(v.shape):
                 raise GraphoptError(
-                    f"{where}: input {v.name!r} has shape {list(arr.shape)}, the model expects rank {len(v.shape)}"
+                    f"{where}: input {v.name!r} has shape {_dims(arr.shape)}, the model expects rank {len(v.shape)}"
                 )
             for got, d in zip(arr.shape, v.shape, strict=True):
                 if isinstance(d, int) and d >= 0 and d != got:
-                    dims = "x".join(str(x) for x in v.shape)
                     raise GraphoptError(
-                        f"{where}: input {v.name!r} has shape {list(arr.shape)}, the model expects {dims}"
+                        f"{where}: input {v.name!r} has shape {_dims(arr.shape)}, the model expects {_dims(v.shape)}"
                     )
 
+
+
+
+def _dims(shape: Sequence[object]) -> str:
+    """A shape in the command line's own format (``--shape input=1x3x224x224``), data and model alike."""
+    return "x".join("?" if d is None else str(d) for d in shape)
 
 # --------------------------------------------------------------------------------------------------------------------
 # collection

@@ -17,16 +17,27 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from graphopt import __version__, bench
+from graphopt.diagnose import checker_rejection, output_folder_problem
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
 from graphopt.onnx_io import check, load, require_file, save
 from graphopt.pass_manager import PassManager, PassReport
 from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
-from graphopt.summary import human_bytes, shape_str, summarize
+from graphopt.summary import (
+    abbreviate_names,
+    human_bytes,
+    human_count,
+    op_histogram,
+    plural,
+    shape_str,
+    summarize,
+    unmatched_hint,
+)
 from graphopt.tensors import same_file
 
 EXIT_USER_ERROR = 2
@@ -47,27 +58,58 @@ def _stdout() -> Console:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other user error
-        self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see graphopt {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (unless its help already says it or it has none worth showing) and keeps the
+    examples epilog as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+EXAMPLES = """examples:
+  graphopt optimize model.onnx -o model.opt.onnx                 # -O2: lossless cleanup to a fixed point
+  graphopt optimize model.onnx -o model.o3.onnx -O3 --threads 4  # also Winograd where it is measured faster
+  graphopt optimize model.onnx -o out.onnx --passes "fold-constants,cse,dce" --verify
+  graphopt optimize model.onnx -o model.int8.onnx --quantize int8 --calib-data calib/ --report report.html
+  graphopt optimize model.onnx -o model.pruned.onnx --prune-channels 0.5
+  graphopt report result.json -o report.html    # result.json: what optimize --json printed
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="graphopt", description="A graph-level compiler for ONNX models.")
+    parser = _Parser(
+        prog="graphopt",
+        description="A graph-level compiler for ONNX models.",
+        epilog=EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    opt = sub.add_parser("optimize", help="optimize a model and write the result")
-    opt.add_argument("input", help="the ONNX model to optimize")
-    opt.add_argument("-o", "--output", help="where to write the optimized model")
+    opt = sub.add_parser(
+        "optimize", help="optimize a model and write the result", epilog=EXAMPLES, formatter_class=_HelpFormatter
+    )
+    opt.add_argument("input", metavar="IN", help="the ONNX model to optimize")
+    opt.add_argument("-o", "--output", metavar="OUT", help="where to write the optimized model")
     opt.add_argument(
         "-O",
         dest="level",
         type=int,
         choices=range(4),
-        default=2,
+        default=None,
         metavar="0..3",
-        help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2)",
+        help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2; "
+        "not with --passes)",
     )
-    opt.add_argument("--passes", help="run these passes instead of a level: 'a,b{key=value},c'")
+    opt.add_argument(
+        "--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'"
+    )
     opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
     opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
     opt.add_argument(
@@ -100,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
     )
-    opt.add_argument("--strict", action="store_true", help="with --verify: stop with exit code 1 instead of undoing")
+    opt.add_argument(
+        "--strict", action="store_true", help="verify, and stop with exit code 1 instead of undoing (turns --verify on)"
+    )
     opt.add_argument(
         "--winograd",
         choices=("auto", "off", "F2", "F4", "F6"),
@@ -111,29 +155,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=1,
+        metavar="N",
         help="onnxruntime threads the model will run with (Winograd timing; default 1)",
     )
     _prune_flags(opt)
     _quantize_flags(opt)
     _output_flags(opt)
 
-    ins = sub.add_parser("inspect", help="show opsets, inputs/outputs, op counts, parameters and subgraphs")
-    ins.add_argument("input", help="the ONNX model to inspect")
+    ins = sub.add_parser(
+        "inspect",
+        help="show opsets, inputs/outputs, op counts, parameters and subgraphs",
+        formatter_class=_HelpFormatter,
+    )
+    ins.add_argument("input", metavar="IN", help="the ONNX model to inspect")
     ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     bench.add_parser(sub)
 
     dif = sub.add_parser(
-        "diff", help="compare two models structurally (names and node order ignored); exit 1 if they differ"
+        "diff",
+        help="compare two models structurally (names and node order ignored); exit 1 if they differ",
+        formatter_class=_HelpFormatter,
     )
     dif.add_argument("a", help="the first model")
     dif.add_argument("b", help="the second model")
-    dif.add_argument("--rtol", type=float, default=None, help="compare constants within this relative tolerance")
-    dif.add_argument("--atol", type=float, default=None, help="compare constants within this absolute tolerance")
-    dif.add_argument("--max", type=int, default=20, help="report at most this many differences (default 20)")
+    dif.add_argument(
+        "--rtol", type=float, default=None, metavar="R", help="compare constants within this relative tolerance"
+    )
+    dif.add_argument(
+        "--atol", type=float, default=None, metavar="A", help="compare constants within this absolute tolerance"
+    )
+    dif.add_argument(
+        "--max", type=int, default=20, metavar="N", help="report at most this many differences (default 20)"
+    )
     dif.add_argument("--json", action="store_true", help="print the differences as JSON")
 
-    pas = sub.add_parser("passes", help="list the registered passes and their options")
+    rep = sub.add_parser(
+        "report",
+        help="write the HTML report of an optimize run from its --json output",
+        formatter_class=_HelpFormatter,
+    )
+    rep.add_argument("result", metavar="RESULT.json", help="what graphopt optimize --json printed ('-': stdin)")
+    rep.add_argument("-o", "--output", metavar="OUT.html", required=True, help="where to write the HTML page")
+
+    pas = sub.add_parser("passes", help="list the registered passes and their options", formatter_class=_HelpFormatter)
     pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -148,7 +213,9 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         metavar="NAME=RATIO",
         help="another ratio for the group of this producer layer (repeatable)",
     )
-    p.add_argument("--prune-multiple", type=int, default=8, help="round kept channels up to a multiple (default 8)")
+    p.add_argument(
+        "--prune-multiple", type=int, default=8, metavar="N", help="round kept channels up to a multiple (default 8)"
+    )
     p.add_argument("--prune-importance", choices=("l1", "l2"), default="l1", help="channel importance (default l1)")
     p.add_argument(
         "--prune-borders",
@@ -192,16 +259,28 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
         default="percentile",
         help="how ranges come from the calibration data (default percentile)",
     )
-    q.add_argument("--percentile", type=float, default=99.999, help="central share kept by --calib-method percentile")
+    q.add_argument(
+        "--percentile", type=float, default=99.999, metavar="P", help="central share kept by --calib-method percentile"
+    )
     q.add_argument(
         "--calib-cache",
         metavar="FILE|off",
         help="calibration cache file (default: one per model and data in ~/.cache/graphopt/calibration)",
     )
     q.add_argument("--exclude", action="append", default=[], metavar="NAME", help="keep this node float (repeatable)")
-    q.add_argument("--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float")
-    q.add_argument("--exclude-regex", action="append", default=[], metavar="RX", help="keep nodes whose name matches")
-    q.add_argument("--quantize-ops", metavar="OPS", help="comma-separated op types to quantize instead of the default")
+    q.add_argument(
+        "--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float (repeatable)"
+    )
+    q.add_argument(
+        "--exclude-regex",
+        action="append",
+        default=[],
+        metavar="RX",
+        help="keep nodes whose name matches (re.search; repeatable)",
+    )
+    q.add_argument(
+        "--quantize-ops", metavar="OP,OP", help="comma-separated op types to quantize instead of the default"
+    )
     q.add_argument(
         "--max-error",
         type=float,
@@ -219,12 +298,35 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
 def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report (pass table, op histogram, quantization, pruning, Winograd)",
+    )
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Option combinations argparse cannot express: usage errors (exit 2, pointing at --help)."""
+    if args.command != "optimize":
+        return
+    sub = _Parser(prog="graphopt optimize")
+    if args.passes is not None and not args.passes.strip(" ,"):
+        sub.error("--passes needs at least one pass name (leave it out to run the -O level)")
+    if args.report is not None and not args.report:
+        sub.error("--report needs a file name")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `graphopt`: the help, like pip
+        parser.print_help()
+        return 0
+    _check_usage(parser, args)
     err = Console(stderr=True)
     try:
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "optimize":
             return cmd_optimize(args, err)
         if args.command == "inspect":
@@ -279,7 +381,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     elif not found:
         print(f"{a} and {b}: graphs are equal")
     else:
-        print(f"{a} and {b} differ ({len(found)}{'+' if len(found) >= args.max else ''} differences):")
+        more = "+" if len(found) >= args.max else ""
+        print(f"{a} and {b} differ ({len(found)}{more} difference{'' if len(found) == 1 and not more else 's'}):")
         for d in found:
             print(f"  {d}")
     return 1 if found else 0
@@ -292,12 +395,24 @@ def _jsonable(x: object) -> object:
 # --------------------------------------------------------------------------------------------------------------------
 # optimize
 # --------------------------------------------------------------------------------------------------------------------
+class _CountColumn(ProgressColumn):
+    """``3/8`` for steps, ``1.2 MB/4.0 MB`` for bytes (a task with ``unit="bytes"`` or a ``saving`` task), nothing
+    while the total is unknown (no ``0/None``)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        if task.fields.get("unit") == "bytes" or task.description.startswith(("saving", "loading")):
+            return Text(f"{human_bytes(task.completed)}/{human_bytes(task.total)}")
+        return Text(f"{task.completed:.0f}/{task.total:.0f}")
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        _CountColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -318,7 +433,10 @@ def load_checked(path: Path, *, run_checker: bool) -> Model:
     """Read a model file, run the ONNX checker (unless told not to), and lift it into the IR."""
     require_file(path)
     if run_checker:
-        check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
+        try:
+            check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
+        except GraphoptError as rejected:
+            raise checker_rejection(path, rejected) from None  # an unreadable file: say why first
     return load(path)
 
 
@@ -331,15 +449,33 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
     if out.exists() and out.is_dir():
         raise GraphoptError(f"{out}: output is a directory")
+    problem = output_folder_problem(out)
+    if problem:
+        raise GraphoptError(problem)
     if args.threads < 1:
         raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
+    if args.report:
+        page = Path(args.report)
+        for model_path, role in ((src, "input"), (out, "output")):
+            if page.resolve() == model_path.resolve():
+                raise GraphoptError(f"{page}: --report would overwrite the {role} model")
+        if page.is_dir():
+            raise GraphoptError(f"{page}: --report names a directory")
+        problem = output_folder_problem(page)
+        if problem:
+            raise GraphoptError(problem)
     quant_config = _quantize_config(args)
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
-    pipeline = as_passes(args.passes) if args.passes else level_pipeline(args.level)
+    if args.passes and args.level is not None and not args.quiet:
+        _warn(f"-O{args.level} is ignored: --passes gives the pipeline")
+    if args.strict and not args.verify and not args.quiet:
+        print("graphopt: note: --strict turns --verify on", file=sys.stderr)
+    level = 2 if args.level is None else args.level
+    pipeline = as_passes(args.passes) if args.passes else level_pipeline(level)
     if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
         pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
-    fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and args.level >= 2)
+    fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and level >= 2)
     show = not (args.quiet or args.json) and err.is_terminal
 
     times: dict[str, float] = {}
@@ -349,14 +485,22 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         with _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
             model = load_checked(src, run_checker=not args.no_check)
         times["load"] = time.perf_counter() - t0
+        ops_before = op_histogram(model)
 
         task = progress.add_task("optimizing", total=len(pipeline))
 
         def on_pass(name: str, index: int, total: int) -> None:
             progress.update(task, description=f"pass {name}", completed=index)
 
+        def on_layer_decided(decision: dict[str, Any]) -> None:  # winograd autotuning, layer by layer
+            done = len(options["winograd_decisions"])
+            progress.update(task, description=f"pass winograd: {plural(done, 'layer')} decided")
+            progress.refresh()  # a layer takes a while to time; show each one, not the next 10 Hz tick
+
         t0 = time.perf_counter()
         options: dict[str, Any] = {"winograd_threads": args.threads, "keep_debug_info": args.keep_debug_info}
+        if show and any(p.name == "winograd" for p in pipeline):
+            options["winograd_decisions"] = _Recorded(on_layer_decided)  # the pass appends each layer's decision
         if args.winograd is not None:
             options["winograd"] = args.winograd
         ctx = PassContext(model=model, target=args.target, options=options)
@@ -367,13 +511,19 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         progress.remove_task(task)
         times["optimize"] = time.perf_counter() - t0
 
+        nodes_pipeline = model.graph.node_count()
+        float_reasons: list[dict[str, str]] = []
         if prune_request is not None:
+            _warn_unmatched(model, args, "prune")
             t0 = time.perf_counter()
             with _step(progress, "pruning"):
                 report.pruning = _prune(model, prune_request, args)
             times["prune"] = time.perf_counter() - t0
 
+        nodes_pruned = model.graph.node_count()
         if quant_config is not None:
+            _warn_unmatched(model, args, "quantize")
+            float_reasons = _float_reasons(model, args)
             t0 = time.perf_counter()
             report.quantization = _quantize(args, model, quant_config, progress, err)
             times["quantize"] = time.perf_counter() - t0
@@ -394,25 +544,143 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     summary = {
         "input": str(src),
         "output": str(out),
-        "level": None if args.passes else args.level,
+        "level": None if args.passes else level,
         "target": args.target,
         "bytes_before": in_size,
         "bytes_after": _file_size(out),
         "timing": {k: round(v, 4) for k, v in times.items()},
         **report.to_dict(),
+        # the pipeline's own before/after are nodes_before/nodes_after; what was written can differ (pruning, int8)
+        "nodes_written": model.graph.node_count(),
+        "ops_before": ops_before,
+        "ops_after": op_histogram(model),
     }
+    stages = [("passes", report.nodes_before, nodes_pipeline)]
     if report.pruning:
         summary["pruning"] = [r.to_dict() for r in report.pruning]
+        stages.append(("pruning", nodes_pipeline, nodes_pruned))
     if report.quantization is not None:
         summary["quantization"] = report.quantization.to_dict()
+        summary["quantization"]["kept_float_why"] = float_reasons + [
+            {"layer": name, "why": "--max-error: among the most sensitive layers"}
+            for name in report.quantization.kept_float
+        ]
+        stages.append(("int8", nodes_pruned, summary["nodes_written"]))
+    summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
+    if options.get("winograd_decisions"):
+        summary["winograd"] = {
+            "layers": options["winograd_decisions"],
+            "model_ms": options.get("winograd_model_ms", {}),
+        }
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
-        _print_report(_stdout(), report, summary)
+        console = _stdout()
+        _print_report(console, report, summary)
+        if "winograd" in summary:
+            _print_winograd(console, summary["winograd"])
         for pruned in report.pruning:
-            _print_pruning(_stdout(), pruned)
+            _print_pruning(console, pruned)
         if report.quantization is not None:
-            _print_quantization(_stdout(), report.quantization)
+            _print_quantization(console, report.quantization)
+    if args.report:
+        from graphopt.report import write_report
+
+        write_report(summary, Path(args.report))
+        if not (args.quiet or args.json):
+            print(f"graphopt: report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+class _Recorded(list):
+    """A list that calls ``on_append(item)`` after each append: the winograd pass appends each layer's decision to
+    ``ctx.options["winograd_decisions"]`` as it is made, which drives the progress bar without a hook in the pass."""
+
+    def __init__(self, on_append: Any) -> None:
+        super().__init__()
+        self.on_append = on_append
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.on_append(item)
+
+
+def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
+    """One warning per name, op type or pattern that selects nothing in the model (it would be silently ignored),
+    with the nearest valid names."""
+    if args.quiet:
+        return
+    names = {n.name for n in model.graph if n.name}
+    ops = {n.op_type for n in model.graph}
+    problems: list[str] = []
+    if stage == "prune":
+        layers = {n.name for n in model.graph if n.name and n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+        for item in args.prune_layer:
+            name = item.rpartition("=")[0]
+            if name not in layers:
+                problems.append(f"--prune-layer {name!r} matches no layer" + unmatched_hint(name, layers, "layers"))
+    else:
+        for name in args.exclude:
+            if name not in names:
+                problems.append(f"--exclude {name!r} matches no node" + unmatched_hint(name, names, "node names"))
+        for op in args.exclude_op:
+            if op not in ops:
+                problems.append(f"--exclude-op {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+        for rx in args.exclude_regex:
+            if not any(re.search(rx, n) for n in names):
+                problems.append(f"--exclude-regex {rx!r} matches no node name" + unmatched_hint(rx, names, "names"))
+        for op in (o.strip() for o in (args.quantize_ops or "").split(",")):
+            if op and op not in ops:
+                problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+    for p in problems:
+        _warn(p)
+
+
+def _warn(text: str) -> None:
+    """``graphopt: warning: ...`` on stderr: one line in a pipe or a log, wrapped between words on a terminal (never
+    inside a name or a number)."""
+    line = f"graphopt: warning: {text}"
+    if sys.stderr.isatty():
+        import shutil
+        import textwrap
+
+        width = shutil.get_terminal_size().columns
+        line = textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    print(line, file=sys.stderr)
+
+
+def _float_reasons(model: Model, args: argparse.Namespace) -> list[dict[str, str]]:
+    """The nodes the exclusion flags keep float, and which flag did (for the report)."""
+    found = []
+    for n in model.graph:
+        why = ""
+        if n.name in args.exclude:
+            why = f"--exclude {n.name}"
+        elif n.op_type in args.exclude_op:
+            why = f"--exclude-op {n.op_type}"
+        else:
+            rx = next((r for r in args.exclude_regex if re.search(r, n.name or "")), None)
+            why = f"--exclude-regex {rx}" if rx is not None else ""
+        if why:
+            found.append({"layer": n.name, "op_type": n.op_type, "why": why})
+    return found
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from graphopt.report import write_report
+
+    src = args.result
+    try:
+        text = sys.stdin.read() if src == "-" else Path(src).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GraphoptError(f"{src}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GraphoptError(f"{src}: not JSON ({e.msg}, line {e.lineno}); give what optimize --json printed") from None
+    if not isinstance(summary, dict) or "passes" not in summary:
+        raise GraphoptError(f"{src}: not the output of graphopt optimize --json (no \"passes\")")
+    write_report(summary, Path(args.output))
     return 0
 
 
@@ -491,39 +759,49 @@ def _print_pruning(console: Console, r: Any) -> None:
     def pair(a: Any, b: Any) -> str:
         return "-" if a is None else (str(a) if a == b else f"{a} -> {b}")
 
-    table = Table(title=f"pruning ({r.mode})", title_justify="left")
-    for col in ("layer", "op", "in ch", "out ch", "params", "MACs"):
-        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    columns = [("layer", "left"), ("op", "left"), ("in ch", "right"), ("out ch", "right"), ("params", "right")]
+    columns.append(("MACs", "right"))
     if r.mode != "channels":
-        table.add_column("sparsity", justify="right")
+        columns.append(("sparsity", "right"))
+    rows: list[list[str | Text]] = []
     for layer in r.layers:
-        row = [
-            escape(layer.name),
+        row: list[str | Text] = [
+            layer.name,
             layer.op_type,
             pair(*layer.in_channels),
             pair(*layer.out_channels),
-            pair(*layer.params),
-            pair(*(f"{m / 1e6:.1f}M" if m is not None else None for m in layer.macs)),
+            pair(*(human_count(p) for p in layer.params)),
+            pair(*(human_count(m) if m is not None else None for m in layer.macs)),
         ]
         if r.mode != "channels":
             row.append("-" if layer.sparsity is None else f"{layer.sparsity:.0%}")
-        table.add_row(*row)
+        rows.append(row)
+    table, _ = _fit_table(console, f"pruning ({r.mode})", columns, rows, droppable=("op", "params"))
     console.print(table)
-    parts = []
+    lines = []
     if r.mode == "channels":
-        blocked = ", ".join(f"{k} {v}" for k, v in sorted(r.blocked.items())) or "none"
-        parts.append(f"{r.groups_pruned} of {r.groups} channel groups pruned (blocked: {blocked})")
+        blocked_n = sum(r.blocked.values())
+        unchanged = r.groups - r.groups_pruned - blocked_n
+        why = [f"{v} blocked by {k}" for k, v in sorted(r.blocked.items())]
+        if unchanged > 0:
+            why.append(f"{unchanged} left whole: rounded to --prune-multiple, no channel would go")
+        lines.append(f"pruning: {r.groups_pruned} of {plural(r.groups, 'channel group')} pruned")
+        lines += [f"  {w}" for w in why]
         if r.folded:
-            parts.append(f"{r.folded} readers took the removed channels' constant signal ({r.border_maps} as maps)")
+            lines.append(
+                f"  {plural(r.folded, 'reader')} took the removed channels' constant signal ({r.border_maps} as maps)"
+            )
         ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
-        parts.append(f"MACs {r.macs_before / 1e9:.3f} G -> {r.macs_after / 1e9:.3f} G ({ratio:.2f}x fewer)")
-    parts.append(f"parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
+        lines.append(f"  MACs {human_count(r.macs_before)} -> {human_count(r.macs_after)} ({ratio:.2f}x fewer)")
+    else:
+        lines.append(f"pruning ({r.mode}):")
+    lines.append(f"  parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
     if r.latency_ms:
         a, b = r.latency_ms
-        parts.append(f"latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
-    console.print("; ".join(parts), highlight=False, markup=False)
+        lines.append(f"  latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
     if r.note:
-        console.print(f"note: {r.note}", highlight=False, markup=False)
+        lines.append(f"note: {r.note}")
+    _print_lines(console, lines)
 
 
 def _quantize_config(args: argparse.Namespace) -> Any:
@@ -633,19 +911,70 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _fit_table(
+    console: Console,
+    title: str,
+    columns: list[tuple[str, str]],
+    rows: list[list[str | Text]],
+    droppable: tuple[str, ...] = (),
+) -> tuple[Table, list[str]]:
+    """A table whose first column holds names, made to fit the console: the ``droppable`` columns go first (in that
+    order) while the names would get fewer than 24 characters, then the names lose their middle (never their end,
+    which tells layers apart). Returns the table and the dropped column names."""
+
+    def cell_len(x: str | Text) -> int:
+        return x.cell_len if isinstance(x, Text) else len(x)
+
+    keep = list(range(len(columns)))
+    widths = [max([len(columns[i][0]), *(cell_len(r[i]) for r in rows)]) for i in range(len(columns))]
+
+    def room() -> int:  # characters left for the names: the width minus borders and padding and the other columns
+        return console.width - (3 * len(keep) + 1) - sum(widths[i] for i in keep[1:])
+
+    dropped = []
+    for name in droppable:
+        if room() >= min(24, widths[0]):
+            break
+        i = next(k for k, (c, _) in enumerate(columns) if c == name)
+        if i in keep:
+            keep.remove(i)
+            dropped.append(name)
+    name_width = max(12, room())
+    names = abbreviate_names([r[0].plain if isinstance(r[0], Text) else r[0] for r in rows], name_width)
+    table = Table(title=title, title_justify="left")
+    for i in keep:
+        table.add_column(columns[i][0], justify=columns[i][1], overflow="fold")  # type: ignore[arg-type]
+    for name, r in zip(names, rows, strict=True):
+        others = [r[i] for i in keep[1:]]
+        table.add_row(escape(name), *(c if isinstance(c, Text) else escape(c) for c in others))
+    return table, dropped
+
+
+def _print_lines(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+
+
 def _print_quantization(console: Console, q: Any) -> None:
-    table = Table(title=f"int8 quantization (target {q.target})", title_justify="left")
-    for col in ("layer", "op", "in scale", "weight scale", "out scale", "relu", "SQNR dB"):
-        table.add_column(col, justify="right" if "scale" in col or "dB" in col else "left")
+    columns = [
+        ("layer", "left"),
+        ("op", "left"),
+        ("in scale", "right"),
+        ("weight scale", "right"),
+        ("out scale", "right"),
+        ("relu", "left"),
+        ("SQNR dB", "right"),
+    ]
     alone = any(layer.alone_sqnr_db is not None for layer in q.layers)
     if alone:
-        table.add_column("alone dB", justify="right")
+        columns.append(("alone dB", "right"))
     if q.target == "ort":
-        table.add_column("runs as")
+        columns.append(("runs as", "left"))
+    rows: list[list[str | Text]] = []
     for layer in q.layers:
         w = layer.weight_scale
-        row = [
-            escape(layer.name),
+        row: list[str | Text] = [
+            layer.name,
             layer.op_type,
             _fmt(layer.input_scale),
             "-" if w is None else (f"{w[0]:.3g}" if w[0] == w[1] else f"{w[0]:.3g}..{w[1]:.3g}"),
@@ -656,25 +985,34 @@ def _print_quantization(console: Console, q: Any) -> None:
         if alone:
             row.append(_fmt(layer.alone_sqnr_db, ".1f"))
         if q.target == "ort":
-            row.append(layer.fused_as or ("[yellow]float[/]" if layer.fused is False else "?"))
-        table.add_row(*row)
+            row.append(layer.fused_as or (Text("float", style="yellow") if layer.fused is False else "?"))
+        rows.append(row)
+    table, dropped = _fit_table(
+        console,
+        f"int8 quantization (target {q.target})",
+        columns,
+        rows,
+        droppable=("in scale", "out scale", "weight scale", "relu"),
+    )
     console.print(table)
-    source = f"{q.batches} calibration batch(es){', from cache' if q.cached else ''}"
+    source = f"{plural(q.batches, 'calibration batch', 'calibration batches')}{', from cache' if q.cached else ''}"
     method = q.method + (f" {q.percentile:g}" if q.method == "percentile" else "")
     fused = f", {q.fused_count} run as integer kernels" if q.target == "ort" else ""
-    console.print(
-        f"int8: {len(q.layers)} layers quantized{fused}; {method} ranges from {source}; output error "
-        f"{q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}; parameters "
-        f"{human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}; weights: {q.reduce_range_reason}",
-        highlight=False,
-        markup=False,
-    )
+    lines = [
+        f"int8: {plural(len(q.layers), 'layer')} quantized{fused}",
+        f"  ranges: {method} from {source}",
+        f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
+        f"  weights: {q.reduce_range_reason}",
+    ]
+    if dropped:
+        lines.append(f"  (not shown at this width: {', '.join(dropped)}; see --json or --report)")
     if q.kept_float:
-        console.print(f"kept float by --max-error: {', '.join(q.kept_float)}", highlight=False, markup=False)
+        lines.append(f"kept float by --max-error: {', '.join(q.kept_float)}")
     if q.opset_upgraded:
         a, b = q.opset_upgraded
-        text = f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ"
-        console.print(text, highlight=False, markup=False)
+        lines.append(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ")
+    _print_lines(console, lines)
 
 
 def _file_size(path: Path) -> int:
@@ -684,44 +1022,113 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _winograd_result(w: dict[str, Any]) -> str:
+    """The winograd pass's per-layer decisions in one cell: 'F4 x6, Conv x2' and why nothing was kept."""
+    layers = w.get("layers", [])
+    if not layers:
+        return "no eligible 3x3 layer"
+    tiles: dict[str, int] = {}
+    for d in layers:
+        key = f"F{d['tile']}" if d.get("tile") else "Conv"
+        tiles[key] = tiles.get(key, 0) + 1
+    text = ", ".join(f"{k} x{v}" for k, v in sorted(tiles.items()))
+    ms = w.get("model_ms") or {}
+    if ms and "Conv" in tiles and len(tiles) == 1 and any(d.get("ms") for d in layers):
+        text += " (lowered model not faster)"
+    return text
+
+
 def _print_report(console: Console, report: PassReport, summary: dict[str, Any]) -> None:
     table = Table(title="passes", title_justify="left")
-    table.add_column("pass")
+    table.add_column("pass", overflow="fold")
     table.add_column("runs", justify="right")
     table.add_column("changed")
-    table.add_column("nodes before", justify="right")
-    table.add_column("nodes after", justify="right")
+    table.add_column("nodes +/-", justify="right")
     table.add_column("ms", justify="right")
-    details = any(s.counts for s in report.stats)
+    details = any(s.counts for s in report.stats) or "winograd" in summary
     if details:
-        table.add_column("fired")
+        table.add_column("result", overflow="fold")
+    skipped = []
     for s in report.stats:
+        if s.runs == 0:  # an identical pass ran before it and nothing changed since: it had nothing to do
+            skipped.append(s.name)
+            continue
         row = [
             escape(s.name),
             str(s.runs),
             "yes" if s.changed else "no",
-            str(s.nodes_before),
-            str(s.nodes_after),
+            f"{s.nodes_delta:+d}" if s.nodes_delta else "0",
             f"{s.seconds * 1000:.1f}",
         ]
         if details:
-            row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
+            if s.name == "winograd" and "winograd" in summary:
+                row.append(escape(_winograd_result(summary["winograd"])))
+            elif s.name == "winograd" and s.counts == {"kept": 0}:
+                row.append("no eligible 3x3 layer")
+            else:
+                row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
         table.add_row(*row)
     if report.stats:
         console.print(table)
+    if skipped:
+        console.print(
+            f"not rerun (nothing changed since an identical pass ran): {', '.join(skipped)}",
+            highlight=False,
+            markup=False,
+        )
     sec = summary["timing"]
+    # short lines, one fact each: a terminal of 80 columns must not wrap them in the middle of a value
+    console.print(f"{summary['input']} -> {summary['output']}", highlight=False, markup=False)
+    stages = summary.get("stages", [])
+    level = "passes" if summary["level"] is None else f"-O{summary['level']}"
+    steps = [
+        f"{level if st['stage'] == 'passes' else st['stage']} {st['nodes_before']} -> {st['nodes_after']}"
+        for st in stages
+    ]
+    steps[0] += f" in {plural(report.iterations, 'iteration')}"
     console.print(
-        f"{summary['input']} -> {summary['output']}: nodes {report.nodes_before} -> {report.nodes_after}, "
-        f"size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}, "
-        f"{report.iterations} iteration(s); load {sec['load']:.2f}s, optimize {sec['optimize']:.2f}s, "
-        f"save {sec['save']:.2f}s",
+        f"  nodes {report.nodes_before} -> {summary['nodes_written']} ({'; '.join(steps)})",
         highlight=False,
         markup=False,
     )
+    console.print(
+        f"  size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}",
+        highlight=False,
+        markup=False,
+    )
+    console.print("  time " + ", ".join(f"{k} {v:.2f}s" for k, v in sec.items()), highlight=False, markup=False)
     if report.verified or report.unverifiable:
         undone = f"; undone: {', '.join(report.reverted)}" if report.reverted else "; every pass kept the outputs"
-        note = report.unverifiable or f"{report.verified} pass run(s) checked{undone}"
+        note = report.unverifiable or f"{plural(report.verified, 'pass run')} checked{undone}"
         console.print(f"verify: {note} ({report.verify_seconds:.2f}s)", highlight=False, markup=False)
+
+
+def _print_winograd(console: Console, w: dict[str, Any]) -> None:
+    """One row per eligible 3x3 layer: its shape, the times measured, and what was chosen."""
+    layers = w.get("layers", [])
+    if not layers:
+        return
+    rows: list[list[str | Text]] = []
+    for d in layers:
+        ms = d.get("ms") or {}
+        how = "forced" if d.get("forced") else ("cached" if d.get("cached") else "timed")
+        rows.append(
+            [
+                d.get("layer") or "?",
+                d.get("shape", ""),
+                _fmt(d.get("conv_ms"), ".2f"),
+                *(_fmt(ms.get(t), ".2f") for t in ("F2", "F4", "F6")),
+                (f"F{d['tile']}" if d.get("tile") else "Conv") + f" ({how})",
+            ]
+        )
+    columns = [("layer", "left"), ("CxHxW->K", "left"), ("Conv ms", "right")]
+    columns += [(f"{t} ms", "right") for t in ("F2", "F4", "F6")] + [("chosen", "left")]
+    table, _ = _fit_table(console, "winograd (per layer)", columns, rows, droppable=("CxHxW->K",))
+    console.print(table)
+    ms = w.get("model_ms") or {}
+    if ms:
+        parts = ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items())
+        console.print(f"whole model: {parts}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ class _Comparer:
         if va is None or vb is None:
             if va is None and vb is None:
                 return True
-            return self.report(path, "optional input given on one side only", va and va.name, vb and vb.name)
+            given = f"A ({va.name!r})" if va is not None else f"B ({vb.name!r})"  # type: ignore[union-attr]
+            return self.report(path, f"optional input given only in {given}")
         key = (id(va), id(vb))
         if key in self.values:
             return self.values[key]
@@ -210,9 +211,8 @@ class _Comparer:
         names_a, names_b = set(na.attrs), set(nb.attrs)
         if names_a != names_b:
             extra = sorted(names_a ^ names_b)
-            return self.report(
-                here, f"attribute {extra[0]!r} set on one side only", extra[0] in names_a, extra[0] in names_b
-            )
+            side, attr = ("A", na.attrs[extra[0]]) if extra[0] in names_a else ("B", nb.attrs[extra[0]])
+            return self.report(here, f"attribute {extra[0]}={_short(attr.value, 40)} set only in {side}")
         ok = True
         for name in sorted(names_a):
             ok &= self.attribute(na.attrs[name], nb.attrs[name], f"{here} attribute {name!r}", ga, gb)
@@ -385,7 +385,7 @@ def diff(
         fa, fb = ma.functions.get(key), mb.functions.get(key)
         label = f"function {key[0]}::{key[1]}"
         if fa is None or fb is None:
-            c.report(label, "defined on one side only", fa is not None, fb is not None)
+            c.report(label, f"defined only in {'A' if fa is not None else 'B'}")
             continue
         c.graph(fa.graph, fb.graph, label)
     return GraphDiff(c.out)

@@ -30,6 +30,8 @@ class PassStats:
     seconds: float = 0.0
     nodes_before: int = 0
     nodes_after: int = 0
+    nodes_delta: int = 0
+    """Nodes this pass added (positive) or removed (negative), summed over its own runs."""
     changed: bool = False
     runs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -154,6 +156,7 @@ class PassManager:
                 if stats.runs == 0:
                     stats.nodes_before = current
                 stats.nodes_after = after
+                stats.nodes_delta += after - current
                 current = after
                 stats.runs += 1
                 stats.changed |= changed

@@ -179,7 +179,10 @@ def register_pass(
 
     def decorate(obj: Any) -> Any:
         if name in _REGISTRY and not replace and _REGISTRY[name] is not obj:
-            raise PassError(f"a pass named {name!r} is already registered")
+            raise PassError(
+                f"a pass named {name!r} is already registered (replace=True overrides it, e.g. when a notebook cell "
+                "that registers it runs again)"
+            )
         if isinstance(obj, type) and issubclass(obj, Pass):
             obj.name = name
             if description:

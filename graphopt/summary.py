@@ -113,3 +113,81 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
+
+
+def op_histogram(model: Model) -> dict[str, int]:
+    """How many nodes of each op type the model has (subgraphs included), most common first."""
+    ops: Counter[str] = Counter()
+    for node in model.graph.all_nodes():
+        ops[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+    return dict(ops.most_common())
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 layer``, ``2 layers`` (``many`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def human_count(n: float | None, unit: str = "") -> str:
+    """A count with an SI prefix that never rounds a small non-zero count to 0: 1.8G, 120M, 37.6K, 864."""
+    if n is None:
+        return "-"
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.3g}{prefix}{unit}" if value < 100 else f"{value:.0f}{prefix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters by removing its middle: the start and the end of a layer name are the
+    parts that tell layers apart (``/encoder/layer.11/attention/dense/MatMul`` -> ``/encoder/…/dense/MatMul``)."""
+    if width < 3 or len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + text[-tail:]
+
+
+def nearest(name: str, candidates: list[str] | set[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``name`` (difflib), best first; case is ignored."""
+    import difflib
+
+    pool = sorted(candidates)
+    lowered = {c.lower(): c for c in pool}
+    found = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[f] for f in found]
+
+
+def unmatched_hint(name: str, candidates: list[str] | set[str], what: str) -> str:
+    """`` (nearest: 'a', 'b')`` or `` (the model's {what}: 'x', 'y', ...)`` for a warning about ``name``."""
+    near = nearest(name, candidates)
+    if near:
+        return " (nearest: " + ", ".join(repr(c) for c in near) + ")"
+    pool = sorted(candidates)
+    if not pool:
+        return f" (the model has no {what})"
+    shown = ", ".join(repr(c) for c in pool[:5]) + (", ..." if len(pool) > 5 else "")
+    return f" (the model's {what}: {shown})"
+
+
+def abbreviate_names(names: list[str], width: int) -> list[str]:
+    """Names cut to ``width`` characters so that they stay apart: in a name that is too long, the path segments that
+    most names share (``/inner/resnet/encoder/``, ``/convolution/``) become ``…`` first, keeping the segments that
+    tell layers apart and the last one; what is still too long loses its middle."""
+    split = [n.split("/") for n in names]
+    counts: Counter[str] = Counter(seg for segs in split for seg in set(segs) if seg)
+    boring = {seg for seg, c in counts.items() if len(names) >= 3 and c >= 0.8 * len(names)}
+    out = []
+    for name, segs in zip(names, split, strict=True):
+        if len(name) > width and len(segs) > 2:
+            kept: list[str] = []
+            for i, seg in enumerate(segs):
+                if seg in boring and 0 < i < len(segs) - 1:
+                    if not kept or kept[-1] != "…":
+                        kept.append("…")
+                else:
+                    kept.append(seg)
+            name = "/".join(kept)
+        out.append(middle_ellipsis(name, width))
+    return out

@@ -44,6 +44,9 @@ def test_wheel_contains_only_graphopt_and_imports(tmp_path: Path) -> None:
     assert tops == {"graphopt", next(t for t in tops if t.endswith(".dist-info"))}
     assert "graphopt/passes/__init__.py" in names and "graphopt/kernels/__init__.py" in names
     assert "graphopt/passes/cleanup.py" in names
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in meta  # the SPDX string, not the deprecated table
+    assert 'Requires-Dist: hypothesis>=6.100; extra == "testing"' in meta
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
@@ -68,3 +71,11 @@ def test_plain_optimize_does_not_import_numba(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_pyproject_license_and_extras() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"  # a table is deprecated by setuptools
+    assert any(r.replace(" ", "").startswith("setuptools>=77") for r in project["build-system"]["requires"])
+    assert any(r.startswith("hypothesis") for r in project["project"]["optional-dependencies"]["testing"])

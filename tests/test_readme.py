@@ -60,10 +60,9 @@ def test_readme_has_the_examples() -> None:
 
 
 def test_python_api_example(in_tmp: Path) -> None:
-    ns: dict = {"onnx_model_proto": onnx.load("model.onnx")}
-    before = ns["onnx_model_proto"].SerializeToString()
+    ns: dict = {}  # the example runs on its own: no name comes from outside (it once used an undefined proto)
     exec(_blocks()[0], ns)  # noqa: S102 - the README's own example
-    assert ns["onnx_model_proto"].SerializeToString() == before  # "the input is not modified"
+    assert ns["original"].SerializeToString() == onnx.load("model.onnx").SerializeToString()  # "not modified"
     assert isinstance(ns["proto"], onnx.ModelProto)
     optimized = onnx.load("model.opt.onnx")
     assert [n.name for n in optimized.graph.node] == ["relu1", "relu2"]  # -O2 drops the Identity and the dead Neg
@@ -84,11 +83,16 @@ def test_writing_a_pass_example(in_tmp: Path) -> None:
     ns: dict = {}
     exec(_blocks()[2], ns)  # noqa: S102
     assert "drop-identity" in graphopt.list_passes()
+    saved = onnx.load("model.noid.onnx")  # the example keeps and saves its result
+    assert [n.op_type for n in saved.graph.node] == ["Relu", "Relu"]
     model = graphopt.optimize("model.onnx", passes="drop-identity{keep_outputs=false},dce")
     assert [n.op_type for n in model.graph] == ["Relu", "Relu"]
     assert model.graph.outputs[0].name == "y"
     kept = graphopt.optimize("model.onnx", passes="drop-identity,dce")  # keep_outputs defaults to True
     assert [n.op_type for n in kept.graph] == ["Relu", "Relu", "Identity"]
+    with pytest.raises(graphopt.PassError, match="replace=True"):  # running the cell again: the hint the README gives
+        exec(_blocks()[2], {})  # noqa: S102
+    assert graphopt.register_pass("drop-identity", replace=True)(ns["drop_identity"])  # what the README says works
 
 
 def test_comparing_graphs_example(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,3 +147,76 @@ def test_quantization_example(monkeypatch: pytest.MonkeyPatch) -> None:
     exec(_blocks()[6], namespace)
     q = namespace["q"]
     assert q.layers and q.fused_count == len(q.layers) and q.sqnr_db > 20
+
+
+def _parser_options(command: str) -> list[list[str]]:
+    from graphopt.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return [a.option_strings for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"]
+
+
+def test_synopsis_lists_every_option() -> None:
+    text = README.read_text()
+    synopsis = text.split("## Command line", 1)[1].split("```", 2)[1]
+    for command in ("optimize", "diff", "report"):
+        options = _parser_options(command)
+        missing = [names for names in options if not any(re.search(rf"{n}(?![a-z-])", synopsis) for n in names)]
+        assert not missing, f"{command}: {missing}"
+    assert "graphopt report RESULT.json -o OUT.html" in synopsis
+
+
+def test_first_command_writes_outside_the_checkout_and_fast_tests_are_mentioned() -> None:
+    text = README.read_text()
+    bash = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    first = bash[0]
+    assert "graphopt optimize fixtures/cnn.onnx -o /tmp/" in first and "--report /tmp/" in first
+    assert 'python -m pytest -q -m "not slow"' in bash[1]
+
+
+def test_cache_folder_is_documented_and_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphopt.summary import cache_dir
+
+    text = " ".join(README.read_text().split())
+    assert "`$GRAPHOPT_CACHE_DIR` if set, else `$XDG_CACHE_HOME/graphopt`, else `~/.cache/graphopt`" in text
+    monkeypatch.setenv("GRAPHOPT_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_dir() == tmp_path / "own"
+    monkeypatch.delenv("GRAPHOPT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "graphopt"
+
+
+def test_report_screenshot_is_shown() -> None:
+    text = README.read_text()
+    assert "![graphopt's HTML report of an int8 run](docs/report.png)" in text
+    shot = README.parent / "docs" / "report.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 200_000
+
+
+def test_backend_model_count_matches_the_cases() -> None:
+    """The README's count of backend models is the number the round-trip tests run over (the 1,635 that onnxruntime
+    runs and the 1,617 of the conformance test are counted by running the slow suites: 1,636 passed there includes
+    test_case_count)."""
+    import sys
+
+    sys.path.insert(0, str(README.parent / "tests"))
+    from backend_cases import backend_cases
+
+    text = " ".join(README.read_text().split())
+    m = re.search(r"All ([\d,]+) ONNX backend test models round-trip", text)
+    assert m and int(m[1].replace(",", "")) == len(backend_cases())
+
+
+def test_first_command_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    first = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)[0]
+    command = first.split("&&", 1)[1].strip().replace("/tmp/", f"{tmp_path}/")
+    argv = command.split()
+    assert argv[0] == "graphopt"
+    result = subprocess.run(
+        [sys.executable, "-m", "graphopt", *argv[1:]], cwd=README.parent, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cnn.opt.onnx").exists() and "<svg" in (tmp_path / "cnn.report.html").read_text()

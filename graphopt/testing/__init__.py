@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported when used: the pytest plugin imports this package in every pytest session
+    import numpy as np
 
-from graphopt.compare import GraphDiff, ModelLike, diff
+    from graphopt.compare import GraphDiff, ModelLike
 
 
 def assert_graphs_equal(
@@ -22,6 +23,9 @@ def assert_graphs_equal(
     Op types, domains, attributes, constants (exactly, or within ``rtol``/``atol``), subgraphs, opsets and functions
     are compared. The message names the first difference by its path from a graph output.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this function's source
+    from graphopt.compare import diff
+
     found = diff(a, b, rtol=rtol, atol=atol, max_differences=max_differences)
     if found:
         raise AssertionError(_graph_message(found))
@@ -60,6 +64,9 @@ def assert_models_close(
     ``inputs``: one feed dict, several, or None to generate ``n`` random feeds (dtypes and symbolic dims honoured;
     ``shapes`` fixes whole inputs). Returns the per-output errors (max over the feeds) when the models are close.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this function's source
+    import numpy as np
+
     from graphopt.runtime import make_inputs, output_error, session
 
     sa, sb = session(a, optimization="disabled"), session(b, optimization="disabled")
@@ -95,11 +102,20 @@ def assert_models_close(
     report = [OutputError(name, e[0], e[1], bool(e[2])) for name, e in errors.items()]
     bad = [r for r in report if not r.ok]
     if bad or problems:
-        lines = [f"models differ beyond rtol={rtol}, atol={atol} over {len(feeds)} input set(s):"]
+        sets = f"{len(feeds)} input set{'' if len(feeds) == 1 else 's'}"
+        lines = [f"models differ beyond rtol={rtol}, atol={atol} over {sets}:"]
         lines += [f"  {p}" for p in dict.fromkeys(problems)]
         lines += [f"  {r.name}: max abs error {r.max_abs:.3g}, max rel error {r.max_rel:.3g}" for r in bad]
         raise AssertionError("\n".join(lines))
     return report
+
+
+def __getattr__(name: str) -> Any:
+    if name == "diff":
+        from graphopt.compare import diff
+
+        return diff
+    raise AttributeError(f"module 'graphopt.testing' has no attribute {name!r}")
 
 
 __all__ = ["OutputError", "assert_graphs_equal", "assert_models_close", "diff"]

@@ -11,7 +11,7 @@ Every model passes the ONNX checker and runs in onnxruntime: shapes are tracked 
 op gets operands it accepts. Inputs are float32 ``[batch, d1, d2]`` with a symbolic batch dim (or static, with
 ``symbolic=False``); nodes are drawn from unary and binary elementwise ops (binary with another value or a constant
 that broadcasts), Transpose, MatMul with a constant weight, Softmax, Concat and Identity. Node and value names are
-unique. Requires hypothesis (``pip install graphopt[test]``).
+unique. Requires hypothesis: ``pip install 'graphopt[testing]'``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # hypothesis is a test dependency, not a runtime one
+    raise ImportError(
+        "graphopt.testing.strategies needs hypothesis, which graphopt does not install by default: "
+        "pip install 'graphopt[testing]' (or pip install hypothesis)"
+    ) from exc
 
 UNARY = ("Relu", "Neg", "Abs", "Sigmoid", "Tanh", "Identity")
 BINARY = ("Add", "Mul", "Sub", "Max", "Min")

@@ -1,0 +1,34 @@
+"""The real reason a file cannot be used, for messages that would otherwise lead with a symptom (a checker complaint
+about a file that is not ONNX at all, a missing 'folder' that is a file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from graphopt.errors import GraphoptError
+
+
+def checker_rejection(path: Path, rejected: GraphoptError) -> GraphoptError:
+    """What to report when the ONNX checker rejected ``path``: if graphopt cannot read the file either (empty, not
+    ONNX, truncated, external data outside the model's folder), that reason, which ``--no-check`` would not get past;
+    otherwise the checker's own message."""
+    from graphopt.onnx_io import load
+
+    try:
+        load(path)
+    except GraphoptError as e:
+        text = str(e)
+        return type(e)(text if text.startswith(str(path)) else f"{path}: {text}")
+    return rejected
+
+
+def output_folder_problem(out: Path) -> str | None:
+    """Why ``out`` cannot be created in its folder (None: the folder exists): a component that is a file, or a
+    folder that does not exist."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if folder.is_dir():
+        return None
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            return f"{out}: {part} is a file, not a folder"
+    return f"{out}: output folder {folder} does not exist"
