@@ -600,7 +600,8 @@ class Graph:
         (``y = Node("Mul", [x, two])``, then ``replace_all_uses_with(x, y.output, exclude=[y])``).
         If ``old`` is an output of this graph, ``new`` takes its place there and also its name, so output names
         never change; when ``new`` cannot be renamed (it is a graph input, initializer or already an output, or comes
-        from an outer scope), an Identity node keeps the old name instead.
+        from an outer scope), an Identity node keeps the old name instead. A graph input that is also a graph output
+        stays that output: only its readers move to ``new``.
         """
         if old is new:
             return
@@ -609,6 +610,10 @@ class Graph:
             if id(node) not in skip:
                 node.set_input(i, new)
         if not any(o is old for o in self.outputs):
+            return
+        if any(i is old for i in self.inputs):
+            # A graph input that is also a graph output: the output *is* the input, its name is the model's
+            # interface, and no value computed from it may take that name. The output keeps reading the input.
             return
         renameable = new.producer is not None and new.producer.graph is self and not any(o is new for o in self.outputs)
         if renameable:

@@ -112,6 +112,19 @@ def test_replace_output_by_graph_input_inserts_identity() -> None:
     g.check()
 
 
+def test_replace_uses_of_a_graph_input_that_is_also_an_output_keeps_the_input() -> None:
+    # Inserting a node after an input (Q/DQ, Cast) must not rename the input nor re-point the output that is the input.
+    x = Value("x", TensorProto.FLOAT, [2])
+    g = Graph([x])
+    reader = g.append(Node("Neg", [x], name="reader"))
+    g.outputs.extend([x, reader.output])
+    neg = g.append(Node("Abs", [x], name="abs"))
+    g.replace_all_uses_with(x, neg.output, exclude=[neg])
+    assert x.name == "x" and g.outputs[0] is x and reader.inputs[0] is neg.output
+    g.sort()
+    g.check()
+
+
 def test_replace_all_uses_with_exclude_inserts_after_a_value() -> None:
     g, x, (a, b, c) = _chain()
     two = g.make_constant(Tensor.from_numpy(np.float32(2)), "two")
