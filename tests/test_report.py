@@ -4,6 +4,7 @@ only for what the run did, loaded in a real headless Chromium without console er
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -134,6 +135,8 @@ def _console_errors(log: str) -> list[str]:
 def test_report_in_headless_chromium(full_run, tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
+        if os.environ.get("GRAPHOPT_REQUIRE_CHROMIUM"):  # .ci/run installs it: a missing browser must not pass
+            pytest.fail("GRAPHOPT_REQUIRE_CHROMIUM is set but chromium is not installed")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     html_path = full_run[0]
     # the check can fail: a page with a script error and a blocked remote image is caught
