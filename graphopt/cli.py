@@ -647,7 +647,7 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
     table.add_column("nodes before", justify="right")
     table.add_column("nodes after", justify="right")
     table.add_column("ms", justify="right")
-    details = any(s.counts for s in report.stats)
+    details = any(s.counts or s.declines for s in report.stats)
     if details:
         table.add_column("fired")
     for s in report.stats:
@@ -660,7 +660,7 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
             f"{s.seconds * 1000:.1f}",
         ]
         if details:
-            row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
+            row.append(escape(s.details()))
         table.add_row(*row)
     if report.stats:
         console.print(table)

@@ -34,6 +34,19 @@ class PassStats:
     runs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     """What the pass counted through ``ctx.count`` (rule firings of pattern passes)."""
+    declines: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Matches its pattern rules declined, per rule and reason (each declined node once per run of the pass)."""
+
+    def details(self) -> str:
+        """Counts and rule declines in one compact line: ``rule x3 (declined: pads not zero x2), other x1``."""
+        parts = []
+        for key in sorted(set(self.counts) | set(self.declines)):
+            part = f"{key} x{self.counts.get(key, 0)}"
+            why = self.declines.get(key)
+            if why:
+                part += f" (declined: {', '.join(f'{r} x{n}' for r, n in sorted(why.items()))})"
+            parts.append(part)
+        return ", ".join(parts)
 
 
 @dataclass
@@ -145,7 +158,7 @@ class PassManager:
                 if self.verify and checker is None and not report.unverifiable:
                     checker = _Verifier.before(model, report)
                 t0 = time.perf_counter()
-                ctx.counters = stats.counts
+                ctx.counters, ctx.declines = stats.counts, stats.declines
                 changed = self.run_pass(p, model, ctx)
                 stats.seconds += time.perf_counter() - t0
                 if checker is not None and changed and not checker.after(model, p, report, self):
