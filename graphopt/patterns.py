@@ -35,7 +35,7 @@ list, one per root output; None or ``m.decline(...)`` to skip the match). The ne
 matched nodes nobody reads any more are removed, with the initializers only they read. Rules with a higher
 ``priority`` are tried first at each node; a rule with ``opsets=(lo, hi)`` (inclusive, None for open; or a dict by
 domain) is tried only on models whose opset lies in the range. The rewriter counts firings per rule
-(``PassStats.counts``) and declines per rule and reason (``PassStats.declines``; each declined node once per run);
+(``PassStats.counts``) and declines per rule and reason (``PassStats.declines``; each declined node once);
 as a pass of the PassManager it also runs inside If/Loop/Scan bodies and function bodies. Conditions read shapes and
 types through :meth:`Match.shape` / :meth:`Match.dtype` (:func:`shape_of`, :func:`dtype_of`).
 
@@ -960,7 +960,8 @@ def rewrite(
     declines: dict[str, dict[str, int]] | None = None,
 ) -> bool:
     """Apply ``rules`` over ``graph`` until none fires; count firings per rule in ``counts``, and declines per rule
-    and reason in ``declines`` (default ``ctx.declines``; a node a rule declines in several sweeps counts once).
+    and reason in ``declines`` (default ``ctx.declines``; a node a rule declines in several sweeps counts once, and
+    in several runs too when ``declines`` is the PassManager's ``DeclineCounts``).
 
     Rules whose ``opsets`` exclude the model are not tried. A sweep visits the nodes that were in the graph when it
     began (never the nodes its own firings created; the next sweep sees those), tries the rules at each, and a
@@ -980,7 +981,10 @@ def rewrite(
     budget = FIRINGS_PER_NODE * len(graph) + FIRINGS_SLACK
     total = 0
     recent: deque[dict[str, int]] = deque(maxlen=4)  # firings per rule of the last sweeps, to name the culprits
-    seen: set[tuple[str, Node, str]] = set()  # declines already counted in this run
+    # declines already counted: by the caller's DeclineCounts (across runs of a pass), else in this call
+    seen: Any = getattr(declines, "seen", None)
+    if seen is None:
+        seen = {}
     for _ in range(MAX_SWEEPS):
         fired: dict[str, int] = {}
         recent.append(fired)
@@ -1003,8 +1007,9 @@ def rewrite(
                         raise _limit(recent, f"{total} firings on a graph of {len(graph)} nodes")
                     break
                 reason = m.declined or REPLACE_NONE
-                if declines is not None and (r.name, node, reason) not in seen:
-                    seen.add((r.name, node, reason))
+                counted = seen.setdefault(node, set())
+                if declines is not None and (r.name, reason) not in counted:
+                    counted.add((r.name, reason))
                     per_rule = declines.setdefault(r.name, {})
                     per_rule[reason] = per_rule.get(reason, 0) + 1
         changed |= bool(fired)

@@ -395,6 +395,23 @@ def test_declines_of_a_later_sweep_are_not_counted_twice() -> None:
     assert counts == {"neg-neg": 1} and declines == {"keep-relu": {"kept": 1}}
 
 
+def test_a_node_declined_in_every_fixed_point_iteration_counts_once() -> None:
+    from graphopt.pass_manager import PassManager
+
+    register_rules("test-keep", [Rule("keep-relu", Op("Relu", Var("x")), lambda m, b: m.decline("kept"))])
+    register_rules("test-nn", [Rule("nn", Op("Neg", Op("Neg", Var("x"))), lambda m, b: m["x"])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Neg", ["r"], ["a"]),
+        helper.make_node("Neg", ["a"], ["y"]),
+    ]
+    model = from_proto(_model(nodes))
+    report = PassManager("test-keep,test-nn", fixed_point=True).run(model)
+    keep = report.stats[0]
+    assert report.iterations == 2 and keep.runs == 2  # test-nn changed the model, so test-keep ran again
+    assert keep.declines == {"keep-relu": {"kept": 1}}
+
+
 def test_cli_table_and_json_show_firings_and_declines(tmp_path: Path, capsys, monkeypatch) -> None:
     register_rules("test-cli-rules", [CONV_MUL])
     monkeypatch.setenv("COLUMNS", "250")
