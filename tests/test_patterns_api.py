@@ -310,6 +310,27 @@ def test_copy_keeps_name_domain_and_other_attributes_and_edits_the_rest() -> Non
     np.testing.assert_allclose(_ort(out, x), want, rtol=1e-5, atol=1e-5)
 
 
+def test_copy_can_change_the_op_type_and_add_an_input() -> None:
+    """MatMul + constant bias -> Gemm (as fold-conv-bn does): the copy keeps the MatMul's name."""
+    rng = np.random.default_rng(1)
+    w, c = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"], name="mm"), helper.make_node("Add", ["a", "c"], ["y"])]
+    model = _model(nodes, [_init("w", w), _init("c", c)], shape=(2, 3))
+    rule = Rule(
+        "matmul-add",
+        Op(
+            "Add",
+            Op("MatMul", Var("x", where=lambda v: len(shape_of(v) or ()) == 2), Const("w"), name="mm"),
+            Const("c"),
+        ),
+        lambda m, b: b.copy(m.node("mm"), op_type="Gemm", inputs={2: m["c"]}),
+    )
+    register_rules("test-gemm", [rule])
+    out, report = _run("test-gemm", model)
+    assert [(n.op_type, n.name) for n in out.graph.node] == [("Gemm", "mm")] and report.stats[0].counts
+    assert_models_close(model, out, inputs=_x((2, 3)), rtol=1e-5, atol=1e-5)
+
+
 def test_copy_of_an_identical_node_is_no_gain_and_a_node_with_subgraphs_is_refused() -> None:
     register_rules("test-same", [Rule("same", Op("Relu", Var("x"), name="r"), lambda m, b: b.copy(m.node("r")))])
     out, report = _run(
