@@ -8,13 +8,14 @@
         Op("Mul", Var("x"), Const("two", where=lambda a: a.size == 1 and a.item() == 2), commutative=True),
         replace=lambda m, b: b.op("Add", m["x"], m["x"]),
     )
-    # Relu or LeakyRelu after a Conv with or without a bias (the bias binds None when absent)
+    # a pattern: Relu or LeakyRelu after a Conv with or without a bias (m["b"] is None when absent)
     act = Op(("Relu", "LeakyRelu"), Op("Conv", Var("x"), Const("w"), Opt(Const("b")), name="conv"), name="act")
-    RuleSet([double]).register("my-rules")   # now a pass: graphopt.optimize(model, passes="my-rules")
+    rules = RuleSet([double]) + other_rules  # rule sets join with +
+    rules.register("my-rules")  # now a pass: graphopt.optimize(model, passes="my-rules")
 
 A pattern is a tree of elements:
 
-* :class:`Op` -- a node: one op type or alternatives (``Op(("Relu", "LeakyRelu"), ...)``, ``"com.ms::Gelu"`` for
+* :class:`Op` -- a node: one op type or alternatives (``Op(("Relu", "LeakyRelu"), ...)``, ``"com.microsoft::Gelu"`` for
   another domain), attribute conditions, a node predicate, and input patterns. Its inputs are positional:
   :class:`Opt` (the input may be omitted, an empty name in the middle or missing at the end), :class:`Absent` (must
   be omitted), and a last :class:`Rest` (or ``...``) for the remaining inputs of a variadic op (Concat, Sum). Without a
