@@ -244,6 +244,18 @@ def test_root_alternatives_and_domain_qualified_op_types() -> None:
     assert isinstance(Op("A") | Op("B") | Op("C"), Or) and len((Op("A") | Op("B") | Op("C")).alternatives) == 3
 
 
+def test_inner_alternatives_backtrack_to_the_next_one() -> None:
+    rule = Rule("neg-neg", RANDOM_RULES[4].pattern, lambda m, b: m["x"])
+    register_rules("test-inner-or", [rule])
+    for chain in (["Neg", "Neg"], ["Neg", "Identity", "Neg"]):
+        values = ["x", *(f"v{i}" for i in range(len(chain) - 1)), "y"]
+        nodes = [helper.make_node(op, [values[i]], [values[i + 1]]) for i, op in enumerate(chain)]
+        model = _model(nodes)
+        out, report = _run("test-inner-or,dce", model)
+        assert report.stats[0].counts == {"neg-neg": 1} and _ops(out) == ["Identity"], chain
+        assert_models_close(model, out, inputs=_x())
+
+
 def test_where_on_a_node_and_typed_accessors() -> None:
     model = from_proto(_conv_mul_model(True, 2.0))
     conv, mul = list(model.graph)
@@ -632,7 +644,7 @@ RANDOM_RULES = RuleSet(
         Rule("sum-adds", Op("Sum", Var("a"), Rest(Var(), name="rest", min=1)), _sum_to_adds),
         Rule(
             "neg-neg",
-            Op("Neg", Op("Neg", Var("x")) | Op("Neg", Op("Identity", Var("x")))),
+            Op("Neg", Op("Neg", Var("x")) | Op("Identity", Op("Neg", Var("x")))),
             lambda m, b: m["x"],
         ),
     ]
@@ -646,11 +658,15 @@ def random_models(draw) -> onnx.ModelProto:
     nodes, inits = [], []
     for i in range(draw(st.integers(1, 10))):
         kind = draw(
-            st.sampled_from(["conv", "conv", "mul", "mul", "relu", "relu", "leaky", "clip", "sum", "neg", "identity"])
+            st.sampled_from(
+                ["conv", "conv", "mul", "mul", "relu", "relu", "leaky", "clip", "sum", "neg", "neg", "identity"]
+            )
         )
         src = values[-1] if draw(st.booleans()) else draw(st.sampled_from(values))
         if kind == "mul" and draw(st.integers(0, 3)):  # most Muls read a Conv, most Relus an activation: work for rules
             src = next((n.output[0] for n in reversed(nodes) if n.op_type == "Conv"), src)
+        if kind in ("neg", "identity") and draw(st.booleans()):
+            src = next((n.output[0] for n in reversed(nodes) if n.op_type in ("Neg", "Identity")), src)
         if kind == "relu" and draw(st.booleans()):
             src = next((n.output[0] for n in reversed(nodes) if n.op_type in ("Relu", "LeakyRelu")), src)
         out = f"v{i}"
