@@ -1045,7 +1045,7 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
     table.add_column("changed")
     table.add_column("nodes +/-", justify="right")
     table.add_column("ms", justify="right")
-    details = any(s.counts for s in report.stats) or "winograd" in summary
+    details = any(s.counts or s.declines for s in report.stats) or "winograd" in summary
     if details:
         table.add_column("result", overflow="fold")
     skipped = []
@@ -1066,7 +1066,7 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
             elif s.name == "winograd" and s.counts == {"kept": 0}:
                 row.append("no eligible 3x3 layer")
             else:
-                row.append(escape(", ".join(f"{k} x{v}" for k, v in sorted(s.counts.items()))))
+                row.append(escape(s.details()))
         table.add_row(*row)
     if report.stats:
         console.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,15 @@ class PassFailedError(PassError):
     propagates unwrapped (the CLI then prints its full traceback)."""
 
 
+class DeclineCounts(dict[str, dict[str, int]]):
+    """Matches a pass's pattern rules declined: ``{rule: {reason: count}}``. It remembers (weakly) which nodes it
+    counted, so that a node declined again in a later sweep or a later run of the pass counts once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: weakref.WeakKeyDictionary[Any, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+
 @dataclass
 class PassStats:
     """What one pass did over a whole run (summed over iterations and subgraphs)."""
@@ -36,6 +46,19 @@ class PassStats:
     runs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     """What the pass counted through ``ctx.count`` (rule firings of pattern passes)."""
+    declines: dict[str, dict[str, int]] = field(default_factory=DeclineCounts)
+    """Matches its pattern rules declined, per rule and reason (each declined node counted once)."""
+
+    def details(self) -> str:
+        """Counts and rule declines in one compact line: ``rule x3 (declined: pads not zero x2), other x1``."""
+        parts = []
+        for key in sorted(set(self.counts) | set(self.declines)):
+            part = f"{key} x{self.counts.get(key, 0)}"
+            why = self.declines.get(key)
+            if why:
+                part += f" (declined: {', '.join(f'{r} x{n}' for r, n in sorted(why.items()))})"
+            parts.append(part)
+        return ", ".join(parts)
 
 
 @dataclass
@@ -147,7 +170,7 @@ class PassManager:
                 if self.verify and checker is None and not report.unverifiable:
                     checker = _Verifier.before(model, report)
                 t0 = time.perf_counter()
-                ctx.counters = stats.counts
+                ctx.counters, ctx.declines = stats.counts, stats.declines
                 changed = self.run_pass(p, model, ctx)
                 stats.seconds += time.perf_counter() - t0
                 if checker is not None and changed and not checker.after(model, p, report, self):

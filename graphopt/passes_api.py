@@ -74,6 +74,8 @@ class PassContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("graphopt"))
     counters: dict[str, int] = field(default_factory=dict)
     """Counts the running pass reports (say, how often each rewrite rule fired); they end up in its PassStats."""
+    declines: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Matches the running pass's rules declined, per rule and reason; they end up in its PassStats."""
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
