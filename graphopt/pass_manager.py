@@ -14,6 +14,7 @@ import onnx
 from graphopt.errors import PassError, VerificationError
 from graphopt.ir import Graph, Model, gc_paused
 from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes
+from graphopt.shape_inference import restore_interface, trust_types
 
 
 @dataclass
@@ -157,6 +158,7 @@ class PassManager:
                         g.check()
             if not changed_any:
                 break
+        restore_interface(model)
         report.seconds = time.perf_counter() - start
         report.nodes_after = _count(model)
         return report
@@ -164,6 +166,7 @@ class PassManager:
     @staticmethod
     def run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
         """Run one pass on the main graph and, for recursive passes, on every subgraph and function body."""
+        trust_types(model)  # no pass decides anything from a type the file states and onnxruntime does not check
         changed = bool(p.run(model.graph, ctx))
         if not p.recursive:
             return changed
