@@ -3,13 +3,15 @@
 Exported models usually list types only for graph inputs and outputs. Passes that need an intermediate value's dtype or
 shape (Cast to the same type, Reshape to the same shape, Shape of a static tensor...) call :func:`infer_shapes` first.
 
-Annotations are not trusted. onnxruntime enforces a graph input's element type, rank and static dims, and computes
-everything else itself: a ``value_info`` entry, a graph output's shape or an initializer's listing that lies is only
-warned about, and the model still runs. So before any pass decides anything, :func:`trust_types` (run once per graph
-by the PassManager, and by :func:`infer_shapes`) replaces every such annotation in the IR by the type inference
-derives without it: where inference agrees the file's own listing is still written back on save; where it contradicts
-the listing, the inferred type is written; where inference finds nothing the value is left untyped for the passes (a
-graph output keeps its element type, which onnxruntime checks) and its listing is written back as it was.
+Annotations are not trusted. onnxruntime enforces a graph input's element type, rank and static dims (and a graph
+output's element type), and computes everything else itself: a ``value_info`` entry, a graph output's shape or an
+initializer's listing that lies is only warned about, and the model still runs. So before any pass decides anything,
+:func:`trust_types` (run once per graph by the PassManager, and by :func:`infer_shapes`) sets every such annotation
+aside: the value becomes untyped (an initializer takes the type of its data, a graph output keeps its element type),
+and passes that need its type get it from :func:`infer_shapes`, which derives it from the graph inputs and the
+initializers alone. On save, a listing is written as the file had it unless inference proved it false (then the
+inferred type is written); a graph output that a pass replaced is listed as the file declared it
+(:func:`restore_interface`).
 
 Shape inference runs on a skeleton of the model: large initializers are passed as external-data stubs that carry their
 type and dims but no bytes, so a BERT-sized model is not serialized for it. Small initializers keep their data, which
