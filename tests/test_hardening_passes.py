@@ -73,7 +73,10 @@ def _reshape_noop() -> onnx.ModelProto:
 
 def _expand_noop() -> onnx.ModelProto:
     # t is [1,3]; value_info says [2,3]: Expand(t, [2,3]) is not a no-op
-    nodes = [helper.make_node("ReduceMax", ["x"], ["t"], axes=[0], keepdims=1), helper.make_node("Expand", ["t", "s"], ["y"])]
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["t"], axes=[0], keepdims=1),
+        helper.make_node("Expand", ["t", "s"], ["y"]),
+    ]
     return _model(nodes, [X23], [_vi("y", [2, 3])], [_i64("s", [2, 3])], [_vi("t", [2, 3])], opset=13)
 
 
