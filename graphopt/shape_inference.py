@@ -18,7 +18,8 @@ type and dims but no bytes, so a BERT-sized model is not serialized for it. Smal
 lets ONNX's data propagation resolve shapes computed from constants. The skeleton carries no value_info and no output
 types: inference starts from the graph inputs and the initializers alone. ONNX's data propagation spends time and
 memory linear in the length of any 1-D tensor of static size (it tracks each element as a possible dim), so large 1-D
-inputs and initializers enter the skeleton with a placeholder symbolic dim that is read back as the number.
+inputs and initializers enter the skeleton with a placeholder symbolic dim that is read back as the number, and a
+model that computes a long 1-D value is inferred without data propagation.
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ def _skeleton(model: Model) -> onnx.ModelProto:
         del g.value_info[:]
         for out in g.output:
             out.ClearField("type")
-    for vi in gp.input:
-        _placeholder_dims(vi.type)
     inputs = {v.name for v in model.graph.inputs}
     for name, v in model.graph.initializers.items():
         t = v.const
@@ -98,9 +97,22 @@ def _all_graph_protos(gp: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 
 def _run(model: Model) -> onnx.GraphProto | None:
-    skeleton = _skeleton(model)
+    return infer_proto(_skeleton(model))
+
+
+def infer_proto(model: onnx.ModelProto) -> onnx.GraphProto | None:
+    """ONNX shape inference of a model whose large constants are typed inputs or stubs; the inferred graph, or None
+    when inference fails. Long 1-D inputs get placeholder dims for the run (see the module doc); changes ``model``.
+
+    Data propagation (shapes computed from constants and from Shape) is used only when a first run without it finds
+    no long 1-D value: it would track each of its elements.
+    """
+    for vi in model.graph.input:
+        _placeholder_dims(vi.type)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
+        if not _long_1d(inferred.graph):
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference is best effort; the passes are safe without it
         logger.debug("shape inference failed: %s", exc)
         return None
@@ -108,6 +120,15 @@ def _run(model: Model) -> onnx.GraphProto | None:
         for vi in [*g.value_info, *g.output, *g.input]:
             _numbers_back(vi.type)
     return inferred.graph
+
+
+def _long_1d(gp: onnx.GraphProto) -> bool:
+    for g in _all_graph_protos(gp):
+        for vi in [*g.value_info, *g.output]:
+            tt = vi.type.tensor_type
+            if len(tt.shape.dim) == 1 and tt.shape.dim[0].dim_value > LONG_1D:
+                return True
+    return False
 
 
 def _numbers_back(tp: onnx.TypeProto) -> None:

@@ -336,3 +336,147 @@ def test_placeholder_dims_are_read_back_as_numbers() -> None:
     assert [n.op_type for n in out.graph.node] == ["Add"]
     assert [d.dim_value for d in out.graph.output[0].type.tensor_type.shape.dim] == [n]
     _same(model, out, _feeds(model))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# item 2: fold-constants never evaluates what its size guard rejects
+# --------------------------------------------------------------------------------------------------------------------
+HUGE = 10 * 2**30  # bytes the folded tensor would take
+
+
+def _amplifier(op: str) -> onnx.ModelProto:
+    """A tiny model whose one constant node would compute a ~10 GB tensor that an Add with the input reads."""
+    n = HUGE // 4  # float32 elements
+    side = int(n**0.5)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    x_shape: list[int] = [1]
+    if op == "ConstantOfShape":
+        inits.append(_i64("shape", [n]))
+        value = numpy_helper.from_array(np.array([1.5], np.float32))
+        nodes.append(helper.make_node("ConstantOfShape", ["shape"], ["big"], value=value))
+    elif op == "ConstantOfShape-int":  # integer fill: fold-constants' numpy evaluator path
+        inits.append(_i64("shape", [HUGE // 8]))
+        value = numpy_helper.from_array(np.array([3], np.int64))
+        nodes.append(helper.make_node("ConstantOfShape", ["shape"], ["big_i"], value=value))
+        nodes.append(helper.make_node("Cast", ["big_i"], ["big"], to=F))
+    elif op == "Expand":
+        inits += [numpy_helper.from_array(np.ones(1, np.float32), "one"), _i64("shape", [side, side])]
+        nodes.append(helper.make_node("Expand", ["one", "shape"], ["big"]))
+    elif op == "Tile":
+        inits += [numpy_helper.from_array(np.ones((2, 2), np.float32), "c"), _i64("reps", [side // 2, side // 2])]
+        nodes.append(helper.make_node("Tile", ["c", "reps"], ["big"]))
+    elif op == "Range":
+        inits += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("a", 0), ("b", n), ("d", 1))]
+        nodes.append(helper.make_node("Range", ["a", "b", "d"], ["big"]))
+    elif op == "Range-int":
+        inits += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in (("a", 0), ("b", HUGE // 8), ("d", 1))]
+        nodes.append(helper.make_node("Range", ["a", "b", "d"], ["big_i"]))
+        nodes.append(helper.make_node("Cast", ["big_i"], ["big"], to=F))
+    elif op == "Resize":
+        inits += [numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "c")]
+        inits += [numpy_helper.from_array(np.array([1, 1, side / 2, side / 2], np.float32), "scales")]
+        nodes.append(helper.make_node("Resize", ["c", "", "scales"], ["big"], mode="nearest"))
+    elif op == "Pad":
+        inits += [numpy_helper.from_array(np.ones((1, 1), np.float32), "c"), _i64("pads", [0, 0, side, side])]
+        nodes.append(helper.make_node("Pad", ["c", "pads"], ["big"]))
+    elif op == "OneHot":
+        inits += [_i64("idx", list(range(16))), numpy_helper.from_array(np.array(n // 16, np.int64), "depth")]
+        inits += [numpy_helper.from_array(np.array([0, 1], np.float32), "vals")]
+        nodes.append(helper.make_node("OneHot", ["idx", "depth", "vals"], ["big"]))
+    elif op == "Concat":
+        inits.append(numpy_helper.from_array(np.ones(2**18, np.float32), "c"))  # 1 MB, read 10240 times
+        nodes.append(helper.make_node("Concat", ["c"] * (HUGE // 2**20), ["big"], axis=0))
+    elif op == "Mul":
+        inits += [numpy_helper.from_array(np.ones((side, 1), np.float32), "col")]
+        inits += [numpy_helper.from_array(np.ones((1, side), np.float32), "row")]
+        nodes.append(helper.make_node("Mul", ["col", "row"], ["big"]))
+    elif op == "MatMul":
+        inits += [numpy_helper.from_array(np.ones((side, 1), np.float32), "col")]
+        inits += [numpy_helper.from_array(np.ones((1, side), np.float32), "row")]
+        nodes.append(helper.make_node("MatMul", ["col", "row"], ["big"]))
+    nodes.append(helper.make_node("Add", ["x", "big"], ["y"]))
+    model = _model(nodes, [_vi("x", x_shape)], [helper.make_tensor_value_info("y", F, None)], inits, opset=18)
+    inferred = onnx.shape_inference.infer_shapes(model)  # the output's shape, which the checker wants listed
+    model.graph.output[0].CopyFrom(inferred.graph.output[0])
+    return model
+
+
+AMPLIFIERS = [
+    "ConstantOfShape",
+    "ConstantOfShape-int",
+    "Expand",
+    "Tile",
+    "Range",
+    "Range-int",
+    "Resize",
+    "Pad",
+    "OneHot",
+    "Concat",
+    "Mul",
+    "MatMul",
+]
+
+
+def test_fold_constants_never_allocates_what_the_guard_rejects(tmp_path) -> None:
+    paths = []
+    for op in AMPLIFIERS:
+        path = tmp_path / f"{op}.onnx"
+        onnx.save(_amplifier(op), path)
+        paths.append(str(path))
+    # One child optimizes every model at -O2 through the CLI with its address space capped 2 GB above what it
+    # holds after the imports: evaluating any of these (10 GB each) fails with a MemoryError there.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import logging, resource, sys
+                import numpy, onnx, onnxruntime, graphopt
+                logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+                from graphopt.cli import main
+                with open("/proc/self/status") as f:
+                    vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
+                resource.setrlimit(resource.RLIMIT_AS, (vm + 2 * 2**30, resource.RLIM_INFINITY))
+                base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                for path in {paths!r}:
+                    code = main(["optimize", path, "-o", path + ".opt.onnx", "-q"])
+                    print(path, code, flush=True)
+                print("rss", base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # an evaluation that was tried and failed for lack of memory is as wrong as one that succeeded
+    assert "alloc" not in done.stderr.lower() and "memory" not in done.stderr.lower(), done.stderr[-2000:]
+    lines = done.stdout.split("\n")
+    assert [line.split()[1] for line in lines if line.endswith(" 0") and ".onnx" in line] == ["0"] * len(AMPLIFIERS)
+    base, peak = (int(v) for v in lines[-2].split()[1:])
+    assert peak - base < 300 * 1024, (base, peak)  # kB: nothing near the 10 GB any fold would take
+    for op, path in zip(AMPLIFIERS, paths, strict=True):
+        out = onnx.load(path + ".opt.onnx")
+        assert out.ByteSize() < 4 * 2**20, op  # nothing big was folded into the file
+        assert any(n.op_type == op.split("-")[0] for n in out.graph.node), op
+
+
+def test_guarded_ops_still_fold_when_small() -> None:
+    # the same ops at a size the guard accepts are still folded (and computed right)
+    shape = _i64("shape", [2, 3])
+    value = numpy_helper.from_array(np.array([2.0], np.float32))
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["c"], value=value),
+        helper.make_node("Tile", ["w", "reps"], ["t"]),
+        helper.make_node("Add", ["c", "t"], ["s"]),
+        helper.make_node("Mul", ["x", "s"], ["y"]),
+    ]
+    inits = [shape, numpy_helper.from_array(np.arange(3, dtype=np.float32).reshape(1, 3), "w"), _i64("reps", [2, 1])]
+    model = _model(nodes, [X23], [_vi("y", [2, 3])], inits)
+    out = graphopt.optimize(model, level=2)
+    assert [n.op_type for n in out.graph.node] == ["Mul"]
+    _same(model, out, _feeds(model))
