@@ -130,17 +130,40 @@ def _cone(graph: Graph, known: dict[Value, np.ndarray]) -> list[Node]:
     return cone
 
 
+FEED_BYTES = 1 << 20
+"""Leaf constants larger than this are fed to the evaluation session as inputs (numpy views, no protobuf copy)."""
+_FEEDABLE = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT64,
+        onnx.TensorProto.BOOL,
+    }
+)
+
+
 def _eval_model(
-    cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext, inline_bytes: int | None = None
-) -> onnx.ModelProto:
-    """The cone as a model with its leaf constants as initializers. With ``inline_bytes`` (for shape inference only),
-    a leaf constant larger than that is a typed graph input instead: its data is not copied."""
+    cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext, inline_bytes: int = FEED_BYTES
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The cone as a model, and the feeds to run it with. Leaf constants up to ``inline_bytes`` are initializers;
+    larger ones (of the types numpy and onnxruntime share) are typed graph inputs, fed as numpy arrays, so that
+    weights are not copied into a protobuf, serialized and parsed again. Below ``FEED_BYTES`` (shape inference), every
+    larger leaf is a typed input and nothing is fed."""
     from graphopt.onnx_io import _Exporter  # private exporter: node protos without a whole model
 
     exporter = _Exporter()
     gp = onnx.GraphProto(name="fold")
     produced = {out for n in cone for out in n.outputs if out is not None}
-    leaves: dict[str, onnx.TensorProto] = {}
+    leaves: dict[str, onnx.TensorProto | None] = {}
+    feeds: dict[str, np.ndarray] = {}
     for node in cone:
         exporter.node(node, gp.node.add())
         for v in node.inputs:
@@ -151,13 +174,15 @@ def _eval_model(
                 continue
             t = _const_value(v)
             assert t is not None
-            if inline_bytes is not None and t.nbytes > inline_bytes:
+            if t.nbytes > inline_bytes and (t.dtype in _FEEDABLE or inline_bytes < FEED_BYTES):
                 info = gp.input.add(name=v.name)
                 info.type.tensor_type.elem_type = t.dtype
                 info.type.tensor_type.shape.SetInParent()
                 for d in t.dims:
                     info.type.tensor_type.shape.dim.add().dim_value = d
-                leaves[v.name] = None  # type: ignore[assignment]
+                leaves[v.name] = None
+                if inline_bytes >= FEED_BYTES:
+                    feeds[v.name or ""] = t.numpy()
             else:
                 leaves[v.name] = t.to_proto(v.name)
     gp.initializer.extend(t for t in leaves.values() if t is not None)
@@ -165,10 +190,10 @@ def _eval_model(
         gp.output.add().name = v.name
     opsets = [onnx.helper.make_opsetid(d, ver) for d, ver in ctx.model.opset_imports.items()]
     model = onnx.helper.make_model(gp, opset_imports=opsets, ir_version=max(ctx.model.ir_version, 4))
-    return model
+    return model, feeds
 
 
-def _run_ort(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -178,7 +203,7 @@ def _run_ort(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     outs = sess.get_outputs()
     names = [o.name for o in outs]
-    results = dict(zip(names, sess.run(names, {}), strict=True))
+    results = dict(zip(names, sess.run(names, feeds), strict=True))
     # onnxruntime hands some element types back as another numpy type (float8 as uint8): keep only arrays whose type
     # is the one the session declares, so a result is right even where shape inference gave the value no type.
     return {o.name: results[o.name] for o in outs if _same_type(results[o.name], o.type)}
@@ -196,11 +221,11 @@ def _same_type(array: Any, declared: str) -> bool:
         return False
 
 
-def _run_reference(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     names = [o.name for o in model.graph.output]
-    results = ReferenceEvaluator(model).run(names, {})
+    results = ReferenceEvaluator(model).run(names, feeds)
     return dict(zip(names, results, strict=True))
 
 
@@ -253,7 +278,7 @@ def _bounded(cone: list[Node], leaves: dict[Value, np.ndarray], limits: _Limits,
     node whose output size stays unknown, or that reads one that was dropped, is dropped."""
     from graphopt.shape_inference import infer_proto
 
-    model = _eval_model(cone, leaves, ctx, inline_bytes=INLINE_BYTES)
+    model, _ = _eval_model(cone, leaves, ctx, inline_bytes=INLINE_BYTES)
     inferred = infer_proto(model)
     types = {vi.name: vi.type for vi in inferred.value_info} if inferred is not None else {}
     types.update((vi.name, vi.type) for vi in (inferred.output if inferred is not None else []))
@@ -333,7 +358,7 @@ def _evaluate(
     if not rest:
         return values
     try:
-        values.update(_collect(rest, _run_ort(_eval_model(rest, leaves, ctx))))
+        values.update(_collect(rest, _run_ort(*_eval_model(rest, leaves, ctx))))
         return values
     except Exception as exc:  # noqa: BLE001 - a failing batch is retried node by node below
         logger.debug("fold-constants: batch evaluation failed (%s); evaluating node by node", exc)
@@ -341,11 +366,11 @@ def _evaluate(
     for node in rest:
         if any(v is not None and v not in values and _const_value(v) is None for v in node.inputs):
             continue  # an input failed to evaluate
-        model = _eval_model([node], values, ctx)
+        model, feeds = _eval_model([node], values, ctx)
         by_name: dict[str, np.ndarray] | None = None
         for runner in (_run_ort, _run_reference):
             try:
-                by_name = runner(model)
+                by_name = runner(model, feeds)
                 break
             except Exception as exc:  # noqa: BLE001 - the node is left alone
                 logger.debug("fold-constants: cannot evaluate %s with %s: %s", node, runner.__name__, exc)
