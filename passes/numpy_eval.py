@@ -23,7 +23,10 @@ from graphopt.ir import Node, Value
 from graphopt.tensors import Tensor, np_dtype
 
 MAX_ELEMENTS = 1 << 16
-"""Cones with bigger tensors go to onnxruntime."""
+"""Arithmetic on bigger tensors goes to onnxruntime."""
+DATA_MOVEMENT = frozenset({"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather"})
+"""Ops that only move elements (exact on any dtype): evaluated at any size the caller's limit allows, so that a large
+weight is transposed or reshaped in numpy rather than through an onnxruntime session."""
 
 Env = dict[Value, np.ndarray]
 
@@ -197,10 +200,17 @@ def _elements(node: Node, env: Env) -> int | None:
         return None
 
 
+def _itemsize(node: Node, env: Env) -> int:
+    """Bytes per element of ``node``'s output: its data input's for data movement, 8 (the most) otherwise."""
+    if node.op_type in DATA_MOVEMENT and node.inputs and node.inputs[0] is not None:
+        return env[node.inputs[0]].dtype.itemsize
+    return 8
+
+
 def evaluate_partial(cone: list[Node], leaves: Env, limit: Callable[[Node], int] | None = None) -> Env:
     """The outputs of the nodes of ``cone`` this module evaluates exactly, in order; other nodes (and those that read
-    them) are skipped. A node runs only when its output has at most ``MAX_ELEMENTS`` elements and at most
-    ``limit(node)`` bytes (8 bytes an element are assumed), both known before it runs.
+    them) are skipped. A node runs only when its output has at most ``limit(node)`` bytes and (but for data movement,
+    given a limit) at most ``MAX_ELEMENTS`` elements, both known before it runs.
 
     ``leaves`` holds the values of the cone's non-constant inputs (folded shapes); constants are read from the IR.
     """
@@ -211,24 +221,27 @@ def evaluate_partial(cone: list[Node], leaves: Env, limit: Callable[[Node], int]
             continue
         if node.op_type == "Slice" and len(node.inputs) < 3:
             continue  # opset < 10 Slice (attributes): onnxruntime handles it
+        most = None if node.op_type in DATA_MOVEMENT and limit is not None else MAX_ELEMENTS
         ready = True
         for v in node.inputs:
             if v is not None and v not in env:
                 t = v.constant()
-                if t is None or t.size > MAX_ELEMENTS:
+                if t is None or (most is not None and t.size > most):
                     ready = False
                     break
                 env[v] = t.numpy()
         if not ready:
             continue
         elements = _elements(node, env)
-        if elements is None or elements > MAX_ELEMENTS or (limit is not None and 8 * elements > limit(node)):
+        if elements is None or (most is not None and elements > most):
+            continue
+        if limit is not None and elements * _itemsize(node, env) > limit(node):
             continue
         try:
             out = np.asarray(OPS[node.op_type](node, env))
         except (ValueError, IndexError, TypeError, KeyError, OverflowError, MemoryError):
             continue
-        if out.size > MAX_ELEMENTS:
+        if most is not None and out.size > most:
             continue
         env[node.outputs[0]] = produced[node.outputs[0]] = out  # type: ignore[index]
     return produced

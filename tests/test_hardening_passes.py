@@ -501,3 +501,31 @@ def test_guarded_ops_still_fold_when_small() -> None:
     out = graphopt.optimize(model, level=2)
     assert [n.op_type for n in out.graph.node] == ["Mul"]
     _same(model, out, _feeds(model))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# item 4: large weights are transposed / reshaped in numpy, bit for bit
+# --------------------------------------------------------------------------------------------------------------------
+def test_large_constant_data_movement_folds_in_numpy(monkeypatch) -> None:
+    from graphopt.passes import fold_constants
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((512, 384)).astype(np.float32), "w")  # 768 kB, over MAX_ELEMENTS
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+        helper.make_node("Reshape", ["wt", "shape"], ["wr"]),
+        helper.make_node("MatMul", ["x", "wr"], ["y"]),
+    ]
+    model = _model(nodes, [_vi("x", [2, 384])], [_vi("y", [2, 512])], [w, _i64("shape", [384, 512])])
+
+    def no_session(*args, **kwargs):
+        raise RuntimeError("a data-movement cone went to an evaluation session")
+
+    monkeypatch.setattr(fold_constants, "_run_ort", no_session)
+    monkeypatch.setattr(fold_constants, "_run_reference", no_session)
+    out = graphopt.optimize(model, passes="fold-constants,dce")
+    assert [n.op_type for n in out.graph.node] == ["MatMul"]
+    folded = numpy_helper.to_array(out.graph.initializer[0])
+    assert np.array_equal(folded, numpy_helper.to_array(w).T)
+    (want,), (got,) = _run(model, _feeds(model)), _run(out, _feeds(model))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # a constant MatMul weight is prepacked
