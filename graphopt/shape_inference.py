@@ -54,7 +54,8 @@ def _skeleton(model: Model) -> onnx.ModelProto:
     gp = mp.graph
     # Inference starts from the inputs and initializers: no annotation of the file (value_info, output types), in any
     # graph, takes part. Large 1-D tensors get a placeholder dim (data propagation is linear in their length).
-    for g in _all_graph_protos(gp):
+    deep = next(iter(model.graph.subgraphs()), None) is not None
+    for g in _all_graph_protos(gp, deep):
         del g.value_info[:]
         for out in g.output:
             out.ClearField("type")
@@ -89,46 +90,65 @@ def _placeholder_dims(tp: onnx.TypeProto) -> None:
         dims[0].dim_param = f"{_PLACEHOLDER}{dims[0].dim_value}"
 
 
-def _all_graph_protos(gp: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+def _all_graph_protos(gp: onnx.GraphProto, deep: bool = True) -> Iterator[onnx.GraphProto]:
+    """The graph and (when ``deep``: the caller knows there are some) its subgraphs."""
     yield gp
+    if not deep:
+        return
     for np_ in gp.node:
-        for sub in _sub_protos(list(np_.attribute)):
-            yield from _all_graph_protos(sub)
+        if np_.attribute:
+            for sub in _sub_protos(list(np_.attribute)):
+                yield from _all_graph_protos(sub)
 
 
 def _run(model: Model) -> onnx.GraphProto | None:
-    return infer_proto(_skeleton(model))
+    return infer_proto(_skeleton(model), deep=next(iter(model.graph.subgraphs()), None) is not None)
 
 
-def infer_proto(model: onnx.ModelProto) -> onnx.GraphProto | None:
+def infer_proto(model: onnx.ModelProto, deep: bool = True) -> onnx.GraphProto | None:
     """ONNX shape inference of a model whose large constants are typed inputs or stubs; the inferred graph, or None
     when inference fails. Long 1-D inputs get placeholder dims for the run (see the module doc); changes ``model``.
+    ``deep=False`` says the model has no subgraphs.
 
-    Data propagation (shapes computed from constants and from Shape) is used only when a first run without it finds
-    no long 1-D value: it would track each of its elements.
+    A first run goes without data propagation (shapes computed from constants and from Shape). A second one, with
+    it, follows only when the first left a value without a static shape and computed no long 1-D value (data
+    propagation would track each of its elements).
     """
+    placeholders = False
     for vi in model.graph.input:
         _placeholder_dims(vi.type)
+        dims = vi.type.tensor_type.shape.dim
+        placeholders |= len(dims) == 1 and dims[0].dim_param.startswith(_PLACEHOLDER)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
-        if not _long_1d(inferred.graph):
+        if _needs_data_propagation(inferred.graph, deep):
             inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference is best effort; the passes are safe without it
         logger.debug("shape inference failed: %s", exc)
         return None
-    for g in _all_graph_protos(inferred.graph):
-        for vi in [*g.value_info, *g.output, *g.input]:
-            _numbers_back(vi.type)
+    if placeholders:
+        for g in _all_graph_protos(inferred.graph, deep):
+            for vi in [*g.value_info, *g.output, *g.input]:
+                _numbers_back(vi.type)
     return inferred.graph
 
 
-def _long_1d(gp: onnx.GraphProto) -> bool:
-    for g in _all_graph_protos(gp):
+def _needs_data_propagation(gp: onnx.GraphProto, deep: bool) -> bool:
+    """Whether a value lacks a static shape (data propagation may find it) and none is a long 1-D tensor."""
+    incomplete = False
+    for g in _all_graph_protos(gp, deep):
+        static = set()
         for vi in [*g.value_info, *g.output]:
             tt = vi.type.tensor_type
-            if len(tt.shape.dim) == 1 and tt.shape.dim[0].dim_value > LONG_1D:
-                return True
-    return False
+            if not tt.HasField("shape"):
+                continue
+            dims = tt.shape.dim
+            if len(dims) == 1 and dims[0].dim_value > LONG_1D:
+                return False
+            if all(d.HasField("dim_value") for d in dims):
+                static.add(vi.name)
+        incomplete = incomplete or any(o and o not in static for n in g.node for o in n.output)
+    return incomplete
 
 
 def _numbers_back(tp: onnx.TypeProto) -> None:

@@ -63,7 +63,7 @@ NEVER_FOLD = frozenset(
         "OptionalHasElement",
     }
 )
-SMALL_BYTES = 256
+SMALL_BYTES = numpy_eval.SMALL_BYTES  # 256
 """A folded tensor this small (a shape, an axis list, a scalar) is always worth it: it replaces at least one node."""
 
 
@@ -235,6 +235,11 @@ class _Limits:
     from it, whichever is more (a Tile that an Add with a big weight reads may be as big as that Add's result)."""
 
     def __init__(self, cone: list[Node], known: dict[Value, np.ndarray], cap: float) -> None:
+        self._args = (cone, known, cap)
+        self.limit: dict[Value, int] = {}
+
+    def _compute(self) -> None:
+        cone, known, cap = self._args
         sources: dict[Value, frozenset[Value]] = {}
         for node in cone:
             src: set[Value] = set()
@@ -256,7 +261,6 @@ class _Limits:
             return max(SMALL_BYTES, int(cap * total))
 
         in_cone = set(cone)
-        self.limit: dict[Value, int] = {}
         for node in reversed(cone):
             for out in node.outputs:
                 if out is None:
@@ -265,6 +269,8 @@ class _Limits:
                 self.limit[out] = max([own(out), *(self.limit.get(o, 0) for outs in readers for o in outs if o)])
 
     def node(self, node: Node) -> int:
+        if not self.limit:
+            self._compute()  # on first use: most cones are small shape arithmetic that never asks
         return min(self.limit[v] for v in node.outputs if v is not None)
 
 
@@ -279,7 +285,7 @@ def _bounded(cone: list[Node], leaves: dict[Value, np.ndarray], limits: _Limits,
     from graphopt.shape_inference import infer_proto
 
     model, _ = _eval_model(cone, leaves, ctx, inline_bytes=INLINE_BYTES)
-    inferred = infer_proto(model)
+    inferred = infer_proto(model, deep=False)  # foldable nodes have no subgraphs
     types = {vi.name: vi.type for vi in inferred.value_info} if inferred is not None else {}
     types.update((vi.name, vi.type) for vi in (inferred.output if inferred is not None else []))
     kept: list[Node] = []

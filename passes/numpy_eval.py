@@ -22,6 +22,8 @@ import numpy as np
 from graphopt.ir import Node, Value
 from graphopt.tensors import Tensor, np_dtype
 
+SMALL_BYTES = 256
+"""Outputs this small are always allowed (fold-constants' own floor): the caller's limit is not asked."""
 MAX_ELEMENTS = 1 << 16
 """Arithmetic on bigger tensors goes to onnxruntime."""
 DATA_MOVEMENT = frozenset({"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather"})
@@ -235,7 +237,8 @@ def evaluate_partial(cone: list[Node], leaves: Env, limit: Callable[[Node], int]
         elements = _elements(node, env)
         if elements is None or (most is not None and elements > most):
             continue
-        if limit is not None and elements * _itemsize(node, env) > limit(node):
+        size = elements * _itemsize(node, env)
+        if limit is not None and size > SMALL_BYTES and size > limit(node):
             continue
         try:
             out = np.asarray(OPS[node.op_type](node, env))
