@@ -492,7 +492,8 @@ class _Plan:
 def _materialise(graph: Graph, v: Value, array: np.ndarray) -> None:
     base = v.name or "folded"
     # a result of this run, or a view of a constant (numpy data movement): copied only when not contiguous
-    tensor = Tensor.from_numpy(np.ascontiguousarray(array), copy=False)
+    contiguous = array if array.flags.c_contiguous else array.copy(order="C")  # (np.ascontiguousarray makes 0-D 1-D)
+    tensor = Tensor.from_numpy(contiguous, copy=False)
     const = graph.make_constant(tensor, name=f"{base}_folded" if not base.endswith("_folded") else base)
     graph.replace_all_uses_with(v, const)
 

@@ -540,3 +540,14 @@ def test_large_constant_data_movement_folds_in_numpy(monkeypatch) -> None:
     assert np.array_equal(folded, numpy_helper.to_array(w).T)
     (want,), (got,) = _run(model, _feeds(model)), _run(out, _feeds(model))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # a constant MatMul weight is prepacked
+
+
+def test_folded_scalars_stay_scalars() -> None:
+    # the folded array is adopted as it is: a 0-D result (Size, a scalar Gather) must not become 1-D on the way
+    nodes = [helper.make_node("Size", ["x"], ["n"]), helper.make_node("Gather", ["c", "i"], ["g"], axis=0)]
+    nodes.append(helper.make_node("Add", ["n", "g"], ["y"]))
+    inits = [_i64("c", [4, 5, 6]), numpy_helper.from_array(np.array(1, np.int64), "i")]
+    model = _model(nodes, [X23], [helper.make_tensor_value_info("y", TensorProto.INT64, [])], inits)
+    out = graphopt.optimize(model, level=2)
+    (want,), (got,) = _run(model, _feeds(model)), _run(out, _feeds(model))
+    assert got.shape == want.shape == () and got == want == 11
