@@ -15,6 +15,7 @@ import onnx
 from graphopt.errors import GraphoptError, PassError, VerificationError
 from graphopt.ir import Graph, Model, gc_paused, validate
 from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes, debug_enabled
+from graphopt.shape_inference import restore_interface, trust_types
 
 
 class PassFailedError(PassError):
@@ -193,6 +194,7 @@ class PassManager:
                         g.check()
             if not changed_any:
                 break
+        restore_interface(model)
         report.seconds = time.perf_counter() - start
         report.nodes_after = _count(model)
         return report
@@ -221,6 +223,7 @@ class PassManager:
 
     @staticmethod
     def _run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
+        trust_types(model)  # no pass decides anything from a type the file states and onnxruntime does not check
         changed = bool(p.run(model.graph, ctx))
         if not p.recursive:
             return changed

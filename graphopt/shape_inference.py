@@ -1,18 +1,33 @@
-"""Types and shapes for values that a model does not annotate, from ONNX shape inference.
+"""Types and shapes the passes can rely on: derived by ONNX shape inference from the graph inputs and the initializers.
 
 Exported models usually list types only for graph inputs and outputs. Passes that need an intermediate value's dtype or
 shape (Cast to the same type, Reshape to the same shape, Shape of a static tensor...) call :func:`infer_shapes` first.
 
+Annotations are not trusted. onnxruntime enforces a graph input's element type, rank and static dims (and a graph
+output's element type), and computes everything else itself: a ``value_info`` entry, a graph output's shape or an
+initializer's listing that lies is only warned about, and the model still runs. So before any pass decides anything,
+:func:`trust_types` (run once per graph by the PassManager, and by :func:`infer_shapes`) sets every such annotation
+aside: the value becomes untyped (an initializer takes the type of its data, a graph output keeps its element type),
+and passes that need its type get it from :func:`infer_shapes`, which derives it from the graph inputs and the
+initializers alone. On save, a listing is written as the file had it unless inference proved it false (then the
+inferred type is written); a graph output that a pass replaced is listed as the file declared it
+(:func:`restore_interface`).
+
 Shape inference runs on a skeleton of the model: large initializers are passed as external-data stubs that carry their
 type and dims but no bytes, so a BERT-sized model is not serialized for it. Small initializers keep their data, which
-lets ONNX's data propagation resolve shapes computed from constants. Only values without a type get one; a type the
-model states is never replaced.
+lets ONNX's data propagation resolve shapes computed from constants. The skeleton carries no value_info and no output
+types: inference starts from the graph inputs and the initializers alone. ONNX's data propagation spends time and
+memory linear in the length of any 1-D tensor of static size (it tracks each element as a possible dim), so large 1-D
+inputs and initializers enter the skeleton with a placeholder symbolic dim that is read back as the number, and a
+model that computes a long 1-D value is inferred without data propagation.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import weakref
+from collections.abc import Iterator
 
 import onnx
 
@@ -20,21 +35,41 @@ from graphopt.ir import Graph, Model, Value
 
 INLINE_BYTES = 4096
 """Initializers up to this size keep their data in the skeleton (shape constants, axes); larger ones are stubs."""
+LONG_1D = 4096
+"""1-D inputs and initializers longer than this get a placeholder dim in the skeleton (see the module doc)."""
+_PLACEHOLDER = "graphopt__static_"
+_PLACEHOLDER_RE = re.compile(rf"^{_PLACEHOLDER}(\d+)$")
 
 logger = logging.getLogger("graphopt")
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# the skeleton
+# --------------------------------------------------------------------------------------------------------------------
 def _skeleton(model: Model) -> onnx.ModelProto:
     from graphopt.onnx_io import _Exporter  # the exporter is private to onnx_io; this is its one other client
 
     mp = onnx.ModelProto()
     _Exporter().model(model, mp, initializers=False)
     gp = mp.graph
+    # Inference starts from the inputs and initializers: no annotation of the file (value_info, output types), in any
+    # graph, takes part. Large 1-D tensors get a placeholder dim (data propagation is linear in their length).
+    deep = next(iter(model.graph.subgraphs()), None) is not None
+    for g in _all_graph_protos(gp, deep):
+        del g.value_info[:]
+        for out in g.output:
+            out.ClearField("type")
+    inputs = {v.name for v in model.graph.inputs}
     for name, v in model.graph.initializers.items():
         t = v.const
         assert t is not None
         if t.nbytes <= INLINE_BYTES and not t.is_external:
             gp.initializer.append(t.to_proto(name))
+        elif len(t.dims) == 1 and t.dims[0] > LONG_1D:
+            if name not in inputs:  # as an input of the same type: an initializer's dims cannot be a placeholder
+                tt = gp.input.add(name=name).type.tensor_type
+                tt.elem_type = t.dtype
+                tt.shape.dim.add().dim_param = f"{_PLACEHOLDER}{t.dims[0]}"
         else:
             stub = gp.initializer.add()
             stub.name = name
@@ -43,29 +78,123 @@ def _skeleton(model: Model) -> onnx.ModelProto:
             stub.data_location = onnx.TensorProto.EXTERNAL
             entry = stub.external_data.add()
             entry.key, entry.value = "location", "graphopt-shape-inference-stub"
+    mp.ir_version = max(mp.ir_version, 4)  # initializers need not be inputs, inputs need not be initializers
     return mp
+
+
+def _placeholder_dims(tp: onnx.TypeProto) -> None:
+    if tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.HasField("shape"):
+        return
+    dims = tp.tensor_type.shape.dim
+    if len(dims) == 1 and dims[0].HasField("dim_value") and dims[0].dim_value > LONG_1D:
+        dims[0].dim_param = f"{_PLACEHOLDER}{dims[0].dim_value}"
+
+
+def _all_graph_protos(gp: onnx.GraphProto, deep: bool = True) -> Iterator[onnx.GraphProto]:
+    """The graph and (when ``deep``: the caller knows there are some) its subgraphs."""
+    yield gp
+    if not deep:
+        return
+    for np_ in gp.node:
+        if np_.attribute:
+            for sub in _sub_protos(list(np_.attribute)):
+                yield from _all_graph_protos(sub)
+
+
+def _run(model: Model) -> onnx.GraphProto | None:
+    return infer_proto(_skeleton(model), deep=next(iter(model.graph.subgraphs()), None) is not None)
+
+
+def infer_proto(model: onnx.ModelProto, deep: bool = True) -> onnx.GraphProto | None:
+    """ONNX shape inference of a model whose large constants are typed inputs or stubs; the inferred graph, or None
+    when inference fails. Long 1-D inputs get placeholder dims for the run (see the module doc); changes ``model``.
+    ``deep=False`` says the model has no subgraphs.
+
+    A first run goes without data propagation (shapes computed from constants and from Shape). A second one, with
+    it, follows only when the first left a value without a static shape and computed no long 1-D value (data
+    propagation would track each of its elements).
+    """
+    placeholders = False
+    for vi in model.graph.input:
+        _placeholder_dims(vi.type)
+        dims = vi.type.tensor_type.shape.dim
+        placeholders |= len(dims) == 1 and dims[0].dim_param.startswith(_PLACEHOLDER)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
+        if _needs_data_propagation(inferred.graph, deep):
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference is best effort; the passes are safe without it
+        logger.debug("shape inference failed: %s", exc)
+        return None
+    if placeholders:
+        for g in _all_graph_protos(inferred.graph, deep):
+            for vi in [*g.value_info, *g.output, *g.input]:
+                _numbers_back(vi.type)
+    return inferred.graph
+
+
+def _needs_data_propagation(gp: onnx.GraphProto, deep: bool) -> bool:
+    """Whether a value lacks a static shape (data propagation may find it) and none is a long 1-D tensor."""
+    incomplete = False
+    for g in _all_graph_protos(gp, deep):
+        static = set()
+        for vi in [*g.value_info, *g.output]:
+            tt = vi.type.tensor_type
+            if not tt.HasField("shape"):
+                continue
+            dims = tt.shape.dim
+            if len(dims) == 1 and dims[0].dim_value > LONG_1D:
+                return False
+            if all(d.HasField("dim_value") for d in dims):
+                static.add(vi.name)
+        incomplete = incomplete or any(o and o not in static for n in g.node for o in n.output)
+    return incomplete
+
+
+def _numbers_back(tp: onnx.TypeProto) -> None:
+    if tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.HasField("shape"):
+        return
+    for d in tp.tensor_type.shape.dim:
+        if d.HasField("dim_param"):
+            found = _PLACEHOLDER_RE.match(d.dim_param)
+            if found:
+                d.dim_value = int(found.group(1))
 
 
 def _types(gp: onnx.GraphProto) -> dict[str, onnx.TypeProto]:
     types = {vi.name: vi.type for vi in gp.value_info}
-    types.update((vi.name, vi.type) for vi in gp.output)
+    types.update((vi.name, vi.type) for vi in gp.output if vi.HasField("type"))
     return types
 
 
-def _apply(graph: Graph, gp: onnx.GraphProto) -> int:
-    types = _types(gp)
-    count = 0
+def _pairs(graph: Graph, gp: onnx.GraphProto) -> Iterator[tuple[Graph, onnx.GraphProto]]:
+    """The graph and each of its subgraphs with the proto the skeleton made of it."""
+    yield graph, gp
     for node, np_ in zip(graph, gp.node, strict=True):
-        for out in node.outputs:
-            if out is not None and not out.has_type and out.name in types:
-                _set_type(out, types[out.name])
-                count += 1
         bodies = list(node.subgraphs())
         if not bodies:
             continue
         subs = [ap for ap in np_.attribute if ap.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
-        for sub, ap in zip(bodies, _sub_protos(subs), strict=True):
-            count += _apply(sub, ap)
+        for sub, sp in zip(bodies, _sub_protos(subs), strict=True):
+            yield from _pairs(sub, sp)
+
+
+def _apply(graph: Graph, gp: onnx.GraphProto) -> int:
+    count = 0
+    for g, p in _pairs(graph, gp):
+        types = _types(p)
+        for node in g:
+            for out in node.outputs:
+                # untyped, or a graph output whose stated shape was set aside by trust_types
+                if out is None or (out.has_type and out.shape is not None) or out.name not in types:
+                    continue
+                found = types[out.name]
+                _set_type(out, found)
+                count += 1
+                for kind in ("value_info", "output"):
+                    override = g.info_overrides.get((kind, out))
+                    if override is not None and _contradicts(override[0].type, found):
+                        del g.info_overrides[(kind, out)]  # the file's listing is false: write what inference proves
     return count
 
 
@@ -74,7 +203,7 @@ def _sub_protos(attrs: list[onnx.AttributeProto]) -> list[onnx.GraphProto]:
     for ap in attrs:
         if ap.type == onnx.AttributeProto.GRAPH:
             out.append(ap.g)
-        else:
+        elif ap.type == onnx.AttributeProto.GRAPHS:
             out.extend(ap.graphs)
     return out
 
@@ -89,27 +218,164 @@ def _set_type(v: Value, tp: onnx.TypeProto) -> None:
     v.dtype, v.shape = tt.elem_type, shape
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# trusting annotations
+# --------------------------------------------------------------------------------------------------------------------
+_TRUSTED: weakref.WeakKeyDictionary[Graph, bool] = weakref.WeakKeyDictionary()
+"""Main graphs whose annotations :func:`trust_types` has already set aside (a graph reloaded by --verify is new)."""
+_DECLARED: weakref.WeakKeyDictionary[Graph, dict[str, onnx.ValueInfoProto]] = weakref.WeakKeyDictionary()
+"""Per main graph, the graph outputs' listings as the file states them (the model's interface)."""
+
+
+def _listings(graph: Graph) -> dict[int, tuple[Value, list[str]]]:
+    """The values of one graph whose type came from the file and that onnxruntime does not check, with the kinds of
+    listing ("value_info", "output", "input") they have."""
+    out: dict[int, tuple[Value, list[str]]] = {}
+    interface = {id(v) for v in graph.inputs}
+
+    def add(kind: str, v: Value) -> None:
+        out.setdefault(id(v), (v, []))[1].append(kind)
+
+    for v in graph.value_info:
+        if id(v) not in interface and v.type_proto is not None:
+            add("value_info", v)
+    for v in graph.outputs:
+        if id(v) not in interface and v.type_proto is not None:
+            add("output", v)
+    for v in graph.inputs:
+        if v.const is not None and not v.overridable and v.type_proto is not None:
+            add("input", v)  # IR < 4 lists every initializer as an input: its data decides its type
+    return out
+
+
+def _contradicts(stated: onnx.TypeProto, found: onnx.TypeProto) -> bool:
+    """Whether an annotation states something that inference proves false (an unknown or symbolic dim proves
+    nothing)."""
+    kind = stated.WhichOneof("value")
+    if kind != found.WhichOneof("value"):
+        return kind is not None and found.WhichOneof("value") is not None
+    if kind != "tensor_type":
+        return stated != found
+    a, b = stated.tensor_type, found.tensor_type
+    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+        return True
+    if not (a.HasField("shape") and b.HasField("shape")):
+        return False
+    if len(a.shape.dim) != len(b.shape.dim):
+        return True
+    return any(
+        x.HasField("dim_value") and y.HasField("dim_value") and x.dim_value != y.dim_value
+        for x, y in zip(a.shape.dim, b.shape.dim, strict=True)
+    )
+
+
+def _data_type(v: Value) -> onnx.TypeProto:
+    tp = onnx.TypeProto()
+    tt = tp.tensor_type
+    tt.elem_type = v.const.dtype  # type: ignore[union-attr]
+    tt.shape.SetInParent()
+    for d in v.const.dims:  # type: ignore[union-attr]
+        tt.shape.dim.add().dim_value = d
+    return tp
+
+
+def _set_aside(graph: Graph, v: Value, kinds: list[str]) -> None:
+    """Take the file's type off ``v`` (an initializer keeps the type of its data, a graph output its element type) and
+    have export write each of its listings as the file had it, until inference proves the listing false."""
+    from graphopt.onnx_io import _fill_value_info  # private writer of one listing, as export writes it
+
+    stated: dict[str, onnx.ValueInfoProto] = {}
+    for kind in kinds:
+        override = graph.info_overrides.get((kind, v))
+        if override is not None and override[1] is v.type_proto:
+            stated[kind] = override[0]  # a second listing that differed from the first at load
+        else:
+            info = onnx.ValueInfoProto()
+            _fill_value_info(info, v)
+            stated[kind] = info
+    own = v.type_proto
+    v.set_type_proto(None)
+    if v.const is not None:
+        v.dtype, v.shape = v.const.dtype, v.const.dims
+        data = _data_type(v)
+    elif "output" in kinds and own is not None and own.HasField("tensor_type") and own.tensor_type.elem_type:
+        v.dtype = own.tensor_type.elem_type  # onnxruntime checks a graph output's element type; its shape it does not
+    for kind, info in stated.items():
+        if v.const is not None and _contradicts(info.type, data):
+            graph.info_overrides.pop((kind, v), None)
+        else:
+            graph.info_overrides[(kind, v)] = (info, None)
+        if kind == "output" and graph.owner is None:
+            _DECLARED.setdefault(graph, {})[v.name or ""] = info
+
+
+def _every_graph(model: Model) -> Iterator[Graph]:
+    yield model.graph
+    yield from model.graph.subgraphs()
+    for func in model.functions.values():
+        yield func.graph
+        yield from func.graph.subgraphs()
+
+
+def trust_types(model: Model) -> int:
+    """Set aside every type the file states for a value that onnxruntime computes itself; returns how many.
+
+    Runs once per main graph (later calls return at once) and costs no inference: the values become untyped, so the
+    passes that need their types run :func:`infer_shapes`, which derives them from the graph inputs and initializers.
+    See the module doc for what is written back on save.
+    """
+    if _TRUSTED.get(model.graph):
+        return 0
+    _TRUSTED[model.graph] = True
+    count = 0
+    for g in _every_graph(model):
+        for v, kinds in _listings(g).values():
+            _set_aside(g, v, kinds)
+            count += 1
+    if count:
+        _HOPELESS.pop(model, None)
+    return count
+
+
+def restore_interface(model: Model) -> None:
+    """After a pipeline: a graph output that a pass replaced by another value is listed again as the file declared it
+    (the model's interface), unless what is known of the new value contradicts that."""
+    from graphopt.onnx_io import _fill_value_info
+
+    declared = _DECLARED.get(model.graph)
+    if not declared:
+        return
+    graph = model.graph
+    for v in graph.outputs:
+        info = declared.get(v.name or "")
+        if info is None or ("output", v) in graph.info_overrides or v in graph.inputs:
+            continue
+        now = onnx.ValueInfoProto()
+        _fill_value_info(now, v)
+        if v.const is None and not _contradicts(info.type, now.type):
+            graph.info_overrides[("output", v)] = (info, v.type_proto)
+
+
 def infer_shapes(model: Model) -> int:
     """Give every untyped value in the main graph and its subgraphs the type ONNX shape inference finds.
 
-    Returns the number of values that got a type. Shape inference failing (an op it does not know, a model it rejects)
-    is not an error: the values stay untyped and passes that need types leave them alone.
+    Sets the file's annotations aside first (:func:`trust_types`). Returns the number of values that got a type. Shape
+    inference failing (an op it does not know, a model it rejects) is not an error: the values stay untyped and passes
+    that need types leave them alone.
     """
+    trust_types(model)
     untyped = _untyped(model)
     if not untyped:
         return 0  # exporters that list every value's type (torch's dynamo exporter) leave nothing to infer
     hopeless = _HOPELESS.get(model)
     if hopeless is not None and all(v in hopeless for v in untyped):
         return 0  # nothing new to type since the last run: it would find what it found then
-    skeleton = _skeleton(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as exc:  # noqa: BLE001 - inference is best effort; the passes are safe without it
-        logger.debug("shape inference failed: %s", exc)
+    inferred = _run(model)
+    if inferred is None:
         _HOPELESS[model] = weakref.WeakSet(untyped)
         return 0
     try:
-        return _apply(model.graph, inferred.graph)
+        return _apply(model.graph, inferred)
     except ValueError:  # inference changed the node list (it never should); keep what we have
         return 0
     finally:

@@ -23,6 +23,7 @@ subgraph, with every value it computes as an output.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +32,7 @@ import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
-from graphopt.shape_inference import infer_shapes
+from graphopt.shape_inference import INLINE_BYTES, infer_shapes
 from graphopt.tensors import Tensor, elem_type_of
 
 from . import numpy_eval
@@ -62,7 +63,7 @@ NEVER_FOLD = frozenset(
         "OptionalHasElement",
     }
 )
-SMALL_BYTES = 256
+SMALL_BYTES = numpy_eval.SMALL_BYTES  # 256
 """A folded tensor this small (a shape, an axis list, a scalar) is always worth it: it replaces at least one node."""
 
 
@@ -129,13 +130,40 @@ def _cone(graph: Graph, known: dict[Value, np.ndarray]) -> list[Node]:
     return cone
 
 
-def _eval_model(cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext) -> onnx.ModelProto:
+FEED_BYTES = 1 << 20
+"""Leaf constants larger than this are fed to the evaluation session as inputs (numpy views, no protobuf copy)."""
+_FEEDABLE = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT64,
+        onnx.TensorProto.BOOL,
+    }
+)
+
+
+def _eval_model(
+    cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext, inline_bytes: int = FEED_BYTES
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The cone as a model, and the feeds to run it with. Leaf constants up to ``inline_bytes`` are initializers;
+    larger ones (of the types numpy and onnxruntime share) are typed graph inputs, fed as numpy arrays, so that
+    weights are not copied into a protobuf, serialized and parsed again. Below ``FEED_BYTES`` (shape inference), every
+    larger leaf is a typed input and nothing is fed."""
     from graphopt.onnx_io import _Exporter  # private exporter: node protos without a whole model
 
     exporter = _Exporter()
     gp = onnx.GraphProto(name="fold")
     produced = {out for n in cone for out in n.outputs if out is not None}
-    leaves: dict[str, onnx.TensorProto] = {}
+    leaves: dict[str, onnx.TensorProto | None] = {}
+    feeds: dict[str, np.ndarray] = {}
     for node in cone:
         exporter.node(node, gp.node.add())
         for v in node.inputs:
@@ -143,19 +171,29 @@ def _eval_model(cone: list[Node], known: dict[Value, np.ndarray], ctx: PassConte
                 continue
             if v in known:
                 leaves[v.name] = onnx.numpy_helper.from_array(known[v], v.name)
+                continue
+            t = _const_value(v)
+            assert t is not None
+            if t.nbytes > inline_bytes and (t.dtype in _FEEDABLE or inline_bytes < FEED_BYTES):
+                info = gp.input.add(name=v.name)
+                info.type.tensor_type.elem_type = t.dtype
+                info.type.tensor_type.shape.SetInParent()
+                for d in t.dims:
+                    info.type.tensor_type.shape.dim.add().dim_value = d
+                leaves[v.name] = None
+                if inline_bytes >= FEED_BYTES:
+                    feeds[v.name or ""] = t.numpy()
             else:
-                t = _const_value(v)
-                assert t is not None
                 leaves[v.name] = t.to_proto(v.name)
-    gp.initializer.extend(leaves.values())
+    gp.initializer.extend(t for t in leaves.values() if t is not None)
     for v in produced:
         gp.output.add().name = v.name
     opsets = [onnx.helper.make_opsetid(d, ver) for d, ver in ctx.model.opset_imports.items()]
     model = onnx.helper.make_model(gp, opset_imports=opsets, ir_version=max(ctx.model.ir_version, 4))
-    return model
+    return model, feeds
 
 
-def _run_ort(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -165,7 +203,7 @@ def _run_ort(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     outs = sess.get_outputs()
     names = [o.name for o in outs]
-    results = dict(zip(names, sess.run(names, {}), strict=True))
+    results = dict(zip(names, sess.run(names, feeds), strict=True))
     # onnxruntime hands some element types back as another numpy type (float8 as uint8): keep only arrays whose type
     # is the one the session declares, so a result is right even where shape inference gave the value no type.
     return {o.name: results[o.name] for o in outs if _same_type(results[o.name], o.type)}
@@ -183,35 +221,162 @@ def _same_type(array: Any, declared: str) -> bool:
         return False
 
 
-def _run_reference(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     names = [o.name for o in model.graph.output]
-    results = ReferenceEvaluator(model).run(names, {})
+    results = ReferenceEvaluator(model).run(names, feeds)
     return dict(zip(names, results, strict=True))
 
 
-def _evaluate(cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext) -> dict[Value, np.ndarray]:
-    """Values of the cone's outputs. One session for the whole cone; node by node when that fails."""
+class _Limits:
+    """The most bytes each cone value may take, known before anything is evaluated: what the size guard accepts for
+    it (``SMALL_BYTES``, or ``cap`` times the bytes of the constants it is computed from) or for a cone value computed
+    from it, whichever is more (a Tile that an Add with a big weight reads may be as big as that Add's result)."""
+
+    def __init__(self, cone: list[Node], known: dict[Value, np.ndarray], cap: float) -> None:
+        self._args = (cone, known, cap)
+        self.limit: dict[Value, int] = {}
+
+    def _compute(self) -> None:
+        cone, known, cap = self._args
+        sources: dict[Value, frozenset[Value]] = {}
+        for node in cone:
+            src: set[Value] = set()
+            for v in node.inputs:
+                if v is None or v in known:
+                    continue
+                src |= sources.get(v, {v})
+            frozen = frozenset(src)
+            for out in node.outputs:
+                if out is not None:
+                    sources[out] = frozen
+        cache: dict[frozenset[Value], int] = {}
+
+        def own(v: Value) -> int:
+            total = cache.get(sources[v])
+            if total is None:
+                total = sum(t.nbytes for t in map(_const_value, sources[v]) if t is not None)
+                cache[sources[v]] = total
+            return max(SMALL_BYTES, int(cap * total))
+
+        in_cone = set(cone)
+        for node in reversed(cone):
+            for out in node.outputs:
+                if out is None:
+                    continue
+                readers = [u.outputs for u, _ in out.uses if u in in_cone]
+                self.limit[out] = max([own(out), *(self.limit.get(o, 0) for outs in readers for o in outs if o)])
+
+    def node(self, node: Node) -> int:
+        if not self.limit:
+            self._compute()  # on first use: most cones are small shape arithmetic that never asks
+        return min(self.limit[v] for v in node.outputs if v is not None)
+
+
+_SHRINKING = frozenset({"NonZero", "Compress", "Unique", "TopK"})
+"""Ops whose output size inference cannot tell but that never exceed their input (NonZero: rank int64s an element)."""
+
+
+def _bounded(cone: list[Node], leaves: dict[Value, np.ndarray], limits: _Limits, ctx: PassContext) -> list[Node]:
+    """The nodes of ``cone`` whose outputs provably fit the size guard, from shapes ONNX inference gives before any
+    evaluation (leaf constants are passed by type only, small ones and already computed values with their data); a
+    node whose output size stays unknown, or that reads one that was dropped, is dropped."""
+    from graphopt.shape_inference import infer_proto
+
+    model, _ = _eval_model(cone, leaves, ctx, inline_bytes=INLINE_BYTES)
+    inferred = infer_proto(model, deep=False)  # foldable nodes have no subgraphs
+    types = {vi.name: vi.type for vi in inferred.value_info} if inferred is not None else {}
+    types.update((vi.name, vi.type) for vi in (inferred.output if inferred is not None else []))
+    kept: list[Node] = []
+    dropped: set[Value] = set()
+    for node in cone:
+        if any(v is not None and v in dropped for v in node.inputs) or not _fits_before(node, types, limits):
+            dropped.update(out for out in node.outputs if out is not None)
+            continue
+        kept.append(node)
+    return kept
+
+
+def _fits_before(node: Node, types: dict[str, onnx.TypeProto], limits: _Limits) -> bool:
+    limit = limits.node(node)
+    if node.op_type in _SHRINKING:
+        x = node.inputs[0] if node.inputs else None
+        tp = types.get(x.name or "") if x is not None else None
+        t = x.constant() if x is not None else None
+        dims = list(t.dims) if t is not None else _static_dims(tp)
+        if dims is None:
+            return False
+        return math.prod(dims) * max(len(dims), 1) * 8 <= limit
+    for out in node.outputs:
+        if out is None:
+            continue
+        tp = types.get(out.name or "")
+        dims = _static_dims(tp)
+        if dims is None or tp is None:
+            return False
+        itemsize = _ITEMSIZE.get(tp.tensor_type.elem_type, 8)
+        if math.prod(dims) * itemsize > limit:
+            return False
+    return True
+
+
+def _static_dims(tp: onnx.TypeProto | None) -> list[int] | None:
+    if tp is None or tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.HasField("shape"):
+        return None
+    dims = tp.tensor_type.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    return [d.dim_value for d in dims]
+
+
+_ITEMSIZE = {
+    onnx.TensorProto.BOOL: 1,
+    onnx.TensorProto.INT8: 1,
+    onnx.TensorProto.UINT8: 1,
+    onnx.TensorProto.FLOAT16: 2,
+    onnx.TensorProto.BFLOAT16: 2,
+    onnx.TensorProto.INT16: 2,
+    onnx.TensorProto.UINT16: 2,
+    onnx.TensorProto.FLOAT: 4,
+    onnx.TensorProto.INT32: 4,
+    onnx.TensorProto.UINT32: 4,
+}
+"""Bytes per element by ONNX type; 8 for any other (a bound: complex128 and strings excepted, never folded big)."""
+
+
+def _evaluate(
+    cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext, cap: float = 1.0
+) -> dict[Value, np.ndarray]:
+    """Values of the cone's outputs, never computing one the size guard would reject: integer and data-movement nodes
+    in numpy (each output's size known before it is computed), the rest in one onnxruntime session once ONNX shape
+    inference has proved their sizes; node by node when that fails."""
     if not cone:
         return {}
-    exact = numpy_eval.evaluate(cone, known)
-    if exact is not None:  # small integer / data-movement arithmetic: no onnxruntime session needed
+    limits = _Limits(cone, known, cap)
+    exact = numpy_eval.evaluate_partial(cone, known, limits.node)
+    rest = [n for n in cone if any(out is not None and out not in exact for out in n.outputs)]
+    if not rest:  # small integer / data-movement arithmetic: no onnxruntime session needed
         return _collect(cone, {v.name: a for v, a in exact.items() if v.name})
+    leaves = {**known, **exact}
+    rest = _bounded(rest, leaves, limits, ctx)
+    values: dict[Value, np.ndarray] = {**_collect(cone, {v.name: a for v, a in exact.items() if v.name})}
+    if not rest:
+        return values
     try:
-        by_name = _run_ort(_eval_model(cone, known, ctx))
-        return _collect(cone, by_name)
+        values.update(_collect(rest, _run_ort(*_eval_model(rest, leaves, ctx))))
+        return values
     except Exception as exc:  # noqa: BLE001 - a failing batch is retried node by node below
         logger.debug("fold-constants: batch evaluation failed (%s); evaluating node by node", exc)
-    values: dict[Value, np.ndarray] = dict(known)
-    for node in cone:
+    values = {**leaves}
+    for node in rest:
         if any(v is not None and v not in values and _const_value(v) is None for v in node.inputs):
             continue  # an input failed to evaluate
-        model = _eval_model([node], values, ctx)
+        model, feeds = _eval_model([node], values, ctx)
         by_name: dict[str, np.ndarray] | None = None
         for runner in (_run_ort, _run_reference):
             try:
-                by_name = runner(model)
+                by_name = runner(model, feeds)
                 break
             except Exception as exc:  # noqa: BLE001 - the node is left alone
                 logger.debug("fold-constants: cannot evaluate %s with %s: %s", node, runner.__name__, exc)
@@ -326,7 +491,9 @@ class _Plan:
 # --------------------------------------------------------------------------------------------------------------------
 def _materialise(graph: Graph, v: Value, array: np.ndarray) -> None:
     base = v.name or "folded"
-    tensor = Tensor.from_numpy(array)
+    # a result of this run, or a view of a constant (numpy data movement): copied only when not contiguous
+    contiguous = array if array.flags.c_contiguous else array.copy(order="C")  # (np.ascontiguousarray makes 0-D 1-D)
+    tensor = Tensor.from_numpy(contiguous, copy=False)
     const = graph.make_constant(tensor, name=f"{base}_folded" if not base.endswith("_folded") else base)
     graph.replace_all_uses_with(v, const)
 
@@ -436,7 +603,7 @@ class FoldConstants(Pass):
         changed = _inline_constant_ifs(graph)
         known = _fold_shapes(graph, ctx)
         cone = _cone(graph, known)
-        values = _evaluate(cone, known, ctx)
+        values = _evaluate(cone, known, ctx, self.options["size_cap"])
         values.update(known)
         shape_nodes = [v.producer for v in known if v.producer is not None]
         plan = _Plan(graph, cone + shape_nodes, values)

@@ -7,10 +7,14 @@ movement on any dtype (Identity, Reshape, Transpose, Concat, Slice, Gather, Sque
 Shape) and integer/bool arithmetic and comparisons (Add, Sub, Mul, Neg, Abs, Equal, Less, Greater, Not, And, Or,
 Where, Range, Cast between integers and bools). Anything else, or any float arithmetic, returns None and the caller
 uses onnxruntime as before.
+
+Every node's output size is computed from its inputs' shapes (and, for ConstantOfShape and Range, their values) before
+the node runs: a node whose output would exceed ``MAX_ELEMENTS``, or the byte limit the caller gives, is not run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -18,8 +22,13 @@ import numpy as np
 from graphopt.ir import Node, Value
 from graphopt.tensors import Tensor, np_dtype
 
+SMALL_BYTES = 256
+"""Outputs this small are always allowed (fold-constants' own floor): the caller's limit is not asked."""
 MAX_ELEMENTS = 1 << 16
-"""Cones with bigger tensors go to onnxruntime."""
+"""Arithmetic on bigger tensors goes to onnxruntime."""
+DATA_MOVEMENT = frozenset({"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather"})
+"""Ops that only move elements (exact on any dtype): evaluated at any size the caller's limit allows, so that a large
+weight is transposed or reshaped in numpy rather than through an onnxruntime session."""
 
 Env = dict[Value, np.ndarray]
 
@@ -161,29 +170,87 @@ OPS: dict[str, Callable[[Node, Env], np.ndarray]] = {
 }
 
 
-def evaluate(cone: list[Node], leaves: Env) -> Env | None:
-    """The cone's outputs computed in numpy, or None if any node is not one this module evaluates exactly.
+def _elements(node: Node, env: Env) -> int | None:
+    """How many elements ``node``'s output will have, from its inputs alone (None: cannot tell, do not run it)."""
+    op = node.op_type
+    ins = [env[v] for v in node.inputs if v is not None]
+    if not ins:
+        return None
+    x = ins[0]
+    if op in ("Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Cast", "Neg", "Abs", "Not", "Slice"):
+        return x.size  # same elements (a Slice takes at most all of them)
+    if op == "Concat":
+        return sum(a.size for a in ins)
+    if op == "Gather":
+        if len(ins) < 2 or x.ndim == 0:
+            return None
+        axis = int(node.attr("axis", 0)) % x.ndim
+        return (x.size // x.shape[axis] if x.shape[axis] else 0) * ins[1].size
+    if op == "ConstantOfShape":
+        dims = _ints(x)
+        return math.prod(dims) if all(d >= 0 for d in dims) else None
+    if op == "Shape":
+        return x.ndim
+    if op == "Range":
+        if len(ins) != 3 or any(a.size != 1 for a in ins) or x.dtype.kind != "i":
+            return None
+        start, limit, delta = (int(a.reshape(-1)[0]) for a in ins)
+        return max(-((start - limit) // delta), 0) if delta else None
+    try:
+        return math.prod(np.broadcast_shapes(*(a.shape for a in ins)))  # elementwise ops, Where
+    except ValueError:
+        return None
+
+
+def _itemsize(node: Node, env: Env) -> int:
+    """Bytes per element of ``node``'s output: its data input's for data movement, 8 (the most) otherwise."""
+    if node.op_type in DATA_MOVEMENT and node.inputs and node.inputs[0] is not None:
+        return env[node.inputs[0]].dtype.itemsize
+    return 8
+
+
+def evaluate_partial(cone: list[Node], leaves: Env, limit: Callable[[Node], int] | None = None) -> Env:
+    """The outputs of the nodes of ``cone`` this module evaluates exactly, in order; other nodes (and those that read
+    them) are skipped. A node runs only when its output has at most ``limit(node)`` bytes and (but for data movement,
+    given a limit) at most ``MAX_ELEMENTS`` elements, both known before it runs.
 
     ``leaves`` holds the values of the cone's non-constant inputs (folded shapes); constants are read from the IR.
     """
-    if any(n.op_type not in OPS or n.domain not in ("", "ai.onnx") or len(n.outputs) != 1 for n in cone):
-        return None
-    if any(n.op_type == "Slice" and len(n.inputs) < 3 for n in cone):
-        return None  # opset < 10 Slice (attributes): onnxruntime handles it
     env: Env = dict(leaves)
+    produced: Env = {}
     for node in cone:
+        if node.op_type not in OPS or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+            continue
+        if node.op_type == "Slice" and len(node.inputs) < 3:
+            continue  # opset < 10 Slice (attributes): onnxruntime handles it
+        most = None if node.op_type in DATA_MOVEMENT and limit is not None else MAX_ELEMENTS
+        ready = True
         for v in node.inputs:
             if v is not None and v not in env:
                 t = v.constant()
-                if t is None or t.size > MAX_ELEMENTS:
-                    return None
+                if t is None or (most is not None and t.size > most):
+                    ready = False
+                    break
                 env[v] = t.numpy()
+        if not ready:
+            continue
+        elements = _elements(node, env)
+        if elements is None or (most is not None and elements > most):
+            continue
+        size = elements * _itemsize(node, env)
+        if limit is not None and size > SMALL_BYTES and size > limit(node):
+            continue
         try:
             out = np.asarray(OPS[node.op_type](node, env))
-        except (ValueError, IndexError, TypeError, KeyError):
-            return None
-        if out.size > MAX_ELEMENTS:
-            return None
-        env[node.outputs[0]] = out  # type: ignore[index]
-    produced = {n.outputs[0] for n in cone}
-    return {v: a for v, a in env.items() if v in produced}
+        except (ValueError, IndexError, TypeError, KeyError, OverflowError, MemoryError):
+            continue
+        if most is not None and out.size > most:
+            continue
+        env[node.outputs[0]] = produced[node.outputs[0]] = out  # type: ignore[index]
+    return produced
+
+
+def evaluate(cone: list[Node], leaves: Env, limit: Callable[[Node], int] | None = None) -> Env | None:
+    """The cone's outputs computed in numpy, or None if any node is not one this module evaluates exactly."""
+    produced = evaluate_partial(cone, leaves, limit)
+    return produced if len(produced) == len(cone) else None
