@@ -65,7 +65,7 @@ ORT_LOG_SEVERITY = 4
 one-line error into several; graphopt reports what went wrong itself."""
 
 
-def _quiet_ort() -> Any:
+def quiet_onnxruntime() -> Any:
     import onnxruntime as ort
 
     ort.set_default_logger_severity(ORT_LOG_SEVERITY)  # the logger of session creation and of the environment
@@ -78,7 +78,7 @@ def session(
     """An onnxruntime CPU session for a path, ModelProto or Model. ``optimization``: all, extended, basic or
     disabled; ``optimized_path``: where onnxruntime writes the graph it optimized. Every session graphopt creates
     comes from here, so onnxruntime logs nothing below fatal and its load errors become one line."""
-    ort = _quiet_ort()
+    ort = quiet_onnxruntime()
     levels = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

@@ -194,7 +194,9 @@ def _eval_model(
 
 
 def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    from graphopt.runtime import quiet_onnxruntime
+
+    ort = quiet_onnxruntime()  # its default logger too: no [E:onnxruntime...] lines when a fold is declined
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
