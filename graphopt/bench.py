@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from graphopt.errors import GraphoptError
+from graphopt.onnx_io import require_file
 from graphopt.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, session
 
 
@@ -34,6 +36,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         raise GraphoptError("--runs must be at least 1 and --warmup at least 0")
     shapes = dict(parse_shape(s) for s in args.shape)
     paths = [args.model] + ([args.other] if args.other else [])
+    for p in paths:
+        require_file(Path(p))  # a regular file: onnxruntime would block on a FIFO or read a device forever
     sessions = [session(p, threads=args.threads, optimization=args.ort_opt) for p in paths]
     feeds = make_inputs(sessions[0], shapes, seed=args.seed, batch=args.batch)
     result: dict[str, Any] = {"threads": args.threads, "ort_optimization": args.ort_opt, "runs": args.runs}
