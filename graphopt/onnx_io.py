@@ -702,7 +702,7 @@ def check(source: str | os.PathLike[str] | onnx.ModelProto, where: str | None = 
     """Run the ONNX checker; raise ModelLoadError with its first line on failure."""
     try:
         onnx.checker.check_model(source if isinstance(source, onnx.ModelProto) else os.fspath(source))
-    except (onnx.checker.ValidationError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - ValidationError, InferenceError, ValueError...: the user needs one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         name = where or (os.fspath(source) if not isinstance(source, onnx.ModelProto) else "<model>")
         raise ModelLoadError(

@@ -519,6 +519,8 @@ class SparseTensor(Tensor):
         self.values = Tensor.from_proto(proto.values, base_dir, files)
         self.indices = Tensor.from_proto(proto.indices, base_dir, files)
         self._check_layout()
+        if base_dir is not None or not self.indices.is_external:
+            self._linear_indices()  # indices out of range: refused at load, not when a pass first reads the data
 
     def _where(self) -> str:
         return f"sparse tensor {text(self._sparse.values.name)!r}"
