@@ -85,15 +85,21 @@ def dtype_name(elem_type: int | None) -> str:
             return f"type{elem_type}"
 
 
-def open_regular(path: Path, what: str, error: type[GraphoptError] = ExternalDataError) -> tuple[int, os.stat_result]:
+def open_regular(
+    path: Path, what: str, error: type[GraphoptError] = ExternalDataError, *, nofollow: bool = False
+) -> tuple[int, os.stat_result]:
     """Open ``path`` read-only and return the descriptor and its status, refusing anything but a regular file.
 
     The file is opened without blocking (a FIFO would wait forever for a writer) and its type is checked on the open
     descriptor, so a name swapped between a check and the open cannot slip a FIFO or a device through. ``what`` names
-    the file in the one-line error (``error`` is its class).
+    the file in the one-line error (``error`` is its class). ``nofollow`` refuses a symlink in the last component (for
+    a path already resolved: a link put there after the check would not be followed out of the folder).
     """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except (OSError, ValueError) as e:
         raise error(f"{what}: {_os_reason(e)}") from None
     try:
@@ -138,9 +144,16 @@ class ExternalFile:
     is the (st_dev, st_ino) of the file that was opened: saving compares output paths against it, not by spelling.
     """
 
-    def __init__(self, path: Path, what: str | None = None, error: type[GraphoptError] = ExternalDataError) -> None:
+    def __init__(
+        self,
+        path: Path,
+        what: str | None = None,
+        error: type[GraphoptError] = ExternalDataError,
+        *,
+        nofollow: bool = False,
+    ) -> None:
         self.path = path
-        fd, st = open_regular(path, what or str(path), error)
+        fd, st = open_regular(path, what or str(path), error, nofollow=nofollow)
         try:
             self.size = st.st_size
             self.identity = (st.st_dev, st.st_ino)
@@ -636,7 +649,7 @@ def _external_ref(proto: onnx.TensorProto, base_dir: Path, files: dict[Path, Ext
     if files is None:
         files = {}
     if path not in files:
-        files[path] = ExternalFile(path, f"tensor {name!r}: external data file {path}")
+        files[path] = ExternalFile(path, f"tensor {name!r}: external data file {path}", nofollow=True)
     file = files[path]
     offset = _external_int(info, "offset", name, path) or 0
     length = _external_int(info, "length", name, path)

@@ -222,7 +222,9 @@ def test_output_that_is_the_input_data_file(
     with pytest.raises(GraphoptError, match="input model reads"):
         graphopt.save(graphopt.load(src), out, external_data=False)
     assert _snapshot(src, data) == before
-    np.testing.assert_array_equal(_run_ort(src), np.linspace(-1, 1, N, dtype=np.float32) + np.arange(N, dtype=np.float32))
+    np.testing.assert_array_equal(
+        _run_ort(src), np.linspace(-1, 1, N, dtype=np.float32) + np.arange(N, dtype=np.float32)
+    )
 
 
 def test_in_place_rewrites_the_input_and_its_data_while_they_are_mapped(
