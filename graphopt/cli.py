@@ -24,14 +24,23 @@ from rich.table import Table
 from graphopt import __version__, bench
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
-from graphopt.onnx_io import check, check_targets, load, require_file, save, target_identity, wants_external_data
+from graphopt.onnx_io import (
+    check,
+    check_targets,
+    load,
+    require_file,
+    run_or_defer,
+    save,
+    target_identity,
+    wants_external_data,
+)
 from graphopt.pass_manager import PassManager, PassReport
 from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
 from graphopt.summary import human_bytes, shape_str, summarize
 from graphopt.tensors import same_file
 
 EXIT_USER_ERROR = 2
-_TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
 
 
 def _stdout() -> Console:
@@ -316,14 +325,21 @@ def _output_path(args: argparse.Namespace) -> Path:
 
 @contextmanager
 def _clean_exit_on(*signums: int) -> Iterator[None]:
-    """Turn these signals into an exception while the block runs, so that ``save`` removes its temporary files (as
-    it does for Ctrl-C), then exit with 128 + the signal number, as a process killed by it would report."""
+    """Turn these signals into an exception while the block (the save) runs, so that ``save`` removes its temporary
+    files, then exit with 128 + the signal number, as a process killed by it would report. The exception waits for
+    the end of the save's critical sections (creating a temporary file, the final renames, the cleanup). SIGINT
+    becomes the usual KeyboardInterrupt (exit 130), with the same care."""
 
     class Terminated(BaseException):
         pass
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated(signum)
+        def stop() -> None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Terminated(signum)
+
+        run_or_defer(stop)
 
     previous = {}
     for signum in signums:
@@ -332,9 +348,9 @@ def _clean_exit_on(*signums: int) -> Iterator[None]:
     try:
         yield
     except Terminated as e:
-        signum = e.args[0]
-        print(f"graphopt: terminated by {signal.Signals(signum).name}; nothing written", file=sys.stderr)
-        raise SystemExit(128 + signum) from None
+        name = signal.Signals(e.args[0]).name
+        print(f"graphopt: terminated by {name} while saving; no temporary file left behind", file=sys.stderr)
+        raise SystemExit(128 + e.args[0]) from None
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)

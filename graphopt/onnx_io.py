@@ -10,7 +10,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -758,8 +758,7 @@ def save(
         stubs: dict[str, onnx.TensorProto] = {}
         done = 0
         if external_data:
-            data_tmp, fd = _temp_beside(folder / location)
-            temps.append(data_tmp)
+            data_tmp, fd = _temp_beside(folder / location, temps)
             offset = 0
             with os.fdopen(fd, "wb") as f:
                 for name, v in inits:
@@ -799,8 +798,7 @@ def save(
             raise GraphoptError(
                 f"{out}: the model is over 2 GB, which protobuf cannot hold; save it with external data"
             )
-        model_tmp, fd = _temp_beside(out)
-        temps.append(model_tmp)
+        model_tmp, fd = _temp_beside(out, temps)
         with os.fdopen(fd, "wb") as f:
             f.write(head)
             f.write(_GRAPH_TAG)
@@ -814,19 +812,21 @@ def save(
                     done += inits_bytes.get(name, 0)
                     if progress:
                         progress(done, total)
-        check_targets(model, out, data_path)  # again: nothing may have taken those names meanwhile
-        if data_tmp is not None:
-            os.replace(data_tmp, folder / location)
-        _drop_old_output(out, model)
-        os.replace(model_tmp, out)
-        temps.clear()
+        with critical_section():  # the renames happen together or not at all, whatever signal comes
+            check_targets(model, out, data_path)  # again: nothing may have taken those names meanwhile
+            if data_tmp is not None:
+                os.replace(data_tmp, folder / location)
+            _drop_old_output(out, model)
+            os.replace(model_tmp, out)
+            temps.clear()
     except PermissionError as e:
         raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
     except OSError as e:
         raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
-        for t in temps:
-            t.unlink(missing_ok=True)
+        with critical_section():  # a second signal must not cut the cleanup short
+            for t in temps:
+                t.unlink(missing_ok=True)
 
 
 def wants_external_data(model: Model, external_data: bool | None) -> bool:
@@ -883,23 +883,55 @@ def _drop_old_output(out: Path, model: Model) -> None:
         out.unlink()
 
 
-def _temp_beside(target: Path) -> tuple[Path, int]:
-    """A new empty file next to ``target`` and its open descriptor.
+_critical_depth = 0
+_deferred: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def critical_section() -> Iterator[None]:
+    """A stretch of ``save`` that must not be cut by a signal handler that raises: creating a temporary file and
+    recording it for cleanup, the renames that put the output in place, the cleanup itself. A handler installed with
+    :func:`run_or_defer` (the CLI's SIGTERM/SIGHUP/SIGINT handler) waits until the outermost section is over."""
+    global _critical_depth
+    _critical_depth += 1
+    try:
+        yield
+    finally:
+        _critical_depth -= 1
+        if _critical_depth == 0 and _deferred:
+            actions = list(_deferred)
+            _deferred.clear()
+            for action in actions:
+                action()
+
+
+def run_or_defer(action: Callable[[], None]) -> None:
+    """Run ``action`` now, or at the end of the current :func:`critical_section` (for signal handlers)."""
+    if _critical_depth:
+        _deferred.append(action)
+    else:
+        action()
+
+
+def _temp_beside(target: Path, temps: list[Path]) -> tuple[Path, int]:
+    """A new empty file next to ``target`` and its open descriptor; its path is added to ``temps`` at once.
 
     The file is written through this descriptor, never reopened with truncation: ext4 treats truncate-then-write as
     a file being replaced and flushes it to disk on close, which makes the write, and a later unlink, cost more.
     """
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    if hasattr(os, "fchmod"):
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the output is an ordinary file
-    return Path(name), fd
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    names = tempfile._get_candidate_names()  # noqa: SLF001 - mkstemp's own random names
+    for _ in range(1000):
+        path = target.parent / f".{target.name}.{next(names)}.tmp"
+        with critical_section():
+            try:
+                fd = os.open(path, flags, 0o666)  # the umask applies, as to any ordinary output file
+            except FileExistsError:
+                continue
+            temps.append(path)
+        return path, fd
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
 def _check_location(location: str, out: Path) -> None:

@@ -283,7 +283,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_terminating_signal_during_save_removes_temporary_files(tmp_path: Path, signame: str) -> None:
     rng = np.random.default_rng(0)
     n = 64 * 1024  # 80 tensors of 256 KB: a 20 MB save, slowed to ~4 s
@@ -304,8 +304,39 @@ def test_terminating_signal_during_save_removes_temporary_files(tmp_path: Path, 
     _, err = proc.communicate(timeout=60)
     signum = getattr(signal, signame)
     assert proc.returncode == 128 + signum, err
-    assert err.strip().splitlines() == [f"graphopt: terminated by {signame}; nothing written"], err
+    line = (
+        "interrupted" if signame == "SIGINT" else f"terminated by {signame} while saving; no temporary file left behind"
+    )
+    assert err.strip().splitlines() == [f"graphopt: {line}"], err
     assert list(out_dir.iterdir()) == []  # no .o.onnx.*.tmp, no .o.onnx.data.*.tmp, no output
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_real_large_save(tmp_path: Path) -> None:
+    """The same without any slowing down: 256 MB of external weights (memory-mapped at load), SIGTERM as soon as the
+    first temporary file appears."""
+    n = 8 * 1024 * 1024  # 8 tensors of 32 MB
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inits = []
+    for i in range(8):
+        t = numpy_helper.from_array(np.full(n, i, np.float32), f"w{i}")
+        inits.append(_externalize(t, folder, "m.onnx.data"))
+    src = folder / "m.onnx"
+    src.write_bytes(_add_model(inits, n).SerializeToString())
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), "-o", str(out_dir / "o.onnx"), "-O0", "-q"]
+    proc = subprocess.Popen([*cmd, "--no-check", "--external-data", "yes"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.endswith(".tmp") for p in out_dir.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the save ended before it could be signalled"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert list(out_dir.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------------------------------
