@@ -401,13 +401,15 @@ def test_external_data_that_is_not_a_regular_file_is_refused(
 # --------------------------------------------------------------------------------------------------------------------
 # 5. every external reference goes through the one resolver
 # --------------------------------------------------------------------------------------------------------------------
-def _every_kind_of_reference(folder: Path) -> Path:
+def _every_kind_of_reference(folder: Path, sparse_external: bool = True) -> Path:
     """A model with external data in a dense initializer, a sparse initializer (values and indices), a subgraph
-    initializer, a Constant's tensor and sparse tensor attributes, and a function body: six files."""
+    initializer, a Constant's tensor and sparse tensor attributes, and a function body: six files. The ONNX checker
+    refuses external sparse data: ``sparse_external=False`` keeps those inline."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def ext(arr: np.ndarray, name: str, location: str) -> TensorProto:
-        return _externalize(numpy_helper.from_array(arr, name), folder, location)
+        t = numpy_helper.from_array(arr, name)
+        return t if location == "sparse.bin" and not sparse_external else _externalize(t, folder, location)
 
     w = ext(np.arange(N, dtype=np.float32), "w", "dense.bin")
     sparse = helper.make_sparse_tensor(
@@ -424,7 +426,9 @@ def _every_kind_of_reference(folder: Path) -> Path:
         [helper.make_node("Identity", ["t0"], ["e"])], "else", [], [helper.make_tensor_value_info("e", 1, [N])]
     )
     attr_sparse = helper.make_sparse_tensor(
-        ext(np.array([7], np.float32), "sv", "attr.bin"), ext(np.array([2], np.int64), "si", "attr.bin"), [N]
+        ext(np.array([7], np.float32), "sv", "attr.bin" if sparse_external else "sparse.bin"),
+        ext(np.array([2], np.int64), "si", "attr.bin" if sparse_external else "sparse.bin"),
+        [N],
     )
     func = helper.make_function(
         "local",
@@ -514,11 +518,13 @@ def _allowed_prefixes(extra: list[Path]) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-def test_no_file_opened_outside_the_model_and_output_folders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checker", [False, True])
+def test_no_file_opened_outside_the_model_and_output_folders(tmp_path: Path, checker: bool) -> None:
     """Run graphopt from another working directory (holding decoys of every data file) under strace: every open
-    must be in the model's folder, the output folder, or the interpreter's and the system's paths."""
+    must be in the model's folder, the output folder, or the interpreter's and the system's paths. With the checker
+    on, the model keeps its sparse data inline (the checker refuses external sparse data)."""
     model_dir, out_dir, cwd = tmp_path / "model", tmp_path / "out", tmp_path / "cwd"
-    src = _every_kind_of_reference(model_dir)
+    src = _every_kind_of_reference(model_dir, sparse_external=not checker)
     out_dir.mkdir()
     cwd.mkdir()
     _decoys(model_dir, cwd)
@@ -527,7 +533,18 @@ def test_no_file_opened_outside_the_model_and_output_folders(tmp_path: Path) -> 
     # -P: the interpreter does not put the working directory on sys.path (python -m would list it for imports).
     cmd = [sys.executable, "-P", "-m", "graphopt", "optimize", "../model/model.onnx", "-o", "../out/o.onnx"]
     p = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=openat,open", "-o", str(trace), *cmd, "--no-check", "-q"],
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,open",
+            "-o",
+            str(trace),
+            *cmd,
+            "-q",
+            *([] if checker else ["--no-check"]),
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
