@@ -778,7 +778,7 @@ def save(
                     for key, val in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
                         stub.external_data.add(key=key, value=val)
                     if t.doc_string:
-                        stub.doc_string = t.doc_string
+                        put_str(stub, "doc_string", t.doc_string)
                     _put_props(stub.metadata_props, t.metadata_props)
                     stubs[name] = stub
                     offset += len(raw)

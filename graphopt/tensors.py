@@ -366,8 +366,8 @@ class Tensor:
             tuple(proto.dims),
             proto=proto,
             external=external,
-            doc_string=proto.doc_string,
-            metadata_props={p.key: p.value for p in proto.metadata_props} if proto.metadata_props else None,
+            doc_string=text(proto.doc_string),
+            metadata_props={text(p.key): text(p.value) for p in proto.metadata_props} if proto.metadata_props else None,
         )
 
     # data -------------------------------------------------------------------------------------------------------
@@ -481,10 +481,7 @@ class Tensor:
             arr = np.ascontiguousarray(self._array)
             out = onnx.TensorProto(data_type=self.dtype, dims=self.dims, raw_data=arr.tobytes())
         put_str(out, "name", name)
-        if self.doc_string:
-            out.doc_string = self.doc_string
-        for k, v in self.metadata_props.items():
-            out.metadata_props.add(key=k, value=v)
+        self._put_info(out)
         return out
 
     def header(self, name: str) -> onnx.TensorProto:
@@ -500,11 +497,17 @@ class Tensor:
             return out
         out = onnx.TensorProto(data_type=self.dtype, dims=self.dims)
         put_str(out, "name", name)
-        if self.doc_string:
-            out.doc_string = self.doc_string
-        for k, v in self.metadata_props.items():
-            out.metadata_props.add(key=k, value=v)
+        self._put_info(out)
         return out
+
+    def _put_info(self, out: onnx.TensorProto) -> None:
+        """Write the doc string and metadata into ``out`` (text that was not UTF-8 goes back as its bytes)."""
+        if self.doc_string:
+            put_str(out, "doc_string", self.doc_string)
+        for k, v in self.metadata_props.items():
+            entry = out.metadata_props.add()
+            put_str(entry, "key", k)
+            put_str(entry, "value", v)
 
     def __repr__(self) -> str:
         where = "external" if self._external else ("array" if self._array is not None else "proto")

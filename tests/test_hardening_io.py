@@ -659,7 +659,11 @@ def test_tensor_data_of_the_wrong_size_is_refused(
 # 8. names that are not UTF-8
 # --------------------------------------------------------------------------------------------------------------------
 def _non_utf8_model(path: Path, n: int = N) -> None:
-    """Node, value, initializer (mapped when n is large) and graph names with a byte that is not UTF-8."""
+    """Node, value, initializer (mapped when n is large) and graph names, doc strings and a tensor's metadata with a
+    byte that is not UTF-8."""
+    weights = numpy_helper.from_array(np.arange(n, dtype=np.float32), "WEIGHTSX")
+    weights.doc_string = "TDOCSTRX"
+    weights.metadata_props.add(key="TMETAKYX", value="TMETAVLX")
     g = helper.make_graph(
         [
             helper.make_node("Add", ["x", "WEIGHTSX"], ["VALNAMEX"], name="NODENAMX"),
@@ -668,11 +672,20 @@ def _non_utf8_model(path: Path, n: int = N) -> None:
         "GRAPHNMX",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
-        [numpy_helper.from_array(np.arange(n, dtype=np.float32), "WEIGHTSX")],
+        [weights],
         value_info=[helper.make_tensor_value_info("VALNAMEX", TensorProto.FLOAT, [n])],
     )
     data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
-    for name in (b"WEIGHTSX", b"VALNAMEX", b"NODENAMX", b"DOCSTRNX", b"GRAPHNMX"):
+    for name in (
+        b"WEIGHTSX",
+        b"VALNAMEX",
+        b"NODENAMX",
+        b"DOCSTRNX",
+        b"GRAPHNMX",
+        b"TDOCSTRX",
+        b"TMETAKYX",
+        b"TMETAVLX",
+    ):
         data = data.replace(name, name[:-1] + b"\xff")  # same length: the wire format stays valid
     path.write_bytes(data)
 
@@ -684,6 +697,13 @@ def test_non_utf8_names_round_trip_from_python(tmp_path: Path, n: int) -> None:
     model = graphopt.load(src)
     assert model.graph.initializers["WEIGHTS\udcff"].const.numpy()[3] == 3
     graphopt.save(model, tmp_path / "o.onnx")
+    graphopt.save(model, tmp_path / "ext.onnx", external_data=True, size_threshold=0)  # a stub carries them too
+    stub = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False).graph.initializer[0]
+    assert (stub.name, stub.doc_string, stub.metadata_props[0].value) == (
+        b"WEIGHTS\xff",
+        b"TDOCSTR\xff",
+        b"TMETAVL\xff",
+    )
     original, saved = onnx.ModelProto(), onnx.ModelProto()
     original.ParseFromString(src.read_bytes())
     saved.ParseFromString((tmp_path / "o.onnx").read_bytes())
