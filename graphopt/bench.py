@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from graphopt.errors import GraphoptError
+from graphopt.onnx_io import require_file
 from graphopt.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, run, session
 
 
@@ -36,6 +38,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         raise GraphoptError("--runs must be at least 1 and --warmup at least 0")
     shapes = dict(parse_shape(s) for s in args.shape)
     paths = [args.model] + ([args.other] if args.other else [])
+    for p in paths:
+        require_file(Path(p))  # a regular file: onnxruntime would block on a FIFO or read a device forever
     sessions = [session(p, threads=args.threads, optimization=args.ort_opt) for p in paths]
     for p, sess in zip(paths, sessions, strict=True):
         if not sess.get_outputs():

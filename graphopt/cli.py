@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ from graphopt import __version__, bench
 from graphopt.diagnose import checker_rejection, output_folder_problem
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
-from graphopt.onnx_io import check, load, require_file, save
+from graphopt.onnx_io import (
+    check,
+    check_targets,
+    load,
+    require_file,
+    run_or_defer,
+    save,
+    target_identity,
+    wants_external_data,
+)
 from graphopt.pass_manager import PassManager, PassReport
 from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
 from graphopt.summary import (
@@ -41,6 +51,7 @@ from graphopt.summary import (
 from graphopt.tensors import same_file
 
 EXIT_USER_ERROR = 2
+_TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
 
 
 class _Console(Console):
@@ -430,8 +441,8 @@ def _step(progress: Progress, text: str) -> Iterator[None]:
 
 
 def load_checked(path: Path, *, run_checker: bool) -> Model:
-    """Read a model file, run the ONNX checker (unless told not to), and lift it into the IR."""
-    require_file(path)
+    """Read a model file (a regular file only), run the ONNX checker (unless told not to), and lift it into the IR."""
+    require_file(path)  # before the checker, which would block on a FIFO or read /dev/zero forever
     if run_checker:
         try:
             check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
@@ -440,30 +451,71 @@ def load_checked(path: Path, *, run_checker: bool) -> Model:
     return load(path)
 
 
-def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
+def _output_path(args: argparse.Namespace) -> Path:
+    """The output path, refused early (before any work) if it is the input without --in-place, or names something
+    that is not a regular file. Files the input model reads are checked once it is loaded (see check_targets)."""
     src = Path(args.input)
     if not args.output and not args.in_place:
         raise GraphoptError("no output file: give -o OUT (or --in-place to overwrite the input)")
     out = Path(args.output) if args.output else src
-    if src.exists() and (same_file(src, out) or src.resolve() == out.resolve()) and not args.in_place:
-        raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
-    if out.exists() and out.is_dir():
+    if out.name in ("", ".", ".."):
         raise GraphoptError(f"{out}: output is a directory")
-    problem = output_folder_problem(out)
+    problem = output_folder_problem(out)  # a missing folder, or a path component that is a file
     if problem:
         raise GraphoptError(problem)
+    target_identity(out, "output")
+    if not args.in_place and same_file(src, out):
+        raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
+    return out
+
+
+@contextmanager
+def _clean_exit_on(*signums: int) -> Iterator[None]:
+    """Turn these signals into an exception while the block (the save) runs, so that ``save`` removes its temporary
+    files, then exit with 128 + the signal number, as a process killed by it would report. The exception waits for
+    the end of the save's critical sections (creating a temporary file, the final renames, the cleanup). SIGINT
+    becomes the usual KeyboardInterrupt (exit 130), with the same care."""
+
+    class Terminated(BaseException):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        def stop() -> None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Terminated(signum)
+
+        run_or_defer(stop)
+
+    previous = {}
+    for signum in signums:
+        with suppress(ValueError, OSError):  # not the main thread: leave signals alone
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    except Terminated as e:
+        name = signal.Signals(e.args[0]).name
+        print(f"graphopt: terminated by {name} while saving; no temporary file left behind", file=sys.stderr)
+        raise SystemExit(128 + e.args[0]) from None
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
+    src = Path(args.input)
+    out = _output_path(args)
     if args.threads < 1:
         raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
     if args.report:
         page = Path(args.report)
-        for model_path, role in ((src, "input"), (out, "output")):
-            if page.resolve() == model_path.resolve():
-                raise GraphoptError(f"{page}: --report would overwrite the {role} model")
-        if page.is_dir():
-            raise GraphoptError(f"{page}: --report names a directory")
         problem = output_folder_problem(page)
         if problem:
             raise GraphoptError(problem)
+        target_identity(page, "report")  # a regular file or nothing: never a device, FIFO or directory
+        for model_path, role in ((src, "input"), (out, "output")):
+            if page.resolve() == model_path.resolve() or same_file(page, model_path):
+                raise GraphoptError(f"{page}: --report would overwrite the {role} model")
     quant_config = _quantize_config(args)
     prune_request = _prune_request(args)
     # Resolve the pipeline before loading, so a misspelt pass name fails fast.
@@ -486,6 +538,13 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
             model = load_checked(src, run_checker=not args.no_check)
         times["load"] = time.perf_counter() - t0
         ops_before = op_histogram(model)
+        external = {"auto": None, "yes": True, "no": False}[args.external_data]
+        data_path = out.parent / f"{out.name}.data" if wants_external_data(model, external) else None
+        check_targets(model, out, data_path)  # fail now, not after optimizing; save checks again
+        if args.report:
+            check_targets(model, Path(args.report), None)  # nor may the report replace the input's data
+            if data_path is not None and Path(args.report).resolve() == data_path.resolve():
+                raise GraphoptError(f"{args.report}: --report would overwrite the output's external data")
 
         task = progress.add_task("optimizing", total=len(pipeline))
 
@@ -530,14 +589,14 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
 
         t0 = time.perf_counter()
         save_task = progress.add_task(f"saving {out.name}", total=None)
-        external = {"auto": None, "yes": True, "no": False}[args.external_data]
-        save(
-            model,
-            out,
-            external_data=external,
-            size_threshold=args.size_threshold,
-            progress=lambda done, total: progress.update(save_task, completed=done, total=total),
-        )
+        with _clean_exit_on(*_TERMINATING_SIGNALS):
+            save(
+                model,
+                out,
+                external_data=external,
+                size_threshold=args.size_threshold,
+                progress=lambda done, total: progress.update(save_task, completed=done, total=total),
+            )
         progress.remove_task(save_task)
         times["save"] = time.perf_counter() - t0
 

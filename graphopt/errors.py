@@ -11,6 +11,11 @@ class ModelLoadError(GraphoptError):
     """The file is missing, is not ONNX, is truncated, or the checker rejects it."""
 
 
+class TensorDataError(ModelLoadError, ValueError):
+    """A tensor's data does not fit its type and shape (raw_data or a typed field of the wrong size, a sparse tensor
+    whose indices do not fit its shape). onnxruntime refuses such a model, so graphopt does too."""
+
+
 class ExternalDataError(GraphoptError):
     """External tensor data is missing, out of range, or points outside the model's folder."""
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import onnx
 
-from graphopt.tensors import _PACKED_4BIT, ExternalFile
+from graphopt.errors import ModelLoadError
+from graphopt.tensors import _PACKED_4BIT, ExternalFile, encode_varint, text
 
 MIN_MAPPED_BYTES = 1024
 """Smaller raw_data stays in the proto: a view is not worth it, and small constants are read often."""
@@ -48,19 +49,6 @@ def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
         if b < 0x80:
             return result, pos
         shift += 7
-
-
-def encode_varint(n: int) -> bytes:
-    """Protobuf's base-128 varint encoding of a non-negative int."""
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _fields(buf: mmap.mmap, start: int, end: int) -> list[tuple[int, int, int, int, int]]:
@@ -126,7 +114,7 @@ def _tensor(buf: mmap.mmap, start: int, end: int) -> tuple[bytes, str, int, int]
         elif number not in _TENSOR_PLAIN_FIELDS:
             return None
         elif number == 8 and wire == 2:
-            name = bytes(buf[payload:field_end]).decode("utf-8", errors="strict")
+            name = text(bytes(buf[payload:field_end]))  # as the importer names it (non-UTF-8 bytes kept)
         elif number == 2 and wire == 0:
             dtype, _ = _varint(buf, field_start + 1, field_end)
     if raw is None or raw[2] - raw[1] < MIN_MAPPED_BYTES or not name or dtype in _NOT_MAPPABLE:
@@ -135,17 +123,21 @@ def _tensor(buf: mmap.mmap, start: int, end: int) -> tuple[bytes, str, int, int]
     return buf[start:field_start] + buf[field_end:end], name, payload, field_end - payload
 
 
-def scan(path: Path) -> Scanned | None:
-    """Map ``path`` and cut the main graph's raw_data initializers out of it; None when that is not possible."""
-    try:
-        file = ExternalFile(path)
-    except (OSError, ValueError):
-        return None
+def scan(source: Path | ExternalFile) -> Scanned | None:
+    """Map ``source`` (a path, or a file already mapped) and cut the main graph's raw_data initializers out of it;
+    None when that is not possible."""
+    if isinstance(source, ExternalFile):
+        file = source
+    else:
+        try:
+            file = ExternalFile(source, str(source), ModelLoadError)
+        except ModelLoadError:
+            return None
     if file.map is None:
         return None
     try:
         found = _scan(file.map)
-    except (_Malformed, UnicodeDecodeError):
+    except _Malformed:
         return None
     if found is None:
         return None

@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError, Message
 
-from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError
+from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError, TensorDataError
 from graphopt.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused
-from graphopt.mapped import Scanned, encode_varint, scan
-from graphopt.tensors import ExternalFile, ExternalRef, SparseTensor, Tensor, _expected_nbytes, same_file
+from graphopt.mapped import Scanned, scan
+from graphopt.tensors import (
+    ExternalFile,
+    ExternalRef,
+    SparseTensor,
+    Tensor,
+    _expected_nbytes,
+    encode_varint,
+    extend_str,
+    file_kind,
+    put_str,
+    same_file,
+    text,
+)
 
 _A = onnx.AttributeProto
 PROTOBUF_LIMIT = 2**31 - 1
@@ -118,7 +131,7 @@ def _modeled_default(field: Any, modeled: frozenset[str]) -> Any:
 
 
 def _opsets(entries: Iterable[onnx.OperatorSetIdProto]) -> dict[str, int]:
-    return {op.domain: op.version for op in entries}
+    return {text(op.domain): op.version for op in entries}
 
 
 def _default_domain_unset(entries: Iterable[onnx.OperatorSetIdProto]) -> bool:
@@ -130,16 +143,21 @@ def _put_opsets(target: Any, opsets: dict[str, int], default_domain_unset: bool)
     for op_domain, version in opsets.items():
         entry = target.add(version=version)
         if op_domain or not default_domain_unset:
-            entry.domain = op_domain
+            put_str(entry, "domain", op_domain)
 
 
 def _props(entries: Iterable[onnx.StringStringEntryProto]) -> dict[str, str]:
-    return {e.key: e.value for e in entries}
+    return {text(e.key): text(e.value) for e in entries}
 
 
 def _put_props(target: Any, props: dict[str, str]) -> None:
     for k, v in props.items():
-        target.add(key=k, value=v)
+        try:
+            target.add(key=k, value=v)
+        except UnicodeEncodeError:
+            entry = target.add()
+            put_str(entry, "key", k)
+            put_str(entry, "value", v)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -157,8 +175,11 @@ class _Importer:
     def tensor(self, proto: onnx.TensorProto) -> Tensor:
         return Tensor.from_proto(proto, self.base_dir, self.files)
 
+    def sparse(self, proto: onnx.SparseTensorProto) -> SparseTensor:
+        return SparseTensor(proto, self.base_dir, self.files)
+
     def main_initializer(self, proto: onnx.TensorProto) -> Tensor:
-        span = self.mapped.ranges.get(proto.name) if self.mapped is not None else None
+        span = self.mapped.ranges.get(text(proto.name)) if self.mapped is not None else None
         if span is None or proto.HasField("raw_data"):  # not cut out (say, a second initializer of the same name)
             return self.tensor(proto)
         assert self.mapped is not None
@@ -166,9 +187,8 @@ class _Importer:
         dims = tuple(proto.dims)
         expected = _expected_nbytes(proto.data_type, dims)
         if expected != length:
-            raise ModelLoadError(
-                f"{self.mapped.file.path}: initializer {proto.name!r} has {length} bytes of raw_data, "
-                f"its shape {list(dims)} needs {expected}"
+            raise TensorDataError(
+                f"tensor {text(proto.name)!r} has {length} bytes of raw_data, its shape {list(dims)} needs {expected}"
             )
         ref = ExternalRef(self.mapped.file, offset, length, "", inline=True)
         return Tensor(
@@ -176,15 +196,15 @@ class _Importer:
             dims,
             proto=proto,  # every field but raw_data, to write back as it was
             external=ref,
-            doc_string=proto.doc_string,
-            metadata_props={p.key: p.value for p in proto.metadata_props},
+            doc_string=text(proto.doc_string),
+            metadata_props=_props(proto.metadata_props),
         )
 
     def value_from_info(self, info: onnx.ValueInfoProto, graph: Graph, kind: str, value: Value | None = None) -> Value:
         """Give a value the type in ``info``. A value can be listed more than once (say as a graph output and in
         value_info) with different types: the first listing types the value, a differing later one is kept verbatim
         in ``graph.info_overrides`` so that export can write each listing as it was."""
-        v = value if value is not None else Value(info.name)
+        v = value if value is not None else Value(text(info.name))
         if id(v) in self.typed:
             again = onnx.ValueInfoProto()
             _fill_value_info(again, v)
@@ -194,12 +214,12 @@ class _Importer:
         self.typed.add(id(v))
         if info.HasField("type"):
             v.set_type_proto(info.type)
-        v.doc_string = info.doc_string
+        v.doc_string = text(info.doc_string)
         v.metadata_props = _props(info.metadata_props)
         return v
 
     def graph(self, gp: onnx.GraphProto, outer: list[dict[str, Value]], *, main: bool = False) -> Graph:
-        graph = Graph(name=gp.name, doc_string=gp.doc_string)
+        graph = Graph(name=text(gp.name), doc_string=text(gp.doc_string))
         graph.metadata_props = _props(gp.metadata_props)
         graph.extra = _leftover(gp, _GRAPH_FIELDS)
         scope: dict[str, Value] = {}
@@ -216,35 +236,38 @@ class _Importer:
 
         for info in gp.input:
             v = self.value_from_info(info, graph, "input")
-            scope[info.name] = v
+            scope[v.name] = v  # type: ignore[index]
             graph.inputs.append(v)
         for tp in gp.initializer:
-            v = scope.get(tp.name)
+            name = text(tp.name)
+            v = scope.get(name)
             if v is None:
-                v = Value(tp.name)
-                scope[tp.name] = v
+                v = Value(name)
+                scope[name] = v
             v.const = self.main_initializer(tp) if main else self.tensor(tp)
             if not v.has_type:
                 v._dtype, v._shape = v.const.dtype, v.const.dims  # noqa: SLF001 - plain facts of the data
-            graph.initializers[tp.name] = v
+            graph.initializers[name] = v
         for sp in gp.sparse_initializer:
-            name = sp.values.name
+            name = text(sp.values.name)
             v = scope.get(name) or Value(name)
             scope[name] = v
-            v.const = SparseTensor(sp)
+            v.const = self.sparse(sp)
+            if not v.has_type:
+                v._dtype, v._shape = v.const.dtype, v.const.dims  # noqa: SLF001 - plain facts of the data
             graph.sparse_initializers[name] = v
         # Two phases: register every node output first, so that names resolve even if nodes are out of order.
         nodes: list[tuple[onnx.NodeProto, Node]] = []
         for np_ in gp.node:
-            outs = [Value(name) if name else None for name in np_.output]
+            outs = [Value(text(name)) if name else None for name in np_.output]
             node = Node(
-                np_.op_type,
+                text(np_.op_type),
                 (),
                 outputs=outs,
-                domain=np_.domain,
-                name=np_.name,
-                overload=np_.overload,
-                doc_string=np_.doc_string,
+                domain=text(np_.domain),
+                name=text(np_.name),
+                overload=text(np_.overload),
+                doc_string=text(np_.doc_string),
             )
             if np_.metadata_props:
                 node.metadata_props = _props(np_.metadata_props)
@@ -254,21 +277,23 @@ class _Importer:
                     scope[v.name] = v  # type: ignore[index]
             nodes.append((np_, node))
         for np_, node in nodes:
-            node.set_inputs(lookup(name) if name else None for name in np_.input)
+            node.set_inputs(lookup(text(name)) if name else None for name in np_.input)
             for ap in np_.attribute:
-                node.attrs[ap.name] = self.attribute(ap, scopes)
+                attr = self.attribute(ap, scopes)
+                node.attrs[attr.name] = attr
             for g in node.subgraphs():
                 g.owner = node
             graph.append(node)
         for info in gp.value_info:
-            v = scope.get(info.name)
+            name = text(info.name)
+            v = scope.get(name)
             if v is None:
-                v = Value(info.name)
-                scope[info.name] = v
+                v = Value(name)
+                scope[name] = v
             self.value_from_info(info, graph, "value_info", v)
             graph.value_info.append(v)
         for info in gp.output:
-            v = lookup(info.name)
+            v = lookup(text(info.name))
             self.value_from_info(info, graph, "output", v)
             graph.outputs.append(v)
         return graph
@@ -288,7 +313,7 @@ class _Importer:
         elif kind == _A.GRAPH:
             value = self.graph(ap.g, scopes)
         elif kind == _A.SPARSE_TENSOR:
-            value = ap.sparse_tensor
+            value = self.sparse(ap.sparse_tensor)
         elif kind == _A.TYPE_PROTO:
             value = ap.tp
         elif kind == _A.FLOATS:
@@ -302,28 +327,31 @@ class _Importer:
         elif kind == _A.GRAPHS:
             value = [self.graph(g, scopes) for g in ap.graphs]
         elif kind == _A.SPARSE_TENSORS:
-            value = list(ap.sparse_tensors)
+            value = [self.sparse(sp) for sp in ap.sparse_tensors]
         elif kind == _A.TYPE_PROTOS:
             value = list(ap.type_protos)
         else:
             value = None
-        attr = Attribute(ap.name, value, kind, ref_attr_name=ap.ref_attr_name, doc_string=ap.doc_string)
+        attr = Attribute(
+            text(ap.name), value, kind, ref_attr_name=text(ap.ref_attr_name), doc_string=text(ap.doc_string)
+        )
         attr.untyped = ap.type == 0
         return attr
 
     def function(self, fp: onnx.FunctionProto) -> Function:
         # A function body is imported as a graph whose inputs and outputs are the formal parameters (untyped).
         gp = onnx.GraphProto()
-        gp.input.extend(onnx.ValueInfoProto(name=name) for name in fp.input)
-        gp.output.extend(onnx.ValueInfoProto(name=name) for name in fp.output)
+        for names, target in ((fp.input, gp.input), (fp.output, gp.output)):
+            for name in names:
+                put_str(target.add(), "name", text(name))
         gp.node.extend(fp.node)
         gp.value_info.extend(fp.value_info)
-        func = Function(fp.domain, fp.name, self.graph(gp, []), overload=fp.overload)
-        func.attributes = list(fp.attribute)
+        func = Function(text(fp.domain), text(fp.name), self.graph(gp, []), overload=text(fp.overload))
+        func.attributes = [text(a) for a in fp.attribute]
         func.attribute_defaults = {ap.name: self.attribute(ap, []) for ap in fp.attribute_proto}
         func.opset_imports = _opsets(fp.opset_import)
         func.default_domain_unset = _default_domain_unset(fp.opset_import)
-        func.doc_string = fp.doc_string
+        func.doc_string = text(fp.doc_string)
         func.metadata_props = _props(fp.metadata_props)
         func.extra = _leftover(fp, _FUNCTION_FIELDS)
         return func
@@ -370,11 +398,11 @@ def from_proto(
             v.overridable = v.const is not None
     model = Model(graph, _opsets(proto.opset_import), ir_version=proto.ir_version)
     model.default_domain_unset = _default_domain_unset(proto.opset_import)
-    model.producer_name = proto.producer_name
-    model.producer_version = proto.producer_version
-    model.domain = proto.domain
+    model.producer_name = text(proto.producer_name)
+    model.producer_version = text(proto.producer_version)
+    model.domain = text(proto.domain)
     model.model_version = proto.model_version
-    model.doc_string = proto.doc_string
+    model.doc_string = text(proto.doc_string)
     model.metadata_props = _props(proto.metadata_props)
     model.training_info = list(proto.training_info)
     with gc_paused():
@@ -395,10 +423,10 @@ TensorWriter = Callable[[Value, onnx.TensorProto], None]
 def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = None, kind: str = "") -> None:
     if graph is not None and graph.info_overrides:
         override = graph.info_overrides.get((kind, v))
-        if override is not None and override[1] is v.type_proto and override[0].name == v.name:
+        if override is not None and override[1] is v.type_proto and text(override[0].name) == v.name:
             info.CopyFrom(override[0])  # this listing differed from the value's type at load; nothing changed since
             return
-    info.name = v.name or ""
+    put_str(info, "name", v.name or "")
     tp = v.type_proto
     if tp is not None:
         info.type.CopyFrom(tp)
@@ -416,7 +444,7 @@ def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = 
                 elif isinstance(d, str):
                     dim.dim_param = d
     if v.doc_string:
-        info.doc_string = v.doc_string
+        put_str(info, "doc_string", v.doc_string)
     _put_props(info.metadata_props, v.metadata_props)
 
 
@@ -426,9 +454,9 @@ class _Exporter:
     def graph(self, graph: Graph, gp: onnx.GraphProto, *, initializers: bool = True) -> None:
         if graph.extra is not None:
             gp.MergeFrom(graph.extra)
-        gp.name = graph.name
+        put_str(gp, "name", graph.name)
         if graph.doc_string:
-            gp.doc_string = graph.doc_string
+            put_str(gp, "doc_string", graph.doc_string)
         _put_props(gp.metadata_props, graph.metadata_props)
         for v in graph.inputs:
             _fill_value_info(gp.input.add(), v, graph, "input")
@@ -437,7 +465,7 @@ class _Exporter:
                 assert v.const is not None
                 gp.initializer.append(v.const.to_proto(name))
         for name, v in graph.sparse_initializers.items():
-            gp.sparse_initializer.append(v.const.to_proto(name))  # type: ignore[union-attr]
+            gp.sparse_initializer.append(_sparse_proto(v.const, name))
         emitted: set[int] = set()
         for node in graph:
             self.node(node, gp.node.add())
@@ -453,29 +481,39 @@ class _Exporter:
     def node(self, node: Node, np_: onnx.NodeProto) -> None:
         if node.extra is not None:
             np_.MergeFrom(node.extra)
-        np_.input.extend(v.name if v is not None else "" for v in node.inputs)  # type: ignore[misc]
-        np_.output.extend(v.name if v is not None else "" for v in node.outputs)  # type: ignore[misc]
-        if node.name:
-            np_.name = node.name
-        np_.op_type = node.op_type
-        if node.domain:
-            np_.domain = node.domain
-        if node.overload:
-            np_.overload = node.overload
-        if node.doc_string:
-            np_.doc_string = node.doc_string
+        try:
+            np_.input.extend(v.name if v is not None else "" for v in node.inputs)  # type: ignore[misc]
+            np_.output.extend(v.name if v is not None else "" for v in node.outputs)  # type: ignore[misc]
+            if node.name:
+                np_.name = node.name
+            np_.op_type = node.op_type
+            if node.domain:
+                np_.domain = node.domain
+            if node.overload:
+                np_.overload = node.overload
+            if node.doc_string:
+                np_.doc_string = node.doc_string
+        except UnicodeEncodeError:  # a name that was not UTF-8 in the file: write its bytes back as they were
+            np_.Clear()
+            if node.extra is not None:
+                np_.MergeFrom(node.extra)
+            extend_str(np_, "input", (v.name if v is not None else "" for v in node.inputs))
+            extend_str(np_, "output", (v.name if v is not None else "" for v in node.outputs))
+            for field in ("name", "op_type", "domain", "overload", "doc_string"):
+                if getattr(node, field) or field == "op_type":
+                    put_str(np_, field, getattr(node, field))
         _put_props(np_.metadata_props, node.metadata_props)
         for attr in node.attrs.values():
             self.attribute(attr, np_.attribute.add())
 
     def attribute(self, attr: Attribute, ap: onnx.AttributeProto) -> None:
-        ap.name = attr.name
+        put_str(ap, "name", attr.name)
         if not attr.untyped:
             ap.type = attr.type  # type: ignore[assignment]
         if attr.doc_string:
-            ap.doc_string = attr.doc_string
+            put_str(ap, "doc_string", attr.doc_string)
         if attr.ref_attr_name:
-            ap.ref_attr_name = attr.ref_attr_name
+            put_str(ap, "ref_attr_name", attr.ref_attr_name)
             return
         kind, value = attr.type, attr.value
         if value is None:
@@ -491,7 +529,7 @@ class _Exporter:
         elif kind == _A.GRAPH:
             self.graph(value, ap.g)
         elif kind == _A.SPARSE_TENSOR:
-            ap.sparse_tensor.CopyFrom(value)
+            ap.sparse_tensor.CopyFrom(_sparse_proto(value))
         elif kind == _A.TYPE_PROTO:
             ap.tp.CopyFrom(value)
         elif kind == _A.FLOATS:
@@ -506,27 +544,27 @@ class _Exporter:
             for g in value:
                 self.graph(g, ap.graphs.add())
         elif kind == _A.SPARSE_TENSORS:
-            ap.sparse_tensors.extend(value)
+            ap.sparse_tensors.extend(_sparse_proto(sp) for sp in value)
         elif kind == _A.TYPE_PROTOS:
             ap.type_protos.extend(value)
 
     def function(self, func: Function, fp: onnx.FunctionProto) -> None:
         if func.extra is not None:
             fp.MergeFrom(func.extra)
-        fp.name = func.name
-        fp.domain = func.domain
+        put_str(fp, "name", func.name)
+        put_str(fp, "domain", func.domain)
         if func.overload:
-            fp.overload = func.overload
-        fp.input.extend(v.name or "" for v in func.graph.inputs)
-        fp.output.extend(v.name or "" for v in func.graph.outputs)
-        fp.attribute.extend(func.attributes)
+            put_str(fp, "overload", func.overload)
+        extend_str(fp, "input", (v.name or "" for v in func.graph.inputs))
+        extend_str(fp, "output", (v.name or "" for v in func.graph.outputs))
+        extend_str(fp, "attribute", func.attributes)
         for attr in func.attribute_defaults.values():
             self.attribute(attr, fp.attribute_proto.add())
         for node in func.graph:
             self.node(node, fp.node.add())
         _put_opsets(fp.opset_import, func.opset_imports, func.default_domain_unset)
         if func.doc_string:
-            fp.doc_string = func.doc_string
+            put_str(fp, "doc_string", func.doc_string)
         for v in func.graph.value_info:
             if _alive(v, func.graph):
                 _fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
@@ -537,16 +575,11 @@ class _Exporter:
             mp.MergeFrom(model.extra)
         mp.ir_version = model.ir_version
         _put_opsets(mp.opset_import, model.opset_imports, model.default_domain_unset)
-        if model.producer_name:
-            mp.producer_name = model.producer_name
-        if model.producer_version:
-            mp.producer_version = model.producer_version
-        if model.domain:
-            mp.domain = model.domain
+        for field in ("producer_name", "producer_version", "domain", "doc_string"):
+            if getattr(model, field):
+                put_str(mp, field, getattr(model, field))
         if model.model_version:
             mp.model_version = model.model_version
-        if model.doc_string:
-            mp.doc_string = model.doc_string
         self.graph(model.graph, mp.graph, initializers=initializers)
         _put_props(mp.metadata_props, model.metadata_props)
         mp.training_info.extend(model.training_info)
@@ -555,7 +588,19 @@ class _Exporter:
 
 
 def _tensor_name(t: Tensor) -> str:
-    return t._proto.name if t._proto is not None else ""  # noqa: SLF001 - keep the attribute tensor's own name
+    return text(t._proto.name) if t._proto is not None else ""  # noqa: SLF001 - keep the attribute tensor's own name
+
+
+def _sparse_proto(value: Any, name: str | None = None) -> onnx.SparseTensorProto:
+    """The SparseTensorProto to write for a sparse initializer or attribute (a raw proto a pass set is kept)."""
+    if isinstance(value, SparseTensor):
+        return value.to_sparse_proto(name)
+    if name is not None and value.values.name != name:
+        out = onnx.SparseTensorProto()
+        out.CopyFrom(value)
+        put_str(out.values, "name", name)
+        return out
+    return value
 
 
 def _alive(v: Value, graph: Graph) -> bool:
@@ -597,31 +642,45 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Mo
     if isinstance(source, bytes):
         return from_proto(_parse(source, "<bytes>"))
     path = Path(os.fspath(source))
-    scanned = scan(path) if path.is_file() else None
-    if scanned is not None:
-        model = from_proto(_parse(scanned.stripped, str(path)), base_dir=path.parent, mapped=scanned)
-    else:
-        model = from_proto(read_proto(path), base_dir=path.parent)
+    file = _open_model_file(path)
+    scanned = scan(file)
+    try:
+        if scanned is not None:
+            model = from_proto(_parse(scanned.stripped, str(path)), base_dir=path.parent, mapped=scanned)
+        else:
+            model = from_proto(_parse(file.map[:] if file.map is not None else b"", str(path)), base_dir=path.parent)
+    except TensorDataError as e:
+        raise TensorDataError(f"{path}: {e}") from None
     model.source_path = str(path)
+    model.external_files = {path: file, **model.external_files}  # every file the model reads, the model file first
     return model
 
 
 def read_proto(path: Path) -> onnx.ModelProto:
     """Read and parse a model file without loading external data; one-line errors for the usual failures."""
+    file = _open_model_file(path)
+    return _parse(file.map[:] if file.map is not None else b"", str(path))
+
+
+def _open_model_file(path: Path) -> ExternalFile:
+    """Map a model file (a regular file only: a FIFO, a device or a directory is refused, never read)."""
     require_file(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ModelLoadError(f"{path}: cannot read ({e.strerror or e})") from None
-    return _parse(data, str(path))
+    return ExternalFile(path, str(path), ModelLoadError)
 
 
 def require_file(path: Path) -> None:
-    """Raise the one-line ModelLoadError for a path that does not exist or is a directory."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file")
-    if path.is_dir():
+    """Raise the one-line ModelLoadError unless ``path`` names an existing regular file (a FIFO would block, a device
+    such as /dev/zero never ends; a name too long or a symlink loop is an error, not a traceback)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: cannot open ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelLoadError(f"{path}: {file_kind(st.st_mode)}, not a regular file")
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:
@@ -643,7 +702,7 @@ def check(source: str | os.PathLike[str] | onnx.ModelProto, where: str | None = 
     """Run the ONNX checker; raise ModelLoadError with its first line on failure."""
     try:
         onnx.checker.check_model(source if isinstance(source, onnx.ModelProto) else os.fspath(source))
-    except (onnx.checker.ValidationError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - ValidationError, InferenceError, ValueError...: the user needs one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         name = where or (os.fspath(source) if not isinstance(source, onnx.ModelProto) else "<model>")
         raise ModelLoadError(
@@ -675,17 +734,23 @@ def save(
     """
     out = Path(os.fspath(path))
     folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
+    try:
+        folder_ok = folder.is_dir()
+    except (OSError, ValueError) as e:
+        raise GraphoptError(f"{out}: cannot write ({getattr(e, 'strerror', None) or e})") from None
+    if not folder_ok:
         raise GraphoptError(f"{out}: output folder {folder} does not exist")
     inits = list(model.graph.initializers.items())
     inits_bytes = {name: v.const.nbytes for name, v in inits if v.const is not None}
     total = sum(inits_bytes.values())
-    if external_data is None:
-        external_data = any(v.const.is_external for _, v in inits if v.const is not None) or total > AUTO_EXTERNAL_BYTES
+    external_data = wants_external_data(model, external_data)
     if location is None:
         location = out.name + ".data"
+    data_path = None
     if external_data:
-        _check_location(location)
+        _check_location(location, out)
+        data_path = folder / location
+    check_targets(model, out, data_path)
 
     temps: list[Path] = []
     try:
@@ -693,8 +758,7 @@ def save(
         stubs: dict[str, onnx.TensorProto] = {}
         done = 0
         if external_data:
-            data_tmp, fd = _temp_beside(folder / location)
-            temps.append(data_tmp)
+            data_tmp, fd = _temp_beside(folder / location, temps)
             offset = 0
             with os.fdopen(fd, "wb") as f:
                 for name, v in inits:
@@ -708,12 +772,13 @@ def save(
                         f.write(b"\0" * pad)
                         offset += pad
                     f.write(raw)
-                    stub = onnx.TensorProto(name=name, data_type=t.dtype, dims=t.dims)
+                    stub = onnx.TensorProto(data_type=t.dtype, dims=t.dims)
+                    put_str(stub, "name", name)
                     stub.data_location = onnx.TensorProto.EXTERNAL
                     for key, val in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
                         stub.external_data.add(key=key, value=val)
                     if t.doc_string:
-                        stub.doc_string = t.doc_string
+                        put_str(stub, "doc_string", t.doc_string)
                     _put_props(stub.metadata_props, t.metadata_props)
                     stubs[name] = stub
                     offset += len(raw)
@@ -733,8 +798,7 @@ def save(
             raise GraphoptError(
                 f"{out}: the model is over 2 GB, which protobuf cannot hold; save it with external data"
             )
-        model_tmp, fd = _temp_beside(out)
-        temps.append(model_tmp)
+        model_tmp, fd = _temp_beside(out, temps)
         with os.fdopen(fd, "wb") as f:
             f.write(head)
             f.write(_GRAPH_TAG)
@@ -748,18 +812,30 @@ def save(
                     done += inits_bytes.get(name, 0)
                     if progress:
                         progress(done, total)
-        if data_tmp is not None:
-            os.replace(data_tmp, folder / location)
-        _drop_old_output(out, model)
-        os.replace(model_tmp, out)
-        temps.clear()
+        with critical_section():  # the renames happen together or not at all, whatever signal comes
+            check_targets(model, out, data_path)  # again: nothing may have taken those names meanwhile
+            if data_tmp is not None:
+                os.replace(data_tmp, folder / location)
+            _drop_old_output(out, model)
+            os.replace(model_tmp, out)
+            temps.clear()
     except PermissionError as e:
         raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
     except OSError as e:
         raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
-        for t in temps:
-            t.unlink(missing_ok=True)
+        with critical_section():  # a second signal must not cut the cleanup short
+            for t in temps:
+                t.unlink(missing_ok=True)
+
+
+def wants_external_data(model: Model, external_data: bool | None) -> bool:
+    """Whether ``save`` writes external data: as asked, or (None) when the model was loaded with external data or its
+    tensors would not fit in a protobuf."""
+    if external_data is not None:
+        return external_data
+    consts = [v.const for v in model.graph.initializers.values() if v.const is not None]
+    return any(t.is_external for t in consts) or sum(t.nbytes for t in consts) > AUTO_EXTERNAL_BYTES
 
 
 class _Piece:
@@ -807,26 +883,108 @@ def _drop_old_output(out: Path, model: Model) -> None:
         out.unlink()
 
 
-def _temp_beside(target: Path) -> tuple[Path, int]:
-    """A new empty file next to ``target`` and its open descriptor.
+_critical_depth = 0
+_deferred: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def critical_section() -> Iterator[None]:
+    """A stretch of ``save`` that must not be cut by a signal handler that raises: creating a temporary file and
+    recording it for cleanup, the renames that put the output in place, the cleanup itself. A handler installed with
+    :func:`run_or_defer` (the CLI's SIGTERM/SIGHUP/SIGINT handler) waits until the outermost section is over."""
+    global _critical_depth
+    _critical_depth += 1
+    try:
+        yield
+    finally:
+        _critical_depth -= 1
+        if _critical_depth == 0 and _deferred:
+            actions = list(_deferred)
+            _deferred.clear()
+            for action in actions:
+                action()
+
+
+def run_or_defer(action: Callable[[], None]) -> None:
+    """Run ``action`` now, or at the end of the current :func:`critical_section` (for signal handlers)."""
+    if _critical_depth:
+        _deferred.append(action)
+    else:
+        action()
+
+
+def _temp_beside(target: Path, temps: list[Path]) -> tuple[Path, int]:
+    """A new empty file next to ``target`` and its open descriptor; its path is added to ``temps`` at once.
 
     The file is written through this descriptor, never reopened with truncation: ext4 treats truncate-then-write as
     a file being replaced and flushes it to disk on close, which makes the write, and a later unlink, cost more.
     """
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    if hasattr(os, "fchmod"):
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the output is an ordinary file
-    return Path(name), fd
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    names = tempfile._get_candidate_names()  # noqa: SLF001 - mkstemp's own random names
+    for _ in range(1000):
+        path = target.parent / f".{target.name}.{next(names)}.tmp"
+        with critical_section():
+            try:
+                fd = os.open(path, flags, 0o666)  # the umask applies, as to any ordinary output file
+            except FileExistsError:
+                continue
+            temps.append(path)
+        return path, fd
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _check_location(location: str) -> None:
+def _check_location(location: str, out: Path) -> None:
     loc = Path(location)
     if loc.is_absolute() or ".." in loc.parts or len(loc.parts) != 1:
         raise ExternalDataError(f"external data location {location!r} must be a plain file name in the output folder")
+    if location == out.name:
+        raise ExternalDataError(f"{out}: external data location {location!r} is the model file itself")
+
+
+def check_targets(model: Model, out: Path, data: Path | None) -> None:
+    """Refuse to write ``out`` (and the external data file ``data``) where that would destroy something.
+
+    Each may be new or an existing regular file; anything else that exists (a directory, a FIFO, a device such as
+    /dev/null, a socket) is refused, since the write renames a new file over the name. Neither may be a file the
+    loaded ``model`` reads (its model file or any of its external data files, compared by device and inode, so
+    symlinks, hard links and other spellings count), with one exception, an in-place save: when ``out`` is the model's
+    own source file, ``data`` may replace the source's external data (the model keeps reading the old bytes through
+    its memory maps until it is gone) but never the source model file itself.
+    """
+    reads = {f.identity: f.path for f in model.external_files.values() if getattr(f, "identity", None)}
+    source = model.external_files.get(Path(model.source_path)) if model.source_path else None
+    source_id = getattr(source, "identity", None)
+    out_id = target_identity(out, "output")
+    if out_id is not None and out_id in reads and out_id != source_id:
+        raise GraphoptError(f"{out}: {_is_input(out, reads[out_id])}; writing there would destroy the input")
+    if data is None:
+        return
+    data_id = target_identity(data, "external data file")
+    if data_id is not None and data_id in reads:
+        in_place = source_id is not None and out_id == source_id
+        if not in_place or data_id == source_id:
+            raise GraphoptError(
+                f"{out}: its external data file {data} {_is_input(data, reads[data_id])}; writing there would "
+                "destroy the input"
+            )
+
+
+def _is_input(path: Path, known: Path) -> str:
+    same = os.path.abspath(path) == os.path.abspath(known)
+    return "is a file the input model reads" if same else f"is {known}, a file the input model reads"
+
+
+def target_identity(path: Path, what: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of an existing regular file at ``path`` (symlinks followed), None if nothing is there."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise GraphoptError(f"{path}: cannot write the {what} ({getattr(e, 'strerror', None) or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise GraphoptError(
+            f"{path}: the {what} {file_kind(st.st_mode)}, not a regular file; graphopt only replaces regular files"
+        )
+    return (st.st_dev, st.st_ino)

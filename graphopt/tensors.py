@@ -12,14 +12,17 @@ import hashlib
 import math
 import mmap
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from graphopt.errors import ExternalDataError
+from graphopt.errors import ExternalDataError, GraphoptError, TensorDataError
 
 # Element types whose in-memory layout is one fixed-size numpy item per element (so raw bytes can be viewed directly).
 _PACKED_4BIT = {
@@ -82,24 +85,89 @@ def dtype_name(elem_type: int | None) -> str:
             return f"type{elem_type}"
 
 
-class ExternalFile:
-    """One external data file of a model, memory-mapped read-only for the whole life of the model.
+def open_regular(
+    path: Path, what: str, error: type[GraphoptError] = ExternalDataError, *, nofollow: bool = False
+) -> tuple[int, os.stat_result]:
+    """Open ``path`` read-only and return the descriptor and its status, refusing anything but a regular file.
 
-    Mapping at load time keeps the file's bytes reachable even if a later save replaces the file on disk.
+    The file is opened without blocking (a FIFO would wait forever for a writer) and its type is checked on the open
+    descriptor, so a name swapped between a check and the open cannot slip a FIFO or a device through. ``what`` names
+    the file in the one-line error (``error`` is its class). ``nofollow`` refuses a symlink in the last component (for
+    a path already resolved: a link put there after the check would not be followed out of the folder).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError) as e:
+        raise error(f"{what}: {_os_reason(e)}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what}: {file_kind(st.st_mode)}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def file_kind(mode: int) -> str:
+    """A short description of a non-regular file type (for error messages)."""
+    for test, name in (
+        (stat.S_ISDIR, "is a directory"),
+        (stat.S_ISFIFO, "is a FIFO"),
+        (stat.S_ISCHR, "is a character device"),
+        (stat.S_ISBLK, "is a block device"),
+        (stat.S_ISSOCK, "is a socket"),
+    ):
+        if test(mode):
+            return name
+    return "is a special file"
+
+
+def _os_reason(e: Exception) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, OSError) and e.strerror:
+        return f"cannot open ({e.strerror})"
+    return f"cannot open ({e})"
+
+
+class ExternalFile:
+    """One file a model reads (an external data file, or the model file itself), memory-mapped read-only for the
+    whole life of the model.
+
+    Mapping at load time keeps the file's bytes reachable even if a later save replaces the file on disk. ``identity``
+    is the (st_dev, st_ino) of the file that was opened: saving compares output paths against it, not by spelling.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        what: str | None = None,
+        error: type[GraphoptError] = ExternalDataError,
+        *,
+        nofollow: bool = False,
+    ) -> None:
         self.path = path
-        self.size = path.stat().st_size
-        self.map: mmap.mmap | None = None
-        if self.size:
-            with open(path, "rb") as f:
-                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        fd, st = open_regular(path, what or str(path), error, nofollow=nofollow)
+        try:
+            self.size = st.st_size
+            self.identity = (st.st_dev, st.st_ino)
+            self.map: mmap.mmap | None = None
+            if self.size:
+                self.map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
 
-    def view(self, offset: int, length: int) -> memoryview:
+    def view(self, offset: int, length: int, tensor_name: str | None = None) -> memoryview:
         if offset < 0 or length < 0 or offset + length > self.size:
+            whose = f"tensor {tensor_name!r}: " if tensor_name is not None else ""
             raise ExternalDataError(
-                f"external data range [{offset}, {offset + length}) is outside {self.path} ({self.size} bytes)"
+                f"{whose}external data range [{offset}, {offset + length}) is outside {self.path} ({self.size} bytes)"
             )
         if length == 0:
             return memoryview(b"")
@@ -107,28 +175,105 @@ class ExternalFile:
         return memoryview(self.map)[offset : offset + length]
 
 
-def resolve_external_location(base_dir: Path, location: str, tensor_name: str) -> Path:
+def text(s: str | bytes) -> str:
+    """A proto string field as str: protobuf hands back bytes for a value that is not UTF-8; those bytes are kept
+    with ``surrogateescape`` so that writing the string back restores them exactly (see ``onnx_io``)."""
+    return s if isinstance(s, str) else s.decode("utf-8", "surrogateescape")
+
+
+def encode_varint(n: int) -> bytes:
+    """Protobuf's base-128 varint encoding of a non-negative int."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def put_str(msg: Any, field: str, value: str) -> None:
+    """``msg.field = value`` for a proto string field, also for a str holding bytes that were not UTF-8 (kept by
+    :func:`text` as surrogates): protobuf refuses to set those, so they are merged in as wire bytes, as loaded."""
+    try:
+        setattr(msg, field, value)
+    except UnicodeEncodeError:
+        msg.MergeFromString(_string_field(msg, field, value))
+
+
+def extend_str(msg: Any, field: str, values: Any) -> None:
+    """``msg.field.extend(values)`` for a repeated string field, with :func:`put_str`'s handling of non-UTF-8 text."""
+    values = list(values)
+    target = getattr(msg, field)
+    try:
+        target.extend(values)
+    except UnicodeEncodeError:
+        for v in values:
+            try:
+                target.append(v)
+            except UnicodeEncodeError:
+                msg.MergeFromString(_string_field(msg, field, v))
+
+
+def _string_field(msg: Any, field: str, value: str) -> bytes:
+    number = msg.DESCRIPTOR.fields_by_name[field].number
+    data = value.encode("utf-8", "surrogateescape")
+    return encode_varint((number << 3) | 2) + encode_varint(len(data)) + data
+
+
+def resolve_external_location(base_dir: Path, location: str | bytes, tensor_name: str) -> Path:
     """The absolute path of an external data file, refusing any location that leaves ``base_dir``.
 
-    Absolute paths, ``..`` components and symlinks that point out of the model's folder are all refused: a model file
-    must never make graphopt read outside its folder.
+    The one resolver for every external reference of a model (dense and sparse tensors, initializers of any graph,
+    tensor attributes, function bodies). Absolute paths, ``..`` components and symlinks that point out of the model's
+    folder are all refused, and so is anything but a regular file: a model file must never make graphopt read
+    outside its folder.
     """
+    location = text(location)
     if not location:
         raise ExternalDataError(f"tensor {tensor_name!r} has external data without a location")
+    if "\0" in location:
+        raise ExternalDataError(f"tensor {tensor_name!r}: external data location {location!r} holds a NUL byte")
     loc = Path(location)
     if loc.is_absolute() or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
         raise ExternalDataError(f"tensor {tensor_name!r}: external data location {location!r} is an absolute path")
     if ".." in loc.parts or ".." in Path(location.replace("\\", "/")).parts:
         raise ExternalDataError(f"tensor {tensor_name!r}: external data location {location!r} leaves the model folder")
-    base = base_dir.resolve()
-    full = (base / loc).resolve()
+    try:
+        base = base_dir.resolve()
+        full = (base / loc).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a name too long
+        raise ExternalDataError(f"tensor {tensor_name!r}: external data location {location!r}: {e}") from None
     if full != base and base not in full.parents:
         raise ExternalDataError(
             f"tensor {tensor_name!r}: external data location {location!r} resolves outside the model folder"
         )
-    if not full.is_file():
-        raise ExternalDataError(f"tensor {tensor_name!r}: external data file {base / loc} does not exist")
+    try:
+        st = full.stat()
+    except (OSError, ValueError):
+        raise ExternalDataError(f"tensor {tensor_name!r}: external data file {base / loc} does not exist") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ExternalDataError(
+            f"tensor {tensor_name!r}: external data file {base / loc} {file_kind(st.st_mode)}, not a regular file"
+        )
     return full
+
+
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def _external_int(info: dict[str, str], key: str, tensor_name: str, path: Path) -> int | None:
+    """The ``offset`` or ``length`` of an external reference: None if absent, else a base-10 non-negative integer."""
+    if key not in info:
+        return None
+    raw = info[key]
+    if not _DECIMAL.fullmatch(raw):
+        raise ExternalDataError(
+            f"tensor {tensor_name!r}: external data {key} {raw!r} for {path} is not a non-negative base-10 integer"
+        )
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -209,32 +354,20 @@ class Tensor:
         base_dir: Path | None = None,
         files: dict[Path, ExternalFile] | None = None,
     ) -> Tensor:
-        """Wrap a TensorProto without copying its data. External data is resolved against ``base_dir``."""
+        """Wrap a TensorProto without copying its data. External data is resolved against ``base_dir`` (through
+        :func:`resolve_external_location`); data whose size does not fit the type and shape is refused."""
         external = None
         if base_dir is not None and proto.data_location == onnx.TensorProto.EXTERNAL:
-            info = {e.key: e.value for e in proto.external_data}
-            path = resolve_external_location(base_dir, info.get("location", ""), proto.name)
-            if files is None:
-                files = {}
-            if path not in files:
-                files[path] = ExternalFile(path)
-            file = files[path]
-            offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else file.size - offset
-            external = ExternalRef(file, offset, length, info.get("location", ""))
-            expected = _expected_nbytes(proto.data_type, tuple(proto.dims))
-            if expected is not None and expected != length:
-                raise ExternalDataError(
-                    f"tensor {proto.name!r}: external data length {length} does not match its shape ({expected} bytes)"
-                )
-            file.view(offset, length)  # range check now, not at first use
+            external = _external_ref(proto, base_dir, files)
+        elif proto.data_location != onnx.TensorProto.EXTERNAL:
+            _check_data_size(proto)
         return cls(
             proto.data_type,
             tuple(proto.dims),
             proto=proto,
             external=external,
-            doc_string=proto.doc_string,
-            metadata_props={p.key: p.value for p in proto.metadata_props} if proto.metadata_props else None,
+            doc_string=text(proto.doc_string),
+            metadata_props={text(p.key): text(p.value) for p in proto.metadata_props} if proto.metadata_props else None,
         )
 
     # data -------------------------------------------------------------------------------------------------------
@@ -336,21 +469,19 @@ class Tensor:
                 return proto
             out = onnx.TensorProto()
             out.CopyFrom(proto)
-            out.name = name
+            put_str(out, "name", name)
             return out
         if self._external is not None:
             out = self.header(name)
             out.raw_data = bytes(self._external.file.view(self._external.offset, self._external.length))
             return out
         if self.dtype == onnx.TensorProto.STRING or self.dtype in _PACKED_4BIT:
-            out = numpy_helper.from_array(self._array, name)  # type: ignore[arg-type]
+            out = numpy_helper.from_array(self._array, "")  # type: ignore[arg-type]
         else:
             arr = np.ascontiguousarray(self._array)
-            out = onnx.TensorProto(name=name, data_type=self.dtype, dims=self.dims, raw_data=arr.tobytes())
-        if self.doc_string:
-            out.doc_string = self.doc_string
-        for k, v in self.metadata_props.items():
-            out.metadata_props.add(key=k, value=v)
+            out = onnx.TensorProto(data_type=self.dtype, dims=self.dims, raw_data=arr.tobytes())
+        put_str(out, "name", name)
+        self._put_info(out)
         return out
 
     def header(self, name: str) -> onnx.TensorProto:
@@ -362,63 +493,230 @@ class Tensor:
         if self._external is not None and self._external.inline and self._proto is not None:
             out = onnx.TensorProto()
             out.CopyFrom(self._proto)
-            out.name = name
+            put_str(out, "name", name)
             return out
-        out = onnx.TensorProto(name=name, data_type=self.dtype, dims=self.dims)
-        if self.doc_string:
-            out.doc_string = self.doc_string
-        for k, v in self.metadata_props.items():
-            out.metadata_props.add(key=k, value=v)
+        out = onnx.TensorProto(data_type=self.dtype, dims=self.dims)
+        put_str(out, "name", name)
+        self._put_info(out)
         return out
+
+    def _put_info(self, out: onnx.TensorProto) -> None:
+        """Write the doc string and metadata into ``out`` (text that was not UTF-8 goes back as its bytes)."""
+        if self.doc_string:
+            put_str(out, "doc_string", self.doc_string)
+        for k, v in self.metadata_props.items():
+            entry = out.metadata_props.add()
+            put_str(entry, "key", k)
+            put_str(entry, "value", v)
 
     def __repr__(self) -> str:
         where = "external" if self._external else ("array" if self._array is not None else "proto")
         return f"Tensor({dtype_name(self.dtype)}{list(self.dims)}, {where})"
 
 
-class SparseTensor:
-    """A sparse initializer (ONNX SparseTensorProto), kept as loaded; ``numpy()`` gives the dense array."""
+class SparseTensor(Tensor):
+    """A sparse initializer or attribute (ONNX SparseTensorProto): a Tensor whose ``numpy()`` is the dense array.
 
-    __slots__ = ("_proto",)
+    Passes see it as any other constant (``numpy``, ``to_proto`` give the dense data); the file keeps it sparse
+    (``to_sparse_proto``). Its values and indices are Tensors built by :meth:`Tensor.from_proto`, so external data
+    goes through the one resolver with the model folder's rules. ``nbytes`` is the stored size (values + indices).
+    """
 
-    def __init__(self, proto: onnx.SparseTensorProto) -> None:
-        self._proto = proto
+    __slots__ = ("_sparse", "values", "indices")
 
-    @property
-    def dtype(self) -> int:
-        return self._proto.values.data_type
+    def __init__(
+        self,
+        proto: onnx.SparseTensorProto,
+        base_dir: Path | None = None,
+        files: dict[Path, ExternalFile] | None = None,
+    ) -> None:
+        super().__init__(proto.values.data_type, tuple(proto.dims))
+        self._sparse = proto
+        self.values = Tensor.from_proto(proto.values, base_dir, files)
+        self.indices = Tensor.from_proto(proto.indices, base_dir, files)
+        self._check_layout()
+        if base_dir is not None or not self.indices.is_external:
+            self._linear_indices()  # indices out of range: refused at load, not when a pass first reads the data
 
-    @property
-    def dims(self) -> tuple[int, ...]:
-        return tuple(self._proto.dims)
+    def _where(self) -> str:
+        return f"sparse tensor {text(self._sparse.values.name)!r}"
 
-    @property
-    def size(self) -> int:
-        """Elements of the dense tensor."""
-        return math.prod(self.dims)
+    def _check_layout(self) -> None:
+        dims, vdims, idims = self.dims, self.values.dims, self.indices.dims
+        if any(d < 0 for d in dims):
+            raise TensorDataError(f"{self._where()} has a negative dimension in its shape {list(dims)}")
+        if len(vdims) != 1:
+            raise TensorDataError(f"{self._where()}: values must be 1-D, got shape {list(vdims)}")
+        nnz = vdims[0]
+        if not (idims == (nnz,) or (len(idims) == 2 and idims[0] == nnz and idims[1] == len(dims))):
+            raise TensorDataError(
+                f"{self._where()}: indices of shape {list(idims)} do not fit {nnz} values of a {len(dims)}-D tensor"
+            )
+        if self.indices.dtype not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            raise TensorDataError(f"{self._where()}: indices must be int64, got {dtype_name(self.indices.dtype)}")
 
     @property
     def nbytes(self) -> int:
-        return Tensor.from_proto(self._proto.values).nbytes + Tensor.from_proto(self._proto.indices).nbytes
+        return self.values.nbytes + self.indices.nbytes
 
-    is_external = False
+    @property
+    def dense_nbytes(self) -> int | None:
+        """Bytes of the dense array ``numpy()`` makes."""
+        return _expected_nbytes(self.dtype, self.dims)
+
+    @property
+    def is_external(self) -> bool:
+        return False
+
+    def _linear_indices(self) -> np.ndarray:
+        idx = self.indices.numpy().astype(np.int64, copy=False)
+        dims = self.dims
+        if idx.ndim == 2:
+            if idx.size and (idx.min() < 0 or np.any(idx >= np.asarray(dims, dtype=np.int64))):
+                raise TensorDataError(f"{self._where()}: an index is out of range for its shape {list(dims)}")
+            idx = np.ravel_multi_index(tuple(idx.T), dims) if idx.size else idx.reshape(-1)
+        elif idx.size and (idx.min() < 0 or idx.max() >= math.prod(dims)):
+            raise TensorDataError(f"{self._where()}: an index is out of range for its shape {list(dims)}")
+        return idx
 
     def numpy(self) -> np.ndarray:
-        values = numpy_helper.to_array(self._proto.values)
-        indices = numpy_helper.to_array(self._proto.indices)
-        dense = np.zeros(int(np.prod(self.dims)), dtype=values.dtype)
-        if indices.ndim == 2:  # coordinate form: one row of indices per value
-            indices = np.ravel_multi_index(tuple(indices.T), self.dims) if indices.size else indices.reshape(-1)
-        dense[indices] = values
-        return dense.reshape(self.dims)
+        if self._decoded is not None:
+            return self._decoded
+        values = self.values.numpy()
+        idx = self._linear_indices()
+        dense = np.zeros(math.prod(self.dims), dtype=values.dtype)
+        dense[idx] = values
+        dense = dense.reshape(self.dims)
+        dense.flags.writeable = False
+        if dense.nbytes <= _DECODED_CACHE_BYTES:
+            self._decoded = dense
+        return dense
 
-    def to_proto(self, name: str) -> onnx.SparseTensorProto:
-        if self._proto.values.name == name:
-            return self._proto
-        out = onnx.SparseTensorProto()
-        out.CopyFrom(self._proto)
-        out.values.name = name
+    def raw_view(self) -> memoryview | None:
+        return None
+
+    def raw_bytes(self) -> bytes | memoryview:
+        arr = self.numpy()
+        if self.dtype in _PACKED_4BIT:
+            return numpy_helper.from_array(arr, "").raw_data
+        return np.ascontiguousarray(arr).tobytes()
+
+    def digest(self, limit: int | None = None) -> bytes:
+        """A hash of the sparse encoding (never densified); personalized, so it never equals a dense tensor's."""
+        cached = self.digests.get(limit)
+        if cached is not None:
+            return cached
+        h = hashlib.blake2b(digest_size=16, person=b"graphopt-sparse")
+        parts = [repr((self.dtype, self.dims, self.values.dims, self.indices.dims, self.indices.dtype)).encode()]
+        for t in (self.values, self.indices):
+            parts.append(t.raw_bytes() if t.dtype != onnx.TensorProto.STRING else repr(t.numpy().tolist()).encode())
+        data = b"".join(bytes(p) for p in parts)
+        h.update(memoryview(data)[:limit] if limit is not None else data)
+        self.digests[limit] = digest = h.digest()
+        return digest
+
+    def to_proto(self, name: str) -> onnx.TensorProto:
+        """The dense data as a TensorProto (what a pass evaluating this constant needs)."""
+        arr = self.numpy()
+        if self.dtype == onnx.TensorProto.STRING or self.dtype in _PACKED_4BIT:
+            out = numpy_helper.from_array(arr, "")
+        else:
+            out = onnx.TensorProto(data_type=self.dtype, dims=self.dims, raw_data=arr.tobytes())
+        put_str(out, "name", name)
         return out
+
+    def to_sparse_proto(self, name: str | None = None) -> onnx.SparseTensorProto:
+        """The SparseTensorProto to write: as loaded (renamed if ``name`` differs), with any external values or
+        indices read in, since their location is relative to the model's folder, not the output's."""
+        proto = self._sparse
+        inline = not self.values.is_external and not self.indices.is_external
+        if inline and (name is None or proto.values.name == name):
+            return proto
+        out = onnx.SparseTensorProto()
+        out.CopyFrom(proto)
+        if not inline:
+            out.values.CopyFrom(self.values.to_proto(self.values._proto.name if self.values._proto else ""))
+            out.indices.CopyFrom(self.indices.to_proto(self.indices._proto.name if self.indices._proto else ""))
+        if name is not None:
+            put_str(out.values, "name", name)
+        return out
+
+    def __repr__(self) -> str:
+        return f"SparseTensor({dtype_name(self.dtype)}{list(self.dims)}, {self.values.dims[0]} values)"
+
+
+def _external_ref(proto: onnx.TensorProto, base_dir: Path, files: dict[Path, ExternalFile] | None) -> ExternalRef:
+    name = text(proto.name)
+    info = {text(e.key): text(e.value) for e in proto.external_data}
+    path = resolve_external_location(base_dir, info.get("location", ""), name)
+    if files is None:
+        files = {}
+    if path not in files:
+        files[path] = ExternalFile(path, f"tensor {name!r}: external data file {path}", nofollow=True)
+    file = files[path]
+    offset = _external_int(info, "offset", name, path) or 0
+    length = _external_int(info, "length", name, path)
+    if length is None:
+        length = max(file.size - offset, 0)
+    file.view(offset, length, name)  # range check now, not at first use
+    expected = _expected_nbytes(proto.data_type, tuple(proto.dims))
+    if expected is not None and expected != length:
+        raise ExternalDataError(
+            f"tensor {name!r}: external data length {length} in {path} does not match its shape ({expected} bytes)"
+        )
+    return ExternalRef(file, offset, length, info.get("location", ""))
+
+
+_T = onnx.TensorProto
+_TYPED_FIELD = {
+    _T.FLOAT: ("float_data", 1),
+    _T.COMPLEX64: ("float_data", 2),
+    _T.DOUBLE: ("double_data", 1),
+    _T.COMPLEX128: ("double_data", 2),
+    _T.INT64: ("int64_data", 1),
+    _T.UINT32: ("uint64_data", 1),
+    _T.UINT64: ("uint64_data", 1),
+    _T.INT32: ("int32_data", 1),
+    _T.INT16: ("int32_data", 1),
+    _T.INT8: ("int32_data", 1),
+    _T.UINT16: ("int32_data", 1),
+    _T.UINT8: ("int32_data", 1),
+    _T.BOOL: ("int32_data", 1),
+    _T.FLOAT16: ("int32_data", 1),
+    _T.BFLOAT16: ("int32_data", 1),
+    _T.STRING: ("string_data", 1),
+}
+"""Element types whose typed data field holds a fixed number of entries per element (packed 4-bit and 8-bit float
+types are left to onnx's decoder)."""
+
+
+def _check_data_size(proto: onnx.TensorProto) -> None:
+    """Refuse inline data of the wrong size for the tensor's type and shape (onnxruntime refuses it at load).
+
+    ``raw_data`` must hold exactly the bytes the shape needs (not fewer, and not more: the extra bytes would be read
+    by nothing and the model would still not run); a typed field exactly one entry (two for complex) per element.
+    """
+    dims = tuple(proto.dims)
+    if any(d < 0 for d in dims):
+        raise TensorDataError(f"tensor {text(proto.name)!r} has a negative dimension in its shape {list(dims)}")
+    if proto.HasField("raw_data"):
+        expected = _expected_nbytes(proto.data_type, dims)
+        if expected is not None:
+            got = len(proto.raw_data)
+            if got != expected:
+                raise TensorDataError(
+                    f"tensor {text(proto.name)!r} has {got} bytes of raw_data, its shape {list(dims)} needs {expected}"
+                )
+        return
+    field = _TYPED_FIELD.get(proto.data_type)
+    if field is None:
+        return
+    got = len(getattr(proto, field[0]))
+    expected = math.prod(dims) * field[1]
+    if got != expected:
+        raise TensorDataError(
+            f"tensor {text(proto.name)!r} has {got} entries in {field[0]}, its shape {list(dims)} needs {expected}"
+        )
 
 
 def _expected_nbytes(elem_type: int, dims: tuple[int, ...]) -> int | None:
