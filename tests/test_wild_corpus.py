@@ -29,20 +29,12 @@ _spec.loader.exec_module(corpus)
 MODELS = sorted(p.stem for p in WILD.glob("*.onnx"))
 
 # Defects found by benchmarks/wild.py on these models, before the issue-16 fixes: (model, pipeline) -> reason.
-OPSET_LT13_RESHAPE = (
-    "issue 16: --quantize int8 --target ort on opset < 13 takes the per-tensor path for a weight with a bias and "
-    "crashes in passes/quantize.py _quantize_weights (scale.reshape: cannot reshape array of size N into (1,1,1,1))"
-)
 PRUNE_BORDER_MAP_SHAPE = (
     "issue 16: --prune-channels with exact borders on a model with dynamic spatial dims writes a constant border map "
     "(the '<conv>_removed_channels_Add' node) sized for the probe's input, so onnxruntime cannot run the pruned model "
     "on other valid sizes (broadcast error), with exit 0"
 )
 KNOWN: dict[tuple[str, str], str] = {
-    ("mtcnn-pnet", "int8-ort"): OPSET_LT13_RESHAPE,
-    ("mtcnn-onet", "int8-ort"): OPSET_LT13_RESHAPE,
-    ("dnsmos-p808", "int8-ort"): OPSET_LT13_RESHAPE,
-    ("ppocrv4-cls-op11", "int8-ort"): OPSET_LT13_RESHAPE,
     ("aecmos-a", "prune"): PRUNE_BORDER_MAP_SHAPE,
     ("ppocrv4-cls-op11", "prune"): PRUNE_BORDER_MAP_SHAPE,
 }
