@@ -606,14 +606,18 @@ class Run:
     @property
     def first_line(self) -> str:
         lines = [ln for ln in self.stderr.splitlines() if ln.strip()]
-        tb = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", ln)]
-        return (self.detail or (tb[-1] if tb else lines[0] if lines else ""))[:200]
+        if "Traceback (most recent call last)" in self.stderr:
+            after = self.stderr.rsplit("Traceback (most recent call last)", 1)[1].splitlines()
+            exc = [ln for ln in after if ln.strip() and not ln[0].isspace() and not ln.startswith(":")]
+            if exc:
+                return exc[-1][:200]
+        return (self.detail or (lines[0] if lines else ""))[:200]
 
     def signature(self) -> str:
         """Verdict, exception type and innermost graphopt frame: the key failures are deduplicated by."""
         if self.verdict != "traceback":
             return f"{self.verdict} [{self.command}] {self.detail[:80] if self.verdict != 'timeout' else ''}".strip()
-        exc = self.first_line.split(":")[0]
+        exc = self.first_line.split(":")[0].rsplit(".", 1)[-1]
         frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)', self.stderr)
         own = [(f, fn) for f, fn in frames if re.search(r"/(graphopt|passes|kernels)/", f) and "site-packages" not in f]
         where = f"{'/'.join(Path(own[-1][0]).parts[-2:])}:{own[-1][1]}" if own else "(no graphopt frame)"
@@ -673,12 +677,12 @@ VERIFY_SCRIPT = textwrap.dedent(
         ops = set()
         def walk(g):
             for n in g.node:
-                ops.add(n.op_type)
+                ops.add(n.op_type if n.op_type != "Dropout" or len(n.input) < 3 else "RandomDropout")
                 for a in n.attribute:
                     if a.type == onnx.AttributeProto.GRAPH: walk(a.g)
                     for s in a.graphs: walk(s)
         walk(m.graph)
-        return bool({o for o in ops if o.startswith("Random") or o in ("Multinomial", "Bernoulli", "Dropout")} & ops)
+        return any(o.startswith("Random") or o in ("Multinomial", "Bernoulli") for o in ops)
     feeds = ref = None
     rand = job.get("random", False)
     for item in job["items"]:
