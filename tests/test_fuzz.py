@@ -121,7 +121,7 @@ def test_fuzz_campaign_has_no_failures(tmp_path):
     elapsed = time.monotonic() - start
     assert len(results) >= min(COUNT, 8), f"only {len(results)} mutants ran in {elapsed:.0f} s"
     lines = [fuzz.format_failure(r, run) for r in results for run in r.failures]
-    repro = "python benchmarks/fuzz.py --seed S --index I --keep DIR"
+    repro = f"python benchmarks/fuzz.py --seed S --index I --keep DIR; this run's mutants are in {tmp_path}/failures"
     assert not lines, f"{len(lines)} failing run(s) over {len(results)} mutants (rerun one: {repro}):\n" + "\n".join(
         lines
     )

@@ -434,7 +434,11 @@ def _m_sparse(rng, m, mut):
     import numpy as np
     from onnx import numpy_helper
 
-    inits = [t for t in m.graph.initializer if t.dims and len(t.dims) <= 2 and t.data_type == TensorProto.FLOAT]
+    inits = [
+        t
+        for t in m.graph.initializer
+        if t.dims and len(t.dims) <= 2 and t.data_type == TensorProto.FLOAT and t.data_location != TensorProto.EXTERNAL
+    ]
     if not inits:
         return None
     t = rng.choice(inits)
@@ -565,7 +569,11 @@ def make_mutant(seed: int, index: int, fixtures: list[str] | None = None) -> Mut
     utf8 = kind > 0.95
     for _ in range(rng.choice([1, 1, 1, 2])):
         for _attempt in range(10):
-            what = rng.choice(PROTO_MUTATORS)(rng, m, mut)
+            mutator = rng.choice(PROTO_MUTATORS)
+            try:
+                what = mutator(rng, m, mut)
+            except Exception:  # a mutator that cannot apply to this model (deterministically): try another
+                what = None
             if what:
                 mut.mutations.append(what)
                 break
