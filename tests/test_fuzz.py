@@ -10,6 +10,7 @@ stderr of each run and the verifier's log).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -125,3 +126,26 @@ def test_fuzz_campaign_has_no_failures(tmp_path):
     assert not lines, f"{len(lines)} failing run(s) over {len(results)} mutants (rerun one: {repro}):\n" + "\n".join(
         lines
     )
+
+
+def test_benchmark_reruns_one_mutant_and_keeps_its_folder(tmp_path):
+    script = fuzz.REPO / "benchmarks" / "fuzz.py"
+    argv = [
+        sys.executable,
+        str(script),
+        "--seed",
+        str(SEED),
+        "--index",
+        "1",
+        "--commands",
+        "O2",
+        "--keep",
+        str(tmp_path),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "clean-error" in done.stdout and "0 distinct failure signature(s)" in done.stdout
+    kept = tmp_path / f"{SEED}-1"
+    assert (kept / "in" / fuzz.MODEL).read_bytes() == fuzz.make_mutant(SEED, 1).model
+    assert "O2: clean-error" in (kept / "mutant.txt").read_text()
+    assert not (tmp_path / ".keep-all").exists()

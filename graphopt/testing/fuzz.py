@@ -1018,17 +1018,25 @@ def run_campaign(
     todo = iter(indices)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         running: set = set()
+        index_of: dict = {}
         while True:
             while len(running) < jobs and (seconds is None or time.monotonic() - start < seconds):
                 i = next(todo, None)
                 if i is None:
                     break
-                running.add(pool.submit(run_one, seed, i, limits=limits, keep=keep, commands=commands))
+                future = pool.submit(run_one, seed, i, limits=limits, keep=keep, commands=commands)
+                index_of[future] = i
+                running.add(future)
             if not running:
                 break
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
-                results.append(f.result())
+                try:
+                    results.append(f.result())
+                except Exception as e:  # a bug of the harness itself: report it as a failure, go on with the rest
+                    i = index_of[f]
+                    run = Run("harness", [], verdict="harness-error", detail=f"{type(e).__name__}: {e}")
+                    results.append(Result(Mutant(seed, i, "?", ["(harness error)"], b""), [run]))
                 if on_result:
                     on_result(results[-1])
     return sorted(results, key=lambda r: r.mutant.index)
