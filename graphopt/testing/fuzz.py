@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
 REPO = Path(__file__).resolve().parents[2]
@@ -394,12 +395,18 @@ def _m_external(rng, m, mut):
     return f"external data ({len(moved)} tensors) {how} on {t.name}"
 
 
+_SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "MatMul", "Concat"}
+
+
 def _m_value_info_lie(rng, m, mut):
     g = m.graph
     outs = [o for n in g.node for o in n.output if o]
     if not outs:
         return None
-    name = rng.choice(outs)
+    produced = set(outs)
+    # half the time, lie about a value whose shape a rewrite would rely on (the data input of a shape-changing op)
+    shaped = [n.input[0] for n in g.node if n.op_type in _SHAPE_OPS and n.input and n.input[0] in produced]
+    name = rng.choice(shaped if shaped and rng.random() < 0.5 else outs)
     shapes = {v.name: v for v in g.value_info}
     if name not in shapes:
         inferred = {}
@@ -412,8 +419,19 @@ def _m_value_info_lie(rng, m, mut):
         shapes[name] = g.value_info[-1]
     v = shapes[name]
     dims = v.type.tensor_type.shape.dim
-    how = rng.choice(["reverse", "swap-type", "drop-dim", "static"])
-    if how == "reverse" and len(dims) >= 2:
+    how = rng.choice(["reverse", "swap-type", "drop-dim", "static", "as-target", "as-target"])
+    inits = {t.name: t for t in g.initializer}
+    targets = [
+        [int(x) for x in onnx.numpy_helper.to_array(inits[n.input[1]]).reshape(-1)]
+        for n in g.node
+        if n.op_type == "Reshape" and n.input[0] == name and len(n.input) > 1 and n.input[1] in inits
+    ]
+    if how == "as-target" and targets:
+        # claim that the input of a Reshape already has the Reshape's target shape (a no-op reshape, if believed)
+        del dims[:]
+        for x in targets[0]:
+            dims.add().dim_value = x if x > 0 else 1
+    elif how in ("reverse", "as-target") and len(dims) >= 2:
         vals = [(d.dim_value, d.dim_param) for d in dims][::-1]
         for d, (dv, dp) in zip(dims, vals, strict=True):
             if dp:
