@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=None, help="stop starting new mutants after this many seconds")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--timeout", type=float, default=120.0, help="per child process (default 120)")
-    p.add_argument("--rss-mb", type=int, default=2048, help="peak RSS bound per child (default 2048)")
+    p.add_argument("--rss-mb", type=int, default=1024, help="peak RSS bound per child (default 1024)")
     p.add_argument("--as-mb", type=int, default=4096, help="address-space limit per child (default 4096)")
     p.add_argument("--commands", default="O2,O3,quant,api")
     p.add_argument("--keep", type=Path, default=Path("fuzz-failures"), help="folder for failing mutants")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.fuzz
 SEED = 0
 COUNT = 40  # mutants per CI run: about a minute with two jobs on a 2-core machine
 BUDGET = 90.0  # seconds after which no new mutant starts
-CI_LIMITS = fuzz.Limits(timeout=45.0, address_space=4 << 30, peak_rss=2 << 30)
+CI_LIMITS = fuzz.Limits(timeout=45.0, address_space=4 << 30, peak_rss=1 << 30)
 
 
 def test_mutants_are_deterministic_and_varied():

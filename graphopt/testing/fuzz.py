@@ -527,7 +527,7 @@ def _m_huge(rng, m, mut):
         node = helper.make_node(op, [zero.name, lim.name, step.name], [name])
     red = helper.make_node("ReduceSum", [name], [name + "_sum"], keepdims=0)
     g.node.extend([node, red])
-    g.output.append(helper.make_tensor_value_info(name + "_sum", TensorProto.FLOAT, None))
+    g.output.append(helper.make_tensor_value_info(name + "_sum", TensorProto.FLOAT, []))  # typed: the checker accepts
     return f"huge {op} of {n} elements"
 
 
@@ -612,7 +612,7 @@ def make_mutant(seed: int, index: int, fixtures: list[str] | None = None) -> Mut
 class Limits:
     timeout: float = 60.0  # seconds per child
     address_space: int = 4 << 30  # RLIMIT_AS of each child
-    peak_rss: int = 2 << 30  # a run whose peak RSS exceeds this fails
+    peak_rss: int = 1 << 30  # a run whose peak RSS exceeds this fails (graphopt needs ~250 MB on these fixtures)
 
 
 @dataclass
