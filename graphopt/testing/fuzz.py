@@ -641,8 +641,8 @@ class Run:
 
     def signature(self) -> str:
         """Verdict, exception type and innermost graphopt frame: the key failures are deduplicated by."""
-        if self.verdict != "traceback":
-            return f"{self.verdict} [{self.command}] {self.detail[:80] if self.verdict != 'timeout' else ''}".strip()
+        if self.verdict != "traceback":  # no figures in the key: one memory blow-up is one signature whatever its size
+            return f"{self.verdict} [{self.command}] {self.detail if self.verdict == 'signal' else ''}".strip()
         exc = self.first_line.split(":")[0].rsplit(".", 1)[-1]
         frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)', self.stderr)
         own = [(f, fn) for f, fn in frames if re.search(r"/(graphopt|passes|kernels)/", f) and "site-packages" not in f]
