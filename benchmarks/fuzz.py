@@ -11,6 +11,7 @@ graphopt frame), each with one reproducer; failing mutants are copied to --keep 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-all", action="store_true", help="keep every mutant's folder, not only failing ones")
     p.add_argument("-v", "--verbose", action="store_true", help="print every run")
     args = p.parse_args(argv)
+    # SIGTERM/SIGHUP end the run like Ctrl-C: the running mutants finish and their temporary folders are removed
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(128 + 15))
 
     limits = Limits(timeout=args.timeout, address_space=args.as_mb << 20, peak_rss=args.rss_mb << 20)
     commands = args.commands.split(",")
