@@ -807,7 +807,7 @@ def _prune(model: Model, request: dict[str, Any], args: argparse.Namespace) -> l
         prune.logger.removeHandler(handler)
     for r in records:
         if not args.quiet:
-            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
+            _warn(r.getMessage())
     if before is not None and reports:
         latency = prune.measure(before, model.to_onnx(), runs=args.prune_bench)
         reports[-1].latency_ms = latency
@@ -935,7 +935,7 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
         sources = [f"random calibration sample #{i}" for i in range(len(feeds))]
         for w in caught:
             if not args.quiet:
-                err.print(f"graphopt: warning: {w.message}", highlight=False, markup=False)
+                _warn(str(w.message))
     tasks: dict[str, Any] = {}
 
     def on_progress(stage: str, done: int, total: int | None) -> None:
@@ -963,7 +963,7 @@ def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Pro
         for task in tasks.values():
             progress.remove_task(task)
         for r in records:  # even with --quiet: a model that is likely unusable must not be written silently
-            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
+            _warn(r.getMessage())
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:

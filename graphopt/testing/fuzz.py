@@ -907,7 +907,9 @@ def run_mutant(
         elif _snapshot(root / "work") != before_work:
             run.verdict, run.detail = "stray-file", "files written to the working directory"
         elif rc == 2:
-            ok = len(lines) == 1 and lines[0].startswith("graphopt: error:")
+            # one error line, last; graphopt's own one-line warnings may come before it (e.g. --calib-random's)
+            errors = [ln for ln in lines if not ln.startswith("graphopt: warning: ")]
+            ok = len(errors) == 1 and errors[0].startswith("graphopt: error:") and lines[-1] == errors[0]
             run.verdict = "clean-error" if ok else "messy-error"
             run.detail = "" if ok else f"{len(lines)} stderr lines"
             if ok and left:
