@@ -1,0 +1,64 @@
+"""Canonical forms the other ONNX simplifiers reach (issue 16: -O2 against onnxsim, onnxslim, onnxoptimizer and
+onnxruntime's basic level), written as pattern rules (:mod:`graphopt.patterns`).
+
+**fuse-gemm** -- ``Add(MatMul(A, B), C)`` -> ``Gemm(A, B, C)`` when Gemm computes exactly the same thing:
+
+* A and B are both 2D (the shapes the rule relies on come from :meth:`Match.shape`; MatMul of 2D inputs is Gemm's
+  product, no batch dimensions, no 1D promotion);
+* C broadcasts *unidirectionally* to the product's shape (M, N): rank <= 2, every dim (right-aligned) a known 1 or
+  equal to the product's known dim, so the Add's output is exactly (M, N) and Gemm's C rule accepts it;
+* the element type is float or double (Gemm's onnxruntime CPU kernels; integer Gemm needs opset 11 and has none),
+  and the model's opset is at least 7 (Gemm's unidirectional broadcast of C);
+* the MatMul's output is read only by the Add (the rewriter's rule for inner nodes), and C is not that output.
+
+The rule runs inside If/Loop/Scan bodies like every rule pass. It comes before fuse-parallel-matmul in -O2: N
+parallel MatMul + Add pairs become N Gemm nodes (N fewer nodes) where the parallel fusion would leave one MatMul,
+a Split and N Adds.
+"""
+
+from __future__ import annotations
+
+from onnx import TensorProto
+
+from graphopt.patterns import Match, Op, Rule, RuleSet, Var
+
+GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
+
+
+def _gemm_condition(m: Match) -> object:
+    mm = m.node("mm")
+    c = m.value("c")
+    if c is not None and c.producer is mm:
+        return m.decline("bias is the product itself")
+    dt = m.dtype("a")
+    if dt not in GEMM_TYPES or m.dtype("b") != dt or m.dtype("c") != dt:
+        return m.decline("element type not float/double (or unknown)")
+    sa, sb, sc = m.shape("a"), m.shape("b"), m.shape("c")
+    if sa is None or sb is None or len(sa) != 2 or len(sb) != 2:
+        return m.decline("A or B not known to be 2D")
+    if sc is None or len(sc) > 2:
+        return m.decline("bias rank unknown or above 2")
+    out = (sa[0], sb[1])
+    for dc, do in zip(reversed(sc), reversed(out), strict=False):
+        if not isinstance(dc, int):
+            return m.decline("bias dim unknown")
+        if dc != 1 and not (isinstance(do, int) and dc == do):
+            return m.decline("bias does not broadcast unidirectionally to (M, N)")
+    return True
+
+
+def _gemm_replace(m: Match, b) -> object:
+    return b.op("Gemm", m["a"], m["b"], m["c"])
+
+
+fuse_gemm = Rule(
+    "matmul-add-to-gemm",
+    Op("Add", Op("MatMul", Var("a"), Var("b"), name="mm"), Var("c"), commutative=True),
+    _gemm_replace,
+    condition=_gemm_condition,
+    opsets=(7, None),
+)
+
+FUSE_GEMM = RuleSet([fuse_gemm])
+FUSE_GEMM.register("fuse-gemm", description="Add(MatMul(A, B), C) -> Gemm(A, B, C) for 2D float A, B and a bias C "
+                   "that broadcasts unidirectionally to the product")
