@@ -3,8 +3,9 @@ onnxruntime's basic level), written as pattern rules (:mod:`graphopt.patterns`).
 
 **fuse-gemm** -- ``Add(MatMul(A, B), C)`` -> ``Gemm(A, B, C)`` when Gemm computes exactly the same thing:
 
-* A and B are both 2D (the shapes the rule relies on come from :meth:`Match.shape`; MatMul of 2D inputs is Gemm's
-  product, no batch dimensions, no 1D promotion);
+* A and B are both 2D (the shapes the rule relies on come from :meth:`Match.shape`, or, when that is unknown, from
+  a Reshape with a constant two-element target shape or a Flatten, whose output is 2D whatever its input; MatMul of
+  2D inputs is Gemm's product, no batch dimensions, no 1D promotion);
 * C broadcasts *unidirectionally* to the product's shape (M, N): rank <= 2, every dim (right-aligned) a known 1 or
   equal to the product's known dim, so the Add's output is exactly (M, N) and Gemm's C rule accepts it;
 * the element type is float or double (Gemm's onnxruntime CPU kernels; integer Gemm needs opset 11 and has none),
@@ -25,15 +26,35 @@ from graphopt.patterns import Match, Op, Rule, RuleSet, Var
 GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 
 
+def _shape(m: Match, name: str) -> tuple | None:
+    """The shape of a bound value, or -- when shape inference left it unknown -- the rank-2 shape a Reshape with a
+    constant two-element target or a Flatten always produces (dims unknown: None), which is all Gemm's A needs."""
+    s = m.shape(name)
+    if s is not None:
+        return s
+    v = m.value(name)
+    p = v.producer if v is not None else None
+    if p is None or p.domain not in ("", "ai.onnx"):
+        return None
+    if p.op_type == "Flatten":
+        return (None, None)
+    if p.op_type == "Reshape" and len(p.inputs) >= 2 and p.inputs[1] is not None:
+        t = p.inputs[1].constant()
+        if t is not None and tuple(t.dims) == (2,):
+            return (None, None)
+    return None
+
+
 def _gemm_condition(m: Match) -> object:
     mm = m.node("mm")
     c = m.value("c")
     if c is not None and c.producer is mm:
         return m.decline("bias is the product itself")
-    dt = m.dtype("a")
-    if dt not in GEMM_TYPES or m.dtype("b") != dt or m.dtype("c") != dt:
+    # MatMul's and Add's type constraints make A, B and C one type in a valid model: one known type decides
+    types = {m.dtype(x) for x in ("a", "b", "c")} - {None}
+    if len(types) != 1 or not types <= GEMM_TYPES:
         return m.decline("element type not float/double (or unknown)")
-    sa, sb, sc = m.shape("a"), m.shape("b"), m.shape("c")
+    sa, sb, sc = _shape(m, "a"), _shape(m, "b"), m.shape("c")
     if sa is None or sb is None or len(sa) != 2 or len(sb) != 2:
         return m.decline("A or B not known to be 2D")
     if sc is None or len(sc) > 2:

@@ -1,0 +1,177 @@
+"""passes/canonicalize.py (issue 16: -O2 against the other simplifiers): each rule on a hand-made model, the cases
+it must leave alone, inside subgraph bodies, and random graphs through onnxruntime before and after."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import graphopt
+from graphopt.passes_api import level_pipeline
+from graphopt.testing import assert_models_close
+
+F, D = TensorProto.FLOAT, TensorProto.DOUBLE
+NP = {F: np.float32, D: np.float64}
+
+
+def _model(nodes, inits, x_shape, opset=17, dtype=F, inputs=None):
+    ins = inputs or [helper.make_tensor_value_info("x", dtype, list(x_shape))]
+    g = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", dtype, None)], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _init(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def _gemm(model: onnx.ModelProto, passes="fuse-gemm"):
+    report: list = []
+    out = graphopt.optimize(model, passes=passes, report=report)
+    return out, report[0].stats[0]
+
+
+def _matmul_add(m, k, n, bias_shape, *, dtype=F, swap=False, seed=0, x_shape=None, opset=17):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(NP[dtype])
+    c = rng.standard_normal(bias_shape).astype(NP[dtype])
+    add_in = ["c", "p"] if swap else ["p", "c"]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", add_in, ["y"])]
+    return _model(nodes, [_init("w", w), _init("c", c)], x_shape or (m, k), opset=opset, dtype=dtype)
+
+
+def test_matmul_add_becomes_gemm():
+    model = _matmul_add(4, 5, 3, (3,))
+    out, stats = _gemm(model)
+    assert _ops(out) == ["Gemm"]
+    assert stats.counts == {"matmul-add-to-gemm": 1}
+    assert_models_close(model, out)
+
+
+@pytest.mark.parametrize(
+    "x_shape, bias_shape, reason",
+    [
+        ((2, 4, 5), (3,), "A or B not known to be 2D"),  # batched MatMul: not Gemm's product
+        ((4, 5), (2, 4, 3), "bias rank unknown or above 2"),  # the Add broadcasts the product up
+        ((1, 5), (4, 3), "bias does not broadcast unidirectionally to (M, N)"),  # Add output (4, 3), Gemm's (1, 3)
+        ((4, 5), (4, 1), None),  # (M, 1) broadcasts: fused
+    ],
+)
+def test_gemm_only_where_exact(x_shape, bias_shape, reason):
+    model = _matmul_add(x_shape[-2], 5, 3, bias_shape, x_shape=x_shape)
+    out, stats = _gemm(model)
+    if reason is None:
+        assert _ops(out) == ["Gemm"]
+    else:
+        assert _ops(out) == ["MatMul", "Add"]
+        assert stats.declines["matmul-add-to-gemm"] == {reason: 1}
+    assert_models_close(model, out)
+
+
+def test_gemm_integer_and_old_opset_left_alone():
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, [4, 5])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "c"], ["y"])]
+    g = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+                          [_init("w", np.ones((5, 3), np.int64)), _init("c", np.ones(3, np.int64))])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    out, stats = _gemm(model)
+    assert _ops(out) == ["MatMul", "Add"]
+    assert "element type" in next(iter(stats.declines["matmul-add-to-gemm"]))
+    out6, _ = _gemm(_matmul_add(4, 5, 3, (3,), opset=6))
+    assert _ops(out6) == ["MatMul", "Add"]
+
+
+def test_gemm_product_read_elsewhere_or_as_bias_left_alone():
+    w = _init("w", np.ones((5, 5), np.float32))
+    shared = _model([helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "c"], ["q"]),
+                     helper.make_node("Mul", ["p", "q"], ["y"])], [w, _init("c", np.ones(5, np.float32))], (4, 5))
+    assert _ops(_gemm(shared)[0]) == ["MatMul", "Add", "Mul"]
+    twice = _model([helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "p"], ["y"])], [w],
+                   (4, 5))
+    out, _ = _gemm(twice)
+    assert _ops(out) == ["MatMul", "Add"]
+    assert_models_close(twice, out)
+
+
+def test_gemm_after_reshape_of_unknown_shape():
+    """A Reshape to a two-element constant shape is 2D whatever shape inference knows (ppocrv4-cls's classifier head:
+    GlobalAveragePool -> Reshape [-1, C] -> MatMul -> Add)."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),  # a shape inference cannot resolve statically
+        helper.make_node("Reshape", ["x", "s"], ["x2"]),
+        helper.make_node("Reshape", ["x2", "t"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["p"]),
+        helper.make_node("Add", ["c", "p"], ["y"]),
+    ]
+    inits = [_init("t", np.array([-1, 6], np.int64)), _init("w", rng.standard_normal((6, 2)).astype(np.float32)),
+             _init("c", rng.standard_normal(2).astype(np.float32))]
+    model = _model(nodes, inits, ("n", 6, 1, 1))
+    out, stats = _gemm(model)
+    assert "Gemm" in _ops(out) and "MatMul" not in _ops(out), stats
+    assert_models_close(model, out, shapes={"x": (3, 6, 1, 1)})
+
+
+def test_gemm_inside_if_branch():
+    rng = np.random.default_rng(2)
+    body_nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "c"], ["o"])]
+    branch = helper.make_graph(body_nodes, "then", [], [helper.make_tensor_value_info("o", F, [4, 3])])
+    other = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["o2"])], "else", [],
+                              [helper.make_tensor_value_info("o2", F, [4, 3])])
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=other)]
+    inputs = [helper.make_tensor_value_info("x", F, [4, 5]),
+              helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+    inits = [_init("w", rng.standard_normal((5, 3)).astype(np.float32)),
+             _init("c", rng.standard_normal(3).astype(np.float32))]
+    model = _model(nodes, inits, None, inputs=inputs)
+    out, stats = _gemm(model)
+    bodies = {a.name: [n.op_type for n in a.g.node] for a in out.graph.node[0].attribute}
+    assert bodies == {"then_branch": ["Gemm"], "else_branch": ["MatMul"]}, stats
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    for c in (True, False):
+        assert_models_close(model, out, {"x": x, "cond": np.array(c)})
+
+
+def test_fuse_gemm_is_in_o2_before_parallel_fusion():
+    names = [p.name for p in level_pipeline(2)]
+    assert names.index("fuse-gemm") < names.index("fuse-parallel-matmul")
+    # two parallel Linear layers: two Gemms (2 nodes), not MatMul + Split + 2 Adds
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["p1"]), helper.make_node("Add", ["p1", "c1"], ["a"]),
+             helper.make_node("MatMul", ["x", "w2"], ["p2"]), helper.make_node("Add", ["p2", "c2"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    inits = [_init(n, rng.standard_normal(s).astype(np.float32)) for n, s in
+             (("w1", (5, 3)), ("c1", (3,)), ("w2", (5, 2)), ("c2", (2,)))]
+    model = _model(nodes, inits, (4, 5))
+    out = graphopt.optimize(model, level=2)
+    assert sorted(_ops(out)) == ["Concat", "Gemm", "Gemm"]
+    assert_models_close(model, out)
+
+
+_BIAS = st.sampled_from(["n", "1n", "mn", "m1", "1", "", "11", "2mn", "k"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(1, 4), k=st.integers(1, 5), n=st.integers(1, 4), bias=_BIAS, swap=st.booleans(),
+       double=st.booleans(), batched=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_matmul_add_equal_under_onnxruntime(m, k, n, bias, swap, double, batched, seed):
+    dims = {"n": n, "m": m, "1": 1, "2": 2, "k": k}
+    shape = tuple(dims[c] for c in bias)
+    x_shape = (2, m, k) if batched else (m, k)
+    try:  # only models onnxruntime itself accepts (a bias of k columns broadcasts only when k == n or 1)
+        np.broadcast_shapes(x_shape[:-1] + (n,), shape)
+    except ValueError:
+        return
+    model = _matmul_add(m, k, n, shape, dtype=D if double else F, swap=swap, seed=seed, x_shape=x_shape)
+    out, stats = _gemm(model)
+    fused = "Gemm" in _ops(out)
+    out_shape = np.broadcast_shapes(x_shape[:-1] + (n,), shape)
+    assert fused == (not batched and len(shape) <= 2 and out_shape == (m, n)), (x_shape, shape, stats.declines)
+    assert_models_close(model, out, rtol=1e-5, atol=1e-5)
