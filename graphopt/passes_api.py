@@ -320,6 +320,8 @@ LEVELS: dict[int, list[str]] = {
     1: ["cleanup"],
     2: [
         "fold-constants",
+        "push-transposes",
+        "sub-const-to-add",
         "cleanup",
         "fold-conv-bn",
         "cse",
@@ -330,6 +332,8 @@ LEVELS: dict[int, list[str]] = {
     ],
     3: [
         "fold-constants",
+        "push-transposes",
+        "sub-const-to-add",
         "cleanup",
         "fold-conv-bn",
         "cse",

@@ -19,9 +19,10 @@ a Split and N Adds.
 
 from __future__ import annotations
 
+import numpy as np
 from onnx import TensorProto
 
-from graphopt.patterns import Match, Op, Rule, RuleSet, Var
+from graphopt.patterns import Const, Declined, Match, Op, Opt, Rule, RuleSet, Var
 
 GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 
@@ -83,3 +84,121 @@ fuse_gemm = Rule(
 FUSE_GEMM = RuleSet([fuse_gemm])
 FUSE_GEMM.register("fuse-gemm", description="Add(MatMul(A, B), C) -> Gemm(A, B, C) for 2D float A, B and a bias C "
                    "that broadcasts unidirectionally to the product")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# push-transposes
+# --------------------------------------------------------------------------------------------------------------------
+BINARY = ("Add", "Sub", "Mul", "Div")
+"""Elementwise ops with a constant operand a Transpose moves past (the constant is transposed the inverse way)."""
+UNARY = (
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Elu", "Selu",
+    "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Erf", "Floor", "Ceil", "Round", "Sign", "Not", "Cast",
+)
+"""Elementwise ops of one input and one output a Transpose moves past unchanged."""
+
+
+def _perm(m: Match) -> list[int] | None:
+    perm = m.node("t").attr("perm")
+    if perm is None:
+        return None
+    perm = [int(p) for p in perm]
+    return perm if sorted(perm) == list(range(len(perm))) else None
+
+
+def _transposed_const(m: Match) -> object:
+    """The constant C' with ``Transpose(C', perm) == C`` broadcast the same way (None: C itself, a single element), or
+    a decline; C must not broadcast the Transpose's output up (then the Transpose would move to a larger tensor)."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    c = m.const("c")
+    n = len(perm)
+    if c.ndim > n:
+        return m.decline("constant of higher rank than the Transpose")
+    if c.size == 1:
+        return None  # broadcasts the same either way: the constant stays
+    ts = m.shape("t")
+    full = (1,) * (n - c.ndim) + tuple(c.shape)
+    for k, d in enumerate(full):
+        if d != 1 and not (ts is not None and len(ts) == n and isinstance(ts[k], int) and ts[k] == d):
+            return m.decline("constant may broadcast the tensor up")
+    inv = np.argsort(perm)
+    return np.ascontiguousarray(np.transpose(c.reshape(full), inv))
+
+
+def _push_binary(left: bool):
+    def replace(m: Match, b) -> object:
+        c = _transposed_const(m)
+        if isinstance(c, Declined):
+            return c
+        node = m.node("op")
+        x, cv = m["x"], (m["c"] if c is None else b.const(c, "transposed"))
+        y = b.copy(node, inputs=[x, cv] if left else [cv, x])
+        return b.op("Transpose", y, perm=_perm(m))
+
+    return replace
+
+
+def _push_unary(m: Match, b) -> object:
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    y = b.copy(m.node("op"), inputs={0: m["x"]})
+    return b.op("Transpose", y, perm=perm)
+
+
+_T = {"perm": lambda p: p is not None}
+_CLIP_BOUND = Opt(Const(where=lambda a: a.size == 1))
+
+PUSH_TRANSPOSES = RuleSet(
+    [
+        Rule(
+            "transpose-through-binary",
+            Op(BINARY, Op("Transpose", Var("x"), name="t", attrs=_T), Const("c"), name="op"),
+            _push_binary(left=True),
+        ),
+        Rule(
+            "transpose-through-binary-right",
+            Op(BINARY, Const("c"), Op("Transpose", Var("x"), name="t", attrs=_T), name="op"),
+            _push_binary(left=False),
+        ),
+        Rule(
+            "transpose-through-unary",
+            Op(UNARY, Op("Transpose", Var("x"), name="t", attrs=_T), name="op"),
+            _push_unary,
+        ),
+        Rule(
+            "transpose-through-clip",
+            Op("Clip", Op("Transpose", Var("x"), name="t", attrs=_T), _CLIP_BOUND, _CLIP_BOUND, name="op"),
+            _push_unary,
+        ),
+    ]
+)
+PUSH_TRANSPOSES.register(
+    "push-transposes",
+    description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
+    "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# sub-const-to-add
+# --------------------------------------------------------------------------------------------------------------------
+_FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
+
+SUB_TO_ADD = RuleSet(
+    [
+        Rule(
+            "sub-const-to-add",
+            Op("Sub", Var("x"), Const("c"), name="op"),
+            lambda m, b: b.op("Add", m["x"], -m.const("c")),
+            condition=lambda m: m.dtype("c") in _FLOATS or m.decline("not a float constant"),
+        )
+    ]
+)
+SUB_TO_ADD.register(
+    "sub-const-to-add",
+    description="x - C -> x + (-C) for a float constant C (bit-exact in IEEE arithmetic), so the constant folds into a "
+    "Conv/Gemm bias and Add chains like any other",
+)
