@@ -202,3 +202,84 @@ SUB_TO_ADD.register(
     description="x - C -> x + (-C) for a float constant C (bit-exact in IEEE arithmetic), so the constant folds into a "
     "Conv/Gemm bias and Add chains like any other",
 )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# merge-reshapes
+# --------------------------------------------------------------------------------------------------------------------
+def _target(m: Match, node: str = "r") -> list[int] | None:
+    """A Reshape's constant target shape, or None (computed, or holding a 0 that copies an input dim)."""
+    n = m.node(node)
+    t = n.inputs[1].constant() if len(n.inputs) > 1 and n.inputs[1] is not None else None
+    if t is None:
+        return None
+    s = [int(d) for d in t.numpy().reshape(-1)]
+    return None if 0 in s and not n.attr("allowzero", 0) else s
+
+
+def _axes(m: Match, node: str) -> list[int] | None | Declined:
+    """Squeeze/Unsqueeze axes (attribute before opset 13, constant input after); None when not given."""
+    n = m.node(node)
+    if len(n.inputs) > 1 and n.inputs[1] is not None:
+        t = n.inputs[1].constant()
+        return m.decline("axes not constant") if t is None else [int(a) for a in t.numpy().reshape(-1)]
+    a = n.attr("axes")
+    return None if a is None else [int(x) for x in a]
+
+
+def _reshape_of_shape_op(m: Match, b) -> object:
+    """Reshape(Squeeze|Unsqueeze|Flatten(y), S) -> Reshape(y, S): those ops only relabel the shape (row-major order
+    kept), and a target without 0 entries does not read the intermediate shape."""
+    if _target(m) is None:
+        return m.decline("target computed or copies an input dim (0)")
+    return b.copy(m.node("r"), inputs={0: m["y"]})
+
+
+def _shape_op_of_reshape(m: Match, b) -> object:
+    """Unsqueeze(Reshape(y, S), axes) -> Reshape(y, S with 1 inserted at axes); Squeeze(Reshape(y, S), axes) ->
+    Reshape(y, S without axes), when S says 1 (not -1) at every squeezed axis."""
+    s = _target(m)
+    if s is None or 0 in s:
+        return m.decline("target computed or holds 0")
+    axes = _axes(m, "op")
+    if isinstance(axes, Declined):
+        return axes
+    op = m.node("op").op_type
+    if op == "Unsqueeze":
+        if not axes:
+            return m.decline("no axes")
+        rank = len(s) + len(axes)
+        norm = sorted(a + rank if a < 0 else a for a in axes)
+        if len(set(norm)) != len(norm) or not all(0 <= a < rank for a in norm):
+            return m.decline("invalid axes")
+        it = iter(s)
+        new = [1 if k in norm else next(it) for k in range(rank)]
+    else:
+        if axes is None:
+            return m.decline("Squeeze without axes")
+        norm = {a + len(s) if a < 0 else a for a in axes}
+        if not all(0 <= a < len(s) and s[a] == 1 for a in norm):
+            return m.decline("squeezed dim not a literal 1")
+        new = [d for k, d in enumerate(s) if k not in norm]
+    return b.copy(m.node("r"), inputs={1: np.array(new, dtype=np.int64)})
+
+
+MERGE_RESHAPES = RuleSet(
+    [
+        Rule(
+            "reshape-of-squeeze-unsqueeze-flatten",
+            Op("Reshape", Op(("Squeeze", "Unsqueeze", "Flatten"), Var("y"), ..., name="op"), Const(), name="r"),
+            _reshape_of_shape_op,
+        ),
+        Rule(
+            "squeeze-unsqueeze-of-reshape",
+            Op(("Squeeze", "Unsqueeze"), Op("Reshape", Var("y"), Const(), name="r"), ..., name="op"),
+            _shape_op_of_reshape,
+        ),
+    ]
+)
+MERGE_RESHAPES.register(
+    "merge-reshapes",
+    description="Reshape after Squeeze/Unsqueeze/Flatten, and Squeeze/Unsqueeze after a Reshape with a constant "
+    "target, become one Reshape",
+)
