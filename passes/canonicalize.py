@@ -283,3 +283,39 @@ MERGE_RESHAPES.register(
     description="Reshape after Squeeze/Unsqueeze/Flatten, and Squeeze/Unsqueeze after a Reshape with a constant "
     "target, become one Reshape",
 )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# merge-concats
+# --------------------------------------------------------------------------------------------------------------------
+def _flatten_concat(m: Match, b) -> object:
+    """Concat(a, Concat(b, c), d) along one axis -> Concat(a, b, c, d): an inner Concat read only by this one (and not a
+    graph output) with the same axis attribute (all inputs of a Concat have one rank, so the same value means the
+    same axis) is spliced in; it is left unread and dce removes it."""
+    root = m.node("cat")
+    axis = root.attr("axis")
+    graph = m.graph
+    inputs, spliced = [], False
+    for v in root.inputs:
+        p = v.producer if v is not None else None
+        if (
+            p is not None
+            and p.op_type == "Concat"
+            and p.domain in ("", "ai.onnx")
+            and p.graph is graph
+            and axis is not None
+            and p.attr("axis") == axis
+            and all(u is root for u in v.users())
+            and not any(v is o for o in graph.outputs)
+        ):
+            inputs.extend(p.inputs)
+            spliced = True
+        else:
+            inputs.append(v)
+    if not spliced:
+        return m.decline("no inner Concat on the same axis read only here")
+    return b.copy(root, inputs=inputs)
+
+
+MERGE_CONCATS = RuleSet([Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat)])
+MERGE_CONCATS.register("merge-concats", description="a Concat of Concats along the same axis becomes one Concat")
