@@ -319,3 +319,42 @@ def _flatten_concat(m: Match, b) -> object:
 
 MERGE_CONCATS = RuleSet([Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat)])
 MERGE_CONCATS.register("merge-concats", description="a Concat of Concats along the same axis becomes one Concat")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fold-conv-input-scale
+# --------------------------------------------------------------------------------------------------------------------
+def _fold_input_scale(m: Match, b) -> object:
+    """Conv(Mul(x, s), W, B) -> Conv(x, W * s, B) for a single-element finite constant s (a GELU's 0.5 before the
+    next convolution). Padding is zeros either way (0 * s == 0) and every output is a sum of W * x products, each
+    scaled by s once; W * s must stay finite so that no zero padding meets an infinite weight."""
+    s = m.const("s")
+    w = m.const("w")
+    # the Mul must not raise x's rank: a Conv input has rank >= 3, so a scale of rank <= 2 never does
+    rank = m.rank("x")
+    if s.size != 1 or s.ndim > (rank if rank is not None else 2):
+        return m.decline("not a single-element scale of at most the input's rank")
+    if s.dtype != w.dtype or not np.issubdtype(w.dtype, np.floating):
+        return m.decline("scale and weight not one float type")
+    k = s.reshape(())
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (w * k).astype(w.dtype)
+    if not (np.isfinite(k) and np.isfinite(scaled).all()):
+        return m.decline("scale or scaled weight not finite")
+    return b.copy(m.node("conv"), inputs={0: m["x"], 1: scaled})
+
+
+FOLD_CONV_INPUT_SCALE = RuleSet(
+    [
+        Rule(
+            "conv-input-scale",
+            Op("Conv", Op("Mul", Var("x"), Const("s"), commutative=True), Const("w"), Opt(Const()), name="conv"),
+            _fold_input_scale,
+        )
+    ]
+)
+FOLD_CONV_INPUT_SCALE.register(
+    "fold-conv-input-scale",
+    description="Conv(x * s) -> Conv(x) with the weight scaled by s, for a single-element constant s",
+    lossless=True,
+)
