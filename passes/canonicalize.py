@@ -175,11 +175,6 @@ PUSH_TRANSPOSES = RuleSet(
         ),
     ]
 )
-PUSH_TRANSPOSES.register(
-    "push-transposes",
-    description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
-    "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
-)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -357,4 +352,61 @@ FOLD_CONV_INPUT_SCALE.register(
     "fold-conv-input-scale",
     description="Conv(x * s) -> Conv(x) with the weight scaled by s, for a single-element constant s",
     lossless=True,
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# push-transposes, continued: a Reduce that drops the Transpose's reordering
+# --------------------------------------------------------------------------------------------------------------------
+REDUCE = (
+    "ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceSumSquare",
+)
+
+
+def _reduce_of_transpose(m: Match, b) -> object:
+    """Reduce(Transpose(x, perm), axes, keepdims=0) -> Reduce(x, perm[axes], keepdims=0) when the axes kept come out
+    in x's order (the Transpose then only reorders the reduced axes, which the reduction does not see)."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    node = m.node("op")
+    if node.attr("keepdims", 1) != 0:
+        return m.decline("keepdims")
+    if node.attr("noop_with_empty_axes", 0):
+        return m.decline("noop_with_empty_axes")
+    n = len(perm)
+    as_input = len(node.inputs) > 1
+    if as_input:
+        t = node.inputs[1].constant() if node.inputs[1] is not None else None
+        if t is None:
+            return m.decline("axes not constant")
+        axes = [int(a) for a in t.numpy().reshape(-1)]
+    else:
+        axes = [int(a) for a in (node.attr("axes") or [])]
+    if not axes:  # every axis: the result does not depend on the order
+        return b.copy(node, inputs={0: m["x"]})
+    norm = [a + n if a < 0 else a for a in axes]
+    if not all(0 <= a < n for a in norm) or len(set(norm)) != len(norm):
+        return m.decline("invalid axes")
+    kept = [perm[k] for k in range(n) if k not in norm]
+    if kept != sorted(kept):
+        return m.decline("the kept axes are reordered")
+    new_axes = sorted(perm[a] for a in norm)
+    if as_input:
+        return b.copy(node, inputs={0: m["x"], 1: np.array(new_axes, dtype=np.int64)})
+    return b.copy(node, inputs={0: m["x"]}, attrs={"axes": new_axes})
+
+
+REDUCE_OF_TRANSPOSE = Rule(
+    "reduce-of-transpose",
+    Op(REDUCE, Op("Transpose", Var("x"), name="t", attrs=_T), ..., name="op"),
+    _reduce_of_transpose,
+)
+
+PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE
+PUSH_TRANSPOSES.register(
+    "push-transposes",
+    description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
+    "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
 )
