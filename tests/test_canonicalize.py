@@ -287,3 +287,108 @@ def test_random_transpose_chains_equal_under_onnxruntime(case):
     if not push.declines:
         assert "Transpose" not in _ops(out2)[:-1]
     assert_models_close(model, out2, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# reduce-of-transpose, merge-reshapes, merge-concats, fold-conv-input-scale
+# --------------------------------------------------------------------------------------------------------------------
+def _one(model, passes):
+    out, stats = _gemm(model, passes)
+    assert_models_close(model, out, rtol=1e-5, atol=1e-6)
+    return _ops(out), stats
+
+
+@pytest.mark.parametrize(
+    "perm, axes, keepdims, fused",
+    [
+        ([0, 2, 3, 1], [1, 2], 0, True),  # dnsmos: NHWC ReduceMax over H, W -> (N, C)
+        ([0, 2, 3, 1], [-3, -2], 0, True),
+        ([0, 2, 3, 1], [1], 0, False),  # kept (N, W, C) would come out as (N, C, W)
+        ([0, 2, 3, 1], [1, 2], 1, False),
+        ([3, 2, 1, 0], None, 0, True),  # every axis
+    ],
+)
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reduce_of_transpose(perm, axes, keepdims, fused, opset):
+    extra = {}
+    inputs = ["t"]
+    inits = []
+    if axes is not None and opset >= 18:
+        inputs.append("axes")
+        inits.append(_init("axes", np.array(axes, np.int64)))
+    elif axes is not None:
+        extra["axes"] = axes
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=perm),
+             helper.make_node("ReduceMax", inputs, ["y"], keepdims=keepdims, **extra)]
+    ops, _ = _one(_model(nodes, inits, (2, 3, 4, 5), opset=opset), "push-transposes")
+    assert ops == (["ReduceMax"] if fused else ["Transpose", "ReduceMax"])
+
+
+@pytest.mark.parametrize(
+    "first, second, fused",
+    [
+        (("Reshape", [-1, 20, 1]), ("Unsqueeze", [-3]), True),  # basic-pitch: Reshape -> Unsqueeze -> Reshape
+        (("Reshape", [2, 1, 60]), ("Squeeze", [1]), True),
+        (("Reshape", [2, -1, 60]), ("Squeeze", [1]), False),  # -1 may not be 1
+        (("Reshape", [0, 60]), ("Unsqueeze", [1]), False),  # 0 copies a dim of the input
+        (("Unsqueeze", [0]), ("Reshape", [4, 30]), True),
+        (("Flatten", None), ("Reshape", [-1, 6, 20]), True),
+        (("Unsqueeze", [0]), ("Reshape", [0, 30, 4]), False),
+    ],
+)
+def test_merge_reshapes(first, second, fused):
+    inits, nodes, src = [], [], "x"
+    for i, (op, arg) in enumerate((first, second)):
+        out = "y" if i else "m"
+        if op == "Reshape":
+            inits.append(_init(f"s{i}", np.array(arg, np.int64)))
+            nodes.append(helper.make_node("Reshape", [src, f"s{i}"], [out]))
+        elif op == "Flatten":
+            nodes.append(helper.make_node("Flatten", [src], [out]))
+        else:
+            inits.append(_init(f"a{i}", np.array(arg, np.int64)))
+            nodes.append(helper.make_node(op, [src, f"a{i}"], [out]))
+        src = out
+    ops, stats = _one(_model(nodes, inits, (2, 3, 20)), "merge-reshapes")
+    assert (ops == ["Reshape"]) == fused, (ops, stats.declines)
+
+
+def test_merge_concats():
+    nodes = [
+        helper.make_node("Concat", ["x", "x"], ["a"], axis=1),
+        helper.make_node("Concat", ["x", "a"], ["b"], axis=1),
+        helper.make_node("Concat", ["x", "x"], ["c"], axis=0),  # another axis: stays
+        helper.make_node("Concat", ["a", "x"], ["d"], axis=1),  # 'a' read twice: not spliced into 'b' nor 'd'
+        helper.make_node("Concat", ["b", "x", "d"], ["e"], axis=1),
+        helper.make_node("Concat", ["e", "e"], ["f"], axis=0),
+        helper.make_node("Concat", ["c", "c"], ["y"], axis=0),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [2, 3])],
+                          [helper.make_tensor_value_info("y", F, None), helper.make_tensor_value_info("f", F, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    out, stats = _gemm(model, "merge-concats,dce")
+    assert_models_close(model, out)
+    # b and d (read once, by e, same axis) are spliced into e, c (another axis than e, but y's) into y; a, read by b
+    # and d, stays until they are gone; f (axis 0 over e, axis 1) keeps e
+    assert _ops(out).count("Concat") <= 4 and stats.counts["concat-of-concat"] >= 2
+    inputs = {n.output[0]: list(n.input) for n in out.graph.node}
+    assert inputs["y"] == ["x"] * 4
+
+
+@pytest.mark.parametrize(
+    "scale, fused",
+    [(0.5, True), (np.array([[0.3]]), True), (np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1), False), (np.inf, False), (1e38, False)],
+)
+def test_fold_conv_input_scale(scale, fused):
+    big = np.size(scale) == 1 and float(np.ravel(scale)[0]) >= 1e30
+    """ppocrv6's GELU: Conv -> x * (1 + erf) * 0.5 -> Conv; the 0.5 goes into the next Conv's weight."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * (1e3 if big else 1)
+    nodes = [helper.make_node("Mul", ["s", "x"], ["m"]),
+             helper.make_node("Conv", ["m", "w", "b"], ["y"], pads=[1, 1, 1, 1])]
+    inits = [_init("s", np.asarray(scale, np.float32)), _init("w", w), _init("b", np.ones(4, np.float32))]
+    model = _model(nodes, inits, (1, 3, 5, 5))
+    out, stats = _gemm(model, "fold-conv-input-scale")
+    assert (_ops(out) == ["Conv"]) == fused, stats.declines
+    if not big:
+        assert_models_close(model, out, rtol=1e-5, atol=1e-5)
