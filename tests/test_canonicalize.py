@@ -377,7 +377,13 @@ def test_merge_concats():
 
 @pytest.mark.parametrize(
     "scale, fused",
-    [(0.5, True), (np.array([[0.3]]), True), (np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1), False), (np.inf, False), (1e38, False)],
+    [
+        (0.5, True),
+        (np.array([[0.3]]), True),
+        (np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1), False),  # per channel: not this rule
+        (np.inf, False),
+        (1e38, False),  # W * s overflows
+    ],
 )
 def test_fold_conv_input_scale(scale, fused):
     big = np.size(scale) == 1 and float(np.ravel(scale)[0]) >= 1e30
