@@ -410,3 +410,57 @@ PUSH_TRANSPOSES.register(
     description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
     "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
 )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# drop-zero-rnn-states
+# --------------------------------------------------------------------------------------------------------------------
+_ZERO_KEEPING = frozenset({"Slice", "Reshape", "Expand", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Flatten",
+                           "Cast"})
+"""Ops whose output is all zeros when their data input (input 0) is."""
+
+
+def _all_zeros(v, depth: int = 0) -> bool:
+    """Whether ``v`` is provably all zeros: a constant of zeros, a ConstantOfShape of 0 (its default), or one of
+    the data-movement ops of ``_ZERO_KEEPING`` over such a value."""
+    if v is None or depth > 16:
+        return False
+    t = v.constant()
+    if t is not None:
+        a = t.numpy()
+        return a.dtype.kind in "fiub" and not np.any(a)
+    p = v.producer
+    if p is None or p.domain not in ("", "ai.onnx"):
+        return False
+    if p.op_type == "ConstantOfShape":
+        value = p.attr("value")
+        if value is None:
+            return True
+        a = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        return a.dtype.kind in "fiub" and not np.any(a)
+    if p.op_type in _ZERO_KEEPING and p.inputs and p.outputs[0] is v:
+        return _all_zeros(p.inputs[0], depth + 1)
+    return False
+
+
+def _drop_zero_states(m: Match, b) -> object:
+    """LSTM/GRU/RNN initial_h (input 5) and LSTM initial_c (input 6) that are all zeros are the ops' default when the
+    input is omitted: drop them (the shape chain computing them, e.g. Shape -> Gather -> Unsqueeze -> Concat ->
+    ConstantOfShape -> Slice, is then unread and dce removes it)."""
+    node = m.node("rnn")
+    slots = (5, 6) if node.op_type == "LSTM" else (5,)
+    ins = node.inputs
+    drop = {i: None for i in slots if i < len(ins) and ins[i] is not None and _all_zeros(ins[i])}
+    if not drop:
+        return m.decline("no all-zero initial state")
+    out = b.copy(node, inputs=drop)
+    return list(out) if isinstance(out, tuple) else out
+
+
+DROP_ZERO_RNN_STATES = RuleSet(
+    [Rule("zero-initial-state", Op(("LSTM", "GRU", "RNN"), ..., name="rnn"), _drop_zero_states)]
+)
+DROP_ZERO_RNN_STATES.register(
+    "drop-zero-rnn-states",
+    description="omit LSTM/GRU/RNN initial states that are provably all zeros (the ops' default)",
+)

@@ -398,3 +398,36 @@ def test_fold_conv_input_scale(scale, fused):
     assert (_ops(out) == ["Conv"]) == fused, stats.declines
     if not big:
         assert_models_close(model, out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("zero", [True, False])
+def test_drop_zero_rnn_states(op, zero):
+    """romanizer: Shape -> Gather -> Unsqueeze -> Concat -> ConstantOfShape(0) -> Slice as a GRU's initial_h."""
+    rng = np.random.default_rng(7)
+    hidden, gates = 3, {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    w = rng.standard_normal((1, gates * hidden, 2)).astype(np.float32)
+    r = rng.standard_normal((1, gates * hidden, hidden)).astype(np.float32)
+    value = helper.make_tensor("v", F, [1], [0.0 if zero else 0.5])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i1"], ["bsz"], axis=0),
+        helper.make_node("Unsqueeze", ["bsz", "ax0"], ["bsz1"]),
+        helper.make_node("Concat", ["two", "bsz1", "hid"], ["shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["shape"], ["zeros"], value=value),
+        helper.make_node("Slice", ["zeros", "st", "en", "ax0"], ["h0"]),
+    ]
+    state_inputs = ["x", "w", "r", "", "", "h0"] + (["h0"] if op == "LSTM" else [])
+    nodes.append(helper.make_node(op, state_inputs, ["y", "yh"], hidden_size=hidden))
+    nodes.append(helper.make_node("Identity", ["y"], ["out"]))
+    inits = [_init("w", w), _init("r", r), _init("i1", np.array(1, np.int64)), _init("ax0", np.array([0], np.int64)),
+             _init("two", np.array([2], np.int64)), _init("hid", np.array([hidden], np.int64)),
+             _init("st", np.array([0], np.int64)), _init("en", np.array([1], np.int64))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [5, "b", 2])],
+                          [helper.make_tensor_value_info("out", F, None), helper.make_tensor_value_info("yh", F, None)],
+                          inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    out, stats = _gemm(model, "drop-zero-rnn-states,dce")
+    ops = _ops(out)
+    assert ("ConstantOfShape" not in ops and "Shape" not in ops) == zero, (ops, stats.declines)
+    assert_models_close(model, out, shapes={"x": (5, 2, 2)})
