@@ -421,8 +421,8 @@ _ZERO_KEEPING = frozenset({"Slice", "Reshape", "Expand", "Unsqueeze", "Squeeze",
 
 
 def _all_zeros(v, depth: int = 0) -> bool:
-    """Whether ``v`` is provably all zeros: a constant of zeros, a ConstantOfShape of 0 (its default), or one of
-    the data-movement ops of ``_ZERO_KEEPING`` over such a value."""
+    """Whether ``v`` is provably all zeros: a constant of zeros, a ConstantOfShape of 0 (its default), one of the
+    data-movement ops of ``_ZERO_KEEPING`` over such a value (Expand of a constant 0), or a Concat of such values."""
     if v is None or depth > 16:
         return False
     t = v.constant()
@@ -440,6 +440,8 @@ def _all_zeros(v, depth: int = 0) -> bool:
         return a.dtype.kind in "fiub" and not np.any(a)
     if p.op_type in _ZERO_KEEPING and p.inputs and p.outputs[0] is v:
         return _all_zeros(p.inputs[0], depth + 1)
+    if p.op_type == "Concat":
+        return bool(p.inputs) and all(_all_zeros(x, depth + 1) for x in p.inputs)
     return False
 
 

@@ -431,3 +431,29 @@ def test_drop_zero_rnn_states(op, zero):
     ops = _ops(out)
     assert ("ConstantOfShape" not in ops and "Shape" not in ops) == zero, (ops, stats.declines)
     assert_models_close(model, out, shapes={"x": (5, 2, 2)})
+
+
+def test_drop_zero_lstm_states_from_expand_and_concat():
+    """oww-hey-mycroft (tf2onnx): Expand(0.0, [batch, hidden]) -> Unsqueeze -> Concat of two as a bidirectional
+    LSTM's initial_h and initial_c."""
+    rng = np.random.default_rng(8)
+    hidden = 3
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "one", "two"], ["bsz"]),
+        helper.make_node("Concat", ["bsz", "hid"], ["shape"], axis=0),
+        helper.make_node("Expand", ["zero", "shape"], ["e"]),
+        helper.make_node("Unsqueeze", ["e", "ax0"], ["u"]),
+        helper.make_node("Concat", ["u", "u"], ["h0"], axis=0),
+        helper.make_node("LSTM", ["x", "w", "r", "", "", "h0", "h0"], ["y"], hidden_size=hidden,
+                         direction="bidirectional"),
+    ]
+    inits = [_init("w", rng.standard_normal((2, 4 * hidden, 2)).astype(np.float32)),
+             _init("r", rng.standard_normal((2, 4 * hidden, hidden)).astype(np.float32)),
+             _init("one", np.array([1], np.int64)), _init("two", np.array([2], np.int64)),
+             _init("hid", np.array([hidden], np.int64)), _init("zero", np.array(0.0, np.float32)),
+             _init("ax0", np.array([0], np.int64))]
+    model = _model(nodes, inits, (4, "b", 2))
+    out, stats = _gemm(model, "drop-zero-rnn-states,dce")
+    assert _ops(out) == ["LSTM"], stats.declines
+    assert_models_close(model, out, shapes={"x": (4, 3, 2)})
