@@ -259,8 +259,26 @@ def _shape_op_of_reshape(m: Match, b) -> object:
     return b.copy(m.node("r"), inputs={1: np.array(new, dtype=np.int64)})
 
 
+def _same_shape(m: Match) -> object:
+    """Reshape(x, Shape(z)) is x when x and z have one shape: every dim known and equal (ints, or the same symbol of
+    graphopt's own shape inference), and the Shape takes every dim (no start/end)."""
+    shape = m.node("shape")
+    if shape.attr("start") is not None or shape.attr("end") is not None:
+        return m.decline("Shape with start/end")
+    sx, sz = m.shape("x"), m.shape("z")
+    if sx is None or sz is None or any(d is None for d in sx) or tuple(sx) != tuple(sz):
+        return m.decline("shapes not known to be equal")
+    return True
+
+
 MERGE_RESHAPES = RuleSet(
     [
+        Rule(
+            "reshape-to-own-shape",
+            Op("Reshape", Var("x"), Op("Shape", Var("z"), name="shape", shared=True), name="r"),
+            lambda m, b: m["x"],
+            condition=_same_shape,
+        ),
         Rule(
             "reshape-of-squeeze-unsqueeze-flatten",
             Op("Reshape", Op(("Squeeze", "Unsqueeze", "Flatten"), Var("y"), ..., name="op"), Const(), name="r"),

@@ -457,3 +457,20 @@ def test_drop_zero_lstm_states_from_expand_and_concat():
     out, stats = _gemm(model, "drop-zero-rnn-states,dce")
     assert _ops(out) == ["LSTM"], stats.declines
     assert_models_close(model, out, shapes={"x": (4, 3, 2)})
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_reshape_to_own_shape(same):
+    """ppocrv6-small-rec: Reshape(Mul(s, c), Shape(s)) is the Mul."""
+    nodes = [
+        helper.make_node("Mul", ["x", "c"], ["m"]),
+        helper.make_node("Shape", ["x" if same else "z"], ["s"]),
+        helper.make_node("Reshape", ["m", "s"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", F, ["n", 3, "w"]),
+              helper.make_tensor_value_info("z", F, ["w", 3, "n"])]
+    model = _model(nodes, [_init("c", np.float32(2.0))], None, inputs=inputs)
+    report: list = []
+    out = graphopt.optimize(model, level=2, report=report)
+    assert ("Reshape" not in _ops(out)) == same
+    assert_models_close(model, out, shapes={"x": (2, 3, 2), "z": (2, 3, 2)})
