@@ -465,10 +465,11 @@ def _all_zeros(v, depth: int = 0) -> bool:
 
 def _drop_zero_states(m: Match, b) -> object:
     """LSTM/GRU/RNN initial_h (input 5) and LSTM initial_c (input 6) that are all zeros are the ops' default when the
-    input is omitted: drop them (the shape chain computing them, e.g. Shape -> Gather -> Unsqueeze -> Concat ->
-    ConstantOfShape -> Slice, is then unread and dce removes it)."""
+    input is omitted (the same for com.microsoft's DynamicQuantizeLSTM: LSTM's inputs, then weight scales): drop them
+    (the shape chain computing them, e.g. Shape -> Gather -> Unsqueeze -> Concat -> ConstantOfShape -> Slice, is
+    then unread and dce removes it)."""
     node = m.node("rnn")
-    slots = (5, 6) if node.op_type == "LSTM" else (5,)
+    slots = (5, 6) if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else (5,)
     ins = node.inputs
     drop = {i: None for i in slots if i < len(ins) and ins[i] is not None and _all_zeros(ins[i])}
     if not drop:
@@ -478,9 +479,15 @@ def _drop_zero_states(m: Match, b) -> object:
 
 
 DROP_ZERO_RNN_STATES = RuleSet(
-    [Rule("zero-initial-state", Op(("LSTM", "GRU", "RNN"), ..., name="rnn"), _drop_zero_states)]
+    [
+        Rule(
+            "zero-initial-state",
+            Op(("LSTM", "GRU", "RNN", "com.microsoft::DynamicQuantizeLSTM"), ..., name="rnn"),
+            _drop_zero_states,
+        )
+    ]
 )
 DROP_ZERO_RNN_STATES.register(
     "drop-zero-rnn-states",
-    description="omit LSTM/GRU/RNN initial states that are provably all zeros (the ops' default)",
+    description="omit LSTM/GRU/RNN (and DynamicQuantizeLSTM) initial states that are provably all zeros (the default)",
 )

@@ -474,3 +474,29 @@ def test_reshape_to_own_shape(same):
     out = graphopt.optimize(model, level=2, report=report)
     assert ("Reshape" not in _ops(out)) == same
     assert_models_close(model, out, shapes={"x": (2, 3, 2), "z": (2, 3, 2)})
+
+
+def test_drop_zero_states_of_dynamic_quantize_lstm():
+    """voicefilter-embedder-int8: Expand(0.0, Concat(...)) -> Slice as com.microsoft DynamicQuantizeLSTM states."""
+    rng = np.random.default_rng(9)
+    hidden = 3
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], start=1, end=2),
+        helper.make_node("Concat", ["one", "s", "hid"], ["shape"], axis=0),
+        helper.make_node("Expand", ["zero", "shape"], ["h0"]),
+        helper.make_node("DynamicQuantizeLSTM", ["x", "w", "r", "", "", "h0", "h0", "", "ws", "wz", "rs", "rz"],
+                         ["y"], domain="com.microsoft", hidden_size=hidden),
+    ]
+    inits = [_init("w", rng.integers(-100, 100, (1, 2, 4 * hidden)).astype(np.int8)),
+             _init("r", rng.integers(-100, 100, (1, hidden, 4 * hidden)).astype(np.int8)),
+             _init("ws", np.array([0.01], np.float32)), _init("wz", np.array([0], np.int8)),
+             _init("rs", np.array([0.01], np.float32)), _init("rz", np.array([0], np.int8)),
+             _init("one", np.array([1], np.int64)), _init("hid", np.array([hidden], np.int64)),
+             _init("zero", np.array(0.0, np.float32))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [4, "b", 2])],
+                          [helper.make_tensor_value_info("y", F, None)], inits)
+    model = helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                               helper.make_opsetid("com.microsoft", 1)])
+    out, stats = _gemm(model, "drop-zero-rnn-states,dce")
+    assert _ops(out) == ["DynamicQuantizeLSTM"], stats.declines
+    assert_models_close(model, out, shapes={"x": (4, 3, 2)})
