@@ -422,12 +422,6 @@ REDUCE_OF_TRANSPOSE = Rule(
     _reduce_of_transpose,
 )
 
-PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE
-PUSH_TRANSPOSES.register(
-    "push-transposes",
-    description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
-    "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
-)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -490,4 +484,39 @@ DROP_ZERO_RNN_STATES = RuleSet(
 DROP_ZERO_RNN_STATES.register(
     "drop-zero-rnn-states",
     description="omit LSTM/GRU/RNN (and DynamicQuantizeLSTM) initial states that are provably all zeros (the default)",
+)
+
+
+def _shape_of_transpose(m: Match, b) -> object:
+    """Shape(Transpose(x, perm)) -> Gather(Shape(x), perm) when x's Shape is already taken elsewhere (cse then merges
+    the two Shapes: one node fewer; otherwise the trade gains nothing and the rule leaves it)."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    root = m.node("shape")
+    if root.attr("start") is not None or root.attr("end") is not None:
+        return m.decline("Shape with start/end")
+    x = m.value("x")
+    others = [
+        u for u in x.users()
+        if u is not root and u.op_type == "Shape" and u.domain in ("", "ai.onnx") and u.graph is root.graph
+        and u.attr("start") is None and u.attr("end") is None
+    ]
+    if not others:
+        return m.decline("no other Shape of the input to share")
+    return b.op("Gather", b.op("Shape", x), np.array(perm, dtype=np.int64), axis=0)
+
+
+SHAPE_OF_TRANSPOSE = Rule(
+    "shape-of-transpose",
+    Op("Shape", Op("Transpose", Var("x"), name="t", attrs=_T), name="shape"),
+    _shape_of_transpose,
+)
+
+
+PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE
+PUSH_TRANSPOSES.register(
+    "push-transposes",
+    description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
+    "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
 )

@@ -500,3 +500,20 @@ def test_drop_zero_states_of_dynamic_quantize_lstm():
     out, stats = _gemm(model, "drop-zero-rnn-states,dce")
     assert _ops(out) == ["DynamicQuantizeLSTM"], stats.declines
     assert_models_close(model, out, shapes={"x": (4, 3, 2)})
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shape_of_transpose(shared):
+    """chars2vec: Shape(Transpose(x)) beside Shape(x) -> one Shape(x) and a Gather (after cse)."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]), helper.make_node("Shape", ["t"], ["s1"])]
+    if shared:
+        nodes += [helper.make_node("Shape", ["x"], ["s2"]), helper.make_node("Concat", ["s1", "s2"], ["y"], axis=0)]
+    else:
+        nodes += [helper.make_node("Identity", ["s1"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, ["a", "b", 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    out, stats = _gemm(model, "push-transposes,cse,dce")
+    ops = _ops(out)
+    assert ("Transpose" not in ops and ops.count("Shape") == 1) == shared, (ops, stats.declines)
+    assert_models_close(model, out, shapes={"x": (3, 4, 2)})
