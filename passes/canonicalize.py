@@ -374,6 +374,43 @@ FOLD_CONV_INPUT_SCALE.register(
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# mul-reciprocal-to-div
+# --------------------------------------------------------------------------------------------------------------------
+def _reciprocal_ok(m: Match) -> object:
+    if m.dtype("x") not in _FLOATS and m.dtype("y") not in _FLOATS:
+        return m.decline("not a float type (or unknown)")
+    one = m.get("one")
+    if one is not None:
+        c = m.const("one")
+        ry = m.rank("y")
+        if c.ndim > 0 and (ry is None or c.ndim > ry):
+            return m.decline("the 1 may broadcast y up")
+    return True
+
+
+MUL_RECIPROCAL = RuleSet(
+    [
+        Rule(
+            "mul-reciprocal-to-div",
+            Op(
+                "Mul",
+                Var("x"),
+                Op("Div", Const("one", where=lambda a: a.size == 1 and float(a.reshape(-1)[0]) == 1.0), Var("y"))
+                | Op("Reciprocal", Var("y")),
+                commutative=True,
+            ),
+            lambda m, b: b.op("Div", m["x"], m["y"]),
+            condition=_reciprocal_ok,
+        )
+    ]
+)
+MUL_RECIPROCAL.register(
+    "mul-reciprocal-to-div",
+    description="x * (1 / y) and x * Reciprocal(y) -> x / y (one rounding instead of two; RMSNorm in T5)",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # push-transposes, continued: a Reduce that drops the Transpose's reordering
 # --------------------------------------------------------------------------------------------------------------------
 REDUCE = (

@@ -517,3 +517,25 @@ def test_shape_of_transpose(shared):
     ops = _ops(out)
     assert ("Transpose" not in ops and ops.count("Shape") == 1) == shared, (ops, stats.declines)
     assert_models_close(model, out, shapes={"x": (3, 4, 2)})
+
+
+@pytest.mark.parametrize("form", ["div", "reciprocal", "div-swapped", "not-one", "one-of-higher-rank"])
+def test_mul_reciprocal_to_div(form):
+    """t5 (RMSNorm): x * (1 / sqrt(var + eps)) -> x / sqrt(var + eps)."""
+    one = np.float32(2.0 if form == "not-one" else 1.0)
+    if form == "one-of-higher-rank":
+        one = np.ones((1, 1, 1), np.float32)
+    nodes = [helper.make_node("Sqrt", ["v"], ["s"])]
+    if form == "reciprocal":
+        nodes.append(helper.make_node("Reciprocal", ["s"], ["r"]))
+    else:
+        nodes.append(helper.make_node("Div", ["one", "s"], ["r"]))
+    nodes.append(helper.make_node("Mul", ["r", "x"] if form == "div-swapped" else ["x", "r"], ["y"]))
+    inputs = [helper.make_tensor_value_info("x", F, [2, 4]), helper.make_tensor_value_info("v", F, [2, 1])]
+    model = _model(nodes, [_init("one", one)], None, inputs=inputs)
+    out, stats = _gemm(model, "mul-reciprocal-to-div")
+    fused = form in ("div", "reciprocal", "div-swapped")
+    assert (_ops(out) == ["Sqrt", "Div"]) == fused, (_ops(out), stats.declines)
+    feeds = {"x": np.random.default_rng(10).standard_normal((2, 4)).astype(np.float32),
+             "v": np.array([[0.5], [3.0]], np.float32)}
+    assert_models_close(model, out, feeds, rtol=1e-6, atol=1e-7)
