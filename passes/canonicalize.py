@@ -96,7 +96,7 @@ FUSE_GEMM.register("fuse-gemm", description="Add(MatMul(A, B), C) -> Gemm(A, B, 
 # --------------------------------------------------------------------------------------------------------------------
 # push-transposes
 # --------------------------------------------------------------------------------------------------------------------
-BINARY = ("Add", "Sub", "Mul", "Div")
+BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
 """Elementwise ops with a constant operand a Transpose moves past (the constant is transposed the inverse way)."""
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Elu", "Selu",
@@ -558,7 +558,75 @@ SHAPE_OF_TRANSPOSE = Rule(
 )
 
 
-PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE
+def _push_two(m: Match, b) -> object:
+    """op(Transpose(a, p), Transpose(b, p)) -> Transpose(op(a, b), p): with one perm (so one rank) broadcasting
+    commutes with the permutation, element by element the same values."""
+    perm = _perm(m)
+    p2 = m.node("t2").attr("perm")
+    if perm is None or p2 is None or [int(x) for x in p2] != perm:
+        return m.decline("different perms")
+    return b.op("Transpose", b.copy(m.node("op"), inputs=[m["x"], m["x2"]]), perm=perm)
+
+
+def _push_same(m: Match, b) -> object:
+    """op(t, t) for t = Transpose(x, p) -> Transpose(op(x, x), p) (a square: x * x)."""
+    if m["again"] is not m.node("t").outputs[0]:
+        return m.decline("not the same Transpose twice")
+    if _perm(m) is None:
+        return m.decline("Transpose without a valid perm")
+    return b.op("Transpose", b.copy(m.node("op"), inputs=[m["x"], m["x"]]), perm=_perm(m))
+
+
+def _unsqueeze_of_transpose(m: Match, b) -> object:
+    """Unsqueeze(Transpose(x, p), axes) -> Transpose(Unsqueeze(x, axes), q): the new size-1 dims stay where they are
+    (q[a] = a) and the j-th other position takes x's dim p[j] from where the Unsqueeze of x put it."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    axes = _axes(m, "op")
+    if isinstance(axes, Declined):
+        return axes
+    if not axes:
+        return m.decline("no axes")
+    r = len(perm) + len(axes)
+    norm = sorted(a + r if a < 0 else a for a in axes)
+    if len(set(norm)) != len(norm) or not all(0 <= a < r for a in norm):
+        return m.decline("invalid axes")
+    others = [q for q in range(r) if q not in norm]
+    q = list(range(r))
+    for j, pos in enumerate(others):
+        q[pos] = others[perm[j]]
+    return b.op("Transpose", b.copy(m.node("op"), inputs={0: m["x"]}), perm=q)
+
+
+TWO_AND_UNSQUEEZE = RuleSet(
+    [
+        Rule(
+            "transpose-through-binary-both",
+            Op(
+                BINARY,
+                Op("Transpose", Var("x"), name="t", attrs=_T),
+                Op("Transpose", Var("x2"), name="t2", attrs=_T),
+                name="op",
+            ),
+            _push_two,
+        ),
+        Rule(
+            "transpose-through-binary-same",
+            Op(BINARY, Op("Transpose", Var("x"), name="t", attrs=_T), Var("again"), name="op"),
+            _push_same,
+        ),
+        Rule(
+            "unsqueeze-of-transpose",
+            Op("Unsqueeze", Op("Transpose", Var("x"), name="t", attrs=_T), ..., name="op"),
+            _unsqueeze_of_transpose,
+        ),
+    ]
+)
+
+
+
+PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE + TWO_AND_UNSQUEEZE
 PUSH_TRANSPOSES.register(
     "push-transposes",
     description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "

@@ -251,7 +251,7 @@ def _transpose_chains(draw):
     for i in range(draw(st.integers(1, 4))):
         src, dst = f"v{i}", f"v{i + 1}"
         if draw(st.booleans()):
-            op = draw(st.sampled_from(["Add", "Sub", "Mul", "Div"]))
+            op = draw(st.sampled_from(["Add", "Sub", "Mul", "Div", "Max", "Min"]))
             crank = draw(st.integers(0, rank))
             cshape = tuple(d if draw(st.booleans()) else 1 for d in tshape[rank - crank:])
             c = rng.uniform(0.5, 2.0, cshape).astype(np.float32)
@@ -539,3 +539,31 @@ def test_mul_reciprocal_to_div(form):
     feeds = {"x": np.random.default_rng(10).standard_normal((2, 4)).astype(np.float32),
              "v": np.array([[0.5], [3.0]], np.float32)}
     assert_models_close(model, out, feeds, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("axes", [[3], [0], [1, 4], [-1]])
+def test_dnsmos_transposes_through_squares_pow_max_unsqueeze(axes):
+    """dnsmos: Transpose(a) * Transpose(a) + Transpose(b) * Transpose(b) -> Sqrt -> Pow 2 -> Max eps -> Log ->
+    Unsqueeze -> Transpose: the Transposes move down past all of it and merge into the last one."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["ta"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["z"], ["tb"], perm=[0, 2, 1]),
+        helper.make_node("Mul", ["ta", "ta"], ["a2"]),
+        helper.make_node("Mul", ["tb", "tb"], ["b2"]),
+        helper.make_node("Add", ["a2", "b2"], ["s"]),
+        helper.make_node("Sqrt", ["s"], ["r"]),
+        helper.make_node("Pow", ["r", "two"], ["p"]),
+        helper.make_node("Max", ["eps", "p"], ["mx"]),
+        helper.make_node("Log", ["mx"], ["l"]),
+        helper.make_node("Unsqueeze", ["l", "axes"], ["u"]),
+        helper.make_node("Transpose", ["u"], ["y"], perm=[0, 3, 1, 2]),
+    ]
+    inits = [_init("two", np.float32(2.0)), _init("eps", np.float32(1e-3)), _init("axes", np.array(axes, np.int64))]
+    if len(axes) == 2:
+        nodes[-1] = helper.make_node("Identity", ["u"], ["y"])
+    inputs = [helper.make_tensor_value_info("x", F, [2, 3, 4]), helper.make_tensor_value_info("z", F, [2, 3, 4])]
+    model = _model(nodes, inits, None, inputs=inputs)
+    out, stats = _gemm(model, "push-transposes,cleanup")
+    assert _ops(out).count("Transpose") == 1, (_ops(out), stats.declines)
+    assert _ops(out)[-1] in ("Transpose", "Identity") and "Transpose" not in _ops(out)[:-1]
+    assert_models_close(model, out, rtol=1e-5, atol=1e-6)
