@@ -567,3 +567,22 @@ def test_dnsmos_transposes_through_squares_pow_max_unsqueeze(axes):
     assert _ops(out).count("Transpose") == 1, (_ops(out), stats.declines)
     assert _ops(out)[-1] in ("Transpose", "Identity") and "Transpose" not in _ops(out)[:-1]
     assert_models_close(model, out, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "op, c1, c2, fused",
+    [
+        ("Mul", np.float32(0.43429446), np.float32(10.0), True),  # basic-pitch: log10 in dB
+        ("Add", np.ones((1, 4), np.float32), np.full((1, 4), 2.0, np.float32), True),
+        ("Add", np.ones((3, 1), np.float32), np.ones((1, 4), np.float32), False),  # (3, 4) constant: larger
+        ("Mul", np.float32(1e30), np.float32(1e30), False),  # overflows
+        ("Add", np.ones((1, 1, 4), np.float32), np.float32(1.0), False),  # raises x's rank
+    ],
+)
+def test_merge_const_chains(op, c1, c2, fused):
+    nodes = [helper.make_node(op, ["c1", "x"], ["a"]), helper.make_node(op, ["a", "c2"], ["y"])]
+    model = _model(nodes, [_init("c1", c1), _init("c2", c2)], (3, 4))
+    report: list = []
+    out = graphopt.optimize(model, level=2, report=report)
+    assert (_ops(out) == [op]) == fused, _ops(out)
+    assert_models_close(model, out, rtol=1e-5, atol=1e-6)
