@@ -318,12 +318,22 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 LEVELS: dict[int, list[str]] = {
     0: [],
     1: ["cleanup"],
-    2: ["fold-constants", "cleanup", "fold-conv-bn", "cse", "fuse-parallel-matmul", "cleanup", "strip-debug-info"],
+    2: [
+        "fold-constants",
+        "cleanup",
+        "fold-conv-bn",
+        "cse",
+        "canonicalize",
+        "fuse-parallel-matmul",
+        "cleanup",
+        "strip-debug-info",
+    ],
     3: [
         "fold-constants",
         "cleanup",
         "fold-conv-bn",
         "cse",
+        "canonicalize",
         "fuse-parallel-matmul",
         "cleanup",
         "strip-debug-info",

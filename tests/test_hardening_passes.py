@@ -494,7 +494,8 @@ def test_fold_constants_never_allocates_what_the_guard_rejects(tmp_path) -> None
     for op, path in zip(AMPLIFIERS, paths, strict=True):
         out = onnx.load(path + ".opt.onnx")
         assert out.ByteSize() < 4 * 2**20, op  # nothing big was folded into the file
-        assert any(n.op_type == op.split("-")[0] for n in out.graph.node), op
+        kept = {op.split("-")[0], *(["Gemm"] if op == "MatMul" else [])}  # -O2 makes MatMul + Add a Gemm
+        assert any(n.op_type in kept for n in out.graph.node), op
 
 
 def test_guarded_ops_still_fold_when_small() -> None:

@@ -1,0 +1,696 @@
+"""Canonical forms the other ONNX simplifiers reach (issue 16: -O2 against onnxsim, onnxslim, onnxoptimizer and
+onnxruntime's basic level), written as pattern rules (:mod:`graphopt.patterns`).
+
+**fuse-gemm** -- ``Add(MatMul(A, B), C)`` -> ``Gemm(A, B, C)`` when Gemm computes exactly the same thing:
+
+* A and B are both 2D (the shapes the rule relies on come from :meth:`Match.shape`, or, when that is unknown, from
+  a Reshape with a constant two-element target shape or a Flatten, whose output is 2D whatever its input; MatMul of
+  2D inputs is Gemm's product, no batch dimensions, no 1D promotion);
+* C broadcasts *unidirectionally* to the product's shape (M, N): rank <= 2, every dim (right-aligned) a known 1 or
+  equal to the product's known dim, so the Add's output is exactly (M, N) and Gemm's C rule accepts it;
+* the element type is float or double (Gemm's onnxruntime CPU kernels; integer Gemm needs opset 11 and has none),
+  and the model's opset is at least 7 (Gemm's unidirectional broadcast of C);
+* the MatMul's output is read only by the Add (the rewriter's rule for inner nodes), and C is not that output.
+
+The rule runs inside If/Loop/Scan bodies like every rule pass. It comes before fuse-parallel-matmul in -O2 (inside
+the ``canonicalize`` pass, after cleanup and cse, when Flatten/Reshape targets are constants and A's shape is known):
+N parallel MatMul + Add pairs become N Gemm nodes (N fewer nodes) where the parallel fusion would leave one MatMul,
+a Split and N Adds.
+
+The other families (each a pass of its own, all of them together the ``canonicalize`` pass of -O2), each rule's
+safety argument in its docstring: **push-transposes** (Transpose below elementwise ops, Reduce and Shape of a
+Transpose), **sub-const-to-add**, **merge-reshapes**, **merge-concats**, **fold-conv-input-scale**,
+**drop-zero-rnn-states**, **mul-reciprocal-to-div**; and **merge-const-chains**, not in -O2 (it reassociates float
+additions, and -O2 leaves a chain of constant Adds bit-exact). ``benchmarks/o2_gaps.py`` shows, per corpus model, the
+op counts -O2 leaves above the best other simplifier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from graphopt.patterns import Const, Declined, Match, Op, Opt, Rule, RuleSet, Var
+
+GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
+
+
+def _shape(m: Match, name: str) -> tuple | None:
+    """The shape of a bound value, or -- when shape inference left it unknown -- the rank-2 shape a Reshape with a
+    constant two-element target or a Flatten always produces (dims unknown: None), which is all Gemm's A needs."""
+    s = m.shape(name)
+    if s is not None:
+        return s
+    v = m.value(name)
+    p = v.producer if v is not None else None
+    if p is None or p.domain not in ("", "ai.onnx"):
+        return None
+    if p.op_type == "Flatten":
+        return (None, None)
+    if p.op_type == "Reshape" and len(p.inputs) >= 2 and p.inputs[1] is not None:
+        t = p.inputs[1].constant()
+        if t is not None and tuple(t.dims) == (2,):
+            return (None, None)
+    return None
+
+
+def _gemm_condition(m: Match) -> object:
+    mm = m.node("mm")
+    c = m.value("c")
+    if c is not None and c.producer is mm:
+        return m.decline("bias is the product itself")
+    # MatMul's and Add's type constraints make A, B and C one type in a valid model: one known type decides
+    types = {m.dtype(x) for x in ("a", "b", "c")} - {None}
+    if len(types) != 1 or not types <= GEMM_TYPES:
+        return m.decline("element type not float/double (or unknown)")
+    sa, sb, sc = _shape(m, "a"), _shape(m, "b"), m.shape("c")
+    if sa is None or sb is None or len(sa) != 2 or len(sb) != 2:
+        return m.decline("A or B not known to be 2D")
+    if sc is None or len(sc) > 2:
+        return m.decline("bias rank unknown or above 2")
+    out = (sa[0], sb[1])
+    for dc, do in zip(reversed(sc), reversed(out), strict=False):
+        if not isinstance(dc, int):
+            return m.decline("bias dim unknown")
+        if dc != 1 and not (isinstance(do, int) and dc == do):
+            return m.decline("bias does not broadcast unidirectionally to (M, N)")
+    return True
+
+
+def _gemm_replace(m: Match, b) -> object:
+    return b.op("Gemm", m["a"], m["b"], m["c"])
+
+
+fuse_gemm = Rule(
+    "matmul-add-to-gemm",
+    Op("Add", Op("MatMul", Var("a"), Var("b"), name="mm"), Var("c"), commutative=True),
+    _gemm_replace,
+    condition=_gemm_condition,
+    opsets=(7, None),
+)
+
+FUSE_GEMM = RuleSet([fuse_gemm])
+FUSE_GEMM.register("fuse-gemm", description="Add(MatMul(A, B), C) -> Gemm(A, B, C) for 2D float A, B and a bias C "
+                   "that broadcasts unidirectionally to the product")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# push-transposes
+# --------------------------------------------------------------------------------------------------------------------
+BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
+"""Elementwise ops with a constant operand a Transpose moves past (the constant is transposed the inverse way)."""
+UNARY = (
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Elu", "Selu",
+    "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Erf", "Floor", "Ceil", "Round", "Sign", "Not", "Cast",
+)
+"""Elementwise ops of one input and one output a Transpose moves past unchanged."""
+
+
+def _perm(m: Match) -> list[int] | None:
+    perm = m.node("t").attr("perm")
+    if perm is None:
+        return None
+    perm = [int(p) for p in perm]
+    return perm if sorted(perm) == list(range(len(perm))) else None
+
+
+def _transposed_const(m: Match) -> object:
+    """The constant C' with ``Transpose(C', perm) == C`` broadcast the same way (None: C itself, a single element), or
+    a decline; C must not broadcast the Transpose's output up (then the Transpose would move to a larger tensor)."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    c = m.const("c")
+    n = len(perm)
+    if c.ndim > n:
+        return m.decline("constant of higher rank than the Transpose")
+    if c.size == 1:
+        return None  # broadcasts the same either way: the constant stays
+    ts = m.shape("t")
+    full = (1,) * (n - c.ndim) + tuple(c.shape)
+    for k, d in enumerate(full):
+        if d != 1 and not (ts is not None and len(ts) == n and isinstance(ts[k], int) and ts[k] == d):
+            return m.decline("constant may broadcast the tensor up")
+    inv = np.argsort(perm)
+    return np.ascontiguousarray(np.transpose(c.reshape(full), inv))
+
+
+def _push_binary(left: bool):
+    def replace(m: Match, b) -> object:
+        c = _transposed_const(m)
+        if isinstance(c, Declined):
+            return c
+        node = m.node("op")
+        x, cv = m["x"], (m["c"] if c is None else b.const(c, "transposed"))
+        y = b.copy(node, inputs=[x, cv] if left else [cv, x])
+        return b.op("Transpose", y, perm=_perm(m))
+
+    return replace
+
+
+def _push_unary(m: Match, b) -> object:
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    y = b.copy(m.node("op"), inputs={0: m["x"]})
+    return b.op("Transpose", y, perm=perm)
+
+
+_T = {"perm": lambda p: p is not None}
+_CLIP_BOUND = Opt(Const(where=lambda a: a.size == 1))
+
+PUSH_TRANSPOSES = RuleSet(
+    [
+        Rule(
+            "transpose-through-binary",
+            Op(BINARY, Op("Transpose", Var("x"), name="t", attrs=_T), Const("c"), name="op"),
+            _push_binary(left=True),
+        ),
+        Rule(
+            "transpose-through-binary-right",
+            Op(BINARY, Const("c"), Op("Transpose", Var("x"), name="t", attrs=_T), name="op"),
+            _push_binary(left=False),
+        ),
+        Rule(
+            "transpose-through-unary",
+            Op(UNARY, Op("Transpose", Var("x"), name="t", attrs=_T), name="op"),
+            _push_unary,
+        ),
+        Rule(
+            "transpose-through-clip",
+            Op("Clip", Op("Transpose", Var("x"), name="t", attrs=_T), _CLIP_BOUND, _CLIP_BOUND, name="op"),
+            _push_unary,
+        ),
+    ]
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# sub-const-to-add
+# --------------------------------------------------------------------------------------------------------------------
+_FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
+
+SUB_TO_ADD = RuleSet(
+    [
+        Rule(
+            "sub-const-to-add",
+            Op("Sub", Var("x"), Const("c"), name="op"),
+            lambda m, b: b.op("Add", m["x"], -m.const("c")),
+            condition=lambda m: m.dtype("c") in _FLOATS or m.decline("not a float constant"),
+        )
+    ]
+)
+SUB_TO_ADD.register(
+    "sub-const-to-add",
+    description="x - C -> x + (-C) for a float constant C (bit-exact in IEEE arithmetic), so the constant folds into a "
+    "Conv/Gemm bias and Add chains like any other",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# merge-reshapes
+# --------------------------------------------------------------------------------------------------------------------
+def _target(m: Match, node: str = "r") -> list[int] | None:
+    """A Reshape's constant target shape, or None (computed, or holding a 0 that copies an input dim)."""
+    n = m.node(node)
+    t = n.inputs[1].constant() if len(n.inputs) > 1 and n.inputs[1] is not None else None
+    if t is None:
+        return None
+    s = [int(d) for d in t.numpy().reshape(-1)]
+    return None if 0 in s and not n.attr("allowzero", 0) else s
+
+
+def _axes(m: Match, node: str) -> list[int] | None | Declined:
+    """Squeeze/Unsqueeze axes (attribute before opset 13, constant input after); None when not given."""
+    n = m.node(node)
+    if len(n.inputs) > 1 and n.inputs[1] is not None:
+        t = n.inputs[1].constant()
+        return m.decline("axes not constant") if t is None else [int(a) for a in t.numpy().reshape(-1)]
+    a = n.attr("axes")
+    return None if a is None else [int(x) for x in a]
+
+
+def _reshape_of_shape_op(m: Match, b) -> object:
+    """Reshape(Squeeze|Unsqueeze|Flatten(y), S) -> Reshape(y, S): those ops only relabel the shape (row-major order
+    kept), and a target without 0 entries does not read the intermediate shape."""
+    if _target(m) is None:
+        return m.decline("target computed or copies an input dim (0)")
+    return b.copy(m.node("r"), inputs={0: m["y"]})
+
+
+def _shape_op_of_reshape(m: Match, b) -> object:
+    """Unsqueeze(Reshape(y, S), axes) -> Reshape(y, S with 1 inserted at axes); Squeeze(Reshape(y, S), axes) ->
+    Reshape(y, S without axes), when S says 1 (not -1) at every squeezed axis."""
+    s = _target(m)
+    if s is None or 0 in s:
+        return m.decline("target computed or holds 0")
+    axes = _axes(m, "op")
+    if isinstance(axes, Declined):
+        return axes
+    op = m.node("op").op_type
+    if op == "Unsqueeze":
+        if not axes:
+            return m.decline("no axes")
+        rank = len(s) + len(axes)
+        norm = sorted(a + rank if a < 0 else a for a in axes)
+        if len(set(norm)) != len(norm) or not all(0 <= a < rank for a in norm):
+            return m.decline("invalid axes")
+        it = iter(s)
+        new = [1 if k in norm else next(it) for k in range(rank)]
+    else:
+        if axes is None:
+            return m.decline("Squeeze without axes")
+        norm = {a + len(s) if a < 0 else a for a in axes}
+        if not all(0 <= a < len(s) and s[a] == 1 for a in norm):
+            return m.decline("squeezed dim not a literal 1")
+        new = [d for k, d in enumerate(s) if k not in norm]
+    return b.copy(m.node("r"), inputs={1: np.array(new, dtype=np.int64)})
+
+
+def _same_shape(m: Match) -> object:
+    """Reshape(x, Shape(z)) is x when x and z have one shape: every dim known and equal (ints, or the same symbol of
+    graphopt's own shape inference), and the Shape takes every dim (no start/end)."""
+    shape = m.node("shape")
+    if shape.attr("start") is not None or shape.attr("end") is not None:
+        return m.decline("Shape with start/end")
+    sx, sz = m.shape("x"), m.shape("z")
+    if sx is None or sz is None or any(d is None for d in sx) or tuple(sx) != tuple(sz):
+        return m.decline("shapes not known to be equal")
+    return True
+
+
+MERGE_RESHAPES = RuleSet(
+    [
+        Rule(
+            "reshape-to-own-shape",
+            Op("Reshape", Var("x"), Op("Shape", Var("z"), name="shape", shared=True), name="r"),
+            lambda m, b: m["x"],
+            condition=_same_shape,
+        ),
+        Rule(
+            "reshape-of-squeeze-unsqueeze-flatten",
+            Op("Reshape", Op(("Squeeze", "Unsqueeze", "Flatten"), Var("y"), ..., name="op"), Const(), name="r"),
+            _reshape_of_shape_op,
+        ),
+        Rule(
+            "squeeze-unsqueeze-of-reshape",
+            Op(("Squeeze", "Unsqueeze"), Op("Reshape", Var("y"), Const(), name="r"), ..., name="op"),
+            _shape_op_of_reshape,
+        ),
+    ]
+)
+MERGE_RESHAPES.register(
+    "merge-reshapes",
+    description="Reshape after Squeeze/Unsqueeze/Flatten, and Squeeze/Unsqueeze after a Reshape with a constant "
+    "target, become one Reshape",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# merge-concats
+# --------------------------------------------------------------------------------------------------------------------
+def _flatten_concat(m: Match, b) -> object:
+    """Concat(a, Concat(b, c), d) along one axis -> Concat(a, b, c, d): an inner Concat read only by this one (and not a
+    graph output) with the same axis attribute (all inputs of a Concat have one rank, so the same value means the
+    same axis) is spliced in; it is left unread and dce removes it."""
+    root = m.node("cat")
+    axis = root.attr("axis")
+    graph = m.graph
+    inputs, spliced = [], False
+    for v in root.inputs:
+        p = v.producer if v is not None else None
+        if (
+            p is not None
+            and p.op_type == "Concat"
+            and p.domain in ("", "ai.onnx")
+            and p.graph is graph
+            and axis is not None
+            and p.attr("axis") == axis
+            and all(u is root for u in v.users())
+            and not any(v is o for o in graph.outputs)
+        ):
+            inputs.extend(p.inputs)
+            spliced = True
+        else:
+            inputs.append(v)
+    if not spliced:
+        return m.decline("no inner Concat on the same axis read only here")
+    return b.copy(root, inputs=inputs)
+
+
+MERGE_CONCATS = RuleSet([Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat)])
+MERGE_CONCATS.register("merge-concats", description="a Concat of Concats along the same axis becomes one Concat")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fold-conv-input-scale
+# --------------------------------------------------------------------------------------------------------------------
+def _fold_input_scale(m: Match, b) -> object:
+    """Conv(Mul(x, s), W, B) -> Conv(x, W * s, B) for a single-element finite constant s (a GELU's 0.5 before the
+    next convolution). Padding is zeros either way (0 * s == 0) and every output is a sum of W * x products, each
+    scaled by s once; W * s must stay finite so that no zero padding meets an infinite weight."""
+    s = m.const("s")
+    w = m.const("w")
+    # the Mul must not raise x's rank: a Conv input has rank >= 3, so a scale of rank <= 2 never does
+    rank = m.rank("x")
+    if s.size != 1 or s.ndim > (rank if rank is not None else 2):
+        return m.decline("not a single-element scale of at most the input's rank")
+    if s.dtype != w.dtype or not np.issubdtype(w.dtype, np.floating):
+        return m.decline("scale and weight not one float type")
+    k = s.reshape(())
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (w * k).astype(w.dtype)
+    if not (np.isfinite(k) and np.isfinite(scaled).all()):
+        return m.decline("scale or scaled weight not finite")
+    return b.copy(m.node("conv"), inputs={0: m["x"], 1: scaled})
+
+
+FOLD_CONV_INPUT_SCALE = RuleSet(
+    [
+        Rule(
+            "conv-input-scale",
+            Op("Conv", Op("Mul", Var("x"), Const("s"), commutative=True), Const("w"), Opt(Const()), name="conv"),
+            _fold_input_scale,
+        )
+    ]
+)
+FOLD_CONV_INPUT_SCALE.register(
+    "fold-conv-input-scale",
+    description="Conv(x * s) -> Conv(x) with the weight scaled by s, for a single-element constant s",
+    lossless=True,
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# mul-reciprocal-to-div
+# --------------------------------------------------------------------------------------------------------------------
+def _reciprocal_ok(m: Match) -> object:
+    if m.dtype("x") not in _FLOATS and m.dtype("y") not in _FLOATS:
+        return m.decline("not a float type (or unknown)")
+    one = m.get("one")
+    if one is not None:
+        c = m.const("one")
+        ry = m.rank("y")
+        if c.ndim > 0 and (ry is None or c.ndim > ry):
+            return m.decline("the 1 may broadcast y up")
+    return True
+
+
+MUL_RECIPROCAL = RuleSet(
+    [
+        Rule(
+            "mul-reciprocal-to-div",
+            Op(
+                "Mul",
+                Var("x"),
+                Op("Div", Const("one", where=lambda a: a.size == 1 and float(a.reshape(-1)[0]) == 1.0), Var("y"))
+                | Op("Reciprocal", Var("y")),
+                commutative=True,
+            ),
+            lambda m, b: b.op("Div", m["x"], m["y"]),
+            condition=_reciprocal_ok,
+        )
+    ]
+)
+MUL_RECIPROCAL.register(
+    "mul-reciprocal-to-div",
+    description="x * (1 / y) and x * Reciprocal(y) -> x / y (one rounding instead of two; RMSNorm in T5)",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# merge-const-chains
+# --------------------------------------------------------------------------------------------------------------------
+def _merge_chain(m: Match, b) -> object:
+    """(x + c1) + c2 -> x + (c1 + c2) and (x * c1) * c2 -> x * (c1 * c2) for float constants: the output's shape is
+    the broadcast of x, c1 and c2 either way; the folded constant is computed in float64 and cast back, and may not
+    be larger than the larger of the two (no broadcast blow-up) nor overflow. Reassociation: the result differs
+    from the chain by a rounding or two, as folding a BatchNormalization does."""
+    if m.dtype("c1") not in _FLOATS or m.dtype("c2") not in _FLOATS:
+        return m.decline("not float constants")
+    c1, c2 = m.const("c1"), m.const("c2")
+    rx = m.rank("x")
+    if rx is None or max(c1.ndim, c2.ndim) > rx:
+        return m.decline("a constant may raise x's rank (or x's rank unknown)")
+    op = m.node("outer").op_type
+    with np.errstate(all="ignore"):
+        wide = c1.astype(np.float64) + c2 if op == "Add" else c1.astype(np.float64) * c2
+        folded = wide.astype(c1.dtype)
+    if folded.size > max(c1.size, c2.size):
+        return m.decline("the folded constant would be larger")
+    if not np.isfinite(folded).all():
+        return m.decline("the folded constant is not finite")
+    return b.op(op, m["x"], folded)
+
+
+MERGE_CONST_CHAINS = RuleSet(
+    [
+        Rule(
+            f"{op.lower()}-const-chain",
+            Op(op, Op(op, Var("x"), Const("c1"), commutative=True), Const("c2"), commutative=True, name="outer"),
+            _merge_chain,
+        )
+        for op in ("Add", "Mul")
+    ]
+)
+MERGE_CONST_CHAINS.register(
+    "merge-const-chains",
+    description="(x + c1) + c2 -> x + (c1 + c2) and (x * c1) * c2 -> x * (c1 * c2) for float constants",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# push-transposes, continued: a Reduce that drops the Transpose's reordering
+# --------------------------------------------------------------------------------------------------------------------
+REDUCE = (
+    "ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceSumSquare",
+)
+
+
+def _reduce_of_transpose(m: Match, b) -> object:
+    """Reduce(Transpose(x, perm), axes, keepdims=0) -> Reduce(x, perm[axes], keepdims=0) when the axes kept come out
+    in x's order (the Transpose then only reorders the reduced axes, which the reduction does not see)."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    node = m.node("op")
+    if node.attr("keepdims", 1) != 0:
+        return m.decline("keepdims")
+    if node.attr("noop_with_empty_axes", 0):
+        return m.decline("noop_with_empty_axes")
+    n = len(perm)
+    as_input = len(node.inputs) > 1
+    if as_input:
+        t = node.inputs[1].constant() if node.inputs[1] is not None else None
+        if t is None:
+            return m.decline("axes not constant")
+        axes = [int(a) for a in t.numpy().reshape(-1)]
+    else:
+        axes = [int(a) for a in (node.attr("axes") or [])]
+    if not axes:  # every axis: the result does not depend on the order
+        return b.copy(node, inputs={0: m["x"]})
+    norm = [a + n if a < 0 else a for a in axes]
+    if not all(0 <= a < n for a in norm) or len(set(norm)) != len(norm):
+        return m.decline("invalid axes")
+    kept = [perm[k] for k in range(n) if k not in norm]
+    if kept != sorted(kept):
+        return m.decline("the kept axes are reordered")
+    new_axes = sorted(perm[a] for a in norm)
+    if as_input:
+        return b.copy(node, inputs={0: m["x"], 1: np.array(new_axes, dtype=np.int64)})
+    return b.copy(node, inputs={0: m["x"]}, attrs={"axes": new_axes})
+
+
+REDUCE_OF_TRANSPOSE = Rule(
+    "reduce-of-transpose",
+    Op(REDUCE, Op("Transpose", Var("x"), name="t", attrs=_T), ..., name="op"),
+    _reduce_of_transpose,
+)
+
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# drop-zero-rnn-states
+# --------------------------------------------------------------------------------------------------------------------
+_ZERO_KEEPING = frozenset({"Slice", "Reshape", "Expand", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Flatten",
+                           "Cast"})
+"""Ops whose output is all zeros when their data input (input 0) is."""
+
+
+def _all_zeros(v, depth: int = 0) -> bool:
+    """Whether ``v`` is provably all zeros: a constant of zeros, a ConstantOfShape of 0 (its default), one of the
+    data-movement ops of ``_ZERO_KEEPING`` over such a value (Expand of a constant 0), or a Concat of such values."""
+    if v is None or depth > 16:
+        return False
+    t = v.constant()
+    if t is not None:
+        a = t.numpy()
+        return a.dtype.kind in "fiub" and not np.any(a)
+    p = v.producer
+    if p is None or p.domain not in ("", "ai.onnx"):
+        return False
+    if p.op_type == "ConstantOfShape":
+        value = p.attr("value")
+        if value is None:
+            return True
+        a = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        return a.dtype.kind in "fiub" and not np.any(a)
+    if p.op_type in _ZERO_KEEPING and p.inputs and p.outputs[0] is v:
+        return _all_zeros(p.inputs[0], depth + 1)
+    if p.op_type == "Concat":
+        return bool(p.inputs) and all(_all_zeros(x, depth + 1) for x in p.inputs)
+    return False
+
+
+def _drop_zero_states(m: Match, b) -> object:
+    """LSTM/GRU/RNN initial_h (input 5) and LSTM initial_c (input 6) that are all zeros are the ops' default when the
+    input is omitted (the same for com.microsoft's DynamicQuantizeLSTM: LSTM's inputs, then weight scales): drop them
+    (the shape chain computing them, e.g. Shape -> Gather -> Unsqueeze -> Concat -> ConstantOfShape -> Slice, is
+    then unread and dce removes it)."""
+    node = m.node("rnn")
+    slots = (5, 6) if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else (5,)
+    ins = node.inputs
+    drop = {i: None for i in slots if i < len(ins) and ins[i] is not None and _all_zeros(ins[i])}
+    if not drop:
+        return m.decline("no all-zero initial state")
+    out = b.copy(node, inputs=drop)
+    return list(out) if isinstance(out, tuple) else out
+
+
+DROP_ZERO_RNN_STATES = RuleSet(
+    [
+        Rule(
+            "zero-initial-state",
+            Op(("LSTM", "GRU", "RNN", "com.microsoft::DynamicQuantizeLSTM"), ..., name="rnn"),
+            _drop_zero_states,
+        )
+    ]
+)
+DROP_ZERO_RNN_STATES.register(
+    "drop-zero-rnn-states",
+    description="omit LSTM/GRU/RNN (and DynamicQuantizeLSTM) initial states that are provably all zeros (the default)",
+)
+
+
+def _shape_of_transpose(m: Match, b) -> object:
+    """Shape(Transpose(x, perm)) -> Gather(Shape(x), perm) when x's Shape is already taken elsewhere (cse then merges
+    the two Shapes: one node fewer; otherwise the trade gains nothing and the rule leaves it)."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    root = m.node("shape")
+    if root.attr("start") is not None or root.attr("end") is not None:
+        return m.decline("Shape with start/end")
+    x = m.value("x")
+    others = [
+        u for u in x.users()
+        if u is not root and u.op_type == "Shape" and u.domain in ("", "ai.onnx") and u.graph is root.graph
+        and u.attr("start") is None and u.attr("end") is None
+    ]
+    if not others:
+        return m.decline("no other Shape of the input to share")
+    return b.op("Gather", b.op("Shape", x), np.array(perm, dtype=np.int64), axis=0)
+
+
+SHAPE_OF_TRANSPOSE = Rule(
+    "shape-of-transpose",
+    Op("Shape", Op("Transpose", Var("x"), name="t", attrs=_T), name="shape"),
+    _shape_of_transpose,
+)
+
+
+def _push_two(m: Match, b) -> object:
+    """op(Transpose(a, p), Transpose(b, p)) -> Transpose(op(a, b), p): with one perm (so one rank) broadcasting
+    commutes with the permutation, element by element the same values."""
+    perm = _perm(m)
+    p2 = m.node("t2").attr("perm")
+    if perm is None or p2 is None or [int(x) for x in p2] != perm:
+        return m.decline("different perms")
+    return b.op("Transpose", b.copy(m.node("op"), inputs=[m["x"], m["x2"]]), perm=perm)
+
+
+def _push_same(m: Match, b) -> object:
+    """op(t, t) for t = Transpose(x, p) -> Transpose(op(x, x), p) (a square: x * x)."""
+    if m["again"] is not m.node("t").outputs[0]:
+        return m.decline("not the same Transpose twice")
+    if _perm(m) is None:
+        return m.decline("Transpose without a valid perm")
+    return b.op("Transpose", b.copy(m.node("op"), inputs=[m["x"], m["x"]]), perm=_perm(m))
+
+
+def _unsqueeze_of_transpose(m: Match, b) -> object:
+    """Unsqueeze(Transpose(x, p), axes) -> Transpose(Unsqueeze(x, axes), q): the new size-1 dims stay where they are
+    (q[a] = a) and the j-th other position takes x's dim p[j] from where the Unsqueeze of x put it."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    axes = _axes(m, "op")
+    if isinstance(axes, Declined):
+        return axes
+    if not axes:
+        return m.decline("no axes")
+    r = len(perm) + len(axes)
+    norm = sorted(a + r if a < 0 else a for a in axes)
+    if len(set(norm)) != len(norm) or not all(0 <= a < r for a in norm):
+        return m.decline("invalid axes")
+    others = [q for q in range(r) if q not in norm]
+    q = list(range(r))
+    for j, pos in enumerate(others):
+        q[pos] = others[perm[j]]
+    return b.op("Transpose", b.copy(m.node("op"), inputs={0: m["x"]}), perm=q)
+
+
+TWO_AND_UNSQUEEZE = RuleSet(
+    [
+        Rule(
+            "transpose-through-binary-both",
+            Op(
+                BINARY,
+                Op("Transpose", Var("x"), name="t", attrs=_T),
+                Op("Transpose", Var("x2"), name="t2", attrs=_T),
+                name="op",
+            ),
+            _push_two,
+        ),
+        Rule(
+            "transpose-through-binary-same",
+            Op(BINARY, Op("Transpose", Var("x"), name="t", attrs=_T), Var("again"), name="op"),
+            _push_same,
+        ),
+        Rule(
+            "unsqueeze-of-transpose",
+            Op("Unsqueeze", Op("Transpose", Var("x"), name="t", attrs=_T), ..., name="op"),
+            _unsqueeze_of_transpose,
+        ),
+    ]
+)
+
+
+
+PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE + TWO_AND_UNSQUEEZE
+PUSH_TRANSPOSES.register(
+    "push-transposes",
+    description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
+    "so that Transpose pairs meet and cancel (merge-consecutive) and per-channel constants reach the Conv before them",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# canonicalize: every family above as one pass (what -O2 runs, after cse and before fuse-parallel-matmul)
+# --------------------------------------------------------------------------------------------------------------------
+CANONICALIZE = (
+    PUSH_TRANSPOSES
+    + SUB_TO_ADD
+    + MERGE_RESHAPES
+    + MERGE_CONCATS
+    + FOLD_CONV_INPUT_SCALE
+    + DROP_ZERO_RNN_STATES
+    + MUL_RECIPROCAL
+    + FUSE_GEMM
+)
+CANONICALIZE.register(
+    "canonicalize",
+    description="push-transposes, sub-const-to-add, merge-reshapes, merge-concats, fold-conv-input-scale, "
+    "drop-zero-rnn-states, mul-reciprocal-to-div and fuse-gemm in one pass",
+)
