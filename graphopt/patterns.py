@@ -854,8 +854,11 @@ def apply(rule: Rule, m: Match) -> bool:
         return decline(REPLACE_NONE)  # the root's own outputs: nothing to replace, so nothing changed
     if _equivalent_trade(m, b.created, new, outs):
         return decline(NO_GAIN)
+    created = set(b.created)
     for old, value in zip(outs, new, strict=True):
         if old is not None and value is not None and old is not value:
+            if value.producer in created and not value.has_type and old.has_type:
+                value.dtype, value.shape = old.dtype, old.shape  # the new node computes the same value: same type
             m.graph.replace_all_uses_with(old, value)
     # m.nodes is in match order (each node before the inputs it matched), so readers go before what they read
     freed: list[Value | None] = list(b.consts)
