@@ -620,12 +620,18 @@ class RuleSet(Sequence[Rule]):
 # --------------------------------------------------------------------------------------------------------------------
 # matching
 # --------------------------------------------------------------------------------------------------------------------
-def _save(m: Match) -> tuple[dict[str, Any], list[Node], set[int]]:
-    return dict(m.bindings), list(m.nodes), set(m.shared)
+def _save(m: Match) -> tuple[int, int]:
+    """A mark to undo a failed alternative to: bindings and matched nodes only grow while matching."""
+    return len(m.bindings), len(m.nodes)
 
 
-def _restore(m: Match, saved: tuple[dict[str, Any], list[Node], set[int]]) -> None:
-    m.bindings, m.nodes, m.shared = dict(saved[0]), list(saved[1]), set(saved[2])
+def _restore(m: Match, saved: tuple[int, int]) -> None:
+    n_bindings, n_nodes = saved
+    while len(m.bindings) > n_bindings:
+        m.bindings.popitem()  # the last bound first: a dict pops in reverse insertion order
+    for node in m.nodes[n_nodes:]:
+        m.shared.discard(id(node))  # a node is matched once, so only nodes matched since the mark leave
+    del m.nodes[n_nodes:]
 
 
 def _match_input(p: Pattern, v: Value | None, m: Match, graph: Graph) -> bool:
@@ -747,6 +753,8 @@ def _match_rest(rest: Rest | None, values: list[Value | None], m: Match, graph: 
 
 def _match_root(rule: Rule, node: Node, m: Match) -> bool:
     for root in rule.roots:
+        if not root.accepts(node):
+            continue
         saved = _save(m)
         if _match_node(root, node, m, m.graph):
             return True
@@ -765,12 +773,17 @@ def match(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | Non
 def match_or_decline(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | None:
     """Like :func:`match`, but a match the condition declined is returned with ``m.declined`` set to the reason."""
     m = Match(graph, node, ctx)
-    with _rule_code(rule, "pattern predicate"):
-        try:
-            if not _match_root(rule, node, m):
-                return None
-        except Decline:
-            return None  # a predicate that declines is a plain mismatch
+    try:
+        if not _match_root(rule, node, m):
+            return None
+    except Decline:
+        return None  # a predicate that declines is a plain mismatch
+    except PassError:
+        raise
+    except Exception as e:
+        if debug_enabled():
+            raise
+        raise _rule_error(rule, "pattern predicate", e) from e
     if not _inner_outputs_private(m, graph):
         return None
     if rule.condition is not None:
@@ -794,10 +807,15 @@ def _rule_code(rule: Rule, what: str) -> Iterator[None]:
     except Exception as e:
         if debug_enabled():
             raise
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise RuleError(
-            f"pattern rule {rule.name!r}: its {what} raised {type(e).__name__}{': ' + detail if detail else ''}"
-        ) from e
+        raise _rule_error(rule, what, e) from e
+
+
+def _rule_error(rule: Rule, what: str, e: Exception) -> RuleError:
+    """The RuleError naming ``rule`` for an exception its ``what`` raised."""
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return RuleError(
+        f"pattern rule {rule.name!r}: its {what} raised {type(e).__name__}{': ' + detail if detail else ''}"
+    )
 
 
 def _inner_outputs_private(m: Match, graph: Graph) -> bool:
@@ -896,8 +914,7 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
     graph = m.graph
     if len(created) > len(m.nodes):
         return False  # more nodes than the match could remove: not a one-for-one trade (and no deep signatures)
-    added: list[tuple[Any, ...]] = []
-    created_set = set(created)
+    identities: list[Value] = []  # values a graph output's Identity would read
     for old, value in zip(outs, new, strict=True):
         if old is None or value is None or old is value or not any(o is old for o in graph.outputs):
             continue
@@ -905,9 +922,8 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
             value.producer is not None and value.producer.graph is graph and not any(o is value for o in graph.outputs)
         )
         if not renameable:
-            added.append(("Identity", "", (), (_value_sig(value, created_set),)))
-    added.extend(_node_sig(n, created_set) for n in created)
-    if not added:
+            identities.append(value)
+    if not identities and not created:
         return False
     # the matched nodes that would go: the root, and inner nodes only matched nodes (or the root's readers) read
     replaced = {id(o) for o, v in zip(outs, new, strict=True) if o is not None and v is not None and o is not v}
@@ -926,6 +942,13 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
             continue
         if all(o is None or all(u in members for u, _ in o.uses) for o in node.outputs):
             removed.append(node)
+    # cheap first: the same number of nodes of the same op types, before any signature (constants' bytes) is made
+    added_ops = sorted([("", "Identity")] * len(identities) + [(n.domain or "", n.op_type) for n in created])
+    if added_ops != sorted((n.domain or "", n.op_type) for n in removed):
+        return False
+    created_set = set(created)
+    added = [("Identity", "", (), (_value_sig(v, created_set),)) for v in identities]
+    added.extend(_node_sig(n, created_set) for n in created)
     removed_set = set(removed)
     gone = sorted(repr(_node_sig(n, removed_set)) for n in removed)
     return gone == sorted(repr(sig) for sig in added)

@@ -29,7 +29,6 @@ from graphopt.passes_api import PassContext, register_pass
 from graphopt.patterns import Builder, Const, Decline, Match, Op, Opt, Rule, RuleSet, Var
 from graphopt.tensors import Tensor
 
-STANDARD = frozenset({"", "ai.onnx"})
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 

@@ -15,12 +15,11 @@ import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
-from graphopt.patterns import Builder, Const, Declined, Match, Op, Or, Rule, RuleSet, Var
+from graphopt.patterns import STANDARD, Builder, Const, Declined, Match, Op, Or, Rule, RuleSet, Var
 from graphopt.shape_inference import infer_shapes
 
 from .dims import dims_of
 
-STANDARD = frozenset({"", "ai.onnx"})
 INT_MAX_LIKE = 2**31 - 1
 """Slice ends at or above this mean "to the end" in every exporter's output."""
 
@@ -246,7 +245,8 @@ def _neutral_decline(m: Match) -> Declined | bool:
 
 
 def _all_equal(value: Any) -> Callable[[np.ndarray], bool]:
-    return lambda a: a.size <= 1 << 20 and bool(np.all(a == value))
+    # the first element decides most cases without a pass over the data
+    return lambda a: 0 < a.size <= 1 << 20 and bool(a.flat[0] == value) and bool(np.all(a == value))
 
 
 _TYPED_DECISIONS = frozenset(
