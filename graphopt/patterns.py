@@ -51,7 +51,6 @@ from __future__ import annotations
 import copy as _copy
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -607,10 +606,11 @@ class RuleSet(Sequence[Rule]):
     def __repr__(self) -> str:
         return f"RuleSet([{', '.join(r.name for r in self.rules)}])"
 
-    def rewrite(self, graph: Graph, ctx: PassContext) -> bool:
-        """Apply the rules over ``graph`` until none fires (see :func:`rewrite`); firings go to ``ctx.counters``
-        and declines to ``ctx.declines``, which the PassManager keeps as the running pass's statistics."""
-        return rewrite(graph, self.rules, ctx, ctx.counters)
+    def rewrite(self, graph: Graph, ctx: PassContext, *, sweeps: int | None = None) -> bool:
+        """Apply the rules over ``graph`` until none fires, or for at most ``sweeps`` sweeps (see :func:`rewrite`);
+        firings go to ``ctx.counters`` and declines to ``ctx.declines``, which the PassManager keeps as the running
+        pass's statistics."""
+        return rewrite(graph, self.rules, ctx, ctx.counters, sweeps=sweeps)
 
     def register(self, name: str, *, description: str = "", replace: bool = False, lossless: bool = True) -> type[Pass]:
         """Register these rules as one pass called ``name``; returns the pass class."""
@@ -787,27 +787,19 @@ def match_or_decline(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> 
     if not _inner_outputs_private(m, graph):
         return None
     if rule.condition is not None:
-        with _rule_code(rule, "condition"):
-            try:
-                ok = rule.condition(m)
-            except Decline as d:
-                ok = m.decline(d.reason)
+        try:
+            ok = rule.condition(m)
+        except Decline as d:
+            ok = m.decline(d.reason)
+        except PassError:
+            raise
+        except Exception as e:
+            if debug_enabled():
+                raise
+            raise _rule_error(rule, "condition", e) from e
         if not ok:
             m.declined = ok.reason if isinstance(ok, Declined) else m.declined or CONDITION_FALSE
     return m
-
-
-@contextmanager
-def _rule_code(rule: Rule, what: str) -> Iterator[None]:
-    """Run user code of ``rule``: its exceptions become one RuleError naming the rule (unless GRAPHOPT_DEBUG)."""
-    try:
-        yield
-    except (PassError, Decline):
-        raise
-    except Exception as e:
-        if debug_enabled():
-            raise
-        raise _rule_error(rule, what, e) from e
 
 
 def _rule_error(rule: Rule, what: str, e: Exception) -> RuleError:
@@ -847,10 +839,17 @@ def apply(rule: Rule, m: Match) -> bool:
         return False
 
     try:
-        with _rule_code(rule, "replace"):
-            result = rule.replace(m, b)
+        result = rule.replace(m, b)
     except Decline as d:
         return decline(d.reason)
+    except PassError:
+        decline("error")
+        raise
+    except Exception as e:
+        decline("error")
+        if debug_enabled():
+            raise
+        raise _rule_error(rule, "replace", e) from e
     except BaseException:
         decline("error")
         raise
@@ -985,6 +984,7 @@ def rewrite(
     ctx: PassContext,
     counts: dict[str, int] | None = None,
     declines: dict[str, dict[str, int]] | None = None,
+    sweeps: int | None = None,
 ) -> bool:
     """Apply ``rules`` over ``graph`` until none fires; count firings per rule in ``counts``, and declines per rule
     and reason in ``declines`` (default ``ctx.declines``; a node a rule declines in several sweeps counts once, and
@@ -994,6 +994,9 @@ def rewrite(
     began (never the nodes its own firings created; the next sweep sees those), tries the rules at each, and a
     replacement that only trades nodes for equivalent ones is declined. Rules still firing after ``MAX_SWEEPS``
     sweeps, or after ``FIRINGS_PER_NODE`` firings per node of the graph, raise a RewriteLimitError naming them.
+
+    ``sweeps`` stops after that many sweeps even if rules still fire: a pass that the PassManager runs to a fixed
+    point anyway (the built-in cleanup rules at -O2) spares the sweep that would only confirm nothing fires.
     """
     if declines is None:
         declines = getattr(ctx, "declines", None)
@@ -1012,7 +1015,8 @@ def rewrite(
     seen: Any = getattr(declines, "seen", None)
     if seen is None:
         seen = {}
-    for _ in range(MAX_SWEEPS):
+    limit = MAX_SWEEPS if sweeps is None else max(1, min(sweeps, MAX_SWEEPS))
+    for _ in range(limit):
         fired: dict[str, int] = {}
         recent.append(fired)
         present = {node for node in graph if node.op_type in by_op}
@@ -1042,7 +1046,7 @@ def rewrite(
         changed |= bool(fired)
         if not fired:
             return changed
-    if recent and recent[-1]:
+    if recent and recent[-1] and limit == MAX_SWEEPS:
         raise _limit(recent, f"{MAX_SWEEPS} sweeps over a graph of {len(graph)} nodes")
     return changed
 

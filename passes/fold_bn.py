@@ -284,4 +284,5 @@ RULES = RuleSet(
     "fold-conv-bn", description="fold BatchNormalization and per-channel Mul/Add into Conv, ConvTranspose, Gemm, MatMul"
 )
 def fold_conv_bn(graph: Graph, ctx: PassContext) -> bool:
-    return RULES.rewrite(graph, ctx)
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return RULES.rewrite(graph, ctx, sweeps=1)

@@ -383,7 +383,8 @@ NOOP_RULES = RuleSet(
 def eliminate_noop(graph: Graph, ctx: PassContext) -> bool:
     if graph is ctx.model.graph and any(_needs_types(n) for n in graph.all_nodes()):
         infer_shapes(ctx.model)  # a CNN of Conv/BatchNorm/Relu/pooling needs no types: skip the whole inference
-    return NOOP_RULES.rewrite(graph, ctx)
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return NOOP_RULES.rewrite(graph, ctx, sweeps=1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -544,7 +545,8 @@ MERGE_RULES = RuleSet(
     ),
 )
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
-    return MERGE_RULES.rewrite(graph, ctx)
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return MERGE_RULES.rewrite(graph, ctx, sweeps=1)
 
 
 RULES = NOOP_RULES + MERGE_RULES
