@@ -726,18 +726,17 @@ def _match_node(p: Op, node: Node, m: Match, graph: Graph) -> bool:
         return False
     if node in m.nodes:
         return False
-    padded = ins + [None] * max(0, fixed - len(ins))
-    orders = [list(range(fixed))]
-    if p.commutative:
-        orders.append([1, 0])
-    for order in orders:
+    n = len(ins)
+    for swap in (False, True) if p.commutative else (False,):
         saved = _save(m)
         m.nodes.append(node)
-        if (
-            all(_match_input(p.inputs[k], padded[i], m, graph) for k, i in enumerate(order))
-            and _match_rest(p.rest, ins[fixed:], m, graph)
-            and _bind(p.name, node, m)
-        ):
+        ok = True
+        for k, pk in enumerate(p.inputs):
+            i = 1 - k if swap else k  # commutative Ops have exactly two inputs
+            if not _match_input(pk, ins[i] if i < n else None, m, graph):
+                ok = False
+                break
+        if ok and _match_rest(p.rest, ins[fixed:], m, graph) and _bind(p.name, node, m):
             return True
         _restore(m, saved)
     return False
