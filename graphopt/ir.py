@@ -665,10 +665,6 @@ class Graph:
         """Whether ``v`` is one of this graph's initializers."""
         return v is not None and v.name is not None and self.initializers.get(v.name) is v
 
-    def only_reader(self, v: Value | None, reader: Node) -> bool:
-        """Whether ``reader`` is the only node that reads ``v`` and ``v`` is not an output of this graph."""
-        return v is not None and all(n is reader for n, _ in v.uses) and not self.is_output(v)
-
     # names --------------------------------------------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
         """A value/node name not used anywhere in the root graph and its subgraphs."""

@@ -39,7 +39,7 @@ def drop_unused_initializers(graph: Graph, ctx: PassContext, candidates: Iterabl
     interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
     changed = False
     for v in pool:
-        if v.uses or id(v) in interface or v.name is None or graph.initializers.get(v.name) is not v:
+        if v.uses or id(v) in interface or not graph.is_initializer(v):
             continue
         del graph.initializers[v.name]
         changed = True
