@@ -48,7 +48,6 @@ rule's own code is raised as :class:`RuleError` naming the rule (``GRAPHOPT_DEBU
 
 from __future__ import annotations
 
-import copy as _copy
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import PassError
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Attribute, Graph, Node, Value
 from graphopt.passes_api import Pass, PassContext, debug_enabled, register_pass
 from graphopt.tensors import Tensor
 
@@ -483,7 +482,7 @@ class Builder:
         while ins and ins[-1] is None:
             ins.pop()
         drop = set(drop)
-        kept = {k: _copy.copy(a) for k, a in node.attrs.items() if k not in drop and k not in (attrs or {})}
+        kept = {k: _clone_attr(a) for k, a in node.attrs.items() if k not in drop and k not in (attrs or {})}
         new = Node(
             op_type or node.op_type,
             ins,
@@ -497,6 +496,13 @@ class Builder:
         new.metadata_props = dict(node.metadata_props)
         self.copies.append((new, node))
         return self._insert(new)
+
+
+def _clone_attr(a: Attribute) -> Attribute:
+    """A shallow copy of an attribute (as ``copy.copy``, without its generic and slow protocol)."""
+    new = Attribute(a.name, a.value, a.type, ref_attr_name=a.ref_attr_name, doc_string=a.doc_string)
+    new.untyped = a.untyped
+    return new
 
 
 Replacement = Callable[[Match, Builder], Any]
