@@ -320,6 +320,7 @@ def _rule(name: str, pattern: Op | Or, reason: str, test: Callable[[Match], bool
 
 
 X = Var("x")
+_SQ = ("Squeeze", "Unsqueeze")
 NOOP_RULES = RuleSet(
     [
         Rule("noop-identity", Op("Identity", X), _pass_through),
@@ -347,7 +348,12 @@ NOOP_RULES = RuleSet(
             "shape not proven the same",
             lambda m: _expand_is_noop(m.value("x"), _ints(m.value("shape"))),  # type: ignore[arg-type]
         ),
-        _rule("noop-transpose", Op("Transpose", X, name="n"), "not the identity permutation", _transpose_identity),
+        _rule(
+            "noop-transpose",
+            Op("Transpose", X, name="n", attrs={"perm": lambda p: p is None or list(p) == list(range(len(p)))}),
+            "no perm and rank unknown or above 1",
+            _transpose_identity,
+        ),
         _rule("noop-pad", Op("Pad", X, ..., name="n"), "pads not constant zeros", _pad_zero),
         _rule(
             "noop-slice",
@@ -358,9 +364,10 @@ NOOP_RULES = RuleSet(
         Rule("noop-concat", Op("Concat", X), _pass_through),
         Rule("noop-split", Op("Split", X, ..., outputs=1), _pass_through),
         _rule(
-            "noop-squeeze",
-            Op(("Squeeze", "Unsqueeze"), X, ..., name="n"),
-            "axes not constant and empty",
+            "noop-squeeze",  # empty axes: an input from opset 13, an attribute before
+            Op(_SQ, X, Const(where=lambda a: a.size == 0), name="n")
+            | Op(_SQ, X, name="n", attrs={"axes": lambda a: a is not None and len(a) == 0}),
+            "axes not where this opset reads them",
             lambda m: _axes(m.node("n"), m.ctx, 13) == [],
         ),
         Rule(
@@ -493,7 +500,6 @@ def _pad_into_conv(m: Match, b: Builder) -> Value | Declined:
 
 
 _HAS_PERM = {"perm": lambda p: p is not None}
-_SQ = ("Squeeze", "Unsqueeze")
 MERGE_RULES = RuleSet(
     [
         Rule(
