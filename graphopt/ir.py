@@ -652,6 +652,19 @@ class Graph:
         """A new initializer Value holding ``tensor``."""
         return self.add_initializer(Value(self.unique_name(name), const=tensor))
 
+    # interface tests ------------------------------------------------------------------------------------------------
+    def is_output(self, v: Value | None) -> bool:
+        """Whether ``v`` is one of this graph's outputs."""
+        return v is not None and any(o is v for o in self.outputs)
+
+    def is_input(self, v: Value | None) -> bool:
+        """Whether ``v`` is one of this graph's inputs."""
+        return v is not None and any(i is v for i in self.inputs)
+
+    def is_initializer(self, v: Value | None) -> bool:
+        """Whether ``v`` is one of this graph's initializers."""
+        return v is not None and v.name is not None and self.initializers.get(v.name) is v
+
     # names --------------------------------------------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
         """A value/node name not used anywhere in the root graph and its subgraphs."""

@@ -48,17 +48,15 @@ rule's own code is raised as :class:`RuleError` naming the rule (``GRAPHOPT_DEBU
 
 from __future__ import annotations
 
-import copy as _copy
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from graphopt.errors import PassError
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Attribute, Graph, Node, Value
 from graphopt.passes_api import Pass, PassContext, debug_enabled, register_pass
 from graphopt.tensors import Tensor
 
@@ -484,7 +482,7 @@ class Builder:
         while ins and ins[-1] is None:
             ins.pop()
         drop = set(drop)
-        kept = {k: _copy.copy(a) for k, a in node.attrs.items() if k not in drop and k not in (attrs or {})}
+        kept = {k: _clone_attr(a) for k, a in node.attrs.items() if k not in drop and k not in (attrs or {})}
         new = Node(
             op_type or node.op_type,
             ins,
@@ -498,6 +496,13 @@ class Builder:
         new.metadata_props = dict(node.metadata_props)
         self.copies.append((new, node))
         return self._insert(new)
+
+
+def _clone_attr(a: Attribute) -> Attribute:
+    """A shallow copy of an attribute (as ``copy.copy``, without its generic and slow protocol)."""
+    new = Attribute(a.name, a.value, a.type, ref_attr_name=a.ref_attr_name, doc_string=a.doc_string)
+    new.untyped = a.untyped
+    return new
 
 
 Replacement = Callable[[Match, Builder], Any]
@@ -607,10 +612,11 @@ class RuleSet(Sequence[Rule]):
     def __repr__(self) -> str:
         return f"RuleSet([{', '.join(r.name for r in self.rules)}])"
 
-    def rewrite(self, graph: Graph, ctx: PassContext) -> bool:
-        """Apply the rules over ``graph`` until none fires (see :func:`rewrite`); firings go to ``ctx.counters``
-        and declines to ``ctx.declines``, which the PassManager keeps as the running pass's statistics."""
-        return rewrite(graph, self.rules, ctx, ctx.counters)
+    def rewrite(self, graph: Graph, ctx: PassContext, *, sweeps: int | None = None) -> bool:
+        """Apply the rules over ``graph`` until none fires, or for at most ``sweeps`` sweeps (see :func:`rewrite`);
+        firings go to ``ctx.counters`` and declines to ``ctx.declines``, which the PassManager keeps as the running
+        pass's statistics."""
+        return rewrite(graph, self.rules, ctx, ctx.counters, sweeps=sweeps)
 
     def register(self, name: str, *, description: str = "", replace: bool = False, lossless: bool = True) -> type[Pass]:
         """Register these rules as one pass called ``name``; returns the pass class."""
@@ -620,12 +626,18 @@ class RuleSet(Sequence[Rule]):
 # --------------------------------------------------------------------------------------------------------------------
 # matching
 # --------------------------------------------------------------------------------------------------------------------
-def _save(m: Match) -> tuple[dict[str, Any], list[Node], set[int]]:
-    return dict(m.bindings), list(m.nodes), set(m.shared)
+def _save(m: Match) -> tuple[int, int]:
+    """A mark to undo a failed alternative to: bindings and matched nodes only grow while matching."""
+    return len(m.bindings), len(m.nodes)
 
 
-def _restore(m: Match, saved: tuple[dict[str, Any], list[Node], set[int]]) -> None:
-    m.bindings, m.nodes, m.shared = dict(saved[0]), list(saved[1]), set(saved[2])
+def _restore(m: Match, saved: tuple[int, int]) -> None:
+    n_bindings, n_nodes = saved
+    while len(m.bindings) > n_bindings:
+        m.bindings.popitem()  # the last bound first: a dict pops in reverse insertion order
+    for node in m.nodes[n_nodes:]:
+        m.shared.discard(id(node))  # a node is matched once, so only nodes matched since the mark leave
+    del m.nodes[n_nodes:]
 
 
 def _match_input(p: Pattern, v: Value | None, m: Match, graph: Graph) -> bool:
@@ -720,18 +732,17 @@ def _match_node(p: Op, node: Node, m: Match, graph: Graph) -> bool:
         return False
     if node in m.nodes:
         return False
-    padded = ins + [None] * max(0, fixed - len(ins))
-    orders = [list(range(fixed))]
-    if p.commutative:
-        orders.append([1, 0])
-    for order in orders:
+    n = len(ins)
+    for swap in (False, True) if p.commutative else (False,):
         saved = _save(m)
         m.nodes.append(node)
-        if (
-            all(_match_input(p.inputs[k], padded[i], m, graph) for k, i in enumerate(order))
-            and _match_rest(p.rest, ins[fixed:], m, graph)
-            and _bind(p.name, node, m)
-        ):
+        ok = True
+        for k, pk in enumerate(p.inputs):
+            i = 1 - k if swap else k  # commutative Ops have exactly two inputs
+            if not _match_input(pk, ins[i] if i < n else None, m, graph):
+                ok = False
+                break
+        if ok and _match_rest(p.rest, ins[fixed:], m, graph) and _bind(p.name, node, m):
             return True
         _restore(m, saved)
     return False
@@ -747,6 +758,8 @@ def _match_rest(rest: Rest | None, values: list[Value | None], m: Match, graph: 
 
 def _match_root(rule: Rule, node: Node, m: Match) -> bool:
     for root in rule.roots:
+        if not root.accepts(node):
+            continue
         saved = _save(m)
         if _match_node(root, node, m, m.graph):
             return True
@@ -765,39 +778,41 @@ def match(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | Non
 def match_or_decline(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | None:
     """Like :func:`match`, but a match the condition declined is returned with ``m.declined`` set to the reason."""
     m = Match(graph, node, ctx)
-    with _rule_code(rule, "pattern predicate"):
-        try:
-            if not _match_root(rule, node, m):
-                return None
-        except Decline:
-            return None  # a predicate that declines is a plain mismatch
+    try:
+        if not _match_root(rule, node, m):
+            return None
+    except Decline:
+        return None  # a predicate that declines is a plain mismatch
+    except PassError:
+        raise
+    except Exception as e:
+        if debug_enabled():
+            raise
+        raise _rule_error(rule, "pattern predicate", e) from e
     if not _inner_outputs_private(m, graph):
         return None
     if rule.condition is not None:
-        with _rule_code(rule, "condition"):
-            try:
-                ok = rule.condition(m)
-            except Decline as d:
-                ok = m.decline(d.reason)
+        try:
+            ok = rule.condition(m)
+        except Decline as d:
+            ok = m.decline(d.reason)
+        except PassError:
+            raise
+        except Exception as e:
+            if debug_enabled():
+                raise
+            raise _rule_error(rule, "condition", e) from e
         if not ok:
             m.declined = ok.reason if isinstance(ok, Declined) else m.declined or CONDITION_FALSE
     return m
 
 
-@contextmanager
-def _rule_code(rule: Rule, what: str) -> Iterator[None]:
-    """Run user code of ``rule``: its exceptions become one RuleError naming the rule (unless GRAPHOPT_DEBUG)."""
-    try:
-        yield
-    except (PassError, Decline):
-        raise
-    except Exception as e:
-        if debug_enabled():
-            raise
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise RuleError(
-            f"pattern rule {rule.name!r}: its {what} raised {type(e).__name__}{': ' + detail if detail else ''}"
-        ) from e
+def _rule_error(rule: Rule, what: str, e: Exception) -> RuleError:
+    """The RuleError naming ``rule`` for an exception its ``what`` raised."""
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return RuleError(
+        f"pattern rule {rule.name!r}: its {what} raised {type(e).__name__}{': ' + detail if detail else ''}"
+    )
 
 
 def _inner_outputs_private(m: Match, graph: Graph) -> bool:
@@ -829,10 +844,17 @@ def apply(rule: Rule, m: Match) -> bool:
         return False
 
     try:
-        with _rule_code(rule, "replace"):
-            result = rule.replace(m, b)
+        result = rule.replace(m, b)
     except Decline as d:
         return decline(d.reason)
+    except PassError:
+        decline("error")
+        raise
+    except Exception as e:
+        decline("error")
+        if debug_enabled():
+            raise
+        raise _rule_error(rule, "replace", e) from e
     except BaseException:
         decline("error")
         raise
@@ -854,8 +876,11 @@ def apply(rule: Rule, m: Match) -> bool:
         return decline(REPLACE_NONE)  # the root's own outputs: nothing to replace, so nothing changed
     if _equivalent_trade(m, b.created, new, outs):
         return decline(NO_GAIN)
+    created = set(b.created)
     for old, value in zip(outs, new, strict=True):
         if old is not None and value is not None and old is not value:
+            if value.producer in created and not value.has_type and old.has_type:
+                value.dtype, value.shape = old.dtype, old.shape  # the new node computes the same value: same type
             m.graph.replace_all_uses_with(old, value)
     # m.nodes is in match order (each node before the inputs it matched), so readers go before what they read
     freed: list[Value | None] = list(b.consts)
@@ -893,8 +918,7 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
     graph = m.graph
     if len(created) > len(m.nodes):
         return False  # more nodes than the match could remove: not a one-for-one trade (and no deep signatures)
-    added: list[tuple[Any, ...]] = []
-    created_set = set(created)
+    identities: list[Value] = []  # values a graph output's Identity would read
     for old, value in zip(outs, new, strict=True):
         if old is None or value is None or old is value or not any(o is old for o in graph.outputs):
             continue
@@ -902,9 +926,8 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
             value.producer is not None and value.producer.graph is graph and not any(o is value for o in graph.outputs)
         )
         if not renameable:
-            added.append(("Identity", "", (), (_value_sig(value, created_set),)))
-    added.extend(_node_sig(n, created_set) for n in created)
-    if not added:
+            identities.append(value)
+    if not identities and not created:
         return False
     # the matched nodes that would go: the root, and inner nodes only matched nodes (or the root's readers) read
     replaced = {id(o) for o, v in zip(outs, new, strict=True) if o is not None and v is not None and o is not v}
@@ -923,6 +946,13 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
             continue
         if all(o is None or all(u in members for u, _ in o.uses) for o in node.outputs):
             removed.append(node)
+    # cheap first: the same number of nodes of the same op types, before any signature (constants' bytes) is made
+    added_ops = sorted([("", "Identity")] * len(identities) + [(n.domain or "", n.op_type) for n in created])
+    if added_ops != sorted((n.domain or "", n.op_type) for n in removed):
+        return False
+    created_set = set(created)
+    added = [("Identity", "", (), (_value_sig(v, created_set),)) for v in identities]
+    added.extend(_node_sig(n, created_set) for n in created)
     removed_set = set(removed)
     gone = sorted(repr(_node_sig(n, removed_set)) for n in removed)
     return gone == sorted(repr(sig) for sig in added)
@@ -959,6 +989,7 @@ def rewrite(
     ctx: PassContext,
     counts: dict[str, int] | None = None,
     declines: dict[str, dict[str, int]] | None = None,
+    sweeps: int | None = None,
 ) -> bool:
     """Apply ``rules`` over ``graph`` until none fires; count firings per rule in ``counts``, and declines per rule
     and reason in ``declines`` (default ``ctx.declines``; a node a rule declines in several sweeps counts once, and
@@ -968,6 +999,9 @@ def rewrite(
     began (never the nodes its own firings created; the next sweep sees those), tries the rules at each, and a
     replacement that only trades nodes for equivalent ones is declined. Rules still firing after ``MAX_SWEEPS``
     sweeps, or after ``FIRINGS_PER_NODE`` firings per node of the graph, raise a RewriteLimitError naming them.
+
+    ``sweeps`` stops after that many sweeps even if rules still fire: a pass that the PassManager runs to a fixed
+    point anyway (the built-in cleanup rules at -O2) spares the sweep that would only confirm nothing fires.
     """
     if declines is None:
         declines = getattr(ctx, "declines", None)
@@ -986,7 +1020,8 @@ def rewrite(
     seen: Any = getattr(declines, "seen", None)
     if seen is None:
         seen = {}
-    for _ in range(MAX_SWEEPS):
+    limit = MAX_SWEEPS if sweeps is None else max(1, min(sweeps, MAX_SWEEPS))
+    for _ in range(limit):
         fired: dict[str, int] = {}
         recent.append(fired)
         present = {node for node in graph if node.op_type in by_op}
@@ -1016,7 +1051,7 @@ def rewrite(
         changed |= bool(fired)
         if not fired:
             return changed
-    if recent and recent[-1]:
+    if recent and recent[-1] and limit == MAX_SWEEPS:
         raise _limit(recent, f"{MAX_SWEEPS} sweeps over a graph of {len(graph)} nodes")
     return changed
 

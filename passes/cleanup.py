@@ -13,6 +13,8 @@ PURE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 
 @register_pass("dce", description="remove nodes and initializers whose results are never used")
 def dead_code_elimination(graph: Graph, ctx: PassContext) -> bool:
+    # Not a pattern rule: liveness is a whole-graph analysis (what the graph outputs reach, in reverse order), and a
+    # rule replaces a root's outputs by others, while a dead node has no reader to replace.
     outputs = {id(v) for v in graph.outputs}
     changed = False
     for node in list(graph.reversed()):
@@ -37,7 +39,7 @@ def drop_unused_initializers(graph: Graph, ctx: PassContext, candidates: Iterabl
     interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
     changed = False
     for v in pool:
-        if v.uses or id(v) in interface or v.name is None or graph.initializers.get(v.name) is not v:
+        if v.uses or id(v) in interface or not graph.is_initializer(v):
             continue
         del graph.initializers[v.name]
         changed = True
@@ -50,6 +52,7 @@ def drop_unused_initializers(graph: Graph, ctx: PassContext, candidates: Iterabl
     recursive=False,
 )
 def remove_unused(graph: Graph, ctx: PassContext) -> bool:
+    # Not a pattern rule: it edits the model (opset imports, functions), not nodes of a graph.
     model = ctx.model
     if graph is not model.graph:
         return False
@@ -110,6 +113,7 @@ class Cleanup(Pass):
     annotations_only=True,
 )
 def strip_debug_info(graph: Graph, ctx: PassContext) -> bool:
+    # Not a pattern rule: it changes annotations only; no node is matched or replaced.
     if ctx.options.get("keep_debug_info"):
         return False  # optimize(keep_debug_info=True) / --keep-debug-info
     changed = bool(graph.metadata_props)

@@ -94,6 +94,8 @@ def _rough_key(node: Node) -> tuple[Any, ...]:
 
 @register_pass("cse", description="merge nodes that compute the same thing from the same inputs")
 def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
+    # Not a pattern rule: two equal nodes may sit anywhere in the graph (a pattern is a tree rooted at one node), and
+    # finding them is one hash table over the whole graph in order.
     keys = _Keys()
     full: dict[int, Any] = {}  # id(node) -> full key, computed when a rough key repeats
     groups: dict[tuple[Any, ...], list[Node]] = {}
@@ -136,6 +138,8 @@ def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
 
 @register_pass("dedup-initializers", description="keep one copy of initializers and Constants with equal data")
 def dedup_initializers(graph: Graph, ctx: PassContext) -> bool:
+    # Not a pattern rule: it compares every initializer and Constant of the graph with every other (grouped by type,
+    # dims and digests); equal constants are not related by any edge a pattern could follow.
     inputs = {id(v) for v in graph.inputs}
     outputs = {id(v) for v in graph.outputs}
     groups: dict[tuple[Any, ...], list[Value]] = defaultdict(list)

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 
 from graphopt.ir import Node, Value
+from graphopt.patterns import STANDARD
 
-STANDARD = frozenset({"", "ai.onnx"})
 MAX_DEPTH = 64
 """Ops followed back from a value before giving up: real shape arithmetic is a handful deep, and the bound keeps a
 long (or, under --no-check, cyclic) chain from exhausting the stack."""

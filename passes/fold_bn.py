@@ -26,11 +26,9 @@ import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
+from graphopt.patterns import Builder, Const, Decline, Match, Op, Opt, Rule, RuleSet, Var
 from graphopt.tensors import Tensor
 
-from .cleanup import drop_unused_initializers
-
-STANDARD = frozenset({"", "ai.onnx"})
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
@@ -41,16 +39,6 @@ def _const(v: Value | None) -> np.ndarray | None:
     if t is None or t.dtype not in FLOATS:
         return None
     return t.numpy()
-
-
-def _single_reader(graph: Graph, v: Value, reader: Node) -> bool:
-    return all(n is reader for n, _ in v.uses) and not any(o is v for o in graph.outputs)
-
-
-def _producer(v: Value | None, graph: Graph) -> Node | None:
-    if v is None or v.producer is None or v.producer.graph is not graph or v.producer.domain not in STANDARD:
-        return None
-    return v.producer
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -176,136 +164,125 @@ def _linear(node: Node, opset: int) -> tuple[_Linear, int] | None:
     return None
 
 
-def _rewrite(
-    graph: Graph, lin: _Linear, a: np.ndarray, b: np.ndarray | None, follower: Node, freed: list[Value | None]
-) -> None:
-    """Give the producer its new weight and bias, and let it produce the follower's output."""
+def _weight_const(w_val: Value, array: np.ndarray, b: Builder, name: str) -> Value:
+    """A new initializer holding ``array`` in the ONNX type of the weight ``w_val``."""
+    dtype = w_val.constant().dtype  # type: ignore[union-attr]
+    return b.const(Tensor.from_numpy(array, dtype, copy=False), name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the rules
+# --------------------------------------------------------------------------------------------------------------------
+def _linear_of(m: Match, node: Node) -> tuple[_Linear, int]:
+    found = _linear(node, m.opset() or 1)
+    if found is None:
+        raise Decline("weight or bias not a foldable constant")
+    return found
+
+
+def _fold_into_producer(m: Match, b: Builder, lin: _Linear, a: np.ndarray, bb: np.ndarray | None) -> list[Value | None]:
+    """The producer, copied with W * a and bias a * c + b, replaces the follower's output."""
     node = lin.node
-    freed += [*node.inputs[1:], *follower.inputs]
     w_val = node.inputs[1]
     assert w_val is not None
-    dtype = w_val.constant().dtype  # type: ignore[union-attr]
-    np_dtype = lin.weight.dtype
-    new_w = graph.make_constant(
-        Tensor.from_numpy(lin.scaled_weight(a, np_dtype), dtype, copy=False), f"{w_val.name}_folded"
-    )
-    bias = lin.shifted_bias(a, b if b is not None else np.zeros(lin.channels))
-    if node.op_type == "Gemm":
-        node.set_attr("alpha", 1.0)
-        node.set_attr("beta", 1.0)
-    node.set_input(1, new_w)
-    if node.op_type == "MatMul":
-        # MatMul has no bias: turn it into Gemm, which has one (2D input, weight [K, N])
-        node.op_type = "Gemm"
-    name = (
-        node.inputs[2].name if len(node.inputs) > 2 and node.inputs[2] is not None else f"{node.name or 'linear'}_bias"
-    )
-    new_b = graph.make_constant(Tensor.from_numpy(bias.astype(np_dtype), dtype), f"{name}_folded")
-    if len(node.inputs) > 2:
-        node.set_input(2, new_b)
-    else:
-        node.set_input(len(node.inputs), new_b)
-    out = follower.outputs[0]
-    assert out is not None
-    graph.replace_all_uses_with(out, node.outputs[0])  # type: ignore[arg-type]
-    graph.remove(follower)
+    new_w = _weight_const(w_val, lin.scaled_weight(a, lin.weight.dtype), b, "weight_folded")
+    bias = lin.shifted_bias(a, bb if bb is not None else np.zeros(lin.channels)).astype(lin.weight.dtype)
+    new_b = _weight_const(w_val, bias, b, "bias_folded")
+    attrs = {"alpha": 1.0, "beta": 1.0} if node.op_type == "Gemm" else None
+    # MatMul has no bias: it becomes Gemm, which has one (2D input, weight [K, N])
+    op_type = "Gemm" if node.op_type == "MatMul" else None
+    out = b.copy(node, inputs={1: new_w, 2: new_b}, attrs=attrs, op_type=op_type)
+    return [out, *[None] * (len(m.root.outputs) - 1)]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# the pass
-# --------------------------------------------------------------------------------------------------------------------
-def _fold_after(graph: Graph, follower: Node, opset: int, freed: list[Value | None]) -> bool:
-    x = follower.inputs[0] if follower.inputs else None
-    if follower.op_type in ("Mul", "Add") and len(follower.inputs) == 2 and _producer(x, graph) is None:
-        x = follower.inputs[1]  # the constant came first
-    producer = _producer(x, graph)
-    if producer is None or x is None or not _single_reader(graph, x, follower):
-        return False
-    found = _linear(producer, opset)
-    if found is None:
-        return False
-    lin, axis = found
-    # a convolution's output has its weight's rank; Gemm's is 2D, and _linear only takes MatMuls of 2D inputs
-    rank = lin.weight.ndim if producer.op_type in ("Conv", "ConvTranspose") else 2
-    if follower.op_type == "BatchNormalization":
-        affine = _bn_affine(follower, opset)
-        if affine is None or affine[0].shape != (lin.channels,):
-            return False
-        a, b = affine
-    else:
-        if producer.op_type not in ("Conv", "ConvTranspose"):
-            return False
-        other = [v for v in follower.inputs if v is not x]
-        c = _const(other[0]) if len(other) == 1 else None
-        if c is None or c.dtype != lin.weight.dtype:
-            return False
-        vec = _channel_vector(c, lin.channels, rank, axis)
-        if vec is None:
-            return False
-        a, b = (vec, None) if follower.op_type == "Mul" else (np.ones(lin.channels), vec)
-    _rewrite(graph, lin, a, b, follower, freed)
-    return True
+def _bn_after(m: Match, b: Builder) -> list[Value | None]:
+    lin, _ = _linear_of(m, m.node("lin"))
+    affine = _bn_affine(m.node("bn"), m.opset() or 1)
+    if affine is None:
+        raise Decline("not an inference BatchNormalization with constant parameters")
+    if affine[0].shape != (lin.channels,):
+        raise Decline("channel count differs")
+    return _fold_into_producer(m, b, lin, *affine)
 
 
-def _fold_before(graph: Graph, conv: Node, opset: int, freed: list[Value | None]) -> bool:
+def _affine_after(m: Match, b: Builder) -> list[Value | None]:
+    lin, axis = _linear_of(m, m.node("lin"))
+    c = _const(m.value("c"))
+    if c is None or c.dtype != lin.weight.dtype:
+        raise Decline("constant not of the weight's float type")
+    vec = _channel_vector(c, lin.channels, lin.weight.ndim, axis)  # a convolution's output has its weight's rank
+    if vec is None:
+        raise Decline("not per output channel")
+    a, bb = (vec, None) if m.root.op_type == "Mul" else (np.ones(lin.channels), vec)
+    return _fold_into_producer(m, b, lin, a, bb)
+
+
+def _bn_before(m: Match, b: Builder) -> Value:
     """BN -> Conv without padding: Conv(a*x + b) = Conv_{W*a}(x) + Conv_W(b); Conv_W(b) is a per-channel constant."""
-    x = conv.inputs[0] if conv.inputs else None
-    bn = _producer(x, graph)
-    if bn is None or x is None or bn.op_type != "BatchNormalization" or not _single_reader(graph, x, conv):
-        return False
+    conv, bn = m.node("conv"), m.node("bn")
     pads = conv.attr("pads")
     if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or (pads is not None and any(pads)):
-        return False
-    affine = _bn_affine(bn, opset)
-    found = _linear(conv, opset)
-    if affine is None or found is None:
-        return False
-    lin = found[0]
-    a, b = affine
+        raise Decline("conv pads (padding zeros are not BN's output)")
+    affine = _bn_affine(bn, m.opset() or 1)
+    if affine is None:
+        raise Decline("not an inference BatchNormalization with constant parameters")
+    lin, _ = _linear_of(m, conv)
+    a, shift_in = affine
     w = lin.weight.astype(np.float64)
     group = int(conv.attr("group", 1))
     cin_g = w.shape[1]
     if a.shape != (cin_g * group,):
-        return False
+        raise Decline("channel count differs")
     in_scale = a.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
-    in_shift = b.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
+    in_shift = shift_in.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
     new_w = w * in_scale.reshape(*in_scale.shape, *([1] * (w.ndim - 2)))
     shift = (w.sum(axis=tuple(range(2, w.ndim))) * in_shift).sum(axis=1)
     c = np.zeros(w.shape[0]) if lin.bias is None else lin.bias.astype(np.float64)
-    bn_in = bn.inputs[0]
-    assert bn_in is not None
     w_val = conv.inputs[1]
     assert w_val is not None
-    dtype = w_val.constant().dtype  # type: ignore[union-attr]
-    freed += [*conv.inputs[1:], *bn.inputs[1:]]
-    conv.set_input(
-        1,
-        graph.make_constant(
-            Tensor.from_numpy(new_w.astype(lin.weight.dtype), dtype, copy=False), f"{w_val.name}_folded"
+    return b.copy(
+        conv,
+        inputs={
+            0: m.value("x"),
+            1: _weight_const(w_val, new_w.astype(lin.weight.dtype), b, "weight_folded"),
+            2: _weight_const(w_val, (c + shift).astype(lin.weight.dtype), b, "bias_folded"),
+        },
+    )
+
+
+_CONVS = ("Conv", "ConvTranspose")
+_W = Const("w", where=lambda a: a.dtype.kind == "f")
+_BN_PARAMS = (Var(), Var(), Var(), Var())
+RULES = RuleSet(
+    [
+        Rule(
+            "conv-bn",
+            Op("BatchNormalization", Op(_CONVS, Var(), _W, Opt(), name="lin"), *_BN_PARAMS, name="bn"),
+            _bn_after,
         ),
-    )
-    bias = graph.make_constant(
-        Tensor.from_numpy((c + shift).astype(lin.weight.dtype), dtype), f"{conv.name or 'conv'}_bias_folded"
-    )
-    conv.set_input(2, bias) if len(conv.inputs) > 2 else conv.set_input(len(conv.inputs), bias)
-    conv.set_input(0, bn_in)
-    graph.remove(bn)
-    return True
+        Rule(
+            "gemm-bn",
+            Op("BatchNormalization", Op(("Gemm", "MatMul"), Var(), _W, Opt(), name="lin"), *_BN_PARAMS, name="bn"),
+            _bn_after,
+        ),
+        Rule(
+            "conv-affine",  # a constant per-channel Mul or Add after a convolution
+            Op(("Mul", "Add"), Op(_CONVS, Var(), _W, Opt(), name="lin"), Const("c"), commutative=True),
+            _affine_after,
+        ),
+        Rule(
+            "bn-conv",
+            Op("Conv", Op("BatchNormalization", Var("x"), *_BN_PARAMS, name="bn"), _W, Opt(), name="conv"),
+            _bn_before,
+        ),
+    ]
+)
+"""fold-conv-bn's rules; the rewriter drops the old weights and BN parameters that nothing reads any more."""
 
 
 @register_pass(
     "fold-conv-bn", description="fold BatchNormalization and per-channel Mul/Add into Conv, ConvTranspose, Gemm, MatMul"
 )
 def fold_conv_bn(graph: Graph, ctx: PassContext) -> bool:
-    opset = ctx.opset("") or 1
-    changed = False
-    freed: list[Value | None] = []  # inputs of rewritten and removed nodes: weights and BN parameters
-    for node in graph:
-        if node.domain not in STANDARD:
-            continue
-        if node.op_type in ("BatchNormalization", "Mul", "Add"):
-            changed |= _fold_after(graph, node, opset, freed)
-        elif node.op_type == "Conv":
-            changed |= _fold_before(graph, node, opset, freed)
-    drop_unused_initializers(graph, ctx, freed)  # the weights and parameters the folds left unread
-    return changed
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return RULES.rewrite(graph, ctx, sweeps=1)

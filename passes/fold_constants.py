@@ -514,6 +514,10 @@ def _remove_dead(graph: Graph, nodes: Iterable[Node]) -> int:
 
 
 def _constants_to_initializers(graph: Graph) -> bool:
+    """Constant nodes become initializers named as their output (those folding left unread go).
+
+    Not a pattern rule: it is the last step of the evaluation (after folding, which reads Constant nodes as constants),
+    and the initializer keeps the Constant output's own name, where a rule's ``b.const`` names a new constant."""
     changed = False
     for node in graph:
         if node.op_type != "Constant" or not _is_standard(node):
@@ -521,14 +525,14 @@ def _constants_to_initializers(graph: Graph) -> bool:
         out = node.outputs[0]
         if out is None:
             continue
-        if not out.uses and not any(o is out for o in graph.outputs):
+        if not out.uses and not graph.is_output(out):
             graph.remove(node)  # read only by nodes folded away: no initializer to make
             changed = True
             continue
         tensor = _constant_attr_tensor(node)
         if tensor is None:
             continue
-        if any(o is out for o in graph.outputs):
+        if graph.is_output(out):
             continue  # an initializer as a graph output would need an Identity: no gain
         const = graph.make_constant(tensor, name=out.name or "const")
         graph.replace_all_uses_with(out, const)
@@ -557,6 +561,10 @@ def _constant_attr_tensor(node: Node) -> Tensor | None:
 
 
 def _inline_constant_ifs(graph: Graph) -> bool:
+    """An If with a constant condition is replaced by the nodes of the branch it takes.
+
+    Not a pattern rule: the replacement moves a subgraph's nodes and initializers into this graph, which a rule's
+    builder (new nodes made with ``b.op`` / ``b.copy``) cannot express."""
     changed = False
     for node in graph:
         if node.op_type != "If" or not _is_standard(node) or node.inputs[0] is None:
@@ -597,6 +605,9 @@ def _reads_shapes(model) -> bool:
     },
 )
 class FoldConstants(Pass):
+    """Not a pattern rule: evaluation is a whole-graph analysis (the cone of constant values, one onnxruntime session
+    for all of it, a byte budget chosen over the whole frontier); its two local steps say why they are not rules."""
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if any(graph.root is f.graph for f in ctx.model.functions.values()):
             return False  # a FunctionProto has no initializers to hold folded tensors

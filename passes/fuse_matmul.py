@@ -17,11 +17,11 @@ import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
+from graphopt.patterns import STANDARD
 from graphopt.tensors import Tensor
 
 from .cleanup import drop_unused_initializers
 
-STANDARD = frozenset({"", "ai.onnx"})
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
 
@@ -91,6 +91,8 @@ def _fuse(graph: Graph, nodes: list[Node], opset: int) -> None:
     description="MatMuls of one activation with constant weights (e.g. attention Q/K/V) become one MatMul and a Split",
 )
 def fuse_parallel_matmul(graph: Graph, ctx: PassContext) -> bool:
+    # Not a pattern rule: the group is the readers of one activation (a fan-out of any size), not a tree rooted at one
+    # node, and the replacement replaces the outputs of several roots at once.
     opset = ctx.opset("") or 1
     groups = _groups(graph)
     stacked = [n.inputs[1] for nodes in groups for n in nodes]

@@ -7,18 +7,19 @@ live (attributes in old opsets, inputs in newer ones).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import onnx
 
 from graphopt.ir import Graph, Node, Value
 from graphopt.passes_api import PassContext, register_pass
-from graphopt.patterns import Builder, Match, Op, Rule, Var, rewrite
+from graphopt.patterns import STANDARD, Builder, Const, Declined, Match, Op, Or, Rule, RuleSet, Var
 from graphopt.shape_inference import infer_shapes
-from graphopt.tensors import Tensor
 
 from .dims import dims_of
 
-STANDARD = frozenset({"", "ai.onnx"})
 INT_MAX_LIKE = 2**31 - 1
 """Slice ends at or above this mean "to the end" in every exporter's output."""
 
@@ -52,10 +53,6 @@ def _axes(node: Node, ctx: PassContext, since: int) -> list[int] | None:
     return list(axes) if axes is not None else None
 
 
-def _is_output(graph: Graph, v: Value) -> bool:
-    return any(o is v for o in graph.outputs)
-
-
 def bypass(graph: Graph, node: Node, src: Value) -> bool:
     """Make readers of ``node``'s first output read ``src`` instead; return False when that cannot help.
 
@@ -65,70 +62,27 @@ def bypass(graph: Graph, node: Node, src: Value) -> bool:
     out = node.outputs[0]
     if out is None or out is src:
         return False
-    if _is_output(graph, out):
-        renameable = src.producer is not None and src.producer.graph is graph and not _is_output(graph, src)
+    if graph.is_output(out):
+        renameable = src.producer is not None and src.producer.graph is graph and not graph.is_output(src)
         if not renameable:
             return False
         if src.dtype is not None and out.dtype is not None and src.dtype != out.dtype:
             return False
     graph.replace_all_uses_with(out, src)
-    if not out.uses and not _is_output(graph, out):
+    if not out.uses and not graph.is_output(out):
         graph.remove(node)
     return True
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# eliminate-noop
+# eliminate-noop: the proofs
 # --------------------------------------------------------------------------------------------------------------------
-def _noop_source(node: Node, ctx: PassContext) -> Value | None:
-    """The input whose value ``node`` passes through unchanged, or None."""
-    op = node.op_type
-    x = _input(node, 0)
-    if x is None:
-        return None
-    out = node.outputs[0]
-    if out is None:
-        return None
-    opset = ctx.opset("") or 1
-    if op == "Identity":
-        return x
-    if op == "Dropout":
-        return x if _dropout_is_inference(node, opset) else None
-    if op == "Cast":
-        return x if x.dtype is not None and x.dtype == node.attr("to") else None
-    if op == "CastLike":
-        like = _input(node, 1)
-        return x if like is not None and x.dtype is not None and x.dtype == like.dtype else None
-    if op == "Reshape":
-        return x if _reshape_is_noop(node, x, opset) else None
-    if op == "Expand":
-        return x if _expand_is_noop(x, _ints(_input(node, 1))) else None
-    if op == "Transpose":
-        perm = node.attr("perm")
-        rank = len(x.shape) if x.shape is not None else None
-        if perm is None:
-            return x if rank is not None and rank <= 1 else None
-        return x if list(perm) == list(range(len(perm))) else None
-    if op == "Pad":
-        pads = _ints(_input(node, 1)) if opset >= 11 else node.attr("pads")
-        return x if pads is not None and all(p == 0 for p in pads) else None
-    if op == "Slice":
-        return x if _slice_is_full(node, x, opset) else None
-    if op == "Concat":
-        return x if len(node.inputs) == 1 else None
-    if op == "Split":
-        return x if len(node.outputs) == 1 else None
-    if op in ("Squeeze", "Unsqueeze"):
-        since = 13
-        axes = _axes(node, ctx, since)
-        return x if axes == [] else None
-    if op in _NEUTRAL:
-        return _neutral_operand(node)
-    return None
-
-
 def _dropout_is_inference(node: Node, opset: int) -> bool:
-    if len(node.outputs) > 1 and node.outputs[1] is not None and (node.outputs[1].uses or _is_graph_output(node, 1)):
+    if (
+        len(node.outputs) > 1
+        and node.outputs[1] is not None
+        and (node.outputs[1].uses or (node.graph is not None and node.graph.is_output(node.outputs[1])))
+    ):
         return False
     if opset < 7:
         return node.attr("is_test", 0) == 1
@@ -138,11 +92,6 @@ def _dropout_is_inference(node: Node, opset: int) -> bool:
             t = mode.constant()
             return t is not None and not bool(t.numpy().reshape(-1)[0])
     return True
-
-
-def _is_graph_output(node: Node, i: int) -> bool:
-    out = node.outputs[i]
-    return node.graph is not None and out is not None and _is_output(node.graph, out)
 
 
 def _reshape_is_noop(node: Node, x: Value, opset: int) -> bool:
@@ -277,27 +226,27 @@ def _slice_is_full(node: Node, x: Value, opset: int) -> bool:
 _NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "And": True, "Or": False}
 
 
-def _neutral_operand(node: Node) -> Value | None:
-    """x for ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1``, ``x and True``, ``x or False`` (either side where commutative),
-    when broadcasting changes nothing."""
-    if len(node.inputs) != 2 or node.inputs[0] is None or node.inputs[1] is None:
-        return None
-    neutral = _NEUTRAL[node.op_type]
-    sides = [(0, 1), (1, 0)] if node.op_type in ("Add", "Mul", "And", "Or") else [(0, 1)]
-    for keep, const_side in sides:
-        x, c = node.inputs[keep], node.inputs[const_side]
-        assert x is not None and c is not None
-        t = c.constant()
-        if t is None or x.shape is None or x.dtype is None or t.dtype != x.dtype:
-            continue
-        if len(t.dims) > len(x.shape):
-            continue  # broadcasting would add leading dims
-        # each dim of the constant must be 1 or provably equal to x's dim there, or x would be broadcast bigger
-        if any(d != 1 and x.shape[len(x.shape) - len(t.dims) + i] != d for i, d in enumerate(t.dims)):
-            continue
-        if t.size <= 1 << 20 and bool(np.all(t.numpy() == neutral)):
-            return x
-    return None
+def _neutral_decline(m: Match) -> Declined | bool:
+    """Why ``x op c`` (c all neutral) is not x: the types differ, or broadcasting c would change x's shape."""
+    x, c = m.value("x"), m.value("c")
+    assert x is not None and c is not None
+    t = c.constant()
+    assert t is not None
+    if x.shape is None or x.dtype is None:
+        return m.decline("input shape or type unknown")
+    if t.dtype != x.dtype:
+        return m.decline("constant's type differs")
+    if len(t.dims) > len(x.shape):
+        return m.decline("broadcast adds dims")  # broadcasting would add leading dims
+    # each dim of the constant must be 1 or provably equal to x's dim there, or x would be broadcast bigger
+    if any(d != 1 and x.shape[len(x.shape) - len(t.dims) + i] != d for i, d in enumerate(t.dims)):
+        return m.decline("broadcast grows x")
+    return True
+
+
+def _all_equal(value: Any) -> Callable[[np.ndarray], bool]:
+    # the first element decides most cases without a pass over the data
+    return lambda a: 0 < a.size <= 1 << 20 and bool(a.flat[0] == value) and bool(np.all(a == value))
 
 
 _TYPED_DECISIONS = frozenset(
@@ -318,145 +267,136 @@ def _needs_types(node: Node) -> bool:
     return False
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# eliminate-noop: the rules
+# --------------------------------------------------------------------------------------------------------------------
+def _pass_through(m: Match, b: Builder) -> list[Value | None] | Declined:
+    """The root's first output becomes x (its other outputs are unread: the conditions check that).
+
+    A graph output that x cannot take the name of (x is a graph input, an initializer, an outer value or another
+    output) is kept by an Identity instead: the plainest no-op (the rewriter declines trading an Identity for one)."""
+    root, x = m.root, m.value("x")
+    out = root.outputs[0]
+    assert x is not None
+    if out is not None and m.graph.is_output(out) and x.dtype is not None and out.dtype is not None:
+        renameable = x.producer is not None and x.producer.graph is m.graph and not m.graph.is_output(x)
+        if renameable and x.dtype != out.dtype:
+            return m.decline("graph output's type differs")
+    if any(m.graph.is_output(o) for o in root.outputs[1:]):
+        return m.decline("another output is a graph output")
+    return [x, *[None] * (len(root.outputs) - 1)]
+
+
+def _check(reason: str, test: Callable[[Match], bool]) -> Callable[[Match], Declined | bool]:
+    """A condition that declines with ``reason`` when ``test`` is false."""
+    return lambda m: True if test(m) else m.decline(reason)
+
+
+def _cast_same(m: Match) -> bool:
+    x = m.value("x")
+    assert x is not None
+    if x.dtype is None:
+        return False
+    like = m.get("like")
+    return x.dtype == (like.dtype if like is not None else m.node("n").attr("to"))
+
+
+def _transpose_identity(m: Match) -> bool:
+    perm = m.node("n").attr("perm")
+    if perm is None:
+        rank = m.rank("x")
+        return rank is not None and rank <= 1
+    return list(perm) == list(range(len(perm)))
+
+
+def _pad_zero(m: Match) -> bool:
+    node = m.node("n")
+    pads = _ints(_input(node, 1)) if (m.opset() or 1) >= 11 else node.attr("pads")
+    return pads is not None and all(p == 0 for p in pads)
+
+
+def _rule(name: str, pattern: Op | Or, reason: str, test: Callable[[Match], bool]) -> Rule:
+    return Rule(name, pattern, _pass_through, condition=_check(reason, test))
+
+
+X = Var("x")
+_SQ = ("Squeeze", "Unsqueeze")
+NOOP_RULES = RuleSet(
+    [
+        Rule("noop-identity", Op("Identity", X), _pass_through),
+        _rule(
+            "noop-dropout",
+            Op("Dropout", X, ..., name="n"),
+            "not inference (or mask read)",
+            lambda m: _dropout_is_inference(m.node("n"), m.opset() or 1),
+        ),
+        _rule(
+            "noop-cast",
+            Op("Cast", X, name="n") | Op("CastLike", X, Var("like"), name="n"),
+            "type changes or unknown",
+            _cast_same,
+        ),
+        _rule(
+            "noop-reshape",
+            Op("Reshape", X, Var(), name="n"),
+            "shape not proven the same",
+            lambda m: _reshape_is_noop(m.node("n"), m.value("x"), m.opset() or 1),  # type: ignore[arg-type]
+        ),
+        _rule(
+            "noop-expand",
+            Op("Expand", X, Var("shape")),
+            "shape not proven the same",
+            lambda m: _expand_is_noop(m.value("x"), _ints(m.value("shape"))),  # type: ignore[arg-type]
+        ),
+        _rule(
+            "noop-transpose",
+            Op("Transpose", X, name="n", attrs={"perm": lambda p: p is None or list(p) == list(range(len(p)))}),
+            "no perm and rank unknown or above 1",
+            _transpose_identity,
+        ),
+        _rule("noop-pad", Op("Pad", X, ..., name="n"), "pads not constant zeros", _pad_zero),
+        _rule(
+            "noop-slice",
+            Op("Slice", X, ..., name="n"),
+            "not proven to take everything",
+            lambda m: _slice_is_full(m.node("n"), m.value("x"), m.opset() or 1),  # type: ignore[arg-type]
+        ),
+        Rule("noop-concat", Op("Concat", X), _pass_through),
+        Rule("noop-split", Op("Split", X, ..., outputs=1), _pass_through),
+        _rule(
+            "noop-squeeze",  # empty axes: an input from opset 13, an attribute before
+            Op(_SQ, X, Const(where=lambda a: a.size == 0), name="n")
+            | Op(_SQ, X, name="n", attrs={"axes": lambda a: a is not None and len(a) == 0}),
+            "axes not where this opset reads them",
+            lambda m: _axes(m.node("n"), m.ctx, 13) == [],
+        ),
+        Rule(
+            "noop-neutral",
+            Op("Add", X, Const("c", where=_all_equal(0)), commutative=True)
+            | Op("Sub", X, Const("c", where=_all_equal(0)))
+            | Op("Mul", X, Const("c", where=_all_equal(1)), commutative=True)
+            | Op("Div", X, Const("c", where=_all_equal(1)))
+            | Op("And", X, Const("c", where=_all_equal(True)), commutative=True)
+            | Op("Or", X, Const("c", where=_all_equal(False)), commutative=True),
+            _pass_through,
+            condition=_neutral_decline,
+        ),
+    ]
+)
+"""eliminate-noop: x + 0, x * 1, Identity, inference Dropout, ... each become x (one rule per kind of no-op)."""
+
+
 @register_pass("eliminate-noop", description="remove Identity, inference Dropout and ops that provably change nothing")
 def eliminate_noop(graph: Graph, ctx: PassContext) -> bool:
     if graph is ctx.model.graph and any(_needs_types(n) for n in graph.all_nodes()):
         infer_shapes(ctx.model)  # a CNN of Conv/BatchNorm/Relu/pooling needs no types: skip the whole inference
-    changed = False
-    for node in graph:
-        if node.domain not in STANDARD:
-            continue
-        src = _noop_source(node, ctx)
-        if src is None:
-            continue
-        if bypass(graph, node, src):
-            changed = True
-        else:
-            changed |= _as_identity(graph, node, src)
-    return changed
-
-
-def _as_identity(graph: Graph, node: Node, src: Value) -> bool:
-    """A no-op that must stay (it names a graph output) becomes the plainest no-op: an Identity."""
-    if node.op_type == "Identity" or any(o is not None and _is_output(graph, o) for o in node.outputs[1:]):
-        return False
-    ident = graph.insert_after(node, Node("Identity", [src], name=node.name))
-    graph.replace_all_uses_with(node.outputs[0], ident.output)  # type: ignore[arg-type]
-    graph.remove(node)
-    return True
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return NOOP_RULES.rewrite(graph, ctx, sweeps=1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # merge-consecutive
 # --------------------------------------------------------------------------------------------------------------------
-def _producer(v: Value | None, graph: Graph, op: str) -> Node | None:
-    if v is None or v.producer is None or v.producer.graph is not graph:
-        return None
-    p = v.producer
-    return p if p.op_type == op and p.domain in STANDARD else None
-
-
-def _merge(node: Node, graph: Graph, ctx: PassContext) -> bool:
-    op = node.op_type
-    if op == "Reshape":
-        x = _input(node, 0)
-        target = static_reshape_target(node, x, ctx.opset("") or 1) if x is not None else None
-        if target is not None:
-            name = f"{node.name or 'reshape'}_shape"
-            node.set_input(1, graph.make_constant(Tensor.from_numpy(np.array(target, dtype=np.int64)), name))
-            return True
-        first = _producer(x, graph, "Reshape")
-        shape = _ints(_input(node, 1))
-        if first is None or shape is None or (0 in shape and not node.attr("allowzero", 0)):
-            return False
-        node.set_input(0, first.inputs[0])
-        return True
-    if op == "Conv":
-        return _pad_into_conv(node, graph, ctx)
-    if op == "Unsqueeze" and _merge_unsqueezes(node, graph, ctx):
-        return True
-    if op in ("Squeeze", "Unsqueeze"):
-        other = "Unsqueeze" if op == "Squeeze" else "Squeeze"
-        first = _producer(_input(node, 0), graph, other)
-        if first is None:
-            return False
-        a1, a2 = _axes(first, ctx, 13), _axes(node, ctx, 13)
-        if not a1 or a1 != a2:
-            return False
-        x = first.inputs[0]
-        return x is not None and bypass(graph, node, x)
-    return False
-
-
-def _merge_unsqueezes(node: Node, graph: Graph, ctx: PassContext) -> bool:
-    """Unsqueeze(Unsqueeze(x, a1), a2) becomes one Unsqueeze of x with the axes both insert (opset >= 13)."""
-    first = _producer(_input(node, 0), graph, "Unsqueeze")
-    if first is None or (ctx.opset("") or 1) < 13:
-        return False
-    x = first.inputs[0]
-    a1, a2 = _axes(first, ctx, 13), _axes(node, ctx, 13)
-    if x is None or x.shape is None or not a1 or not a2:
-        return False
-    mid_rank = len(x.shape) + len(a1)
-    out_rank = mid_rank + len(a2)
-    a1 = sorted(a % mid_rank for a in a1)
-    a2 = sorted(a % out_rank for a in a2)
-    kept = [p for p in range(out_rank) if p not in a2]  # output positions holding the intermediate's dims, in order
-    axes = sorted(a2 + [kept[a] for a in a1])
-    if len(set(axes)) != len(axes):
-        return False
-    node.set_input(0, x)
-    node.set_input(
-        1, graph.make_constant(Tensor.from_numpy(np.array(axes, dtype=np.int64)), f"{node.name or 'unsqueeze'}_axes")
-    )
-    return True
-
-
-def _pad_into_conv(conv: Node, graph: Graph, ctx: PassContext) -> bool:
-    """Pad (constant zeros, spatial dims only) -> Conv becomes a Conv with larger pads: the same zeros, one op."""
-    pad = _producer(_input(conv, 0), graph, "Pad")
-    if pad is None or pad.attr("mode", "constant") not in ("constant", b"constant"):
-        return False
-    auto_pad = conv.attr("auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
-        return False  # SAME_* pads depend on the input size, which the Pad changes
-    opset = ctx.opset("") or 1
-    if opset >= 11:
-        if _input(pad, 3) is not None:
-            return False  # explicit axes (opset 18): keep it simple
-        pads = _ints(_input(pad, 1))
-        value = _input(pad, 2)
-        if value is not None:
-            t = value.constant()
-            if t is None or t.numpy().size != 1 or t.numpy().reshape(-1)[0] != 0:
-                return False
-    else:
-        pads = node_pads = pad.attr("pads")
-        pads = list(node_pads) if node_pads is not None else None
-        if pad.attr("value", 0.0) != 0.0:
-            return False
-    w = _input(conv, 1)
-    wt = w.constant() if w is not None else None
-    if pads is None or wt is None:
-        return False
-    rank = len(wt.dims)
-    if len(pads) != 2 * rank or any(p < 0 for p in pads):
-        return False
-    if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
-        return False  # padding the batch or channel dims is not a conv padding
-    spatial = rank - 2
-    valid = auto_pad in ("VALID", b"VALID")  # VALID means no padding: explicit pads then say the same
-    old = [0] * (2 * spatial) if valid else list(conv.attr("pads", [0] * (2 * spatial)))
-    if valid:
-        del conv.attrs["auto_pad"]
-    new = [old[i] + pads[2 + i] for i in range(spatial)] + [
-        old[spatial + i] + pads[rank + 2 + i] for i in range(spatial)
-    ]
-    conv.set_attr("pads", new)
-    conv.set_input(0, pad.inputs[0])
-    return True
-
-
 def _compose_transposes(m: Match, b: Builder) -> Value:
     p1, p2 = m["first"].attr("perm"), m["second"].attr("perm")
     combined = [p1[j] for j in p2]
@@ -465,21 +405,142 @@ def _compose_transposes(m: Match, b: Builder) -> Value:
     return b.op("Transpose", m["x"], perm=combined)
 
 
+def _static_target(m: Match, b: Builder) -> Value | Declined:
+    node = m.node("n")
+    target = static_reshape_target(node, m.value("x"), m.opset() or 1)  # type: ignore[arg-type]
+    if target is None:
+        return m.decline("target not proven")
+    return b.copy(node, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")})
+
+
+def _merge_reshapes(m: Match, b: Builder) -> Value | Declined:
+    shape = _ints(m.value("shape"))
+    node = m.node("second")
+    if shape is None:
+        return m.decline("shape not an int constant")
+    if 0 in shape and not node.attr("allowzero", 0):
+        return m.decline("0 copies a dim of the first reshape's output")
+    return b.copy(node, inputs={0: m.value("x")})
+
+
+def _merge_unsqueezes(m: Match, b: Builder) -> Value | Declined:
+    """Unsqueeze(Unsqueeze(x, a1), a2) becomes one Unsqueeze of x with the axes both insert (opset >= 13)."""
+    first, node = m.node("first"), m.node("second")
+    x = m.value("x")
+    a1, a2 = _axes(first, m.ctx, 13), _axes(node, m.ctx, 13)
+    if x is None or x.shape is None:
+        return m.decline("input rank unknown")
+    if not a1 or not a2:
+        return m.decline("axes not constant")
+    mid_rank = len(x.shape) + len(a1)
+    out_rank = mid_rank + len(a2)
+    a1 = sorted(a % mid_rank for a in a1)
+    a2 = sorted(a % out_rank for a in a2)
+    kept = [p for p in range(out_rank) if p not in a2]  # output positions holding the intermediate's dims, in order
+    axes = sorted(a2 + [kept[a] for a in a1])
+    if len(set(axes)) != len(axes):
+        return m.decline("axes overlap")
+    return b.copy(node, inputs=[x, b.const(np.array(axes, dtype=np.int64), "axes")])
+
+
+def _cancel_squeeze(m: Match, b: Builder) -> Value | Declined:
+    first, node = m.node("first"), m.node("second")
+    if first.op_type == node.op_type:
+        return m.decline("same op twice")
+    a1, a2 = _axes(first, m.ctx, 13), _axes(node, m.ctx, 13)
+    if not a1 or a1 != a2:
+        return m.decline("axes differ or unknown")
+    x, out = m.value("x"), node.outputs[0]
+    assert x is not None
+    if out is not None and m.graph.is_output(out):
+        renameable = x.producer is not None and x.producer.graph is m.graph and not m.graph.is_output(x)
+        if not renameable or (x.dtype is not None and out.dtype is not None and x.dtype != out.dtype):
+            return m.decline("graph output would need an Identity")
+    return x
+
+
+def _pad_into_conv(m: Match, b: Builder) -> Value | Declined:
+    """Pad (constant zeros, spatial dims only) -> Conv becomes a Conv with larger pads: the same zeros, one op."""
+    pad, conv = m.node("pad"), m.node("conv")
+    if pad.attr("mode", "constant") not in ("constant", b"constant"):
+        return m.decline("pad mode not constant")
+    auto_pad = conv.attr("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+        return m.decline("auto_pad SAME")  # SAME_* pads depend on the input size, which the Pad changes
+    if (m.opset() or 1) >= 11:
+        if _input(pad, 3) is not None:
+            return m.decline("pad axes given")  # explicit axes (opset 18): keep it simple
+        pads = _ints(_input(pad, 1))
+        value = _input(pad, 2)
+        if value is not None:
+            t = value.constant()
+            if t is None or t.numpy().size != 1 or t.numpy().reshape(-1)[0] != 0:
+                return m.decline("pad value not zero")
+    else:
+        node_pads = pad.attr("pads")
+        pads = list(node_pads) if node_pads is not None else None
+        if pad.attr("value", 0.0) != 0.0:
+            return m.decline("pad value not zero")
+    wt = m.value("w").constant()  # type: ignore[union-attr]
+    assert wt is not None
+    if pads is None:
+        return m.decline("pads not constant")
+    rank = len(wt.dims)
+    if len(pads) != 2 * rank or any(p < 0 for p in pads):
+        return m.decline("pads negative or of another rank")
+    if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
+        return m.decline("pads batch or channel dims")  # not a conv padding
+    spatial = rank - 2
+    valid = auto_pad in ("VALID", b"VALID")  # VALID means no padding: explicit pads then say the same
+    old = [0] * (2 * spatial) if valid else list(conv.attr("pads", [0] * (2 * spatial)))
+    new = [old[i] + pads[2 + i] for i in range(spatial)] + [
+        old[spatial + i] + pads[rank + 2 + i] for i in range(spatial)
+    ]
+    return b.copy(conv, inputs={0: m.value("x")}, attrs={"pads": new}, drop=("auto_pad",) if valid else ())
+
+
 _HAS_PERM = {"perm": lambda p: p is not None}
-RULES = [
-    Rule(
-        "transpose-transpose",
-        Op(
-            "Transpose",
-            Op("Transpose", Var("x"), name="first", attrs=_HAS_PERM, shared=True),
-            name="second",
-            attrs=_HAS_PERM,
+MERGE_RULES = RuleSet(
+    [
+        Rule(
+            "merge-transpose",
+            Op(
+                "Transpose",
+                Op("Transpose", Var("x"), name="first", attrs=_HAS_PERM, shared=True),
+                name="second",
+                attrs=_HAS_PERM,
+            ),
+            condition=_check("ranks differ", lambda m: len(m["first"].attr("perm")) == len(m["second"].attr("perm"))),
+            replace=_compose_transposes,
         ),
-        condition=lambda m: len(m["first"].attr("perm")) == len(m["second"].attr("perm")),
-        replace=_compose_transposes,
-    ),
-]
-"""merge-consecutive's rules that are plain patterns, written with the public pattern API."""
+        # a computed target (Concat of constants and dims read through Shape) becomes a constant one
+        Rule(
+            "reshape-static-target", Op("Reshape", Var("x"), Op("Concat", ..., shared=True), name="n"), _static_target
+        ),
+        Rule(
+            "merge-reshape",
+            Op("Reshape", Op("Reshape", Var("x"), Var(), shared=True), Const("shape"), name="second"),
+            _merge_reshapes,
+        ),
+        Rule(
+            "merge-unsqueeze",
+            Op("Unsqueeze", Op("Unsqueeze", Var("x"), ..., name="first", shared=True), ..., name="second"),
+            _merge_unsqueezes,
+            opsets=(13, None),
+        ),
+        Rule(
+            "cancel-squeeze-unsqueeze",
+            Op(_SQ, Op(_SQ, Var("x"), ..., name="first", shared=True), ..., name="second"),
+            _cancel_squeeze,
+        ),
+        Rule(
+            "pad-into-conv",
+            Op("Conv", Op("Pad", Var("x"), ..., name="pad", shared=True), Const("w"), ..., name="conv"),
+            _pad_into_conv,
+        ),
+    ]
+)
+"""merge-consecutive: pairs of ops that collapse into one (or none)."""
 
 
 @register_pass(
@@ -490,8 +551,9 @@ RULES = [
     ),
 )
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
-    changed = rewrite(graph, RULES, ctx, ctx.counters)
-    for node in graph:
-        if node.domain in STANDARD and node.op_type in ("Reshape", "Squeeze", "Unsqueeze", "Conv"):
-            changed |= _merge(node, graph, ctx)
-    return changed
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return MERGE_RULES.rewrite(graph, ctx, sweeps=1)
+
+
+RULES = NOOP_RULES + MERGE_RULES
+"""Every rule of eliminate-noop and merge-consecutive."""

@@ -375,7 +375,7 @@ def test_zero_pad_merges_into_conv(pad_hw, conv_pads, value, pad_channels) -> No
     ]
     inits = [_i64("pads", pads), numpy_helper.from_array(np.array(value, np.float32), "value"), w]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])
-    model = _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, None, None])], inits)
     out = graphopt.optimize(model, passes="cleanup")
     merged = value == 0.0 and not pad_channels
     assert ("Pad" in _ops(out)) != merged or not any(pads)
@@ -465,3 +465,141 @@ def test_value_info_of_dead_initializer_is_dropped_at_save():
     model.graph.value_info.append(helper.make_tensor_value_info("ghost", TensorProto.FLOAT, [1]))
     same = graphopt.optimize(model, level=0)
     assert [v.name for v in same.graph.value_info] == ["r", "unused_w", "ghost"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the pattern rules of eliminate-noop and merge-consecutive: random neutral arithmetic, Pad into Conv, the pass table
+# --------------------------------------------------------------------------------------------------------------------
+_NEUTRAL_OF = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0}
+_CONST_SHAPES = [(), (1,), (4,), (3, 1), (1, 3, 4), (2, 1, 1, 1)]
+
+
+@st.composite
+def neutral_chains(draw):
+    """x [2,3,4] through random x op c (c neutral or not, of a shape that may broadcast x bigger), one-input Concats,
+    one-output Splits, and a bool branch through And/Or. Returns the model and how many arithmetic ops must stay."""
+    nodes, inits, cur, shape, keep = [], [], "x", (2, 3, 4), 0
+    for i in range(draw(st.integers(1, 6))):
+        out = f"t{i}"
+        kind = draw(st.sampled_from(["Add", "Sub", "Mul", "Div", "Concat", "Split"]))
+        if kind == "Concat":
+            nodes.append(helper.make_node("Concat", [cur], [out], axis=draw(st.integers(0, len(shape) - 1))))
+        elif kind == "Split":
+            nodes.append(helper.make_node("Split", [cur], [out], axis=draw(st.integers(0, len(shape) - 1))))
+        else:
+            cshape = draw(st.sampled_from(_CONST_SHAPES))
+            value = draw(st.sampled_from([_NEUTRAL_OF[kind], _NEUTRAL_OF[kind], 2.0]))
+            inits.append(numpy_helper.from_array(np.full(cshape, value, np.float32), f"{out}_c"))
+            ins = [cur, f"{out}_c"]
+            if kind in ("Add", "Mul") and draw(st.booleans()):
+                ins.reverse()  # the constant first: either side is neutral for a commutative op
+            nodes.append(helper.make_node(kind, ins, [out]))
+            grown = tuple(np.broadcast_shapes(shape, cshape))
+            keep += value != _NEUTRAL_OF[kind] or grown != shape
+            shape = grown
+        cur = out
+    flag = draw(st.sampled_from([True, False]))
+    bool_op = draw(st.sampled_from(["And", "Or"]))
+    inits.append(numpy_helper.from_array(np.full((4,), flag), "flag"))
+    nodes += [helper.make_node("Greater", ["x", "zero"], ["b"]), helper.make_node(bool_op, ["b", "flag"], ["bo"])]
+    inits.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    keep_bool = flag != (bool_op == "And")  # x and True, x or False are x
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [
+            helper.make_tensor_value_info(cur, TensorProto.FLOAT, list(shape)),
+            helper.make_tensor_value_info("bo", TensorProto.BOOL, [2, 3, 4]),
+        ],
+        inits,
+        opset=13,
+    )
+    return model, keep, keep_bool
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(neutral_chains())
+def test_random_neutral_ops_go_and_broadcasting_ones_stay(case) -> None:
+    model, keep, keep_bool = case
+    onnx.checker.check_model(model)
+    out = graphopt.optimize(model, passes="cleanup")
+    onnx.checker.check_model(out, full_check=True)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    _same_outputs(model, out, feeds)
+    ops = _ops(out)
+    assert sum(op in _NEUTRAL_OF for op in ops) == keep, ops
+    assert ("And" in ops or "Or" in ops) == keep_bool, ops
+    assert "Concat" not in ops and "Split" not in ops
+
+
+@st.composite
+def padded_convs(draw):
+    """Pad (zeros or not, on spatial dims or also on channels) before a Conv (own pads, or auto_pad VALID)."""
+    opset = draw(st.sampled_from([11, 13, 18]))
+    spatial = [draw(st.integers(0, 2)) for _ in range(4)]  # h_begin, w_begin, h_end, w_end
+    channel = draw(st.sampled_from([0, 0, 0, 1]))
+    pads = [0, 0, spatial[0], spatial[1], 0, channel, spatial[2], spatial[3]]
+    value = draw(st.sampled_from([0.0, 0.0, 1.0]))
+    k = draw(st.sampled_from([1, 3]))
+    cin = 2 + channel
+    attrs = {"strides": [draw(st.sampled_from([1, 2]))] * 2}
+    if draw(st.booleans()):
+        attrs["auto_pad"] = "VALID"
+    else:
+        attrs["pads"] = [draw(st.integers(0, 1)) for _ in range(4)]
+    rng = np.random.default_rng(draw(st.integers(0, 9)))
+    inits = [
+        _i64("pads", pads),
+        numpy_helper.from_array(np.array(value, np.float32), "value"),
+        numpy_helper.from_array(rng.standard_normal((3, cin, k, k)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "value"], ["p"], mode="constant"),
+        helper.make_node("Conv", ["p", "w"], ["y"], **attrs),
+    ]
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, None, None])],
+        inits,
+        opset=opset,
+    )
+    return model, value == 0.0 and channel == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(padded_convs())
+def test_random_pad_into_conv(case) -> None:
+    model, folds = case
+    onnx.checker.check_model(model)
+    report: list = []
+    out = graphopt.optimize(model, passes="merge-consecutive,dce", report=report)
+    onnx.checker.check_model(out, full_check=True)
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 2, 6, 6)).astype(np.float32)}
+    for a, b in zip(_run(model, feeds), _run(out, feeds), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert ("Pad" not in _ops(out)) == folds
+    stats = next(s for s in report[0].stats if s.name == "merge-consecutive")
+    assert stats.counts.get("pad-into-conv", 0) == int(folds)
+    if not folds:  # declined with its reason: the value, or the channel pads
+        assert set(stats.declines["pad-into-conv"]) <= {"pad value not zero", "pads batch or channel dims"}
+
+
+def test_rules_show_firings_and_declines_with_reasons_in_the_pass_table() -> None:
+    """x + 0 goes (noop-neutral fires); x + zeros[2,2,3,4] would broadcast x to rank 4: declined, with the reason."""
+    model = _model(
+        [helper.make_node("Add", ["x", "z3"], ["a"]), helper.make_node("Add", ["a", "z4"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2, 3, 4])],
+        [
+            numpy_helper.from_array(np.zeros((3, 4), np.float32), "z3"),
+            numpy_helper.from_array(np.zeros((2, 1, 1, 1), np.float32), "z4"),
+        ],
+    )
+    report: list = []
+    out = graphopt.optimize(model, passes="eliminate-noop,dce", report=report)
+    assert _ops(out) == ["Add"]
+    (stats,) = [s for s in report[0].stats if s.name == "eliminate-noop"]
+    assert stats.counts == {"noop-neutral": 1}
+    assert stats.declines == {"noop-neutral": {"broadcast adds dims": 1}}

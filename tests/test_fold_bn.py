@@ -221,3 +221,29 @@ def test_fold_drops_the_initializers_it_disconnects() -> None:
     assert not any(n.startswith(("bn1_", "bn2_")) for n in names), names
     assert "w1" not in names and {"w2", "spare"} <= names, names
     np.testing.assert_allclose(_run(out, x), _run(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_pass_table_names_the_rules_and_why_they_declined() -> None:
+    """Conv -> BN fires conv-bn; BN -> padded Conv is declined by bn-conv because of the pads; a Mul that broadcasts
+    along a spatial axis is declined by conv-affine."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((3, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "w2")
+    s = numpy_helper.from_array(rng.standard_normal((1, 1, 6, 1)).astype(np.float32), "s")
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    nodes = [
+        _bn("x", "xn", "in"),
+        helper.make_node("Conv", ["xn", "w"], ["c"], pads=[1, 1, 1, 1]),
+        _bn("c", "b"),
+        helper.make_node("Conv", ["b", "w2"], ["c2"]),
+        helper.make_node("Mul", ["c2", "s"], ["y"]),
+    ]
+    model = _model(nodes, x.shape, [w, w2, s, *_bn_params(rng, 3, "in"), *_bn_params(rng, 3)])
+    report: list = []
+    out = graphopt.optimize(model, passes="fold-conv-bn,dce", report=report)
+    np.testing.assert_allclose(_run(out, x), _run(model, x), rtol=1e-4, atol=1e-4)
+    assert [n.op_type for n in out.graph.node] == ["BatchNormalization", "Conv", "Conv", "Mul"]
+    (stats,) = [st for st in report[0].stats if st.name == "fold-conv-bn"]
+    assert stats.counts == {"conv-bn": 1}
+    assert stats.declines["bn-conv"] == {"conv pads (padding zeros are not BN's output)": 1}
+    assert stats.declines["conv-affine"] == {"not per output channel": 1}
