@@ -277,7 +277,7 @@ def _digest(proto: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Feed])
         for key in sorted(feed):
             arr = np.ascontiguousarray(feed[key])
             h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
-            h.update(memoryview(arr).cast("B"))
+            h.update(arr.reshape(-1).view(np.uint8) if arr.size else b"")  # memoryview.cast refuses 0-sized dims
     return h.hexdigest()
 
 
