@@ -348,7 +348,18 @@ def restore_interface(model: Model) -> None:
     graph = model.graph
     for v in graph.outputs:
         info = declared.get(v.name or "")
-        if info is None or ("output", v) in graph.info_overrides or v in graph.inputs:
+        if info is None:
+            continue
+        stated = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else 0
+        if stated and v.dtype and stated != v.dtype:  # onnxruntime refuses to load such a model
+            from graphopt.ir import InvalidModelError
+
+            raise InvalidModelError(
+                f"{model.source_path or 'the model'}: graph output {v.name!r} is declared "
+                f"{onnx.TensorProto.DataType.Name(stated).lower()} but its value is "
+                f"{onnx.TensorProto.DataType.Name(v.dtype).lower()}"
+            )
+        if ("output", v) in graph.info_overrides or v in graph.inputs:
             continue
         now = onnx.ValueInfoProto()
         _fill_value_info(now, v)

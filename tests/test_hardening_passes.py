@@ -10,6 +10,7 @@ import functools
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -552,3 +553,19 @@ def test_folded_scalars_stay_scalars() -> None:
     out = graphopt.optimize(model, level=2)
     (want,), (got,) = _run(model, _feeds(model)), _run(out, _feeds(model))
     assert got.shape == want.shape == () and got == want == 11
+
+
+def test_graph_output_declared_with_another_element_type_is_refused_on_one_line(tmp_path: Path) -> None:
+    # onnxruntime refuses to load such a model; -O2 once wrote it with the inferred type and no shape, which the ONNX
+    # checker then rejected (found by the fuzz campaign)
+    src = tmp_path / "m.onnx"
+    model = onnx.load(str(Path(__file__).resolve().parents[1] / "fixtures" / "transformer.onnx"))
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64  # the value is float
+    onnx.save(model, str(src))
+    r = subprocess.run(
+        [sys.executable, "-m", "graphopt", "optimize", str(src), "-o", str(tmp_path / "o.onnx")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"'{model.graph.output[0].name}' is declared int64 but its value is float" in r.stderr
+    assert not (tmp_path / "o.onnx").exists()
