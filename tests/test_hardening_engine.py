@@ -509,10 +509,11 @@ def _conv(c: int, side: int) -> onnx.ModelProto:
 
 
 _RSS_CHILD = """
-import resource, sys
+import sys
 from graphopt.cli import main
 code = main(sys.argv[1:])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+with open("/proc/self/status") as f:  # VmHWM: ru_maxrss would start at the pytest parent's RSS (carried over exec)
+    print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) // 1024)
 sys.exit(code)
 """
 

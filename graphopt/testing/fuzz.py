@@ -808,8 +808,38 @@ def _limit(address_space: int) -> Callable[[], None]:
     return preexec
 
 
+_HWM_WRAPPER = textwrap.dedent(
+    """
+    import atexit, os, sys
+    def _hwm():
+        with open("/proc/self/status") as f:
+            kb = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
+        if kb:
+            with open(os.environ["GRAPHOPT_FUZZ_HWM"], "w") as out:
+                out.write(kb)
+    atexit.register(_hwm)
+    kind, what = sys.argv[1], sys.argv[2]
+    del sys.argv[1:3]
+    if kind == "-m":
+        import runpy
+        runpy.run_module(what, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv[0] = "-c"
+        exec(compile(what, "<string>", "exec"), {"__name__": "__main__"})
+    """
+)
+"""Runs a ``python -m MOD`` or ``python -c CODE`` child and writes its own peak RSS (VmHWM) at exit: the child's
+ru_maxrss would start at the parent's RSS (Linux carries it across fork and exec), which inside a large pytest
+process is far above the bound."""
+
+
 def run_child(argv: list[str], *, cwd: Path, env: dict[str, str], limits: Limits, log: Path) -> tuple:
     """Run ``argv`` under the limits; return (returncode or -signal or None on timeout, seconds, peak RSS, stderr)."""
+    hwm = log.with_suffix(".hwm")
+    hwm.unlink(missing_ok=True)
+    if len(argv) > 2 and argv[0] == sys.executable and argv[1] in ("-m", "-c"):
+        argv = [sys.executable, "-c", _HWM_WRAPPER, *argv[1:]]
+        env = {**env, "GRAPHOPT_FUZZ_HWM": str(hwm)}
     start = time.monotonic()
     with open(log, "wb") as err, open(os.devnull, "wb") as null:
         proc = subprocess.Popen(
@@ -831,7 +861,11 @@ def run_child(argv: list[str], *, cwd: Path, env: dict[str, str], limits: Limits
         proc.returncode = 0  # reaped by wait4; keep Popen from waiting again
     seconds = time.monotonic() - start
     rc = None if status is None else os.waitstatus_to_exitcode(status)
-    return rc, seconds, usage.ru_maxrss * 1024, log.read_text(errors="replace")
+    try:  # the child's own figure; without it (killed, or not a Python child) the kernel's, which may be too high
+        peak = int(hwm.read_text()) * 1024
+    except (OSError, ValueError):
+        peak = usage.ru_maxrss * 1024
+    return rc, seconds, peak, log.read_text(errors="replace")
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
