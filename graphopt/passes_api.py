@@ -7,12 +7,13 @@ A pass is a named unit with a description and typed options. Write one as a func
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
@@ -213,6 +214,19 @@ def register_pass(
         return obj
 
     return decorate
+
+
+@contextlib.contextmanager
+def registry_snapshot() -> Iterator[None]:
+    """Passes registered (or replaced) inside the block are forgotten after it: tests and notebooks that register
+    throw-away passes leave the registry as they found it. Built-ins and plugins are loaded first."""
+    _load_builtin_and_plugins()
+    before = dict(_REGISTRY)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
 
 
 def _load_builtins() -> None:

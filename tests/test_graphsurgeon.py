@@ -11,17 +11,13 @@ import pytest
 from onnx import TensorProto, helper
 
 import graphopt
-from graphopt import Option, passes_api
+from graphopt import Option
 from graphopt.testing import assert_graphs_equal, assert_models_close
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _forget_test_passes():
-    yield
-    for name in [n for n in passes_api._REGISTRY if n.startswith("gs-")]:
-        passes_api._REGISTRY.pop(name)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.onnx")), ids=lambda p: p.name)

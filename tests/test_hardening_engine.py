@@ -48,16 +48,7 @@ from graphopt.patterns import (
 F = TensorProto.FLOAT
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry() -> Iterator[None]:
-    """The passes these tests register do not outlive them."""
-    from graphopt import passes_api
-
-    graphopt.list_passes()
-    before = dict(passes_api._REGISTRY)
-    yield
-    passes_api._REGISTRY.clear()
-    passes_api._REGISTRY.update(before)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
 
 
 @contextmanager

@@ -8,25 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 import graphopt
 from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager, passes_api
 from graphopt.ir import Node
+from tests.conftest import ort_run
 
 OPSET = [helper.make_opsetid("", 17)]
 
 
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    """Passes registered by a test disappear after it, so tests (and `graphopt passes`) see only the built-ins."""
-    graphopt.list_passes()  # load built-ins and plugins first
-    before = dict(passes_api._REGISTRY)
-    yield
-    passes_api._REGISTRY.clear()
-    passes_api._REGISTRY.update(before)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    return ort_run(model, {"x": x})
 
 
 def _model(dead: bool = True) -> onnx.ModelProto:
@@ -252,13 +249,6 @@ def test_check_ir_catches_a_broken_pass() -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # optimize() and dce
 # --------------------------------------------------------------------------------------------------------------------
-def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
-
-
 def test_optimize_never_mutates_the_callers_proto(tmp_path: Path) -> None:
     proto = _model()
     before = proto.SerializeToString()
@@ -302,3 +292,17 @@ def test_node_constructor_and_pass_context_opsets() -> None:
     node = Node("Neg", [model.graph.inputs[0]])
     model.graph.append(node)
     assert node.output.name  # named on insertion
+
+
+def test_conftest_helpers_build_and_run_text_models() -> None:
+    from tests.conftest import model_from_text
+
+    model = model_from_text(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N] x) => (float[N] y) { t = Identity(x)
+            y = Relu(t) }"""
+    )
+    x = np.array([-1.0, 2.0], np.float32)
+    out = graphopt.optimize(model, level=2)
+    assert [n.op_type for n in out.graph.node] == ["Relu"]
+    np.testing.assert_array_equal(ort_run(out, {"x": x})[0], [0.0, 2.0])

@@ -12,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper
 
 import graphopt
-from graphopt import passes_api
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -43,12 +42,10 @@ def _run(path: str, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pass_registry: None) -> Path:
     monkeypatch.chdir(tmp_path)
     onnx.save(_model(), "model.onnx")
-    yield tmp_path
-    for name in ("drop-identity", "my-rules", "drop-gs-identity"):
-        passes_api._REGISTRY.pop(name, None)
+    return tmp_path
 
 
 def test_readme_has_the_examples() -> None:
