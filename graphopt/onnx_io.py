@@ -207,7 +207,7 @@ class _Importer:
         v = value if value is not None else Value(text(info.name))
         if id(v) in self.typed:
             again = onnx.ValueInfoProto()
-            _fill_value_info(again, v)
+            fill_value_info(again, v)
             if again != info:
                 graph.info_overrides[(kind, v)] = (info, v.type_proto)
             return v
@@ -420,7 +420,7 @@ def from_proto(
 TensorWriter = Callable[[Value, onnx.TensorProto], None]
 
 
-def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = None, kind: str = "") -> None:
+def fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = None, kind: str = "") -> None:
     if graph is not None and graph.info_overrides:
         override = graph.info_overrides.get((kind, v))
         if override is not None and override[1] is v.type_proto and text(override[0].name) == v.name:
@@ -448,7 +448,7 @@ def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = 
     _put_props(info.metadata_props, v.metadata_props)
 
 
-class _Exporter:
+class Exporter:
     """Writes IR objects into protos. Tensor data that lives in external files is written inline."""
 
     def graph(self, graph: Graph, gp: onnx.GraphProto, *, initializers: bool = True) -> None:
@@ -459,7 +459,7 @@ class _Exporter:
             put_str(gp, "doc_string", graph.doc_string)
         _put_props(gp.metadata_props, graph.metadata_props)
         for v in graph.inputs:
-            _fill_value_info(gp.input.add(), v, graph, "input")
+            fill_value_info(gp.input.add(), v, graph, "input")
         if initializers:
             for name, v in graph.initializers.items():
                 assert v.const is not None
@@ -470,10 +470,10 @@ class _Exporter:
         for node in graph:
             self.node(node, gp.node.add())
         for v in graph.outputs:
-            _fill_value_info(gp.output.add(), v, graph, "output")
+            fill_value_info(gp.output.add(), v, graph, "output")
         for v in graph.value_info:
             if id(v) not in emitted and _alive(v, graph):
-                _fill_value_info(gp.value_info.add(), v, graph, "value_info")
+                fill_value_info(gp.value_info.add(), v, graph, "value_info")
                 emitted.add(id(v))
         # Only values the input listed get value_info: types that passes inferred on the way stay in memory (a
         # runtime infers them again), so an optimized file never grows by annotations the original did not have.
@@ -567,7 +567,7 @@ class _Exporter:
             put_str(fp, "doc_string", func.doc_string)
         for v in func.graph.value_info:
             if _alive(v, func.graph):
-                _fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
+                fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
         _put_props(fp.metadata_props, func.metadata_props)
 
     def model(self, model: Model, mp: onnx.ModelProto, *, initializers: bool = True) -> None:
@@ -620,7 +620,7 @@ def to_proto(model: Model) -> onnx.ModelProto:
     """The model as a self-contained ModelProto; external tensor data is read in."""
     mp = onnx.ModelProto()
     with gc_paused():
-        _Exporter().model(model, mp)
+        Exporter().model(model, mp)
     return mp
 
 
@@ -787,7 +787,7 @@ def save(
                         progress(done, total)
         mp = onnx.ModelProto()
         with gc_paused():
-            _Exporter().model(model, mp, initializers=False)
+            Exporter().model(model, mp, initializers=False)
         pieces = [_tensor_piece(name, v.const, stubs.get(name)) for name, v in inits]  # type: ignore[arg-type]
         sizes = [piece.size for piece in pieces]
         graph_body = mp.graph.SerializeToString()

@@ -58,11 +58,11 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import PassError
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value
 from graphopt.passes_api import Pass, PassContext, debug_enabled, register_pass
 from graphopt.tensors import Tensor
 
-STANDARD = frozenset({"", "ai.onnx"})
+STANDARD = STANDARD_DOMAINS
 
 
 class PatternError(PassError):
@@ -809,7 +809,7 @@ def _inner_outputs_private(m: Match, graph: Graph) -> bool:
         for out in node.outputs:
             if out is None:
                 continue
-            if any(o is out for o in graph.outputs) or any(id(u) not in members for u, _ in out.uses):
+            if out.is_graph_output(graph) or any(id(u) not in members for u, _ in out.uses):
                 return False
     return True
 
@@ -896,11 +896,9 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
     added: list[tuple[Any, ...]] = []
     created_set = set(created)
     for old, value in zip(outs, new, strict=True):
-        if old is None or value is None or old is value or not any(o is old for o in graph.outputs):
+        if old is None or value is None or old is value or not old.is_graph_output(graph):
             continue
-        renameable = (
-            value.producer is not None and value.producer.graph is graph and not any(o is value for o in graph.outputs)
-        )
+        renameable = value.producer is not None and value.producer.graph is graph and not value.is_graph_output(graph)
         if not renameable:
             added.append(("Identity", "", (), (_value_sig(value, created_set),)))
     added.extend(_node_sig(n, created_set) for n in created)

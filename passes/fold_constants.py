@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import ONNX_DOMAINS, Graph, Node, Value
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.shape_inference import INLINE_BYTES, infer_shapes
 from graphopt.tensors import Tensor, elem_type_of
@@ -40,7 +40,7 @@ from .dims import dims_of
 
 logger = logging.getLogger("graphopt")
 
-STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+STANDARD_DOMAINS = ONNX_DOMAINS  # ops the ONNX standard defines (onnxruntime evaluates them)
 NEVER_FOLD = frozenset(
     {
         "RandomNormal",
@@ -157,9 +157,9 @@ def _eval_model(
     larger ones (of the types numpy and onnxruntime share) are typed graph inputs, fed as numpy arrays, so that
     weights are not copied into a protobuf, serialized and parsed again. Below ``FEED_BYTES`` (shape inference), every
     larger leaf is a typed input and nothing is fed."""
-    from graphopt.onnx_io import _Exporter  # private exporter: node protos without a whole model
+    from graphopt.onnx_io import Exporter  # node protos without a whole model
 
-    exporter = _Exporter()
+    exporter = Exporter()
     gp = onnx.GraphProto(name="fold")
     produced = {out for n in cone for out in n.outputs if out is not None}
     leaves: dict[str, onnx.TensorProto | None] = {}
@@ -521,14 +521,14 @@ def _constants_to_initializers(graph: Graph) -> bool:
         out = node.outputs[0]
         if out is None:
             continue
-        if not out.uses and not any(o is out for o in graph.outputs):
+        if not out.uses and not out.is_graph_output(graph):
             graph.remove(node)  # read only by nodes folded away: no initializer to make
             changed = True
             continue
         tensor = _constant_attr_tensor(node)
         if tensor is None:
             continue
-        if any(o is out for o in graph.outputs):
+        if out.is_graph_output(graph):
             continue  # an initializer as a graph output would need an Identity: no gain
         const = graph.make_constant(tensor, name=out.name or "const")
         graph.replace_all_uses_with(out, const)

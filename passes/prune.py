@@ -36,13 +36,12 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError
-from graphopt.ir import Graph, Node, Value, constant_array
+from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
 from .union_find import UnionFind
 
-STANDARD = frozenset({"", "ai.onnx"})
 UNARY = frozenset(
     {
         "Relu",
@@ -197,7 +196,7 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
     op = n.op_type
     ins = n.inputs
     outs = n.outputs
-    if n.domain not in STANDARD or any(True for _ in n.subgraphs()):
+    if n.domain not in STANDARD_DOMAINS or any(True for _ in n.subgraphs()):
         for v in ins:
             a.block(v, f"read by {op}")
         return
@@ -424,11 +423,11 @@ def remove_channels(
             depthwise = op == "Conv" and int(n.attr("group", 1)) > 1
             if in_mask is not None and not depthwise:
                 maps += _fold_removed_input(graph, a, n, in_mask, out_mask, removed_values.get(id(x)), borders)  # type: ignore[arg-type]
-                w_axis = 1 if op == "Conv" else (1 if int(n.attr("transB", 0)) else 0)
+                w_axis = weight_axes(n)[1]  # type: ignore[index]
                 _slice_input(graph, n, 1, in_mask, w_axis)
             if out_mask is not None:
                 ins = n.inputs  # folding may have given the node a bias
-                w_axis = 0 if op == "Conv" else (0 if int(n.attr("transB", 0)) else 1)
+                w_axis = weight_axes(n)[0]  # type: ignore[index]
                 _slice_input(graph, n, 1, out_mask, w_axis)
                 if len(ins) > 2 and ins[2] is not None:
                     b = constant_array(n.inputs[2])
@@ -556,7 +555,7 @@ def zeroed_copy(graph: Graph, a: Analysis, keep: dict[int, np.ndarray]) -> dict[
     for root, mask in keep.items():
         for p in a.groups[root].producers:
             w = constant_array(p.inputs[1]).copy()  # type: ignore[union-attr]
-            axis = 0 if p.op_type == "Conv" or int(p.attr("transB", 0)) else 1
+            axis = weight_axes(p)[0]  # type: ignore[index]
             index = [slice(None)] * w.ndim
             index[axis] = ~mask  # type: ignore[call-overload]
             w[tuple(index)] = 0
@@ -584,7 +583,7 @@ PRUNABLE_WEIGHTS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 def weight_inputs(graph: Graph) -> list[tuple[Node, Value]]:
     found = []
     for n in graph:
-        if n.op_type in PRUNABLE_WEIGHTS and n.domain in STANDARD and len(n.inputs) > 1:
+        if n.op_type in PRUNABLE_WEIGHTS and n.domain in STANDARD_DOMAINS and len(n.inputs) > 1:
             w = n.inputs[1]
             c = constant_array(w)
             if w is not None and c is not None and c.dtype.kind == "f" and c.ndim >= 2:
@@ -594,12 +593,8 @@ def weight_inputs(graph: Graph) -> list[tuple[Node, Value]]:
 
 def two_four_mask(w: np.ndarray, node: Node) -> np.ndarray:
     """Keep the 2 largest of every 4 consecutive weights along the input-channel axis."""
-    if node.op_type in ("Conv", "ConvTranspose"):
-        axis = 1 if node.op_type == "Conv" else 0
-    elif node.op_type == "Gemm":
-        axis = 1 if int(node.attr("transB", 0)) else 0
-    else:
-        axis = w.ndim - 2
+    axes = weight_axes(node, w.ndim)
+    axis = axes[1] if axes is not None else w.ndim - 2
     moved = np.moveaxis(np.abs(w), axis, -1)
     k = moved.shape[-1]
     pad = (-k) % 4

@@ -32,14 +32,13 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError, PassError
-from graphopt.ir import Graph, Node, Value, constant_array
+from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
 from .union_find import UnionFind
 
 FLOAT = onnx.TensorProto.FLOAT
-STANDARD = frozenset({"", "ai.onnx"})
 INT32_MAX = 2**31 - 1
 
 LINEAR = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -68,7 +67,7 @@ class Selection:
 
     def allows(self, node: Node, target: str) -> bool:
         ops = self.op_types if self.op_types is not None else DEFAULT_OPS[target]
-        if node.domain not in STANDARD or node.op_type not in ops or node.op_type in self.exclude_ops:
+        if node.domain not in STANDARD_DOMAINS or node.op_type not in ops or node.op_type in self.exclude_ops:
             return False
         if node.name in self.exclude_names:
             return False
@@ -209,7 +208,7 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
                             wanted[user.output.name] = None  # type: ignore[index]
     if target == "tensorrt":
         for n in graph:
-            if n.op_type == "Add" and n.domain in STANDARD and selection.allows(n, target):
+            if n.op_type == "Add" and n.domain in STANDARD_DOMAINS and selection.allows(n, target):
                 for v in n.inputs:
                     if _is_float_activation(v):
                         wanted[v.name] = None  # type: ignore[index]
@@ -340,7 +339,7 @@ def _absorbable_relu(
     if out is None or id(out) in outputs or len(out.uses) != 1:
         return None
     ((user, idx),) = out.uses
-    if user.graph is not graph or user.op_type not in RELU_LIKE or user.domain not in STANDARD or idx != 0:
+    if user.graph is not graph or user.op_type not in RELU_LIKE or user.domain not in STANDARD_DOMAINS or idx != 0:
         return None
     r = user.outputs[0]
     if r is None or r.name not in ranges or id(r) in outputs:
@@ -409,16 +408,14 @@ def _residual_skips(graph: Graph, groups: UnionFind[Value], planned: set[int], m
 
 
 def _weight_axis(node: Node, rank: int) -> int | None:
-    op = node.op_type
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1 if int(node.attr("group", 1)) == 1 else None
-    if op == "Gemm":
-        return 0 if int(node.attr("transB", 0)) else 1
-    if op == "MatMul":
-        return 1 if rank == 2 else None
-    return None
+    """The weight's output-channel axis, when per-channel scales along it are exact: not for a grouped ConvTranspose
+    (its output channels are split across groups) nor a MatMul weight of rank other than 2."""
+    if node.op_type == "ConvTranspose" and int(node.attr("group", 1)) != 1:
+        return None
+    if node.op_type == "MatMul" and rank != 2:
+        return None
+    axes = weight_axes(node, rank)
+    return axes[0] if axes is not None else None
 
 
 def _quantize_weights(
@@ -539,7 +536,7 @@ def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
 # quantize_model after the level's passes
 # --------------------------------------------------------------------------------------------------------------------
 def is_quantized(graph: Graph) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.domain in STANDARD for n in graph)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.domain in STANDARD_DOMAINS for n in graph)
 
 
 @register_pass(

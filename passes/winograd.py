@@ -39,7 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt import onnx_io
-from graphopt.ir import Graph, Node, Value, constant_array
+from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.tensors import Tensor
 
@@ -73,7 +73,7 @@ def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: in
 
 def eligible(node: Node) -> dict[str, Any] | None:
     """The shape facts of a Conv this pass can lower, or None."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+    if node.op_type != "Conv" or node.domain not in STANDARD_DOMAINS or len(node.inputs) < 2:
         return None
     x, w = node.inputs[0], constant_array(node.inputs[1])
     if x is None or w is None or w.dtype != np.float32 or w.ndim != 4 or w.shape[2:] != (3, 3):
