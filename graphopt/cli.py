@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from graphopt import __version__, bench
+from graphopt.api import OptimizeRequest, RunHooks, run_request, timed
 from graphopt.diagnose import checker_rejection, output_folder_problem
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.ir import Model
@@ -36,8 +36,8 @@ from graphopt.onnx_io import (
     target_identity,
     wants_external_data,
 )
-from graphopt.pass_manager import PassManager, PassReport
-from graphopt.passes_api import TARGETS, PassContext, as_passes, get_pass, level_pipeline, list_passes
+from graphopt.pass_manager import PassReport
+from graphopt.passes_api import TARGETS, list_passes
 from graphopt.summary import (
     abbreviate_names,
     human_bytes,
@@ -502,11 +502,38 @@ def _clean_exit_on(*signums: int) -> Iterator[None]:
             signal.signal(signum, old)
 
 
+def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
+    """The flags as an OptimizeRequest, validated (flag errors surface before any loading). Calibration data is read
+    once the model is loaded (a folder is matched against its inputs), so the request carries a function for it."""
+    if args.threads < 1:
+        raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
+    quant_config = _quantize_config(args)
+    prune = _prune_request(args)
+    options: dict[str, Any] = {"winograd_threads": args.threads}
+    if args.winograd is not None:
+        options["winograd"] = args.winograd
+    return OptimizeRequest(
+        level=2 if args.level is None else args.level,
+        passes=args.passes or None,
+        target=args.target,
+        fixed_point=args.fixed_point,
+        verify=args.verify,
+        strict=args.strict,
+        keep_debug_info=args.keep_debug_info,
+        quantize=args.quantize,
+        calibration=None if quant_config is None else (lambda model: _calibration(args, model)),
+        quantize_options=quant_config,
+        prune_channels=None if prune is None else prune["channels"],
+        prune_weights=None if prune is None else prune["weights"],
+        prune_options=None if prune is None else prune["options"],
+        prune_bench=args.prune_bench if prune is not None else 0,
+        options=options,
+    ).validate(spell=lambda name: "--" + name.replace("_", "-"))
+
+
 def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     src = Path(args.input)
     out = _output_path(args)
-    if args.threads < 1:
-        raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
     if args.report:
         page = Path(args.report)
         problem = output_folder_problem(page)
@@ -516,27 +543,21 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         for model_path, role in ((src, "input"), (out, "output")):
             if page.resolve() == model_path.resolve() or same_file(page, model_path):
                 raise GraphoptError(f"{page}: --report would overwrite the {role} model")
-    quant_config = _quantize_config(args)
-    prune_request = _prune_request(args)
-    # Resolve the pipeline before loading, so a misspelt pass name fails fast.
+    request = optimize_request(args)
     if args.passes and args.level is not None and not args.quiet:
         _warn(f"-O{args.level} is ignored: --passes gives the pipeline")
     if args.strict and not args.verify and not args.quiet:
         print("graphopt: note: --strict turns --verify on", file=sys.stderr)
-    level = 2 if args.level is None else args.level
-    pipeline = as_passes(args.passes) if args.passes else level_pipeline(level)
-    if args.winograd not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
-        pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
-    fixed_point = args.fixed_point if args.fixed_point is not None else (not args.passes and level >= 2)
+    pipeline = request.pipeline()  # resolved before loading, so a misspelt pass name fails fast
     show = not (args.quiet or args.json) and err.is_terminal
 
     times: dict[str, float] = {}
+    nodes: dict[str, int] = {}
+    float_reasons: list[dict[str, str]] = []
     in_size = _file_size(src)
     with _progress(err, show) as progress:
-        t0 = time.perf_counter()
-        with _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
+        with timed(times, "load"), _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
             model = load_checked(src, run_checker=not args.no_check)
-        times["load"] = time.perf_counter() - t0
         ops_before = op_histogram(model)
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
         data_path = out.parent / f"{out.name}.data" if wants_external_data(model, external) else None
@@ -552,58 +573,75 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
             progress.update(task, description=f"pass {name}", completed=index)
 
         def on_layer_decided(decision: dict[str, Any]) -> None:  # winograd autotuning, layer by layer
-            done = len(options["winograd_decisions"])
+            done = len(request.options["winograd_decisions"])
             progress.update(task, description=f"pass winograd: {plural(done, 'layer')} decided")
             progress.refresh()  # a layer takes a while to time; show each one, not the next 10 Hz tick
 
-        t0 = time.perf_counter()
-        options: dict[str, Any] = {"winograd_threads": args.threads, "keep_debug_info": args.keep_debug_info}
         if show and any(p.name == "winograd" for p in pipeline):
-            options["winograd_decisions"] = _Recorded(on_layer_decided)  # the pass appends each layer's decision
-        if args.winograd is not None:
-            options["winograd"] = args.winograd
-        ctx = PassContext(model=model, target=args.target, options=options)
-        manager = PassManager(
-            pipeline, fixed_point=fixed_point, progress=on_pass, verify=args.verify, strict=args.strict
-        )
-        report = manager.run(model, ctx)
-        progress.remove_task(task)
-        times["optimize"] = time.perf_counter() - t0
+            request.options["winograd_decisions"] = _Recorded(on_layer_decided)  # the pass appends each decision
 
-        nodes_pipeline = model.graph.node_count()
-        float_reasons: list[dict[str, str]] = []
-        if prune_request is not None:
-            _warn_unmatched(model, args, "prune")
-            t0 = time.perf_counter()
-            with _step(progress, "pruning"):
-                report.pruning = _prune(model, prune_request, args)
-            times["prune"] = time.perf_counter() - t0
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            if name == "passes":
+                with timed(times, "optimize"):
+                    yield
+                progress.remove_task(task)
+            elif name == "prune":
+                _warn_unmatched(model, args, "prune")
+                with timed(times, "prune"), _step(progress, "pruning"), _printed_warnings("prune", args.quiet):
+                    yield
+            else:
+                _warn_unmatched(model, args, "quantize")
+                float_reasons.extend(_float_reasons(model, args))
+                with timed(times, "quantize"), _printed_warnings("quantize", False):
+                    yield
+            nodes[name] = model.graph.node_count()
 
-        nodes_pruned = model.graph.node_count()
-        if quant_config is not None:
-            _warn_unmatched(model, args, "quantize")
-            float_reasons = _float_reasons(model, args)
-            t0 = time.perf_counter()
-            report.quantization = _quantize(args, model, quant_config, progress, err)
-            times["quantize"] = time.perf_counter() - t0
+        report = run_request(model, request, RunHooks(on_pass, stage, _quantize_progress(progress)))
 
-        t0 = time.perf_counter()
-        save_task = progress.add_task(f"saving {out.name}", total=None)
-        with _clean_exit_on(*_TERMINATING_SIGNALS):
-            save(
-                model,
-                out,
-                external_data=external,
-                size_threshold=args.size_threshold,
-                progress=lambda done, total: progress.update(save_task, completed=done, total=total),
-            )
-        progress.remove_task(save_task)
-        times["save"] = time.perf_counter() - t0
+        with timed(times, "save"):
+            save_task = progress.add_task(f"saving {out.name}", total=None)
+            with _clean_exit_on(*_TERMINATING_SIGNALS):
+                save(
+                    model,
+                    out,
+                    external_data=external,
+                    size_threshold=args.size_threshold,
+                    progress=lambda done, total: progress.update(save_task, completed=done, total=total),
+                )
+            progress.remove_task(save_task)
 
+    summary = _summary(args, request, report, model, times, nodes, float_reasons, ops_before, in_size, out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        _render(report, summary)
+    if args.report:
+        from graphopt.report import write_report
+
+        write_report(summary, Path(args.report))
+        if not (args.quiet or args.json):
+            print(f"graphopt: report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def _summary(
+    args: argparse.Namespace,
+    request: OptimizeRequest,
+    report: PassReport,
+    model: Model,
+    times: dict[str, float],
+    nodes: dict[str, int],
+    float_reasons: list[dict[str, str]],
+    ops_before: dict[str, int],
+    in_size: int,
+    out: Path,
+) -> dict[str, Any]:
+    """The run as one dict: what --json prints and --report renders."""
     summary = {
-        "input": str(src),
+        "input": str(args.input),
         "output": str(out),
-        "level": None if args.passes else level,
+        "level": None if args.passes else request.level,
         "target": args.target,
         "bytes_before": in_size,
         "bytes_after": _file_size(out),
@@ -614,6 +652,8 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         "ops_before": ops_before,
         "ops_after": op_histogram(model),
     }
+    nodes_pipeline = nodes.get("passes", report.nodes_after)
+    nodes_pruned = nodes.get("prune", nodes_pipeline)
     stages = [("passes", report.nodes_before, nodes_pipeline)]
     if report.pruning:
         summary["pruning"] = [r.to_dict() for r in report.pruning]
@@ -626,29 +666,21 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
         ]
         stages.append(("int8", nodes_pruned, summary["nodes_written"]))
     summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
-    if options.get("winograd_decisions"):
-        summary["winograd"] = {
-            "layers": options["winograd_decisions"],
-            "model_ms": options.get("winograd_model_ms", {}),
-        }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif not args.quiet:
-        console = _stdout()
-        _print_report(console, report, summary)
-        if "winograd" in summary:
-            _print_winograd(console, summary["winograd"])
-        for pruned in report.pruning:
-            _print_pruning(console, pruned)
-        if report.quantization is not None:
-            _print_quantization(console, report.quantization)
-    if args.report:
-        from graphopt.report import write_report
+    winograd = report.results.get("winograd")
+    if winograd and winograd["layers"]:
+        summary["winograd"] = {"layers": list(winograd["layers"]), "model_ms": winograd["model_ms"]}
+    return summary
 
-        write_report(summary, Path(args.report))
-        if not (args.quiet or args.json):
-            print(f"graphopt: report written to {args.report}", file=sys.stderr)
-    return 0
+
+def _render(report: PassReport, summary: dict[str, Any]) -> None:
+    console = _stdout()
+    _print_report(console, report, summary)
+    if "winograd" in summary:
+        _print_winograd(console, summary["winograd"])
+    for pruned in report.pruning:
+        _print_pruning(console, pruned)
+    if report.quantization is not None:
+        _print_quantization(console, report.quantization)
 
 
 class _Recorded(list):
@@ -791,27 +823,31 @@ def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
     }
 
 
-def _prune(model: Model, request: dict[str, Any], args: argparse.Namespace) -> list[Any]:
+@contextmanager
+def _printed_warnings(stage: str, quiet: bool) -> Iterator[None]:
+    """Collect the warnings the stage's loggers emit and print each once, in graphopt's format, after the stage:
+    pruning's unless ``quiet``; quantization's always (a model that is likely unusable is never written silently)."""
     import logging
 
-    from graphopt import prune
+    from graphopt import calibration, prune, quantize
 
-    before = model.to_onnx() if args.prune_bench > 0 else None
+    loggers = (prune.logger,) if stage == "prune" else (quantize.logger, calibration.logger)
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
+    handler = logging.Handler(logging.WARNING if stage != "prune" else logging.NOTSET)
     handler.emit = records.append  # type: ignore[method-assign]
-    prune.logger.addHandler(handler)
+    for log in loggers:
+        log.addHandler(handler)
+        if stage != "prune":
+            log.propagate = False
     try:
-        reports = prune.run_pruning(model, request["channels"], request["weights"], request["options"])
+        yield
     finally:
-        prune.logger.removeHandler(handler)
-    for r in records:
-        if not args.quiet:
-            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
-    if before is not None and reports:
-        latency = prune.measure(before, model.to_onnx(), runs=args.prune_bench)
-        reports[-1].latency_ms = latency
-    return reports
+        for log in loggers:
+            log.removeHandler(handler)
+            log.propagate = True
+        for r in records:
+            if not quiet:
+                print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
 
 
 def _print_pruning(console: Console, r: Any) -> None:
@@ -918,52 +954,37 @@ def _quantize_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _quantize(args: argparse.Namespace, model: Model, config: Any, progress: Progress, err: Console) -> Any:
+def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str, Any]], list[str]]:
+    """The calibration feeds the flags name (a folder matched against the model's inputs, or random samples) and
+    where each came from."""
     import warnings
 
     from graphopt import calibration
-    from graphopt.quantize import quantize_model
 
     if args.calib_data:
         named = calibration.load_dir(args.calib_data, model)
-        feeds = [feed for _, feed in named]
-        sources: list[str] | None = [str(path) for path, _ in named]
-    else:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            feeds = calibration.random_feeds(model, args.calib_random)
-        sources = [f"random calibration sample #{i}" for i in range(len(feeds))]
-        for w in caught:
-            if not args.quiet:
-                err.print(f"graphopt: warning: {w.message}", highlight=False, markup=False)
+        return [feed for _, feed in named], [str(path) for path, _ in named]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        feeds = calibration.random_feeds(model, args.calib_random)
+    for w in caught:
+        if not args.quiet:
+            print(f"graphopt: warning: {w.message}", file=sys.stderr)
+    return feeds, [f"random calibration sample #{i}" for i in range(len(feeds))]
+
+
+def _quantize_progress(progress: Progress) -> Any:
+    """A quantization progress hook that shows each stage (calibration, sensitivity...) as a task."""
     tasks: dict[str, Any] = {}
 
     def on_progress(stage: str, done: int, total: int | None) -> None:
         if stage not in tasks:
             tasks[stage] = progress.add_task(stage, total=total)
         progress.update(tasks[stage], completed=done, total=total)
+        if total is not None and done >= total:
+            progress.remove_task(tasks.pop(stage))
 
-    import logging
-
-    from graphopt import quantize as quantize_module
-
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # type: ignore[method-assign]
-    loggers = (quantize_module.logger, calibration.logger)
-    for log in loggers:
-        log.addHandler(handler)
-        log.propagate = False  # their warnings are printed below, once, in graphopt's format
-    try:
-        return quantize_model(model, feeds, args.target, config, progress=on_progress, sources=sources)
-    finally:
-        for log in loggers:
-            log.removeHandler(handler)
-            log.propagate = True
-        for task in tasks.values():
-            progress.remove_task(task)
-        for r in records:  # even with --quiet: a model that is likely unusable must not be written silently
-            print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
+    return on_progress
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:

@@ -83,6 +83,8 @@ class PassReport:
     """The QuantReport when ``optimize`` quantized the model after the pipeline."""
     pruning: list[Any] = field(default_factory=list)
     """The PruneReports when ``optimize`` pruned the model after the pipeline (channels, then weights)."""
+    results: dict[str, Any] = field(default_factory=dict)
+    """What the passes returned, by pass name (``ctx.results``): the winograd decisions, a model pass's report..."""
 
     @property
     def changed(self) -> bool:
@@ -151,12 +153,13 @@ class PassManager:
         if ctx.target not in TARGETS:
             raise PassError(f"unknown target {ctx.target!r}; choose one of {', '.join(TARGETS)}")
         validate(model)  # once, before any pass: no pass has to cope with cycles, undefined inputs, unknown ops...
-        report = PassReport(stats=[PassStats(p.name) for p in self.passes])
+        report = PassReport(stats=[PassStats(p.name) for p in self.passes], results=ctx.results)
         report.nodes_before = current = _count(model)
         start = time.perf_counter()
         # A pass that changed nothing on a graph finds nothing on that same graph again: until some pass changes the
         # model, a pass (same class and options) that last came back empty-handed is skipped.
         version = 0
+        ran: list[str] = []  # the pass runs so far, in order: an error names the passes that ran before it
         idle_at: dict[tuple[type, str], int] = {}
         checker: _Verifier | None = None  # the model's last verified state and its outputs
         for _ in range(self.max_iterations if self.fixed_point else 1):
@@ -172,7 +175,8 @@ class PassManager:
                     checker = _Verifier.before(model, report)
                 t0 = time.perf_counter()
                 ctx.counters, ctx.declines = stats.counts, stats.declines
-                changed = self.run_pass(p, model, ctx)
+                changed = self.run_pass(p, model, ctx, after=ran)
+                ran.append(p.name)
                 stats.seconds += time.perf_counter() - t0
                 if checker is not None and changed and not checker.after(model, p, report, self):
                     changed = False  # undone: the model is as it was before this pass
@@ -200,11 +204,11 @@ class PassManager:
         return report
 
     @staticmethod
-    def run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
+    def run_pass(p: Pass, model: Model, ctx: PassContext, *, after: list[str] | None = None) -> bool:
         """Run one pass on the main graph and, for recursive passes, on every subgraph and function body.
 
-        An exception other than a GraphoptError becomes a one-line PassFailedError naming the pass (unless
-        ``GRAPHOPT_DEBUG`` is set)."""
+        An exception other than a GraphoptError becomes a one-line PassFailedError naming the pass and the passes that
+        ran before it (``after``), as ``pass 'x' failed (after a, b, c): ...`` (unless ``GRAPHOPT_DEBUG`` is set)."""
         try:
             return PassManager._run_pass(p, model, ctx)
         except GraphoptError:
@@ -217,7 +221,7 @@ class PassManager:
             if isinstance(e, RecursionError | MemoryError):
                 detail = f"{detail} (the model is too deep or too large for it)" if detail else "too deep or too large"
             raise PassFailedError(
-                f"pass {p.name!r} failed{where}: {type(e).__name__}{': ' + detail if detail else ''} "
+                f"pass {p.name!r} failed{_after(after)}{where}: {type(e).__name__}{': ' + detail if detail else ''} "
                 f"(an internal error; GRAPHOPT_DEBUG=1 shows the traceback)"
             ) from e
 
@@ -316,6 +320,15 @@ def _mismatch(want: list[Any], got: list[Any], names: list[str], rtol: float, at
                 else f"output {name!r} differs"
             )
     return ""
+
+
+def _after(ran: list[str] | None, shown: int = 6) -> str:
+    """`` (after a, b, c)``: the passes that ran before a failing one (the last ``shown`` of them)."""
+    if not ran:
+        return " (the first pass)" if ran is not None else ""
+    names = ran[-shown:]
+    more = f"{len(ran) - shown} more, " if len(ran) > shown else ""
+    return f" (after {more}{', '.join(names)})"
 
 
 def _graphs(model: Model) -> Iterator[Graph]:

@@ -77,6 +77,9 @@ class PassContext:
     """Counts the running pass reports (say, how often each rewrite rule fired); they end up in its PassStats."""
     declines: dict[str, dict[str, int]] = field(default_factory=dict)
     """Matches the running pass's rules declined, per rule and reason; they end up in its PassStats."""
+    results: dict[str, Any] = field(default_factory=dict)
+    """What passes return besides the rewritten graph, by pass name (a model pass's result object, say the winograd
+    decisions); the PassManager hands it over as ``PassReport.results``. Options flow in, results flow out."""
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -105,6 +108,9 @@ class Pass:
     annotations_only: ClassVar[bool] = False
     """The pass edits only doc strings and metadata: what it changes never gives another pass new work, so the
     PassManager does not repeat the pipeline for it."""
+    context_options: ClassVar[tuple[str, ...]] = ()
+    """The ``ctx.options`` keys the pass reads (besides ``optimize``'s own parameters): ``graphopt.optimize`` accepts
+    these as extra keywords and rejects any other."""
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options_spec))
@@ -164,6 +170,7 @@ def register_pass(
     replace: bool = False,
     graphsurgeon: bool = False,
     annotations_only: bool = False,
+    context_options: tuple[str, ...] = (),
 ) -> Callable[[Any], Any]:
     """Register a pass under ``name``: decorate a function ``(graph, ctx, **options) -> bool`` or a Pass subclass.
 
@@ -192,6 +199,8 @@ def register_pass(
                 obj.description = description
             if options is not None:
                 obj.options_spec = dict(options)
+            if context_options:
+                obj.context_options = tuple(context_options)
             cls = obj  # a class keeps its own ``recursive`` and ``lossless`` attributes
         elif callable(obj):
             doc = (obj.__doc__ or "").strip().splitlines()
@@ -205,6 +214,7 @@ def register_pass(
                     "recursive": recursive and not graphsurgeon,
                     "lossless": lossless,
                     "annotations_only": annotations_only,
+                    "context_options": tuple(context_options),
                     "func": staticmethod(obj),
                 },
             )
@@ -249,6 +259,11 @@ def _load_builtin_and_plugins() -> None:
             continue
         if isinstance(obj, type) and issubclass(obj, Pass) and obj.name not in _REGISTRY:
             register_pass(obj.name or ep.name)(obj)
+
+
+def context_options() -> frozenset[str]:
+    """The ``ctx.options`` keys the registered passes (built-ins and plugins) declare they read."""
+    return frozenset(key for cls in list_passes().values() for key in cls.context_options)
 
 
 def list_passes() -> dict[str, type[Pass]]:

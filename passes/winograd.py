@@ -499,6 +499,9 @@ def lower(graph: Graph, node: Node, facts: dict[str, Any], m: int) -> None:
         "cache": Option(bool, True, "reuse and record decisions in the per-user cache"),
         "budget_mb": Option(int, MODEL_BUDGET_MB, "auto: largest model (its activations, in MB) timed as a whole"),
     },
+    # optimize(winograd=..., winograd_threads=...) override mode and threads for the run; winograd_decisions is a list
+    # the caller may pass to watch each layer's decision as it is made (the CLI's progress bar)
+    context_options=("winograd", "winograd_threads", "winograd_decisions"),
 )
 class Winograd(Pass):
     lossless = False
@@ -530,7 +533,9 @@ class Winograd(Pass):
         path = cache_path()
         cache = _read_cache(path) if self.options["cache"] else {}
         threads = int(ctx.options.get("winograd_threads", self.options["threads"]))
-        decisions = ctx.options.setdefault("winograd_decisions", [])
+        decisions = ctx.options.get("winograd_decisions")
+        decisions = [] if decisions is None else decisions
+        ctx.results["winograd"] = {"layers": decisions, "model_ms": {}}  # the pass's result: PassReport.results
         chosen: list[tuple[str, int, float]] = []  # node name, tile, per-layer speed-up
         for node in list(graph):
             facts = eligible(node)
@@ -581,7 +586,7 @@ class Winograd(Pass):
         except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot time stays as it is
             ctx.logger.warning("winograd: cannot time the model in onnxruntime (%s); layers left as Conv", exc)
             return False
-        ctx.options["winograd_model_ms"] = {"original": times[0]} | {
+        ctx.results["winograd"]["model_ms"] = {"original": times[0]} | {
             f"{len(sub)} lowered": t for sub, t in zip(subsets, times[1:], strict=True)
         }
         best, best_ms = None, times[0]

@@ -306,3 +306,33 @@ def test_conftest_helpers_build_and_run_text_models() -> None:
     out = graphopt.optimize(model, level=2)
     assert [n.op_type for n in out.graph.node] == ["Relu"]
     np.testing.assert_array_equal(ort_run(out, {"x": x})[0], [0.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("keyword", "nearest"),
+    [("quantise", "quantize"), ("prune_channel", "prune_channels"), ("levle", "level"), ("verfy", "verify")],
+)
+def test_optimize_rejects_unknown_keywords_naming_the_nearest(keyword: str, nearest: str) -> None:
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'; did you mean '{nearest}'"):
+        graphopt.optimize(_model(), **{keyword: 1})
+    graphopt.optimize(_model(), passes="dce", winograd="off", winograd_threads=1)  # declared context options pass
+
+
+def test_a_failing_pass_names_the_passes_before_it_and_leaves_the_model_unchanged(monkeypatch) -> None:
+    from graphopt.pass_manager import PassFailedError
+
+    monkeypatch.delenv("GRAPHOPT_DEBUG", raising=False)
+
+    @graphopt.register_pass("test-boom")
+    def boom(graph: Graph, ctx: PassContext) -> bool:
+        graph.remove(graph.nodes[-1], safe=False)  # half a rewrite, then a crash
+        raise ValueError("deliberate")
+
+    model = graphopt.from_proto(_model())
+    before = graphopt.to_proto(model).SerializeToString()
+    with pytest.raises(PassFailedError, match=r"pass 'test-boom' failed \(after dce, strip-debug-info\): ValueError"):
+        graphopt.optimize(model, passes="dce,strip-debug-info,test-boom")
+    assert graphopt.to_proto(model).SerializeToString() == before
+    with pytest.raises(PassFailedError, match=r"pass 'test-boom' failed \(the first pass\)"):
+        graphopt.optimize(model, passes="test-boom")
+    assert graphopt.to_proto(model).SerializeToString() == before
