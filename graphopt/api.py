@@ -145,7 +145,7 @@ def run_request(
             report = manager.run(model, ctx)
         report.context = ctx
         if request.prune_channels is not None or request.prune_weights is not None:
-            from graphopt.prune import measure, run_pruning
+            from graphopt.prune.driver import measure, run_pruning
 
             with stage("prune"):
                 before = model.to_onnx() if request.prune_bench > 0 else None
@@ -155,7 +155,7 @@ def run_request(
                 if before is not None and report.pruning:
                     report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
         if request.quantize:
-            from graphopt.quantize import quantize_model
+            from graphopt.quantize.driver import quantize_model
 
             with stage("quantize"):
                 if feeds is None:

@@ -829,7 +829,9 @@ def _printed_warnings(stage: str, quiet: bool) -> Iterator[None]:
     pruning's unless ``quiet``; quantization's always (a model that is likely unusable is never written silently)."""
     import logging
 
-    from graphopt import calibration, prune, quantize
+    from graphopt.prune import driver as prune
+    from graphopt.quantize import calibration
+    from graphopt.quantize import driver as quantize
 
     loggers = (prune.logger,) if stage == "prune" else (quantize.logger, calibration.logger)
     records: list[logging.LogRecord] = []
@@ -959,7 +961,7 @@ def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str,
     where each came from."""
     import warnings
 
-    from graphopt import calibration
+    from graphopt.quantize import calibration
 
     if args.calib_data:
         named = calibration.load_dir(args.calib_data, model)

@@ -14,7 +14,7 @@ import onnx
 
 from graphopt.errors import GraphoptError, PassError, VerificationError
 from graphopt.ir import Graph, Model, gc_paused, validate
-from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes, debug_enabled
+from graphopt.passes_api import TARGETS, ModelPass, Pass, PassContext, PassResult, as_passes, debug_enabled
 from graphopt.shape_inference import restore_interface, trust_types
 
 
@@ -167,8 +167,8 @@ class PassManager:
             changed_any = False
             for i, (p, stats) in enumerate(zip(self.passes, report.stats, strict=True)):
                 key = (type(p), repr(p))
-                if idle_at.get(key) == version:
-                    continue
+                if idle_at.get(key) == version or (report.iterations > 1 and getattr(p, "once", False)):
+                    continue  # nothing new for it since it last ran empty-handed; or a one-shot pass that ran
                 if self.progress:
                     self.progress(p.name, i, len(self.passes))
                 if self.verify and checker is None and not report.unverifiable:
@@ -228,6 +228,14 @@ class PassManager:
     @staticmethod
     def _run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
         trust_types(model)  # no pass decides anything from a type the file states and onnxruntime does not check
+        if isinstance(p, ModelPass):  # once on the model; a result object goes to ctx.results
+            result = p.run_model(model, ctx)
+            if isinstance(result, PassResult):
+                if result.value is not None:
+                    ctx.results[p.name] = result.value
+                return bool(result.changed)
+            return bool(result)
+        p.prepare(model, ctx)
         changed = bool(p.run(model.graph, ctx))
         if not p.recursive:
             return changed

@@ -121,6 +121,10 @@ class Pass:
         for key, raw in options.items():
             self.options[key] = self.options_spec[key].parse(self.name, key, raw)
 
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        """Called once per run of the pass, before it visits the main graph and (if ``recursive``) every subgraph and
+        function body: model-wide work the graph visits share (say, shape inference)."""
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         """Rewrite ``graph`` in place; return True if anything changed."""
         raise NotImplementedError
@@ -128,6 +132,33 @@ class Pass:
     def __repr__(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items() if v != self.options_spec[k].default)
         return f"{self.name}{{{opts}}}" if opts else self.name
+
+
+@dataclass
+class PassResult:
+    """What a model pass returns when it has more to say than "changed": its result object (a report) lands in
+    ``ctx.results[pass name]`` and ``PassReport.results``."""
+
+    changed: bool
+    value: Any = None
+
+
+class ModelPass(Pass):
+    """A pass that runs once on the whole model, not on each graph: implement ``run_model``.
+
+    ``once`` marks a lossy one-shot transformation (quantization, pruning, Winograd autotuning): the PassManager runs
+    it in the first sweep of a fixed-point pipeline only, so no pass needs a flag to avoid acting twice."""
+
+    recursive: ClassVar[bool] = False
+    once: ClassVar[bool] = False
+
+    def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
+        """Rewrite ``model`` in place; return whether anything changed, or a PassResult carrying a result object."""
+        raise NotImplementedError
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:  # the PassManager calls run_model; this is for callers
+        result = self.run_model(ctx.model, ctx)
+        return result.changed if isinstance(result, PassResult) else bool(result)
 
 
 class FunctionPass(Pass):
@@ -139,17 +170,15 @@ class FunctionPass(Pass):
         return bool(type(self).func(graph, ctx, **self.options))
 
 
-class GraphSurgeonPass(FunctionPass):
+class GraphSurgeonPass(ModelPass):
     """A pass made from a function on an ``onnx_graphsurgeon.Graph`` of the whole model."""
 
-    recursive: ClassVar[bool] = False
+    func: ClassVar[Callable[..., bool]]
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
         from graphopt.gs import run_graphsurgeon
 
-        if graph is not ctx.model.graph:
-            return False
-        return run_graphsurgeon(type(self).func, ctx.model, self.options)
+        return run_graphsurgeon(type(self).func, model, self.options)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -239,8 +268,16 @@ def registry_snapshot() -> Iterator[None]:
         _REGISTRY.update(before)
 
 
+BUILTIN_PASS_MODULES = ("graphopt.passes", "graphopt.prune.passes", "graphopt.quantize.passes")
+"""Modules whose import registers the built-in passes: the lossless passes, and the lossy drivers' passes (which sit
+above this layer, so they are named here, as plugins are named by entry points, not imported)."""
+
+
 def _load_builtins() -> None:
-    import graphopt.passes  # noqa: F401 - importing registers the built-in passes
+    import importlib
+
+    for module in BUILTIN_PASS_MODULES:
+        importlib.import_module(module)
 
 
 def _load_builtin_and_plugins() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import ONNX_DOMAINS, Graph, Node, Value
+from graphopt.ir import ONNX_DOMAINS, Graph, Model, Node, Value
 from graphopt.passes_api import Option, Pass, PassContext, register_pass
 from graphopt.shape_inference import INLINE_BYTES, infer_shapes
 from graphopt.tensors import Tensor, elem_type_of
@@ -597,11 +597,13 @@ def _reads_shapes(model) -> bool:
     },
 )
 class FoldConstants(Pass):
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        if _reads_shapes(model):
+            infer_shapes(model)  # only shape arithmetic needs inferred types; evaluated values carry their own
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if any(graph.root is f.graph for f in ctx.model.functions.values()):
             return False  # a FunctionProto has no initializers to hold folded tensors
-        if graph is ctx.model.graph and _reads_shapes(ctx.model):
-            infer_shapes(ctx.model)  # only shape arithmetic needs inferred types; evaluated values carry their own
         changed = _inline_constant_ifs(graph)
         known = _fold_shapes(graph, ctx)
         cone = _cone(graph, known)

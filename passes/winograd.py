@@ -39,8 +39,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt import onnx_io
-from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
-from graphopt.passes_api import Option, Pass, PassContext, register_pass
+from graphopt.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
+from graphopt.passes_api import ModelPass, Option, PassContext, register_pass
 from graphopt.tensors import Tensor
 
 TILES = (2, 4, 6)
@@ -503,19 +503,17 @@ def lower(graph: Graph, node: Node, facts: dict[str, Any], m: int) -> None:
     # the caller may pass to watch each layer's decision as it is made (the CLI's progress bar)
     context_options=("winograd", "winograd_threads", "winograd_decisions"),
 )
-class Winograd(Pass):
+class Winograd(ModelPass):
     lossless = False
-    recursive = False
+    once = True  # once per optimize call: the fixed point must not time the kept layers again
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
         from graphopt.shape_inference import infer_shapes
 
+        graph = model.graph
         mode = ctx.options.get("winograd", self.options["mode"])
-        if graph is not ctx.model.graph or mode == "off" or (mode == "auto" and ctx.target == "tensorrt"):
+        if mode == "off" or (mode == "auto" and ctx.target == "tensorrt"):
             return False
-        if ctx.options.get("_winograd_done"):
-            return False  # once per optimize call: the fixed point must not time the kept layers again
-        ctx.options["_winograd_done"] = True
         if (ctx.model.opset("") or 0) < 13:
             return False
         infer_shapes(ctx.model)

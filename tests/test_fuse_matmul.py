@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from tests.test_cleanup_passes import _model, _ops, _run
+from tests.conftest import ort_run as _run
+from tests.test_cleanup_passes import _model, _ops
 
 F = TensorProto.FLOAT
 

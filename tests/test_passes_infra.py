@@ -14,9 +14,10 @@ from onnx import TensorProto, helper
 import graphopt
 from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager, passes_api
 from graphopt.ir import Node
-from tests.conftest import ort_run
+from tests.conftest import model_from_text, ort_run
 
 OPSET = [helper.make_opsetid("", 17)]
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
@@ -295,8 +296,6 @@ def test_node_constructor_and_pass_context_opsets() -> None:
 
 
 def test_conftest_helpers_build_and_run_text_models() -> None:
-    from tests.conftest import model_from_text
-
     model = model_from_text(
         """<ir_version: 8, opset_import: ["" : 17]>
         g (float[N] x) => (float[N] y) { t = Identity(x)
@@ -336,3 +335,50 @@ def test_a_failing_pass_names_the_passes_before_it_and_leaves_the_model_unchange
     with pytest.raises(PassFailedError, match=r"pass 'test-boom' failed \(the first pass\)"):
         graphopt.optimize(model, passes="test-boom")
     assert graphopt.to_proto(model).SerializeToString() == before
+
+
+def test_model_passes_run_once_per_model_and_return_results() -> None:
+    """A ModelPass sees the model once (not each subgraph); a ``once`` pass runs in the first fixed-point sweep only
+    and its PassResult value lands in ``PassReport.results``; a graph pass's ``prepare`` runs once per pass run."""
+    from graphopt.passes_api import ModelPass, PassResult
+
+    calls: list[str] = []
+
+    @graphopt.register_pass("test-model-once")
+    class Once(ModelPass):
+        once = True
+
+        def run_model(self, model, ctx):
+            calls.append("once")
+            return PassResult(False, {"nodes": model.graph.node_count()})
+
+    @graphopt.register_pass("test-graph")
+    class PerGraph(Pass):
+        def prepare(self, model, ctx):
+            calls.append("prepare")
+
+        def run(self, graph, ctx):
+            calls.append("graph")
+            return False
+
+    model = model_from_text(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (bool c, float[2] x) => (float[2] y) {
+            y = If(c) <then_branch = t () => (float[2] a) { a = Relu(x) },
+                       else_branch = e () => (float[2] b) { b = Neg(x) }>
+        }"""
+    )
+    report: list = []
+    graphopt.optimize(model, passes="test-model-once,test-graph,dce", fixed_point=True, report=report)
+    assert calls == ["once", "prepare", "graph", "graph", "graph"]  # main graph and both branches
+    assert report[0].results["test-model-once"] == {"nodes": 3}
+
+
+def test_pruning_pass_reports_through_results_not_options() -> None:
+    report: list = []
+    spec = "prune-channels{ratio=0.5},cleanup"
+    graphopt.optimize(FIXTURES / "cnn.onnx", passes=spec, fixed_point=True, report=report)
+    pruned = report[0].results["prune-channels"]
+    assert pruned.mode == "channels" and pruned.groups_pruned > 0
+    stats = {s.name: s for s in report[0].stats}
+    assert stats["prune-channels"].runs == 1 and report[0].iterations >= 2  # once, outside the repeated sweeps

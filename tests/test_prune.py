@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from graphopt.passes import prune as pr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -19,6 +18,7 @@ import graphopt
 from graphopt import runtime
 from graphopt.errors import GraphoptError
 from graphopt.onnx_io import from_proto
+from graphopt.prune import analysis as pr
 from graphopt.prune import prune_channels, prune_weights
 from graphopt.quantize import output_error, quantize_model
 from graphopt.shape_inference import infer_shapes

@@ -20,8 +20,8 @@ import graphopt
 from graphopt import runtime
 from graphopt.errors import GraphoptError
 from graphopt.onnx_io import from_proto
-from graphopt.qdq_rules import check_tensorrt
 from graphopt.quantize import QuantizeConfig, choose_reduce_range, cpu_vnni, output_error, quantize_model
+from graphopt.quantize.qdq_rules import check_tensorrt
 
 
 # --------------------------------------------------------------------------------------------------------------------
