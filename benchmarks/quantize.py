@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import graphopt  # noqa: E402
-from graphopt import runtime  # noqa: E402
 from graphopt.quantize import FUSED_OPS, output_error, quantize_model  # noqa: E402
+from graphopt.tools import runtime  # noqa: E402
 
 MODELS = HERE / "models"
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import onnx
 
+from graphopt.core.ir import Model
+from graphopt.core.onnx_io import from_proto, load, to_proto
+from graphopt.engine.pass_manager import PassManager, PassReport, ProgressHook
+from graphopt.engine.passes_api import TARGETS, Pass, PassContext, as_passes, context_options, get_pass, level_pipeline
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model
-from graphopt.onnx_io import from_proto, load, to_proto
-from graphopt.pass_manager import PassManager, PassReport, ProgressHook
-from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes, context_options, get_pass, level_pipeline
 
 Calibration = Iterable[Mapping[str, Any]] | Callable[[Model], "tuple[list[dict[str, Any]], list[str] | None]"]
 """Feed dicts keyed by input name, or a function of the loaded model returning the feeds and where each came from

@@ -57,10 +57,10 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import Pass, PassContext, debug_enabled, register_pass
 from graphopt.errors import PassError
-from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value
-from graphopt.passes_api import Pass, PassContext, debug_enabled, register_pass
-from graphopt.tensors import Tensor
 
 STANDARD = STANDARD_DOMAINS
 

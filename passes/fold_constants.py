@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import ONNX_DOMAINS, Graph, Model, Node, Value
-from graphopt.passes_api import Option, Pass, PassContext, register_pass
-from graphopt.shape_inference import INLINE_BYTES, infer_shapes
-from graphopt.tensors import Tensor, elem_type_of
+from graphopt.core.ir import ONNX_DOMAINS, Graph, Model, Node, Value
+from graphopt.core.shape_inference import INLINE_BYTES, infer_shapes
+from graphopt.core.tensors import Tensor, elem_type_of
+from graphopt.engine.passes_api import Option, Pass, PassContext, register_pass
 
 from . import numpy_eval
 from .dims import dims_of
@@ -157,7 +157,7 @@ def _eval_model(
     larger ones (of the types numpy and onnxruntime share) are typed graph inputs, fed as numpy arrays, so that
     weights are not copied into a protobuf, serialized and parsed again. Below ``FEED_BYTES`` (shape inference), every
     larger leaf is a typed input and nothing is fed."""
-    from graphopt.onnx_io import Exporter  # node protos without a whole model
+    from graphopt.core.onnx_io import Exporter  # node protos without a whole model
 
     exporter = Exporter()
     gp = onnx.GraphProto(name="fold")
@@ -194,7 +194,7 @@ def _eval_model(
 
 
 def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from graphopt.runtime import quiet_onnxruntime
+    from graphopt.tools.runtime import quiet_onnxruntime
 
     ort = quiet_onnxruntime()  # its default logger too: no [E:onnxruntime...] lines when a fold is declined
 
@@ -284,7 +284,7 @@ def _bounded(cone: list[Node], leaves: dict[Value, np.ndarray], limits: _Limits,
     """The nodes of ``cone`` whose outputs provably fit the size guard, from shapes ONNX inference gives before any
     evaluation (leaf constants are passed by type only, small ones and already computed values with their data); a
     node whose output size stays unknown, or that reads one that was dropped, is dropped."""
-    from graphopt.shape_inference import infer_proto
+    from graphopt.core.shape_inference import infer_proto
 
     model, _ = _eval_model(cone, leaves, ctx, inline_bytes=INLINE_BYTES)
     inferred = infer_proto(model, deep=False)  # foldable nodes have no subgraphs

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Node, Value
-from graphopt.passes_api import PassContext, register_pass
-from graphopt.tensors import Tensor
+from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import PassContext, register_pass
 
 from .cleanup import drop_unused_initializers
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphopt.ir import STANDARD_DOMAINS, Node, Value
-from graphopt.tensors import Tensor, np_dtype
+from graphopt.core.ir import STANDARD_DOMAINS, Node, Value
+from graphopt.core.tensors import Tensor, np_dtype
 
 SMALL_BYTES = 256
 """Outputs this small are always allowed (fold-constants' own floor): the caller's limit is not asked."""

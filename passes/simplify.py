@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Node, Value
-from graphopt.passes_api import PassContext, register_pass
+from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import Builder, Match, Op, Rule, Var, rewrite
-from graphopt.shape_inference import infer_shapes
-from graphopt.tensors import Tensor
 
 from .dims import dims_of
 

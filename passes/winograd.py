@@ -38,10 +38,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt import onnx_io
-from graphopt.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
-from graphopt.passes_api import ModelPass, Option, PassContext, register_pass
-from graphopt.tensors import Tensor
+from graphopt.core import onnx_io
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import ModelPass, Option, PassContext, register_pass
 
 TILES = (2, 4, 6)
 TOLERANCE = {2: 1e-5, 4: 5e-5, 6: 5e-4}
@@ -64,7 +64,7 @@ log = logging.getLogger("graphopt")
 
 def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: int = 15) -> list[float]:
     """Median ms per run of each model, run in turn (A, B, C, A, ...) on the same random inputs."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     sessions = [runtime.session(p, threads=threads) for p in protos]
     feeds = runtime.make_inputs(sessions[0], batch=batch)
@@ -243,7 +243,7 @@ def _random_input(facts: dict[str, Any], batch: int, seed: int) -> np.ndarray:
 
 def layer_error(facts: dict[str, Any], w: np.ndarray, m: int, batch: int = 1, seed: int = 0) -> float:
     """max |F(m) - Conv| / max |Conv| of this layer on a random input, in onnxruntime (float32 throughout)."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     x = _random_input(facts, batch, seed)
     ref = runtime.session(_layer_model(facts, w, None, batch), optimization="disabled").run(None, {"x": x})[0]
@@ -264,7 +264,7 @@ def time_layer(
 ) -> dict[int | None, float]:
     """Median seconds per run of each candidate (None: the Conv) over ``runs * rounds`` runs taken in turn (A, B, C,
     A, ...), onnxruntime at ``threads``: the same interleaved timer the whole-model check uses."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     x = _random_input(facts, batch, 0)
     sessions = [runtime.session(_layer_model(facts, w, m, batch), threads=threads) for m in candidates]
@@ -286,7 +286,7 @@ def cpu_model() -> str:
 
 
 def cache_path() -> Path:
-    from graphopt.summary import cache_dir
+    from graphopt.tools.summary import cache_dir
 
     return cache_dir() / "winograd.json"
 
@@ -508,7 +508,7 @@ class Winograd(ModelPass):
     once = True  # once per optimize call: the fixed point must not time the kept layers again
 
     def run_model(self, model: Model, ctx: PassContext) -> bool:
-        from graphopt.shape_inference import infer_shapes
+        from graphopt.core.shape_inference import infer_shapes
 
         graph = model.graph
         mode = ctx.options.get("winograd", self.options["mode"])

@@ -36,7 +36,7 @@ def ort_run(model: onnx.ModelProto | Any, feeds: Mapping[str, np.ndarray]) -> li
     import onnxruntime as ort
 
     if not isinstance(model, onnx.ModelProto):
-        from graphopt.onnx_io import to_proto
+        from graphopt.core.onnx_io import to_proto
 
         model = to_proto(model)
     so = ort.SessionOptions()
@@ -49,7 +49,7 @@ def ort_run(model: onnx.ModelProto | Any, feeds: Mapping[str, np.ndarray]) -> li
 @pytest.fixture
 def pass_registry() -> Iterator[None]:
     """Passes registered during the test are unregistered after it (built-ins and plugins stay)."""
-    from graphopt.passes_api import registry_snapshot
+    from graphopt.engine.passes_api import registry_snapshot
 
     with registry_snapshot():
         yield

@@ -59,7 +59,7 @@ def test_graphsurgeon_function_as_a_pass_with_options() -> None:
     model = _model()
     out = graphopt.optimize(model, passes="gs-scale{factor=3}")
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
-    got = graphopt.runtime.session(out).run(None, {"x": x})[0]
+    got = graphopt.tools.runtime.session(out).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, 3 * np.maximum(x, 0))
     assert "gs-scale" in graphopt.list_passes()
 

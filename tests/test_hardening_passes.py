@@ -319,7 +319,7 @@ def test_shape_inference_does_not_materialise_large_1d_weights(tmp_path) -> None
     peak = _peak_rss_mb(
         f"""
         import graphopt
-        from graphopt.shape_inference import infer_shapes
+        from graphopt.core.shape_inference import infer_shapes
         m = graphopt.load({str(path)!r})
         assert infer_shapes(m) == 6  # t1..t5 and the output y, whose stated shape was set aside
         assert [m.graph.initializers[f"w{{i}}"].shape for i in range(6)] == [({n},)] * 6

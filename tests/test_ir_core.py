@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt import Graph, IRError, Model, Node, Value
-from graphopt.tensors import Tensor
+from graphopt.core.tensors import Tensor
 
 
 def _chain(n: int = 3) -> tuple[Graph, Value, list[Node]]:
@@ -298,8 +298,8 @@ def test_proto_tensors_decode_like_onnx(dtype) -> None:
 
 
 def test_value_relations_and_weight_axes() -> None:
-    from graphopt.ir import ONNX_DOMAINS, STANDARD_DOMAINS, weight_axes
-    from graphopt.tensors import Tensor
+    from graphopt.core.ir import ONNX_DOMAINS, STANDARD_DOMAINS, weight_axes
+    from graphopt.core.tensors import Tensor
 
     x, w = Value("x"), Value("w", const=Tensor.from_numpy(np.ones((4, 3), np.float32)))
     g = Graph(inputs=[x], initializers=[w])

@@ -12,8 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import graphopt
-from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager, passes_api
-from graphopt.ir import Node
+from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager
+from graphopt.core.ir import Node
+from graphopt.engine import passes_api
 from tests.conftest import model_from_text, ort_run
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -318,7 +319,7 @@ def test_optimize_rejects_unknown_keywords_naming_the_nearest(keyword: str, near
 
 
 def test_a_failing_pass_names_the_passes_before_it_and_leaves_the_model_unchanged(monkeypatch) -> None:
-    from graphopt.pass_manager import PassFailedError
+    from graphopt.engine.pass_manager import PassFailedError
 
     monkeypatch.delenv("GRAPHOPT_DEBUG", raising=False)
 
@@ -340,7 +341,7 @@ def test_a_failing_pass_names_the_passes_before_it_and_leaves_the_model_unchange
 def test_model_passes_run_once_per_model_and_return_results() -> None:
     """A ModelPass sees the model once (not each subgraph); a ``once`` pass runs in the first fixed-point sweep only
     and its PassResult value lands in ``PassReport.results``; a graph pass's ``prepare`` runs once per pass run."""
-    from graphopt.passes_api import ModelPass, PassResult
+    from graphopt.engine.passes_api import ModelPass, PassResult
 
     calls: list[str] = []
 

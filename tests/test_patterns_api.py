@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt.cli import main
-from graphopt.onnx_io import from_proto
-from graphopt.passes_api import PassContext, register_pass
+from graphopt.core.onnx_io import from_proto
+from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import (
     Absent,
     Const,
@@ -421,7 +421,7 @@ def test_declines_of_a_later_sweep_are_not_counted_twice() -> None:
 
 
 def test_a_node_declined_in_every_fixed_point_iteration_counts_once() -> None:
-    from graphopt.pass_manager import PassManager
+    from graphopt.engine.pass_manager import PassManager
 
     register_rules("test-keep", [Rule("keep-relu", Op("Relu", Var("x")), lambda m, b: m.decline("kept"))])
     register_rules("test-nn", [Rule("nn", Op("Neg", Op("Neg", Var("x"))), lambda m, b: m["x"])])

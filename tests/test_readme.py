@@ -172,7 +172,7 @@ def test_first_command_writes_outside_the_checkout_and_fast_tests_are_mentioned(
 
 
 def test_cache_folder_is_documented_and_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from graphopt.summary import cache_dir
+    from graphopt.tools.summary import cache_dir
 
     text = " ".join(README.read_text().split())
     assert "`$GRAPHOPT_CACHE_DIR` if set, else `$XDG_CACHE_HOME/graphopt`, else `~/.cache/graphopt`" in text

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
 from graphopt.passes.union_find import UnionFind
 
 UNARY = frozenset(

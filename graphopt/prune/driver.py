@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import onnx
 
+from graphopt.core.ir import Model, Node
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.core.tensors import Tensor
+from graphopt.engine.pass_manager import PassManager
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model, Node
-from graphopt.pass_manager import PassManager
 from graphopt.prune import analysis as channel_groups
 from graphopt.prune import transform
 from graphopt.prune.report import LayerChange, LayerCost, PruneReport
-from graphopt.shape_inference import infer_shapes
-from graphopt.summary import initializer_bytes
-from graphopt.tensors import Tensor
+from graphopt.tools.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.prune")
 
@@ -77,7 +77,7 @@ def layer_costs(model: Model) -> dict[str, LayerCost]:
 
 
 def _runtime_shapes(model: Model, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     wanted = list(dict.fromkeys(names))
     proto = runtime.add_outputs(model.to_onnx(), wanted)
@@ -194,7 +194,7 @@ def _probe(
     model: Model, analysis: channel_groups.Analysis, keep: dict[int, np.ndarray], readers: list
 ) -> dict[int, np.ndarray]:
     """What the removed channels still carry at each reader: one run with the removed producer weights zeroed."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     if not readers:
         return {}
@@ -282,7 +282,7 @@ def measure(
     before: onnx.ModelProto | Model, after: onnx.ModelProto | Model, runs: int = 20, threads: int | None = 1
 ) -> tuple[float, float]:
     """Median onnxruntime latency (ms) of the model before and after, interleaved, on the same random inputs."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     a = runtime.session(before, threads=threads)
     b = runtime.session(after, threads=threads)

@@ -5,8 +5,8 @@ the pipeline instead."""
 
 from __future__ import annotations
 
-from graphopt.ir import Model
-from graphopt.passes_api import ModelPass, Option, PassContext, PassResult, register_pass
+from graphopt.core.ir import Model
+from graphopt.engine.passes_api import ModelPass, Option, PassContext, PassResult, register_pass
 
 
 class _PruneOnce(ModelPass):

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
+from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
-from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
 from graphopt.prune.analysis import BINARY, NORM, Analysis, channels_of, kept_positions, per_channel
-from graphopt.tensors import Tensor
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _add_bias(graph: Graph, n: Node, extra: np.ndarray, beta: float) -> None:
 
 def _conv_of(n: Node, signal: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Conv ``n`` (its pads, strides, dilations; no bias) of ``signal`` [Cin', *spatial] with ``w``, in onnxruntime."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     attrs = {
         k: n.attr(k) for k in ("pads", "strides", "dilations", "auto_pad", "kernel_shape") if n.attr(k) is not None
@@ -264,7 +264,7 @@ def magnitude_masks(weights: Iterable[np.ndarray], ratio: float, scope: str) -> 
 
 def to_sparse(graph: Graph, value: Value, dense: np.ndarray) -> None:
     """Store ``value`` (an initializer) as a sparse initializer (COO, linear indices)."""
-    from graphopt.tensors import SparseTensor
+    from graphopt.core.tensors import SparseTensor
 
     flat = dense.reshape(-1)
     idx = np.flatnonzero(flat).astype(np.int64)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value
 
 FLOAT = onnx.TensorProto.FLOAT
 INT32_MAX = 2**31 - 1

@@ -28,16 +28,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt import runtime
+from graphopt.core.ir import Model
+from graphopt.core.onnx_io import from_proto
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.engine.pass_manager import PassManager
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model
-from graphopt.onnx_io import from_proto
-from graphopt.pass_manager import PassManager
 from graphopt.quantize import analysis, transform
 from graphopt.quantize import calibration as calib
 from graphopt.quantize.report import LayerReport, QuantReport
-from graphopt.shape_inference import infer_shapes
-from graphopt.summary import initializer_bytes
+from graphopt.tools import runtime
+from graphopt.tools.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.quantize")
 

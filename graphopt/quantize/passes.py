@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from graphopt.core.ir import Model
+from graphopt.engine.passes_api import ModelPass, Option, PassContext, PassResult, register_pass
 from graphopt.errors import PassError
-from graphopt.ir import Model
-from graphopt.passes_api import ModelPass, Option, PassContext, PassResult, register_pass
 from graphopt.quantize.analysis import is_quantized
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from graphopt.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array, weight_axes
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array, weight_axes
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INTEGER_FORMS = ("QLinear", "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantize")
@@ -60,7 +60,7 @@ def _from_linear(v: Value | None) -> bool:
 def check_tensorrt(model: Model | onnx.ModelProto) -> list[Violation]:
     """Every place ``model`` breaks TensorRT's Q/DQ rules (an empty list: it follows them)."""
     if isinstance(model, onnx.ModelProto):
-        from graphopt.onnx_io import from_proto
+        from graphopt.core.onnx_io import from_proto
 
         model = from_proto(model)
     found: list[Violation] = []

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
+from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
-from graphopt.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
 from graphopt.passes.union_find import UnionFind
 from graphopt.quantize.analysis import (
     FLOAT,
@@ -24,7 +25,6 @@ from graphopt.quantize.analysis import (
     activation_inputs,
     ceil_is_floor,
 )
-from graphopt.tensors import Tensor
 
 
 # --------------------------------------------------------------------------------------------------------------------

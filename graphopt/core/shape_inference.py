@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from graphopt.ir import Graph, Model, Value
+from graphopt.core.ir import Graph, Model, Value
 
 INLINE_BYTES = 4096
 """Initializers up to this size keep their data in the skeleton (shape constants, axes); larger ones are stubs."""
@@ -47,7 +47,7 @@ logger = logging.getLogger("graphopt")
 # the skeleton
 # --------------------------------------------------------------------------------------------------------------------
 def _skeleton(model: Model) -> onnx.ModelProto:
-    from graphopt.onnx_io import Exporter
+    from graphopt.core.onnx_io import Exporter
 
     mp = onnx.ModelProto()
     Exporter().model(model, mp, initializers=False)
@@ -282,7 +282,7 @@ def _data_type(v: Value) -> onnx.TypeProto:
 def _set_aside(graph: Graph, v: Value, kinds: list[str]) -> None:
     """Take the file's type off ``v`` (an initializer keeps the type of its data, a graph output its element type) and
     have export write each of its listings as the file had it, until inference proves the listing false."""
-    from graphopt.onnx_io import fill_value_info
+    from graphopt.core.onnx_io import fill_value_info
 
     stated: dict[str, onnx.ValueInfoProto] = {}
     for kind in kinds:
@@ -340,7 +340,7 @@ def trust_types(model: Model) -> int:
 def restore_interface(model: Model) -> None:
     """After a pipeline: a graph output that a pass replaced by another value is listed again as the file declared it
     (the model's interface), unless what is known of the new value contradicts that."""
-    from graphopt.onnx_io import fill_value_info
+    from graphopt.core.onnx_io import fill_value_info
 
     declared = _DECLARED.get(model.graph)
     if not declared:

@@ -12,10 +12,10 @@ from typing import Any
 
 import onnx
 
+from graphopt.core.ir import Graph, Model, gc_paused, validate
+from graphopt.core.shape_inference import restore_interface, trust_types
+from graphopt.engine.passes_api import TARGETS, ModelPass, Pass, PassContext, PassResult, as_passes, debug_enabled
 from graphopt.errors import GraphoptError, PassError, VerificationError
-from graphopt.ir import Graph, Model, gc_paused, validate
-from graphopt.passes_api import TARGETS, ModelPass, Pass, PassContext, PassResult, as_passes, debug_enabled
-from graphopt.shape_inference import restore_interface, trust_types
 
 
 class PassFailedError(PassError):
@@ -118,7 +118,7 @@ class PassManager:
     ``passes`` is a list (names, Pass instances or classes, registered functions) or a string ``"a,b{k=v},c"``.
     With ``fixed_point`` the pipeline repeats until no pass changes anything (at most ``max_iterations`` times).
     ``check_ir`` verifies the IR's invariants after every pass, which catches broken passes early (tests use it).
-    Before the first pass the model is validated once (:func:`graphopt.ir.validate`: no cycles, undefined inputs,
+    Before the first pass the model is validated once (:func:`graphopt.core.ir.validate`: no cycles, undefined inputs,
     duplicate names, unknown standard ops...), so passes may rely on a well-formed graph; a pass that raises anything
     but a GraphoptError is reported as a one-line :class:`PassFailedError` naming it.
     """
@@ -262,8 +262,8 @@ class _Verifier:
 
     @classmethod
     def before(cls, model: Model, report: PassReport) -> _Verifier | None:
-        from graphopt.onnx_io import to_proto
-        from graphopt.runtime import make_inputs, session
+        from graphopt.core.onnx_io import to_proto
+        from graphopt.tools.runtime import make_inputs, session
 
         t0 = time.perf_counter()
         try:
@@ -281,8 +281,8 @@ class _Verifier:
 
     def after(self, model: Model, p: Pass, report: PassReport, pm: PassManager) -> bool:
         """True if the pass kept the outputs; otherwise undo it (or raise with ``strict``)."""
-        from graphopt.onnx_io import from_proto, to_proto
-        from graphopt.runtime import session
+        from graphopt.core.onnx_io import from_proto, to_proto
+        from graphopt.tools.runtime import session
 
         t0 = time.perf_counter()
         problem = ""
@@ -312,7 +312,7 @@ class _Verifier:
 def _mismatch(want: list[Any], got: list[Any], names: list[str], rtol: float, atol: float) -> str:
     import numpy as np
 
-    from graphopt.runtime import output_error
+    from graphopt.tools.runtime import output_error
 
     if len(want) != len(got):
         return f"{len(want)} outputs became {len(got)}"

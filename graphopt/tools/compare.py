@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import STANDARD_DOMAINS, Attribute, Graph, Model, Node, Value, producer_in, read_values
-from graphopt.tensors import Tensor, dtype_name
+from graphopt.core.ir import STANDARD_DOMAINS, Attribute, Graph, Model, Node, Value, producer_in, read_values
+from graphopt.core.tensors import Tensor, dtype_name
 
 ModelLike = str | os.PathLike[str] | onnx.ModelProto | Model
 
@@ -73,7 +73,7 @@ def _short(x: Any, limit: int = 80) -> str:
 
 
 def _as_model(m: ModelLike) -> Model:
-    from graphopt.onnx_io import from_proto, load
+    from graphopt.core.onnx_io import from_proto, load
 
     if isinstance(m, Model):
         return m

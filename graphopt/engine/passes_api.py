@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
 
+from graphopt.core.ir import Graph, Model
 from graphopt.errors import PassError
-from graphopt.ir import Graph, Model
 
 ENTRY_POINT_GROUP = "graphopt.passes"
 TARGETS = ("ort", "tensorrt")
@@ -176,7 +176,7 @@ class GraphSurgeonPass(ModelPass):
     func: ClassVar[Callable[..., bool]]
 
     def run_model(self, model: Model, ctx: PassContext) -> bool:
-        from graphopt.gs import run_graphsurgeon
+        from graphopt.core.gs import run_graphsurgeon
 
         return run_graphsurgeon(type(self).func, model, self.options)
 
@@ -208,7 +208,7 @@ def register_pass(
     metadata, so its changes do not make a fixed-point pipeline run again). ``replace=True`` allows overriding an
     existing name.
     ``graphsurgeon=True``: the function is ``(gs_graph, **options)`` on an ``onnx_graphsurgeon.Graph`` of the whole
-    model, edited in place (see :mod:`graphopt.gs`).
+    model, edited in place (see :mod:`graphopt.core.gs`).
     """
     if not _NAME_RE.match(name):
         raise PassError(f"invalid pass name {name!r}: use lowercase letters, digits, '-', '_' and '.'")

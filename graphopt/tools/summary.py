@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graphopt.ir import STANDARD_DOMAINS, Graph, Model, Value
-from graphopt.tensors import Tensor, dtype_name
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Value
+from graphopt.core.tensors import Tensor, dtype_name
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import onnx
 
+from graphopt.core.tensors import PACKED_4BIT, ExternalFile, encode_varint, text
 from graphopt.errors import ModelLoadError
-from graphopt.tensors import PACKED_4BIT, ExternalFile, encode_varint, text
 
 MIN_MAPPED_BYTES = 1024
 """Smaller raw_data stays in the proto: a view is not worth it, and small constants are read often."""

@@ -17,10 +17,9 @@ from typing import Any
 import onnx
 from google.protobuf.message import DecodeError, Message
 
-from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError, TensorDataError
-from graphopt.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused
-from graphopt.mapped import Scanned, scan
-from graphopt.tensors import (
+from graphopt.core.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused
+from graphopt.core.mapped import Scanned, scan
+from graphopt.core.tensors import (
     ExternalFile,
     ExternalRef,
     SparseTensor,
@@ -33,6 +32,7 @@ from graphopt.tensors import (
     same_file,
     text,
 )
+from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError, TensorDataError
 
 _A = onnx.AttributeProto
 PROTOBUF_LIMIT = 2**31 - 1
@@ -389,7 +389,7 @@ def from_proto(
     proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None, *, mapped: Scanned | None = None
 ) -> Model:
     """Lift a ModelProto into the IR without copying tensor data. ``base_dir`` resolves external data; ``mapped``
-    holds the main graph's initializer data that :func:`graphopt.mapped.scan` cut out of ``proto``."""
+    holds the main graph's initializer data that :func:`graphopt.core.mapped.scan` cut out of ``proto``."""
     importer = _Importer(Path(base_dir) if base_dir is not None else None, mapped)
     with gc_paused():
         graph = importer.graph(proto.graph, [], main=True)
@@ -631,7 +631,7 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Mo
     """Load a model from a path, serialized bytes, a ModelProto, or return a Model as is.
 
     A ModelProto is never modified; tensors refer to its data lazily. From a path, the file and its external data are
-    memory-mapped and weights stay views of them (see :mod:`graphopt.mapped`): while the model is in use, the files
+    memory-mapped and weights stay views of them (see :mod:`graphopt.core.mapped`): while the model is in use, the files
     must not be truncated or rewritten in place (graphopt's own ``save`` always writes a new file and renames it, so
     saving over the source is safe; ``onnx.save`` to the same path is not).
     """

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import onnx
 
+from graphopt.core.tensors import Tensor, dtype_name
 from graphopt.errors import IRError, ModelLoadError
-from graphopt.tensors import Tensor, dtype_name
 
 Dim = int | str | None
 """One dimension: a static size, a symbolic name, or None for unknown."""
@@ -940,7 +940,7 @@ class Model:
 
     def to_onnx(self) -> onnx.ModelProto:
         """The model as a self-contained ModelProto (external data is read in)."""
-        from graphopt.onnx_io import to_proto
+        from graphopt.core.onnx_io import to_proto
 
         return to_proto(self)
 
