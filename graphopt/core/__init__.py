@@ -3,3 +3,5 @@
 (:mod:`~graphopt.core.onnx_io`), shape inference that trusts only what onnxruntime checks
 (:mod:`~graphopt.core.shape_inference`) and the onnx-graphsurgeon bridge (:mod:`~graphopt.core.gs`).
 Nothing here imports from any other graphopt layer."""
+
+from graphopt.core import onnx_io as _onnx_io  # noqa: F401 - installs Model.to_onnx before any IR object is made

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -42,6 +42,15 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_EXPORTER: Callable[[Model], onnx.ModelProto] | None = None
+"""Model -> ModelProto, installed by :mod:`graphopt.core.onnx_io` (dependency inversion: I/O depends on the IR only)."""
+
+
+def install_exporter(exporter: Callable[[Model], onnx.ModelProto]) -> None:
+    global _EXPORTER
+    _EXPORTER = exporter
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -939,10 +948,12 @@ class Model:
         self.source_path, self.external_files = source, {**files, **other.external_files}
 
     def to_onnx(self) -> onnx.ModelProto:
-        """The model as a self-contained ModelProto (external data is read in)."""
-        from graphopt.core.onnx_io import to_proto
-
-        return to_proto(self)
+        """The model as a self-contained ModelProto (external data is read in): :func:`graphopt.core.onnx_io.to_proto`,
+        which the I/O module installs here when it is imported (``graphopt.core`` imports it first), so that the IR does
+        not import its own exporter."""
+        if _EXPORTER is None:
+            raise IRError("no ONNX exporter installed: import graphopt.core.onnx_io")
+        return _EXPORTER(self)
 
     def __repr__(self) -> str:
         ops = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in self.opset_imports.items())

@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 from google.protobuf.message import DecodeError, Message
 
-from graphopt.core.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused
+from graphopt.core.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused, install_exporter
 from graphopt.core.mapped import Scanned, scan
 from graphopt.core.tensors import (
     ExternalFile,
@@ -988,3 +988,6 @@ def target_identity(path: Path, what: str) -> tuple[int, int] | None:
             f"{path}: the {what} {file_kind(st.st_mode)}, not a regular file; graphopt only replaces regular files"
         )
     return (st.st_dev, st.st_ino)
+
+
+install_exporter(to_proto)  # Model.to_onnx()
