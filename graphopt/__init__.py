@@ -40,9 +40,11 @@ _EXPORTS = {
     "PassManager": "graphopt.engine.pass_manager",
     "PassReport": "graphopt.engine.pass_manager",
     "PassStats": "graphopt.engine.pass_manager",
+    "ModelPass": "graphopt.engine.passes_api",
     "Option": "graphopt.engine.passes_api",
     "Pass": "graphopt.engine.passes_api",
     "PassContext": "graphopt.engine.passes_api",
+    "PassResult": "graphopt.engine.passes_api",
     "get_pass": "graphopt.engine.passes_api",
     "list_passes": "graphopt.engine.passes_api",
     "register_pass": "graphopt.engine.passes_api",
@@ -56,7 +58,16 @@ if TYPE_CHECKING:
     from graphopt.core.onnx_io import check, from_proto, load, save, to_proto
     from graphopt.core.tensors import Tensor
     from graphopt.engine.pass_manager import PassManager, PassReport, PassStats
-    from graphopt.engine.passes_api import Option, Pass, PassContext, get_pass, list_passes, register_pass
+    from graphopt.engine.passes_api import (
+        ModelPass,
+        Option,
+        Pass,
+        PassContext,
+        PassResult,
+        get_pass,
+        list_passes,
+        register_pass,
+    )
     from graphopt.errors import ExternalDataError, GraphoptError, IRError, ModelLoadError, PassError
     from graphopt.tools.compare import Difference, GraphDiff, diff
 
@@ -87,12 +98,14 @@ __all__ = [
     "IRError",
     "Model",
     "ModelLoadError",
+    "ModelPass",
     "Node",
     "Option",
     "Pass",
     "PassContext",
     "PassError",
     "PassManager",
+    "PassResult",
     "PassReport",
     "PassStats",
     "Tensor",
