@@ -383,3 +383,35 @@ def test_pruning_pass_reports_through_results_not_options() -> None:
     assert pruned.mode == "channels" and pruned.groups_pruned > 0
     stats = {s.name: s for s in report[0].stats}
     assert stats["prune-channels"].runs == 1 and report[0].iterations >= 2  # once, outside the repeated sweeps
+
+
+def test_pipeline_pass_steps_keep_their_own_statistics(monkeypatch) -> None:
+    from graphopt.engine.pass_manager import PassFailedError
+    from graphopt.engine.passes_api import PipelinePass
+
+    @graphopt.register_pass("test-count-relu")
+    def count_relu(graph: Graph, ctx: PassContext) -> bool:
+        ctx.count("relu", sum(n.op_type == "Relu" for n in graph))
+        return False
+
+    @graphopt.register_pass("test-pipe")
+    class Pipe(PipelinePass):
+        steps = ("test-count-relu", "dce", "remove-unused")
+
+    report: list = []
+    out = graphopt.optimize(_model(), passes="test-pipe", report=report)
+    (stats,) = report[0].stats
+    assert [s.name for s in stats.steps] == ["test-count-relu", "dce", "remove-unused"]
+    counted, dce, _ = stats.steps
+    assert counted.counts == {"relu": 1} and not counted.changed and stats.counts == {}
+    assert dce.changed and dce.nodes_delta < 0 and stats.nodes_delta == sum(s.nodes_delta for s in stats.steps)
+    assert len(out.graph.node) == len(graphopt.optimize(_model(), passes="dce,remove-unused").graph.node)
+
+    @graphopt.register_pass("test-crash-step")
+    def crash(graph: Graph, ctx: PassContext) -> bool:
+        raise ValueError("deliberate")
+
+    Pipe.steps = ("dce", "test-crash-step")
+    monkeypatch.delenv("GRAPHOPT_DEBUG", raising=False)
+    with pytest.raises(PassFailedError, match=r"pass 'test-pipe/test-crash-step' failed \(the first pass\)"):
+        graphopt.optimize(_model(), passes="test-pipe")

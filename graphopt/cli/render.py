@@ -337,7 +337,10 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
     table.add_column("changed")
     table.add_column("nodes +/-", justify="right")
     table.add_column("ms", justify="right")
-    details = any(s.counts or s.declines for s in report.stats) or "winograd" in summary
+    details = (
+        any(s.counts or s.declines or any(t.counts or t.declines for t in s.steps) for s in report.stats)
+        or "winograd" in summary
+    )
     if details:
         table.add_column("result", overflow="fold")
     skipped = []
@@ -360,6 +363,19 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
             else:
                 row.append(escape(s.details()))
         table.add_row(*row)
+        for step in s.steps:  # a pipeline pass (cleanup): each step's own line
+            if step.runs == 0:
+                continue
+            row = [
+                escape(f"  {s.name}/{step.name}"),
+                str(step.runs),
+                "yes" if step.changed else "no",
+                f"{step.nodes_delta:+d}" if step.nodes_delta else "0",
+                f"{step.seconds * 1000:.1f}",
+            ]
+            if details:
+                row.append(escape(step.details()))
+            table.add_row(*row, style="dim")
     if report.stats:
         console.print(table)
     if skipped:

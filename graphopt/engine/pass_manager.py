@@ -14,7 +14,16 @@ import onnx
 
 from graphopt.core.ir import Graph, Model, gc_paused, validate
 from graphopt.core.shape_inference import restore_interface, trust_types
-from graphopt.engine.passes_api import TARGETS, ModelPass, Pass, PassContext, PassResult, as_passes, debug_enabled
+from graphopt.engine.passes_api import (
+    TARGETS,
+    ModelPass,
+    Pass,
+    PassContext,
+    PassResult,
+    PipelinePass,
+    as_passes,
+    debug_enabled,
+)
 from graphopt.errors import GraphoptError, PassError, VerificationError
 
 
@@ -49,6 +58,8 @@ class PassStats:
     """What the pass counted through ``ctx.count`` (rule firings of pattern passes)."""
     declines: dict[str, dict[str, int]] = field(default_factory=DeclineCounts)
     """Matches its pattern rules declined, per rule and reason (each declined node counted once)."""
+    steps: list[PassStats] = field(default_factory=list)
+    """A pipeline pass's steps (``cleanup``: dce, eliminate-noop, ...), each with its own statistics, in order."""
 
     def details(self) -> str:
         """Counts and rule declines in one compact line: ``rule x3 (declined: pads not zero x2), other x1``."""
@@ -175,7 +186,7 @@ class PassManager:
                     checker = _Verifier.before(model, report)
                 t0 = time.perf_counter()
                 ctx.counters, ctx.declines = stats.counts, stats.declines
-                changed = self.run_pass(p, model, ctx, after=ran)
+                changed = self.run_pass(p, model, ctx, after=ran, stats=stats)
                 ran.append(p.name)
                 stats.seconds += time.perf_counter() - t0
                 if checker is not None and changed and not checker.after(model, p, report, self):
@@ -204,12 +215,16 @@ class PassManager:
         return report
 
     @staticmethod
-    def run_pass(p: Pass, model: Model, ctx: PassContext, *, after: list[str] | None = None) -> bool:
+    def run_pass(
+        p: Pass, model: Model, ctx: PassContext, *, after: list[str] | None = None, stats: PassStats | None = None
+    ) -> bool:
         """Run one pass on the main graph and, for recursive passes, on every subgraph and function body.
 
         An exception other than a GraphoptError becomes a one-line PassFailedError naming the pass and the passes that
         ran before it (``after``), as ``pass 'x' failed (after a, b, c): ...`` (unless ``GRAPHOPT_DEBUG`` is set)."""
         try:
+            if isinstance(p, PipelinePass):
+                return PassManager._run_pipeline(p, model, ctx, stats or PassStats(p.name))
             return PassManager._run_pass(p, model, ctx)
         except GraphoptError:
             raise
@@ -220,10 +235,43 @@ class PassManager:
             detail = " ".join(str(e).split())[:200]
             if isinstance(e, RecursionError | MemoryError):
                 detail = f"{detail} (the model is too deep or too large for it)" if detail else "too deep or too large"
+            name = f"{p.name}/{e.graphopt_step}" if hasattr(e, "graphopt_step") else p.name
             raise PassFailedError(
-                f"pass {p.name!r} failed{_after(after)}{where}: {type(e).__name__}{': ' + detail if detail else ''} "
+                f"pass {name!r} failed{_after(after)}{where}: {type(e).__name__}{': ' + detail if detail else ''} "
                 f"(an internal error; GRAPHOPT_DEBUG=1 shows the traceback)"
             ) from e
+
+    @staticmethod
+    def _run_pipeline(p: PipelinePass, model: Model, ctx: PassContext, stats: PassStats) -> bool:
+        """Each step in order, as a pass of its own: its time, node delta, counts and declines go to its own
+        PassStats under ``stats.steps``; a step that raises is named ``pipeline/step``."""
+        while len(stats.steps) < len(p.sub_passes):
+            stats.steps.append(PassStats(p.sub_passes[len(stats.steps)].name))
+        changed_any = False
+        current = _count(model)
+        try:
+            for sub, child in zip(p.sub_passes, stats.steps, strict=True):
+                t0 = time.perf_counter()
+                ctx.counters, ctx.declines = child.counts, child.declines
+                try:
+                    changed = PassManager._run_pass(sub, model, ctx)
+                except GraphoptError:
+                    raise
+                except Exception as e:
+                    e.graphopt_step = sub.name  # type: ignore[attr-defined] # run_pass names it "pipeline/step"
+                    raise
+                child.seconds += time.perf_counter() - t0
+                after = _count(model) if changed else current
+                if child.runs == 0:
+                    child.nodes_before = current
+                child.nodes_after, child.nodes_delta = after, child.nodes_delta + after - current
+                child.runs += 1
+                child.changed |= changed
+                current = after
+                changed_any |= changed
+        finally:
+            ctx.counters, ctx.declines = stats.counts, stats.declines
+        return changed_any
 
     @staticmethod
     def _run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:

@@ -161,6 +161,28 @@ class ModelPass(Pass):
         return result.changed if isinstance(result, PassResult) else bool(result)
 
 
+class PipelinePass(Pass):
+    """A pass made of other passes (``steps``, registered names), run in order as one step of a pipeline: ``cleanup``
+    is one. The PassManager runs each step as it runs any pass (a graph pass on every graph, a model pass once) and
+    keeps each step's own statistics (``PassStats.steps``)."""
+
+    steps: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.sub_passes: list[Pass] = [get_pass(name)() for name in self.steps]
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:  # outside a PassManager: the steps on this graph
+        changed = False
+        for p in self.sub_passes:
+            if isinstance(p, ModelPass):
+                if graph is ctx.model.graph:
+                    changed |= p.run(graph, ctx)
+            else:
+                changed |= bool(p.run(graph, ctx))
+        return changed
+
+
 class FunctionPass(Pass):
     """A pass made from a plain function ``(graph, ctx) -> bool``; options arrive as ``ctx``-independent kwargs."""
 
