@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from graphopt.core.ir import Model
 from graphopt.engine.passes_api import ModelPass, Option, PassContext, PassResult, register_pass
 from graphopt.errors import PassError
-from graphopt.quantize.analysis import is_quantized
 
 
 @register_pass(
@@ -28,6 +27,7 @@ class QuantizeInt8(ModelPass):
 
     def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
         from graphopt.quantize import calibration
+        from graphopt.quantize.analysis import is_quantized
         from graphopt.quantize.driver import quantize_model
 
         if is_quantized(model.graph):
