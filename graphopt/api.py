@@ -11,7 +11,6 @@ import difflib
 import inspect
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -263,18 +262,3 @@ def check_context_options(options: Mapping[str, Any]) -> None:
 
 
 _PARAMETERS = tuple(p for p in inspect.signature(optimize).parameters if p not in ("model", "options"))
-
-
-def timed(times: dict[str, float], name: str) -> AbstractContextManager[Any]:
-    """A context that adds the seconds its block took to ``times[name]`` (the CLI's per-stage timing)."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def block() -> Any:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
-
-    return block()

@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graphopt.api import OptimizeRequest, RunHooks, run_request, timed
+from graphopt.api import OptimizeRequest, RunHooks, run_request
 from graphopt.cli.parser import optimize_request
 from graphopt.cli.render import (
     _jsonable,
@@ -423,3 +424,12 @@ def cmd_passes(args: argparse.Namespace) -> int:
     _stdout().print(table)
     return 0
 
+
+@contextmanager
+def timed(times: dict[str, float], name: str) -> Iterator[None]:
+    """Add the seconds the block took to ``times[name]`` (the per-stage timing of the summary)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
