@@ -172,13 +172,16 @@ class PipelinePass(Pass):
         super().__init__(**options)
         self.sub_passes: list[Pass] = [get_pass(name)() for name in self.steps]
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:  # outside a PassManager: the steps on this graph
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        """Outside a PassManager: the steps on this graph (model passes and ``prepare`` with the main graph)."""
+        main = graph is ctx.model.graph
         changed = False
         for p in self.sub_passes:
             if isinstance(p, ModelPass):
-                if graph is ctx.model.graph:
-                    changed |= p.run(graph, ctx)
+                changed |= p.run(graph, ctx) if main else False
             else:
+                if main:
+                    p.prepare(ctx.model, ctx)
                 changed |= bool(p.run(graph, ctx))
         return changed
 
