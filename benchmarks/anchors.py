@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 import graphopt
-from graphopt.runtime import compare_outputs, make_inputs, measure_latency, session
+from graphopt.tools.runtime import compare_outputs, make_inputs, measure_latency, session
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

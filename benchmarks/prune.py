@@ -22,10 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import graphopt  # noqa: E402
-from graphopt import runtime  # noqa: E402
 from graphopt.prune import layer_costs, prune_channels, prune_weights  # noqa: E402
 from graphopt.quantize import quantize_model  # noqa: E402
-from graphopt.summary import initializer_bytes  # noqa: E402
+from graphopt.tools import runtime  # noqa: E402
+from graphopt.tools.summary import initializer_bytes  # noqa: E402
 
 MODELS = HERE / "models"
 

@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import graphopt  # noqa: E402
-from graphopt import runtime  # noqa: E402
 from graphopt.quantize import FUSED_OPS, output_error, quantize_model  # noqa: E402
+from graphopt.tools import runtime  # noqa: E402
 
 MODELS = HERE / "models"
 
@@ -127,7 +127,7 @@ def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], runs: int, rep
 
 def coverage(names: list[str], n_calib: int, runs: int, threads: int) -> list[str]:
     """Quantize every model for both targets; whether it runs, its error, what got fused, TensorRT rule violations."""
-    from graphopt.qdq_rules import check_tensorrt
+    from graphopt.quantize.qdq_rules import check_tensorrt
 
     rows = [
         "| model | target | layers | int8 kernels (ort) | TensorRT rule violations | rel. error (held-out) "

@@ -89,7 +89,7 @@ def _bytes(path: Path) -> int:
 
 
 def _run_outputs(path: Path, feeds: dict, threads: int = 1) -> list[np.ndarray]:
-    from graphopt.runtime import session
+    from graphopt.tools.runtime import session
 
     s = session(str(path), threads=threads)
     names = [i.name for i in s.get_inputs()]
@@ -128,7 +128,7 @@ def _errors(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
 
 
 def _latency(paths: list[Path], feeds: dict, runs: int) -> list[float]:
-    from graphopt.runtime import measure_latency, session
+    from graphopt.tools.runtime import measure_latency, session
 
     sessions = [session(str(p), threads=1) for p in paths]
     names = [i.name for i in sessions[0].get_inputs()]

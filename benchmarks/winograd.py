@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 from graphopt.passes import winograd as wp  # noqa: E402
 
 import graphopt  # noqa: E402
-from graphopt import runtime  # noqa: E402
+from graphopt.tools import runtime  # noqa: E402
 
 MODELS = HERE / "models"
 SHAPES = [(128, 28), (256, 14), (64, 56), (128, 56), (256, 28), (512, 14), (64, 112)]

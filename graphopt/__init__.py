@@ -16,49 +16,60 @@ from typing import TYPE_CHECKING, Any
 # pytest session of the environment, costs no onnx, numpy or onnxruntime import.
 _EXPORTS = {
     "optimize": "graphopt.api",
-    "Difference": "graphopt.compare",
-    "GraphDiff": "graphopt.compare",
-    "diff": "graphopt.compare",
+    "Difference": "graphopt.tools.compare",
+    "GraphDiff": "graphopt.tools.compare",
+    "diff": "graphopt.tools.compare",
     "ExternalDataError": "graphopt.errors",
     "GraphoptError": "graphopt.errors",
     "IRError": "graphopt.errors",
     "ModelLoadError": "graphopt.errors",
     "PassError": "graphopt.errors",
-    "from_graphsurgeon": "graphopt.gs",
-    "to_graphsurgeon": "graphopt.gs",
-    "Attribute": "graphopt.ir",
-    "Function": "graphopt.ir",
-    "Graph": "graphopt.ir",
-    "Model": "graphopt.ir",
-    "Node": "graphopt.ir",
-    "Value": "graphopt.ir",
-    "check": "graphopt.onnx_io",
-    "from_proto": "graphopt.onnx_io",
-    "load": "graphopt.onnx_io",
-    "save": "graphopt.onnx_io",
-    "to_proto": "graphopt.onnx_io",
-    "PassManager": "graphopt.pass_manager",
-    "PassReport": "graphopt.pass_manager",
-    "PassStats": "graphopt.pass_manager",
-    "Option": "graphopt.passes_api",
-    "Pass": "graphopt.passes_api",
-    "PassContext": "graphopt.passes_api",
-    "get_pass": "graphopt.passes_api",
-    "list_passes": "graphopt.passes_api",
-    "register_pass": "graphopt.passes_api",
-    "Tensor": "graphopt.tensors",
+    "from_graphsurgeon": "graphopt.core.gs",
+    "to_graphsurgeon": "graphopt.core.gs",
+    "Attribute": "graphopt.core.ir",
+    "Function": "graphopt.core.ir",
+    "Graph": "graphopt.core.ir",
+    "Model": "graphopt.core.ir",
+    "Node": "graphopt.core.ir",
+    "Value": "graphopt.core.ir",
+    "check": "graphopt.core.onnx_io",
+    "from_proto": "graphopt.core.onnx_io",
+    "load": "graphopt.core.onnx_io",
+    "save": "graphopt.core.onnx_io",
+    "to_proto": "graphopt.core.onnx_io",
+    "PassManager": "graphopt.engine.pass_manager",
+    "PassReport": "graphopt.engine.pass_manager",
+    "PassStats": "graphopt.engine.pass_manager",
+    "ModelPass": "graphopt.engine.passes_api",
+    "Option": "graphopt.engine.passes_api",
+    "Pass": "graphopt.engine.passes_api",
+    "PassContext": "graphopt.engine.passes_api",
+    "PassResult": "graphopt.engine.passes_api",
+    "get_pass": "graphopt.engine.passes_api",
+    "list_passes": "graphopt.engine.passes_api",
+    "register_pass": "graphopt.engine.passes_api",
+    "Tensor": "graphopt.core.tensors",
 }
 
 if TYPE_CHECKING:
     from graphopt.api import optimize
-    from graphopt.compare import Difference, GraphDiff, diff
+    from graphopt.core.gs import from_graphsurgeon, to_graphsurgeon
+    from graphopt.core.ir import Attribute, Function, Graph, Model, Node, Value
+    from graphopt.core.onnx_io import check, from_proto, load, save, to_proto
+    from graphopt.core.tensors import Tensor
+    from graphopt.engine.pass_manager import PassManager, PassReport, PassStats
+    from graphopt.engine.passes_api import (
+        ModelPass,
+        Option,
+        Pass,
+        PassContext,
+        PassResult,
+        get_pass,
+        list_passes,
+        register_pass,
+    )
     from graphopt.errors import ExternalDataError, GraphoptError, IRError, ModelLoadError, PassError
-    from graphopt.gs import from_graphsurgeon, to_graphsurgeon
-    from graphopt.ir import Attribute, Function, Graph, Model, Node, Value
-    from graphopt.onnx_io import check, from_proto, load, save, to_proto
-    from graphopt.pass_manager import PassManager, PassReport, PassStats
-    from graphopt.passes_api import Option, Pass, PassContext, get_pass, list_passes, register_pass
-    from graphopt.tensors import Tensor
+    from graphopt.tools.compare import Difference, GraphDiff, diff
 
 
 def __getattr__(name: str) -> Any:
@@ -87,12 +98,14 @@ __all__ = [
     "IRError",
     "Model",
     "ModelLoadError",
+    "ModelPass",
     "Node",
     "Option",
     "Pass",
     "PassContext",
     "PassError",
     "PassManager",
+    "PassResult",
     "PassReport",
     "PassStats",
     "Tensor",

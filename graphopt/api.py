@@ -1,19 +1,177 @@
-"""The one-call entry point: ``graphopt.optimize``."""
+"""The one orchestration path: an :class:`OptimizeRequest` (validated once) run by :func:`run_request`.
+
+``graphopt.optimize`` and the ``graphopt optimize`` command both build a request and run it: the pipeline of a level
+(or the given passes) to a fixed point, then the lossy one-shot drivers outside that loop (pruning, then int8
+quantization). A failure in any of them leaves a caller's Model as it was.
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
 
+from graphopt.core.ir import Model
+from graphopt.core.onnx_io import from_proto, load, to_proto
+from graphopt.engine.pass_manager import PassManager, PassReport, ProgressHook
+from graphopt.engine.passes_api import TARGETS, Pass, PassContext, as_passes, context_options, get_pass, level_pipeline
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model
-from graphopt.onnx_io import from_proto, load, to_proto
-from graphopt.pass_manager import PassManager, PassReport, ProgressHook
-from graphopt.passes_api import PassContext, as_passes, level_pipeline
+
+Calibration = Iterable[Mapping[str, Any]] | Callable[[Model], "tuple[list[dict[str, Any]], list[str] | None]"]
+"""Feed dicts keyed by input name, or a function of the loaded model returning the feeds and where each came from
+(the CLI reads a folder or draws random samples once the model is loaded)."""
+
+
+def _spell_api(name: str) -> str:
+    return name
+
+
+@dataclass
+class OptimizeRequest:
+    """Everything one optimization run is asked to do. ``validate`` checks it once, before any model is loaded;
+    ``spell`` renders a field's name in the caller's terms (``prune_channels`` for Python, ``--prune-channels`` for
+    the CLI), so both front ends share one set of checks and messages."""
+
+    level: int = 2
+    passes: Any = None
+    """A list or ``"a,b{k=v}"``: replaces the level's pipeline."""
+    target: str = "ort"
+    fixed_point: bool | None = None
+    """Repeat the pipeline until nothing changes (default: on for levels 2 and 3 without ``passes``)."""
+    verify: bool = False
+    strict: bool = False
+    keep_debug_info: bool = False
+    quantize: str | None = None
+    calibration: Calibration | None = None
+    quantize_options: Any = None
+    prune_channels: float | None = None
+    prune_weights: float | str | None = None
+    prune_options: Mapping[str, Any] | None = None
+    prune_bench: int = 0
+    """Time the model before and after pruning over this many runs (the latency lands in the last PruneReport)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Context options the passes read (``ctx.options``), such as ``winograd`` and ``winograd_threads``."""
+
+    def validate(self, spell: Callable[[str], str] = _spell_api) -> OptimizeRequest:
+        if self.target not in TARGETS:
+            raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.quantize not in (None, "int8"):
+            raise GraphoptError(f"{spell('quantize')} must be 'int8', got {self.quantize!r}")
+        if self.quantize and self.calibration is None:
+            raise GraphoptError(
+                f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
+            )
+        if self.prune_channels is not None and not 0 <= self.prune_channels < 1:
+            raise GraphoptError(f"{spell('prune_channels')} must be in [0, 1), got {self.prune_channels}")
+        weights = self.prune_weights
+        if weights is not None and weights != "2:4":
+            try:
+                weights = float(weights)
+            except (TypeError, ValueError):
+                raise GraphoptError(
+                    f"{spell('prune_weights')} takes a ratio in [0, 1) or 2:4, got {self.prune_weights!r}"
+                ) from None
+            if not 0 <= weights < 1:
+                raise GraphoptError(f"{spell('prune_weights')} must be in [0, 1) or 2:4, got {self.prune_weights}")
+            self.prune_weights = weights
+        check_context_options(self.options)
+        return self
+
+    def pipeline(self) -> list[Pass]:
+        """The passes to run: ``passes``, or the level's pipeline; a forced Winograd mode adds the winograd pass."""
+        pipeline = as_passes(self.passes) if self.passes is not None else level_pipeline(self.level)
+        if self.options.get("winograd") not in (None, "off") and not any(p.name == "winograd" for p in pipeline):
+            pipeline.append(get_pass("winograd")())  # a forced or explicit mode runs at any level
+        return pipeline
+
+    def wants_fixed_point(self) -> bool:
+        return self.fixed_point if self.fixed_point is not None else (self.passes is None and self.level >= 2)
+
+
+@dataclass
+class RunHooks:
+    """How a front end watches a run: ``progress(pass, index, total)`` before each pass, ``stage(name)`` a context
+    around each stage (``"passes"``, ``"prune"``, ``"quantize"``), ``quantize_progress(stage, done, total)``."""
+
+    progress: ProgressHook | None = None
+    stage: Callable[[str], AbstractContextManager[Any]] | None = None
+    quantize_progress: Callable[[str, int, int | None], None] | None = None
+    logger: logging.Logger | None = None
+
+
+def run_request(
+    model: Model, request: OptimizeRequest, hooks: RunHooks | None = None, *, restore_on_error: bool = False
+) -> PassReport:
+    """Run a validated request on ``model`` in place: the pipeline, then pruning, then quantization.
+
+    With ``restore_on_error`` the model is snapshot first and put back as it was if anything raises (the snapshot is
+    the model serialized once: about as long as one ``to_proto``)."""
+    hooks = hooks or RunHooks()
+
+    def stage(name: str) -> AbstractContextManager[Any]:
+        return hooks.stage(name) if hooks.stage is not None else nullcontext()
+
+    pipeline = request.pipeline()
+    options = dict(request.options)
+    feeds: list[dict[str, Any]] | None = None
+    sources: list[str] | None = None
+    if request.calibration is not None and not callable(request.calibration):
+        feeds = [dict(feed) for feed in request.calibration]  # read once; the quantize-int8 pass sees it too
+        options["calibration"] = feeds
+    if request.quantize_options is not None:
+        options["quantize_options"] = request.quantize_options
+    options["keep_debug_info"] = request.keep_debug_info
+    ctx = PassContext(model=model, target=request.target, options=options)
+    if hooks.logger is not None:
+        ctx.logger = hooks.logger
+    snapshot = to_proto(model) if restore_on_error else None
+    try:
+        manager = PassManager(
+            pipeline,
+            fixed_point=request.wants_fixed_point(),
+            progress=hooks.progress,
+            verify=request.verify,
+            strict=request.strict,
+        )
+        with stage("passes"):
+            report = manager.run(model, ctx)
+        report.context = ctx
+        if request.prune_channels is not None or request.prune_weights is not None:
+            from graphopt.prune.driver import measure, run_pruning
+
+            with stage("prune"):
+                before = model.to_onnx() if request.prune_bench > 0 else None
+                report.pruning = run_pruning(
+                    model, request.prune_channels, request.prune_weights, request.prune_options or {}
+                )
+                if before is not None and report.pruning:
+                    report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
+        if request.quantize:
+            from graphopt.quantize.driver import quantize_model
+
+            with stage("quantize"):
+                if feeds is None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                report.quantization = quantize_model(
+                    model,
+                    feeds,  # type: ignore[arg-type]
+                    request.target,
+                    request.quantize_options,
+                    progress=hooks.quantize_progress,
+                    sources=sources,
+                )
+    except BaseException:
+        if snapshot is not None:
+            model.take_contents(from_proto(snapshot))
+        raise
+    return report
 
 
 def optimize(
@@ -40,10 +198,12 @@ def optimize(
     """Optimize a model and return it.
 
     ``model`` may be a path, an ``onnx.ModelProto`` or a graphopt Model. Given a ModelProto the result is a new
-    ModelProto (the caller's proto is never modified); otherwise it is a Model (a Model passed in is changed in place).
-    ``passes`` (a list or ``"a,b{k=v}"``) replaces the pipeline of ``level``. ``fixed_point`` repeats the pipeline
-    until nothing changes (default: on for levels 2 and 3). Extra keyword ``options`` reach passes through
-    ``ctx.options``. Pass a list as ``report`` to receive the run's PassReport.
+    ModelProto (the caller's proto is never modified); otherwise it is a Model (a Model passed in is changed in place,
+    and left as it was if a pass or driver fails). ``passes`` (a list or ``"a,b{k=v}"``) replaces the pipeline of
+    ``level``. ``fixed_point`` repeats the pipeline until nothing changes (default: on for levels 2 and 3). Extra
+    keyword ``options`` are the context options passes declare (``winograd``, ``winograd_threads``); they reach passes
+    through ``ctx.options``; any other keyword is a TypeError naming the nearest valid one. Pass a list as ``report``
+    to receive the run's PassReport.
 
     ``keep_debug_info=True`` makes ``strip-debug-info`` a no-op (levels 2 and 3 drop exporters' per-node doc strings and
     metadata; the model's own metadata always stays).
@@ -61,33 +221,44 @@ def optimize(
     :func:`graphopt.prune.prune_channels` (multiple, importance, protect, layer_ratios) and
     :func:`graphopt.prune.prune_weights` (scope, protect, sparse). Their reports are ``report[0].pruning``.
     """
-    if quantize not in (None, "int8"):
-        raise GraphoptError(f"quantize must be 'int8', got {quantize!r}")
-    if quantize and calibration is None:
-        raise GraphoptError("quantize='int8' needs calibration data: pass calibration=[{input name: array}, ...]")
+    request = OptimizeRequest(
+        level=level,
+        passes=passes,
+        target=target,
+        fixed_point=fixed_point,
+        verify=verify,
+        strict=strict,
+        keep_debug_info=keep_debug_info,
+        quantize=quantize,
+        calibration=calibration,
+        quantize_options=quantize_options,
+        prune_channels=prune_channels,
+        prune_weights=prune_weights,
+        prune_options=prune_options,
+        options=dict(options),
+    ).validate()
     is_proto = isinstance(model, onnx.ModelProto)
+    given = isinstance(model, Model)
     ir = from_proto(model) if is_proto else load(model)
-    pipeline = as_passes(passes) if passes is not None else level_pipeline(level)
-    if fixed_point is None:
-        fixed_point = passes is None and level >= 2
-    if calibration is not None:
-        calibration = [dict(feed) for feed in calibration]  # read once; the quantize-int8 pass sees it too
-        options = {**options, "calibration": calibration}
-    if quantize_options is not None:
-        options = {**options, "quantize_options": quantize_options}
-    ctx = PassContext(model=ir, target=target, options={**options, "keep_debug_info": keep_debug_info})
-    if logger is not None:
-        ctx.logger = logger
-    manager = PassManager(pipeline, fixed_point=fixed_point, progress=progress, verify=verify, strict=strict)
-    result = manager.run(ir, ctx)
-    if prune_channels is not None or prune_weights is not None:
-        from graphopt.prune import run_pruning
-
-        result.pruning = run_pruning(ir, prune_channels, prune_weights, prune_options or {})
-    if quantize:
-        from graphopt.quantize import quantize_model
-
-        result.quantization = quantize_model(ir, calibration, target, quantize_options)  # type: ignore[arg-type]
+    result = run_request(ir, request, RunHooks(progress=progress, logger=logger), restore_on_error=given)
     if report is not None:
         report.append(result)
     return to_proto(ir) if is_proto else ir
+
+
+def check_context_options(options: Mapping[str, Any]) -> None:
+    """Every extra keyword of ``optimize`` must be a context option some registered pass declares: a misspelt
+    ``quantise=`` or ``levle=`` is a TypeError naming the nearest valid keyword, never a silent plain run."""
+    if not options:
+        return
+    known = context_options()
+    for key in options:
+        if key in known:
+            continue
+        valid = sorted(set(_PARAMETERS) | set(known))
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid)})"
+        raise TypeError(f"optimize() got an unexpected keyword argument {key!r}{hint}")
+
+
+_PARAMETERS = tuple(p for p in inspect.signature(optimize).parameters if p not in ("model", "options"))

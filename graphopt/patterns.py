@@ -55,12 +55,12 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.core.ir import STANDARD_DOMAINS, Attribute, Graph, Node, Value
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import Pass, PassContext, debug_enabled, register_pass
 from graphopt.errors import PassError
-from graphopt.ir import Attribute, Graph, Node, Value
-from graphopt.passes_api import Pass, PassContext, debug_enabled, register_pass
-from graphopt.tensors import Tensor
 
-STANDARD = frozenset({"", "ai.onnx"})
+STANDARD = STANDARD_DOMAINS
 
 
 class PatternError(PassError):
@@ -824,7 +824,7 @@ def _inner_outputs_private(m: Match, graph: Graph) -> bool:
         for out in node.outputs:
             if out is None:
                 continue
-            if any(o is out for o in graph.outputs) or any(id(u) not in members for u, _ in out.uses):
+            if out.is_graph_output(graph) or any(id(u) not in members for u, _ in out.uses):
                 return False
     return True
 
@@ -920,11 +920,9 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
         return False  # more nodes than the match could remove: not a one-for-one trade (and no deep signatures)
     identities: list[Value] = []  # values a graph output's Identity would read
     for old, value in zip(outs, new, strict=True):
-        if old is None or value is None or old is value or not any(o is old for o in graph.outputs):
+        if old is None or value is None or old is value or not old.is_graph_output(graph):
             continue
-        renameable = (
-            value.producer is not None and value.producer.graph is graph and not any(o is value for o in graph.outputs)
-        )
+        renameable = value.producer is not None and value.producer.graph is graph and not value.is_graph_output(graph)
         if not renameable:
             identities.append(value)
     if not identities and not created:

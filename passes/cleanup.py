@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from graphopt.ir import Graph, Value
-from graphopt.passes_api import Pass, PassContext, register_pass
+from graphopt.core.ir import Graph, Value
+from graphopt.engine.passes_api import Pass, PassContext, register_pass
 
 PURE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 """Domains whose ops have no side effects. Ops of other domains are never removed: graphopt does not know them."""
@@ -97,7 +97,7 @@ CLEANUP_STEPS = ("dce", "eliminate-noop", "merge-consecutive", "dedup-initialize
 )
 class Cleanup(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from graphopt.passes_api import get_pass
+        from graphopt.engine.passes_api import get_pass
 
         changed = False
         for name in CLEANUP_STEPS:

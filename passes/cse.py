@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import Attribute, Graph, Node, Value
-from graphopt.passes_api import PassContext, register_pass
-from graphopt.tensors import Tensor
+from graphopt.core.ir import Attribute, Graph, Node, Value
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import PassContext, register_pass
 
 from .simplify import bypass
 

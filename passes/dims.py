@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from graphopt.ir import Node, Value
+from graphopt.core.ir import Node, Value
 from graphopt.patterns import STANDARD
 
 MAX_DEPTH = 64

@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Node, Value
-from graphopt.passes_api import PassContext, register_pass
+from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import Builder, Const, Decline, Match, Op, Opt, Rule, RuleSet, Var
-from graphopt.tensors import Tensor
 
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 

@@ -30,17 +30,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Node, Value
-from graphopt.passes_api import Option, Pass, PassContext, register_pass
-from graphopt.shape_inference import INLINE_BYTES, infer_shapes
-from graphopt.tensors import Tensor, elem_type_of
+from graphopt.core.ir import ONNX_DOMAINS, Graph, Model, Node, Value
+from graphopt.core.shape_inference import INLINE_BYTES, infer_shapes
+from graphopt.core.tensors import Tensor, elem_type_of
+from graphopt.engine.passes_api import Option, Pass, PassContext, register_pass
 
 from . import numpy_eval
 from .dims import dims_of
 
 logger = logging.getLogger("graphopt")
 
-STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+STANDARD_DOMAINS = ONNX_DOMAINS  # ops the ONNX standard defines (onnxruntime evaluates them)
 NEVER_FOLD = frozenset(
     {
         "RandomNormal",
@@ -157,9 +157,9 @@ def _eval_model(
     larger ones (of the types numpy and onnxruntime share) are typed graph inputs, fed as numpy arrays, so that
     weights are not copied into a protobuf, serialized and parsed again. Below ``FEED_BYTES`` (shape inference), every
     larger leaf is a typed input and nothing is fed."""
-    from graphopt.onnx_io import _Exporter  # private exporter: node protos without a whole model
+    from graphopt.core.onnx_io import Exporter  # node protos without a whole model
 
-    exporter = _Exporter()
+    exporter = Exporter()
     gp = onnx.GraphProto(name="fold")
     produced = {out for n in cone for out in n.outputs if out is not None}
     leaves: dict[str, onnx.TensorProto | None] = {}
@@ -194,7 +194,7 @@ def _eval_model(
 
 
 def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from graphopt.runtime import quiet_onnxruntime
+    from graphopt.tools.runtime import quiet_onnxruntime
 
     ort = quiet_onnxruntime()  # its default logger too: no [E:onnxruntime...] lines when a fold is declined
 
@@ -284,7 +284,7 @@ def _bounded(cone: list[Node], leaves: dict[Value, np.ndarray], limits: _Limits,
     """The nodes of ``cone`` whose outputs provably fit the size guard, from shapes ONNX inference gives before any
     evaluation (leaf constants are passed by type only, small ones and already computed values with their data); a
     node whose output size stays unknown, or that reads one that was dropped, is dropped."""
-    from graphopt.shape_inference import infer_proto
+    from graphopt.core.shape_inference import infer_proto
 
     model, _ = _eval_model(cone, leaves, ctx, inline_bytes=INLINE_BYTES)
     inferred = infer_proto(model, deep=False)  # foldable nodes have no subgraphs
@@ -608,11 +608,13 @@ class FoldConstants(Pass):
     """Not a pattern rule: evaluation is a whole-graph analysis (the cone of constant values, one onnxruntime session
     for all of it, a byte budget chosen over the whole frontier); its two local steps say why they are not rules."""
 
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        if _reads_shapes(model):
+            infer_shapes(model)  # only shape arithmetic needs inferred types; evaluated values carry their own
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if any(graph.root is f.graph for f in ctx.model.functions.values()):
             return False  # a FunctionProto has no initializers to hold folded tensors
-        if graph is ctx.model.graph and _reads_shapes(ctx.model):
-            infer_shapes(ctx.model)  # only shape arithmetic needs inferred types; evaluated values carry their own
         changed = _inline_constant_ifs(graph)
         known = _fold_shapes(graph, ctx)
         cone = _cone(graph, known)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphopt.ir import Node, Value
-from graphopt.tensors import Tensor, np_dtype
+from graphopt.core.ir import STANDARD_DOMAINS, Node, Value
+from graphopt.core.tensors import Tensor, np_dtype
 
 SMALL_BYTES = 256
 """Outputs this small are always allowed (fold-constants' own floor): the caller's limit is not asked."""
@@ -219,7 +219,7 @@ def evaluate_partial(cone: list[Node], leaves: Env, limit: Callable[[Node], int]
     env: Env = dict(leaves)
     produced: Env = {}
     for node in cone:
-        if node.op_type not in OPS or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+        if node.op_type not in OPS or node.domain not in STANDARD_DOMAINS or len(node.outputs) != 1:
             continue
         if node.op_type == "Slice" and len(node.inputs) < 3:
             continue  # opset < 10 Slice (attributes): onnxruntime handles it

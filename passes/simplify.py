@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Node, Value
-from graphopt.passes_api import PassContext, register_pass
+from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import STANDARD, Builder, Const, Declined, Match, Op, Or, Rule, RuleSet, Var
-from graphopt.shape_inference import infer_shapes
 
 from .dims import dims_of
 

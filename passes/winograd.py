@@ -38,10 +38,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt import onnx_io
-from graphopt.ir import Graph, Node, Value, constant_array
-from graphopt.passes_api import Option, Pass, PassContext, register_pass
-from graphopt.tensors import Tensor
+from graphopt.core import onnx_io
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
+from graphopt.core.tensors import Tensor
+from graphopt.engine.passes_api import ModelPass, Option, PassContext, register_pass
 
 TILES = (2, 4, 6)
 TOLERANCE = {2: 1e-5, 4: 5e-5, 6: 5e-4}
@@ -64,7 +64,7 @@ log = logging.getLogger("graphopt")
 
 def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: int = 15) -> list[float]:
     """Median ms per run of each model, run in turn (A, B, C, A, ...) on the same random inputs."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     sessions = [runtime.session(p, threads=threads) for p in protos]
     feeds = runtime.make_inputs(sessions[0], batch=batch)
@@ -73,7 +73,7 @@ def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: in
 
 def eligible(node: Node) -> dict[str, Any] | None:
     """The shape facts of a Conv this pass can lower, or None."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+    if node.op_type != "Conv" or node.domain not in STANDARD_DOMAINS or len(node.inputs) < 2:
         return None
     x, w = node.inputs[0], constant_array(node.inputs[1])
     if x is None or w is None or w.dtype != np.float32 or w.ndim != 4 or w.shape[2:] != (3, 3):
@@ -243,7 +243,7 @@ def _random_input(facts: dict[str, Any], batch: int, seed: int) -> np.ndarray:
 
 def layer_error(facts: dict[str, Any], w: np.ndarray, m: int, batch: int = 1, seed: int = 0) -> float:
     """max |F(m) - Conv| / max |Conv| of this layer on a random input, in onnxruntime (float32 throughout)."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     x = _random_input(facts, batch, seed)
     ref = runtime.session(_layer_model(facts, w, None, batch), optimization="disabled").run(None, {"x": x})[0]
@@ -264,7 +264,7 @@ def time_layer(
 ) -> dict[int | None, float]:
     """Median seconds per run of each candidate (None: the Conv) over ``runs * rounds`` runs taken in turn (A, B, C,
     A, ...), onnxruntime at ``threads``: the same interleaved timer the whole-model check uses."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     x = _random_input(facts, batch, 0)
     sessions = [runtime.session(_layer_model(facts, w, m, batch), threads=threads) for m in candidates]
@@ -286,7 +286,7 @@ def cpu_model() -> str:
 
 
 def cache_path() -> Path:
-    from graphopt.summary import cache_dir
+    from graphopt.tools.summary import cache_dir
 
     return cache_dir() / "winograd.json"
 
@@ -499,20 +499,21 @@ def lower(graph: Graph, node: Node, facts: dict[str, Any], m: int) -> None:
         "cache": Option(bool, True, "reuse and record decisions in the per-user cache"),
         "budget_mb": Option(int, MODEL_BUDGET_MB, "auto: largest model (its activations, in MB) timed as a whole"),
     },
+    # optimize(winograd=..., winograd_threads=...) override mode and threads for the run; winograd_decisions is a list
+    # the caller may pass to watch each layer's decision as it is made (the CLI's progress bar)
+    context_options=("winograd", "winograd_threads", "winograd_decisions"),
 )
-class Winograd(Pass):
+class Winograd(ModelPass):
     lossless = False
-    recursive = False
+    once = True  # once per optimize call: the fixed point must not time the kept layers again
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from graphopt.shape_inference import infer_shapes
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
+        from graphopt.core.shape_inference import infer_shapes
 
+        graph = model.graph
         mode = ctx.options.get("winograd", self.options["mode"])
-        if graph is not ctx.model.graph or mode == "off" or (mode == "auto" and ctx.target == "tensorrt"):
+        if mode == "off" or (mode == "auto" and ctx.target == "tensorrt"):
             return False
-        if ctx.options.get("_winograd_done"):
-            return False  # once per optimize call: the fixed point must not time the kept layers again
-        ctx.options["_winograd_done"] = True
         if (ctx.model.opset("") or 0) < 13:
             return False
         infer_shapes(ctx.model)
@@ -530,7 +531,9 @@ class Winograd(Pass):
         path = cache_path()
         cache = _read_cache(path) if self.options["cache"] else {}
         threads = int(ctx.options.get("winograd_threads", self.options["threads"]))
-        decisions = ctx.options.setdefault("winograd_decisions", [])
+        decisions = ctx.options.get("winograd_decisions")
+        decisions = [] if decisions is None else decisions
+        ctx.results["winograd"] = {"layers": decisions, "model_ms": {}}  # the pass's result: PassReport.results
         chosen: list[tuple[str, int, float]] = []  # node name, tile, per-layer speed-up
         for node in list(graph):
             facts = eligible(node)
@@ -581,7 +584,7 @@ class Winograd(Pass):
         except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot time stays as it is
             ctx.logger.warning("winograd: cannot time the model in onnxruntime (%s); layers left as Conv", exc)
             return False
-        ctx.options["winograd_model_ms"] = {"original": times[0]} | {
+        ctx.results["winograd"]["model_ms"] = {"original": times[0]} | {
             f"{len(sub)} lowered": t for sub, t in zip(subsets, times[1:], strict=True)
         }
         best, best_ms = None, times[0]

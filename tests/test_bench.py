@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.cli import main
-from graphopt.runtime import compare_outputs, make_inputs, session
+from graphopt.tools.runtime import compare_outputs, make_inputs, session
 
 
 def _model(scale: float = 2.0) -> onnx.ModelProto:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from graphopt.calibration import Stats
+from graphopt.quantize.calibration import Stats
 
 floats = hnp.arrays(
     np.float32,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt.passes_api import level_pipeline
+from graphopt.engine.passes_api import level_pipeline
 from graphopt.testing import assert_models_close
 
 F, D = TensorProto.FLOAT, TensorProto.DOUBLE

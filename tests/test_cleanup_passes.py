@@ -7,23 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from tests.conftest import ort_run
 from tests.test_fixtures import graphopt_feeds as session_feeds
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=(), functions=()) -> onnx.ModelProto:
@@ -41,7 +34,7 @@ def _i64(name: str, values) -> onnx.TensorProto:
 
 
 def _same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, feeds) -> None:
-    for x, y in zip(_run(a, feeds), _run(b, feeds), strict=True):
+    for x, y in zip(ort_run(a, feeds), ort_run(b, feeds), strict=True):
         assert x.shape == y.shape and x.dtype == y.dtype
         np.testing.assert_array_equal(x, y)
 
@@ -354,7 +347,7 @@ def test_fixtures_under_o2(path: Path) -> None:
     onnx.checker.check_model(out, full_check=True)
     assert len(out.graph.node) <= len(model.graph.node)
     feeds = session_feeds(path)
-    for a, b in zip(_run(model, feeds), _run(out, feeds), strict=True):
+    for a, b in zip(ort_run(model, feeds), ort_run(out, feeds), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
 
@@ -576,7 +569,7 @@ def test_random_pad_into_conv(case) -> None:
     out = graphopt.optimize(model, passes="merge-consecutive,dce", report=report)
     onnx.checker.check_model(out, full_check=True)
     feeds = {"x": np.random.default_rng(1).standard_normal((1, 2, 6, 6)).astype(np.float32)}
-    for a, b in zip(_run(model, feeds), _run(out, feeds), strict=True):
+    for a, b in zip(ort_run(model, feeds), ort_run(out, feeds), strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert ("Pad" not in _ops(out)) == folds

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphopt.cli import main
-from graphopt.passes_api import level_pipeline
+from graphopt.engine.passes_api import level_pipeline
 
 
 def _model(dead: bool = True) -> onnx.ModelProto:

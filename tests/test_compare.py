@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import graphopt
-from graphopt.compare import _Hasher
 from graphopt.testing import assert_graphs_equal, assert_models_close
 from graphopt.testing.strategies import feeds, models
+from graphopt.tools.compare import _Hasher
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from tests.conftest import ort_run
 from tests.test_fixtures import graphopt_feeds
 
 OPSET = [helper.make_opsetid("", 17)]
-
-
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def _fold(model: onnx.ModelProto, **options: object) -> onnx.ModelProto:
@@ -115,10 +108,10 @@ def test_folding_random_graphs_keeps_outputs(case, seed) -> None:
     model, shape = case
     onnx.checker.check_model(model)
     feeds = {"x": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
-    before = _run(model, feeds)
+    before = ort_run(model, feeds)
     folded = _fold(model)
     onnx.checker.check_model(folded)
-    after = _run(folded, feeds)
+    after = ort_run(folded, feeds)
     for a, b in zip(before, after, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
     assert [o.name for o in folded.graph.output] == [o.name for o in model.graph.output]
@@ -157,7 +150,7 @@ def test_shapes_fold_only_where_static() -> None:
     assert folded.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     for batch in (1, 5):
         feeds = {"x": np.random.default_rng(batch).standard_normal((batch, 3, 8)).astype(np.float32)}
-        np.testing.assert_array_equal(_run(folded, feeds)[0], _run(model, feeds)[0])
+        np.testing.assert_array_equal(ort_run(folded, feeds)[0], ort_run(model, feeds)[0])
 
 
 def test_size_guard_keeps_expanding_ops() -> None:
@@ -179,7 +172,7 @@ def test_size_guard_keeps_expanding_ops() -> None:
     bigger = _fold(model, size_cap=1000.0, max_growth=1000.0)
     assert _ops(bigger) == ["Add"]
     feeds = {"x": np.zeros((512, 512), np.float32)}
-    np.testing.assert_array_equal(_run(bigger, feeds)[0], _run(model, feeds)[0])
+    np.testing.assert_array_equal(ort_run(bigger, feeds)[0], ort_run(model, feeds)[0])
 
 
 def test_constant_if_is_inlined_and_constant_nodes_become_initializers() -> None:
@@ -200,7 +193,7 @@ def test_constant_if_is_inlined_and_constant_nodes_become_initializers() -> None
     assert _ops(folded) == ["Mul"]
     assert folded.graph.output[0].name == "y"
     feeds = {"x": np.array([1.0, -2.0], np.float32)}
-    np.testing.assert_array_equal(_run(folded, feeds)[0], _run(model, feeds)[0])
+    np.testing.assert_array_equal(ort_run(folded, feeds)[0], ort_run(model, feeds)[0])
 
 
 def test_folds_inside_loop_body_with_outer_constants() -> None:
@@ -231,7 +224,7 @@ def test_folds_inside_loop_body_with_outer_constants() -> None:
     assert "Transpose" not in inner
     onnx.checker.check_model(folded)
     feeds = {"x": np.ones((1, 3), np.float32)}
-    np.testing.assert_allclose(_run(folded, feeds)[0], _run(model, feeds)[0], rtol=1e-6)
+    np.testing.assert_allclose(ort_run(folded, feeds)[0], ort_run(model, feeds)[0], rtol=1e-6)
 
 
 def test_overridable_initializers_and_custom_ops_are_left_alone() -> None:
@@ -269,7 +262,7 @@ def test_fixtures_fold_without_change_of_outputs() -> None:
         folded = _fold(model)
         onnx.checker.check_model(folded)
         feeds = graphopt_feeds(path)
-        for a, b in zip(_run(model, feeds), _run(folded, feeds), strict=True):
+        for a, b in zip(ort_run(model, feeds), ort_run(folded, feeds), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
@@ -297,6 +290,6 @@ def test_types_numpy_lacks_are_never_folded_into_another_type() -> None:
     assert _ops(folded) == ["Cast", "DequantizeLinear", "Add"]
     assert all(t.data_type != TensorProto.UINT8 for t in folded.graph.initializer)
     feeds = {"x": np.arange(4, dtype=np.float32), "scale": np.array(2.0, np.float32)}
-    for a, b in zip(_run(model, feeds), _run(folded, feeds), strict=True):
+    for a, b in zip(ort_run(model, feeds), ort_run(folded, feeds), strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)

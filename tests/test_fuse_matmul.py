@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from tests.test_cleanup_passes import _model, _ops, _run
+from tests.conftest import ort_run as _run
+from tests.test_cleanup_passes import _model, _ops
 
 F = TensorProto.FLOAT
 
@@ -86,7 +87,7 @@ def test_fused_matmul_output_is_typed_as_inference_types_it() -> None:
     graphopt.optimize(m, passes="fuse-parallel-matmul")
     fused = next(n for n in m.graph if n.op_type == "MatMul").output
     assert (fused.dtype, fused.shape) == (F, ("batch", 7, 8))
-    inferred = onnx.shape_inference.infer_shapes(graphopt.onnx_io.to_proto(m))
+    inferred = onnx.shape_inference.infer_shapes(graphopt.core.onnx_io.to_proto(m))
     info = next(v for v in inferred.graph.value_info if v.name == fused.name)
     dims = tuple(d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim)
     assert dims == fused.shape

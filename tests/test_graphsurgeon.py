@@ -11,17 +11,13 @@ import pytest
 from onnx import TensorProto, helper
 
 import graphopt
-from graphopt import Option, passes_api
+from graphopt import Option
 from graphopt.testing import assert_graphs_equal, assert_models_close
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _forget_test_passes():
-    yield
-    for name in [n for n in passes_api._REGISTRY if n.startswith("gs-")]:
-        passes_api._REGISTRY.pop(name)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.onnx")), ids=lambda p: p.name)
@@ -63,7 +59,7 @@ def test_graphsurgeon_function_as_a_pass_with_options() -> None:
     model = _model()
     out = graphopt.optimize(model, passes="gs-scale{factor=3}")
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
-    got = graphopt.runtime.session(out).run(None, {"x": x})[0]
+    got = graphopt.tools.runtime.session(out).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, 3 * np.maximum(x, 0))
     assert "gs-scale" in graphopt.list_passes()
 

@@ -27,11 +27,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt.cli import main
+from graphopt.core.ir import Graph, InvalidModelError, Model, Node, validate
+from graphopt.core.onnx_io import from_proto
+from graphopt.engine.pass_manager import PassFailedError
+from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.errors import GraphoptError
-from graphopt.ir import Graph, InvalidModelError, Model, Node, validate
-from graphopt.onnx_io import from_proto
-from graphopt.pass_manager import PassFailedError
-from graphopt.passes_api import PassContext, register_pass
 from graphopt.patterns import (
     FIRINGS_PER_NODE,
     FIRINGS_SLACK,
@@ -48,16 +48,7 @@ from graphopt.patterns import (
 F = TensorProto.FLOAT
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry() -> Iterator[None]:
-    """The passes these tests register do not outlive them."""
-    from graphopt import passes_api
-
-    graphopt.list_passes()
-    before = dict(passes_api._REGISTRY)
-    yield
-    passes_api._REGISTRY.clear()
-    passes_api._REGISTRY.update(before)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
 
 
 @contextmanager
@@ -417,8 +408,8 @@ def test_valid_models_pass_validation_unchanged() -> None:
 def test_dims_of_is_depth_bounded_on_a_cycle_built_in_the_ir() -> None:
     """Even without validation (a pass on a graph it built itself), following a cyclic dims chain returns."""
     g = Graph(name="g")
-    zero = g.make_constant(graphopt.tensors.Tensor.from_numpy(np.array(0, np.int64)), "i")
-    axes = g.make_constant(graphopt.tensors.Tensor.from_numpy(np.array([0], np.int64)), "z")
+    zero = g.make_constant(graphopt.core.tensors.Tensor.from_numpy(np.array(0, np.int64)), "i")
+    axes = g.make_constant(graphopt.core.tensors.Tensor.from_numpy(np.array([0], np.int64)), "z")
     gather = Node("Gather", [None, zero])
     unsq = Node("Unsqueeze", [gather.output, axes])
     gather.set_input(0, unsq.output)  # Gather reads the Unsqueeze that reads it
@@ -473,7 +464,7 @@ def test_a_crashing_pass_through_the_real_cli_process(tmp_path: Path) -> None:
     plugin = tmp_path / "plug"
     plugin.mkdir()
     (plugin / "sitecustomize.py").write_text(
-        "from graphopt.passes_api import register_pass\n"
+        "from graphopt.engine.passes_api import register_pass\n"
         "@register_pass('test-crash')\n"
         "def crash(graph, ctx):\n"
         "    raise RuntimeError('deliberate')\n"

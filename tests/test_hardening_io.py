@@ -272,7 +272,7 @@ def test_external_data_location_equal_to_the_model_file_is_refused(tmp_path: Pat
 # --------------------------------------------------------------------------------------------------------------------
 _SLOW_SAVE = """
 import sys, time
-from graphopt import tensors
+from graphopt.core import tensors
 raw_bytes = tensors.Tensor.raw_bytes
 def slow(self):  # the save streams one tensor at a time; slow each one down so that the signal lands mid-save
     time.sleep(0.05)

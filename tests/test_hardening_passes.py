@@ -14,23 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from tests.conftest import ort_run
 from tests.test_cleanup_passes import layout_chains
 
 F = TensorProto.FLOAT
-
-
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def _model(nodes, inputs, outputs, inits=(), value_info=(), opset=17) -> onnx.ModelProto:
@@ -47,7 +40,7 @@ def _vi(name: str, shape, elem=F) -> onnx.ValueInfoProto:
 
 
 def _same(a: onnx.ModelProto, b: onnx.ModelProto, feeds) -> None:
-    for x, y in zip(_run(a, feeds), _run(b, feeds), strict=True):
+    for x, y in zip(ort_run(a, feeds), ort_run(b, feeds), strict=True):
         assert x.shape == y.shape and x.dtype == y.dtype
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
 
@@ -213,7 +206,7 @@ def test_lying_annotation_through_the_cli(tmp_path) -> None:
     onnx.save(_reshape_noop(), src)
     done = subprocess.run([sys.executable, "-m", "graphopt", "optimize", str(src), "-o", str(dst), "-q"], check=False)
     assert done.returncode == 0
-    (y,) = _run(onnx.load(str(dst)), _feeds(onnx.load(str(src))))
+    (y,) = ort_run(onnx.load(str(dst)), _feeds(onnx.load(str(src))))
     assert y.shape == (3, 2)
     # the false listing is written with the shape inference proves
     vi = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in onnx.load(str(dst)).graph.value_info}
@@ -286,9 +279,9 @@ def test_random_corrupted_value_info_never_changes_outputs(model, level: int) ->
     if model is None:
         return
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
-    expected = _run(_truth(model), feeds)
+    expected = ort_run(_truth(model), feeds)
     out = graphopt.optimize(model, level=level)
-    got = _run(out, feeds)
+    got = ort_run(out, feeds)
     for a, b in zip(expected, got, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -327,7 +320,7 @@ def test_shape_inference_does_not_materialise_large_1d_weights(tmp_path) -> None
     peak = _peak_rss_mb(
         f"""
         import graphopt
-        from graphopt.shape_inference import infer_shapes
+        from graphopt.core.shape_inference import infer_shapes
         m = graphopt.load({str(path)!r})
         assert infer_shapes(m) == 6  # t1..t5 and the output y, whose stated shape was set aside
         assert [m.graph.initializers[f"w{{i}}"].shape for i in range(6)] == [({n},)] * 6
@@ -540,7 +533,7 @@ def test_large_constant_data_movement_folds_in_numpy(monkeypatch) -> None:
     assert [n.op_type for n in out.graph.node] == ["MatMul"]
     folded = numpy_helper.to_array(out.graph.initializer[0])
     assert np.array_equal(folded, numpy_helper.to_array(w).T)
-    (want,), (got,) = _run(model, _feeds(model)), _run(out, _feeds(model))
+    (want,), (got,) = ort_run(model, _feeds(model)), ort_run(out, _feeds(model))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # a constant MatMul weight is prepacked
 
 
@@ -551,7 +544,7 @@ def test_folded_scalars_stay_scalars() -> None:
     inits = [_i64("c", [4, 5, 6]), numpy_helper.from_array(np.array(1, np.int64), "i")]
     model = _model(nodes, [X23], [helper.make_tensor_value_info("y", TensorProto.INT64, [])], inits)
     out = graphopt.optimize(model, level=2)
-    (want,), (got,) = _run(model, _feeds(model)), _run(out, _feeds(model))
+    (want,), (got,) = ort_run(model, _feeds(model)), ort_run(out, _feeds(model))
     assert got.shape == want.shape == () and got == want == 11
 
 

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt import runtime
-from graphopt.onnx_io import from_proto
+from graphopt.core.onnx_io import from_proto
 from graphopt.quantize import output_error, quantize_model, sqnr_db
+from graphopt.tools import runtime
 
 
 def _conv_model(opset: int, depthwise: bool, seed: int = 0, spread: float = 1.0) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt import Graph, IRError, Model, Node, Value
-from graphopt.tensors import Tensor
+from graphopt.core.tensors import Tensor
 
 
 def _chain(n: int = 3) -> tuple[Graph, Value, list[Node]]:
@@ -295,3 +295,32 @@ def test_proto_tensors_decode_like_onnx(dtype) -> None:
     short.raw_data = raw.raw_data[:-1]
     with pytest.raises(ValueError):
         Tensor.from_proto(short).numpy()
+
+
+def test_value_relations_and_weight_axes() -> None:
+    from graphopt.core.ir import ONNX_DOMAINS, STANDARD_DOMAINS, weight_axes
+    from graphopt.core.tensors import Tensor
+
+    x, w = Value("x"), Value("w", const=Tensor.from_numpy(np.ones((4, 3), np.float32)))
+    g = Graph(inputs=[x], initializers=[w])
+    mm = g.append(Node("MatMul", [x, w]))
+    h = mm.outputs[0]
+    relu = g.append(Node("Relu", [h]))
+    g.outputs.append(relu.outputs[0])
+    assert x.is_graph_input() and x.is_graph_input(g) and not w.is_graph_input() and w.is_initializer()
+    assert relu.outputs[0].is_graph_output() and not h.is_graph_output() and not h.is_initializer()
+    assert h.single_user() is relu and w.single_user() is mm
+    g.outputs.append(h)  # an output is seen by the caller too: not single-user any more
+    assert h.is_graph_output() and h.single_user() is None
+    add = g.append(Node("Add", [x, x]))
+    assert x.single_user() is None and len(x.users()) == 2 and add.outputs[0].single_user() is None
+    assert weight_axes(mm) == (1, 0) and weight_axes(relu) is None
+    assert weight_axes(Node("Conv", [x, w])) == (0, 1)
+    assert weight_axes(Node("ConvTranspose", [x, w])) == (1, 0)
+    assert weight_axes(Node("Gemm", [x, w], {"transB": 1})) == (0, 1)
+    assert weight_axes(Node("Gemm", [x, w])) == (1, 0)
+    assert weight_axes(Node("MatMul", [x, w]), rank=3) == (2, 1)
+    assert weight_axes(Node("Conv", [x, w], domain="com.example")) is None
+    assert "ai.onnx" in STANDARD_DOMAINS and "ai.onnx.ml" in ONNX_DOMAINS - STANDARD_DOMAINS
+    with pytest.raises(graphopt.IRError, match="name the graph"):
+        x.is_graph_output()

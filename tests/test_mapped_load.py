@@ -1,4 +1,4 @@
-"""Loading from a path maps the main graph's raw_data initializers instead of copying them (graphopt.mapped). The
+"""Loading from a path maps the main graph's raw_data initializers instead of copying them (graphopt.core.mapped). The
 model must come back field for field, whatever sits beside the weights, and in-place saves must keep working."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from graphopt.core.mapped import MIN_MAPPED_BYTES, encode_varint, scan
+from graphopt.core.onnx_io import to_proto
 from graphopt.errors import ModelLoadError
-from graphopt.mapped import MIN_MAPPED_BYTES, encode_varint, scan
-from graphopt.onnx_io import to_proto
 
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt.onnx_io import from_proto
+from graphopt.core.onnx_io import from_proto
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 

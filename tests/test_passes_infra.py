@@ -8,25 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 import graphopt
-from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager, passes_api
-from graphopt.ir import Node
+from graphopt import Graph, Option, Pass, PassContext, PassError, PassManager
+from graphopt.core.ir import Node
+from graphopt.engine import passes_api
+from tests.conftest import model_from_text, ort_run
 
 OPSET = [helper.make_opsetid("", 17)]
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    """Passes registered by a test disappear after it, so tests (and `graphopt passes`) see only the built-ins."""
-    graphopt.list_passes()  # load built-ins and plugins first
-    before = dict(passes_api._REGISTRY)
-    yield
-    passes_api._REGISTRY.clear()
-    passes_api._REGISTRY.update(before)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    return ort_run(model, {"x": x})
 
 
 def _model(dead: bool = True) -> onnx.ModelProto:
@@ -252,13 +251,6 @@ def test_check_ir_catches_a_broken_pass() -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # optimize() and dce
 # --------------------------------------------------------------------------------------------------------------------
-def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
-
-
 def test_optimize_never_mutates_the_callers_proto(tmp_path: Path) -> None:
     proto = _model()
     before = proto.SerializeToString()
@@ -302,3 +294,124 @@ def test_node_constructor_and_pass_context_opsets() -> None:
     node = Node("Neg", [model.graph.inputs[0]])
     model.graph.append(node)
     assert node.output.name  # named on insertion
+
+
+def test_conftest_helpers_build_and_run_text_models() -> None:
+    model = model_from_text(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N] x) => (float[N] y) { t = Identity(x)
+            y = Relu(t) }"""
+    )
+    x = np.array([-1.0, 2.0], np.float32)
+    out = graphopt.optimize(model, level=2)
+    assert [n.op_type for n in out.graph.node] == ["Relu"]
+    np.testing.assert_array_equal(ort_run(out, {"x": x})[0], [0.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("keyword", "nearest"),
+    [("quantise", "quantize"), ("prune_channel", "prune_channels"), ("levle", "level"), ("verfy", "verify")],
+)
+def test_optimize_rejects_unknown_keywords_naming_the_nearest(keyword: str, nearest: str) -> None:
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'; did you mean '{nearest}'"):
+        graphopt.optimize(_model(), **{keyword: 1})
+    graphopt.optimize(_model(), passes="dce", winograd="off", winograd_threads=1)  # declared context options pass
+
+
+def test_a_failing_pass_names_the_passes_before_it_and_leaves_the_model_unchanged(monkeypatch) -> None:
+    from graphopt.engine.pass_manager import PassFailedError
+
+    monkeypatch.delenv("GRAPHOPT_DEBUG", raising=False)
+
+    @graphopt.register_pass("test-boom")
+    def boom(graph: Graph, ctx: PassContext) -> bool:
+        graph.remove(graph.nodes[-1], safe=False)  # half a rewrite, then a crash
+        raise ValueError("deliberate")
+
+    model = graphopt.from_proto(_model())
+    before = graphopt.to_proto(model).SerializeToString()
+    with pytest.raises(PassFailedError, match=r"pass 'test-boom' failed \(after dce, strip-debug-info\): ValueError"):
+        graphopt.optimize(model, passes="dce,strip-debug-info,test-boom")
+    assert graphopt.to_proto(model).SerializeToString() == before
+    with pytest.raises(PassFailedError, match=r"pass 'test-boom' failed \(the first pass\)"):
+        graphopt.optimize(model, passes="test-boom")
+    assert graphopt.to_proto(model).SerializeToString() == before
+
+
+def test_model_passes_run_once_per_model_and_return_results() -> None:
+    """A ModelPass sees the model once (not each subgraph); a ``once`` pass runs in the first fixed-point sweep only
+    and its PassResult value lands in ``PassReport.results``; a graph pass's ``prepare`` runs once per pass run."""
+    from graphopt.engine.passes_api import ModelPass, PassResult
+
+    calls: list[str] = []
+
+    @graphopt.register_pass("test-model-once")
+    class Once(ModelPass):
+        once = True
+
+        def run_model(self, model, ctx):
+            calls.append("once")
+            return PassResult(False, {"nodes": model.graph.node_count()})
+
+    @graphopt.register_pass("test-graph")
+    class PerGraph(Pass):
+        def prepare(self, model, ctx):
+            calls.append("prepare")
+
+        def run(self, graph, ctx):
+            calls.append("graph")
+            return False
+
+    model = model_from_text(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (bool c, float[2] x) => (float[2] y) {
+            y = If(c) <then_branch = t () => (float[2] a) { a = Relu(x) },
+                       else_branch = e () => (float[2] b) { b = Neg(x) }>
+        }"""
+    )
+    report: list = []
+    graphopt.optimize(model, passes="test-model-once,test-graph,dce", fixed_point=True, report=report)
+    assert calls == ["once", "prepare", "graph", "graph", "graph"]  # main graph and both branches
+    assert report[0].results["test-model-once"] == {"nodes": 3}
+
+
+def test_pruning_pass_reports_through_results_not_options() -> None:
+    report: list = []
+    spec = "prune-channels{ratio=0.5},cleanup"
+    graphopt.optimize(FIXTURES / "cnn.onnx", passes=spec, fixed_point=True, report=report)
+    pruned = report[0].results["prune-channels"]
+    assert pruned.mode == "channels" and pruned.groups_pruned > 0
+    stats = {s.name: s for s in report[0].stats}
+    assert stats["prune-channels"].runs == 1 and report[0].iterations >= 2  # once, outside the repeated sweeps
+
+
+def test_pipeline_pass_steps_keep_their_own_statistics(monkeypatch) -> None:
+    from graphopt.engine.pass_manager import PassFailedError
+    from graphopt.engine.passes_api import PipelinePass
+
+    @graphopt.register_pass("test-count-relu")
+    def count_relu(graph: Graph, ctx: PassContext) -> bool:
+        ctx.count("relu", sum(n.op_type == "Relu" for n in graph))
+        return False
+
+    @graphopt.register_pass("test-pipe")
+    class Pipe(PipelinePass):
+        steps = ("test-count-relu", "dce", "remove-unused")
+
+    report: list = []
+    out = graphopt.optimize(_model(), passes="test-pipe", report=report)
+    (stats,) = report[0].stats
+    assert [s.name for s in stats.steps] == ["test-count-relu", "dce", "remove-unused"]
+    counted, dce, _ = stats.steps
+    assert counted.counts == {"relu": 1} and not counted.changed and stats.counts == {}
+    assert dce.changed and dce.nodes_delta < 0 and stats.nodes_delta == sum(s.nodes_delta for s in stats.steps)
+    assert len(out.graph.node) == len(graphopt.optimize(_model(), passes="dce,remove-unused").graph.node)
+
+    @graphopt.register_pass("test-crash-step")
+    def crash(graph: Graph, ctx: PassContext) -> bool:
+        raise ValueError("deliberate")
+
+    Pipe.steps = ("dce", "test-crash-step")
+    monkeypatch.delenv("GRAPHOPT_DEBUG", raising=False)
+    with pytest.raises(PassFailedError, match=r"pass 'test-pipe/test-crash-step' failed \(the first pass\)"):
+        graphopt.optimize(_model(), passes="test-pipe")

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt import passes_api
 from graphopt.errors import PassError
 from graphopt.patterns import Const, Op, PatternError, Rule, Var, register_rules
 from graphopt.testing import assert_models_close
@@ -21,11 +20,7 @@ from graphopt.testing.strategies import feeds, models
 F = TensorProto.FLOAT
 
 
-@pytest.fixture(autouse=True)
-def _forget_test_passes():
-    yield
-    for name in [n for n in passes_api._REGISTRY if n.startswith("test-")]:
-        passes_api._REGISTRY.pop(name)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
 
 
 def _model(nodes, inits=(), outputs=("y",), shape=(2, 3)) -> onnx.ModelProto:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt import passes_api
 from graphopt.cli import main
-from graphopt.onnx_io import from_proto
-from graphopt.passes_api import PassContext, register_pass
+from graphopt.core.onnx_io import from_proto
+from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import (
     Absent,
     Const,
@@ -47,13 +45,7 @@ F = TensorProto.FLOAT
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry() -> Iterator[None]:
-    graphopt.list_passes()
-    before = dict(passes_api._REGISTRY)
-    yield
-    passes_api._REGISTRY.clear()
-    passes_api._REGISTRY.update(before)
+pytestmark = pytest.mark.usefixtures("pass_registry")  # passes registered here are forgotten after each test
 
 
 def _model(nodes, inits=(), outputs=("y",), shape=(1, 3, 4, 4), opset=17, inputs=("x",), domains=()):
@@ -429,7 +421,7 @@ def test_declines_of_a_later_sweep_are_not_counted_twice() -> None:
 
 
 def test_a_node_declined_in_every_fixed_point_iteration_counts_once() -> None:
-    from graphopt.pass_manager import PassManager
+    from graphopt.engine.pass_manager import PassManager
 
     register_rules("test-keep", [Rule("keep-relu", Op("Relu", Var("x")), lambda m, b: m.decline("kept"))])
     register_rules("test-nn", [Rule("nn", Op("Neg", Op("Neg", Var("x"))), lambda m, b: m["x"])])

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt import runtime
+from graphopt.core.onnx_io import from_proto
 from graphopt.errors import GraphoptError
-from graphopt.onnx_io import from_proto
-from graphopt.qdq_rules import check_tensorrt
 from graphopt.quantize import QuantizeConfig, choose_reduce_range, cpu_vnni, output_error, quantize_model
+from graphopt.quantize.qdq_rules import check_tensorrt
+from graphopt.tools import runtime
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper
 
 import graphopt
-from graphopt import passes_api
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -43,12 +42,10 @@ def _run(path: str, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pass_registry: None) -> Path:
     monkeypatch.chdir(tmp_path)
     onnx.save(_model(), "model.onnx")
-    yield tmp_path
-    for name in ("drop-identity", "my-rules", "drop-gs-identity"):
-        passes_api._REGISTRY.pop(name, None)
+    return tmp_path
 
 
 def test_readme_has_the_examples() -> None:
@@ -175,7 +172,7 @@ def test_first_command_writes_outside_the_checkout_and_fast_tests_are_mentioned(
 
 
 def test_cache_folder_is_documented_and_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from graphopt.summary import cache_dir
+    from graphopt.tools.summary import cache_dir
 
     text = " ".join(README.read_text().split())
     assert "`$GRAPHOPT_CACHE_DIR` if set, else `$XDG_CACHE_HOME/graphopt`, else `~/.cache/graphopt`" in text

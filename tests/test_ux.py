@@ -112,7 +112,7 @@ def test_pruning_macs_and_groups_are_all_accounted_for(tmp_path: Path, capsys) -
 
 
 def test_human_count_never_prints_zero_for_a_small_count() -> None:
-    from graphopt.summary import human_count, middle_ellipsis, plural
+    from graphopt.tools.summary import human_count, middle_ellipsis, plural
 
     assert human_count(864) == "864" and human_count(37_632) == "37.6K" and human_count(1_800_000_000) == "1.8G"
     assert human_count(120_400_000) == "120M"
@@ -325,7 +325,7 @@ def test_tables_fit_80_columns_and_keep_the_ends_of_names(tmp_path: Path) -> Non
 
 
 def test_abbreviate_names_keeps_what_tells_layers_apart() -> None:
-    from graphopt.summary import abbreviate_names
+    from graphopt.tools.summary import abbreviate_names
 
     names = [f"/inner/resnet/encoder/stages.{s}/layers.0/layer.{k}/convolution/Conv" for s in (0, 1) for k in (0, 1)]
     short = abbreviate_names([*names, "/inner/classifier/Gemm"], 34)

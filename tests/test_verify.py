@@ -11,7 +11,6 @@ import onnx
 import pytest
 
 import graphopt
-from graphopt import passes_api
 from graphopt.cli import main
 from graphopt.errors import VerificationError
 from graphopt.testing import assert_models_close
@@ -36,12 +35,10 @@ class ReluToNeg(Pass):
 
 
 @pytest.fixture(autouse=True)
-def _wrong_pass():
+def _wrong_pass(pass_registry: None) -> None:
     ns: dict = {}
     exec(BROKEN_PLUGIN, ns)  # noqa: S102 - the same pass the plugin test installs as a package
     graphopt.register_pass("test-relu-to-neg")(ns["ReluToNeg"])
-    yield
-    passes_api._REGISTRY.pop("test-relu-to-neg", None)
 
 
 def test_wrong_pass_is_undone_and_named(caplog: pytest.LogCaptureFixture) -> None:

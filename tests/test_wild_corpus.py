@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from graphopt.cli import main
-from graphopt.runtime import session
+from graphopt.tools.runtime import session
 
 ROOT = Path(__file__).resolve().parent.parent
 WILD = ROOT / "fixtures" / "wild"

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt import runtime
-from graphopt.onnx_io import from_proto
+from graphopt.core.onnx_io import from_proto
+from graphopt.tools import runtime
 
 
 @pytest.mark.parametrize("m", [2, 3, 4, 5, 6])
@@ -162,7 +162,7 @@ def test_tensorrt_auto_does_nothing_and_forced_mode_emits_standard_ops() -> None
 def test_o3_includes_winograd_and_cli_forces_a_tile(tmp_path, capsys) -> None:
     from graphopt.cli import main
 
-    assert "winograd" in [p.name for p in graphopt.passes_api.level_pipeline(3)]
+    assert "winograd" in [p.name for p in graphopt.engine.passes_api.level_pipeline(3)]
     src = tmp_path / "conv.onnx"
     onnx.save(_conv_model(8, 8, 10, 10, (1, 1, 1, 1), True), src)
     out = tmp_path / "out.onnx"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported when used: the pytest plugin imports this package in every pytest session
     import numpy as np
 
-    from graphopt.compare import GraphDiff, ModelLike
+    from graphopt.tools.compare import GraphDiff, ModelLike
 
 
 def assert_graphs_equal(
@@ -24,7 +24,7 @@ def assert_graphs_equal(
     are compared. The message names the first difference by its path from a graph output.
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this function's source
-    from graphopt.compare import diff
+    from graphopt.tools.compare import diff
 
     found = diff(a, b, rtol=rtol, atol=atol, max_differences=max_differences)
     if found:
@@ -67,7 +67,7 @@ def assert_models_close(
     __tracebackhide__ = True  # pytest shows the caller's line, not this function's source
     import numpy as np
 
-    from graphopt.runtime import make_inputs, output_error, session
+    from graphopt.tools.runtime import make_inputs, output_error, session
 
     sa, sb = session(a, optimization="disabled"), session(b, optimization="disabled")
     names_a = [o.name for o in sa.get_outputs()]
@@ -112,7 +112,7 @@ def assert_models_close(
 
 def __getattr__(name: str) -> Any:
     if name == "diff":
-        from graphopt.compare import diff
+        from graphopt.tools.compare import diff
 
         return diff
     raise AttributeError(f"module 'graphopt.testing' has no attribute {name!r}")

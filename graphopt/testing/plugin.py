@@ -28,7 +28,7 @@ def assert_models_close() -> Any:
 
 @pytest.fixture
 def graph_diff() -> Any:
-    from graphopt.compare import diff
+    from graphopt.tools.compare import diff
 
     return diff
 
@@ -36,14 +36,14 @@ def graph_diff() -> Any:
 def _is_model(x: Any) -> bool:
     cls = type(x)
     return (cls.__module__.startswith("onnx") and cls.__name__ == "ModelProto") or (
-        cls.__module__ == "graphopt.ir" and cls.__name__ == "Model"
+        cls.__module__ == "graphopt.core.ir" and cls.__name__ == "Model"
     )
 
 
 def pytest_assertrepr_compare(config: Any, op: str, left: Any, right: Any) -> list[str] | None:
     if op != "==" or not (_is_model(left) and _is_model(right)):
         return None
-    from graphopt.compare import diff
+    from graphopt.tools.compare import diff
 
     found = diff(left, right, max_differences=10)
     if not found:

@@ -12,7 +12,7 @@ def checker_rejection(path: Path, rejected: GraphoptError) -> GraphoptError:
     """What to report when the ONNX checker rejected ``path``: if graphopt cannot read the file either (empty, not
     ONNX, truncated, external data outside the model's folder), that reason, which ``--no-check`` would not get past;
     otherwise the checker's own message."""
-    from graphopt.onnx_io import load
+    from graphopt.core.onnx_io import load
 
     try:
         load(path)

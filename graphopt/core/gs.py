@@ -17,7 +17,7 @@ from typing import Any
 
 import onnx
 
-from graphopt.ir import Model
+from graphopt.core.ir import Model
 
 
 def _gs() -> Any:
@@ -28,7 +28,7 @@ def _gs() -> Any:
 
 def to_graphsurgeon(model: Any) -> Any:
     """An ``onnx_graphsurgeon.Graph`` of a path, ModelProto or graphopt Model (external data read in)."""
-    from graphopt.onnx_io import load, to_proto
+    from graphopt.core.onnx_io import load, to_proto
 
     proto = model if isinstance(model, onnx.ModelProto) else to_proto(load(model))
     return _gs().import_onnx(proto)
@@ -36,14 +36,14 @@ def to_graphsurgeon(model: Any) -> Any:
 
 def from_graphsurgeon(graph: Any) -> Model:
     """A graphopt Model of an ``onnx_graphsurgeon.Graph``."""
-    from graphopt.onnx_io import from_proto
+    from graphopt.core.onnx_io import from_proto
 
     return from_proto(_gs().export_onnx(graph))
 
 
 def run_graphsurgeon(func: Any, model: Model, options: dict[str, Any]) -> bool:
     """Run ``func(gs_graph, **options)`` on ``model``; adopt the result into ``model`` if anything changed."""
-    from graphopt.onnx_io import from_proto, to_proto
+    from graphopt.core.onnx_io import from_proto, to_proto
 
     graph = _gs().import_onnx(to_proto(model))
     # graphsurgeon exports what it imported with its own defaults: compare against its export before the function

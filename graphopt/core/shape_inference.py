@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from graphopt.ir import Graph, Model, Value
+from graphopt.core.ir import Graph, Model, Value
 
 INLINE_BYTES = 4096
 """Initializers up to this size keep their data in the skeleton (shape constants, axes); larger ones are stubs."""
@@ -47,10 +47,10 @@ logger = logging.getLogger("graphopt")
 # the skeleton
 # --------------------------------------------------------------------------------------------------------------------
 def _skeleton(model: Model) -> onnx.ModelProto:
-    from graphopt.onnx_io import _Exporter  # the exporter is private to onnx_io; this is its one other client
+    from graphopt.core.onnx_io import Exporter
 
     mp = onnx.ModelProto()
-    _Exporter().model(model, mp, initializers=False)
+    Exporter().model(model, mp, initializers=False)
     gp = mp.graph
     # Inference starts from the inputs and initializers: no annotation of the file (value_info, output types), in any
     # graph, takes part. Large 1-D tensors get a placeholder dim (data propagation is linear in their length).
@@ -282,7 +282,7 @@ def _data_type(v: Value) -> onnx.TypeProto:
 def _set_aside(graph: Graph, v: Value, kinds: list[str]) -> None:
     """Take the file's type off ``v`` (an initializer keeps the type of its data, a graph output its element type) and
     have export write each of its listings as the file had it, until inference proves the listing false."""
-    from graphopt.onnx_io import _fill_value_info  # private writer of one listing, as export writes it
+    from graphopt.core.onnx_io import fill_value_info
 
     stated: dict[str, onnx.ValueInfoProto] = {}
     for kind in kinds:
@@ -291,7 +291,7 @@ def _set_aside(graph: Graph, v: Value, kinds: list[str]) -> None:
             stated[kind] = override[0]  # a second listing that differed from the first at load
         else:
             info = onnx.ValueInfoProto()
-            _fill_value_info(info, v)
+            fill_value_info(info, v)
             stated[kind] = info
     own = v.type_proto
     v.set_type_proto(None)
@@ -340,7 +340,7 @@ def trust_types(model: Model) -> int:
 def restore_interface(model: Model) -> None:
     """After a pipeline: a graph output that a pass replaced by another value is listed again as the file declared it
     (the model's interface), unless what is known of the new value contradicts that."""
-    from graphopt.onnx_io import _fill_value_info
+    from graphopt.core.onnx_io import fill_value_info
 
     declared = _DECLARED.get(model.graph)
     if not declared:
@@ -352,7 +352,7 @@ def restore_interface(model: Model) -> None:
             continue
         stated = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else 0
         if stated and v.dtype and stated != v.dtype:  # onnxruntime refuses to load such a model
-            from graphopt.ir import InvalidModelError
+            from graphopt.core.ir import InvalidModelError
 
             raise InvalidModelError(
                 f"{model.source_path or 'the model'}: graph output {v.name!r} is declared "
@@ -362,7 +362,7 @@ def restore_interface(model: Model) -> None:
         if ("output", v) in graph.info_overrides or v in graph.inputs:
             continue
         now = onnx.ValueInfoProto()
-        _fill_value_info(now, v)
+        fill_value_info(now, v)
         if v.const is None and not _contradicts(info.type, now.type):
             graph.info_overrides[("output", v)] = (info, v.type_proto)
 

@@ -36,7 +36,7 @@ _ORT_TYPES = {
 
 
 def _source(model: Any) -> bytes | str:
-    from graphopt.ir import Model
+    from graphopt.core.ir import Model
 
     if isinstance(model, Model):
         model = model.to_onnx()

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.ir import Attribute, Graph, Model, Node, Value, _producer_in, _read_values
-from graphopt.tensors import Tensor, dtype_name
+from graphopt.core.ir import STANDARD_DOMAINS, Attribute, Graph, Model, Node, Value, producer_in, read_values
+from graphopt.core.tensors import Tensor, dtype_name
 
 ModelLike = str | os.PathLike[str] | onnx.ModelProto | Model
 
@@ -73,7 +73,7 @@ def _short(x: Any, limit: int = 80) -> str:
 
 
 def _as_model(m: ModelLike) -> Model:
-    from graphopt.onnx_io import from_proto, load
+    from graphopt.core.onnx_io import from_proto, load
 
     if isinstance(m, Model):
         return m
@@ -83,7 +83,7 @@ def _as_model(m: ModelLike) -> Model:
 
 
 def _node_label(node: Node) -> str:
-    dom = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
+    dom = f"{node.domain}::" if node.domain not in STANDARD_DOMAINS else ""
     return f"{dom}{node.op_type} {node.name!r}" if node.name else f"{dom}{node.op_type}"
 
 
@@ -284,11 +284,11 @@ def _live(g: Graph) -> set[int]:
     stack = list(g.outputs)
     while stack:
         v = stack.pop()
-        p = _producer_in(v, g) if v is not None else None
+        p = producer_in(v, g) if v is not None else None
         if p is None or id(p) in live:
             continue
         live.add(id(p))
-        stack.extend(_read_values(p))
+        stack.extend(read_values(p))
     return live
 
 

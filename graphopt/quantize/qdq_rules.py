@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from graphopt.ir import Graph, Model, Node, Value, constant_array
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array, weight_axes
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-STANDARD = ("", "ai.onnx")
 INTEGER_FORMS = ("QLinear", "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantize")
 
 Report = Callable[[int, Node, str], None]
@@ -44,15 +43,8 @@ class Violation:
 
 
 def _weight_axis(node: Node) -> int | None:
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        return 0 if int(node.attr("transB", 0)) else 1
-    if node.op_type == "MatMul":
-        return 1
-    return None
+    axes = weight_axes(node)
+    return axes[0] if axes is not None else None
 
 
 def _dq_producer(v: Value | None) -> Node | None:
@@ -68,7 +60,7 @@ def _from_linear(v: Value | None) -> bool:
 def check_tensorrt(model: Model | onnx.ModelProto) -> list[Violation]:
     """Every place ``model`` breaks TensorRT's Q/DQ rules (an empty list: it follows them)."""
     if isinstance(model, onnx.ModelProto):
-        from graphopt.onnx_io import from_proto
+        from graphopt.core.onnx_io import from_proto
 
         model = from_proto(model)
     found: list[Violation] = []
@@ -83,7 +75,7 @@ def _check_graph(graph: Graph, opset: int, found: list[Violation]) -> None:
         found.append(Violation(rule, node.name or node.op_type, message))
 
     for n in graph:
-        if n.domain not in STANDARD or n.op_type.startswith(INTEGER_FORMS):
+        if n.domain not in STANDARD_DOMAINS or n.op_type.startswith(INTEGER_FORMS):
             bad(1, n, f"{n.domain + '.' if n.domain else ''}{n.op_type} is not a standard ONNX op TensorRT can parse")
             continue
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):

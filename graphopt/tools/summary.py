@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graphopt.ir import Graph, Model, Value
-from graphopt.tensors import Tensor, dtype_name
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Value
+from graphopt.core.tensors import Tensor, dtype_name
 
 
 @dataclass
@@ -64,7 +64,7 @@ def summarize(model: Model) -> ModelSummary:
             if isinstance(v.const, Tensor):
                 count_tensor(v.const)
         for node in g:
-            ops[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+            ops[f"{node.domain}::{node.op_type}" if node.domain not in STANDARD_DOMAINS else node.op_type] += 1
             for sub in node.subgraphs():
                 subgraphs[node.op_type] += 1
                 del sub
@@ -119,7 +119,7 @@ def op_histogram(model: Model) -> dict[str, int]:
     """How many nodes of each op type the model has (subgraphs included), most common first."""
     ops: Counter[str] = Counter()
     for node in model.graph.all_nodes():
-        ops[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+        ops[f"{node.domain}::{node.op_type}" if node.domain not in STANDARD_DOMAINS else node.op_type] += 1
     return dict(ops.most_common())
 
 

@@ -11,86 +11,24 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 
+from graphopt.core.ir import Model, Node
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.core.tensors import Tensor
+from graphopt.engine.pass_manager import PassManager
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model, Node
-from graphopt.pass_manager import PassManager
-from graphopt.passes import prune as pr
-from graphopt.shape_inference import infer_shapes
-from graphopt.summary import initializer_bytes
+from graphopt.prune import analysis as channel_groups
+from graphopt.prune import transform
+from graphopt.prune.report import LayerChange, LayerCost, PruneReport
+from graphopt.tools.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.prune")
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-@dataclass
-class LayerCost:
-    name: str
-    op_type: str
-    in_channels: int | None
-    out_channels: int | None
-    params: int
-    macs: int | None
-
-
-@dataclass
-class LayerChange:
-    name: str
-    op_type: str
-    in_channels: tuple[int | None, int | None]
-    out_channels: tuple[int | None, int | None]
-    params: tuple[int, int]
-    macs: tuple[int | None, int | None]
-    sparsity: float | None = None
-
-
-@dataclass
-class PruneReport:
-    mode: str
-    """'channels', 'weights' or '2:4'."""
-    ratio: float
-    layers: list[LayerChange] = field(default_factory=list)
-    groups: int = 0
-    groups_pruned: int = 0
-    blocked: dict[str, int] = field(default_factory=dict)
-    """Why groups could not be pruned, with how many."""
-    folded: int = 0
-    """Readers of removed channels whose bias or output took what those channels still produced."""
-    border_maps: int = 0
-    """Of those, readers whose padding made the contribution differ at the border: a constant map added after them."""
-    macs_before: int = 0
-    macs_after: int = 0
-    param_bytes_before: int = 0
-    param_bytes_after: int = 0
-    latency_ms: tuple[float, float] | None = None
-    unmatched_protect: list[str] = field(default_factory=list)
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "ratio": self.ratio,
-            "groups": self.groups,
-            "groups_pruned": self.groups_pruned,
-            "blocked": self.blocked,
-            "folded_readers": self.folded,
-            "border_maps": self.border_maps,
-            "macs_before": self.macs_before,
-            "macs_after": self.macs_after,
-            "param_bytes_before": self.param_bytes_before,
-            "param_bytes_after": self.param_bytes_after,
-            "latency_ms_before": self.latency_ms[0] if self.latency_ms else None,
-            "latency_ms_after": self.latency_ms[1] if self.latency_ms else None,
-            "unmatched_protect": self.unmatched_protect,
-            "note": self.note,
-            "layers": [vars(layer) for layer in self.layers],
-        }
 
 
 def _check_ratio(ratio: float, what: str) -> None:
@@ -139,7 +77,7 @@ def layer_costs(model: Model) -> dict[str, LayerCost]:
 
 
 def _runtime_shapes(model: Model, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     wanted = list(dict.fromkeys(names))
     proto = runtime.add_outputs(model.to_onnx(), wanted)
@@ -225,7 +163,7 @@ def prune_channels(
     before = layer_costs(model)
     report.param_bytes_before = initializer_bytes(model)
     graph = model.graph
-    analysis = pr.analyse(graph, protect)
+    analysis = channel_groups.analyse(graph, protect)
     roots = {analysis.find(g) for g in range(len(analysis.groups))}
     candidates = [r for r in roots if analysis.groups[r].producers]
     report.groups = len(candidates)
@@ -237,13 +175,13 @@ def prune_channels(
     if not prunable:
         reasons = ", ".join(f"{k} ({v})" for k, v in sorted(report.blocked.items())) or "no Conv or Gemm layers"
         raise GraphoptError(f"nothing to prune: no channel group can be pruned safely ({reasons})")
-    keep = pr.choose(analysis, float(ratio), multiple, importance, dict(layer_ratios or {}))
+    keep = channel_groups.choose(analysis, float(ratio), multiple, importance, dict(layer_ratios or {}))
     report.groups_pruned = len(keep)
     if keep:
-        readers = pr.readers_with_removed_inputs(graph, analysis, keep)
+        readers = transform.readers_with_removed_inputs(graph, analysis, keep)
         signals = _probe(model, analysis, keep, readers)
         report.folded = sum(1 for s in signals.values() if np.any(s))
-        report.border_maps = pr.remove_channels(graph, analysis, keep, signals, borders)
+        report.border_maps = transform.remove_channels(graph, analysis, keep, signals, borders)
         PassManager("dce,remove-unused").run(model)
     after = layer_costs(model)
     report.layers = _changes(before, after)
@@ -252,13 +190,15 @@ def prune_channels(
     return report
 
 
-def _probe(model: Model, analysis: pr.Analysis, keep: dict[int, np.ndarray], readers: list) -> dict[int, np.ndarray]:
+def _probe(
+    model: Model, analysis: channel_groups.Analysis, keep: dict[int, np.ndarray], readers: list
+) -> dict[int, np.ndarray]:
     """What the removed channels still carry at each reader: one run with the removed producer weights zeroed."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     if not readers:
         return {}
-    zeroed = pr.zeroed_copy(model.graph, analysis, keep)
+    zeroed = transform.zeroed_copy(model.graph, analysis, keep)
     proto = model.to_onnx()
     inits = {t.name: t for t in proto.graph.initializer}
     for name, arr in zeroed.items():
@@ -271,7 +211,7 @@ def _probe(model: Model, analysis: pr.Analysis, keep: dict[int, np.ndarray], rea
     values = sess.run([v.name for v in readers], feeds)
     out = {}
     for v, arr in zip(readers, values, strict=True):
-        mask = pr.kept_positions(analysis, v, keep)
+        mask = channel_groups.kept_positions(analysis, v, keep)
         out[id(v)] = np.asarray(arr)[0][~mask].astype(np.float64)  # type: ignore[operator]
     return out
 
@@ -300,7 +240,7 @@ def prune_weights(
     report.param_bytes_before = initializer_bytes(model)
     targets = [
         (n, w)
-        for n, w in pr.weight_inputs(model.graph)
+        for n, w in transform.weight_inputs(model.graph)
         if not any(n.name == p.pattern or p.fullmatch(n.name or "") for p in rx)
     ]
     if not targets:
@@ -311,18 +251,18 @@ def prune_weights(
     arrays = {id(w): w.constant().numpy() for _, w in targets}  # type: ignore[union-attr]
     unique = list({id(w): w for _, w in targets}.values())
     if mode == "2:4":
-        masks = [pr.two_four_mask(arrays[id(w)], shared[id(w)][0]) for w in unique]
+        masks = [transform.two_four_mask(arrays[id(w)], shared[id(w)][0]) for w in unique]
     else:
-        masks = pr.magnitude_masks([arrays[id(w)] for w in unique], float(ratio), scope)
+        masks = transform.magnitude_masks([arrays[id(w)] for w in unique], float(ratio), scope)
     sparsity: dict[int, float] = {}
     for w, mask in zip(unique, masks, strict=True):
         dense = np.where(mask, arrays[id(w)], 0).astype(arrays[id(w)].dtype)
         sparsity[id(w)] = float(1.0 - np.count_nonzero(dense) / max(1, dense.size))
-        new = model.graph.make_constant(pr.Tensor.from_numpy(dense), f"{w.name}_sparse")
+        new = model.graph.make_constant(Tensor.from_numpy(dense), f"{w.name}_sparse")
         for n in shared[id(w)]:
             n.replace_input(w, new)
         if sparse:
-            pr.to_sparse(model.graph, new, dense)
+            transform.to_sparse(model.graph, new, dense)
     PassManager("dce").run(model)
     after = layer_costs(model)
     report.layers = _changes(before, after)
@@ -342,7 +282,7 @@ def measure(
     before: onnx.ModelProto | Model, after: onnx.ModelProto | Model, runs: int = 20, threads: int | None = 1
 ) -> tuple[float, float]:
     """Median onnxruntime latency (ms) of the model before and after, interleaved, on the same random inputs."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     a = runtime.session(before, threads=threads)
     b = runtime.session(after, threads=threads)

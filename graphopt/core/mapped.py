@@ -19,8 +19,8 @@ from pathlib import Path
 
 import onnx
 
+from graphopt.core.tensors import PACKED_4BIT, ExternalFile, encode_varint, text
 from graphopt.errors import ModelLoadError
-from graphopt.tensors import _PACKED_4BIT, ExternalFile, encode_varint, text
 
 MIN_MAPPED_BYTES = 1024
 """Smaller raw_data stays in the proto: a view is not worth it, and small constants are read often."""
@@ -31,7 +31,7 @@ _TENSOR_RAW_DATA = 9
 _INITIALIZER_KEY = bytes([(_GRAPH_INITIALIZER << 3) | 2])
 # TensorProto fields that may sit beside a mapped raw_data: dims, data_type, name, doc_string, metadata_props.
 _TENSOR_PLAIN_FIELDS = frozenset({1, 2, 8, 12, 16})
-_NOT_MAPPABLE = frozenset({onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED}) | _PACKED_4BIT
+_NOT_MAPPABLE = frozenset({onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED}) | PACKED_4BIT
 
 
 class _Malformed(Exception):

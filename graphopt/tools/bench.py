@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from graphopt.core.onnx_io import require_file
 from graphopt.errors import GraphoptError
-from graphopt.onnx_io import require_file
-from graphopt.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, run, session
+from graphopt.tools.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, run, session
 
 
 def add_parser(sub: Any) -> None:

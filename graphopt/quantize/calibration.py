@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from graphopt.core.ir import Model
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model
 
-logger = logging.getLogger("graphopt.calibration")
+logger = logging.getLogger("graphopt.quantize.calibration")
 
 
 def _kernels() -> ModuleType:
@@ -202,7 +202,7 @@ def _check_header_fits(f: Path, key: str, shape: tuple[int, ...], dtype: np.dtyp
 
 def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
     """``n`` random feed dicts for smoke tests (normal floats, small ints; symbolic dims get sizes)."""
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     if not model.graph.outputs:
         raise GraphoptError("nothing to calibrate: the model has no outputs")
@@ -287,7 +287,7 @@ def sample_name(sources: Sequence[str] | None, i: int) -> str:
 
 
 def default_cache_dir() -> Path:
-    from graphopt.summary import cache_dir
+    from graphopt.tools.summary import cache_dir
 
     return cache_dir() / "calibration"
 
@@ -402,7 +402,7 @@ def collect(
     ``cache``: True for the per-user cache directory, a path for that file, False/None for no cache. ``sources``
     names where each feed came from (its file), for the error when onnxruntime rejects one.
     """
-    from graphopt import runtime
+    from graphopt.tools import runtime
 
     batches = list(feeds)
     if not batches:

@@ -7,18 +7,19 @@ A pass is a named unit with a description and typed options. Write one as a func
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
 
+from graphopt.core.ir import Graph, Model
 from graphopt.errors import PassError
-from graphopt.ir import Graph, Model
 
 ENTRY_POINT_GROUP = "graphopt.passes"
 TARGETS = ("ort", "tensorrt")
@@ -76,6 +77,9 @@ class PassContext:
     """Counts the running pass reports (say, how often each rewrite rule fired); they end up in its PassStats."""
     declines: dict[str, dict[str, int]] = field(default_factory=dict)
     """Matches the running pass's rules declined, per rule and reason; they end up in its PassStats."""
+    results: dict[str, Any] = field(default_factory=dict)
+    """What passes return besides the rewritten graph, by pass name (a model pass's result object, say the winograd
+    decisions); the PassManager hands it over as ``PassReport.results``. Options flow in, results flow out."""
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -104,6 +108,9 @@ class Pass:
     annotations_only: ClassVar[bool] = False
     """The pass edits only doc strings and metadata: what it changes never gives another pass new work, so the
     PassManager does not repeat the pipeline for it."""
+    context_options: ClassVar[tuple[str, ...]] = ()
+    """The ``ctx.options`` keys the pass reads (besides ``optimize``'s own parameters): ``graphopt.optimize`` accepts
+    these as extra keywords and rejects any other."""
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options_spec))
@@ -114,6 +121,10 @@ class Pass:
         for key, raw in options.items():
             self.options[key] = self.options_spec[key].parse(self.name, key, raw)
 
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        """Called once per run of the pass, before it visits the main graph and (if ``recursive``) every subgraph and
+        function body: model-wide work the graph visits share (say, shape inference)."""
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         """Rewrite ``graph`` in place; return True if anything changed."""
         raise NotImplementedError
@@ -121,6 +132,58 @@ class Pass:
     def __repr__(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items() if v != self.options_spec[k].default)
         return f"{self.name}{{{opts}}}" if opts else self.name
+
+
+@dataclass
+class PassResult:
+    """What a model pass returns when it has more to say than "changed": its result object (a report) lands in
+    ``ctx.results[pass name]`` and ``PassReport.results``."""
+
+    changed: bool
+    value: Any = None
+
+
+class ModelPass(Pass):
+    """A pass that runs once on the whole model, not on each graph: implement ``run_model``.
+
+    ``once`` marks a lossy one-shot transformation (quantization, pruning, Winograd autotuning): the PassManager runs
+    it in the first sweep of a fixed-point pipeline only, so no pass needs a flag to avoid acting twice."""
+
+    recursive: ClassVar[bool] = False
+    once: ClassVar[bool] = False
+
+    def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
+        """Rewrite ``model`` in place; return whether anything changed, or a PassResult carrying a result object."""
+        raise NotImplementedError
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:  # the PassManager calls run_model; this is for callers
+        result = self.run_model(ctx.model, ctx)
+        return result.changed if isinstance(result, PassResult) else bool(result)
+
+
+class PipelinePass(Pass):
+    """A pass made of other passes (``steps``, registered names), run in order as one step of a pipeline: ``cleanup``
+    is one. The PassManager runs each step as it runs any pass (a graph pass on every graph, a model pass once) and
+    keeps each step's own statistics (``PassStats.steps``)."""
+
+    steps: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.sub_passes: list[Pass] = [get_pass(name)() for name in self.steps]
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        """Outside a PassManager: the steps on this graph (model passes and ``prepare`` with the main graph)."""
+        main = graph is ctx.model.graph
+        changed = False
+        for p in self.sub_passes:
+            if isinstance(p, ModelPass):
+                changed |= p.run(graph, ctx) if main else False
+            else:
+                if main:
+                    p.prepare(ctx.model, ctx)
+                changed |= bool(p.run(graph, ctx))
+        return changed
 
 
 class FunctionPass(Pass):
@@ -132,17 +195,15 @@ class FunctionPass(Pass):
         return bool(type(self).func(graph, ctx, **self.options))
 
 
-class GraphSurgeonPass(FunctionPass):
+class GraphSurgeonPass(ModelPass):
     """A pass made from a function on an ``onnx_graphsurgeon.Graph`` of the whole model."""
 
-    recursive: ClassVar[bool] = False
+    func: ClassVar[Callable[..., bool]]
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from graphopt.gs import run_graphsurgeon
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
+        from graphopt.core.gs import run_graphsurgeon
 
-        if graph is not ctx.model.graph:
-            return False
-        return run_graphsurgeon(type(self).func, ctx.model, self.options)
+        return run_graphsurgeon(type(self).func, model, self.options)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,6 +224,7 @@ def register_pass(
     replace: bool = False,
     graphsurgeon: bool = False,
     annotations_only: bool = False,
+    context_options: tuple[str, ...] = (),
 ) -> Callable[[Any], Any]:
     """Register a pass under ``name``: decorate a function ``(graph, ctx, **options) -> bool`` or a Pass subclass.
 
@@ -171,7 +233,7 @@ def register_pass(
     metadata, so its changes do not make a fixed-point pipeline run again). ``replace=True`` allows overriding an
     existing name.
     ``graphsurgeon=True``: the function is ``(gs_graph, **options)`` on an ``onnx_graphsurgeon.Graph`` of the whole
-    model, edited in place (see :mod:`graphopt.gs`).
+    model, edited in place (see :mod:`graphopt.core.gs`).
     """
     if not _NAME_RE.match(name):
         raise PassError(f"invalid pass name {name!r}: use lowercase letters, digits, '-', '_' and '.'")
@@ -191,6 +253,8 @@ def register_pass(
                 obj.description = description
             if options is not None:
                 obj.options_spec = dict(options)
+            if context_options:
+                obj.context_options = tuple(context_options)
             cls = obj  # a class keeps its own ``recursive`` and ``lossless`` attributes
         elif callable(obj):
             doc = (obj.__doc__ or "").strip().splitlines()
@@ -204,6 +268,7 @@ def register_pass(
                     "recursive": recursive and not graphsurgeon,
                     "lossless": lossless,
                     "annotations_only": annotations_only,
+                    "context_options": tuple(context_options),
                     "func": staticmethod(obj),
                 },
             )
@@ -215,8 +280,29 @@ def register_pass(
     return decorate
 
 
+@contextlib.contextmanager
+def registry_snapshot() -> Iterator[None]:
+    """Passes registered (or replaced) inside the block are forgotten after it: tests and notebooks that register
+    throw-away passes leave the registry as they found it. Built-ins and plugins are loaded first."""
+    _load_builtin_and_plugins()
+    before = dict(_REGISTRY)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
+
+
+BUILTIN_PASS_MODULES = ("graphopt.passes", "graphopt.prune.passes", "graphopt.quantize.passes")
+"""Modules whose import registers the built-in passes: the lossless passes, and the lossy drivers' passes (which sit
+above this layer, so they are named here, as plugins are named by entry points, not imported)."""
+
+
 def _load_builtins() -> None:
-    import graphopt.passes  # noqa: F401 - importing registers the built-in passes
+    import importlib
+
+    for module in BUILTIN_PASS_MODULES:
+        importlib.import_module(module)
 
 
 def _load_builtin_and_plugins() -> None:
@@ -235,6 +321,11 @@ def _load_builtin_and_plugins() -> None:
             continue
         if isinstance(obj, type) and issubclass(obj, Pass) and obj.name not in _REGISTRY:
             register_pass(obj.name or ep.name)(obj)
+
+
+def context_options() -> frozenset[str]:
+    """The ``ctx.options`` keys the registered passes (built-ins and plugins) declare they read."""
+    return frozenset(key for cls in list_passes().values() for key in cls.context_options)
 
 
 def list_passes() -> dict[str, type[Pass]]:

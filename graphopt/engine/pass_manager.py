@@ -12,10 +12,19 @@ from typing import Any
 
 import onnx
 
+from graphopt.core.ir import Graph, Model, gc_paused, validate
+from graphopt.core.shape_inference import restore_interface, trust_types
+from graphopt.engine.passes_api import (
+    TARGETS,
+    ModelPass,
+    Pass,
+    PassContext,
+    PassResult,
+    PipelinePass,
+    as_passes,
+    debug_enabled,
+)
 from graphopt.errors import GraphoptError, PassError, VerificationError
-from graphopt.ir import Graph, Model, gc_paused, validate
-from graphopt.passes_api import TARGETS, Pass, PassContext, as_passes, debug_enabled
-from graphopt.shape_inference import restore_interface, trust_types
 
 
 class PassFailedError(PassError):
@@ -49,6 +58,8 @@ class PassStats:
     """What the pass counted through ``ctx.count`` (rule firings of pattern passes)."""
     declines: dict[str, dict[str, int]] = field(default_factory=DeclineCounts)
     """Matches its pattern rules declined, per rule and reason (each declined node counted once)."""
+    steps: list[PassStats] = field(default_factory=list)
+    """A pipeline pass's steps (``cleanup``: dce, eliminate-noop, ...), each with its own statistics, in order."""
 
     def details(self) -> str:
         """Counts and rule declines in one compact line: ``rule x3 (declined: pads not zero x2), other x1``."""
@@ -83,6 +94,8 @@ class PassReport:
     """The QuantReport when ``optimize`` quantized the model after the pipeline."""
     pruning: list[Any] = field(default_factory=list)
     """The PruneReports when ``optimize`` pruned the model after the pipeline (channels, then weights)."""
+    results: dict[str, Any] = field(default_factory=dict)
+    """What the passes returned, by pass name (``ctx.results``): the winograd decisions, a model pass's report..."""
 
     @property
     def changed(self) -> bool:
@@ -116,7 +129,7 @@ class PassManager:
     ``passes`` is a list (names, Pass instances or classes, registered functions) or a string ``"a,b{k=v},c"``.
     With ``fixed_point`` the pipeline repeats until no pass changes anything (at most ``max_iterations`` times).
     ``check_ir`` verifies the IR's invariants after every pass, which catches broken passes early (tests use it).
-    Before the first pass the model is validated once (:func:`graphopt.ir.validate`: no cycles, undefined inputs,
+    Before the first pass the model is validated once (:func:`graphopt.core.ir.validate`: no cycles, undefined inputs,
     duplicate names, unknown standard ops...), so passes may rely on a well-formed graph; a pass that raises anything
     but a GraphoptError is reported as a one-line :class:`PassFailedError` naming it.
     """
@@ -151,12 +164,13 @@ class PassManager:
         if ctx.target not in TARGETS:
             raise PassError(f"unknown target {ctx.target!r}; choose one of {', '.join(TARGETS)}")
         validate(model)  # once, before any pass: no pass has to cope with cycles, undefined inputs, unknown ops...
-        report = PassReport(stats=[PassStats(p.name) for p in self.passes])
+        report = PassReport(stats=[PassStats(p.name) for p in self.passes], results=ctx.results)
         report.nodes_before = current = _count(model)
         start = time.perf_counter()
         # A pass that changed nothing on a graph finds nothing on that same graph again: until some pass changes the
         # model, a pass (same class and options) that last came back empty-handed is skipped.
         version = 0
+        ran: list[str] = []  # the pass runs so far, in order: an error names the passes that ran before it
         idle_at: dict[tuple[type, str], int] = {}
         checker: _Verifier | None = None  # the model's last verified state and its outputs
         for _ in range(self.max_iterations if self.fixed_point else 1):
@@ -164,15 +178,16 @@ class PassManager:
             changed_any = False
             for i, (p, stats) in enumerate(zip(self.passes, report.stats, strict=True)):
                 key = (type(p), repr(p))
-                if idle_at.get(key) == version:
-                    continue
+                if idle_at.get(key) == version or (report.iterations > 1 and getattr(p, "once", False)):
+                    continue  # nothing new for it since it last ran empty-handed; or a one-shot pass that ran
                 if self.progress:
                     self.progress(p.name, i, len(self.passes))
                 if self.verify and checker is None and not report.unverifiable:
                     checker = _Verifier.before(model, report)
                 t0 = time.perf_counter()
                 ctx.counters, ctx.declines = stats.counts, stats.declines
-                changed = self.run_pass(p, model, ctx)
+                changed = self.run_pass(p, model, ctx, after=ran, stats=stats)
+                ran.append(p.name)
                 stats.seconds += time.perf_counter() - t0
                 if checker is not None and changed and not checker.after(model, p, report, self):
                     changed = False  # undone: the model is as it was before this pass
@@ -200,12 +215,16 @@ class PassManager:
         return report
 
     @staticmethod
-    def run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
+    def run_pass(
+        p: Pass, model: Model, ctx: PassContext, *, after: list[str] | None = None, stats: PassStats | None = None
+    ) -> bool:
         """Run one pass on the main graph and, for recursive passes, on every subgraph and function body.
 
-        An exception other than a GraphoptError becomes a one-line PassFailedError naming the pass (unless
-        ``GRAPHOPT_DEBUG`` is set)."""
+        An exception other than a GraphoptError becomes a one-line PassFailedError naming the pass and the passes that
+        ran before it (``after``), as ``pass 'x' failed (after a, b, c): ...`` (unless ``GRAPHOPT_DEBUG`` is set)."""
         try:
+            if isinstance(p, PipelinePass):
+                return PassManager._run_pipeline(p, model, ctx, stats or PassStats(p.name))
             return PassManager._run_pass(p, model, ctx)
         except GraphoptError:
             raise
@@ -216,14 +235,55 @@ class PassManager:
             detail = " ".join(str(e).split())[:200]
             if isinstance(e, RecursionError | MemoryError):
                 detail = f"{detail} (the model is too deep or too large for it)" if detail else "too deep or too large"
+            name = f"{p.name}/{e.graphopt_step}" if hasattr(e, "graphopt_step") else p.name
             raise PassFailedError(
-                f"pass {p.name!r} failed{where}: {type(e).__name__}{': ' + detail if detail else ''} "
+                f"pass {name!r} failed{_after(after)}{where}: {type(e).__name__}{': ' + detail if detail else ''} "
                 f"(an internal error; GRAPHOPT_DEBUG=1 shows the traceback)"
             ) from e
 
     @staticmethod
+    def _run_pipeline(p: PipelinePass, model: Model, ctx: PassContext, stats: PassStats) -> bool:
+        """Each step in order, as a pass of its own: its time, node delta, counts and declines go to its own
+        PassStats under ``stats.steps``; a step that raises is named ``pipeline/step``."""
+        while len(stats.steps) < len(p.sub_passes):
+            stats.steps.append(PassStats(p.sub_passes[len(stats.steps)].name))
+        changed_any = False
+        current = _count(model)
+        try:
+            for sub, child in zip(p.sub_passes, stats.steps, strict=True):
+                t0 = time.perf_counter()
+                ctx.counters, ctx.declines = child.counts, child.declines
+                try:
+                    changed = PassManager._run_pass(sub, model, ctx)
+                except GraphoptError:
+                    raise
+                except Exception as e:
+                    e.graphopt_step = sub.name  # type: ignore[attr-defined] # run_pass names it "pipeline/step"
+                    raise
+                child.seconds += time.perf_counter() - t0
+                after = _count(model) if changed else current
+                if child.runs == 0:
+                    child.nodes_before = current
+                child.nodes_after, child.nodes_delta = after, child.nodes_delta + after - current
+                child.runs += 1
+                child.changed |= changed
+                current = after
+                changed_any |= changed
+        finally:
+            ctx.counters, ctx.declines = stats.counts, stats.declines
+        return changed_any
+
+    @staticmethod
     def _run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
         trust_types(model)  # no pass decides anything from a type the file states and onnxruntime does not check
+        if isinstance(p, ModelPass):  # once on the model; a result object goes to ctx.results
+            result = p.run_model(model, ctx)
+            if isinstance(result, PassResult):
+                if result.value is not None:
+                    ctx.results[p.name] = result.value
+                return bool(result.changed)
+            return bool(result)
+        p.prepare(model, ctx)
         changed = bool(p.run(model.graph, ctx))
         if not p.recursive:
             return changed
@@ -250,8 +310,8 @@ class _Verifier:
 
     @classmethod
     def before(cls, model: Model, report: PassReport) -> _Verifier | None:
-        from graphopt.onnx_io import to_proto
-        from graphopt.runtime import make_inputs, session
+        from graphopt.core.onnx_io import to_proto
+        from graphopt.tools.runtime import make_inputs, session
 
         t0 = time.perf_counter()
         try:
@@ -269,8 +329,8 @@ class _Verifier:
 
     def after(self, model: Model, p: Pass, report: PassReport, pm: PassManager) -> bool:
         """True if the pass kept the outputs; otherwise undo it (or raise with ``strict``)."""
-        from graphopt.onnx_io import from_proto, to_proto
-        from graphopt.runtime import session
+        from graphopt.core.onnx_io import from_proto, to_proto
+        from graphopt.tools.runtime import session
 
         t0 = time.perf_counter()
         problem = ""
@@ -300,7 +360,7 @@ class _Verifier:
 def _mismatch(want: list[Any], got: list[Any], names: list[str], rtol: float, atol: float) -> str:
     import numpy as np
 
-    from graphopt.runtime import output_error
+    from graphopt.tools.runtime import output_error
 
     if len(want) != len(got):
         return f"{len(want)} outputs became {len(got)}"
@@ -316,6 +376,15 @@ def _mismatch(want: list[Any], got: list[Any], names: list[str], rtol: float, at
                 else f"output {name!r} differs"
             )
     return ""
+
+
+def _after(ran: list[str] | None, shown: int = 6) -> str:
+    """`` (after a, b, c)``: the passes that ran before a failing one (the last ``shown`` of them)."""
+    if not ran:
+        return " (the first pass)" if ran is not None else ""
+    names = ran[-shown:]
+    more = f"{len(ran) - shown} more, " if len(ran) > shown else ""
+    return f" (after {more}{', '.join(names)})"
 
 
 def _graphs(model: Model) -> Iterator[Graph]:

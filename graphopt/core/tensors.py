@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from graphopt.errors import ExternalDataError, GraphoptError, TensorDataError
 
 # Element types whose in-memory layout is one fixed-size numpy item per element (so raw bytes can be viewed directly).
-_PACKED_4BIT = {
+PACKED_4BIT = {
     t
     for t in (
         getattr(onnx.TensorProto, "INT4", None),
@@ -402,7 +402,7 @@ class Tensor:
         4-bit types, and not data held in a proto's typed fields)."""
         if self._external is not None:
             return self._external.file.view(self._external.offset, self._external.length)
-        if self._array is not None and self.dtype != onnx.TensorProto.STRING and self.dtype not in _PACKED_4BIT:
+        if self._array is not None and self.dtype != onnx.TensorProto.STRING and self.dtype not in PACKED_4BIT:
             arr = np.ascontiguousarray(self._array)
             return memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
         return None
@@ -413,7 +413,7 @@ class Tensor:
             return self._array
         if self._external is not None:
             buf = self._external.file.view(self._external.offset, self._external.length)
-            if self.dtype in _PACKED_4BIT:
+            if self.dtype in PACKED_4BIT:
                 proto = onnx.TensorProto(data_type=self.dtype, dims=self.dims, raw_data=bytes(buf))
                 arr = numpy_helper.to_array(proto)
             else:
@@ -454,7 +454,7 @@ class Tensor:
             return view
         if self._proto is not None and self._proto.HasField("raw_data"):
             return self._proto.raw_data
-        if self.dtype in _PACKED_4BIT:
+        if self.dtype in PACKED_4BIT:
             return numpy_helper.from_array(self.numpy(), "").raw_data
         return np.ascontiguousarray(self.numpy()).tobytes()
 
@@ -475,7 +475,7 @@ class Tensor:
             out = self.header(name)
             out.raw_data = bytes(self._external.file.view(self._external.offset, self._external.length))
             return out
-        if self.dtype == onnx.TensorProto.STRING or self.dtype in _PACKED_4BIT:
+        if self.dtype == onnx.TensorProto.STRING or self.dtype in PACKED_4BIT:
             out = numpy_helper.from_array(self._array, "")  # type: ignore[arg-type]
         else:
             arr = np.ascontiguousarray(self._array)
@@ -597,7 +597,7 @@ class SparseTensor(Tensor):
 
     def raw_bytes(self) -> bytes | memoryview:
         arr = self.numpy()
-        if self.dtype in _PACKED_4BIT:
+        if self.dtype in PACKED_4BIT:
             return numpy_helper.from_array(arr, "").raw_data
         return np.ascontiguousarray(arr).tobytes()
 
@@ -618,7 +618,7 @@ class SparseTensor(Tensor):
     def to_proto(self, name: str) -> onnx.TensorProto:
         """The dense data as a TensorProto (what a pass evaluating this constant needs)."""
         arr = self.numpy()
-        if self.dtype == onnx.TensorProto.STRING or self.dtype in _PACKED_4BIT:
+        if self.dtype == onnx.TensorProto.STRING or self.dtype in PACKED_4BIT:
             out = numpy_helper.from_array(arr, "")
         else:
             out = onnx.TensorProto(data_type=self.dtype, dims=self.dims, raw_data=arr.tobytes())
@@ -724,7 +724,7 @@ def _expected_nbytes(elem_type: int, dims: tuple[int, ...]) -> int | None:
     if elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return None
     count = math.prod(dims)
-    if elem_type in _PACKED_4BIT:
+    if elem_type in PACKED_4BIT:
         bits = 2 if elem_type in (getattr(onnx.TensorProto, "INT2", -1), getattr(onnx.TensorProto, "UINT2", -1)) else 4
         return (count * bits + 7) // 8
     try:

@@ -1,219 +1,30 @@
-"""QDQ placement: which tensors get QuantizeLinear/DequantizeLinear pairs, and the graph edits that put them there.
-
-Work is split in two so that calibration sits in between:
-
-* :func:`plan` picks the nodes to quantize (by op type and the user's exclusions) and lists the float activations
-  whose ranges calibration must measure;
-* :func:`apply` takes those ranges, quantizes weights (symmetric int8, per channel) and biases (int32, target ort),
-  and inserts one Q/DQ pair per quantized activation, read by all of that activation's consumers.
-
-Placement per target:
-
-* ``ort``: asymmetric uint8 activations, Q/DQ on the inputs and outputs of Conv/ConvTranspose/MatMul/Gemm/Add/Mul/
-  Concat/pooling so that onnxruntime fuses them into QLinear ops; a Relu (or Clip from 0) right after such an op is
-  absorbed into the output's quantization (range from 0, so the uint8 clamp is the Relu); scale-sharing ops
-  (Reshape, Transpose, ... MaxPool, Pad) get their input's parameters on their output so onnxruntime can run them on
-  the quantized data; Concat inputs and output share one scale.
-* ``tensorrt``: TensorRT's explicit-quantization rules: symmetric int8 (zero point 0), Q/DQ on the activation and
-  weight inputs of Conv/ConvTranspose/Gemm/MatMul and never on their outputs, the skip input of a residual Add
-  quantized and the conv-branch input left float, bias kept float, standard ops only.
-
-Only the main graph is quantized; nodes inside If/Loop/Scan bodies stay float. A node whose inputs were not measured
-(an unknown dtype, say) is left float rather than quantized with a guessed range.
-"""
+"""QDQ placement, second half: with the measured ranges, quantize weights and biases and insert the Q/DQ pairs the
+plan (:mod:`graphopt.quantize.analysis`) chose."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
-from graphopt.errors import GraphoptError, PassError
-from graphopt.ir import Graph, Node, Value, constant_array
-from graphopt.passes_api import Option, Pass, PassContext, register_pass
-from graphopt.tensors import Tensor
-
-from .union_find import UnionFind
-
-FLOAT = onnx.TensorProto.FLOAT
-STANDARD = frozenset({"", "ai.onnx"})
-INT32_MAX = 2**31 - 1
-
-LINEAR = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-BINARY = frozenset({"Add", "Mul"})
-POOL = frozenset({"AveragePool", "GlobalAveragePool"})
-SHARE = frozenset(
-    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "Split", "Resize", "MaxPool", "Pad"}
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
+from graphopt.core.tensors import Tensor
+from graphopt.errors import GraphoptError
+from graphopt.passes.union_find import UnionFind
+from graphopt.quantize.analysis import (
+    FLOAT,
+    INT32_MAX,
+    LINEAR,
+    RELU_LIKE,
+    SHARE,
+    Layer,
+    Params,
+    Plan,
+    activation_inputs,
+    ceil_is_floor,
 )
-RELU_LIKE = frozenset({"Relu", "Clip"})
-
-DEFAULT_OPS = {
-    "ort": LINEAR | BINARY | POOL | SHARE | {"Concat"},
-    "tensorrt": LINEAR | {"Add"},
-}
-"""The op types quantized by default; Softmax, LayerNormalization and others stay float unless asked."""
-
-
-@dataclass
-class Selection:
-    """What to quantize: op types (None: the target's default) minus excluded node names, op types and regexes."""
-
-    op_types: frozenset[str] | None = None
-    exclude_names: frozenset[str] = frozenset()
-    exclude_ops: frozenset[str] = frozenset()
-    exclude_regex: tuple[str, ...] = ()
-
-    def allows(self, node: Node, target: str) -> bool:
-        ops = self.op_types if self.op_types is not None else DEFAULT_OPS[target]
-        if node.domain not in STANDARD or node.op_type not in ops or node.op_type in self.exclude_ops:
-            return False
-        if node.name in self.exclude_names:
-            return False
-        return not any(re.search(rx, node.name or "") for rx in self.exclude_regex)
-
-
-@dataclass
-class Params:
-    """Quantization parameters of one activation: scale, zero point and the integer type."""
-
-    scale: float
-    zero_point: int
-    signed: bool
-
-    @classmethod
-    def for_range(cls, lo: float, hi: float, symmetric: bool) -> Params:
-        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-        if symmetric:
-            m = max(-lo, hi)
-            return cls(m / 127.0 if m > 0 else 1.0, 0, True)
-        if hi - lo <= 0:
-            return cls(1.0, 0, False)
-        scale = (hi - lo) / 255.0
-        zp = int(np.clip(round(-lo / scale), 0, 255))
-        return cls(scale, zp, False)
-
-
-@dataclass
-class Layer:
-    """One quantized node, for the report."""
-
-    name: str
-    op_type: str
-    input_scale: float | None = None
-    weight_scale: tuple[float, float] | None = None
-    output_scale: float | None = None
-    absorbed: str | None = None
-    output: str | None = None
-    """Name of the float tensor this layer's quantized output stands for (for per-layer SQNR)."""
-    dequantized: str | None = None
-    """Name of the DequantizeLinear output that carries ``output`` in the quantized graph."""
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    target: str
-    nodes: list[Node]
-    tensors: list[str]
-    """Activations whose ranges calibration must measure."""
-
-
-def _is_float_activation(v: Value | None) -> bool:
-    return v is not None and v.const is None and v.dtype == FLOAT
-
-
-def _activation_inputs(node: Node) -> list[int]:
-    """Indices of the inputs of ``node`` that carry data to quantize as activations (weights and biases excluded)."""
-    op = node.op_type
-    if op in ("Conv", "ConvTranspose"):
-        return [0]
-    if op == "Gemm":
-        return [i for i in (0, 1) if _is_float_activation(node.inputs[i])]
-    if op in SHARE:
-        return [0]
-    return [i for i, v in enumerate(node.inputs) if _is_float_activation(v)]
-
-
-def _eligible(node: Node, target: str) -> bool:
-    """Whether the node's shape of inputs is one this module knows how to quantize."""
-    ins = node.inputs
-    op = node.op_type
-    if any(v is not None and v.dtype not in (FLOAT, None) and i in _activation_inputs(node) for i, v in enumerate(ins)):
-        return False
-    if op in ("Conv", "ConvTranspose"):
-        w = ins[1] if len(ins) > 1 else None
-        return _is_float_activation(ins[0]) and w is not None and w.constant() is not None and w.dtype == FLOAT
-    if op == "MatMul":
-        if not _is_float_activation(ins[0]):
-            return False
-        return _is_float_activation(ins[1]) or (ins[1].constant() is not None and ins[1].dtype == FLOAT)
-    if op == "Gemm":
-        b = ins[1]
-        return _is_float_activation(ins[0]) and (
-            _is_float_activation(b) or (b.constant() is not None and b.dtype == FLOAT)
-        )
-    if op in BINARY:
-        return len(ins) == 2 and all(_is_float_activation(v) for v in ins)
-    if op in SHARE:
-        return _is_float_activation(ins[0])
-    if op == "AveragePool" and int(node.attr("ceil_mode", 0)):
-        return _ceil_is_floor(node)
-    return any(_is_float_activation(v) for v in ins)
-
-
-def _ceil_is_floor(node: Node) -> bool:
-    """Whether an AveragePool's ``ceil_mode=1`` gives the same windows as floor mode (static shapes prove it).
-
-    onnxruntime's QLinearAveragePool computes wrong values for windows that ceil mode adds past the input's edge
-    (onnxruntime 1.32: relative errors of 0.4 to 1.0), so such a pool stays float.
-    """
-    x = node.inputs[0]
-    shape = x.shape if x is not None else None
-    kernel = list(node.attr("kernel_shape", []) or [])
-    if shape is None or not kernel or len(shape) != len(kernel) + 2:
-        return False
-    strides = list(node.attr("strides", None) or [1] * len(kernel))
-    pads = list(node.attr("pads", None) or [0] * (2 * len(kernel)))
-    dilations = list(node.attr("dilations", None) or [1] * len(kernel))
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        return False
-    for i, k in enumerate(kernel):
-        d = shape[2 + i]
-        if not isinstance(d, int):
-            return False
-        span = d + pads[i] + pads[i + len(kernel)] - (k - 1) * dilations[i] - 1
-        if span < 0 or span % strides[i]:
-            return False
-    return True
-
-
-def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
-    """The nodes to quantize in the main graph and the activations calibration has to measure."""
-    selection = selection or Selection()
-    nodes = [n for n in graph if selection.allows(n, target) and _eligible(n, target)]
-    wanted: dict[str, None] = {}
-    for n in nodes:
-        for i in _activation_inputs(n):
-            v = n.inputs[i]
-            if _is_float_activation(v):
-                wanted[v.name] = None  # type: ignore[union-attr]
-        if target == "ort":
-            for out in n.outputs:
-                if out is not None and out.dtype == FLOAT:
-                    wanted[out.name] = None  # type: ignore[index]
-                    for user in out.users():
-                        if user.op_type in RELU_LIKE and user.output.dtype == FLOAT:
-                            wanted[user.output.name] = None  # type: ignore[index]
-    if target == "tensorrt":
-        for n in graph:
-            if n.op_type == "Add" and n.domain in STANDARD and selection.allows(n, target):
-                for v in n.inputs:
-                    if _is_float_activation(v):
-                        wanted[v.name] = None  # type: ignore[index]
-    return Plan(target, nodes, list(wanted))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -250,7 +61,7 @@ def apply(
     blocked = {
         id(n.inputs[0])
         for n in graph
-        if target == "ort" and n.op_type == "AveragePool" and int(n.attr("ceil_mode", 0)) and not _ceil_is_floor(n)
+        if target == "ort" and n.op_type == "AveragePool" and int(n.attr("ceil_mode", 0)) and not ceil_is_floor(n)
     }
 
     def measured(v: Value | None) -> bool:
@@ -263,7 +74,7 @@ def apply(
     for n in nodes:
         if n.op_type in SHARE or (target == "tensorrt" and n.op_type not in LINEAR):
             continue  # scale-sharing ops and TensorRT's residual Adds are placed below
-        acts = [n.inputs[i] for i in _activation_inputs(n)]
+        acts = [n.inputs[i] for i in activation_inputs(n)]
         if not all(v is None or measured(v) for v in acts):
             continue
         if target == "ort" and n.outputs[0] is not None and id(n.outputs[0]) in blocked:
@@ -340,7 +151,7 @@ def _absorbable_relu(
     if out is None or id(out) in outputs or len(out.uses) != 1:
         return None
     ((user, idx),) = out.uses
-    if user.graph is not graph or user.op_type not in RELU_LIKE or user.domain not in STANDARD or idx != 0:
+    if user.graph is not graph or user.op_type not in RELU_LIKE or user.domain not in STANDARD_DOMAINS or idx != 0:
         return None
     r = user.outputs[0]
     if r is None or r.name not in ranges or id(r) in outputs:
@@ -409,16 +220,14 @@ def _residual_skips(graph: Graph, groups: UnionFind[Value], planned: set[int], m
 
 
 def _weight_axis(node: Node, rank: int) -> int | None:
-    op = node.op_type
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1 if int(node.attr("group", 1)) == 1 else None
-    if op == "Gemm":
-        return 0 if int(node.attr("transB", 0)) else 1
-    if op == "MatMul":
-        return 1 if rank == 2 else None
-    return None
+    """The weight's output-channel axis, when per-channel scales along it are exact: not for a grouped ConvTranspose
+    (its output channels are split across groups) nor a MatMul weight of rank other than 2."""
+    if node.op_type == "ConvTranspose" and int(node.attr("group", 1)) != 1:
+        return None
+    if node.op_type == "MatMul" and rank != 2:
+        return None
+    axes = weight_axes(node, rank)
+    return axes[0] if axes is not None else None
 
 
 def _quantize_weights(
@@ -532,44 +341,3 @@ def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
     else:
         graph.replace_all_uses_with(v, dout, exclude=[q])  # a graph output passes its name on to the DQ output
     return dout
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# as a registered pass (for pipelines); ``graphopt optimize --quantize`` and ``optimize(quantize=...)`` call the same
-# quantize_model after the level's passes
-# --------------------------------------------------------------------------------------------------------------------
-def is_quantized(graph: Graph) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.domain in STANDARD for n in graph)
-
-
-@register_pass(
-    "quantize-int8",
-    description="int8 QDQ quantization for the context's target, calibrated on ctx.options['calibration'] "
-    "(feed dicts) or on calib_random random samples",
-    options={
-        "method": Option(str, "percentile", "calibration method", choices=("minmax", "percentile", "entropy")),
-        "percentile": Option(float, 99.999, "central share kept by the percentile method"),
-        "calib_random": Option(int, 0, "calibrate on this many random samples when no data is given (smoke tests)"),
-    },
-)
-class QuantizeInt8(Pass):
-    recursive = False
-    lossless = False
-
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from graphopt import calibration
-        from graphopt.quantize import quantize_model
-
-        if graph is not ctx.model.graph or is_quantized(graph):
-            return False  # the main graph only, and once: a model with Q/DQ already is left alone
-        feeds = ctx.options.get("calibration")
-        if feeds is None and self.options["calib_random"] > 0:
-            feeds = calibration.random_feeds(ctx.model, self.options["calib_random"])
-        if feeds is None:
-            raise PassError("quantize-int8 needs calibration data: optimize(..., calibration=[...]) or calib_random=N")
-        config = {"method": self.options["method"], "percentile": self.options["percentile"]}
-        extra = ctx.options.get("quantize_options") or {}
-        config.update(extra if isinstance(extra, Mapping) else vars(extra))  # a dict or a QuantizeConfig
-        ctx.options["quantization_report"] = quantize_model(ctx.model, feeds, ctx.target, config)
-        ctx.count("layers", len(ctx.options["quantization_report"].layers))
-        return True

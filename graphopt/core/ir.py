@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import onnx
 
+from graphopt.core.tensors import Tensor, dtype_name
 from graphopt.errors import IRError, ModelLoadError
-from graphopt.tensors import Tensor, dtype_name
 
 Dim = int | str | None
 """One dimension: a static size, a symbolic name, or None for unknown."""
@@ -42,6 +42,15 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_EXPORTER: Callable[[Model], onnx.ModelProto] | None = None
+"""Model -> ModelProto, installed by :mod:`graphopt.core.onnx_io` (dependency inversion: I/O depends on the IR only)."""
+
+
+def install_exporter(exporter: Callable[[Model], onnx.ModelProto]) -> None:
+    global _EXPORTER
+    _EXPORTER = exporter
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -155,6 +164,40 @@ class Value:
         """The distinct nodes that read this value, in the order the uses were made."""
         return list(dict.fromkeys(node for node, _ in self.uses))
 
+    def is_graph_output(self, graph: Graph | None = None) -> bool:
+        """Whether the value is an output of ``graph`` (default: the graph of its producer; a value without a producer
+        needs the graph named)."""
+        if graph is None:
+            if self.producer is None or self.producer.graph is None:
+                raise IRError(f"{self!r} has no producer in a graph: name the graph is_graph_output() should look at")
+            graph = self.producer.graph
+        return any(o is self for o in graph.outputs)
+
+    def is_graph_input(self, graph: Graph | None = None) -> bool:
+        """Whether the value is an input of ``graph``; without a graph, whether it is an input of any graph (it has no
+        producer and is not a (non-overridable) initializer)."""
+        if graph is None:
+            return self.producer is None and (self.const is None or self.overridable)
+        return any(i is self for i in graph.inputs)
+
+    def is_initializer(self) -> bool:
+        """Whether the value is an initializer (its data is ``const``; it may also be an overridable graph input)."""
+        return self.const is not None
+
+    def single_user(self) -> Node | None:
+        """The one node that reads this value, if exactly one node does (through any number of its inputs) and the
+        value is not an output of its graph or of any graph enclosing the reader; otherwise None. A pass that rewrites
+        the value's only consumer in place uses this to know nobody else sees the change."""
+        users = self.users()
+        if len(users) != 1:
+            return None
+        graph = self.producer.graph if self.producer is not None else users[0].graph
+        while graph is not None:
+            if any(o is self for o in graph.outputs):
+                return None
+            graph = graph.parent
+        return users[0]
+
     def constant(self) -> Tensor | None:
         """The value's data if it is a constant: an initializer or the output of a ``Constant`` node with ``value``.
 
@@ -164,7 +207,7 @@ class Value:
         if self.const is not None:
             return None if self.overridable else self.const
         node = self.producer
-        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+        if node is not None and node.op_type == "Constant" and node.domain in STANDARD_DOMAINS:
             attr = node.attrs.get("value")
             if attr is not None and isinstance(attr.value, Tensor):
                 return attr.value
@@ -251,7 +294,30 @@ def _infer_attr_type(value: Any) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 # Node
 # --------------------------------------------------------------------------------------------------------------------
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+"""The names of the default ONNX operator domain (``""`` and its alias ``"ai.onnx"``)."""
+ONNX_DOMAINS = STANDARD_DOMAINS | {"ai.onnx.ml"}
+"""Every domain whose operators the ONNX standard defines (the default domain and ``ai.onnx.ml``)."""
+
+
+def weight_axes(node: Node, rank: int = 2) -> tuple[int, int] | None:
+    """``(output-channel axis, input-channel axis)`` of the weight (input 1) of a Conv, ConvTranspose, Gemm or MatMul
+    node (a MatMul weight of rank ``rank``: its last two axes); None for other ops. The single source of this layout
+    for folding, pruning, quantization and the TensorRT placement rules."""
+    if node.domain not in STANDARD_DOMAINS:
+        return None
+    op = node.op_type
+    if op == "Conv":
+        return 0, 1
+    if op == "ConvTranspose":
+        return 1, 0
+    if op == "Gemm":
+        return (0, 1) if int(node.attr("transB", 0)) else (1, 0)
+    if op == "MatMul":
+        return rank - 1, rank - 2
+    return None
+
+
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 """The standard ops with graph attributes; other domains may have any."""
 
@@ -386,7 +452,7 @@ class Node:
 
     def subgraphs(self) -> Iterator[Graph]:
         """The graphs held by this node's attributes (If branches, Loop and Scan bodies...)."""
-        if self.domain in _STANDARD_DOMAINS and self.op_type not in _SUBGRAPH_OPS:
+        if self.domain in STANDARD_DOMAINS and self.op_type not in _SUBGRAPH_OPS:
             return iter(())  # the hot path: passes ask every node, and standard ops without bodies have none
         return self._graph_attributes()
 
@@ -706,8 +772,8 @@ class Graph:
         deps: dict[Node, set[Node]] = {}
         for node in nodes:
             producers: set[Node] = set()
-            for v in _read_values(node):
-                p = _producer_in(v, self)
+            for v in read_values(node):
+                p = producer_in(v, self)
                 if p is not None and p is not node:
                     producers.add(p)
             deps[node] = producers
@@ -761,7 +827,7 @@ class Graph:
         return f"Graph({self.name!r}, {len(self.inputs)} inputs, {self._count} nodes, {len(self.outputs)} outputs)"
 
 
-def _read_values(node: Node) -> Iterator[Value]:
+def read_values(node: Node) -> Iterator[Value]:
     """Values a node reads: its inputs and the outer-scope values its subgraphs read."""
     for v in node._inputs:
         if v is not None:
@@ -774,7 +840,7 @@ def _read_values(node: Node) -> Iterator[Value]:
         yield from g.outputs
 
 
-def _producer_in(value: Value, graph: Graph) -> Node | None:
+def producer_in(value: Value, graph: Graph) -> Node | None:
     """The node of ``graph`` that produces ``value``, directly or through a subgraph it owns; else None."""
     p = value.producer
     while p is not None and p.graph is not None and p.graph is not graph:
@@ -895,10 +961,12 @@ class Model:
         self.source_path, self.external_files = source, {**files, **other.external_files}
 
     def to_onnx(self) -> onnx.ModelProto:
-        """The model as a self-contained ModelProto (external data is read in)."""
-        from graphopt.onnx_io import to_proto
-
-        return to_proto(self)
+        """The model as a self-contained ModelProto (external data is read in): :func:`graphopt.core.onnx_io.to_proto`,
+        which the I/O module installs here when it is imported (``graphopt.core`` imports it first), so that the IR does
+        not import its own exporter."""
+        if _EXPORTER is None:
+            raise IRError("no ONNX exporter installed: import graphopt.core.onnx_io")
+        return _EXPORTER(self)
 
     def __repr__(self) -> str:
         ops = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in self.opset_imports.items())
@@ -974,7 +1042,7 @@ def _graph_problem(
     inner: list[tuple[Graph, frozenset[int]]] = []
     for node in graph:
         own = {id(o) for o in node._outputs if o is not None}
-        for v in _read_values(node):  # its inputs and what its subgraphs read from outside
+        for v in read_values(node):  # its inputs and what its subgraphs read from outside
             if id(v) in own:
                 return f"{_label(node)} reads its own output {v.name!r} (a cycle)", []
             if id(v) not in scope and id(v) in produced:
@@ -1022,7 +1090,7 @@ class _SchemaChecker:
         return self.schemas[op_type]
 
     def problem(self, node: Node) -> str:
-        if node.domain not in _STANDARD_DOMAINS:
+        if node.domain not in STANDARD_DOMAINS:
             return ""
         if self.opset is None:
             return f"{_label(node)} is a standard op, but the model imports no opset for the default domain"

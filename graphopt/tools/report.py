@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from graphopt.errors import GraphoptError
-from graphopt.summary import abbreviate_names, human_bytes, human_count, plural
+from graphopt.tools.summary import abbreviate_names, human_bytes, human_count, plural
 
 # colours: before / after, and the SQNR scale
 GREY, BLUE, GREEN, AMBER, RED = "#b8c0cc", "#3b6fd8", "#2f9e5b", "#e0a020", "#d64545"

@@ -2,12 +2,12 @@
 
 ``quantize_model`` runs on a model that has been through the lossless passes (BatchNorm and constants folded):
 
-1. shape inference types the activations; ``passes.quantize.plan`` picks the nodes and the tensors to measure;
+1. shape inference types the activations; ``analysis.plan`` picks the nodes and the tensors to measure;
 2. ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the chosen method
    turns the statistics into ranges;
 3. with ``max_error``, each layer's sensitivity is measured (the model's output SQNR with that layer alone in int8)
    and the worst layers stay float until the model's output error on the calibration set is at most ``max_error``;
-4. ``passes.quantize.apply`` inserts the Q/DQ pairs and quantized weights;
+4. ``transform.apply`` inserts the Q/DQ pairs and quantized weights;
 5. the report measures per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
    onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
    output error and parameter bytes before and after.
@@ -21,22 +21,23 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from graphopt import calibration as calib
-from graphopt import runtime
+from graphopt.core.ir import Model
+from graphopt.core.onnx_io import from_proto
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.engine.pass_manager import PassManager
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model
-from graphopt.onnx_io import from_proto
-from graphopt.pass_manager import PassManager
-from graphopt.passes import quantize as placement
-from graphopt.shape_inference import infer_shapes
-from graphopt.summary import initializer_bytes
+from graphopt.quantize import analysis, transform
+from graphopt.quantize import calibration as calib
+from graphopt.quantize.report import LayerReport, QuantReport
+from graphopt.tools import runtime
+from graphopt.tools.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.quantize")
 
@@ -101,85 +102,13 @@ class QuantizeConfig:
             raise GraphoptError(f"unknown quantization option {unknown[0]!r}")
         return cls(**value)
 
-    def selection(self, extra_names: Iterable[str] = ()) -> placement.Selection:
-        return placement.Selection(
+    def selection(self, extra_names: Iterable[str] = ()) -> analysis.Selection:
+        return analysis.Selection(
             op_types=frozenset(self.op_types) if self.op_types is not None else None,
             exclude_names=frozenset(self.exclude) | frozenset(extra_names),
             exclude_ops=frozenset(self.exclude_ops),
             exclude_regex=tuple(self.exclude_regex),
         )
-
-
-@dataclass
-class LayerReport:
-    name: str
-    op_type: str
-    input_scale: float | None
-    weight_scale: tuple[float, float] | None
-    output_scale: float | None
-    absorbed: str | None
-    sqnr_db: float | None = None
-    alone_sqnr_db: float | None = None
-    fused: bool | None = None
-    fused_as: str | None = None
-
-
-@dataclass
-class QuantReport:
-    target: str
-    method: str
-    percentile: float
-    batches: int
-    cached: bool
-    cache_file: str | None
-    reduce_range: bool
-    reduce_range_reason: str
-    per_channel: bool
-    layers: list[LayerReport] = field(default_factory=list)
-    kept_float: list[str] = field(default_factory=list)
-    """Layers left float by ``max_error`` (worst first)."""
-    opset_upgraded: tuple[int, int] | None = None
-    """(from, to) when the model's opset was converted before quantizing."""
-    warnings: list[str] = field(default_factory=list)
-    """What the user must know about the result (also logged as warnings): a poor output SQNR, a kept opset."""
-    error_rel: float = float("nan")
-    error_max_abs: float = float("nan")
-    sqnr_db: float = float("nan")
-    param_bytes_before: int = 0
-    param_bytes_after: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def fused_count(self) -> int:
-        return sum(1 for layer in self.layers if layer.fused)
-
-    def to_dict(self) -> dict[str, Any]:
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and not math.isfinite(x):
-                return None
-            return x
-
-        return {
-            "target": self.target,
-            "method": self.method,
-            "percentile": self.percentile if self.method == "percentile" else None,
-            "calibration_batches": self.batches,
-            "calibration_cached": self.cached,
-            "calibration_cache": self.cache_file,
-            "reduce_range": self.reduce_range,
-            "reduce_range_reason": self.reduce_range_reason,
-            "per_channel": self.per_channel,
-            "output_error_rel": clean(self.error_rel),
-            "output_error_max_abs": clean(self.error_max_abs),
-            "output_sqnr_db": clean(self.sqnr_db),
-            "param_bytes_before": self.param_bytes_before,
-            "param_bytes_after": self.param_bytes_after,
-            "kept_float": self.kept_float,
-            "opset_upgraded": list(self.opset_upgraded) if self.opset_upgraded else None,
-            "warnings": self.warnings,
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-            "layers": [{k: clean(v) for k, v in vars(layer).items()} for layer in self.layers],
-        }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -258,18 +187,18 @@ def sqnr_db(rel_error: float) -> float:
 def _quantized_copy(
     base: onnx.ModelProto,
     target: str,
-    selection: placement.Selection,
+    selection: analysis.Selection,
     ranges: Mapping[str, tuple[float, float]],
-    options: placement.Options,
+    options: transform.Options,
     only: set[str] | None = None,
-) -> tuple[Model, list[placement.Layer]]:
+) -> tuple[Model, list[analysis.Layer]]:
     model = from_proto(base)
     infer_shapes(model)
-    the_plan = placement.plan(model.graph, target, selection)
+    the_plan = analysis.plan(model.graph, target, selection)
     if only is not None:
-        keep = [n for n in the_plan.nodes if n.name in only or n.op_type in placement.SHARE]
-        the_plan = placement.Plan(target, keep, the_plan.tensors)
-    layers = placement.apply(model.graph, the_plan, ranges, model.opset("") or 0, options)
+        keep = [n for n in the_plan.nodes if n.name in only or n.op_type in analysis.SHARE]
+        the_plan = analysis.Plan(target, keep, the_plan.tensors)
+    layers = transform.apply(model.graph, the_plan, ranges, model.opset("") or 0, options)
     return model, layers
 
 
@@ -302,7 +231,7 @@ def quantize_model(
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
         calib.check_feed(model, feed, calib.sample_name(sources, i))
-    if placement.is_quantized(model.graph):
+    if analysis.is_quantized(model.graph):
         raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
     opset = model.opset("") or 0
     notes: list[str] = []
@@ -322,17 +251,17 @@ def quantize_model(
     model.graph.name_unnamed_nodes()
     infer_shapes(model)
     selection = cfg.selection()
-    the_plan = placement.plan(model.graph, target, selection)
-    if not any(n.op_type not in placement.SHARE for n in the_plan.nodes):
+    the_plan = analysis.plan(model.graph, target, selection)
+    if not any(n.op_type not in analysis.SHARE for n in the_plan.nodes):
         raise GraphoptError(
-            f"nothing to quantize: no float {'/'.join(sorted(placement.LINEAR))} or other quantizable op "
+            f"nothing to quantize: no float {'/'.join(sorted(analysis.LINEAR))} or other quantizable op "
             f"(target {target}) outside the exclusions"
         )
     reduce_range, reason = choose_reduce_range(cfg, target)
     per_channel = cfg.per_channel and opset >= PER_CHANNEL_OPSET
     if cfg.per_channel and opset < PER_CHANNEL_OPSET:
         notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
-    options = placement.Options(per_channel=per_channel, reduce_range=reduce_range)
+    options = transform.Options(per_channel=per_channel, reduce_range=reduce_range)
     base = model.to_onnx()
     timings["plan"] = time.perf_counter() - t0
 
@@ -377,8 +306,8 @@ def quantize_model(
         timings["sensitivity"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    final_plan = placement.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
-    layers = placement.apply(model.graph, final_plan, ranges, opset, options)
+    final_plan = analysis.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
+    layers = transform.apply(model.graph, final_plan, ranges, opset, options)
     PassManager("dce,remove-unused").run(model, target=target)  # the float weights nothing reads any more
     timings["insert"] = time.perf_counter() - t0
     if not layers:
@@ -455,7 +384,7 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
 def _layer_sqnr(
     base: onnx.ModelProto,
     quantized: onnx.ModelProto,
-    layers: Sequence[placement.Layer],
+    layers: Sequence[analysis.Layer],
     batches: Sequence[Mapping[str, np.ndarray]],
     threads: int | None,
 ) -> dict[str, float]:
@@ -474,7 +403,7 @@ def _layer_sqnr(
     return out
 
 
-def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[placement.Layer]) -> dict[str, str]:
+def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) -> dict[str, str]:
     """Which layers onnxruntime turned into integer kernels: layer name -> the op it became.
 
     onnxruntime's QDQ fusions keep the fused node's name; its optimized graph is read back from a file it writes.
@@ -501,9 +430,9 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[placement.Layer])
 def _keep_sensitive_float(
     base: onnx.ModelProto,
     target: str,
-    selection: placement.Selection,
+    selection: analysis.Selection,
     ranges: Mapping[str, tuple[float, float]],
-    options: placement.Options,
+    options: transform.Options,
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Sequence[np.ndarray]],
     cfg: QuantizeConfig,
@@ -512,7 +441,7 @@ def _keep_sensitive_float(
     """Sensitivity per layer, then the fewest worst layers to keep float so the output error is <= max_error."""
     probe = from_proto(base)
     infer_shapes(probe)
-    names = [n.name for n in placement.plan(probe.graph, target, selection).nodes if n.op_type not in placement.SHARE]
+    names = [n.name for n in analysis.plan(probe.graph, target, selection).nodes if n.op_type not in analysis.SHARE]
     alone: dict[str, float] = {}
     for i, name in enumerate(names):
         if progress:
@@ -527,7 +456,7 @@ def _keep_sensitive_float(
     worst = sorted(alone, key=lambda n: alone[n])
 
     def error_without(k: int) -> float:
-        sel = placement.Selection(
+        sel = analysis.Selection(
             selection.op_types,
             selection.exclude_names | frozenset(worst[:k]),
             selection.exclude_ops,

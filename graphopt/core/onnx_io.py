@@ -17,10 +17,9 @@ from typing import Any
 import onnx
 from google.protobuf.message import DecodeError, Message
 
-from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError, TensorDataError
-from graphopt.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused
-from graphopt.mapped import Scanned, scan
-from graphopt.tensors import (
+from graphopt.core.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused, install_exporter
+from graphopt.core.mapped import Scanned, scan
+from graphopt.core.tensors import (
     ExternalFile,
     ExternalRef,
     SparseTensor,
@@ -33,6 +32,7 @@ from graphopt.tensors import (
     same_file,
     text,
 )
+from graphopt.errors import ExternalDataError, GraphoptError, ModelLoadError, TensorDataError
 
 _A = onnx.AttributeProto
 PROTOBUF_LIMIT = 2**31 - 1
@@ -207,7 +207,7 @@ class _Importer:
         v = value if value is not None else Value(text(info.name))
         if id(v) in self.typed:
             again = onnx.ValueInfoProto()
-            _fill_value_info(again, v)
+            fill_value_info(again, v)
             if again != info:
                 graph.info_overrides[(kind, v)] = (info, v.type_proto)
             return v
@@ -389,7 +389,7 @@ def from_proto(
     proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None, *, mapped: Scanned | None = None
 ) -> Model:
     """Lift a ModelProto into the IR without copying tensor data. ``base_dir`` resolves external data; ``mapped``
-    holds the main graph's initializer data that :func:`graphopt.mapped.scan` cut out of ``proto``."""
+    holds the main graph's initializer data that :func:`graphopt.core.mapped.scan` cut out of ``proto``."""
     importer = _Importer(Path(base_dir) if base_dir is not None else None, mapped)
     with gc_paused():
         graph = importer.graph(proto.graph, [], main=True)
@@ -420,7 +420,7 @@ def from_proto(
 TensorWriter = Callable[[Value, onnx.TensorProto], None]
 
 
-def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = None, kind: str = "") -> None:
+def fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = None, kind: str = "") -> None:
     if graph is not None and graph.info_overrides:
         override = graph.info_overrides.get((kind, v))
         if override is not None and override[1] is v.type_proto and text(override[0].name) == v.name:
@@ -448,7 +448,7 @@ def _fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = 
     _put_props(info.metadata_props, v.metadata_props)
 
 
-class _Exporter:
+class Exporter:
     """Writes IR objects into protos. Tensor data that lives in external files is written inline."""
 
     def graph(self, graph: Graph, gp: onnx.GraphProto, *, initializers: bool = True) -> None:
@@ -459,7 +459,7 @@ class _Exporter:
             put_str(gp, "doc_string", graph.doc_string)
         _put_props(gp.metadata_props, graph.metadata_props)
         for v in graph.inputs:
-            _fill_value_info(gp.input.add(), v, graph, "input")
+            fill_value_info(gp.input.add(), v, graph, "input")
         if initializers:
             for name, v in graph.initializers.items():
                 assert v.const is not None
@@ -470,10 +470,10 @@ class _Exporter:
         for node in graph:
             self.node(node, gp.node.add())
         for v in graph.outputs:
-            _fill_value_info(gp.output.add(), v, graph, "output")
+            fill_value_info(gp.output.add(), v, graph, "output")
         for v in graph.value_info:
             if id(v) not in emitted and _alive(v, graph):
-                _fill_value_info(gp.value_info.add(), v, graph, "value_info")
+                fill_value_info(gp.value_info.add(), v, graph, "value_info")
                 emitted.add(id(v))
         # Only values the input listed get value_info: types that passes inferred on the way stay in memory (a
         # runtime infers them again), so an optimized file never grows by annotations the original did not have.
@@ -567,7 +567,7 @@ class _Exporter:
             put_str(fp, "doc_string", func.doc_string)
         for v in func.graph.value_info:
             if _alive(v, func.graph):
-                _fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
+                fill_value_info(fp.value_info.add(), v, func.graph, "value_info")
         _put_props(fp.metadata_props, func.metadata_props)
 
     def model(self, model: Model, mp: onnx.ModelProto, *, initializers: bool = True) -> None:
@@ -620,7 +620,7 @@ def to_proto(model: Model) -> onnx.ModelProto:
     """The model as a self-contained ModelProto; external tensor data is read in."""
     mp = onnx.ModelProto()
     with gc_paused():
-        _Exporter().model(model, mp)
+        Exporter().model(model, mp)
     return mp
 
 
@@ -631,7 +631,7 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model) -> Mo
     """Load a model from a path, serialized bytes, a ModelProto, or return a Model as is.
 
     A ModelProto is never modified; tensors refer to its data lazily. From a path, the file and its external data are
-    memory-mapped and weights stay views of them (see :mod:`graphopt.mapped`): while the model is in use, the files
+    memory-mapped and weights stay views of them (see :mod:`graphopt.core.mapped`): while the model is in use, the files
     must not be truncated or rewritten in place (graphopt's own ``save`` always writes a new file and renames it, so
     saving over the source is safe; ``onnx.save`` to the same path is not).
     """
@@ -787,7 +787,7 @@ def save(
                         progress(done, total)
         mp = onnx.ModelProto()
         with gc_paused():
-            _Exporter().model(model, mp, initializers=False)
+            Exporter().model(model, mp, initializers=False)
         pieces = [_tensor_piece(name, v.const, stubs.get(name)) for name, v in inits]  # type: ignore[arg-type]
         sizes = [piece.size for piece in pieces]
         graph_body = mp.graph.SerializeToString()
@@ -988,3 +988,6 @@ def target_identity(path: Path, what: str) -> tuple[int, int] | None:
             f"{path}: the {what} {file_kind(st.st_mode)}, not a regular file; graphopt only replaces regular files"
         )
     return (st.st_dev, st.st_ino)
+
+
+install_exporter(to_proto)  # Model.to_onnx()

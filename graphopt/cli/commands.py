@@ -1,0 +1,435 @@
+"""The commands: ``optimize`` (parser -> request -> :func:`graphopt.api.run_request` -> render), ``inspect``,
+``diff``, ``report``, ``passes``; and the output rules they share (never an overwritten input, no half-written
+output)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from graphopt.api import OptimizeRequest, RunHooks, run_request
+from graphopt.cli.parser import optimize_request
+from graphopt.cli.render import (
+    _jsonable,
+    _printed_warnings,
+    _progress,
+    _quantize_progress,
+    _Recorded,
+    _render,
+    _stdout,
+    _step,
+    _warn,
+)
+from graphopt.core.ir import Model
+from graphopt.core.onnx_io import (
+    check,
+    check_targets,
+    load,
+    require_file,
+    run_or_defer,
+    save,
+    target_identity,
+    wants_external_data,
+)
+from graphopt.core.tensors import same_file
+from graphopt.engine.pass_manager import PassReport
+from graphopt.engine.passes_api import list_passes
+from graphopt.errors import GraphoptError
+from graphopt.tools.diagnose import checker_rejection, output_folder_problem
+from graphopt.tools.summary import (
+    human_bytes,
+    op_histogram,
+    plural,
+    shape_str,
+    summarize,
+    unmatched_hint,
+)
+
+_TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# diff
+# --------------------------------------------------------------------------------------------------------------------
+def cmd_diff(args: argparse.Namespace) -> int:
+    from graphopt.tools.compare import diff
+
+    a, b = Path(args.a), Path(args.b)
+    found = diff(load(a), load(b), rtol=args.rtol, atol=args.atol, max_differences=max(1, args.max))
+    if args.json:
+        rows = [{"path": d.path, "what": d.what, "a": _jsonable(d.a), "b": _jsonable(d.b)} for d in found]
+        print(json.dumps({"equal": not found, "differences": rows}, indent=2))
+    elif not found:
+        print(f"{a} and {b}: graphs are equal")
+    else:
+        more = "+" if len(found) >= args.max else ""
+        print(f"{a} and {b} differ ({len(found)}{more} difference{'' if len(found) == 1 and not more else 's'}):")
+        for d in found:
+            print(f"  {d}")
+    return 1 if found else 0
+
+
+def load_checked(path: Path, *, run_checker: bool) -> Model:
+    """Read a model file (a regular file only), run the ONNX checker (unless told not to), and lift it into the IR."""
+    require_file(path)  # before the checker, which would block on a FIFO or read /dev/zero forever
+    if run_checker:
+        try:
+            check(path)  # the checker reads the file itself: ~5x faster than checking the parsed proto
+        except GraphoptError as rejected:
+            raise checker_rejection(path, rejected) from None  # an unreadable file: say why first
+    return load(path)
+
+
+def _output_path(args: argparse.Namespace) -> Path:
+    """The output path, refused early (before any work) if it is the input without --in-place, or names something
+    that is not a regular file. Files the input model reads are checked once it is loaded (see check_targets)."""
+    src = Path(args.input)
+    if not args.output and not args.in_place:
+        raise GraphoptError("no output file: give -o OUT (or --in-place to overwrite the input)")
+    out = Path(args.output) if args.output else src
+    if out.name in ("", ".", ".."):
+        raise GraphoptError(f"{out}: output is a directory")
+    problem = output_folder_problem(out)  # a missing folder, or a path component that is a file
+    if problem:
+        raise GraphoptError(problem)
+    target_identity(out, "output")
+    if not args.in_place and same_file(src, out):
+        raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
+    return out
+
+
+@contextmanager
+def _clean_exit_on(*signums: int) -> Iterator[None]:
+    """Turn these signals into an exception while the block (the save) runs, so that ``save`` removes its temporary
+    files, then exit with 128 + the signal number, as a process killed by it would report. The exception waits for
+    the end of the save's critical sections (creating a temporary file, the final renames, the cleanup). SIGINT
+    becomes the usual KeyboardInterrupt (exit 130), with the same care."""
+
+    class Terminated(BaseException):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        def stop() -> None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Terminated(signum)
+
+        run_or_defer(stop)
+
+    previous = {}
+    for signum in signums:
+        with suppress(ValueError, OSError):  # not the main thread: leave signals alone
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    except Terminated as e:
+        name = signal.Signals(e.args[0]).name
+        print(f"graphopt: terminated by {name} while saving; no temporary file left behind", file=sys.stderr)
+        raise SystemExit(128 + e.args[0]) from None
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
+    src = Path(args.input)
+    out = _output_path(args)
+    if args.report:
+        page = Path(args.report)
+        problem = output_folder_problem(page)
+        if problem:
+            raise GraphoptError(problem)
+        target_identity(page, "report")  # a regular file or nothing: never a device, FIFO or directory
+        for model_path, role in ((src, "input"), (out, "output")):
+            if page.resolve() == model_path.resolve() or same_file(page, model_path):
+                raise GraphoptError(f"{page}: --report would overwrite the {role} model")
+    request = optimize_request(args)
+    if args.passes and args.level is not None and not args.quiet:
+        _warn(f"-O{args.level} is ignored: --passes gives the pipeline")
+    if args.strict and not args.verify and not args.quiet:
+        print("graphopt: note: --strict turns --verify on", file=sys.stderr)
+    pipeline = request.pipeline()  # resolved before loading, so a misspelt pass name fails fast
+    show = not (args.quiet or args.json) and err.is_terminal
+
+    times: dict[str, float] = {}
+    nodes: dict[str, int] = {}
+    float_reasons: list[dict[str, str]] = []
+    in_size = _file_size(src)
+    with _progress(err, show) as progress:
+        with timed(times, "load"), _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
+            model = load_checked(src, run_checker=not args.no_check)
+        ops_before = op_histogram(model)
+        external = {"auto": None, "yes": True, "no": False}[args.external_data]
+        data_path = out.parent / f"{out.name}.data" if wants_external_data(model, external) else None
+        check_targets(model, out, data_path)  # fail now, not after optimizing; save checks again
+        if args.report:
+            check_targets(model, Path(args.report), None)  # nor may the report replace the input's data
+            if data_path is not None and Path(args.report).resolve() == data_path.resolve():
+                raise GraphoptError(f"{args.report}: --report would overwrite the output's external data")
+
+        task = progress.add_task("optimizing", total=len(pipeline))
+
+        def on_pass(name: str, index: int, total: int) -> None:
+            progress.update(task, description=f"pass {name}", completed=index)
+
+        def on_layer_decided(decision: dict[str, Any]) -> None:  # winograd autotuning, layer by layer
+            done = len(request.options["winograd_decisions"])
+            progress.update(task, description=f"pass winograd: {plural(done, 'layer')} decided")
+            progress.refresh()  # a layer takes a while to time; show each one, not the next 10 Hz tick
+
+        if show and any(p.name == "winograd" for p in pipeline):
+            request.options["winograd_decisions"] = _Recorded(on_layer_decided)  # the pass appends each decision
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            if name == "passes":
+                with timed(times, "optimize"):
+                    yield
+                progress.remove_task(task)
+            elif name == "prune":
+                _warn_unmatched(model, args, "prune")
+                with timed(times, "prune"), _step(progress, "pruning"), _printed_warnings("prune", args.quiet):
+                    yield
+            else:
+                _warn_unmatched(model, args, "quantize")
+                float_reasons.extend(_float_reasons(model, args))
+                with timed(times, "quantize"), _printed_warnings("quantize", False):
+                    yield
+            nodes[name] = model.graph.node_count()
+
+        report = run_request(model, request, RunHooks(on_pass, stage, _quantize_progress(progress)))
+
+        with timed(times, "save"):
+            save_task = progress.add_task(f"saving {out.name}", total=None)
+            with _clean_exit_on(*_TERMINATING_SIGNALS):
+                save(
+                    model,
+                    out,
+                    external_data=external,
+                    size_threshold=args.size_threshold,
+                    progress=lambda done, total: progress.update(save_task, completed=done, total=total),
+                )
+            progress.remove_task(save_task)
+
+    summary = _summary(args, request, report, model, times, nodes, float_reasons, ops_before, in_size, out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        _render(report, summary)
+    if args.report:
+        from graphopt.tools.report import write_report
+
+        write_report(summary, Path(args.report))
+        if not (args.quiet or args.json):
+            print(f"graphopt: report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def _summary(
+    args: argparse.Namespace,
+    request: OptimizeRequest,
+    report: PassReport,
+    model: Model,
+    times: dict[str, float],
+    nodes: dict[str, int],
+    float_reasons: list[dict[str, str]],
+    ops_before: dict[str, int],
+    in_size: int,
+    out: Path,
+) -> dict[str, Any]:
+    """The run as one dict: what --json prints and --report renders."""
+    summary = {
+        "input": str(args.input),
+        "output": str(out),
+        "level": None if args.passes else request.level,
+        "target": args.target,
+        "bytes_before": in_size,
+        "bytes_after": _file_size(out),
+        "timing": {k: round(v, 4) for k, v in times.items()},
+        **report.to_dict(),
+        # the pipeline's own before/after are nodes_before/nodes_after; what was written can differ (pruning, int8)
+        "nodes_written": model.graph.node_count(),
+        "ops_before": ops_before,
+        "ops_after": op_histogram(model),
+    }
+    nodes_pipeline = nodes.get("passes", report.nodes_after)
+    nodes_pruned = nodes.get("prune", nodes_pipeline)
+    stages = [("passes", report.nodes_before, nodes_pipeline)]
+    if report.pruning:
+        summary["pruning"] = [r.to_dict() for r in report.pruning]
+        stages.append(("pruning", nodes_pipeline, nodes_pruned))
+    if report.quantization is not None:
+        summary["quantization"] = report.quantization.to_dict()
+        summary["quantization"]["kept_float_why"] = float_reasons + [
+            {"layer": name, "why": "--max-error: among the most sensitive layers"}
+            for name in report.quantization.kept_float
+        ]
+        stages.append(("int8", nodes_pruned, summary["nodes_written"]))
+    summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
+    winograd = report.results.get("winograd")
+    if winograd and winograd["layers"]:
+        summary["winograd"] = {"layers": list(winograd["layers"]), "model_ms": winograd["model_ms"]}
+    return summary
+
+
+def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
+    """One warning per name, op type or pattern that selects nothing in the model (it would be silently ignored),
+    with the nearest valid names."""
+    if args.quiet:
+        return
+    names = {n.name for n in model.graph if n.name}
+    ops = {n.op_type for n in model.graph}
+    problems: list[str] = []
+    if stage == "prune":
+        layers = {n.name for n in model.graph if n.name and n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+        for item in args.prune_layer:
+            name = item.rpartition("=")[0]
+            if name not in layers:
+                problems.append(f"--prune-layer {name!r} matches no layer" + unmatched_hint(name, layers, "layers"))
+    else:
+        for name in args.exclude:
+            if name not in names:
+                problems.append(f"--exclude {name!r} matches no node" + unmatched_hint(name, names, "node names"))
+        for op in args.exclude_op:
+            if op not in ops:
+                problems.append(f"--exclude-op {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+        for rx in args.exclude_regex:
+            if not any(re.search(rx, n) for n in names):
+                problems.append(f"--exclude-regex {rx!r} matches no node name" + unmatched_hint(rx, names, "names"))
+        for op in (o.strip() for o in (args.quantize_ops or "").split(",")):
+            if op and op not in ops:
+                problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+    for p in problems:
+        _warn(p)
+
+
+def _float_reasons(model: Model, args: argparse.Namespace) -> list[dict[str, str]]:
+    """The nodes the exclusion flags keep float, and which flag did (for the report)."""
+    found = []
+    for n in model.graph:
+        why = ""
+        if n.name in args.exclude:
+            why = f"--exclude {n.name}"
+        elif n.op_type in args.exclude_op:
+            why = f"--exclude-op {n.op_type}"
+        else:
+            rx = next((r for r in args.exclude_regex if re.search(r, n.name or "")), None)
+            why = f"--exclude-regex {rx}" if rx is not None else ""
+        if why:
+            found.append({"layer": n.name, "op_type": n.op_type, "why": why})
+    return found
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from graphopt.tools.report import write_report
+
+    src = args.result
+    try:
+        text = sys.stdin.read() if src == "-" else Path(src).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GraphoptError(f"{src}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GraphoptError(f"{src}: not JSON ({e.msg}, line {e.lineno}); give what optimize --json printed") from None
+    if not isinstance(summary, dict) or "passes" not in summary:
+        raise GraphoptError(f"{src}: not the output of graphopt optimize --json (no \"passes\")")
+    write_report(summary, Path(args.output))
+    return 0
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# inspect and passes
+# --------------------------------------------------------------------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.input)
+    model = load_checked(path, run_checker=False)
+    info = summarize(model)
+    if args.json:
+        print(json.dumps({"file": str(path), "bytes": _file_size(path), **info.to_dict()}, indent=2))
+        return 0
+    console = _stdout()
+    opsets = ", ".join(f"{d} {v}" for d, v in info.opsets.items())
+    console.print(
+        f"[bold]{escape(str(path))}[/] ({human_bytes(_file_size(path))}), IR version {info.ir_version}, "
+        f"producer {info.producer or '?'}, opsets: {opsets}",
+        highlight=False,
+    )
+    io = Table(title="inputs and outputs", title_justify="left")
+    for col in ("kind", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, values in (("input", info.inputs), ("output", info.outputs)):
+        for v in values:
+            io.add_row(kind, escape(v["name"]), v["dtype"], escape(shape_str(v["shape"])))
+    console.print(io)
+    ops = Table(title=f"ops ({info.nodes} nodes, subgraphs included)", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info.ops.items():
+        ops.add_row(escape(op), str(n))
+    console.print(ops)
+    console.print(
+        f"parameters: {info.parameters:,} in {info.initializers} initializers, "
+        f"{human_bytes(info.parameter_bytes)} ({human_bytes(info.external_bytes)} external)",
+        highlight=False,
+    )
+    subs = ", ".join(f"{n} in {op}" for op, n in info.subgraphs.items()) or "none"
+    console.print(f"subgraphs: {subs}; functions: {', '.join(info.functions) or 'none'}", highlight=False, markup=False)
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    registered = list_passes()
+    rows = [
+        {
+            "name": name,
+            "description": cls.description,
+            "lossless": cls.lossless,
+            "options": {
+                key: {"type": opt.type.__name__, "default": opt.default, "help": opt.help}
+                for key, opt in cls.options_spec.items()
+            },
+        }
+        for name, cls in registered.items()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="registered passes", title_justify="left")
+    table.add_column("pass")
+    table.add_column("description")
+    table.add_column("options")
+    for row in rows:
+        opts = ", ".join(f"{k}: {o['type']} = {o['default']}" for k, o in row["options"].items())
+        table.add_row(row["name"], escape(row["description"] + ("" if row["lossless"] else " (lossy)")), escape(opts))
+    _stdout().print(table)
+    return 0
+
+
+@contextmanager
+def timed(times: dict[str, float], name: str) -> Iterator[None]:
+    """Add the seconds the block took to ``times[name]`` (the per-stage timing of the summary)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0

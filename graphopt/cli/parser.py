@@ -1,0 +1,430 @@
+"""The command line, parsed: the argparse parser of every command, and the translation of ``optimize``'s flags into
+an :class:`graphopt.api.OptimizeRequest` (flag syntax checked here; values validated by the request, in flag terms)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from graphopt import __version__
+from graphopt.api import OptimizeRequest
+from graphopt.core.ir import Model
+from graphopt.engine.passes_api import TARGETS
+from graphopt.errors import GraphoptError
+from graphopt.tools import bench
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (unless its help already says it or it has none worth showing) and keeps the
+    examples epilog as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+EXAMPLES = """examples:
+  graphopt optimize model.onnx -o model.opt.onnx                 # -O2: lossless cleanup to a fixed point
+  graphopt optimize model.onnx -o model.o3.onnx -O3 --threads 4  # also Winograd where it is measured faster
+  graphopt optimize model.onnx -o out.onnx --passes "fold-constants,cse,dce" --verify
+  graphopt optimize model.onnx -o model.int8.onnx --quantize int8 --calib-data calib/ --report report.html
+  graphopt optimize model.onnx -o model.pruned.onnx --prune-channels 0.5
+  graphopt report result.json -o report.html    # result.json: what optimize --json printed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="graphopt",
+        description="A graph-level compiler for ONNX models.",
+        epilog=EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    opt = sub.add_parser(
+        "optimize", help="optimize a model and write the result", epilog=EXAMPLES, formatter_class=_HelpFormatter
+    )
+    opt.add_argument("input", metavar="IN", help="the ONNX model to optimize")
+    opt.add_argument("-o", "--output", metavar="OUT", help="where to write the optimized model")
+    opt.add_argument(
+        "-O",
+        dest="level",
+        type=int,
+        choices=range(4),
+        default=None,
+        metavar="0..3",
+        help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2; "
+        "not with --passes)",
+    )
+    opt.add_argument(
+        "--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'"
+    )
+    opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
+    opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
+    opt.add_argument(
+        "--keep-debug-info",
+        action="store_true",
+        help="keep exporters' per-node doc strings and metadata (-O2 and -O3 drop them; model metadata always stays)",
+    )
+    opt.add_argument("--in-place", action="store_true", help="overwrite the input file (needed if -o names it)")
+    opt.add_argument(
+        "--external-data",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="write tensors to a .data file beside the output (auto: if the input had one or >2 GB)",
+    )
+    opt.add_argument(
+        "--size-threshold",
+        type=int,
+        default=1024,
+        metavar="BYTES",
+        help="smallest tensor written to external data (default 1024)",
+    )
+    opt.add_argument(
+        "--fixed-point",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="repeat the pipeline until nothing changes (default: on for -O2 and -O3)",
+    )
+    opt.add_argument(
+        "--verify",
+        action="store_true",
+        help="check each pass under onnxruntime on generated inputs; undo (and name) a pass that changes the outputs",
+    )
+    opt.add_argument(
+        "--strict", action="store_true", help="verify, and stop with exit code 1 instead of undoing (turns --verify on)"
+    )
+    opt.add_argument(
+        "--winograd",
+        choices=("auto", "off", "F2", "F4", "F6"),
+        default=None,
+        help="3x3 Conv lowering (-O3): auto times each layer (default at -O3, target ort); F2/F4/F6 force; off",
+    )
+    opt.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="onnxruntime threads the model will run with (Winograd timing; default 1)",
+    )
+    _prune_flags(opt)
+    _quantize_flags(opt)
+    _output_flags(opt)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="show opsets, inputs/outputs, op counts, parameters and subgraphs",
+        formatter_class=_HelpFormatter,
+    )
+    ins.add_argument("input", metavar="IN", help="the ONNX model to inspect")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    bench.add_parser(sub)
+
+    dif = sub.add_parser(
+        "diff",
+        help="compare two models structurally (names and node order ignored); exit 1 if they differ",
+        formatter_class=_HelpFormatter,
+    )
+    dif.add_argument("a", help="the first model")
+    dif.add_argument("b", help="the second model")
+    dif.add_argument(
+        "--rtol", type=float, default=None, metavar="R", help="compare constants within this relative tolerance"
+    )
+    dif.add_argument(
+        "--atol", type=float, default=None, metavar="A", help="compare constants within this absolute tolerance"
+    )
+    dif.add_argument(
+        "--max", type=int, default=20, metavar="N", help="report at most this many differences (default 20)"
+    )
+    dif.add_argument("--json", action="store_true", help="print the differences as JSON")
+
+    rep = sub.add_parser(
+        "report",
+        help="write the HTML report of an optimize run from its --json output",
+        formatter_class=_HelpFormatter,
+    )
+    rep.add_argument("result", metavar="RESULT.json", help="what graphopt optimize --json printed ('-': stdin)")
+    rep.add_argument("-o", "--output", metavar="OUT.html", required=True, help="where to write the HTML page")
+
+    pas = sub.add_parser("passes", help="list the registered passes and their options", formatter_class=_HelpFormatter)
+    pas.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _prune_flags(opt: argparse.ArgumentParser) -> None:
+    p = opt.add_argument_group("pruning (after the optimization level's passes, before quantization)")
+    p.add_argument("--prune-channels", type=float, metavar="RATIO", help="remove this share of each group's channels")
+    p.add_argument(
+        "--prune-layer",
+        action="append",
+        default=[],
+        metavar="NAME=RATIO",
+        help="another ratio for the group of this producer layer (repeatable)",
+    )
+    p.add_argument(
+        "--prune-multiple", type=int, default=8, metavar="N", help="round kept channels up to a multiple (default 8)"
+    )
+    p.add_argument("--prune-importance", choices=("l1", "l2"), default="l1", help="channel importance (default l1)")
+    p.add_argument(
+        "--prune-borders",
+        choices=("exact", "bias"),
+        default="exact",
+        help="what removed channels still produce: exact (a constant map after padded readers where the border "
+        "differs) or bias (interior value into the bias only: smaller, approximate at borders)",
+    )
+    p.add_argument(
+        "--prune-protect", action="append", default=[], metavar="NAME|REGEX", help="never prune this layer (repeatable)"
+    )
+    p.add_argument(
+        "--prune-weights", metavar="RATIO|2:4", help="zero this share of the weights by magnitude, or keep 2 of every 4"
+    )
+    p.add_argument(
+        "--prune-scope",
+        choices=("global", "layer"),
+        default="global",
+        help="--prune-weights ratio over all or per layer",
+    )
+    p.add_argument("--sparse-initializers", action="store_true", help="store pruned weights as sparse initializers")
+    p.add_argument(
+        "--prune-bench",
+        type=int,
+        default=20,
+        metavar="RUNS",
+        help="time the model before and after pruning, interleaved, 1 thread (default 20 runs; 0: skip)",
+    )
+
+
+def _quantize_flags(opt: argparse.ArgumentParser) -> None:
+    q = opt.add_argument_group("quantization (after the optimization level's passes)")
+    q.add_argument("--quantize", choices=("int8",), help="quantize to int8 QDQ for --target")
+    q.add_argument("--calib-data", metavar="DIR", help="calibration data: .npz files, each one feed dict by input name")
+    q.add_argument(
+        "--calib-random", type=int, metavar="N", help="calibrate on N random samples (smoke tests: poor ranges)"
+    )
+    q.add_argument(
+        "--calib-method",
+        choices=("minmax", "percentile", "entropy"),
+        default="percentile",
+        help="how ranges come from the calibration data (default percentile)",
+    )
+    q.add_argument(
+        "--percentile", type=float, default=99.999, metavar="P", help="central share kept by --calib-method percentile"
+    )
+    q.add_argument(
+        "--calib-cache",
+        metavar="FILE|off",
+        help="calibration cache file (default: one per model and data in ~/.cache/graphopt/calibration)",
+    )
+    q.add_argument("--exclude", action="append", default=[], metavar="NAME", help="keep this node float (repeatable)")
+    q.add_argument(
+        "--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float (repeatable)"
+    )
+    q.add_argument(
+        "--exclude-regex",
+        action="append",
+        default=[],
+        metavar="RX",
+        help="keep nodes whose name matches (re.search; repeatable)",
+    )
+    q.add_argument(
+        "--quantize-ops", metavar="OP,OP", help="comma-separated op types to quantize instead of the default"
+    )
+    q.add_argument(
+        "--max-error",
+        type=float,
+        metavar="E",
+        help="keep the most sensitive layers float until the output's relative error on the calibration set is <= E",
+    )
+    q.add_argument(
+        "--reduce-range",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="7-bit weights for CPUs without VNNI (auto: detect the CPU; target ort)",
+    )
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report (pass table, op histogram, quantization, pruning, Winograd)",
+    )
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Option combinations argparse cannot express: usage errors (exit 2, pointing at --help)."""
+    if args.command != "optimize":
+        return
+    sub = _Parser(prog="graphopt optimize")
+    if args.passes is not None and not args.passes.strip(" ,"):
+        sub.error("--passes needs at least one pass name (leave it out to run the -O level)")
+    if args.report is not None and not args.report:
+        sub.error("--report needs a file name")
+
+
+def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
+    """The flags as an OptimizeRequest, validated (flag errors surface before any loading). Calibration data is read
+    once the model is loaded (a folder is matched against its inputs), so the request carries a function for it."""
+    if args.threads < 1:
+        raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
+    quant_config = _quantize_config(args)
+    prune = _prune_request(args)
+    options: dict[str, Any] = {"winograd_threads": args.threads}
+    if args.winograd is not None:
+        options["winograd"] = args.winograd
+    return OptimizeRequest(
+        level=2 if args.level is None else args.level,
+        passes=args.passes or None,
+        target=args.target,
+        fixed_point=args.fixed_point,
+        verify=args.verify,
+        strict=args.strict,
+        keep_debug_info=args.keep_debug_info,
+        quantize=args.quantize,
+        calibration=None if quant_config is None else (lambda model: _calibration(args, model)),
+        quantize_options=quant_config,
+        prune_channels=None if prune is None else prune["channels"],
+        prune_weights=None if prune is None else prune["weights"],
+        prune_options=None if prune is None else prune["options"],
+        prune_bench=args.prune_bench if prune is not None else 0,
+        options=options,
+    ).validate(spell=lambda name: "--" + name.replace("_", "-"))
+
+
+def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What the pruning flags ask for (None: no pruning); bad values fail before anything is loaded."""
+    if args.prune_channels is None and args.prune_weights is None:
+        if args.prune_layer or args.prune_protect:
+            raise GraphoptError("--prune-layer and --prune-protect need --prune-channels or --prune-weights")
+        return None
+    if args.prune_channels is not None and not 0 <= args.prune_channels < 1:
+        raise GraphoptError(f"--prune-channels must be in [0, 1), got {args.prune_channels}")
+    weights: float | str | None = args.prune_weights
+    if weights is not None and weights != "2:4":
+        try:
+            weights = float(weights)
+        except ValueError:
+            raise GraphoptError(f"--prune-weights takes a ratio in [0, 1) or 2:4, got {args.prune_weights!r}") from None
+        if not 0 <= weights < 1:
+            raise GraphoptError(f"--prune-weights must be in [0, 1) or 2:4, got {args.prune_weights}")
+    layer_ratios = {}
+    for item in args.prune_layer:
+        name, sep, value = item.rpartition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = -1.0
+        if not sep or not name or not 0 <= ratio < 1:
+            raise GraphoptError(f"--prune-layer {item!r}: expected NAME=RATIO with a ratio in [0, 1)")
+        layer_ratios[name] = ratio
+    for rx in args.prune_protect:
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            raise GraphoptError(f"--prune-protect {rx!r}: {exc}") from None
+    if args.prune_multiple < 1:
+        raise GraphoptError(f"--prune-multiple must be at least 1, got {args.prune_multiple}")
+    return {
+        "channels": args.prune_channels,
+        "weights": weights,
+        "options": {
+            "multiple": args.prune_multiple,
+            "importance": args.prune_importance,
+            "protect": list(args.prune_protect),
+            "layer_ratios": layer_ratios,
+            "borders": args.prune_borders,
+            "scope": args.prune_scope,
+            "sparse": args.sparse_initializers,
+        },
+    }
+
+
+def _quantize_config(args: argparse.Namespace) -> Any:
+    """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
+    calib_flags = [
+        f
+        for f, v in (
+            ("--calib-data", args.calib_data),
+            ("--calib-random", args.calib_random),
+            ("--max-error", args.max_error),
+            ("--quantize-ops", args.quantize_ops),
+        )
+        if v is not None
+    ]
+    if not args.quantize:
+        if calib_flags:
+            raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
+        return None
+    from graphopt.quantize import QuantizeConfig  # here, not at the top: it brings in numba for calibration
+
+    if args.calib_data and args.calib_random is not None:
+        raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
+    if not args.calib_data and args.calib_random is None:
+        raise GraphoptError(
+            "--quantize needs calibration data: --calib-data DIR (or --calib-random N for a smoke test)"
+        )
+    if args.calib_random is not None and args.calib_random < 1:
+        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
+    if args.max_error is not None and not args.max_error > 0:
+        raise GraphoptError(f"--max-error must be positive, got {args.max_error}")
+    if not 0 < args.percentile <= 100:
+        raise GraphoptError(f"--percentile must be in (0, 100], got {args.percentile}")
+    for rx in args.exclude_regex:
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            raise GraphoptError(f"--exclude-regex {rx!r}: {exc}") from None
+    if args.calib_data:
+        folder = Path(args.calib_data)
+        if not folder.is_dir():
+            raise GraphoptError(f"{folder}: calibration data directory not found")
+    cache: Any = True
+    if args.calib_cache:
+        cache = False if args.calib_cache == "off" else args.calib_cache
+    return QuantizeConfig(
+        method=args.calib_method,
+        percentile=args.percentile,
+        op_types=[o.strip() for o in args.quantize_ops.split(",") if o.strip()] if args.quantize_ops else None,
+        exclude=list(args.exclude),
+        exclude_ops=list(args.exclude_op),
+        exclude_regex=list(args.exclude_regex),
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+        max_error=args.max_error,
+        cache=cache,
+    )
+
+
+def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str, Any]], list[str]]:
+    """The calibration feeds the flags name (a folder matched against the model's inputs, or random samples) and
+    where each came from."""
+    import warnings
+
+    from graphopt.quantize import calibration
+
+    if args.calib_data:
+        named = calibration.load_dir(args.calib_data, model)
+        return [feed for _, feed in named], [str(path) for path, _ in named]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        feeds = calibration.random_feeds(model, args.calib_random)
+    for w in caught:
+        if not args.quiet:
+            print(f"graphopt: warning: {w.message}", file=sys.stderr)
+    return feeds, [f"random calibration sample #{i}" for i in range(len(feeds))]

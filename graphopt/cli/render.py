@@ -1,0 +1,439 @@
+"""What the command line prints: progress bars, the pass table, the pruning, quantization and Winograd tables, and
+warnings in graphopt's one-line format. Rendering only: nothing here changes a model."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from graphopt.engine.pass_manager import PassReport
+from graphopt.tools.summary import (
+    abbreviate_names,
+    human_bytes,
+    human_count,
+    plural,
+)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich would exit 1 itself; main() handles it like every other broken pipe
+        raise BrokenPipeError
+
+
+def _stdout() -> Console:
+    """A console for results: the terminal's width, or wide enough not to cut tables when piped to a file."""
+    console = _Console()
+    if not console.is_terminal:
+        console = _Console(width=200)
+    return console
+
+
+def _jsonable(x: object) -> object:
+    return x if isinstance(x, str | int | float | bool | type(None)) else repr(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# optimize
+# --------------------------------------------------------------------------------------------------------------------
+class _CountColumn(ProgressColumn):
+    """``3/8`` for steps, ``1.2 MB/4.0 MB`` for bytes (a task with ``unit="bytes"`` or a ``saving`` task), nothing
+    while the total is unknown (no ``0/None``)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        if task.fields.get("unit") == "bytes" or task.description.startswith(("saving", "loading")):
+            return Text(f"{human_bytes(task.completed)}/{human_bytes(task.total)}")
+        return Text(f"{task.completed:.0f}/{task.total:.0f}")
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _CountColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not enabled,
+    )
+
+
+@contextmanager
+def _step(progress: Progress, text: str) -> Iterator[None]:
+    task = progress.add_task(text, total=None)
+    try:
+        yield
+    finally:
+        progress.remove_task(task)
+
+
+def _render(report: PassReport, summary: dict[str, Any]) -> None:
+    console = _stdout()
+    _print_report(console, report, summary)
+    if "winograd" in summary:
+        _print_winograd(console, summary["winograd"])
+    for pruned in report.pruning:
+        _print_pruning(console, pruned)
+    if report.quantization is not None:
+        _print_quantization(console, report.quantization)
+
+
+class _Recorded(list):
+    """A list that calls ``on_append(item)`` after each append: the winograd pass appends each layer's decision to
+    ``ctx.options["winograd_decisions"]`` as it is made, which drives the progress bar without a hook in the pass."""
+
+    def __init__(self, on_append: Any) -> None:
+        super().__init__()
+        self.on_append = on_append
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.on_append(item)
+
+
+def _warn(text: str) -> None:
+    """``graphopt: warning: ...`` on stderr: one line in a pipe or a log, wrapped between words on a terminal (never
+    inside a name or a number)."""
+    line = f"graphopt: warning: {text}"
+    if sys.stderr.isatty():
+        import shutil
+        import textwrap
+
+        width = shutil.get_terminal_size().columns
+        line = textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    print(line, file=sys.stderr)
+
+
+@contextmanager
+def _printed_warnings(stage: str, quiet: bool) -> Iterator[None]:
+    """Collect the warnings the stage's loggers emit and print each once, in graphopt's format, after the stage:
+    pruning's unless ``quiet``; quantization's always (a model that is likely unusable is never written silently)."""
+    import logging
+
+    from graphopt.prune import driver as prune
+    from graphopt.quantize import calibration
+    from graphopt.quantize import driver as quantize
+
+    loggers = (prune.logger,) if stage == "prune" else (quantize.logger, calibration.logger)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING if stage != "prune" else logging.NOTSET)
+    handler.emit = records.append  # type: ignore[method-assign]
+    for log in loggers:
+        log.addHandler(handler)
+        if stage != "prune":
+            log.propagate = False
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeHandler(handler)
+            log.propagate = True
+        for r in records:
+            if not quiet:
+                print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
+
+
+def _print_pruning(console: Console, r: Any) -> None:
+    def pair(a: Any, b: Any) -> str:
+        return "-" if a is None else (str(a) if a == b else f"{a} -> {b}")
+
+    columns = [("layer", "left"), ("op", "left"), ("in ch", "right"), ("out ch", "right"), ("params", "right")]
+    columns.append(("MACs", "right"))
+    if r.mode != "channels":
+        columns.append(("sparsity", "right"))
+    rows: list[list[str | Text]] = []
+    for layer in r.layers:
+        row: list[str | Text] = [
+            layer.name,
+            layer.op_type,
+            pair(*layer.in_channels),
+            pair(*layer.out_channels),
+            pair(*(human_count(p) for p in layer.params)),
+            pair(*(human_count(m) if m is not None else None for m in layer.macs)),
+        ]
+        if r.mode != "channels":
+            row.append("-" if layer.sparsity is None else f"{layer.sparsity:.0%}")
+        rows.append(row)
+    table, _ = _fit_table(console, f"pruning ({r.mode})", columns, rows, droppable=("op", "params"))
+    console.print(table)
+    lines = []
+    if r.mode == "channels":
+        blocked_n = sum(r.blocked.values())
+        unchanged = r.groups - r.groups_pruned - blocked_n
+        why = [f"{v} blocked by {k}" for k, v in sorted(r.blocked.items())]
+        if unchanged > 0:
+            why.append(f"{unchanged} left whole: rounded to --prune-multiple, no channel would go")
+        lines.append(f"pruning: {r.groups_pruned} of {plural(r.groups, 'channel group')} pruned")
+        lines += [f"  {w}" for w in why]
+        if r.folded:
+            lines.append(
+                f"  {plural(r.folded, 'reader')} took the removed channels' constant signal ({r.border_maps} as maps)"
+            )
+        ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
+        lines.append(f"  MACs {human_count(r.macs_before)} -> {human_count(r.macs_after)} ({ratio:.2f}x fewer)")
+    else:
+        lines.append(f"pruning ({r.mode}):")
+    lines.append(f"  parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
+    if r.latency_ms:
+        a, b = r.latency_ms
+        lines.append(f"  latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
+    if r.note:
+        lines.append(f"note: {r.note}")
+    _print_lines(console, lines)
+
+
+def _quantize_progress(progress: Progress) -> Any:
+    """A quantization progress hook that shows each stage (calibration, sensitivity...) as a task."""
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+        if total is not None and done >= total:
+            progress.remove_task(tasks.pop(stage))
+
+    return on_progress
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _fit_table(
+    console: Console,
+    title: str,
+    columns: list[tuple[str, str]],
+    rows: list[list[str | Text]],
+    droppable: tuple[str, ...] = (),
+) -> tuple[Table, list[str]]:
+    """A table whose first column holds names, made to fit the console: the ``droppable`` columns go first (in that
+    order) while the names would get fewer than 24 characters, then the names lose their middle (never their end,
+    which tells layers apart). Returns the table and the dropped column names."""
+
+    def cell_len(x: str | Text) -> int:
+        return x.cell_len if isinstance(x, Text) else len(x)
+
+    keep = list(range(len(columns)))
+    widths = [max([len(columns[i][0]), *(cell_len(r[i]) for r in rows)]) for i in range(len(columns))]
+
+    def room() -> int:  # characters left for the names: the width minus borders and padding and the other columns
+        return console.width - (3 * len(keep) + 1) - sum(widths[i] for i in keep[1:])
+
+    dropped = []
+    for name in droppable:
+        if room() >= min(24, widths[0]):
+            break
+        i = next(k for k, (c, _) in enumerate(columns) if c == name)
+        if i in keep:
+            keep.remove(i)
+            dropped.append(name)
+    name_width = max(12, room())
+    names = abbreviate_names([r[0].plain if isinstance(r[0], Text) else r[0] for r in rows], name_width)
+    table = Table(title=title, title_justify="left")
+    for i in keep:
+        table.add_column(columns[i][0], justify=columns[i][1], overflow="fold")  # type: ignore[arg-type]
+    for name, r in zip(names, rows, strict=True):
+        others = [r[i] for i in keep[1:]]
+        table.add_row(escape(name), *(c if isinstance(c, Text) else escape(c) for c in others))
+    return table, dropped
+
+
+def _print_lines(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+
+
+def _print_quantization(console: Console, q: Any) -> None:
+    columns = [
+        ("layer", "left"),
+        ("op", "left"),
+        ("in scale", "right"),
+        ("weight scale", "right"),
+        ("out scale", "right"),
+        ("relu", "left"),
+        ("SQNR dB", "right"),
+    ]
+    alone = any(layer.alone_sqnr_db is not None for layer in q.layers)
+    if alone:
+        columns.append(("alone dB", "right"))
+    if q.target == "ort":
+        columns.append(("runs as", "left"))
+    rows: list[list[str | Text]] = []
+    for layer in q.layers:
+        w = layer.weight_scale
+        row: list[str | Text] = [
+            layer.name,
+            layer.op_type,
+            _fmt(layer.input_scale),
+            "-" if w is None else (f"{w[0]:.3g}" if w[0] == w[1] else f"{w[0]:.3g}..{w[1]:.3g}"),
+            _fmt(layer.output_scale),
+            layer.absorbed or "",
+            _fmt(layer.sqnr_db, ".1f"),
+        ]
+        if alone:
+            row.append(_fmt(layer.alone_sqnr_db, ".1f"))
+        if q.target == "ort":
+            row.append(layer.fused_as or (Text("float", style="yellow") if layer.fused is False else "?"))
+        rows.append(row)
+    table, dropped = _fit_table(
+        console,
+        f"int8 quantization (target {q.target})",
+        columns,
+        rows,
+        droppable=("in scale", "out scale", "weight scale", "relu"),
+    )
+    console.print(table)
+    source = f"{plural(q.batches, 'calibration batch', 'calibration batches')}{', from cache' if q.cached else ''}"
+    method = q.method + (f" {q.percentile:g}" if q.method == "percentile" else "")
+    fused = f", {q.fused_count} run as integer kernels" if q.target == "ort" else ""
+    lines = [
+        f"int8: {plural(len(q.layers), 'layer')} quantized{fused}",
+        f"  ranges: {method} from {source}",
+        f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
+        f"  weights: {q.reduce_range_reason}",
+    ]
+    if dropped:
+        lines.append(f"  (not shown at this width: {', '.join(dropped)}; see --json or --report)")
+    if q.kept_float:
+        lines.append(f"kept float by --max-error: {', '.join(q.kept_float)}")
+    if q.opset_upgraded:
+        a, b = q.opset_upgraded
+        lines.append(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ")
+    _print_lines(console, lines)
+
+
+def _winograd_result(w: dict[str, Any]) -> str:
+    """The winograd pass's per-layer decisions in one cell: 'F4 x6, Conv x2' and why nothing was kept."""
+    layers = w.get("layers", [])
+    if not layers:
+        return "no eligible 3x3 layer"
+    tiles: dict[str, int] = {}
+    for d in layers:
+        key = f"F{d['tile']}" if d.get("tile") else "Conv"
+        tiles[key] = tiles.get(key, 0) + 1
+    text = ", ".join(f"{k} x{v}" for k, v in sorted(tiles.items()))
+    ms = w.get("model_ms") or {}
+    if ms and "Conv" in tiles and len(tiles) == 1 and any(d.get("ms") for d in layers):
+        text += " (lowered model not faster)"
+    return text
+
+
+def _print_report(console: Console, report: PassReport, summary: dict[str, Any]) -> None:
+    table = Table(title="passes", title_justify="left")
+    table.add_column("pass", overflow="fold")
+    table.add_column("runs", justify="right")
+    table.add_column("changed")
+    table.add_column("nodes +/-", justify="right")
+    table.add_column("ms", justify="right")
+    details = (
+        any(s.counts or s.declines or any(t.counts or t.declines for t in s.steps) for s in report.stats)
+        or "winograd" in summary
+    )
+    if details:
+        table.add_column("result", overflow="fold")
+    skipped = []
+    for s in report.stats:
+        if s.runs == 0:  # an identical pass ran before it and nothing changed since: it had nothing to do
+            skipped.append(s.name)
+            continue
+        row = [
+            escape(s.name),
+            str(s.runs),
+            "yes" if s.changed else "no",
+            f"{s.nodes_delta:+d}" if s.nodes_delta else "0",
+            f"{s.seconds * 1000:.1f}",
+        ]
+        if details:
+            if s.name == "winograd" and "winograd" in summary:
+                row.append(escape(_winograd_result(summary["winograd"])))
+            elif s.name == "winograd" and s.counts == {"kept": 0}:
+                row.append("no eligible 3x3 layer")
+            else:
+                row.append(escape(s.details()))
+        table.add_row(*row)
+        for step in s.steps:  # a pipeline pass (cleanup): each step's own line
+            if step.runs == 0:
+                continue
+            row = [
+                escape(f"  {s.name}/{step.name}"),
+                str(step.runs),
+                "yes" if step.changed else "no",
+                f"{step.nodes_delta:+d}" if step.nodes_delta else "0",
+                f"{step.seconds * 1000:.1f}",
+            ]
+            if details:
+                row.append(escape(step.details()))
+            table.add_row(*row, style="dim")
+    if report.stats:
+        console.print(table)
+    if skipped:
+        console.print(
+            f"not rerun (nothing changed since an identical pass ran): {', '.join(skipped)}",
+            highlight=False,
+            markup=False,
+        )
+    sec = summary["timing"]
+    # short lines, one fact each: a terminal of 80 columns must not wrap them in the middle of a value
+    console.print(f"{summary['input']} -> {summary['output']}", highlight=False, markup=False)
+    stages = summary.get("stages", [])
+    level = "passes" if summary["level"] is None else f"-O{summary['level']}"
+    steps = [
+        f"{level if st['stage'] == 'passes' else st['stage']} {st['nodes_before']} -> {st['nodes_after']}"
+        for st in stages
+    ]
+    steps[0] += f" in {plural(report.iterations, 'iteration')}"
+    console.print(
+        f"  nodes {report.nodes_before} -> {summary['nodes_written']} ({'; '.join(steps)})",
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"  size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}",
+        highlight=False,
+        markup=False,
+    )
+    console.print("  time " + ", ".join(f"{k} {v:.2f}s" for k, v in sec.items()), highlight=False, markup=False)
+    if report.verified or report.unverifiable:
+        undone = f"; undone: {', '.join(report.reverted)}" if report.reverted else "; every pass kept the outputs"
+        note = report.unverifiable or f"{plural(report.verified, 'pass run')} checked{undone}"
+        console.print(f"verify: {note} ({report.verify_seconds:.2f}s)", highlight=False, markup=False)
+
+
+def _print_winograd(console: Console, w: dict[str, Any]) -> None:
+    """One row per eligible 3x3 layer: its shape, the times measured, and what was chosen."""
+    layers = w.get("layers", [])
+    if not layers:
+        return
+    rows: list[list[str | Text]] = []
+    for d in layers:
+        ms = d.get("ms") or {}
+        how = "forced" if d.get("forced") else ("cached" if d.get("cached") else "timed")
+        rows.append(
+            [
+                d.get("layer") or "?",
+                d.get("shape", ""),
+                _fmt(d.get("conv_ms"), ".2f"),
+                *(_fmt(ms.get(t), ".2f") for t in ("F2", "F4", "F6")),
+                (f"F{d['tile']}" if d.get("tile") else "Conv") + f" ({how})",
+            ]
+        )
+    columns = [("layer", "left"), ("CxHxW->K", "left"), ("Conv ms", "right")]
+    columns += [(f"{t} ms", "right") for t in ("F2", "F4", "F6")] + [("chosen", "left")]
+    table, _ = _fit_table(console, "winograd (per layer)", columns, rows, droppable=("CxHxW->K",))
+    console.print(table)
+    ms = w.get("model_ms") or {}
+    if ms:
+        parts = ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items())
+        console.print(f"whole model: {parts}", highlight=False, markup=False)

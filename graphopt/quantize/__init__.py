@@ -1,0 +1,41 @@
+"""Int8 quantization, in one package whose modules follow the data path:
+
+* :mod:`~graphopt.quantize.analysis` picks the nodes to quantize and the activations to measure (``plan``);
+* :mod:`~graphopt.quantize.calibration` measures their ranges under onnxruntime (and caches the statistics);
+* :mod:`~graphopt.quantize.transform` quantizes weights and inserts the Q/DQ pairs (``apply``);
+* :mod:`~graphopt.quantize.qdq_rules` checks a QDQ model against TensorRT's placement rules;
+* :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;
+* :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``.
+
+Dependencies point one way: analysis <- transform <- driver <- passes; nothing here imports the API or the CLI.
+Names are loaded on first use, so that registering the pass costs no calibration import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FUSED_OPS": "driver",
+    "QuantizeConfig": "driver",
+    "choose_reduce_range": "driver",
+    "cpu_vnni": "driver",
+    "logger": "driver",
+    "output_error": "driver",
+    "quantize_model": "driver",
+    "sqnr_db": "driver",
+    "LayerReport": "report",
+    "QuantReport": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graphopt.quantize' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"graphopt.quantize.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,45 @@
+"""The ``quantize-int8`` pass: quantization as a step of a pipeline (``--passes ...,quantize-int8``). It is a lossy
+one-shot model pass: it runs once, after which its report is ``PassReport.results["quantize-int8"]``.
+``graphopt optimize --quantize`` and ``optimize(quantize=...)`` call the same driver after the pipeline instead."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from graphopt.core.ir import Model
+from graphopt.engine.passes_api import ModelPass, Option, PassContext, PassResult, register_pass
+from graphopt.errors import PassError
+
+
+@register_pass(
+    "quantize-int8",
+    description="int8 QDQ quantization for the context's target, calibrated on ctx.options['calibration'] "
+    "(feed dicts) or on calib_random random samples",
+    options={
+        "method": Option(str, "percentile", "calibration method", choices=("minmax", "percentile", "entropy")),
+        "percentile": Option(float, 99.999, "central share kept by the percentile method"),
+        "calib_random": Option(int, 0, "calibrate on this many random samples when no data is given (smoke tests)"),
+    },
+)
+class QuantizeInt8(ModelPass):
+    lossless = False
+    once = True
+
+    def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
+        from graphopt.quantize import calibration
+        from graphopt.quantize.analysis import is_quantized
+        from graphopt.quantize.driver import quantize_model
+
+        if is_quantized(model.graph):
+            return False  # a model with Q/DQ already is left alone
+        feeds = ctx.options.get("calibration")
+        if feeds is None and self.options["calib_random"] > 0:
+            feeds = calibration.random_feeds(model, self.options["calib_random"])
+        if feeds is None:
+            raise PassError("quantize-int8 needs calibration data: optimize(..., calibration=[...]) or calib_random=N")
+        config = {"method": self.options["method"], "percentile": self.options["percentile"]}
+        extra = ctx.options.get("quantize_options") or {}
+        config.update(extra if isinstance(extra, Mapping) else vars(extra))  # a dict or a QuantizeConfig
+        report = quantize_model(model, feeds, ctx.target, config)
+        ctx.count("layers", len(report.layers))
+        return PassResult(True, report)

@@ -1,0 +1,80 @@
+"""What quantization did: per layer (scales, SQNR, whether onnxruntime fused it) and for the model (output error,
+bytes, calibration). Plain data: the CLI renders it, ``--json`` and ``--report`` serialize ``to_dict()``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LayerReport:
+    name: str
+    op_type: str
+    input_scale: float | None
+    weight_scale: tuple[float, float] | None
+    output_scale: float | None
+    absorbed: str | None
+    sqnr_db: float | None = None
+    alone_sqnr_db: float | None = None
+    fused: bool | None = None
+    fused_as: str | None = None
+
+
+@dataclass
+class QuantReport:
+    target: str
+    method: str
+    percentile: float
+    batches: int
+    cached: bool
+    cache_file: str | None
+    reduce_range: bool
+    reduce_range_reason: str
+    per_channel: bool
+    layers: list[LayerReport] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)
+    """Layers left float by ``max_error`` (worst first)."""
+    opset_upgraded: tuple[int, int] | None = None
+    """(from, to) when the model's opset was converted before quantizing."""
+    warnings: list[str] = field(default_factory=list)
+    """What the user must know about the result (also logged as warnings): a poor output SQNR, a kept opset."""
+    error_rel: float = float("nan")
+    error_max_abs: float = float("nan")
+    sqnr_db: float = float("nan")
+    param_bytes_before: int = 0
+    param_bytes_after: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fused_count(self) -> int:
+        return sum(1 for layer in self.layers if layer.fused)
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(x: Any) -> Any:
+            if isinstance(x, float) and not math.isfinite(x):
+                return None
+            return x
+
+        return {
+            "target": self.target,
+            "method": self.method,
+            "percentile": self.percentile if self.method == "percentile" else None,
+            "calibration_batches": self.batches,
+            "calibration_cached": self.cached,
+            "calibration_cache": self.cache_file,
+            "reduce_range": self.reduce_range,
+            "reduce_range_reason": self.reduce_range_reason,
+            "per_channel": self.per_channel,
+            "output_error_rel": clean(self.error_rel),
+            "output_error_max_abs": clean(self.error_max_abs),
+            "output_sqnr_db": clean(self.sqnr_db),
+            "param_bytes_before": self.param_bytes_before,
+            "param_bytes_after": self.param_bytes_after,
+            "kept_float": self.kept_float,
+            "opset_upgraded": list(self.opset_upgraded) if self.opset_upgraded else None,
+            "warnings": self.warnings,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "layers": [{k: clean(v) for k, v in vars(layer).items()} for layer in self.layers],
+        }

@@ -1,0 +1,55 @@
+"""Shared test helpers: models from ONNX text, onnxruntime runs, and a pass registry that tests leave as they found it.
+
+``model_from_text`` parses the ONNX textual syntax (``onnx.parser``)::
+
+    model_from_text('''<ir_version: 8, opset_import: ["" : 17]>
+                       g (float[N] x) => (float[N] y) { y = Relu(x) }''')
+
+Test modules import the helpers (``from tests.conftest import model_from_text, ort_run``); the ``pass_registry``
+fixture (``pytestmark = pytest.mark.usefixtures("pass_registry")``) forgets the passes a test registers.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+
+def model_from_text(text: str, *initializers: onnx.TensorProto) -> onnx.ModelProto:
+    """A checked ModelProto from ONNX text (``onnx.parser.parse_model``); ``initializers`` join the graph."""
+    import onnx.parser
+
+    model = onnx.parser.parse_model(textwrap.dedent(text))
+    model.graph.initializer.extend(initializers)
+    onnx.checker.check_model(model)
+    return model
+
+
+def ort_run(model: onnx.ModelProto | Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The model's outputs under onnxruntime's CPU provider with graph optimizations off (a graphopt Model is exported
+    first), so that the test sees what the graph itself computes."""
+    import onnxruntime as ort
+
+    if not isinstance(model, onnx.ModelProto):
+        from graphopt.core.onnx_io import to_proto
+
+        model = to_proto(model)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, dict(feeds))
+
+
+@pytest.fixture
+def pass_registry() -> Iterator[None]:
+    """Passes registered during the test are unregistered after it (built-ins and plugins stay)."""
+    from graphopt.engine.passes_api import registry_snapshot
+
+    with registry_snapshot():
+        yield
