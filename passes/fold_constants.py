@@ -32,7 +32,7 @@ import onnx
 
 from graphopt.core.ir import ONNX_DOMAINS, Graph, Model, Node, Value
 from graphopt.core.shape_inference import INLINE_BYTES, infer_shapes
-from graphopt.core.tensors import Tensor, elem_type_of
+from graphopt.core.tensors import PLAIN_RAW_TYPES, Tensor, elem_type_of
 from graphopt.engine.passes_api import Option, Pass, PassContext, register_pass
 
 from . import numpy_eval
@@ -132,22 +132,7 @@ def _cone(graph: Graph, known: dict[Value, np.ndarray]) -> list[Node]:
 
 FEED_BYTES = 1 << 20
 """Leaf constants larger than this are fed to the evaluation session as inputs (numpy views, no protobuf copy)."""
-_FEEDABLE = frozenset(
-    {
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.INT8,
-        onnx.TensorProto.INT16,
-        onnx.TensorProto.INT32,
-        onnx.TensorProto.INT64,
-        onnx.TensorProto.UINT8,
-        onnx.TensorProto.UINT16,
-        onnx.TensorProto.UINT32,
-        onnx.TensorProto.UINT64,
-        onnx.TensorProto.BOOL,
-    }
-)
+_FEEDABLE = PLAIN_RAW_TYPES  # numeric types whose bytes numpy reads as they are
 
 
 def _eval_model(

@@ -44,7 +44,7 @@ def np_dtype(elem_type: int) -> np.dtype:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
 
 
-_PLAIN_RAW = frozenset(
+PLAIN_RAW_TYPES = frozenset(
     {
         onnx.TensorProto.FLOAT,
         onnx.TensorProto.DOUBLE,
@@ -425,7 +425,7 @@ class Tensor:
             proto = self._proto
             if proto.data_location == onnx.TensorProto.EXTERNAL:
                 raise ExternalDataError(f"tensor {proto.name!r} has external data that was not loaded")
-            raw = proto.raw_data if self.dtype in _PLAIN_RAW and proto.HasField("raw_data") else None
+            raw = proto.raw_data if self.dtype in PLAIN_RAW_TYPES and proto.HasField("raw_data") else None
             if raw is not None and len(raw) == _expected_nbytes(self.dtype, self.dims):
                 arr = np.frombuffer(raw, dtype=np_dtype(self.dtype)).reshape(self.dims)  # raw_data came as a copy
             else:

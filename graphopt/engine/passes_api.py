@@ -406,31 +406,17 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 
 
 # Pipelines named by optimization level. Later passes add their names here; names not registered are skipped.
-LEVELS: dict[int, list[str]] = {
-    0: [],
-    1: ["cleanup"],
-    2: [
-        "fold-constants",
-        "cleanup",
-        "fold-conv-bn",
-        "cse",
-        "canonicalize",
-        "fuse-parallel-matmul",
-        "cleanup",
-        "strip-debug-info",
-    ],
-    3: [
-        "fold-constants",
-        "cleanup",
-        "fold-conv-bn",
-        "cse",
-        "canonicalize",
-        "fuse-parallel-matmul",
-        "cleanup",
-        "strip-debug-info",
-        "winograd",
-    ],
-}
+_LOSSLESS = [
+    "fold-constants",
+    "cleanup",
+    "fold-conv-bn",
+    "cse",
+    "canonicalize",
+    "fuse-parallel-matmul",
+    "cleanup",
+    "strip-debug-info",
+]
+LEVELS: dict[int, list[str]] = {0: [], 1: ["cleanup"], 2: _LOSSLESS, 3: [*_LOSSLESS, "winograd"]}
 
 
 def level_pipeline(level: int) -> list[Pass]:
