@@ -623,3 +623,13 @@ def test_a_cached_tile_is_checked_numerically_not_trusted(tmp_path: Path, monkey
     graphopt.optimize(proto, passes="winograd", winograd="auto", report=report)
     assert not any(k == "F6" for k in report[0].stats[0].counts)
     assert math.isfinite(json.loads((tmp_path / "winograd.json").read_text())[key]["conv_ms"])
+
+
+def test_an_opset_the_schema_lookup_cannot_take_is_an_invalid_model_not_a_traceback() -> None:
+    # a bit-flipped opset version past the C++ int range made onnx.defs.get_schema raise TypeError (fuzz campaign)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 2**40)])
+    with pytest.raises(graphopt.GraphoptError):
+        graphopt.optimize(model)

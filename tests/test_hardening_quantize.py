@@ -481,3 +481,16 @@ def test_calibration_cache_key_of_a_zero_sized_feed_is_no_traceback(tmp_path, ca
     code, _, err = _main(capsys, *argv, "--calib-cache", str(tmp_path / "calib.cache"))
     assert code == 2
     _one_error_line(err.replace("graphopt: warning: calibrating on random data", "").strip(), "")
+
+
+def test_random_calibration_input_of_a_huge_declared_dim_is_one_line(tmp_path, capsys) -> None:
+    # a declared dim of 2**31 - 1 once went to numpy as a 1.5 TiB allocation (found by the fuzz campaign)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2147483647, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2147483647, 32])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    argv = ["optimize", str(src), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8", "--calib-random", "2", "-q"]
+    code, _, err = _main(capsys, *argv, "--calib-cache", "off")
+    assert code == 2
+    _one_error_line(err, "GiB")

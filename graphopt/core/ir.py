@@ -1080,7 +1080,7 @@ class _SchemaChecker:
         if op_type not in self.schemas:
             try:
                 s = onnx.defs.get_schema(op_type, self.opset or 1, "")
-            except onnx.defs.SchemaError:
+            except (onnx.defs.SchemaError, TypeError, OverflowError):  # an opset or op name the C++ side cannot take
                 self.schemas[op_type] = None
             else:  # the schema's properties are rebuilt on every access: read them once per op type
                 declared = {name: int(spec.type) for name, spec in s.attributes.items()}

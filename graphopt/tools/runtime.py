@@ -123,6 +123,11 @@ def run(sess: Any, names: Sequence[str] | None, feed: Mapping[str, Any], where: 
         raise GraphoptError(f"{where}: onnxruntime rejects this input: {ort_reason(exc)}") from None
 
 
+MAX_RANDOM_INPUT_BYTES = 1 << 30
+"""The largest random input make_inputs draws (in float64): a declared dim of 2**31 must be an error, not an
+allocation of terabytes."""
+
+
 def make_inputs(
     sess: Any, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0, batch: int = 1, int_high: int = 2
 ) -> dict[str, np.ndarray]:
@@ -158,6 +163,13 @@ def make_inputs(
                     dims.append(sizes.setdefault(d, batch if k == 0 else SYMBOLIC_DEFAULT))
                 else:
                     dims.append(batch if k == 0 else SYMBOLIC_DEFAULT)
+        count = int(np.prod(dims, dtype=object)) if dims else 1
+        if count * 8 > MAX_RANDOM_INPUT_BYTES:  # drawn in float64 first
+            size = "x".join(map(str, dims))
+            raise GraphoptError(
+                f"input {i.name!r}: a random input of shape {size} would take {count * 8 / 2**30:.3g} GiB "
+                f"(the bound is {MAX_RANDOM_INPUT_BYTES >> 30} GiB): give real data or a smaller shape"
+            )
         if np.issubdtype(dtype, np.floating):
             feeds[i.name] = rng.standard_normal(dims).astype(dtype)
         elif dtype is np.bool_:
