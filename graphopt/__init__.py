@@ -9,8 +9,9 @@ Load a model into graphopt's IR, rewrite it with passes, and save it again::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from graphopt._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562): `import graphopt` alone, as the pytest plugin's entry point does in every
 # pytest session of the environment, costs no onnx, numpy or onnxruntime import.
@@ -72,18 +73,7 @@ if TYPE_CHECKING:
     from graphopt.tools.compare import Difference, GraphDiff, diff
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __version__ = "0.1.0"
 

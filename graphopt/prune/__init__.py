@@ -11,28 +11,21 @@ Dependencies point one way: analysis <- transform <- driver <- passes; nothing h
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from graphopt._lazy import lazy_exports
 
 _EXPORTS = {
-    "layer_costs": "driver",
-    "logger": "driver",
-    "measure": "driver",
-    "prune_channels": "driver",
-    "prune_weights": "driver",
-    "run_pruning": "driver",
-    "LayerChange": "report",
-    "LayerCost": "report",
-    "PruneReport": "report",
+    "layer_costs": ".driver",
+    "logger": ".driver",
+    "measure": ".driver",
+    "prune_channels": ".driver",
+    "prune_weights": ".driver",
+    "run_pruning": ".driver",
+    "LayerChange": ".report",
+    "LayerCost": ".report",
+    "PruneReport": ".report",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphopt.prune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"graphopt.prune.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,29 +13,22 @@ Names are loaded on first use, so that registering the pass costs no calibration
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from graphopt._lazy import lazy_exports
 
 _EXPORTS = {
-    "FUSED_OPS": "driver",
-    "QuantizeConfig": "driver",
-    "choose_reduce_range": "driver",
-    "cpu_vnni": "driver",
-    "logger": "driver",
-    "output_error": "driver",
-    "quantize_model": "driver",
-    "sqnr_db": "driver",
-    "LayerReport": "report",
-    "QuantReport": "report",
+    "FUSED_OPS": ".driver",
+    "QuantizeConfig": ".driver",
+    "choose_reduce_range": ".driver",
+    "cpu_vnni": ".driver",
+    "logger": ".driver",
+    "output_error": ".driver",
+    "quantize_model": ".driver",
+    "sqnr_db": ".driver",
+    "LayerReport": ".report",
+    "QuantReport": ".report",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphopt.quantize' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"graphopt.quantize.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
