@@ -20,9 +20,10 @@ a Split and N Adds.
 The other families (each a pass of its own, all of them together the ``canonicalize`` pass of -O2), each rule's
 safety argument in its docstring: **push-transposes** (Transpose below elementwise ops, Reduce and Shape of a
 Transpose), **sub-const-to-add**, **merge-reshapes**, **merge-concats**, **fold-conv-input-scale**,
-**drop-zero-rnn-states**, **mul-reciprocal-to-div**; and **merge-const-chains**, not in -O2 (it reassociates float
-additions, and -O2 leaves a chain of constant Adds bit-exact). ``benchmarks/o2_gaps.py`` shows, per corpus model, the
-op counts -O2 leaves above the best other simplifier.
+**drop-zero-rnn-states**, **mul-reciprocal-to-div**. This module holds canonicalize and the rule families it is
+made of (the one module that holds several registered passes: they are canonicalize's parts). merge-const-chains,
+not in -O2 (it reassociates float additions), has its own module. ``benchmarks/o2_gaps.py`` shows, per corpus model,
+the op counts -O2 leaves above the best other simplifier.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ PUSH_TRANSPOSES = RuleSet(
 # --------------------------------------------------------------------------------------------------------------------
 # sub-const-to-add
 # --------------------------------------------------------------------------------------------------------------------
-_FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
+FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
 
 SUB_TO_ADD = RuleSet(
     [
@@ -196,7 +197,7 @@ SUB_TO_ADD = RuleSet(
             "sub-const-to-add",
             Op("Sub", Var("x"), Const("c"), name="op"),
             lambda m, b: b.op("Add", m["x"], -m.const("c")),
-            condition=lambda m: m.dtype("c") in _FLOATS or m.decline("not a float constant"),
+            condition=lambda m: m.dtype("c") in FLOATS or m.decline("not a float constant"),
         )
     ]
 )
@@ -385,7 +386,7 @@ FOLD_CONV_INPUT_SCALE.register(
 # mul-reciprocal-to-div
 # --------------------------------------------------------------------------------------------------------------------
 def _reciprocal_ok(m: Match) -> object:
-    if m.dtype("x") not in _FLOATS and m.dtype("y") not in _FLOATS:
+    if m.dtype("x") not in FLOATS and m.dtype("y") not in FLOATS:
         return m.decline("not a float type (or unknown)")
     one = m.get("one")
     if one is not None:
@@ -415,47 +416,6 @@ MUL_RECIPROCAL = RuleSet(
 MUL_RECIPROCAL.register(
     "mul-reciprocal-to-div",
     description="x * (1 / y) and x * Reciprocal(y) -> x / y (one rounding instead of two; RMSNorm in T5)",
-)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# merge-const-chains
-# --------------------------------------------------------------------------------------------------------------------
-def _merge_chain(m: Match, b) -> object:
-    """(x + c1) + c2 -> x + (c1 + c2) and (x * c1) * c2 -> x * (c1 * c2) for float constants: the output's shape is
-    the broadcast of x, c1 and c2 either way; the folded constant is computed in float64 and cast back, and may not
-    be larger than the larger of the two (no broadcast blow-up) nor overflow. Reassociation: the result differs
-    from the chain by a rounding or two, as folding a BatchNormalization does."""
-    if m.dtype("c1") not in _FLOATS or m.dtype("c2") not in _FLOATS:
-        return m.decline("not float constants")
-    c1, c2 = m.const("c1"), m.const("c2")
-    rx = m.rank("x")
-    if rx is None or max(c1.ndim, c2.ndim) > rx:
-        return m.decline("a constant may raise x's rank (or x's rank unknown)")
-    op = m.node("outer").op_type
-    with np.errstate(all="ignore"):
-        wide = c1.astype(np.float64) + c2 if op == "Add" else c1.astype(np.float64) * c2
-        folded = wide.astype(c1.dtype)
-    if folded.size > max(c1.size, c2.size):
-        return m.decline("the folded constant would be larger")
-    if not np.isfinite(folded).all():
-        return m.decline("the folded constant is not finite")
-    return b.op(op, m["x"], folded)
-
-
-MERGE_CONST_CHAINS = RuleSet(
-    [
-        Rule(
-            f"{op.lower()}-const-chain",
-            Op(op, Op(op, Var("x"), Const("c1"), commutative=True), Const("c2"), commutative=True, name="outer"),
-            _merge_chain,
-        )
-        for op in ("Add", "Mul")
-    ]
-)
-MERGE_CONST_CHAINS.register(
-    "merge-const-chains",
-    description="(x + c1) + c2 -> x + (c1 + c2) and (x * c1) * c2 -> x * (c1 * c2) for float constants",
 )
 
 

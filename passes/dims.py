@@ -3,7 +3,7 @@
 Exporters compute shapes at run time: ``Shape(x)``, then ``Gather``/``Slice`` to pick dims, ``Unsqueeze`` to make
 a scalar a vector, ``Concat`` to assemble a target. :func:`dims_of` follows such a chain back to the tensor whose
 dims it reads. fold-constants uses it to fold picks of static dims; merge-consecutive uses it to see that a computed
-Reshape target copies dims of the input.
+Reshape target copies dims of the input (:func:`static_reshape_target`), eliminate-noop that a Reshape keeps them all.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def const_ints(v: Value | None) -> np.ndarray | None:
     if t is None or t.dtype not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
         return None
     return t.numpy().astype(np.int64)
+
+
+def _int_list(v: Value | None) -> list[int] | None:
+    a = const_ints(v)
+    return None if a is None else [int(i) for i in a.reshape(-1)]
 
 
 def dims_of(v: Value | None, opset: int, _depth: int = 0) -> tuple[Value, list[int], tuple[int, ...]] | None:
@@ -100,3 +105,68 @@ def _slice(node: Node, opset: int, depth: int) -> tuple[Value, list[int], tuple[
     y, positions = src
     picked = positions[slice(int(starts[0]), int(min(ends[0], 2**62)), int(steps[0]))]
     return y, picked, (len(picked),)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# computed Reshape targets
+# --------------------------------------------------------------------------------------------------------------------
+SAME = -(2**62)
+"""Marks a target entry that provably equals x's own dim at the same position."""
+UNKNOWN = -(2**62) + 1
+"""Marks a target entry whose value is not known at compile time."""
+
+
+def reshape_entries(node: Node, x: Value, opset: int) -> list[int] | None:
+    """The target of Reshape(x, Concat(pieces)), with entries that copy x's dim at the same position marked SAME.
+
+    A piece is a constant, or a vector of dims read back through Shape (see :func:`dims.dims_of`).
+    Such a dim is x's own at position p when y is x and i == p, or when both are the same named symbolic dim (ONNX
+    gives one name one value across a model). Other scalar pieces become UNKNOWN; anything else gives None.
+    """
+    shape_val = node.inputs[1] if len(node.inputs) > 1 else None
+    concat = shape_val.producer if shape_val is not None else None
+    if concat is None or concat.op_type != "Concat" or concat.domain not in STANDARD or x.shape is None:
+        return None
+    entries: list[int] = []
+    for piece in concat.inputs:
+        if piece is None:
+            return None
+        const = _int_list(piece)
+        if const is not None:
+            entries.extend(const)
+            continue
+        found = dims_of(piece, opset)
+        source = (found[0], found[1]) if found is not None and len(found[2]) == 1 else None
+        if source is None:
+            if piece.shape != (1,):
+                return None
+            entries.append(UNKNOWN)
+            continue
+        y, idx = source
+        for i in idx:
+            p = len(entries)
+            d = y.shape[i] if y.shape is not None else None
+            same = (y is x and i == p) or (
+                isinstance(d, str) and p < len(x.shape) and x.shape[p] == d and not d.startswith("unk__")
+            )
+            entries.append(SAME if same else d if isinstance(d, int) else UNKNOWN)
+    return entries
+
+
+def static_reshape_target(node: Node, x: Value, opset: int) -> list[int] | None:
+    """A constant target equivalent to a Reshape's computed one, using 0 (copy) and -1 (infer); None if unproven.
+
+    Entries that copy x's own dim become 0 (only without allowzero). A single unknown entry becomes -1 when every
+    other entry is a positive constant: the element count fixes it then (a copied dim could be 0, leaving -1 open).
+    """
+    if _int_list(node.inputs[1] if len(node.inputs) > 1 else None) is not None or node.attr("allowzero", 0):
+        return None
+    entries = reshape_entries(node, x, opset)
+    if entries is None:
+        return None
+    unknown = entries.count(UNKNOWN)
+    if unknown == 0:
+        return [0 if e == SAME else e for e in entries]
+    if unknown == 1 and all(e > 0 or e == UNKNOWN for e in entries):
+        return [-1 if e == UNKNOWN else e for e in entries]
+    return None
