@@ -328,7 +328,7 @@ def _flatten_concat(m: Match, b) -> object:
             and axis is not None
             and p.attr("axis") == axis
             and all(u is root for u in v.users())
-            and not any(v is o for o in graph.outputs)
+            and not v.is_graph_output(graph)
         ):
             inputs.extend(p.inputs)
             spliced = True

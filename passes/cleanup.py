@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from graphopt.core.ir import Graph
-from graphopt.engine.passes_api import Pass, PassContext, register_pass
-
-from .remove_unused import remove_unused
-
-CLEANUP_STEPS = ("dce", "eliminate-noop", "merge-consecutive", "dedup-initializers", "dce")
+from graphopt.engine.passes_api import PipelinePass, register_pass
 
 
 @register_pass(
     "cleanup",
-    description="eliminate-noop, merge-consecutive, dedup-initializers, dce, remove-unused in one pass",
+    description="dce, eliminate-noop, merge-consecutive, dedup-initializers, dce, remove-unused in one pass",
 )
-class Cleanup(Pass):
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from graphopt.engine.passes_api import get_pass
+class Cleanup(PipelinePass):
+    """A pipeline pass: each step runs as a pass of its own (graph steps on every graph and subgraph, remove-unused
+    once on the model) and keeps its own statistics (``PassStats.steps``: the pass table, the summary, ``--json``)."""
 
-        changed = False
-        for name in CLEANUP_STEPS:
-            changed |= bool(get_pass(name)().run(graph, ctx))
-        if graph is ctx.model.graph:
-            changed |= remove_unused(graph, ctx)
-        return changed
-
+    steps = ("dce", "eliminate-noop", "merge-consecutive", "dedup-initializers", "dce", "remove-unused")

@@ -93,7 +93,6 @@ def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
     full: dict[int, Any] = {}  # id(node) -> full key, computed when a rough key repeats
     groups: dict[tuple[Any, ...], list[Node]] = {}
     changed = False
-    outputs = {id(v) for v in graph.outputs}
     for node in graph:
         if not _mergeable(node):
             continue
@@ -117,13 +116,12 @@ def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
             group.append(node)
             continue
         pairs = list(zip(first.outputs, node.outputs, strict=True))
-        if any(b is not None and id(b) in outputs and (a is None or id(a) in outputs) for a, b in pairs):
+        if any(graph.is_output(b) and (a is None or graph.is_output(a)) for a, b in pairs):
             continue  # both are graph outputs: merging would only add an Identity
         for a, b in pairs:
             if b is not None and a is not None:
                 graph.replace_all_uses_with(b, a)
-        if not any(b is not None and (b.uses or id(b) in {id(v) for v in graph.outputs}) for _, b in pairs):
+        if not any(b is not None and (b.uses or graph.is_output(b)) for _, b in pairs):
             graph.remove(node)
-        outputs = {id(v) for v in graph.outputs}
         changed = True
     return changed

@@ -15,12 +15,11 @@ PURE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 def dead_code_elimination(graph: Graph, ctx: PassContext) -> bool:
     # Not a pattern rule: liveness is a whole-graph analysis (what the graph outputs reach, in reverse order), and a
     # rule replaces a root's outputs by others, while a dead node has no reader to replace.
-    outputs = {id(v) for v in graph.outputs}
     changed = False
     for node in list(graph.reversed()):
         if node.domain not in PURE_DOMAINS:
             continue
-        if any(out is not None and (out.uses or id(out) in outputs) for out in node.outputs):
+        if any(out is not None and (out.uses or out.is_graph_output(graph)) for out in node.outputs):
             continue
         graph.remove(node)
         changed = True
@@ -31,15 +30,14 @@ def drop_unused_initializers(graph: Graph, ctx: PassContext, candidates: Iterabl
     """Remove initializers of ``graph`` (all of them, or those among ``candidates``) that nothing reads and that are
     not graph inputs or outputs. A pass that disconnects weights calls this so that no cleanup round is needed."""
     # Training info refers to main-graph initializers by name; keep them all when it is present.
-    if ctx.model.training_info and graph is ctx.model.graph:
+    if ctx.model.pins_initializers(graph):
         return False
     pool = list(graph.initializers.values()) if candidates is None else [v for v in candidates if v is not None]
     if not pool:
         return False
-    interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
     changed = False
     for v in pool:
-        if v.uses or id(v) in interface or not graph.is_initializer(v):
+        if v.uses or not graph.is_initializer(v) or v.is_graph_input(graph) or v.is_graph_output(graph):
             continue
         del graph.initializers[v.name]
         changed = True

@@ -23,12 +23,10 @@ from .readers import bypass
 def dedup_initializers(graph: Graph, ctx: PassContext) -> bool:
     # Not a pattern rule: it compares every initializer and Constant of the graph with every other (grouped by type,
     # dims and digests); equal constants are not related by any edge a pattern could follow.
-    inputs = {id(v) for v in graph.inputs}
-    outputs = {id(v) for v in graph.outputs}
     groups: dict[tuple[Any, ...], list[Value]] = defaultdict(list)
     for v in graph.initializers.values():
         t = v.const
-        if t is not None and id(v) not in inputs and id(v) not in outputs and not v.overridable:
+        if t is not None and not v.overridable and not v.is_graph_input(graph) and not v.is_graph_output(graph):
             groups[(t.dtype, t.dims)].append(v)
     changed = False
     for candidates in groups.values():

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.ir import Graph, Model, Node, Value
 from graphopt.core.shape_inference import infer_shapes
-from graphopt.engine.passes_api import PassContext, register_pass
+from graphopt.engine.passes_api import Pass, PassContext, register_pass
 from graphopt.patterns import STANDARD, Builder, Const, Declined, Match, Op, Or, Rule, RuleSet, Var
 
 from .dims import SAME, UNKNOWN, reshape_entries
@@ -272,9 +272,14 @@ NOOP_RULES = RuleSet(
 
 
 @register_pass("eliminate-noop", description="remove Identity, inference Dropout and ops that provably change nothing")
-def eliminate_noop(graph: Graph, ctx: PassContext) -> bool:
-    if graph is ctx.model.graph and any(_needs_types(n) for n in graph.all_nodes()):
-        infer_shapes(ctx.model)  # a CNN of Conv/BatchNorm/Relu/pooling needs no types: skip the whole inference
-    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
-    return NOOP_RULES.rewrite(graph, ctx, sweeps=1)
+class EliminateNoop(Pass):
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        # shape inference once per run, for every graph: a CNN of Conv/BatchNorm/Relu/pooling needs no types, and then
+        # the whole inference is skipped
+        if any(_needs_types(n) for n in model.graph.all_nodes()):
+            infer_shapes(model)
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+        return NOOP_RULES.rewrite(graph, ctx, sweeps=1)
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from graphopt.core.ir import Graph
-from graphopt.engine.passes_api import PassContext, register_pass
+from graphopt.core.ir import Model
+from graphopt.engine.passes_api import ModelPass, PassContext, register_pass
 
 
 @register_pass(
-    "remove-unused",
-    description="drop opset imports of domains nothing uses and model-local functions nothing calls",
-    recursive=False,
+    "remove-unused", description="drop opset imports of domains nothing uses and model-local functions nothing calls"
 )
-def remove_unused(graph: Graph, ctx: PassContext) -> bool:
-    # Not a pattern rule: it edits the model (opset imports, functions), not nodes of a graph.
-    model = ctx.model
-    if graph is not model.graph:
-        return False
+class RemoveUnused(ModelPass):
+    """A model pass: it edits the model (opset imports, functions), not the nodes of a graph (so no pattern rule)."""
+
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
+        return remove_unused(model)
+
+
+def remove_unused(model: Model) -> bool:
+    """Drop model-local functions nothing calls and opset imports of domains nothing uses; True if any went."""
     called = _called_functions(model)
     changed = False
     for key in [k for k in model.functions if k not in called]:
@@ -33,7 +35,7 @@ def remove_unused(graph: Graph, ctx: PassContext) -> bool:
     return changed
 
 
-def _called_functions(model) -> set[tuple[str, str, str]]:
+def _called_functions(model: Model) -> set[tuple[str, str, str]]:
     """Functions reachable from the main graph, through calls inside other functions too."""
     funcs = model.functions
     called: set[tuple[str, str, str]] = set()

@@ -23,12 +23,11 @@ def strip_debug_info(graph: Graph, ctx: PassContext) -> bool:
             node.metadata_props = {}
             changed = True
     # Graph inputs and outputs keep their doc strings: they document the model's interface.
-    interface = {id(v) for v in [*graph.inputs, *graph.outputs]}
     for v in [*graph.inputs, *graph.outputs, *graph.value_info, *graph.initializers.values()]:
         if v.metadata_props:
             v.metadata_props = {}
             changed = True
-        if v.doc_string and id(v) not in interface:
+        if v.doc_string and not v.is_graph_input(graph) and not v.is_graph_output(graph):
             v.doc_string = ""
             changed = True
     return changed
