@@ -280,8 +280,59 @@ def _same_shape(m: Match) -> object:
     return True
 
 
+def _moves_unit_dims_only(shape: tuple | None, perm: list[int] | None) -> bool:
+    """Whether Transpose(perm) of a tensor of ``shape`` only moves dims that are a literal 1: the other dims keep
+    their order, so the elements keep their row-major order and the Transpose is a Reshape (a symbolic dim may be
+    anything, so it counts as not 1)."""
+    if shape is None or perm is None or sorted(perm) != list(range(len(shape))):
+        return False
+    kept = [p for p in perm if shape[p] != 1]
+    return kept == sorted(kept)
+
+
+def _transpose_of_reshape(m: Match, b) -> object:
+    """Transpose(Reshape(y, S), perm) -> Reshape(y, T) when the Transpose moves only dims of size 1: T is the
+    Transpose's output shape, its known dims as they are and at most one unknown dim as -1 (the element count fixes
+    it). No known dim may be 0 (-1 would be ambiguous)."""
+    t = m.node("t")
+    perm = t.attr("perm")
+    shape = m.shape("r")
+    perm = list(perm) if perm is not None else (list(range(len(shape)))[::-1] if shape is not None else None)
+    if not _moves_unit_dims_only(shape, perm):
+        return m.decline("moves a dim that is not 1 (or shape unknown)")
+    out = [shape[p] for p in perm]  # type: ignore[index]
+    unknown = [i for i, d in enumerate(out) if not isinstance(d, int)]
+    if len(unknown) > 1 or 0 in out:
+        return m.decline("more than one unknown dim, or an empty one")
+    target = [-1 if i in unknown else d for i, d in enumerate(out)]
+    return b.copy(m.node("r"), inputs={0: m["y"], 1: np.array(target, dtype=np.int64)}, drop=("allowzero",))
+
+
+def _reshape_of_unit_transpose(m: Match, b) -> object:
+    """Reshape(Transpose(x, perm), S) -> Reshape(x, S) when the Transpose moves only dims of size 1 (a relabeling of
+    the shape, row-major order kept) and S does not copy a dim of the Transpose's output (no 0)."""
+    if _target(m) is None or 0 in (_target(m) or []):
+        return m.decline("target computed or holds 0")
+    perm = m.node("t").attr("perm")
+    shape = m.shape("x")
+    perm = list(perm) if perm is not None else (list(range(len(shape)))[::-1] if shape is not None else None)
+    if not _moves_unit_dims_only(shape, perm):
+        return m.decline("moves a dim that is not 1 (or shape unknown)")
+    return b.copy(m.node("r"), inputs={0: m["x"]})
+
+
 MERGE_RESHAPES = RuleSet(
     [
+        Rule(
+            "transpose-of-reshape",
+            Op("Transpose", Op("Reshape", Var("y"), Var(), name="r"), name="t"),
+            _transpose_of_reshape,
+        ),
+        Rule(
+            "reshape-of-unit-transpose",
+            Op("Reshape", Op("Transpose", Var("x"), name="t"), Const(), name="r"),
+            _reshape_of_unit_transpose,
+        ),
         Rule(
             "reshape-to-own-shape",
             Op("Reshape", Var("x"), Op("Shape", Var("z"), name="shape", shared=True), name="r"),
@@ -302,8 +353,8 @@ MERGE_RESHAPES = RuleSet(
 )
 MERGE_RESHAPES.register(
     "merge-reshapes",
-    description="Reshape after Squeeze/Unsqueeze/Flatten, and Squeeze/Unsqueeze after a Reshape with a constant "
-    "target, become one Reshape",
+    description="Reshape after Squeeze/Unsqueeze/Flatten, Squeeze/Unsqueeze after a Reshape with a constant "
+    "target, and a Transpose that moves only dims of size 1 next to a Reshape, become one Reshape",
 )
 
 

@@ -154,15 +154,18 @@ def reshape_entries(node: Node, x: Value, opset: int) -> list[int] | None:
 
 
 def static_reshape_target(node: Node, x: Value, opset: int) -> list[int] | None:
-    """A constant target equivalent to a Reshape's computed one, using 0 (copy) and -1 (infer); None if unproven.
+    """A constant target equivalent to a Reshape's computed one, read with ``allowzero=0`` (0 copies, -1 infers);
+    None if unproven. The caller drops ``allowzero`` from the Reshape.
 
-    Entries that copy x's own dim become 0 (only without allowzero). A single unknown entry becomes -1 when every
-    other entry is a positive constant: the element count fixes it then (a copied dim could be 0, leaving -1 open).
+    Entries that copy x's own dim become 0. A single unknown entry becomes -1 when every other entry is a positive
+    constant: the element count fixes it then (a copied dim could be 0, leaving -1 open). With ``allowzero=1`` an
+    entry is used as it is, 0 included: a copied dim is the same value either way, a positive constant or -1 means the
+    same under both readings, and a constant 0 (a literal empty dim, which ``allowzero=0`` cannot say) is declined.
     """
-    if _int_list(node.inputs[1] if len(node.inputs) > 1 else None) is not None or node.attr("allowzero", 0):
+    if _int_list(node.inputs[1] if len(node.inputs) > 1 else None) is not None:
         return None
     entries = reshape_entries(node, x, opset)
-    if entries is None:
+    if entries is None or (node.attr("allowzero", 0) and 0 in entries):
         return None
     unknown = entries.count(UNKNOWN)
     if unknown == 0:

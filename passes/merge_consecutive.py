@@ -31,16 +31,21 @@ def _static_target(m: Match, b: Builder) -> Value | Declined:
     target = static_reshape_target(node, m.value("x"), m.opset() or 1)  # type: ignore[arg-type]
     if target is None:
         return m.decline("target not proven")
-    return b.copy(node, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")})
+    drop = ("allowzero",) if node.attr("allowzero", 0) else ()  # the target reads 0 as a copy (allowzero=0)
+    return b.copy(node, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")}, drop=drop)
 
 
 def _merge_reshapes(m: Match, b: Builder) -> Value | Declined:
-    shape = ints(m.value("shape"))
+    """Reshape(Reshape(x, S1), S2) -> Reshape(x, S2): the element count and order are x's either way. S2 must not
+    copy a dim of the first Reshape's output: it is a constant without 0, or the second Reshape has ``allowzero=1``
+    (every entry literal, computed ones too)."""
     node = m.node("second")
-    if shape is None:
-        return m.decline("shape not an int constant")
-    if 0 in shape and not node.attr("allowzero", 0):
-        return m.decline("0 copies a dim of the first reshape's output")
+    if not node.attr("allowzero", 0):
+        shape = ints(m.value("shape"))
+        if shape is None:
+            return m.decline("shape not an int constant")
+        if 0 in shape:
+            return m.decline("0 copies a dim of the first reshape's output")
     return b.copy(node, inputs={0: m.value("x")})
 
 
@@ -140,7 +145,7 @@ MERGE_RULES = RuleSet(
         ),
         Rule(
             "merge-reshape",
-            Op("Reshape", Op("Reshape", Var("x"), Var(), shared=True), Const("shape"), name="second"),
+            Op("Reshape", Op("Reshape", Var("x"), Var(), shared=True), Var("shape"), name="second"),
             _merge_reshapes,
         ),
         Rule(

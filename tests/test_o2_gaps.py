@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from graphopt.core.onnx_io import to_proto
 from graphopt.core.shape_inference import infer_shapes
-from tests.conftest import ort_run
+from tests.conftest import model_from_text, ort_run
 
 F = TensorProto.FLOAT
 
@@ -80,3 +83,104 @@ def test_shape_chains_after_dynamic_quantize_lstm_fold() -> None:
         want, got = ort_run(proto, {"x": x})[0], ort_run(out, {"x": x})[0]
         assert want.shape == got.shape == (5, batch, 3)
         np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# khmersm: Reshape chains with allowzero=1 and Transposes that only move dims of size 1
+# --------------------------------------------------------------------------------------------------------------------
+@st.composite
+def reshape_transpose_chains(draw):
+    """x [n, K] -> Reshape to [-1, core dims with 1s between] (allowzero 0 or 1) -> Transpose (one that moves only
+    the 1s, or any) -> Reshape to a constant target, or to [n, K] computed from Shape(x) (allowzero 0 or 1)."""
+    core = draw(st.lists(st.integers(2, 4), min_size=1, max_size=3))
+    dims = list(core)
+    for _ in range(draw(st.integers(0, 3))):
+        dims.insert(draw(st.integers(0, len(dims))), 1)
+    shape = ["n", *dims]
+    positions = list(range(len(shape)))
+    if draw(st.booleans()):  # only the 1s move: the other dims keep their order
+        moved = draw(st.permutations(positions))
+        keep = iter([p for p in positions if shape[p] != 1])
+        perm = [p if shape[p] == 1 else next(keep) for p in moved]
+    else:
+        perm = draw(st.permutations(positions))
+    k = int(np.prod(core))
+    inits = [
+        numpy_helper.from_array(np.array([-1, *dims], np.int64), "s1"),
+        numpy_helper.from_array(np.array([k], np.int64), "k"),
+        numpy_helper.from_array(np.array(draw(st.sampled_from([[-1], [-1, k]])), np.int64), "s2"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["x", "s1"], ["r1"], allowzero=draw(st.integers(0, 1))),
+        helper.make_node("Transpose", ["r1"], ["t"], perm=list(perm)),
+    ]
+    if draw(st.booleans()):
+        nodes.append(helper.make_node("Reshape", ["t", "s2"], ["y"]))
+    else:  # a computed target: Concat(Shape(x)[0:1], [K])
+        nodes += [
+            helper.make_node("Shape", ["x"], ["sx"], start=0, end=1),
+            helper.make_node("Concat", ["sx", "k"], ["s3"], axis=0),
+            helper.make_node("Reshape", ["t", "s3"], ["y"], allowzero=draw(st.integers(0, 1))),
+        ]
+    nodes.append(helper.make_node("Relu", ["y"], ["out"]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", F, ["n", k])], [helper.make_tensor_value_info("out", F, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, k
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reshape_transpose_chains())
+def test_random_reshape_transpose_chains_keep_outputs(case) -> None:
+    model, k = case
+    out = graphopt.optimize(model, level=2)  # (onnxruntime loading both models checks them)
+    assert len(out.graph.node) <= len(model.graph.node)
+    for n in (1, 3, 0):
+        x = np.random.default_rng(n).standard_normal((n, k)).astype(np.float32)
+        try:
+            want = ort_run(model, {"x": x})[0]
+        except Exception:  # noqa: BLE001 - an empty x the original cannot take (a computed 0 read as a copy)
+            assert n == 0
+            continue
+        got = ort_run(out, {"x": x})[0]
+        assert want.shape == got.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_transposes_of_unit_dims_and_allowzero_chains_merge() -> None:
+    """khmersm's attention reshapes: Reshape(Gemm output [n, 192], [0, 1, 192]) -> Transpose(1, 0, 2) is one Reshape
+    to [1, -1, 192]; Reshape(Reshape(m, S1), computed S2, allowzero=1) reads m directly (-O2 154 nodes, best anchor
+    159)."""
+    model = graphopt.load(
+        model_from_text(
+            """
+            <ir_version: 8, opset_import: ["" : 17]>
+            g (float[n, 192] x, float[b, 6, l] m) => (float[1, n, 192] y, float[b, 6, l] z) {
+                s = Constant <value = int64[3] {0, 1, 192}> ()
+                r = Reshape(x, s)
+                y = Transpose <perm = [1, 0, 2]> (r)
+                sb = Shape <start = 0, end = 1> (m)
+                sl = Shape <start = 2, end = 3> (m)
+                six = Constant <value = int64[1] {6}> ()
+                minus = Constant <value = int64[1] {-1}> ()
+                one = Constant <value = int64[1] {1}> ()
+                t1 = Concat <axis = 0> (minus, one, sl)
+                r1 = Reshape <allowzero = 1> (m, t1)
+                t2 = Concat <axis = 0> (sb, six, sl)
+                r2 = Reshape <allowzero = 1> (r1, t2)
+                z = Relu(r2)
+            }
+            """
+        )
+    )
+    src = to_proto(model)
+    out = graphopt.optimize(src, level=2)
+    assert sorted(_ops(out)) == ["Relu", "Reshape"], _ops(out)
+    for n, b, seq in ((4, 2, 3), (1, 1, 5), (0, 0, 2)):
+        feeds = {"x": np.random.default_rng(n).standard_normal((n, 192)).astype(np.float32),
+                 "m": np.random.default_rng(b).standard_normal((b, 6, seq)).astype(np.float32)}
+        for want, got in zip(ort_run(src, feeds), ort_run(out, feeds), strict=True):
+            np.testing.assert_array_equal(got, want)
