@@ -141,7 +141,9 @@ MERGE_RULES = RuleSet(
         ),
         # a computed target (Concat of constants and dims read through Shape) becomes a constant one
         Rule(
-            "reshape-static-target", Op("Reshape", Var("x"), Op("Concat", ..., shared=True), name="n"), _static_target
+            "reshape-static-target",
+            Op("Reshape", Var("x"), Op(("Concat", "Cast"), ..., shared=True), name="n"),
+            _static_target,
         ),
         Rule(
             "merge-reshape",
