@@ -79,7 +79,13 @@ def _gemm_condition(m: Match) -> object:
 
 
 def _gemm_replace(m: Match, b) -> object:
-    return b.op("Gemm", m["a"], m["b"], m["c"])
+    """Gemm(A, B, C); a constant C of shape (1, N) read only here becomes the vector (N,), the usual bias form (the
+    same unidirectional broadcast, so the same sums)."""
+    c = m["c"]
+    t = c.constant() if c is not None else None
+    if t is not None and len(t.dims) == 2 and t.dims[0] == 1 and c.single_user() is not None:
+        c = b.const(t.numpy().reshape(-1), "bias")
+    return b.op("Gemm", m["a"], m["b"], c)
 
 
 fuse_gemm = Rule(

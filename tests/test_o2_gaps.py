@@ -302,3 +302,23 @@ def test_random_int32_round_trip_targets_keep_outputs(data) -> None:
             assert n == 0
             continue
         np.testing.assert_array_equal(ort_run(out, {"x": x})[0], want)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# surfaces-gbr-mlp: ai.onnx.ml Scaler is typed, so the Cast after it is seen to be a no-op
+# --------------------------------------------------------------------------------------------------------------------
+def test_scaler_output_is_typed_and_the_mlp_after_it_simplifies() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "wild" / "surfaces-gbr-mlp.onnx"
+    proto = onnx.load(str(path))
+    model = graphopt.load(path)
+    infer_shapes(model)
+    scaler = next(n for n in model.graph if n.op_type == "Scaler")
+    assert scaler.outputs[0].dtype == F and scaler.outputs[0].shape is not None and scaler.outputs[0].shape[1] == 4
+    out = graphopt.optimize(proto, level=2)
+    assert "Cast" not in _ops(out) and len(out.graph.node) <= 10, _ops(out)  # best anchor: 10
+    for n in (1, 5):
+        x = np.random.default_rng(n).uniform(0, 100, (n, 4)).astype(np.float32)
+        want, got = ort_run(proto, {"input": x})[0], ort_run(out, {"input": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

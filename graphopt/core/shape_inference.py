@@ -105,8 +105,8 @@ def _run(model: Model) -> onnx.GraphProto | None:
     deep = next(iter(model.graph.subgraphs()), None) is not None
     skeleton = _skeleton(model)
     inferred = infer_proto(skeleton, deep=deep)
-    # ops ONNX does not know (com.microsoft ...) stop inference at their outputs: type those from their typed inputs
-    # and infer again from there, until no such op gets a new type (each round types at least one more output)
+    # ops ONNX does not type (com.microsoft, some ai.onnx.ml) stop inference at their outputs: type those from their
+    # inputs and infer again from there, until no such op gets a new type (each round types at least one more output)
     for _ in range(MAX_CUSTOM_ROUNDS):
         if inferred is None or not _type_custom_ops(skeleton.graph, inferred, deep):
             break
@@ -175,9 +175,21 @@ def _rnn_like(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list[on
     return [make([seq, directions, batch, hidden]), state, state]
 
 
-CUSTOM_RULES = {("com.microsoft", "DynamicQuantizeLSTM"): _rnn_like}
-"""Shape rules for ops of other domains that onnxruntime runs, by (domain, op type): ``rule(node, known types)``
-gives each output's type (None: unknown). Each rule states what onnxruntime's own schema infers for the op."""
+def _scaler(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list[onnx.TypeProto | None] | None:
+    """ai.onnx.ml Scaler: ``Y = (X - offset) * scale`` is always float, of X's shape (ONNX's schema says so but has no
+    inference function; onnxruntime's kernel allocates Y with X's shape)."""
+    x = types.get(node.input[0]) if node.input else None
+    if x is None or x.WhichOneof("value") != "tensor_type":
+        return None
+    tp = onnx.TypeProto()
+    tp.tensor_type.CopyFrom(x.tensor_type)
+    tp.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return [tp]
+
+
+CUSTOM_RULES = {("com.microsoft", "DynamicQuantizeLSTM"): _rnn_like, ("ai.onnx.ml", "Scaler"): _scaler}
+"""Shape rules for ops that ONNX shape inference leaves untyped and onnxruntime runs, by (domain, op type):
+``rule(node, known types)`` gives each output's type (None: unknown). Each rule states what onnxruntime computes."""
 
 
 def _type_custom_ops(skeleton: onnx.GraphProto, inferred: onnx.GraphProto, deep: bool) -> bool:
