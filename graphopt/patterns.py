@@ -48,6 +48,7 @@ rule's own code is raised as :class:`RuleError` naming the rule (``GRAPHOPT_DEBU
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -899,16 +900,13 @@ def _drop_unread_initializers(m: Match, candidates: Iterable[Value | None]) -> N
     """Initializers of the graph among ``candidates`` that nothing reads any more (and that are not graph inputs or
     outputs) go: the weights of removed nodes and the constants of a declined replacement."""
     graph = m.graph
-    if m.ctx.model.training_info and graph is m.ctx.model.graph:
+    if m.ctx.model.pins_initializers(graph):
         return  # training info refers to main-graph initializers by name
-    interface: set[int] | None = None
     for v in candidates:
-        if v is None or v.uses or v.const is None or not v.name or graph.initializers.get(v.name) is not v:
+        if v is None or v.uses or not graph.is_initializer(v):
             continue
-        if interface is None:
-            interface = {id(x) for x in [*graph.inputs, *graph.outputs]}
-        if id(v) not in interface:
-            del graph.initializers[v.name]
+        if not v.is_graph_input(graph) and not v.is_graph_output(graph):
+            del graph.initializers[v.name]  # type: ignore[arg-type]
 
 
 def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], outs: list[Value | None]) -> bool:
@@ -1066,6 +1064,14 @@ def _limit(recent: Iterable[dict[str, int]], what: str) -> RewriteLimitError:
     )
 
 
+def _caller_module() -> str:
+    """The module of the nearest caller outside this one (where ``register`` or ``register_rules`` was called)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", __name__) if frame is not None else __name__
+
+
 def register_rules(
     name: str, rules: Iterable[Rule], *, description: str = "", replace: bool = False, lossless: bool = True
 ) -> type[Pass]:
@@ -1090,6 +1096,7 @@ def register_rules(
                 raise type(e)(f"pass {self.name!r}: {e}") from e.__cause__
 
     RulePass.__name__ = f"RulePass_{name.replace('-', '_')}"
+    RulePass.__module__ = _caller_module()  # the module that registered the rules, not this one
     RulePass.description = description or f"pattern rules: {', '.join(names)}"
     RulePass.lossless = lossless
     register_pass(name, replace=replace, lossless=lossless)(RulePass)

@@ -1,9 +1,42 @@
-"""graphopt's built-in lossless passes, one module per pass family. Importing this package registers them.
+"""graphopt's built-in lossless passes: each in the module named after it (``fold-conv-bn`` in ``fold_conv_bn.py``);
+``canonicalize.py`` holds canonicalize and the rule families it is made of, each also a pass of its own. Helper
+modules (``dims``, ``readers``, ``numpy_eval``, ``union_find``) register nothing. Importing this package registers
+the passes.
 
 The lossy one-shot passes (pruning, quantization) live with their drivers in ``graphopt.prune`` and
 ``graphopt.quantize``; ``graphopt.engine.passes_api.BUILTIN_PASS_MODULES`` names them all.
 """
 
-from . import canonicalize, cleanup, cse, fold_bn, fold_constants, fuse_matmul, simplify, winograd
+from . import (
+    canonicalize,
+    cleanup,
+    cse,
+    dce,
+    dedup_initializers,
+    eliminate_noop,
+    fold_constants,
+    fold_conv_bn,
+    fuse_parallel_matmul,
+    merge_consecutive,
+    merge_const_chains,
+    remove_unused,
+    strip_debug_info,
+    winograd,
+)
 
-__all__ = ["canonicalize", "cleanup", "cse", "fold_bn", "fold_constants", "fuse_matmul", "simplify", "winograd"]
+__all__ = [
+    "canonicalize",
+    "cleanup",
+    "cse",
+    "dce",
+    "dedup_initializers",
+    "eliminate_noop",
+    "fold_constants",
+    "fold_conv_bn",
+    "fuse_parallel_matmul",
+    "merge_const_chains",
+    "merge_consecutive",
+    "remove_unused",
+    "strip_debug_info",
+    "winograd",
+]

@@ -20,9 +20,10 @@ a Split and N Adds.
 The other families (each a pass of its own, all of them together the ``canonicalize`` pass of -O2), each rule's
 safety argument in its docstring: **push-transposes** (Transpose below elementwise ops, Reduce and Shape of a
 Transpose), **sub-const-to-add**, **merge-reshapes**, **merge-concats**, **fold-conv-input-scale**,
-**drop-zero-rnn-states**, **mul-reciprocal-to-div**; and **merge-const-chains**, not in -O2 (it reassociates float
-additions, and -O2 leaves a chain of constant Adds bit-exact). ``benchmarks/o2_gaps.py`` shows, per corpus model, the
-op counts -O2 leaves above the best other simplifier.
+**drop-zero-rnn-states**, **mul-reciprocal-to-div**. This module holds canonicalize and the rule families it is
+made of (the one module that holds several registered passes: they are canonicalize's parts). merge-const-chains,
+not in -O2 (it reassociates float additions), has its own module. ``benchmarks/o2_gaps.py`` shows, per corpus model,
+the op counts -O2 leaves above the best other simplifier.
 """
 
 from __future__ import annotations
@@ -78,7 +79,13 @@ def _gemm_condition(m: Match) -> object:
 
 
 def _gemm_replace(m: Match, b) -> object:
-    return b.op("Gemm", m["a"], m["b"], m["c"])
+    """Gemm(A, B, C); a constant C of shape (1, N) read only here becomes the vector (N,), the usual bias form (the
+    same unidirectional broadcast, so the same sums)."""
+    c = m["c"]
+    t = c.constant() if c is not None else None
+    if t is not None and len(t.dims) == 2 and t.dims[0] == 1 and c.single_user() is not None:
+        c = b.const(t.numpy().reshape(-1), "bias")
+    return b.op("Gemm", m["a"], m["b"], c)
 
 
 fuse_gemm = Rule(
@@ -188,7 +195,7 @@ PUSH_TRANSPOSES = RuleSet(
 # --------------------------------------------------------------------------------------------------------------------
 # sub-const-to-add
 # --------------------------------------------------------------------------------------------------------------------
-_FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
+FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
 
 SUB_TO_ADD = RuleSet(
     [
@@ -196,7 +203,7 @@ SUB_TO_ADD = RuleSet(
             "sub-const-to-add",
             Op("Sub", Var("x"), Const("c"), name="op"),
             lambda m, b: b.op("Add", m["x"], -m.const("c")),
-            condition=lambda m: m.dtype("c") in _FLOATS or m.decline("not a float constant"),
+            condition=lambda m: m.dtype("c") in FLOATS or m.decline("not a float constant"),
         )
     ]
 )
@@ -279,8 +286,59 @@ def _same_shape(m: Match) -> object:
     return True
 
 
+def _moves_unit_dims_only(shape: tuple | None, perm: list[int] | None) -> bool:
+    """Whether Transpose(perm) of a tensor of ``shape`` only moves dims that are a literal 1: the other dims keep
+    their order, so the elements keep their row-major order and the Transpose is a Reshape (a symbolic dim may be
+    anything, so it counts as not 1)."""
+    if shape is None or perm is None or sorted(perm) != list(range(len(shape))):
+        return False
+    kept = [p for p in perm if shape[p] != 1]
+    return kept == sorted(kept)
+
+
+def _transpose_of_reshape(m: Match, b) -> object:
+    """Transpose(Reshape(y, S), perm) -> Reshape(y, T) when the Transpose moves only dims of size 1: T is the
+    Transpose's output shape, its known dims as they are and at most one unknown dim as -1 (the element count fixes
+    it). No known dim may be 0 (-1 would be ambiguous)."""
+    t = m.node("t")
+    perm = t.attr("perm")
+    shape = m.shape("r")
+    perm = list(perm) if perm is not None else (list(range(len(shape)))[::-1] if shape is not None else None)
+    if not _moves_unit_dims_only(shape, perm):
+        return m.decline("moves a dim that is not 1 (or shape unknown)")
+    out = [shape[p] for p in perm]  # type: ignore[index]
+    unknown = [i for i, d in enumerate(out) if not isinstance(d, int)]
+    if len(unknown) > 1 or 0 in out:
+        return m.decline("more than one unknown dim, or an empty one")
+    target = [-1 if i in unknown else d for i, d in enumerate(out)]
+    return b.copy(m.node("r"), inputs={0: m["y"], 1: np.array(target, dtype=np.int64)}, drop=("allowzero",))
+
+
+def _reshape_of_unit_transpose(m: Match, b) -> object:
+    """Reshape(Transpose(x, perm), S) -> Reshape(x, S) when the Transpose moves only dims of size 1 (a relabeling of
+    the shape, row-major order kept) and S does not copy a dim of the Transpose's output (no 0)."""
+    if _target(m) is None or 0 in (_target(m) or []):
+        return m.decline("target computed or holds 0")
+    perm = m.node("t").attr("perm")
+    shape = m.shape("x")
+    perm = list(perm) if perm is not None else (list(range(len(shape)))[::-1] if shape is not None else None)
+    if not _moves_unit_dims_only(shape, perm):
+        return m.decline("moves a dim that is not 1 (or shape unknown)")
+    return b.copy(m.node("r"), inputs={0: m["x"]})
+
+
 MERGE_RESHAPES = RuleSet(
     [
+        Rule(
+            "transpose-of-reshape",
+            Op("Transpose", Op("Reshape", Var("y"), Var(), name="r"), name="t"),
+            _transpose_of_reshape,
+        ),
+        Rule(
+            "reshape-of-unit-transpose",
+            Op("Reshape", Op("Transpose", Var("x"), name="t"), Const(), name="r"),
+            _reshape_of_unit_transpose,
+        ),
         Rule(
             "reshape-to-own-shape",
             Op("Reshape", Var("x"), Op("Shape", Var("z"), name="shape", shared=True), name="r"),
@@ -301,8 +359,8 @@ MERGE_RESHAPES = RuleSet(
 )
 MERGE_RESHAPES.register(
     "merge-reshapes",
-    description="Reshape after Squeeze/Unsqueeze/Flatten, and Squeeze/Unsqueeze after a Reshape with a constant "
-    "target, become one Reshape",
+    description="Reshape after Squeeze/Unsqueeze/Flatten, Squeeze/Unsqueeze after a Reshape with a constant "
+    "target, and a Transpose that moves only dims of size 1 next to a Reshape, become one Reshape",
 )
 
 
@@ -327,7 +385,7 @@ def _flatten_concat(m: Match, b) -> object:
             and axis is not None
             and p.attr("axis") == axis
             and all(u is root for u in v.users())
-            and not any(v is o for o in graph.outputs)
+            and not v.is_graph_output(graph)
         ):
             inputs.extend(p.inputs)
             spliced = True
@@ -385,7 +443,7 @@ FOLD_CONV_INPUT_SCALE.register(
 # mul-reciprocal-to-div
 # --------------------------------------------------------------------------------------------------------------------
 def _reciprocal_ok(m: Match) -> object:
-    if m.dtype("x") not in _FLOATS and m.dtype("y") not in _FLOATS:
+    if m.dtype("x") not in FLOATS and m.dtype("y") not in FLOATS:
         return m.decline("not a float type (or unknown)")
     one = m.get("one")
     if one is not None:
@@ -415,47 +473,6 @@ MUL_RECIPROCAL = RuleSet(
 MUL_RECIPROCAL.register(
     "mul-reciprocal-to-div",
     description="x * (1 / y) and x * Reciprocal(y) -> x / y (one rounding instead of two; RMSNorm in T5)",
-)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# merge-const-chains
-# --------------------------------------------------------------------------------------------------------------------
-def _merge_chain(m: Match, b) -> object:
-    """(x + c1) + c2 -> x + (c1 + c2) and (x * c1) * c2 -> x * (c1 * c2) for float constants: the output's shape is
-    the broadcast of x, c1 and c2 either way; the folded constant is computed in float64 and cast back, and may not
-    be larger than the larger of the two (no broadcast blow-up) nor overflow. Reassociation: the result differs
-    from the chain by a rounding or two, as folding a BatchNormalization does."""
-    if m.dtype("c1") not in _FLOATS or m.dtype("c2") not in _FLOATS:
-        return m.decline("not float constants")
-    c1, c2 = m.const("c1"), m.const("c2")
-    rx = m.rank("x")
-    if rx is None or max(c1.ndim, c2.ndim) > rx:
-        return m.decline("a constant may raise x's rank (or x's rank unknown)")
-    op = m.node("outer").op_type
-    with np.errstate(all="ignore"):
-        wide = c1.astype(np.float64) + c2 if op == "Add" else c1.astype(np.float64) * c2
-        folded = wide.astype(c1.dtype)
-    if folded.size > max(c1.size, c2.size):
-        return m.decline("the folded constant would be larger")
-    if not np.isfinite(folded).all():
-        return m.decline("the folded constant is not finite")
-    return b.op(op, m["x"], folded)
-
-
-MERGE_CONST_CHAINS = RuleSet(
-    [
-        Rule(
-            f"{op.lower()}-const-chain",
-            Op(op, Op(op, Var("x"), Const("c1"), commutative=True), Const("c2"), commutative=True, name="outer"),
-            _merge_chain,
-        )
-        for op in ("Add", "Mul")
-    ]
-)
-MERGE_CONST_CHAINS.register(
-    "merge-const-chains",
-    description="(x + c1) + c2 -> x + (c1 + c2) and (x * c1) * c2 -> x * (c1 * c2) for float constants",
 )
 
 

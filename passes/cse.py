@@ -1,29 +1,22 @@
-"""cse and dedup-initializers: compute each thing once, store each constant once.
+"""cse: compute each thing once.
 
 Two nodes compute the same thing when they have the same op, domain and attributes (compared by value, tensors by
 content) and read the same values; constant inputs count as the same when their data is equal. One linear pass in
 graph order with a hash table: the first node stays and the later one's readers move to it.
 
 Random ops, nodes with subgraphs and ops of domains graphopt does not know are never merged: a custom op may have
-side effects or state.
-
-Equal initializers are found by dtype and dims first, then a hash of a prefix, then of all their bytes, so that the
-common case (no two weights alike) costs no hashing of big tensors.
+side effects or state. Equal initializers and Constant nodes are dedup-initializers' work.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
-import numpy as np
 import onnx
 
 from graphopt.core.ir import Attribute, Graph, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import PassContext, register_pass
-
-from .simplify import bypass
 
 STANDARD = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 NONDETERMINISTIC = frozenset(
@@ -36,7 +29,7 @@ def _tensor_key(t: Tensor) -> tuple[Any, ...]:
     return ("tensor", t.dtype, t.dims, t.digest())
 
 
-def _attr_key(a: Attribute) -> Any:
+def attr_key(a: Attribute) -> Any:
     v = a.value
     if isinstance(v, Tensor):
         return _tensor_key(v)
@@ -72,7 +65,7 @@ def _mergeable(node: Node) -> bool:
 
 def _node_key(node: Node, keys: _Keys) -> Any | None:
     try:
-        attrs = tuple(sorted((name, _attr_key(a)) for name, a in node.attrs.items()))
+        attrs = tuple(sorted((name, attr_key(a)) for name, a in node.attrs.items()))
         hash(attrs)
     except TypeError:
         return None
@@ -100,7 +93,6 @@ def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
     full: dict[int, Any] = {}  # id(node) -> full key, computed when a rough key repeats
     groups: dict[tuple[Any, ...], list[Node]] = {}
     changed = False
-    outputs = {id(v) for v in graph.outputs}
     for node in graph:
         if not _mergeable(node):
             continue
@@ -124,64 +116,12 @@ def common_subexpression_elimination(graph: Graph, ctx: PassContext) -> bool:
             group.append(node)
             continue
         pairs = list(zip(first.outputs, node.outputs, strict=True))
-        if any(b is not None and id(b) in outputs and (a is None or id(a) in outputs) for a, b in pairs):
+        if any(graph.is_output(b) and (a is None or graph.is_output(a)) for a, b in pairs):
             continue  # both are graph outputs: merging would only add an Identity
         for a, b in pairs:
             if b is not None and a is not None:
                 graph.replace_all_uses_with(b, a)
-        if not any(b is not None and (b.uses or id(b) in {id(v) for v in graph.outputs}) for _, b in pairs):
+        if not any(b is not None and (b.uses or graph.is_output(b)) for _, b in pairs):
             graph.remove(node)
-        outputs = {id(v) for v in graph.outputs}
         changed = True
     return changed
-
-
-@register_pass("dedup-initializers", description="keep one copy of initializers and Constants with equal data")
-def dedup_initializers(graph: Graph, ctx: PassContext) -> bool:
-    # Not a pattern rule: it compares every initializer and Constant of the graph with every other (grouped by type,
-    # dims and digests); equal constants are not related by any edge a pattern could follow.
-    inputs = {id(v) for v in graph.inputs}
-    outputs = {id(v) for v in graph.outputs}
-    groups: dict[tuple[Any, ...], list[Value]] = defaultdict(list)
-    for v in graph.initializers.values():
-        t = v.const
-        if t is not None and id(v) not in inputs and id(v) not in outputs and not v.overridable:
-            groups[(t.dtype, t.dims)].append(v)
-    changed = False
-    for candidates in groups.values():
-        if len(candidates) < 2:
-            continue
-        by_prefix: dict[bytes, list[Value]] = defaultdict(list)
-        for v in candidates:
-            by_prefix[v.const.digest(4096)].append(v)  # type: ignore[arg-type]
-        for same_prefix in by_prefix.values():
-            if len(same_prefix) < 2:
-                continue
-            first_of: dict[bytes, Value] = {}
-            for v in same_prefix:
-                full = v.const.digest()  # type: ignore[arg-type]
-                keep = first_of.setdefault(full, v)
-                if keep is v or not _equal(keep.const, v.const):  # type: ignore[arg-type]
-                    continue
-                graph.replace_all_uses_with(v, keep)
-                del graph.initializers[v.name]  # type: ignore[arg-type]
-                changed = True
-    # Constant nodes with equal values: cse keys them by content, but skips Constant itself; merge here.
-    seen: dict[Any, Node] = {}
-    for node in graph:
-        if node.op_type != "Constant" or node.domain not in STANDARD or len(node.attrs) != 1:
-            continue
-        ((name, attr),) = node.attrs.items()
-        if attr.ref_attr_name:
-            continue
-        key = (name, _attr_key(attr))
-        first = seen.setdefault(key, node)
-        if first is not node and bypass(graph, node, first.output):
-            changed = True
-    return changed
-
-
-def _equal(a: Tensor, b: Tensor) -> bool:
-    if a.dtype != b.dtype or a.dims != b.dims:
-        return False
-    return np.array_equal(np.frombuffer(a.raw_bytes(), np.uint8), np.frombuffer(b.raw_bytes(), np.uint8))

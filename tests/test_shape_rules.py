@@ -71,6 +71,22 @@ def test_own_dims_become_zero_copies() -> None:
     _check(model, out, [(1, 3), (5, 2)])
 
 
+def test_allowzero_targets_become_constant_copies() -> None:
+    """With allowzero=1 a copied dim is the same value read literally or as a 0 copy: the target becomes [0, 0, 2, 4]
+    and allowzero goes (an empty batch included)."""
+    model = _reshape_model(
+        _dim("x", 0, "d0") + _dim("x", 1, "d1"),
+        ["d0", "d1", "two", "four"],
+        [*IDX, _i64("two", [2]), _i64("four", [4])],
+        [XBS8],
+        allowzero=1,
+    )
+    out = graphopt.optimize(model, level=2)
+    assert _ops(out) == ["Reshape", "Relu"] and _target(out) == [0, 0, 2, 4]
+    assert not any(a.name == "allowzero" and a.i for a in out.graph.node[0].attribute)
+    _check(model, out, [(1, 3), (5, 2), (0, 3)])
+
+
 def test_shape_with_start_end_and_slice_pieces() -> None:
     pieces = [
         helper.make_node("Shape", ["x"], ["head"], start=0, end=1),
@@ -110,8 +126,8 @@ def test_reshape_targets_left_computed(case: str) -> None:
     x = helper.make_tensor_value_info("x", F, ["n", "k", 8])
     y = helper.make_tensor_value_info("y", F, ["m", "j"])
     inits = [*IDX, _i64("eight", [8]), _i64("two", [2]), _i64("four", [4])]
-    if case == "allowzero":  # with allowzero a 0 in the target is a real 0, so copies cannot be written as 0
-        parts = ["a", "b", "two", "four"]
+    if case == "allowzero":  # with allowzero a constant 0 is a real empty dim, which allowzero=0 cannot say
+        parts = ["a", "zero_axis", "b", "eight"]  # [n, 0, k, 8]: runs on an empty x only
         model = _reshape_model(_dim("x", 0, "a") + _dim("x", 1, "b"), parts, inits, [x], allowzero=1)
     elif case == "two_unknowns":
         model = _reshape_model(_dim("y", 0, "a") + _dim("y", 1, "b"), ["a", "b", "eight"], inits, [x, y])
@@ -122,7 +138,7 @@ def test_reshape_targets_left_computed(case: str) -> None:
     out = graphopt.optimize(model, level=2)
     assert "Concat" in _ops(out) and _target(out) is None
     extra = (lambda b, s: {"y": _rand(b, s)}) if case in ("two_unknowns", "unknown_with_copy") else None
-    _check(model, out, [(2, 2), (3, 5)], extra=extra)
+    _check(model, out, [(0, 2), (0, 5)] if case == "allowzero" else [(2, 2), (3, 5)], extra=extra)
 
 
 @settings(max_examples=60, deadline=None)

@@ -171,14 +171,14 @@ class Value:
             if self.producer is None or self.producer.graph is None:
                 raise IRError(f"{self!r} has no producer in a graph: name the graph is_graph_output() should look at")
             graph = self.producer.graph
-        return any(o is self for o in graph.outputs)
+        return graph.is_output(self)
 
     def is_graph_input(self, graph: Graph | None = None) -> bool:
         """Whether the value is an input of ``graph``; without a graph, whether it is an input of any graph (it has no
         producer and is not a (non-overridable) initializer)."""
         if graph is None:
             return self.producer is None and (self.const is None or self.overridable)
-        return any(i is self for i in graph.inputs)
+        return graph.is_input(self)
 
     def is_initializer(self) -> bool:
         """Whether the value is an initializer (its data is ``const``; it may also be an overridable graph input)."""
@@ -193,7 +193,7 @@ class Value:
             return None
         graph = self.producer.graph if self.producer is not None else users[0].graph
         while graph is not None:
-            if any(o is self for o in graph.outputs):
+            if graph.is_output(self):
                 return None
             graph = graph.parent
         return users[0]
@@ -639,7 +639,7 @@ class Graph:
                     continue
                 if out.uses:
                     raise IRError(f"cannot remove {node}: output {out.name!r} is still used")
-                if any(out is o for o in self.outputs):
+                if self.is_output(out):
                     raise IRError(f"cannot remove {node}: output {out.name!r} is a graph output")
         node.detach()
         self._unlink(node)
@@ -675,13 +675,13 @@ class Graph:
         for node, i in list(old.uses):
             if id(node) not in skip:
                 node.set_input(i, new)
-        if not any(o is old for o in self.outputs):
+        if not self.is_output(old):
             return
-        if any(i is old for i in self.inputs):
+        if self.is_input(old):
             # A graph input that is also a graph output: the output *is* the input, its name is the model's
             # interface, and no value computed from it may take that name. The output keeps reading the input.
             return
-        renameable = new.producer is not None and new.producer.graph is self and not any(o is new for o in self.outputs)
+        renameable = new.producer is not None and new.producer.graph is self and not self.is_output(new)
         if renameable:
             old_name = old.name
             old.name = self.unique_name(f"{old_name}_replaced")
@@ -720,16 +720,16 @@ class Graph:
 
     # interface tests ------------------------------------------------------------------------------------------------
     def is_output(self, v: Value | None) -> bool:
-        """Whether ``v`` is one of this graph's outputs."""
+        """Whether ``v`` is one of this graph's outputs (the one test: ``Value.is_graph_output`` asks this)."""
         return v is not None and any(o is v for o in self.outputs)
 
     def is_input(self, v: Value | None) -> bool:
-        """Whether ``v`` is one of this graph's inputs."""
+        """Whether ``v`` is one of this graph's inputs (the one test: ``Value.is_graph_input`` asks this)."""
         return v is not None and any(i is v for i in self.inputs)
 
     def is_initializer(self, v: Value | None) -> bool:
         """Whether ``v`` is one of this graph's initializers."""
-        return v is not None and v.name is not None and self.initializers.get(v.name) is v
+        return v is not None and v.is_initializer() and v.name is not None and self.initializers.get(v.name) is v
 
     # names --------------------------------------------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
@@ -941,6 +941,11 @@ class Model:
         if domain == "ai.onnx":
             domain = ""
         return self.opset_imports.get(domain, self.opset_imports.get("ai.onnx") if domain == "" else None)
+
+    def pins_initializers(self, graph: Graph) -> bool:
+        """Whether ``graph``'s initializers must stay even when nothing reads them: training info refers to the main
+        graph's initializers by name (the one place a pass that drops unread initializers asks)."""
+        return bool(self.training_info) and graph is self.graph
 
     def graphs(self) -> Iterator[Graph]:
         """The main graph, its subgraphs, and every function body with its subgraphs."""

@@ -102,7 +102,117 @@ def _all_graph_protos(gp: onnx.GraphProto, deep: bool = True) -> Iterator[onnx.G
 
 
 def _run(model: Model) -> onnx.GraphProto | None:
-    return infer_proto(_skeleton(model), deep=next(iter(model.graph.subgraphs()), None) is not None)
+    deep = next(iter(model.graph.subgraphs()), None) is not None
+    skeleton = _skeleton(model)
+    inferred = infer_proto(skeleton, deep=deep)
+    # ops ONNX does not type (com.microsoft, some ai.onnx.ml) stop inference at their outputs: type those from their
+    # inputs and infer again from there, until no such op gets a new type (each round types at least one more output)
+    for _ in range(MAX_CUSTOM_ROUNDS):
+        if inferred is None or not _type_custom_ops(skeleton.graph, inferred, deep):
+            break
+        again = infer_proto(skeleton, deep=deep)
+        if again is None:
+            break
+        inferred = again
+    return inferred
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ops ONNX shape inference does not know
+# --------------------------------------------------------------------------------------------------------------------
+MAX_CUSTOM_ROUNDS = 4
+"""Inference runs after the first that type the outputs of ops ONNX does not know (a chain of such ops needs one
+each; a longer chain stays partly untyped, which is safe)."""
+
+
+def _known_types(gp: onnx.GraphProto) -> dict[str, onnx.TypeProto]:
+    types: dict[str, onnx.TypeProto] = {}
+    for t in gp.initializer:
+        tp = onnx.TypeProto()
+        tp.tensor_type.elem_type = t.data_type
+        tp.tensor_type.shape.SetInParent()
+        for d in t.dims:
+            tp.tensor_type.shape.dim.add().dim_value = d
+        types[t.name] = tp
+    for vi in [*gp.input, *gp.value_info, *gp.output]:
+        if vi.HasField("type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type
+    return types
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _rnn_like(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list[onnx.TypeProto | None] | None:
+    """com.microsoft DynamicQuantizeLSTM: the outputs of ONNX LSTM with layout 0 (onnxruntime's schema infers them
+    with ONNX's RNN rule): X is ``[seq, batch, input]``; Y is ``[seq, num_directions, batch, hidden]``, Y_h and Y_c
+    ``[num_directions, batch, hidden]``, all of X's element type. None when X's rank-3 shape or hidden_size is not
+    known."""
+    x = types.get(node.input[0]) if node.input else None
+    hidden = _attr(node, "hidden_size")
+    if x is None or not x.tensor_type.HasField("shape") or len(x.tensor_type.shape.dim) != 3 or not hidden:
+        return None
+    direction = _attr(node, "direction", b"forward")
+    directions = 2 if direction in (b"bidirectional", "bidirectional") else 1
+    seq, batch, _ = x.tensor_type.shape.dim
+
+    def make(dims: list[onnx.TensorShapeProto.Dimension | int]) -> onnx.TypeProto:
+        tp = onnx.TypeProto()
+        tp.tensor_type.elem_type = x.tensor_type.elem_type
+        tp.tensor_type.shape.SetInParent()
+        for d in dims:
+            if isinstance(d, int):
+                tp.tensor_type.shape.dim.add().dim_value = d
+            else:
+                tp.tensor_type.shape.dim.add().CopyFrom(d)
+        return tp
+
+    state = make([directions, batch, hidden])
+    return [make([seq, directions, batch, hidden]), state, state]
+
+
+def _scaler(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list[onnx.TypeProto | None] | None:
+    """ai.onnx.ml Scaler: ``Y = (X - offset) * scale`` is always float, of X's shape (ONNX's schema says so but has no
+    inference function; onnxruntime's kernel allocates Y with X's shape)."""
+    x = types.get(node.input[0]) if node.input else None
+    if x is None or x.WhichOneof("value") != "tensor_type":
+        return None
+    tp = onnx.TypeProto()
+    tp.tensor_type.CopyFrom(x.tensor_type)
+    tp.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return [tp]
+
+
+CUSTOM_RULES = {("com.microsoft", "DynamicQuantizeLSTM"): _rnn_like, ("ai.onnx.ml", "Scaler"): _scaler}
+"""Shape rules for ops that ONNX shape inference leaves untyped and onnxruntime runs, by (domain, op type):
+``rule(node, known types)`` gives each output's type (None: unknown). Each rule states what onnxruntime computes."""
+
+
+def _type_custom_ops(skeleton: onnx.GraphProto, inferred: onnx.GraphProto, deep: bool) -> bool:
+    """Add to ``skeleton`` the value_info that :data:`CUSTOM_RULES` give for outputs ``inferred`` left untyped; True
+    if any was added."""
+    added = False
+    for sg, ig in zip(_all_graph_protos(skeleton, deep), _all_graph_protos(inferred, deep), strict=False):
+        types: dict[str, onnx.TypeProto] | None = None
+        for node in ig.node:
+            rule = CUSTOM_RULES.get((node.domain, node.op_type))
+            if rule is None:
+                continue
+            if types is None:
+                types = _known_types(ig)
+            if all(not o or o in types for o in node.output):
+                continue
+            found = rule(node, types) or []
+            for name, tp in zip(node.output, found, strict=False):
+                if name and tp is not None and name not in types:
+                    sg.value_info.add(name=name).type.CopyFrom(tp)
+                    types[name] = tp
+                    added = True
+    return added
 
 
 def infer_proto(model: onnx.ModelProto, deep: bool = True) -> onnx.GraphProto | None:

@@ -13,16 +13,15 @@ from typing import Any
 import onnx
 
 from graphopt.core.ir import Graph, Model, gc_paused, validate
-from graphopt.core.shape_inference import restore_interface, trust_types
+from graphopt.core.shape_inference import restore_interface
 from graphopt.engine.passes_api import (
     TARGETS,
-    ModelPass,
     Pass,
     PassContext,
-    PassResult,
     PipelinePass,
     as_passes,
     debug_enabled,
+    run_on_model,
 )
 from graphopt.errors import GraphoptError, PassError, VerificationError
 
@@ -275,25 +274,7 @@ class PassManager:
 
     @staticmethod
     def _run_pass(p: Pass, model: Model, ctx: PassContext) -> bool:
-        trust_types(model)  # no pass decides anything from a type the file states and onnxruntime does not check
-        if isinstance(p, ModelPass):  # once on the model; a result object goes to ctx.results
-            result = p.run_model(model, ctx)
-            if isinstance(result, PassResult):
-                if result.value is not None:
-                    ctx.results[p.name] = result.value
-                return bool(result.changed)
-            return bool(result)
-        p.prepare(model, ctx)
-        changed = bool(p.run(model.graph, ctx))
-        if not p.recursive:
-            return changed
-        # Subgraphs are collected after the main graph ran, so those the pass removed are not visited.
-        for g in list(model.graph.subgraphs()):
-            changed |= bool(p.run(g, ctx))
-        for func in model.functions.values():
-            for g in (func.graph, *func.graph.subgraphs()):
-                changed |= bool(p.run(g, ctx))
-        return changed
+        return run_on_model(p, model, ctx)
 
 
 class _Verifier:

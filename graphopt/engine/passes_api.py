@@ -161,10 +161,10 @@ class ModelPass(Pass):
         return result.changed if isinstance(result, PassResult) else bool(result)
 
 
-class PipelinePass(Pass):
+class PipelinePass(ModelPass):
     """A pass made of other passes (``steps``, registered names), run in order as one step of a pipeline: ``cleanup``
-    is one. The PassManager runs each step as it runs any pass (a graph pass on every graph, a model pass once) and
-    keeps each step's own statistics (``PassStats.steps``)."""
+    is one. It is a model pass: each step runs on the model as any pass does (a graph pass on every graph and
+    subgraph, a model pass once); under a PassManager each step keeps its own statistics (``PassStats.steps``)."""
 
     steps: ClassVar[tuple[str, ...]] = ()
 
@@ -172,18 +172,40 @@ class PipelinePass(Pass):
         super().__init__(**options)
         self.sub_passes: list[Pass] = [get_pass(name)() for name in self.steps]
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        """Outside a PassManager: the steps on this graph (model passes and ``prepare`` with the main graph)."""
-        main = graph is ctx.model.graph
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
+        """Outside a PassManager: the steps in order, each on the whole model."""
         changed = False
         for p in self.sub_passes:
-            if isinstance(p, ModelPass):
-                changed |= p.run(graph, ctx) if main else False
-            else:
-                if main:
-                    p.prepare(ctx.model, ctx)
-                changed |= bool(p.run(graph, ctx))
+            changed |= run_on_model(p, model, ctx)
         return changed
+
+
+def run_on_model(p: Pass, model: Model, ctx: PassContext) -> bool:
+    """Run one pass on ``model`` as the PassManager does: a model pass once (its result object to ``ctx.results``),
+    a graph pass after its ``prepare`` on the main graph and, if ``recursive``, every subgraph and function body.
+
+    First the file's type annotations that onnxruntime does not check are set aside (no pass decides from them)."""
+    from graphopt.core.shape_inference import trust_types
+
+    trust_types(model)
+    if isinstance(p, ModelPass):
+        result = p.run_model(model, ctx)
+        if isinstance(result, PassResult):
+            if result.value is not None:
+                ctx.results[p.name] = result.value
+            return bool(result.changed)
+        return bool(result)
+    p.prepare(model, ctx)
+    changed = bool(p.run(model.graph, ctx))
+    if not p.recursive:
+        return changed
+    # Subgraphs are collected after the main graph ran, so those the pass removed are not visited.
+    for g in list(model.graph.subgraphs()):
+        changed |= bool(p.run(g, ctx))
+    for func in model.functions.values():
+        for g in (func.graph, *func.graph.subgraphs()):
+            changed |= bool(p.run(g, ctx))
+    return changed
 
 
 class FunctionPass(Pass):

@@ -20,7 +20,7 @@ from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import STANDARD
 
-from .cleanup import drop_unused_initializers
+from .dce import drop_unused_initializers
 
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 

@@ -1,0 +1,184 @@
+"""merge-consecutive: fuse chains that collapse into one op (or none): Transpose pairs, Reshape chains, Unsqueeze
+pairs, Squeeze/Unsqueeze pairs that cancel, a zero Pad into the Conv after it, computed Reshape targets to constants.
+
+Only standard-domain ops are touched, and the model's default-domain opset decides where axes and pads live.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.core.ir import Graph, Value
+from graphopt.engine.passes_api import PassContext, register_pass
+from graphopt.patterns import Builder, Const, Declined, Match, Op, Rule, RuleSet, Var
+
+from .dims import static_reshape_target
+from .readers import axes_of, check, input_at, ints
+
+_SQ = ("Squeeze", "Unsqueeze")
+
+
+def _compose_transposes(m: Match, b: Builder) -> Value:
+    p1, p2 = m["first"].attr("perm"), m["second"].attr("perm")
+    combined = [p1[j] for j in p2]
+    if combined == list(range(len(combined))):
+        return m["x"]  # the two cancel
+    return b.op("Transpose", m["x"], perm=combined)
+
+
+def _static_target(m: Match, b: Builder) -> Value | Declined:
+    node = m.node("n")
+    target = static_reshape_target(node, m.value("x"), m.opset() or 1)  # type: ignore[arg-type]
+    if target is None:
+        return m.decline("target not proven")
+    drop = ("allowzero",) if node.attr("allowzero", 0) else ()  # the target reads 0 as a copy (allowzero=0)
+    return b.copy(node, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")}, drop=drop)
+
+
+def _merge_reshapes(m: Match, b: Builder) -> Value | Declined:
+    """Reshape(Reshape(x, S1), S2) -> Reshape(x, S2): the element count and order are x's either way. S2 must not
+    copy a dim of the first Reshape's output: it is a constant without 0, or the second Reshape has ``allowzero=1``
+    (every entry literal, computed ones too)."""
+    node = m.node("second")
+    if not node.attr("allowzero", 0):
+        shape = ints(m.value("shape"))
+        if shape is None:
+            return m.decline("shape not an int constant")
+        if 0 in shape:
+            return m.decline("0 copies a dim of the first reshape's output")
+    return b.copy(node, inputs={0: m.value("x")})
+
+
+def _merge_unsqueezes(m: Match, b: Builder) -> Value | Declined:
+    """Unsqueeze(Unsqueeze(x, a1), a2) becomes one Unsqueeze of x with the axes both insert (opset >= 13)."""
+    first, node = m.node("first"), m.node("second")
+    x = m.value("x")
+    a1, a2 = axes_of(first, m.ctx, 13), axes_of(node, m.ctx, 13)
+    if x is None or x.shape is None:
+        return m.decline("input rank unknown")
+    if not a1 or not a2:
+        return m.decline("axes not constant")
+    mid_rank = len(x.shape) + len(a1)
+    out_rank = mid_rank + len(a2)
+    a1 = sorted(a % mid_rank for a in a1)
+    a2 = sorted(a % out_rank for a in a2)
+    kept = [p for p in range(out_rank) if p not in a2]  # output positions holding the intermediate's dims, in order
+    axes = sorted(a2 + [kept[a] for a in a1])
+    if len(set(axes)) != len(axes):
+        return m.decline("axes overlap")
+    return b.copy(node, inputs=[x, b.const(np.array(axes, dtype=np.int64), "axes")])
+
+
+def _cancel_squeeze(m: Match, b: Builder) -> Value | Declined:
+    first, node = m.node("first"), m.node("second")
+    if first.op_type == node.op_type:
+        return m.decline("same op twice")
+    a1, a2 = axes_of(first, m.ctx, 13), axes_of(node, m.ctx, 13)
+    if not a1 or a1 != a2:
+        return m.decline("axes differ or unknown")
+    x, out = m.value("x"), node.outputs[0]
+    assert x is not None
+    if out is not None and m.graph.is_output(out):
+        renameable = x.producer is not None and x.producer.graph is m.graph and not m.graph.is_output(x)
+        if not renameable or (x.dtype is not None and out.dtype is not None and x.dtype != out.dtype):
+            return m.decline("graph output would need an Identity")
+    return x
+
+
+def _pad_into_conv(m: Match, b: Builder) -> Value | Declined:
+    """Pad (constant zeros, spatial dims only) -> Conv becomes a Conv with larger pads: the same zeros, one op."""
+    pad, conv = m.node("pad"), m.node("conv")
+    if pad.attr("mode", "constant") not in ("constant", b"constant"):
+        return m.decline("pad mode not constant")
+    auto_pad = conv.attr("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+        return m.decline("auto_pad SAME")  # SAME_* pads depend on the input size, which the Pad changes
+    if (m.opset() or 1) >= 11:
+        if input_at(pad, 3) is not None:
+            return m.decline("pad axes given")  # explicit axes (opset 18): keep it simple
+        pads = ints(input_at(pad, 1))
+        value = input_at(pad, 2)
+        if value is not None:
+            t = value.constant()
+            if t is None or t.numpy().size != 1 or t.numpy().reshape(-1)[0] != 0:
+                return m.decline("pad value not zero")
+    else:
+        node_pads = pad.attr("pads")
+        pads = list(node_pads) if node_pads is not None else None
+        if pad.attr("value", 0.0) != 0.0:
+            return m.decline("pad value not zero")
+    wt = m.value("w").constant()  # type: ignore[union-attr]
+    assert wt is not None
+    if pads is None:
+        return m.decline("pads not constant")
+    rank = len(wt.dims)
+    if len(pads) != 2 * rank or any(p < 0 for p in pads):
+        return m.decline("pads negative or of another rank")
+    if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
+        return m.decline("pads batch or channel dims")  # not a conv padding
+    spatial = rank - 2
+    valid = auto_pad in ("VALID", b"VALID")  # VALID means no padding: explicit pads then say the same
+    old = [0] * (2 * spatial) if valid else list(conv.attr("pads", [0] * (2 * spatial)))
+    new = [old[i] + pads[2 + i] for i in range(spatial)] + [
+        old[spatial + i] + pads[rank + 2 + i] for i in range(spatial)
+    ]
+    return b.copy(conv, inputs={0: m.value("x")}, attrs={"pads": new}, drop=("auto_pad",) if valid else ())
+
+
+_HAS_PERM = {"perm": lambda p: p is not None}
+MERGE_RULES = RuleSet(
+    [
+        Rule(
+            "merge-transpose",
+            Op(
+                "Transpose",
+                Op("Transpose", Var("x"), name="first", attrs=_HAS_PERM, shared=True),
+                name="second",
+                attrs=_HAS_PERM,
+            ),
+            condition=check("ranks differ", lambda m: len(m["first"].attr("perm")) == len(m["second"].attr("perm"))),
+            replace=_compose_transposes,
+        ),
+        # a computed target (Concat of constants and dims read through Shape) becomes a constant one
+        Rule(
+            "reshape-static-target",
+            Op("Reshape", Var("x"), Op(("Concat", "Cast"), ..., shared=True), name="n"),
+            _static_target,
+        ),
+        Rule(
+            "merge-reshape",
+            Op("Reshape", Op("Reshape", Var("x"), Var(), shared=True), Var("shape"), name="second"),
+            _merge_reshapes,
+        ),
+        Rule(
+            "merge-unsqueeze",
+            Op("Unsqueeze", Op("Unsqueeze", Var("x"), ..., name="first", shared=True), ..., name="second"),
+            _merge_unsqueezes,
+            opsets=(13, None),
+        ),
+        Rule(
+            "cancel-squeeze-unsqueeze",
+            Op(_SQ, Op(_SQ, Var("x"), ..., name="first", shared=True), ..., name="second"),
+            _cancel_squeeze,
+        ),
+        Rule(
+            "pad-into-conv",
+            Op("Conv", Op("Pad", Var("x"), ..., name="pad", shared=True), Const("w"), ..., name="conv"),
+            _pad_into_conv,
+        ),
+    ]
+)
+"""merge-consecutive: pairs of ops that collapse into one (or none)."""
+
+
+@register_pass(
+    "merge-consecutive",
+    description=(
+        "fuse Transpose/Reshape chains and zero Pad into Conv; drop Squeeze/Unsqueeze pairs that cancel; "
+        "computed Reshape targets to constants (0 = copy, -1 = infer)"
+    ),
+)
+def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
+    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+    return MERGE_RULES.rewrite(graph, ctx, sweeps=1)
+
