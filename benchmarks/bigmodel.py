@@ -1,0 +1,267 @@
+"""Models bigger than memory: graphopt ``-O2`` against onnxsim and onnxslim on a generated multi-GB model.
+
+    flock /work/wt/bigmem.lock python benchmarks/bigmodel.py [--dim 8192] [--layers 12] [--transposed 6]
+                                                             [--dir /work/big/big] [--tools graphopt,onnxsim,onnxslim]
+                                                             [--rounds 1] [--out benchmarks/RESULTS-bigmodel.md]
+    flock /work/wt/bigmem.lock python benchmarks/bigmodel.py --huge      # the 26 GB model, graphopt only
+
+The model is a chain of ``--layers`` MatMuls with ``dim x dim`` fp32 weights (8192: 256 MiB each, 3.2 GB for 12) in
+external data; ``--transposed`` of them read their weight through a Transpose that fold-constants folds. It is
+generated straight into its external data file, one block of rows of random numbers at a time: the whole model is
+never in memory. ``--huge`` makes it 100 layers (26.8 GB).
+
+Each tool runs in its own process (interleaved over ``--rounds``), with its peak resident memory read from the
+child's own resource usage (``os.wait4``: the high-water mark of its RSS, mapped file pages included) and its wall
+time. The outputs of every optimized model are compared with the input model's under onnxruntime (one random input;
+skipped with ``--huge`` or ``--no-check``). The table gives each tool's time and peak RSS, and their ratios to the
+weights' size and to graphopt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+DEFAULT_DIR = Path("/work/big/big")
+GIB = 1 << 30
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------------------------------
+def generate(path: Path, dim: int, layers: int, transposed: int, seed: int = 0, block_rows: int = 512) -> int:
+    """Write the model to ``path`` with its weights in ``<name>.data`` beside it; return the weights' bytes.
+
+    Layer ``i`` is ``h = MatMul(h, W_i)``, or ``MatMul(h, Transpose(W_i))`` for ``transposed`` of them spread over
+    the chain. Weights are uniform in +-sqrt(3/dim) (unit variance through the chain), written block by block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_name = path.name + ".data"
+    rng = np.random.default_rng(seed)
+    scale = np.float32(np.sqrt(3.0 / dim))
+    every = layers / transposed if transposed else 0
+    via_transpose = {int(i * every) for i in range(transposed)} if transposed else set()
+    nodes, inits = [], []
+    offset = 0
+    weight_bytes = dim * dim * 4
+    with open(path.parent / data_name, "wb") as f:
+        h = "x"
+        for i in range(layers):
+            name = f"w{i}"
+            for r in range(0, dim, block_rows):
+                rows = min(block_rows, dim - r)
+                block = rng.random((rows, dim), dtype=np.float32)
+                block *= 2 * scale
+                block -= scale
+                f.write(block.tobytes())
+            t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[dim, dim])
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(weight_bytes))):
+                t.external_data.add(key=k, value=v)
+            inits.append(t)
+            offset += weight_bytes
+            w = name
+            if i in via_transpose:
+                w = f"{name}_t"
+                nodes.append(helper.make_node("Transpose", [name], [w], name=f"transpose{i}", perm=[1, 0]))
+            out = "y" if i == layers - 1 else f"h{i}"
+            nodes.append(helper.make_node("MatMul", [h, w], [out], name=f"matmul{i}"))
+            h = out
+    graph = helper.make_graph(
+        nodes,
+        "bigmodel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", dim])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.write_bytes(model.SerializeToString())
+    return weight_bytes * layers
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# running the tools
+# --------------------------------------------------------------------------------------------------------------------
+def tool_command(tool: str, src: Path, dst: Path) -> list[str]:
+    if tool == "graphopt":
+        return [sys.executable, "-m", "graphopt", "optimize", str(src), "-o", str(dst), "-O2", "--quiet"]
+    if tool == "onnxsim":
+        return ["onnxsim", str(src), str(dst), "--save-as-external-data", "--no-certify"]
+    if tool == "onnxslim":
+        return ["onnxslim", str(src), str(dst), "--save-as-external-data"]
+    raise ValueError(tool)
+
+
+def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
+    """Run one tool in its own process; its wall time and peak RSS (bytes, from the child's own rusage)."""
+    remove_model(dst)
+    cmd = tool_command(tool, src, dst)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = t0 + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.stderr.close() if proc.stderr else None
+    ok = proc.returncode == 0 and dst.is_file()
+    return {
+        "tool": tool,
+        "ok": ok,
+        "seconds": seconds,
+        "peak_rss": usage.ru_maxrss * 1024,  # KiB on Linux
+        "error": "" if ok else (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200],
+        "out_bytes": model_bytes(dst) if ok else 0,
+    }
+
+
+def model_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+def remove_model(path: Path) -> None:
+    """The model file and every external data file a tool wrote beside it (all named after the model file here)."""
+    for p in path.parent.glob(path.name + "*"):
+        if p.is_file():
+            p.unlink()
+    for p in path.parent.glob("*.data"):  # onnxsim/onnxslim name their data after the output's stem
+        if p.name.startswith(path.stem) and p.is_file():
+            p.unlink()
+
+
+def check_outputs(src: Path, outs: list[Path], dim: int) -> dict[str, float]:
+    """Max abs difference of each optimized model's output against the input model's, under onnxruntime, on one
+    random batch (each model in its own session, one at a time)."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).standard_normal((2, dim), dtype=np.float32)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 2
+
+    def run(p: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        y = sess.run(None, {"x": x})[0]
+        del sess
+        return y
+
+    ref = run(src)
+    scale = float(np.abs(ref).max()) or 1.0
+    return {str(p): float(np.abs(run(p) - ref).max()) / scale for p in outs}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dim", type=int, default=8192)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--transposed", type=int, default=6)
+    ap.add_argument("--huge", action="store_true", help="100 layers of 8192x8192 (26.8 GB), graphopt only")
+    ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    ap.add_argument("--tools", default="graphopt,onnxsim,onnxslim")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--no-check", action="store_true", help="do not compare outputs under onnxruntime")
+    ap.add_argument("--keep", action="store_true", help="keep the generated and optimized models")
+    ap.add_argument("--out", type=Path, default=None, help="append the table to this markdown file")
+    ap.add_argument("--json", type=Path, default=None, help="write the raw results as JSON")
+    args = ap.parse_args(argv)
+    if args.huge:
+        args.layers, args.transposed = 100, 50
+        if args.tools == ap.get_default("tools"):
+            args.tools = "graphopt"
+        args.no_check = True
+    tools = [t for t in args.tools.split(",") if t]
+
+    work = args.dir / ("huge" if args.huge else f"d{args.dim}x{args.layers}")
+    src = work / "model.onnx"
+    need = args.dim * args.dim * 4 * args.layers
+    if not (src.is_file() and model_bytes(src) >= need):
+        shutil.rmtree(work, ignore_errors=True)
+        t0 = time.perf_counter()
+        weights = generate(src, args.dim, args.layers, args.transposed)
+        print(f"generated {src} ({weights / 1e9:.2f} GB of weights) in {time.perf_counter() - t0:.1f} s", flush=True)
+    weights = need
+    results: dict[str, list[dict]] = {t: [] for t in tools}
+    try:
+        for r in range(args.rounds):
+            for tool in tools:
+                dst = work / f"{tool}.onnx"
+                res = run_tool(tool, src, dst, args.timeout)
+                results[tool].append(res)
+                state = "ok" if res["ok"] else f"FAILED: {res['error']}"
+                rss = res["peak_rss"] / 1e9
+                print(f"round {r + 1} {tool:9s} {res['seconds']:7.1f} s  peak RSS {rss:6.2f} GB  {state}", flush=True)
+                if r + 1 < args.rounds or (args.no_check and not args.keep):
+                    remove_model(dst)
+        errors: dict[str, float] = {}
+        if not args.no_check:
+            outs = [work / f"{t}.onnx" for t in tools if results[t] and results[t][-1]["ok"]]
+            errors = check_outputs(src, outs, args.dim)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    table = render(results, weights, errors, args)
+    print(table)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(table + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"weights": weights, "results": results, "errors": errors}, indent=2))
+    return 0 if all(r["ok"] for rs in results.values() for r in rs) else 1
+
+
+def render(results: dict[str, list[dict]], weights: int, errors: dict[str, float], args: argparse.Namespace) -> str:
+    ok = {t: [r for r in rs if r["ok"]] for t, rs in results.items()}
+    base = ok.get("graphopt") or []
+    base_s = statistics.median(r["seconds"] for r in base) if base else None
+    lines = [
+        f"{args.layers} MatMuls of {args.dim}x{args.dim} fp32 ({args.transposed} through a foldable Transpose), "
+        f"{weights / 1e9:.2f} GB of weights in external data; median of {args.rounds} round(s)",
+        "",
+        "| tool | time (s) | peak RSS (GB) | RSS / weights | time / graphopt | output file (GB) | max rel. error |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for tool, rs in results.items():
+        good = ok[tool]
+        if not good:
+            lines.append(f"| {tool} | failed: {rs[-1]['error'] if rs else '-'} | | | | | |")
+            continue
+        s = statistics.median(r["seconds"] for r in good)
+        rss = statistics.median(r["peak_rss"] for r in good)
+        err = errors.get(str(args.dir / ("huge" if args.huge else f"d{args.dim}x{args.layers}") / f"{tool}.onnx"))
+        lines.append(
+            f"| {tool} | {s:.1f} | {rss / 1e9:.2f} | {rss / weights:.2f}x | "
+            f"{s / base_s:.2f}x | {good[-1]['out_bytes'] / 1e9:.2f} | {'-' if err is None else f'{err:.1e}'} |"
+            if base_s
+            else f"| {tool} | {s:.1f} | {rss / 1e9:.2f} | {rss / weights:.2f}x | - | "
+            f"{good[-1]['out_bytes'] / 1e9:.2f} | {'-' if err is None else f'{err:.1e}'} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
