@@ -108,6 +108,7 @@ def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
     """Run one tool in its own process; its wall time and peak RSS (bytes, from the child's own rusage)."""
     remove_model(dst)
     cmd = tool_command(tool, src, dst)
+    os.sync()  # the previous run's writes do not slow this one down
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = t0 + timeout

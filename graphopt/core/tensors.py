@@ -360,27 +360,34 @@ _spill_lock = threading.Lock()
 
 
 def spill_file() -> SpillFile | None:
-    """The process's spill file (created on first use); None if it cannot be created (then tensors stay in memory,
-    with one warning)."""
-    global _spill, _spill_failed
+    """The process's spill file (created on first use); None if it cannot be created or a write to it failed (then
+    large tensors stay in memory, after one warning: spilling never makes a run fail)."""
+    global _spill
     with _spill_lock:
         if _spill is None and not _spill_failed:
             try:
                 _spill = SpillFile()
             except OSError as e:
-                _spill_failed = True
-                logger.warning("graphopt: cannot create a spill file in %s (%s); large tensors stay in memory",
-                               tempfile.gettempdir(), e.strerror or e)
-        return _spill
+                _spill_broken(tempfile.gettempdir(), e)
+        return None if _spill_failed else _spill
+
+
+def _spill_broken(folder: str, e: OSError) -> None:
+    global _spill_failed
+    if not _spill_failed:
+        logger.warning(
+            "cannot write the spill file in %s (%s): large new tensors stay in memory (set TMPDIR to another folder)",
+            folder,
+            e.strerror or e,
+        )
+    _spill_failed = True
 
 
 def spillable(elem_type: int, nbytes: int) -> bool:
     """Whether a tensor of this type and size made by a pass goes to the spill file: large, with a raw layout that is
     numpy's (not strings, not packed 4-bit types)."""
-    return 0 < SPILL_BYTES <= nbytes and elem_type not in PACKED_4BIT and elem_type not in (
-        onnx.TensorProto.STRING,
-        onnx.TensorProto.UNDEFINED,
-    )
+    excluded = elem_type in PACKED_4BIT or elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED)
+    return 0 < SPILL_BYTES <= nbytes and not excluded
 
 
 def _c_order_chunks(array: np.ndarray, dtype: np.dtype) -> Iterator[memoryview]:
@@ -711,10 +718,8 @@ class Tensor:
         try:
             segment = spill.append(array, np.dtype(np_type))
         except OSError as e:
-            raise GraphoptError(
-                f"cannot write a {_human(int(array.size) * np.dtype(np_type).itemsize)} tensor to the spill file in "
-                f"{spill.folder} ({e.strerror or e}); set TMPDIR to a folder with more room"
-            ) from None
+            _spill_broken(spill.folder, e)
+            return None
         release_mapped()
         ref = ExternalRef(segment, 0, segment.size, "", inline=True)
         return cls(dtype, array.shape, external=ref)
@@ -1144,14 +1149,6 @@ def _expected_nbytes(elem_type: int, dims: tuple[int, ...]) -> int | None:
         return count * np_dtype(elem_type).itemsize
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _human(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n} bytes"
 
 
 def same_file(a: Path, b: Path) -> bool:
