@@ -104,20 +104,30 @@ def tool_command(tool: str, src: Path, dst: Path) -> list[str]:
     raise ValueError(tool)
 
 
+TIME = Path("/usr/bin/time")
+
+
 def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
-    """Run one tool in its own process; its wall time and peak RSS (bytes, from the child's own rusage)."""
+    """Run one tool in its own process; its wall time and peak RSS (bytes).
+
+    The peak is GNU time's ``%M`` when /usr/bin/time exists, else the child's own rusage: a child started straight
+    from this process could inherit this process's high-water mark at exec (Linux carries it over), a child of the
+    small ``time`` process cannot."""
     remove_model(dst)
     cmd = tool_command(tool, src, dst)
+    report = dst.parent / f".{tool}.time"
+    if TIME.exists():
+        cmd = [str(TIME), "-o", str(report), "-f", "%M", *cmd]
     os.sync()  # the previous run's writes do not slow this one down
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = t0 + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.perf_counter() > deadline:
-            proc.kill()
+            os.killpg(proc.pid, 9)  # the tool under ``time`` too
             pid, status, usage = os.wait4(proc.pid, 0)
             break
         time.sleep(0.05)
@@ -126,11 +136,16 @@ def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     proc.stderr.close() if proc.stderr else None
     ok = proc.returncode == 0 and dst.is_file()
+    peak_kib = usage.ru_maxrss  # KiB on Linux
+    if report.exists():
+        lines = report.read_text().split()
+        peak_kib = int(lines[-1]) if lines and lines[-1].isdigit() else peak_kib
+        report.unlink()
     return {
         "tool": tool,
         "ok": ok,
         "seconds": seconds,
-        "peak_rss": usage.ru_maxrss * 1024,  # KiB on Linux
+        "peak_rss": peak_kib * 1024,
         "error": "" if ok else (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200],
         "out_bytes": model_bytes(dst) if ok else 0,
     }
