@@ -120,7 +120,9 @@ def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
         cmd = [str(TIME), "-o", str(report), "-f", "%M", *cmd]
     os.sync()  # the previous run's writes do not slow this one down
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = dst.parent / f".{tool}.stderr"
+    with open(log, "wb") as err_file:  # a file, not a pipe: a chatty tool must not block on a full pipe
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
     deadline = t0 + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -133,8 +135,8 @@ def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
         time.sleep(0.05)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.stderr.close() if proc.stderr else None
+    err = log.read_text(errors="replace")
+    log.unlink()
     ok = proc.returncode == 0 and dst.is_file()
     peak_kib = usage.ru_maxrss  # KiB on Linux
     if report.exists():
