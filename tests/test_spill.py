@@ -180,6 +180,43 @@ def test_streamed_and_in_memory_runs_save_byte_identical_files(tmp_path: Path, m
         np.testing.assert_array_equal(arr, weights[base].T if t.name.endswith("_folded") else weights[base])
 
 
+@pytest.mark.skipif(not LINUX, reason="hole punching is Linux's")
+def test_saving_moves_spilled_tensors_into_the_output_data_file(tmp_path: Path, spill_small: None) -> None:
+    """A save with external data copies each spilled tensor into the output's data file and from then on reads it
+    there: its spill range is given back. Saving again (over the same output, or elsewhere) still writes the same
+    bytes, also after the first output is deleted."""
+    import gc
+
+    src = tmp_path / "in" / "m.onnx"
+    bigmodel.generate(src, dim=256, layers=4, transposed=4)
+    model = graphopt.optimize(src)
+    consts = [v.const for v in model.graph.initializers.values()]
+    assert len(consts) == 4 and all(t.is_spilled for t in consts)
+    expected = [t.numpy().copy() for t in consts]
+    gc.collect()
+    spill = tensors.spill_file()
+    assert spill is not None
+    held = os.fstat(spill.fd).st_blocks * 512
+    first = tmp_path / "a" / "m.onnx"
+    first.parent.mkdir()
+    graphopt.save(model, first, external_data=True)
+    gc.collect()
+    assert not any(t.is_spilled for t in consts)
+    assert os.fstat(spill.fd).st_blocks * 512 <= held - 4 * 256 * 256 * 4
+    for t, want in zip(consts, expected, strict=True):
+        np.testing.assert_array_equal(t.numpy(), want)
+    graphopt.save(model, first, external_data=True)  # over the file the tensors now read
+    again = tmp_path / "b" / "m.onnx"
+    again.parent.mkdir()
+    (first.parent / "m.onnx.data").unlink()
+    graphopt.save(model, again, external_data=True)
+    for t, want in zip(consts, expected, strict=True):
+        np.testing.assert_array_equal(t.numpy(), want)
+    saved = onnx.load(again)
+    for t, want in zip(saved.graph.initializer, expected, strict=True):
+        np.testing.assert_array_equal(numpy_helper.to_array(t, str(again.parent)), want)
+
+
 _SPILL_AND_WAIT = """
 import os, sys, time
 import numpy as np
@@ -281,9 +318,11 @@ if mode == "quantize":
     requantize(model)
 else:
     model = graphopt.optimize(src, level=2)  # from the path: a Model passed in would be snapshotted for undo
+consts = [v.const for v in model.graph.initializers.values()]
+spilled = sum(t.is_spilled for t in consts)
 graphopt.save(model, out)
-print(json.dumps({"growth": hwm() - base, "spilled": sum(bool(v.const.is_spilled)
-                                                         for v in model.graph.initializers.values())}))
+moved = sum(isinstance(t._external.file, tensors.MappedRange) and not t.is_spilled for t in consts if t._external)
+print(json.dumps({"growth": hwm() - base, "spilled": spilled, "moved": moved}))
 """
 
 
@@ -304,6 +343,7 @@ def test_peak_rss_stays_bounded_when_many_large_tensors_are_made_one_at_a_time(t
     streamed = _peak(src, tmp_path / "a.onnx", "quantize", 256 << 10)
     in_memory = _peak(src, tmp_path / "b.onnx", "quantize", 0)
     assert streamed["spilled"] == 40 and in_memory["spilled"] == 0
+    assert streamed["moved"] == 40  # saved with external data: they now read the output's data file
     assert in_memory["growth"] > 36 << 20, in_memory  # the 40 MB of new arrays
     assert streamed["growth"] < 12 << 20, streamed
     a = onnx.load(tmp_path / "a.onnx")

@@ -23,6 +23,7 @@ from graphopt.core.tensors import (
     CopySources,
     ExternalFile,
     ExternalRef,
+    HeldFile,
     SparseTensor,
     Tensor,
     _expected_nbytes,
@@ -764,6 +765,7 @@ def save(
         if external_data:
             data_tmp, fd = _temp_beside(folder / location, temps)
             offset = 0
+            held: HeldFile | None = None
             with os.fdopen(fd, "wb") as f:
                 for name, v in inits:
                     t = v.const
@@ -775,6 +777,11 @@ def save(
                         f.write(b"\0" * pad)
                         offset += pad
                     length = t.write_to(f, sources)  # mapped data: copied file to file, never made resident
+                    if t.is_spilled:  # a tensor a pass made moves into the output's data file
+                        f.flush()
+                        held = held or HeldFile(os.dup(f.fileno()), folder / location)
+                        with contextlib.suppress(OSError, ValueError):  # no mmap there: it stays in the spill file
+                            t.move_to(held, offset)
                     stub = onnx.TensorProto(data_type=t.dtype, dims=t.dims)
                     put_str(stub, "name", name)
                     stub.data_location = onnx.TensorProto.EXTERNAL

@@ -185,6 +185,10 @@ class ExternalFile:
         assert self.map is not None
         return memoryview(self.map)[offset : offset + length]
 
+    def drop(self, offset: int, length: int) -> None:
+        """Drop a range from the resident set (see :func:`_drop_pages`)."""
+        _drop_pages(self.map, offset, length)
+
     def copy_source(self, sources: CopySources) -> tuple[int, int] | None:
         """A descriptor reading the very bytes that are mapped (and the offset of this file's byte 0 in it), for the
         kernel to copy from; None if the path now names another file (say, replaced by an in-place save)."""
@@ -266,7 +270,7 @@ class _ResidentSet:
                 self.total -= size
                 file = ref()
                 if file is not None:
-                    _drop_pages(file.map, start, size)
+                    file.drop(start, size)
 
     def release(self) -> None:
         with self.lock:
@@ -274,7 +278,7 @@ class _ResidentSet:
             self.total = 0
             for file in list(self.files):
                 if file.map is not None:
-                    _drop_pages(file.map, 0, len(file.map))
+                    _drop_pages(file.map, 0, len(file.map))  # the whole map (a range's alignment slack too)
 
 
 _resident = _ResidentSet()
@@ -302,7 +306,7 @@ class SpillFile:
         self.lock = threading.Lock()
         self.path = Path(self.folder) / "<graphopt spill file>"
 
-    def append(self, array: np.ndarray, dtype: np.dtype) -> SpillSegment:
+    def append(self, array: np.ndarray, dtype: np.dtype) -> MappedRange:
         """Write ``array`` converted to ``dtype`` in C order, block by block, and map it."""
         length = int(array.size) * dtype.itemsize
         with self.lock:
@@ -314,7 +318,8 @@ class SpillFile:
                 pos += _pwrite_all(self.fd, chunk, pos)
             if pos - offset != length:
                 raise OSError(errno.EIO, f"wrote {pos - offset} of {length} bytes")
-            return SpillSegment(self, offset, length)
+            free = functools.partial(self.punch, offset, length)
+            return MappedRange(self, offset, length, spilled=True, on_free=free)
         except BaseException:
             self.punch(offset, length)
             raise
@@ -324,34 +329,51 @@ class SpillFile:
         _punch_hole(self.fd, offset, -(-length // _ALIGN) * _ALIGN)
 
 
-class SpillSegment:
-    """One spilled tensor's bytes: a read-only map of its range of the spill file (the ``ExternalFile`` interface:
-    ``path``, ``size``, ``map``, ``view``). When the map is freed (the tensor and every array viewing it are gone), the
-    range is punched out of the spill file."""
+class MappedRange:
+    """A read-only map of one range of a file graphopt keeps open: a spilled tensor's bytes in the spill file, or a
+    saved tensor's in the external data file a save wrote (the ``ExternalFile`` interface: ``path``, ``size``,
+    ``map``, ``view``, ``drop``, ``copy_source``). ``on_free`` runs when the map is freed, that is when the tensor and
+    every array viewing it are gone (the spill file punches the range out then)."""
 
-    def __init__(self, spill: SpillFile, offset: int, length: int) -> None:
-        self.spill = spill
+    def __init__(self, source: Any, offset: int, length: int, *, spilled: bool = False, on_free: Any = None) -> None:
+        self.source = source  # has ``fd`` and ``path``; kept open while this range is
         self.offset = offset
         self.size = length
-        self.path = spill.path
+        self.path = source.path
         self.identity = None
+        self.spilled = spilled
+        start = offset - offset % _ALIGN
+        self.delta = offset - start
         self.map: mmap.mmap | None = None
         if length:
-            self.map = mmap.mmap(spill.fd, length, access=mmap.ACCESS_READ, offset=offset)
-            weakref.finalize(self.map, spill.punch, offset, length)
-        else:
-            spill.punch(offset, length)
+            self.map = mmap.mmap(source.fd, self.delta + length, access=mmap.ACCESS_READ, offset=start)
+            if on_free is not None:
+                weakref.finalize(self.map, on_free)
+        elif on_free is not None:
+            on_free()
 
     def view(self, offset: int, length: int, tensor_name: str | None = None) -> memoryview:
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise ExternalDataError(f"spilled range [{offset}, {offset + length}) is outside its {self.size} bytes")
+            raise ExternalDataError(f"mapped range [{offset}, {offset + length}) is outside its {self.size} bytes")
         if length == 0:
             return memoryview(b"")
         assert self.map is not None
-        return memoryview(self.map)[offset : offset + length]
+        return memoryview(self.map)[self.delta + offset : self.delta + offset + length]
+
+    def drop(self, offset: int, length: int) -> None:
+        _drop_pages(self.map, self.delta + offset, length)
 
     def copy_source(self, sources: CopySources) -> tuple[int, int] | None:
-        return self.spill.fd, self.offset
+        return self.source.fd, self.offset
+
+
+class HeldFile:
+    """A descriptor shared by the ranges mapped from it (``MappedRange.source``), closed when the last one goes."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+        weakref.finalize(self, os.close, fd)
 
 
 _spill: SpillFile | None = None
@@ -777,7 +799,7 @@ class Tensor:
     @property
     def is_spilled(self) -> bool:
         """Whether the data lives in the run's spill file (a large tensor a pass made)."""
-        return self._external is not None and isinstance(self._external.file, SpillSegment)
+        return self._external is not None and getattr(self._external.file, "spilled", False)
 
     def _mapped_view(self) -> memoryview:
         ref = self._external
@@ -897,8 +919,16 @@ class Tensor:
             view = ref.file.view(ref.offset, ref.length)
             for start in range(done, ref.length, _BLOCK_BYTES):
                 f.write(view[start : start + _BLOCK_BYTES])
-                _drop_pages(ref.file.map, ref.offset + start, min(_BLOCK_BYTES, ref.length - start))
+                ref.file.drop(ref.offset + start, min(_BLOCK_BYTES, ref.length - start))
         return ref.length
+
+    def move_to(self, source: HeldFile, offset: int) -> None:
+        """Read a spilled tensor's bytes from now on at ``offset`` of ``source``, the external data file a save has
+        just written them to: its range of the spill file is given back (once no array views it), so a saved model
+        does not hold its new weights twice on disk."""
+        ref = self._external
+        assert ref is not None and self.is_spilled
+        self._external = ExternalRef(MappedRange(source, offset, ref.length), 0, ref.length, "", inline=True)
 
     def header(self, name: str) -> onnx.TensorProto:
         """A TensorProto with this tensor's name, type, dims, doc string and metadata, but no data.
