@@ -301,6 +301,7 @@ class SpillFile:
     def __init__(self, folder: str | None = None) -> None:
         self.folder = folder or tempfile.gettempdir()
         self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".graphopt-spill-")  # noqa: SIM115 - kept open
+        _more_descriptors()  # each mapped range holds a descriptor (Python's mmap keeps a duplicate)
         self.fd = self.file.fileno()
         self.end = 0
         self.lock = threading.Lock()
@@ -327,6 +328,20 @@ class SpillFile:
     def punch(self, offset: int, length: int) -> None:
         """Give back the disk space (and page cache) of a range nothing reads any more."""
         _punch_hole(self.fd, offset, -(-length // _ALIGN) * _ALIGN)
+
+
+def _more_descriptors() -> None:
+    """Raise the soft limit on open files towards the hard one (at most 65536): a model with thousands of spilled
+    tensors needs a descriptor per map. Where that fails, a map that cannot be made leaves its tensor in memory."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 1 << 16 if hard == resource.RLIM_INFINITY else min(hard, 1 << 16)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 class MappedRange:
