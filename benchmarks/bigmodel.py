@@ -95,7 +95,7 @@ def generate(path: Path, dim: int, layers: int, transposed: int, seed: int = 0, 
 # running the tools
 # --------------------------------------------------------------------------------------------------------------------
 def tool_command(tool: str, src: Path, dst: Path) -> list[str]:
-    if tool == "graphopt":
+    if tool in ("graphopt", "graphopt-before"):
         return [sys.executable, "-m", "graphopt", "optimize", str(src), "-o", str(dst), "-O2", "--quiet"]
     if tool == "onnxsim":
         return ["onnxsim", str(src), str(dst), "--save-as-external-data", "--no-certify"]
@@ -107,7 +107,28 @@ def tool_command(tool: str, src: Path, dst: Path) -> list[str]:
 TIME = Path("/usr/bin/time")
 
 
-def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
+def before_tree(commit: str, folder: Path) -> Path:
+    """An export of graphopt at ``commit`` (``git archive``, with passes/ and kernels/ placed where the installed
+    package has them) to run as ``graphopt-before`` through PYTHONPATH."""
+    import tarfile
+    import tempfile
+
+    root = HERE.parent
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with tempfile.TemporaryFile() as tar:
+        subprocess.run(["git", "-C", str(root), "archive", commit], stdout=tar, check=True)
+        tar.seek(0)
+        with tarfile.open(fileobj=tar) as archive:
+            archive.extractall(folder, filter="data")
+    for sub in ("passes", "kernels"):
+        shutil.move(folder / sub, folder / "graphopt" / sub)
+    for built in (root / "kernels").glob("*.so"):  # the compiled C transforms, as built for this checkout
+        shutil.copy(built, folder / "graphopt" / "kernels" / built.name)
+    return folder
+
+
+def run_tool(tool: str, src: Path, dst: Path, timeout: float, env: dict[str, str] | None = None) -> dict:
     """Run one tool in its own process; its wall time and peak RSS (bytes).
 
     The peak is GNU time's ``%M`` when /usr/bin/time exists, else the child's own rusage: a child started straight
@@ -122,7 +143,9 @@ def run_tool(tool: str, src: Path, dst: Path, timeout: float) -> dict:
     t0 = time.perf_counter()
     log = dst.parent / f".{tool}.stderr"
     with open(log, "wb") as err_file:  # a file, not a pipe: a chatty tool must not block on a full pipe
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True, env={**os.environ, **(env or {})}
+        )
     deadline = t0 + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -202,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--no-check", action="store_true", help="do not compare outputs under onnxruntime")
+    ap.add_argument(
+        "--before", metavar="COMMIT", help="also run graphopt as of this commit (git archive) as graphopt-before"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the generated and optimized models")
     ap.add_argument("--out", type=Path, default=None, help="append the table to this markdown file")
     ap.add_argument("--json", type=Path, default=None, help="write the raw results as JSON")
@@ -212,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             args.tools = "graphopt"
         args.no_check = True
     tools = [t for t in args.tools.split(",") if t]
+    envs: dict[str, dict[str, str]] = {}
+    if args.before:
+        tools.insert(1 if tools[:1] == ["graphopt"] else 0, "graphopt-before")
+        envs["graphopt-before"] = {"PYTHONPATH": str(before_tree(args.before, args.dir / "before"))}
 
     work = args.dir / ("huge" if args.huge else f"d{args.dim}x{args.layers}")
     src = work / "model.onnx"
@@ -227,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for tool in tools:
                 dst = work / f"{tool}.onnx"
-                res = run_tool(tool, src, dst, args.timeout)
+                res = run_tool(tool, src, dst, args.timeout, envs.get(tool))
                 results[tool].append(res)
                 state = "ok" if res["ok"] else f"FAILED: {res['error']}"
                 rss = res["peak_rss"] / 1e9
@@ -241,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(args.dir / "before", ignore_errors=True)
 
     table = render(results, weights, errors, args)
     print(table)
