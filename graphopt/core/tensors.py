@@ -213,7 +213,7 @@ def _env_bytes(name: str, default: int) -> int:
     return value if value >= 0 else default
 
 
-SPILL_BYTES = _env_bytes("GRAPHOPT_SPILL_BYTES", 16 << 20)
+SPILL_BYTES = _env_bytes("GRAPHOPT_SPILL_BYTES", 4 << 20)
 """A tensor a pass makes (``Tensor.from_numpy``) of at least this many bytes goes to the spill file at once; 0 turns
 spilling off. The environment variable ``GRAPHOPT_SPILL_BYTES`` sets it."""
 RESIDENT_BYTES = _env_bytes("GRAPHOPT_RESIDENT_BYTES", 512 << 20)
