@@ -4,17 +4,20 @@
                                                              [--dir /work/big/big] [--tools graphopt,onnxsim,onnxslim]
                                                              [--rounds 1] [--out benchmarks/RESULTS-bigmodel.md]
     flock /work/wt/bigmem.lock python benchmarks/bigmodel.py --huge      # the 26 GB model, graphopt only
+    flock /work/wt/bigmem.lock python benchmarks/bigmodel.py --huge --graphopt-args "--quantize int4"
+    ... [--before COMMIT]   # also graphopt as of COMMIT (git archive), as graphopt-before
 
 The model is a chain of ``--layers`` MatMuls with ``dim x dim`` fp32 weights (8192: 256 MiB each, 3.2 GB for 12) in
 external data; ``--transposed`` of them read their weight through a Transpose that fold-constants folds. It is
 generated straight into its external data file, one block of rows of random numbers at a time: the whole model is
-never in memory. ``--huge`` makes it 100 layers (26.8 GB).
+never in memory. ``--huge`` makes it 97 layers, 48 through a Transpose (26.0 GB of weights; about 52 GB of disk
+for the model and graphopt's output, which are deleted at the end unless ``--keep``).
 
-Each tool runs in its own process (interleaved over ``--rounds``), with its peak resident memory read from the
-child's own resource usage (``os.wait4``: the high-water mark of its RSS, mapped file pages included) and its wall
-time. The outputs of every optimized model are compared with the input model's under onnxruntime (one random input;
-skipped with ``--huge`` or ``--no-check``). The table gives each tool's time and peak RSS, and their ratios to the
-weights' size and to graphopt.
+Each tool runs in its own process (interleaved over ``--rounds``, after an ``os.sync()`` so that no run pays for
+the previous one's writes), with its wall time and peak resident memory (GNU time's ``%M``: the high-water mark of
+its RSS, mapped file pages included). The outputs of every optimized model are compared with the input model's
+under onnxruntime (one random input; skipped with ``--huge`` or ``--no-check``). The table gives each tool's time
+and peak RSS, and their ratios to the weights' size and to graphopt.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -94,9 +98,20 @@ def generate(path: Path, dim: int, layers: int, transposed: int, seed: int = 0, 
 # --------------------------------------------------------------------------------------------------------------------
 # running the tools
 # --------------------------------------------------------------------------------------------------------------------
-def tool_command(tool: str, src: Path, dst: Path) -> list[str]:
+def tool_command(tool: str, src: Path, dst: Path, extra: list[str] | None = None) -> list[str]:
     if tool in ("graphopt", "graphopt-before"):
-        return [sys.executable, "-m", "graphopt", "optimize", str(src), "-o", str(dst), "-O2", "--quiet"]
+        return [
+            sys.executable,
+            "-m",
+            "graphopt",
+            "optimize",
+            str(src),
+            "-o",
+            str(dst),
+            "-O2",
+            "--quiet",
+            *(extra or []),
+        ]
     if tool == "onnxsim":
         return ["onnxsim", str(src), str(dst), "--save-as-external-data", "--no-certify"]
     if tool == "onnxslim":
@@ -128,14 +143,16 @@ def before_tree(commit: str, folder: Path) -> Path:
     return folder
 
 
-def run_tool(tool: str, src: Path, dst: Path, timeout: float, env: dict[str, str] | None = None) -> dict:
+def run_tool(
+    tool: str, src: Path, dst: Path, timeout: float, env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> dict:
     """Run one tool in its own process; its wall time and peak RSS (bytes).
 
     The peak is GNU time's ``%M`` when /usr/bin/time exists, else the child's own rusage: a child started straight
     from this process could inherit this process's high-water mark at exec (Linux carries it over), a child of the
     small ``time`` process cannot."""
     remove_model(dst)
-    cmd = tool_command(tool, src, dst)
+    cmd = tool_command(tool, src, dst, extra)
     report = dst.parent / f".{tool}.time"
     if TIME.exists():
         cmd = [str(TIME), "-o", str(report), "-f", "%M", *cmd]
@@ -219,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=8192)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--transposed", type=int, default=6)
-    ap.add_argument("--huge", action="store_true", help="100 layers of 8192x8192 (26.8 GB), graphopt only")
+    ap.add_argument("--huge", action="store_true", help="97 layers of 8192x8192 (26.0 GB), graphopt only")
+    ap.add_argument(
+        "--graphopt-args", default="", help="more options for graphopt's run, e.g. '--quantize int4' (one string)"
+    )
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--tools", default="graphopt,onnxsim,onnxslim")
     ap.add_argument("--rounds", type=int, default=1)
@@ -233,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the raw results as JSON")
     args = ap.parse_args(argv)
     if args.huge:
-        args.layers, args.transposed = 100, 50
+        args.layers, args.transposed = 97, 48
         if args.tools == ap.get_default("tools"):
             args.tools = "graphopt"
         args.no_check = True
@@ -257,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for tool in tools:
                 dst = work / f"{tool}.onnx"
-                res = run_tool(tool, src, dst, args.timeout, envs.get(tool))
+                extra = shlex.split(args.graphopt_args) if tool == "graphopt" else None
+                res = run_tool(tool, src, dst, args.timeout, envs.get(tool), extra)
                 results[tool].append(res)
                 state = "ok" if res["ok"] else f"FAILED: {res['error']}"
                 rss = res["peak_rss"] / 1e9
