@@ -400,6 +400,8 @@ def spill_file() -> SpillFile | None:
     """The process's spill file (created on first use); None if it cannot be created or a write to it failed (then
     large tensors stay in memory, after one warning: spilling never makes a run fail)."""
     global _spill
+    if not hasattr(os, "pwrite"):  # Windows: no positioned writes; tensors stay in memory
+        return None
     with _spill_lock:
         if _spill is None and not _spill_failed:
             try:
