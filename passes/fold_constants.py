@@ -478,9 +478,9 @@ class _Plan:
 # --------------------------------------------------------------------------------------------------------------------
 def _materialise(graph: Graph, v: Value, array: np.ndarray) -> None:
     base = v.name or "folded"
-    # a result of this run, or a view of a constant (numpy data movement): copied only when not contiguous
-    contiguous = array if array.flags.c_contiguous else array.copy(order="C")  # (np.ascontiguousarray makes 0-D 1-D)
-    tensor = Tensor.from_numpy(contiguous, copy=False)
+    # a result of this run, or a view of a constant (numpy data movement, say a Transpose of a mapped weight): adopted
+    # when contiguous, else copied in C order; a large one goes to the spill file in blocks, never copied whole
+    tensor = Tensor.from_numpy(array, copy=False)
     const = graph.make_constant(tensor, name=f"{base}_folded" if not base.endswith("_folded") else base)
     graph.replace_all_uses_with(v, const)
 

@@ -273,11 +273,11 @@ def test_external_data_location_equal_to_the_model_file_is_refused(tmp_path: Pat
 _SLOW_SAVE = """
 import sys, time
 from graphopt.core import tensors
-raw_bytes = tensors.Tensor.raw_bytes
-def slow(self):  # the save streams one tensor at a time; slow each one down so that the signal lands mid-save
+write_to = tensors.Tensor.write_to
+def slow(self, *args):  # the save streams one tensor at a time; slow each one down so that the signal lands mid-save
     time.sleep(0.05)
-    return raw_bytes(self)
-tensors.Tensor.raw_bytes = slow
+    return write_to(self, *args)
+tensors.Tensor.write_to = slow
 from graphopt.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -20,8 +20,10 @@ from google.protobuf.message import DecodeError, Message
 from graphopt.core.ir import Attribute, Function, Graph, Model, Node, Value, gc_paused, install_exporter
 from graphopt.core.mapped import Scanned, scan
 from graphopt.core.tensors import (
+    CopySources,
     ExternalFile,
     ExternalRef,
+    HeldFile,
     SparseTensor,
     Tensor,
     _expected_nbytes,
@@ -29,6 +31,7 @@ from graphopt.core.tensors import (
     extend_str,
     file_kind,
     put_str,
+    release_mapped,
     same_file,
     text,
 )
@@ -753,6 +756,8 @@ def save(
     check_targets(model, out, data_path)
 
     temps: list[Path] = []
+    release_mapped()  # what the passes read is not needed resident for the save
+    sources = CopySources()
     try:
         data_tmp: Path | None = None
         stubs: dict[str, onnx.TensorProto] = {}
@@ -760,28 +765,33 @@ def save(
         if external_data:
             data_tmp, fd = _temp_beside(folder / location, temps)
             offset = 0
+            held: HeldFile | None = None
             with os.fdopen(fd, "wb") as f:
                 for name, v in inits:
                     t = v.const
                     assert t is not None
                     if t.nbytes < size_threshold or t.dtype == onnx.TensorProto.STRING:
                         continue
-                    raw = t.raw_bytes()
                     pad = (-offset) % 64  # align each tensor so that memory maps give aligned views
                     if pad:
                         f.write(b"\0" * pad)
                         offset += pad
-                    f.write(raw)
+                    length = t.write_to(f, sources)  # mapped data: copied file to file, never made resident
+                    if t.is_spilled:  # a tensor a pass made moves into the output's data file
+                        f.flush()
+                        held = held or HeldFile(os.dup(f.fileno()), folder / location)
+                        with contextlib.suppress(OSError, ValueError):  # no mmap there: it stays in the spill file
+                            t.move_to(held, offset)
                     stub = onnx.TensorProto(data_type=t.dtype, dims=t.dims)
                     put_str(stub, "name", name)
                     stub.data_location = onnx.TensorProto.EXTERNAL
-                    for key, val in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                    for key, val in (("location", location), ("offset", str(offset)), ("length", str(length))):
                         stub.external_data.add(key=key, value=val)
                     if t.doc_string:
                         put_str(stub, "doc_string", t.doc_string)
                     _put_props(stub.metadata_props, t.metadata_props)
                     stubs[name] = stub
-                    offset += len(raw)
+                    offset += length
                     done += t.nbytes
                     if progress:
                         progress(done, total)
@@ -807,7 +817,7 @@ def save(
             for (name, _), piece in zip(inits, pieces, strict=True):
                 f.write(_INIT_TAG)
                 f.write(_varint(piece.size))
-                piece.write(f)
+                piece.write(f, sources)
                 if name not in stubs:
                     done += inits_bytes.get(name, 0)
                     if progress:
@@ -824,6 +834,7 @@ def save(
     except OSError as e:
         raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
+        sources.close()
         with critical_section():  # a second signal must not cut the cleanup short
             for t in temps:
                 t.unlink(missing_ok=True)
@@ -840,20 +851,35 @@ def wants_external_data(model: Model, external_data: bool | None) -> bool:
 
 class _Piece:
     """One initializer as the bytes of a TensorProto: a whole proto, or a small header proto followed by the
-    raw_data field written straight from the tensor's memory (a mapped file or a numpy array), never copied."""
+    raw_data field written straight from the tensor's memory (a numpy array) or copied from the file it is mapped
+    from (:meth:`Tensor.write_to`), never copied in memory."""
 
-    __slots__ = ("proto", "head", "view", "size")
+    __slots__ = ("proto", "head", "view", "tensor", "size")
 
-    def __init__(self, proto: onnx.TensorProto | None, head: bytes = b"", view: memoryview | None = None) -> None:
-        self.proto, self.head, self.view = proto, head, view
-        self.size = proto.ByteSize() if proto is not None else len(head) + len(view)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        proto: onnx.TensorProto | None,
+        head: bytes = b"",
+        view: memoryview | None = None,
+        tensor: Tensor | None = None,
+        length: int = 0,
+    ) -> None:
+        self.proto, self.head, self.view, self.tensor = proto, head, view, tensor
+        if proto is not None:
+            self.size = proto.ByteSize()
+        else:
+            self.size = len(head) + (len(view) if view is not None else length)
 
-    def write(self, f: Any) -> None:
+    def write(self, f: Any, sources: CopySources) -> None:
         if self.proto is not None:
             f.write(self.proto.SerializeToString())
-        else:
-            f.write(self.head)
+            return
+        f.write(self.head)
+        if self.view is not None:
             f.write(self.view)
+        else:
+            assert self.tensor is not None
+            self.tensor.write_to(f, sources)
 
 
 _RAW_DATA_TAG = _varint((9 << 3) | 2)  # TensorProto.raw_data, length-delimited
@@ -862,6 +888,10 @@ _RAW_DATA_TAG = _varint((9 << 3) | 2)  # TensorProto.raw_data, length-delimited
 def _tensor_piece(name: str, t: Tensor, stub: onnx.TensorProto | None) -> _Piece:
     if stub is not None:
         return _Piece(stub)
+    length = t.mapped_length()
+    if length is not None:
+        head = t.header(name).SerializeToString()
+        return _Piece(None, head + _RAW_DATA_TAG + _varint(length), tensor=t, length=length)
     view = t.raw_view()
     if view is None:
         return _Piece(t.to_proto(name))

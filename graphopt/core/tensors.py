@@ -2,18 +2,29 @@
 
 A :class:`Tensor` built from an ONNX ``TensorProto`` keeps a reference to that proto and decodes it on demand; one whose
 bytes live in an external data file reads them through a read-only memory map of that file, so a 2 GB model is never
-held twice in memory. Passes that compute new constants build tensors from numpy arrays.
+held twice in memory. Passes that compute new constants build tensors from numpy arrays; a large one is written at
+once to the run's spill file and held as a read-only memory map of it (see "Bigger than memory" in
+docs/architecture.md), so that no pass keeps gigabytes of new weights in anonymous memory until the save.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import errno
 import functools
 import hashlib
+import logging
 import math
 import mmap
 import os
 import re
 import stat
+import sys
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +184,382 @@ class ExternalFile:
             return memoryview(b"")
         assert self.map is not None
         return memoryview(self.map)[offset : offset + length]
+
+    def drop(self, offset: int, length: int) -> None:
+        """Drop a range from the resident set (see :func:`_drop_pages`)."""
+        _drop_pages(self.map, offset, length)
+
+    def copy_source(self, sources: CopySources) -> tuple[int, int] | None:
+        """A descriptor reading the very bytes that are mapped (and the offset of this file's byte 0 in it), for the
+        kernel to copy from; None if the path now names another file (say, replaced by an in-place save)."""
+        return sources.reopen(self)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# bigger than memory: the spill file and the resident set
+# --------------------------------------------------------------------------------------------------------------------
+logger = logging.getLogger("graphopt")
+
+_PAGE = mmap.PAGESIZE
+_ALIGN = max(mmap.ALLOCATIONGRANULARITY, 4096)  # spill offsets must be valid mmap offsets
+
+
+def _env_bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw)
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+SPILL_BYTES = _env_bytes("GRAPHOPT_SPILL_BYTES", 4 << 20)
+"""A tensor a pass makes (``Tensor.from_numpy``) of at least this many bytes goes to the spill file at once; 0 turns
+spilling off. The environment variable ``GRAPHOPT_SPILL_BYTES`` sets it."""
+RESIDENT_BYTES = _env_bytes("GRAPHOPT_RESIDENT_BYTES", 512 << 20)
+"""Most bytes of memory-mapped tensor data that views handed out by ``numpy()`` keep in the process's resident set
+before the least recently used ranges are dropped (the page cache keeps them; the next read faults them back in).
+``GRAPHOPT_RESIDENT_BYTES`` sets it."""
+_TRACK_BYTES = 256 << 10  # smaller mapped tensors are not tracked: they cannot add up to much before a release
+_BLOCK_BYTES = 16 << 20  # the unit in which spilled and saved data is converted, copied and dropped
+
+
+def _drop_pages(m: mmap.mmap | None, offset: int, length: int) -> None:
+    """Drop a range of a read-only shared file mapping from the resident set (``MADV_DONTNEED``). The data is not lost:
+    the pages stay in the page cache and the next read maps them again, so this is safe even while views are in use."""
+    if m is None or length <= 0 or not hasattr(m, "madvise"):
+        return
+    start = offset - offset % _PAGE
+    end = min(offset + length, len(m))
+    if end <= start:
+        return
+    with contextlib.suppress(ValueError, OSError):  # a closed map, or a platform without it: only a hint
+        m.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+class _ResidentSet:
+    """The memory-mapped files whose tensors ``numpy()`` handed out, and the ranges read most recently.
+
+    Reading a mapped weight makes its pages part of the process's resident set until they are unmapped, and the kernel
+    only unmaps clean file pages under memory pressure: a pass that reads every weight of a 26 GB model once would
+    otherwise "use" 26 GB. Past :data:`RESIDENT_BYTES` of recently read ranges, the oldest ones are dropped; whenever a
+    large tensor is spilled (its inputs are read by then) and when a save starts, every mapped file is dropped whole
+    (which also catches pages read again through views handed out earlier)."""
+
+    def __init__(self) -> None:
+        self.recent: collections.OrderedDict[tuple[int, int], tuple[weakref.ref[Any], int, int]] = (
+            collections.OrderedDict()
+        )
+        self.total = 0
+        self.files: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.lock = threading.Lock()
+
+    def note(self, file: Any, offset: int, length: int) -> None:
+        if length < _TRACK_BYTES:
+            return
+        key = (id(file), offset)
+        with self.lock:
+            self.files.add(file)
+            if key in self.recent:
+                self.recent.move_to_end(key)
+                return
+            self.recent[key] = (weakref.ref(file), offset, length)
+            self.total += length
+            while self.total > RESIDENT_BYTES and len(self.recent) > 1:
+                ref, start, size = self.recent.popitem(last=False)[1]
+                self.total -= size
+                file = ref()
+                if file is not None:
+                    file.drop(start, size)
+
+    def release(self) -> None:
+        with self.lock:
+            self.recent.clear()
+            self.total = 0
+            for file in list(self.files):
+                if file.map is not None:
+                    _drop_pages(file.map, 0, len(file.map))  # the whole map (a range's alignment slack too)
+
+
+_resident = _ResidentSet()
+
+
+def release_mapped() -> None:
+    """Drop every mapped tensor range read so far from the resident set (a hint; the data stays readable)."""
+    _resident.release()
+
+
+class SpillFile:
+    """The file large tensors made during a run are written to: one per process, in the temporary folder (``TMPDIR``).
+
+    It is created without a name (``O_TMPFILE``, or created and unlinked at once where that is missing), so it
+    disappears with the process however that ends (normal exit, an exception, SIGTERM, SIGKILL): there is never a
+    file to clean up. Each tensor is appended at an aligned offset and mapped read-only on its own; when a spilled
+    tensor's map is freed, its range is punched out of the file (disk and page cache given back) where the system
+    allows it."""
+
+    def __init__(self, folder: str | None = None) -> None:
+        self.folder = folder or tempfile.gettempdir()
+        self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".graphopt-spill-")  # noqa: SIM115 - kept open
+        _more_descriptors()  # each mapped range holds a descriptor (Python's mmap keeps a duplicate)
+        self.fd = self.file.fileno()
+        self.end = 0
+        self.lock = threading.Lock()
+        self.path = Path(self.folder) / "<graphopt spill file>"
+
+    def append(self, array: np.ndarray, dtype: np.dtype) -> MappedRange:
+        """Write ``array`` converted to ``dtype`` in C order, block by block, and map it."""
+        length = int(array.size) * dtype.itemsize
+        with self.lock:
+            offset = self.end
+            self.end += -(-length // _ALIGN) * _ALIGN
+        try:
+            pos = offset
+            for chunk in _c_order_chunks(array, dtype):
+                pos += _pwrite_all(self.fd, chunk, pos)
+            if pos - offset != length:
+                raise OSError(errno.EIO, f"wrote {pos - offset} of {length} bytes")
+            free = functools.partial(self.punch, offset, length)
+            return MappedRange(self, offset, length, spilled=True, on_free=free)
+        except BaseException:
+            self.punch(offset, length)
+            raise
+
+    def punch(self, offset: int, length: int) -> None:
+        """Give back the disk space (and page cache) of a range nothing reads any more."""
+        _punch_hole(self.fd, offset, -(-length // _ALIGN) * _ALIGN)
+
+
+def _more_descriptors() -> None:
+    """Raise the soft limit on open files towards the hard one (at most 65536): a model with thousands of spilled
+    tensors needs a descriptor per map. Where that fails, a map that cannot be made leaves its tensor in memory."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 1 << 16 if hard == resource.RLIM_INFINITY else min(hard, 1 << 16)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+class MappedRange:
+    """A read-only map of one range of a file graphopt keeps open: a spilled tensor's bytes in the spill file, or a
+    saved tensor's in the external data file a save wrote (the ``ExternalFile`` interface: ``path``, ``size``,
+    ``map``, ``view``, ``drop``, ``copy_source``). ``on_free`` runs when the map is freed, that is when the tensor and
+    every array viewing it are gone (the spill file punches the range out then)."""
+
+    def __init__(self, source: Any, offset: int, length: int, *, spilled: bool = False, on_free: Any = None) -> None:
+        self.source = source  # has ``fd`` and ``path``; kept open while this range is
+        self.offset = offset
+        self.size = length
+        self.path = source.path
+        self.identity = None
+        self.spilled = spilled
+        start = offset - offset % _ALIGN
+        self.delta = offset - start
+        self.map: mmap.mmap | None = None
+        if length:
+            self.map = mmap.mmap(source.fd, self.delta + length, access=mmap.ACCESS_READ, offset=start)
+            if on_free is not None:
+                weakref.finalize(self.map, on_free)
+        elif on_free is not None:
+            on_free()
+
+    def view(self, offset: int, length: int, tensor_name: str | None = None) -> memoryview:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ExternalDataError(f"mapped range [{offset}, {offset + length}) is outside its {self.size} bytes")
+        if length == 0:
+            return memoryview(b"")
+        assert self.map is not None
+        return memoryview(self.map)[self.delta + offset : self.delta + offset + length]
+
+    def drop(self, offset: int, length: int) -> None:
+        _drop_pages(self.map, self.delta + offset, length)
+
+    def copy_source(self, sources: CopySources) -> tuple[int, int] | None:
+        return self.source.fd, self.offset
+
+
+class HeldFile:
+    """A descriptor shared by the ranges mapped from it (``MappedRange.source``), closed when the last one goes."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+        weakref.finalize(self, os.close, fd)
+
+
+_spill: SpillFile | None = None
+_spill_failed = False
+_spill_lock = threading.Lock()
+
+
+def spill_file() -> SpillFile | None:
+    """The process's spill file (created on first use); None if it cannot be created or a write to it failed (then
+    large tensors stay in memory, after one warning: spilling never makes a run fail)."""
+    global _spill
+    if not hasattr(os, "pwrite"):  # Windows: no positioned writes; tensors stay in memory
+        return None
+    with _spill_lock:
+        if _spill is None and not _spill_failed:
+            try:
+                _spill = SpillFile()
+            except OSError as e:
+                _spill_broken(tempfile.gettempdir(), e)
+        return None if _spill_failed else _spill
+
+
+def _spill_broken(folder: str, e: OSError) -> None:
+    global _spill_failed
+    if not _spill_failed:
+        logger.warning(
+            "cannot write the spill file in %s (%s): large new tensors stay in memory (set TMPDIR to another folder)",
+            folder,
+            e.strerror or e,
+        )
+    _spill_failed = True
+
+
+def spillable(elem_type: int, nbytes: int) -> bool:
+    """Whether a tensor of this type and size made by a pass goes to the spill file: large, with a raw layout that is
+    numpy's (not strings, not packed 4-bit types)."""
+    excluded = elem_type in PACKED_4BIT or elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED)
+    return 0 < SPILL_BYTES <= nbytes and not excluded
+
+
+def _c_order_chunks(array: np.ndarray, dtype: np.dtype) -> Iterator[memoryview]:
+    """The bytes of ``array`` converted to ``dtype`` in C order, in chunks of about ``_BLOCK_BYTES``: views of the
+    array itself when it already is that, else blocks of leading-axis rows converted into one reused buffer (a
+    transposed weight is copied in tiles, so that it never exists twice and its reads stay cache-friendly)."""
+    if array.dtype == dtype and array.flags.c_contiguous:
+        flat = array.reshape(-1).view(np.uint8)
+        for start in range(0, flat.size, _BLOCK_BYTES):
+            yield memoryview(flat[start : start + _BLOCK_BYTES])
+        return
+    if array.ndim == 0:
+        yield memoryview(np.array(array, dtype=dtype).reshape(-1).view(np.uint8))
+        return
+    row_bytes = math.prod(array.shape[1:]) * dtype.itemsize
+    if row_bytes > _BLOCK_BYTES and array.ndim > 1:
+        for i in range(array.shape[0]):
+            yield from _c_order_chunks(array[i], dtype)
+        return
+    rows = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    buf = np.empty((min(rows, array.shape[0]), *array.shape[1:]), dtype=dtype)
+    for start in range(0, array.shape[0], rows):
+        src = array[start : start + rows]
+        dst = buf[: src.shape[0]]
+        _copy_tiled(dst, src)
+        yield memoryview(dst.reshape(-1).view(np.uint8))
+
+
+_TILE = 128
+
+
+def _copy_tiled(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` (with astype's casting); when the source's last axis is not its fastest one (a transpose),
+    column tiles at a time, which keeps the strided reads in cache (several times faster for big weights)."""
+    if src.ndim >= 2 and abs(src.strides[-1]) > abs(src.strides[-2]) and src.shape[-1] > _TILE:
+        for j in range(0, src.shape[-1], _TILE):
+            np.copyto(dst[..., j : j + _TILE], src[..., j : j + _TILE], casting="unsafe")
+    else:
+        np.copyto(dst, src, casting="unsafe")
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> int:
+    view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        done += n
+    return done
+
+
+_libc: Any = None
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """``fallocate(PUNCH_HOLE | KEEP_SIZE)`` on Linux; elsewhere (or on a file system without it) nothing."""
+    global _libc
+    if length <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        _libc.fallocate(fd, 0x01 | 0x02, offset, length)  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+    except (OSError, AttributeError, TypeError, ValueError):
+        pass
+
+
+class CopySources:
+    """Descriptors that a save copies mapped tensor data from with ``copy_file_range`` (the bytes go from file to file
+    in the kernel, never through the process's memory). A model file or external data file is opened again by path,
+    once per save, and used only if it is the very file that was mapped (same device, inode and size); the spill
+    file's own descriptor is used as is. Closed when the save ends."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, tuple[int, int] | None] = {}
+        self.kernel_copy = hasattr(os, "copy_file_range")
+
+    def reopen(self, file: ExternalFile) -> tuple[int, int] | None:
+        key = id(file)
+        if key not in self.fds:
+            self.fds[key] = None
+            flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(file.path, flags)
+            except (OSError, ValueError):
+                return None
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                return None
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != file.identity or st.st_size != file.size:
+                os.close(fd)
+                return None
+            self.fds[key] = (fd, 0)
+        return self.fds[key]
+
+    def close(self) -> None:
+        for entry in self.fds.values():
+            if entry is not None:
+                with contextlib.suppress(OSError):
+                    os.close(entry[0])
+        self.fds.clear()
+
+    def __enter__(self) -> CopySources:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY, errno.EPERM}
+
+
+def _kernel_copy(src: int, offset: int, length: int, dst: int) -> int:
+    """Copy ``length`` bytes at ``offset`` of ``src`` to the current position of ``dst`` in the kernel; the bytes
+    copied (fewer when the file systems cannot: the caller writes the rest itself)."""
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src, dst, length - done, offset + done)
+        except OSError as e:
+            if e.errno in _NO_KERNEL_COPY:
+                return done
+            raise
+        if n <= 0:
+            return done
+        done += n
+    return done
 
 
 def text(s: str | bytes) -> str:
@@ -335,17 +722,46 @@ class Tensor:
     def from_numpy(
         cls, array: np.ndarray | np.generic | float | int, dtype: int | None = None, *, copy: bool = True
     ) -> Tensor:
-        """A tensor holding ``array`` (copied once, then frozen). ``dtype`` overrides the ONNX element type.
+        """A tensor holding ``array`` (copied once, in C order, then frozen). ``dtype`` overrides the ONNX element type.
 
-        ``copy=False`` adopts an array the caller just made and will not touch again (it is frozen in place).
+        ``copy=False`` adopts an array the caller just made and will not touch again (it is frozen in place; an array
+        that is not C-contiguous is copied). A tensor of :data:`SPILL_BYTES` or more is not kept in memory: its bytes
+        are written (converted and reordered block by block, never as a second full copy) to the run's spill file
+        and the tensor reads them through a read-only memory map, as it would an external data file.
         """
-        arr = np.array(array, copy=copy) if isinstance(array, np.ndarray) else np.array(array)
+        arr = array if isinstance(array, np.ndarray) else np.array(array)
+        target = None
         if dtype is None:
             dtype = elem_type_of(arr.dtype)
         elif dtype not in (onnx.TensorProto.STRING,) and arr.dtype != np_dtype(dtype):
-            arr = arr.astype(np_dtype(dtype))
+            target = np_dtype(dtype)
+        if spillable(dtype, int(arr.size) * (target or arr.dtype).itemsize):
+            spilled = cls.spilled(arr, dtype, target or arr.dtype)
+            if spilled is not None:
+                return spilled
+        if target is not None:
+            arr = arr.astype(target, order="C")
+        elif copy or not arr.flags.c_contiguous:
+            arr = np.array(arr, copy=True, order="C")
         arr.flags.writeable = False
         return cls(dtype, arr.shape, array=arr)
+
+    @classmethod
+    def spilled(cls, array: np.ndarray, dtype: int, np_type: np.dtype) -> Tensor | None:
+        """A tensor whose bytes (``array`` as ``np_type``, C order) are written to the spill file now and mapped from
+        it; None when there is no spill file (the caller keeps the data in memory). Reading the source is done by
+        then: the mapped ranges read so far are dropped from the resident set (:func:`release_mapped`)."""
+        spill = spill_file()
+        if spill is None:
+            return None
+        try:
+            segment = spill.append(array, np.dtype(np_type))
+        except OSError as e:
+            _spill_broken(spill.folder, e)
+            return None
+        release_mapped()
+        ref = ExternalRef(segment, 0, segment.size, "", inline=True)
+        return cls(dtype, array.shape, external=ref)
 
     @classmethod
     def from_proto(
@@ -397,11 +813,22 @@ class Tensor:
         """Whether the data lives in an external data file (inline data mapped from the model file is not)."""
         return self._external is not None and not self._external.inline
 
+    @property
+    def is_spilled(self) -> bool:
+        """Whether the data lives in the run's spill file (a large tensor a pass made)."""
+        return self._external is not None and getattr(self._external.file, "spilled", False)
+
+    def _mapped_view(self) -> memoryview:
+        ref = self._external
+        assert ref is not None
+        _resident.note(ref.file, ref.offset, ref.length)
+        return ref.file.view(ref.offset, ref.length)
+
     def raw_view(self) -> memoryview | None:
         """The tensor's raw little-endian bytes as a zero-copy view, when its backing allows one (not strings or
         4-bit types, and not data held in a proto's typed fields)."""
         if self._external is not None:
-            return self._external.file.view(self._external.offset, self._external.length)
+            return self._mapped_view()
         if self._array is not None and self.dtype != onnx.TensorProto.STRING and self.dtype not in PACKED_4BIT:
             arr = np.ascontiguousarray(self._array)
             return memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
@@ -412,7 +839,7 @@ class Tensor:
         if self._array is not None:
             return self._array
         if self._external is not None:
-            buf = self._external.file.view(self._external.offset, self._external.length)
+            buf = self._mapped_view()
             if self.dtype in PACKED_4BIT:
                 proto = onnx.TensorProto(data_type=self.dtype, dims=self.dims, raw_data=bytes(buf))
                 arr = numpy_helper.to_array(proto)
@@ -473,7 +900,7 @@ class Tensor:
             return out
         if self._external is not None:
             out = self.header(name)
-            out.raw_data = bytes(self._external.file.view(self._external.offset, self._external.length))
+            out.raw_data = bytes(self._mapped_view())
             return out
         if self.dtype == onnx.TensorProto.STRING or self.dtype in PACKED_4BIT:
             out = numpy_helper.from_array(self._array, "")  # type: ignore[arg-type]
@@ -483,6 +910,42 @@ class Tensor:
         put_str(out, "name", name)
         self._put_info(out)
         return out
+
+    def mapped_length(self) -> int | None:
+        """The length of the raw bytes when they sit in a memory-mapped file (a model, external data or spill file);
+        None for data in memory or in a proto."""
+        return self._external.length if self._external is not None else None
+
+    def write_to(self, f: Any, sources: CopySources) -> int:
+        """Write the raw bytes (as :meth:`raw_bytes`) to the binary file ``f`` at its position; return their count.
+
+        Bytes in a mapped file are copied file to file by the kernel (``copy_file_range``) where it can, else in
+        blocks whose pages are dropped from the resident set once written: saving a model never makes its weights
+        resident. ``sources`` holds the descriptors opened for the save."""
+        ref = self._external
+        if ref is None:
+            raw = self.raw_bytes()
+            f.write(raw)
+            return len(raw)
+        done = 0
+        source = ref.file.copy_source(sources) if sources.kernel_copy and ref.length else None
+        if source is not None:
+            f.flush()
+            done = _kernel_copy(source[0], source[1] + ref.offset, ref.length, f.fileno())
+        if done < ref.length:
+            view = ref.file.view(ref.offset, ref.length)
+            for start in range(done, ref.length, _BLOCK_BYTES):
+                f.write(view[start : start + _BLOCK_BYTES])
+                ref.file.drop(ref.offset + start, min(_BLOCK_BYTES, ref.length - start))
+        return ref.length
+
+    def move_to(self, source: HeldFile, offset: int) -> None:
+        """Read a spilled tensor's bytes from now on at ``offset`` of ``source``, the external data file a save has
+        just written them to: its range of the spill file is given back (once no array views it), so a saved model
+        does not hold its new weights twice on disk."""
+        ref = self._external
+        assert ref is not None and self.is_spilled
+        self._external = ExternalRef(MappedRange(source, offset, ref.length), 0, ref.length, "", inline=True)
 
     def header(self, name: str) -> onnx.TensorProto:
         """A TensorProto with this tensor's name, type, dims, doc string and metadata, but no data.
@@ -510,7 +973,9 @@ class Tensor:
             put_str(entry, "value", v)
 
     def __repr__(self) -> str:
-        where = "external" if self._external else ("array" if self._array is not None else "proto")
+        where = "array" if self._array is not None else "proto"
+        if self._external is not None:
+            where = "spilled" if self.is_spilled else "external" if not self._external.inline else "mapped"
         return f"Tensor({dtype_name(self.dtype)}{list(self.dims)}, {where})"
 
 
