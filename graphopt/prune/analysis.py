@@ -326,15 +326,47 @@ def _producer_rows(n: Node) -> np.ndarray:
     return w.reshape(w.shape[0], -1)
 
 
-def choose(
+@dataclass
+class Plan:
+    """One group's channels by importance: the ``real`` most important must stay, ``total`` (rounded up to the
+    multiple) are kept. The rounding slack lets a carrier channel (see ``transform.plan_carriers``) take the place of
+    the last kept one without growing the group."""
+
+    order: np.ndarray
+    real: int
+    total: int
+
+    def _top(self, k: int) -> np.ndarray:
+        mask = np.zeros(len(self.order), dtype=bool)
+        mask[self.order[:k]] = True
+        return mask
+
+    def probe_mask(self) -> np.ndarray:
+        """The channels the probe keeps: the spare (last of ``total`` beyond ``real``) is measured as removed."""
+        return self._top(self.total - 1 if self.total - 1 >= max(1, self.real) else self.total)
+
+    def candidates(self) -> list[int]:
+        """Channels that can become the carrier: the ones the probe measured as removed, most important first."""
+        probe = self.probe_mask()
+        return [int(c) for c in self.order if not probe[c]]
+
+    def mask(self, carrier: int | None = None) -> np.ndarray:
+        if carrier is None:
+            return self._top(self.total)
+        mask = self.probe_mask()
+        mask[carrier] = True
+        return mask
+
+
+def plan(
     a: Analysis,
     ratio: float,
     multiple: int = 8,
     importance: str = "l1",
     layer_ratios: dict[str, float] | None = None,
-) -> dict[int, np.ndarray]:
-    """Per prunable group root: a boolean mask of the channels to keep."""
-    keep: dict[int, np.ndarray] = {}
+) -> dict[int, Plan]:
+    """Per prunable group root: its channels by importance and how many to keep."""
+    plans: dict[int, Plan] = {}
     layer_ratios = layer_ratios or {}
     for root in sorted({a.find(g) for g in range(len(a.groups))}):
         grp = a.groups[root]
@@ -351,16 +383,25 @@ def choose(
                 break
             score += np.abs(rows).sum(axis=1) if importance == "l1" else np.sqrt(np.square(rows).sum(axis=1))
         else:
-            n_keep = max(1, math.ceil(grp.size * (1.0 - r)))
+            real = max(1, math.ceil(grp.size * (1.0 - r)))
+            total = real
             if multiple > 1:
-                n_keep = min(grp.size, max(multiple, math.ceil(n_keep / multiple) * multiple))
-            if n_keep >= grp.size:
+                total = min(grp.size, max(multiple, math.ceil(real / multiple) * multiple))
+            if total >= grp.size:
                 continue
-            order = np.argsort(-score, kind="stable")
-            mask = np.zeros(grp.size, dtype=bool)
-            mask[order[:n_keep]] = True
-            keep[root] = mask
-    return keep
+            plans[root] = Plan(np.argsort(-score, kind="stable"), real, total)
+    return plans
+
+
+def choose(
+    a: Analysis,
+    ratio: float,
+    multiple: int = 8,
+    importance: str = "l1",
+    layer_ratios: dict[str, float] | None = None,
+) -> dict[int, np.ndarray]:
+    """Per prunable group root: a boolean mask of the channels to keep (no carrier)."""
+    return {r: p.mask() for r, p in plan(a, ratio, multiple, importance, layer_ratios).items()}
 
 
 def kept_positions(a: Analysis, v: Value, keep: dict[int, np.ndarray]) -> np.ndarray | None:
