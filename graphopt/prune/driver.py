@@ -136,9 +136,9 @@ def sample_inputs(
         try:
             sample = runtime.make_inputs(sess, shapes=shape, batch=1)
         except GraphoptError as exc:
-            first = first or str(exc)
             if shapes:
-                raise
+                raise GraphoptError(str(exc).replace("--shape", "--prune-shape")) from None
+            first = first or str(exc)
             break  # larger sizes would be larger still
         try:
             sess.run(None, sample)

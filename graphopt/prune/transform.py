@@ -226,6 +226,8 @@ def remove_channels(
         mask = kept_positions(a, v, keep)
         if mask is not None and v.shape is not None:
             v.shape = (v.shape[0], int(mask.sum()), *v.shape[2:])
+            for kind in ("value_info", "output", "input"):  # the file's own listing of the old size must not be kept
+                graph.info_overrides.pop((kind, v), None)
     return folded, via_carrier
 
 
