@@ -418,9 +418,9 @@ def test_a_tensor_read_inside_a_subgraph_is_never_pruned() -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # issue 16: exact borders at every input size, never larger, never slower, inputs the model takes
 # --------------------------------------------------------------------------------------------------------------------
-def _fpn(channels: int = 16) -> onnx.ModelProto:
-    """A feature-pyramid-like net with dynamic H and W that only runs when they are multiples of 32: the 3x3 padded
-    convs (border effects) feed a 32x pooled branch that is resized back and added."""
+def _fpn(channels: int = 16, stride: int = 32) -> onnx.ModelProto:
+    """A feature-pyramid-like net with dynamic H and W that only runs when they are multiples of ``stride``: the 3x3
+    padded convs (border effects) feed a pooled branch that is resized back and added."""
     rng = np.random.default_rng(0)
 
     def w(*shape):
@@ -432,7 +432,7 @@ def _fpn(channels: int = 16) -> onnx.ModelProto:
         numpy_helper.from_array(w(channels, channels, 3, 3), "w2"),
         numpy_helper.from_array(np.abs(w(channels)) + 0.1, "b2"),
         numpy_helper.from_array(w(4, channels, 3, 3), "w3"),
-        numpy_helper.from_array(np.array([1, 1, 32, 32], np.float32), "scales"),
+        numpy_helper.from_array(np.array([1, 1, stride, stride], np.float32), "scales"),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
@@ -440,7 +440,7 @@ def _fpn(channels: int = 16) -> onnx.ModelProto:
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
         helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
         helper.make_node("Conv", ["r2", "w3"], ["c3"], pads=[1, 1, 1, 1], name="conv3"),
-        helper.make_node("AveragePool", ["c3"], ["p"], kernel_shape=[32, 32], strides=[32, 32], name="pool"),
+        helper.make_node("AveragePool", ["c3"], ["p"], kernel_shape=[stride] * 2, strides=[stride] * 2, name="pool"),
         helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest", name="resize"),
         helper.make_node("Add", ["c3", "u"], ["y"], name="add"),
     ]
@@ -472,14 +472,15 @@ def _assert_same(zeroed: onnx.ModelProto, pruned: onnx.ModelProto, feeds: dict) 
 
 def test_probe_uses_sizes_the_model_takes_and_borders_stay_exact_at_every_size() -> None:
     """Issue 16: the probe ran at the default size 16, which a net wanting multiples of 32 refuses; and the exact
-    border correction was a constant map of the probe's size. Now the probe finds a size the model runs (32) and the
-    correction lives in a carrier channel's weights: exact at 64x96 too, with no node added."""
+    border correction was a constant map of the probe's size. Now the probe finds a size the model runs (256 for a net
+    that wants multiples of 64) and the correction lives in a carrier channel's weights: exact at other sizes too,
+    with no node added."""
     from graphopt.prune.driver import sample_inputs
 
-    proto = _fpn()
     with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error: the default size does not run
-        runtime.session(proto).run(None, runtime.make_inputs(runtime.session(proto)))
-    assert sample_inputs(from_proto(proto))["x"].shape == (1, 3, 32, 32)
+        runtime.session(_fpn()).run(None, runtime.make_inputs(runtime.session(_fpn())))
+    assert sample_inputs(from_proto(_fpn(stride=64)))["x"].shape == (1, 3, 256, 256)
+    proto = _fpn()
     zeroed, pruned = _zeroed_and_pruned(proto)
     assert sorted(n.op_type for n in pruned.graph.node) == sorted(n.op_type for n in proto.graph.node)
     rng = np.random.default_rng(1)
@@ -575,3 +576,40 @@ def test_cli_prune_shape_feeds_the_probe_and_bad_shapes_exit_2(tmp_path, capsys)
     code, _, err = _cli(capsys, *base, "0", "--prune-shape", "x=1x3x64x64", "-q")
     assert code == 0 and out.is_file(), err
     runtime.session(out).run(None, {"x": np.ones((1, 3, 96, 32), np.float32)})
+
+
+def test_prelu_with_a_per_channel_slope_passes_channels_on() -> None:
+    """PRelu (mtcnn's activation) is a per-channel op: its slope is sliced with the group, and the removed
+    channels' constant goes through it (the zero-channel invariant, at a padded reader)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.uniform(0.1, 0.5, (16, 1, 1)).astype(np.float32), "slope"),
+        numpy_helper.from_array(rng.standard_normal((4, 16, 3, 3)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("PRelu", ["c1", "slope"], ["p"], name="prelu"),
+        helper.make_node("Conv", ["p", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "prelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "w"])],
+        inits,
+    )
+    zeroed, pruned = _zeroed_and_pruned(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    slope = next(t for t in pruned.graph.initializer if t.name.startswith("slope"))
+    assert tuple(slope.dims) in ((8, 1, 1), (9, 1, 1))  # half the channels, plus a carrier where it has no room
+    _assert_same(zeroed, pruned, {"x": np.random.default_rng(1).standard_normal((1, 3, 20, 12)).astype(np.float32)})
+
+
+def test_pruning_that_removes_almost_no_macs_is_refused_without_timing(tmp_path, capsys) -> None:
+    """fixtures/cnn.onnx at 0.3 (multiple 8) can only thin its last conv: 2% of the MACs, which no run makes
+    measurably faster. The model is left alone with the reason, deterministically (no timing needed)."""
+    out = tmp_path / "p.onnx"
+    code, _, err = _optimize_cnn(capsys, out, "--prune-channels", "0.3", "--prune-bench", "0", "-q")
+    assert code == 2 and not out.exists()
+    assert err.startswith("graphopt: error: nothing to prune: 1 of 4 channel groups") and "only 2.2% of the MACs" in err

@@ -15,10 +15,14 @@ per-channel constant of the group, and the input axis of each Conv/Gemm that rea
 
 **What a removed channel still produced is kept.** A removed channel is replaced by what it computes when its
 producers' weights are zero: its bias, carried through the group's per-channel ops. That signal does not depend on
-the input, so one onnxruntime run of the model with those weights zeroed gives it exactly; its effect on each reading
-Conv (a convolution of it with the removed input channels' weights, padding borders included) or Gemm becomes a bias
-(when it is the same at every position) or a constant added after that layer. So removing channels whose weights are
-all zero leaves the outputs unchanged, up to float rounding.
+the input, so one onnxruntime run of the model with those weights zeroed (on inputs the model takes) gives it; at
+each reading Gemm or unpadded Conv it is a constant whose effect goes into the bias. At a padded Conv its effect
+differs at the border, and the border effect of a constant channel is itself a convolution of a constant map with
+zero padding: one removed channel per group stays as a *carrier* (producer weights zeroed, so a constant), and the
+padded readers' weights for it take the other removed channels' weights scaled by their constants. Exact at every
+input size and no node added; a group where that cannot hold (a removed channel that varies across the map, as
+after a padded depthwise Conv) is left whole. So removing channels whose weights are all zero leaves the outputs
+unchanged, up to float rounding.
 
 **prune-weights** zeroes the smallest weights of Conv/ConvTranspose/Gemm/MatMul (global or per-layer magnitude), or
 keeps the 2 largest of every 4 consecutive input-channel weights (``2:4``, for sparse tensor cores). Shapes do not
@@ -69,7 +73,7 @@ UNARY = frozenset(
     }
 )
 """Ops that map each channel to the same channel, input-independently of other channels (extra inputs constant)."""
-BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min"})
+BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu"})
 NORM = frozenset({"BatchNormalization", "InstanceNormalization"})
 
 

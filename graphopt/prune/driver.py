@@ -93,9 +93,10 @@ def _runtime_shapes(
     return {name: tuple(np.asarray(v).shape) for name, v in zip(wanted, values, strict=True)}
 
 
-SAMPLE_SIZES = (32, 64, 128, 224, 256, 320, 512, 640)
-"""Sizes tried for the symbolic dims of the inputs when the default (runtime.SYMBOLIC_DEFAULT) does not run: a
-feature-pyramid net wants H and W multiples of 32, a recognizer a minimum width."""
+SAMPLE_SIZES = (224, 256, 320, 512, 640, 128, 64, 32, 16)
+"""Sizes tried in turn for the symbolic dims of the inputs: a size models are used at first (the timing must see
+the layers' real cost, not per-run overhead), then smaller ones. A feature-pyramid net wants H and W multiples of 32,
+a recognizer a minimum width."""
 
 
 def sample_inputs(
@@ -121,7 +122,7 @@ def sample_inputs(
         tries: list[dict[str, Sequence[int]] | None] = [dict(shapes)]
     else:
         symbolic = [i for i in sess.get_inputs() if any(not isinstance(d, int) or d < 0 for d in i.shape[1:])]
-        tries = [None]
+        tries = [] if symbolic else [None]
         for size in SAMPLE_SIZES if symbolic else ():
             tries.append(
                 {
@@ -146,7 +147,7 @@ def sample_inputs(
             first = first or _first_line(exc)
             continue
         return sample
-    given = " on the given --prune-shape" if shapes else " on random inputs (symbolic dims tried up to 640)"
+    given = " on the given --prune-shape" if shapes else " on random inputs (symbolic dims tried from 16 to 640)"
     raise GraphoptError(
         f"pruning needs one run of the model and onnxruntime cannot run it{given}: {first}; "
         "give valid input shapes with --prune-shape NAME=1x3x640x640"
@@ -403,6 +404,9 @@ WEIGHT_OPTIONS = ("scope", "protect", "sparse")
 FASTER = 0.97
 """Channel pruning is kept only when the pruned model's median latency is at most this share of the model's before
 (timing noise on a model pruning cannot speed up must not pass as a win)."""
+MIN_MAC_GAIN = 0.1
+"""Channel pruning that removes less than this share of the model's MACs is refused: it cannot make the model
+reliably faster (the layers it thins are not where the time goes)."""
 
 
 def run_pruning(
@@ -426,9 +430,24 @@ def run_pruning(
     snapshot = model.to_onnx() if bench > 0 else None
     if bench > 0 or channels is not None:
         sample = sample_inputs(model, options.get("shapes"), sample)
+    before_channels = snapshot if snapshot is not None or channels is None else model.to_onnx()
     if channels is not None:
         opts = {k: v for k, v in options.items() if k in CHANNEL_OPTIONS and k != "shapes"}
-        reports.append(prune_channels(model, channels, sample=sample, **opts))
+        report = prune_channels(model, channels, sample=sample, **opts)
+        reports.append(report)
+        if report.macs_before and report.macs_after > (1 - MIN_MAC_GAIN) * report.macs_before:
+            if snapshot is None:
+                snapshot = before_channels
+            from graphopt.core.onnx_io import from_proto
+
+            model.take_contents(from_proto(snapshot))
+            gain = 1 - report.macs_after / report.macs_before
+            blocked = f"; {_reasons(report)}" if report.blocked else ""
+            raise GraphoptError(
+                f"nothing to prune: {report.groups_pruned} of {report.groups} channel groups can be pruned{blocked}; "
+                f"at {channels:g} that removes only {gain:.1%} of the MACs, too little to make the model faster, so "
+                "the model is left as it was"
+            )
     if weights is not None:
         opts = {k: v for k, v in options.items() if k in WEIGHT_OPTIONS}
         if weights == "2:4":
