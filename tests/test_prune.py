@@ -613,3 +613,33 @@ def test_pruning_that_removes_almost_no_macs_is_refused_without_timing(tmp_path,
     code, _, err = _optimize_cnn(capsys, out, "--prune-channels", "0.3", "--prune-bench", "0", "-q")
     assert code == 2 and not out.exists()
     assert err.startswith("graphopt: error: nothing to prune: 1 of 4 channel groups") and "only 2.2% of the MACs" in err
+
+
+def test_a_constant_that_depends_on_the_input_size_is_not_folded() -> None:
+    """A removed channel's non-zero constant through a padded depthwise conv and a global pool reaches the Gemm
+    reader as one number per channel, but that number depends on H and W (the border's share of the map): folded at
+    the probe's size it would be wrong at others. The probe at a second size finds it; the group stays whole."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 1, 1)).astype(np.float32), "w1"),
+        numpy_helper.from_array(np.full(8, 0.5, np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "wd"),
+        numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "wg"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("Conv", ["c1", "wd"], ["d"], pads=[1, 1, 1, 1], group=8, name="dw"),
+        helper.make_node("GlobalAveragePool", ["d"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wg"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gap",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
+    model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(GraphoptError, match="nothing to prune.*vary across the map"):
+        prune_channels(model, 0.5, multiple=1)

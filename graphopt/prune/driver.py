@@ -140,7 +140,7 @@ def sample_inputs(
             if shapes:
                 raise GraphoptError(str(exc).replace("--shape", "--prune-shape")) from None
             first = first or str(exc)
-            break  # larger sizes would be larger still
+            continue
         try:
             sess.run(None, sample)
         except Exception as exc:  # noqa: BLE001 - a size the model cannot take: try the next one
@@ -152,6 +152,33 @@ def sample_inputs(
         f"pruning needs one run of the model and onnxruntime cannot run it{given}: {first}; "
         "give valid input shapes with --prune-shape NAME=1x3x640x640"
     )
+
+
+def other_sample(model: Model, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """A second input the model runs on whose symbolic dims have other sizes than ``sample`` (None: the model has no
+    symbolic dim besides the batch, or takes no other size tried). What removed channels carry must not depend on
+    the size: a constant that does (a padded depthwise Conv, then a global pool) would be exact at one size only."""
+    from graphopt.tools import runtime
+
+    try:
+        sess = runtime.session(model.to_onnx(), optimization="disabled")
+    except Exception:  # noqa: BLE001 - sample_inputs ran it already
+        return None
+    symbolic = [i for i in sess.get_inputs() if any(not isinstance(d, int) or d < 0 for d in i.shape[1:])]
+    for size in SAMPLE_SIZES if symbolic else ():
+        shapes = {
+            i.name: [d if isinstance(d, int) and d >= 0 else (1 if k == 0 else size) for k, d in enumerate(i.shape)]
+            for i in symbolic
+        }
+        if all(tuple(shapes[i.name]) == np.shape(sample.get(i.name)) for i in symbolic):
+            continue
+        try:
+            feeds = runtime.make_inputs(sess, shapes=shapes, batch=1, seed=1)
+            sess.run(None, feeds)
+        except Exception:  # noqa: BLE001 - a size the model cannot take: try the next one
+            continue
+        return feeds
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -258,6 +285,9 @@ def prune_channels(
         probe_keep = {r: p.probe_mask() for r, p in plans.items()}
         readers = transform.readers_with_removed_inputs(graph, analysis, probe_keep)
         signals = _probe(model, analysis, probe_keep, readers, sample)
+        again = other_sample(model, sample) if readers else None
+        if again is not None:
+            transform.same_at_both_sizes(signals, _probe(model, analysis, probe_keep, readers, again))
         keep, carriers, dropped = transform.plan_carriers(graph, analysis, plans, signals, borders)
         for why in dropped.values():
             report.blocked[why] = report.blocked.get(why, 0) + 1

@@ -65,6 +65,17 @@ def measured(arr: np.ndarray, positions: np.ndarray) -> Signal:
     return Signal(np.asarray(positions, dtype=np.int64), values, constant)
 
 
+def same_at_both_sizes(signals: dict[int, Signal], other: dict[int, Signal]) -> None:
+    """Mark as varying (not constant) what the probe at another input size measured differently."""
+    for key, sig in signals.items():
+        o = other.get(key)
+        if o is None or len(o.values) != len(sig.values):
+            sig.constant[:] = False
+            continue
+        scale = np.maximum(1.0, np.abs(sig.values))
+        sig.constant &= o.constant & (np.abs(sig.values - o.values) <= 1e-5 * scale)
+
+
 def padded(n: Node) -> bool:
     """A Conv whose zero padding makes a constant input's contribution differ at the border."""
     if str(n.attr("auto_pad", "NOTSET")) in ("SAME_UPPER", "SAME_LOWER"):
