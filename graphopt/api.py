@@ -144,15 +144,17 @@ def run_request(
             report = manager.run(model, ctx)
         report.context = ctx
         if request.prune_channels is not None or request.prune_weights is not None:
-            from graphopt.prune.driver import measure, run_pruning
+            from graphopt.prune.driver import run_pruning
 
             with stage("prune"):
-                before = model.to_onnx() if request.prune_bench > 0 else None
                 report.pruning = run_pruning(
-                    model, request.prune_channels, request.prune_weights, request.prune_options or {}
+                    model,
+                    request.prune_channels,
+                    request.prune_weights,
+                    request.prune_options or {},
+                    bench=request.prune_bench,
+                    sample=feeds[0] if feeds else None,  # the calibration data's first sample: sizes the model takes
                 )
-                if before is not None and report.pruning:
-                    report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
         if request.quantize:
             from graphopt.quantize.driver import quantize_model
 

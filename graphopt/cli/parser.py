@@ -191,6 +191,14 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         "--prune-protect", action="append", default=[], metavar="NAME|REGEX", help="never prune this layer (repeatable)"
     )
     p.add_argument(
+        "--prune-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x640x640",
+        help="an input shape the model takes, for pruning's probe run and timing (repeatable; default: the first "
+        "calibration sample, else the model's sizes, symbolic dims tried up to 640)",
+    )
+    p.add_argument(
         "--prune-weights", metavar="RATIO|2:4", help="zero this share of the weights by magnitude, or keep 2 of every 4"
     )
     p.add_argument(
@@ -311,8 +319,10 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
 def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
     """What the pruning flags ask for (None: no pruning); bad values fail before anything is loaded."""
     if args.prune_channels is None and args.prune_weights is None:
-        if args.prune_layer or args.prune_protect:
-            raise GraphoptError("--prune-layer and --prune-protect need --prune-channels or --prune-weights")
+        if args.prune_layer or args.prune_protect or args.prune_shape:
+            raise GraphoptError(
+                "--prune-layer, --prune-protect and --prune-shape need --prune-channels or --prune-weights"
+            )
         return None
     if args.prune_channels is not None and not 0 <= args.prune_channels < 1:
         raise GraphoptError(f"--prune-channels must be in [0, 1), got {args.prune_channels}")
@@ -341,6 +351,15 @@ def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
             raise GraphoptError(f"--prune-protect {rx!r}: {exc}") from None
     if args.prune_multiple < 1:
         raise GraphoptError(f"--prune-multiple must be at least 1, got {args.prune_multiple}")
+    shapes = {}
+    for spec in args.prune_shape:
+        name, sep, dims = spec.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            sep = ""
+        if not sep or not name or not dims or any(d < 0 for d in shapes.get(name, (-1,))):
+            raise GraphoptError(f"--prune-shape {spec!r}: expected NAME=1x3x640x640")
     return {
         "channels": args.prune_channels,
         "weights": weights,
@@ -352,6 +371,7 @@ def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
             "borders": args.prune_borders,
             "scope": args.prune_scope,
             "sparse": args.sparse_initializers,
+            **({"shapes": shapes} if shapes else {}),
         },
     }
 

@@ -177,7 +177,8 @@ def _print_pruning(console: Console, r: Any) -> None:
         lines += [f"  {w}" for w in why]
         if r.folded:
             lines.append(
-                f"  {plural(r.folded, 'reader')} took the removed channels' constant signal ({r.border_maps} as maps)"
+                f"  {plural(r.folded, 'reader')} took the removed channels' constant signal ({r.carrier_readers} "
+                f"through a carrier channel, in {plural(r.carriers, 'group')})"
             )
         ratio = r.macs_before / r.macs_after if r.macs_after else float("inf")
         lines.append(f"  MACs {human_count(r.macs_before)} -> {human_count(r.macs_after)} ({ratio:.2f}x fewer)")

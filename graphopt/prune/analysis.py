@@ -15,10 +15,14 @@ per-channel constant of the group, and the input axis of each Conv/Gemm that rea
 
 **What a removed channel still produced is kept.** A removed channel is replaced by what it computes when its
 producers' weights are zero: its bias, carried through the group's per-channel ops. That signal does not depend on
-the input, so one onnxruntime run of the model with those weights zeroed gives it exactly; its effect on each reading
-Conv (a convolution of it with the removed input channels' weights, padding borders included) or Gemm becomes a bias
-(when it is the same at every position) or a constant added after that layer. So removing channels whose weights are
-all zero leaves the outputs unchanged, up to float rounding.
+the input, so one onnxruntime run of the model with those weights zeroed (on inputs the model takes) gives it; at
+each reading Gemm or unpadded Conv it is a constant whose effect goes into the bias. At a padded Conv its effect
+differs at the border, and the border effect of a constant channel is itself a convolution of a constant map with
+zero padding: one removed channel per group stays as a *carrier* (producer weights zeroed, so a constant), and the
+padded readers' weights for it take the other removed channels' weights scaled by their constants. Exact at every
+input size and no node added; a group where that cannot hold (a removed channel that varies across the map, as
+after a padded depthwise Conv) is left whole. So removing channels whose weights are all zero leaves the outputs
+unchanged, up to float rounding.
 
 **prune-weights** zeroes the smallest weights of Conv/ConvTranspose/Gemm/MatMul (global or per-layer magnitude), or
 keeps the 2 largest of every 4 consecutive input-channel weights (``2:4``, for sparse tensor cores). Shapes do not
@@ -69,7 +73,7 @@ UNARY = frozenset(
     }
 )
 """Ops that map each channel to the same channel, input-independently of other channels (extra inputs constant)."""
-BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min"})
+BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu"})
 NORM = frozenset({"BatchNormalization", "InstanceNormalization"})
 
 
@@ -326,15 +330,47 @@ def _producer_rows(n: Node) -> np.ndarray:
     return w.reshape(w.shape[0], -1)
 
 
-def choose(
+@dataclass
+class Plan:
+    """One group's channels by importance: the ``real`` most important must stay, ``total`` (rounded up to the
+    multiple) are kept. The rounding slack lets a carrier channel (see ``transform.plan_carriers``) take the place of
+    the last kept one without growing the group."""
+
+    order: np.ndarray
+    real: int
+    total: int
+
+    def _top(self, k: int) -> np.ndarray:
+        mask = np.zeros(len(self.order), dtype=bool)
+        mask[self.order[:k]] = True
+        return mask
+
+    def probe_mask(self) -> np.ndarray:
+        """The channels the probe keeps: the spare (last of ``total`` beyond ``real``) is measured as removed."""
+        return self._top(self.total - 1 if self.total - 1 >= max(1, self.real) else self.total)
+
+    def candidates(self) -> list[int]:
+        """Channels that can become the carrier: the ones the probe measured as removed, most important first."""
+        probe = self.probe_mask()
+        return [int(c) for c in self.order if not probe[c]]
+
+    def mask(self, carrier: int | None = None) -> np.ndarray:
+        if carrier is None:
+            return self._top(self.total)
+        mask = self.probe_mask()
+        mask[carrier] = True
+        return mask
+
+
+def plan(
     a: Analysis,
     ratio: float,
     multiple: int = 8,
     importance: str = "l1",
     layer_ratios: dict[str, float] | None = None,
-) -> dict[int, np.ndarray]:
-    """Per prunable group root: a boolean mask of the channels to keep."""
-    keep: dict[int, np.ndarray] = {}
+) -> dict[int, Plan]:
+    """Per prunable group root: its channels by importance and how many to keep."""
+    plans: dict[int, Plan] = {}
     layer_ratios = layer_ratios or {}
     for root in sorted({a.find(g) for g in range(len(a.groups))}):
         grp = a.groups[root]
@@ -351,16 +387,25 @@ def choose(
                 break
             score += np.abs(rows).sum(axis=1) if importance == "l1" else np.sqrt(np.square(rows).sum(axis=1))
         else:
-            n_keep = max(1, math.ceil(grp.size * (1.0 - r)))
+            real = max(1, math.ceil(grp.size * (1.0 - r)))
+            total = real
             if multiple > 1:
-                n_keep = min(grp.size, max(multiple, math.ceil(n_keep / multiple) * multiple))
-            if n_keep >= grp.size:
+                total = min(grp.size, max(multiple, math.ceil(real / multiple) * multiple))
+            if total >= grp.size:
                 continue
-            order = np.argsort(-score, kind="stable")
-            mask = np.zeros(grp.size, dtype=bool)
-            mask[order[:n_keep]] = True
-            keep[root] = mask
-    return keep
+            plans[root] = Plan(np.argsort(-score, kind="stable"), real, total)
+    return plans
+
+
+def choose(
+    a: Analysis,
+    ratio: float,
+    multiple: int = 8,
+    importance: str = "l1",
+    layer_ratios: dict[str, float] | None = None,
+) -> dict[int, np.ndarray]:
+    """Per prunable group root: a boolean mask of the channels to keep (no carrier)."""
+    return {r: p.mask() for r, p in plan(a, ratio, multiple, importance, layer_ratios).items()}
 
 
 def kept_positions(a: Analysis, v: Value, keep: dict[int, np.ndarray]) -> np.ndarray | None:

@@ -36,11 +36,11 @@ def _check_ratio(ratio: float, what: str) -> None:
         raise GraphoptError(f"{what} must be in [0, 1), got {ratio}")
 
 
-def layer_costs(model: Model) -> dict[str, LayerCost]:
+def layer_costs(model: Model, sample: Mapping[str, np.ndarray] | None = None) -> dict[str, LayerCost]:
     """Per Conv/ConvTranspose/Gemm/MatMul with a constant weight: channels, parameters and MACs per batch item.
 
     Shapes come from shape inference; where it leaves a dim symbolic (exports that compute their padding at run
-    time), one onnxruntime run at batch 1 measures them.
+    time, dynamic sizes), one onnxruntime run on ``sample`` (default: random inputs the model takes) measures them.
     """
     infer_shapes(model)
     layers = []
@@ -57,7 +57,7 @@ def layer_costs(model: Model) -> dict[str, LayerCost]:
                 shapes[v.name] = tuple(v.shape)
     missing = [v.name for n, _ in layers for v in (n.inputs[0], n.outputs[0]) if v is not None and v.name not in shapes]
     if missing:
-        shapes.update(_runtime_shapes(model, missing))
+        shapes.update(_runtime_shapes(model, missing, sample))
     costs: dict[str, LayerCost] = {}
     for n, w in layers:
         params = w.size + sum(v.constant().size for v in n.inputs[2:] if v is not None and v.constant() is not None)
@@ -76,18 +76,115 @@ def layer_costs(model: Model) -> dict[str, LayerCost]:
     return costs
 
 
-def _runtime_shapes(model: Model, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+def _runtime_shapes(
+    model: Model, names: Sequence[str], sample: Mapping[str, np.ndarray] | None
+) -> dict[str, tuple[int, ...]]:
     from graphopt.tools import runtime
 
     wanted = list(dict.fromkeys(names))
     proto = runtime.add_outputs(model.to_onnx(), wanted)
     try:
+        feeds = dict(sample) if sample is not None else sample_inputs(model)
         sess = runtime.session(proto, optimization="disabled")
-        values = sess.run(wanted, runtime.make_inputs(sess, batch=1))
+        values = sess.run(wanted, feeds)
     except Exception as exc:  # noqa: BLE001 - counting MACs is best effort; the layers just show no MACs
         logger.debug("shape probe failed: %s", exc)
         return {}
     return {name: tuple(np.asarray(v).shape) for name, v in zip(wanted, values, strict=True)}
+
+
+SAMPLE_SIZES = (224, 256, 320, 512, 640, 128, 64, 32, 16)
+"""Sizes tried in turn for the symbolic dims of the inputs: a size models are used at first (the timing must see
+the layers' real cost, not per-run overhead), then smaller ones. A feature-pyramid net wants H and W multiples of 32,
+a recognizer a minimum width."""
+
+
+def sample_inputs(
+    model: Model | onnx.ModelProto,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """One batch-1 input the model runs on, for the probe, the shape count and the timing: ``feeds`` as given (the
+    user's or calibration data), else random inputs of the user's ``shapes``, else random inputs with the model's
+    symbolic dims set to the first size that onnxruntime runs (the default, then SAMPLE_SIZES)."""
+    from graphopt.tools import runtime
+
+    proto = model.to_onnx() if isinstance(model, Model) else model
+    try:
+        sess = runtime.session(proto, optimization="disabled")
+    except GraphoptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own refusal, as one line
+        raise GraphoptError(f"pruning needs onnxruntime to run the model: {_first_line(exc)}") from None
+    if feeds is not None:
+        return {k: np.asarray(v) for k, v in feeds.items()}
+    if shapes:
+        tries: list[dict[str, Sequence[int]] | None] = [dict(shapes)]
+    else:
+        symbolic = [i for i in sess.get_inputs() if any(not isinstance(d, int) or d < 0 for d in i.shape[1:])]
+        tries = [] if symbolic else [None]
+        for size in SAMPLE_SIZES if symbolic else ():
+            tries.append(
+                {
+                    i.name: [
+                        d if isinstance(d, int) and d >= 0 else (1 if k == 0 else size) for k, d in enumerate(i.shape)
+                    ]
+                    for i in symbolic
+                }
+            )
+    first = ""
+    for shape in tries:
+        try:
+            sample = runtime.make_inputs(sess, shapes=shape, batch=1)
+        except GraphoptError as exc:
+            if shapes:
+                raise GraphoptError(str(exc).replace("--shape", "--prune-shape")) from None
+            first = first or str(exc)
+            continue
+        try:
+            sess.run(None, sample)
+        except Exception as exc:  # noqa: BLE001 - a size the model cannot take: try the next one
+            first = first or _first_line(exc)
+            continue
+        return sample
+    given = " on the given --prune-shape" if shapes else " on random inputs (symbolic dims tried from 16 to 640)"
+    raise GraphoptError(
+        f"pruning needs one run of the model and onnxruntime cannot run it{given}: {first}; "
+        "give valid input shapes with --prune-shape NAME=1x3x640x640"
+    )
+
+
+def other_sample(model: Model, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """A second input the model runs on whose symbolic dims have other sizes than ``sample`` (None: the model has no
+    symbolic dim besides the batch, or takes no other size tried). What removed channels carry must not depend on
+    the size: a constant that does (a padded depthwise Conv, then a global pool) would be exact at one size only."""
+    from graphopt.tools import runtime
+
+    try:
+        sess = runtime.session(model.to_onnx(), optimization="disabled")
+    except Exception:  # noqa: BLE001 - sample_inputs ran it already
+        return None
+    symbolic = [i for i in sess.get_inputs() if any(not isinstance(d, int) or d < 0 for d in i.shape[1:])]
+    for size in SAMPLE_SIZES if symbolic else ():
+        shapes = {
+            i.name: [d if isinstance(d, int) and d >= 0 else (1 if k == 0 else size) for k, d in enumerate(i.shape)]
+            for i in symbolic
+        }
+        if all(tuple(shapes[i.name]) == np.shape(sample.get(i.name)) for i in symbolic):
+            continue
+        try:
+            feeds = runtime.make_inputs(sess, shapes=shapes, batch=1, seed=1)
+            sess.run(None, feeds)
+        except Exception:  # noqa: BLE001 - a size the model cannot take: try the next one
+            continue
+        return feeds
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line[:300]
 
 
 def _dim(v: Any, axis: int) -> int | None:
@@ -140,12 +237,17 @@ def prune_channels(
     protect: Sequence[str] = (),
     layer_ratios: Mapping[str, float] | None = None,
     borders: str = "exact",
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    sample: Mapping[str, np.ndarray] | None = None,
 ) -> PruneReport:
     """Remove ``ratio`` of the channels of every prunable group of ``model`` (in place); returns the report.
 
-    ``borders``: "exact" keeps what removed channels still produce exactly, adding a constant map after a padded
-    reader whose border differs; "bias" folds only the interior value into the bias (no maps; approximate at the
-    borders of padded readers).
+    ``borders``: "exact" keeps what removed channels still produce exactly: into the readers' biases, and at padded
+    readers (where a constant's contribution differs at the border) into the weights of one carrier channel per group
+    (see :func:`graphopt.prune.transform.plan_carriers`); a group where that is not possible is left whole. "bias"
+    folds only the interior value (approximate at the borders of padded readers). The probe runs the model once on
+    ``sample`` (a feed dict), else on random inputs of ``shapes``, else on sizes the model takes
+    (:func:`sample_inputs`). Never makes the parameters larger: such a result is an error.
     """
     _check_ratio(ratio, "channel pruning ratio")
     for name, r in (layer_ratios or {}).items():
@@ -160,8 +262,7 @@ def prune_channels(
     report = PruneReport("channels", float(ratio), unmatched_protect=_unmatched(model, protect))
     for p in report.unmatched_protect:
         logger.warning("protect pattern %r matches no node", p)
-    before = layer_costs(model)
-    report.param_bytes_before = initializer_bytes(model)
+    infer_shapes(model)
     graph = model.graph
     analysis = channel_groups.analyse(graph, protect)
     roots = {analysis.find(g) for g in range(len(analysis.groups))}
@@ -173,26 +274,54 @@ def prune_channels(
             report.blocked[why] = report.blocked.get(why, 0) + 1
     prunable = [r for r in candidates if not analysis.groups[r].blocked]
     if not prunable:
-        reasons = ", ".join(f"{k} ({v})" for k, v in sorted(report.blocked.items())) or "no Conv or Gemm layers"
-        raise GraphoptError(f"nothing to prune: no channel group can be pruned safely ({reasons})")
-    keep = channel_groups.choose(analysis, float(ratio), multiple, importance, dict(layer_ratios or {}))
-    report.groups_pruned = len(keep)
-    if keep:
-        readers = transform.readers_with_removed_inputs(graph, analysis, keep)
-        signals = _probe(model, analysis, keep, readers)
-        report.folded = sum(1 for s in signals.values() if np.any(s))
-        report.border_maps = transform.remove_channels(graph, analysis, keep, signals, borders)
+        raise GraphoptError(f"nothing to prune: no channel group can be pruned safely ({_reasons(report)})")
+    plans = channel_groups.plan(analysis, float(ratio), multiple, importance, dict(layer_ratios or {}))
+    if sample is None:
+        sample = sample_inputs(model, shapes)
+    before = layer_costs(model, sample)
+    report.param_bytes_before = initializer_bytes(model)
+    keep: dict[int, np.ndarray] = {}
+    if plans:
+        probe_keep = {r: p.probe_mask() for r, p in plans.items()}
+        readers = transform.readers_with_removed_inputs(graph, analysis, probe_keep)
+        signals = _probe(model, analysis, probe_keep, readers, sample)
+        again = other_sample(model, sample) if readers else None
+        if again is not None:
+            transform.same_at_both_sizes(signals, _probe(model, analysis, probe_keep, readers, again))
+        keep, carriers, dropped = transform.plan_carriers(graph, analysis, plans, signals, borders)
+        for why in dropped.values():
+            report.blocked[why] = report.blocked.get(why, 0) + 1
+        if not keep:
+            raise GraphoptError(f"nothing to prune: no channel group can be pruned exactly ({_reasons(report)})")
+        report.carriers = len(carriers)
+        report.folded, report.carrier_readers = transform.remove_channels(
+            graph, analysis, keep, signals, borders, carriers
+        )
         PassManager("dce,remove-unused").run(model)
-    after = layer_costs(model)
+    report.groups_pruned = len(keep)
+    after = layer_costs(model, sample)
     report.layers = _changes(before, after)
     report.macs_before, report.macs_after = _total(before), _total(after)
     report.param_bytes_after = initializer_bytes(model)
+    if report.param_bytes_after > report.param_bytes_before:  # defensive: slicing only shrinks, a bias is small
+        raise GraphoptError(
+            f"pruning would make the parameters larger ({report.param_bytes_before} -> {report.param_bytes_after} "
+            "bytes)"
+        )
     return report
 
 
+def _reasons(report: PruneReport) -> str:
+    return ", ".join(f"{k} ({v})" for k, v in sorted(report.blocked.items())) or "no Conv or Gemm layers"
+
+
 def _probe(
-    model: Model, analysis: channel_groups.Analysis, keep: dict[int, np.ndarray], readers: list
-) -> dict[int, np.ndarray]:
+    model: Model,
+    analysis: channel_groups.Analysis,
+    keep: dict[int, np.ndarray],
+    readers: list,
+    sample: Mapping[str, np.ndarray],
+) -> dict[int, transform.Signal]:
     """What the removed channels still carry at each reader: one run with the removed producer weights zeroed."""
     from graphopt.tools import runtime
 
@@ -206,13 +335,17 @@ def _probe(
             raise GraphoptError(f"weight {name!r} is not an initializer; run -O2 before pruning")
         inits[name].CopyFrom(onnx.numpy_helper.from_array(arr, name))
     runtime.add_outputs(proto, [v.name for v in readers])
-    sess = runtime.session(proto, optimization="disabled")
-    feeds = runtime.make_inputs(sess, batch=1)
-    values = sess.run([v.name for v in readers], feeds)
+    try:
+        sess = runtime.session(proto, optimization="disabled")
+        values = sess.run([v.name for v in readers], dict(sample))
+    except GraphoptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's refusal of the probe, as one line
+        raise GraphoptError(f"pruning's probe run failed in onnxruntime: {_first_line(exc)}") from None
     out = {}
     for v, arr in zip(readers, values, strict=True):
         mask = channel_groups.kept_positions(analysis, v, keep)
-        out[id(v)] = np.asarray(arr)[0][~mask].astype(np.float64)  # type: ignore[operator]
+        out[id(v)] = transform.measured(np.asarray(arr)[0], np.flatnonzero(~mask))  # type: ignore[operator]
     return out
 
 
@@ -279,38 +412,90 @@ def prune_weights(
 
 
 def measure(
-    before: onnx.ModelProto | Model, after: onnx.ModelProto | Model, runs: int = 20, threads: int | None = 1
+    before: onnx.ModelProto | Model,
+    after: onnx.ModelProto | Model,
+    runs: int = 20,
+    threads: int | None = 1,
+    sample: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[float, float]:
-    """Median onnxruntime latency (ms) of the model before and after, interleaved, on the same random inputs."""
+    """Median onnxruntime latency (ms) of the model before and after, interleaved, on the same inputs (``sample``,
+    else inputs the model before takes)."""
     from graphopt.tools import runtime
 
     a = runtime.session(before, threads=threads)
     b = runtime.session(after, threads=threads)
-    feeds = runtime.make_inputs(a, batch=1)
+    feeds = dict(sample) if sample is not None else sample_inputs(before)
     la, lb = runtime.measure_latency([a, b], feeds, warmup=3, runs=runs)
     return la.median_ms, lb.median_ms
 
 
-CHANNEL_OPTIONS = ("multiple", "importance", "protect", "layer_ratios", "borders")
+CHANNEL_OPTIONS = ("multiple", "importance", "protect", "layer_ratios", "borders", "shapes")
 WEIGHT_OPTIONS = ("scope", "protect", "sparse")
+FASTER = 0.97
+"""Channel pruning is kept only when the pruned model's median latency is at most this share of the model's before
+(timing noise on a model pruning cannot speed up must not pass as a win)."""
+MIN_MAC_GAIN = 0.1
+"""Channel pruning that removes less than this share of the model's MACs is refused: it cannot make the model
+reliably faster (the layers it thins are not where the time goes)."""
 
 
 def run_pruning(
-    model: Model, channels: float | None, weights: float | str | None, options: Mapping[str, Any]
+    model: Model,
+    channels: float | None,
+    weights: float | str | None,
+    options: Mapping[str, Any],
+    *,
+    bench: int = 0,
+    sample: Mapping[str, np.ndarray] | None = None,
 ) -> list[PruneReport]:
-    """Channel pruning, then weight pruning, as asked; ``weights`` is a ratio or ``"2:4"``."""
+    """Channel pruning, then weight pruning, as asked; ``weights`` is a ratio or ``"2:4"``.
+
+    With ``bench`` runs, the model is timed before and after (1 thread, interleaved medians; the last report gets
+    the latency), and channel pruning that does not make it faster is an error ("nothing to prune": the model is put
+    back as it was)."""
     unknown = sorted(set(options) - set(CHANNEL_OPTIONS) - set(WEIGHT_OPTIONS))
     if unknown:
         raise GraphoptError(f"unknown pruning option {unknown[0]!r}")
     reports = []
+    snapshot = model.to_onnx() if bench > 0 else None
+    if bench > 0 or channels is not None:
+        sample = sample_inputs(model, options.get("shapes"), sample)
+    before_channels = snapshot if snapshot is not None or channels is None else model.to_onnx()
     if channels is not None:
-        reports.append(prune_channels(model, channels, **{k: v for k, v in options.items() if k in CHANNEL_OPTIONS}))
+        opts = {k: v for k, v in options.items() if k in CHANNEL_OPTIONS and k != "shapes"}
+        report = prune_channels(model, channels, sample=sample, **opts)
+        reports.append(report)
+        if report.macs_before and report.macs_after > (1 - MIN_MAC_GAIN) * report.macs_before:
+            if snapshot is None:
+                snapshot = before_channels
+            from graphopt.core.onnx_io import from_proto
+
+            model.take_contents(from_proto(snapshot))
+            gain = 1 - report.macs_after / report.macs_before
+            blocked = f"; {_reasons(report)}" if report.blocked else ""
+            raise GraphoptError(
+                f"nothing to prune: {report.groups_pruned} of {report.groups} channel groups can be pruned{blocked}; "
+                f"at {channels:g} that removes only {gain:.1%} of the MACs, too little to make the model faster, so "
+                "the model is left as it was"
+            )
     if weights is not None:
         opts = {k: v for k, v in options.items() if k in WEIGHT_OPTIONS}
         if weights == "2:4":
             reports.append(prune_weights(model, mode="2:4", **opts))
         else:
             reports.append(prune_weights(model, _ratio(weights), **opts))
+    if snapshot is not None and reports:
+        before_ms, after_ms = measure(snapshot, model.to_onnx(), runs=bench, sample=sample)
+        reports[-1].latency_ms = (before_ms, after_ms)
+        if channels is not None and after_ms > FASTER * before_ms:
+            from graphopt.core.onnx_io import from_proto
+
+            model.take_contents(from_proto(snapshot))
+            raise GraphoptError(
+                f"nothing to prune: the pruned model is not faster ({before_ms:.3g} ms -> {after_ms:.3g} ms, median "
+                f"of {bench} interleaved runs, 1 thread; MACs {reports[0].macs_before} -> {reports[0].macs_after}), "
+                "so the model is left as it was (--prune-bench 0 skips this check)"
+            )
     return reports
 
 

@@ -40,8 +40,11 @@ class PruneReport:
     """Why groups could not be pruned, with how many."""
     folded: int = 0
     """Readers of removed channels whose bias or output took what those channels still produced."""
-    border_maps: int = 0
-    """Of those, readers whose padding made the contribution differ at the border: a constant map added after them."""
+    carrier_readers: int = 0
+    """Of those, padded Conv readers (where the contribution differs at the border) that took it in the weights of
+    their group's carrier channel (a kept channel whose producer weights are zero: a constant map)."""
+    carriers: int = 0
+    """Groups that keep a carrier channel."""
     macs_before: int = 0
     macs_after: int = 0
     param_bytes_before: int = 0
@@ -58,7 +61,8 @@ class PruneReport:
             "groups_pruned": self.groups_pruned,
             "blocked": self.blocked,
             "folded_readers": self.folded,
-            "border_maps": self.border_maps,
+            "carrier_readers": self.carrier_readers,
+            "carriers": self.carriers,
             "macs_before": self.macs_before,
             "macs_after": self.macs_after,
             "param_bytes_before": self.param_bytes_before,

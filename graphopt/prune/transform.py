@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -13,7 +14,7 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
-from graphopt.prune.analysis import BINARY, NORM, Analysis, channels_of, kept_positions, per_channel
+from graphopt.prune.analysis import BINARY, NORM, Analysis, Plan, channels_of, kept_positions, per_channel
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -31,22 +32,159 @@ def _slice_input(graph: Graph, n: Node, i: int, mask: np.ndarray, axis: int) -> 
     n.set_input(i, _newconstant_array(graph, v, np.compress(mask, arr, axis=axis), arr.dtype))
 
 
+@dataclass
+class Signal:
+    """What the removed channels of one Conv/Gemm input carry, measured by the probe: per channel position of the
+    input that the probe zeroed, its value (at the centre for a map) and whether it is the same everywhere."""
+
+    positions: np.ndarray
+    values: np.ndarray
+    constant: np.ndarray
+
+    def at(self, pos: int) -> tuple[float, bool]:
+        i = int(np.searchsorted(self.positions, pos))
+        if i >= len(self.positions) or self.positions[i] != pos:
+            raise KeyError(pos)  # the probe zeroed every position removed or made a carrier; defensive
+        return float(self.values[i]), bool(self.constant[i])
+
+
+def measured(arr: np.ndarray, positions: np.ndarray) -> Signal:
+    """A Signal from a probe output ``arr`` (batch of one dropped: ``[channels, *spatial]``) at ``positions``."""
+    values = np.zeros(len(positions))
+    constant = np.zeros(len(positions), dtype=bool)
+    for k, p in enumerate(positions):
+        m = np.asarray(arr[p], dtype=np.float64).reshape(-1)
+        if m.size == 0:
+            constant[k] = True
+            continue
+        values[k] = m[m.size // 2]
+        scale = max(1.0, float(np.abs(m).max())) if np.isfinite(m).all() else np.inf
+        constant[k] = bool(np.isfinite(scale) and np.abs(m - m[0]).max() <= 1e-6 * scale)
+        if constant[k]:
+            values[k] = m[0]
+    return Signal(np.asarray(positions, dtype=np.int64), values, constant)
+
+
+def same_at_both_sizes(signals: dict[int, Signal], other: dict[int, Signal]) -> None:
+    """Mark as varying (not constant) what the probe at another input size measured differently."""
+    for key, sig in signals.items():
+        o = other.get(key)
+        if o is None or len(o.values) != len(sig.values):
+            sig.constant[:] = False
+            continue
+        scale = np.maximum(1.0, np.abs(sig.values))
+        sig.constant &= o.constant & (np.abs(sig.values - o.values) <= 1e-5 * scale)
+
+
+def padded(n: Node) -> bool:
+    """A Conv whose zero padding makes a constant input's contribution differ at the border."""
+    if str(n.attr("auto_pad", "NOTSET")) in ("SAME_UPPER", "SAME_LOWER"):
+        return True
+    return any(int(p) != 0 for p in (n.attr("pads") or []))
+
+
+BORDER_FALLBACK = "removed channels that vary across the map (a padded depthwise Conv or pool on their path)"
+NO_CARRIER = "no removed channel non-zero at every padded reader to carry the border"
+
+
+def plan_carriers(
+    graph: Graph,
+    a: Analysis,
+    plans: dict[int, Plan],
+    signals: dict[int, Signal],
+    borders: str = "exact",
+) -> tuple[dict[int, np.ndarray], dict[int, int], dict[int, str]]:
+    """Final kept masks, carrier channels and the groups left whole (with why), from the probe's ``signals``.
+
+    A removed channel carries a constant at each reader (its bias through the group's per-channel ops). At a Conv
+    without padding, or a Gemm, that constant's contribution is the same at every position: it goes into the bias.
+    At a padded Conv it differs at the border: the contribution of a constant map with zero padding is itself a
+    convolution of a constant map, so one removed channel of the group is kept as a *carrier* (its producer weights
+    zeroed: a constant channel) and the reader's weights for it take the other removed channels' weights scaled by
+    their constants. Exact at every input size, one channel per group, no node added. A group whose removed
+    channels are not constant maps at some reader (a padded depthwise Conv between), or where no removed channel is
+    non-zero at every reader that needs the carrier, is left whole."""
+    probe_keep = {r: p.probe_mask() for r, p in plans.items()}
+    dropped: dict[int, str] = {}
+    need: dict[int, list[tuple[Value, np.ndarray]]] = {}
+    for n in graph:
+        if not is_reader(n):
+            continue
+        x = n.inputs[0]
+        mask = kept_positions(a, x, probe_keep)
+        sig = signals.get(id(x))
+        if mask is None or sig is None:
+            continue
+        roots = a.roots(x)
+        w = constant_array(n.inputs[1])
+        for p in np.flatnonzero(~mask):
+            value, constant = sig.at(int(p))
+            root = int(roots[p])
+            if not constant and borders == "exact":
+                dropped.setdefault(root, BORDER_FALLBACK)
+            border = n.op_type == "Conv" and borders == "exact" and padded(n) and value != 0 and np.any(w[:, p])
+            if border and not any(v is x for v, _ in need.get(root, [])):
+                need.setdefault(root, []).append((x, mask))
+    keep: dict[int, np.ndarray] = {}
+    carriers: dict[int, int] = {}
+    for root, plan in plans.items():
+        if root in dropped:
+            continue
+        readers = need.get(root)
+        if not readers:
+            keep[root] = plan.mask()
+            continue
+        best, best_score = None, 0.0
+        for c in plan.candidates():
+            score = np.inf
+            for x, mask in readers:
+                roots, index, sig = a.roots(x), a.of(x)[1], signals[id(x)]  # type: ignore[index]
+                mine = np.flatnonzero((roots == root) & ~mask)
+                scale = max(abs(sig.at(int(p))[0]) for p in mine)
+                vals = [abs(sig.at(int(p))[0]) for p in mine if index[p] == c]
+                score = min(score, max(vals) / scale if vals and scale > 0 else 0.0)
+            if np.isfinite(score) and score > best_score:
+                best, best_score = c, score
+        if best is None or best_score < 1e-3:
+            dropped[root] = NO_CARRIER
+            continue
+        mask = plan.mask(carrier=best)
+        if mask.all():
+            dropped[root] = NO_CARRIER
+            continue
+        keep[root] = mask
+        carriers[root] = best
+    return keep, carriers, dropped
+
+
+def is_reader(n: Node) -> bool:
+    """A Conv (not grouped) or Gemm: its input channels are summed, so removed ones must be folded."""
+    return n.op_type == "Gemm" or (n.op_type == "Conv" and int(n.attr("group", 1)) == 1)
+
+
 def remove_channels(
     graph: Graph,
     a: Analysis,
     keep: dict[int, np.ndarray],
-    removed_values: dict[int, np.ndarray],
+    signals: dict[int, Signal],
     borders: str = "exact",
-) -> int:
-    """Slice every tensor of the kept groups and fold ``removed_values`` into the readers of removed channels.
+    carriers: dict[int, int] | None = None,
+) -> tuple[int, int]:
+    """Slice every tensor of the kept groups and fold what removed channels still produce into their readers.
 
-    ``removed_values`` maps id(Value) of each Conv/Gemm input with removed channels to that input's removed channels
-    as computed with the producers' removed weights zeroed, shape ``[removed, *spatial]`` (batch of one dropped).
-    ``borders="exact"`` adds the whole contribution map after a reader whose padding makes its border differ;
-    ``"bias"`` folds only the interior value into the bias (smaller, approximate at the borders). Returns the number
-    of maps added.
-    """
-    maps = 0
+    ``signals`` maps id(Value) of each Conv/Gemm input with removed channels to what the probe measured there;
+    ``carriers`` maps a group root to its carrier channel (kept, producer weights zeroed). ``borders="bias"`` folds
+    the interior value of padded readers into the bias (approximate at the border) instead of the carrier. Returns
+    (readers that took the removed channels' signal, of those through a carrier's weights)."""
+    carriers = carriers or {}
+    for root, c in carriers.items():  # the carrier: a constant channel, as in the probe
+        for p in a.groups[root].producers:
+            w = constant_array(p.inputs[1]).copy()  # type: ignore[union-attr]
+            index = [slice(None)] * w.ndim
+            index[weight_axes(p)[0]] = c  # type: ignore[index, call-overload]
+            w[tuple(index)] = 0
+            p.set_input(1, graph.make_constant(Tensor.from_numpy(w), f"{p.inputs[1].name}_carrier"))  # type: ignore[union-attr]
+    folded = via_carrier = 0
     for n in list(graph):
         op = n.op_type
         ins = n.inputs
@@ -56,7 +194,9 @@ def remove_channels(
             out_mask = kept_positions(a, n.outputs[0], keep) if n.outputs[0] is not None else None
             depthwise = op == "Conv" and int(n.attr("group", 1)) > 1
             if in_mask is not None and not depthwise:
-                maps += _fold_removed_input(graph, a, n, in_mask, out_mask, removed_values.get(id(x)), borders)  # type: ignore[arg-type]
+                how = _fold_removed_input(graph, a, n, in_mask, signals.get(id(x)), borders, carriers)
+                folded += how > 0
+                via_carrier += how == 2
                 w_axis = weight_axes(n)[1]  # type: ignore[index]
                 _slice_input(graph, n, 1, in_mask, w_axis)
             if out_mask is not None:
@@ -97,57 +237,58 @@ def remove_channels(
         mask = kept_positions(a, v, keep)
         if mask is not None and v.shape is not None:
             v.shape = (v.shape[0], int(mask.sum()), *v.shape[2:])
-    return maps
+            for kind in ("value_info", "output", "input"):  # the file's own listing of the old size must not be kept
+                graph.info_overrides.pop((kind, v), None)
+    return folded, via_carrier
 
 
 def _fold_removed_input(
     graph: Graph,
-    analysis: Analysis,
+    a: Analysis,
     n: Node,
     in_mask: np.ndarray,
-    out_mask: np.ndarray | None,
-    signal: np.ndarray | None,
-    borders: str = "exact",
+    signal: Signal | None,
+    borders: str,
+    carriers: dict[int, int],
 ) -> int:
-    """Add what the removed input channels of Conv/Gemm ``n`` contributed to its output: to its bias, or after it
-    (returns 1 when it added a map after the layer)."""
-    if signal is None or not np.any(signal):
+    """Add what the removed input channels of Conv/Gemm ``n`` contributed to its output: to its bias, or (a padded
+    Conv) to the weights of the carrier channel of their group. Returns 0 (nothing to add), 1 (bias) or 2 (carrier)."""
+    removed = np.flatnonzero(~in_mask)
+    if signal is None or not len(removed):
         return 0
-    removed = ~in_mask
-    w = constant_array(n.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
+    values = np.array([signal.at(int(p))[0] for p in removed])
+    if not np.any(values):
+        return 0
+    w0 = constant_array(n.inputs[1])
+    w = w0.astype(np.float64)  # type: ignore[union-attr]
     if n.op_type == "Gemm":
         rows = w[removed] if not int(n.attr("transB", 0)) else w[:, removed].T
-        extra = float(n.attr("alpha", 1.0)) * (signal.reshape(-1).astype(np.float64) @ rows)
-        _add_bias(graph, n, extra, float(n.attr("beta", 1.0)))
-        return 0
-    contribution = _conv_of(n, signal, w[:, removed])  # [Cout, *spatial_out]
-    flat = contribution.reshape(contribution.shape[0], -1)
-    if np.allclose(flat, flat[:, :1], rtol=1e-6, atol=1e-7 * max(1.0, float(np.abs(flat).max()))):
-        _add_bias(graph, n, flat.mean(axis=1), 1.0)
-        return 0
-    if borders == "bias":
-        centre = tuple(d // 2 for d in contribution.shape[1:])
-        _add_bias(graph, n, contribution[(slice(None), *centre)], 1.0)
-        return 0
-    # padding makes the border differ: add the whole map after the layer (its own kept output channels only)
-    out = n.outputs[0]
-    assert out is not None
-    if out_mask is not None:
-        contribution = contribution[out_mask]
-    layout = analysis.of(out)
-    cval = graph.make_constant(
-        Tensor.from_numpy(contribution.astype(np.float32)), f"{n.name or 'conv'}_removed_channels"
-    )
-    added = Value(graph.unique_name(f"{out.name}_plus_removed"), out.dtype)
-    node = Node("Add", [out, cval], outputs=[added], name=graph.unique_name(f"{n.name or 'conv'}_removed_channels_Add"))
-    graph.insert_after(n, node)
-    graph.replace_all_uses_with(out, added, exclude=[node])
-    if layout is not None:
-        analysis.set(added, *layout)  # readers later in the walk see the same channels through the Add
-    return 1
+        _add_bias(graph, n, float(n.attr("alpha", 1.0)) * (values @ rows), float(n.attr("beta", 1.0)), w0.dtype)
+        return 1
+    spatial = tuple(range(1, w.ndim - 1))
+    if borders == "bias" or not padded(n):
+        # no padding: every output window sees the constant whole, so its contribution is the same everywhere
+        extra = np.einsum("r,or->o", values, w[:, removed].sum(axis=tuple(s + 1 for s in spatial)))
+        _add_bias(graph, n, extra, 1.0, w0.dtype)
+        return 1
+    x = n.inputs[0]
+    roots, lay = a.roots(x), a.of(x)  # type: ignore[arg-type]
+    changed = False
+    for root in sorted({int(roots[p]) for p in removed}):
+        mine = [k for k, p in enumerate(removed) if roots[p] == root and values[k] != 0 and np.any(w[:, p])]
+        if not mine:
+            continue
+        c = carriers[root]  # plan_carriers gave every group a padded reader needs one
+        q = next(p for p in np.flatnonzero(in_mask) if roots[p] == root and lay[1][p] == c)  # type: ignore[index]
+        t = signal.at(int(q))[0]
+        w[:, q] += np.tensordot(values[mine], w[:, removed[mine]], axes=([0], [1])) / t
+        changed = True
+    if changed:
+        n.set_input(1, graph.make_constant(Tensor.from_numpy(w.astype(w0.dtype)), f"{n.inputs[1].name}_folded"))  # type: ignore[union-attr]
+    return 2 if changed else 0
 
 
-def _add_bias(graph: Graph, n: Node, extra: np.ndarray, beta: float) -> None:
+def _add_bias(graph: Graph, n: Node, extra: np.ndarray, beta: float, dtype: np.dtype) -> None:
     ins = n.inputs
     bias_v = ins[2] if len(ins) > 2 else None
     b = constant_array(bias_v)
@@ -155,32 +296,12 @@ def _add_bias(graph: Graph, n: Node, extra: np.ndarray, beta: float) -> None:
         raise GraphoptError(f"{n.name}: bias is not a constant")  # analysis only keeps constant biases; defensive
     base = np.zeros(len(extra)) if b is None else np.broadcast_to(b.astype(np.float64), (len(extra),))
     new = base + np.asarray(extra) / beta
-    v = graph.make_constant(Tensor.from_numpy(new.astype(np.float32)), f"{n.name or n.op_type}_bias_folded")
+    dtype = b.dtype if b is not None else dtype
+    v = graph.make_constant(Tensor.from_numpy(new.astype(dtype)), f"{n.name or n.op_type}_bias_folded")
     if len(ins) > 2:
         n.set_input(2, v)
     else:
         n.set_inputs([*ins, v])
-
-
-def _conv_of(n: Node, signal: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Conv ``n`` (its pads, strides, dilations; no bias) of ``signal`` [Cin', *spatial] with ``w``, in onnxruntime."""
-    from graphopt.tools import runtime
-
-    attrs = {
-        k: n.attr(k) for k in ("pads", "strides", "dilations", "auto_pad", "kernel_shape") if n.attr(k) is not None
-    }
-    x = signal[None].astype(np.float32)
-    node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
-    graph = onnx.helper.make_graph(
-        [node],
-        "contribution",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(w.astype(np.float32), "w")],
-    )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return runtime.session(model, optimization="disabled").run(None, {"x": x})[0][0]
 
 
 def zeroed_copy(graph: Graph, a: Analysis, keep: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
