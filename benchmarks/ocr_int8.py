@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         variants: dict[str, Path | None] = {"fp32": src}
         for target in ("ort", "tensorrt"):
             out = work / f"graphopt-{target}.onnx"
-            cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), "-O2", "--quantize", "int8",
-                   "--calib-data", str(cdir), "--calib-cache", "off", "--target", target, "-q", "-o", str(out)]  # fmt: skip
+            cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), "-O2", "--quantize", "int8", "--calib-data",
+                   str(cdir), "--calib-cache", "off", "--target", target, "-q", "-o", str(out)]  # fmt: skip
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"graphopt int8 {target}: exit {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 variants[f"quantize_static {'per-channel' if per_channel else 'per-tensor'}"] = None
         print(f"{a.model} ({entry['package']}=={entry['version']}), {a.lines} rendered lines (seed 1), "
               f"{a.calib} calibration lines (seed 2), onnxruntime CPU 1 thread")  # fmt: skip
-        print(f"| variant | char acc | line acc | logits SQNR vs fp32 | ms/line |\n|---|---|---|---|---|")
+        print("| variant | char acc | line acc | logits SQNR vs fp32 | ms/line |\n|---|---|---|---|---|")
         ref = None
         for label, path in variants.items():
             if path is None:
@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                 sq = "-"
             else:
                 num = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in ref)
-                den = sum(float(np.sum(np.square(g.astype(np.float64) - r))) for r, g in zip(ref, res["logits"]))
+                den = sum(
+                    float(np.sum(np.square(g.astype(np.float64) - r))) for r, g in zip(ref, res["logits"], strict=True)
+                )
                 sq = f"{10 * np.log10(num / den):.1f} dB" if den > 0 else "inf"
             print(f"| {label} | {100 * res['char_acc']:.2f}% | {100 * res['line_acc']:.1f}% | {sq} | {res['ms']:.2f} |")
     return 0
