@@ -200,8 +200,24 @@ def _check_header_fits(f: Path, key: str, shape: tuple[int, ...], dtype: np.dtyp
         raise GraphoptError(f"{f}: input {key!r} has shape {_dims(shape)}, the model expects {_dims(v.shape)}")
 
 
-def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
-    """``n`` random feed dicts for smoke tests (normal floats, small ints; symbolic dims get sizes)."""
+PROBE_SIZES = (16, 32, 64, 128, 224, 256, 320, 640)
+"""Sizes tried, in order, for an input's symbolic dims (other than the batch) when random calibration data is made:
+the first the model runs on is used. A feature-pyramid detector needs H and W multiples of 32 (16 fails), a
+recognizer a minimum width, and so on."""
+
+
+def random_feeds(
+    model: Model,
+    n: int,
+    seed: int = 0,
+    batch: int = 1,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """``n`` random feed dicts for smoke tests (normal floats, small ints).
+
+    ``shapes`` (the user's ``--calib-shape``) fixes whole inputs; the model's static dims are kept; symbolic dims get
+    the first of ``PROBE_SIZES`` the model runs on (one onnxruntime run per size tried), the same size for every dim
+    of the same name, so that a detector with dynamic height and width is calibrated on a size it accepts."""
     from graphopt.tools import runtime
 
     if not model.graph.outputs:
@@ -211,7 +227,39 @@ def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[di
         stacklevel=2,
     )
     sess = runtime.session(model, optimization="disabled")
-    return [runtime.make_inputs(sess, seed=seed + i, batch=batch) for i in range(n)]
+    fixed = dict(shapes or {})
+    try:
+        runtime.make_inputs(sess, fixed, seed=seed, batch=batch)  # the user's shapes against the model's, first
+    except GraphoptError as exc:
+        raise GraphoptError(str(exc).replace("--shape", "--calib-shape", 1)) from None
+    symbolic = [
+        i for i in sess.get_inputs() if i.name not in fixed and any(not _static(d) for d in list(i.shape or [])[1:])
+    ]
+    chosen = fixed
+    if symbolic:
+        first_error = None
+        for size in PROBE_SIZES:
+            trial = dict(fixed)
+            for i in symbolic:
+                trial[i.name] = [
+                    (d if _static(d) else batch if k == 0 else size) for k, d in enumerate(list(i.shape or []))
+                ]
+            probe = runtime.make_inputs(sess, trial, seed=seed, batch=batch)
+            try:
+                sess.run(None, probe)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime rejects this size: try the next one
+                first_error = first_error or exc
+                logger.info("random calibration inputs with symbolic dims of %d: onnxruntime fails (%s)", size, exc)
+                continue
+            chosen = trial
+            if size != PROBE_SIZES[0]:
+                logger.info("random calibration inputs: symbolic dims set to %d (smaller sizes fail)", size)
+            break
+    return [runtime.make_inputs(sess, chosen, seed=seed + i, batch=batch) for i in range(n)]
+
+
+def _static(d: object) -> bool:
+    return isinstance(d, int) and d >= 0
 
 
 _NP_OF_ELEM = {
