@@ -76,3 +76,132 @@ def test_calib_shape_gives_the_random_calibration_inputs_their_shape(tmp_path, c
     assert rc == 2 and len(err) == 1 and "--calib-shape needs --calib-random" in err[0], err
     rc, err = _cli(capsys, *base, "--calib-random", "1", "--calib-shape", "x=1x3xAx64")
     assert rc == 2 and len(err) == 1 and "--calib-shape" in err[0], err
+
+
+def _if_model() -> onnx.ModelProto:
+    """y = If(c, then: MatMul(Relu(x), w1), else: MatMul(Sigmoid(x), w2)); every layer sits in a branch."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w2")
+
+    def branch(act: str, w: str, name: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            [
+                helper.make_node(act, ["x"], [f"{name}_a"], name=f"{name}_act"),
+                helper.make_node("MatMul", [f"{name}_a", w], [f"{name}_y"], name=f"{name}_matmul"),
+            ],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [4, 8])],
+        )
+
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "If",
+                ["c"],
+                ["y"],
+                then_branch=branch("Relu", "w1", "then"),
+                else_branch=branch("Sigmoid", "w2", "else"),
+            )
+        ],
+        "if",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+        [w1, w2],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _loop_model() -> onnx.ModelProto:
+    """An RNN as a Loop: h <- Tanh(MatMul(h, w) + MatMul(x, u)) three times; its layers sit in the body."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((0.5 * rng.standard_normal((8, 8))).astype(np.float32), "w")
+    u = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "u")
+    trip = numpy_helper.from_array(np.array(3, np.int64), "trip")
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Relu", ["x"], ["xr"], name="body_relu"),
+            helper.make_node("MatMul", ["h_in", "w"], ["hw"], name="body_matmul_h"),
+            helper.make_node("MatMul", ["xr", "u"], ["xu"], name="body_matmul_x"),
+            helper.make_node("Add", ["hw", "xu"], ["s"], name="body_add"),
+            helper.make_node("Tanh", ["s"], ["h_out"], name="body_tanh"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [2, 8]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, 8]),
+        ],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trip", "", "h0"], ["h"], body=body, name="loop")],
+        "loop",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+            helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, 8]),
+        ],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 8])],
+        [w, u, trip],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _body_qdq(proto: onnx.ModelProto) -> int:
+    return sum(
+        1
+        for node in proto.graph.node
+        for a in node.attribute
+        if a.type == onnx.AttributeProto.GRAPH
+        for n in a.g.node
+        if n.op_type == "QuantizeLinear"
+    )
+
+
+@pytest.mark.parametrize("target", ["ort", "tensorrt"])
+@pytest.mark.parametrize("kind", ["if", "loop"])
+def test_layers_inside_if_branches_and_loop_bodies_are_quantized(kind, target) -> None:
+    from graphopt.core.onnx_io import from_proto
+    from graphopt.quantize import output_error, quantize_model
+
+    rng = np.random.default_rng(1)
+    if kind == "if":
+        proto = _if_model()
+        feeds = [{"x": rng.standard_normal((4, 16)).astype(np.float32), "c": np.array(i % 2 == 0)} for i in range(4)]
+        want = {"then_matmul", "else_matmul"}
+    else:
+        proto = _loop_model()
+        feeds = [{"x": rng.standard_normal((2, 8)).astype(np.float32), "h0": np.zeros((2, 8), np.float32)}]
+        want = {"body_matmul_h", "body_matmul_x"}
+    model = from_proto(proto)
+    report = quantize_model(model, feeds, target, {"cache": False})
+    assert want <= {la.name for la in report.layers}
+    q = model.to_onnx()
+    assert _body_qdq(q) > 0
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(q).run(None, f) for f in feeds]
+    rel, _ = output_error(ref, got)
+    assert 0 < rel < 0.05, rel
+    assert all(la.sqnr_db is not None and la.sqnr_db > 20 for la in report.layers if la.name in want)
+    if target == "tensorrt":
+        from graphopt.quantize.qdq_rules import check_tensorrt
+
+        assert check_tensorrt(q) == []
+
+
+def test_a_branch_calibration_never_takes_stays_float() -> None:
+    from graphopt.core.onnx_io import from_proto
+    from graphopt.quantize import quantize_model
+
+    feeds = [{"x": np.ones((4, 16), np.float32), "c": np.array(True)}]
+    model = from_proto(_if_model())
+    report = quantize_model(model, feeds, "ort", {"cache": False})
+    assert {la.name for la in report.layers} == {"then_matmul"}

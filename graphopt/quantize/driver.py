@@ -390,12 +390,18 @@ def _layer_sqnr(
 ) -> dict[str, float]:
     """Per layer: SQNR of its (dequantized) output in the quantized model against the float model's, in dB."""
     pairs = [(layer.name, layer.output, layer.dequantized) for layer in layers if layer.output and layer.dequantized]
+    # tensors inside If/Loop bodies are threaded out as outputs (a Loop's stacks every iteration's value)
+    ref_proto, ref_names = calib.expose(_copy(base), [p[1] for p in pairs])
+    q_proto, q_names = calib.expose(_copy(quantized), [p[2] for p in pairs])
+    pairs = [p for p in pairs if p[1] in ref_names and p[2] in q_names]
     if not pairs:
         return {}
-    ref_proto = runtime.add_outputs(_copy(base), [p[1] for p in pairs])
-    q_proto = runtime.add_outputs(_copy(quantized), [p[2] for p in pairs])
-    ref = _run(ref_proto, batches, [p[1] for p in pairs], optimization="basic", threads=threads)
-    got = _run(q_proto, batches, [p[2] for p in pairs], optimization="disabled", threads=threads)
+    try:
+        ref = _run(ref_proto, batches, [ref_names[p[1]] for p in pairs], optimization="basic", threads=threads)
+        got = _run(q_proto, batches, [q_names[p[2]] for p in pairs], optimization="disabled", threads=threads)
+    except GraphoptError as exc:
+        logger.warning("no per-layer SQNR: onnxruntime cannot read the layers' outputs (%s)", exc)
+        return {}
     out: dict[str, float] = {}
     for k, (name, _, _) in enumerate(pairs):
         rel, _ = output_error([[b[k]] for b in ref], [[b[k]] for b in got])
@@ -412,7 +418,8 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) 
         path = os.path.join(tmp, "optimized.onnx")
         runtime.session(quantized, optimization="extended", optimized_path=path)
         optimized = onnx.load(path, load_external_data=False)
-    by_name = {n.name: n.op_type for n in optimized.graph.node}
+    nodes = list(_all_nodes(optimized.graph))  # If/Loop bodies too
+    by_name = {n.name: n.op_type for n in nodes}
     result = {}
     for layer in layers:
         op = by_name.get(layer.name)
@@ -420,11 +427,19 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) 
             result[layer.name] = op
         elif op is None:
             # some fusions rename: look for an integer node that writes the layer's output
-            for n in optimized.graph.node:
+            for n in nodes:
                 if n.op_type in FUSED_OPS and layer.name and n.name.startswith(layer.name):
                     result[layer.name] = n.op_type
                     break
     return result
+
+
+def _all_nodes(g: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(a.g)
 
 
 def _keep_sensitive_float(
