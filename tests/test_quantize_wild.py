@@ -205,3 +205,63 @@ def test_a_branch_calibration_never_takes_stays_float() -> None:
     model = from_proto(_if_model())
     report = quantize_model(model, feeds, "ort", {"cache": False})
     assert {la.name for la in report.layers} == {"then_matmul"}
+
+
+def _fp16_model(path: Path) -> Path:
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float16), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4, 6, 6])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _qoperator_model(path: Path) -> Path:
+    """A dynamically quantized MatMul (onnxruntime's quantize_dynamic form) followed by a float MatMul."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.integers(-100, 100, (8, 8)).astype(np.int8), "wq"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+        numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+        helper.make_node("MatMulInteger", ["xq", "wq", "xz"], ["acc"]),
+        helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xs", "ws"], ["s"]),
+        helper.make_node("Mul", ["accf", "s"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="float_matmul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (_fp16_model, "the model computes in float16 (1 Conv/ConvTranspose/Gemm/MatMul layers"),
+        (_qoperator_model, "the model is already quantized (DynamicQuantizeLinear x1, MatMulInteger x1)"),
+    ],
+)
+@pytest.mark.parametrize("target", ["ort", "tensorrt"])
+def test_fp16_and_already_quantized_models_are_a_one_line_refusal(tmp_path, capsys, make, needle, target) -> None:
+    src = make(tmp_path / "m.onnx")
+    before = src.read_bytes()
+    out = tmp_path / "q.onnx"
+    rc, err = _cli(
+        capsys, "optimize", str(src), "-o", str(out), "-q", "--quantize", "int8", "--calib-random", "1",
+        "--calib-cache", "off", "--target", target,
+    )  # fmt: skip
+    assert rc == 2 and len(err) == 1 and err[0].startswith("graphopt: error:") and needle in err[0], err
+    assert not out.exists() and src.read_bytes() == before

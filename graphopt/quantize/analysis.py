@@ -239,5 +239,29 @@ def _in_quantizable_graph(node: Node, main: Graph) -> bool:
     return g is main
 
 
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm"}
+)
+"""Ops that mean a model is quantized already (with the QLinear*, *Integer* and DynamicQuantize* families, any
+domain: onnxruntime's com.microsoft contrib ops included)."""
+
+
+def quantized_ops(graph: Graph) -> dict[str, int]:
+    """The quantized ops of ``graph`` and its subgraphs: op type -> count (empty for a float model)."""
+    found: dict[str, int] = {}
+    for n in graph.all_nodes():
+        op = n.op_type
+        if op in QUANTIZED_OPS or op.startswith(("QLinear", "DynamicQuantize")) or "Integer" in op:
+            found[op] = found.get(op, 0) + 1
+    return found
+
+
 def is_quantized(graph: Graph) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.domain in STANDARD_DOMAINS for n in graph)
+    return bool(quantized_ops(graph))
+
+
+def float16_layers(graph: Graph) -> int:
+    """How many Conv/ConvTranspose/MatMul/Gemm nodes compute in float16 (their data input is float16)."""
+    f16 = onnx.TensorProto.FLOAT16
+    return sum(1 for n in graph.all_nodes() if n.op_type in LINEAR and n.inputs and n.inputs[0] is not None
+               and n.inputs[0].dtype == f16)  # fmt: skip

@@ -231,8 +231,13 @@ def quantize_model(
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
         calib.check_feed(model, feed, calib.sample_name(sources, i))
-    if analysis.is_quantized(model.graph):
-        raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
+    found = analysis.quantized_ops(model.graph)
+    if found:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
+        raise GraphoptError(
+            f"the model is already quantized ({ops}): graphopt does not quantize a quantized model again; "
+            "give it the float model"
+        )
     opset = model.opset("") or 0
     notes: list[str] = []
     upgraded = None
@@ -253,6 +258,12 @@ def quantize_model(
     selection = cfg.selection()
     the_plan = analysis.plan(model.graph, target, selection)
     if not any(n.op_type not in analysis.SHARE for n in the_plan.nodes):
+        half = analysis.float16_layers(model.graph)
+        if half:
+            raise GraphoptError(
+                f"nothing to quantize: the model computes in float16 ({half} Conv/ConvTranspose/Gemm/MatMul layers "
+                "take float16 data); int8 quantization starts from float32 layers: give it the float32 model"
+            )
         raise GraphoptError(
             f"nothing to quantize: no float {'/'.join(sorted(analysis.LINEAR))} or other quantizable op "
             f"(target {target}) outside the exclusions"
