@@ -90,6 +90,10 @@ class QuantizeConfig:
     TensorRT's Q/DQ need it; False keeps the model's opset and one weight scale per tensor."""
     sqnr_floor_db: float = SQNR_FLOOR_DB
     """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
+    fallback: bool = True
+    """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
+    reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
+    model as it is, with the warning only."""
 
     @classmethod
     def of(cls, value: QuantizeConfig | Mapping[str, Any] | None) -> QuantizeConfig:
@@ -255,6 +259,7 @@ def quantize_model(
     t0 = time.perf_counter()
     model.graph.name_unnamed_nodes()
     infer_shapes(model)
+    original = model.to_onnx() if cfg.fallback and cfg.max_error is None else None
     selection = cfg.selection()
     the_plan = analysis.plan(model.graph, target, selection)
     if not any(n.op_type not in analysis.SHARE for n in the_plan.nodes):
@@ -356,6 +361,27 @@ def quantize_model(
         )
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
+    if report.sqnr_db < cfg.sqnr_floor_db and original is not None:
+        # the whole-int8 model is unusable: fall back layer by layer, the most sensitive first, until the output's
+        # relative error is the floor's (the --max-error search with that bound)
+        limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
+        logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", report.sqnr_db)
+        all_int8 = report.sqnr_db
+        model.take_contents(from_proto(original))
+        retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False})
+        report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
+        report.warnings = notes + report.warnings
+        report.warnings.insert(
+            len(notes),
+            f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
+            f"{cfg.sqnr_floor_db:g} dB: {len(report.kept_float)} most sensitive layers kept float "
+            f"({', '.join(report.kept_float[:3])}{', ...' if len(report.kept_float) > 3 else ''}), output SQNR now "
+            f"{report.sqnr_db:.1f} dB",
+        )
+        for note in report.warnings[: len(notes) + 1]:
+            logger.warning("%s", note)
+        report.opset_upgraded = upgraded
+        return report
     if report.sqnr_db < cfg.sqnr_floor_db:
         rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
         worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
