@@ -265,3 +265,56 @@ def test_fp16_and_already_quantized_models_are_a_one_line_refusal(tmp_path, caps
     )  # fmt: skip
     assert rc == 2 and len(err) == 1 and err[0].startswith("graphopt: error:") and needle in err[0], err
     assert not out.exists() and src.read_bytes() == before
+
+
+def _spread_model(third: bool) -> onnx.ModelProto:
+    """Channels four decades apart behind a depthwise conv at opset 12 (kept: one weight scale per tensor), and
+    ``third``: a harmless 1x1 conv after them."""
+    rng = np.random.default_rng(0)
+    spread = (10.0 ** rng.uniform(-2, 2, 8)).astype(np.float32)
+    w1 = rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * spread[:, None, None, None]
+    w2 = rng.standard_normal((8, 8, 1, 1)).astype(np.float32) / spread[None, :, None, None]
+    w3 = rng.standard_normal((8, 8, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], group=8, pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Conv", ["a", "w2"], ["b" if third else "y"], name="conv2"),
+    ]
+    if third:
+        nodes.append(helper.make_node("Conv", ["b", "w3"], ["y"], name="conv3"))
+    graph = helper.make_graph(
+        nodes,
+        "dw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+
+
+@pytest.mark.parametrize("third", [True, False])
+def test_sqnr_fallback_on_a_large_model_ranks_layers_by_the_sqnr_they_lose(monkeypatch, third) -> None:
+    """Above FALLBACK_PROBED_LAYERS layers the fallback skips the one-run-per-layer sensitivity pass; when only an
+    all-float model would meet the floor, the all-int8 model is written with the warning naming the worst layer."""
+    from graphopt.core.onnx_io import from_proto
+    from graphopt.quantize import driver, output_error, quantize_model
+
+    proto = _spread_model(third)
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 8, 8, 8)).astype(np.float32)} for _ in range(3)]
+    calls = []
+    real = driver._quantized_copy
+    monkeypatch.setattr(driver, "_quantized_copy", lambda *a, **k: calls.append(k.get("only")) or real(*a, **k))
+    monkeypatch.setattr(driver, "FALLBACK_PROBED_LAYERS", 0)
+    model = from_proto(proto)
+    report = quantize_model(model, feeds, "ort", {"cache": False, "upgrade_opset": False, "method": "minmax"})
+    assert all(only is None for only in calls)  # no layer was quantized alone to measure it
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(model.to_onnx()).run(None, f) for f in feeds]
+    if third:
+        assert report.kept_float[0] == "conv2" and "conv3" not in report.kept_float and report.sqnr_db >= 10.0
+        assert output_error(ref, got)[0] <= 10 ** (-10 / 20)
+    else:
+        assert not report.kept_float and report.sqnr_db < 10.0
+        low = [w for w in report.warnings if "below 10 dB" in w]
+        assert len(low) == 1 and "conv2" in low[0]

@@ -69,6 +69,11 @@ SQNR_FLOOR_DB = 10.0
 with a warning naming the worst layers; it is still written (the user may have a reason)."""
 
 
+FALLBACK_PROBED_LAYERS = 32
+"""Up to this many layers, the SQNR fallback ranks layers by their sensitivity alone (one run per layer); above, by
+the per-layer SQNR of the all-int8 model (no extra run), so that the fallback costs a few runs, not hundreds."""
+
+
 @dataclass
 class QuantizeConfig:
     """How to quantize. ``exclude`` entries match node names exactly; ``exclude_ops`` op types; ``exclude_regex``
@@ -217,6 +222,7 @@ def quantize_model(
     *,
     progress: Progress | None = None,
     sources: Sequence[str] | None = None,
+    _order: Sequence[str] | None = None,
 ) -> QuantReport:
     """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report.
 
@@ -316,8 +322,10 @@ def quantize_model(
     if cfg.max_error is not None:
         t0 = time.perf_counter()
         alone, excluded = _keep_sensitive_float(
-            base, target, selection, ranges, options, batches, reference, cfg, progress
+            base, target, selection, ranges, options, batches, reference, cfg, progress, _order
         )
+        if _order is not None:
+            alone = {}
         report.kept_float = excluded
         timings["sensitivity"] = time.perf_counter() - t0
 
@@ -367,9 +375,21 @@ def quantize_model(
         limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
         logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", report.sqnr_db)
         all_int8 = report.sqnr_db
+        order = None
+        if sum(1 for x in report.layers if x.op_type not in analysis.SHARE) > FALLBACK_PROBED_LAYERS:
+            order = _damage_order(original, report.layers)
         model.take_contents(from_proto(original))
         retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False})
-        report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
+        try:
+            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources, _order=order)
+        except GraphoptError:
+            # only an all-float model meets the floor: write the all-int8 one, with the warning naming the worst layers
+            model.take_contents(from_proto(original))
+            retry = QuantizeConfig(**{**cfg.__dict__, "fallback": False})
+            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
+            report.warnings = notes + report.warnings
+            report.opset_upgraded = upgraded
+            return report
         report.warnings = notes + report.warnings
         report.warnings.insert(
             len(notes),
@@ -394,6 +414,30 @@ def quantize_model(
         logger.warning("%s", note)
     report.warnings = notes
     return report
+
+
+def _damage_order(original: onnx.ModelProto, layers: Sequence[analysis.Layer], cap: float = 60.0) -> list[str]:
+    """Layers ordered by the SQNR each one loses (its output's SQNR against that of the layers feeding it, capped at
+    ``cap`` dB for model inputs), the most damaging first: the per-layer SQNR of the all-int8 model accumulates the
+    error of everything upstream, so ranking by it alone would blame the last layers."""
+    sqnr = {x.name: x.sqnr_db for x in layers if x.sqnr_db is not None}
+    producer = {o: n for n in original.graph.node for o in n.output}
+
+    def feeding(name: str, depth: int = 0) -> float:
+        node = producer.get(name)
+        if node is None or depth > 4:
+            return cap
+        if node.name in sqnr:
+            return min(cap, sqnr[node.name])
+        return min((feeding(i, depth + 1) for i in node.input if i), default=cap)
+
+    nodes = {n.name: n for n in original.graph.node}
+    damage = {}
+    for name, own in sqnr.items():
+        node = nodes.get(name)
+        upstream = min((feeding(i) for i in node.input if i), default=cap) if node is not None else cap
+        damage[name] = upstream - own
+    return sorted(damage, key=lambda n: -damage[n])
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:
@@ -489,13 +533,20 @@ def _keep_sensitive_float(
     reference: Sequence[Sequence[np.ndarray]],
     cfg: QuantizeConfig,
     progress: Progress | None,
+    order: Sequence[str] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """Sensitivity per layer, then the fewest worst layers to keep float so the output error is <= max_error."""
     probe = from_proto(base)
     infer_shapes(probe)
     names = [n.name for n in analysis.plan(probe.graph, target, selection).nodes if n.op_type not in analysis.SHARE]
     alone: dict[str, float] = {}
-    for i, name in enumerate(names):
+    if order is not None:
+        # the fallback on a large model: rank by the per-layer SQNR already measured (one run) rather than one run
+        # per layer; the worst first, then the rest of the plan
+        rank = {name: k for k, name in enumerate(order)}
+        names = sorted(names, key=lambda n: rank.get(n, len(rank)))
+        alone = {n: -float(len(names) - k) for k, n in enumerate(names)}  # an order, not SQNRs: not reported
+    for i, name in enumerate(names if order is None else []):
         if progress:
             progress("sensitivity", i, len(names))
         m, layers = _quantized_copy(base, target, selection, ranges, options, only={name})
