@@ -112,11 +112,21 @@ def test_output_sqnr_below_the_floor_warns_and_names_the_worst_layer(target) -> 
     # channels 4 decades apart share one activation scale: the small ones round to zero, and the output's constant
     # Mul makes them count as much as the large ones
     proto = _conv_model(12, True, spread=1e4)
-    quantized, report = _quantize(proto, target, upgrade_opset=False, method="minmax")
+    quantized, report = _quantize(proto, target, upgrade_opset=False, method="minmax", fallback=False)
     assert report.sqnr_db < 10.0
     low = [w for w in report.warnings if "below 10 dB" in w]
     assert len(low) == 1 and "conv2" in low[0]
     assert low[0].index("conv2") < low[0].index("conv1")  # worst first
+
+
+@pytest.mark.parametrize("target", ["ort", "tensorrt"])
+def test_by_default_an_unusable_int8_model_keeps_its_most_sensitive_layers_float(target) -> None:
+    proto = _conv_model(12, True, spread=1e4)
+    quantized, report = _quantize(proto, target, upgrade_opset=False, method="minmax")
+    assert report.sqnr_db >= 10.0 and report.kept_float and report.layers
+    said = [w for w in report.warnings if "all-int8 model's output SQNR" in w]
+    assert len(said) == 1 and "kept float" in said[0] and report.kept_float[0] in said[0]
+    assert _held_out_sqnr(proto, quantized) > 10.0
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -225,6 +225,14 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
         "--calib-random", type=int, metavar="N", help="calibrate on N random samples (smoke tests: poor ranges)"
     )
     q.add_argument(
+        "--calib-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x640x640",
+        help="an input's shape for --calib-random (repeatable; default: the model's dims, and for its dynamic dims "
+        "the first size from 16 up the model runs on)",
+    )
+    q.add_argument(
         "--calib-method",
         choices=("minmax", "percentile", "entropy"),
         default="percentile",
@@ -385,6 +393,7 @@ def _quantize_config(args: argparse.Namespace) -> Any:
             ("--calib-random", args.calib_random),
             ("--max-error", args.max_error),
             ("--quantize-ops", args.quantize_ops),
+            ("--calib-shape", args.calib_shape or None),
         )
         if v is not None
     ]
@@ -402,6 +411,8 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         )
     if args.calib_random is not None and args.calib_random < 1:
         raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
+    if args.calib_shape and args.calib_random is None:
+        raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
     if args.max_error is not None and not args.max_error > 0:
         raise GraphoptError(f"--max-error must be positive, got {args.max_error}")
     if not 0 < args.percentile <= 100:
@@ -431,6 +442,15 @@ def _quantize_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _calib_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    from graphopt.tools.runtime import parse_shape
+
+    try:
+        return dict(parse_shape(s) for s in specs)
+    except GraphoptError as exc:
+        raise GraphoptError(str(exc).replace("--shape", "--calib-shape", 1)) from None
+
+
 def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str, Any]], list[str]]:
     """The calibration feeds the flags name (a folder matched against the model's inputs, or random samples) and
     where each came from."""
@@ -443,7 +463,7 @@ def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str,
         return [feed for _, feed in named], [str(path) for path, _ in named]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        feeds = calibration.random_feeds(model, args.calib_random)
+        feeds = calibration.random_feeds(model, args.calib_random, shapes=_calib_shapes(args.calib_shape))
     for w in caught:
         if not args.quiet:
             print(f"graphopt: warning: {w.message}", file=sys.stderr)

@@ -18,8 +18,10 @@ Placement per target:
   weight inputs of Conv/ConvTranspose/Gemm/MatMul and never on their outputs, the skip input of a residual Add
   quantized and the conv-branch input left float, bias kept float, standard ops only.
 
-Only the main graph is quantized; nodes inside If/Loop/Scan bodies stay float. A node whose inputs were not measured
-(an unknown dtype, say) is left float rather than quantized with a guessed range.
+Nodes inside If branches and Loop bodies are quantized like the main graph's (calibration threads their tensors out,
+see ``calibration.expose``); Scan bodies stay float, and so does a body node whose activations come from an outer
+scope. A node whose inputs were not measured (an unknown dtype, say) is left float rather than quantized with a
+guessed range.
 """
 
 from __future__ import annotations
@@ -183,10 +185,25 @@ def ceil_is_floor(node: Node) -> bool:
     return True
 
 
+def _local(node: Node) -> bool:
+    """Whether the activations ``node`` would quantize are defined in its own graph (a Q/DQ pair is inserted where
+    the value is made; a body's reads of outer-scope values are left alone)."""
+    g = node.graph
+    for i in activation_inputs(node):
+        v = node.inputs[i]
+        if v is None or v.const is not None:
+            continue
+        if not ((v.producer is not None and v.producer.graph is g) or (g is not None and g.is_input(v))):
+            return False
+    return True
+
+
 def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
-    """The nodes to quantize in the main graph and the activations calibration has to measure."""
+    """The nodes to quantize, in the main graph and in If/Loop bodies (Scan bodies stay float), and the activations
+    calibration has to measure."""
     selection = selection or Selection()
-    nodes = [n for n in graph if selection.allows(n, target) and _eligible(n, target)]
+    nodes = [n for n in graph.all_nodes() if _in_quantizable_graph(n, graph)]
+    nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
     wanted: dict[str, None] = {}
     for n in nodes:
         for i in activation_inputs(n):
@@ -201,7 +218,9 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
                         if user.op_type in RELU_LIKE and user.output.dtype == FLOAT:
                             wanted[user.output.name] = None  # type: ignore[index]
     if target == "tensorrt":
-        for n in graph:
+        for n in graph.all_nodes():
+            if not _in_quantizable_graph(n, graph) or not _local(n):
+                continue
             if n.op_type == "Add" and n.domain in STANDARD_DOMAINS and selection.allows(n, target):
                 for v in n.inputs:
                     if _is_float_activation(v):
@@ -209,5 +228,40 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
     return Plan(target, nodes, list(wanted))
 
 
+def _in_quantizable_graph(node: Node, main: Graph) -> bool:
+    """Whether ``node`` sits in ``main`` or in bodies of If/Loop nodes only (the calibration can read those)."""
+    g = node.graph
+    while g is not None and g is not main:
+        owner = g.owner
+        if owner is None or owner.op_type not in ("If", "Loop") or owner.domain not in STANDARD_DOMAINS:
+            return False
+        g = owner.graph
+    return g is main
+
+
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm"}
+)
+"""Ops that mean a model is quantized already (with the QLinear*, *Integer* and DynamicQuantize* families, any
+domain: onnxruntime's com.microsoft contrib ops included)."""
+
+
+def quantized_ops(graph: Graph) -> dict[str, int]:
+    """The quantized ops of ``graph`` and its subgraphs: op type -> count (empty for a float model)."""
+    found: dict[str, int] = {}
+    for n in graph.all_nodes():
+        op = n.op_type
+        if op in QUANTIZED_OPS or op.startswith(("QLinear", "DynamicQuantize")) or "Integer" in op:
+            found[op] = found.get(op, 0) + 1
+    return found
+
+
 def is_quantized(graph: Graph) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.domain in STANDARD_DOMAINS for n in graph)
+    return bool(quantized_ops(graph))
+
+
+def float16_layers(graph: Graph) -> int:
+    """How many Conv/ConvTranspose/MatMul/Gemm nodes compute in float16 (their data input is float16)."""
+    f16 = onnx.TensorProto.FLOAT16
+    return sum(1 for n in graph.all_nodes() if n.op_type in LINEAR and n.inputs and n.inputs[0] is not None
+               and n.inputs[0].dtype == f16)  # fmt: skip

@@ -200,8 +200,24 @@ def _check_header_fits(f: Path, key: str, shape: tuple[int, ...], dtype: np.dtyp
         raise GraphoptError(f"{f}: input {key!r} has shape {_dims(shape)}, the model expects {_dims(v.shape)}")
 
 
-def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
-    """``n`` random feed dicts for smoke tests (normal floats, small ints; symbolic dims get sizes)."""
+PROBE_SIZES = (16, 32, 64, 128, 224, 256, 320, 640)
+"""Sizes tried, in order, for an input's symbolic dims (other than the batch) when random calibration data is made:
+the first the model runs on is used. A feature-pyramid detector needs H and W multiples of 32 (16 fails), a
+recognizer a minimum width, and so on."""
+
+
+def random_feeds(
+    model: Model,
+    n: int,
+    seed: int = 0,
+    batch: int = 1,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """``n`` random feed dicts for smoke tests (normal floats, small ints).
+
+    ``shapes`` (the user's ``--calib-shape``) fixes whole inputs; the model's static dims are kept; symbolic dims get
+    the first of ``PROBE_SIZES`` the model runs on (one onnxruntime run per size tried), the same size for every dim
+    of the same name, so that a detector with dynamic height and width is calibrated on a size it accepts."""
     from graphopt.tools import runtime
 
     if not model.graph.outputs:
@@ -211,7 +227,39 @@ def random_feeds(model: Model, n: int, seed: int = 0, batch: int = 1) -> list[di
         stacklevel=2,
     )
     sess = runtime.session(model, optimization="disabled")
-    return [runtime.make_inputs(sess, seed=seed + i, batch=batch) for i in range(n)]
+    fixed = dict(shapes or {})
+    try:
+        runtime.make_inputs(sess, fixed, seed=seed, batch=batch)  # the user's shapes against the model's, first
+    except GraphoptError as exc:
+        raise GraphoptError(str(exc).replace("--shape", "--calib-shape", 1)) from None
+    symbolic = [
+        i for i in sess.get_inputs() if i.name not in fixed and any(not _static(d) for d in list(i.shape or [])[1:])
+    ]
+    chosen = fixed
+    if symbolic:
+        first_error = None
+        for size in PROBE_SIZES:
+            trial = dict(fixed)
+            for i in symbolic:
+                trial[i.name] = [
+                    (d if _static(d) else batch if k == 0 else size) for k, d in enumerate(list(i.shape or []))
+                ]
+            probe = runtime.make_inputs(sess, trial, seed=seed, batch=batch)
+            try:
+                sess.run(None, probe)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime rejects this size: try the next one
+                first_error = first_error or exc
+                logger.info("random calibration inputs with symbolic dims of %d: onnxruntime fails (%s)", size, exc)
+                continue
+            chosen = trial
+            if size != PROBE_SIZES[0]:
+                logger.info("random calibration inputs: symbolic dims set to %d (smaller sizes fail)", size)
+            break
+    return [runtime.make_inputs(sess, chosen, seed=seed + i, batch=batch) for i in range(n)]
+
+
+def _static(d: object) -> bool:
+    return isinstance(d, int) and d >= 0
 
 
 _NP_OF_ELEM = {
@@ -387,6 +435,88 @@ class Calibration:
         return {name: s.range(method, percentile, symmetric) for name, s in self.stats.items() if s.seen}
 
 
+def expose(proto: onnx.ModelProto, names: Sequence[str]) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """``proto`` (changed in place) with the float tensors ``names`` readable after a run: tensor name -> the graph
+    output that carries it.
+
+    A main-graph tensor becomes a graph output. A tensor inside an If branch or a Loop body is threaded out: a Loop
+    body gets it as an extra scan output (the Loop's output stacks its value of every iteration), an If branch as an
+    extra output (the other branch outputs an empty float tensor, so only the branch taken contributes); nested
+    bodies repeat this at every level. Scan bodies and other subgraphs are not threaded: their tensors are left out
+    of the result (a layer there stays float)."""
+    used = _all_names(proto.graph)
+    counter = iter(range(1 << 30))
+
+    def fresh(base: str) -> str:
+        name = base
+        while name in used:
+            name = f"{base}_{next(counter)}"
+        used.add(name)
+        return name
+
+    wanted = set(names)
+
+    def walk(g: onnx.GraphProto, top: bool) -> dict[str, str]:
+        """Expose the wanted names defined in ``g`` and below as outputs of ``g``: name -> output name in ``g``."""
+        found: dict[str, str] = {}
+        local = [o for n in g.node for o in n.output if o] + [i.name for i in g.input]
+        for name in local:
+            if name in wanted and name not in found:
+                found[name] = name
+        for node in list(g.node):
+            bodies = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+            if not bodies:
+                continue
+            if node.op_type == "Loop" and node.domain in ("", "ai.onnx") and "body" in bodies:
+                inner = walk(bodies["body"], False)
+                inner = {k: v for k, v in inner.items() if k not in found}
+                for name, carried in inner.items():
+                    value = onnx.helper.make_tensor_value_info(carried, onnx.TensorProto.FLOAT, None)
+                    bodies["body"].output.append(value)
+                    out = fresh(f"{name}_calibration")
+                    node.output.append(out)
+                    found[name] = out
+            elif node.op_type == "If" and node.domain in ("", "ai.onnx") and "then_branch" in bodies:
+                then_found = walk(bodies["then_branch"], False)
+                else_found = walk(bodies["else_branch"], False)
+                order = [k for k in dict.fromkeys([*then_found, *else_found]) if k not in found]
+                for branch, got in ((bodies["then_branch"], then_found), (bodies["else_branch"], else_found)):
+                    for name in order:
+                        if name in got:
+                            src = got[name]
+                        else:
+                            src = fresh(f"{name}_calibration_empty")
+                            empty = onnx.helper.make_tensor(src, onnx.TensorProto.FLOAT, [0], [])
+                            branch.node.append(onnx.helper.make_node("Constant", [], [src], value=empty))
+                        branch.output.append(onnx.helper.make_tensor_value_info(src, onnx.TensorProto.FLOAT, None))
+                for name in order:
+                    out = fresh(f"{name}_calibration")
+                    node.output.append(out)
+                    found[name] = out
+        if top:
+            have = {o.name for o in g.output}
+            for out in found.values():
+                if out not in have:
+                    g.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
+                    have.add(out)
+        return found
+
+    return proto, walk(proto.graph, True)
+
+
+def _all_names(g: onnx.GraphProto) -> set[str]:
+    names = {i.name for i in g.input} | {t.name for t in g.initializer} | {o.name for o in g.output}
+    for n in g.node:
+        names.update(n.output)
+        names.update(n.input)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= _all_names(a.g)
+            for sub in a.graphs:
+                names |= _all_names(sub)
+    return names
+
+
 def collect(
     model: Model,
     names: Sequence[str],
@@ -407,8 +537,9 @@ def collect(
     batches = list(feeds)
     if not batches:
         raise GraphoptError("no calibration data: the calibration set is empty")
-    names = list(dict.fromkeys(names))
-    proto = runtime.add_outputs(model.to_onnx(), names)
+    proto, carried = expose(model.to_onnx(), list(dict.fromkeys(names)))
+    names = [n for n in dict.fromkeys(names) if n in carried]  # a tensor that cannot be read stays unmeasured
+    read = [carried[n] for n in names]
     cache_file: Path | None = None
     if cache:
         key = _digest(proto, names, batches)
@@ -416,14 +547,28 @@ def collect(
         hit = _read_cache(cache_file, key, names) if cache_file.is_file() else None
         if hit is not None:
             return Calibration(hit, len(batches), True, cache_file)
-    sess = runtime.session(proto, threads=threads, optimization="basic")
+    sess = None
+    if any(carried[n] != n for n in names):
+        # tensors threaded out of If/Loop bodies: if onnxruntime cannot run that (a scan output whose shape varies
+        # between iterations, say), calibrate the main graph only and leave the bodies float
+        try:
+            sess = runtime.session(proto, threads=threads, optimization="basic")
+            runtime.run(sess, read, batches[0], sample_name(sources, 0))
+        except GraphoptError as exc:
+            logger.warning("subgraph bodies stay float: onnxruntime cannot read their tensors (%s)", _first(exc))
+            names = [n for n in names if carried[n] == n]
+            proto, carried = expose(model.to_onnx(), names)
+            read = [carried[n] for n in names]
+            sess = None
+    if sess is None:
+        sess = runtime.session(proto, threads=threads, optimization="basic")
     stats = {n: Stats.empty() for n in names}
     if progress is not None:
         progress(0, len(batches))
     for i, feed in enumerate(batches):
-        outputs = runtime.run(sess, names, feed, sample_name(sources, i)) if names else []
+        outputs = runtime.run(sess, read, feed, sample_name(sources, i)) if names else []
         for name, value in zip(names, outputs, strict=True):
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
                 stats[name].add(value)
         del outputs
         if progress is not None:

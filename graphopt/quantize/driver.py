@@ -69,6 +69,11 @@ SQNR_FLOOR_DB = 10.0
 with a warning naming the worst layers; it is still written (the user may have a reason)."""
 
 
+FALLBACK_PROBED_LAYERS = 32
+"""Up to this many layers, the SQNR fallback ranks layers by their sensitivity alone (one run per layer); above, by
+the per-layer SQNR of the all-int8 model (no extra run), so that the fallback costs a few runs, not hundreds."""
+
+
 @dataclass
 class QuantizeConfig:
     """How to quantize. ``exclude`` entries match node names exactly; ``exclude_ops`` op types; ``exclude_regex``
@@ -90,6 +95,10 @@ class QuantizeConfig:
     TensorRT's Q/DQ need it; False keeps the model's opset and one weight scale per tensor."""
     sqnr_floor_db: float = SQNR_FLOOR_DB
     """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
+    fallback: bool = True
+    """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
+    reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
+    model as it is, with the warning only."""
 
     @classmethod
     def of(cls, value: QuantizeConfig | Mapping[str, Any] | None) -> QuantizeConfig:
@@ -213,6 +222,7 @@ def quantize_model(
     *,
     progress: Progress | None = None,
     sources: Sequence[str] | None = None,
+    _order: Sequence[str] | None = None,
 ) -> QuantReport:
     """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report.
 
@@ -231,8 +241,13 @@ def quantize_model(
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
         calib.check_feed(model, feed, calib.sample_name(sources, i))
-    if analysis.is_quantized(model.graph):
-        raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
+    found = analysis.quantized_ops(model.graph)
+    if found:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
+        raise GraphoptError(
+            f"the model is already quantized ({ops}): graphopt does not quantize a quantized model again; "
+            "give it the float model"
+        )
     opset = model.opset("") or 0
     notes: list[str] = []
     upgraded = None
@@ -250,9 +265,16 @@ def quantize_model(
     t0 = time.perf_counter()
     model.graph.name_unnamed_nodes()
     infer_shapes(model)
+    original = model.to_onnx() if cfg.fallback and cfg.max_error is None else None
     selection = cfg.selection()
     the_plan = analysis.plan(model.graph, target, selection)
     if not any(n.op_type not in analysis.SHARE for n in the_plan.nodes):
+        half = analysis.float16_layers(model.graph)
+        if half:
+            raise GraphoptError(
+                f"nothing to quantize: the model computes in float16 ({half} Conv/ConvTranspose/Gemm/MatMul layers "
+                "take float16 data); int8 quantization starts from float32 layers: give it the float32 model"
+            )
         raise GraphoptError(
             f"nothing to quantize: no float {'/'.join(sorted(analysis.LINEAR))} or other quantizable op "
             f"(target {target}) outside the exclusions"
@@ -300,8 +322,10 @@ def quantize_model(
     if cfg.max_error is not None:
         t0 = time.perf_counter()
         alone, excluded = _keep_sensitive_float(
-            base, target, selection, ranges, options, batches, reference, cfg, progress
+            base, target, selection, ranges, options, batches, reference, cfg, progress, _order
         )
+        if _order is not None:
+            alone = {}
         report.kept_float = excluded
         timings["sensitivity"] = time.perf_counter() - t0
 
@@ -345,6 +369,39 @@ def quantize_model(
         )
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
+    if report.sqnr_db < cfg.sqnr_floor_db and original is not None:
+        # the whole-int8 model is unusable: fall back layer by layer, the most sensitive first, until the output's
+        # relative error is the floor's (the --max-error search with that bound)
+        limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
+        logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", report.sqnr_db)
+        all_int8 = report.sqnr_db
+        order = None
+        if sum(1 for x in report.layers if x.op_type not in analysis.SHARE) > FALLBACK_PROBED_LAYERS:
+            order = _damage_order(original, report.layers)
+        model.take_contents(from_proto(original))
+        retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False})
+        try:
+            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources, _order=order)
+        except GraphoptError:
+            # only an all-float model meets the floor: write the all-int8 one, with the warning naming the worst layers
+            model.take_contents(from_proto(original))
+            retry = QuantizeConfig(**{**cfg.__dict__, "fallback": False})
+            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
+            report.warnings = notes + report.warnings
+            report.opset_upgraded = upgraded
+            return report
+        report.warnings = notes + report.warnings
+        report.warnings.insert(
+            len(notes),
+            f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
+            f"{cfg.sqnr_floor_db:g} dB: {len(report.kept_float)} most sensitive layers kept float "
+            f"({', '.join(report.kept_float[:3])}{', ...' if len(report.kept_float) > 3 else ''}), output SQNR now "
+            f"{report.sqnr_db:.1f} dB",
+        )
+        for note in report.warnings[: len(notes) + 1]:
+            logger.warning("%s", note)
+        report.opset_upgraded = upgraded
+        return report
     if report.sqnr_db < cfg.sqnr_floor_db:
         rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
         worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
@@ -357,6 +414,30 @@ def quantize_model(
         logger.warning("%s", note)
     report.warnings = notes
     return report
+
+
+def _damage_order(original: onnx.ModelProto, layers: Sequence[analysis.Layer], cap: float = 60.0) -> list[str]:
+    """Layers ordered by the SQNR each one loses (its output's SQNR against that of the layers feeding it, capped at
+    ``cap`` dB for model inputs), the most damaging first: the per-layer SQNR of the all-int8 model accumulates the
+    error of everything upstream, so ranking by it alone would blame the last layers."""
+    sqnr = {x.name: x.sqnr_db for x in layers if x.sqnr_db is not None}
+    producer = {o: n for n in original.graph.node for o in n.output}
+
+    def feeding(name: str, depth: int = 0) -> float:
+        node = producer.get(name)
+        if node is None or depth > 4:
+            return cap
+        if node.name in sqnr:
+            return min(cap, sqnr[node.name])
+        return min((feeding(i, depth + 1) for i in node.input if i), default=cap)
+
+    nodes = {n.name: n for n in original.graph.node}
+    damage = {}
+    for name, own in sqnr.items():
+        node = nodes.get(name)
+        upstream = min((feeding(i) for i in node.input if i), default=cap) if node is not None else cap
+        damage[name] = upstream - own
+    return sorted(damage, key=lambda n: -damage[n])
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:
@@ -390,12 +471,18 @@ def _layer_sqnr(
 ) -> dict[str, float]:
     """Per layer: SQNR of its (dequantized) output in the quantized model against the float model's, in dB."""
     pairs = [(layer.name, layer.output, layer.dequantized) for layer in layers if layer.output and layer.dequantized]
+    # tensors inside If/Loop bodies are threaded out as outputs (a Loop's stacks every iteration's value)
+    ref_proto, ref_names = calib.expose(_copy(base), [p[1] for p in pairs])
+    q_proto, q_names = calib.expose(_copy(quantized), [p[2] for p in pairs])
+    pairs = [p for p in pairs if p[1] in ref_names and p[2] in q_names]
     if not pairs:
         return {}
-    ref_proto = runtime.add_outputs(_copy(base), [p[1] for p in pairs])
-    q_proto = runtime.add_outputs(_copy(quantized), [p[2] for p in pairs])
-    ref = _run(ref_proto, batches, [p[1] for p in pairs], optimization="basic", threads=threads)
-    got = _run(q_proto, batches, [p[2] for p in pairs], optimization="disabled", threads=threads)
+    try:
+        ref = _run(ref_proto, batches, [ref_names[p[1]] for p in pairs], optimization="basic", threads=threads)
+        got = _run(q_proto, batches, [q_names[p[2]] for p in pairs], optimization="disabled", threads=threads)
+    except GraphoptError as exc:
+        logger.warning("no per-layer SQNR: onnxruntime cannot read the layers' outputs (%s)", exc)
+        return {}
     out: dict[str, float] = {}
     for k, (name, _, _) in enumerate(pairs):
         rel, _ = output_error([[b[k]] for b in ref], [[b[k]] for b in got])
@@ -412,7 +499,8 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) 
         path = os.path.join(tmp, "optimized.onnx")
         runtime.session(quantized, optimization="extended", optimized_path=path)
         optimized = onnx.load(path, load_external_data=False)
-    by_name = {n.name: n.op_type for n in optimized.graph.node}
+    nodes = list(_all_nodes(optimized.graph))  # If/Loop bodies too
+    by_name = {n.name: n.op_type for n in nodes}
     result = {}
     for layer in layers:
         op = by_name.get(layer.name)
@@ -420,11 +508,19 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) 
             result[layer.name] = op
         elif op is None:
             # some fusions rename: look for an integer node that writes the layer's output
-            for n in optimized.graph.node:
+            for n in nodes:
                 if n.op_type in FUSED_OPS and layer.name and n.name.startswith(layer.name):
                     result[layer.name] = n.op_type
                     break
     return result
+
+
+def _all_nodes(g: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(a.g)
 
 
 def _keep_sensitive_float(
@@ -437,13 +533,20 @@ def _keep_sensitive_float(
     reference: Sequence[Sequence[np.ndarray]],
     cfg: QuantizeConfig,
     progress: Progress | None,
+    order: Sequence[str] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """Sensitivity per layer, then the fewest worst layers to keep float so the output error is <= max_error."""
     probe = from_proto(base)
     infer_shapes(probe)
     names = [n.name for n in analysis.plan(probe.graph, target, selection).nodes if n.op_type not in analysis.SHARE]
     alone: dict[str, float] = {}
-    for i, name in enumerate(names):
+    if order is not None:
+        # the fallback on a large model: rank by the per-layer SQNR already measured (one run) rather than one run
+        # per layer; the worst first, then the rest of the plan
+        rank = {name: k for k, name in enumerate(order)}
+        names = sorted(names, key=lambda n: rank.get(n, len(rank)))
+        alone = {n: -float(len(names) - k) for k, n in enumerate(names)}  # an order, not SQNRs: not reported
+    for i, name in enumerate(names if order is None else []):
         if progress:
             progress("sensitivity", i, len(names))
         m, layers = _quantized_copy(base, target, selection, ranges, options, only={name})

@@ -46,14 +46,29 @@ def apply(
 ) -> list[Layer]:
     """Quantize the planned nodes of ``graph`` with the calibrated ``ranges``; returns one Layer per quantized node."""
     options = options or Options()
-    target = the_plan.target
-    symmetric = target == "tensorrt"
     if opset < 10:
         raise GraphoptError(f"the model's opset {opset} has no QuantizeLinear/DequantizeLinear (needs 10 or later)")
     per_channel = options.per_channel and opset >= 13
+    result: list[Layer] = []
+    for g in (graph, *graph.subgraphs()):  # If/Loop bodies the plan took nodes from, each on its own
+        nodes = [n for n in the_plan.nodes if n.graph is g]
+        if nodes:
+            result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options)
+    return result
+
+
+def _apply_graph(
+    graph: Graph,
+    the_plan: Plan,
+    nodes: list[Node],
+    ranges: Mapping[str, tuple[float, float]],
+    per_channel: bool,
+    options: Options,
+) -> list[Layer]:
+    target = the_plan.target
+    symmetric = target == "tensorrt"
     outputs = {id(v) for v in graph.outputs}
     planned = {id(n) for n in the_plan.nodes}
-    nodes = [n for n in the_plan.nodes if n.graph is graph]
     layers: dict[int, Layer] = {}
 
     # onnxruntime fuses any DQ -> AveragePool -> Q it sees into QLinearAveragePool, including the pools this module
