@@ -29,6 +29,7 @@ stays float, since a second, int8 copy would grow the file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 import numpy as np
 import onnx
@@ -126,12 +127,14 @@ def quantize_embeddings(
     block_size: int | None = None,
     target: str = "ort",
     min_elements: int = MIN_ELEMENTS,
+    skip: Collection[str] = (),
 ) -> list[LayerReport]:
     """Rewrite every Gather over a float table of at least ``min_elements`` values (main graph) to read an int8
     (``bits=8``) or int4 (``bits=4``) copy; returns one LayerReport per rewritten Gather (``mode`` ``"int8 table"``
     or ``"int4 table"``, ``sqnr_db`` the whole table's dequantized SQNR). ``block_size`` None means one scale per
     row for 8 bits and 32 columns for 4 bits; onnxruntime's blocked gather needs a power of two >= 16 dividing the
-    width. Tables that cannot take the requested form stay float, with a warning saying why."""
+    width. A table read by a Gather named in ``skip`` stays float. Tables that cannot take the requested form stay
+    float, with a warning saying why."""
     if bits not in (4, 8):
         raise GraphoptError(f"embedding tables are quantized to 4 or 8 bits, got {bits}")
     if target not in ("ort", "tensorrt"):
@@ -146,6 +149,8 @@ def quantize_embeddings(
     need = PER_AXIS_DQ_OPSET if block_size is None else BLOCKED_DQ_OPSET
     reports: list[LayerReport] = []
     for table, gathers in tables.values():
+        if any(g.name in skip for g in gathers):
+            continue
         names = [g.name or table.name or "Gather" for g in gathers]
         data = table.const.numpy()  # type: ignore[union-attr]
         rows, width = data.shape
