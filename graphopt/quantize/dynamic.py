@@ -180,7 +180,7 @@ def _rewrite(
     base = n.name or n.op_type
     out = n.outputs[0]
     assert out is not None
-    new_out = Value(graph.unique_name(f"{base}_dynamic"), FLOAT)
+    new_out = Value(graph.unique_name(f"{base}_dynamic"), out.dtype or FLOAT, out.shape)
     nodes: list[Node] = []
     zp = graph.make_constant(Tensor.from_numpy(np.zeros(sv.const.dims, np.int8)), f"{base}_w_zero_point")  # type: ignore[union-attr]
     if form == "dqmatmul":
@@ -194,12 +194,12 @@ def _rewrite(
             )
         )
     elif form == "pertoken":
-        v = {k: Value(graph.unique_name(f"{base}_{k}"), FLOAT) for k in ("abs", "amax", "scale", "div", "round")}
-        xq = Value(graph.unique_name(f"{base}_input_quantized"), onnx.TensorProto.INT8)
-        acc = Value(graph.unique_name(f"{base}_int32"), onnx.TensorProto.INT32)
-        accf = Value(graph.unique_name(f"{base}_int32_float"), FLOAT)
-        rows = Value(graph.unique_name(f"{base}_row_scaled"), FLOAT)
-        scaled = Value(graph.unique_name(f"{base}_scaled"), FLOAT) if bias is not None else new_out
+        v = {k: Value(graph.unique_name(f"{base}_{k}")) for k in ("abs", "amax", "scale", "div", "round")}
+        xq = Value(graph.unique_name(f"{base}_input_quantized"))
+        acc = Value(graph.unique_name(f"{base}_int32"))
+        accf = Value(graph.unique_name(f"{base}_int32_float"))
+        rows = Value(graph.unique_name(f"{base}_row_scaled"))
+        scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
         inv = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 127.0, np.float32)), f"{base}_inv127")
         tiny = graph.make_constant(Tensor.from_numpy(np.asarray(1e-30, np.float32)), f"{base}_tiny")
         axes = graph.make_constant(Tensor.from_numpy(np.asarray([-1], np.int64)), f"{base}_last_axis")
@@ -222,8 +222,8 @@ def _rewrite(
                 name=graph.unique_name(f"{base}_times127"),
             ),
         ]
-        r2 = Value(graph.unique_name(f"{base}_rounded"), FLOAT)
-        s2 = Value(graph.unique_name(f"{base}_token_scale"), FLOAT)
+        r2 = Value(graph.unique_name(f"{base}_rounded"))
+        s2 = Value(graph.unique_name(f"{base}_token_scale"))
         nodes += [
             Node("Round", [v["round"]], outputs=[r2], name=graph.unique_name(f"{base}_round")),
             Node("Cast", [r2], {"to": onnx.TensorProto.INT8}, outputs=[xq], name=graph.unique_name(f"{base}_to_int8")),
@@ -236,9 +236,9 @@ def _rewrite(
         if bias is not None:
             nodes.append(Node("Add", [scaled, bias], outputs=[new_out], name=graph.unique_name(f"{base}_bias")))
     else:
-        xq = Value(graph.unique_name(f"{base}_input_quantized"), onnx.TensorProto.UINT8)
-        xs = Value(graph.unique_name(f"{base}_input_scale"), FLOAT)
-        xz = Value(graph.unique_name(f"{base}_input_zero_point"), onnx.TensorProto.UINT8)
+        xq = Value(graph.unique_name(f"{base}_input_quantized"))
+        xs = Value(graph.unique_name(f"{base}_input_scale"))
+        xz = Value(graph.unique_name(f"{base}_input_zero_point"))
         nodes.append(
             Node("DynamicQuantizeLinear", [x], outputs=[xq, xs, xz], name=graph.unique_name(f"{base}_quantize_input"))
         )
@@ -253,10 +253,10 @@ def _rewrite(
                 )
             )
         else:
-            acc = Value(graph.unique_name(f"{base}_int32"), onnx.TensorProto.INT32)
-            accf = Value(graph.unique_name(f"{base}_int32_float"), FLOAT)
-            both = Value(graph.unique_name(f"{base}_output_scale"), FLOAT)
-            scaled = Value(graph.unique_name(f"{base}_scaled"), FLOAT) if bias is not None else new_out
+            acc = Value(graph.unique_name(f"{base}_int32"))
+            accf = Value(graph.unique_name(f"{base}_int32_float"))
+            both = Value(graph.unique_name(f"{base}_output_scale"))
+            scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
             nodes += [
                 Node("MatMulInteger", [xq, qv, xz, zp], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
                 Node("Cast", [acc], {"to": FLOAT}, outputs=[accf], name=graph.unique_name(f"{base}_cast")),
@@ -270,12 +270,12 @@ def _rewrite(
         graph.insert_after(anchor, m)
         anchor = m
     name = out.name
+    _take_listings(graph, out, new_out)
     graph.replace_all_uses_with(out, new_out)
     graph.remove(n, safe=False)
     if not graph.is_output(new_out) and name:
         out.name = graph.unique_name(f"{name}_float")
         new_out.name = name  # the layer's output keeps its name
-    graph._copy_output_type(out, new_out)
     nodes[-1].name = n.name or nodes[-1].name  # the node that writes the output keeps the layer's name
     how = {
         "dqmatmul": "DynamicQuantizeMatMul",
@@ -289,6 +289,14 @@ def _rewrite(
     layer.fused_as = how[form]
     layer.fused = True
     return layer
+
+
+def _take_listings(graph: Graph, old: Value, new: Value) -> None:
+    """``new`` stands for ``old``: the file's listings of ``old`` (a graph output's stated type) are written for it."""
+    for kind in ("output", "value_info"):
+        listing = graph.info_overrides.pop((kind, old), None)
+        if listing is not None:
+            graph.info_overrides[(kind, new)] = listing
 
 
 def dynamic_names(layers: Sequence[LayerReport]) -> list[str]:

@@ -37,9 +37,11 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
+from graphopt.quantize.dynamic import _take_listings
 from graphopt.quantize.report import LayerReport
 
 logger = logging.getLogger("graphopt.quantize")
+FLOAT = onnx.TensorProto.FLOAT
 
 MIN_ELEMENTS = 1 << 16
 """Tables with fewer values stay float (they weigh under 256 KiB; the rewrite would only add nodes)."""
@@ -223,12 +225,12 @@ def _replace(graph: Graph, old: Node, nodes: list[Node], out: Value) -> None:
     old_out = old.outputs[0]
     assert old_out is not None
     name = old_out.name
+    _take_listings(graph, old_out, out)
     graph.replace_all_uses_with(old_out, out)
     graph.remove(old, safe=False)
     if not graph.is_output(out) and name and out.name != name:
         old_out.name = graph.unique_name(f"{name}_float")
         out.name = name  # the rewritten Gather's output keeps its name (reports and --exclude still find it)
-    graph._copy_output_type(old_out, out)
 
 
 def _gather_mul(graph: Graph, g: Node, qv: Value, sv: Value) -> None:
@@ -237,7 +239,8 @@ def _gather_mul(graph: Graph, g: Node, qv: Value, sv: Value) -> None:
     gq = Value(graph.unique_name(f"{base}_int8_rows"))
     gs = Value(graph.unique_name(f"{base}_row_scales"))
     gf = Value(graph.unique_name(f"{base}_rows_float"))
-    out = Value(graph.unique_name(f"{base}_dequantized"))
+    old = g.outputs[0]
+    out = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, old.shape if old is not None else None)
     nodes = [
         Node("Gather", [qv, ids], {"axis": 0}, outputs=[gq], name=graph.unique_name(f"{base}_int8")),
         Node("Gather", [sv, ids], {"axis": 0}, outputs=[gs], name=graph.unique_name(f"{base}_scale")),
@@ -250,7 +253,8 @@ def _gather_mul(graph: Graph, g: Node, qv: Value, sv: Value) -> None:
 
 def _gather_block_quantized(graph: Graph, g: Node, qv: Value, sv: Value, bits: int, block: int) -> None:
     base = g.name or "gather"
-    out = Value(graph.unique_name(f"{base}_dequantized"))
+    old = g.outputs[0]
+    out = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, old.shape if old is not None else None)
     node = Node(
         "GatherBlockQuantized",
         [qv, g.inputs[1], sv],
