@@ -84,9 +84,14 @@ def ort_static(src: Path, dst: Path, calib: list[dict]) -> str:
         def get_next(self) -> dict | None:
             return next(self.it, None)
 
+    note = "QDQ, per channel"
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - its symbolic shape inference fails on some exports: retry without it
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            note += " (pre-processed without symbolic shape inference, which failed)"
         quantize_static(
             str(pre),
             str(dst),
@@ -96,7 +101,7 @@ def ort_static(src: Path, dst: Path, calib: list[dict]) -> str:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-    return "QDQ, per channel"
+    return note
 
 
 def ort_dynamic(per_channel: bool) -> Callable[[Path, Path, list[dict]], str]:
