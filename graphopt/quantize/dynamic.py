@@ -40,6 +40,7 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
+from graphopt.quantize.embeddings import _take_listings, quantize_embeddings
 from graphopt.quantize.report import LayerReport, QuantReport
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -390,14 +391,6 @@ def already_quantized(graph: Graph) -> bool:
     return is_quantized(graph) or any(n.op_type in INTEGER_OPS for n in graph)
 
 
-def _take_listings(graph: Graph, old: Value, new: Value) -> None:
-    """``new`` stands for ``old``: the file's listings of ``old`` (a graph output's stated type) are written for it."""
-    for kind in ("output", "value_info"):
-        listing = graph.info_overrides.pop((kind, old), None)
-        if listing is not None:
-            graph.info_overrides[(kind, new)] = listing
-
-
 def dynamic_names(layers: Sequence[LayerReport]) -> list[str]:
     """The layers a report lists as dynamic."""
     return [layer.name for layer in layers if layer.mode == "dynamic"]
@@ -431,7 +424,6 @@ def quantize_model_dynamic(
     from graphopt.core.shape_inference import infer_shapes
     from graphopt.engine.pass_manager import PassManager
     from graphopt.quantize import analysis, driver
-    from graphopt.quantize.embeddings import quantize_embeddings
     from graphopt.tools import runtime
     from graphopt.tools.summary import initializer_bytes
 
