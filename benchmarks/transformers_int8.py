@@ -25,6 +25,7 @@ the tool's wall time.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -74,8 +75,7 @@ def graphopt_row(options: dict | None, mode: str = "int8") -> Callable[[Path, Pa
 
 
 def ort_static(src: Path, dst: Path, calib: list[dict]) -> str:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -84,19 +84,37 @@ def ort_static(src: Path, dst: Path, calib: list[dict]) -> str:
         def get_next(self) -> dict | None:
             return next(self.it, None)
 
+    note = "QDQ, per channel"
+    here = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
+        os.chdir(tmp)  # onnxruntime's pre-processing and calibration leave work files in the current folder
+        try:
+            note = _ort_static_in(Path(tmp), src, dst, Reader(), note)
+        finally:
+            os.chdir(here)
+    return note
+
+
+def _ort_static_in(tmp: Path, src: Path, dst: Path, reader: object, note: str) -> str:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = tmp / "pre.onnx"
+    try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-        quantize_static(
-            str(pre),
-            str(dst),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-    return "QDQ, per channel"
+    except Exception:  # noqa: BLE001 - its symbolic shape inference fails on some exports: retry without it
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        note += " (pre-processed without symbolic shape inference, which failed)"
+    quantize_static(
+        str(pre),
+        str(dst),
+        reader,  # type: ignore[arg-type]
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return note
 
 
 def ort_dynamic(per_channel: bool) -> Callable[[Path, Path, list[dict]], str]:

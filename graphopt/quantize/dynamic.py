@@ -11,10 +11,11 @@ Forms (``form=``; ``FORMS``), measured under onnxruntime 1.32 on the real-weight
 * ``dqmatmul`` (com.microsoft DynamicQuantizeMatMul) was the fastest at 1 and 2 threads (1 thread, batch 8: 3.00x
   fp32; ``integer`` 3.08x, which onnxruntime fuses into the same kernel; ``integertofloat`` 3.07x, and 2.72x against
   3.53x at 2 threads); cosine 0.9973 with per-column weight scales, 0.9785 with one weight scale per tensor;
-* ``pertoken`` (symmetric int8 per token as uint8 + 128, MatMulInteger u8 x s8) reached cosine 0.9995 everywhere
-  but costs elementwise passes over the input (1.5x to 2.2x fp32 over all layers); with int8 (s8 x s8) inputs it ran
-  at 0.3x. Sharing one DynamicQuantizeLinear between Q/K/V (MatMulIntegerToFloat) ran slower than three
-  DynamicQuantizeMatMul.
+* ``pertoken`` (symmetric int8 per token as uint8 + 128, u8 x s8) reached cosine 0.9995 everywhere but costs
+  elementwise passes over the input (1.5x to 2.2x fp32 over all layers); with int8 (s8 x s8) inputs it ran at 0.3x.
+  One 64 x 1536 x 384 layer: DynamicQuantizeMatMul 680 us; per token through MatMulInteger -> Cast 860 us, through
+  MatMulIntegerToFloat (used) about 680 us (70 us of it the per-token scales). Sharing one DynamicQuantizeLinear
+  between Q/K/V (MatMulIntegerToFloat) ran slower than three DynamicQuantizeMatMul.
 * ``auto`` (the default) takes ``pertoken`` for a MatMul whose input is an activation function's output (the FFN
   down-projection, where a few tokens carry values far above the rest) and ``dqmatmul`` elsewhere (after a
   LayerNorm every token has the same spread): cosine 0.9987 on both models at the speed of ``dqmatmul`` (within the
@@ -39,6 +40,7 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
+from graphopt.quantize.embeddings import _take_listings, quantize_embeddings
 from graphopt.quantize.report import LayerReport, QuantReport
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -49,7 +51,7 @@ FORMS = {
     "integer": "DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scales) (-> Add bias): standard ops",
     "integertofloat": "DynamicQuantizeLinear -> com.microsoft MatMulIntegerToFloat (scales, bias inside)",
     "pertoken": "int8 activations with one scale per token (row), as uint8 + 128: ReduceMax(Abs) -> Div -> "
-    "QuantizeLinear -> MatMulInteger -> Cast -> Mul(token scales) -> Mul(column scales) (-> Add bias): standard ops",
+    "QuantizeLinear -> com.microsoft MatMulIntegerToFloat (column scales) -> Mul(token scales) (-> Add bias)",
 }
 DEFAULT_FORM = "auto"
 NORMALIZATIONS = frozenset(
@@ -200,7 +202,7 @@ def quantize_dynamic_nodes(
             reports.append(_report(n, None, None, None, why))
             continue
         this, why = choose_form(n) if form == "auto" else (form, "")
-        if this not in ("integer", "pertoken"):
+        if this != "integer":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         layer = _rewrite(graph, n, per_channel, reduce_range, this, cache, model.opset("") or 0, shared)
         if why:
@@ -282,16 +284,15 @@ def _rewrite(
             )
         )
     elif form == "pertoken":
-        # symmetric int8 per token, stored as uint8 with zero point 128 so that MatMulInteger runs u8 x s8 (VNNI)
-        v = {k: Value(graph.unique_name(f"{base}_{k}")) for k in ("abs", "amax", "step", "scale", "div")}
+        # symmetric int8 per token, stored as uint8 with zero point 128 so that the kernel runs u8 x s8 (VNNI):
+        # q = round(x / amax * 127) + 128, the 1/127 in QuantizeLinear's and MatMulIntegerToFloat's scales, the
+        # token's amax multiplied back after it (fewest nodes: each costs onnxruntime a dispatch)
+        v = {k: Value(graph.unique_name(f"{base}_{k}")) for k in ("abs", "amax", "scale", "div")}
         xq = Value(graph.unique_name(f"{base}_input_quantized"))
-        acc = Value(graph.unique_name(f"{base}_int32"))
-        accf = Value(graph.unique_name(f"{base}_int32_float"))
-        rows = Value(graph.unique_name(f"{base}_row_scaled"))
+        rows = Value(graph.unique_name(f"{base}_column_scaled"))
         scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
         inv = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 127.0, np.float32)), f"{base}_inv127")
         tiny = graph.make_constant(Tensor.from_numpy(np.asarray(1e-30, np.float32)), f"{base}_tiny")
-        one = graph.make_constant(Tensor.from_numpy(np.asarray(1.0, np.float32)), f"{base}_one")
         mid = graph.make_constant(Tensor.from_numpy(np.asarray(128, np.uint8)), f"{base}_zero_point_128")
         axes = graph.make_constant(Tensor.from_numpy(np.asarray([-1], np.int64)), f"{base}_last_axis")
         nodes += [
@@ -303,16 +304,18 @@ def _rewrite(
                 outputs=[v["amax"]],
                 name=graph.unique_name(f"{base}_amax"),
             ),
-            Node("Mul", [v["amax"], inv], outputs=[v["step"]], name=graph.unique_name(f"{base}_step")),
-            Node("Max", [v["step"], tiny], outputs=[v["scale"]], name=graph.unique_name(f"{base}_token_scale")),
+            Node("Max", [v["amax"], tiny], outputs=[v["scale"]], name=graph.unique_name(f"{base}_token_scale")),
             Node("Div", [x, v["scale"]], outputs=[v["div"]], name=graph.unique_name(f"{base}_div")),
-            Node("QuantizeLinear", [v["div"], one, mid], outputs=[xq], name=graph.unique_name(f"{base}_quantize")),
-        ]
-        nodes += [
-            Node("MatMulInteger", [xq, qv, mid, zp], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
-            Node("Cast", [acc], {"to": FLOAT}, outputs=[accf], name=graph.unique_name(f"{base}_cast")),
-            Node("Mul", [accf, v["scale"]], outputs=[rows], name=graph.unique_name(f"{base}_rows")),
-            Node("Mul", [rows, sv], outputs=[scaled], name=graph.unique_name(f"{base}_columns")),
+            Node("QuantizeLinear", [v["div"], inv, mid], outputs=[xq], name=graph.unique_name(f"{base}_quantize")),
+            # MatMulIntegerToFloat measured faster than MatMulInteger -> Cast -> Mul (64 x 1536 x 384: 598 / 797 us)
+            Node(
+                "MatMulIntegerToFloat",
+                [xq, qv, inv, sv, mid, zp],
+                outputs=[rows],
+                domain=MS_DOMAIN,
+                name=graph.unique_name(f"{base}_MatMulIntegerToFloat"),
+            ),
+            Node("Mul", [rows, v["scale"]], outputs=[scaled], name=graph.unique_name(f"{base}_token_scales")),
         ]
         if bias is not None:
             nodes.append(Node("Add", [scaled, bias], outputs=[new_out], name=graph.unique_name(f"{base}_bias")))
@@ -366,7 +369,7 @@ def _rewrite(
         "dqmatmul": "DynamicQuantizeMatMul",
         "integer": "MatMulInteger",
         "integertofloat": "MatMulIntegerToFloat",
-        "pertoken": "MatMulInteger per token",
+        "pertoken": "MatMulIntegerToFloat per token",
     }
     layer = _report(
         n, scale, sqnr, "dynamic", f"int8 weights {'per column' if per_channel else 'per tensor'}, {how[form]}"
@@ -386,14 +389,6 @@ def already_quantized(graph: Graph) -> bool:
     from graphopt.quantize.analysis import is_quantized
 
     return is_quantized(graph) or any(n.op_type in INTEGER_OPS for n in graph)
-
-
-def _take_listings(graph: Graph, old: Value, new: Value) -> None:
-    """``new`` stands for ``old``: the file's listings of ``old`` (a graph output's stated type) are written for it."""
-    for kind in ("output", "value_info"):
-        listing = graph.info_overrides.pop((kind, old), None)
-        if listing is not None:
-            graph.info_overrides[(kind, new)] = listing
 
 
 def dynamic_names(layers: Sequence[LayerReport]) -> list[str]:
@@ -429,7 +424,6 @@ def quantize_model_dynamic(
     from graphopt.core.shape_inference import infer_shapes
     from graphopt.engine.pass_manager import PassManager
     from graphopt.quantize import analysis, driver
-    from graphopt.quantize.embeddings import quantize_embeddings
     from graphopt.tools import runtime
     from graphopt.tools.summary import initializer_bytes
 
