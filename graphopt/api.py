@@ -62,9 +62,9 @@ class OptimizeRequest:
     def validate(self, spell: Callable[[str], str] = _spell_api) -> OptimizeRequest:
         if self.target not in TARGETS:
             raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
-        if self.quantize not in (None, "int8"):
-            raise GraphoptError(f"{spell('quantize')} must be 'int8', got {self.quantize!r}")
-        if self.quantize and self.calibration is None:
+        if self.quantize not in (None, "int8", "int4"):
+            raise GraphoptError(f"{spell('quantize')} must be 'int8' or 'int4', got {self.quantize!r}")
+        if self.quantize == "int8" and self.calibration is None:
             raise GraphoptError(
                 f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
             )
@@ -153,7 +153,16 @@ def run_request(
                 )
                 if before is not None and report.pruning:
                     report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
-        if request.quantize:
+        if request.quantize == "int4":
+            from graphopt.quantize.int4 import quantize_model_int4
+
+            with stage("quantize"):
+                if feeds is None and request.calibration is not None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                report.quantization = quantize_model_int4(
+                    model, feeds, request.target, request.quantize_options, progress=hooks.quantize_progress
+                )
+        elif request.quantize:
             from graphopt.quantize.driver import quantize_model
 
             with stage("quantize"):
@@ -214,7 +223,9 @@ def optimize(
     ``quantize="int8"`` quantizes the result to QDQ int8 for ``target`` after the pipeline, calibrated on
     ``calibration`` (an iterable of feed dicts keyed by input name); ``quantize_options`` is a
     :class:`graphopt.quantize.QuantizeConfig` or a dict of its fields (method, exclude, max_error, ...). The
-    quantization report is ``report[0].quantization``.
+    quantization report is ``report[0].quantization``. ``quantize="int4"`` quantizes MatMul/Gemm weights to blocked
+    int4 instead (:mod:`graphopt.quantize.int4`; ``quantize_options`` an ``Int4Config`` or a dict of its fields:
+    method rtn/gptq, block_size, symmetric, bits8, ...; ``calibration`` optional for rtn).
 
     ``prune_channels=0.5`` removes half of the channels of every prunable group after the pipeline (before any
     quantization); ``prune_weights=0.5`` or ``"2:4"`` zeroes weights. ``prune_options`` go to
