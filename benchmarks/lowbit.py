@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,9 +65,9 @@ def export_llm(out: Path, overrides: dict[str, int] | None = None, seed: int = 0
     head_dim = cfg.hidden_size // cfg.num_attention_heads
 
     class DecodeStep(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, m: torch.nn.Module) -> None:
             super().__init__()
-            self.m = model
+            self.m = m
 
         def forward(self, input_ids, attention_mask, position_ids, *past):  # noqa: ANN001, ANN202
             cache = DynamicCache(config=cfg)
@@ -96,8 +95,13 @@ def export_llm(out: Path, overrides: dict[str, int] | None = None, seed: int = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
-            DecodeStep(), (ids, mask, pos, *past), str(out), input_names=names, output_names=outs,
-            opset_version=17, dynamo=False,
+            DecodeStep(model),
+            (ids, mask, pos, *past),
+            str(out),
+            input_names=names,
+            output_names=outs,
+            opset_version=17,
+            dynamo=False,
         )
     del model
     import onnx

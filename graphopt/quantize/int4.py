@@ -25,7 +25,6 @@ Memory: weights are quantized one at a time from the (memory-mapped) input; each
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -132,9 +131,7 @@ class Blocks:
         return np.ascontiguousarray(w.reshape(n, nb * bs)[:, : self.k].T)
 
 
-def block_params(
-    lo: np.ndarray, hi: np.ndarray, bits: int, symmetric: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
+def block_params(lo: np.ndarray, hi: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Scales (float32) and zero-point codes (uint8, None if symmetric) for blocks with minimum ``lo`` and maximum
     ``hi``. Symmetric: the smallest positive scale that puts both extremes in [-2^(b-1), 2^(b-1)-1]; asymmetric: the
     range [min(lo, 0), max(hi, 0)] over the 2^b codes, the zero point its rounded code of 0."""
@@ -388,7 +385,6 @@ def _int4_tensor(codes: np.ndarray, signed: bool, bits: int) -> Tensor:
 
 def _emit_tensorrt(graph: Graph, layer: Layer, blk: Blocks) -> Node:
     """A blocked DequantizeLinear producing the weight in its stored layout, read by the original node."""
-    node = layer.node
     base = layer.weight.name or "w"
     n, nb, bs = blk.q.shape
     codes = blk.q.reshape(n, nb * bs)[:, : layer.k]  # (N, K)
@@ -411,8 +407,12 @@ def _emit_tensorrt(graph: Graph, layer: Layer, blk: Blocks) -> Node:
 # calibration
 # --------------------------------------------------------------------------------------------------------------------
 def collect_activations(
-    model: Model, names: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]], threads: int | None = None,
-    max_rows: int = MAX_CALIB_ROWS, seed: int = 0,
+    model: Model,
+    names: Sequence[str],
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    threads: int | None = None,
+    max_rows: int = MAX_CALIB_ROWS,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """The rows (n, K) of the float activations ``names`` over the calibration feeds (at most ``max_rows`` each,
     sampled evenly), read from onnxruntime runs of the float model."""
@@ -465,7 +465,9 @@ def quantize_weights(
         before = model.opset("") or 0
         problem = _upgrade_opset(model, BLOCKED_DQ_OPSET)
         if problem is not None:
-            raise GraphoptError(f"int4 for tensorrt needs opset {BLOCKED_DQ_OPSET}; converting {before} failed: {problem}")
+            raise GraphoptError(
+                f"int4 for tensorrt needs opset {BLOCKED_DQ_OPSET}; converting {before} failed: {problem}"
+            )
         result.opset_upgraded = (before, BLOCKED_DQ_OPSET)
         graph = model.graph
         layers = find_layers(graph, cfg)
@@ -571,7 +573,6 @@ def reference_matmul(x: np.ndarray, blk: Blocks, bias: np.ndarray | None = None)
     if bias is not None:
         y = y + bias
     return y.astype(np.float32)
-
 
 
 def quantize_model_int4(
