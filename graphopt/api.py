@@ -62,8 +62,14 @@ class OptimizeRequest:
     def validate(self, spell: Callable[[str], str] = _spell_api) -> OptimizeRequest:
         if self.target not in TARGETS:
             raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
-        if self.quantize not in (None, "int8", "int4"):
-            raise GraphoptError(f"{spell('quantize')} must be 'int8' or 'int4', got {self.quantize!r}")
+        if self.quantize not in (None, "int8", "int8-dynamic", "int4"):
+            raise GraphoptError(
+                f"{spell('quantize')} must be 'int8', 'int8-dynamic' or 'int4', got {self.quantize!r}"
+            )
+        if self.quantize == "int8-dynamic" and self.target == "tensorrt":
+            from graphopt.quantize.dynamic import TENSORRT_MESSAGE
+
+            raise GraphoptError(TENSORRT_MESSAGE)
         if self.quantize == "int8" and self.calibration is None:
             raise GraphoptError(
                 f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
@@ -162,6 +168,15 @@ def run_request(
                 report.quantization = quantize_model_int4(
                     model, feeds, request.target, request.quantize_options, progress=hooks.quantize_progress
                 )
+        elif request.quantize == "int8-dynamic":
+            from graphopt.quantize.dynamic import quantize_model_dynamic
+
+            with stage("quantize"):
+                if feeds is None and request.calibration is not None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                report.quantization = quantize_model_dynamic(
+                    model, request.target, request.quantize_options, feeds=feeds, sources=sources
+                )
         elif request.quantize:
             from graphopt.quantize.driver import quantize_model
 
@@ -226,6 +241,9 @@ def optimize(
     quantization report is ``report[0].quantization``. ``quantize="int4"`` quantizes MatMul/Gemm weights to blocked
     int4 instead (:mod:`graphopt.quantize.int4`; ``quantize_options`` an ``Int4Config`` or a dict of its fields:
     method rtn/gptq, block_size, symmetric, bits8, ...; ``calibration`` optional for rtn).
+    ``quantize="int8-dynamic"`` needs no calibration: int8
+    weights per output channel and activations quantized at run time for every MatMul/Gemm with a constant weight,
+    embedding tables int8 per row (target ort only); ``calibration``, if given, is where its error is measured.
 
     ``prune_channels=0.5`` removes half of the channels of every prunable group after the pipeline (before any
     quantization); ``prune_weights=0.5`` or ``"2:4"`` zeroes weights. ``prune_options`` go to

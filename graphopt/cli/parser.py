@@ -213,8 +213,9 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
     q = opt.add_argument_group("quantization (after the optimization level's passes)")
     q.add_argument(
         "--quantize",
-        choices=("int8", "int4"),
-        help="quantize to int8 QDQ, or MatMul/Gemm weights to blocked int4 (MatMulNBits for ort), for --target",
+        choices=("int8", "int8-dynamic", "int4"),
+        help="int8: calibrated QDQ for --target; int8-dynamic: int8 weights, activations quantized at run time, "
+        "no calibration (target ort); int4: MatMul/Gemm weights in blocked int4 (MatMulNBits for ort)",
     )
     q.add_argument(
         "--int4-method", choices=("rtn", "gptq"), default="rtn", help="int4: round to nearest, or GPTQ (calibrated)"
@@ -325,7 +326,8 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         keep_debug_info=args.keep_debug_info,
         quantize=args.quantize,
         calibration=None
-        if quant_config is None or (args.quantize == "int4" and not args.calib_data and args.calib_random is None)
+        if quant_config is None
+        or (args.quantize in ("int4", "int8-dynamic") and not args.calib_data and args.calib_random is None)
         else (lambda model: _calibration(args, model)),
         quantize_options=quant_config,
         prune_channels=None if prune is None else prune["channels"],
@@ -406,7 +408,9 @@ def _quantize_config(args: argparse.Namespace) -> Any:
 
     if args.calib_data and args.calib_random is not None:
         raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
-    if not args.calib_data and args.calib_random is None:
+    if args.quantize == "int8-dynamic" and args.max_error is not None:
+        raise GraphoptError("--max-error needs --quantize int8 (int8-dynamic has no accuracy search)")
+    if not args.calib_data and args.calib_random is None and args.quantize == "int8":
         raise GraphoptError(
             "--quantize needs calibration data: --calib-data DIR (or --calib-random N for a smoke test)"
         )

@@ -333,7 +333,8 @@ class LayerResult:
 @dataclass
 class Int4Result:
     layers: list[LayerResult] = field(default_factory=list)
-    embeddings: list[str] = field(default_factory=list)
+    embeddings: list[Any] = field(default_factory=list)
+    """The embedding tables' LayerReports."""
     opset_upgraded: tuple[int, int] | None = None
     accuracy_level: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -551,13 +552,11 @@ def quantize_weights(
     return result
 
 
-def _quantize_embeddings(model: Model, bits: int, target: str) -> list[str]:
-    try:
-        from graphopt.quantize.embeddings import quantize_embeddings
-    except ImportError as exc:  # pragma: no cover - the module ships with the package
-        raise GraphoptError(f"embedding quantization is not available: {exc}") from None
-    done = quantize_embeddings(model, bits=bits, target=target)
-    return [str(x) for x in (done or [])] if isinstance(done, list | tuple) else []
+def _quantize_embeddings(model: Model, bits: int, target: str) -> list[Any]:
+    """The Gather tables to ``bits`` (:func:`graphopt.quantize.embeddings.quantize_embeddings`); their reports."""
+    from graphopt.quantize.embeddings import quantize_embeddings
+
+    return quantize_embeddings(model, bits=bits, target=target)
 
 
 def _drop_unused(graph: Graph) -> None:
@@ -640,6 +639,5 @@ def quantize_model_int4(
     flagged = [lr.name for lr in result.layers if lr.flagged]
     if flagged:
         report.warnings.append(f"8-bit by the layer error budget: {', '.join(flagged)}")
-    if result.embeddings:
-        report.warnings.append(f"embeddings quantized: {', '.join(result.embeddings)}")
+    report.layers.extend(result.embeddings)
     return report

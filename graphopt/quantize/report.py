@@ -20,6 +20,11 @@ class LayerReport:
     alone_sqnr_db: float | None = None
     fused: bool | None = None
     fused_as: str | None = None
+    mode: str | None = None
+    """How the layer was quantized: None or ``"static"`` (calibrated Q/DQ), ``"dynamic"`` (int8 weights, activations
+    quantized at run time), ``"int8 table"`` / ``"int4 table"`` (a quantized embedding table read by a Gather)."""
+    note: str | None = None
+    """Why it got that form, or what form it took (one short phrase)."""
 
 
 @dataclass
