@@ -21,7 +21,9 @@ sentence embeddings to fp32 and paraphrase retrieval, file size against fp32.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -139,6 +141,129 @@ def llm_feeds(path: Path, n: int, seed: int) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# shared
+# --------------------------------------------------------------------------------------------------------------------
+def file_bytes(path: Path) -> int:
+    """The model file plus its external data files."""
+    import onnx
+
+    total = path.stat().st_size
+    proto = onnx.load(str(path), load_external_data=False)
+    files = set()
+    for t in proto.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                files.add(e.value)
+    return total + sum((path.parent / f).stat().st_size for f in files)
+
+
+def graphopt_int4(src: Path, dst: Path, feeds: list[dict] | None, level: int = 2, **options) -> float:
+    """``graphopt optimize -O{level} --quantize int4`` through the API; seconds."""
+    import graphopt
+
+    t0 = time.perf_counter()
+    model = graphopt.load(src)
+    graphopt.optimize(model, level=level, quantize="int4", quantize_options=options, calibration=feeds)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    graphopt.save(model, dst)
+    return time.perf_counter() - t0
+
+
+def ort_int4(src: Path, dst: Path, block_size: int, gather: bool, accuracy_level: int | None = 4,
+             symmetric: bool = False) -> float:
+    """onnxruntime's MatMulNBitsQuantizer (its default RTN algorithm), MatMul (and Gather) weights; seconds."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    t0 = time.perf_counter()
+    ops = ("MatMul", "Gather") if gather else ("MatMul",)
+    q = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=symmetric,
+                             accuracy_level=accuracy_level, op_types_to_quantize=ops)
+    q.process()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in dst.parent.glob(dst.name + "*"):
+        f.unlink()
+    q.model.save_model_to_file(str(dst), use_external_data_format=q.model.model.ByteSize() > 1.9e9)
+    return time.perf_counter() - t0
+
+
+def session(path: Path, threads: int = 2):  # noqa: ANN201
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def interleaved_latency(sessions: dict[str, object], feed: dict, runs: int, repeat: int) -> dict[str, float]:
+    """Median over ``repeat`` rounds of the median of ``runs`` runs, the rounds interleaving the models (ms)."""
+    for s in sessions.values():
+        s.run(None, feed)  # type: ignore[attr-defined]
+    rounds: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(repeat):
+        for name, s in sessions.items():
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, feed)  # type: ignore[attr-defined]
+                times.append(time.perf_counter() - t0)
+            rounds[name].append(statistics.median(times))
+    return {k: 1000 * statistics.median(v) for k, v in rounds.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# (b) the real-weight text model
+# --------------------------------------------------------------------------------------------------------------------
+def text_bench(runs: int, repeat: int) -> list[dict]:
+    import textmodel
+
+    paths = textmodel.fetch()
+    spec = textmodel.TEXT_MODELS["paraphrase-minilm-l3"]
+    src = paths["paraphrase-minilm-l3"]
+    tok = paths["tokenizer"]
+    calib = textmodel.feeds(spec, textmodel.CALIBRATION, tok, batch=1)
+    out = BIG / "text"
+    variants: list[tuple[str, Path, float]] = [("fp32", src, 0.0)]
+    for block in (32, 128):
+        for method in ("rtn", "gptq"):
+            for emb in (4, 8):
+                dst = out / f"graphopt-{method}-b{block}-emb{emb}.onnx"
+                secs = graphopt_int4(src, dst, calib if method == "gptq" else None, method=method,
+                                     block_size=block, embeddings=emb)
+                variants.append((f"graphopt {method.upper()} b{block}, emb int{emb}", dst, secs))
+        dst = out / f"graphopt-rtn-b{block}-sym-emb4.onnx"
+        secs = graphopt_int4(src, dst, None, block_size=block, symmetric=True, embeddings=4)
+        variants.append((f"graphopt RTN b{block} symmetric, emb int4", dst, secs))
+        dst = out / f"graphopt-rtn-b{block}-acc0-emb4.onnx"
+        secs = graphopt_int4(src, dst, None, block_size=block, embeddings=4, accuracy_level=0)
+        variants.append((f"graphopt RTN b{block} accuracy_level 0, emb int4", dst, secs))
+        dst = out / f"graphopt-rtn-b{block}-noemb.onnx"
+        secs = graphopt_int4(src, dst, None, block_size=block)
+        variants.append((f"graphopt RTN b{block}, emb fp32", dst, secs))
+        for gather in (True, False):
+            dst = out / f"ort-b{block}{'-gather' if gather else ''}.onnx"
+            secs = ort_int4(src, dst, block, gather)
+            variants.append((f"onnxruntime MatMulNBitsQuantizer b{block}{', Gather' if gather else ''}", dst, secs))
+    fp32_size = file_bytes(src)
+    sessions = {name: session(path) for name, path, _ in variants}
+    ref = textmodel.embed(sessions["fp32"], spec, textmodel.HELD_OUT, tok)
+    feed = textmodel.feeds(spec, textmodel.HELD_OUT[:8], tok)[0]
+    lat = interleaved_latency(sessions, feed, runs, repeat)
+    rows = []
+    for name, path, secs in variants:
+        emb = textmodel.embed(sessions[name], spec, textmodel.HELD_OUT, tok)
+        rep = textmodel.cosine_report(ref, emb)
+        size = file_bytes(path)
+        rows.append({"variant": name, "bytes": size, "ratio": size / fp32_size, "seconds": secs,
+                     "latency_ms": lat[name], **rep})
+        print(f"{name:55s} {size / 1e6:7.2f} MB {size / fp32_size:5.3f}x cos {rep['cosine_mean']:.4f} "
+              f"min {rep['cosine_min']:.4f} retr {rep['retrieval']:.3f} {lat[name]:.2f} ms {secs:.1f} s", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("export", "llm", "text", "all"))
@@ -150,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         path = export_llm(BIG / "fp32" / "model.onnx", {"num_hidden_layers": 2} if args.tiny else None)
         print(f"exported {path} in {time.perf_counter() - t0:.0f} s")
+    if args.what in ("text", "all"):
+        text_rows = text_bench(args.runs, args.repeat)
+        (BIG / "text.json").write_text(json.dumps(text_rows, indent=1))
 
 
 if __name__ == "__main__":
