@@ -170,16 +170,22 @@ def graphopt_int4(src: Path, dst: Path, feeds: list[dict] | None, level: int = 2
     return time.perf_counter() - t0
 
 
-def ort_int4(src: Path, dst: Path, block_size: int, gather: bool, accuracy_level: int | None = 4,
-             symmetric: bool = False) -> float:
+def ort_int4(
+    src: Path, dst: Path, block_size: int, gather: bool, accuracy_level: int | None = 4, symmetric: bool = False
+) -> float:
     """onnxruntime's MatMulNBitsQuantizer (its default RTN algorithm), MatMul (and Gather) weights; seconds."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     t0 = time.perf_counter()
     ops = ("MatMul", "Gather") if gather else ("MatMul",)
-    q = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=symmetric,
-                             accuracy_level=accuracy_level, op_types_to_quantize=ops)
+    q = MatMulNBitsQuantizer(
+        onnx.load(str(src)),
+        block_size=block_size,
+        is_symmetric=symmetric,
+        accuracy_level=accuracy_level,
+        op_types_to_quantize=ops,
+    )
     q.process()
     dst.parent.mkdir(parents=True, exist_ok=True)
     for f in dst.parent.glob(dst.name + "*"):
@@ -231,8 +237,9 @@ def text_bench(runs: int, repeat: int) -> list[dict]:
         for method in ("rtn", "gptq"):
             for emb in (4, 8):
                 dst = out / f"graphopt-{method}-b{block}-emb{emb}.onnx"
-                secs = graphopt_int4(src, dst, calib if method == "gptq" else None, method=method,
-                                     block_size=block, embeddings=emb)
+                secs = graphopt_int4(
+                    src, dst, calib if method == "gptq" else None, method=method, block_size=block, embeddings=emb
+                )
                 variants.append((f"graphopt {method.upper()} b{block}, emb int{emb}", dst, secs))
         dst = out / f"graphopt-rtn-b{block}-sym-emb4.onnx"
         secs = graphopt_int4(src, dst, None, block_size=block, symmetric=True, embeddings=4)
@@ -257,16 +264,109 @@ def text_bench(runs: int, repeat: int) -> list[dict]:
         emb = textmodel.embed(sessions[name], spec, textmodel.HELD_OUT, tok)
         rep = textmodel.cosine_report(ref, emb)
         size = file_bytes(path)
-        rows.append({"variant": name, "bytes": size, "ratio": size / fp32_size, "seconds": secs,
-                     "latency_ms": lat[name], **rep})
-        print(f"{name:55s} {size / 1e6:7.2f} MB {size / fp32_size:5.3f}x cos {rep['cosine_mean']:.4f} "
-              f"min {rep['cosine_min']:.4f} retr {rep['retrieval']:.3f} {lat[name]:.2f} ms {secs:.1f} s", flush=True)
+        rows.append(
+            {"variant": name, "bytes": size, "ratio": size / fp32_size, "seconds": secs, "latency_ms": lat[name], **rep}
+        )
+        print(
+            f"{name:55s} {size / 1e6:7.2f} MB {size / fp32_size:5.3f}x cos {rep['cosine_mean']:.4f} "
+            f"min {rep['cosine_min']:.4f} retr {rep['retrieval']:.3f} {lat[name]:.2f} ms {secs:.1f} s",
+            flush=True,
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# (a) the LLM
+# --------------------------------------------------------------------------------------------------------------------
+LLM_VARIANTS = {
+    # name: (tool, options)
+    "graphopt-rtn-b32": ("graphopt", {"method": "rtn", "block_size": 32, "embeddings": 4}),
+    "graphopt-gptq-b32": ("graphopt", {"method": "gptq", "block_size": 32, "embeddings": 4}),
+    "graphopt-rtn-b32-head8": ("graphopt", {"method": "rtn", "block_size": 32, "embeddings": 4, "bits8": ["lm_head"]}),
+    "graphopt-rtn-b128": ("graphopt", {"method": "rtn", "block_size": 128, "embeddings": 4}),
+    "graphopt-rtn-b32-acc0": ("graphopt", {"method": "rtn", "block_size": 32, "embeddings": 4, "accuracy_level": 0}),
+    "ort-b32": ("ort", {"block_size": 32}),
+    "ort-b128": ("ort", {"block_size": 128}),
+}
+CALIB = 128
+"""Decode steps the GPTQ Hessians are measured on (one token each: 128 rows per layer input)."""
+PROMPTS = 16
+LEVEL = int(os.environ.get("LOWBIT_LEVEL", "0"))
+"""The graphopt -O level run before int4 on the LLM (0: none; -O2 fuses q/k/v and gate/up into wider MatMuls, which
+materialises the fused float weights in memory before they are quantized)."""
+
+
+def quantize_variant(name: str) -> dict:
+    """Quantize the exported LLM as ``name`` (in this process; the caller runs it in a subprocess to read its peak
+    RSS); returns seconds and peak RSS."""
+    import resource
+
+    tool, options = LLM_VARIANTS[name]
+    src = BIG / "fp32" / "model.onnx"
+    dst = BIG / name / "model.onnx"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in dst.parent.iterdir():
+        f.unlink()
+    if tool == "ort":
+        secs = ort_int4(src, dst, options["block_size"], gather=True)
+    else:
+        import graphopt
+        from graphopt.quantize.int4 import quantize_weights
+
+        t0 = time.perf_counter()
+        model = graphopt.load(src)
+        if LEVEL:
+            graphopt.optimize(model, level=LEVEL)
+        feeds = llm_feeds(src, CALIB, seed=1000) if options["method"] == "gptq" else None
+        quantize_weights(model, "ort", options, feeds)
+        graphopt.save(model, dst, external_data=True)
+        secs = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"variant": name, "seconds": secs, "peak_rss": rss}
+
+
+def llm_bench(names: list[str], runs: int, repeat: int) -> list[dict]:
+    """Size, decode-step latency (2 threads, interleaved) and next-token logits against fp32 of each variant."""
+    src = BIG / "fp32" / "model.onnx"
+    prompts = llm_feeds(src, PROMPTS, seed=0)
+    fp32_size = file_bytes(src)
+    sess = session(src)
+    ref = [sess.run(["logits"], f)[0][0, -1] for f in prompts]
+    sessions = {"fp32": sess}
+    for name in names:
+        sessions[name] = session(BIG / name / "model.onnx")
+    lat = interleaved_latency(sessions, prompts[0], runs, repeat)
+    rows = []
+    for name, s in sessions.items():
+        got = [s.run(["logits"], f)[0][0, -1] for f in prompts]
+        d = np.abs(np.stack(got) - np.stack(ref))
+        top1 = float(np.mean([np.argmax(a) == np.argmax(b) for a, b in zip(got, ref, strict=True)]))
+        path = src if name == "fp32" else BIG / name / "model.onnx"
+        size = file_bytes(path)
+        row = {
+            "variant": name,
+            "bytes": size,
+            "ratio": fp32_size / size,
+            "latency_ms": lat[name],
+            "speedup": lat["fp32"] / lat[name],
+            "top1": top1,
+            "max_abs": float(d.max()),
+            "mean_abs": float(d.mean()),
+            "logit_std": float(np.std(np.stack(ref))),
+        }
+        rows.append(row)
+        print(
+            f"{name:28s} {size / 1e6:8.1f} MB {row['ratio']:5.2f}x smaller {lat[name]:8.1f} ms "
+            f"{row['speedup']:5.2f}x top1 {top1:.3f} max {row['max_abs']:.4f} mean {row['mean_abs']:.5f}",
+            flush=True,
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("export", "llm", "text", "all"))
+    ap.add_argument("what", choices=("export", "quant", "llm", "text", "all"))
+    ap.add_argument("--variants", default=",".join(LLM_VARIANTS), help="LLM variants (comma-separated)")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer Llama for a smoke test")
@@ -275,6 +375,13 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         path = export_llm(BIG / "fp32" / "model.onnx", {"num_hidden_layers": 2} if args.tiny else None)
         print(f"exported {path} in {time.perf_counter() - t0:.0f} s")
+    names = [v for v in args.variants.split(",") if v]
+    if args.what == "quant":
+        for name in names:
+            print(json.dumps(quantize_variant(name)), flush=True)
+    if args.what in ("llm", "all"):
+        llm_rows = llm_bench(names, args.runs, args.repeat)
+        (BIG / "llm.json").write_text(json.dumps(llm_rows, indent=1))
     if args.what in ("text", "all"):
         text_rows = text_bench(args.runs, args.repeat)
         (BIG / "text.json").write_text(json.dumps(text_rows, indent=1))

@@ -315,3 +315,15 @@ def test_cli_int4_bad_options_are_one_line_errors(tmp_path, capsys, flags, messa
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_large_models_reach_onnxruntime_through_a_temporary_file(monkeypatch) -> None:
+    import graphopt.quantize.int4 as int4
+
+    rng = np.random.default_rng(11)
+    proto, _, _ = _model(64, 16, rng)
+    feeds = [{"x": rng.standard_normal((3, 64)).astype(np.float32)} for _ in range(4)]
+    want = int4.collect_activations(from_proto(proto), ["x"], feeds)["x"]
+    monkeypatch.setattr(int4, "IN_MEMORY_LIMIT", 0)
+    got = int4.collect_activations(from_proto(proto), ["x"], feeds)["x"]
+    assert got.shape == (12, 64) and np.array_equal(got, want)

@@ -24,10 +24,13 @@ Memory: weights are quantized one at a time from the (memory-mapped) input; each
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,15 +447,13 @@ def collect_activations(
     sampled evenly), read from onnxruntime runs of the float model."""
     from graphopt.tools import runtime
 
-    proto = runtime.add_outputs(model.to_onnx(), list(names))
-    sess = runtime.session(proto, threads=threads, optimization="basic")
     rows: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for i, feed in enumerate(feeds):
-        outs = runtime.run(sess, list(names), feed, f"calibration sample #{i}")
-        for name, arr in zip(names, outs, strict=True):
-            arr = np.asarray(arr, dtype=np.float32)
-            rows[name].append(arr.reshape(-1, arr.shape[-1]))
-    del sess, proto
+    with _session(model, names, threads) as sess:
+        for i, feed in enumerate(feeds):
+            outs = runtime.run(sess, list(names), feed, f"calibration sample #{i}")
+            for name, arr in zip(names, outs, strict=True):
+                arr = np.asarray(arr, dtype=np.float32)
+                rows[name].append(arr.reshape(-1, arr.shape[-1]))
     rng = np.random.default_rng(seed)
     out = {}
     for name, parts in rows.items():
@@ -461,6 +462,35 @@ def collect_activations(
             x = x[np.sort(rng.choice(len(x), max_rows, replace=False))]
         out[name] = x
     return out
+
+
+IN_MEMORY_LIMIT = 1 << 29
+"""Models with more initializer bytes than this reach onnxruntime through a temporary file with external data
+(written one tensor at a time) instead of a serialized copy in memory."""
+
+
+@contextlib.contextmanager
+def _session(model: Model, outputs: Sequence[str], threads: int | None) -> Iterator[Any]:
+    """An onnxruntime session of ``model`` with ``outputs`` added as graph outputs."""
+    from graphopt.core.onnx_io import save
+    from graphopt.tools import runtime
+    from graphopt.tools.summary import initializer_bytes
+
+    if initializer_bytes(model) <= IN_MEMORY_LIMIT:
+        proto = runtime.add_outputs(model.to_onnx(), list(outputs))
+        yield runtime.session(proto, threads=threads, optimization="basic")
+        return
+    with tempfile.TemporaryDirectory(prefix="graphopt-int4-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        save(model, path, external_data=True)
+        proto = onnx.load(path, load_external_data=False)
+        onnx.save(runtime.add_outputs(proto, list(outputs)), path)
+        del proto
+        sess = runtime.session(path, threads=threads, optimization="basic")
+        try:
+            yield sess
+        finally:
+            del sess
 
 
 # --------------------------------------------------------------------------------------------------------------------
