@@ -266,7 +266,7 @@ def _upper_inverse(r: np.ndarray) -> np.ndarray:
 def auto_percdamp(k: int, rows: int) -> float:
     """GPTQ's dampening when not given: K / rows, between 0.01 and 1. With few calibration rows for the width the
     Hessian is a poor estimate and the plain 1% overfits: on paraphrase-MiniLM-L3 with 215 calibration tokens,
-    percdamp 0.01 made 3 of 8 layers worse than RTN on held-out sentences, 0.1 one, 1.0 none (RESULTS-lowbit.md)."""
+    percdamp 0.01 made 4 of 8 layers worse than RTN on held-out sentences, 0.1 one, 1.0 none (RESULTS-lowbit.md)."""
     return float(min(1.0, max(0.01, k / max(rows, 1))))
 
 
