@@ -62,8 +62,10 @@ class OptimizeRequest:
     def validate(self, spell: Callable[[str], str] = _spell_api) -> OptimizeRequest:
         if self.target not in TARGETS:
             raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
-        if self.quantize not in (None, "int8", "int8-dynamic"):
-            raise GraphoptError(f"{spell('quantize')} must be 'int8' or 'int8-dynamic', got {self.quantize!r}")
+        if self.quantize not in (None, "int8", "int8-dynamic", "int4"):
+            raise GraphoptError(
+                f"{spell('quantize')} must be 'int8', 'int8-dynamic' or 'int4', got {self.quantize!r}"
+            )
         if self.quantize == "int8-dynamic" and self.target == "tensorrt":
             from graphopt.quantize.dynamic import TENSORRT_MESSAGE
 
@@ -159,7 +161,16 @@ def run_request(
                     bench=request.prune_bench,
                     sample=feeds[0] if feeds else None,  # the calibration data's first sample: sizes the model takes
                 )
-        if request.quantize == "int8-dynamic":
+        if request.quantize == "int4":
+            from graphopt.quantize.int4 import quantize_model_int4
+
+            with stage("quantize"):
+                if feeds is None and request.calibration is not None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                report.quantization = quantize_model_int4(
+                    model, feeds, request.target, request.quantize_options, progress=hooks.quantize_progress
+                )
+        elif request.quantize == "int8-dynamic":
             from graphopt.quantize.dynamic import quantize_model_dynamic
 
             with stage("quantize"):
@@ -229,7 +240,10 @@ def optimize(
     ``quantize="int8"`` quantizes the result to QDQ int8 for ``target`` after the pipeline, calibrated on
     ``calibration`` (an iterable of feed dicts keyed by input name); ``quantize_options`` is a
     :class:`graphopt.quantize.QuantizeConfig` or a dict of its fields (method, exclude, max_error, ...). The
-    quantization report is ``report[0].quantization``. ``quantize="int8-dynamic"`` needs no calibration: int8
+    quantization report is ``report[0].quantization``. ``quantize="int4"`` quantizes MatMul/Gemm weights to blocked
+    int4 instead (:mod:`graphopt.quantize.int4`; ``quantize_options`` an ``Int4Config`` or a dict of its fields:
+    method rtn/gptq, block_size, symmetric, bits8, ...; ``calibration`` optional for rtn).
+    ``quantize="int8-dynamic"`` needs no calibration: int8
     weights per output channel and activations quantized at run time for every MatMul/Gemm with a constant weight,
     embedding tables int8 per row (target ort only); ``calibration``, if given, is where its error is measured.
 

@@ -276,7 +276,7 @@ def _summary(
             {"layer": name, "why": "--max-error: among the most sensitive layers"}
             for name in report.quantization.kept_float
         ]
-        stages.append(("int8", nodes_pruned, summary["nodes_written"]))
+        stages.append((f"int{getattr(report.quantization, 'bits', 8)}", nodes_pruned, summary["nodes_written"]))
     summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
     winograd = report.results.get("winograd")
     if winograd and winograd["layers"]:

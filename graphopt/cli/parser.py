@@ -221,9 +221,31 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
     q = opt.add_argument_group("quantization (after the optimization level's passes)")
     q.add_argument(
         "--quantize",
-        choices=("int8", "int8-dynamic"),
+        choices=("int8", "int8-dynamic", "int4"),
         help="int8: calibrated QDQ for --target; int8-dynamic: int8 weights, activations quantized at run time, "
-        "no calibration (target ort)",
+        "no calibration (target ort); int4: MatMul/Gemm weights in blocked int4 (MatMulNBits for ort)",
+    )
+    q.add_argument(
+        "--int4-method", choices=("rtn", "gptq"), default="rtn", help="int4: round to nearest, or GPTQ (calibrated)"
+    )
+    q.add_argument(
+        "--block-size", type=int, default=32, metavar="B", help="int4: values per scale along K (default 32)"
+    )
+    q.add_argument("--symmetric", action="store_true", help="int4: no zero points")
+    q.add_argument(
+        "--accuracy-level", type=int, choices=(0, 1, 2, 3, 4), help="int4 target ort: MatMulNBits accuracy_level (4)"
+    )
+    q.add_argument(
+        "--int8-layer", action="append", default=[], metavar="RX", help="int4: 8-bit for nodes matching (repeatable)"
+    )
+    q.add_argument(
+        "--layer-error-budget",
+        type=float,
+        metavar="E",
+        help="int4: 8-bit for layers whose relative output error at 4 bits is above E",
+    )
+    q.add_argument(
+        "--quantize-embeddings", type=int, choices=(4, 8), metavar="BITS", help="int4: also embeddings (Gather tables)"
     )
     q.add_argument("--calib-data", metavar="DIR", help="calibration data: .npz files, each one feed dict by input name")
     q.add_argument(
@@ -320,7 +342,8 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         keep_debug_info=args.keep_debug_info,
         quantize=args.quantize,
         calibration=None
-        if quant_config is None or (args.quantize == "int8-dynamic" and not (args.calib_data or args.calib_random))
+        if quant_config is None
+        or (args.quantize in ("int4", "int8-dynamic") and not args.calib_data and args.calib_random is None)
         else (lambda model: _calibration(args, model)),
         quantize_options=quant_config,
         prune_channels=None if prune is None else prune["channels"],
@@ -408,6 +431,8 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         if calib_flags:
             raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
         return None
+    if args.quantize == "int4":
+        return _int4_config(args)
     from graphopt.quantize import QuantizeConfig  # here, not at the top: it brings in numba for calibration
 
     if args.calib_data and args.calib_random is not None:
@@ -458,6 +483,31 @@ def _calib_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
         return dict(parse_shape(s) for s in specs)
     except GraphoptError as exc:
         raise GraphoptError(str(exc).replace("--shape", "--calib-shape", 1)) from None
+def _int4_config(args: argparse.Namespace) -> Any:
+    """The Int4Config the flags ask for; calibration data is optional (rtn) or needed (gptq)."""
+    from graphopt.quantize.int4 import Int4Config
+
+    if args.calib_data and args.calib_random is not None:
+        raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
+    if args.int4_method == "gptq" and not args.calib_data and args.calib_random is None:
+        raise GraphoptError("--int4-method gptq needs calibration data: --calib-data DIR (or --calib-random N)")
+    if args.calib_random is not None and args.calib_random < 1:
+        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
+    if args.calib_data and not Path(args.calib_data).is_dir():
+        raise GraphoptError(f"{args.calib_data}: calibration data directory not found")
+    cfg = Int4Config(
+        method=args.int4_method,
+        block_size=args.block_size,
+        symmetric=args.symmetric,
+        accuracy_level=args.accuracy_level,
+        exclude=list(args.exclude),
+        exclude_regex=list(args.exclude_regex),
+        bits8=list(args.int8_layer),
+        layer_error_budget=args.layer_error_budget,
+        embeddings=args.quantize_embeddings,
+    )
+    cfg.check()
+    return cfg
 
 
 def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str, Any]], list[str]]:

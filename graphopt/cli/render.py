@@ -294,7 +294,7 @@ def _print_quantization(console: Console, q: Any) -> None:
         rows.append(row)
     table, dropped = _fit_table(
         console,
-        f"int8 quantization (target {q.target})",
+        f"int{q.bits} quantization (target {q.target})",
         columns,
         rows,
         droppable=("in scale", "out scale", "weight scale", "relu"),
@@ -313,7 +313,7 @@ def _print_quantization(console: Console, q: Any) -> None:
     else:
         ranges = f"  ranges: {method} from {source}"
     lines = [
-        f"int8: {plural(len(q.layers), 'layer')} quantized{fused}",
+        f"int{q.bits}: {plural(len(q.layers), 'layer')} quantized{fused}",
         ranges,
         f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
         f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",

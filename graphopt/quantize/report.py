@@ -51,6 +51,8 @@ class QuantReport:
     param_bytes_before: int = 0
     param_bytes_after: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    bits: int = 8
+    """8: int8 QDQ; 4: weight-only int4 blocks (:mod:`graphopt.quantize.int4`)."""
 
     @property
     def fused_count(self) -> int:
@@ -64,6 +66,7 @@ class QuantReport:
 
         return {
             "target": self.target,
+            "bits": self.bits,
             "method": self.method,
             "percentile": self.percentile if self.method == "percentile" else None,
             "calibration_batches": self.batches,
