@@ -56,6 +56,10 @@ class OptimizeRequest:
     prune_options: Mapping[str, Any] | None = None
     prune_bench: int = 0
     """Time the model before and after pruning over this many runs (the latency lands in the last PruneReport)."""
+    precision: str | None = None
+    """``fp16`` or ``bf16``: convert to half precision after the pipeline (report in ``results["precision"]``)."""
+    precision_options: Any = None
+    """A :class:`graphopt.quantize.precision.PrecisionConfig` or a dict of its fields."""
     options: dict[str, Any] = field(default_factory=dict)
     """Context options the passes read (``ctx.options``), such as ``winograd`` and ``winograd_threads``."""
 
@@ -64,6 +68,10 @@ class OptimizeRequest:
             raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
         if self.quantize not in (None, "int8"):
             raise GraphoptError(f"{spell('quantize')} must be 'int8', got {self.quantize!r}")
+        if self.precision not in (None, "fp16", "bf16"):
+            raise GraphoptError(f"{spell('precision')} must be 'fp16' or 'bf16', got {self.precision!r}")
+        if self.precision and self.quantize:
+            raise GraphoptError(f"give either {spell('precision')} or {spell('quantize')}, not both")
         if self.quantize and self.calibration is None:
             raise GraphoptError(
                 f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
@@ -153,6 +161,15 @@ def run_request(
                 )
                 if before is not None and report.pruning:
                     report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
+        if request.precision:
+            from graphopt.quantize.precision import PrecisionConfig, convert_precision
+
+            with stage("precision"):
+                if feeds is None and request.calibration is not None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                config = PrecisionConfig.of(request.precision_options)
+                config.precision = request.precision
+                report.results["precision"] = convert_precision(model, feeds, request.target, config, sources=sources)
         if request.quantize:
             from graphopt.quantize.driver import quantize_model
 
@@ -193,6 +210,8 @@ def optimize(
     prune_weights: float | str | None = None,
     prune_options: Mapping[str, Any] | None = None,
     keep_debug_info: bool = False,
+    precision: str | None = None,
+    precision_options: Any = None,
     **options: Any,
 ) -> onnx.ModelProto | Model:
     """Optimize a model and return it.
@@ -220,6 +239,11 @@ def optimize(
     quantization); ``prune_weights=0.5`` or ``"2:4"`` zeroes weights. ``prune_options`` go to
     :func:`graphopt.prune.prune_channels` (multiple, importance, protect, layer_ratios) and
     :func:`graphopt.prune.prune_weights` (scope, protect, sparse). Their reports are ``report[0].pruning``.
+
+    ``precision="fp16"`` or ``"bf16"`` converts the result to half precision after the pipeline (nodes that overflow
+    on ``calibration``, or on random inputs when none is given, stay fp32); ``precision_options`` is a
+    :class:`graphopt.quantize.precision.PrecisionConfig` or a dict of its fields (keep_io_types, block_ops, allow_ops,
+    block_nodes, kernels). The report is ``report[0].results["precision"]``.
     """
     request = OptimizeRequest(
         level=level,
@@ -235,6 +259,8 @@ def optimize(
         prune_channels=prune_channels,
         prune_weights=prune_weights,
         prune_options=prune_options,
+        precision=precision,
+        precision_options=precision_options,
         options=dict(options),
     ).validate()
     is_proto = isinstance(model, onnx.ModelProto)

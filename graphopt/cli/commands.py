@@ -198,6 +198,9 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
                 with timed(times, "optimize"):
                     yield
                 progress.remove_task(task)
+            elif name == "precision":
+                with timed(times, "precision"), _printed_warnings("quantize", False):
+                    yield
             elif name == "prune":
                 _warn_unmatched(model, args, "prune")
                 with timed(times, "prune"), _step(progress, "pruning"), _printed_warnings("prune", args.quiet):
@@ -277,6 +280,10 @@ def _summary(
             for name in report.quantization.kept_float
         ]
         stages.append(("int8", nodes_pruned, summary["nodes_written"]))
+    precision = report.results.get("precision")
+    if precision is not None:
+        summary["precision"] = precision.to_dict()
+        stages.append((precision.precision, nodes_pruned, summary["nodes_written"]))
     summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
     winograd = report.results.get("winograd")
     if winograd and winograd["layers"]:
