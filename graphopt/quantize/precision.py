@@ -924,7 +924,8 @@ def convert_precision(
         for k, why in sorted(the_plan.kept.items())
     ]
     try:
-        onnx.checker.check_model(proto)
+        if _passes_checker(base):  # the checker judges the result only if it accepts the model given
+            onnx.checker.check_model(proto)
         converted = from_proto(proto)
     except Exception as exc:  # noqa: BLE001 - a bug here must not write a broken model
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -971,6 +972,14 @@ def convert_precision(
         logger.warning("%s", note)
     report.warnings = notes
     return report
+
+
+def _passes_checker(proto: onnx.ModelProto) -> bool:
+    try:
+        onnx.checker.check_model(proto)
+    except Exception:  # noqa: BLE001 - any rejection
+        return False
+    return True
 
 
 class _Feeding:
