@@ -319,10 +319,19 @@ def _print_quantization(console: Console, q: Any) -> None:
 def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any]) -> None:
     """The half-precision conversion: what was converted, what stayed fp32 and why, error, size, latency."""
     kept = p["kept_fp32"]
-    if kept:
+    if kept and len(kept) <= 30:
         rows: list[list[str | Text]] = [[k["name"], k["op_type"], k["why"]] for k in kept]
         columns = [("kept fp32", "left"), ("op", "left"), ("why", "left")]
         table, _ = _fit_table(console, f"{p['precision']}: nodes kept fp32", columns, rows, droppable=("op",))
+        console.print(table)
+    elif kept:  # many: one row per reason and op type (every node is in --json and --report)
+        groups: dict[tuple[str, str], list[str]] = {}
+        for k in kept:
+            groups.setdefault((k["why"].split(":")[0], k["op_type"]), []).append(k["name"])
+        rows = [[names[0], op, why, str(len(names))] for (why, op), names in groups.items()]
+        columns = [("first node", "left"), ("op", "left"), ("why", "left"), ("nodes", "right")]
+        title = f"{p['precision']}: {len(kept)} nodes kept fp32, by reason and op (all in --json)"
+        table, _ = _fit_table(console, title, columns, rows, droppable=("op",))
         console.print(table)
     err = p["output_error_rel"]
     lines = [

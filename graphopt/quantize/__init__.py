@@ -5,7 +5,9 @@
 * :mod:`~graphopt.quantize.transform` quantizes weights and inserts the Q/DQ pairs (``apply``);
 * :mod:`~graphopt.quantize.qdq_rules` checks a QDQ model against TensorRT's placement rules;
 * :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;
-* :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``.
+* :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``;
+* :mod:`~graphopt.quantize.precision` converts to fp16/bf16 (``convert_precision``; pass ``precision``): the other
+  lossy mode, measured and reported the same way (nodes kept fp32 and why, error, bytes, latency).
 
 Dependencies point one way: analysis <- transform <- driver <- passes; nothing here imports the API or the CLI.
 Names are loaded on first use, so that registering the pass costs no calibration import.
@@ -25,6 +27,9 @@ _EXPORTS = {
     "quantize_model": ".driver",
     "sqnr_db": ".driver",
     "LayerReport": ".report",
+    "PrecisionConfig": ".precision",
+    "PrecisionReport": ".precision",
+    "convert_precision": ".precision",
     "QuantReport": ".report",
 }
 

@@ -323,6 +323,11 @@ def _lift_constants(graph: onnx.GraphProto) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # onnxruntime kernels
 # --------------------------------------------------------------------------------------------------------------------
+_ELEM_OF_NP = {
+    "float32": FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE, "int64": TensorProto.INT64,
+    "int32": TensorProto.INT32, "int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL,
+    "int16": TensorProto.INT16, "uint16": TensorProto.UINT16,
+}  # fmt: skip
 _KERNEL_CACHE: dict[tuple[Any, ...], bool] = {}
 
 
@@ -390,13 +395,16 @@ def _measure_ranges(
     names: Sequence[str],
     feeds: Sequence[Mapping[str, np.ndarray]],
     threads: int | None,
+    typed: frozenset[str] = frozenset(),
     chunk: int = 96,
-) -> dict[str, _Range]:
-    """Largest magnitude and finiteness of each named float32 tensor over the feeds (fp32 model, onnxruntime)."""
+) -> tuple[dict[str, _Range], dict[str, int]]:
+    """Largest magnitude and finiteness of each named tensor over the feeds (fp32 model, onnxruntime), and the element
+    type onnxruntime gave each (for the tensors shape inference could not type)."""
     from graphopt.tools import runtime
 
     out = {n: _Range() for n in names}
     names = list(names)
+    seen: dict[str, int] = {}
     for start in range(0, len(names), chunk):
         part = names[start : start + chunk]
         probe = onnx.ModelProto()
@@ -404,12 +412,21 @@ def _measure_ranges(
         have = {o.name for o in probe.graph.output}
         for n in part:
             if n not in have:
-                probe.graph.output.append(helper.make_tensor_value_info(n, FLOAT, None))
-        sess = runtime.session(probe, threads=threads, optimization="basic")
+                probe.graph.output.append(onnx.ValueInfoProto(name=n))  # onnxruntime types it
+        try:
+            sess = runtime.session(probe, threads=threads, optimization="basic")
+        except GraphoptError:  # an untyped tensor onnxruntime cannot return (a sequence...): measure the typed ones
+            part = [n for n in part if n in typed]
+            del probe.graph.output[len(proto.graph.output) :]
+            for n in part:
+                if n not in have:
+                    probe.graph.output.append(helper.make_tensor_value_info(n, FLOAT, None))
+            sess = runtime.session(probe, threads=threads, optimization="basic")
         for i, feed in enumerate(feeds):
             values = runtime.run(sess, part, feed, f"calibration sample #{i}")
             for n, v in zip(part, values, strict=True):
                 v = np.asarray(v)
+                seen.setdefault(n, _ELEM_OF_NP.get(v.dtype.name, 0))
                 if v.dtype.kind != "f" or not v.size:
                     continue
                 r = out[n]
@@ -420,7 +437,7 @@ def _measure_ranges(
                 if v.size:
                     r.max_abs = max(r.max_abs, float(np.max(np.abs(v))))
             del values
-    return out
+    return out, seen
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -907,8 +924,12 @@ def convert_precision(
 
     t0 = time.perf_counter()
     inits = {t.name for t in proto.graph.initializer}
-    measured = [x for x, t in types.items() if t == FLOAT and x not in inits]
-    ranges = _measure_ranges(base, measured, batches, cfg.threads)
+    measured = [x for x, t in types.items() if t in (FLOAT, None) and x and x not in inits]
+    typed = frozenset(x for x in measured if types.get(x) == FLOAT)
+    ranges, seen = _measure_ranges(base, measured, batches, cfg.threads, typed)
+    for x, t in seen.items():
+        if types.get(x) is None and t:
+            types[x] = t
     timings["ranges"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
