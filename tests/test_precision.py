@@ -169,6 +169,32 @@ def test_overflow_on_calibration_data_stays_fp32(scale, reason):
         assert not {"mul", "transpose", "div"} & {k.name for k in report.kept}
 
 
+def test_shape_math_stays_fp32_and_constant_of_shape_converts():
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "one"], ["width"], axis=0, name="gather"),
+        helper.make_node("Cast", ["width"], ["wf"], to=F, name="cast"),
+        helper.make_node("Sqrt", ["wf"], ["root"], name="sqrt"),
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Div", ["r", "root"], ["d"], name="div"),
+        helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="zeros"),  # no value: float32 zeros
+        helper.make_node("Add", ["d", "zeros"], ["a"], name="add"),
+        helper.make_node("Neg", ["a"], ["y"], name="neg"),
+    ]
+    one = numpy_helper.from_array(np.array(1, np.int64), "one")
+    x = helper.make_tensor_value_info("x", F, ["batch", 8])
+    proto = _model(nodes, [x], [helper.make_tensor_value_info("y", F, None)], [one])
+    feeds = [{"x": rng.standard_normal((3, 8)).astype(np.float32)}]
+    out, report = _convert(proto, feeds, kernels="all")
+    kept = {k.name: k.why for k in report.kept}
+    assert kept["cast"].startswith("shape math") and kept["sqrt"].startswith("shape math")
+    assert not {"relu", "div", "zeros", "add", "neg"} & set(kept)
+    (ref,) = _run(proto, feeds[0])
+    (got,) = _run(out, feeds[0])
+    np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-3)
+
+
 def test_io_types_kept_or_converted():
     proto, feeds = _integer_net()
     out, _ = _convert(proto, feeds, kernels="all")

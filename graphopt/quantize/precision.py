@@ -485,6 +485,8 @@ def _plan(
         if n.op_type in SHAPE_SOURCES:
             shape_vals.update(o for o in n.output if o)
             continue
+        if n.op_type == "ConstantOfShape":  # a fill of data, not arithmetic on the shape
+            continue
         ins = [x for x in n.input if x]
         small = [x in inits and int(np.prod(inits[x].dims)) <= SHAPE_CONST_ELEMENTS for x in ins]
         fed = all(x in shape_vals or c for x, c in zip(ins, small, strict=True))
@@ -512,6 +514,8 @@ def _plan(
             why = f"block list: {n.op_type}"
         elif n.domain not in ("", "ai.onnx"):
             why = f"custom domain: {n.domain}"
+        elif n.op_type == "Constant":
+            why = "constant: a Constant node kept as written"
         elif _has_subgraph(n) or n.op_type in CONTROL_FLOW:
             why = "control flow: its subgraphs are left fp32"
         elif unknown:
@@ -716,10 +720,12 @@ def _rewrite(
             for a in n.attribute:
                 if a.name == "to":
                     a.i = half
-        if n.op_type == "ConstantOfShape":
+        if n.op_type == "ConstantOfShape" and plan.out_half.get((k, 0), False):
             for a in n.attribute:
                 if a.name == "value" and a.t.data_type == FLOAT:
                     a.t.CopyFrom(half_tensor(numpy_helper.to_array(a.t), half, a.t.name))
+            if not any(a.name == "value" for a in n.attribute):  # the default is a float32 zero
+                n.attribute.append(helper.make_attribute("value", half_tensor(np.zeros(1, np.float32), half, "value")))
     for o in graph.output:
         if types.get(o.name) != FLOAT:
             continue
@@ -735,7 +741,7 @@ def _rewrite(
                     if y == o.name:
                         m.input[j] = inner
             cast(inner, half if want_half else FLOAT, o.name, p[0] + 1)
-        if want_half:
+        if want_half and (p is not None or (o.name in graph_inputs and o.name not in subgraph_readers)):
             o.type.tensor_type.elem_type = half
     if not cfg.keep_io_types:
         for i in graph.input:
