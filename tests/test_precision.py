@@ -248,11 +248,18 @@ def test_fold_cast_chains_only_removes_exact_chains():
 def test_subgraphs_left_fp32_with_a_reason():
     proto = onnx.load(FIXTURES / "control_flow.onnx")
     model = from_proto(proto)
-    report = convert_precision(model, None, "ort", {"kernels": "all", "latency_runs": 0})
+    report = convert_precision(model, None, "ort", {"kernels": "all", "latency_runs": 0, "min_weight_elements": 1})
     kept = {k.op_type: k.why for k in report.kept}
     assert kept["If"].startswith("control flow") and kept["Loop"].startswith("control flow")
     assert report.random_data and any("random" in w for w in report.warnings)
     assert np.isfinite(report.error_rel) and report.error_rel < 1e-2
+    # a weight the Loop body reads is stored in fp16; the body reads an fp32 Cast of it from the outer graph
+    out = model.to_onnx()
+    halves = {t.name for t in out.graph.initializer if t.data_type == TensorProto.FLOAT16}
+    loop = next(n for n in out.graph.node if n.op_type == "Loop")
+    body_reads = {x for n in loop.attribute[0].g.node for x in n.input}
+    casts = {n.output[0]: n.input[0] for n in out.graph.node if n.op_type == "Cast"}
+    assert any(casts.get(x) in halves for x in body_reads)
 
 
 def test_bf16_runs_under_onnxruntime_cpu():

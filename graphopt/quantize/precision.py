@@ -276,6 +276,34 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     return out
 
 
+def _subgraph_output_names(node: onnx.NodeProto) -> set[str]:
+    """Names that a node's subgraphs (at any depth) list as their outputs."""
+    out: set[str] = set()
+    for attr in node.attribute:
+        for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            out.update(o.name for o in g.output)
+            for n in g.node:
+                out |= _subgraph_output_names(n)
+    return out
+
+
+def _rename_outer_reads(node: onnx.NodeProto, renames: Mapping[str, str]) -> None:
+    """Point a node's subgraphs' reads of outer names at their new names (a name a body defines itself shadows the
+    outer one and is left alone)."""
+    for attr in node.attribute:
+        for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+            defined |= {x for n in g.node for x in n.output if x}
+            local = {k: v for k, v in renames.items() if k not in defined}
+            if not local:
+                continue
+            for n in g.node:
+                for i, x in enumerate(n.input):
+                    if x in local:
+                        n.input[i] = local[x]
+                _rename_outer_reads(n, local)
+
+
 def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
@@ -536,7 +564,7 @@ def _plan(
                 if r is not None and r.max_abs > limit:
                     why = f"overflow: {x} reaches {r.max_abs:.3g} > {limit:.6g} ({cfg.precision})"
                     break
-                if x in outer_reads:
+                if x in outer_reads and x not in inits:  # a weight gets its own fp32 copy for the subgraph
                     why = f"read by a subgraph: {x}"
                     break
         if not why:
@@ -666,26 +694,36 @@ def _rewrite(
         new_nodes.append((where, helper.make_node("Cast", [src], [dst], name=fresh(f"{dst}_cast"), to=to)))
         casts += 1
 
+    # weights only subgraphs read: stored in half too when large, the bodies reading an fp32 Cast of them
+    sub_outputs = set().union(*(_subgraph_output_names(n) for n in graph.node))
+    sub_renames: dict[str, str] = {}
+    for x in subgraph_readers:
+        t = inits.get(x)
+        if t is not None and t.data_type == FLOAT and x not in uses:
+            uses[x] = []
     for x, readers in uses.items():
         wants_half = [r for r in readers if r[2]]
         wants_float = [r for r in readers if not r[2]]
         if x in inits:
             t = inits[x]
             big = int(np.prod(t.dims)) >= cfg.min_weight_elements and x not in bad_const
+            in_bodies = x in subgraph_readers
             if (
-                ((wants_half and not wants_float) or big)
-                and x not in subgraph_readers
+                ((wants_half and not wants_float and not in_bodies) or big)
+                and x not in sub_outputs
                 and x not in graph_outputs
                 and x not in graph_inputs_all
             ):
                 arr = numpy_helper.to_array(t)
                 t.CopyFrom(half_tensor(arr, half, x))
                 weights_half += 1
-                if wants_float:
+                if wants_float or in_bodies:
                     up = fresh(f"{x}_fp32")
                     cast(x, FLOAT, up, -1)
                     for k, i, _ in wants_float:
                         renames[(k, i)] = up
+                    if in_bodies:
+                        sub_renames[x] = up
             else:
                 weights_float += 1
                 if wants_half:
@@ -708,6 +746,9 @@ def _rewrite(
 
     for (k, i), name in renames.items():
         graph.node[k].input[i] = name
+    if sub_renames:
+        for n in graph.node:
+            _rename_outer_reads(n, sub_renames)
 
     # converted nodes: half outputs, Cast targets; graph outputs keep (or change) their dtype
     out_half_names: set[str] = set()
