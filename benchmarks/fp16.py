@@ -249,7 +249,7 @@ def other_models(args, full_only: bool) -> list[dict]:
         p = fixtures / f"{name}.ts.onnx"
         models.append((f"{name} (tiny, random)", p, random_inputs(p, range(100, 104)), random_inputs(p, range(4))))
     if full_only:
-        for name in ("resnet50", "bert", "vit"):
+        for name in args.full_models.split(","):
             p = Path(args.full) / f"{name}.ts.onnx"
             if p.exists():
                 calib, held = random_inputs(p, range(100, 104)), random_inputs(p, range(4))
@@ -300,6 +300,7 @@ def kernel_table() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", metavar="DIR", help="folder with full-size resnet50/bert/vit .ts.onnx exports")
+    ap.add_argument("--full-models", default="resnet50,bert,vit", help="which of the --full exports to run")
     ap.add_argument("--corpus", default=CORPUS, help="wild-corpus models (comma-separated names; '' for none)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
