@@ -294,6 +294,16 @@ def test_cli_errors_are_one_line(tmp_path, extra, message):
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_cli_names_that_select_nothing_are_warned(tmp_path):
+    out = tmp_path / "cnn.fp16.onnx"
+    flags = ["--precision", "fp16", "--calib-random", "2", "--precision-keep", "nosuchnode"]
+    flags += ["--precision-block", "Relu"]
+    r = _cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), *flags, "--precision-allow", "Rangee", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "--precision-keep 'nosuchnode' matches no node" in r.stderr
+    assert "--precision-allow 'Rangee' matches no node" in r.stderr and "'Relu'" not in r.stderr
+
+
 def test_cli_fp16_end_to_end(tmp_path):
     out = tmp_path / "cnn.fp16.onnx"
     r = _cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--precision", "fp16", "--json", "--target",

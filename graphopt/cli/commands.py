@@ -199,6 +199,7 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
                     yield
                 progress.remove_task(task)
             elif name == "precision":
+                _warn_unmatched(model, args, "precision")
                 with timed(times, "precision"), _printed_warnings("quantize", False):
                     yield
             elif name == "prune":
@@ -299,7 +300,16 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
     names = {n.name for n in model.graph if n.name}
     ops = {n.op_type for n in model.graph}
     problems: list[str] = []
-    if stage == "prune":
+    if stage == "precision":
+        for name in args.precision_keep:
+            if name not in names:
+                hint = unmatched_hint(name, names, "node names")
+                problems.append(f"--precision-keep {name!r} matches no node" + hint)
+        for flag, chosen in (("--precision-block", args.precision_block), ("--precision-allow", args.precision_allow)):
+            for op in chosen:
+                if op not in ops:
+                    problems.append(f"{flag} {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+    elif stage == "prune":
         layers = {n.name for n in model.graph if n.name and n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
         for item in args.prune_layer:
             name = item.rpartition("=")[0]
