@@ -1,8 +1,8 @@
 """The one orchestration path: an :class:`OptimizeRequest` (validated once) run by :func:`run_request`.
 
 ``graphopt.optimize`` and the ``graphopt optimize`` command both build a request and run it: the pipeline of a level
-(or the given passes) to a fixed point, then the lossy one-shot drivers outside that loop (pruning, then int8
-quantization). A failure in any of them leaves a caller's Model as it was.
+(or the given passes) to a fixed point, then the lossy one-shot drivers outside that loop (pruning, then fp16/bf16
+conversion or int8 quantization). A failure in any of them leaves a caller's Model as it was.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class RunHooks:
 def run_request(
     model: Model, request: OptimizeRequest, hooks: RunHooks | None = None, *, restore_on_error: bool = False
 ) -> PassReport:
-    """Run a validated request on ``model`` in place: the pipeline, then pruning, then quantization.
+    """Run a validated request on ``model`` in place: the pipeline, then pruning, then half precision or quantization.
 
     With ``restore_on_error`` the model is snapshot first and put back as it was if anything raises (the snapshot is
     the model serialized once: about as long as one ``to_proto``)."""
