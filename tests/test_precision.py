@@ -375,3 +375,25 @@ def test_random_graphs_convert_safely(case, kernels):
             assert np.isfinite(g).all()
             scale = max(1.0, float(np.abs(r).max()))
             assert float(np.abs(g - r).max()) <= 2e-2 * scale
+
+
+def test_python_api_and_pass():
+    import graphopt
+    from graphopt.errors import GraphoptError
+
+    proto, feeds = _integer_net()
+    report = []
+    out = graphopt.optimize(proto, precision="fp16", calibration=feeds, report=report,
+                            precision_options={"kernels": "all", "latency_runs": 0})  # fmt: skip
+    p = report[0].results["precision"]
+    assert p.converted >= 6 and p.error_rel == 0.0 and isinstance(out, onnx.ModelProto)
+    with pytest.raises(GraphoptError, match="precision must be 'fp16' or 'bf16'"):
+        graphopt.optimize(proto, precision="fp8")
+    with pytest.raises(GraphoptError, match="not both"):
+        graphopt.optimize(proto, precision="fp16", quantize="int8", calibration=feeds)
+    with pytest.raises(GraphoptError, match="unknown precision option 'keep_io'"):
+        graphopt.optimize(proto, precision="fp16", precision_options={"keep_io": False})
+    report = []
+    graphopt.optimize(proto, passes="precision{precision=bf16,kernels=all}", calibration=feeds, report=report)
+    r = report[0].results["precision"]
+    assert r.precision == "bf16" and r.converted > 0 and report[0].stats[0].counts["converted"] == r.converted
