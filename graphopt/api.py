@@ -1,8 +1,8 @@
 """The one orchestration path: an :class:`OptimizeRequest` (validated once) run by :func:`run_request`.
 
 ``graphopt.optimize`` and the ``graphopt optimize`` command both build a request and run it: the pipeline of a level
-(or the given passes) to a fixed point, then the lossy one-shot drivers outside that loop (pruning, then int8
-quantization). A failure in any of them leaves a caller's Model as it was.
+(or the given passes) to a fixed point, then the lossy one-shot drivers outside that loop (pruning, then fp16/bf16
+conversion or int8 quantization). A failure in any of them leaves a caller's Model as it was.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class OptimizeRequest:
     prune_options: Mapping[str, Any] | None = None
     prune_bench: int = 0
     """Time the model before and after pruning over this many runs (the latency lands in the last PruneReport)."""
+    precision: str | None = None
+    """``fp16`` or ``bf16``: convert to half precision after the pipeline (report in ``results["precision"]``)."""
+    precision_options: Any = None
+    """A :class:`graphopt.quantize.precision.PrecisionConfig` or a dict of its fields."""
     options: dict[str, Any] = field(default_factory=dict)
     """Context options the passes read (``ctx.options``), such as ``winograd`` and ``winograd_threads``."""
 
@@ -70,6 +74,10 @@ class OptimizeRequest:
             from graphopt.quantize.dynamic import TENSORRT_MESSAGE
 
             raise GraphoptError(TENSORRT_MESSAGE)
+        if self.precision not in (None, "fp16", "bf16"):
+            raise GraphoptError(f"{spell('precision')} must be 'fp16' or 'bf16', got {self.precision!r}")
+        if self.precision and self.quantize:
+            raise GraphoptError(f"give either {spell('precision')} or {spell('quantize')}, not both")
         if self.quantize == "int8" and self.calibration is None:
             raise GraphoptError(
                 f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
@@ -115,7 +123,7 @@ class RunHooks:
 def run_request(
     model: Model, request: OptimizeRequest, hooks: RunHooks | None = None, *, restore_on_error: bool = False
 ) -> PassReport:
-    """Run a validated request on ``model`` in place: the pipeline, then pruning, then quantization.
+    """Run a validated request on ``model`` in place: the pipeline, then pruning, then half precision or quantization.
 
     With ``restore_on_error`` the model is snapshot first and put back as it was if anything raises (the snapshot is
     the model serialized once: about as long as one ``to_proto``)."""
@@ -161,6 +169,15 @@ def run_request(
                     bench=request.prune_bench,
                     sample=feeds[0] if feeds else None,  # the calibration data's first sample: sizes the model takes
                 )
+        if request.precision:
+            from graphopt.quantize.precision import PrecisionConfig, convert_precision
+
+            with stage("precision"):
+                if feeds is None and request.calibration is not None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                config = PrecisionConfig.of(request.precision_options)
+                config.precision = request.precision
+                report.results["precision"] = convert_precision(model, feeds, request.target, config, sources=sources)
         if request.quantize == "int4":
             from graphopt.quantize.int4 import quantize_model_int4
 
@@ -219,6 +236,8 @@ def optimize(
     prune_weights: float | str | None = None,
     prune_options: Mapping[str, Any] | None = None,
     keep_debug_info: bool = False,
+    precision: str | None = None,
+    precision_options: Any = None,
     **options: Any,
 ) -> onnx.ModelProto | Model:
     """Optimize a model and return it.
@@ -251,6 +270,11 @@ def optimize(
     quantization); ``prune_weights=0.5`` or ``"2:4"`` zeroes weights. ``prune_options`` go to
     :func:`graphopt.prune.prune_channels` (multiple, importance, protect, layer_ratios) and
     :func:`graphopt.prune.prune_weights` (scope, protect, sparse). Their reports are ``report[0].pruning``.
+
+    ``precision="fp16"`` or ``"bf16"`` converts the result to half precision after the pipeline (nodes that overflow
+    on ``calibration``, or on random inputs when none is given, stay fp32); ``precision_options`` is a
+    :class:`graphopt.quantize.precision.PrecisionConfig` or a dict of its fields (keep_io_types, block_ops, allow_ops,
+    block_nodes, kernels). The report is ``report[0].results["precision"]``.
     """
     request = OptimizeRequest(
         level=level,
@@ -266,6 +290,8 @@ def optimize(
         prune_channels=prune_channels,
         prune_weights=prune_weights,
         prune_options=prune_options,
+        precision=precision,
+        precision_options=precision_options,
         options=dict(options),
     ).validate()
     is_proto = isinstance(model, onnx.ModelProto)

@@ -198,6 +198,10 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
                 with timed(times, "optimize"):
                     yield
                 progress.remove_task(task)
+            elif name == "precision":
+                _warn_unmatched(model, args, "precision")
+                with timed(times, "precision"), _printed_warnings("quantize", False):
+                    yield
             elif name == "prune":
                 _warn_unmatched(model, args, "prune")
                 with timed(times, "prune"), _step(progress, "pruning"), _printed_warnings("prune", args.quiet):
@@ -277,6 +281,10 @@ def _summary(
             for name in report.quantization.kept_float
         ]
         stages.append((f"int{getattr(report.quantization, 'bits', 8)}", nodes_pruned, summary["nodes_written"]))
+    precision = report.results.get("precision")
+    if precision is not None:
+        summary["precision"] = precision.to_dict()
+        stages.append((precision.precision, nodes_pruned, summary["nodes_written"]))
     summary["stages"] = [{"stage": n, "nodes_before": a, "nodes_after": b} for n, a, b in stages]
     winograd = report.results.get("winograd")
     if winograd and winograd["layers"]:
@@ -292,7 +300,16 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
     names = {n.name for n in model.graph if n.name}
     ops = {n.op_type for n in model.graph}
     problems: list[str] = []
-    if stage == "prune":
+    if stage == "precision":
+        for name in args.precision_keep:
+            if name not in names:
+                hint = unmatched_hint(name, names, "node names")
+                problems.append(f"--precision-keep {name!r} matches no node" + hint)
+        for flag, chosen in (("--precision-block", args.precision_block), ("--precision-allow", args.precision_allow)):
+            for op in chosen:
+                if op not in ops:
+                    problems.append(f"{flag} {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+    elif stage == "prune":
         layers = {n.name for n in model.graph if n.name and n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
         for item in args.prune_layer:
             name = item.rpartition("=")[0]

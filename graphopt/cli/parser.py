@@ -41,6 +41,7 @@ EXAMPLES = """examples:
   graphopt optimize model.onnx -o out.onnx --passes "fold-constants,cse,dce" --verify
   graphopt optimize model.onnx -o model.int8.onnx --quantize int8 --calib-data calib/ --report report.html
   graphopt optimize model.onnx -o model.pruned.onnx --prune-channels 0.5
+  graphopt optimize model.onnx -o model.fp16.onnx --precision fp16 --calib-data calib/
   graphopt report result.json -o report.html    # result.json: what optimize --json printed
 """
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _prune_flags(opt)
     _quantize_flags(opt)
+    _precision_flags(opt)
     _output_flags(opt)
 
     ins = sub.add_parser(
@@ -301,6 +303,41 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
     )
 
 
+def _precision_flags(opt: argparse.ArgumentParser) -> None:
+    p = opt.add_argument_group("half precision (after the optimization level's passes; --calib-data for the ranges)")
+    p.add_argument(
+        "--precision",
+        choices=("fp16", "bf16"),
+        help="convert weights and activations to half precision; nodes that overflow stay fp32",
+    )
+    p.add_argument(
+        "--keep-io-types",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep float32 graph inputs and outputs (--no-keep-io-types converts them too)",
+    )
+    p.add_argument(
+        "--precision-block", action="append", default=[], metavar="OP", help="also keep this op type fp32 (repeatable)"
+    )
+    p.add_argument(
+        "--precision-allow",
+        action="append",
+        default=[],
+        metavar="OP",
+        help="convert this op type although the default block list keeps it fp32 (repeatable)",
+    )
+    p.add_argument(
+        "--precision-keep", action="append", default=[], metavar="NAME", help="keep this node fp32 (repeatable)"
+    )
+    p.add_argument(
+        "--precision-kernels",
+        choices=("auto", "all"),
+        default="auto",
+        help="auto: with --target ort keep fp32 the nodes onnxruntime's CPU provider has no half kernel for; "
+        "all: convert them anyway (for another execution provider)",
+    )
+
+
 def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -328,6 +365,7 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
     if args.threads < 1:
         raise GraphoptError(f"--threads must be at least 1, got {args.threads}")
     quant_config = _quantize_config(args)
+    precision = _precision_config(args)
     prune = _prune_request(args)
     options: dict[str, Any] = {"winograd_threads": args.threads}
     if args.winograd is not None:
@@ -342,7 +380,7 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         keep_debug_info=args.keep_debug_info,
         quantize=args.quantize,
         calibration=None
-        if quant_config is None
+        if (quant_config is None and not _precision_data(args))
         or (args.quantize in ("int4", "int8-dynamic") and not args.calib_data and args.calib_random is None)
         else (lambda model: _calibration(args, model)),
         quantize_options=quant_config,
@@ -350,6 +388,8 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         prune_weights=None if prune is None else prune["weights"],
         prune_options=None if prune is None else prune["options"],
         prune_bench=args.prune_bench if prune is not None else 0,
+        precision=args.precision,
+        precision_options=precision,
         options=options,
     ).validate(spell=lambda name: "--" + name.replace("_", "-"))
 
@@ -428,7 +468,9 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         if v is not None
     ]
     if not args.quantize:
-        if calib_flags:
+        if args.precision and args.calib_data and args.calib_random is not None:
+            raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
+        if calib_flags and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random")):
             raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
         return None
     if args.quantize == "int4":
@@ -483,6 +525,8 @@ def _calib_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
         return dict(parse_shape(s) for s in specs)
     except GraphoptError as exc:
         raise GraphoptError(str(exc).replace("--shape", "--calib-shape", 1)) from None
+
+
 def _int4_config(args: argparse.Namespace) -> Any:
     """The Int4Config the flags ask for; calibration data is optional (rtn) or needed (gptq)."""
     from graphopt.quantize.int4 import Int4Config
@@ -508,6 +552,44 @@ def _int4_config(args: argparse.Namespace) -> Any:
     )
     cfg.check()
     return cfg
+
+
+def _precision_data(args: argparse.Namespace) -> bool:
+    return bool(args.precision) and (bool(args.calib_data) or args.calib_random is not None)
+
+
+def _precision_config(args: argparse.Namespace) -> Any:
+    """The PrecisionConfig the flags ask for (None without --precision); flag errors surface before any loading."""
+    flags = [
+        f
+        for f, v in (
+            ("--precision-block", args.precision_block),
+            ("--precision-allow", args.precision_allow),
+            ("--precision-keep", args.precision_keep),
+            ("--no-keep-io-types", not args.keep_io_types),
+            ("--precision-kernels", args.precision_kernels != "auto"),
+        )
+        if v
+    ]
+    if not args.precision:
+        if flags:
+            raise GraphoptError(f"{flags[0]} needs --precision fp16 or bf16")
+        return None
+    if args.calib_random is not None and args.calib_random < 1:
+        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
+    if args.calib_data and not Path(args.calib_data).is_dir():
+        raise GraphoptError(f"{args.calib_data}: calibration data directory not found")
+    from graphopt.quantize.precision import PrecisionConfig
+
+    return PrecisionConfig(
+        precision=args.precision,
+        keep_io_types=args.keep_io_types,
+        block_ops=list(args.precision_block),
+        allow_ops=list(args.precision_allow),
+        block_nodes=list(args.precision_keep),
+        kernels=args.precision_kernels,
+        threads=args.threads,
+    )
 
 
 def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str, Any]], list[str]]:

@@ -86,6 +86,8 @@ def _render(report: PassReport, summary: dict[str, Any]) -> None:
         _print_pruning(console, pruned)
     if report.quantization is not None:
         _print_quantization(console, report.quantization)
+    if "precision" in summary:
+        _print_precision(console, summary["precision"], summary)
 
 
 class _Recorded(list):
@@ -326,6 +328,47 @@ def _print_quantization(console: Console, q: Any) -> None:
     if q.opset_upgraded:
         a, b = q.opset_upgraded
         lines.append(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ")
+    _print_lines(console, lines)
+
+
+def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The half-precision conversion: what was converted, what stayed fp32 and why, error, size, latency."""
+    kept = p["kept_fp32"]
+    if kept and len(kept) <= 30:
+        rows: list[list[str | Text]] = [[k["name"], k["op_type"], k["why"]] for k in kept]
+        columns = [("kept fp32", "left"), ("op", "left"), ("why", "left")]
+        table, _ = _fit_table(console, f"{p['precision']}: nodes kept fp32", columns, rows, droppable=("op",))
+        console.print(table)
+    elif kept:  # many: one row per reason and op type (every node is in --json and --report)
+        groups: dict[tuple[str, str], list[str]] = {}
+        for k in kept:
+            groups.setdefault((k["why"].split(":")[0], k["op_type"]), []).append(k["name"])
+        rows = [[names[0], op, why, str(len(names))] for (why, op), names in groups.items()]
+        columns = [("first node", "left"), ("op", "left"), ("why", "left"), ("nodes", "right")]
+        title = f"{p['precision']}: {len(kept)} nodes kept fp32, by reason and op (all in --json)"
+        table, _ = _fit_table(console, title, columns, rows, droppable=("op",))
+        console.print(table)
+    err = p["output_error_rel"]
+    lines = [
+        f"{p['precision']}: {p['converted_nodes']} of {plural(p['float_nodes'], 'float node')} converted, "
+        f"{len(kept)} kept fp32 (kernels {p['kernels']}, target {p['target']})",
+        "  kept fp32: " + (", ".join(f"{n} {why}" for why, n in p["kept_fp32_by_reason"].items()) or "none"),
+        f"  weights: {p['weights_half']} stored {p['precision']}, {p['weights_fp32']} fp32; "
+        f"Casts: {p['casts_added']} added, {p['casts_removed']} removed as redundant",
+        "  output error vs fp32: "
+        + ("not measured (onnxruntime cannot run it)" if err is None else f"{err:.4g} relative, max abs "
+           f"{p['output_error_max_abs']:.4g}, min cosine {p['output_cosine_min']:.6f}")
+        + f" on {plural(p['calibration_batches'], 'batch', 'batches')}"
+        + (" of random data" if p["random_data"] else ""),
+        f"  parameters {human_bytes(p['param_bytes_before'])} -> {human_bytes(p['param_bytes_after'])}; "
+        f"file {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}",
+    ]
+    if p["latency_ms"]:
+        a, b = p["latency_ms"]
+        lines.append(f"  onnxruntime CPU latency {a:.2f} ms -> {b:.2f} ms ({b / a:.2f}x fp32; median)")
+    if p["target"] == "tensorrt":
+        v = p["tensorrt_violations"]
+        lines.append(f"  TensorRT rule checker: {len(v)} violations" + (f" (first: {v[0]})" if v else ""))
     _print_lines(console, lines)
 
 

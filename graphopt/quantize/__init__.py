@@ -1,4 +1,5 @@
-"""Int8 quantization, in one package whose modules follow the data path:
+"""The lossy conversions (int8 static and dynamic, int4 weight-only, fp16/bf16), in one package whose modules follow
+the data path:
 
 * :mod:`~graphopt.quantize.analysis` picks the nodes to quantize and the activations to measure (``plan``);
 * :mod:`~graphopt.quantize.calibration` measures their ranges under onnxruntime (and caches the statistics);
@@ -8,7 +9,9 @@
 * :mod:`~graphopt.quantize.embeddings` stores Gather-read vocabulary tables in int8/int4 (``quantize_embeddings``);
 * :mod:`~graphopt.quantize.dynamic` is dynamic int8 (``quantize_dynamic_nodes``, ``quantize_model_dynamic``:
   ``--quantize int8-dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
-* :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``.
+* :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``;
+* :mod:`~graphopt.quantize.precision` converts to fp16/bf16 (``convert_precision``; pass ``precision``): the other
+  lossy mode, measured and reported the same way (nodes kept fp32 and why, error, bytes, latency).
 
 Dependencies point one way: analysis <- transform <- driver <- passes; nothing here imports the API or the CLI.
 Names are loaded on first use, so that registering the pass costs no calibration import.
@@ -32,6 +35,9 @@ _EXPORTS = {
     "quantize_model_dynamic": ".dynamic",
     "calibration_feeds": ".text",
     "LayerReport": ".report",
+    "PrecisionConfig": ".precision",
+    "PrecisionReport": ".precision",
+    "convert_precision": ".precision",
     "QuantReport": ".report",
 }
 

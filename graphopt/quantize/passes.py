@@ -1,6 +1,7 @@
 """The ``quantize-int8`` pass: quantization as a step of a pipeline (``--passes ...,quantize-int8``). It is a lossy
 one-shot model pass: it runs once, after which its report is ``PassReport.results["quantize-int8"]``.
-``graphopt optimize --quantize`` and ``optimize(quantize=...)`` call the same driver after the pipeline instead."""
+``graphopt optimize --quantize`` and ``optimize(quantize=...)`` call the same driver after the pipeline instead.
+The ``precision`` pass (fp16/bf16) works the same way (``--precision`` calls its driver after the pipeline)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,27 @@ class QuantizeInt8Dynamic(ModelPass):
         report = quantize_model_dynamic(model, ctx.target, extra, feeds=ctx.options.get("calibration"))
         ctx.count("layers", len(report.layers))
         return PassResult(True, report)
+
+
+@register_pass(
+    "precision",
+    description="fp16/bf16 conversion for the context's target; nodes that overflow on ctx.options['calibration'] "
+    "(or on random inputs, with a warning) stay fp32",
+    options={
+        "precision": Option(str, "fp16", "half type", choices=("fp16", "bf16")),
+        "keep_io_types": Option(bool, True, "keep float32 graph inputs and outputs"),
+        "kernels": Option(str, "auto", "auto: (ort) no CPU half kernel keeps a node fp32", choices=("auto", "all")),
+    },
+)
+class Precision(ModelPass):
+    lossless = False
+    once = True
+
+    def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
+        from graphopt.quantize.precision import convert_precision
+
+        config = {key: self.options[key] for key in ("precision", "keep_io_types", "kernels")}
+        report = convert_precision(model, ctx.options.get("calibration"), ctx.target, config)
+        ctx.count("converted", report.converted)
+        ctx.count("kept_fp32", len(report.kept))
+        return PassResult(report.converted > 0 or report.weights_half > 0, report)
