@@ -9,6 +9,8 @@ the data path:
 * :mod:`~graphopt.quantize.embeddings` stores Gather-read vocabulary tables in int8/int4 (``quantize_embeddings``);
 * :mod:`~graphopt.quantize.dynamic` is dynamic int8 (``quantize_dynamic_nodes``, ``quantize_model_dynamic``:
   ``--quantize int8-dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
+* :mod:`~graphopt.quantize.int4` is int4 weight-only (``quantize_model_int4``: MatMulNBits for ort, blocked int4
+  DequantizeLinear for tensorrt; RTN or GPTQ);
 * :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``;
 * :mod:`~graphopt.quantize.precision` converts to fp16/bf16 (``convert_precision``; pass ``precision``): the other
   lossy mode, measured and reported the same way (nodes kept fp32 and why, error, bytes, latency).
