@@ -33,7 +33,7 @@ from graphopt.core.onnx_io import from_proto
 from graphopt.core.shape_inference import infer_shapes
 from graphopt.engine.pass_manager import PassManager
 from graphopt.errors import GraphoptError
-from graphopt.quantize import analysis, transform
+from graphopt.quantize import analysis, choice, smoothquant, transform
 from graphopt.quantize import calibration as calib
 from graphopt.quantize.report import LayerReport, QuantReport
 from graphopt.tools import runtime
@@ -64,6 +64,8 @@ Progress = Callable[[str, int, int | None], None]
 
 PER_CHANNEL_OPSET = 13
 """The first opset whose QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales)."""
+SMOOTH_ALPHA = 0.5
+"""SmoothQuant's default alpha (see benchmarks/RESULTS-quantize.md for the sweep that chose it)."""
 SQNR_FLOOR_DB = 10.0
 """Below this output SQNR (a relative error above ~0.32: a third of the output is noise) the int8 model is flagged
 with a warning naming the worst layers; it is still written (the user may have a reason)."""
@@ -90,6 +92,15 @@ class QuantizeConfig:
     TensorRT's Q/DQ need it; False keeps the model's opset and one weight scale per tensor."""
     sqnr_floor_db: float = SQNR_FLOOR_DB
     """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
+    smooth_alpha: float | None = SMOOTH_ALPHA
+    """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
+    smooth_mode: str = "mul"
+    """``fold``: smooth only where the scales fold exactly into the producer; ``mul``: elsewhere insert a Mul."""
+    layer_min_db: float = 30.0
+    """Per-layer budget of the automatic choice: a layer whose own int8 SQNR estimate is below it is not static."""
+    choice: str = "auto"
+    """``auto``: per layer static int8, dynamic int8 or float from its estimated error; ``static``: every planned
+    layer static int8 (the behaviour before the per-layer choice)."""
 
     @classmethod
     def of(cls, value: QuantizeConfig | Mapping[str, Any] | None) -> QuantizeConfig:
@@ -262,8 +273,18 @@ def quantize_model(
     if cfg.per_channel and opset < PER_CHANNEL_OPSET:
         notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
     options = transform.Options(per_channel=per_channel, reduce_range=reduce_range)
-    base = model.to_onnx()
+    original = model.to_onnx()
     timings["plan"] = time.perf_counter() - t0
+
+    smoothed: list[smoothquant.Smoothed] = []
+    if cfg.smooth_alpha is not None:
+        t0 = time.perf_counter()
+        smoothed = _smooth(model, the_plan, batches, cfg, sources)
+        if smoothed:
+            infer_shapes(model)
+            the_plan = analysis.plan(model.graph, target, selection)
+        timings["smooth"] = time.perf_counter() - t0
+    base = model.to_onnx() if smoothed else original
 
     t0 = time.perf_counter()
     calibrated = calib.collect(
@@ -290,13 +311,28 @@ def quantize_model(
         per_channel=per_channel,
         param_bytes_before=initializer_bytes(model),
         opset_upgraded=upgraded,
+        smoothed=smoothed,
+        smooth_alpha=cfg.smooth_alpha if smoothed else None,
     )
     t0 = time.perf_counter()
-    reference = _run(base, batches, threads=cfg.threads, sources=sources)
+    reference = _run(original, batches, threads=cfg.threads, sources=sources)
     timings["reference"] = time.perf_counter() - t0
 
     alone: dict[str, float] = {}
     excluded: list[str] = []
+    chosen: dict[str, choice.Choice] = {}
+    if cfg.choice == "auto":
+        t0 = time.perf_counter()
+        estimates = choice.estimate(
+            model, the_plan, ranges, batches, per_channel=per_channel, reduce_range=reduce_range, threads=cfg.threads
+        )
+        chosen = choice.choose(estimates, cfg.layer_min_db, dynamic=False, target=target)
+        excluded = [c.name for c in chosen.values() if c.mode in ("float", "dynamic")]
+        options.float_outputs = frozenset(c.name for c in chosen.values() if c.mode == "static-float-output")
+        report.choices = list(chosen.values())
+        timings["choose"] = time.perf_counter() - t0
+    elif cfg.choice != "static":
+        raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
     if cfg.max_error is not None:
         t0 = time.perf_counter()
         alone, excluded = _keep_sensitive_float(
@@ -341,6 +377,8 @@ def quantize_model(
                 alone_sqnr_db=alone.get(layer.name),
                 fused=None if target != "ort" or fused is None else f is not None,
                 fused_as=f,
+                mode=chosen[layer.name].mode if layer.name in chosen else "static",
+                why=chosen[layer.name].reason if layer.name in chosen else None,
             )
         )
     timings["measure"] = time.perf_counter() - t0
@@ -357,6 +395,24 @@ def quantize_model(
         logger.warning("%s", note)
     report.warnings = notes
     return report
+
+
+def _smooth(
+    model: Model,
+    the_plan: analysis.Plan,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    cfg: QuantizeConfig,
+    sources: Sequence[str] | None,
+) -> list[smoothquant.Smoothed]:
+    """SmoothQuant on the planned MatMul/Gemm layers: per-channel activation maxima in one pass, then the scales."""
+    alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
+    if not 0.0 <= alpha <= 1.0:
+        raise GraphoptError(f"smoothing alpha must be in [0, 1], got {alpha}")
+    groups = smoothquant.candidates(model.graph, {n.name for n in the_plan.nodes if n.name})
+    if not groups:
+        return []
+    absmax = calib.channel_absmax(model, list(groups), batches, threads=cfg.threads, sources=sources)
+    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode)
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:

@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphopt.quantize.choice import Choice
+from graphopt.quantize.smoothquant import Smoothed
+
 
 @dataclass
 class LayerReport:
@@ -20,6 +23,9 @@ class LayerReport:
     alone_sqnr_db: float | None = None
     fused: bool | None = None
     fused_as: str | None = None
+    mode: str | None = None
+    """static, static-float-output (int8 inputs, float output) or dynamic; see ``QuantReport.choices``."""
+    why: str | None = None
 
 
 @dataclass
@@ -46,6 +52,12 @@ class QuantReport:
     param_bytes_before: int = 0
     param_bytes_after: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    smoothed: list[Smoothed] = field(default_factory=list)
+    """SmoothQuant: the activations smoothed before calibration and where their scales were folded."""
+    smooth_alpha: float | None = None
+    choices: list[Choice] = field(default_factory=list)
+    """The automatic per-layer choice: every estimated layer's mode (static, static-float-output, dynamic, float)
+    and why."""
 
     @property
     def fused_count(self) -> int:
@@ -77,4 +89,7 @@ class QuantReport:
             "warnings": self.warnings,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "layers": [{k: clean(v) for k, v in vars(layer).items()} for layer in self.layers],
+            "smooth_alpha": self.smooth_alpha,
+            "smoothed": [vars(s) for s in self.smoothed],
+            "choices": [vars(c) for c in self.choices],
         }

@@ -1,0 +1,254 @@
+"""Per-layer choice between static int8, static int8 with a float output, dynamic int8 and float.
+
+Estimates come from ONE onnxruntime pass of the float model over (at most :data:`MAX_BATCHES` of) the calibration
+feeds, reading every candidate layer's inputs and output; then, in numpy, each layer is recomputed on its own with its
+inputs (and weights, per channel) quantized as the calibrated static parameters would quantize them, and its output
+quantized or not. Each layer's own SQNR is a sensitivity estimate that costs no model run per layer:
+
+* ``input_db``: the layer's output from int8 inputs and weights against its float output;
+* ``output_db``: its float output against that output quantized per tensor (the QLinear op's output);
+* ``static_db``: both together (what static QDQ gives the layer);
+* ``dynamic_db``: int8 weights and each batch's input quantized with its own range at run time (dynamic int8).
+
+Convolutions, pooling, Concat and the scale-sharing ops are not estimated: they stay static (CNN activations after a
+BatchNorm-folded Conv hold a per-tensor scale well). LayerNormalization and Softmax are not planned by default, so
+they stay float unless the user asks for them.
+
+The choice per estimated layer (``min_db`` is the budget of one layer):
+
+1. ``static`` when ``static_db >= min_db``;
+2. ``static-float-output`` when ``input_db >= min_db`` (the output's outliers are what int8 cannot hold);
+3. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) when ``dynamic_db >= min_db``;
+4. otherwise ``float``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphopt.core.ir import Model, Node, constant_array, weight_axes
+from graphopt.quantize.analysis import BINARY, FLOAT, Params, Plan, activation_inputs
+
+MAX_BATCHES = 8
+"""Calibration feeds read for the estimates (their tensors are held in memory at once)."""
+MIN_DB = 30.0
+"""Default per-layer budget: a layer whose own int8 SQNR is below this (a relative error above ~3 %) is not made
+static int8 (see benchmarks/RESULTS-quantize.md for the measurement behind it)."""
+MODES = ("static", "static-float-output", "dynamic", "float")
+
+
+@dataclass
+class Estimate:
+    name: str
+    op_type: str
+    input_db: float
+    output_db: float
+    static_db: float
+    dynamic_db: float | None
+    macs: float
+    """Multiply-adds per calibration pass (for the speed budget of the accuracy guard)."""
+
+
+@dataclass
+class Choice:
+    name: str
+    op_type: str
+    mode: str
+    reason: str
+
+
+def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
+    """SQNR in dB, channel by channel (the last axis) then averaged as relative errors: a tensor dominated by a few
+    outlier channels scores by what int8 does to its ordinary channels too (a LayerNorm downstream makes them count
+    as much as the outliers)."""
+    ref = ref.astype(np.float64)
+    k = ref.shape[-1] if ref.ndim else 1
+    ref = ref.reshape(-1, k)
+    diff = got.astype(np.float64).reshape(-1, k) - ref
+    signal = np.sum(ref * ref, axis=0)
+    noise = np.sum(diff * diff, axis=0)
+    live = signal > 0
+    if not live.any():
+        return float("inf") if not noise.any() else float("-inf")
+    rel = float(np.mean(noise[live] / signal[live]))
+    return float("inf") if rel == 0 else -10.0 * math.log10(rel)
+
+
+def fake_quant(x: np.ndarray, p: Params) -> np.ndarray:
+    lo, hi = (-128, 127) if p.signed else (0, 255)
+    q = np.clip(np.rint(x / p.scale) + p.zero_point, lo, hi)
+    return ((q - p.zero_point) * p.scale).astype(np.float32)
+
+
+def _weight_fq(node: Node, w: np.ndarray, per_channel: bool, qmax: float) -> np.ndarray:
+    axes = weight_axes(node, w.ndim)
+    axis = axes[0] if per_channel and axes is not None and w.ndim == 2 else None
+    red = tuple(i for i in range(w.ndim) if i != axis) if axis is not None else None
+    amax = np.max(np.abs(w), axis=red, keepdims=True) if w.size else np.ones((1,) * w.ndim)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    return (np.clip(np.rint(w / scale), -qmax, qmax) * scale).astype(np.float32)
+
+
+def _dynamic_fq(x: np.ndarray) -> np.ndarray:
+    """Dynamic uint8 per tensor (onnxruntime's DynamicQuantizeLinear): the range of this very tensor, with 0."""
+    return fake_quant(x, Params.for_range(float(x.min(initial=0.0)), float(x.max(initial=0.0)), False))
+
+
+def _apply(node: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    op = node.op_type
+    if op == "MatMul":
+        return np.matmul(a, b)
+    if op == "Gemm":
+        a2 = a.T if int(node.attr("transA", 0)) else a
+        b2 = b.T if int(node.attr("transB", 0)) else b
+        y = float(node.attr("alpha", 1.0)) * (a2 @ b2)
+        c = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        return y + float(node.attr("beta", 1.0)) * c if c is not None else y
+    if op == "Add":
+        return a + b
+    return a * b
+
+
+def estimable(node: Node) -> bool:
+    """Whether :func:`estimate` can recompute the node alone: a MatMul/Gemm or a binary Add/Mul of two inputs."""
+    if node.op_type in BINARY:
+        return len(node.inputs) == 2
+    if node.op_type == "Gemm":
+        return len(node.inputs) >= 2 and (
+            len(node.inputs) < 3 or node.inputs[2] is None or constant_array(node.inputs[2]) is not None
+        )
+    return node.op_type == "MatMul" and len(node.inputs) == 2
+
+
+def estimate(
+    model: Model,
+    the_plan: Plan,
+    ranges: Mapping[str, tuple[float, float]],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    threads: int | None = None,
+) -> dict[str, Estimate]:
+    """Per estimable planned layer, its own int8 SQNRs (see the module's docstring), from one onnxruntime pass."""
+    from graphopt.tools import runtime
+
+    symmetric = the_plan.target == "tensorrt"
+    qmax = 64.0 if reduce_range and not symmetric else 127.0
+    nodes = [n for n in the_plan.nodes if estimable(n) and n.outputs and n.outputs[0] is not None]
+    names: dict[str, None] = {}
+    for n in nodes:
+        for i in activation_inputs(n):
+            v = n.inputs[i]
+            if v is not None and v.const is None and v.dtype == FLOAT:
+                names[v.name] = None  # type: ignore[index]
+        names[n.outputs[0].name] = None  # type: ignore[union-attr,index]
+    if not nodes:
+        return {}
+    proto = runtime.add_outputs(model.to_onnx(), list(names))
+    sess = runtime.session(proto, threads=threads, optimization="basic")
+    keys = list(names)
+    runs = []
+    for feed in list(batches)[:MAX_BATCHES]:
+        runs.append(dict(zip(keys, runtime.run(sess, keys, feed, "calibration"), strict=True)))
+    out: dict[str, Estimate] = {}
+    for n in nodes:
+        acts = set(activation_inputs(n))
+        operands: list[tuple[np.ndarray | None, Params | None, bool]] = []
+        ok = True
+        for i in (0, 1):
+            v = n.inputs[i]
+            if v is None:
+                ok = False
+                break
+            if i in acts and v.const is None:
+                if v.name not in ranges:
+                    ok = False
+                    break
+                lo, hi = ranges[v.name]
+                operands.append((None, Params.for_range(lo, hi, symmetric), True))
+            else:
+                w = constant_array(v)
+                if w is None or w.dtype != np.float32:
+                    ok = False
+                    break
+                operands.append((w, None, False))
+        y_name = n.outputs[0].name  # type: ignore[union-attr]
+        if not ok or not runs or any(y_name not in r for r in runs):
+            continue
+        pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
+        refs, ins, stat, dyn = [], [], [], []
+        has_weight = any(not is_act for _, _, is_act in operands)
+        macs = 0.0
+        for r in runs:
+            vals, q_vals, d_vals = [], [], []
+            for (w, p, is_act), v in zip(operands, n.inputs[:2], strict=True):
+                if is_act:
+                    x = np.asarray(r[v.name], dtype=np.float32)  # type: ignore[union-attr]
+                    vals.append(x)
+                    q_vals.append(fake_quant(x, p))  # type: ignore[arg-type]
+                    d_vals.append(_dynamic_fq(x))
+                else:
+                    vals.append(w)
+                    wq = _weight_fq(n, w, per_channel, qmax) if n.op_type not in BINARY else w  # type: ignore[arg-type]
+                    q_vals.append(wq)
+                    d_vals.append(wq)
+            y = np.asarray(r[y_name], dtype=np.float32)
+            y_in = _apply(n, q_vals[0], q_vals[1]).astype(np.float32)
+            refs.append(y)
+            ins.append(y_in)
+            stat.append(fake_quant(y_in, pout) if pout is not None else y_in)
+            if has_weight and n.op_type != "Add" and n.op_type != "Mul":
+                dyn.append(_apply(n, d_vals[0], d_vals[1]).astype(np.float32))
+            if n.op_type in ("MatMul", "Gemm"):
+                k = vals[0].shape[-1] if not int(n.attr("transA", 0)) else vals[0].shape[0]
+                macs += float(y.size) * float(k)
+            else:
+                macs += float(y.size)
+        lasts = {a.shape[-1] if a.ndim else 1 for a in refs}
+        k = lasts.pop() if len(lasts) == 1 else 1  # batches of other widths (attention over sequences): whole tensors
+
+        def cat(arrs: list[np.ndarray], k: int = k) -> np.ndarray:
+            return np.concatenate([a.reshape(-1, k) for a in arrs])
+
+        ref = cat(refs)
+        out[n.name] = Estimate(
+            n.name,
+            n.op_type,
+            _sqnr(ref, cat(ins)),
+            _sqnr(ref, cat([fake_quant(a, pout) for a in refs])) if pout else float("inf"),
+            _sqnr(ref, cat(stat)),
+            _sqnr(ref, cat(dyn)) if dyn else None,
+            macs,
+        )
+    return out
+
+
+def choose(
+    estimates: Mapping[str, Estimate], min_db: float = MIN_DB, *, dynamic: bool = False, target: str = "ort"
+) -> dict[str, Choice]:
+    """The mode of each estimated layer (see the module's docstring); ``dynamic``: dynamic int8 is available."""
+    out: dict[str, Choice] = {}
+    for name, e in estimates.items():
+        if e.static_db >= min_db:
+            mode, why = "static", f"static int8 holds its error ({e.static_db:.1f} dB >= {min_db:g})"
+        elif target == "ort" and e.input_db >= min_db and e.op_type in ("MatMul", "Gemm"):
+            mode = "static-float-output"
+            why = (
+                f"an int8 output loses too much ({e.output_db:.1f} dB; static {e.static_db:.1f} dB < {min_db:g}); "
+                f"int8 inputs hold ({e.input_db:.1f} dB)"
+            )
+        elif dynamic and e.dynamic_db is not None and e.dynamic_db >= min_db:
+            mode = "dynamic"
+            why = f"static int8 {e.static_db:.1f} dB < {min_db:g}; dynamic int8 holds ({e.dynamic_db:.1f} dB)"
+        else:
+            mode = "float"
+            dyn = f", dynamic {e.dynamic_db:.1f} dB" if dynamic and e.dynamic_db is not None else ""
+            why = f"int8 loses too much (static {e.static_db:.1f} dB, int8 inputs {e.input_db:.1f} dB{dyn}"
+            why += f" < {min_db:g})"
+        out[name] = Choice(name, e.op_type, mode, why)
+    return out

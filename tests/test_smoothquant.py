@@ -1,0 +1,209 @@
+"""SmoothQuant (graphopt.quantize.smoothquant) and the per-layer choice (graphopt.quantize.choice).
+
+The smoothed float model must compute what the original computes (checked under onnxruntime, before any
+quantization), the fold must go into the producer only where that is exact, and the per-layer estimates must pick
+float for a layer whose activation int8 cannot hold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.core.onnx_io import from_proto
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.quantize import QuantizeConfig, analysis, choice, quantize_model, smoothquant
+from graphopt.quantize import calibration as calib
+from graphopt.tools import runtime
+
+
+def _ln_matmul(k: int, n: int, seed: int, residual: bool, gelu: bool = False, two: bool = False) -> onnx.ModelProto:
+    """x -> LayerNorm -> MatMul(W) (+ another MatMul reading the same LN output when ``two``), with an outlier channel
+    in gamma; ``residual``: the LN output is also added to the MatMul's output (a post-LN residual reads it)."""
+    rng = np.random.default_rng(seed)
+    gamma = rng.uniform(0.5, 1.5, k).astype(np.float32)
+    gamma[rng.integers(k)] *= 30.0  # an outlier channel
+    beta = rng.normal(0, 0.5, k).astype(np.float32)
+    w = rng.normal(0, 0.2, (k, n)).astype(np.float32)
+    w2 = rng.normal(0, 0.2, (k, n)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(gamma, "gamma"),
+        numpy_helper.from_array(beta, "beta"),
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(w2, "W2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (n, k)).astype(np.float32), "Wr"),
+    ]
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h"], axis=-1, name="ln")]
+    src = "h"
+    if gelu:
+        nodes.append(helper.make_node("Sigmoid", ["h"], ["sg"], name="sig"))
+        nodes.append(helper.make_node("Mul", ["h", "sg"], ["g"], name="silu"))
+        src = "g"
+    nodes.append(helper.make_node("MatMul", [src, "W"], ["y"], name="mm"))
+    out = "y"
+    if two:
+        nodes.append(helper.make_node("MatMul", [src, "W2"], ["y2"], name="mm2"))
+        nodes.append(helper.make_node("Add", ["y", "y2"], ["y3"], name="sum"))
+        out = "y3"
+    if residual:
+        nodes.append(helper.make_node("MatMul", [out, "Wr"], ["back"], name="mm_back"))
+        nodes.append(helper.make_node("Add", ["back", src], ["z"], name="res"))
+        out = "z"
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, k])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _feeds(k: int, count: int = 3, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(0, 1, (2, 5, k)).astype(np.float32)} for _ in range(count)]
+
+
+def _smoothed(proto: onnx.ModelProto, feeds, alpha: float, mode: str):
+    model = from_proto(proto)
+    infer_shapes(model)
+    groups = smoothquant.candidates(model.graph)
+    absmax = calib.channel_absmax(model, list(groups), feeds)
+    done = smoothquant.smooth(model.graph, absmax, alpha, mode=mode)
+    return model, done
+
+
+def _run(proto: onnx.ModelProto, feeds) -> list[np.ndarray]:
+    sess = runtime.session(proto, optimization="disabled")
+    return [sess.run(None, f)[0] for f in feeds]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    k=st.sampled_from([4, 8, 16]),
+    n=st.sampled_from([3, 8]),
+    seed=st.integers(0, 10_000),
+    alpha=st.floats(0.0, 1.0),
+    residual=st.booleans(),
+    gelu=st.booleans(),
+    two=st.booleans(),
+    mode=st.sampled_from(smoothquant.MODES),
+)
+def test_smoothed_float_model_equals_the_original_under_onnxruntime(k, n, seed, alpha, residual, gelu, two, mode):
+    proto = _ln_matmul(k, n, seed, residual, gelu, two)
+    feeds = _feeds(k, seed=seed)
+    model, done = _smoothed(proto, feeds, alpha, mode)
+    before, after = _run(proto, feeds), _run(model.to_onnx(), feeds)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-4 * float(np.abs(a).max()))
+    folded = [d.fold for d in done]
+    if residual or gelu:
+        # the LN (or SiLU) output has another reader (the residual Add) or no foldable producer: never folded
+        assert all(not f.startswith("LayerNormalization") for f in folded)
+        on_src = [d.fold for d in done if d.activation in ("h", "g")]
+        assert on_src in ([], ["Mul"]) and (mode == "mul" or on_src == [])
+        # the MatMul after the first one reads an output nothing else reads: that fold is exact
+        assert all(f in ("Mul", "MatMul mm") for f in folded)
+    else:
+        # every reader of the LN output is a smoothed MatMul: the scales went into gamma and beta, no Mul added
+        assert all(f == "LayerNormalization ln" for f in folded)
+        assert not any(node.op_type == "Mul" for node in model.graph)
+        if two and done:
+            assert sorted(done[0].layers) == ["mm", "mm2"]  # one scale for both readers
+
+
+def test_smoothing_moves_an_outlier_channel_into_the_weight() -> None:
+    proto = _ln_matmul(16, 8, 3, residual=False)
+    feeds = _feeds(16)
+    model, done = _smoothed(proto, feeds, 0.5, "fold")
+    assert [d.fold for d in done] == ["LayerNormalization ln"]
+    ln = next(n for n in model.graph if n.op_type == "LayerNormalization")
+    mm = next(n for n in model.graph if n.name == "mm")
+    gamma = ln.inputs[1].constant().numpy()
+    old_gamma = numpy_helper.to_array(next(i for i in proto.graph.initializer if i.name == "gamma"))
+    # the outlier channel's gamma shrank the most, and the MatMul's row for it grew by the same factor
+    ratio = old_gamma / gamma
+    j = int(np.argmax(np.abs(old_gamma)))
+    assert ratio[j] == pytest.approx(ratio.max())
+    w = mm.inputs[1].constant().numpy()
+    old_w = numpy_helper.to_array(next(i for i in proto.graph.initializer if i.name == "W"))
+    np.testing.assert_allclose(w / old_w, np.repeat(ratio[:, None], w.shape[1], 1), rtol=1e-5)
+
+
+def test_fold_mode_leaves_a_shared_activation_alone() -> None:
+    proto = _ln_matmul(8, 4, 1, residual=True)
+    model, done = _smoothed(proto, _feeds(8), 0.5, "fold")
+    # the LN output also feeds the residual Add: not smoothed; the MatMul reading mm's private output is
+    assert [(d.activation, d.fold) for d in done] == [("y", "MatMul mm")]
+    ln = next(n for n in model.graph if n.op_type == "LayerNormalization")
+    assert ln.inputs[1].name == "gamma" and not any(n.op_type == "Mul" for n in model.graph)
+
+
+def test_scales_follow_the_formula_and_ignore_empty_channels() -> None:
+    act = np.array([4.0, 0.0, 1.0])
+    w = np.array([[1.0, 2.0], [3.0, 0.5], [0.0, 0.0]], dtype=np.float32)  # rows: input channels
+    s = smoothquant.scales(act, [(w, 0)], 0.5)
+    np.testing.assert_allclose(s, [np.sqrt(4.0) / np.sqrt(2.0), 1.0, 1.0])
+
+
+def _outlier_net(k: int = 16) -> onnx.ModelProto:
+    """x -> MatMul(W1) -> Add(x2) where x2 carries one huge channel: the Add cannot keep int8 (per tensor)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (k, k)).astype(np.float32), "W1")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["y"], name="mm"),
+        helper.make_node("Add", ["y", "skip"], ["z"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k]),
+            helper.make_tensor_value_info("skip", TensorProto.FLOAT, [4, k]),
+        ],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _outlier_feeds(k: int = 16, count: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(count):
+        skip = rng.normal(0, 1, (4, k)).astype(np.float32)
+        skip[:, 3] *= 2000.0
+        out.append({"x": rng.normal(0, 1, (4, k)).astype(np.float32), "skip": skip})
+    return out
+
+
+def test_choice_keeps_an_add_of_an_outlier_float_and_the_matmul_static() -> None:
+    proto, feeds = _outlier_net(), _outlier_feeds()
+    model = from_proto(proto)
+    infer_shapes(model)
+    plan = analysis.plan(model.graph, "ort")
+    ranges = calib.collect(model, plan.tensors, feeds, cache=False).ranges("minmax")
+    est = choice.estimate(model, plan, ranges, feeds)
+    assert set(est) == {"mm", "add"}
+    assert est["mm"].static_db > 35 and est["add"].static_db < est["mm"].static_db
+    picked = choice.choose(est, min_db=35)
+    assert picked["mm"].mode == "static" and picked["add"].mode == "float"
+    assert "dB" in picked["add"].reason
+
+
+def test_auto_choice_in_quantize_model_reports_each_layer_and_beats_all_static() -> None:
+    feeds = _outlier_feeds()
+    auto, static = from_proto(_outlier_net()), from_proto(_outlier_net())
+    r_auto = quantize_model(auto, feeds, config=QuantizeConfig(cache=False, method="minmax", layer_min_db=35))
+    r_static = quantize_model(static, feeds, config=QuantizeConfig(cache=False, method="minmax", choice="static"))
+    modes = {c.name: c.mode for c in r_auto.choices}
+    assert modes == {"mm": "static", "add": "float"}
+    assert r_static.choices == []
+    assert r_auto.error_rel < r_static.error_rel
+    d = r_auto.to_dict()
+    assert {c["name"]: c["mode"] for c in d["choices"]} == modes
+    assert all(layer["mode"] == "static" for layer in d["layers"])
