@@ -62,9 +62,13 @@ class OptimizeRequest:
     def validate(self, spell: Callable[[str], str] = _spell_api) -> OptimizeRequest:
         if self.target not in TARGETS:
             raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
-        if self.quantize not in (None, "int8"):
-            raise GraphoptError(f"{spell('quantize')} must be 'int8', got {self.quantize!r}")
-        if self.quantize and self.calibration is None:
+        if self.quantize not in (None, "int8", "int8-dynamic"):
+            raise GraphoptError(f"{spell('quantize')} must be 'int8' or 'int8-dynamic', got {self.quantize!r}")
+        if self.quantize == "int8-dynamic" and self.target == "tensorrt":
+            from graphopt.quantize.dynamic import TENSORRT_MESSAGE
+
+            raise GraphoptError(TENSORRT_MESSAGE)
+        if self.quantize == "int8" and self.calibration is None:
             raise GraphoptError(
                 f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
             )
@@ -153,7 +157,16 @@ def run_request(
                 )
                 if before is not None and report.pruning:
                     report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
-        if request.quantize:
+        if request.quantize == "int8-dynamic":
+            from graphopt.quantize.dynamic import quantize_model_dynamic
+
+            with stage("quantize"):
+                if feeds is None and request.calibration is not None:
+                    feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
+                report.quantization = quantize_model_dynamic(
+                    model, request.target, request.quantize_options, feeds=feeds, sources=sources
+                )
+        elif request.quantize:
             from graphopt.quantize.driver import quantize_model
 
             with stage("quantize"):
@@ -214,7 +227,9 @@ def optimize(
     ``quantize="int8"`` quantizes the result to QDQ int8 for ``target`` after the pipeline, calibrated on
     ``calibration`` (an iterable of feed dicts keyed by input name); ``quantize_options`` is a
     :class:`graphopt.quantize.QuantizeConfig` or a dict of its fields (method, exclude, max_error, ...). The
-    quantization report is ``report[0].quantization``.
+    quantization report is ``report[0].quantization``. ``quantize="int8-dynamic"`` needs no calibration: int8
+    weights per output channel and activations quantized at run time for every MatMul/Gemm with a constant weight,
+    embedding tables int8 per row (target ort only); ``calibration``, if given, is where its error is measured.
 
     ``prune_channels=0.5`` removes half of the channels of every prunable group after the pipeline (before any
     quantization); ``prune_weights=0.5`` or ``"2:4"`` zeroes weights. ``prune_options`` go to

@@ -211,7 +211,12 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
 
 def _quantize_flags(opt: argparse.ArgumentParser) -> None:
     q = opt.add_argument_group("quantization (after the optimization level's passes)")
-    q.add_argument("--quantize", choices=("int8",), help="quantize to int8 QDQ for --target")
+    q.add_argument(
+        "--quantize",
+        choices=("int8", "int8-dynamic"),
+        help="int8: calibrated QDQ for --target; int8-dynamic: int8 weights, activations quantized at run time, "
+        "no calibration (target ort)",
+    )
     q.add_argument("--calib-data", metavar="DIR", help="calibration data: .npz files, each one feed dict by input name")
     q.add_argument(
         "--calib-random", type=int, metavar="N", help="calibrate on N random samples (smoke tests: poor ranges)"
@@ -315,7 +320,9 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         strict=args.strict,
         keep_debug_info=args.keep_debug_info,
         quantize=args.quantize,
-        calibration=None if quant_config is None else (lambda model: _calibration(args, model)),
+        calibration=None
+        if quant_config is None or (args.quantize == "int8-dynamic" and not (args.calib_data or args.calib_random))
+        else (lambda model: _calibration(args, model)),
         quantize_options=quant_config,
         prune_channels=None if prune is None else prune["channels"],
         prune_weights=None if prune is None else prune["weights"],
@@ -394,7 +401,9 @@ def _quantize_config(args: argparse.Namespace) -> Any:
 
     if args.calib_data and args.calib_random is not None:
         raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
-    if not args.calib_data and args.calib_random is None:
+    if args.quantize == "int8-dynamic" and args.max_error is not None:
+        raise GraphoptError("--max-error needs --quantize int8 (int8-dynamic has no accuracy search)")
+    if not args.calib_data and args.calib_random is None and args.quantize == "int8":
         raise GraphoptError(
             "--quantize needs calibration data: --calib-data DIR (or --calib-random N for a smoke test)"
         )

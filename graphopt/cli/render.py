@@ -269,6 +269,9 @@ def _print_quantization(console: Console, q: Any) -> None:
         columns.append(("alone dB", "right"))
     if q.target == "ort":
         columns.append(("runs as", "left"))
+    modes = any(getattr(layer, "mode", None) for layer in q.layers)
+    if modes:
+        columns.insert(2, ("mode", "left"))
     rows: list[list[str | Text]] = []
     for layer in q.layers:
         w = layer.weight_scale
@@ -281,6 +284,8 @@ def _print_quantization(console: Console, q: Any) -> None:
             layer.absorbed or "",
             _fmt(layer.sqnr_db, ".1f"),
         ]
+        if modes:
+            row.insert(2, layer.mode or "static")
         if alone:
             row.append(_fmt(layer.alone_sqnr_db, ".1f"))
         if q.target == "ort":
@@ -297,9 +302,18 @@ def _print_quantization(console: Console, q: Any) -> None:
     source = f"{plural(q.batches, 'calibration batch', 'calibration batches')}{', from cache' if q.cached else ''}"
     method = q.method + (f" {q.percentile:g}" if q.method == "percentile" else "")
     fused = f", {q.fused_count} run as integer kernels" if q.target == "ort" else ""
+    if q.method == "dynamic":
+        dynamic = sum(1 for layer in q.layers if getattr(layer, "mode", None) == "dynamic")
+        tables = sum(1 for layer in q.layers if (getattr(layer, "mode", None) or "").endswith("table"))
+        ranges = (
+            f"  dynamic: {plural(dynamic, 'layer')} with activations quantized at run time (no calibration), "
+            f"{plural(tables, 'embedding table')} int8; error measured on {plural(q.batches, 'batch', 'batches')}"
+        )
+    else:
+        ranges = f"  ranges: {method} from {source}"
     lines = [
         f"int8: {plural(len(q.layers), 'layer')} quantized{fused}",
-        f"  ranges: {method} from {source}",
+        ranges,
         f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
         f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
         f"  weights: {q.reduce_range_reason}",

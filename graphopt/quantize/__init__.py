@@ -5,6 +5,7 @@
 * :mod:`~graphopt.quantize.transform` quantizes weights and inserts the Q/DQ pairs (``apply``);
 * :mod:`~graphopt.quantize.qdq_rules` checks a QDQ model against TensorRT's placement rules;
 * :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;
+* :mod:`~graphopt.quantize.embeddings` stores Gather-read vocabulary tables in int8/int4 (``quantize_embeddings``);
 * :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``.
 
 Dependencies point one way: analysis <- transform <- driver <- passes; nothing here imports the API or the CLI.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "output_error": ".driver",
     "quantize_model": ".driver",
     "sqnr_db": ".driver",
+    "quantize_embeddings": ".embeddings",
     "LayerReport": ".report",
     "QuantReport": ".report",
 }

@@ -43,3 +43,24 @@ class QuantizeInt8(ModelPass):
         report = quantize_model(model, feeds, ctx.target, config)
         ctx.count("layers", len(report.layers))
         return PassResult(True, report)
+
+
+@register_pass(
+    "quantize-int8-dynamic",
+    description="dynamic int8 (target ort): MatMul/Gemm with constant weights get int8 weights per output channel "
+    "and activations quantized at run time; embedding tables int8 per row; no calibration",
+)
+class QuantizeInt8Dynamic(ModelPass):
+    lossless = False
+    once = True
+
+    def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
+        from graphopt.quantize.analysis import is_quantized
+        from graphopt.quantize.dynamic import quantize_model_dynamic
+
+        if is_quantized(model.graph) or any(n.op_type == "DynamicQuantizeMatMul" for n in model.graph):
+            return False  # a quantized model is left alone
+        extra = ctx.options.get("quantize_options")
+        report = quantize_model_dynamic(model, ctx.target, extra, feeds=ctx.options.get("calibration"))
+        ctx.count("layers", len(report.layers))
+        return PassResult(True, report)

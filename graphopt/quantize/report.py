@@ -24,8 +24,11 @@ class LayerReport:
     fused: bool | None = None
     fused_as: str | None = None
     mode: str | None = None
-    """static, static-float-output (int8 inputs, float output) or dynamic; see ``QuantReport.choices``."""
-    why: str | None = None
+    """How the layer was quantized: None or ``"static"`` (calibrated Q/DQ), ``"static-float-output"`` (calibrated
+    int8 inputs, float output), ``"dynamic"`` (int8 weights, activations quantized at run time), ``"int8 table"`` /
+    ``"int4 table"`` (a quantized embedding table read by a Gather)."""
+    note: str | None = None
+    """Why it got that form, or what form it took (one short phrase)."""
 
 
 @dataclass

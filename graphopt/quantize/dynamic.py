@@ -1,0 +1,436 @@
+"""Dynamic int8: MatMul/Gemm with a constant weight run on int8 weights (symmetric, one scale per output channel)
+and int8 activations quantized at run time from each input's own range, so no calibration is needed and activation
+outliers (after LayerNorm/GELU, in attention) cost nothing: every input gets the scale its values need.
+
+``quantize_dynamic_nodes`` rewrites the given nodes in place; the driver's ``int8-dynamic`` mode picks every
+MatMul/Gemm with a constant 2-D weight (attention projections, FFN) and quantizes the embedding tables too.
+
+Forms (``form=``), measured under onnxruntime (see ``FORMS``): the default is the one that ran fastest at 1 and 2
+threads on an AVX-512 VNNI CPU with the same accuracy. Activation x activation MatMuls (attention scores) stay float:
+quantizing softmax probabilities per tensor is where onnxruntime's own ``quantize_dynamic`` loses accuracy.
+
+Target tensorrt has no run-time activation quantization of this kind (its int8 needs calibrated, constant Q/DQ
+scales): the driver refuses ``int8-dynamic`` for it and names the alternatives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
+from graphopt.core.tensors import Tensor
+from graphopt.errors import GraphoptError
+from graphopt.quantize.report import LayerReport, QuantReport
+
+FLOAT = onnx.TensorProto.FLOAT
+MS_DOMAIN = "com.microsoft"
+
+FORMS = {
+    "dqmatmul": "com.microsoft DynamicQuantizeMatMul (uint8 activations per tensor, int8 weights per column, bias)",
+    "integer": "DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scales) (-> Add bias): standard ops",
+    "integertofloat": "DynamicQuantizeLinear -> com.microsoft MatMulIntegerToFloat (scales, bias inside)",
+    "pertoken": "int8 activations with one scale per token (row): ReduceMax(Abs) -> Div -> Round -> Cast -> "
+    "MatMulInteger -> Cast -> Mul(scales) (-> Add bias): standard ops",
+}
+DEFAULT_FORM = "dqmatmul"
+
+
+def dynamic_candidates(graph: Graph) -> list[Node]:
+    """MatMul/Gemm nodes of ``graph`` that dynamic int8 can take: float activation input, constant float 2-D weight
+    (Gemm: no transA; a bias, if any, constant and 1-D or scalar)."""
+    out = []
+    for n in graph:
+        if n.domain not in STANDARD_DOMAINS or n.op_type not in ("MatMul", "Gemm") or len(n.inputs) < 2:
+            continue
+        if _why_not(n) is None:
+            out.append(n)
+    return out
+
+
+def _why_not(n: Node) -> str | None:
+    x, w = n.inputs[0], n.inputs[1]
+    if x is None or w is None or x.const is not None:
+        return "its input is a constant"
+    if x.dtype is not None and x.dtype != FLOAT:
+        return "its input is not float32"
+    if w.const is None:
+        return "its weight is computed at run time"
+    if w.const.dtype != FLOAT or len(w.const.dims) != 2:
+        return "its weight is not a 2-D float32 constant"
+    if n.op_type == "Gemm":
+        if int(n.attr("transA", 0)):
+            return "Gemm with transA"
+        if len(n.inputs) > 2 and n.inputs[2] is not None:
+            c = n.inputs[2]
+            if c.const is None or c.const.dtype != FLOAT:
+                return "Gemm bias is not a float constant"
+            nout = w.const.dims[0] if int(n.attr("transB", 0)) else w.const.dims[1]
+            if len(c.const.dims) > 1 and tuple(c.const.dims) not in ((1, nout), (nout,)):
+                return "Gemm bias is not a vector"
+    elif x.shape is not None and len(x.shape) < 2:
+        return "its input has rank 1"
+    return None
+
+
+def quantize_weight(
+    w: np.ndarray, per_channel: bool = True, reduce_range: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 of a (K, N) weight: ``(q, scale)`` with scale (N,) per output column, or (1,) per tensor;
+    ``reduce_range``: values in [-64, 64] (the static driver's 7-bit weights)."""
+    qmax = 64.0 if reduce_range else 127.0
+    data = w.astype(np.float64)
+    absmax = np.max(np.abs(data), axis=0) if per_channel else np.atleast_1d(np.max(np.abs(data), initial=0.0))
+    scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
+    q = np.clip(np.rint(data / scale.astype(np.float64)), -qmax, qmax).astype(np.int8)
+    return q, scale
+
+
+def quantize_dynamic_nodes(
+    model: Model,
+    nodes: Iterable[Node],
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    form: str = DEFAULT_FORM,
+) -> list[LayerReport]:
+    """Rewrite each MatMul/Gemm of ``nodes`` (main graph) to dynamic int8 in place; one LayerReport per rewritten
+    node (``mode="dynamic"``, ``sqnr_db`` the weight's own quantization SQNR). A node dynamic int8 cannot take (see
+    :func:`dynamic_candidates`) is left float and reported with ``mode=None`` and the reason in ``note``.
+    ``reduce_range`` stores 7-bit weights (CPUs without VNNI, whose u8 x s8 products can saturate)."""
+    if form not in FORMS:
+        raise GraphoptError(f"unknown dynamic int8 form {form!r} (choose from {', '.join(FORMS)})")
+    graph = model.graph
+    if (model.opset("") or 0) < 11 and form != "dqmatmul":
+        raise GraphoptError("dynamic int8 needs opset 11 or later (DynamicQuantizeLinear)")
+    reports: list[LayerReport] = []
+    cache: dict[tuple[int, bool], tuple[Value, Value, np.ndarray]] = {}
+    for n in list(nodes):
+        if n.graph is not graph:
+            raise GraphoptError(f"{n.name or n.op_type}: not a node of the model's main graph")
+        why = _why_not(n) if n.op_type in ("MatMul", "Gemm") and n.domain in STANDARD_DOMAINS else "not MatMul/Gemm"
+        if why is not None:
+            reports.append(_report(n, None, None, None, why))
+            continue
+        if form != "integer":
+            model.opset_imports.setdefault(MS_DOMAIN, 1)
+        reports.append(_rewrite(graph, n, per_channel, reduce_range, form, cache, model.opset("") or 0))
+    return reports
+
+
+def _report(n: Node, scale: np.ndarray | None, sqnr: float | None, mode: str | None, note: str) -> LayerReport:
+    return LayerReport(
+        name=n.name or n.op_type,
+        op_type=n.op_type,
+        input_scale=None,
+        weight_scale=None if scale is None else (float(scale.min()), float(scale.max())),
+        output_scale=None,
+        absorbed=None,
+        sqnr_db=sqnr,
+        mode=mode,
+        note=note,
+    )
+
+
+def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum(np.square(got - ref)))
+    signal = float(np.sum(np.square(ref)))
+    return float("inf") if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
+
+
+def _rewrite(
+    graph: Graph,
+    n: Node,
+    per_channel: bool,
+    reduce_range: bool,
+    form: str,
+    cache: dict[tuple[int, bool], tuple[Value, Value, np.ndarray]],
+    opset: int,
+) -> LayerReport:
+    x, wv = n.inputs[0], n.inputs[1]
+    assert x is not None and wv is not None and wv.const is not None
+    trans_b = n.op_type == "Gemm" and bool(int(n.attr("transB", 0)))
+    alpha = float(n.attr("alpha", 1.0)) if n.op_type == "Gemm" else 1.0
+    beta = float(n.attr("beta", 1.0)) if n.op_type == "Gemm" else 1.0
+    key = (id(wv), trans_b)
+    w = wv.const.numpy().astype(np.float32)
+    if trans_b:
+        w = w.T
+    if key in cache and alpha == 1.0:
+        qv, sv, scale = cache[key]
+    else:
+        q, scale = quantize_weight(w, per_channel, reduce_range)
+        base = wv.name or "weight"
+        qv = graph.make_constant(Tensor.from_numpy(q, copy=False), f"{base}_int8")
+        sv = graph.make_constant(Tensor.from_numpy((scale * np.float32(alpha)).astype(np.float32)), f"{base}_scale")
+        if alpha == 1.0:
+            cache[key] = (qv, sv, scale)
+    qarr = qv.const.numpy()  # type: ignore[union-attr]
+    sqnr = _sqnr(w.astype(np.float64), qarr.astype(np.float64) * scale.astype(np.float64))
+    bias: Value | None = None
+    if n.op_type == "Gemm" and len(n.inputs) > 2 and n.inputs[2] is not None:
+        c = constant_array(n.inputs[2]).astype(np.float32) * np.float32(beta)
+        bias = graph.make_constant(
+            Tensor.from_numpy(np.broadcast_to(c.reshape(-1), (qarr.shape[1],)).copy()), f"{n.name or 'gemm'}_bias"
+        )
+    base = n.name or n.op_type
+    out = n.outputs[0]
+    assert out is not None
+    new_out = Value(graph.unique_name(f"{base}_dynamic"), out.dtype or FLOAT, out.shape)
+    nodes: list[Node] = []
+    zp = graph.make_constant(Tensor.from_numpy(np.zeros(sv.const.dims, np.int8)), f"{base}_w_zero_point")  # type: ignore[union-attr]
+    if form == "dqmatmul":
+        nodes.append(
+            Node(
+                "DynamicQuantizeMatMul",
+                [x, qv, sv, zp, bias] if bias is not None else [x, qv, sv, zp],
+                outputs=[new_out],
+                domain=MS_DOMAIN,
+                name=graph.unique_name(f"{base}_DynamicQuantizeMatMul"),
+            )
+        )
+    elif form == "pertoken":
+        v = {k: Value(graph.unique_name(f"{base}_{k}")) for k in ("abs", "amax", "scale", "div", "round")}
+        xq = Value(graph.unique_name(f"{base}_input_quantized"))
+        acc = Value(graph.unique_name(f"{base}_int32"))
+        accf = Value(graph.unique_name(f"{base}_int32_float"))
+        rows = Value(graph.unique_name(f"{base}_row_scaled"))
+        scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
+        inv = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 127.0, np.float32)), f"{base}_inv127")
+        tiny = graph.make_constant(Tensor.from_numpy(np.asarray(1e-30, np.float32)), f"{base}_tiny")
+        axes = graph.make_constant(Tensor.from_numpy(np.asarray([-1], np.int64)), f"{base}_last_axis")
+        amax = v["amax"]
+        nodes += [
+            Node("Abs", [x], outputs=[v["abs"]], name=graph.unique_name(f"{base}_abs")),
+            Node(
+                "ReduceMax",
+                [v["abs"], axes] if opset >= 18 else [v["abs"]],
+                {"keepdims": 1} if opset >= 18 else {"keepdims": 1, "axes": [-1]},
+                outputs=[amax],
+                name=graph.unique_name(f"{base}_amax"),
+            ),
+            Node("Max", [amax, tiny], outputs=[v["scale"]], name=graph.unique_name(f"{base}_nonzero")),
+            Node("Div", [x, v["scale"]], outputs=[v["div"]], name=graph.unique_name(f"{base}_div")),
+            Node(
+                "Mul",
+                [v["div"], graph.make_constant(Tensor.from_numpy(np.asarray(127.0, np.float32)), "c127")],
+                outputs=[v["round"]],
+                name=graph.unique_name(f"{base}_times127"),
+            ),
+        ]
+        r2 = Value(graph.unique_name(f"{base}_rounded"))
+        s2 = Value(graph.unique_name(f"{base}_token_scale"))
+        nodes += [
+            Node("Round", [v["round"]], outputs=[r2], name=graph.unique_name(f"{base}_round")),
+            Node("Cast", [r2], {"to": onnx.TensorProto.INT8}, outputs=[xq], name=graph.unique_name(f"{base}_to_int8")),
+            Node("MatMulInteger", [xq, qv], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
+            Node("Cast", [acc], {"to": FLOAT}, outputs=[accf], name=graph.unique_name(f"{base}_cast")),
+            Node("Mul", [v["scale"], inv], outputs=[s2], name=graph.unique_name(f"{base}_scale")),
+            Node("Mul", [accf, s2], outputs=[rows], name=graph.unique_name(f"{base}_rows")),
+            Node("Mul", [rows, sv], outputs=[scaled], name=graph.unique_name(f"{base}_columns")),
+        ]
+        if bias is not None:
+            nodes.append(Node("Add", [scaled, bias], outputs=[new_out], name=graph.unique_name(f"{base}_bias")))
+    else:
+        xq = Value(graph.unique_name(f"{base}_input_quantized"))
+        xs = Value(graph.unique_name(f"{base}_input_scale"))
+        xz = Value(graph.unique_name(f"{base}_input_zero_point"))
+        nodes.append(
+            Node("DynamicQuantizeLinear", [x], outputs=[xq, xs, xz], name=graph.unique_name(f"{base}_quantize_input"))
+        )
+        if form == "integertofloat":
+            nodes.append(
+                Node(
+                    "MatMulIntegerToFloat",
+                    [xq, qv, xs, sv, xz, zp, bias] if bias is not None else [xq, qv, xs, sv, xz, zp],
+                    outputs=[new_out],
+                    domain=MS_DOMAIN,
+                    name=graph.unique_name(f"{base}_MatMulIntegerToFloat"),
+                )
+            )
+        else:
+            acc = Value(graph.unique_name(f"{base}_int32"))
+            accf = Value(graph.unique_name(f"{base}_int32_float"))
+            both = Value(graph.unique_name(f"{base}_output_scale"))
+            scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
+            nodes += [
+                Node("MatMulInteger", [xq, qv, xz, zp], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
+                Node("Cast", [acc], {"to": FLOAT}, outputs=[accf], name=graph.unique_name(f"{base}_cast")),
+                Node("Mul", [xs, sv], outputs=[both], name=graph.unique_name(f"{base}_scales")),
+                Node("Mul", [accf, both], outputs=[scaled], name=graph.unique_name(f"{base}_rescale")),
+            ]
+            if bias is not None:
+                nodes.append(Node("Add", [scaled, bias], outputs=[new_out], name=graph.unique_name(f"{base}_bias")))
+    anchor = n
+    for m in nodes:
+        graph.insert_after(anchor, m)
+        anchor = m
+    name = out.name
+    _take_listings(graph, out, new_out)
+    graph.replace_all_uses_with(out, new_out)
+    graph.remove(n, safe=False)
+    if not graph.is_output(new_out) and name:
+        out.name = graph.unique_name(f"{name}_float")
+        new_out.name = name  # the layer's output keeps its name
+    nodes[-1].name = n.name or nodes[-1].name  # the node that writes the output keeps the layer's name
+    how = {
+        "dqmatmul": "DynamicQuantizeMatMul",
+        "integer": "MatMulInteger",
+        "integertofloat": "MatMulIntegerToFloat",
+        "pertoken": "MatMulInteger per token",
+    }
+    layer = _report(
+        n, scale, sqnr, "dynamic", f"int8 weights {'per column' if per_channel else 'per tensor'}, {how[form]}"
+    )
+    layer.fused_as = how[form]
+    layer.fused = True
+    return layer
+
+
+def _take_listings(graph: Graph, old: Value, new: Value) -> None:
+    """``new`` stands for ``old``: the file's listings of ``old`` (a graph output's stated type) are written for it."""
+    for kind in ("output", "value_info"):
+        listing = graph.info_overrides.pop((kind, old), None)
+        if listing is not None:
+            graph.info_overrides[(kind, new)] = listing
+
+
+def dynamic_names(layers: Sequence[LayerReport]) -> list[str]:
+    """The layers a report lists as dynamic."""
+    return [layer.name for layer in layers if layer.mode == "dynamic"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the driver entry: --quantize int8-dynamic
+# --------------------------------------------------------------------------------------------------------------------
+TENSORRT_MESSAGE = (
+    "--quantize int8-dynamic is for target ort: TensorRT has no run-time activation quantization (its int8 needs "
+    "calibrated Q/DQ scales); use --quantize int8 with --calib-data for --target tensorrt"
+)
+MEASURE_SAMPLES = 2
+"""Random samples the output error is measured on when no calibration data is given (nothing is calibrated)."""
+
+
+def quantize_model_dynamic(
+    model: Model,
+    target: str = "ort",
+    config: Any = None,
+    *,
+    feeds: Iterable[Mapping[str, np.ndarray]] | None = None,
+    sources: Sequence[str] | None = None,
+    progress: Any = None,
+) -> QuantReport:
+    """Dynamic int8 of ``model`` in place (target ``ort``): every MatMul/Gemm with a constant 2-D weight that the
+    config's selection allows goes dynamic (``quantize_dynamic_nodes``), every Gather-read vocabulary table goes int8
+    per row (``quantize_embeddings``); the float weights are dropped. ``feeds`` (optional: nothing is calibrated)
+    are where the output error and per-layer SQNR are measured; without them, on random inputs.
+    Returns the same QuantReport as the static driver, with ``method="dynamic"`` and each layer's ``mode``."""
+    from graphopt.core.shape_inference import infer_shapes
+    from graphopt.engine.pass_manager import PassManager
+    from graphopt.quantize import analysis, driver
+    from graphopt.quantize.embeddings import quantize_embeddings
+    from graphopt.tools import runtime
+    from graphopt.tools.summary import initializer_bytes
+
+    if target == "tensorrt":
+        raise GraphoptError(TENSORRT_MESSAGE)
+    cfg = driver.QuantizeConfig.of(config)
+    if cfg.max_error is not None:
+        raise GraphoptError("max error applies to --quantize int8 (calibrated); int8-dynamic has no accuracy search")
+    if not model.graph.outputs:
+        raise GraphoptError("nothing to quantize: the model has no outputs")
+    if analysis.is_quantized(model.graph):
+        raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model.graph.name_unnamed_nodes()
+    infer_shapes(model)
+    base = model.to_onnx()
+    batches = [dict(f) for f in feeds] if feeds is not None else None
+    notes: list[str] = []
+    if batches:
+        for i, feed in enumerate(batches):
+            from graphopt.quantize.calibration import check_feed, sample_name
+
+            check_feed(model, feed, sample_name(sources, i))
+    else:
+        sess = runtime.session(base, optimization="disabled")
+        batches = [runtime.make_inputs(sess, seed=i) for i in range(MEASURE_SAMPLES)]
+        sources = [f"random sample #{i}" for i in range(len(batches))]
+        notes.append(f"output error measured on {len(batches)} random inputs (no --calib-data given)")
+    selection = cfg.selection()
+    ops = {"MatMul", "Gemm"} if cfg.op_types is None else set(cfg.op_types) & {"MatMul", "Gemm"}
+    nodes = [n for n in dynamic_candidates(model.graph) if n.op_type in ops and selection.allows(n, "ort")]
+    want_tables = cfg.op_types is None or "Gather" in cfg.op_types
+    skip = {n.name for n in model.graph if n.op_type == "Gather" and not selection.allows(n, "ort")}
+    if not nodes and not want_tables:
+        raise GraphoptError("nothing to quantize: no MatMul/Gemm with a constant 2-D weight outside the exclusions")
+    reduce_range, reason = driver.choose_reduce_range(cfg, "ort")
+    timings["plan"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    outputs = {n.name: n.outputs[0].name for n in nodes if n.outputs[0] is not None}
+    bytes_before = initializer_bytes(model)
+    layers = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range)
+    if want_tables:
+        layers += quantize_embeddings(model, skip=skip)
+    if not any(layer.mode for layer in layers):
+        raise GraphoptError(
+            "nothing to quantize: no MatMul/Gemm with a constant 2-D weight and no embedding table outside the "
+            "exclusions"
+        )
+    PassManager("dce,remove-unused").run(model, target="ort")  # the float weights nothing reads any more
+    timings["insert"] = time.perf_counter() - t0
+
+    report = QuantReport(
+        target="ort",
+        method="dynamic",
+        percentile=float("nan"),
+        batches=len(batches),
+        cached=False,
+        cache_file=None,
+        reduce_range=reduce_range,
+        reduce_range_reason=reason,
+        per_channel=cfg.per_channel,
+        param_bytes_before=bytes_before,
+    )
+    t0 = time.perf_counter()
+    quantized = model.to_onnx()
+    reference = driver._run(base, batches, threads=cfg.threads, sources=sources)
+    got = driver._run(quantized, batches, threads=cfg.threads, sources=sources)
+    report.error_rel, report.error_max_abs = driver.output_error(reference, got)
+    report.sqnr_db = driver.sqnr_db(report.error_rel)
+    report.param_bytes_after = initializer_bytes(model)
+    done = [layer for layer in layers if layer.mode == "dynamic"]
+    probes = [
+        analysis.Layer(x.name, x.op_type, output=outputs[x.name], dequantized=outputs[x.name])
+        for x in done
+        if x.name in outputs
+    ]
+    per_layer = driver._layer_sqnr(base, quantized, probes, batches, cfg.threads)
+    try:
+        fused: dict[str, str] | None = driver._fused_layers(quantized, probes)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - the report then says "unknown" rather than failing the run
+        driver.logger.warning("could not read onnxruntime's optimized graph: %s", exc)
+        fused = None
+    for layer in layers:
+        if layer.mode == "dynamic":
+            layer.sqnr_db = per_layer.get(layer.name, layer.sqnr_db)
+            layer.fused_as = fused.get(layer.name) if fused is not None else None
+            layer.fused = None if fused is None else layer.fused_as is not None
+    report.layers = [layer for layer in layers if layer.mode]
+    timings["measure"] = time.perf_counter() - t0
+    report.seconds = timings
+    if report.sqnr_db < cfg.sqnr_floor_db:
+        notes.append(
+            f"the int8 model's output SQNR is {report.sqnr_db:.1f} dB (relative error {report.error_rel:.3g}), below "
+            f"{cfg.sqnr_floor_db:g} dB: it may be unusable (keep layers float with --exclude)"
+        )
+    for note in notes:
+        driver.logger.warning("%s", note)
+    report.warnings = notes
+    return report
