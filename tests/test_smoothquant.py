@@ -206,4 +206,4 @@ def test_auto_choice_in_quantize_model_reports_each_layer_and_beats_all_static()
     assert r_auto.error_rel < r_static.error_rel
     d = r_auto.to_dict()
     assert {c["name"]: c["mode"] for c in d["choices"]} == modes
-    assert all(layer["mode"] == "static" for layer in d["layers"])
+    assert all(layer["mode"] == "static" and "dB" in layer["note"] for layer in d["layers"])

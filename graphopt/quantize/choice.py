@@ -17,8 +17,10 @@ they stay float unless the user asks for them.
 The choice per estimated layer (``min_db`` is the budget of one layer):
 
 1. ``static`` when ``static_db >= min_db``;
-2. ``static-float-output`` when ``input_db >= min_db`` (the output's outliers are what int8 cannot hold);
-3. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) when ``dynamic_db >= min_db``;
+2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) unless ``dynamic_db`` is
+   below :data:`DYNAMIC_FLOOR_DB`;
+3. ``static-float-output`` (a MatMul/Gemm with a constant weight, when dynamic int8 is not available) when
+   ``input_db >= min_db`` (the output's outliers are what int8 cannot hold);
 4. otherwise ``float``.
 """
 
@@ -38,6 +40,10 @@ MAX_BATCHES = 8
 MIN_DB = 30.0
 """Default per-layer budget: a layer whose own int8 SQNR is below this (a relative error above ~3 %) is not made
 static int8 (see benchmarks/RESULTS-quantize.md for the measurement behind it)."""
+DYNAMIC_FLOOR_DB = 20.0
+"""A MatMul/Gemm that static int8 cannot hold goes dynamic unless even dynamic int8 is below this (then float):
+dynamic int8 quantizes each input with its own range, so its error is the weights' rounding plus 8 bits over the
+input's actual extremes, with no calibration range to miss held-out data."""
 MODES = ("static", "static-float-output", "dynamic", "float")
 
 
@@ -51,6 +57,8 @@ class Estimate:
     dynamic_db: float | None
     macs: float
     """Multiply-adds per calibration pass (for the speed budget of the accuracy guard)."""
+    weighted: bool = False
+    """A MatMul/Gemm with a constant weight (what dynamic int8 and an int8-input, float-output layer can take)."""
 
 
 @dataclass
@@ -224,6 +232,7 @@ def estimate(
             _sqnr(ref, cat(stat)),
             _sqnr(ref, cat(dyn)) if dyn else None,
             macs,
+            has_weight and n.op_type in ("MatMul", "Gemm"),
         )
     return out
 
@@ -236,15 +245,15 @@ def choose(
     for name, e in estimates.items():
         if e.static_db >= min_db:
             mode, why = "static", f"static int8 holds its error ({e.static_db:.1f} dB >= {min_db:g})"
-        elif target == "ort" and e.input_db >= min_db and e.op_type in ("MatMul", "Gemm"):
+        elif dynamic and e.dynamic_db is not None and e.dynamic_db >= DYNAMIC_FLOOR_DB:
+            mode = "dynamic"
+            why = f"static int8 {e.static_db:.1f} dB < {min_db:g}; dynamic int8 {e.dynamic_db:.1f} dB"
+        elif target == "ort" and not dynamic and e.weighted and e.input_db >= min_db:
             mode = "static-float-output"
             why = (
                 f"an int8 output loses too much ({e.output_db:.1f} dB; static {e.static_db:.1f} dB < {min_db:g}); "
                 f"int8 inputs hold ({e.input_db:.1f} dB)"
             )
-        elif dynamic and e.dynamic_db is not None and e.dynamic_db >= min_db:
-            mode = "dynamic"
-            why = f"static int8 {e.static_db:.1f} dB < {min_db:g}; dynamic int8 holds ({e.dynamic_db:.1f} dB)"
         else:
             mode = "float"
             dyn = f", dynamic {e.dynamic_db:.1f} dB" if dynamic and e.dynamic_db is not None else ""

@@ -277,27 +277,32 @@ def quantize_model(
     timings["plan"] = time.perf_counter() - t0
 
     smoothed: list[smoothquant.Smoothed] = []
+    absmax: dict[str, np.ndarray] = {}
     if cfg.smooth_alpha is not None:
         t0 = time.perf_counter()
-        smoothed = _smooth(model, the_plan, batches, cfg, sources)
+        smoothed, absmax = _smooth(model, the_plan, batches, cfg, sources)
         if smoothed:
             infer_shapes(model)
             the_plan = analysis.plan(model.graph, target, selection)
         timings["smooth"] = time.perf_counter() - t0
     base = model.to_onnx() if smoothed else original
 
+    def calibrate() -> tuple[calib.Calibration, dict[str, tuple[float, float]]]:
+        t0 = time.perf_counter()
+        calibrated = calib.collect(
+            model,
+            the_plan.tensors,
+            batches,
+            cache=cfg.cache,
+            threads=cfg.threads,
+            progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
+            sources=sources,
+        )
+        timings["calibrate"] = timings.get("calibrate", 0.0) + time.perf_counter() - t0
+        return calibrated, calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
+
+    calibrated, ranges = calibrate()
     t0 = time.perf_counter()
-    calibrated = calib.collect(
-        model,
-        the_plan.tensors,
-        batches,
-        cache=cfg.cache,
-        threads=cfg.threads,
-        progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
-        sources=sources,
-    )
-    ranges = calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
-    timings["calibrate"] = time.perf_counter() - t0
 
     report = QuantReport(
         target=target,
@@ -326,10 +331,25 @@ def quantize_model(
         estimates = choice.estimate(
             model, the_plan, ranges, batches, per_channel=per_channel, reduce_range=reduce_range, threads=cfg.threads
         )
-        chosen = choice.choose(estimates, cfg.layer_min_db, dynamic=False, target=target)
+        chosen = choice.choose(estimates, cfg.layer_min_db, dynamic=target == "ort", target=target)
         excluded = [c.name for c in chosen.values() if c.mode in ("float", "dynamic")]
         options.float_outputs = frozenset(c.name for c in chosen.values() if c.mode == "static-float-output")
         report.choices = list(chosen.values())
+        static = {c.name for c in chosen.values() if c.mode in ("static", "static-float-output")}
+        if any(not set(sm.layers) <= static for sm in smoothed):
+            # smoothing only serves static layers (a dynamic one quantizes its input at run time, a float one not at
+            # all): smooth again from the original model, for the static layers alone, and recalibrate
+            model.take_contents(from_proto(original))
+            infer_shapes(model)
+            smoothed = smoothquant.smooth(
+                model.graph, absmax, float(cfg.smooth_alpha), mode=cfg.smooth_mode, allowed=static  # type: ignore[arg-type]
+            )
+            infer_shapes(model)
+            the_plan = analysis.plan(model.graph, target, selection)
+            base = model.to_onnx()
+            calibrated, ranges = calibrate()
+            report.smoothed = smoothed
+            report.smooth_alpha = cfg.smooth_alpha if smoothed else None
         timings["choose"] = time.perf_counter() - t0
     elif cfg.choice != "static":
         raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
@@ -344,9 +364,14 @@ def quantize_model(
     t0 = time.perf_counter()
     final_plan = analysis.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
     layers = transform.apply(model.graph, final_plan, ranges, opset, options)
+    extra: list[LayerReport] = []
+    if chosen and target == "ort":
+        extra = _dynamic_and_tables(
+            model, {c.name: c.reason for c in chosen.values() if c.mode == "dynamic"}, cfg, reduce_range
+        )
     PassManager("dce,remove-unused").run(model, target=target)  # the float weights nothing reads any more
     timings["insert"] = time.perf_counter() - t0
-    if not layers:
+    if not layers and not any(x.mode for x in extra):
         raise GraphoptError("nothing to quantize: calibration measured none of the quantizable layers' inputs")
 
     t0 = time.perf_counter()
@@ -378,9 +403,10 @@ def quantize_model(
                 fused=None if target != "ort" or fused is None else f is not None,
                 fused_as=f,
                 mode=chosen[layer.name].mode if layer.name in chosen else "static",
-                why=chosen[layer.name].reason if layer.name in chosen else None,
+                note=chosen[layer.name].reason if layer.name in chosen else None,
             )
         )
+    report.layers.extend(extra)
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
     if report.sqnr_db < cfg.sqnr_floor_db:
@@ -397,22 +423,42 @@ def quantize_model(
     return report
 
 
+def _dynamic_and_tables(
+    model: Model, reasons: Mapping[str, str], cfg: QuantizeConfig, reduce_range: bool
+) -> list[LayerReport]:
+    """The automatic choice's other forms: dynamic int8 for the MatMul/Gemm layers it named, int8 rows for the
+    embedding tables (Gather-read vocabulary tables that the selection allows)."""
+    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    from graphopt.quantize.embeddings import quantize_embeddings
+
+    nodes = [n for n in model.graph if n.name in reasons]
+    out = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range) if nodes else []
+    for layer in out:
+        if layer.mode == "dynamic" and layer.name in reasons:
+            layer.note = reasons[layer.name]
+    selection = cfg.selection()
+    if cfg.op_types is None or "Gather" in cfg.op_types:
+        skip = {n.name for n in model.graph if n.op_type == "Gather" and not selection.allows(n, "ort")}
+        out += quantize_embeddings(model, skip=skip)
+    return out
+
+
 def _smooth(
     model: Model,
     the_plan: analysis.Plan,
     batches: Sequence[Mapping[str, np.ndarray]],
     cfg: QuantizeConfig,
     sources: Sequence[str] | None,
-) -> list[smoothquant.Smoothed]:
+) -> tuple[list[smoothquant.Smoothed], dict[str, np.ndarray]]:
     """SmoothQuant on the planned MatMul/Gemm layers: per-channel activation maxima in one pass, then the scales."""
     alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
     if not 0.0 <= alpha <= 1.0:
         raise GraphoptError(f"smoothing alpha must be in [0, 1], got {alpha}")
     groups = smoothquant.candidates(model.graph, {n.name for n in the_plan.nodes if n.name})
     if not groups:
-        return []
+        return [], {}
     absmax = calib.channel_absmax(model, list(groups), batches, threads=cfg.threads, sources=sources)
-    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode)
+    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode), absmax
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:
