@@ -14,9 +14,10 @@ Convolutions, pooling, Concat and the scale-sharing ops are not estimated: they 
 BatchNorm-folded Conv hold a per-tensor scale well). LayerNormalization and Softmax are not planned by default, so
 they stay float unless the user asks for them.
 
-The choice per estimated layer (``min_db`` is the budget of one layer):
+The choice per estimated layer (``min_db`` is the budget of one layer), in graph order:
 
-1. ``static`` when ``static_db >= min_db``;
+0. ``static`` for convolutions;
+1. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers;
 2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) unless ``dynamic_db`` is
    below :data:`DYNAMIC_FLOOR_DB`;
 3. ``static-float-output`` (a MatMul/Gemm with a constant weight, when dynamic int8 is not available) when
@@ -29,17 +30,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from graphopt.core.ir import Model, Node, constant_array, weight_axes
-from graphopt.quantize.analysis import BINARY, FLOAT, Params, Plan, activation_inputs
+from graphopt.core.ir import Graph, Model, Node, constant_array, weight_axes
+from graphopt.quantize.analysis import BINARY, FLOAT, RELU_LIKE, SHARE, Params, Plan, activation_inputs
 
 MAX_BATCHES = 8
 """Calibration feeds read for the estimates (their tensors are held in memory at once)."""
-MIN_DB = 30.0
+MIN_DB = 40.0
 """Default per-layer budget: a layer whose own int8 SQNR is below this (a relative error above ~3 %) is not made
 static int8 (see benchmarks/RESULTS-quantize.md for the measurement behind it)."""
+LOW_DB = 30.0
+"""The budget of a layer whose inputs are all int8 already (a residual Add between convolutions)."""
 DYNAMIC_FLOOR_DB = 20.0
 """A MatMul/Gemm that static int8 cannot hold goes dynamic unless even dynamic int8 is below this (then float):
 dynamic int8 quantizes each input with its own range, so its error is the weights' rounding plus 8 bits over the
@@ -106,6 +110,10 @@ def _dynamic_fq(x: np.ndarray) -> np.ndarray:
     return fake_quant(x, Params.for_range(float(x.min(initial=0.0)), float(x.max(initial=0.0)), False))
 
 
+def has_weight_of(operands: Sequence[tuple[Any, Any, bool]]) -> bool:
+    return any(not is_act for _, _, is_act in operands)
+
+
 def _apply(node: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     op = node.op_type
     if op == "MatMul":
@@ -155,15 +163,49 @@ def estimate(
             if v is not None and v.const is None and v.dtype == FLOAT:
                 names[v.name] = None  # type: ignore[index]
         names[n.outputs[0].name] = None  # type: ignore[union-attr,index]
-    if not nodes:
+    convs = [
+        n
+        for n in the_plan.nodes
+        if n.op_type in ("Conv", "ConvTranspose")
+        and n.outputs
+        and n.outputs[0] is not None
+        and n.inputs[0] is not None
+        and n.inputs[0].name in ranges
+        and constant_array(n.inputs[1]) is not None
+    ]
+    if not nodes and not convs:
         return {}
-    proto = runtime.add_outputs(model.to_onnx(), list(names))
+    proto = model.to_onnx()
+    shadows = _shadow_convs(proto, convs, ranges, symmetric, per_channel, qmax)
+    for n in convs:
+        names[n.outputs[0].name] = None  # type: ignore[union-attr,index]
+    proto = runtime.add_outputs(proto, list(names) + list(shadows.values()))
     sess = runtime.session(proto, threads=threads, optimization="basic")
-    keys = list(names)
+    keys = list(names) + list(shadows.values())
     runs = []
     for feed in list(batches)[:MAX_BATCHES]:
         runs.append(dict(zip(keys, runtime.run(sess, keys, feed, "calibration"), strict=True)))
     out: dict[str, Estimate] = {}
+    for n in convs:
+        y_name = n.outputs[0].name  # type: ignore[union-attr]
+        refs = [np.asarray(r[y_name], dtype=np.float32) for r in runs]
+        got = [np.asarray(r[shadows[n.name]], dtype=np.float32) for r in runs]
+        pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
+        w = constant_array(n.inputs[1])
+        per_out = float(np.prod(w.shape[1:])) if w is not None and w.ndim > 1 else 1.0
+        # per output channel (axis 1 of NC...): move it last so that _sqnr averages over channels
+        ref = np.concatenate([np.moveaxis(a, 1, -1).reshape(-1, a.shape[1]) for a in refs])
+        ins = np.concatenate([np.moveaxis(a, 1, -1).reshape(-1, a.shape[1]) for a in got])
+        stat = fake_quant(ins, pout) if pout is not None else ins
+        out[n.name] = Estimate(
+            n.name,
+            n.op_type,
+            _sqnr(ref, ins),
+            _sqnr(ref, fake_quant(ref, pout)) if pout is not None else float("inf"),
+            _sqnr(ref, stat),
+            None,
+            float(sum(a.size for a in refs)) * per_out,
+        )
     for n in nodes:
         acts = set(activation_inputs(n))
         operands: list[tuple[np.ndarray | None, Params | None, bool]] = []
@@ -189,6 +231,18 @@ def estimate(
         if not ok or not runs or any(y_name not in r for r in runs):
             continue
         pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
+        finite = all(
+            np.isfinite(np.asarray(r[v.name])).all()  # type: ignore[union-attr]
+            for r in runs
+            for (_, _, is_act), v in zip(operands, n.inputs[:2], strict=True)
+            if is_act
+        ) and all(np.isfinite(np.asarray(r[y_name])).all() for r in runs)
+        if not finite:
+            # infinities (an attention mask of -inf, say): no int8 scale can hold them
+            worst = float("-inf")
+            weighted = has_weight_of(operands) and n.op_type in ("MatMul", "Gemm")
+            out[n.name] = Estimate(n.name, n.op_type, worst, worst, worst, None, 0.0, weighted)
+            continue
         refs, ins, stat, dyn = [], [], [], []
         has_weight = any(not is_act for _, _, is_act in operands)
         macs = 0.0
@@ -237,15 +291,96 @@ def estimate(
     return out
 
 
+def _shadow_convs(
+    proto: Any,
+    convs: Sequence[Node],
+    ranges: Mapping[str, tuple[float, float]],
+    symmetric: bool,
+    per_channel: bool,
+    qmax: float,
+) -> dict[str, str]:
+    """Add to ``proto`` (in place), for each convolution, a copy that reads its input through Q/DQ with the
+    calibrated parameters and its weight rounded to int8; returns layer name -> the copy's output. onnxruntime then
+    computes every convolution's int8-input output in the same pass as the float one (no per-layer model run)."""
+    from onnx import helper, numpy_helper
+
+    out: dict[str, str] = {}
+    for i, n in enumerate(convs):
+        x, y = n.inputs[0], n.outputs[0]
+        w = constant_array(n.inputs[1])
+        if x is None or y is None or w is None or w.dtype != np.float32:
+            continue
+        p = Params.for_range(*ranges[x.name], symmetric)  # type: ignore[index]
+        base = f"graphopt_shadow_{i}"
+        zdt = np.int8 if p.signed else np.uint8
+        axis = 1 if n.op_type == "ConvTranspose" else 0
+        red = tuple(j for j in range(w.ndim) if j != axis) if per_channel and w.ndim > 1 else None
+        amax = np.max(np.abs(w), axis=red, keepdims=True) if w.size else np.ones((1,) * w.ndim)
+        scale = np.where(amax > 0, amax / qmax, 1.0)
+        wq = (np.clip(np.rint(w / scale), -qmax, qmax) * scale).astype(np.float32)
+        proto.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.asarray(p.scale, np.float32), f"{base}_s"),
+                numpy_helper.from_array(np.asarray(p.zero_point, zdt), f"{base}_z"),
+                numpy_helper.from_array(wq, f"{base}_w"),
+            ]
+        )
+        inputs = [f"{base}_x", f"{base}_w"] + [v.name if v is not None else "" for v in n.inputs[2:]]
+        attrs = {k: a.value for k, a in n.attrs.items()}
+        proto.graph.node.extend(
+            [
+                helper.make_node("QuantizeLinear", [x.name, f"{base}_s", f"{base}_z"], [f"{base}_q"]),
+                helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_s", f"{base}_z"], [f"{base}_x"]),
+                helper.make_node(n.op_type, inputs, [f"{base}_y"], **attrs),
+            ]
+        )
+        out[n.name] = f"{base}_y"  # type: ignore[index]
+    return out
+
+
+def _fed_by(node: Node, static: set[str]) -> bool:
+    """Whether every activation input of ``node`` comes (through scale-sharing ops and Relus) from a static layer:
+    keeping such a node float would only add a dequantize and a quantize around it."""
+    acts = [node.inputs[i] for i in activation_inputs(node)]
+    if not acts:
+        return False
+    for v in acts:
+        p = v.producer if v is not None else None
+        while p is not None and (p.op_type in SHARE or p.op_type in RELU_LIKE) and p.inputs and p.inputs[0] is not None:
+            p = p.inputs[0].producer
+        if p is None or p.name not in static:
+            return False
+    return True
+
+
 def choose(
-    estimates: Mapping[str, Estimate], min_db: float = MIN_DB, *, dynamic: bool = False, target: str = "ort"
+    estimates: Mapping[str, Estimate],
+    min_db: float = MIN_DB,
+    *,
+    dynamic: bool = False,
+    target: str = "ort",
+    graph: Graph | None = None,
+    low_db: float = LOW_DB,
 ) -> dict[str, Choice]:
-    """The mode of each estimated layer (see the module's docstring); ``dynamic``: dynamic int8 is available."""
+    """The mode of each estimated layer (see the module's docstring); ``dynamic``: dynamic int8 is available.
+    With ``graph``, a layer all of whose inputs come from static layers needs only ``low_db`` to stay static."""
     out: dict[str, Choice] = {}
-    for name, e in estimates.items():
-        if e.static_db >= min_db:
+    order = [n for n in graph if n.name in estimates] if graph is not None else []
+    names = [n.name for n in order] + [k for k in estimates if k not in {n.name for n in order}]
+    nodes = {n.name: n for n in order}
+    static: set[str] = set()
+    for name in names:
+        e = estimates[name]
+        node = nodes.get(name)
+        fed = node is not None and e.static_db >= low_db and _fed_by(node, static)
+        if e.op_type in ("Conv", "ConvTranspose"):
+            mode, why = "static", f"convolution: static int8 ({e.static_db:.1f} dB)"
+        elif e.static_db >= min_db:
             mode, why = "static", f"static int8 holds its error ({e.static_db:.1f} dB >= {min_db:g})"
-        elif dynamic and e.dynamic_db is not None and e.dynamic_db >= DYNAMIC_FLOOR_DB:
+        elif fed:
+            mode = "static"
+            why = f"its inputs are int8 already and static int8 holds ({e.static_db:.1f} dB >= {low_db:g})"
+        elif dynamic and e.weighted and e.dynamic_db is not None and e.dynamic_db >= DYNAMIC_FLOOR_DB:
             mode = "dynamic"
             why = f"static int8 {e.static_db:.1f} dB < {min_db:g}; dynamic int8 {e.dynamic_db:.1f} dB"
         elif target == "ort" and not dynamic and e.weighted and e.input_db >= min_db:
@@ -259,5 +394,7 @@ def choose(
             dyn = f", dynamic {e.dynamic_db:.1f} dB" if dynamic and e.dynamic_db is not None else ""
             why = f"int8 loses too much (static {e.static_db:.1f} dB, int8 inputs {e.input_db:.1f} dB{dyn}"
             why += f" < {min_db:g})"
+        if mode in ("static", "static-float-output"):
+            static.add(name)
         out[name] = Choice(name, e.op_type, mode, why)
     return out

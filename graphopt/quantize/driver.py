@@ -96,7 +96,7 @@ class QuantizeConfig:
     """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
     smooth_mode: str = "mul"
     """``fold``: smooth only where the scales fold exactly into the producer; ``mul``: elsewhere insert a Mul."""
-    layer_min_db: float = 30.0
+    layer_min_db: float = 40.0
     """Per-layer budget of the automatic choice: a layer whose own int8 SQNR estimate is below it is not static."""
     choice: str = "auto"
     """``auto``: per layer static int8, dynamic int8 or float from its estimated error; ``static``: every planned
@@ -331,7 +331,9 @@ def quantize_model(
         estimates = choice.estimate(
             model, the_plan, ranges, batches, per_channel=per_channel, reduce_range=reduce_range, threads=cfg.threads
         )
-        chosen = choice.choose(estimates, cfg.layer_min_db, dynamic=target == "ort", target=target)
+        chosen = choice.choose(
+            estimates, cfg.layer_min_db, dynamic=target == "ort", target=target, graph=model.graph
+        )
         excluded = [c.name for c in chosen.values() if c.mode in ("float", "dynamic")]
         options.float_outputs = frozenset(c.name for c in chosen.values() if c.mode == "static-float-output")
         report.choices = list(chosen.values())
