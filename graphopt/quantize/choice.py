@@ -231,12 +231,15 @@ def estimate(
         if not ok or not runs or any(y_name not in r for r in runs):
             continue
         pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
-        finite = all(
-            np.isfinite(np.asarray(r[v.name])).all()  # type: ignore[union-attr]
-            for r in runs
-            for (_, _, is_act), v in zip(operands, n.inputs[:2], strict=True)
-            if is_act
-        ) and all(np.isfinite(np.asarray(r[y_name])).all() for r in runs)
+        finite = (
+            all(
+                np.isfinite(np.asarray(r[v.name])).all()  # type: ignore[union-attr]
+                for r in runs
+                for (_, _, is_act), v in zip(operands, n.inputs[:2], strict=True)
+                if is_act
+            )
+            and all(np.isfinite(np.asarray(r[y_name])).all() for r in runs)
+        )
         if not finite:
             # infinities (an attention mask of -inf, say): no int8 scale can hold them
             worst = float("-inf")
@@ -398,3 +401,68 @@ def choose(
             static.add(name)
         out[name] = Choice(name, e.op_type, mode, why)
     return out
+
+
+EXACT_RANKING_MAX = 16
+"""With at most this many layers to demote, the accuracy guard ranks them by the model's output error with each one
+demoted alone (one run per layer) instead of by the layers' own estimates: few runs, and output-aware."""
+FLOAT_MAC_SHARE = 0.25
+"""The accuracy guard keeps at most this share of the estimated layers' multiply-adds float: with int8 kernels ~3x
+faster than float, a quarter of the work in float still leaves the model about 1.7x faster than fp32."""
+
+
+def demotions(
+    chosen: Mapping[str, Choice],
+    estimates: Mapping[str, Estimate],
+    *,
+    dynamic: bool,
+    budget: bool = True,
+    rank: Mapping[str, float] | None = None,
+) -> list[tuple[str, str]]:
+    """The accuracy guard's steps, in order: each static layer, worst estimate first, to dynamic (a MatMul/Gemm with
+    a constant weight, ``dynamic`` allowed) or float; then each dynamic layer, worst first, to float. Float steps
+    stop once the float layers' multiply-adds would pass :data:`FLOAT_MAC_SHARE` of all (or the share the choice
+    already left float, if larger), unless ``budget`` is False. ``rank`` (lower first) replaces the estimates'
+    order where given."""
+    total = sum(e.macs for e in estimates.values()) or 1.0
+    floated = sum(estimates[k].macs for k, c in chosen.items() if c.mode == "float" and k in estimates)
+    limit = max(FLOAT_MAC_SHARE * total, floated) if budget else float("inf")
+    static = sorted(
+        (k for k, c in chosen.items() if c.mode in ("static", "static-float-output") and k in estimates),
+        key=lambda k: rank[k] if rank is not None and k in rank else estimates[k].static_db,
+    )
+    steps: list[tuple[str, str]] = []
+    to_dynamic = []
+    for k in static:
+        if dynamic and estimates[k].weighted:
+            steps.append((k, "dynamic"))
+            to_dynamic.append(k)
+        else:
+            if floated + estimates[k].macs > limit:
+                continue
+            floated += estimates[k].macs
+            steps.append((k, "float"))
+    dyn = sorted(
+        [k for k, c in chosen.items() if c.mode == "dynamic" and k in estimates] + to_dynamic,
+        key=lambda k: (
+            rank[k]
+            if rank is not None and k in rank
+            else (estimates[k].dynamic_db if estimates[k].dynamic_db is not None else estimates[k].static_db)
+        ),
+    )
+    for k in dyn:
+        if floated + estimates[k].macs > limit:
+            continue
+        floated += estimates[k].macs
+        steps.append((k, "float"))
+    # the layers nothing estimated (pooling, Concat): last, unless ranked
+    rest = [(k, "float") for k, c in chosen.items() if k not in estimates and c.mode != "float"]
+    if rank is not None:
+        steps += rest
+        first = {}
+        for i, (k, _) in enumerate(steps):
+            first.setdefault(k, i)
+        steps.sort(key=lambda st: (rank.get(st[0], float("inf")), first[st[0]], st[1] == "float"))
+        return steps
+    steps += rest
+    return steps

@@ -195,24 +195,6 @@ def sqnr_db(rel_error: float) -> float:
     return float("inf") if rel_error == 0 else -20.0 * math.log10(rel_error)
 
 
-def _quantized_copy(
-    base: onnx.ModelProto,
-    target: str,
-    selection: analysis.Selection,
-    ranges: Mapping[str, tuple[float, float]],
-    options: transform.Options,
-    only: set[str] | None = None,
-) -> tuple[Model, list[analysis.Layer]]:
-    model = from_proto(base)
-    infer_shapes(model)
-    the_plan = analysis.plan(model.graph, target, selection)
-    if only is not None:
-        keep = [n for n in the_plan.nodes if n.name in only or n.op_type in analysis.SHARE]
-        the_plan = analysis.Plan(target, keep, the_plan.tensors)
-    layers = transform.apply(model.graph, the_plan, ranges, model.opset("") or 0, options)
-    return model, layers
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------------------------------
@@ -326,14 +308,67 @@ def quantize_model(
     alone: dict[str, float] = {}
     excluded: list[str] = []
     chosen: dict[str, choice.Choice] = {}
-    if cfg.choice == "auto":
+    estimates: dict[str, choice.Estimate] = {}
+    if cfg.choice not in ("auto", "static"):
+        raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
+    if cfg.choice == "auto" or cfg.max_error is not None:
         t0 = time.perf_counter()
         estimates = choice.estimate(
             model, the_plan, ranges, batches, per_channel=per_channel, reduce_range=reduce_range, threads=cfg.threads
         )
-        chosen = choice.choose(
-            estimates, cfg.layer_min_db, dynamic=target == "ort", target=target, graph=model.graph
+        if cfg.choice == "auto":
+            chosen = choice.choose(
+                estimates, cfg.layer_min_db, dynamic=target == "ort", target=target, graph=model.graph
+            )
+        else:
+            chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
+        for n in the_plan.nodes:
+            if n.op_type not in analysis.SHARE and n.name and n.name not in chosen:
+                chosen[n.name] = choice.Choice(n.name, n.op_type, "static", "static int8 (no estimate for this op)")
+        alone = {k: e.static_db for k, e in estimates.items()}
+        timings["choose"] = time.perf_counter() - t0
+    if cfg.max_error is not None:
+        t0 = time.perf_counter()
+        alpha = cfg.smooth_alpha
+        smoothed_for: dict[frozenset[str], onnx.ModelProto] = {}
+
+        def base_for(modes: Mapping[str, str]) -> onnx.ModelProto:
+            """The float model each set of modes quantizes: smoothed for its static layers only, as the end does."""
+            static = frozenset(k for k, m in modes.items() if m in ("static", "static-float-output"))
+            if all(set(sm.layers) <= static for sm in smoothed):
+                return base
+            if static not in smoothed_for:
+                m = from_proto(original)
+                infer_shapes(m)
+                smoothquant.smooth(m.graph, absmax, float(alpha), mode=cfg.smooth_mode, allowed=set(static))  # type: ignore[arg-type]
+                smoothed_for[static] = m.to_onnx()
+            return smoothed_for[static]
+
+        chosen, kept, met = _guard(
+            base_for,
+            target,
+            selection,
+            ranges,
+            options,
+            batches,
+            reference,
+            cfg,
+            original,
+            chosen,
+            estimates,
+            dynamic=cfg.choice == "auto" and target == "ort",
+            reduce_range=reduce_range,
+            progress=progress,
         )
+        report.kept_float = kept
+        if not met:
+            notes.append(
+                f"--max-error {cfg.max_error:g} not reached within the speed budget (at most "
+                f"{choice.FLOAT_MAC_SHARE:.0%} of the multiply-adds kept float); the closest model is written"
+            )
+        timings["sensitivity"] = time.perf_counter() - t0
+    if chosen:
+        t0 = time.perf_counter()
         excluded = [c.name for c in chosen.values() if c.mode in ("float", "dynamic")]
         options.float_outputs = frozenset(c.name for c in chosen.values() if c.mode == "static-float-output")
         report.choices = list(chosen.values())
@@ -343,25 +378,15 @@ def quantize_model(
             # all): smooth again from the original model, for the static layers alone, and recalibrate
             model.take_contents(from_proto(original))
             infer_shapes(model)
-            smoothed = smoothquant.smooth(
-                model.graph, absmax, float(cfg.smooth_alpha), mode=cfg.smooth_mode, allowed=static  # type: ignore[arg-type]
-            )
+            alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
+            smoothed = smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode, allowed=static)
             infer_shapes(model)
             the_plan = analysis.plan(model.graph, target, selection)
             base = model.to_onnx()
             calibrated, ranges = calibrate()
             report.smoothed = smoothed
             report.smooth_alpha = cfg.smooth_alpha if smoothed else None
-        timings["choose"] = time.perf_counter() - t0
-    elif cfg.choice != "static":
-        raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
-    if cfg.max_error is not None:
-        t0 = time.perf_counter()
-        alone, excluded = _keep_sensitive_float(
-            base, target, selection, ranges, options, batches, reference, cfg, progress
-        )
-        report.kept_float = excluded
-        timings["sensitivity"] = time.perf_counter() - t0
+        timings["choose"] = timings.get("choose", 0.0) + time.perf_counter() - t0
 
     t0 = time.perf_counter()
     final_plan = analysis.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
@@ -439,7 +464,7 @@ def _dynamic_and_tables(
         if layer.mode == "dynamic" and layer.name in reasons:
             layer.note = reasons[layer.name]
     selection = cfg.selection()
-    if cfg.op_types is None or "Gather" in cfg.op_types:
+    if cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
         skip = {n.name for n in model.graph if n.op_type == "Gather" and not selection.allows(n, "ort")}
         out += quantize_embeddings(model, skip=skip)
     return out
@@ -531,8 +556,61 @@ def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) 
     return result
 
 
-def _keep_sensitive_float(
+def _with_modes(
     base: onnx.ModelProto,
+    target: str,
+    selection: analysis.Selection,
+    ranges: Mapping[str, tuple[float, float]],
+    options: transform.Options,
+    modes: Mapping[str, str],
+    cfg: QuantizeConfig,
+    reduce_range: bool,
+) -> onnx.ModelProto:
+    """A quantized copy of ``base`` with each layer in its mode (static, static-float-output, dynamic or float)."""
+    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    from graphopt.quantize.embeddings import quantize_embeddings
+
+    model = from_proto(base)
+    infer_shapes(model)
+    off = frozenset(k for k, m in modes.items() if m in ("float", "dynamic"))
+    sel = analysis.Selection(
+        selection.op_types, selection.exclude_names | off, selection.exclude_ops, selection.exclude_regex
+    )
+    the_plan = analysis.plan(model.graph, target, sel)
+    outs = frozenset(k for k, m in modes.items() if m == "static-float-output")
+    opts = transform.Options(options.per_channel, options.reduce_range, outs)
+    transform.apply(model.graph, the_plan, ranges, model.opset("") or 0, opts)
+    if target == "ort":
+        dyn = [n for n in model.graph if modes.get(n.name or "") == "dynamic"]
+        if dyn:
+            quantize_dynamic_nodes(model, dyn, per_channel=cfg.per_channel, reduce_range=reduce_range)
+        if cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
+            quantize_embeddings(model)
+    return model.to_onnx()
+
+
+GUARD_MIN_SPEEDUP = 1.5
+"""The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
+
+
+def _speedup(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feed: Mapping[str, np.ndarray], runs: int = 5) -> float:
+    """fp32 time over int8 time at 1 thread: medians of ``runs`` interleaved runs on ``feed`` (after a warm-up)."""
+    a = runtime.session(fp32, threads=1, optimization="all")
+    b = runtime.session(quantized, threads=1, optimization="all")
+    ta, tb = [], []
+    for sess, acc in ((a, ta), (b, tb)):
+        runtime.run(sess, None, feed, "calibration")
+        del acc
+    for _ in range(runs):
+        for sess, acc in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            runtime.run(sess, None, feed, "calibration")
+            acc.append(time.perf_counter() - t0)
+    return float(np.median(ta) / max(np.median(tb), 1e-9))
+
+
+def _guard(
+    base_for: Callable[[Mapping[str, str]], onnx.ModelProto],
     target: str,
     selection: analysis.Selection,
     ranges: Mapping[str, tuple[float, float]],
@@ -540,50 +618,86 @@ def _keep_sensitive_float(
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Sequence[np.ndarray]],
     cfg: QuantizeConfig,
+    original: onnx.ModelProto,
+    chosen: Mapping[str, choice.Choice],
+    estimates: Mapping[str, choice.Estimate],
+    *,
+    dynamic: bool,
+    reduce_range: bool,
     progress: Progress | None,
-) -> tuple[dict[str, float], list[str]]:
-    """Sensitivity per layer, then the fewest worst layers to keep float so the output error is <= max_error."""
-    probe = from_proto(base)
-    infer_shapes(probe)
-    names = [n.name for n in analysis.plan(probe.graph, target, selection).nodes if n.op_type not in analysis.SHARE]
-    alone: dict[str, float] = {}
-    for i, name in enumerate(names):
-        if progress:
-            progress("sensitivity", i, len(names))
-        m, layers = _quantized_copy(base, target, selection, ranges, options, only={name})
-        if not layers:
-            continue
-        rel, _ = output_error(reference, _run(m.to_onnx(), batches, threads=cfg.threads))
-        alone[name] = sqnr_db(rel)
-    if progress:
-        progress("sensitivity", len(names), len(names))
-    worst = sorted(alone, key=lambda n: alone[n])
+) -> tuple[dict[str, choice.Choice], list[str], bool]:
+    """The accuracy guard of ``max_error``: demote the fewest layers (worst estimate first: static to dynamic where
+    dynamic int8 can take the layer, else to float; then dynamic to float) until the output error on the calibration
+    set is at most ``max_error``. Each step costs one run of the model over the calibration set, and the number of
+    steps grows with the logarithm of the layer count (doubling, then bisection), never with the layer count.
 
-    def error_without(k: int) -> float:
-        sel = analysis.Selection(
-            selection.op_types,
-            selection.exclude_names | frozenset(worst[:k]),
-            selection.exclude_ops,
-            selection.exclude_regex,
+    When the plain int8 model runs at least :data:`GUARD_MIN_SPEEDUP` times faster than the float one (measured:
+    interleaved medians at 1 thread on the first calibration batch), float demotions stop at
+    :data:`choice.FLOAT_MAC_SHARE` of the estimated layers' multiply-adds, so that the result keeps most of int8's
+    speed; returns the new choices, the layers the guard made float, and whether the
+    budget was met."""
+    limit = float(cfg.max_error)  # type: ignore[arg-type]
+    modes0 = {k: c.mode for k, c in chosen.items()}
+    runs = 0
+    plain = _with_modes(base_for(modes0), target, selection, ranges, options, modes0, cfg, reduce_range)
+    speed = _speedup(original, plain, batches[0]) if target == "ort" else None
+    # the speed budget binds only when the plain int8 model is fast enough to lose it
+    budgeted = speed is not None and speed >= GUARD_MIN_SPEEDUP
+    candidates = [k for k, m in modes0.items() if m != "float"]
+    rank: dict[str, float] | None = None
+    if len(candidates) <= choice.EXACT_RANKING_MAX:
+        # few layers: rank them by the output error with each one alone in its mode (one run each), output-aware
+        rank = {}
+        for k in candidates:
+            one = {**{j: "float" for j in modes0}, k: modes0[k]}
+            proto = _with_modes(base_for(one), target, selection, ranges, options, one, cfg, reduce_range)
+            rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
+    steps = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
+
+    def modes_at(k: int) -> dict[str, str]:
+        modes = dict(modes0)
+        for name, mode in steps[:k]:
+            modes[name] = mode
+        return modes
+
+    def error_at(k: int) -> float:
+        nonlocal runs
+        runs += 1
+        if progress:
+            progress("accuracy guard", runs, None)
+        proto = (
+            plain
+            if k == 0
+            else _with_modes(base_for(modes_at(k)), target, selection, ranges, options, modes_at(k), cfg, reduce_range)
         )
-        m, layers = _quantized_copy(base, target, sel, ranges, options)
-        if not layers:
-            return 0.0
-        rel, _ = output_error(reference, _run(m.to_onnx(), batches, threads=cfg.threads))
-        logger.info("keeping the %d most sensitive layers float: output error %.3g", k, rel)
+        rel, _ = output_error(reference, _run(proto, batches, threads=cfg.threads))
+        logger.info("accuracy guard: %d demotions, output error %.3g", k, rel)
         return rel
 
-    limit = float(cfg.max_error)  # type: ignore[arg-type]
-    if error_without(0) <= limit:
-        return alone, []
-    # grow k geometrically until the error is small enough, then bisect down to the smallest such k
+    def result(k: int, met: bool) -> tuple[dict[str, choice.Choice], list[str], bool]:
+        out = dict(chosen)
+        kept = []
+        for name, mode in steps[:k]:
+            old = chosen[name]
+            out[name] = choice.Choice(name, old.op_type, mode, f"--max-error {limit:g}: {old.mode} -> {mode}")
+        for name, mode in modes_at(k).items():
+            if mode == "float" and modes0.get(name) != "float":
+                kept.append(name)
+        return out, kept, met
+
+    if error_at(0) <= limit:
+        return result(0, True)
+    if not steps:
+        return result(0, False)
     lo, hi = 0, 1
-    while hi < len(worst) and error_without(hi) > limit:
-        lo, hi = hi, min(len(worst), hi * 2)
+    while hi < len(steps) and error_at(hi) > limit:
+        lo, hi = hi, min(len(steps), hi * 2)
+    if hi == len(steps) and error_at(hi) > limit:
+        return result(hi, False)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if error_without(mid) <= limit:
+        if error_at(mid) <= limit:
             hi = mid
         else:
             lo = mid
-    return alone, worst[:hi]
+    return result(hi, True)
