@@ -146,7 +146,9 @@ def test_random_conv_nets_for_ort_run_close_and_every_conv_is_an_integer_kernel(
     ]
     ops = [n.op_type for n in quantized.graph.node]
     assert "Relu" not in ops  # every Relu follows a quantized op and is absorbed into its uint8 output
-    assert all(n.domain in ("", "ai.onnx") for n in quantized.graph.node)
+    # standard ops, but for the layers the automatic choice made dynamic int8 (onnxruntime's DynamicQuantizeMatMul)
+    dynamic = {layer.name for layer in report.layers if layer.mode == "dynamic"}
+    assert all(n.domain in ("", "ai.onnx") or any(n.name.startswith(d) for d in dynamic) for n in quantized.graph.node)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

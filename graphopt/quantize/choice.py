@@ -18,8 +18,9 @@ The choice per estimated layer (``min_db`` is the budget of one layer), in graph
 
 0. ``static`` for convolutions;
 1. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers;
-2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) unless ``dynamic_db`` is
-   below :data:`DYNAMIC_FLOOR_DB`;
+2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) when ``dynamic_db`` is at
+   least ``static_db`` and :data:`DYNAMIC_FLOOR_DB`; ``static`` for such a layer whose static estimate is the better
+   one and at least ``low_db``;
 3. ``static-float-output`` (a MatMul/Gemm with a constant weight, when dynamic int8 is not available) when
    ``input_db >= min_db`` (the output's outliers are what int8 cannot hold);
 4. otherwise ``float``.
@@ -28,7 +29,7 @@ The choice per estimated layer (``min_db`` is the budget of one layer), in graph
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -364,14 +365,17 @@ def choose(
     target: str = "ort",
     graph: Graph | None = None,
     low_db: float = LOW_DB,
+    static_ops: Collection[str] = (),
 ) -> dict[str, Choice]:
     """The mode of each estimated layer (see the module's docstring); ``dynamic``: dynamic int8 is available.
-    With ``graph``, a layer all of whose inputs come from static layers needs only ``low_db`` to stay static."""
+    With ``graph``, a layer all of whose inputs come from static layers (estimated ones chosen static, or the
+    ``static_ops`` that are not estimated: pooling, Concat) needs only ``low_db`` to stay static: it reads their int8
+    data as it is, where a dynamic or float layer would dequantize (and requantize) it."""
     out: dict[str, Choice] = {}
     order = [n for n in graph if n.name in estimates] if graph is not None else []
     names = [n.name for n in order] + [k for k in estimates if k not in {n.name for n in order}]
     nodes = {n.name: n for n in order}
-    static: set[str] = set()
+    static: set[str] = set(static_ops)
     for name in names:
         e = estimates[name]
         node = nodes.get(name)
@@ -383,9 +387,12 @@ def choose(
         elif fed:
             mode = "static"
             why = f"its inputs are int8 already and static int8 holds ({e.static_db:.1f} dB >= {low_db:g})"
-        elif dynamic and e.weighted and e.dynamic_db is not None and e.dynamic_db >= DYNAMIC_FLOOR_DB:
+        elif dynamic and e.weighted and e.dynamic_db is not None and e.dynamic_db >= max(DYNAMIC_FLOOR_DB, e.static_db):
             mode = "dynamic"
             why = f"static int8 {e.static_db:.1f} dB < {min_db:g}; dynamic int8 {e.dynamic_db:.1f} dB"
+        elif e.weighted and e.static_db >= low_db and (e.dynamic_db is None or e.dynamic_db < e.static_db):
+            mode = "static"
+            why = f"static int8 {e.static_db:.1f} dB < {min_db:g} but the best int8 form (>= {low_db:g} dB)"
         elif target == "ort" and not dynamic and e.weighted and e.input_db >= min_db:
             mode = "static-float-output"
             why = (
@@ -403,7 +410,7 @@ def choose(
     return out
 
 
-EXACT_RANKING_MAX = 16
+EXACT_RANKING_MAX = 12
 """With at most this many layers to demote, the accuracy guard ranks them by the model's output error with each one
 demoted alone (one run per layer) instead of by the layers' own estimates: few runs, and output-aware."""
 FLOAT_MAC_SHARE = 0.25

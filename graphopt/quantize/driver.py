@@ -309,6 +309,7 @@ def quantize_model(
     excluded: list[str] = []
     chosen: dict[str, choice.Choice] = {}
     estimates: dict[str, choice.Estimate] = {}
+    producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
     if cfg.choice not in ("auto", "static"):
         raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
     if cfg.choice == "auto" or cfg.max_error is not None:
@@ -318,7 +319,14 @@ def quantize_model(
         )
         if cfg.choice == "auto":
             chosen = choice.choose(
-                estimates, cfg.layer_min_db, dynamic=target == "ort", target=target, graph=model.graph
+                estimates,
+                cfg.layer_min_db,
+                dynamic=target == "ort",
+                target=target,
+                graph=model.graph,
+                static_ops={
+                    n.name for n in the_plan.nodes if n.name not in estimates and n.op_type not in analysis.SHARE
+                },
             )
         else:
             chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
@@ -340,7 +348,14 @@ def quantize_model(
             if static not in smoothed_for:
                 m = from_proto(original)
                 infer_shapes(m)
-                smoothquant.smooth(m.graph, absmax, float(alpha), mode=cfg.smooth_mode, allowed=set(static))  # type: ignore[arg-type]
+                smoothquant.smooth(
+                    m.graph,
+                    absmax,
+                    float(alpha),
+                    mode=cfg.smooth_mode,
+                    allowed=set(static),
+                    int8_producers=producers,  # type: ignore[arg-type]
+                )
                 smoothed_for[static] = m.to_onnx()
             return smoothed_for[static]
 
@@ -363,8 +378,9 @@ def quantize_model(
         report.kept_float = kept
         if not met:
             notes.append(
-                f"--max-error {cfg.max_error:g} not reached within the speed budget (at most "
-                f"{choice.FLOAT_MAC_SHARE:.0%} of the multiply-adds kept float); the closest model is written"
+                f"--max-error {cfg.max_error:g} not reached by the layers the guard may demote (with a plain int8 "
+                f"model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most {choice.FLOAT_MAC_SHARE:.0%} of the "
+                "multiply-adds go float); the closest model is written"
             )
         timings["sensitivity"] = time.perf_counter() - t0
     if chosen:
@@ -379,7 +395,9 @@ def quantize_model(
             model.take_contents(from_proto(original))
             infer_shapes(model)
             alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
-            smoothed = smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode, allowed=static)
+            smoothed = smoothquant.smooth(
+                model.graph, absmax, alpha, mode=cfg.smooth_mode, allowed=static, int8_producers=producers
+            )
             infer_shapes(model)
             the_plan = analysis.plan(model.graph, target, selection)
             base = model.to_onnx()
@@ -482,10 +500,11 @@ def _smooth(
     if not 0.0 <= alpha <= 1.0:
         raise GraphoptError(f"smoothing alpha must be in [0, 1], got {alpha}")
     groups = smoothquant.candidates(model.graph, {n.name for n in the_plan.nodes if n.name})
+    _producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
     if not groups:
         return [], {}
     absmax = calib.channel_absmax(model, list(groups), batches, threads=cfg.threads, sources=sources)
-    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode), absmax
+    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode, int8_producers=_producers), absmax
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:
@@ -640,19 +659,7 @@ def _guard(
     modes0 = {k: c.mode for k, c in chosen.items()}
     runs = 0
     plain = _with_modes(base_for(modes0), target, selection, ranges, options, modes0, cfg, reduce_range)
-    speed = _speedup(original, plain, batches[0]) if target == "ort" else None
-    # the speed budget binds only when the plain int8 model is fast enough to lose it
-    budgeted = speed is not None and speed >= GUARD_MIN_SPEEDUP
-    candidates = [k for k, m in modes0.items() if m != "float"]
-    rank: dict[str, float] | None = None
-    if len(candidates) <= choice.EXACT_RANKING_MAX:
-        # few layers: rank them by the output error with each one alone in its mode (one run each), output-aware
-        rank = {}
-        for k in candidates:
-            one = {**{j: "float" for j in modes0}, k: modes0[k]}
-            proto = _with_modes(base_for(one), target, selection, ranges, options, one, cfg, reduce_range)
-            rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
-    steps = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
+    steps: list[tuple[str, str]] = []
 
     def modes_at(k: int) -> dict[str, str]:
         modes = dict(modes0)
@@ -687,13 +694,28 @@ def _guard(
 
     if error_at(0) <= limit:
         return result(0, True)
+    speed = _speedup(original, plain, batches[0]) if target == "ort" else None
+    # the speed budget binds only when the plain int8 model is fast enough to lose it
+    budgeted = speed is not None and speed >= GUARD_MIN_SPEEDUP
+    steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted)
+    candidates = list(dict.fromkeys(k for k, _ in steps))
+    rank: dict[str, float] | None = None
+    if 1 < len(candidates) <= choice.EXACT_RANKING_MAX:
+        # few layers: rank them by the output error with each one alone in its mode (one run each), output-aware
+        rank = {}
+        for k in candidates:
+            one = {**{j: "float" for j in modes0}, k: modes0[k]}
+            proto = _with_modes(base_for(one), target, selection, ranges, options, one, cfg, reduce_range)
+            rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
+        steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
+
     if not steps:
         return result(0, False)
     lo, hi = 0, 1
-    while hi < len(steps) and error_at(hi) > limit:
+    while error_at(hi) > limit:
+        if hi == len(steps):
+            return result(hi, False)
         lo, hi = hi, min(len(steps), hi * 2)
-    if hi == len(steps) and error_at(hi) > limit:
-        return result(hi, False)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if error_at(mid) <= limit:

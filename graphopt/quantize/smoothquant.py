@@ -20,14 +20,14 @@ model computes the same function as the original (up to float rounding), which t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
 from graphopt.core.tensors import Tensor
-from graphopt.quantize.analysis import FLOAT
+from graphopt.quantize.analysis import FLOAT, SHARE
 
 MODES = ("fold", "mul")
 SCALE_LIMIT = 1e4
@@ -173,6 +173,13 @@ def _fold_into_producer(graph: Graph, x: Value, inv: np.ndarray) -> str | None:
     return None
 
 
+def _produced_by(x: Value, names: Collection[str]) -> bool:
+    p = x.producer
+    while p is not None and p.op_type in SHARE and p.inputs and p.inputs[0] is not None:
+        p = p.inputs[0].producer
+    return p is not None and p.name in names
+
+
 def _weight_cols(node: Node, k: int) -> np.ndarray | None:
     """The constant 2-D float weight of a MatMul whose output has ``k`` channels (columns)."""
     if node.domain not in STANDARD_DOMAINS or len(node.inputs) < 2:
@@ -190,10 +197,13 @@ def smooth(
     *,
     mode: str = "mul",
     allowed: set[str] | None = None,
+    int8_producers: Collection[str] = (),
 ) -> list[Smoothed]:
     """Smooth the candidate layers of ``graph`` in place with the calibrated per-channel ``act_absmax`` (activation
     name -> max |x| per last-axis channel); returns what was smoothed. Layers whose activation was not measured, or
-    whose channel count does not match their weight, are left alone."""
+    whose channel count does not match their weight, are left alone. No Mul goes after an activation produced
+    (through scale-sharing ops) by one of ``int8_producers``: its data is int8 already, and a float Mul would only
+    cut it off from its reader."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"smoothing alpha must be in [0, 1], got {alpha}")
     if mode not in MODES:
@@ -219,7 +229,7 @@ def smooth(
         inv = (1.0 / s).astype(np.float32)
         fold = _fold_into_producer(graph, x, inv) if _only_readers(x, nodes, graph) else None
         if fold is None:
-            if mode != "mul":
+            if mode != "mul" or _produced_by(x, int8_producers):
                 continue
             out = Value(graph.unique_name(f"{name}_smoothed"), FLOAT, x.shape)
             mul = Node(
