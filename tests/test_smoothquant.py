@@ -207,3 +207,98 @@ def test_auto_choice_in_quantize_model_reports_each_layer_and_beats_all_static()
     d = r_auto.to_dict()
     assert {c["name"]: c["mode"] for c in d["choices"]} == modes
     assert all(layer["mode"] == "static" and "dB" in layer["note"] for layer in d["layers"])
+
+
+def _wide_net(seed: int = 5) -> onnx.ModelProto:
+    """Three LayerNorm -> MatMul -> Relu -> MatMul blocks with residuals and outlier channels: a dozen layers."""
+    rng = np.random.default_rng(seed)
+    k = 16
+    nodes, inits, x = [], [], "x"
+    for b in range(3):
+        gamma = rng.uniform(0.5, 1.5, k).astype(np.float32)
+        gamma[b] *= 40.0
+        inits += [
+            numpy_helper.from_array(gamma, f"g{b}"),
+            numpy_helper.from_array(np.zeros(k, np.float32), f"b{b}"),
+            numpy_helper.from_array(rng.normal(0, 0.3, (k, 2 * k)).astype(np.float32), f"w{b}a"),
+            numpy_helper.from_array(rng.normal(0, 0.3, (2 * k, k)).astype(np.float32), f"w{b}b"),
+        ]
+        nodes += [
+            helper.make_node("LayerNormalization", [x, f"g{b}", f"b{b}"], [f"h{b}"], axis=-1, name=f"ln{b}"),
+            helper.make_node("MatMul", [f"h{b}", f"w{b}a"], [f"u{b}"], name=f"up{b}"),
+            helper.make_node("Relu", [f"u{b}"], [f"r{b}"], name=f"relu{b}"),
+            helper.make_node("MatMul", [f"r{b}", f"w{b}b"], [f"d{b}"], name=f"down{b}"),
+            helper.make_node("Add", [f"d{b}", x], [f"y{b}"], name=f"res{b}"),
+        ]
+        x = f"y{b}"
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, k])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [2, 6, k])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _wide_feeds(count: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    return [{"x": rng.normal(0, 1, (2, 6, 16)).astype(np.float32)} for _ in range(count)]
+
+
+def test_accuracy_guard_reaches_the_budget_in_a_logarithmic_number_of_runs(monkeypatch) -> None:
+    from graphopt.quantize import driver
+
+    feeds = _wide_feeds()
+    cfg = {"cache": False, "method": "minmax", "choice": "static", "smooth_alpha": None}
+    plain = quantize_model(from_proto(_wide_net()), feeds, config=cfg)
+    limit = plain.error_rel / 4
+    built = []
+    real = driver._with_modes
+    monkeypatch.setattr(driver, "_with_modes", lambda *a, **k: built.append(a[5]) or real(*a, **k))
+    model = from_proto(_wide_net())
+    report = quantize_model(model, feeds, config={**cfg, "max_error": limit})
+    assert report.error_rel <= limit and report.kept_float
+    demoted = {c.name for c in report.choices if c.mode == "float"}
+    assert set(report.kept_float) == demoted and all(
+        "--max-error" in c.reason for c in report.choices if c.name in demoted
+    )
+    # the layers that stay int8 are in the written model, the demoted ones are float MatMul/Add nodes
+    assert {layer.name for layer in report.layers}.isdisjoint(demoted)
+    estimated = len(report.choices)
+    # one plain build, at most one ranking run per layer (<= 12 layers), then doubling and bisection
+    assert len(built) <= 1 + estimated + 2 * (estimated.bit_length() + 1)
+    _check_runs_close(_wide_net(), model.to_onnx(), feeds, limit)
+
+
+def _check_runs_close(proto: onnx.ModelProto, quantized: onnx.ModelProto, feeds, limit: float) -> None:
+    ref, got = _run(proto, feeds), _run(quantized, feeds)
+    signal = sum(float(np.sum(np.square(a.astype(np.float64)))) for a in ref)
+    noise = sum(float(np.sum(np.square(b.astype(np.float64) - a))) for a, b in zip(ref, got, strict=True))
+    assert np.sqrt(noise / signal) <= limit * 1.0001
+
+
+def test_cli_smoothing_and_choice_flags(tmp_path, capsys) -> None:
+    from graphopt.cli import main
+
+    src = tmp_path / "net.onnx"
+    onnx.save(_wide_net(), src)
+    calib_dir = tmp_path / "calib"
+    calib_dir.mkdir()
+    for i, f in enumerate(_wide_feeds()):
+        np.savez(calib_dir / f"{i}.npz", **f)
+    out = tmp_path / "q.onnx"
+    base = ["optimize", str(src), "-o", str(out), "--quantize", "int8", "--calib-data", str(calib_dir)]
+    code = main([*base, "--calib-cache", "off", "--smooth-alpha", "1.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--smooth-alpha" in err and not out.exists()
+    code = main([*base, "--calib-cache", "off", "--smooth-alpha", "0.6", "--json"])
+    import json
+
+    q = json.loads(capsys.readouterr().out)["quantization"]
+    assert code == 0 and out.exists()
+    assert {c["name"] for c in q["choices"]} >= {"up0", "down0", "res0"}
+    assert all(c["mode"] in ("static", "static-float-output", "dynamic", "float") and c["reason"] for c in q["choices"])
+    code = main([*base, "--calib-cache", "off", "--layer-choice", "static", "--smooth-alpha", "off", "--json"])
+    q = json.loads(capsys.readouterr().out)["quantization"]
+    assert code == 0 and q["choices"] == [] and q["smoothed"] == []
