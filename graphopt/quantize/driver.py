@@ -371,6 +371,7 @@ def quantize_model(
             original,
             chosen,
             estimates,
+            alone,
             dynamic=cfg.choice == "auto" and target == "ort",
             reduce_range=reduce_range,
             progress=progress,
@@ -640,6 +641,7 @@ def _guard(
     original: onnx.ModelProto,
     chosen: Mapping[str, choice.Choice],
     estimates: Mapping[str, choice.Estimate],
+    measured_alone: dict[str, float],
     *,
     dynamic: bool,
     reduce_range: bool,
@@ -654,7 +656,8 @@ def _guard(
     interleaved medians at 1 thread on the first calibration batch), float demotions stop at
     :data:`choice.FLOAT_MAC_SHARE` of the estimated layers' multiply-adds, so that the result keeps most of int8's
     speed; returns the new choices, the layers the guard made float, and whether the
-    budget was met."""
+    budget was met. With the exact ranking, ``measured_alone`` receives each ranked layer's model output SQNR with
+    it alone in int8."""
     limit = float(cfg.max_error)  # type: ignore[arg-type]
     modes0 = {k: c.mode for k, c in chosen.items()}
     runs = 0
@@ -707,6 +710,7 @@ def _guard(
             one = {**{j: "float" for j in modes0}, k: modes0[k]}
             proto = _with_modes(base_for(one), target, selection, ranges, options, one, cfg, reduce_range)
             rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
+            measured_alone[k] = sqnr_db(-rank[k])
         steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
 
     if not steps:

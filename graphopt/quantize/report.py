@@ -21,6 +21,8 @@ class LayerReport:
     absorbed: str | None
     sqnr_db: float | None = None
     alone_sqnr_db: float | None = None
+    """Sensitivity (automatic choice or ``max_error``): the model's output SQNR with this layer alone in int8 where the
+    accuracy guard measured it (at most a dozen layers to rank), else the layer's own int8 SQNR estimate."""
     fused: bool | None = None
     fused_as: str | None = None
     mode: str | None = None
