@@ -312,12 +312,15 @@ def quantize_model(
     producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
     if cfg.choice not in ("auto", "static"):
         raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
-    if cfg.choice == "auto" or cfg.max_error is not None:
+    # target tensorrt has no dynamic int8, and its Q/DQ placement rules are about the whole graph: every planned
+    # layer stays static there (the guard may still keep some float)
+    auto = cfg.choice == "auto" and target == "ort"
+    if auto or cfg.max_error is not None:
         t0 = time.perf_counter()
         estimates = choice.estimate(
             model, the_plan, ranges, batches, per_channel=per_channel, reduce_range=reduce_range, threads=cfg.threads
         )
-        if cfg.choice == "auto":
+        if auto:
             chosen = choice.choose(
                 estimates,
                 cfg.layer_min_db,
