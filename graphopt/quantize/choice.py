@@ -74,23 +74,6 @@ class Choice:
     reason: str
 
 
-def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
-    """SQNR in dB, channel by channel (the last axis) then averaged as relative errors: a tensor dominated by a few
-    outlier channels scores by what int8 does to its ordinary channels too (a LayerNorm downstream makes them count
-    as much as the outliers)."""
-    ref = ref.astype(np.float64)
-    k = ref.shape[-1] if ref.ndim else 1
-    ref = ref.reshape(-1, k)
-    diff = got.astype(np.float64).reshape(-1, k) - ref
-    signal = np.sum(ref * ref, axis=0)
-    noise = np.sum(diff * diff, axis=0)
-    live = signal > 0
-    if not live.any():
-        return float("inf") if not noise.any() else float("-inf")
-    rel = float(np.mean(noise[live] / signal[live]))
-    return float("inf") if rel == 0 else -10.0 * math.log10(rel)
-
-
 def fake_quant(x: np.ndarray, p: Params) -> np.ndarray:
     lo, hi = (-128, 127) if p.signed else (0, 255)
     q = np.clip(np.rint(x / p.scale) + p.zero_point, lo, hi)
@@ -183,116 +166,149 @@ def estimate(
     proto = runtime.add_outputs(proto, list(names) + list(shadows.values()))
     sess = runtime.session(proto, threads=threads, optimization="basic")
     keys = list(names) + list(shadows.values())
-    runs = []
+    plans = {n.name: _operands(n, ranges, symmetric) for n in nodes}
+    accs: dict[str, _Acc] = {}
+    macs: dict[str, float] = {}
+    infinite: set[str] = set()
     for feed in list(batches)[:MAX_BATCHES]:
-        runs.append(dict(zip(keys, runtime.run(sess, keys, feed, "calibration"), strict=True)))
-    out: dict[str, Estimate] = {}
-    for n in convs:
-        y_name = n.outputs[0].name  # type: ignore[union-attr]
-        refs = [np.asarray(r[y_name], dtype=np.float32) for r in runs]
-        got = [np.asarray(r[shadows[n.name]], dtype=np.float32) for r in runs]
-        pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
-        w = constant_array(n.inputs[1])
-        per_out = float(np.prod(w.shape[1:])) if w is not None and w.ndim > 1 else 1.0
-        # per output channel (axis 1 of NC...): move it last so that _sqnr averages over channels
-        ref = np.concatenate([np.moveaxis(a, 1, -1).reshape(-1, a.shape[1]) for a in refs])
-        ins = np.concatenate([np.moveaxis(a, 1, -1).reshape(-1, a.shape[1]) for a in got])
-        stat = fake_quant(ins, pout) if pout is not None else ins
-        out[n.name] = Estimate(
-            n.name,
-            n.op_type,
-            _sqnr(ref, ins),
-            _sqnr(ref, fake_quant(ref, pout)) if pout is not None else float("inf"),
-            _sqnr(ref, stat),
-            None,
-            float(sum(a.size for a in refs)) * per_out,
-        )
-    for n in nodes:
-        acts = set(activation_inputs(n))
-        operands: list[tuple[np.ndarray | None, Params | None, bool]] = []
-        ok = True
-        for i in (0, 1):
-            v = n.inputs[i]
-            if v is None:
-                ok = False
-                break
-            if i in acts and v.const is None:
-                if v.name not in ranges:
-                    ok = False
-                    break
-                lo, hi = ranges[v.name]
-                operands.append((None, Params.for_range(lo, hi, symmetric), True))
-            else:
-                w = constant_array(v)
-                if w is None or w.dtype != np.float32:
-                    ok = False
-                    break
-                operands.append((w, None, False))
-        y_name = n.outputs[0].name  # type: ignore[union-attr]
-        if not ok or not runs or any(y_name not in r for r in runs):
-            continue
-        pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
-        finite = (
-            all(
-                np.isfinite(np.asarray(r[v.name])).all()  # type: ignore[union-attr]
-                for r in runs
-                for (_, _, is_act), v in zip(operands, n.inputs[:2], strict=True)
-                if is_act
-            )
-            and all(np.isfinite(np.asarray(r[y_name])).all() for r in runs)
-        )
-        if not finite:
-            # infinities (an attention mask of -inf, say): no int8 scale can hold them
-            worst = float("-inf")
-            weighted = has_weight_of(operands) and n.op_type in ("MatMul", "Gemm")
-            out[n.name] = Estimate(n.name, n.op_type, worst, worst, worst, None, 0.0, weighted)
-            continue
-        refs, ins, stat, dyn = [], [], [], []
-        has_weight = any(not is_act for _, _, is_act in operands)
-        macs = 0.0
-        for r in runs:
+        # one batch at a time: only per-channel sums are kept, so memory is one batch's tensors
+        r = dict(zip(keys, runtime.run(sess, keys, feed, "calibration"), strict=True))
+        for n in convs:
+            y_name = n.outputs[0].name  # type: ignore[union-attr]
+            y = np.moveaxis(np.asarray(r[y_name], dtype=np.float32), 1, -1)
+            got = np.moveaxis(np.asarray(r[shadows[n.name]], dtype=np.float32), 1, -1)
+            pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
+            acc = accs.setdefault(n.name, _Acc())
+            acc.add("input", y, got)
+            acc.add("output", y, fake_quant(y, pout) if pout is not None else y)
+            acc.add("static", y, fake_quant(got, pout) if pout is not None else got)
+            w = constant_array(n.inputs[1])
+            macs[n.name] = macs.get(n.name, 0.0) + float(y.size) * (float(np.prod(w.shape[1:])) if w.ndim > 1 else 1.0)
+        for n in nodes:
+            operands = plans[n.name]
+            y_name = n.outputs[0].name  # type: ignore[union-attr]
+            if operands is None or y_name not in r or n.name in infinite:
+                continue
             vals, q_vals, d_vals = [], [], []
-            for (w, p, is_act), v in zip(operands, n.inputs[:2], strict=True):
+            for (w, _, is_act), v in zip(operands, n.inputs[:2], strict=True):
                 if is_act:
                     x = np.asarray(r[v.name], dtype=np.float32)  # type: ignore[union-attr]
                     vals.append(x)
+                else:
+                    vals.append(w)
+            y = np.asarray(r[y_name], dtype=np.float32)
+            if not all(np.isfinite(a).all() for a in (*vals, y)):
+                infinite.add(n.name)  # infinities (an attention mask of -inf, say): no int8 scale holds them
+                continue
+            for (_, p, is_act), x in zip(operands, vals, strict=True):
+                if is_act:
                     q_vals.append(fake_quant(x, p))  # type: ignore[arg-type]
                     d_vals.append(_dynamic_fq(x))
                 else:
-                    vals.append(w)
-                    wq = _weight_fq(n, w, per_channel, qmax) if n.op_type not in BINARY else w  # type: ignore[arg-type]
+                    wq = _weight_fq(n, x, per_channel, qmax) if n.op_type not in BINARY else x
                     q_vals.append(wq)
                     d_vals.append(wq)
-            y = np.asarray(r[y_name], dtype=np.float32)
+            pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
             y_in = _apply(n, q_vals[0], q_vals[1]).astype(np.float32)
-            refs.append(y)
-            ins.append(y_in)
-            stat.append(fake_quant(y_in, pout) if pout is not None else y_in)
-            if has_weight and n.op_type != "Add" and n.op_type != "Mul":
-                dyn.append(_apply(n, d_vals[0], d_vals[1]).astype(np.float32))
-            if n.op_type in ("MatMul", "Gemm"):
+            acc = accs.setdefault(n.name, _Acc())
+            acc.add("input", y, y_in)
+            acc.add("output", y, fake_quant(y, pout) if pout is not None else y)
+            acc.add("static", y, fake_quant(y_in, pout) if pout is not None else y_in)
+            if has_weight_of(operands) and n.op_type in ("MatMul", "Gemm"):
+                acc.add("dynamic", y, _apply(n, d_vals[0], d_vals[1]).astype(np.float32))
                 k = vals[0].shape[-1] if not int(n.attr("transA", 0)) else vals[0].shape[0]
-                macs += float(y.size) * float(k)
+                macs[n.name] = macs.get(n.name, 0.0) + float(y.size) * float(k)
             else:
-                macs += float(y.size)
-        lasts = {a.shape[-1] if a.ndim else 1 for a in refs}
-        k = lasts.pop() if len(lasts) == 1 else 1  # batches of other widths (attention over sequences): whole tensors
-
-        def cat(arrs: list[np.ndarray], k: int = k) -> np.ndarray:
-            return np.concatenate([a.reshape(-1, k) for a in arrs])
-
-        ref = cat(refs)
+                macs[n.name] = macs.get(n.name, 0.0) + float(y.size)
+    out: dict[str, Estimate] = {}
+    for n in [*convs, *nodes]:
+        operands = plans.get(n.name)
+        weighted = n.op_type in ("MatMul", "Gemm") and operands is not None and has_weight_of(operands)
+        if n.name in infinite:
+            worst = float("-inf")
+            out[n.name] = Estimate(n.name, n.op_type, worst, worst, worst, None, 0.0, weighted)
+            continue
+        acc = accs.get(n.name)
+        if acc is None or not acc.seen("static"):
+            continue
         out[n.name] = Estimate(
             n.name,
             n.op_type,
-            _sqnr(ref, cat(ins)),
-            _sqnr(ref, cat([fake_quant(a, pout) for a in refs])) if pout else float("inf"),
-            _sqnr(ref, cat(stat)),
-            _sqnr(ref, cat(dyn)) if dyn else None,
-            macs,
-            has_weight and n.op_type in ("MatMul", "Gemm"),
+            acc.db("input"),
+            acc.db("output"),
+            acc.db("static"),
+            acc.db("dynamic") if acc.seen("dynamic") else None,
+            macs.get(n.name, 0.0),
+            weighted,
         )
     return out
+
+
+def _operands(
+    n: Node, ranges: Mapping[str, tuple[float, float]], symmetric: bool
+) -> list[tuple[np.ndarray | None, Params | None, bool]] | None:
+    """Per input (0, 1): (constant data, None, False) or (None, calibrated params, True); None if not estimable."""
+    acts = set(activation_inputs(n))
+    operands: list[tuple[np.ndarray | None, Params | None, bool]] = []
+    for i in (0, 1):
+        v = n.inputs[i]
+        if v is None:
+            return None
+        if i in acts and v.const is None:
+            if v.name not in ranges:
+                return None
+            operands.append((None, Params.for_range(*ranges[v.name], symmetric), True))
+        else:
+            w = constant_array(v)
+            if w is None or w.dtype != np.float32:
+                return None
+            operands.append((w, None, False))
+    return operands
+
+
+class _Acc:
+    """Streaming per-channel (last axis) signal and noise sums of a layer's outputs, per kind of quantization; a
+    layer whose last axis changes between batches (attention over sequences) falls back to whole-tensor sums."""
+
+    def __init__(self) -> None:
+        self.signal: dict[str, np.ndarray] = {}
+        self.noise: dict[str, np.ndarray] = {}
+        self.total: dict[str, list[float]] = {}
+        self.width: int | None = None
+        self.per_channel = True
+
+    def add(self, kind: str, ref: np.ndarray, got: np.ndarray) -> None:
+        k = ref.shape[-1] if ref.ndim else 1
+        if self.width is None:
+            self.width = k
+        elif k != self.width:
+            self.per_channel = False
+        r = ref.astype(np.float64).reshape(-1, k)
+        d = got.astype(np.float64).reshape(-1, k) - r
+        sig, noi = np.sum(r * r, axis=0), np.sum(d * d, axis=0)
+        t = self.total.setdefault(kind, [0.0, 0.0])
+        t[0] += float(sig.sum())
+        t[1] += float(noi.sum())
+        if self.per_channel:
+            self.signal[kind] = self.signal.get(kind, 0.0) + sig
+            self.noise[kind] = self.noise.get(kind, 0.0) + noi
+
+    def seen(self, kind: str) -> bool:
+        return kind in self.total
+
+    def db(self, kind: str) -> float:
+        if self.per_channel:
+            signal, noise = self.signal[kind], self.noise[kind]
+            live = signal > 0
+            if not live.any():
+                return float("inf") if not noise.any() else float("-inf")
+            rel = float(np.mean(noise[live] / signal[live]))
+        else:
+            signal_t, noise_t = self.total[kind]
+            if signal_t == 0:
+                return float("inf") if noise_t == 0 else float("-inf")
+            rel = noise_t / signal_t
+        return float("inf") if rel == 0 else -10.0 * math.log10(rel)
 
 
 def _shadow_convs(
