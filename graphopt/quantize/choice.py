@@ -38,6 +38,8 @@ import numpy as np
 from graphopt.core.ir import Graph, Model, Node, constant_array, weight_axes
 from graphopt.quantize.analysis import BINARY, FLOAT, RELU_LIKE, SHARE, Params, Plan, activation_inputs
 
+CHANNEL_FLOOR = 0.01
+"""Per-channel SQNR: channels below this share of the average channel power are scored as if they had it."""
 MAX_BATCHES = 8
 """Calibration feeds read for the estimates (their tensors are held in memory at once)."""
 MIN_DB = 40.0
@@ -45,8 +47,11 @@ MIN_DB = 40.0
 static int8 (see benchmarks/RESULTS-quantize.md for the measurement behind it)."""
 LOW_DB = 30.0
 """The budget of a layer whose inputs are all int8 already (a residual Add between convolutions)."""
-DYNAMIC_FLOOR_DB = 20.0
-"""A MatMul/Gemm that static int8 cannot hold goes dynamic unless even dynamic int8 is below this (then float):
+DYNAMIC_FLOOR_DB = 10.0
+"""A MatMul/Gemm that static int8 cannot hold goes dynamic unless even dynamic int8 is below this (then float; the
+same 10 dB as the driver's unusable-model warning: a third of the output is noise). Dynamic int8 is what
+onnxruntime's quantize_dynamic applies everywhere; the accuracy guard (``max_error``) demotes it where the model's
+error needs it:
 dynamic int8 quantizes each input with its own range, so its error is the weights' rounding plus 8 bits over the
 input's actual extremes, with no calibration range to miss held-out data."""
 MODES = ("static", "static-float-output", "dynamic", "float")
@@ -302,7 +307,10 @@ class _Acc:
             live = signal > 0
             if not live.any():
                 return float("inf") if not noise.any() else float("-inf")
-            rel = float(np.mean(noise[live] / signal[live]))
+            # a channel far weaker than the average (near-dead: its relative error means nothing downstream) counts
+            # as if it had 1/100 of the average power
+            floor = CHANNEL_FLOOR * float(np.mean(signal[live]))
+            rel = float(np.mean(noise[live] / np.maximum(signal[live], floor)))
         else:
             signal_t, noise_t = self.total[kind]
             if signal_t == 0:
