@@ -302,3 +302,24 @@ def test_cli_smoothing_and_choice_flags(tmp_path, capsys) -> None:
     code = main([*base, "--calib-cache", "off", "--layer-choice", "static", "--smooth-alpha", "off", "--json"])
     q = json.loads(capsys.readouterr().out)["quantization"]
     assert code == 0 and q["choices"] == [] and q["smoothed"] == []
+
+
+def test_demotions_go_dynamic_first_worst_first_and_keep_float_work_within_the_budget() -> None:
+    est = {
+        "mm_big": choice.Estimate("mm_big", "MatMul", 30, 30, 25.0, 33.0, 600.0, True),
+        "mm_small": choice.Estimate("mm_small", "MatMul", 30, 30, 28.0, 31.0, 100.0, True),
+        "add": choice.Estimate("add", "Add", 30, 30, 20.0, None, 50.0, False),
+        "conv": choice.Estimate("conv", "Conv", 30, 30, 35.0, None, 250.0, False),
+    }
+    chosen = {k: choice.Choice(k, e.op_type, "static", "") for k, e in est.items()}
+    steps = choice.demotions(chosen, est, dynamic=True)
+    # static -> dynamic for the weighted layers, worst static estimate first; the Add can only go float
+    assert steps[:3] == [("add", "float"), ("mm_big", "dynamic"), ("mm_small", "dynamic")]
+    total = sum(e.macs for e in est.values())
+    floated = sum(est[k].macs for k, mode in steps if mode == "float")
+    assert floated <= choice.FLOAT_MAC_SHARE * total  # mm_big (60% of the work) never goes float
+    assert ("mm_big", "float") not in steps and ("mm_small", "float") in steps
+    unbounded = choice.demotions(chosen, est, dynamic=True, budget=False)
+    assert ("mm_big", "float") in unbounded and ("conv", "float") in unbounded
+    static_only = choice.demotions(chosen, est, dynamic=False, budget=False)
+    assert all(mode == "float" for _, mode in static_only)
