@@ -375,6 +375,7 @@ def quantize_model(
             chosen,
             estimates,
             alone,
+            plain_seconds=sum(timings.values()),
             dynamic=cfg.choice == "auto" and target == "ort",
             reduce_range=reduce_range,
             progress=progress,
@@ -588,8 +589,10 @@ def _with_modes(
     modes: Mapping[str, str],
     cfg: QuantizeConfig,
     reduce_range: bool,
+    tables: bool = True,
 ) -> onnx.ModelProto:
-    """A quantized copy of ``base`` with each layer in its mode (static, static-float-output, dynamic or float)."""
+    """A quantized copy of ``base`` with each layer in its mode (static, static-float-output, dynamic or float);
+    ``tables``: embedding tables int8 too, as the final model has them."""
     from graphopt.quantize.dynamic import quantize_dynamic_nodes
     from graphopt.quantize.embeddings import quantize_embeddings
 
@@ -607,7 +610,7 @@ def _with_modes(
         dyn = [n for n in model.graph if modes.get(n.name or "") == "dynamic"]
         if dyn:
             quantize_dynamic_nodes(model, dyn, per_channel=cfg.per_channel, reduce_range=reduce_range)
-        if cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
+        if tables and cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
             quantize_embeddings(model)
     return model.to_onnx()
 
@@ -646,6 +649,7 @@ def _guard(
     estimates: Mapping[str, choice.Estimate],
     measured_alone: dict[str, float],
     *,
+    plain_seconds: float,
     dynamic: bool,
     reduce_range: bool,
     progress: Progress | None,
@@ -660,7 +664,8 @@ def _guard(
     :data:`choice.FLOAT_MAC_SHARE` of the estimated layers' multiply-adds, so that the result keeps most of int8's
     speed; returns the new choices, the layers the guard made float, and whether the
     budget was met. With the exact ranking, ``measured_alone`` receives each ranked layer's model output SQNR with
-    it alone in int8."""
+    it alone in int8. The exact ranking (one run per layer) is used only when those runs cost no more than
+    1.5 ``plain_seconds`` (the quantization's own time so far) plus a second."""
     limit = float(cfg.max_error)  # type: ignore[arg-type]
     modes0 = {k: c.mode for k, c in chosen.items()}
     runs = 0
@@ -698,15 +703,17 @@ def _guard(
                 kept.append(name)
         return out, kept, met
 
+    t0 = time.perf_counter()
     if error_at(0) <= limit:
         return result(0, True)
+    eval_seconds = time.perf_counter() - t0
     speed = _speedup(original, plain, batches[0]) if target == "ort" else None
     # the speed budget binds only when the plain int8 model is fast enough to lose it
     budgeted = speed is not None and speed >= GUARD_MIN_SPEEDUP
     steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted)
     candidates = list(dict.fromkeys(k for k, _ in steps))
     rank: dict[str, float] | None = None
-    if 1 < len(candidates) <= choice.EXACT_RANKING_MAX:
+    if 1 < len(candidates) <= choice.EXACT_RANKING_MAX and len(candidates) * eval_seconds <= 1.5 * plain_seconds + 1:
         # few layers: rank them by the output error with each one alone in its mode (one run each), output-aware
         rank = {}
         for k in candidates:
