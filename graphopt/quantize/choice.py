@@ -38,8 +38,6 @@ import numpy as np
 from graphopt.core.ir import Graph, Model, Node, constant_array, weight_axes
 from graphopt.quantize.analysis import BINARY, FLOAT, RELU_LIKE, SHARE, Params, Plan, activation_inputs
 
-CHANNEL_FLOOR = 0.01
-"""Per-channel SQNR: channels below this share of the average channel power are scored as if they had it."""
 MAX_BATCHES = 8
 """Calibration feeds read for the estimates (their tensors are held in memory at once)."""
 MIN_DB = 40.0
@@ -136,8 +134,10 @@ def estimate(
     per_channel: bool = True,
     reduce_range: bool = False,
     threads: int | None = None,
+    convolutions: bool = True,
 ) -> dict[str, Estimate]:
-    """Per estimable planned layer, its own int8 SQNRs (see the module's docstring), from one onnxruntime pass."""
+    """Per estimable planned layer, its own int8 SQNRs (see the module's docstring), from one onnxruntime pass.
+    ``convolutions``: estimate convolutions too (the accuracy guard ranks them; the choice keeps them static)."""
     from graphopt.tools import runtime
 
     symmetric = the_plan.target == "tensorrt"
@@ -153,7 +153,8 @@ def estimate(
     convs = [
         n
         for n in the_plan.nodes
-        if n.op_type in ("Conv", "ConvTranspose")
+        if convolutions
+        and n.op_type in ("Conv", "ConvTranspose")
         and n.outputs
         and n.outputs[0] is not None
         and n.inputs[0] is not None
@@ -305,10 +306,7 @@ class _Acc:
             live = signal > 0
             if not live.any():
                 return float("inf") if not noise.any() else float("-inf")
-            # a channel far weaker than the average (near-dead: its relative error means nothing downstream) counts
-            # as if it had 1/100 of the average power
-            floor = CHANNEL_FLOOR * float(np.mean(signal[live]))
-            rel = float(np.mean(noise[live] / np.maximum(signal[live], floor)))
+            rel = float(np.mean(noise[live] / signal[live]))
         else:
             signal_t, noise_t = self.total[kind]
             if signal_t == 0:

@@ -318,7 +318,14 @@ def quantize_model(
     if auto or cfg.max_error is not None:
         t0 = time.perf_counter()
         estimates = choice.estimate(
-            model, the_plan, ranges, batches, per_channel=per_channel, reduce_range=reduce_range, threads=cfg.threads
+            model,
+            the_plan,
+            ranges,
+            batches,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            threads=cfg.threads,
+            convolutions=cfg.max_error is not None,
         )
         if auto:
             chosen = choice.choose(
@@ -335,7 +342,7 @@ def quantize_model(
             chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
         for n in the_plan.nodes:
             if n.op_type not in analysis.SHARE and n.name and n.name not in chosen:
-                chosen[n.name] = choice.Choice(n.name, n.op_type, "static", "static int8 (no estimate for this op)")
+                chosen[n.name] = choice.Choice(n.name, n.op_type, "static", KEPT_STATIC)
         alone = {k: e.static_db for k, e in estimates.items()}
         timings["choose"] = time.perf_counter() - t0
     if cfg.max_error is not None:
@@ -615,6 +622,7 @@ def _with_modes(
     return model.to_onnx()
 
 
+KEPT_STATIC = "static int8 (convolution, pooling or Concat: kept static)"
 GUARD_MIN_SPEEDUP = 1.5
 """The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
 
