@@ -5,9 +5,12 @@
 1. shape inference types the activations; ``analysis.plan`` picks the nodes and the tensors to measure;
 2. ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the chosen method
    turns the statistics into ranges;
-3. with ``max_error``, each layer's sensitivity is measured (the model's output SQNR with that layer alone in int8)
-   and the worst layers stay float until the model's output error on the calibration set is at most ``max_error``;
-4. ``transform.apply`` inserts the Q/DQ pairs and quantized weights;
+   (before it, SmoothQuant: ``smoothquant.smooth`` with per-channel maxima from one more pass;)
+3. the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or float per layer;
+   with ``max_error``, the accuracy guard (``_guard``) demotes the fewest layers, worst first, until the model's output
+   error on the calibration set is at most ``max_error``;
+4. ``transform.apply`` inserts the Q/DQ pairs and quantized weights; ``dynamic.quantize_dynamic_nodes`` and
+   ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
 5. the report measures per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
    onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
    output error and parameter bytes before and after.
