@@ -65,7 +65,7 @@ class OptimizeRequest:
         if self.quantize not in (None, "int8", "int8-dynamic"):
             raise GraphoptError(f"{spell('quantize')} must be 'int8' or 'int8-dynamic', got {self.quantize!r}")
         if self.quantize == "int8-dynamic" and self.target == "tensorrt":
-            from graphopt.quantize.dynamic import TENSORRT_MESSAGE
+            from graphopt.quantize.dynamic_driver import TENSORRT_MESSAGE
 
             raise GraphoptError(TENSORRT_MESSAGE)
         if self.quantize == "int8" and self.calibration is None:
@@ -158,7 +158,7 @@ def run_request(
                 if before is not None and report.pruning:
                     report.pruning[-1].latency_ms = measure(before, model.to_onnx(), runs=request.prune_bench)
         if request.quantize == "int8-dynamic":
-            from graphopt.quantize.dynamic import quantize_model_dynamic
+            from graphopt.quantize.dynamic_driver import quantize_model_dynamic
 
             with stage("quantize"):
                 if feeds is None and request.calibration is not None:

@@ -56,7 +56,7 @@ class QuantizeInt8Dynamic(ModelPass):
 
     def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
         from graphopt.quantize.analysis import is_quantized
-        from graphopt.quantize.dynamic import quantize_model_dynamic
+        from graphopt.quantize.dynamic_driver import quantize_model_dynamic
 
         if is_quantized(model.graph) or any(n.op_type == "DynamicQuantizeMatMul" for n in model.graph):
             return False  # a quantized model is left alone
