@@ -8,6 +8,8 @@
 * :mod:`~graphopt.quantize.qdq_rules` checks a QDQ model against TensorRT's placement rules;
 * :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;
 * :mod:`~graphopt.quantize.embeddings` stores Gather-read vocabulary tables in int8/int4 (``quantize_embeddings``);
+* :mod:`~graphopt.quantize.dynamic` is dynamic int8 (``quantize_dynamic_nodes``, ``quantize_model_dynamic``:
+  ``--quantize int8-dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
 * :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``.
 
 Dependencies point one way: analysis <- transform <- driver <- passes; nothing here imports the API or the CLI.
@@ -28,6 +30,9 @@ _EXPORTS = {
     "quantize_model": ".driver",
     "sqnr_db": ".driver",
     "quantize_embeddings": ".embeddings",
+    "quantize_dynamic_nodes": ".dynamic",
+    "quantize_model_dynamic": ".dynamic",
+    "calibration_feeds": ".text",
     "LayerReport": ".report",
     "QuantReport": ".report",
 }

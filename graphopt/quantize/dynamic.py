@@ -5,9 +5,24 @@ outliers (after LayerNorm/GELU, in attention) cost nothing: every input gets the
 ``quantize_dynamic_nodes`` rewrites the given nodes in place; the driver's ``int8-dynamic`` mode picks every
 MatMul/Gemm with a constant 2-D weight (attention projections, FFN) and quantizes the embedding tables too.
 
-Forms (``form=``), measured under onnxruntime (see ``FORMS``): the default is the one that ran fastest at 1 and 2
-threads on an AVX-512 VNNI CPU with the same accuracy. Activation x activation MatMuls (attention scores) stay float:
-quantizing softmax probabilities per tensor is where onnxruntime's own ``quantize_dynamic`` loses accuracy.
+Forms (``form=``; ``FORMS``), measured under onnxruntime 1.32 on the real-weight MiniLM-L3 models of
+``benchmarks/textmodel.py`` (1 thread, AVX-512 VNNI; cosine of the held-out sentence embeddings to fp32):
+
+* ``dqmatmul`` (com.microsoft DynamicQuantizeMatMul) was the fastest at 1 and 2 threads (1 thread, batch 8: 3.00x
+  fp32; ``integer`` 3.08x, which onnxruntime fuses into the same kernel; ``integertofloat`` 3.07x, and 2.72x against
+  3.53x at 2 threads); cosine 0.9973 with per-column weight scales, 0.9785 with one weight scale per tensor;
+* ``pertoken`` (symmetric int8 per token as uint8 + 128, u8 x s8) reached cosine 0.9995 everywhere but costs
+  elementwise passes over the input (1.5x to 2.2x fp32 over all layers); with int8 (s8 x s8) inputs it ran at 0.3x.
+  One 64 x 1536 x 384 layer: DynamicQuantizeMatMul 680 us; per token through MatMulInteger -> Cast 860 us, through
+  MatMulIntegerToFloat (used) about 680 us (70 us of it the per-token scales). Sharing one DynamicQuantizeLinear
+  between Q/K/V (MatMulIntegerToFloat) ran slower than three DynamicQuantizeMatMul.
+* ``auto`` (the default) takes ``pertoken`` for a MatMul whose input is an activation function's output (the FFN
+  down-projection, where a few tokens carry values far above the rest) and ``dqmatmul`` elsewhere (after a
+  LayerNorm every token has the same spread): cosine 0.9987 on both models at the speed of ``dqmatmul`` (within the
+  machine's noise; ``benchmarks/RESULTS-transformers-int8.md``).
+
+Activation x activation MatMuls (attention scores) stay float: quantizing softmax probabilities per tensor is where
+onnxruntime's own ``quantize_dynamic`` loses accuracy (cosine 0.978 on the same model).
 
 Target tensorrt has no run-time activation quantization of this kind (its int8 needs calibrated, constant Q/DQ
 scales): the driver refuses ``int8-dynamic`` for it and names the alternatives.
@@ -23,6 +38,7 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
+from graphopt.quantize.embeddings import _take_listings
 from graphopt.quantize.report import LayerReport
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -32,10 +48,77 @@ FORMS = {
     "dqmatmul": "com.microsoft DynamicQuantizeMatMul (uint8 activations per tensor, int8 weights per column, bias)",
     "integer": "DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scales) (-> Add bias): standard ops",
     "integertofloat": "DynamicQuantizeLinear -> com.microsoft MatMulIntegerToFloat (scales, bias inside)",
-    "pertoken": "int8 activations with one scale per token (row): ReduceMax(Abs) -> Div -> Round -> Cast -> "
-    "MatMulInteger -> Cast -> Mul(scales) (-> Add bias): standard ops",
+    "pertoken": "int8 activations with one scale per token (row), as uint8 + 128: ReduceMax(Abs) -> Div -> "
+    "QuantizeLinear -> com.microsoft MatMulIntegerToFloat (column scales) -> Mul(token scales) (-> Add bias)",
 }
-DEFAULT_FORM = "dqmatmul"
+DEFAULT_FORM = "auto"
+NORMALIZATIONS = frozenset(
+    {
+        "LayerNormalization",
+        "SimplifiedLayerNormalization",
+        "SkipLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "RMSNormalization",
+    }
+)
+SHAPE_ONLY = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
+
+
+def normalized_input(node: Node) -> bool:
+    """Whether ``node``'s activation input comes (through shape-only ops) from a normalization over the last axis:
+    every token then has the same spread, so one scale per tensor loses little and per-token scales buy nothing."""
+    v = node.inputs[0] if node.inputs else None
+    while v is not None and v.producer is not None:
+        p = v.producer
+        if p.op_type in NORMALIZATIONS:
+            return True
+        if p.op_type not in SHAPE_ONLY or not p.inputs:
+            return False
+        v = p.inputs[0]
+    return False
+
+
+ACTIVATIONS = frozenset(
+    {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "HardSwish", "Mish"}
+)
+GATES = frozenset({"Erf", "Tanh", "Sigmoid", "HardSigmoid"})
+
+
+def activation_input(node: Node) -> bool:
+    """Whether ``node`` reads (through shape-only ops) the output of an activation function: an activation op, or a
+    decomposed GELU/SiLU (a Mul within three nodes of an Erf, Tanh or Sigmoid): an FFN down-projection, whose input
+    has a few tokens with values far larger than the rest."""
+    v = node.inputs[0] if node.inputs else None
+    while v is not None and v.producer is not None and v.producer.op_type in SHAPE_ONLY and v.producer.inputs:
+        v = v.producer.inputs[0]
+    p = v.producer if v is not None else None
+    if p is None:
+        return False
+    if p.op_type in ACTIVATIONS:
+        return True
+    if p.op_type != "Mul":
+        return False
+    frontier, seen = [p], 0
+    while frontier and seen < 8:
+        n = frontier.pop()
+        seen += 1
+        for i in n.inputs:
+            if i is None or i.producer is None:
+                continue
+            if i.producer.op_type in GATES:
+                return True
+            if i.producer.op_type in ("Mul", "Add", "Div") and seen < 4:
+                frontier.append(i.producer)
+    return False
+
+
+def choose_form(node: Node) -> tuple[str, str]:
+    """The ``auto`` form for ``node`` and why: one activation scale per token after an activation function (an FFN
+    down-projection: the few tokens with large values would set the scale of every token); otherwise
+    DynamicQuantizeMatMul, one scale per tensor (the fastest; after a LayerNorm every token has the same spread)."""
+    if activation_input(node):
+        return "pertoken", "input from an activation function: one activation scale per token"
+    return "dqmatmul", "one activation scale per tensor"
 
 
 def dynamic_candidates(graph: Graph) -> list[Node]:
@@ -100,23 +183,29 @@ def quantize_dynamic_nodes(
     node (``mode="dynamic"``, ``sqnr_db`` the weight's own quantization SQNR). A node dynamic int8 cannot take (see
     :func:`dynamic_candidates`) is left float and reported with ``mode=None`` and the reason in ``note``.
     ``reduce_range`` stores 7-bit weights (CPUs without VNNI, whose u8 x s8 products can saturate)."""
-    if form not in FORMS:
-        raise GraphoptError(f"unknown dynamic int8 form {form!r} (choose from {', '.join(FORMS)})")
+    if form not in FORMS and form != "auto":
+        raise GraphoptError(f"unknown dynamic int8 form {form!r} (choose from auto, {', '.join(FORMS)})")
     graph = model.graph
-    if (model.opset("") or 0) < 11 and form != "dqmatmul":
+    if (model.opset("") or 0) < 11 and form in ("integer", "integertofloat"):
         raise GraphoptError("dynamic int8 needs opset 11 or later (DynamicQuantizeLinear)")
     reports: list[LayerReport] = []
     cache: dict[tuple[int, bool], tuple[Value, Value, np.ndarray]] = {}
-    for n in list(nodes):
+    shared: dict[int, tuple[Value, Value, Value]] = {}
+    nodes = list(nodes)
+    for n in nodes:
         if n.graph is not graph:
             raise GraphoptError(f"{n.name or n.op_type}: not a node of the model's main graph")
         why = _why_not(n) if n.op_type in ("MatMul", "Gemm") and n.domain in STANDARD_DOMAINS else "not MatMul/Gemm"
         if why is not None:
             reports.append(_report(n, None, None, None, why))
             continue
-        if form != "integer":
+        this, why = choose_form(n) if form == "auto" else (form, "")
+        if this != "integer":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-        reports.append(_rewrite(graph, n, per_channel, reduce_range, form, cache, model.opset("") or 0))
+        layer = _rewrite(graph, n, per_channel, reduce_range, this, cache, model.opset("") or 0, shared)
+        if why:
+            layer.note = f"{layer.note}; {why}"
+        reports.append(layer)
     return reports
 
 
@@ -148,6 +237,7 @@ def _rewrite(
     form: str,
     cache: dict[tuple[int, bool], tuple[Value, Value, np.ndarray]],
     opset: int,
+    shared: dict[int, tuple[Value, Value, Value]],
 ) -> LayerReport:
     x, wv = n.inputs[0], n.inputs[1]
     assert x is not None and wv is not None and wv.const is not None
@@ -192,54 +282,51 @@ def _rewrite(
             )
         )
     elif form == "pertoken":
-        v = {k: Value(graph.unique_name(f"{base}_{k}")) for k in ("abs", "amax", "scale", "div", "round")}
+        # symmetric int8 per token, stored as uint8 with zero point 128 so that the kernel runs u8 x s8 (VNNI):
+        # q = round(x / amax * 127) + 128, the 1/127 in QuantizeLinear's and MatMulIntegerToFloat's scales, the
+        # token's amax multiplied back after it (fewest nodes: each costs onnxruntime a dispatch)
+        v = {k: Value(graph.unique_name(f"{base}_{k}")) for k in ("abs", "amax", "scale", "div")}
         xq = Value(graph.unique_name(f"{base}_input_quantized"))
-        acc = Value(graph.unique_name(f"{base}_int32"))
-        accf = Value(graph.unique_name(f"{base}_int32_float"))
-        rows = Value(graph.unique_name(f"{base}_row_scaled"))
+        rows = Value(graph.unique_name(f"{base}_column_scaled"))
         scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
         inv = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 127.0, np.float32)), f"{base}_inv127")
         tiny = graph.make_constant(Tensor.from_numpy(np.asarray(1e-30, np.float32)), f"{base}_tiny")
+        mid = graph.make_constant(Tensor.from_numpy(np.asarray(128, np.uint8)), f"{base}_zero_point_128")
         axes = graph.make_constant(Tensor.from_numpy(np.asarray([-1], np.int64)), f"{base}_last_axis")
-        amax = v["amax"]
         nodes += [
             Node("Abs", [x], outputs=[v["abs"]], name=graph.unique_name(f"{base}_abs")),
             Node(
                 "ReduceMax",
                 [v["abs"], axes] if opset >= 18 else [v["abs"]],
                 {"keepdims": 1} if opset >= 18 else {"keepdims": 1, "axes": [-1]},
-                outputs=[amax],
+                outputs=[v["amax"]],
                 name=graph.unique_name(f"{base}_amax"),
             ),
-            Node("Max", [amax, tiny], outputs=[v["scale"]], name=graph.unique_name(f"{base}_nonzero")),
+            Node("Max", [v["amax"], tiny], outputs=[v["scale"]], name=graph.unique_name(f"{base}_token_scale")),
             Node("Div", [x, v["scale"]], outputs=[v["div"]], name=graph.unique_name(f"{base}_div")),
+            Node("QuantizeLinear", [v["div"], inv, mid], outputs=[xq], name=graph.unique_name(f"{base}_quantize")),
+            # MatMulIntegerToFloat measured faster than MatMulInteger -> Cast -> Mul (64 x 1536 x 384: 598 / 797 us)
             Node(
-                "Mul",
-                [v["div"], graph.make_constant(Tensor.from_numpy(np.asarray(127.0, np.float32)), "c127")],
-                outputs=[v["round"]],
-                name=graph.unique_name(f"{base}_times127"),
+                "MatMulIntegerToFloat",
+                [xq, qv, inv, sv, mid, zp],
+                outputs=[rows],
+                domain=MS_DOMAIN,
+                name=graph.unique_name(f"{base}_MatMulIntegerToFloat"),
             ),
-        ]
-        r2 = Value(graph.unique_name(f"{base}_rounded"))
-        s2 = Value(graph.unique_name(f"{base}_token_scale"))
-        nodes += [
-            Node("Round", [v["round"]], outputs=[r2], name=graph.unique_name(f"{base}_round")),
-            Node("Cast", [r2], {"to": onnx.TensorProto.INT8}, outputs=[xq], name=graph.unique_name(f"{base}_to_int8")),
-            Node("MatMulInteger", [xq, qv], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
-            Node("Cast", [acc], {"to": FLOAT}, outputs=[accf], name=graph.unique_name(f"{base}_cast")),
-            Node("Mul", [v["scale"], inv], outputs=[s2], name=graph.unique_name(f"{base}_scale")),
-            Node("Mul", [accf, s2], outputs=[rows], name=graph.unique_name(f"{base}_rows")),
-            Node("Mul", [rows, sv], outputs=[scaled], name=graph.unique_name(f"{base}_columns")),
+            Node("Mul", [rows, v["scale"]], outputs=[scaled], name=graph.unique_name(f"{base}_token_scales")),
         ]
         if bias is not None:
             nodes.append(Node("Add", [scaled, bias], outputs=[new_out], name=graph.unique_name(f"{base}_bias")))
     else:
-        xq = Value(graph.unique_name(f"{base}_input_quantized"))
-        xs = Value(graph.unique_name(f"{base}_input_scale"))
-        xz = Value(graph.unique_name(f"{base}_input_zero_point"))
-        nodes.append(
-            Node("DynamicQuantizeLinear", [x], outputs=[xq, xs, xz], name=graph.unique_name(f"{base}_quantize_input"))
-        )
+        if id(x) not in shared:  # one DynamicQuantizeLinear per activation, read by every layer that reads it
+            q = [Value(graph.unique_name(f"{x.name or base}_{k}")) for k in ("dyn_quantized", "dyn_scale", "dyn_zp")]
+            dql = Node("DynamicQuantizeLinear", [x], outputs=q, name=graph.unique_name(f"{x.name or base}_quantize"))
+            if x.producer is not None and x.producer.graph is graph:
+                graph.insert_after(x.producer, dql)
+            else:
+                graph.insert_before(next(iter(graph)), dql)
+            shared[id(x)] = (q[0], q[1], q[2])
+        xq, xs, xz = shared[id(x)]
         if form == "integertofloat":
             nodes.append(
                 Node(
@@ -274,12 +361,13 @@ def _rewrite(
     if not graph.is_output(new_out) and name:
         out.name = graph.unique_name(f"{name}_float")
         new_out.name = name  # the layer's output keeps its name
-    nodes[-1].name = n.name or nodes[-1].name  # the node that writes the output keeps the layer's name
+    kernel = next(m for m in nodes if m.op_type in INTEGER_OPS and m.op_type != "DynamicQuantizeLinear")
+    kernel.name = n.name or kernel.name  # the integer kernel keeps the layer's name (reports, onnxruntime's graph)
     how = {
         "dqmatmul": "DynamicQuantizeMatMul",
         "integer": "MatMulInteger",
         "integertofloat": "MatMulIntegerToFloat",
-        "pertoken": "MatMulInteger per token",
+        "pertoken": "MatMulIntegerToFloat per token",
     }
     layer = _report(
         n, scale, sqnr, "dynamic", f"int8 weights {'per column' if per_channel else 'per tensor'}, {how[form]}"
@@ -289,12 +377,16 @@ def _rewrite(
     return layer
 
 
-def _take_listings(graph: Graph, old: Value, new: Value) -> None:
-    """``new`` stands for ``old``: the file's listings of ``old`` (a graph output's stated type) are written for it."""
-    for kind in ("output", "value_info"):
-        listing = graph.info_overrides.pop((kind, old), None)
-        if listing is not None:
-            graph.info_overrides[(kind, new)] = listing
+INTEGER_OPS = frozenset(
+    {"DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeLinear", "GatherBlockQuantized"}
+)
+
+
+def already_quantized(graph: Graph) -> bool:
+    """Q/DQ pairs, or the integer ops dynamic int8 writes."""
+    from graphopt.quantize.analysis import is_quantized
+
+    return is_quantized(graph) or any(n.op_type in INTEGER_OPS for n in graph)
 
 
 def dynamic_names(layers: Sequence[LayerReport]) -> list[str]:

@@ -16,7 +16,8 @@ import numpy as np
 
 from graphopt.core.ir import Model
 from graphopt.errors import GraphoptError
-from graphopt.quantize.dynamic import dynamic_candidates, quantize_dynamic_nodes
+from graphopt.quantize.dynamic import already_quantized, dynamic_candidates, quantize_dynamic_nodes
+from graphopt.quantize.embeddings import quantize_embeddings
 from graphopt.quantize.report import QuantReport
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -47,7 +48,6 @@ def quantize_model_dynamic(
     from graphopt.core.shape_inference import infer_shapes
     from graphopt.engine.pass_manager import PassManager
     from graphopt.quantize import analysis, driver
-    from graphopt.quantize.embeddings import quantize_embeddings
     from graphopt.tools import runtime
     from graphopt.tools.summary import initializer_bytes
 
@@ -58,8 +58,8 @@ def quantize_model_dynamic(
         raise GraphoptError("max error applies to --quantize int8 (calibrated); int8-dynamic has no accuracy search")
     if not model.graph.outputs:
         raise GraphoptError("nothing to quantize: the model has no outputs")
-    if analysis.is_quantized(model.graph):
-        raise GraphoptError("the model is already quantized: it has QuantizeLinear/DequantizeLinear nodes")
+    if already_quantized(model.graph):
+        raise GraphoptError("the model is already quantized: it has Q/DQ or integer MatMul nodes")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model.graph.name_unnamed_nodes()

@@ -37,7 +37,6 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
-from graphopt.quantize.dynamic import _take_listings
 from graphopt.quantize.report import LayerReport
 
 logger = logging.getLogger("graphopt.quantize")
@@ -206,6 +205,14 @@ def quantize_embeddings(
     for reason in skipped:
         logger.warning("%s", reason)
     return reports
+
+
+def _take_listings(graph: Graph, old: Value, new: Value) -> None:
+    """``new`` stands for ``old``: the file's listings of ``old`` (a graph output's stated type) are written for it."""
+    for kind in ("output", "value_info"):
+        listing = graph.info_overrides.pop((kind, old), None)
+        if listing is not None:
+            graph.info_overrides[(kind, new)] = listing
 
 
 def _to_uint8(q: np.ndarray, bits: int) -> np.ndarray:

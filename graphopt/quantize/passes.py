@@ -55,10 +55,10 @@ class QuantizeInt8Dynamic(ModelPass):
     once = True
 
     def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
-        from graphopt.quantize.analysis import is_quantized
+        from graphopt.quantize.dynamic import already_quantized
         from graphopt.quantize.dynamic_driver import quantize_model_dynamic
 
-        if is_quantized(model.graph) or any(n.op_type == "DynamicQuantizeMatMul" for n in model.graph):
+        if already_quantized(model.graph):
             return False  # a quantized model is left alone
         extra = ctx.options.get("quantize_options")
         report = quantize_model_dynamic(model, ctx.target, extra, feeds=ctx.options.get("calibration"))
