@@ -71,7 +71,7 @@ class OptimizeRequest:
                 f"{spell('quantize')} must be 'int8', 'int8-dynamic' or 'int4', got {self.quantize!r}"
             )
         if self.quantize == "int8-dynamic" and self.target == "tensorrt":
-            from graphopt.quantize.dynamic import TENSORRT_MESSAGE
+            from graphopt.quantize.dynamic_driver import TENSORRT_MESSAGE
 
             raise GraphoptError(TENSORRT_MESSAGE)
         if self.precision not in (None, "fp16", "bf16"):
@@ -188,7 +188,7 @@ def run_request(
                     model, feeds, request.target, request.quantize_options, progress=hooks.quantize_progress
                 )
         elif request.quantize == "int8-dynamic":
-            from graphopt.quantize.dynamic import quantize_model_dynamic
+            from graphopt.quantize.dynamic_driver import quantize_model_dynamic
 
             with stage("quantize"):
                 if feeds is None and request.calibration is not None:

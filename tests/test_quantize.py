@@ -146,7 +146,9 @@ def test_random_conv_nets_for_ort_run_close_and_every_conv_is_an_integer_kernel(
     ]
     ops = [n.op_type for n in quantized.graph.node]
     assert "Relu" not in ops  # every Relu follows a quantized op and is absorbed into its uint8 output
-    assert all(n.domain in ("", "ai.onnx") for n in quantized.graph.node)
+    # standard ops, but for the layers the automatic choice made dynamic int8 (onnxruntime's DynamicQuantizeMatMul)
+    dynamic = {layer.name for layer in report.layers if layer.mode == "dynamic"}
+    assert all(n.domain in ("", "ai.onnx") or any(n.name.startswith(d) for d in dynamic) for n in quantized.graph.node)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -383,7 +385,7 @@ def test_report_has_per_layer_sqnr_scales_and_sizes() -> None:
     assert 0 < d["output_error_rel"] < 0.1 and d["output_sqnr_db"] > 20
     for layer in d["layers"]:
         assert layer["sqnr_db"] is None or layer["sqnr_db"] > 10
-        assert layer["input_scale"] > 0
+        assert layer["mode"] == "dynamic" or layer["input_scale"] > 0  # dynamic: the scale is found at run time
     assert report.fused_count == len(report.layers)
 
 

@@ -296,6 +296,23 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
         help="keep the most sensitive layers float until the output's relative error on the calibration set is <= E",
     )
     q.add_argument(
+        "--smooth-alpha",
+        metavar="A|off",
+        help="SmoothQuant migration strength in [0, 1] for MatMul/Gemm before static int8 (default 0.5; off: none)",
+    )
+    q.add_argument(
+        "--smooth-mode",
+        choices=("fold", "mul"),
+        default="mul",
+        help="fold: smooth only where the scales fold exactly into the producer; mul: elsewhere insert a Mul (default)",
+    )
+    q.add_argument(
+        "--layer-choice",
+        choices=("auto", "static"),
+        default="auto",
+        help="auto: per layer static int8, dynamic int8 or float by its estimated error (default); static: all static",
+    )
+    q.add_argument(
         "--reduce-range",
         choices=("auto", "on", "off"),
         default="auto",
@@ -464,6 +481,7 @@ def _quantize_config(args: argparse.Namespace) -> Any:
             ("--max-error", args.max_error),
             ("--quantize-ops", args.quantize_ops),
             ("--calib-shape", args.calib_shape or None),
+            ("--smooth-alpha", args.smooth_alpha),
         )
         if v is not None
     ]
@@ -493,6 +511,7 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         raise GraphoptError(f"--max-error must be positive, got {args.max_error}")
     if not 0 < args.percentile <= 100:
         raise GraphoptError(f"--percentile must be in (0, 100], got {args.percentile}")
+    smooth_alpha = _smooth_alpha(args.smooth_alpha)
     for rx in args.exclude_regex:
         try:
             re.compile(rx)
@@ -515,6 +534,9 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
         max_error=args.max_error,
         cache=cache,
+        smooth_alpha=smooth_alpha,
+        smooth_mode=args.smooth_mode,
+        choice=args.layer_choice,
     )
 
 
@@ -590,6 +612,23 @@ def _precision_config(args: argparse.Namespace) -> Any:
         kernels=args.precision_kernels,
         threads=args.threads,
     )
+
+
+def _smooth_alpha(text: str | None) -> float | None:
+    """``--smooth-alpha``: a number in [0, 1], or ``off``; unset gives the default."""
+    from graphopt.quantize.driver import SMOOTH_ALPHA
+
+    if text is None:
+        return SMOOTH_ALPHA
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:
+        raise GraphoptError(f"--smooth-alpha must be a number in [0, 1] or 'off', got {text!r}")
+    return alpha
 
 
 def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str, Any]], list[str]]:

@@ -323,6 +323,20 @@ def _print_quantization(console: Console, q: Any) -> None:
     ]
     if dropped:
         lines.append(f"  (not shown at this width: {', '.join(dropped)}; see --json or --report)")
+    choices = getattr(q, "choices", None) or []
+    if choices:
+        counts: dict[str, int] = {}
+        for c in choices:
+            counts[c.mode] = counts.get(c.mode, 0) + 1
+        summary = ", ".join(f"{n} {mode}" for mode, n in counts.items())
+        lines.append(f"per-layer choice: {summary} (each layer's reason: --json 'choices' or --report)")
+    smoothed = getattr(q, "smoothed", None) or []
+    if smoothed:
+        folds = sum(1 for sm in smoothed if sm.fold != "Mul")
+        lines.append(
+            f"SmoothQuant alpha {q.smooth_alpha:g}: {plural(len(smoothed), 'activation')} smoothed "
+            f"({folds} folded into their producer, {len(smoothed) - folds} by an inserted Mul)"
+        )
     if q.kept_float:
         lines.append(f"kept float by --max-error: {', '.join(q.kept_float)}")
     if q.opset_upgraded:

@@ -2,7 +2,9 @@
 the data path:
 
 * :mod:`~graphopt.quantize.analysis` picks the nodes to quantize and the activations to measure (``plan``);
+* :mod:`~graphopt.quantize.smoothquant` moves activation outliers into MatMul/Gemm weights, exactly, before that;
 * :mod:`~graphopt.quantize.calibration` measures their ranges under onnxruntime (and caches the statistics);
+* :mod:`~graphopt.quantize.choice` estimates each layer's int8 error in one pass and picks static, dynamic or float;
 * :mod:`~graphopt.quantize.transform` quantizes weights and inserts the Q/DQ pairs (``apply``);
 * :mod:`~graphopt.quantize.qdq_rules` checks a QDQ model against TensorRT's placement rules;
 * :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;

@@ -579,3 +579,33 @@ def collect(
         except OSError as exc:
             logger.warning("%s: calibration cache not written (%s)", cache_file, _first(exc))
     return Calibration(stats, len(batches), False, cache_file)
+
+
+def channel_absmax(
+    model: Model,
+    names: Sequence[str],
+    feeds: Iterable[Feed],
+    *,
+    threads: int | None = None,
+    sources: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-channel statistics for SmoothQuant: the max of ``|x|`` over every axis but the last, per tensor in
+    ``names``, over all ``feeds`` (one onnxruntime pass; tensors that are not float or never produced are left out)."""
+    from graphopt.tools import runtime
+
+    names = list(dict.fromkeys(names))
+    if not names:
+        return {}
+    proto = runtime.add_outputs(model.to_onnx(), names)
+    sess = runtime.session(proto, threads=threads, optimization="basic")
+    out: dict[str, np.ndarray] = {}
+    for i, feed in enumerate(feeds):
+        values = runtime.run(sess, names, feed, sample_name(sources, i))
+        for name, value in zip(names, values, strict=True):
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.ndim == 0 or value.size == 0:
+                continue
+            m = np.max(np.abs(value.reshape(-1, value.shape[-1])), axis=0).astype(np.float64)
+            prev = out.get(name)
+            out[name] = m if prev is None or prev.shape != m.shape else np.maximum(prev, m)
+        del values
+    return out

@@ -5,9 +5,12 @@
 1. shape inference types the activations; ``analysis.plan`` picks the nodes and the tensors to measure;
 2. ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the chosen method
    turns the statistics into ranges;
-3. with ``max_error``, each layer's sensitivity is measured (the model's output SQNR with that layer alone in int8)
-   and the worst layers stay float until the model's output error on the calibration set is at most ``max_error``;
-4. ``transform.apply`` inserts the Q/DQ pairs and quantized weights;
+   (before it, SmoothQuant: ``smoothquant.smooth`` with per-channel maxima from one more pass;)
+3. the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or float per layer;
+   with ``max_error``, the accuracy guard (``_guard``) demotes the fewest layers, worst first, until the model's output
+   error on the calibration set is at most ``max_error``;
+4. ``transform.apply`` inserts the Q/DQ pairs and quantized weights; ``dynamic.quantize_dynamic_nodes`` and
+   ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
 5. the report measures per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
    onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
    output error and parameter bytes before and after.
@@ -33,7 +36,7 @@ from graphopt.core.onnx_io import from_proto
 from graphopt.core.shape_inference import infer_shapes
 from graphopt.engine.pass_manager import PassManager
 from graphopt.errors import GraphoptError
-from graphopt.quantize import analysis, transform
+from graphopt.quantize import analysis, choice, smoothquant, transform
 from graphopt.quantize import calibration as calib
 from graphopt.quantize.report import LayerReport, QuantReport
 from graphopt.tools import runtime
@@ -64,14 +67,11 @@ Progress = Callable[[str, int, int | None], None]
 
 PER_CHANNEL_OPSET = 13
 """The first opset whose QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales)."""
+SMOOTH_ALPHA = 0.5
+"""SmoothQuant's default alpha (see benchmarks/RESULTS-quantize.md for the sweep that chose it)."""
 SQNR_FLOOR_DB = 10.0
 """Below this output SQNR (a relative error above ~0.32: a third of the output is noise) the int8 model is flagged
-with a warning naming the worst layers; it is still written (the user may have a reason)."""
-
-
-FALLBACK_PROBED_LAYERS = 32
-"""Up to this many layers, the SQNR fallback ranks layers by their sensitivity alone (one run per layer); above, by
-the per-layer SQNR of the all-int8 model (no extra run), so that the fallback costs a few runs, not hundreds."""
+and falls back layer by layer (the accuracy guard with the floor's error as its budget); see ``fallback``."""
 
 
 @dataclass
@@ -99,6 +99,15 @@ class QuantizeConfig:
     """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
     reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
     model as it is, with the warning only."""
+    smooth_alpha: float | None = SMOOTH_ALPHA
+    """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
+    smooth_mode: str = "mul"
+    """``fold``: smooth only where the scales fold exactly into the producer; ``mul``: elsewhere insert a Mul."""
+    layer_min_db: float = 40.0
+    """Per-layer budget of the automatic choice: a layer whose own int8 SQNR estimate is below it is not static."""
+    choice: str = "auto"
+    """``auto``: per layer static int8, dynamic int8 or float from its estimated error; ``static``: every planned
+    layer static int8 (the behaviour before the per-layer choice)."""
 
     @classmethod
     def of(cls, value: QuantizeConfig | Mapping[str, Any] | None) -> QuantizeConfig:
@@ -193,24 +202,6 @@ def sqnr_db(rel_error: float) -> float:
     return float("inf") if rel_error == 0 else -20.0 * math.log10(rel_error)
 
 
-def _quantized_copy(
-    base: onnx.ModelProto,
-    target: str,
-    selection: analysis.Selection,
-    ranges: Mapping[str, tuple[float, float]],
-    options: transform.Options,
-    only: set[str] | None = None,
-) -> tuple[Model, list[analysis.Layer]]:
-    model = from_proto(base)
-    infer_shapes(model)
-    the_plan = analysis.plan(model.graph, target, selection)
-    if only is not None:
-        keep = [n for n in the_plan.nodes if n.name in only or n.op_type in analysis.SHARE]
-        the_plan = analysis.Plan(target, keep, the_plan.tensors)
-    layers = transform.apply(model.graph, the_plan, ranges, model.opset("") or 0, options)
-    return model, layers
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------------------------------
@@ -222,7 +213,6 @@ def quantize_model(
     *,
     progress: Progress | None = None,
     sources: Sequence[str] | None = None,
-    _order: Sequence[str] | None = None,
 ) -> QuantReport:
     """Quantize ``model`` in place to int8 QDQ for ``target`` (``ort`` or ``tensorrt``); returns the report.
 
@@ -284,21 +274,36 @@ def quantize_model(
     if cfg.per_channel and opset < PER_CHANNEL_OPSET:
         notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
     options = transform.Options(per_channel=per_channel, reduce_range=reduce_range)
-    base = model.to_onnx()
+    original = model.to_onnx()
     timings["plan"] = time.perf_counter() - t0
 
+    smoothed: list[smoothquant.Smoothed] = []
+    absmax: dict[str, np.ndarray] = {}
+    if cfg.smooth_alpha is not None:
+        t0 = time.perf_counter()
+        smoothed, absmax = _smooth(model, the_plan, batches, cfg, sources)
+        if smoothed:
+            infer_shapes(model)
+            the_plan = analysis.plan(model.graph, target, selection)
+        timings["smooth"] = time.perf_counter() - t0
+    base = model.to_onnx() if smoothed else original
+
+    def calibrate() -> tuple[calib.Calibration, dict[str, tuple[float, float]]]:
+        t0 = time.perf_counter()
+        calibrated = calib.collect(
+            model,
+            the_plan.tensors,
+            batches,
+            cache=cfg.cache,
+            threads=cfg.threads,
+            progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
+            sources=sources,
+        )
+        timings["calibrate"] = timings.get("calibrate", 0.0) + time.perf_counter() - t0
+        return calibrated, calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
+
+    calibrated, ranges = calibrate()
     t0 = time.perf_counter()
-    calibrated = calib.collect(
-        model,
-        the_plan.tensors,
-        batches,
-        cache=cfg.cache,
-        threads=cfg.threads,
-        progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
-        sources=sources,
-    )
-    ranges = calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
-    timings["calibrate"] = time.perf_counter() - t0
 
     report = QuantReport(
         target=target,
@@ -312,29 +317,137 @@ def quantize_model(
         per_channel=per_channel,
         param_bytes_before=initializer_bytes(model),
         opset_upgraded=upgraded,
+        smoothed=smoothed,
+        smooth_alpha=cfg.smooth_alpha if smoothed else None,
     )
     t0 = time.perf_counter()
-    reference = _run(base, batches, threads=cfg.threads, sources=sources)
+    reference = _run(original, batches, threads=cfg.threads, sources=sources)
     timings["reference"] = time.perf_counter() - t0
 
     alone: dict[str, float] = {}
     excluded: list[str] = []
+    chosen: dict[str, choice.Choice] = {}
+    estimates: dict[str, choice.Estimate] = {}
+    producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
+    if cfg.choice not in ("auto", "static"):
+        raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
+    # target tensorrt has no dynamic int8, and its Q/DQ placement rules are about the whole graph: every planned
+    # layer stays static there (the guard may still keep some float)
+    auto = cfg.choice == "auto" and target == "ort"
+    if auto or cfg.max_error is not None:
+        t0 = time.perf_counter()
+        estimates = choice.estimate(
+            model,
+            the_plan,
+            ranges,
+            batches,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            threads=cfg.threads,
+            convolutions=cfg.max_error is not None,
+        )
+        if auto:
+            chosen = choice.choose(
+                estimates,
+                cfg.layer_min_db,
+                dynamic=target == "ort",
+                target=target,
+                graph=model.graph,
+                static_ops={
+                    n.name for n in the_plan.nodes if n.name not in estimates and n.op_type not in analysis.SHARE
+                },
+            )
+        else:
+            chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
+        for n in the_plan.nodes:
+            if n.op_type not in analysis.SHARE and n.name and n.name not in chosen:
+                chosen[n.name] = choice.Choice(n.name, n.op_type, "static", KEPT_STATIC)
+        alone = {k: e.static_db for k, e in estimates.items()}
+        timings["choose"] = time.perf_counter() - t0
     if cfg.max_error is not None:
         t0 = time.perf_counter()
-        alone, excluded = _keep_sensitive_float(
-            base, target, selection, ranges, options, batches, reference, cfg, progress, _order
+        alpha = cfg.smooth_alpha
+        smoothed_for: dict[frozenset[str], onnx.ModelProto] = {}
+
+        def base_for(modes: Mapping[str, str]) -> onnx.ModelProto:
+            """The float model each set of modes quantizes: smoothed for its static layers only, as the end does."""
+            static = frozenset(k for k, m in modes.items() if m in ("static", "static-float-output"))
+            if all(set(sm.layers) <= static for sm in smoothed):
+                return base
+            if static not in smoothed_for:
+                m = from_proto(original)
+                infer_shapes(m)
+                smoothquant.smooth(
+                    m.graph,
+                    absmax,
+                    float(alpha),
+                    mode=cfg.smooth_mode,
+                    allowed=set(static),
+                    int8_producers=producers,  # type: ignore[arg-type]
+                )
+                smoothed_for[static] = m.to_onnx()
+            return smoothed_for[static]
+
+        chosen, kept, met = _guard(
+            base_for,
+            target,
+            selection,
+            ranges,
+            options,
+            batches,
+            reference,
+            cfg,
+            original,
+            chosen,
+            estimates,
+            alone,
+            plain_seconds=sum(timings.values()),
+            dynamic=cfg.choice == "auto" and target == "ort",
+            reduce_range=reduce_range,
+            progress=progress,
         )
-        if _order is not None:
-            alone = {}
-        report.kept_float = excluded
+        report.kept_float = kept
+        if not met:
+            notes.append(
+                f"--max-error {cfg.max_error:g} not reached by the layers the guard may demote (with a plain int8 "
+                f"model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most {choice.FLOAT_MAC_SHARE:.0%} of the "
+                "multiply-adds go float); the closest model is written"
+            )
         timings["sensitivity"] = time.perf_counter() - t0
+    if chosen:
+        t0 = time.perf_counter()
+        excluded = [c.name for c in chosen.values() if c.mode in ("float", "dynamic")]
+        options.float_outputs = frozenset(c.name for c in chosen.values() if c.mode == "static-float-output")
+        report.choices = list(chosen.values())
+        static = {c.name for c in chosen.values() if c.mode in ("static", "static-float-output")}
+        if any(not set(sm.layers) <= static for sm in smoothed):
+            # smoothing only serves static layers (a dynamic one quantizes its input at run time, a float one not at
+            # all): smooth again from the original model, for the static layers alone, and recalibrate
+            model.take_contents(from_proto(original))
+            infer_shapes(model)
+            alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
+            smoothed = smoothquant.smooth(
+                model.graph, absmax, alpha, mode=cfg.smooth_mode, allowed=static, int8_producers=producers
+            )
+            infer_shapes(model)
+            the_plan = analysis.plan(model.graph, target, selection)
+            base = model.to_onnx()
+            calibrated, ranges = calibrate()
+            report.smoothed = smoothed
+            report.smooth_alpha = cfg.smooth_alpha if smoothed else None
+        timings["choose"] = timings.get("choose", 0.0) + time.perf_counter() - t0
 
     t0 = time.perf_counter()
     final_plan = analysis.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
     layers = transform.apply(model.graph, final_plan, ranges, opset, options)
+    extra: list[LayerReport] = []
+    if chosen and target == "ort":
+        extra = _dynamic_and_tables(
+            model, {c.name: c.reason for c in chosen.values() if c.mode == "dynamic"}, cfg, reduce_range
+        )
     PassManager("dce,remove-unused").run(model, target=target)  # the float weights nothing reads any more
     timings["insert"] = time.perf_counter() - t0
-    if not layers:
+    if not layers and not any(x.mode for x in extra):
         raise GraphoptError("nothing to quantize: calibration measured none of the quantizable layers' inputs")
 
     t0 = time.perf_counter()
@@ -365,8 +478,11 @@ def quantize_model(
                 alone_sqnr_db=alone.get(layer.name),
                 fused=None if target != "ort" or fused is None else f is not None,
                 fused_as=f,
+                mode=chosen[layer.name].mode if layer.name in chosen else "static",
+                note=chosen[layer.name].reason if layer.name in chosen else None,
             )
         )
+    report.layers.extend(extra)
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
     if report.sqnr_db < cfg.sqnr_floor_db and original is not None:
@@ -375,13 +491,10 @@ def quantize_model(
         limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
         logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", report.sqnr_db)
         all_int8 = report.sqnr_db
-        order = None
-        if sum(1 for x in report.layers if x.op_type not in analysis.SHARE) > FALLBACK_PROBED_LAYERS:
-            order = _damage_order(original, report.layers)
         model.take_contents(from_proto(original))
         retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False})
         try:
-            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources, _order=order)
+            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
         except GraphoptError:
             # only an all-float model meets the floor: write the all-int8 one, with the warning naming the worst layers
             model.take_contents(from_proto(original))
@@ -416,28 +529,43 @@ def quantize_model(
     return report
 
 
-def _damage_order(original: onnx.ModelProto, layers: Sequence[analysis.Layer], cap: float = 60.0) -> list[str]:
-    """Layers ordered by the SQNR each one loses (its output's SQNR against that of the layers feeding it, capped at
-    ``cap`` dB for model inputs), the most damaging first: the per-layer SQNR of the all-int8 model accumulates the
-    error of everything upstream, so ranking by it alone would blame the last layers."""
-    sqnr = {x.name: x.sqnr_db for x in layers if x.sqnr_db is not None}
-    producer = {o: n for n in original.graph.node for o in n.output}
+def _dynamic_and_tables(
+    model: Model, reasons: Mapping[str, str], cfg: QuantizeConfig, reduce_range: bool
+) -> list[LayerReport]:
+    """The automatic choice's other forms: dynamic int8 for the MatMul/Gemm layers it named, int8 rows for the
+    embedding tables (Gather-read vocabulary tables that the selection allows)."""
+    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    from graphopt.quantize.embeddings import quantize_embeddings
 
-    def feeding(name: str, depth: int = 0) -> float:
-        node = producer.get(name)
-        if node is None or depth > 4:
-            return cap
-        if node.name in sqnr:
-            return min(cap, sqnr[node.name])
-        return min((feeding(i, depth + 1) for i in node.input if i), default=cap)
+    nodes = [n for n in model.graph if n.name in reasons]
+    out = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range) if nodes else []
+    for layer in out:
+        if layer.mode == "dynamic" and layer.name in reasons:
+            layer.note = reasons[layer.name]
+    selection = cfg.selection()
+    if cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
+        skip = {n.name for n in model.graph if n.op_type == "Gather" and not selection.allows(n, "ort")}
+        out += quantize_embeddings(model, skip=skip)
+    return out
 
-    nodes = {n.name: n for n in original.graph.node}
-    damage = {}
-    for name, own in sqnr.items():
-        node = nodes.get(name)
-        upstream = min((feeding(i) for i in node.input if i), default=cap) if node is not None else cap
-        damage[name] = upstream - own
-    return sorted(damage, key=lambda n: -damage[n])
+
+def _smooth(
+    model: Model,
+    the_plan: analysis.Plan,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    cfg: QuantizeConfig,
+    sources: Sequence[str] | None,
+) -> tuple[list[smoothquant.Smoothed], dict[str, np.ndarray]]:
+    """SmoothQuant on the planned MatMul/Gemm layers: per-channel activation maxima in one pass, then the scales."""
+    alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
+    if not 0.0 <= alpha <= 1.0:
+        raise GraphoptError(f"smoothing alpha must be in [0, 1], got {alpha}")
+    groups = smoothquant.candidates(model.graph, {n.name for n in the_plan.nodes if n.name})
+    _producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
+    if not groups:
+        return [], {}
+    absmax = calib.channel_absmax(model, list(groups), batches, threads=cfg.threads, sources=sources)
+    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode, int8_producers=_producers), absmax
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:
@@ -523,8 +651,64 @@ def _all_nodes(g: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
                 yield from _all_nodes(a.g)
 
 
-def _keep_sensitive_float(
+def _with_modes(
     base: onnx.ModelProto,
+    target: str,
+    selection: analysis.Selection,
+    ranges: Mapping[str, tuple[float, float]],
+    options: transform.Options,
+    modes: Mapping[str, str],
+    cfg: QuantizeConfig,
+    reduce_range: bool,
+    tables: bool = True,
+) -> onnx.ModelProto:
+    """A quantized copy of ``base`` with each layer in its mode (static, static-float-output, dynamic or float);
+    ``tables``: embedding tables int8 too, as the final model has them."""
+    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    from graphopt.quantize.embeddings import quantize_embeddings
+
+    model = from_proto(base)
+    infer_shapes(model)
+    off = frozenset(k for k, m in modes.items() if m in ("float", "dynamic"))
+    sel = analysis.Selection(
+        selection.op_types, selection.exclude_names | off, selection.exclude_ops, selection.exclude_regex
+    )
+    the_plan = analysis.plan(model.graph, target, sel)
+    outs = frozenset(k for k, m in modes.items() if m == "static-float-output")
+    opts = transform.Options(options.per_channel, options.reduce_range, outs)
+    transform.apply(model.graph, the_plan, ranges, model.opset("") or 0, opts)
+    if target == "ort":
+        dyn = [n for n in model.graph if modes.get(n.name or "") == "dynamic"]
+        if dyn:
+            quantize_dynamic_nodes(model, dyn, per_channel=cfg.per_channel, reduce_range=reduce_range)
+        if tables and cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
+            quantize_embeddings(model)
+    return model.to_onnx()
+
+
+KEPT_STATIC = "static int8 (convolution, pooling or Concat: kept static)"
+GUARD_MIN_SPEEDUP = 1.5
+"""The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
+
+
+def _speedup(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feed: Mapping[str, np.ndarray], runs: int = 5) -> float:
+    """fp32 time over int8 time at 1 thread: medians of ``runs`` interleaved runs on ``feed`` (after a warm-up)."""
+    a = runtime.session(fp32, threads=1, optimization="all")
+    b = runtime.session(quantized, threads=1, optimization="all")
+    ta, tb = [], []
+    for sess, acc in ((a, ta), (b, tb)):
+        runtime.run(sess, None, feed, "calibration")
+        del acc
+    for _ in range(runs):
+        for sess, acc in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            runtime.run(sess, None, feed, "calibration")
+            acc.append(time.perf_counter() - t0)
+    return float(np.median(ta) / max(np.median(tb), 1e-9))
+
+
+def _guard(
+    base_for: Callable[[Mapping[str, str]], onnx.ModelProto],
     target: str,
     selection: analysis.Selection,
     ranges: Mapping[str, tuple[float, float]],
@@ -532,57 +716,96 @@ def _keep_sensitive_float(
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Sequence[np.ndarray]],
     cfg: QuantizeConfig,
+    original: onnx.ModelProto,
+    chosen: Mapping[str, choice.Choice],
+    estimates: Mapping[str, choice.Estimate],
+    measured_alone: dict[str, float],
+    *,
+    plain_seconds: float,
+    dynamic: bool,
+    reduce_range: bool,
     progress: Progress | None,
-    order: Sequence[str] | None = None,
-) -> tuple[dict[str, float], list[str]]:
-    """Sensitivity per layer, then the fewest worst layers to keep float so the output error is <= max_error."""
-    probe = from_proto(base)
-    infer_shapes(probe)
-    names = [n.name for n in analysis.plan(probe.graph, target, selection).nodes if n.op_type not in analysis.SHARE]
-    alone: dict[str, float] = {}
-    if order is not None:
-        # the fallback on a large model: rank by the per-layer SQNR already measured (one run) rather than one run
-        # per layer; the worst first, then the rest of the plan
-        rank = {name: k for k, name in enumerate(order)}
-        names = sorted(names, key=lambda n: rank.get(n, len(rank)))
-        alone = {n: -float(len(names) - k) for k, n in enumerate(names)}  # an order, not SQNRs: not reported
-    for i, name in enumerate(names if order is None else []):
-        if progress:
-            progress("sensitivity", i, len(names))
-        m, layers = _quantized_copy(base, target, selection, ranges, options, only={name})
-        if not layers:
-            continue
-        rel, _ = output_error(reference, _run(m.to_onnx(), batches, threads=cfg.threads))
-        alone[name] = sqnr_db(rel)
-    if progress:
-        progress("sensitivity", len(names), len(names))
-    worst = sorted(alone, key=lambda n: alone[n])
+) -> tuple[dict[str, choice.Choice], list[str], bool]:
+    """The accuracy guard of ``max_error``: demote the fewest layers (worst estimate first: static to dynamic where
+    dynamic int8 can take the layer, else to float; then dynamic to float) until the output error on the calibration
+    set is at most ``max_error``. Each step costs one run of the model over the calibration set, and the number of
+    steps grows with the logarithm of the layer count (doubling, then bisection), never with the layer count.
 
-    def error_without(k: int) -> float:
-        sel = analysis.Selection(
-            selection.op_types,
-            selection.exclude_names | frozenset(worst[:k]),
-            selection.exclude_ops,
-            selection.exclude_regex,
+    When the plain int8 model runs at least :data:`GUARD_MIN_SPEEDUP` times faster than the float one (measured:
+    interleaved medians at 1 thread on the first calibration batch), float demotions stop at
+    :data:`choice.FLOAT_MAC_SHARE` of the estimated layers' multiply-adds, so that the result keeps most of int8's
+    speed; returns the new choices, the layers the guard made float, and whether the
+    budget was met. With the exact ranking, ``measured_alone`` receives each ranked layer's model output SQNR with
+    it alone in int8. The exact ranking (one run per layer) is used only when those runs cost no more than
+    1.5 ``plain_seconds`` (the quantization's own time so far) plus a second."""
+    limit = float(cfg.max_error)  # type: ignore[arg-type]
+    modes0 = {k: c.mode for k, c in chosen.items()}
+    runs = 0
+    plain = _with_modes(base_for(modes0), target, selection, ranges, options, modes0, cfg, reduce_range)
+    steps: list[tuple[str, str]] = []
+
+    def modes_at(k: int) -> dict[str, str]:
+        modes = dict(modes0)
+        for name, mode in steps[:k]:
+            modes[name] = mode
+        return modes
+
+    def error_at(k: int) -> float:
+        nonlocal runs
+        runs += 1
+        if progress:
+            progress("accuracy guard", runs, None)
+        proto = (
+            plain
+            if k == 0
+            else _with_modes(base_for(modes_at(k)), target, selection, ranges, options, modes_at(k), cfg, reduce_range)
         )
-        m, layers = _quantized_copy(base, target, sel, ranges, options)
-        if not layers:
-            return 0.0
-        rel, _ = output_error(reference, _run(m.to_onnx(), batches, threads=cfg.threads))
-        logger.info("keeping the %d most sensitive layers float: output error %.3g", k, rel)
+        rel, _ = output_error(reference, _run(proto, batches, threads=cfg.threads))
+        logger.info("accuracy guard: %d demotions, output error %.3g", k, rel)
         return rel
 
-    limit = float(cfg.max_error)  # type: ignore[arg-type]
-    if error_without(0) <= limit:
-        return alone, []
-    # grow k geometrically until the error is small enough, then bisect down to the smallest such k
+    def result(k: int, met: bool) -> tuple[dict[str, choice.Choice], list[str], bool]:
+        out = dict(chosen)
+        kept = []
+        for name, mode in steps[:k]:
+            old = chosen[name]
+            out[name] = choice.Choice(name, old.op_type, mode, f"--max-error {limit:g}: {old.mode} -> {mode}")
+        for name, mode in modes_at(k).items():
+            if mode == "float" and modes0.get(name) != "float":
+                kept.append(name)
+        return out, kept, met
+
+    t0 = time.perf_counter()
+    if error_at(0) <= limit:
+        return result(0, True)
+    eval_seconds = time.perf_counter() - t0
+    speed = _speedup(original, plain, batches[0]) if target == "ort" else None
+    # the speed budget binds only when the plain int8 model is fast enough to lose it
+    budgeted = speed is not None and speed >= GUARD_MIN_SPEEDUP
+    steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted)
+    candidates = list(dict.fromkeys(k for k, _ in steps))
+    rank: dict[str, float] | None = None
+    if 1 < len(candidates) <= choice.EXACT_RANKING_MAX and len(candidates) * eval_seconds <= 1.5 * plain_seconds + 1:
+        # few layers: rank them by the output error with each one alone in its mode (one run each), output-aware
+        rank = {}
+        for k in candidates:
+            one = {**{j: "float" for j in modes0}, k: modes0[k]}
+            proto = _with_modes(base_for(one), target, selection, ranges, options, one, cfg, reduce_range)
+            rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
+            measured_alone[k] = sqnr_db(-rank[k])
+        steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
+
+    if not steps:
+        return result(0, False)
     lo, hi = 0, 1
-    while hi < len(worst) and error_without(hi) > limit:
-        lo, hi = hi, min(len(worst), hi * 2)
+    while error_at(hi) > limit:
+        if hi == len(steps):
+            return result(hi, False)
+        lo, hi = hi, min(len(steps), hi * 2)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if error_without(mid) <= limit:
+        if error_at(mid) <= limit:
             hi = mid
         else:
             lo = mid
-    return alone, worst[:hi]
+    return result(hi, True)

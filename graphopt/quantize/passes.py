@@ -56,7 +56,8 @@ class QuantizeInt8Dynamic(ModelPass):
     once = True
 
     def run_model(self, model: Model, ctx: PassContext) -> bool | PassResult:
-        from graphopt.quantize.dynamic import already_quantized, quantize_model_dynamic
+        from graphopt.quantize.dynamic import already_quantized
+        from graphopt.quantize.dynamic_driver import quantize_model_dynamic
 
         if already_quantized(model.graph):
             return False  # a quantized model is left alone

