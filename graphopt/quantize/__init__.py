@@ -7,10 +7,12 @@ the data path:
 * :mod:`~graphopt.quantize.choice` estimates each layer's int8 error in one pass and picks static, dynamic or float;
 * :mod:`~graphopt.quantize.transform` quantizes weights and inserts the Q/DQ pairs (``apply``);
 * :mod:`~graphopt.quantize.qdq_rules` checks a QDQ model against TensorRT's placement rules;
+* :mod:`~graphopt.quantize.smoothquant` migrates activation outliers into the weights before calibration, and
+  :mod:`~graphopt.quantize.choice` picks each layer's form (static, dynamic or float) from its estimated error;
 * :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;
 * :mod:`~graphopt.quantize.embeddings` stores Gather-read vocabulary tables in int8/int4 (``quantize_embeddings``);
-* :mod:`~graphopt.quantize.dynamic` is dynamic int8 (``quantize_dynamic_nodes``, ``quantize_model_dynamic``:
-  ``--quantize int8-dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
+* :mod:`~graphopt.quantize.dynamic` rewrites MatMul/Gemm to dynamic int8 (``quantize_dynamic_nodes``) and
+  :mod:`~graphopt.quantize.dynamic_driver` runs ``--quantize int8-dynamic`` on a model (``quantize_model_dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
 * :mod:`~graphopt.quantize.int4` is int4 weight-only (``quantize_model_int4``: MatMulNBits for ort, blocked int4
   DequantizeLinear for tensorrt; RTN or GPTQ);
 * :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``;
@@ -36,7 +38,7 @@ _EXPORTS = {
     "sqnr_db": ".driver",
     "quantize_embeddings": ".embeddings",
     "quantize_dynamic_nodes": ".dynamic",
-    "quantize_model_dynamic": ".dynamic",
+    "quantize_model_dynamic": ".dynamic_driver",
     "calibration_feeds": ".text",
     "LayerReport": ".report",
     "PrecisionConfig": ".precision",
