@@ -160,8 +160,13 @@ def run_tool(
     t0 = time.perf_counter()
     log = dst.parent / f".{tool}.stderr"
     with open(log, "wb") as err_file:  # a file, not a pipe: a chatty tool must not block on a full pipe
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True, env={**os.environ, **(env or {})}
+        proc = subprocess.Popen(  # in the model's folder: ``python -m`` would import graphopt from the cwd first
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=dst.parent,
         )
     deadline = t0 + timeout
     while True:
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         tools.insert(1 if tools[:1] == ["graphopt"] else 0, "graphopt-before")
         envs["graphopt-before"] = {"PYTHONPATH": str(before_tree(args.before, args.dir / "before"))}
 
+    args.dir = args.dir.resolve()
     work = args.dir / ("huge" if args.huge else f"d{args.dim}x{args.layers}")
     src = work / "model.onnx"
     need = args.dim * args.dim * 4 * args.layers
