@@ -160,8 +160,13 @@ def run_tool(
     t0 = time.perf_counter()
     log = dst.parent / f".{tool}.stderr"
     with open(log, "wb") as err_file:  # a file, not a pipe: a chatty tool must not block on a full pipe
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True, env={**os.environ, **(env or {})}
+        proc = subprocess.Popen(  # in the model's folder: ``python -m`` would import graphopt from the cwd first
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=dst.parent,
         )
     deadline = t0 + timeout
     while True:
@@ -234,25 +239,34 @@ def spot_check(src: Path, dst: Path, rows: int = 64) -> int:
     26 GB model, where onnxruntime is not run. Return the number of weights checked; raise on a difference."""
     import onnx
 
-    def arrays(path: Path) -> dict[str, np.ndarray]:
+    def where(path: Path) -> dict[str, tuple[Path, int, tuple[int, ...]]]:
         out = {}
         for t in onnx.load(str(path), load_external_data=False).graph.initializer:
             info = {e.key: e.value for e in t.external_data}
-            out[t.name] = np.memmap(
-                path.parent / info["location"], np.float32, "r", int(info.get("offset", 0)), tuple(t.dims)
-            )
+            out[t.name] = (path.parent / info["location"], int(info.get("offset", 0)), tuple(t.dims))
         return out
 
-    given, made = arrays(src), arrays(dst)
+    def block(spec: tuple[Path, int, tuple[int, ...]], rows: slice, cols: slice) -> np.ndarray:
+        """A copy of one block, through a map that is closed at once (its pages leave the resident set)."""
+        location, offset, dims = spec
+        m = np.memmap(location, np.float32, "r", offset, dims)
+        out = np.array(m[rows, cols])
+        del m
+        return out
+
+    given, made = where(src), where(dst)
     rng = np.random.default_rng(0)
     checked = 0
-    for name, w in made.items():
+    for name, spec in made.items():
         base = name.removesuffix("_t_folded")
         if base not in given:
             continue
-        a = int(rng.integers(0, max(1, w.shape[0] - rows)))
-        want = np.asarray(given[base][a : a + rows])
-        got = np.asarray(w[:, a : a + rows]).T if name.endswith("_t_folded") else np.asarray(w[a : a + rows])
+        a = int(rng.integers(0, max(1, spec[2][0] - rows)))
+        want = block(given[base], slice(a, a + rows), slice(None))
+        if name.endswith("_t_folded"):
+            got = block(spec, slice(None), slice(a, a + rows)).T
+        else:
+            got = block(spec, slice(a, a + rows), slice(None))
         if not np.array_equal(got, want):
             raise AssertionError(f"{dst}: rows {a}..{a + rows} of {base} differ in {name}")
         checked += 1
@@ -294,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         tools.insert(1 if tools[:1] == ["graphopt"] else 0, "graphopt-before")
         envs["graphopt-before"] = {"PYTHONPATH": str(before_tree(args.before, args.dir / "before"))}
 
+    args.dir = args.dir.resolve()
     work = args.dir / ("huge" if args.huge else f"d{args.dim}x{args.layers}")
     src = work / "model.onnx"
     need = args.dim * args.dim * 4 * args.layers

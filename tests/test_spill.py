@@ -367,3 +367,40 @@ def test_folding_transposes_of_large_weights_streams_them_block_by_block(tmp_pat
     assert in_memory["growth"] > 44 << 20, in_memory
     assert streamed["growth"] < 20 << 20, streamed
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()  # all folded: inline
+
+
+@pytest.mark.parametrize("failure", ["EXDEV", "partial"])
+def test_save_falls_back_to_writing_from_the_map_where_the_kernel_cannot_copy(
+    tmp_path: Path, spill_small: None, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """copy_file_range refused (another file system) or stopping half way: the rest is written from the map, with the
+    same bytes."""
+    import errno
+
+    src = tmp_path / "in" / "m.onnx"
+    bigmodel.generate(src, dim=256, layers=4, transposed=2)
+    model = graphopt.optimize(src)
+    ref = tmp_path / "ref" / "m.onnx"
+    ref.parent.mkdir()
+    graphopt.save(model, ref)
+    real = os.copy_file_range
+    calls = []
+
+    def refusing(src_fd: int, dst_fd: int, count: int, offset_src: int | None = None, *rest: object) -> int:
+        calls.append(count)
+        if failure == "EXDEV" or len(calls) % 2 == 0:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(src_fd, dst_fd, count // 3, offset_src)
+
+    monkeypatch.setattr(os, "copy_file_range", refusing)
+    for external in (True, False):
+        out = tmp_path / f"out{external}" / "m.onnx"
+        out.parent.mkdir()
+        graphopt.save(model, out, external_data=external)
+        np.testing.assert_allclose(
+            ort_run(onnx.load(out), {"x": np.ones((1, 256), np.float32)})[0],
+            ort_run(onnx.load(ref), {"x": np.ones((1, 256), np.float32)})[0],
+        )
+        if external:
+            assert (out.parent / "m.onnx.data").read_bytes() == (ref.parent / "m.onnx.data").read_bytes()
+    assert calls

@@ -9,6 +9,7 @@ docs/architecture.md), so that no pass keeps gigabytes of new weights in anonymo
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import errno
@@ -303,6 +304,7 @@ class SpillFile:
         self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".graphopt-spill-")  # noqa: SIM115 - kept open
         _more_descriptors()  # each mapped range holds a descriptor (Python's mmap keeps a duplicate)
         self.fd = self.file.fileno()
+        atexit.register(self.file.close)  # (the maps hold their own descriptors; this only silences a ResourceWarning)
         self.end = 0
         self.lock = threading.Lock()
         self.path = Path(self.folder) / "<graphopt spill file>"
