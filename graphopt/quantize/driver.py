@@ -255,7 +255,6 @@ def quantize_model(
     t0 = time.perf_counter()
     model.graph.name_unnamed_nodes()
     infer_shapes(model)
-    original = model.to_onnx() if cfg.fallback and cfg.max_error is None else None
     selection = cfg.selection()
     the_plan = analysis.plan(model.graph, target, selection)
     if not any(n.op_type not in analysis.SHARE for n in the_plan.nodes):
@@ -485,7 +484,7 @@ def quantize_model(
     report.layers.extend(extra)
     timings["measure"] = time.perf_counter() - t0
     report.seconds = timings
-    if report.sqnr_db < cfg.sqnr_floor_db and original is not None:
+    if report.sqnr_db < cfg.sqnr_floor_db and cfg.fallback and cfg.max_error is None:
         # the whole-int8 model is unusable: fall back layer by layer, the most sensitive first, until the output's
         # relative error is the floor's (the --max-error search with that bound)
         limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
