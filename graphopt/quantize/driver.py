@@ -499,6 +499,8 @@ def quantize_model(
             model.take_contents(from_proto(original))
             retry = QuantizeConfig(**{**cfg.__dict__, "fallback": False})
             report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
+            for note in notes:
+                logger.warning("%s", note)
             report.warnings = notes + report.warnings
             report.opset_upgraded = upgraded
             return report
