@@ -142,7 +142,10 @@ def estimate(
 
     symmetric = the_plan.target == "tensorrt"
     qmax = 64.0 if reduce_range and not symmetric else 127.0
-    nodes = [n for n in the_plan.nodes if estimable(n) and n.outputs and n.outputs[0] is not None]
+    # main-graph layers only: a layer inside an If/Loop body has no value the session can return (its tensors reach
+    # calibration through calibration.expose); such layers keep the static default
+    main = model.graph
+    nodes = [n for n in the_plan.nodes if n.graph is main and estimable(n) and n.outputs and n.outputs[0] is not None]
     names: dict[str, None] = {}
     for n in nodes:
         for i in activation_inputs(n):
@@ -154,6 +157,7 @@ def estimate(
         n
         for n in the_plan.nodes
         if convolutions
+        and n.graph is main
         and n.op_type in ("Conv", "ConvTranspose")
         and n.outputs
         and n.outputs[0] is not None

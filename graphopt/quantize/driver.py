@@ -501,10 +501,10 @@ def quantize_model(
             report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
             for note in notes:
                 logger.warning("%s", note)
-            report.warnings = notes + report.warnings
+            report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
             report.opset_upgraded = upgraded
             return report
-        report.warnings = notes + report.warnings
+        report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
         report.warnings.insert(
             len(notes),
             f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
