@@ -552,13 +552,19 @@ def test_pruning_that_is_not_faster_is_refused_and_the_model_left_as_it_was(monk
     before is an exit-2 'nothing to prune' and the model comes back unchanged."""
     from graphopt.prune import driver
 
-    monkeypatch.setattr(driver, "measure", lambda *a, **k: (1.0, 1.0))
+    timings: list[tuple[float, float]] = []
+
+    def measure(*args, **kwargs):
+        return timings.pop(0)
+
+    monkeypatch.setattr(driver, "measure", measure)
     model = graphopt.optimize(FIXTURES / "cnn.onnx")
     before = model.to_onnx().SerializeToString()
+    timings[:] = [(1.0, 1.0), (1.0, 0.98)]  # not faster, twice
     with pytest.raises(GraphoptError, match="nothing to prune: the pruned model is not faster"):
         driver.run_pruning(model, 0.5, None, {"multiple": 8}, bench=5)
-    assert model.to_onnx().SerializeToString() == before
-    monkeypatch.setattr(driver, "measure", lambda *a, **k: (1.0, 0.5))
+    assert model.to_onnx().SerializeToString() == before and not timings
+    timings[:] = [(1.0, 2.0), (1.0, 0.5)]  # a stall in the first measurement: the second decides
     reports = driver.run_pruning(model, 0.5, None, {"multiple": 8}, bench=5)
     assert reports[0].latency_ms == (1.0, 0.5) and reports[0].param_bytes_after < reports[0].param_bytes_before
 

@@ -451,8 +451,8 @@ def run_pruning(
     """Channel pruning, then weight pruning, as asked; ``weights`` is a ratio or ``"2:4"``.
 
     With ``bench`` runs, the model is timed before and after (1 thread, interleaved medians; the last report gets
-    the latency), and channel pruning that does not make it faster is an error ("nothing to prune": the model is put
-    back as it was)."""
+    the latency), and channel pruning that does not make it faster, measured twice, is an error ("nothing to prune":
+    the model is put back as it was). So is channel pruning that removes under MIN_MAC_GAIN of the MACs."""
     unknown = sorted(set(options) - set(CHANNEL_OPTIONS) - set(WEIGHT_OPTIONS))
     if unknown:
         raise GraphoptError(f"unknown pruning option {unknown[0]!r}")
@@ -485,7 +485,10 @@ def run_pruning(
         else:
             reports.append(prune_weights(model, _ratio(weights), **opts))
     if snapshot is not None and reports:
-        before_ms, after_ms = measure(snapshot, model.to_onnx(), runs=bench, sample=sample)
+        pruned = model.to_onnx()
+        before_ms, after_ms = measure(snapshot, pruned, runs=bench, sample=sample)
+        if channels is not None and after_ms > FASTER * before_ms:  # once more: a busy machine's stall is transient
+            before_ms, after_ms = measure(snapshot, pruned, runs=bench, sample=sample)
         reports[-1].latency_ms = (before_ms, after_ms)
         if channels is not None and after_ms > FASTER * before_ms:
             from graphopt.core.onnx_io import from_proto
