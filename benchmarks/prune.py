@@ -60,6 +60,7 @@ def main() -> int:
         "| model | variant | GMACs | MACs ratio | params MB | prune s | ms | speed-up |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    checks: list[str] = []
     for name in [m for m in args.models.split(",") if m]:
         src = MODELS / f"{name}.onnx"
         if not src.is_file():
@@ -98,11 +99,16 @@ def main() -> int:
             )
             lines.append(line)
             print(line, flush=True)
-        print(
-            f"  {name}: {report.groups_pruned}/{report.groups} groups pruned, blocked {report.blocked}, "
-            f"{report.folded} readers took the removed channels' constant signal",
-            flush=True,
+        pruned_mb, pruned_ms = rows[key][2], lat[key]
+        checks.append(
+            f"- {name}: {report.groups_pruned}/{report.groups} groups pruned ({report.carriers} with a carrier "
+            f"channel for {report.carrier_readers} padded readers; left whole: {report.blocked or 'none'}); "
+            f"parameters {rows['dense'][2]:.1f} -> {pruned_mb:.1f} MB "
+            f"({'not larger' if pruned_mb <= rows['dense'][2] else 'LARGER'}), latency {lat['dense']:.2f} -> "
+            f"{pruned_ms:.2f} ms ({'not slower' if pruned_ms <= lat['dense'] else 'SLOWER'})"
         )
+        print(checks[-1], flush=True)
+    lines += ["", "Channel pruning against the dense model (never larger, never slower):", "", *checks]
     lines += [
         "",
         "Unstructured sparsity zeroes weights without changing any shape; onnxruntime has no sparse kernels, so its "

@@ -552,13 +552,19 @@ def test_pruning_that_is_not_faster_is_refused_and_the_model_left_as_it_was(monk
     before is an exit-2 'nothing to prune' and the model comes back unchanged."""
     from graphopt.prune import driver
 
-    monkeypatch.setattr(driver, "measure", lambda *a, **k: (1.0, 1.0))
+    timings: list[tuple[float, float]] = []
+
+    def measure(*args, **kwargs):
+        return timings.pop(0)
+
+    monkeypatch.setattr(driver, "measure", measure)
     model = graphopt.optimize(FIXTURES / "cnn.onnx")
     before = model.to_onnx().SerializeToString()
+    timings[:] = [(1.0, 1.0), (1.0, 0.98)]  # not faster, twice
     with pytest.raises(GraphoptError, match="nothing to prune: the pruned model is not faster"):
         driver.run_pruning(model, 0.5, None, {"multiple": 8}, bench=5)
-    assert model.to_onnx().SerializeToString() == before
-    monkeypatch.setattr(driver, "measure", lambda *a, **k: (1.0, 0.5))
+    assert model.to_onnx().SerializeToString() == before and not timings
+    timings[:] = [(1.0, 2.0), (1.0, 0.5)]  # a stall in the first measurement: the second decides
     reports = driver.run_pruning(model, 0.5, None, {"multiple": 8}, bench=5)
     assert reports[0].latency_ms == (1.0, 0.5) and reports[0].param_bytes_after < reports[0].param_bytes_before
 
@@ -643,3 +649,27 @@ def test_a_constant_that_depends_on_the_input_size_is_not_folded() -> None:
     model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     with pytest.raises(GraphoptError, match="nothing to prune.*vary across the map"):
         prune_channels(model, 0.5, multiple=1)
+
+
+def test_a_model_with_nothing_to_prune_says_so_before_any_run() -> None:
+    """The group check comes before the probe's search for inputs the model takes: a model nothing can be pruned
+    in gets that reason, not the runtime's complaint about random inputs (an LSTM state the sizes did not fit)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 8, 5, 5], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Softmax", ["c"], ["s"], axis=1, name="softmax"),
+            helper.make_node("Reshape", ["s", "shape"], ["y"], name="reshape"),  # runs at 5x5 only
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 5])],
+        [w, shape],
+    )
+    model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    from graphopt.prune.driver import run_pruning
+
+    with pytest.raises(GraphoptError, match="nothing to prune.*read by Softmax"):
+        run_pruning(model, 0.5, None, {})

@@ -339,6 +339,7 @@ class Plan:
     order: np.ndarray
     real: int
     total: int
+    multiple: int = 1
 
     def _top(self, k: int) -> np.ndarray:
         mask = np.zeros(len(self.order), dtype=bool)
@@ -346,8 +347,11 @@ class Plan:
         return mask
 
     def probe_mask(self) -> np.ndarray:
-        """The channels the probe keeps: the spare (last of ``total`` beyond ``real``) is measured as removed."""
-        return self._top(self.total - 1 if self.total - 1 >= max(1, self.real) else self.total)
+        """The channels the probe keeps: the spare (the last of ``total``) is measured as removed, so that a carrier
+        can take its place. The spare is beyond ``real`` (rounding slack) or, with a multiple above 1, the least
+        important real channel: the count stays a multiple. With multiple 1 and no slack a carrier is one more."""
+        spare = self.total >= 2 and (self.total - 1 >= max(1, self.real) or self.multiple > 1)
+        return self._top(self.total - 1 if spare else self.total)
 
     def candidates(self) -> list[int]:
         """Channels that can become the carrier: the ones the probe measured as removed, most important first."""
@@ -393,7 +397,7 @@ def plan(
                 total = min(grp.size, max(multiple, math.ceil(real / multiple) * multiple))
             if total >= grp.size:
                 continue
-            plans[root] = Plan(np.argsort(-score, kind="stable"), real, total)
+            plans[root] = Plan(np.argsort(-score, kind="stable"), real, total, multiple)
     return plans
 
 

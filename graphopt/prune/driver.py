@@ -122,16 +122,8 @@ def sample_inputs(
         tries: list[dict[str, Sequence[int]] | None] = [dict(shapes)]
     else:
         symbolic = [i for i in sess.get_inputs() if any(not isinstance(d, int) or d < 0 for d in i.shape[1:])]
-        tries = [] if symbolic else [None]
-        for size in SAMPLE_SIZES if symbolic else ():
-            tries.append(
-                {
-                    i.name: [
-                        d if isinstance(d, int) and d >= 0 else (1 if k == 0 else size) for k, d in enumerate(i.shape)
-                    ]
-                    for i in symbolic
-                }
-            )
+        tries = [_sized(sess, size) for size in SAMPLE_SIZES] if symbolic else []
+        tries.append(None)  # make_inputs' own sizes
     first = ""
     for shape in tries:
         try:
@@ -154,6 +146,24 @@ def sample_inputs(
     )
 
 
+def _sized(sess: Any, size: int) -> dict[str, list[int]]:
+    """Shapes for the inputs with symbolic dims: ``size`` for each, 1 for the batch (a dim first in some input, by
+    name: an LSTM's initial state lists the batch second)."""
+    inputs = sess.get_inputs()
+    batch = {i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], str)}
+
+    def dim(k: int, d: Any) -> int:
+        if isinstance(d, int) and d >= 0:
+            return d
+        return 1 if k == 0 or (isinstance(d, str) and d in batch) else size
+
+    return {
+        i.name: [dim(k, d) for k, d in enumerate(i.shape)]
+        for i in inputs
+        if any(not isinstance(d, int) or d < 0 for d in i.shape)
+    }
+
+
 def other_sample(model: Model, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """A second input the model runs on whose symbolic dims have other sizes than ``sample`` (None: the model has no
     symbolic dim besides the batch, or takes no other size tried). What removed channels carry must not depend on
@@ -166,11 +176,8 @@ def other_sample(model: Model, sample: Mapping[str, np.ndarray]) -> dict[str, np
         return None
     symbolic = [i for i in sess.get_inputs() if any(not isinstance(d, int) or d < 0 for d in i.shape[1:])]
     for size in SAMPLE_SIZES if symbolic else ():
-        shapes = {
-            i.name: [d if isinstance(d, int) and d >= 0 else (1 if k == 0 else size) for k, d in enumerate(i.shape)]
-            for i in symbolic
-        }
-        if all(tuple(shapes[i.name]) == np.shape(sample.get(i.name)) for i in symbolic):
+        shapes = _sized(sess, size)
+        if all(tuple(dims) == np.shape(sample.get(name)) for name, dims in shapes.items()):
             continue
         try:
             feeds = runtime.make_inputs(sess, shapes=shapes, batch=1, seed=1)
@@ -278,6 +285,7 @@ def prune_channels(
     plans = channel_groups.plan(analysis, float(ratio), multiple, importance, dict(layer_ratios or {}))
     if sample is None:
         sample = sample_inputs(model, shapes)
+    report.sample = dict(sample)
     before = layer_costs(model, sample)
     report.param_bytes_before = initializer_bytes(model)
     keep: dict[int, np.ndarray] = {}
@@ -451,19 +459,18 @@ def run_pruning(
     """Channel pruning, then weight pruning, as asked; ``weights`` is a ratio or ``"2:4"``.
 
     With ``bench`` runs, the model is timed before and after (1 thread, interleaved medians; the last report gets
-    the latency), and channel pruning that does not make it faster is an error ("nothing to prune": the model is put
-    back as it was)."""
+    the latency), and channel pruning that does not make it faster, measured twice, is an error ("nothing to prune":
+    the model is put back as it was). So is channel pruning that removes under MIN_MAC_GAIN of the MACs."""
     unknown = sorted(set(options) - set(CHANNEL_OPTIONS) - set(WEIGHT_OPTIONS))
     if unknown:
         raise GraphoptError(f"unknown pruning option {unknown[0]!r}")
     reports = []
     snapshot = model.to_onnx() if bench > 0 else None
-    if bench > 0 or channels is not None:
-        sample = sample_inputs(model, options.get("shapes"), sample)
     before_channels = snapshot if snapshot is not None or channels is None else model.to_onnx()
     if channels is not None:
-        opts = {k: v for k, v in options.items() if k in CHANNEL_OPTIONS and k != "shapes"}
-        report = prune_channels(model, channels, sample=sample, **opts)
+        opts = {k: v for k, v in options.items() if k in CHANNEL_OPTIONS}
+        report = prune_channels(model, channels, sample=sample, **opts)  # finds its input after the group check
+        sample = report.sample
         reports.append(report)
         if report.macs_before and report.macs_after > (1 - MIN_MAC_GAIN) * report.macs_before:
             if snapshot is None:
@@ -485,7 +492,12 @@ def run_pruning(
         else:
             reports.append(prune_weights(model, _ratio(weights), **opts))
     if snapshot is not None and reports:
-        before_ms, after_ms = measure(snapshot, model.to_onnx(), runs=bench, sample=sample)
+        if sample is None:
+            sample = sample_inputs(snapshot, options.get("shapes"))
+        pruned = model.to_onnx()
+        before_ms, after_ms = measure(snapshot, pruned, runs=bench, sample=sample)
+        if channels is not None and after_ms > FASTER * before_ms:  # once more: a busy machine's stall is transient
+            before_ms, after_ms = measure(snapshot, pruned, runs=bench, sample=sample)
         reports[-1].latency_ms = (before_ms, after_ms)
         if channels is not None and after_ms > FASTER * before_ms:
             from graphopt.core.onnx_io import from_proto

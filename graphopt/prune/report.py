@@ -52,6 +52,8 @@ class PruneReport:
     latency_ms: tuple[float, float] | None = None
     unmatched_protect: list[str] = field(default_factory=list)
     note: str = ""
+    sample: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """The input the probe ran on (channel pruning; not serialized): the timing uses it too."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
