@@ -12,7 +12,8 @@ the data path:
 * :mod:`~graphopt.quantize.driver` runs the whole of it on a model (``quantize_model``), measuring the result;
 * :mod:`~graphopt.quantize.embeddings` stores Gather-read vocabulary tables in int8/int4 (``quantize_embeddings``);
 * :mod:`~graphopt.quantize.dynamic` rewrites MatMul/Gemm to dynamic int8 (``quantize_dynamic_nodes``) and
-  :mod:`~graphopt.quantize.dynamic_driver` runs ``--quantize int8-dynamic`` on a model (``quantize_model_dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
+  :mod:`~graphopt.quantize.dynamic_driver` runs ``--quantize int8-dynamic`` on a model
+  (``quantize_model_dynamic``); :mod:`~graphopt.quantize.text` makes calibration feeds from strings and a tokenizer;
 * :mod:`~graphopt.quantize.int4` is int4 weight-only (``quantize_model_int4``: MatMulNBits for ort, blocked int4
   DequantizeLinear for tensorrt; RTN or GPTQ);
 * :mod:`~graphopt.quantize.report` is what it returns; :mod:`~graphopt.quantize.passes` registers ``quantize-int8``;
