@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep results already in _results.json")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-wild.md")
     ap.add_argument("--results", type=Path, default=RESULTS_JSON, help="the JSON results file (default: %(default)s)")
-    ap.add_argument("--merge", type=Path, action="append", default=[], help="with --report-only: also read this file")
+    ap.add_argument("--merge", type=Path, action="append", default=[], help="with --report-only: also read this file (the steps the results file lacks)")
     ap.add_argument("--note", default="", help="a sentence for the results file's header (how the run went)")
     ap.add_argument(
         "--int8-calib",
@@ -668,8 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         skipped += [f"{n} (not fetched)" for n in missing]
         entries = [e for e in entries if e["name"] not in missing]
     results = json.loads(a.results.read_text()) if (a.resume or a.report_only) and a.results.exists() else {}
-    for extra in a.merge:
-        results.update({k: v for k, v in json.loads(extra.read_text()).items() if k not in results})
+    for extra in a.merge:  # step by step: each file adds the pipelines the others did not run
+        for k, steps_run in json.loads(extra.read_text()).items():
+            mine = results.setdefault(k, {})
+            mine.update({st: r for st, r in steps_run.items() if st not in mine})
     if a.report_only:
         skipped = [e["name"] for e in entries if e["name"] not in results]
         entries = []

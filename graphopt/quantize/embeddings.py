@@ -38,6 +38,7 @@ from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
 from graphopt.quantize.report import LayerReport
+from graphopt.quantize.transform import prepend_dequantize
 
 logger = logging.getLogger("graphopt.quantize")
 FLOAT = onnx.TensorProto.FLOAT
@@ -288,11 +289,4 @@ def _dq_table(graph: Graph, base: str, q: np.ndarray, scale: np.ndarray, bits: i
     else:
         sv = graph.make_constant(Tensor.from_numpy(scale, copy=False), f"{base}_block_scale")
         attrs = {"axis": 1, "block_size": block}
-    out = Value(graph.unique_name(f"{base}_dequantized"), onnx.TensorProto.FLOAT, q.shape)
-    dq = Node("DequantizeLinear", [qv, sv], attrs, outputs=[out], name=graph.unique_name(f"{base}_DequantizeLinear"))
-    first = next(iter(graph), None)
-    if first is None:
-        graph.append(dq)
-    else:
-        graph.insert_before(first, dq)
-    return out
+    return prepend_dequantize(graph, base, [qv, sv], attrs, q.shape)

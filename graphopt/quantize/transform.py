@@ -323,10 +323,16 @@ def _dequantized_constant(graph: Graph, base: str, q: np.ndarray, scale: np.ndar
     sv = graph.make_constant(Tensor.from_numpy(s), f"{base}_scale")
     zv = graph.make_constant(Tensor.from_numpy(zp), f"{base}_zero_point")
     attrs = {"axis": axis} if axis is not None else {}
-    out = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, q.shape)
-    dq = Node(
-        "DequantizeLinear", [qv, sv, zv], attrs, outputs=[out], name=graph.unique_name(f"{base}_DequantizeLinear")
-    )
+    return prepend_dequantize(graph, base, [qv, sv, zv], attrs, q.shape)
+
+
+def prepend_dequantize(
+    graph: Graph, base: str, inputs: list[Value], attrs: dict[str, int], shape: tuple[int, ...]
+) -> Value:
+    """A DequantizeLinear of constant ``inputs`` (quantized data, scale[, zero point]) placed first in ``graph``, so
+    that it comes before every reader; returns its float output."""
+    out = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, shape)
+    dq = Node("DequantizeLinear", inputs, attrs, outputs=[out], name=graph.unique_name(f"{base}_DequantizeLinear"))
     first = next(iter(graph), None)
     if first is None:
         graph.append(dq)
