@@ -1,6 +1,6 @@
 """Task metric for int8 on real weights: character accuracy of a real OCR recognizer, fp32 against int8.
 
-    pip install pillow                                   # rendering
+    pip install -r benchmarks/requirements-wild.txt     # pillow, for rendering
     python benchmarks/corpus.py fetch --only ppocrv3-en-rec
     python benchmarks/ocr_int8.py [--lines 200] [--calib 32] [--model ppocrv3-en-rec]
 
