@@ -239,7 +239,7 @@ def test_cli_int8_dynamic(tmp_path: Path):
     ("flags", "message"),
     [
         (["--target", "tensorrt"], "TensorRT has no run-time activation quantization"),
-        (["--max-error", "0.1"], "--max-error needs --quantize int8"),
+        (["--max-error", "0.1"], "--max-error does not apply to --quantize int8-dynamic"),
     ],
 )
 def test_cli_int8_dynamic_errors(tmp_path: Path, flags: list[str], message: str):

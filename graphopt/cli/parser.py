@@ -197,8 +197,8 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=1x3x640x640",
-        help="an input shape the model takes, for pruning's probe run and timing (repeatable; default: the first "
-        "calibration sample, else the model's sizes, symbolic dims tried up to 640)",
+        help="an input shape the model takes, for pruning's probe run and timing (repeatable; default: the model's "
+        "sizes, symbolic dims tried up to 640; from Python, the first calibration sample)",
     )
     p.add_argument(
         "--prune-weights", metavar="RATIO|2:4", help="zero this share of the weights by magnitude, or keep 2 of every 4"
@@ -471,8 +471,72 @@ def _prune_request(args: argparse.Namespace) -> dict[str, Any] | None:
     }
 
 
+INT4_FLAGS = (
+    "--int4-method",
+    "--block-size",
+    "--symmetric",
+    "--accuracy-level",
+    "--int8-layer",
+    "--layer-error-budget",
+    "--quantize-embeddings",
+)
+
+
+def _flags_given(args: argparse.Namespace) -> dict[str, bool]:
+    """Which of the lossy modes' flags the command line set (to a value other than its default)."""
+    return {
+        "--calib-data": bool(args.calib_data),
+        "--calib-random": args.calib_random is not None,
+        "--calib-shape": bool(args.calib_shape),
+        "--calib-method": args.calib_method != "percentile",
+        "--percentile": args.percentile != 99.999,
+        "--calib-cache": args.calib_cache is not None,
+        "--exclude": bool(args.exclude),
+        "--exclude-op": bool(args.exclude_op),
+        "--exclude-regex": bool(args.exclude_regex),
+        "--quantize-ops": args.quantize_ops is not None,
+        "--max-error": args.max_error is not None,
+        "--smooth-alpha": args.smooth_alpha is not None,
+        "--smooth-mode": args.smooth_mode != "mul",
+        "--layer-choice": args.layer_choice != "auto",
+        "--reduce-range": args.reduce_range != "auto",
+        "--int4-method": args.int4_method != "rtn",
+        "--block-size": args.block_size != 32,
+        "--symmetric": args.symmetric,
+        "--accuracy-level": args.accuracy_level is not None,
+        "--int8-layer": bool(args.int8_layer),
+        "--layer-error-budget": args.layer_error_budget is not None,
+        "--quantize-embeddings": args.quantize_embeddings is not None,
+    }
+
+
+def _mode_flags(args: argparse.Namespace) -> None:
+    """Reject a flag that the chosen mode (--quantize int8 / int8-dynamic / int4, --precision) would ignore."""
+    given = _flags_given(args)
+    calib = {"--calib-data", "--calib-random", "--calib-shape"}
+    int4 = set(INT4_FLAGS)
+    allowed = {
+        "int8": set(given) - int4,
+        "int8-dynamic": calib | {"--exclude", "--exclude-op", "--exclude-regex", "--quantize-ops", "--reduce-range"},
+        "int4": calib | int4 | {"--exclude", "--exclude-regex"},
+        "precision": calib,
+    }
+    mode = args.quantize or ("precision" if args.precision else None)
+    if mode is None:
+        return
+    if args.calib_shape and args.calib_random is None:
+        raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
+    for flag, on in given.items():
+        if on and flag not in allowed[mode]:
+            what = f"--precision {args.precision}" if mode == "precision" else f"--quantize {mode}"
+            raise GraphoptError(f"{flag} does not apply to {what}")
+
+
 def _quantize_config(args: argparse.Namespace) -> Any:
     """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
+    if args.precision and args.quantize:
+        raise GraphoptError("give either --precision or --quantize, not both")
+    _mode_flags(args)
     calib_flags = [
         f
         for f, v in (
@@ -488,8 +552,13 @@ def _quantize_config(args: argparse.Namespace) -> Any:
     if not args.quantize:
         if args.precision and args.calib_data and args.calib_random is not None:
             raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
+        if args.precision and args.calib_shape and args.calib_random is None:
+            raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
         if calib_flags and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random")):
             raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
+        int4_only = [f for f in INT4_FLAGS if _flags_given(args)[f]]
+        if int4_only:
+            raise GraphoptError(f"{int4_only[0]} needs --quantize int4")
         return None
     if args.quantize == "int4":
         return _int4_config(args)
@@ -497,8 +566,6 @@ def _quantize_config(args: argparse.Namespace) -> Any:
 
     if args.calib_data and args.calib_random is not None:
         raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
-    if args.quantize == "int8-dynamic" and args.max_error is not None:
-        raise GraphoptError("--max-error needs --quantize int8 (int8-dynamic has no accuracy search)")
     if not args.calib_data and args.calib_random is None and args.quantize == "int8":
         raise GraphoptError(
             "--quantize needs calibration data: --calib-data DIR (or --calib-random N for a smoke test)"
