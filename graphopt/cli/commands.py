@@ -277,7 +277,7 @@ def _summary(
     if report.quantization is not None:
         summary["quantization"] = report.quantization.to_dict()
         summary["quantization"]["kept_float_why"] = float_reasons + [
-            {"layer": name, "why": "--max-error: among the most sensitive layers"}
+            {"layer": name, "why": "demoted by the accuracy guard (--max-error, or the SQNR floor)"}
             for name in report.quantization.kept_float
         ]
         stages.append((f"int{getattr(report.quantization, 'bits', 8)}", nodes_pruned, summary["nodes_written"]))

@@ -338,7 +338,7 @@ def _print_quantization(console: Console, q: Any) -> None:
             f"({folds} folded into their producer, {len(smoothed) - folds} by an inserted Mul)"
         )
     if q.kept_float:
-        lines.append(f"kept float by --max-error: {', '.join(q.kept_float)}")
+        lines.append(f"kept float by the accuracy guard (--max-error or the SQNR floor): {', '.join(q.kept_float)}")
     if q.opset_upgraded:
         a, b = q.opset_upgraded
         lines.append(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ")

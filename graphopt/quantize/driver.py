@@ -96,6 +96,8 @@ class QuantizeConfig:
     sqnr_floor_db: float = SQNR_FLOOR_DB
     """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
     fallback: bool = True
+    guard_label: str = "--max-error"
+    """How reasons and warnings name the accuracy guard's budget (the SQNR fallback runs the guard as the floor)."""
     """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
     reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
     model as it is, with the warning only."""
@@ -360,7 +362,8 @@ def quantize_model(
             chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
         for n in the_plan.nodes:
             if n.op_type not in analysis.SHARE and n.name and n.name not in chosen:
-                chosen[n.name] = choice.Choice(n.name, n.op_type, "static", KEPT_STATIC)
+                why = KEPT_STATIC if n.graph is model.graph else BODY_STATIC
+                chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
         alone = {k: e.static_db for k, e in estimates.items()}
         timings["choose"] = time.perf_counter() - t0
     if cfg.max_error is not None:
@@ -408,8 +411,8 @@ def quantize_model(
         report.kept_float = kept
         if not met:
             notes.append(
-                f"--max-error {cfg.max_error:g} not reached by the layers the guard may demote (with a plain int8 "
-                f"model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most {choice.FLOAT_MAC_SHARE:.0%} of the "
+                f"{cfg.guard_label} {cfg.max_error:g} not reached by the layers the guard may demote (with a plain "
+                f"int8 model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most {choice.FLOAT_MAC_SHARE:.0%} of the "
                 "multiply-adds go float); the closest model is written"
             )
         timings["sensitivity"] = time.perf_counter() - t0
@@ -491,7 +494,8 @@ def quantize_model(
         logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", report.sqnr_db)
         all_int8 = report.sqnr_db
         model.take_contents(from_proto(original))
-        retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False})
+        label = f"the SQNR floor of {cfg.sqnr_floor_db:g} dB (a relative error of)"
+        retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False, "guard_label": label})
         try:
             report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
         except GraphoptError:
@@ -505,12 +509,12 @@ def quantize_model(
             report.opset_upgraded = upgraded
             return report
         report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
+        demoted = [f"{c.name} ({c.mode})" for c in report.choices if c.reason.startswith(label)]
         report.warnings.insert(
             len(notes),
             f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
-            f"{cfg.sqnr_floor_db:g} dB: {len(report.kept_float)} most sensitive layers kept float "
-            f"({', '.join(report.kept_float[:3])}{', ...' if len(report.kept_float) > 3 else ''}), output SQNR now "
-            f"{report.sqnr_db:.1f} dB",
+            f"{cfg.sqnr_floor_db:g} dB: {len(demoted)} most damaging layers demoted "
+            f"({', '.join(demoted[:3])}{', ...' if len(demoted) > 3 else ''}), output SQNR now {report.sqnr_db:.1f} dB",
         )
         for note in report.warnings[: len(notes) + 1]:
             logger.warning("%s", note)
@@ -543,11 +547,15 @@ def _dynamic_and_tables(
     for layer in out:
         if layer.mode == "dynamic" and layer.name in reasons:
             layer.note = reasons[layer.name]
-    selection = cfg.selection()
     if cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
-        skip = {n.name for n in model.graph if n.op_type == "Gather" and not selection.allows(n, "ort")}
-        out += quantize_embeddings(model, skip=skip)
+        out += quantize_embeddings(model, skip=_tables_excluded(model, cfg))
     return out
+
+
+def _tables_excluded(model: Model, cfg: QuantizeConfig) -> set[str]:
+    """The Gathers the selection (--exclude, --exclude-op, --exclude-regex) keeps float: their tables stay float."""
+    selection = cfg.selection()
+    return {n.name for n in model.graph if n.op_type == "Gather" and not selection.allows(n, "ort")}
 
 
 def _smooth(
@@ -683,11 +691,12 @@ def _with_modes(
         if dyn:
             quantize_dynamic_nodes(model, dyn, per_channel=cfg.per_channel, reduce_range=reduce_range)
         if tables and cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
-            quantize_embeddings(model)
+            quantize_embeddings(model, skip=_tables_excluded(model, cfg))  # as the written model has them
     return model.to_onnx()
 
 
 KEPT_STATIC = "static int8 (convolution, pooling or Concat: kept static)"
+BODY_STATIC = "static int8 (inside an If/Loop body: not estimated, and the accuracy guard does not demote it)"
 GUARD_MIN_SPEEDUP = 1.5
 """The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
 
@@ -770,7 +779,7 @@ def _guard(
         kept = []
         for name, mode in steps[:k]:
             old = chosen[name]
-            out[name] = choice.Choice(name, old.op_type, mode, f"--max-error {limit:g}: {old.mode} -> {mode}")
+            out[name] = choice.Choice(name, old.op_type, mode, f"{cfg.guard_label} {limit:g}: {old.mode} -> {mode}")
         for name, mode in modes_at(k).items():
             if mode == "float" and modes0.get(name) != "float":
                 kept.append(name)
