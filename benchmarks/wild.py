@@ -645,7 +645,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep results already in _results.json")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-wild.md")
     ap.add_argument("--results", type=Path, default=RESULTS_JSON, help="the JSON results file (default: %(default)s)")
-    ap.add_argument("--merge", type=Path, action="append", default=[], help="with --report-only: also read this file (the steps the results file lacks)")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --report-only: also read this file (the steps the results file lacks)",
+    )
     ap.add_argument("--note", default="", help="a sentence for the results file's header (how the run went)")
     ap.add_argument(
         "--int8-calib",
