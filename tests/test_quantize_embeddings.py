@@ -11,7 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.onnx_io import from_proto
 from graphopt.errors import GraphoptError
-from graphopt.quantize.embeddings import dequantize_table, quantize_embeddings, quantize_table
+from graphopt.quantize.embeddings import (
+    dequantize_table,
+    quantize_embeddings,
+    quantize_table,
+    quantize_table_asymmetric,
+)
 
 ROWS, WIDTH = 1100, 64  # 70400 values: above the default minimum size
 
@@ -87,10 +92,13 @@ def test_quantized_table_is_exact_and_close(bits, block, target, opset, form, mi
     assert form in {n.op_type for n in out.graph.node}
     assert "word_embeddings" not in {i.name for i in out.graph.initializer}  # the float table is gone
     # exact: numpy's gather of the same quantized table
-    q, scale = quantize_table(table, bits, block if (block or bits == 8) else 32)
+    if form == "GatherBlockQuantized":  # blocks with a zero point each, as onnxruntime's own quantizer makes them
+        q, scale, zp = quantize_table_asymmetric(table, bits, block or 32)
+    else:
+        (q, scale), zp = quantize_table(table, bits, block if (block or bits == 8) else 32), None
     if bits == 8 and block is None:
         assert scale.shape == (ROWS, 1)
-    expected = dequantize_table(q, scale)[feeds["ids"]]
+    expected = dequantize_table(q, scale, zp)[feeds["ids"]]
     np.testing.assert_array_equal(got[0], expected)
     # close to float: relative error per the bits
     rel = np.linalg.norm(got[0] - ref_float[0]) / np.linalg.norm(ref_float[0])
@@ -133,3 +141,22 @@ def test_quantize_table_rounding():
     assert np.all(q[1] == 0)
     q4, s4 = quantize_table(np.linspace(-1, 1, 32, dtype=np.float32)[None], bits=4, block_size=16)
     assert s4.shape == (1, 2) and q4.min() >= -8 and q4.max() <= 7
+
+
+def test_asymmetric_blocks_halve_the_step_of_one_sided_blocks():
+    """GatherBlockQuantized's blocks carry a zero point (as onnxruntime's own quantizer makes them): a block whose
+    values all lie on one side of 0 uses all 16 levels for its range instead of half of them."""
+    rng = np.random.default_rng(0)
+    table = rng.uniform(0.0, 1.0, (64, 64)).astype(np.float32)
+    table[1::2] -= 1.0  # odd rows one-sided below 0, even rows above
+    u, scale, zp = quantize_table_asymmetric(table, 4, 32)
+    assert u.dtype == np.uint8 and u.max() <= 15 and zp.max() <= 15 and scale.shape == zp.shape == (64, 2)
+    asym = dequantize_table(u, scale, zp)
+    assert np.abs(asym - table).max() <= scale.max() / 2 + 1e-6  # round to nearest: half a step at most
+    q, s = quantize_table(table, 4, 32)
+    sym = dequantize_table(q, s)
+
+    def sqnr(x):
+        return 10 * np.log10(np.square(table).sum() / np.square(x - table).sum())
+
+    assert sqnr(asym) > sqnr(sym) + 5.0
