@@ -26,6 +26,11 @@ CNN = Path(__file__).resolve().parents[1] / "fixtures" / "cnn.onnx"
         (["--precision", "fp16", "--calib-random", "2", "--max-error", "0.1"], "--max-error does not apply"),
         (["--precision", "fp16", "--exclude", "x"], "--exclude does not apply to --precision fp16"),
         (["--precision", "fp16", "--quantize", "int8"], "give either --precision or --quantize, not both"),
+        # the calibration flags every mode takes are checked in one place
+        (["--precision", "fp16", "--calib-random", "0"], "--calib-random must be at least 1"),
+        (["--quantize", "int4", "--calib-data", "/nonexistent/calib"], "calibration data directory not found"),
+        (["--quantize", "int8-dynamic", "--calib-data", ".", "--calib-random", "2"], "not both"),
+        (["--quantize", "int8", "--calib-data", "/nonexistent/calib"], "calibration data directory not found"),
     ],
 )
 def test_a_flag_the_mode_ignores_is_refused(tmp_path, capsys, flags, needle) -> None:

@@ -510,8 +510,9 @@ def _flags_given(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
-def _mode_flags(args: argparse.Namespace) -> None:
-    """Reject a flag that the chosen mode (--quantize int8 / int8-dynamic / int4, --precision) would ignore."""
+def _mode_flags(args: argparse.Namespace) -> dict[str, bool]:
+    """Reject a flag that the chosen mode (--quantize int8 / int8-dynamic / int4, --precision) would ignore, and bad
+    calibration flags (which every mode takes); returns which flags were given."""
     given = _flags_given(args)
     calib = {"--calib-data", "--calib-random", "--calib-shape"}
     int4 = set(INT4_FLAGS)
@@ -523,20 +524,27 @@ def _mode_flags(args: argparse.Namespace) -> None:
     }
     mode = args.quantize or ("precision" if args.precision else None)
     if mode is None:
-        return
+        return given
+    if args.calib_data and args.calib_random is not None:
+        raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
+    if args.calib_random is not None and args.calib_random < 1:
+        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
     if args.calib_shape and args.calib_random is None:
         raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
+    if args.calib_data and not Path(args.calib_data).is_dir():
+        raise GraphoptError(f"{args.calib_data}: calibration data directory not found")
     for flag, on in given.items():
         if on and flag not in allowed[mode]:
             what = f"--precision {args.precision}" if mode == "precision" else f"--quantize {mode}"
             raise GraphoptError(f"{flag} does not apply to {what}")
+    return given
 
 
 def _quantize_config(args: argparse.Namespace) -> Any:
     """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
     if args.precision and args.quantize:
         raise GraphoptError("give either --precision or --quantize, not both")
-    _mode_flags(args)
+    given = _mode_flags(args)
     calib_flags = [
         f
         for f, v in (
@@ -550,13 +558,9 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         if v is not None
     ]
     if not args.quantize:
-        if args.precision and args.calib_data and args.calib_random is not None:
-            raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
-        if args.precision and args.calib_shape and args.calib_random is None:
-            raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
         if calib_flags and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random")):
             raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
-        int4_only = [f for f in INT4_FLAGS if _flags_given(args)[f]]
+        int4_only = [f for f in INT4_FLAGS if given[f]]
         if int4_only:
             raise GraphoptError(f"{int4_only[0]} needs --quantize int4")
         return None
@@ -564,16 +568,10 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         return _int4_config(args)
     from graphopt.quantize import QuantizeConfig  # here, not at the top: it brings in numba for calibration
 
-    if args.calib_data and args.calib_random is not None:
-        raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
     if not args.calib_data and args.calib_random is None and args.quantize == "int8":
         raise GraphoptError(
             "--quantize needs calibration data: --calib-data DIR (or --calib-random N for a smoke test)"
         )
-    if args.calib_random is not None and args.calib_random < 1:
-        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
-    if args.calib_shape and args.calib_random is None:
-        raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
     if args.max_error is not None and not args.max_error > 0:
         raise GraphoptError(f"--max-error must be positive, got {args.max_error}")
     if not 0 < args.percentile <= 100:
@@ -584,10 +582,6 @@ def _quantize_config(args: argparse.Namespace) -> Any:
             re.compile(rx)
         except re.error as exc:
             raise GraphoptError(f"--exclude-regex {rx!r}: {exc}") from None
-    if args.calib_data:
-        folder = Path(args.calib_data)
-        if not folder.is_dir():
-            raise GraphoptError(f"{folder}: calibration data directory not found")
     cache: Any = True
     if args.calib_cache:
         cache = False if args.calib_cache == "off" else args.calib_cache
@@ -620,14 +614,8 @@ def _int4_config(args: argparse.Namespace) -> Any:
     """The Int4Config the flags ask for; calibration data is optional (rtn) or needed (gptq)."""
     from graphopt.quantize.int4 import Int4Config
 
-    if args.calib_data and args.calib_random is not None:
-        raise GraphoptError("give either --calib-data DIR or --calib-random N, not both")
     if args.int4_method == "gptq" and not args.calib_data and args.calib_random is None:
         raise GraphoptError("--int4-method gptq needs calibration data: --calib-data DIR (or --calib-random N)")
-    if args.calib_random is not None and args.calib_random < 1:
-        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
-    if args.calib_data and not Path(args.calib_data).is_dir():
-        raise GraphoptError(f"{args.calib_data}: calibration data directory not found")
     cfg = Int4Config(
         method=args.int4_method,
         block_size=args.block_size,
@@ -664,10 +652,6 @@ def _precision_config(args: argparse.Namespace) -> Any:
         if flags:
             raise GraphoptError(f"{flags[0]} needs --precision fp16 or bf16")
         return None
-    if args.calib_random is not None and args.calib_random < 1:
-        raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
-    if args.calib_data and not Path(args.calib_data).is_dir():
-        raise GraphoptError(f"{args.calib_data}: calibration data directory not found")
     from graphopt.quantize.precision import PrecisionConfig
 
     return PrecisionConfig(
