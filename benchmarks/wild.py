@@ -226,6 +226,15 @@ def _qstatic(src: Path, out: Path, calib: list[dict]) -> None:
         def get_next(self):
             return next(self.it, None)
 
+    # quantize_static writes opset-11 ops (Round) into an opset-10 model onnxruntime then refuses: give it the model
+    # converted to opset 13 (onnx's version converter, as graphopt does and as ocr_int8.py does)
+    import onnx
+    from onnx import version_converter
+
+    m = onnx.load(str(src))
+    if next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13) < 13:
+        src = out.with_name("opset13.onnx")
+        onnx.save(version_converter.convert_version(m, 13), str(src))
     quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ)
 
 
