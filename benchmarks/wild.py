@@ -580,8 +580,7 @@ def write_markdown(
         "`corpus.feeds` (valid sizes and token ranges, random values), except for the int8 steps, whose cells say "
         "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over 4 "
         "other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error on another); latencies at 1 thread, "
-        "median, interleaved. "
-        "These figures describe graphopt before the issue-16 fixes." + (f" {note}" if note else ""),
+        "median, interleaved." + (f" {note}" if note else ""),
         "",
     ]
     lines += [
