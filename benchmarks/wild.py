@@ -34,6 +34,7 @@ Results are also kept as JSON in benchmarks/models/wild/_results.json, so that a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -706,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown pipelines: {', '.join(sorted(bad))}")
     entries = corpus.select(a.only)
+    wants_real = a.inputs == "real" and set(pipelines) & set(INT8_STEPS) and any(e.get("real") for e in entries)
+    if wants_real and not a.report_only and importlib.util.find_spec("PIL") is None:
+        ap.error("--inputs real needs Pillow (pip install -r benchmarks/requirements-wild.txt), or use --inputs noise")
     skipped = [f"{e['name']} (> {a.max_mb:g} MB)" for e in entries if a.max_mb and e["bytes"] > a.max_mb * 1e6]
     entries = [e for e in entries if not (a.max_mb and e["bytes"] > a.max_mb * 1e6)]
     missing = [e["name"] for e in entries if not corpus.is_cached(e)]

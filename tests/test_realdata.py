@@ -166,3 +166,13 @@ def test_db_boxes_and_their_agreement():
     n, ious = ocr.match(ref, [(1, 0, 11, 10), (50, 50, 60, 60)])
     assert n == 1 and ious[0] == pytest.approx(9 / 11)
     assert ocr.f1(2, 2, n) == 0.5 and ocr.f1(0, 0, 0) == 1.0 and ocr.f1(3, 0, 0) == 0.0
+
+
+def test_real_inputs_without_pillow_stop_with_a_clear_message(monkeypatch, capsys, tmp_path):
+    real_find_spec = wild.importlib.util.find_spec
+    monkeypatch.setattr(wild.importlib.util, "find_spec", lambda n, *a: None if n == "PIL" else real_find_spec(n, *a))
+    argv = ["--pipelines", "int8-ort", "--only", "mtcnn-onet", "--results", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit) as exc:
+        wild.main([*argv, "--out", str(tmp_path / "r.md")])
+    assert exc.value.code == 2 and "needs Pillow" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
