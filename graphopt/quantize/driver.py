@@ -103,11 +103,17 @@ class QuantizeConfig:
     sqnr_floor_db: float = SQNR_FLOOR_DB
     """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
     fallback: bool = True
+    """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most damaging layers float until the output SQNR
+    reaches the floor (a bisection over the layers ranked by their estimated error, within ``fallback_runs`` and
+    ``fallback_time``), and say so; False: write the int8 model as it is, with the warning only."""
+    fallback_runs: int = 12
+    """The SQNR floor's search: at most this many candidate models, each one run over the calibration set (all the
+    demotable layers float, then bisection: enough for 2048 ranked steps)."""
+    fallback_time: float | None = 2.0
+    """... and at most this many times the plain quantize's time (so that the whole run takes at most about three
+    plain quantizes); None: no time limit."""
     guard_label: str = "--max-error"
-    """How reasons and warnings name the accuracy guard's budget (the SQNR fallback runs the guard as the floor)."""
-    """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
-    reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
-    model as it is, with the warning only."""
+    """How reasons and warnings name the accuracy guard's budget."""
     smooth_alpha: float | None = SMOOTH_ALPHA
     """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
     smooth_mode: str = "mul"
@@ -624,39 +630,204 @@ def _finish(st: _State) -> QuantReport:
 
 
 def _sqnr_fallback(st: _State) -> QuantReport:
-    """The whole-int8 model is below the SQNR floor: quantize again with the accuracy guard, the floor's relative
-    error as its budget, so that the most sensitive layers stay float; when only an all-float model would meet the
-    floor, write the all-int8 model with the warning naming the worst layers."""
-    cfg, model, notes = st.cfg, st.model, st.notes
+    """The whole-int8 model is below the SQNR floor: keep the layers that do the damage float, within a budget.
+
+    The layers are ranked by their estimated int8 error (``choice.estimate``, convolutions included: one pass) into
+    the guard's demotion steps (``choice.demotions``: static to dynamic where it can, then to float); then one model
+    run with every step taken (all the layers the guard may demote, float) and rounds of bisection between none (the
+    plain model: below the floor) and all (at the floor) for the fewest steps that reach the floor's relative error
+    (``_FloorSearch.search``). Each candidate costs one model run over the calibration set; the search stops at
+    ``fallback_runs`` candidates or at ``fallback_time`` times the plain quantize's time, and then keeps the smallest
+    set of steps found that meets the floor, with a warning that names the worst layers and says the budget ran out.
+    When even all steps taken stay below the floor (or would leave nothing quantized), the all-int8 model is written
+    with the warning naming the worst layers."""
+    cfg, report = st.cfg, st.report
     limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
-    logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", st.report.sqnr_db)
-    all_int8 = st.report.sqnr_db
-    model.take_contents(from_proto(st.original))
+    all_int8 = report.sqnr_db
+    plain_seconds = sum(st.timings.values())
+    start = time.perf_counter()
+    # the final rewrite and measurement are part of the budget: the search ends that much earlier
+    final_seconds = st.timings.get("insert", 0.0) + st.timings.get("measure", 0.0)
+    seconds = max(cfg.fallback_time * plain_seconds - final_seconds, FALLBACK_MIN_SECONDS) if cfg.fallback_time else 0.0
+    deadline = start + seconds if cfg.fallback_time is not None else math.inf
+    logger.info("output SQNR %.1f dB: keeping the most damaging layers float", all_int8)
+    search = _FloorSearch(st, limit)
+    with st.timed("fallback"):
+        steps = search.rank()
+        taken, out_of_budget = search.search(steps, deadline)
+    if taken is None:
+        if steps:
+            st.notes.append(
+                f"keeping every layer the SQNR floor's search may demote float ({len(steps)} steps) still leaves an "
+                f"output SQNR of {sqnr_db(search.errors[len(steps)]):.1f} dB: the error is not in those layers; "
+                "the all-int8 model is written"
+            )
+        return _finish(st)
+
+    def budget_note() -> str:
+        worst = ", ".join(
+            f"{name} ({search.estimates[name].static_db:.1f} dB alone{', needed' if name in search.needed else ''})"
+            if name in search.estimates
+            else f"{name} (needed)"
+            for name in search.worst(steps, 3)
+        )
+        factor = f"{cfg.fallback_time:g}x" if cfg.fallback_time is not None else "no limit on"
+        return (
+            f"the SQNR floor's layer search ran out of its budget ({search.runs} model runs in "
+            f"{time.perf_counter() - start:.1f} s; at most {cfg.fallback_runs} runs and {factor} the plain "
+            f"quantize's {plain_seconds:.1f} s); the worst layers: {worst or 'none estimated'}"
+        )
+
     label = f"the SQNR floor of {cfg.sqnr_floor_db:g} dB (a relative error of)"
-    retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False, "guard_label": label})
+    chosen = dict(search.chosen)
+    for name, mode in search.modes(taken).items():
+        old = search.chosen[name]
+        if mode != old.mode:
+            chosen[name] = choice.Choice(name, old.op_type, mode, f"{label} {limit:g}: {old.mode} -> {mode}")
+    kept = list(dict.fromkeys(n for n, _ in taken if chosen[n].mode == "float" and search.chosen[n].mode != "float"))
+    # quantize again from the float model with those modes (the plain model is kept if nothing would stay int8)
+    plain_proto, plain_layers, plain_choices = st.model.to_onnx(), report.layers, report.choices
+    _restore_float(st)
+    st.chosen, st.estimates = chosen, search.estimates
+    st.alone = {name: e.static_db for name, e in search.estimates.items()}
+    report.layers, report.kept_float = [], kept
     try:
-        report = quantize_model(model, st.batches, st.target, retry, progress=st.progress, sources=st.sources)
+        _apply_choices(st)
+        _rewrite(st)
     except GraphoptError:
-        model.take_contents(from_proto(st.original))
-        retry = QuantizeConfig(**{**cfg.__dict__, "fallback": False})
-        report = quantize_model(model, st.batches, st.target, retry, progress=st.progress, sources=st.sources)
-        for note in notes:
-            logger.warning("%s", note)
-        report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
-        report.opset_upgraded = st.upgraded
-        return report
-    report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
+        st.model.take_contents(from_proto(plain_proto))
+        report.layers, report.choices, report.kept_float = plain_layers, plain_choices, []
+        if out_of_budget:
+            st.notes.append(
+                f"{budget_note()}: no model found that meets the floor with a layer left int8 (every layer it may "
+                "demote float); the all-int8 model is written"
+            )
+        else:
+            st.notes.append("only an all-float model meets the SQNR floor: the all-int8 model is written")
+        return _finish(st)
+    _measure(st)
     demoted = [f"{c.name} ({c.mode})" for c in report.choices if c.reason.startswith(label)]
-    report.warnings.insert(
-        len(notes),
+    st.notes.append(
         f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
         f"{cfg.sqnr_floor_db:g} dB: {len(demoted)} most damaging layers demoted "
-        f"({', '.join(demoted[:3])}{', ...' if len(demoted) > 3 else ''}), output SQNR now {report.sqnr_db:.1f} dB",
+        f"({', '.join(demoted[:3])}{', ...' if len(demoted) > 3 else ''}), output SQNR now {report.sqnr_db:.1f} dB"
     )
-    for note in report.warnings[: len(notes) + 1]:
-        logger.warning("%s", note)
-    report.opset_upgraded = st.upgraded
-    return report
+    if out_of_budget:
+        st.notes.append(f"{budget_note()}: {len(kept)} layers kept float, perhaps more than needed")
+    return _finish(st)
+
+
+def _restore_float(st: _State) -> None:
+    """``st.model`` back to the float model the ranges were calibrated on (smoothed where it was), planned again."""
+    st.model.take_contents(from_proto(st.base))
+    infer_shapes(st.model)
+    st.plan = analysis.plan(st.model.graph, st.target, st.selection)
+
+
+class _FloorSearch:
+    """The SQNR floor's search (see :func:`_sqnr_fallback`): the ranked demotion steps, and the fewest of them (a
+    prefix) that bring the output error to ``limit``, one model run per candidate."""
+
+    def __init__(self, st: _State, limit: float) -> None:
+        self.st, self.limit = st, limit
+        self.runs = 0
+        self.estimates: dict[str, choice.Estimate] = {}
+        self.chosen: dict[str, choice.Choice] = {}
+        self.errors: dict[int, float] = {}
+        self.needed: list[str] = []
+        """The layers the search found needed (float or dynamic) to meet the floor, in the order found."""
+
+    def rank(self) -> list[tuple[str, str]]:
+        """Every planned layer's estimate (one pass over the float model), the first pass's choices (static for
+        every layer where there was no choice), and the demotion steps, worst estimate first."""
+        st = self.st
+        model = from_proto(st.base)
+        infer_shapes(model)
+        the_plan = analysis.plan(model.graph, st.target, st.selection)
+        self.estimates = choice.estimate(
+            model,
+            the_plan,
+            st.ranges,
+            st.batches,
+            per_channel=st.per_channel,
+            reduce_range=st.reduce_range,
+            threads=st.cfg.threads,
+            convolutions=True,
+        )
+        self.chosen = dict(st.chosen)
+        for n in the_plan.nodes:
+            if n.op_type not in analysis.SHARE and n.name and n.name not in self.chosen:
+                why = "--layer-choice static" if n.name in self.estimates else KEPT_STATIC
+                why = why if n.graph is model.graph else BODY_STATIC
+                self.chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
+        dynamic = st.cfg.choice == "auto" and st.target == "ort"
+        return choice.demotions(self.chosen, self.estimates, dynamic=dynamic, budget=False)
+
+    def modes(self, taken: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """Every layer's mode with the steps ``taken`` (in any order: a float step wins over a dynamic one)."""
+        modes = {name: c.mode for name, c in self.chosen.items()}
+        for name, mode in taken:
+            if modes[name] != "float":
+                modes[name] = mode
+        return modes
+
+    def error(self, taken: Sequence[tuple[str, str]]) -> float:
+        """The output error with the steps ``taken``: one quantized model, one run over the calibration set."""
+        st = self.st
+        modes = self.modes(taken)
+        self.runs += 1
+        if st.progress:
+            st.progress("SQNR floor", self.runs, None)
+        base = _smoothed_base(st)(modes)
+        proto = _with_modes(base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range)
+        rel, _ = output_error(st.reference, _run(proto, st.batches, threads=st.cfg.threads))
+        logger.info("SQNR floor: %d steps taken, output error %.3g", len(taken), rel)
+        self.errors[len(taken)] = rel
+        return rel
+
+    def search(self, steps: Sequence[tuple[str, str]], deadline: float) -> tuple[list[tuple[str, str]] | None, bool]:
+        """The fewest steps found that meet the floor (None: not even all of them do) and whether the budget ran out.
+
+        Every step taken is run first (it bounds the search: no step, the plain model, is below the floor). Then
+        rounds of bisection over the ranked steps: each finds the shortest prefix that meets the floor; its last step
+        is needed (the prefix without it does not meet the floor), so it moves to the front, with the ones found
+        before; the next round first tries those needed steps alone, and bisects the rest of the prefix if they do not
+        suffice. A few damaging layers ranked late by their estimates (as where one layer's error is amplified by a
+        decoder loop) cost a round each, not one run per layer; a round that finds no shorter set ends the search (most
+        steps are needed). At the budget, the shortest set found so far."""
+        if not steps:
+            return None, False
+        t0 = time.perf_counter()
+        if self.error(steps) > self.limit:
+            return None, False
+        per_run = time.perf_counter() - t0
+        order, best = list(steps), list(steps)
+        needed = 0  # order[:needed]: the steps found needed, in front
+        lo, hi = 0, len(order)  # order[:lo] is below the floor (the plain model at first), order[:hi] meets it
+        rounds, before = 0, hi
+        while True:
+            while hi - lo > 1:
+                if self.runs >= self.st.cfg.fallback_runs or time.perf_counter() + per_run > deadline:
+                    return best, True
+                mid = needed if lo < needed else (lo + hi) // 2  # a round starts with the needed steps alone
+                if self.error(order[:mid]) <= self.limit:
+                    hi, best = mid, order[:mid]
+                else:
+                    lo = mid
+            rounds += 1
+            if hi - 1 <= needed or (rounds > 1 and hi == before):
+                # order[:hi] is the needed steps and one more, or the round found no shorter set (most steps are
+                # needed): stop
+                return best, False
+            before = hi
+            order = order[:needed] + [order[hi - 1]] + order[needed : hi - 1] + order[hi:]
+            needed += 1
+            self.needed = [name for name, _ in order[:needed]]
+            lo = needed - 1  # the needed steps before this one, alone, were below the floor
+
+    def worst(self, steps: Sequence[tuple[str, str]], count: int) -> list[str]:
+        """The layers found needed, then the worst by estimate."""
+        return list(dict.fromkeys(self.needed + [name for name, _ in steps if name in self.estimates]))[:count]
 
 
 def _dynamic_and_tables(
@@ -823,6 +994,9 @@ def _with_modes(
 KEPT_STATIC = "static int8 (convolution, pooling or Concat: kept static)"
 BODY_STATIC = "static int8 (inside an If/Loop body: not estimated, and the accuracy guard does not demote it)"
 GUARD_MIN_SPEEDUP = 1.5
+FALLBACK_MIN_SECONDS = 5.0
+"""The SQNR floor's search may always take this long (on a small model a plain quantize takes a fraction of a second,
+mostly fixed costs)."""
 """The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
 
 
