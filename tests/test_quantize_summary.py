@@ -125,3 +125,17 @@ def test_precision_report_has_its_own_section_with_each_kept_node_and_why(tmp_pa
     for k in p["kept_fp32"]:
         row = section.split(f"<code>{escape(k['name'])}</code>")[1].split("</tr>")[0]
         assert "<td>fp32</td>" in row and escape(k["why"]) in row
+
+
+def test_dynamic_int8_report_is_titled_for_its_mode(tmp_path, capsys) -> None:
+    model = _mlp(tmp_path / "mlp.onnx")
+    html = tmp_path / "r.html"
+    rc, out, _ = _run(
+        capsys, "optimize", str(model), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8-dynamic",
+        "--calib-random", "2", "--report", str(html), "--json",
+    )  # fmt: skip
+    assert rc == 0
+    section = _section(html.read_text(), "Int8 dynamic quantization")
+    for layer in json.loads(out)["quantization"]["layers"]:
+        row = section.split(f"<code>{escape(layer['name'])}</code>")[1].split("</tr>")[0]
+        assert f"<td>{layer['mode']}</td>" in row and escape(layer["note"]) in row
