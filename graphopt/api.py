@@ -161,6 +161,8 @@ def run_request(
             from graphopt.prune.driver import run_pruning
 
             with stage("prune"):
+                if feeds is None and callable(request.calibration) and request.prune_channels is not None:
+                    feeds, sources = request.calibration(model)  # the user's data: sizes the model takes
                 report.pruning = run_pruning(
                     model,
                     request.prune_channels,

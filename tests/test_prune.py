@@ -673,3 +673,28 @@ def test_a_model_with_nothing_to_prune_says_so_before_any_run() -> None:
 
     with pytest.raises(GraphoptError, match="nothing to prune.*read by Softmax"):
         run_pruning(model, 0.5, None, {})
+
+
+def test_cli_probe_runs_on_the_calib_data_sizes(tmp_path, capsys) -> None:
+    """From the command line, --calib-data feeds pruning's probe (alone or with --quantize): a net that only runs on
+    multiples of 36 takes none of the sizes the probe would try, but the data's 72x72 runs."""
+    src = tmp_path / "fpn36.onnx"
+    onnx.save(_fpn(stride=36), src)
+    data = tmp_path / "calib"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.savez(data / f"{i}.npz", x=rng.standard_normal((1, 3, 72, 72)).astype(np.float32))
+    out = tmp_path / "p.onnx"
+    base = ["optimize", str(src), "-o", str(out), "--prune-channels", "0.5", "--prune-multiple", "1"]
+    base += ["--prune-bench", "0", "-q"]
+    code, _, err = _cli(capsys, *base)
+    assert code == 2 and "--prune-shape" in err and not out.exists()  # without the data: no size it runs on
+    code, _, err = _cli(capsys, *base, "--calib-data", str(data))
+    assert code == 0 and out.is_file(), err
+    (y,) = runtime.session(out).run(None, {"x": np.ones((1, 3, 108, 36), np.float32)})
+    assert y.shape == (1, 4, 108, 36)
+    code, _, err = _cli(
+        capsys, *base, "--calib-data", str(data), "--quantize", "int8", "--calib-cache", "off", "--exclude-op", "Add"
+    )
+    assert code == 0 and out.is_file(), err

@@ -40,7 +40,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path
 def test_report_has_every_section_with_its_data(full_run) -> None:
     html_path, summary, _ = full_run
     page = html_path.read_text()
-    for title in ("Passes", "Op histogram", "Int8 quantization", "Kept float", "Pruning (channels)"):
+    for title in ("Passes", "Op histogram", "Int8 quantization", "Layers: mode and why", "Pruning (channels)"):
         assert f">{title}" in page, title
     assert page.count("<svg") >= 5  # pass times, ops, SQNR, channels, MACs
     # the numbers come from the run
@@ -50,7 +50,7 @@ def test_report_has_every_section_with_its_data(full_run) -> None:
     best = max((x for x in q["layers"] if x["sqnr_db"] is not None), key=lambda x: x["sqnr_db"])
     sqnr = page.split(">Int8 quantization")[1]
     assert sqnr.index(f">{worst['name']}<") < sqnr.index(f">{best['name']}<")  # worst first
-    assert "head/Gemm" in sqnr.split(">Kept float")[1] and "--exclude-op Gemm" in page
+    assert "head/Gemm" in sqnr.split(">Layers: mode and why")[1] and "--exclude-op Gemm" in page
     for op, n in summary["ops_after"].items():
         assert re.search(rf">{re.escape(op)}</text>", page) and str(n) in page
     prune = page.split(">Pruning (channels)")[1]

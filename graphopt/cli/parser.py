@@ -198,7 +198,7 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=1x3x640x640",
         help="an input shape the model takes, for pruning's probe run and timing (repeatable; default: the model's "
-        "sizes, symbolic dims tried up to 640; from Python, the first calibration sample)",
+        "sizes, symbolic dims tried up to 640; the first --calib-data or calibration sample when given)",
     )
     p.add_argument(
         "--prune-weights", metavar="RATIO|2:4", help="zero this share of the weights by magnitude, or keep 2 of every 4"
@@ -397,7 +397,7 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         keep_debug_info=args.keep_debug_info,
         quantize=args.quantize,
         calibration=None
-        if (quant_config is None and not _precision_data(args))
+        if (quant_config is None and not _precision_data(args) and not (prune is not None and args.calib_data))
         or (args.quantize in ("int4", "int8-dynamic") and not args.calib_data and args.calib_random is None)
         else (lambda model: _calibration(args, model)),
         quantize_options=quant_config,
@@ -558,7 +558,12 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         if v is not None
     ]
     if not args.quantize:
-        if calib_flags and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random")):
+        probe_data = args.prune_channels is not None and calib_flags == ["--calib-data"]  # pruning's probe sizes
+        if (
+            calib_flags
+            and not probe_data
+            and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random"))
+        ):
             raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
         int4_only = [f for f in INT4_FLAGS if given[f]]
         if int4_only:

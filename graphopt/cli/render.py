@@ -294,6 +294,10 @@ def _print_quantization(console: Console, q: Any) -> None:
         if q.target == "ort":
             row.append(layer.fused_as or (Text("float", style="yellow") if layer.fused is False else "?"))
         rows.append(row)
+    if q.bits == 4:  # weight-only blocks: no activation scales, no fused ReLU; the weight scales are per block
+        keep = [i for i, (c, _) in enumerate(columns) if c not in ("in scale", "weight scale", "out scale", "relu")]
+        columns = [columns[i] for i in keep]
+        rows = [[r[i] for i in keep] for r in rows]
     table, dropped = _fit_table(
         console,
         f"int{q.bits} quantization (target {q.target})",
@@ -321,6 +325,8 @@ def _print_quantization(console: Console, q: Any) -> None:
         f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
         f"  weights: {q.reduce_range_reason}",
     ]
+    if q.bits == 4:
+        lines = _int4_lines(q, fused)
     if dropped:
         lines.append(f"  (not shown at this width: {', '.join(dropped)}; see --json or --report)")
     choices = getattr(q, "choices", None) or []
@@ -341,8 +347,34 @@ def _print_quantization(console: Console, q: Any) -> None:
         lines.append(f"kept float by the accuracy guard (--max-error or the SQNR floor): {', '.join(q.kept_float)}")
     if q.opset_upgraded:
         a, b = q.opset_upgraded
-        lines.append(f"opset {a} -> {b} (onnx's version converter) for per-channel Q/DQ")
+        why = "blocked int4 DequantizeLinear (target tensorrt) needs it" if q.bits == 4 else "for per-channel Q/DQ"
+        lines.append(f"opset {a} -> {b} (onnx's version converter): {why}")
     _print_lines(console, lines)
+
+
+def _int4_lines(q: Any, fused: str) -> list[str]:
+    """What int4 did: the method (RTN or GPTQ), blocks, layers by bits, where the errors were measured."""
+    bits: dict[str, int] = {}
+    for layer in q.layers:
+        bits[layer.mode or "?"] = bits.get(layer.mode or "?", 0) + 1
+    method = (
+        f"GPTQ (error-compensating rounding on {plural(q.batches, 'calibration batch', 'calibration batches')})"
+        if q.method == "gptq"
+        else "RTN (round to nearest)"
+    )
+    lines = [
+        f"int4: {plural(len(q.layers), 'layer')} quantized ({', '.join(f'{n} {m}' for m, n in bits.items())}){fused}",
+        f"  weights: {method}, {q.reduce_range_reason}",
+    ]
+    if q.batches:
+        lines.append(
+            f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g} "
+            f"on {plural(q.batches, 'calibration batch', 'calibration batches')}"
+        )
+    else:
+        lines.append("  output error not measured (no calibration data); each layer's error is on its weights")
+    lines.append(f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}")
+    return lines
 
 
 def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any]) -> None:
@@ -370,8 +402,11 @@ def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any
         f"  weights: {p['weights_half']} stored {p['precision']}, {p['weights_fp32']} fp32; "
         f"Casts: {p['casts_added']} added, {p['casts_removed']} removed as redundant",
         "  output error vs fp32: "
-        + ("not measured (onnxruntime cannot run it)" if err is None else f"{err:.4g} relative, max abs "
-           f"{p['output_error_max_abs']:.4g}, min cosine {p['output_cosine_min']:.6f}")
+        + (
+            "not measured (onnxruntime cannot run it)"
+            if err is None
+            else f"{err:.4g} relative, max abs {p['output_error_max_abs']:.4g}, min cosine {p['output_cosine_min']:.6f}"
+        )
         + f" on {plural(p['calibration_batches'], 'batch', 'batches')}"
         + (" of random data" if p["random_data"] else ""),
         f"  parameters {human_bytes(p['param_bytes_before'])} -> {human_bytes(p['param_bytes_after'])}; "

@@ -1,19 +1,25 @@
 """Int8 QDQ quantization of a model: calibrate, place Q/DQ for the target, measure, report.
 
-``quantize_model`` runs on a model that has been through the lossless passes (BatchNorm and constants folded):
+``quantize_model`` runs on a model that has been through the lossless passes (BatchNorm and constants folded), as a
+pipeline of stages over one ``_State``, each with one job:
 
-1. shape inference types the activations; ``analysis.plan`` picks the nodes and the tensors to measure;
-2. ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the chosen method
-   turns the statistics into ranges;
-   (before it, SmoothQuant: ``smoothquant.smooth`` with per-channel maxima from one more pass;)
-3. the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or float per layer;
-   with ``max_error``, the accuracy guard (``_guard``) demotes the fewest layers, worst first, until the model's output
-   error on the calibration set is at most ``max_error``;
-4. ``transform.apply`` inserts the Q/DQ pairs and quantized weights; ``dynamic.quantize_dynamic_nodes`` and
-   ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
-5. the report measures per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
+1. ``_prepare``: the opset upgrade (per-channel Q/DQ needs 13), shape inference, ``analysis.plan`` (the nodes to
+   quantize, the tensors to measure), the weight options (per channel, reduce range);
+2. ``_smooth_activations``: SmoothQuant (``smoothquant.smooth`` with per-channel maxima from one more pass);
+3. ``_calibrate``: ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the
+   chosen method turns the statistics into ranges;
+4. ``_start_report``: the report's header and the float model's outputs (the reference of every error);
+5. ``_choose``: the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or
+   float per layer; ``_run_guard`` (with ``max_error``): the accuracy guard (``_guard``) demotes the fewest layers,
+   worst first, until the model's output error on the calibration set is at most ``max_error``;
+6. ``_apply_choices``: the choices into the options (and smoothing again for the static layers alone if needed);
+7. ``_rewrite``: ``transform.apply`` inserts the Q/DQ pairs and quantized weights; ``dynamic.quantize_dynamic_nodes``
+   and ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
+8. ``_measure``: per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
    onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
-   output error and parameter bytes before and after.
+   output error and parameter bytes before and after;
+9. ``_sqnr_fallback`` when the output SQNR is below the floor (the guard with the floor's error), else ``_finish``
+   (the warnings).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +103,17 @@ class QuantizeConfig:
     sqnr_floor_db: float = SQNR_FLOOR_DB
     """Warn (naming the worst layers) when the quantized model's output SQNR on the calibration set is below this."""
     fallback: bool = True
+    """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most damaging layers float until the output SQNR
+    reaches the floor (a bisection over the layers ranked by their estimated error, within ``fallback_runs`` and
+    ``fallback_time``), and say so; False: write the int8 model as it is, with the warning only."""
+    fallback_runs: int = 12
+    """The SQNR floor's search: at most this many candidate models, each one run over the calibration set (all the
+    demotable layers float, then bisection: enough for 2048 ranked steps)."""
+    fallback_time: float | None = 2.0
+    """... and at most this many times the plain quantize's time (so that the whole run takes at most about three
+    plain quantizes); None: no time limit."""
     guard_label: str = "--max-error"
-    """How reasons and warnings name the accuracy guard's budget (the SQNR fallback runs the guard as the floor)."""
-    """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
-    reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
-    model as it is, with the warning only."""
+    """How reasons and warnings name the accuracy guard's budget."""
     smooth_alpha: float | None = SMOOTH_ALPHA
     """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
     smooth_mode: str = "mul"
@@ -205,8 +218,66 @@ def sqnr_db(rel_error: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# the entry point
+# the entry point: a pipeline of stages over one state
 # --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    """What the stages of :func:`quantize_model` share. Each stage reads what the ones before it set and sets its own
+    fields; the fields without a default are set by the stage named in their comment."""
+
+    model: Model
+    batches: list[dict[str, np.ndarray]]
+    target: str
+    cfg: QuantizeConfig
+    progress: Progress | None
+    sources: Sequence[str] | None
+    notes: list[str] = field(default_factory=list)
+    """Warnings for the user (logged and put in the report at the end)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    upgraded: tuple[int, int] | None = None
+    # _prepare
+    opset: int = field(init=False)
+    selection: analysis.Selection = field(init=False)
+    plan: analysis.Plan = field(init=False)
+    producers: frozenset[str] = field(init=False)
+    """The planned layers that write int8 data (all but the scale-sharing ops): SmoothQuant puts no Mul after them."""
+    reduce_range: bool = field(init=False)
+    reduce_range_reason: str = field(init=False)
+    per_channel: bool = field(init=False)
+    options: transform.Options = field(init=False)
+    original: onnx.ModelProto = field(init=False)
+    """The float model (after the opset upgrade), before smoothing."""
+    # _smooth_activations
+    smoothed: list[smoothquant.Smoothed] = field(default_factory=list)
+    absmax: dict[str, np.ndarray] = field(default_factory=dict)
+    base: onnx.ModelProto = field(init=False)
+    """The float model the quantized one is measured against layer by layer (smoothed where it was)."""
+    # _calibrate
+    calibrated: calib.Calibration = field(init=False)
+    ranges: dict[str, tuple[float, float]] = field(init=False)
+    # _start_report
+    report: QuantReport = field(init=False)
+    reference: list[list[np.ndarray]] = field(init=False)
+    # _choose and _run_guard
+    estimates: dict[str, choice.Estimate] = field(default_factory=dict)
+    chosen: dict[str, choice.Choice] = field(default_factory=dict)
+    alone: dict[str, float] = field(default_factory=dict)
+    """Per layer: the model's output SQNR with it alone in int8 (guard) or its own int8 SQNR estimate."""
+    # _apply_choices
+    excluded: list[str] = field(default_factory=list)
+    # _rewrite
+    layers: list[analysis.Layer] = field(default_factory=list)
+    extra: list[LayerReport] = field(default_factory=list)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
 def quantize_model(
     model: Model,
     feeds: Iterable[Mapping[str, np.ndarray]],
@@ -220,12 +291,34 @@ def quantize_model(
 
     ``sources`` names where each feed came from (its file) in errors."""
     cfg = QuantizeConfig.of(config)
+    st = _State(model, _checked_feeds(model, feeds, cfg, sources), target, cfg, progress, sources)
+    _prepare(st)  # opset upgrade, the plan, weight options
+    _smooth_activations(st)  # SmoothQuant
+    _calibrate(st)  # activation ranges
+    _start_report(st)  # the report's header, the float model's outputs
+    _choose(st)  # per layer: static, dynamic int8 or float
+    if cfg.max_error is not None:
+        _run_guard(st)  # demote the fewest layers to meet max_error
+    _apply_choices(st)  # smooth again for the static layers alone where some are not static
+    _rewrite(st)  # Q/DQ pairs, dynamic layers, int8 tables
+    _measure(st)  # output error, per-layer SQNR, onnxruntime's fusions
+    if st.report.sqnr_db < cfg.sqnr_floor_db and cfg.fallback and cfg.max_error is None:
+        return _sqnr_fallback(st)
+    return _finish(st)
+
+
+def _checked_feeds(
+    model: Model, feeds: Iterable[Mapping[str, np.ndarray]], cfg: QuantizeConfig, sources: Sequence[str] | None
+) -> list[dict[str, np.ndarray]]:
+    """The options, the model and the calibration batches checked; the batches as a list."""
     if cfg.method not in calib.METHODS:
         raise GraphoptError(f"unknown calibration method {cfg.method!r} (choose from {', '.join(calib.METHODS)})")
     if not 0.0 < cfg.percentile <= 100.0:
         raise GraphoptError(f"percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.max_error is not None and not cfg.max_error > 0:
         raise GraphoptError(f"max error must be positive, got {cfg.max_error}")
+    if cfg.choice not in ("auto", "static"):
+        raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
     if not model.graph.outputs:
         raise GraphoptError("nothing to quantize: the model has no outputs")
     batches = [dict(f) for f in feeds]
@@ -240,110 +333,116 @@ def quantize_model(
             f"the model is already quantized ({ops}): graphopt does not quantize a quantized model again; "
             "give it the float model"
         )
+    return batches
+
+
+def _prepare(st: _State) -> None:
+    """Upgrade the opset for per-channel Q/DQ where needed, type the activations, plan the layers, choose the weight
+    options (per channel, reduce range); keep the float model."""
+    cfg, model, target = st.cfg, st.model, st.target
     opset = model.opset("") or 0
-    notes: list[str] = []
-    upgraded = None
     if opset < PER_CHANNEL_OPSET and cfg.upgrade_opset and (cfg.per_channel or target == "tensorrt"):
         problem = _upgrade_opset(model, PER_CHANNEL_OPSET)
         if problem is None:
-            upgraded = (opset, PER_CHANNEL_OPSET)
+            st.upgraded = (opset, PER_CHANNEL_OPSET)
             logger.info("opset %d converted to %d for per-channel Q/DQ", opset, PER_CHANNEL_OPSET)
             opset = PER_CHANNEL_OPSET
         else:
-            notes.append(f"opset {opset} kept (onnx's version converter failed: {problem})")
+            st.notes.append(f"opset {opset} kept (onnx's version converter failed: {problem})")
     if opset < 10:
         raise GraphoptError(f"nothing to quantize: opset {opset} has no QuantizeLinear (10 or later needed)")
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    model.graph.name_unnamed_nodes()
-    infer_shapes(model)
-    selection = cfg.selection()
-    the_plan = analysis.plan(model.graph, target, selection)
-    if not any(n.op_type not in analysis.SHARE for n in the_plan.nodes):
-        half = analysis.float16_layers(model.graph)
-        if half:
+    st.opset = opset
+    with st.timed("plan"):
+        model.graph.name_unnamed_nodes()
+        infer_shapes(model)
+        st.selection = cfg.selection()
+        st.plan = analysis.plan(model.graph, target, st.selection)
+        if not any(n.op_type not in analysis.SHARE for n in st.plan.nodes):
+            half = analysis.float16_layers(model.graph)
+            if half:
+                raise GraphoptError(
+                    f"nothing to quantize: the model computes in float16 ({half} Conv/ConvTranspose/Gemm/MatMul "
+                    "layers take float16 data); int8 quantization starts from float32 layers: give it the float32 "
+                    "model"
+                )
             raise GraphoptError(
-                f"nothing to quantize: the model computes in float16 ({half} Conv/ConvTranspose/Gemm/MatMul layers "
-                "take float16 data); int8 quantization starts from float32 layers: give it the float32 model"
+                f"nothing to quantize: no float {'/'.join(sorted(analysis.LINEAR))} or other quantizable op "
+                f"(target {target}) outside the exclusions"
             )
-        raise GraphoptError(
-            f"nothing to quantize: no float {'/'.join(sorted(analysis.LINEAR))} or other quantizable op "
-            f"(target {target}) outside the exclusions"
-        )
-    reduce_range, reason = choose_reduce_range(cfg, target)
-    per_channel = cfg.per_channel and opset >= PER_CHANNEL_OPSET
-    if cfg.per_channel and opset < PER_CHANNEL_OPSET:
-        notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
-    options = transform.Options(per_channel=per_channel, reduce_range=reduce_range)
-    original = model.to_onnx()
-    timings["plan"] = time.perf_counter() - t0
+        st.producers = frozenset(n.name for n in st.plan.nodes if n.name and n.op_type not in analysis.SHARE)
+        st.reduce_range, st.reduce_range_reason = choose_reduce_range(cfg, target)
+        st.per_channel = cfg.per_channel and opset >= PER_CHANNEL_OPSET
+        if cfg.per_channel and opset < PER_CHANNEL_OPSET:
+            st.notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
+        st.options = transform.Options(per_channel=st.per_channel, reduce_range=st.reduce_range)
+        st.original = model.to_onnx()
 
-    smoothed: list[smoothquant.Smoothed] = []
-    absmax: dict[str, np.ndarray] = {}
-    if cfg.smooth_alpha is not None:
-        t0 = time.perf_counter()
-        smoothed, absmax = _smooth(model, the_plan, batches, cfg, sources)
-        if smoothed:
-            infer_shapes(model)
-            the_plan = analysis.plan(model.graph, target, selection)
-        timings["smooth"] = time.perf_counter() - t0
-    base = model.to_onnx() if smoothed else original
 
-    def calibrate() -> tuple[calib.Calibration, dict[str, tuple[float, float]]]:
-        t0 = time.perf_counter()
-        calibrated = calib.collect(
-            model,
-            the_plan.tensors,
-            batches,
+def _smooth_activations(st: _State) -> None:
+    """SmoothQuant (unless off): per-channel activation maxima in one pass, scales folded or as a Mul; re-plan."""
+    if st.cfg.smooth_alpha is not None:
+        with st.timed("smooth"):
+            st.smoothed, st.absmax = _smooth(st.model, st.plan, st.batches, st.cfg, st.sources, st.producers)
+            if st.smoothed:
+                infer_shapes(st.model)
+                st.plan = analysis.plan(st.model.graph, st.target, st.selection)
+    st.base = st.model.to_onnx() if st.smoothed else st.original
+
+
+def _calibrate(st: _State) -> None:
+    """Activation statistics over the calibration batches (or the cache), turned into ranges by the method."""
+    cfg, progress = st.cfg, st.progress
+    with st.timed("calibrate"):
+        st.calibrated = calib.collect(
+            st.model,
+            st.plan.tensors,
+            st.batches,
             cache=cfg.cache,
             threads=cfg.threads,
             progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
-            sources=sources,
+            sources=st.sources,
         )
-        timings["calibrate"] = timings.get("calibrate", 0.0) + time.perf_counter() - t0
-        return calibrated, calibrated.ranges(cfg.method, cfg.percentile, symmetric=target == "tensorrt")
+    st.ranges = st.calibrated.ranges(cfg.method, cfg.percentile, symmetric=st.target == "tensorrt")
 
-    calibrated, ranges = calibrate()
-    t0 = time.perf_counter()
 
-    report = QuantReport(
-        target=target,
+def _start_report(st: _State) -> None:
+    """The report's header (what was decided so far) and the float model's outputs, the reference of every error."""
+    cfg = st.cfg
+    st.report = QuantReport(
+        target=st.target,
         method=cfg.method,
         percentile=cfg.percentile,
-        batches=len(batches),
-        cached=calibrated.cached,
-        cache_file=str(calibrated.cache_file) if calibrated.cache_file else None,
-        reduce_range=reduce_range,
-        reduce_range_reason=reason,
-        per_channel=per_channel,
-        param_bytes_before=initializer_bytes(model),
-        opset_upgraded=upgraded,
-        smoothed=smoothed,
-        smooth_alpha=cfg.smooth_alpha if smoothed else None,
+        batches=len(st.batches),
+        cached=st.calibrated.cached,
+        cache_file=str(st.calibrated.cache_file) if st.calibrated.cache_file else None,
+        reduce_range=st.reduce_range,
+        reduce_range_reason=st.reduce_range_reason,
+        per_channel=st.per_channel,
+        param_bytes_before=initializer_bytes(st.model),
+        opset_upgraded=st.upgraded,
+        smoothed=st.smoothed,
+        smooth_alpha=cfg.smooth_alpha if st.smoothed else None,
     )
-    t0 = time.perf_counter()
-    reference = _run(original, batches, threads=cfg.threads, sources=sources)
-    timings["reference"] = time.perf_counter() - t0
+    with st.timed("reference"):
+        st.reference = _run(st.original, st.batches, threads=cfg.threads, sources=st.sources)
 
-    alone: dict[str, float] = {}
-    excluded: list[str] = []
-    chosen: dict[str, choice.Choice] = {}
-    estimates: dict[str, choice.Estimate] = {}
-    producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
-    if cfg.choice not in ("auto", "static"):
-        raise GraphoptError(f"unknown layer choice {cfg.choice!r} (choose from auto, static)")
-    # target tensorrt has no dynamic int8, and its Q/DQ placement rules are about the whole graph: every planned
-    # layer stays static there (the guard may still keep some float)
+
+def _choose(st: _State) -> None:
+    """The per-layer choice (automatic choice, target ort) or the estimates the accuracy guard ranks by: every planned
+    layer gets a mode and a reason. Target tensorrt has no dynamic int8, and its Q/DQ placement rules are about the
+    whole graph: every planned layer stays static there (the guard may still keep some float)."""
+    cfg, target, model = st.cfg, st.target, st.model
     auto = cfg.choice == "auto" and target == "ort"
-    if auto or cfg.max_error is not None:
-        t0 = time.perf_counter()
-        estimates = choice.estimate(
+    if not (auto or cfg.max_error is not None):
+        return
+    with st.timed("choose"):
+        st.estimates = estimates = choice.estimate(
             model,
-            the_plan,
-            ranges,
-            batches,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
+            st.plan,
+            st.ranges,
+            st.batches,
+            per_channel=st.per_channel,
+            reduce_range=st.reduce_range,
             threads=cfg.threads,
             convolutions=cfg.max_error is not None,
         )
@@ -355,183 +454,380 @@ def quantize_model(
                 target=target,
                 graph=model.graph,
                 static_ops={
-                    n.name for n in the_plan.nodes if n.name not in estimates and n.op_type not in analysis.SHARE
+                    n.name for n in st.plan.nodes if n.name not in estimates and n.op_type not in analysis.SHARE
                 },
             )
         else:
             chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
-        for n in the_plan.nodes:
+        for n in st.plan.nodes:
             if n.op_type not in analysis.SHARE and n.name and n.name not in chosen:
                 why = KEPT_STATIC if n.graph is model.graph else BODY_STATIC
                 chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
-        alone = {k: e.static_db for k, e in estimates.items()}
-        timings["choose"] = time.perf_counter() - t0
-    if cfg.max_error is not None:
-        t0 = time.perf_counter()
-        alpha = cfg.smooth_alpha
-        smoothed_for: dict[frozenset[str], onnx.ModelProto] = {}
+        st.chosen = chosen
+        st.alone = {k: e.static_db for k, e in estimates.items()}
 
-        def base_for(modes: Mapping[str, str]) -> onnx.ModelProto:
-            """The float model each set of modes quantizes: smoothed for its static layers only, as the end does."""
-            static = frozenset(k for k, m in modes.items() if m in ("static", "static-float-output"))
-            if all(set(sm.layers) <= static for sm in smoothed):
-                return base
-            if static not in smoothed_for:
-                m = from_proto(original)
-                infer_shapes(m)
-                smoothquant.smooth(
-                    m.graph,
-                    absmax,
-                    float(alpha),
-                    mode=cfg.smooth_mode,
-                    allowed=set(static),
-                    int8_producers=producers,  # type: ignore[arg-type]
-                )
-                smoothed_for[static] = m.to_onnx()
-            return smoothed_for[static]
 
-        chosen, kept, met = _guard(
-            base_for,
-            target,
-            selection,
-            ranges,
-            options,
-            batches,
-            reference,
+def _smoothed_base(st: _State) -> Callable[[Mapping[str, str]], onnx.ModelProto]:
+    """For the guard: the float model each set of modes quantizes, smoothed for its static layers only (as the end
+    does); one smoothing per set of static layers."""
+    cache: dict[frozenset[str], onnx.ModelProto] = {}
+
+    def base_for(modes: Mapping[str, str]) -> onnx.ModelProto:
+        static = frozenset(k for k, m in modes.items() if m in ("static", "static-float-output"))
+        if all(set(sm.layers) <= static for sm in st.smoothed):
+            return st.base
+        if static not in cache:
+            m = from_proto(st.original)
+            infer_shapes(m)
+            smoothquant.smooth(
+                m.graph,
+                st.absmax,
+                float(st.cfg.smooth_alpha),  # type: ignore[arg-type]
+                mode=st.cfg.smooth_mode,
+                allowed=set(static),
+                int8_producers=st.producers,
+            )
+            cache[static] = m.to_onnx()
+        return cache[static]
+
+    return base_for
+
+
+def _run_guard(st: _State) -> None:
+    """The accuracy guard of ``max_error`` (:func:`_guard`): the choices it demoted, the layers it kept float, and a
+    note when the budget was not reached."""
+    cfg = st.cfg
+    with st.timed("sensitivity"):
+        st.chosen, kept, met = _guard(
+            _smoothed_base(st),
+            st.target,
+            st.selection,
+            st.ranges,
+            st.options,
+            st.batches,
+            st.reference,
             cfg,
-            original,
-            chosen,
-            estimates,
-            alone,
-            plain_seconds=sum(timings.values()),
-            dynamic=cfg.choice == "auto" and target == "ort",
-            reduce_range=reduce_range,
-            progress=progress,
+            st.original,
+            st.chosen,
+            st.estimates,
+            st.alone,
+            plain_seconds=sum(st.timings.values()),
+            dynamic=cfg.choice == "auto" and st.target == "ort",
+            reduce_range=st.reduce_range,
+            progress=st.progress,
         )
-        report.kept_float = kept
+        st.report.kept_float = kept
         if not met:
-            notes.append(
+            st.notes.append(
                 f"{cfg.guard_label} {cfg.max_error:g} not reached by the layers the guard may demote (with a plain "
                 f"int8 model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most {choice.FLOAT_MAC_SHARE:.0%} of the "
                 "multiply-adds go float); the closest model is written"
             )
-        timings["sensitivity"] = time.perf_counter() - t0
-    if chosen:
-        t0 = time.perf_counter()
-        excluded = [c.name for c in chosen.values() if c.mode in ("float", "dynamic")]
-        options.float_outputs = frozenset(c.name for c in chosen.values() if c.mode == "static-float-output")
-        report.choices = list(chosen.values())
-        static = {c.name for c in chosen.values() if c.mode in ("static", "static-float-output")}
-        if any(not set(sm.layers) <= static for sm in smoothed):
-            # smoothing only serves static layers (a dynamic one quantizes its input at run time, a float one not at
-            # all): smooth again from the original model, for the static layers alone, and recalibrate
-            model.take_contents(from_proto(original))
-            infer_shapes(model)
-            alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
-            smoothed = smoothquant.smooth(
-                model.graph, absmax, alpha, mode=cfg.smooth_mode, allowed=static, int8_producers=producers
-            )
-            infer_shapes(model)
-            the_plan = analysis.plan(model.graph, target, selection)
-            base = model.to_onnx()
-            calibrated, ranges = calibrate()
-            report.smoothed = smoothed
-            report.smooth_alpha = cfg.smooth_alpha if smoothed else None
-        timings["choose"] = timings.get("choose", 0.0) + time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    final_plan = analysis.plan(model.graph, target, cfg.selection(excluded)) if excluded else the_plan
-    layers = transform.apply(model.graph, final_plan, ranges, opset, options)
-    extra: list[LayerReport] = []
-    if chosen and target == "ort":
-        extra = _dynamic_and_tables(
-            model, {c.name: c.reason for c in chosen.values() if c.mode == "dynamic"}, cfg, reduce_range
-        )
-    PassManager("dce,remove-unused").run(model, target=target)  # the float weights nothing reads any more
-    timings["insert"] = time.perf_counter() - t0
-    if not layers and not any(x.mode for x in extra):
+
+def _apply_choices(st: _State) -> None:
+    """The choices into the transform's options and the report; where a smoothed layer is no longer static,
+    smooth again from the float model for the static layers alone and recalibrate (smoothing serves static layers
+    only: a dynamic one quantizes its input at run time, a float one not at all)."""
+    if not st.chosen:
+        return
+    cfg, report = st.cfg, st.report
+    with st.timed("choose"):
+        chosen = st.chosen.values()
+        st.excluded = [c.name for c in chosen if c.mode in ("float", "dynamic")]
+        st.options.float_outputs = frozenset(c.name for c in chosen if c.mode == "static-float-output")
+        report.choices = list(chosen)
+        static = {c.name for c in chosen if c.mode in ("static", "static-float-output")}
+        if any(not set(sm.layers) <= static for sm in st.smoothed):
+            st.model.take_contents(from_proto(st.original))
+            infer_shapes(st.model)
+            st.smoothed = smoothquant.smooth(
+                st.model.graph,
+                st.absmax,
+                float(cfg.smooth_alpha),  # type: ignore[arg-type]
+                mode=cfg.smooth_mode,
+                allowed=static,
+                int8_producers=st.producers,
+            )
+            infer_shapes(st.model)
+            st.plan = analysis.plan(st.model.graph, st.target, st.selection)
+            st.base = st.model.to_onnx()
+            _calibrate(st)
+            report.smoothed = st.smoothed
+            report.smooth_alpha = cfg.smooth_alpha if st.smoothed else None
+
+
+def _rewrite(st: _State) -> None:
+    """Insert the Q/DQ pairs and int8 weights of the static layers; quantize the dynamic layers and the embedding
+    tables (target ort, automatic choice); drop the float weights nothing reads any more."""
+    cfg, model, target = st.cfg, st.model, st.target
+    with st.timed("insert"):
+        final_plan = analysis.plan(model.graph, target, cfg.selection(st.excluded)) if st.excluded else st.plan
+        st.layers = transform.apply(model.graph, final_plan, st.ranges, st.opset, st.options)
+        if st.chosen and target == "ort":
+            dynamic = {c.name: c.reason for c in st.chosen.values() if c.mode == "dynamic"}
+            st.extra = _dynamic_and_tables(model, dynamic, cfg, st.reduce_range)
+        PassManager("dce,remove-unused").run(model, target=target)
+    if not st.layers and not any(x.mode for x in st.extra):
         raise GraphoptError("nothing to quantize: calibration measured none of the quantizable layers' inputs")
 
-    t0 = time.perf_counter()
-    quantized = model.to_onnx()
-    got = _run(quantized, batches, threads=cfg.threads)
-    report.error_rel, report.error_max_abs = output_error(reference, got)
-    report.sqnr_db = sqnr_db(report.error_rel)
-    report.param_bytes_after = initializer_bytes(model)
-    layer_sqnr = _layer_sqnr(base, quantized, layers, batches, cfg.threads)
-    fused: dict[str, str] | None = {}
-    if target == "ort":
-        try:
-            fused = _fused_layers(quantized, layers)
-        except Exception as exc:  # noqa: BLE001 - the report then says "unknown" rather than failing the run
-            logger.warning("could not read onnxruntime's optimized graph: %s", exc)
-            fused = None
-    for layer in layers:
-        f = fused.get(layer.name) if fused is not None else None
-        report.layers.append(
-            LayerReport(
-                name=layer.name,
-                op_type=layer.op_type,
-                input_scale=layer.input_scale,
-                weight_scale=layer.weight_scale,
-                output_scale=layer.output_scale,
-                absorbed=layer.absorbed,
-                sqnr_db=layer_sqnr.get(layer.name),
-                alone_sqnr_db=alone.get(layer.name),
-                fused=None if target != "ort" or fused is None else f is not None,
-                fused_as=f,
-                mode=chosen[layer.name].mode if layer.name in chosen else "static",
-                note=chosen[layer.name].reason if layer.name in chosen else None,
+
+def _measure(st: _State) -> None:
+    """The quantized model's output error on the calibration set, each layer's SQNR against the float model's, and
+    (target ort) which layers onnxruntime fused into integer kernels; the per-layer rows of the report."""
+    report, target, chosen = st.report, st.target, st.chosen
+    with st.timed("measure"):
+        quantized = st.model.to_onnx()
+        got = _run(quantized, st.batches, threads=st.cfg.threads)
+        report.error_rel, report.error_max_abs = output_error(st.reference, got)
+        report.sqnr_db = sqnr_db(report.error_rel)
+        report.param_bytes_after = initializer_bytes(st.model)
+        layer_sqnr = _layer_sqnr(st.base, quantized, st.layers, st.batches, st.cfg.threads)
+        fused: dict[str, str] | None = {}
+        if target == "ort":
+            try:
+                fused = _fused_layers(quantized, st.layers)
+            except Exception as exc:  # noqa: BLE001 - the report then says "unknown" rather than failing the run
+                logger.warning("could not read onnxruntime's optimized graph: %s", exc)
+                fused = None
+        for layer in st.layers:
+            f = fused.get(layer.name) if fused is not None else None
+            report.layers.append(
+                LayerReport(
+                    name=layer.name,
+                    op_type=layer.op_type,
+                    input_scale=layer.input_scale,
+                    weight_scale=layer.weight_scale,
+                    output_scale=layer.output_scale,
+                    absorbed=layer.absorbed,
+                    sqnr_db=layer_sqnr.get(layer.name),
+                    alone_sqnr_db=st.alone.get(layer.name),
+                    fused=None if target != "ort" or fused is None else f is not None,
+                    fused_as=f,
+                    mode=chosen[layer.name].mode if layer.name in chosen else "static",
+                    note=chosen[layer.name].reason if layer.name in chosen else None,
+                )
             )
-        )
-    report.layers.extend(extra)
-    timings["measure"] = time.perf_counter() - t0
-    report.seconds = timings
-    if report.sqnr_db < cfg.sqnr_floor_db and cfg.fallback and cfg.max_error is None:
-        # the whole-int8 model is unusable: fall back layer by layer, the most sensitive first, until the output's
-        # relative error is the floor's (the --max-error search with that bound)
-        limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
-        logger.info("output SQNR %.1f dB: keeping the most sensitive layers float", report.sqnr_db)
-        all_int8 = report.sqnr_db
-        model.take_contents(from_proto(original))
-        label = f"the SQNR floor of {cfg.sqnr_floor_db:g} dB (a relative error of)"
-        retry = QuantizeConfig(**{**cfg.__dict__, "max_error": limit, "fallback": False, "guard_label": label})
-        try:
-            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
-        except GraphoptError:
-            # only an all-float model meets the floor: write the all-int8 one, with the warning naming the worst layers
-            model.take_contents(from_proto(original))
-            retry = QuantizeConfig(**{**cfg.__dict__, "fallback": False})
-            report = quantize_model(model, batches, target, retry, progress=progress, sources=sources)
-            for note in notes:
-                logger.warning("%s", note)
-            report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
-            report.opset_upgraded = upgraded
-            return report
-        report.warnings = list(dict.fromkeys(notes + report.warnings))  # the retry repeats the opset notes
-        demoted = [f"{c.name} ({c.mode})" for c in report.choices if c.reason.startswith(label)]
-        report.warnings.insert(
-            len(notes),
-            f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
-            f"{cfg.sqnr_floor_db:g} dB: {len(demoted)} most damaging layers demoted "
-            f"({', '.join(demoted[:3])}{', ...' if len(demoted) > 3 else ''}), output SQNR now {report.sqnr_db:.1f} dB",
-        )
-        for note in report.warnings[: len(notes) + 1]:
-            logger.warning("%s", note)
-        report.opset_upgraded = upgraded
-        return report
+        report.layers.extend(st.extra)
+    report.seconds = st.timings
+
+
+def _finish(st: _State) -> QuantReport:
+    """Flag an output SQNR below the floor (naming the worst layers), log the notes, put them in the report."""
+    report, cfg = st.report, st.cfg
     if report.sqnr_db < cfg.sqnr_floor_db:
         rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
         worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
-        notes.append(
+        st.notes.append(
             f"the int8 model's output SQNR is {report.sqnr_db:.1f} dB on the calibration set (relative error "
             f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it may be unusable; worst layers: {worst} "
             "(keep them float with --exclude, or use --max-error)"
         )
-    for note in notes:
+    for note in st.notes:
         logger.warning("%s", note)
-    report.warnings = notes
+    report.warnings = st.notes
     return report
+
+
+def _sqnr_fallback(st: _State) -> QuantReport:
+    """The whole-int8 model is below the SQNR floor: keep the layers that do the damage float, within a budget.
+
+    The layers are ranked by their estimated int8 error (``choice.estimate``, convolutions included: one pass) into
+    the guard's demotion steps (``choice.demotions``: static to dynamic where it can, then to float); then one model
+    run with every step taken (all the layers the guard may demote, float) and rounds of bisection between none (the
+    plain model: below the floor) and all (at the floor) for the fewest steps that reach the floor's relative error
+    (``_FloorSearch.search``). Each candidate costs one model run over the calibration set; the search stops at
+    ``fallback_runs`` candidates or at ``fallback_time`` times the plain quantize's time, and then keeps the smallest
+    set of steps found that meets the floor, with a warning that names the worst layers and says the budget ran out.
+    When even all steps taken stay below the floor (or would leave nothing quantized), the all-int8 model is written
+    with the warning naming the worst layers."""
+    cfg, report = st.cfg, st.report
+    limit = 10.0 ** (-cfg.sqnr_floor_db / 20.0)
+    all_int8 = report.sqnr_db
+    plain_seconds = sum(st.timings.values())
+    start = time.perf_counter()
+    # the final rewrite and measurement are part of the budget: the search ends that much earlier
+    final_seconds = st.timings.get("insert", 0.0) + st.timings.get("measure", 0.0)
+    seconds = max(cfg.fallback_time * plain_seconds - final_seconds, FALLBACK_MIN_SECONDS) if cfg.fallback_time else 0.0
+    deadline = start + seconds if cfg.fallback_time is not None else math.inf
+    logger.info("output SQNR %.1f dB: keeping the most damaging layers float", all_int8)
+    search = _FloorSearch(st, limit)
+    with st.timed("fallback"):
+        steps = search.rank()
+        taken, out_of_budget = search.search(steps, deadline)
+    if taken is None:
+        if steps:
+            st.notes.append(
+                f"keeping every layer the SQNR floor's search may demote float ({len(steps)} steps) still leaves an "
+                f"output SQNR of {sqnr_db(search.errors[len(steps)]):.1f} dB: the error is not in those layers; "
+                "the all-int8 model is written"
+            )
+        return _finish(st)
+
+    def budget_note() -> str:
+        worst = ", ".join(
+            f"{name} ({search.estimates[name].static_db:.1f} dB alone{', needed' if name in search.needed else ''})"
+            if name in search.estimates
+            else f"{name} (needed)"
+            for name in search.worst(steps, 3)
+        )
+        factor = f"{cfg.fallback_time:g}x" if cfg.fallback_time is not None else "no limit on"
+        return (
+            f"the SQNR floor's layer search ran out of its budget ({search.runs} model runs in "
+            f"{time.perf_counter() - start:.1f} s; at most {cfg.fallback_runs} runs and {factor} the plain "
+            f"quantize's {plain_seconds:.1f} s); the worst layers: {worst or 'none estimated'}"
+        )
+
+    label = f"the SQNR floor of {cfg.sqnr_floor_db:g} dB (a relative error of)"
+    chosen = dict(search.chosen)
+    for name, mode in search.modes(taken).items():
+        old = search.chosen[name]
+        if mode != old.mode:
+            chosen[name] = choice.Choice(name, old.op_type, mode, f"{label} {limit:g}: {old.mode} -> {mode}")
+    kept = list(dict.fromkeys(n for n, _ in taken if chosen[n].mode == "float" and search.chosen[n].mode != "float"))
+    # quantize again from the float model with those modes (the plain model is kept if nothing would stay int8)
+    plain_proto, plain_layers, plain_choices = st.model.to_onnx(), report.layers, report.choices
+    _restore_float(st)
+    st.chosen, st.estimates = chosen, search.estimates
+    st.alone = {name: e.static_db for name, e in search.estimates.items()}
+    report.layers, report.kept_float = [], kept
+    try:
+        _apply_choices(st)
+        _rewrite(st)
+    except GraphoptError:
+        st.model.take_contents(from_proto(plain_proto))
+        report.layers, report.choices, report.kept_float = plain_layers, plain_choices, []
+        if out_of_budget:
+            st.notes.append(
+                f"{budget_note()}: no model found that meets the floor with a layer left int8 (every layer it may "
+                "demote float); the all-int8 model is written"
+            )
+        else:
+            st.notes.append("only an all-float model meets the SQNR floor: the all-int8 model is written")
+        return _finish(st)
+    _measure(st)
+    demoted = [f"{c.name} ({c.mode})" for c in report.choices if c.reason.startswith(label)]
+    st.notes.append(
+        f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
+        f"{cfg.sqnr_floor_db:g} dB: {len(demoted)} most damaging layers demoted "
+        f"({', '.join(demoted[:3])}{', ...' if len(demoted) > 3 else ''}), output SQNR now {report.sqnr_db:.1f} dB"
+    )
+    if out_of_budget:
+        st.notes.append(f"{budget_note()}: {len(kept)} layers kept float, perhaps more than needed")
+    return _finish(st)
+
+
+def _restore_float(st: _State) -> None:
+    """``st.model`` back to the float model the ranges were calibrated on (smoothed where it was), planned again."""
+    st.model.take_contents(from_proto(st.base))
+    infer_shapes(st.model)
+    st.plan = analysis.plan(st.model.graph, st.target, st.selection)
+
+
+class _FloorSearch:
+    """The SQNR floor's search (see :func:`_sqnr_fallback`): the ranked demotion steps, and the fewest of them (a
+    prefix) that bring the output error to ``limit``, one model run per candidate."""
+
+    def __init__(self, st: _State, limit: float) -> None:
+        self.st, self.limit = st, limit
+        self.runs = 0
+        self.estimates: dict[str, choice.Estimate] = {}
+        self.chosen: dict[str, choice.Choice] = {}
+        self.errors: dict[int, float] = {}
+        self.needed: list[str] = []
+        """The layers the search found needed (float or dynamic) to meet the floor, in the order found."""
+
+    def rank(self) -> list[tuple[str, str]]:
+        """Every planned layer's estimate (one pass over the float model), the first pass's choices (static for
+        every layer where there was no choice), and the demotion steps, worst estimate first."""
+        st = self.st
+        model = from_proto(st.base)
+        infer_shapes(model)
+        the_plan = analysis.plan(model.graph, st.target, st.selection)
+        self.estimates = choice.estimate(
+            model,
+            the_plan,
+            st.ranges,
+            st.batches,
+            per_channel=st.per_channel,
+            reduce_range=st.reduce_range,
+            threads=st.cfg.threads,
+            convolutions=True,
+        )
+        self.chosen = dict(st.chosen)
+        for n in the_plan.nodes:
+            if n.op_type not in analysis.SHARE and n.name and n.name not in self.chosen:
+                why = "--layer-choice static" if n.name in self.estimates else KEPT_STATIC
+                why = why if n.graph is model.graph else BODY_STATIC
+                self.chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
+        dynamic = st.cfg.choice == "auto" and st.target == "ort"
+        return choice.demotions(self.chosen, self.estimates, dynamic=dynamic, budget=False)
+
+    def modes(self, taken: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """Every layer's mode with the steps ``taken`` (in any order: a float step wins over a dynamic one)."""
+        modes = {name: c.mode for name, c in self.chosen.items()}
+        for name, mode in taken:
+            if modes[name] != "float":
+                modes[name] = mode
+        return modes
+
+    def error(self, taken: Sequence[tuple[str, str]]) -> float:
+        """The output error with the steps ``taken``: one quantized model, one run over the calibration set."""
+        st = self.st
+        modes = self.modes(taken)
+        self.runs += 1
+        if st.progress:
+            st.progress("SQNR floor", self.runs, None)
+        base = _smoothed_base(st)(modes)
+        proto = _with_modes(base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range)
+        rel, _ = output_error(st.reference, _run(proto, st.batches, threads=st.cfg.threads))
+        logger.info("SQNR floor: %d steps taken, output error %.3g", len(taken), rel)
+        self.errors[len(taken)] = rel
+        return rel
+
+    def search(self, steps: Sequence[tuple[str, str]], deadline: float) -> tuple[list[tuple[str, str]] | None, bool]:
+        """The fewest steps found that meet the floor (None: not even all of them do) and whether the budget ran out.
+
+        Every step taken is run first (it bounds the search: no step, the plain model, is below the floor). Then
+        rounds of bisection over the ranked steps: each finds the shortest prefix that meets the floor; its last step
+        is needed (the prefix without it does not meet the floor), so it moves to the front, with the ones found
+        before; the next round first tries those needed steps alone, and bisects the rest of the prefix if they do not
+        suffice. A few damaging layers ranked late by their estimates (as where one layer's error is amplified by a
+        decoder loop) cost a round each, not one run per layer; a round that finds no shorter set ends the search (most
+        steps are needed). At the budget, the shortest set found so far."""
+        if not steps:
+            return None, False
+        t0 = time.perf_counter()
+        if self.error(steps) > self.limit:
+            return None, False
+        per_run = time.perf_counter() - t0
+        order, best = list(steps), list(steps)
+        needed = 0  # order[:needed]: the steps found needed, in front
+        lo, hi = 0, len(order)  # order[:lo] is below the floor (the plain model at first), order[:hi] meets it
+        rounds, before = 0, hi
+        while True:
+            while hi - lo > 1:
+                if self.runs >= self.st.cfg.fallback_runs or time.perf_counter() + per_run > deadline:
+                    return best, True
+                mid = needed if lo < needed else (lo + hi) // 2  # a round starts with the needed steps alone
+                if self.error(order[:mid]) <= self.limit:
+                    hi, best = mid, order[:mid]
+                else:
+                    lo = mid
+            rounds += 1
+            if hi - 1 <= needed or (rounds > 1 and hi == before):
+                # order[:hi] is the needed steps and one more, or the round found no shorter set (most steps are
+                # needed): stop
+                return best, False
+            before = hi
+            order = order[:needed] + [order[hi - 1]] + order[needed : hi - 1] + order[hi:]
+            needed += 1
+            self.needed = [name for name, _ in order[:needed]]
+            lo = needed - 1  # the needed steps before this one, alone, were below the floor
+
+    def worst(self, steps: Sequence[tuple[str, str]], count: int) -> list[str]:
+        """The layers found needed, then the worst by estimate."""
+        return list(dict.fromkeys(self.needed + [name for name, _ in steps if name in self.estimates]))[:count]
 
 
 def _dynamic_and_tables(
@@ -564,17 +860,17 @@ def _smooth(
     batches: Sequence[Mapping[str, np.ndarray]],
     cfg: QuantizeConfig,
     sources: Sequence[str] | None,
+    producers: frozenset[str],
 ) -> tuple[list[smoothquant.Smoothed], dict[str, np.ndarray]]:
     """SmoothQuant on the planned MatMul/Gemm layers: per-channel activation maxima in one pass, then the scales."""
     alpha = float(cfg.smooth_alpha)  # type: ignore[arg-type]
     if not 0.0 <= alpha <= 1.0:
         raise GraphoptError(f"smoothing alpha must be in [0, 1], got {alpha}")
     groups = smoothquant.candidates(model.graph, {n.name for n in the_plan.nodes if n.name})
-    _producers = {n.name for n in the_plan.nodes if n.name and n.op_type not in analysis.SHARE}
     if not groups:
         return [], {}
     absmax = calib.channel_absmax(model, list(groups), batches, threads=cfg.threads, sources=sources)
-    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode, int8_producers=_producers), absmax
+    return smoothquant.smooth(model.graph, absmax, alpha, mode=cfg.smooth_mode, int8_producers=producers), absmax
 
 
 def _upgrade_opset(model: Model, version: int) -> str | None:
@@ -698,6 +994,9 @@ def _with_modes(
 KEPT_STATIC = "static int8 (convolution, pooling or Concat: kept static)"
 BODY_STATIC = "static int8 (inside an If/Loop body: not estimated, and the accuracy guard does not demote it)"
 GUARD_MIN_SPEEDUP = 1.5
+FALLBACK_MIN_SECONDS = 5.0
+"""The SQNR floor's search may always take this long (on a small model a plain quantize takes a fraction of a second,
+mostly fixed costs)."""
 """The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
 
 

@@ -672,7 +672,14 @@ def quantize_model_int4(
     )
     report.seconds = dict(result.seconds)
     report.kept_float = []
+    measured = "on the calibration activations" if batches else "on the weights (no calibration data)"
     for lr in result.layers:
+        if lr.flagged:
+            why = f"8-bit: its int4 error was above the layer error budget {cfg.layer_error_budget:g}"
+        elif lr.bits == 8:
+            why = "8-bit: named by --int8-layer"
+        else:
+            why = f"{cfg.method.upper()}, blocks of {lr.block_size} along K"
         report.layers.append(
             LayerReport(
                 name=lr.name,
@@ -684,6 +691,8 @@ def quantize_model_int4(
                 sqnr_db=sqnr_db(lr.error),
                 fused=True if target == "ort" else None,
                 fused_as=(f"MatMulNBits {lr.bits}-bit" if target == "ort" else None),
+                mode=f"int{lr.bits}",
+                note=f"{why}; error {lr.error:.3g} relative {measured}",
             )
         )
     report.param_bytes_after = initializer_bytes(model)
@@ -696,4 +705,6 @@ def quantize_model_int4(
     if flagged:
         report.warnings.append(f"8-bit by the layer error budget: {', '.join(flagged)}")
     report.layers.extend(result.embeddings)
+    for warning in report.warnings:
+        logger.warning("%s", warning)  # the command line prints them as int8's
     return report

@@ -1,8 +1,9 @@
 """The HTML report of an ``optimize`` run: one self-contained page (inline CSS and SVG charts drawn here, no script,
 nothing fetched from the network) built from the summary that ``graphopt optimize --json`` prints.
 
-Sections appear only when the run has their data: passes, nodes and size, op histogram, int8 quantization (SQNR per
-layer, worst first; what was kept float and why), channel pruning per layer, Winograd decisions with their timings.
+Sections appear only when the run has their data: passes, nodes and size, op histogram, quantization (int8 static or
+dynamic, int4: SQNR per layer, worst first; every layer's mode, the reason and its measured error), half precision
+(fp16/bf16: every node kept fp32 and why), channel pruning per layer, Winograd decisions with their timings.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .legend { font-size: 12px; color: #5b6578; margin: 4px 0 6px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; }
 .note { color: #5b6578; font-size: 12px; margin: 6px 0 0; }
+.warn { color: #b4232a; font-size: 13px; margin: 6px 0; }
 svg { display: block; width: 100%; height: auto; }
 svg text { font: 13px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; fill: #1d2433; }
 svg .muted { fill: #5b6578; }
@@ -78,16 +80,18 @@ def render(summary: dict[str, Any]) -> str:
     parts = [_header(summary), _passes(summary), _ops(summary)]
     if summary.get("quantization"):
         parts.append(_quantization(summary["quantization"]))
+    if summary.get("precision"):
+        parts.append(_precision(summary["precision"], summary))
     for pruned in summary.get("pruning") or []:
         parts.append(_pruning(pruned))
     if summary.get("winograd"):
         parts.append(_winograd(summary["winograd"]))
     title = f"graphopt report: {Path(str(summary.get('input', 'model'))).name}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "img-src data:\">\n"
+        'img-src data:">\n'
         f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(p for p in parts if p)
         + "\n</main>\n</body>\n</html>\n"
@@ -119,9 +123,9 @@ def _header(s: dict[str, Any]) -> str:
         _card("iterations", str(s.get("iterations", 0)), "", f"{level}, target {s.get('target', '?')}"),
     ]
     return (
-        f"<header><h1>graphopt report</h1><div class=\"sub\"><code>{escape(str(s.get('input', '?')))}</code> → "
+        f'<header><h1>graphopt report</h1><div class="sub"><code>{escape(str(s.get("input", "?")))}</code> → '
         f"<code>{escape(str(s.get('output', '?')))}</code></div></header>\n"
-        f"<div class=\"cards\">{''.join(cards)}</div>"
+        f'<div class="cards">{"".join(cards)}</div>'
     )
 
 
@@ -152,9 +156,9 @@ def _passes(s: dict[str, Any]) -> str:
         delta = p.get("nodes_delta", 0)
         counts = ", ".join(f"{k} ×{v}" for k, v in sorted((p.get("counts") or {}).items()))
         rows.append(
-            f"<tr><td><code>{escape(p['name'])}</code></td><td class=\"n\">{p['runs']}</td>"
-            f"<td>{'yes' if p.get('changed') else 'no'}</td><td class=\"n\">{f'{delta:+d}' if delta else '0'}</td>"
-            f"<td class=\"n\">{p.get('seconds', 0) * 1000:.1f}</td>"
+            f'<tr><td><code>{escape(p["name"])}</code></td><td class="n">{p["runs"]}</td>'
+            f'<td>{"yes" if p.get("changed") else "no"}</td><td class="n">{f"{delta:+d}" if delta else "0"}</td>'
+            f'<td class="n">{p.get("seconds", 0) * 1000:.1f}</td>'
             + (f"<td>{escape(results.get(p['name'], counts))}</td>" if with_result else "")
             + "</tr>"
         )
@@ -165,8 +169,8 @@ def _passes(s: dict[str, Any]) -> str:
         value_text=lambda v: f"{v[0]:.1f} ms",
     )
     return (
-        "<section><h2>Passes</h2><table><tr><th>pass</th><th class=\"n\">runs</th><th>changed</th>"
-        "<th class=\"n\">nodes ±</th><th class=\"n\">ms</th>"
+        '<section><h2>Passes</h2><table><tr><th>pass</th><th class="n">runs</th><th>changed</th>'
+        '<th class="n">nodes ±</th><th class="n">ms</th>'
         + ("<th>result</th>" if with_result else "")
         + "</tr>"
         + "".join(rows)
@@ -205,7 +209,10 @@ def _ops(s: dict[str, Any]) -> str:
 
 def _quantization(q: dict[str, Any]) -> str:
     layers = q.get("layers") or []
-    ranked = sorted(layers, key=lambda x: (math.inf if x.get("sqnr_db") is None else x["sqnr_db"]))
+    bits = q.get("bits", 8)
+    dynamic = q.get("method") == "dynamic"
+    title = "Int4 weight quantization" if bits == 4 else "Int8 dynamic quantization" if dynamic else "Int8 quantization"
+    ranked = sorted(layers, key=lambda x: math.inf if x.get("sqnr_db") is None else x["sqnr_db"])
     rows = []
     for layer in ranked:
         db = layer.get("sqnr_db")
@@ -218,39 +225,152 @@ def _quantization(q: dict[str, Any]) -> str:
         return ("n/a" if db is None else f"{db:.1f} dB") + (f" · {runs}" if runs else "")
 
     chart = _hbars([r[:3] for r in rows], value_text=None, extra=[r[3] for r in rows], text=text, value_w=300)
-    floats = list(q.get("kept_float_why") or [])
-    floats += [
-        {"layer": x["name"], "op_type": x.get("op_type", ""), "why": "onnxruntime runs it in float (no integer kernel)"}
-        for x in layers
-        if x.get("fused") is False
-    ]
-    float_rows = "".join(
-        f"<tr><td><code>{escape(str(f['layer']))}</code></td><td>{escape(str(f.get('op_type', '')))}</td>"
-        f"<td>{escape(str(f['why']))}</td></tr>"
-        for f in floats
-    )
-    method = str(q.get("method", "")) + (f" {q['percentile']:g}" if q.get("percentile") else "")
     err = q.get("output_error_rel")
     sqnr = q.get("output_sqnr_db")
-    facts = (
-        f"{plural(len(layers), 'layer')} quantized for {escape(str(q.get('target', '?')))}; {escape(method)} ranges "
-        f"from {plural(q.get('calibration_batches', 0), 'calibration batch', 'calibration batches')}; "
+    error = (
         f"output error {'n/a' if err is None else f'{err:.3g}'} relative "
-        f"(SQNR {'n/a' if sqnr is None else f'{sqnr:.1f}'} dB); parameters "
+        f"(SQNR {'n/a' if sqnr is None else f'{sqnr:.1f}'} dB)"
+        if err is not None or bits != 4
+        else "output error not measured (no calibration data)"
+    )
+    batches = plural(q.get("calibration_batches", 0), "calibration batch", "calibration batches")
+    if bits == 4:
+        how = f"{escape(str(q.get('method', '')).upper())} weights, {escape(str(q.get('reduce_range_reason', '')))}"
+    elif dynamic:
+        how = f"activations quantized at run time; error measured on {batches}"
+    else:
+        method = str(q.get("method", "")) + (f" {q['percentile']:g}" if q.get("percentile") else "")
+        how = f"{escape(method)} ranges from {batches}"
+    modes = _mode_counts(_layer_rows(q))
+    facts = (
+        f"{plural(len(layers), 'layer')} quantized for {escape(str(q.get('target', '?')))} "
+        f"({escape(modes)}); {how}; {error}; parameters "
         f"{human_bytes(q.get('param_bytes_before', 0))} → {human_bytes(q.get('param_bytes_after', 0))}"
     )
+    upgraded = q.get("opset_upgraded")
+    if upgraded:
+        why = "blocked int4 DequantizeLinear needs it" if bits == 4 else "per-channel Q/DQ needs it"
+        facts += f"; opset {upgraded[0]} → {upgraded[1]} ({why})"
+    warnings = "".join(f'<p class="warn">warning: {escape(str(w))}</p>' for w in q.get("warnings") or [])
+    legend = (
+        "SQNR of each layer's output with its int4 weights against float (its own error), worst first"
+        if bits == 4
+        else "SQNR of each layer's dequantized output against the float model, worst first"
+    )
     return (
-        "<section><h2>Int8 quantization</h2>"
+        f"<section><h2>{title}</h2>"
         f"<p>{facts}</p>"
+        + warnings
         + _legend([("≥ 30 dB", GREEN), ("20–30 dB", AMBER), ("< 20 dB", RED)])
-        + '<p class="legend">SQNR of each layer\'s dequantized output against the float model, worst first</p>'
+        + f'<p class="legend">{legend}</p>'
         + chart
+        + _layer_table(q)
+        + "</section>"
+    )
+
+
+def _layer_rows(q: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every layer the quantizer decided about: its mode, the reason, the errors measured (the --json 'layers',
+    'choices' and 'kept_float_why' merged): the quantized layers worst first, then the ones left float."""
+    rows: dict[str, dict[str, Any]] = {}
+    layers = sorted(q.get("layers") or [], key=lambda x: math.inf if x.get("sqnr_db") is None else x["sqnr_db"])
+    for x in layers:
+        rows[x["name"]] = {
+            "name": x["name"],
+            "op": x.get("op_type", ""),
+            "mode": x.get("mode") or "static",
+            "why": x.get("note") or "",
+            "sqnr": x.get("sqnr_db"),
+            "alone": x.get("alone_sqnr_db"),
+            "runs": x.get("fused_as") or ("float (no integer kernel)" if x.get("fused") is False else ""),
+        }
+    for c in q.get("choices") or []:
+        row = rows.setdefault(
+            c["name"], {"name": c["name"], "op": c.get("op_type", ""), "sqnr": None, "alone": None, "runs": ""}
+        )
+        row["mode"], row["why"] = c.get("mode", ""), c.get("reason", "")
+    for f in q.get("kept_float_why") or []:
+        row = rows.setdefault(
+            f["layer"], {"name": f["layer"], "op": f.get("op_type", ""), "sqnr": None, "alone": None, "runs": ""}
+        )
+        if row.get("mode") in (None, "float"):
+            row["mode"] = "float"
+            row["why"] = row.get("why") or f["why"]
+    return list(rows.values())
+
+
+def _mode_counts(rows: Sequence[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["mode"]] = counts.get(r["mode"], 0) + 1
+    return ", ".join(f"{n} {mode}" for mode, n in counts.items()) or "no layer"
+
+
+def _layer_table(q: dict[str, Any]) -> str:
+    rows = _layer_rows(q)
+    if not rows:
+        return ""
+    alone = any(r["alone"] is not None for r in rows)
+    runs = any(r["runs"] for r in rows)
+    head = (
+        '<tr><th>layer</th><th>op</th><th>mode</th><th>why</th><th class="n">SQNR dB</th>'
+        + ('<th class="n">alone dB</th>' if alone else "")
+        + ("<th>runs as</th>" if runs else "")
+        + "</tr>"
+    )
+    body = "".join(
+        f"<tr><td><code>{escape(str(r['name']))}</code></td><td>{escape(str(r['op']))}</td>"
+        f"<td>{escape(str(r['mode']))}</td><td>{escape(str(r['why']))}</td>"
+        f'<td class="n">{_db(r["sqnr"])}</td>'
+        + (f'<td class="n">{_db(r["alone"])}</td>' if alone else "")
+        + (f"<td>{escape(str(r['runs']))}</td>" if runs else "")
+        + "</tr>"
+        for r in rows
+    )
+    legend = (
+        "<p class=\"legend\">SQNR: the layer's output in the quantized model against the float model's"
+        + ("; alone: the model's output SQNR with the layer alone quantized, or its own estimate" if alone else "")
+        + "</p>"
+    )
+    return f'<h2 style="margin-top:14px">Layers: mode and why</h2>{legend}<table>{head}{body}</table>'
+
+
+def _precision(p: dict[str, Any], s: dict[str, Any]) -> str:
+    """The half-precision conversion: what was converted, each node kept fp32 and why, error, size, latency."""
+    half = str(p.get("precision", "half"))
+    kept = p.get("kept_fp32") or []
+    err = p.get("output_error_rel")
+    facts = (
+        f"{p.get('converted_nodes', 0)} of {plural(p.get('float_nodes', 0), 'float node')} run in {escape(half)}, "
+        f"{len(kept)} kept fp32 (kernels {escape(str(p.get('kernels', '?')))}, target "
+        f"{escape(str(p.get('target', '?')))}); weights: {p.get('weights_half', 0)} {escape(half)}, "
+        f"{p.get('weights_fp32', 0)} fp32; Casts {p.get('casts_added', 0)} added, {p.get('casts_removed', 0)} "
+        "removed; output error "
+        + ("not measured" if err is None else f"{err:.3g} relative, min cosine {p.get('output_cosine_min') or 0:.6f}")
+        + f" on {plural(p.get('calibration_batches', 0), 'batch', 'batches')}"
+        + (" of random data" if p.get("random_data") else "")
+        + f"; parameters {human_bytes(p.get('param_bytes_before', 0))} → {human_bytes(p.get('param_bytes_after', 0))}"
+    )
+    latency = p.get("latency_ms")
+    if latency:
+        facts += f"; onnxruntime CPU latency {latency[0]:.2f} ms → {latency[1]:.2f} ms"
+    by_reason = p.get("kept_fp32_by_reason") or {}
+    reasons = ", ".join(f"{n} {why}" for why, n in by_reason.items())
+    body = "".join(
+        f"<tr><td><code>{escape(str(k.get('name', '')))}</code></td><td>{escape(str(k.get('op_type', '')))}</td>"
+        f"<td>fp32</td><td>{escape(str(k.get('why', '')))}</td></tr>"
+        for k in kept
+    )
+    warnings = "".join(f'<p class="warn">warning: {escape(str(w))}</p>' for w in p.get("warnings") or [])
+    return (
+        f"<section><h2>{escape(half.upper())} conversion</h2><p>{facts}</p>{warnings}"
+        + (f'<p class="legend">kept fp32: {escape(reasons)}</p>' if reasons else "")
         + (
-            "<h2 style=\"margin-top:14px\">Kept float</h2><table><tr><th>layer</th><th>op</th><th>why</th></tr>"
-            + float_rows
-            + "</table>"
-            if floats
-            else '<p class="note">no layer was kept float</p>'
+            '<h2 style="margin-top:14px">Nodes kept fp32: mode and why</h2>'
+            f"<table><tr><th>node</th><th>op</th><th>mode</th><th>why</th></tr>{body}</table>"
+            f'<p class="note">{plural(p.get("converted_nodes", 0), "other float node")} run in {escape(half)}</p>'
+            if kept
+            else f'<p class="note">every float node runs in {escape(half)}</p>'
         )
         + "</section>"
     )
@@ -272,9 +392,9 @@ def _pruning(r: dict[str, Any]) -> str:
             rows_mac.append((x["name"], [mb, ma if ma is not None else mb], [GREY, BLUE]))
         table.append(
             f"<tr><td><code>{escape(x['name'])}</code></td><td>{escape(str(x.get('op_type', '')))}</td>"
-            f"<td class=\"n\">{_pair(ib, ia)}</td><td class=\"n\">{_pair(ob, oa)}</td>"
-            f"<td class=\"n\">{_pair(*(human_count(p) for p in x.get('params') or [0, 0]))}</td>"
-            f"<td class=\"n\">{_pair(*(None if m is None else human_count(m) for m in (mb, ma)))}</td></tr>"
+            f'<td class="n">{_pair(ib, ia)}</td><td class="n">{_pair(ob, oa)}</td>'
+            f'<td class="n">{_pair(*(human_count(p) for p in x.get("params") or [0, 0]))}</td>'
+            f'<td class="n">{_pair(*(None if m is None else human_count(m) for m in (mb, ma)))}</td></tr>'
         )
     facts = []
     if mode == "channels":
@@ -310,10 +430,8 @@ def _pruning(r: dict[str, Any]) -> str:
     return (
         f"<section><h2>Pruning ({escape(mode)})</h2><p>{escape('; '.join(facts))}</p>"
         + charts
-        + "<table><tr><th>layer</th><th>op</th><th class=\"n\">in ch</th><th class=\"n\">out ch</th>"
-        "<th class=\"n\">params</th><th class=\"n\">MACs</th></tr>"
-        + "".join(table)
-        + "</table></section>"
+        + '<table><tr><th>layer</th><th>op</th><th class="n">in ch</th><th class="n">out ch</th>'
+        '<th class="n">params</th><th class="n">MACs</th></tr>' + "".join(table) + "</table></section>"
     )
 
 
@@ -332,10 +450,10 @@ def _winograd(w: dict[str, Any]) -> str:
         ms = d.get("ms") or {}
         chosen = f"F{d['tile']}" if d.get("tile") else "Conv"
         how = "forced" if d.get("forced") else ("cached" if d.get("cached") else "timed")
-        cells = "".join(f"<td class=\"n\">{_num(ms.get(t))}</td>" for t in ("F2", "F4", "F6"))
+        cells = "".join(f'<td class="n">{_num(ms.get(t))}</td>' for t in ("F2", "F4", "F6"))
         rows.append(
             f"<tr><td><code>{escape(str(d.get('layer')))}</code></td><td>{escape(str(d.get('shape', '')))}</td>"
-            f"<td class=\"n\">{_num(d.get('conv_ms'))}</td>{cells}<td>{chosen} ({how})</td></tr>"
+            f'<td class="n">{_num(d.get("conv_ms"))}</td>{cells}<td>{chosen} ({how})</td></tr>'
         )
         if d.get("conv_ms") is not None and ms:
             best = min(ms, key=lambda k: ms[k])
@@ -349,26 +467,29 @@ def _winograd(w: dict[str, Any]) -> str:
     )
     chart = ""
     if chart_rows:
-        chart = (
-            _legend([("Conv", GREY), ("best Winograd tile (chosen)", GREEN), ("best tile (not chosen)", AMBER)])
-            + _hbars(
-                [r[:3] for r in chart_rows],
-                value_text=None,
-                extra=[r[3] for r in chart_rows],
-                text=lambda v, best: f"Conv {v[0]:.3g} ms · {best} {v[1]:.3g} ms",
-                value_w=220,
-            )
+        chart = _legend(
+            [("Conv", GREY), ("best Winograd tile (chosen)", GREEN), ("best tile (not chosen)", AMBER)]
+        ) + _hbars(
+            [r[:3] for r in chart_rows],
+            value_text=None,
+            extra=[r[3] for r in chart_rows],
+            text=lambda v, best: f"Conv {v[0]:.3g} ms · {best} {v[1]:.3g} ms",
+            value_w=220,
         )
     return (
         "<section><h2>Winograd decisions</h2>"
         + chart
-        + "<table><tr><th>layer</th><th>CxHxW→K</th><th class=\"n\">Conv ms</th><th class=\"n\">F2 ms</th>"
-        "<th class=\"n\">F4 ms</th><th class=\"n\">F6 ms</th><th>chosen</th></tr>"
+        + '<table><tr><th>layer</th><th>CxHxW→K</th><th class="n">Conv ms</th><th class="n">F2 ms</th>'
+        '<th class="n">F4 ms</th><th class="n">F6 ms</th><th>chosen</th></tr>'
         + "".join(rows)
         + "</table>"
         + model_note
         + "</section>"
     )
+
+
+def _db(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
 
 
 def _num(x: float | None) -> str:
@@ -401,10 +522,7 @@ def _hbars(
     top = max((max(v) for _, v, _ in rows if v), default=0) or 1
     height = len(rows) * row_h + 6
     labels = abbreviate_names([label for label, _, _ in rows], 42)
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" '
-        f'aria-label="bar chart">'
-    ]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="bar chart">']
     for i, ((label, values, colours), short) in enumerate(zip(rows, labels, strict=True)):
         y = 4 + i * row_h
         mid = y + (n * bar_h) / 2 + 4
