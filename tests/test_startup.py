@@ -89,3 +89,25 @@ def test_quiet_run_loads_no_rich_and_the_table_still_renders(tmp_path: Path) -> 
     )
     assert r.returncode == 0, r.stderr
     assert "fold-constants" in r.stdout  # the pass table, rendered by rich
+
+
+def test_shape_inference_skeleton_carries_no_constant_weights() -> None:
+    """Exports that keep their weights in Constant nodes (Paddle's) are not serialized whole for shape inference:
+    a large Constant value enters the skeleton as a stub with its type and dims, and inference still types its
+    readers."""
+    from graphopt.core.onnx_io import from_proto
+    from graphopt.core.shape_inference import _skeleton, infer_shapes
+
+    w = numpy_helper.from_array(np.ones((256, 64), np.float32), "w")
+    nodes = [helper.make_node("Constant", [], ["wc"], value=w), helper.make_node("MatMul", ["x", "wc"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert _skeleton(model).ByteSize() < 1024  # the 64 KB weight is not in it
+    infer_shapes(model)
+    y = next(n for n in model.graph if n.op_type == "MatMul").outputs[0]
+    assert y.shape == (3, 64) and y.dtype == TensorProto.FLOAT
