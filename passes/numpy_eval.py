@@ -4,9 +4,11 @@ fold-constants evaluates constant subgraphs in one onnxruntime session; creating
 than the arithmetic itself on the few-element integer tensors that exporters compute pads and shapes with. This
 module evaluates a cone directly in numpy when every node is one it computes bit-exactly like onnxruntime: data
 movement on any dtype (Identity, Reshape, Transpose, Concat, Slice, Gather, Squeeze, Unsqueeze, ConstantOfShape,
-Shape) and integer/bool arithmetic and comparisons (Add, Sub, Mul, Neg, Abs, Equal, Less, Greater, Not, And, Or,
-Where, Range, Cast between integers and bools). Anything else, or any float arithmetic, returns None and the caller
-uses onnxruntime as before.
+Shape), integer/bool arithmetic and comparisons (Add, Sub, Mul, Neg, Abs, Equal, Less, Greater, Not, And, Or, Where,
+Range), float32/float64 Add, Sub, Mul, Div, Neg, Abs and comparisons (IEEE-754 rounds each of them exactly, in numpy
+as in onnxruntime), and Cast between integers, bools, float32 and float64 (float to integer only when every value is
+finite and its truncation fits the target). Anything else (float16, other float math, an op of opset < 7 with its
+``broadcast`` attribute) is not evaluated here and the caller uses onnxruntime as before.
 
 Every node's output size is computed from its inputs' shapes (and, for ConstantOfShape and Range, their values) before
 the node runs: a node whose output would exceed ``MAX_ELEMENTS``, or the byte limit the caller gives, is not run.
@@ -111,20 +113,55 @@ def _shape(node: Node, env: Env) -> np.ndarray:
     return np.array(dims[start:end] if end is not None else dims[start:], dtype=np.int64)
 
 
+EXACT_FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+"""Float types whose +, -, *, / and conversions numpy computes as onnxruntime's CPU kernels do: one IEEE-754
+operation each, rounded to nearest (float16 and bfloat16 go through wider types, differently in each)."""
+
+
+def _exact(dtype: np.dtype, floats: bool) -> bool:
+    return dtype.kind in "iub" or (floats and dtype in EXACT_FLOATS)
+
+
 def _cast(node: Node, env: Env) -> np.ndarray:
     x = env[node.inputs[0]]  # type: ignore[index]
     to = np.dtype(np_dtype(int(node.attr("to"))))
-    if x.dtype.kind not in "iub" or to.kind not in "iub":
-        raise ValueError("only integer and bool casts are evaluated in numpy")
+    if not (_exact(x.dtype, True) and _exact(to, True)):
+        raise ValueError("only casts between integers, bools, float32 and float64 are evaluated in numpy")
+    if to.kind == "f" and x.dtype == np.uint64:
+        raise ValueError("uint64 to float: compilers round it in more than one instruction; onnxruntime decides")
+    if x.dtype.kind == "f" and to.kind == "b":
+        raise ValueError("float to bool goes to onnxruntime")
+    if x.dtype.kind == "f" and to.kind in "iu":
+        # C's float-to-integer conversion truncates; out of range (or NaN, inf) it is undefined: leave it to onnxruntime
+        if not np.all(np.isfinite(x)):
+            raise ValueError("a non-finite float cast to an integer")
+        t = np.trunc(x)
+        bits = to.itemsize * 8
+        low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1)) if to.kind == "i" else (0.0, 2.0**bits)
+        if t.size and (t.min() < low or t.max() >= high):
+            raise ValueError("a float cast to an integer type it does not fit")
+    if x.dtype == np.float64 and to == np.float32:
+        finite = x[np.isfinite(x)]
+        if finite.size and np.abs(finite).max() > np.finfo(np.float32).max:
+            raise ValueError("a float64 beyond float32's range: the conversion is undefined in C")
     return x.astype(to)
 
 
-def _integer(fn: Callable[..., np.ndarray]) -> Callable[[Node, Env], np.ndarray]:
+def _elementwise(
+    fn: Callable[..., np.ndarray], floats: bool = True, ints: bool = True
+) -> Callable[[Node, Env], np.ndarray]:
+    """An elementwise op with ONNX (numpy) broadcasting: on integers and bools if ``ints``, on float32/float64 if
+    ``floats``."""
+
     def run(node: Node, env: Env) -> np.ndarray:
+        if node.attrs:
+            raise ValueError("an opset < 7 op with broadcast/axis attributes: onnxruntime handles it")
         args = [env[v] for v in node.inputs if v is not None]
-        if any(a.dtype.kind not in "iub" for a in args):
-            raise ValueError("float arithmetic goes to onnxruntime")
-        out = fn(*args)
+        kinds_ok = all(_exact(a.dtype, floats) and (ints or a.dtype.kind == "f") for a in args)
+        if not kinds_ok or len({a.dtype for a in args}) != 1:
+            raise ValueError("this arithmetic goes to onnxruntime")
+        with np.errstate(all="ignore"):  # inf and NaN as IEEE-754 says (and onnxruntime gives), without warnings
+            out = fn(*args)
         return out.astype(args[0].dtype) if out.dtype.kind != "b" else out
 
     return run
@@ -154,17 +191,18 @@ OPS: dict[str, Callable[[Node, Env], np.ndarray]] = {
     "ConstantOfShape": _constant_of_shape,
     "Shape": _shape,
     "Cast": _cast,
-    "Add": _integer(np.add),
-    "Sub": _integer(np.subtract),
-    "Mul": _integer(np.multiply),
-    "Neg": _integer(np.negative),
-    "Abs": _integer(np.abs),
-    "Equal": _integer(np.equal),
-    "Less": _integer(np.less),
-    "Greater": _integer(np.greater),
-    "Not": _integer(np.logical_not),
-    "And": _integer(np.logical_and),
-    "Or": _integer(np.logical_or),
+    "Add": _elementwise(np.add),
+    "Sub": _elementwise(np.subtract),
+    "Mul": _elementwise(np.multiply),
+    "Div": _elementwise(np.divide, ints=False),  # C's integer division truncates, numpy's floors
+    "Neg": _elementwise(np.negative),
+    "Abs": _elementwise(np.abs),
+    "Equal": _elementwise(np.equal),
+    "Less": _elementwise(np.less),
+    "Greater": _elementwise(np.greater),
+    "Not": _elementwise(np.logical_not, floats=False),
+    "And": _elementwise(np.logical_and, floats=False),
+    "Or": _elementwise(np.logical_or, floats=False),
     "Where": _where,
     "Range": _range,
 }

@@ -42,6 +42,10 @@ def _check(op: str, inputs: list[np.ndarray], opset: int = 17, **attrs) -> str:
     (value,) = got.values()
     assert value.dtype == want.dtype and value.shape == want.shape, (op, value, want)
     np.testing.assert_array_equal(value, want)
+    if value.dtype.kind == "f":  # bit for bit (-0.0 is not 0.0); a NaN only needs to be a NaN
+        bits = np.dtype(f"u{value.dtype.itemsize}")
+        nan = np.isnan(value) & np.isnan(want)
+        assert np.array_equal(value.view(bits)[~nan], want.view(bits)[~nan]), (op, inputs, value, want)
     return "compared"
 
 
@@ -111,13 +115,93 @@ def test_data_movement_ops() -> None:
     assert results == ["compared"] * len(results)
 
 
-def test_float_arithmetic_is_left_to_onnxruntime() -> None:
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.1, 3.0, 1e-40, -1e-45, 1e38, -3e38, float("inf"), float("-inf"), float("nan")]
+"""Signed zeros, subnormals, values near overflow, infinities and NaN: where a non-IEEE shortcut would show."""
+
+
+def _floats(dtype: type) -> st.SearchStrategy[np.ndarray]:
+    finite = st.floats(width=32 if dtype is np.float32 else 64, allow_nan=False, allow_infinity=False)
+    return st.lists(st.one_of(st.sampled_from(SPECIAL), finite), min_size=1, max_size=10).map(
+        lambda x: np.array(x, dtype)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([np.float32, np.float64]).flatmap(lambda t: st.tuples(_floats(t), _floats(t))),
+    st.sampled_from(["Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater"]),
+)
+def test_float_arithmetic_is_bit_exact(ab, op) -> None:
+    a, b = ab
+    n = min(len(a), len(b))
+    assert _check(op, [a[:n], b[:n]]) == "compared"
+    assert _check(op, [a[:n], b[:1]]) == "compared"  # broadcasting
+    assert _check(op, [a[:1].reshape(()), b[:n]]) == "compared"  # a scalar, as exporters write them
+
+
+@settings(max_examples=60, deadline=None)
+@given(_floats(np.float32), st.sampled_from(["Neg", "Abs"]))
+def test_float_unary_is_bit_exact(a, op) -> None:
+    assert _check(op, [a]) == "compared"
+
+
+EDGES = [127.9, -128.9, 255.5, 256.0, -0.5, 2.5, -2.5, 3e9, -3e9, 2.0**63, -(2.0**63), 1e300]
+"""Casts to integers at and past the ends of each integer type."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([np.float32, np.float64]).flatmap(
+        lambda t: st.lists(st.one_of(st.sampled_from(SPECIAL + EDGES), st.floats(-300, 300)), min_size=1, max_size=6)
+        .map(lambda x, t=t: np.array(x, np.float64).astype(t))
+    ),
+    st.sampled_from([TensorProto.INT64, TensorProto.INT32, TensorProto.INT8, TensorProto.UINT8, TensorProto.FLOAT,
+                     TensorProto.DOUBLE, TensorProto.BOOL]),
+)
+def test_float_cast(a, to) -> None:
+    """Float casts are evaluated exactly where C defines them (to an integer: finite and fitting after truncation;
+    float64 to float32: within float32's range), and declined elsewhere."""
+    target = np.dtype(helper.tensor_dtype_to_np_dtype(to))
+    t = np.trunc(a[np.isfinite(a)])
+    if target.kind == "f":
+        defined = a.dtype == np.float32 or target == np.float64 or not np.any(np.abs(t) > np.finfo(np.float32).max)
+    elif target.kind in "iu":
+        bits = target.itemsize * 8
+        low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1)) if target.kind == "i" else (0.0, 2.0**bits)
+        defined = bool(np.all(np.isfinite(a)) and t.min() >= low and t.max() < high)
+    else:
+        defined = False  # float to bool is left to onnxruntime
+    assert _check("Cast", [a], to=to) == ("compared" if defined else "declined")
+
+
+def test_int_to_float_cast_rounds_like_onnxruntime() -> None:
+    big = np.array([2**62 + 1, -(2**53) - 1, 2**31 - 1, 16777217, -16777219, 0], np.int64)
+    assert _check("Cast", [big], to=TensorProto.FLOAT) == "compared"
+    assert _check("Cast", [big], to=TensorProto.DOUBLE) == "compared"
+    assert _check("Cast", [big.astype(np.int32)], to=TensorProto.FLOAT) == "compared"
+
+
+def _evaluated(op: str, inputs: list[np.ndarray], opset: int = 17, **attrs) -> bool:
+    names = [f"i{k}" for k in range(len(inputs))]
     graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["y"])],
+        [helper.make_node(op, names, ["y"], **attrs)],
         "g",
         [],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.ones(2, np.float32), n) for n in ("a", "b")],
+        [onnx.ValueInfoProto(name="y")],
+        [numpy_helper.from_array(a, n) for a, n in zip(inputs, names, strict=True)],
     )
-    ir = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    assert numpy_eval.evaluate(list(ir.graph), {}) is None
+    ir = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+    return numpy_eval.evaluate(list(ir.graph), {}) is not None
+
+
+def test_inexact_float_math_is_left_to_onnxruntime() -> None:
+    half = np.ones(2, np.float16)
+    assert not _evaluated("Add", [half, half])  # float16 rounds through float32 (or not) depending on the kernel
+    x = np.array([2.0, 3.0], np.float32)
+    assert not _evaluated("Pow", [x, x])
+    assert not _evaluated("Div", [np.array([7], np.int64), np.array([-2], np.int64)])  # C truncates, numpy floors
+    assert not _evaluated("Cast", [np.array([np.nan], np.float32)], to=TensorProto.INT64)
+    assert not _evaluated("Cast", [np.array([3e9], np.float32)], to=TensorProto.INT32)
+    assert not _evaluated("Cast", [np.array([1e300], np.float64)], to=TensorProto.FLOAT)
+    assert not _evaluated("Add", [x, x[:1]], opset=6, broadcast=1)  # opset < 7: broadcast/axis attributes
+    assert _evaluated("Add", [x, x])

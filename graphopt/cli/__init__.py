@@ -9,13 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-
 from graphopt.cli.commands import cmd_diff, cmd_inspect, cmd_optimize, cmd_passes, cmd_report, load_checked
 from graphopt.cli.parser import EXIT_USER_ERROR, _check_usage, build_parser
-from graphopt.cli.render import _stdout
 from graphopt.errors import GraphoptError, VerificationError
-from graphopt.tools import bench
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,15 +21,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     _check_usage(parser, args)
-    err = Console(stderr=True)
     try:
         if args.command == "report":
             return cmd_report(args)
         if args.command == "optimize":
-            return cmd_optimize(args, err)
+            return cmd_optimize(args)
         if args.command == "inspect":
             return cmd_inspect(args)
         if args.command == "bench":
+            from graphopt.cli.render import _stdout
+            from graphopt.tools import bench
+
             return bench.cmd_bench(args, _stdout())
         if args.command == "diff":
             return cmd_diff(args)

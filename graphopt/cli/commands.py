@@ -15,23 +15,17 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from graphopt.api import OptimizeRequest, RunHooks, run_request
-from graphopt.cli.parser import optimize_request
-from graphopt.cli.render import (
+from graphopt.cli.messages import (
+    Silent,
     _jsonable,
     _printed_warnings,
-    _progress,
     _quantize_progress,
     _Recorded,
-    _render,
-    _stdout,
     _step,
     _warn,
 )
+from graphopt.cli.parser import optimize_request
 from graphopt.core.ir import Model
 from graphopt.core.onnx_io import (
     check,
@@ -143,7 +137,7 @@ def _clean_exit_on(*signums: int) -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
+def cmd_optimize(args: argparse.Namespace) -> int:
     src = Path(args.input)
     out = _output_path(args)
     if args.report:
@@ -161,13 +155,22 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     if args.strict and not args.verify and not args.quiet:
         print("graphopt: note: --strict turns --verify on", file=sys.stderr)
     pipeline = request.pipeline()  # resolved before loading, so a misspelt pass name fails fast
-    show = not (args.quiet or args.json) and err.is_terminal
+    progress: Any = Silent()  # --json and --quiet print no table and show no progress: they never import rich
+    if not (args.quiet or args.json):
+        from rich.console import Console
+
+        from graphopt.cli.render import _progress
+
+        err = Console(stderr=True)
+        if err.is_terminal:
+            progress = _progress(err, True)
+    show = not isinstance(progress, Silent)
 
     times: dict[str, float] = {}
     nodes: dict[str, int] = {}
     float_reasons: list[dict[str, str]] = []
     in_size = _file_size(src)
-    with _progress(err, show) as progress:
+    with progress:
         with timed(times, "load"), _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
             model = load_checked(src, run_checker=not args.no_check)
         ops_before = op_histogram(model)
@@ -231,6 +234,8 @@ def cmd_optimize(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
+        from graphopt.cli.render import _render
+
         _render(report, summary)
     if args.report:
         from graphopt.tools.report import write_report
@@ -378,6 +383,11 @@ def _file_size(path: Path) -> int:
 # inspect and passes
 # --------------------------------------------------------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from graphopt.cli.render import _stdout
+
     path = Path(args.input)
     model = load_checked(path, run_checker=False)
     info = summarize(model)
@@ -431,6 +441,11 @@ def cmd_passes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from rich.markup import escape
+    from rich.table import Table
+
+    from graphopt.cli.render import _stdout
+
     table = Table(title="registered passes", title_justify="left")
     table.add_column("pass")
     table.add_column("description")

@@ -3,9 +3,6 @@ warnings in graphopt's one-line format. Rendering only: nothing here changes a m
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -36,10 +33,6 @@ def _stdout() -> Console:
     return console
 
 
-def _jsonable(x: object) -> object:
-    return x if isinstance(x, str | int | float | bool | type(None)) else repr(x)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # optimize
 # --------------------------------------------------------------------------------------------------------------------
@@ -68,15 +61,6 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-@contextmanager
-def _step(progress: Progress, text: str) -> Iterator[None]:
-    task = progress.add_task(text, total=None)
-    try:
-        yield
-    finally:
-        progress.remove_task(task)
-
-
 def _render(report: PassReport, summary: dict[str, Any]) -> None:
     console = _stdout()
     _print_report(console, report, summary)
@@ -88,61 +72,6 @@ def _render(report: PassReport, summary: dict[str, Any]) -> None:
         _print_quantization(console, report.quantization)
     if "precision" in summary:
         _print_precision(console, summary["precision"], summary)
-
-
-class _Recorded(list):
-    """A list that calls ``on_append(item)`` after each append: the winograd pass appends each layer's decision to
-    ``ctx.options["winograd_decisions"]`` as it is made, which drives the progress bar without a hook in the pass."""
-
-    def __init__(self, on_append: Any) -> None:
-        super().__init__()
-        self.on_append = on_append
-
-    def append(self, item: Any) -> None:
-        super().append(item)
-        self.on_append(item)
-
-
-def _warn(text: str) -> None:
-    """``graphopt: warning: ...`` on stderr: one line in a pipe or a log, wrapped between words on a terminal (never
-    inside a name or a number)."""
-    line = f"graphopt: warning: {text}"
-    if sys.stderr.isatty():
-        import shutil
-        import textwrap
-
-        width = shutil.get_terminal_size().columns
-        line = textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
-    print(line, file=sys.stderr)
-
-
-@contextmanager
-def _printed_warnings(stage: str, quiet: bool) -> Iterator[None]:
-    """Collect the warnings the stage's loggers emit and print each once, in graphopt's format, after the stage:
-    pruning's unless ``quiet``; quantization's always (a model that is likely unusable is never written silently)."""
-    import logging
-
-    from graphopt.prune import driver as prune
-    from graphopt.quantize import calibration
-    from graphopt.quantize import driver as quantize
-
-    loggers = (prune.logger,) if stage == "prune" else (quantize.logger, calibration.logger)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING if stage != "prune" else logging.NOTSET)
-    handler.emit = records.append  # type: ignore[method-assign]
-    for log in loggers:
-        log.addHandler(handler)
-        if stage != "prune":
-            log.propagate = False
-    try:
-        yield
-    finally:
-        for log in loggers:
-            log.removeHandler(handler)
-            log.propagate = True
-        for r in records:
-            if not quiet:
-                print(f"graphopt: warning: {r.getMessage()}", file=sys.stderr)
 
 
 def _print_pruning(console: Console, r: Any) -> None:
@@ -193,20 +122,6 @@ def _print_pruning(console: Console, r: Any) -> None:
     if r.note:
         lines.append(f"note: {r.note}")
     _print_lines(console, lines)
-
-
-def _quantize_progress(progress: Progress) -> Any:
-    """A quantization progress hook that shows each stage (calibration, sensitivity...) as a task."""
-    tasks: dict[str, Any] = {}
-
-    def on_progress(stage: str, done: int, total: int | None) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-        if total is not None and done >= total:
-            progress.remove_task(tasks.pop(stage))
-
-    return on_progress
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:

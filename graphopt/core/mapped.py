@@ -146,30 +146,44 @@ def scan(source: Path | ExternalFile) -> Scanned | None:
 
 
 def _scan(buf: mmap.mmap) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
-    size = len(buf)
-    out = bytearray()
+    """The file's bytes with the cut tensors' raw_data left out, and the cuts; None (before copying anything) when
+    there is nothing to cut, as in exports that keep their weights in Constant nodes."""
+    top = _fields(buf, 0, len(buf))
+    graphs = [f for f in top if f[0] == _MODEL_GRAPH and f[1] == 2]
+    if len(graphs) != 1:
+        return None  # no graph, or several that protobuf would merge: parse it the ordinary way
+    _, _, _, payload, graph_end = graphs[0]
     ranges: dict[str, tuple[int, int]] = {}
-    graphs = 0
-    for number, wire, field_start, payload, field_end in _fields(buf, 0, size):
-        if number != _MODEL_GRAPH or wire != 2:
-            out += buf[field_start:field_end]
+    cuts: list[tuple[int, int, bytes]] = []
+    for g_number, g_wire, g_start, g_payload, g_end in _fields(buf, payload, graph_end):
+        if g_number != _GRAPH_INITIALIZER or g_wire != 2:
             continue
-        graphs += 1
-        graph = bytearray()
-        copied = payload  # fields from here to the current one are copied as they are, in one piece
-        for g_number, g_wire, g_start, g_payload, g_end in _fields(buf, payload, field_end):
-            if g_number != _GRAPH_INITIALIZER or g_wire != 2:
-                continue
-            cut = _tensor(buf, g_payload, g_end)
-            if cut is None or cut[1] in ranges:
-                continue
-            kept, name, offset, length = cut
-            ranges[name] = (offset, length)
-            graph += buf[copied:g_start]
-            graph += _INITIALIZER_KEY + encode_varint(len(kept)) + kept
+        cut = _tensor(buf, g_payload, g_end)
+        if cut is None or cut[1] in ranges:
+            continue
+        kept, name, offset, length = cut
+        ranges[name] = (offset, length)
+        cuts.append((g_start, g_end, kept))
+    if not ranges:
+        return None  # nothing worth mapping
+    view = memoryview(buf)  # slices of it are joined below without an intermediate copy each
+    graph: list[bytes | memoryview] = []
+    pieces: list[bytes | memoryview] = []
+    try:
+        copied = payload  # fields from here to the current cut are copied as they are, in one piece
+        for g_start, g_end, kept in cuts:
+            graph += [view[copied:g_start], _INITIALIZER_KEY, encode_varint(len(kept)), kept]
             copied = g_end
-        graph += buf[copied:field_end]
-        out += encode_varint((_MODEL_GRAPH << 3) | 2) + encode_varint(len(graph)) + graph
-    if graphs != 1 or not ranges:
-        return None  # nothing worth mapping (or a file protobuf would merge oddly): parse it the ordinary way
-    return bytes(out), ranges
+        graph.append(view[copied:graph_end])
+        for number, wire, field_start, _, field_end in top:
+            if number == _MODEL_GRAPH and wire == 2:
+                pieces += [encode_varint((_MODEL_GRAPH << 3) | 2), encode_varint(sum(len(p) for p in graph)), *graph]
+            else:
+                pieces.append(view[field_start:field_end])
+        stripped = b"".join(pieces)
+    finally:
+        for piece in (*graph, *pieces):
+            if isinstance(piece, memoryview):
+                piece.release()
+        view.release()  # the map can be closed later: no buffer of it stays exported
+    return stripped, ranges

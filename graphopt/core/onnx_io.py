@@ -452,7 +452,14 @@ def fill_value_info(info: onnx.ValueInfoProto, v: Value, graph: Graph | None = N
 
 
 class Exporter:
-    """Writes IR objects into protos. Tensor data that lives in external files is written inline."""
+    """Writes IR objects into protos. Tensor data that lives in external files is written inline.
+
+    ``stub_bytes``: tensor attributes (a Constant's value) larger than this are written as external-data stubs that
+    carry their type and dims but no bytes, as shape inference's skeleton passes large initializers: exports that
+    keep their weights in Constant nodes are then not copied, serialized, parsed and copied back for it."""
+
+    def __init__(self, stub_bytes: int | None = None) -> None:
+        self.stub_bytes = stub_bytes
 
     def graph(self, graph: Graph, gp: onnx.GraphProto, *, initializers: bool = True) -> None:
         if graph.extra is not None:
@@ -528,7 +535,10 @@ class Exporter:
         elif kind == _A.STRING:
             ap.s = value.encode("utf-8") if isinstance(value, str) else value
         elif kind == _A.TENSOR:
-            ap.t.CopyFrom(value.to_proto(_tensor_name(value)))
+            if self.stub_bytes is not None and value.nbytes > self.stub_bytes:
+                stub_tensor(ap.t, value, _tensor_name(value))
+            else:
+                ap.t.CopyFrom(value.to_proto(_tensor_name(value)))
         elif kind == _A.GRAPH:
             self.graph(value, ap.g)
         elif kind == _A.SPARSE_TENSOR:
@@ -588,6 +598,20 @@ class Exporter:
         mp.training_info.extend(model.training_info)
         for func in model.functions.values():
             self.function(func, mp.functions.add())
+
+
+STUB_LOCATION = "graphopt-shape-inference-stub"
+
+
+def stub_tensor(out: onnx.TensorProto, t: Tensor, name: str) -> None:
+    """``out`` as a data-less stand-in for ``t``: its name, type and dims, its data "external" at a location that
+    does not exist (for shape inference, which reads types and dims, never such data)."""
+    put_str(out, "name", name)
+    out.data_type = t.dtype
+    out.dims.extend(t.dims)
+    out.data_location = onnx.TensorProto.EXTERNAL
+    entry = out.external_data.add()
+    entry.key, entry.value = "location", STUB_LOCATION
 
 
 def _tensor_name(t: Tensor) -> str:

@@ -13,13 +13,13 @@ initializers alone. On save, a listing is written as the file had it unless infe
 inferred type is written); a graph output that a pass replaced is listed as the file declared it
 (:func:`restore_interface`).
 
-Shape inference runs on a skeleton of the model: large initializers are passed as external-data stubs that carry their
-type and dims but no bytes, so a BERT-sized model is not serialized for it. Small initializers keep their data, which
-lets ONNX's data propagation resolve shapes computed from constants. The skeleton carries no value_info and no output
-types: inference starts from the graph inputs and the initializers alone. ONNX's data propagation spends time and
-memory linear in the length of any 1-D tensor of static size (it tracks each element as a possible dim), so large 1-D
-inputs and initializers enter the skeleton with a placeholder symbolic dim that is read back as the number, and a
-model that computes a long 1-D value is inferred without data propagation.
+Shape inference runs on a skeleton of the model: large initializers and large Constant values are passed as
+external-data stubs that carry their type and dims but no bytes, so a BERT-sized model is not serialized for it.
+Small initializers keep their data, which lets ONNX's data propagation resolve shapes computed from constants. The
+skeleton carries no value_info and no output types: inference starts from the graph inputs and the initializers alone.
+ONNX's data propagation spends time and memory linear in the length of any 1-D tensor of static size (it tracks each
+element as a possible dim), so large 1-D inputs and initializers enter the skeleton with a placeholder symbolic dim
+that is read back as the number, and a model that computes a long 1-D value is inferred without data propagation.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ logger = logging.getLogger("graphopt")
 # the skeleton
 # --------------------------------------------------------------------------------------------------------------------
 def _skeleton(model: Model) -> onnx.ModelProto:
-    from graphopt.core.onnx_io import Exporter
+    from graphopt.core.onnx_io import Exporter, stub_tensor
 
     mp = onnx.ModelProto()
-    Exporter().model(model, mp, initializers=False)
+    Exporter(stub_bytes=INLINE_BYTES).model(model, mp, initializers=False)  # large Constant values too are stubs
     gp = mp.graph
     # Inference starts from the inputs and initializers: no annotation of the file (value_info, output types), in any
     # graph, takes part. Large 1-D tensors get a placeholder dim (data propagation is linear in their length).
@@ -71,13 +71,7 @@ def _skeleton(model: Model) -> onnx.ModelProto:
                 tt.elem_type = t.dtype
                 tt.shape.dim.add().dim_param = f"{_PLACEHOLDER}{t.dims[0]}"
         else:
-            stub = gp.initializer.add()
-            stub.name = name
-            stub.data_type = t.dtype
-            stub.dims.extend(t.dims)
-            stub.data_location = onnx.TensorProto.EXTERNAL
-            entry = stub.external_data.add()
-            entry.key, entry.value = "location", "graphopt-shape-inference-stub"
+            stub_tensor(gp.initializer.add(), t, name)
     mp.ir_version = max(mp.ir_version, 4)  # initializers need not be inputs, inputs need not be initializers
     return mp
 

@@ -345,8 +345,12 @@ def _load_builtin_and_plugins() -> None:
             register_pass(obj.name or ep.name)(obj)
 
 
-def context_options() -> frozenset[str]:
-    """The ``ctx.options`` keys the registered passes (built-ins and plugins) declare they read."""
+def context_options(plugins: bool = True) -> frozenset[str]:
+    """The ``ctx.options`` keys the registered passes (built-ins and plugins) declare they read; ``plugins=False``:
+    those of the passes registered so far (built-ins included), without scanning installed packages for plugins."""
+    if not plugins:
+        _load_builtins()
+        return frozenset(key for cls in _REGISTRY.values() for key in cls.context_options)
     return frozenset(key for cls in list_passes().values() for key in cls.context_options)
 
 

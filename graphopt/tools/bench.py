@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from graphopt.core.onnx_io import require_file
 from graphopt.errors import GraphoptError
 from graphopt.tools.runtime import compare_outputs, make_inputs, measure_latency, parse_shape, run, session
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +33,8 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn  # only here: the parser imports this module every run
+
     if args.runs < 1 or args.warmup < 0:
         raise GraphoptError("--runs must be at least 1 and --warmup at least 0")
     shapes = dict(parse_shape(s) for s in args.shape)
@@ -91,6 +92,8 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"onnxruntime latency ({result['runs']} runs, optimization {result['ort_optimization']})")
     for col in ("model", "median ms", "p90 ms", "mean ms", "min ms"):
         table.add_column(col, justify="left" if col == "model" else "right")
