@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -165,3 +166,26 @@ def test_hard_swish_net_runs_hard_swish_and_the_gate_as_integer_kernels(tmp_path
     got = [runtime.session(quantized).run(None, f) for f in feeds]
     rel = output_error(ref, got)[0]
     assert rel < 0.05 and abs(rel - report.error_rel) < 1e-6
+
+
+@pytest.mark.parametrize("seed,percentile", [(3, 99.0), (4, 99.9), (5, 90.0)])
+def test_percentile_keeps_whichever_ranges_give_the_lower_output_error(seed, percentile) -> None:
+    """The percentile method's check: the written model is the better of the clipped and the full ranges."""
+    proto = graphopt.optimize(_hardswish_net(seed), level=2)
+    rng = np.random.default_rng(seed)
+    feeds = [{"input": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(4)]
+    feeds[0]["input"][0, :, 3, 3] = 9.0  # one outlier pixel: the tails the percentile cuts
+    errors = {}
+    cfg = {"cache": False, "percentile": percentile, "choice": "static", "fallback": False}
+    for method in ("percentile", "minmax"):
+        m = from_proto(proto)
+        errors[method] = quantize_model(m, feeds, "ort", {**cfg, "method": method, "clip_check": False})
+    assert errors["percentile"].error_rel != errors["minmax"].error_rel  # the ranges differ
+    model = from_proto(proto)
+    report = quantize_model(model, feeds, "ort", cfg)
+    best = min(errors, key=lambda k: (errors[k].error_rel, k != "percentile"))
+    assert report.method == best
+    assert report.error_rel == errors[best].error_rel
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(model.to_onnx()).run(None, f) for f in feeds]
+    assert abs(output_error(ref, got)[0] - report.error_rel) < 1e-6  # the written model is the one measured

@@ -101,6 +101,9 @@ class QuantizeConfig:
     """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most sensitive layers float until the output SQNR
     reaches the floor (as ``max_error`` would, with the floor's relative error), and say so; False: write the int8
     model as it is, with the warning only."""
+    clip_check: bool = True
+    """``percentile``: also quantize with the full (min to max) ranges and keep the model whose output error on the
+    calibration set is lower (models up to :data:`CLIP_CHECK_MAX_BYTES` of weights); see ``_clipped_or_full``."""
     smooth_alpha: float | None = SMOOTH_ALPHA
     """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
     smooth_mode: str = "mul"
@@ -233,6 +236,8 @@ def quantize_model(
         raise GraphoptError("no calibration data: the calibration set is empty")
     for i, feed in enumerate(batches):
         calib.check_feed(model, feed, calib.sample_name(sources, i))
+    if cfg.method == "percentile" and cfg.clip_check and initializer_bytes(model) <= CLIP_CHECK_MAX_BYTES:
+        return _clipped_or_full(model, batches, target, cfg, progress, sources)
     found = analysis.quantized_ops(model.graph)
     if found:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
@@ -531,6 +536,54 @@ def quantize_model(
     for note in notes:
         logger.warning("%s", note)
     report.warnings = notes
+    return report
+
+
+CLIP_CHECK_MAX_BYTES = 64 * 2**20
+"""Largest model (weight bytes) the percentile method quantizes twice to check its clipping (``_clipped_or_full``)."""
+
+
+def _clipped_or_full(
+    model: Model,
+    batches: list[dict[str, np.ndarray]],
+    target: str,
+    cfg: QuantizeConfig,
+    progress: Progress | None,
+    sources: Sequence[str] | None,
+) -> QuantReport:
+    """The percentile method, checked: the model quantized with the percentile ranges and with the full ranges (min to
+    max), each through the whole pipeline (layer choice, accuracy guard, SQNR fallback); the one with the lower
+    output error on the calibration set is kept (the percentile one on a tie).
+
+    Cutting the tails trades coarser steps for every value against clipping the few beyond. Per tensor the rounding
+    error looks the larger cost, but a clipped tail errs with one sign and that bias adds up through convolutions and
+    pooling: on hard-swish nets (PP-LCNet, MobileNetV3) the full ranges give the output up to 9 dB more SQNR, while
+    elsewhere the clipped ones win. Measuring the whole model settles it."""
+    original = model.to_onnx()
+    runs = []
+    quiet = logging.getLogger("graphopt.quantize")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the kept run's warnings are logged once, below
+    try:
+        for method in ("percentile", "minmax"):
+            m = from_proto(original)
+            sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False})
+            rep = quantize_model(m, batches, target, sub, progress=progress, sources=sources)
+            runs.append((rep.error_rel, method != "percentile", m, rep))
+    finally:
+        quiet.setLevel(level)
+    errors = {("minmax" if r[1] else "percentile"): r[0] for r in runs}
+    _, full, best, report = min(runs, key=lambda r: (r[0], r[1]))
+    model.take_contents(best)
+    if full:
+        report.method = "minmax"  # the JSON report says which ranges the written model has
+        logger.info(
+            "calibration: min-to-max ranges kept, the percentile ones gave the output error %.3g against %.3g",
+            errors["percentile"],
+            errors["minmax"],
+        )
+    for note in report.warnings:
+        logger.warning("%s", note)
     return report
 
 
