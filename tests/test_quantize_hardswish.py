@@ -19,7 +19,7 @@ import graphopt
 from graphopt.core.ir import Graph, Value
 from graphopt.core.onnx_io import from_proto
 from graphopt.quantize import output_error, quantize_model
-from graphopt.quantize.analysis import Params
+from graphopt.quantize.analysis import Params, hard_swish_idioms
 from graphopt.quantize.transform import _insert_qdq, _integer_hard_sigmoids
 from graphopt.tools import runtime
 
@@ -189,3 +189,73 @@ def test_percentile_keeps_whichever_ranges_give_the_lower_output_error(seed, per
     ref = [runtime.session(proto).run(None, f) for f in feeds]
     got = [runtime.session(model.to_onnx()).run(None, f) for f in feeds]
     assert abs(output_error(ref, got)[0] - report.error_rel) < 1e-6  # the written model is the one measured
+
+
+def _idiom_net(clip_attrs: bool, div: bool, swap: bool) -> onnx.ModelProto:
+    """Conv -> x * Clip(x + 3, 0, 6) / 6 (or * 1/6) -> Conv: an opset-11 PaddlePaddle hard-swish."""
+    rng = np.random.default_rng(2)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.8).astype(np.float32), "w0"),
+        numpy_helper.from_array((rng.standard_normal((4, 4, 1, 1)) * 0.5).astype(np.float32), "w1"),
+        numpy_helper.from_array(np.array([3.0], np.float32), "three"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        numpy_helper.from_array(np.array(1.0 / 6.0, np.float32), "sixth"),
+    ]
+    clip = (
+        helper.make_node("Clip", ["a"], ["r"], min=0.0, max=6.0)
+        if clip_attrs
+        else helper.make_node("Clip", ["a", "zero", "six"], ["r"])
+    )
+    nodes = [
+        helper.make_node("Conv", ["input", "w0"], ["x"], pads=[1] * 4),
+        helper.make_node("Add", ["three", "x"] if swap else ["x", "three"], ["a"]),
+        clip,
+        helper.make_node("Mul", ["r", "x"] if swap else ["x", "r"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["y"]) if div else helper.make_node("Mul", ["m", "sixth"], ["y"]),
+        helper.make_node("Conv", ["y", "w1"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "idiom",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 10, 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10 if clip_attrs else 13)])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**31 - 1))
+def test_hard_swish_idiom_becomes_hard_sigmoid_times_x_with_the_same_outputs(clip_attrs, div, swap, seed) -> None:
+    proto = _idiom_net(clip_attrs, div, swap)
+    model = from_proto(proto)
+    assert hard_swish_idioms(model.graph) == 1
+    rewritten = model.to_onnx()
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("HardSigmoid") == 1 and "Clip" not in ops and "Div" not in ops and ops.count("Mul") == 1
+    x = (np.random.default_rng(seed).standard_normal((1, 3, 10, 10)) * 4).astype(np.float32)
+    want = runtime.session(proto).run(None, {"input": x})[0]
+    got = runtime.session(rewritten).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_hard_swish_idiom_is_left_alone_when_a_part_has_another_reader() -> None:
+    proto = _idiom_net(False, True, False)
+    proto.graph.output.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 4, 10, 10]))
+    model = from_proto(proto)
+    assert hard_swish_idioms(model.graph) == 0
+
+
+def test_hard_swish_idiom_net_quantizes_to_integer_kernels(tmp_path) -> None:
+    proto = _idiom_net(False, True, False)
+    rng = np.random.default_rng(3)
+    feeds = [{"input": rng.standard_normal((1, 3, 10, 10)).astype(np.float32)} for _ in range(4)]
+    model = from_proto(graphopt.optimize(proto, level=2))
+    quantize_model(model, feeds, "ort", {"cache": False})  # the automatic layer choice: the Mul is no layer of its own
+    fused = _fused_ops(model.to_onnx(), tmp_path)
+    assert "QLinearAdd" in fused and "QLinearMul" in fused, fused
+    assert not {"Clip", "Div", "Mul", "HardSigmoid"} & set(fused), fused
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(model.to_onnx()).run(None, f) for f in feeds]
+    assert output_error(ref, got)[0] < 0.05

@@ -561,9 +561,11 @@ def _clipped_or_full(
     elsewhere the clipped ones win. Measuring the whole model settles it."""
     original = model.to_onnx()
     runs = []
-    quiet = logging.getLogger("graphopt.quantize")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the kept run's warnings are logged once, below
+    def drop_notes(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR  # a run's notes (its report.warnings) are logged once, below
+
+    # a filter on the driver's own logger: what other modules log (a damaged calibration cache, say) still shows
+    logger.addFilter(drop_notes)
     try:
         for method in ("percentile", "minmax"):
             m = from_proto(original)
@@ -571,7 +573,7 @@ def _clipped_or_full(
             rep = quantize_model(m, batches, target, sub, progress=progress, sources=sources)
             runs.append((rep.error_rel, method != "percentile", m, rep))
     finally:
-        quiet.setLevel(level)
+        logger.removeFilter(drop_notes)
     errors = {("minmax" if r[1] else "percentile"): r[0] for r in runs}
     _, full, best, report = min(runs, key=lambda r: (r[0], r[1]))
     model.take_contents(best)

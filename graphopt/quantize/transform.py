@@ -187,7 +187,9 @@ def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: l
         if n.domain not in STANDARD_DOMAINS or n.op_type not in ("HardSigmoid", "HardSwish") or len(n.inputs) != 1:
             continue
         x, y = n.inputs[0], n.outputs[0] if n.outputs else None
-        if x is None or y is None or id(x) not in params or id(y) not in params or y.dtype != FLOAT:
+        if x is None or y is None or id(x) not in params or y.dtype != FLOAT:
+            continue
+        if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params)):
             continue
         if n.op_type == "HardSwish":
             alpha, beta = 1.0 / 6.0, 0.5
@@ -239,6 +241,22 @@ def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: l
         else:
             drop.add(id(y))  # carried by the DequantizeLinear above
     return [v for v in quantized if id(v) not in drop]
+
+
+def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
+    """Whether ``h`` is read only by a Mul of ``x`` and ``h`` whose output is quantized: ``x * HardSigmoid(x)``, a
+    hard-swish the plan leaves to this rewrite (``analysis.hard_swish_mul``), QLinearMul once ``h`` is integer."""
+    if len(h.uses) != 1:
+        return False
+    ((mul, _),) = h.uses
+    out = mul.outputs[0] if mul.outputs else None
+    return (
+        mul.op_type == "Mul"
+        and mul.domain in STANDARD_DOMAINS
+        and {id(v) for v in mul.inputs} == {id(x), id(h)}
+        and out is not None
+        and id(out) in params
+    )
 
 
 def _absorbable_relu(
