@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
 
 FLOAT = onnx.TensorProto.FLOAT
 INT32_MAX = 2**31 - 1
@@ -200,10 +200,17 @@ def _local(node: Node) -> bool:
 
 def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
     """The nodes to quantize, in the main graph and in If/Loop bodies (Scan bodies stay float), and the activations
-    calibration has to measure."""
+    calibration has to measure. Target ort: first rewrites hard-swish idioms in ``graph`` (:func:`hard_swish_idioms`,
+    the same function up to float rounding)."""
     selection = selection or Selection()
+    if target == "ort":
+        hard_swish_idioms(graph)  # x * Clip(x + 3, 0, 6) / 6 as x * HardSigmoid(x): integer kernels, see there
     nodes = [n for n in graph.all_nodes() if _in_quantizable_graph(n, graph)]
     nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
+    if target == "ort":
+        # x * HardSigmoid(x) is one hard-swish: transform writes it with integer kernels when x and its output are
+        # quantized, as it does the HardSwish op (the Mul alone is not a layer to choose for)
+        nodes = [n for n in nodes if not hard_swish_mul(n)]
     wanted: dict[str, None] = {}
     for n in nodes:
         for i in activation_inputs(n):
@@ -226,6 +233,100 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
                     if _is_float_activation(v):
                         wanted[v.name] = None  # type: ignore[index]
     return Plan(target, nodes, list(wanted))
+
+
+def _scalar(v: Value | None) -> float | None:
+    """The value of a one-element float constant, else None."""
+    c = constant_array(v) if v is not None else None
+    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype.kind == "f" else None
+
+
+def _only_reader(v: Value | None, graph: Graph) -> Node | None:
+    """The single node reading ``v`` (in ``graph``), when ``v`` is not a graph output and has exactly one use."""
+    if v is None or len(v.uses) != 1 or graph.is_output(v):
+        return None
+    ((user, _),) = v.uses
+    return user if user.graph is graph and user.domain in STANDARD_DOMAINS else None
+
+
+def _clip_bounds(node: Node) -> tuple[float | None, float | None]:
+    if len(node.inputs) > 1 or "min" not in node.attrs and "max" not in node.attrs:
+        lo = _scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        hi = _scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        return lo, hi
+    return node.attr("min"), node.attr("max")
+
+
+def hard_swish_mul(node: Node) -> bool:
+    """Whether ``node`` is the Mul of ``x * HardSigmoid(x)`` (a hard-swish), the HardSigmoid read by it alone."""
+    if node.op_type != "Mul" or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2:
+        return False
+    a, b = node.inputs
+    for x, h in ((a, b), (b, a)):
+        p = h.producer if h is not None else None
+        if (
+            p is not None
+            and p.op_type == "HardSigmoid"
+            and p.domain in STANDARD_DOMAINS
+            and p.inputs[0] is x
+            and len(h.uses) == 1  # type: ignore[union-attr]
+        ):
+            return True
+    return False
+
+
+def hard_swish_idioms(graph: Graph) -> int:
+    """Write ``x * Clip(x + 3, 0, 6) / 6`` (PaddlePaddle's and older torch exports' hard-swish before opset 14) as
+    ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2), in ``graph`` and its If/Loop bodies; returns how many.
+
+    The same function (equal up to float rounding); target ort then runs it as QLinearAdd + QLinearMul (see
+    ``transform._integer_hard_sigmoids``) where the four float ops would be an island between DQ and Q."""
+    count = 0
+    for g in (graph, *graph.subgraphs()):
+        for add in list(g):
+            if add.op_type != "Add" or add.domain not in STANDARD_DOMAINS or len(add.inputs) != 2:
+                continue
+            a, b = add.inputs
+            x = a if _scalar(b) == 3.0 else b if _scalar(a) == 3.0 else None
+            if x is None or x.const is not None:  # (x is float: Add's operands share the float constant's type)
+                continue
+            clip = _only_reader(add.outputs[0], g)
+            if clip is None or clip.op_type != "Clip" or clip.inputs[0] is not add.outputs[0]:
+                continue
+            lo, hi = _clip_bounds(clip)
+            if lo is None or hi is None or float(lo) != 0.0 or float(hi) != 6.0:
+                continue
+            mul = _only_reader(clip.outputs[0], g)
+            if mul is None or mul.op_type != "Mul" or len(mul.inputs) != 2:
+                continue
+            if {id(v) for v in mul.inputs} != {id(x), id(clip.outputs[0])}:
+                continue
+            last = _only_reader(mul.outputs[0], g)
+            if last is None or len(last.inputs) != 2 or last.inputs[0] is not mul.outputs[0]:
+                continue
+            k = _scalar(last.inputs[1])
+            if k is None or not (
+                (last.op_type == "Div" and k == 6.0) or (last.op_type == "Mul" and abs(k * 6.0 - 1.0) < 1e-6)
+            ):
+                continue
+            y = last.outputs[0]
+            base = add.name or "hard_swish"
+            h = Value(g.unique_name(f"{base}_hard_sigmoid"), FLOAT, x.shape)
+            hs = Node(
+                "HardSigmoid", [x], {"alpha": 1.0 / 6.0, "beta": 0.5}, outputs=[h], name=g.unique_name(f"{base}_HS")
+            )
+            out = Value(g.unique_name(f"{base}_hard_swish"), FLOAT, y.shape)
+            mm = Node("Mul", [x, h], outputs=[out], name=g.unique_name(f"{base}_Mul"))
+            g.insert_before(add, hs)
+            g.insert_after(hs, mm)
+            name = y.name
+            g.replace_all_uses_with(y, out)
+            for n in (last, mul, clip, add):
+                g.remove(n)
+            y.name = g.unique_name(f"{name}_replaced")
+            out.name = name
+            count += 1
+    return count
 
 
 def _in_quantizable_graph(node: Node, main: Graph) -> bool:

@@ -114,6 +114,9 @@ class QuantizeConfig:
     plain quantizes); None: no time limit."""
     guard_label: str = "--max-error"
     """How reasons and warnings name the accuracy guard's budget."""
+    clip_check: bool = True
+    """``percentile``: also quantize with the full (min to max) ranges and keep the model whose output error on the
+    calibration set is lower (models up to :data:`CLIP_CHECK_MAX_BYTES` of weights); see ``_clipped_or_full``."""
     smooth_alpha: float | None = SMOOTH_ALPHA
     """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
     smooth_mode: str = "mul"
@@ -291,7 +294,10 @@ def quantize_model(
 
     ``sources`` names where each feed came from (its file) in errors."""
     cfg = QuantizeConfig.of(config)
-    st = _State(model, _checked_feeds(model, feeds, cfg, sources), target, cfg, progress, sources)
+    batches = _checked_feeds(model, feeds, cfg, sources)
+    if cfg.method == "percentile" and cfg.clip_check and initializer_bytes(model) <= CLIP_CHECK_MAX_BYTES:
+        return _clipped_or_full(model, batches, target, cfg, progress, sources)  # two runs of this function
+    st = _State(model, batches, target, cfg, progress, sources)
     _prepare(st)  # opset upgrade, the plan, weight options
     _smooth_activations(st)  # SmoothQuant
     _calibrate(st)  # activation ranges
@@ -828,6 +834,57 @@ class _FloorSearch:
     def worst(self, steps: Sequence[tuple[str, str]], count: int) -> list[str]:
         """The layers found needed, then the worst by estimate."""
         return list(dict.fromkeys(self.needed + [name for name, _ in steps if name in self.estimates]))[:count]
+
+
+CLIP_CHECK_MAX_BYTES = 64 * 2**20
+"""Largest model (weight bytes) the percentile method quantizes twice to check its clipping (``_clipped_or_full``)."""
+
+
+def _clipped_or_full(
+    model: Model,
+    batches: list[dict[str, np.ndarray]],
+    target: str,
+    cfg: QuantizeConfig,
+    progress: Progress | None,
+    sources: Sequence[str] | None,
+) -> QuantReport:
+    """The percentile method, checked: the model quantized with the percentile ranges and with the full ranges (min to
+    max), each through the whole pipeline (layer choice, accuracy guard, SQNR fallback); the one with the lower
+    output error on the calibration set is kept (the percentile one on a tie).
+
+    Cutting the tails trades coarser steps for every value against clipping the few beyond. Per tensor the rounding
+    error looks the larger cost, but a clipped tail errs with one sign and that bias adds up through convolutions and
+    pooling: on hard-swish nets (PP-LCNet, MobileNetV3) the full ranges give the output up to 9 dB more SQNR, while
+    elsewhere the clipped ones win. Measuring the whole model settles it."""
+    original = model.to_onnx()
+    runs = []
+
+    def drop_notes(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR  # a run's notes (its report.warnings) are logged once, below
+
+    # a filter on the driver's own logger: what other modules log (a damaged calibration cache, say) still shows
+    logger.addFilter(drop_notes)
+    try:
+        for method in ("percentile", "minmax"):
+            m = from_proto(original)
+            sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False})
+            rep = quantize_model(m, batches, target, sub, progress=progress, sources=sources)
+            runs.append((rep.error_rel, method != "percentile", m, rep))
+    finally:
+        logger.removeFilter(drop_notes)
+    errors = {("minmax" if r[1] else "percentile"): r[0] for r in runs}
+    _, full, best, report = min(runs, key=lambda r: (r[0], r[1]))
+    model.take_contents(best)
+    if full:
+        report.method = "minmax"  # the JSON report says which ranges the written model has
+        logger.info(
+            "calibration: min-to-max ranges kept, the percentile ones gave the output error %.3g against %.3g",
+            errors["percentile"],
+            errors["minmax"],
+        )
+    for note in report.warnings:
+        logger.warning("%s", note)
+    return report
 
 
 def _dynamic_and_tables(

@@ -35,6 +35,9 @@ class Options:
     per_channel: bool = True
     reduce_range: bool = False
     """Quantize weights to 7 bits ([-64, 64]) so u8s8 products cannot saturate int16 on CPUs without VNNI."""
+    integer_hard_sigmoid: bool = True
+    """Target ort: HardSigmoid and HardSwish between quantized tensors run as QLinearAdd (+ QLinearMul), see
+    :func:`_integer_hard_sigmoids`, instead of a float island DQ -> op -> Q."""
     float_outputs: frozenset[str] = frozenset()
     """Names of planned nodes whose output stays float (int8 inputs only: onnxruntime runs a MatMul so as
     MatMulIntegerToFloat), chosen when quantizing the output would cost too much accuracy."""
@@ -130,6 +133,9 @@ def _apply_graph(
             params[id(v)] = p
             quantized.append(v)
 
+    if target == "ort" and options.integer_hard_sigmoid:
+        quantized = _integer_hard_sigmoids(graph, params, quantized)
+
     # 3. weights and biases
     weight_cache: dict[tuple[int, int], tuple[Value, np.ndarray]] = {}
     for n in kept:
@@ -160,6 +166,97 @@ def _apply_graph(
             if layer.output is None and out is not None and name and out.dtype == FLOAT:
                 layer.output, layer.dequantized = name, carried.get(name, out.name)
     return result
+
+
+def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: list[Value]) -> list[Value]:
+    """onnxruntime has no integer HardSigmoid or HardSwish: between a quantized input and a quantized output they run
+    as DQ -> float op -> Q, three passes over the tensor. Written with ops it fuses instead:
+
+    ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0) is an Add of the constant
+    ``beta/alpha`` (QLinearAdd) whose uint8 output, scale ``1/(255 alpha)`` and zero point 0, saturates exactly at
+    the clip's bounds; the factor alpha is the DequantizeLinear after it reading the same integers with scale
+    ``1/255`` (a Q -> DQ pair with unequal scales is a multiplication, and onnxruntime fuses each side into its own
+    QLinear op). The result is ``HardSigmoid(x)`` rounded to a step of 1/255, the grid a calibrated quantization of
+    its [0, 1] output would use. ``HardSwish(x) = x * HardSigmoid(x)`` then is a Mul of two dequantized tensors with
+    a quantized output: QLinearMul.
+
+    Applies where ``x`` and the op's output are both quantized (``params``); returns ``quantized`` without the
+    outputs that now carry their own Q/DQ."""
+    drop: set[int] = set()
+    for n in list(graph):
+        if n.domain not in STANDARD_DOMAINS or n.op_type not in ("HardSigmoid", "HardSwish") or len(n.inputs) != 1:
+            continue
+        x, y = n.inputs[0], n.outputs[0] if n.outputs else None
+        if x is None or y is None or id(x) not in params or y.dtype != FLOAT:
+            continue
+        if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params)):
+            continue
+        if n.op_type == "HardSwish":
+            alpha, beta = 1.0 / 6.0, 0.5
+        else:
+            alpha, beta = float(n.attr("alpha", 0.2)), float(n.attr("beta", 0.5))
+        if not (np.isfinite(alpha) and np.isfinite(beta) and alpha > 0.0):
+            continue
+        base = n.name or n.op_type
+        shift = beta / alpha
+        # the constant as a DequantizeLinear of one uint8, exact: 255 * (shift / 255) or 0 with zero point 255
+        cq, cs, cz = (255, shift / 255.0, 0) if shift > 0 else (0, -shift / 255.0, 255) if shift < 0 else (0, 1.0, 0)
+        c = prepend_dequantize(
+            graph,
+            f"{base}_shift",
+            [
+                graph.make_constant(Tensor.from_numpy(np.asarray(cq, dtype=np.uint8)), f"{base}_shift_quantized"),
+                graph.make_constant(Tensor.from_numpy(np.asarray(cs, dtype=np.float32)), f"{base}_shift_scale"),
+                graph.make_constant(Tensor.from_numpy(np.asarray(cz, dtype=np.uint8)), f"{base}_shift_zero_point"),
+            ],
+            {},
+            (),
+        )
+        shifted = Value(graph.unique_name(f"{base}_shifted"), FLOAT, y.shape if n.op_type == "HardSigmoid" else x.shape)
+        add = Node("Add", [x, c], outputs=[shifted], name=graph.unique_name(f"{base}_Add"))
+        zero = graph.make_constant(Tensor.from_numpy(np.asarray(0, dtype=np.uint8)), f"{base}_zero_point")
+        wide = graph.make_constant(
+            Tensor.from_numpy(np.asarray(1.0 / (255.0 * alpha), dtype=np.float32)), f"{base}_clip_scale"
+        )
+        unit = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 255.0, dtype=np.float32)), f"{base}_scale")
+        qv = Value(graph.unique_name(f"{base}_quantized"), onnx.TensorProto.UINT8)
+        q = Node("QuantizeLinear", [shifted, wide, zero], outputs=[qv], name=graph.unique_name(f"{base}_Quantize"))
+        hv = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, shifted.shape)
+        dq = Node("DequantizeLinear", [qv, unit, zero], outputs=[hv], name=graph.unique_name(f"{base}_Dequantize"))
+        new = [add, q, dq]
+        out = hv
+        if n.op_type == "HardSwish":
+            out = Value(graph.unique_name(f"{base}_out"), FLOAT, y.shape)
+            new.append(Node("Mul", [x, hv], outputs=[out], name=graph.unique_name(f"{base}_Mul")))
+        for m in new:
+            graph.insert_before(n, m)
+        name = y.name
+        graph.replace_all_uses_with(y, out)
+        graph.remove(n)
+        y.name = graph.unique_name(f"{name}_replaced")
+        out.name = name
+        if n.op_type == "HardSwish":
+            params[id(out)] = params.pop(id(y))  # the Mul's output keeps the calibrated quantization of HardSwish's
+            quantized = [out if v is y else v for v in quantized]
+        else:
+            drop.add(id(y))  # carried by the DequantizeLinear above
+    return [v for v in quantized if id(v) not in drop]
+
+
+def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
+    """Whether ``h`` is read only by a Mul of ``x`` and ``h`` whose output is quantized: ``x * HardSigmoid(x)``, a
+    hard-swish the plan leaves to this rewrite (``analysis.hard_swish_mul``), QLinearMul once ``h`` is integer."""
+    if len(h.uses) != 1:
+        return False
+    ((mul, _),) = h.uses
+    out = mul.outputs[0] if mul.outputs else None
+    return (
+        mul.op_type == "Mul"
+        and mul.domain in STANDARD_DOMAINS
+        and {id(v) for v in mul.inputs} == {id(x), id(h)}
+        and out is not None
+        and id(out) in params
+    )
 
 
 def _absorbable_relu(
