@@ -445,7 +445,7 @@ def quantize_model(
     extra: list[LayerReport] = []
     if chosen and target == "ort":
         extra = _dynamic_and_tables(
-            model, {c.name: c.reason for c in chosen.values() if c.mode == "dynamic"}, cfg, reduce_range
+            model, {c.name: c.reason for c in chosen.values() if c.mode == "dynamic"}, cfg, reduce_range, batches
         )
     PassManager("dce,remove-unused").run(model, target=target)  # the float weights nothing reads any more
     timings["insert"] = time.perf_counter() - t0
@@ -535,15 +535,24 @@ def quantize_model(
 
 
 def _dynamic_and_tables(
-    model: Model, reasons: Mapping[str, str], cfg: QuantizeConfig, reduce_range: bool
+    model: Model,
+    reasons: Mapping[str, str],
+    cfg: QuantizeConfig,
+    reduce_range: bool,
+    batches: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> list[LayerReport]:
-    """The automatic choice's other forms: dynamic int8 for the MatMul/Gemm layers it named, int8 rows for the
-    embedding tables (Gather-read vocabulary tables that the selection allows)."""
-    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    """The automatic choice's other forms: dynamic int8 for the MatMul/Gemm layers it named (per token where it
+    pays on ``batches``: ``dynamic.measured_forms``), int8 rows for the embedding tables (Gather-read vocabulary
+    tables that the selection allows)."""
+    from graphopt.quantize.dynamic import measured_forms, quantize_dynamic_nodes
     from graphopt.quantize.embeddings import quantize_embeddings
 
     nodes = [n for n in model.graph if n.name in reasons]
-    out = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range) if nodes else []
+    out = []
+    if nodes:
+        sample = list(batches)[: choice.MAX_BATCHES]
+        forms = measured_forms(model, nodes, sample, per_channel=cfg.per_channel, threads=cfg.threads)
+        out = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range, forms=forms)
     for layer in out:
         if layer.mode == "dynamic" and layer.name in reasons:
             layer.note = reasons[layer.name]
