@@ -17,9 +17,16 @@ Forms (``form=``; ``FORMS``), measured under onnxruntime 1.32 on the real-weight
   MatMulIntegerToFloat (used) about 680 us (70 us of it the per-token scales). Sharing one DynamicQuantizeLinear
   between Q/K/V (MatMulIntegerToFloat) ran slower than three DynamicQuantizeMatMul.
 * ``auto`` (the default) takes ``pertoken`` for a MatMul whose input is an activation function's output (the FFN
-  down-projection, where a few tokens carry values far above the rest) and ``dqmatmul`` elsewhere (after a
-  LayerNorm every token has the same spread): cosine 0.9987 on both models at the speed of ``dqmatmul`` (within the
-  machine's noise; ``benchmarks/RESULTS-transformers-int8.md``).
+  down-projection, where a few tokens can carry values far above the rest) and ``dqmatmul`` elsewhere; the driver
+  narrows it with :func:`measured_forms`: per token only where it is :data:`PERTOKEN_GAIN_DB` better than per tensor
+  on the measurement inputs (on both MiniLM-L3 models: the first layer's down-projection only, cosine 0.9986 /
+  0.9987 as with all three, ``benchmarks/RESULTS-transformers-int8.md``).
+
+What onnxruntime runs fastest (its profiles and optimized graphs, 1 thread, next to ``quantize_dynamic``'s model):
+a bias inside the kernel (:func:`fold_trailing_bias`: onnxruntime fuses a bias into DynamicQuantizeMatMul only when
+it builds that node from MatMulInteger itself, so the bias Add after ours stayed a node); one kernel for the layers
+that read one input (:func:`merge_parallel`: one quantization of the input, one call); no per-column zero-point tensor
+(zeros are the default; a tensor of them takes onnxruntime's per-column offset path).
 
 Activation x activation MatMuls (attention scores) stay float: quantizing softmax probabilities per tensor is where
 onnxruntime's own ``quantize_dynamic`` loses accuracy (cosine 0.978 on the same model).
