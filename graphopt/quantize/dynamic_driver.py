@@ -16,7 +16,7 @@ import numpy as np
 
 from graphopt.core.ir import Model
 from graphopt.errors import GraphoptError
-from graphopt.quantize.dynamic import already_quantized, dynamic_candidates, quantize_dynamic_nodes
+from graphopt.quantize.dynamic import already_quantized, dynamic_candidates, measured_forms, quantize_dynamic_nodes
 from graphopt.quantize.embeddings import quantize_embeddings
 from graphopt.quantize.report import QuantReport
 
@@ -90,7 +90,8 @@ def quantize_model_dynamic(
     t0 = time.perf_counter()
     outputs = {n.name: n.outputs[0].name for n in nodes if n.outputs[0] is not None}
     bytes_before = initializer_bytes(model)
-    layers = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range)
+    forms = measured_forms(model, nodes, batches, per_channel=cfg.per_channel, threads=cfg.threads)
+    layers = quantize_dynamic_nodes(model, nodes, per_channel=cfg.per_channel, reduce_range=reduce_range, forms=forms)
     if want_tables:
         layers += quantize_embeddings(model, skip=skip)
     if not any(layer.mode for layer in layers):
@@ -127,15 +128,18 @@ def quantize_model_dynamic(
         if x.name in outputs
     ]
     per_layer = driver._layer_sqnr(base, quantized, probes, batches, cfg.threads)
+    # layers merged into one kernel (merge_parallel) are found in onnxruntime's graph under that kernel's name
+    kernel = {x.name: getattr(x, "merged_into", x.name) for x in done}
+    kernels = [analysis.Layer(k, "MatMul", output="", dequantized="") for k in dict.fromkeys(kernel.values())]
     try:
-        fused: dict[str, str] | None = driver._fused_layers(quantized, probes)  # type: ignore[arg-type]
+        fused: dict[str, str] | None = driver._fused_layers(quantized, kernels)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - the report then says "unknown" rather than failing the run
         driver.logger.warning("could not read onnxruntime's optimized graph: %s", exc)
         fused = None
     for layer in layers:
         if layer.mode == "dynamic":
             layer.sqnr_db = per_layer.get(layer.name, layer.sqnr_db)
-            layer.fused_as = fused.get(layer.name) if fused is not None else None
+            layer.fused_as = fused.get(kernel[layer.name]) if fused is not None else None
             layer.fused = None if fused is None else layer.fused_as is not None
     report.layers = [layer for layer in layers if layer.mode]
     timings["measure"] = time.perf_counter() - t0
