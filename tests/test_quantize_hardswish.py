@@ -259,3 +259,26 @@ def test_hard_swish_idiom_net_quantizes_to_integer_kernels(tmp_path) -> None:
     ref = [runtime.session(proto).run(None, f) for f in feeds]
     got = [runtime.session(model.to_onnx()).run(None, f) for f in feeds]
     assert output_error(ref, got)[0] < 0.05
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.DOUBLE, TensorProto.FLOAT16])
+def test_hard_swish_idiom_is_left_alone_outside_float32(dtype) -> None:
+    """onnxruntime's CPU HardSigmoid is float32 only: a float64 idiom rewritten would not run (and the new values are
+    typed float32)."""
+    proto = _idiom_net(False, True, False)
+    np_type = helper.tensor_dtype_to_np_dtype(dtype)
+    for init in proto.graph.initializer:
+        if init.name in ("three", "zero", "six", "sixth"):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np_type), init.name))
+    nodes = list(proto.graph.node)
+    nodes[1].input[:] = ["xd" if i == "x" else i for i in nodes[1].input]
+    nodes[3].input[:] = ["xd" if i == "x" else i for i in nodes[3].input]
+    nodes[4].output[:] = ["yd"]
+    nodes.insert(1, helper.make_node("Cast", ["x"], ["xd"], to=dtype))
+    nodes.insert(6, helper.make_node("Cast", ["yd"], ["y"], to=TensorProto.FLOAT))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    runtime.session(proto)  # the float model runs
+    model = from_proto(proto)
+    assert hard_swish_idioms(model.graph) == 0
+    runtime.session(model.to_onnx())

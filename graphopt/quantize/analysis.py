@@ -287,8 +287,10 @@ def hard_swish_idioms(graph: Graph) -> int:
             if add.op_type != "Add" or add.domain not in STANDARD_DOMAINS or len(add.inputs) != 2:
                 continue
             a, b = add.inputs
-            x = a if _scalar(b) == 3.0 else b if _scalar(a) == 3.0 else None
-            if x is None or x.const is not None:  # (x is float: Add's operands share the float constant's type)
+            x, three = (a, b) if _scalar(b) == 3.0 else (b, a) if _scalar(a) == 3.0 else (None, None)
+            if x is None or x.const is not None or constant_array(three).dtype != np.float32:
+                # float32 only (Add's operands share the constant's type): onnxruntime's CPU HardSigmoid has no
+                # double kernel, and the new values are typed float32
                 continue
             clip = _only_reader(add.outputs[0], g)
             if clip is None or clip.op_type != "Clip" or clip.inputs[0] is not add.outputs[0]:
