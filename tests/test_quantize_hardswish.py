@@ -282,3 +282,33 @@ def test_hard_swish_idiom_is_left_alone_outside_float32(dtype) -> None:
     model = from_proto(proto)
     assert hard_swish_idioms(model.graph) == 0
     runtime.session(model.to_onnx())
+
+
+def test_guard_candidates_are_written_as_the_final_model(tmp_path) -> None:
+    """The accuracy guard and the SQNR floor's search measure ``_with_modes`` candidates: they must get the final
+    model's transform options (integer HardSwish, the static-float-output layers), not a positional mix-up of them."""
+    from graphopt.core.shape_inference import infer_shapes
+    from graphopt.quantize import analysis, driver, transform
+    from graphopt.quantize import calibration as calib
+
+    proto = _hardswish_net(0)
+    rng = np.random.default_rng(1)
+    feeds = [{"input": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(2)]
+    model = from_proto(proto)
+    model.graph.name_unnamed_nodes()
+    infer_shapes(model)
+    sel = analysis.Selection()
+    the_plan = analysis.plan(model.graph, "ort", sel)
+    ranges = calib.collect(model, the_plan.tensors, feeds, cache=False).ranges("minmax", 99.999, symmetric=False)
+    layers = [n.name for n in the_plan.nodes if n.op_type not in analysis.SHARE]
+    last = [n.name for n in model.graph if n.op_type == "Conv"][-1]
+    for modes in ({name: "static" for name in layers}, {name: "static" for name in layers} | {last: "float-out"}):
+        modes = {k: "static-float-output" if m == "float-out" else m for k, m in modes.items()}
+        out = driver._with_modes(
+            model.to_onnx(), "ort", sel, ranges, transform.Options(), modes, driver.QuantizeConfig(), False
+        )
+        ops = [n.op_type for n in out.graph.node]
+        assert "HardSwish" not in ops and "HardSigmoid" not in ops, ops
+        writer = next(n for n in out.graph.node if "out" in n.output)
+        # the float output: no QuantizeLinear -> DequantizeLinear after the last Conv
+        assert (writer.op_type == "Conv") == (modes[last] == "static-float-output"), writer.op_type

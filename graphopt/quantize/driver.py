@@ -24,6 +24,7 @@ pipeline of stages over one ``_State``, each with one job:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -1046,7 +1047,7 @@ def _with_modes(
     )
     the_plan = analysis.plan(model.graph, target, sel)
     outs = frozenset(k for k, m in modes.items() if m == "static-float-output")
-    opts = transform.Options(options.per_channel, options.reduce_range, outs)
+    opts = dataclasses.replace(options, float_outputs=outs)  # the candidate is written as the final model is
     transform.apply(model.graph, the_plan, ranges, model.opset("") or 0, opts)
     if target == "ort":
         dyn = [n for n in model.graph if modes.get(n.name or "") == "dynamic"]
