@@ -420,3 +420,31 @@ def test_per_token_only_where_it_pays(outlier: float):
         (ref,) = _run(proto, feed)
         (got,) = _run(out, feed)
         assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_guard_candidates_use_the_measured_dynamic_forms() -> None:
+    """The accuracy guard and the SQNR floor's search measure ``driver._with_modes`` candidates: a dynamic layer after
+    an activation must take the form ``measured_forms`` gives the written model (here per tensor: the tokens have
+    the same spread), not the unmeasured per-token guess, or the guard measures another model than it writes."""
+    from graphopt.quantize import analysis, driver, dynamic, transform
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((16, 8)) * 0.3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("MatMul", ["r", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": rng.uniform(-1, 1, (4, 16)).astype(np.float32)} for _ in range(2)]
+    model = from_proto(proto)
+    infer_shapes(model)
+    forms = dynamic.measured_forms(model, [n for n in model.graph if n.name == "mm"], feeds)
+    assert forms["mm"][0] == "dqmatmul", forms
+    cfg = driver.QuantizeConfig()
+    out = driver._with_modes(
+        proto, "ort", analysis.Selection(), {}, transform.Options(), {"mm": "dynamic"}, cfg, False, batches=feeds
+    )
+    assert [n.op_type for n in out.graph.node if n.name == "mm"] == ["DynamicQuantizeMatMul"]

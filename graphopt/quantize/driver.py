@@ -786,7 +786,9 @@ class _FloorSearch:
         if st.progress:
             st.progress("SQNR floor", self.runs, None)
         base = _smoothed_base(st)(modes)
-        proto = _with_modes(base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range)
+        proto = _with_modes(
+            base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range, batches=st.batches
+        )
         rel, _ = output_error(st.reference, _run(proto, st.batches, threads=st.cfg.threads))
         logger.info("SQNR floor: %d steps taken, output error %.3g", len(taken), rel)
         self.errors[len(taken)] = rel
@@ -1033,10 +1035,12 @@ def _with_modes(
     cfg: QuantizeConfig,
     reduce_range: bool,
     tables: bool = True,
+    batches: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> onnx.ModelProto:
     """A quantized copy of ``base`` with each layer in its mode (static, static-float-output, dynamic or float);
-    ``tables``: embedding tables int8 too, as the final model has them."""
-    from graphopt.quantize.dynamic import quantize_dynamic_nodes
+    ``tables``: embedding tables int8 too, as the final model has them; the dynamic layers in the forms
+    ``_dynamic_and_tables`` measures on ``batches`` for the final model."""
+    from graphopt.quantize.dynamic import measured_forms, quantize_dynamic_nodes
     from graphopt.quantize.embeddings import quantize_embeddings
 
     model = from_proto(base)
@@ -1052,7 +1056,9 @@ def _with_modes(
     if target == "ort":
         dyn = [n for n in model.graph if modes.get(n.name or "") == "dynamic"]
         if dyn:
-            quantize_dynamic_nodes(model, dyn, per_channel=cfg.per_channel, reduce_range=reduce_range)
+            sample = list(batches)[: choice.MAX_BATCHES]
+            forms = measured_forms(model, dyn, sample, per_channel=cfg.per_channel, threads=cfg.threads)
+            quantize_dynamic_nodes(model, dyn, per_channel=cfg.per_channel, reduce_range=reduce_range, forms=forms)
         if tables and cfg.choice == "auto" and (cfg.op_types is None or "Gather" in cfg.op_types):
             quantize_embeddings(model, skip=_tables_excluded(model, cfg))  # as the written model has them
     return model.to_onnx()
@@ -1117,7 +1123,9 @@ def _guard(
     limit = float(cfg.max_error)  # type: ignore[arg-type]
     modes0 = {k: c.mode for k, c in chosen.items()}
     runs = 0
-    plain = _with_modes(base_for(modes0), target, selection, ranges, options, modes0, cfg, reduce_range)
+    plain = _with_modes(
+        base_for(modes0), target, selection, ranges, options, modes0, cfg, reduce_range, batches=batches
+    )
     steps: list[tuple[str, str]] = []
 
     def modes_at(k: int) -> dict[str, str]:
@@ -1134,7 +1142,17 @@ def _guard(
         proto = (
             plain
             if k == 0
-            else _with_modes(base_for(modes_at(k)), target, selection, ranges, options, modes_at(k), cfg, reduce_range)
+            else _with_modes(
+                base_for(modes_at(k)),
+                target,
+                selection,
+                ranges,
+                options,
+                modes_at(k),
+                cfg,
+                reduce_range,
+                batches=batches,
+            )
         )
         rel, _ = output_error(reference, _run(proto, batches, threads=cfg.threads))
         logger.info("accuracy guard: %d demotions, output error %.3g", k, rel)
@@ -1166,7 +1184,9 @@ def _guard(
         rank = {}
         for k in candidates:
             one = {**{j: "float" for j in modes0}, k: modes0[k]}
-            proto = _with_modes(base_for(one), target, selection, ranges, options, one, cfg, reduce_range)
+            proto = _with_modes(
+                base_for(one), target, selection, ranges, options, one, cfg, reduce_range, batches=batches
+            )
             rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
             measured_alone[k] = sqnr_db(-rank[k])
         steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
