@@ -112,7 +112,8 @@ class QuantizeConfig:
     demotable layers float, then bisection: enough for 2048 ranked steps)."""
     fallback_time: float | None = 2.0
     """... and at most this many times the plain quantize's time (so that the whole run takes at most about three
-    plain quantizes); None: no time limit."""
+    plain quantizes; with the percentile method's check, ``clip_check``, each of its two runs has this budget);
+    None: no time limit."""
     guard_label: str = "--max-error"
     """How reasons and warnings name the accuracy guard's budget."""
     clip_check: bool = True
