@@ -312,3 +312,21 @@ def test_guard_candidates_are_written_as_the_final_model(tmp_path) -> None:
         writer = next(n for n in out.graph.node if "out" in n.output)
         # the float output: no QuantizeLinear -> DequantizeLinear after the last Conv
         assert (writer.op_type == "Conv") == (modes[last] == "static-float-output"), writer.op_type
+
+
+def test_percentile_check_logs_the_kept_runs_records_once(caplog) -> None:
+    """The percentile check runs the pipeline twice: the kept run's log records (not only its report.warnings: the
+    opset conversion, a per-layer SQNR it could not read, ...) are logged once, the other run's not at all."""
+    import logging
+
+    proto = _idiom_net(True, True, False)  # opset 10: converted to 13 for per-channel Q/DQ
+    rng = np.random.default_rng(3)
+    feeds = [{"input": rng.standard_normal((1, 3, 10, 10)).astype(np.float32)} for _ in range(4)]
+    model = from_proto(proto)
+    with caplog.at_level(logging.INFO, logger="graphopt.quantize"):
+        report = quantize_model(model, feeds, "ort", {"cache": False, "choice": "static", "fallback": False})
+    assert report.opset_upgraded == (10, 13)
+    converted = [r for r in caplog.records if "converted to 13" in r.getMessage()]
+    assert len(converted) == 1, [r.getMessage() for r in caplog.records]
+    for note in report.warnings:
+        assert sum(r.getMessage() == note for r in caplog.records) == 1, note

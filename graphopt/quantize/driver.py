@@ -862,23 +862,30 @@ def _clipped_or_full(
     elsewhere the clipped ones win. Measuring the whole model settles it."""
     original = model.to_onnx()
     runs = []
+    held: list[logging.LogRecord] = []
 
-    def drop_notes(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR  # a run's notes (its report.warnings) are logged once, below
+    def hold(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        held.append(record)  # each run's own records (its notes, a missing per-layer SQNR, ...): the kept run's
+        return False  # are logged once it is known, the other run's not at all
 
     # a filter on the driver's own logger: what other modules log (a damaged calibration cache, say) still shows
-    logger.addFilter(drop_notes)
+    logger.addFilter(hold)
     try:
         for method in ("percentile", "minmax"):
             m = from_proto(original)
             sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False})
+            start = len(held)
             rep = quantize_model(m, batches, target, sub, progress=progress, sources=sources)
-            runs.append((rep.error_rel, method != "percentile", m, rep))
+            runs.append((rep.error_rel, method != "percentile", m, rep, held[start:]))
     finally:
-        logger.removeFilter(drop_notes)
+        logger.removeFilter(hold)
     errors = {("minmax" if r[1] else "percentile"): r[0] for r in runs}
-    _, full, best, report = min(runs, key=lambda r: (r[0], r[1]))
+    _, full, best, report, records = min(runs, key=lambda r: (r[0], r[1]))
     model.take_contents(best)
+    for record in records:
+        logger.handle(record)
     if full:
         report.method = "minmax"  # the JSON report says which ranges the written model has
         logger.info(
@@ -886,8 +893,6 @@ def _clipped_or_full(
             errors["percentile"],
             errors["minmax"],
         )
-    for note in report.warnings:
-        logger.warning("%s", note)
     return report
 
 
