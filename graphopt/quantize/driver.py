@@ -77,6 +77,8 @@ PER_CHANNEL_OPSET = 13
 """The first opset whose QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales)."""
 SMOOTH_ALPHA = 0.5
 """SmoothQuant's default alpha (see benchmarks/RESULTS-quantize.md for the sweep that chose it)."""
+SLOW_SPEEDUP = 1.0
+"""Target ort: an int8 model measured slower than this (fp32 time over int8 time) gets a warning."""
 SQNR_FLOOR_DB = 10.0
 """Below this output SQNR (a relative error above ~0.32: a third of the output is noise) the int8 model is flagged
 and falls back layer by layer (the accuracy guard with the floor's error as its budget); see ``fallback``."""
@@ -121,6 +123,10 @@ class QuantizeConfig:
     calibration set is lower (models up to :data:`CLIP_CHECK_MAX_BYTES` of weights); see ``_clipped_or_full``."""
     smooth_alpha: float | None = SMOOTH_ALPHA
     """SmoothQuant's migration strength for MatMul/Gemm with constant weights (None: no smoothing)."""
+    measure_speed: bool = True
+    """Target ort: time the final int8 model against the float one (1 thread, first calibration batch, a few runs)
+    into ``QuantReport.speedup``, with a warning below :data:`SLOW_SPEEDUP`; False skips it (the accuracy guard's
+    own measurement is still reported when it was made on the final model)."""
     smooth_mode: str = "mul"
     """``fold``: smooth only where the scales fold exactly into the producer; ``mul``: elsewhere insert a Mul."""
     layer_min_db: float = 40.0
@@ -273,6 +279,8 @@ class _State:
     # _rewrite
     layers: list[analysis.Layer] = field(default_factory=list)
     extra: list[LayerReport] = field(default_factory=list)
+    guard_speed: float | None = None
+    """The accuracy guard's speed-up of the plain int8 model, when the final model is that one (no demotion)."""
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -505,8 +513,9 @@ def _run_guard(st: _State) -> None:
     """The accuracy guard of ``max_error`` (:func:`_guard`): the choices it demoted, the layers it kept float, and a
     note when the budget was not reached."""
     cfg = st.cfg
+    before = dict(st.chosen)
     with st.timed("sensitivity"):
-        st.chosen, kept, met = _guard(
+        st.chosen, kept, met, speed = _guard(
             _smoothed_base(st),
             st.target,
             st.selection,
@@ -525,6 +534,8 @@ def _run_guard(st: _State) -> None:
             progress=st.progress,
         )
         st.report.kept_float = kept
+        if speed is not None and all(c.reason == st.chosen[k].reason for k, c in before.items()):
+            st.guard_speed = speed  # measured on the plain model, which is the final one: no demotion
         if not met:
             st.notes.append(
                 f"{cfg.guard_label} {cfg.max_error:g} not reached by the layers the guard may demote (with a plain "
@@ -631,6 +642,14 @@ def _finish(st: _State) -> QuantReport:
             f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it may be unusable; worst layers: {worst} "
             "(keep them float with --exclude, or use --max-error)"
         )
+    if st.target == "ort":
+        report.speedup = st.guard_speed
+        if report.speedup is None and cfg.measure_speed:
+            with st.timed("speed"):
+                report.speedup = _speedup(st.original, st.model.to_onnx(), st.batches[0])
+        note = speed_note(report)
+        if note:
+            st.notes.append(note)
     for note in st.notes:
         logger.warning("%s", note)
     report.warnings = st.notes
@@ -723,6 +742,23 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     if out_of_budget:
         st.notes.append(f"{budget_note()}: {len(kept)} layers kept float, perhaps more than needed")
     return _finish(st)
+
+
+def speed_note(report: QuantReport) -> str | None:
+    """The warning for an int8 model measured slower than :data:`SLOW_SPEEDUP` times fp32 (None otherwise): the
+    figure, how it was measured, and what the model keeps outside integer kernels."""
+    if report.speedup is None or not report.speedup < SLOW_SPEEDUP:
+        return None
+    floats = {c.name for c in report.choices if c.mode == "float"} | set(report.kept_float)
+    unfused = sum(1 for layer in report.layers if layer.fused is False)
+    why = [f"{len(floats)} layers kept float (each a float island between Q/DQ pairs)"] if floats else []
+    if unfused:
+        why.append(f"{unfused} of {len(report.layers)} quantized layers not fused into integer kernels")
+    why.append("Q/DQ per-op overhead")
+    return (
+        f"the int8 model is {report.speedup:.2f}x the speed of fp32 under onnxruntime (1 thread, on the first "
+        f"calibration batch): {', '.join(why)}; consider --quantize-ops for the heavy layers only, or keeping fp32"
+    )
 
 
 def _restore_float(st: _State) -> None:
@@ -875,7 +911,8 @@ def _clipped_or_full(
     try:
         for method in ("percentile", "minmax"):
             m = from_proto(original)
-            sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False})
+            # the kept model alone is timed (below), unless the guard's measurement came with it
+            sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False, "measure_speed": False})
             start = len(held)
             rep = quantize_model(m, batches, target, sub, progress=progress, sources=sources)
             runs.append((rep.error_rel, method != "percentile", m, rep, held[start:]))
@@ -886,6 +923,14 @@ def _clipped_or_full(
     model.take_contents(best)
     for record in records:
         logger.handle(record)
+    if target == "ort" and report.speedup is None and cfg.measure_speed:
+        start = time.perf_counter()
+        report.speedup = _speedup(original, best.to_onnx(), batches[0])
+        report.seconds["speed"] = time.perf_counter() - start
+        note = speed_note(report)
+        if note:
+            logger.warning("%s", note)
+            report.warnings.append(note)
     if full:
         report.method = "minmax"  # the JSON report says which ranges the written model has
         logger.info(
@@ -1113,7 +1158,7 @@ def _guard(
     dynamic: bool,
     reduce_range: bool,
     progress: Progress | None,
-) -> tuple[dict[str, choice.Choice], list[str], bool]:
+) -> tuple[dict[str, choice.Choice], list[str], bool, float | None]:
     """The accuracy guard of ``max_error``: demote the fewest layers (worst estimate first: static to dynamic where
     dynamic int8 can take the layer, else to float; then dynamic to float) until the output error on the calibration
     set is at most ``max_error``. Each step costs one run of the model over the calibration set, and the number of
@@ -1122,10 +1167,10 @@ def _guard(
     When the plain int8 model runs at least :data:`GUARD_MIN_SPEEDUP` times faster than the float one (measured:
     interleaved medians at 1 thread on the first calibration batch), float demotions stop at
     :data:`choice.FLOAT_MAC_SHARE` of the estimated layers' multiply-adds, so that the result keeps most of int8's
-    speed; returns the new choices, the layers the guard made float, and whether the
-    budget was met. With the exact ranking, ``measured_alone`` receives each ranked layer's model output SQNR with
-    it alone in int8. The exact ranking (one run per layer) is used only when those runs cost no more than
-    1.5 ``plain_seconds`` (the quantization's own time so far) plus a second."""
+    speed; returns the new choices, the layers the guard made float, whether the budget was met, and the plain
+    model's measured speed-up (None when not measured). With the exact ranking, ``measured_alone`` receives each
+    ranked layer's model output SQNR with it alone in int8. The exact ranking (one run per layer) is used only when
+    those runs cost no more than 1.5 ``plain_seconds`` (the quantization's own time so far) plus a second."""
     limit = float(cfg.max_error)  # type: ignore[arg-type]
     modes0 = {k: c.mode for k, c in chosen.items()}
     runs = 0
@@ -1164,7 +1209,9 @@ def _guard(
         logger.info("accuracy guard: %d demotions, output error %.3g", k, rel)
         return rel
 
-    def result(k: int, met: bool) -> tuple[dict[str, choice.Choice], list[str], bool]:
+    speed: float | None = None
+
+    def result(k: int, met: bool) -> tuple[dict[str, choice.Choice], list[str], bool, float | None]:
         out = dict(chosen)
         kept = []
         for name, mode in steps[:k]:
@@ -1173,7 +1220,7 @@ def _guard(
         for name, mode in modes_at(k).items():
             if mode == "float" and modes0.get(name) != "float":
                 kept.append(name)
-        return out, kept, met
+        return out, kept, met, speed
 
     t0 = time.perf_counter()
     if error_at(0) <= limit:

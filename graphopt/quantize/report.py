@@ -57,6 +57,9 @@ class QuantReport:
     param_bytes_before: int = 0
     param_bytes_after: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    speedup: float | None = None
+    """Target ort: fp32 time over int8 time under onnxruntime at 1 thread on the first calibration batch (medians of
+    interleaved runs); None when not measured (``QuantizeConfig.measure_speed`` off, another target)."""
     bits: int = 8
     """8: int8 QDQ; 4: weight-only int4 blocks (:mod:`graphopt.quantize.int4`)."""
     smoothed: list[Smoothed] = field(default_factory=list)
@@ -92,6 +95,7 @@ class QuantReport:
             "output_sqnr_db": clean(self.sqnr_db),
             "param_bytes_before": self.param_bytes_before,
             "param_bytes_after": self.param_bytes_after,
+            "speedup": None if self.speedup is None else round(self.speedup, 3),
             "kept_float": self.kept_float,
             "opset_upgraded": list(self.opset_upgraded) if self.opset_upgraded else None,
             "warnings": self.warnings,
