@@ -45,7 +45,7 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
-from graphopt.quantize.embeddings import _take_listings
+from graphopt.quantize.embeddings import _replace, _stand_in, _take_listings
 from graphopt.quantize.report import LayerReport
 from graphopt.quantize.tokens import (  # noqa: F401 - re-exported
     ACTIVATIONS,
@@ -352,13 +352,7 @@ def merge_parallel(graph: Graph, group: Sequence[Node], opset: int = 13) -> Node
         out = m.outputs[0]
         assert out is not None
         part.dtype, part.shape = out.dtype or FLOAT, out.shape
-        name = out.name
-        _take_listings(graph, out, part)
-        graph.replace_all_uses_with(out, part)
-        graph.remove(m, safe=False)
-        if not graph.is_output(part) and name:
-            out.name = graph.unique_name(f"{name}_float")
-            part.name = name
+        _stand_in(graph, m, part)
     return merged
 
 
@@ -505,17 +499,7 @@ def _rewrite(
             ]
             if bias is not None:
                 nodes.append(Node("Add", [scaled, bias], outputs=[new_out], name=graph.unique_name(f"{base}_bias")))
-    anchor = n
-    for m in nodes:
-        graph.insert_after(anchor, m)
-        anchor = m
-    name = out.name
-    _take_listings(graph, out, new_out)
-    graph.replace_all_uses_with(out, new_out)
-    graph.remove(n, safe=False)
-    if not graph.is_output(new_out) and name:
-        out.name = graph.unique_name(f"{name}_float")
-        new_out.name = name  # the layer's output keeps its name
+    _replace(graph, n, nodes, new_out)  # the layer's output keeps its name
     kernel = next(m for m in nodes if m.op_type in INTEGER_OPS and m.op_type != "DynamicQuantizeLinear")
     kernel.name = n.name or kernel.name  # the integer kernel keeps the layer's name (reports, onnxruntime's graph)
     folded = 0

@@ -63,22 +63,30 @@ def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
-def quantize_table(table: np.ndarray, bits: int = 8, block_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric quantization of a (rows, width) float table: ``(q, scale)`` with ``q`` int8 (values in [-127, 127],
-    or [-8, 7] for 4 bits) and ``scale`` float32 of shape (rows, 1) per row or (rows, ceil(width / block_size)).
-    ``q * scale`` (the scale repeated over each block) is the dequantized table."""
+def _blocks(table: np.ndarray, block: int | None) -> np.ndarray:
+    """A (rows, width) table as float64 blocks of shape (rows, ceil(width / block), block), the last one padded
+    with zeros (``block`` None: one block per row; a table of width 0: one empty block)."""
     if table.ndim != 2:
         raise GraphoptError(f"an embedding table must have rank 2, got shape {table.shape}")
     rows, width = table.shape
-    qmax = 127.0 if bits == 8 else 7.0
-    qmin = -127.0 if bits == 8 else -8.0
-    block = width if block_size is None else block_size
+    block = width if block is None else block
     nblocks = -(-width // block) if width else 1
     data = table.astype(np.float64)
     pad = nblocks * block - width
     if pad:
         data = np.pad(data, ((0, 0), (0, pad)))
-    blocks = data.reshape(rows, nblocks, block)
+    return data.reshape(rows, nblocks, block)
+
+
+def quantize_table(table: np.ndarray, bits: int = 8, block_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric quantization of a (rows, width) float table: ``(q, scale)`` with ``q`` int8 (values in [-127, 127],
+    or [-8, 7] for 4 bits) and ``scale`` float32 of shape (rows, 1) per row or (rows, ceil(width / block_size)).
+    ``q * scale`` (the scale repeated over each block) is the dequantized table."""
+    qmax = 127.0 if bits == 8 else 7.0
+    qmin = -127.0 if bits == 8 else -8.0
+    blocks = _blocks(table, block_size)
+    rows, nblocks, block = blocks.shape
+    width = table.shape[1]
     absmax = np.max(np.abs(blocks), axis=2) if block else np.zeros((rows, nblocks))
     scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
     q = np.clip(np.rint(blocks / scale.astype(np.float64)[:, :, None]), qmin, qmax).astype(np.int8)
@@ -92,16 +100,10 @@ def quantize_table_asymmetric(
     ``u`` and ``zp`` uint8 in [0, 2**bits - 1], the range of each block stretched to include 0 (as onnxruntime's own
     quantizer does). ``(u - zp) * scale`` is the dequantized table: a block's codes cover its own [min, max]
     instead of [-absmax, absmax], which halves the step of a block whose values lean to one side."""
-    if table.ndim != 2:
-        raise GraphoptError(f"an embedding table must have rank 2, got shape {table.shape}")
-    rows, width = table.shape
     levels = float((1 << bits) - 1)
-    nblocks = -(-width // block_size) if width else 1
-    data = table.astype(np.float64)
-    pad = nblocks * block_size - width
-    if pad:
-        data = np.pad(data, ((0, 0), (0, pad)))
-    blocks = data.reshape(rows, nblocks, block_size)
+    blocks = _blocks(table, block_size)
+    rows, nblocks, _ = blocks.shape
+    width = table.shape[1]
     lo = np.minimum(blocks.min(axis=2), 0.0)
     hi = np.maximum(blocks.max(axis=2), 0.0)
     scale = ((hi - lo) / levels).astype(np.float32)
@@ -267,10 +269,18 @@ def _pack(u: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _replace(graph: Graph, old: Node, nodes: list[Node], out: Value) -> None:
+    """``nodes`` inserted after ``old`` in order, then ``out`` stands for ``old``'s output (:func:`_stand_in`)."""
     anchor = old
     for n in nodes:
         graph.insert_after(anchor, n)
         anchor = n
+    _stand_in(graph, old, out)
+
+
+def _stand_in(graph: Graph, old: Node, out: Value) -> None:
+    """``out`` replaces ``old``'s (first) output for every reader and in the file's listings, and ``old`` is removed;
+    ``out`` takes the old output's name (reports and --exclude still find the layer), the old value a ``_float``
+    one, unless ``out`` is a graph output."""
     old_out = old.outputs[0]
     assert old_out is not None
     name = old_out.name
@@ -279,7 +289,7 @@ def _replace(graph: Graph, old: Node, nodes: list[Node], out: Value) -> None:
     graph.remove(old, safe=False)
     if not graph.is_output(out) and name and out.name != name:
         old_out.name = graph.unique_name(f"{name}_float")
-        out.name = name  # the rewritten Gather's output keeps its name (reports and --exclude still find it)
+        out.name = name
 
 
 def _gather_mul(graph: Graph, g: Node, qv: Value, sv: Value) -> None:
