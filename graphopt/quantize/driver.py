@@ -1118,10 +1118,10 @@ def _with_modes(
 KEPT_STATIC = "static int8 (convolution, pooling or Concat: kept static)"
 BODY_STATIC = "static int8 (inside an If/Loop body: not estimated, and the accuracy guard does not demote it)"
 GUARD_MIN_SPEEDUP = 1.5
+"""The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
 FALLBACK_MIN_SECONDS = 5.0
 """The SQNR floor's search may always take this long (on a small model a plain quantize takes a fraction of a second,
 mostly fixed costs)."""
-"""The accuracy guard keeps a model that was at least this much faster than fp32 (plain int8) above it."""
 
 
 def _speedup(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feed: Mapping[str, np.ndarray], runs: int = 5) -> float:
