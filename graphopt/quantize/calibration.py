@@ -79,6 +79,11 @@ class Stats:
     def seen(self) -> bool:
         return self.min <= self.max
 
+    @property
+    def count(self) -> int:
+        """How many (finite) values calibration saw of this tensor, over all batches."""
+        return int(self.hist.sum())
+
     def range(self, method: str = "minmax", percentile: float = 99.999, symmetric: bool = False) -> tuple[float, float]:
         """The calibrated ``(low, high)`` of this tensor under ``method``.
 
@@ -418,6 +423,11 @@ def _write_cache(path: Path, key: str, stats: dict[str, Stats]) -> None:
         raise
 
 
+FEW_VALUES = 16384
+"""A tensor calibration saw at most this many values of (over all batches: a pooled feature vector or a fully
+connected layer's activations over a few images) has its range estimated from too few samples: see :func:`widened`."""
+
+
 @dataclass
 class Calibration:
     """The statistics of each calibrated tensor, and whether they came from the cache."""
@@ -428,11 +438,34 @@ class Calibration:
     cache_file: Path | None
 
     def ranges(
-        self, method: str = "minmax", percentile: float = 99.999, symmetric: bool = False
+        self,
+        method: str = "minmax",
+        percentile: float = 99.999,
+        symmetric: bool = False,
+        headroom: float = 0.0,
+        few: int = FEW_VALUES,
     ) -> dict[str, tuple[float, float]]:
+        """Each seen tensor's range under ``method``; a tensor calibration saw at most ``few`` values of in all
+        gets its range widened by ``headroom`` (both ends scaled by ``1 + headroom``, see :func:`widened`)."""
         if method not in METHODS:
             raise GraphoptError(f"unknown calibration method {method!r} (choose from {', '.join(METHODS)})")
-        return {name: s.range(method, percentile, symmetric) for name, s in self.stats.items() if s.seen}
+        out = {}
+        for name, s in self.stats.items():
+            if s.seen:
+                lo, hi = s.range(method, percentile, symmetric)
+                out[name] = widened(lo, hi, headroom) if headroom > 0.0 and s.count <= few else (lo, hi)
+        return out
+
+
+def widened(lo: float, hi: float, headroom: float) -> tuple[float, float]:
+    """``(lo, hi)`` with both ends moved away from zero by the fraction ``headroom`` (a range from 0 stays from 0).
+
+    The largest of a few hundred values (a classifier's pooled features or its hidden fully connected layer, over 4
+    calibration images) underestimates the largest a new input gives: on held-out images such tensors exceed their
+    calibrated maximum by 15 % to 80 % (orinet's hidden layer, PP-LCNet's pooled features), and clipping exactly the
+    strongest features costs the output more than the coarser steps cost: orinet's held-out SQNR goes from 14 dB to
+    about 25 dB with a headroom of 0.5 (issue 16)."""
+    return lo * (1.0 + headroom) if lo < 0.0 else lo, hi * (1.0 + headroom) if hi > 0.0 else hi
 
 
 def expose(proto: onnx.ModelProto, names: Sequence[str]) -> tuple[onnx.ModelProto, dict[str, str]]:

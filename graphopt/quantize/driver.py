@@ -77,6 +77,8 @@ PER_CHANNEL_OPSET = 13
 """The first opset whose QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales)."""
 SMOOTH_ALPHA = 0.5
 """SmoothQuant's default alpha (see benchmarks/RESULTS-quantize.md for the sweep that chose it)."""
+HEADROOM = 0.5
+"""Default ``QuantizeConfig.headroom`` (issue 16: orinet and PP-LCNet's classifier on held-out images)."""
 SLOW_SPEEDUP = 1.0
 """Target ort: an int8 model measured slower than this (fp32 time over int8 time) gets a warning."""
 SQNR_FLOOR_DB = 10.0
@@ -91,6 +93,11 @@ class QuantizeConfig:
 
     method: str = "percentile"
     percentile: float = 99.999
+    headroom: float = HEADROOM
+    """A tensor calibration saw few values of (at most ``few_values`` over all batches: pooled features, a classifier's
+    fully connected layers) gets its range widened by this fraction at both ends (``calibration.widened``): its
+    largest values on new inputs exceed the few calibrated ones. 0 keeps the calibrated ranges as they are."""
+    few_values: int = calib.FEW_VALUES
     op_types: Sequence[str] | None = None
     exclude: Sequence[str] = ()
     exclude_ops: Sequence[str] = ()
@@ -266,6 +273,9 @@ class _State:
     # _calibrate
     calibrated: calib.Calibration = field(init=False)
     ranges: dict[str, tuple[float, float]] = field(init=False)
+    calibrated_ranges: dict[str, tuple[float, float]] = field(init=False)
+    """The ranges as calibrated, before ``headroom``: the per-layer choice judges each layer's own rounding error by
+    them (the headroom is a margin for new inputs, and the calibration set would only see its cost)."""
     # _start_report
     report: QuantReport = field(init=False)
     reference: list[list[np.ndarray]] = field(init=False)
@@ -331,6 +341,8 @@ def _checked_feeds(
         raise GraphoptError(f"unknown calibration method {cfg.method!r} (choose from {', '.join(calib.METHODS)})")
     if not 0.0 < cfg.percentile <= 100.0:
         raise GraphoptError(f"percentile must be in (0, 100], got {cfg.percentile}")
+    if not (math.isfinite(cfg.headroom) and cfg.headroom >= 0.0):
+        raise GraphoptError(f"headroom must be a finite fraction >= 0, got {cfg.headroom}")
     if cfg.max_error is not None and not cfg.max_error > 0:
         raise GraphoptError(f"max error must be positive, got {cfg.max_error}")
     if cfg.choice not in ("auto", "static"):
@@ -418,7 +430,11 @@ def _calibrate(st: _State) -> None:
             progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
             sources=st.sources,
         )
-    st.ranges = st.calibrated.ranges(cfg.method, cfg.percentile, symmetric=st.target == "tensorrt")
+    symmetric = st.target == "tensorrt"
+    st.calibrated_ranges = st.calibrated.ranges(cfg.method, cfg.percentile, symmetric=symmetric)
+    st.ranges = st.calibrated.ranges(
+        cfg.method, cfg.percentile, symmetric=symmetric, headroom=cfg.headroom, few=cfg.few_values
+    )
 
 
 def _start_report(st: _State) -> None:
@@ -455,7 +471,7 @@ def _choose(st: _State) -> None:
         st.estimates = estimates = choice.estimate(
             model,
             st.plan,
-            st.ranges,
+            st.calibrated_ranges,
             st.batches,
             per_channel=st.per_channel,
             reduce_range=st.reduce_range,
