@@ -463,8 +463,8 @@ def widened(lo: float, hi: float, headroom: float) -> tuple[float, float]:
     The largest of a few hundred values (a classifier's pooled features or its hidden fully connected layer, over 4
     calibration images) underestimates the largest a new input gives: on held-out images such tensors exceed their
     calibrated maximum by 15 % to 80 % (orinet's hidden layer, PP-LCNet's pooled features), and clipping exactly the
-    strongest features costs the output more than the coarser steps cost: orinet's held-out SQNR goes from 14 dB to
-    about 25 dB with a headroom of 0.5 (issue 16)."""
+    strongest features costs the output more than the coarser steps cost: with a headroom of 0.5 orinet's SQNR on
+    held-out images goes from 14 dB to 32 dB (4 images; 19 to 28 dB over 16), issue 16."""
     return lo * (1.0 + headroom) if lo < 0.0 else lo, hi * (1.0 + headroom) if hi > 0.0 else hi
 
 
