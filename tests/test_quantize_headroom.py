@@ -102,8 +102,10 @@ def test_headroom_keeps_new_inputs_strongest_features_from_clipping() -> None:
     assert _error(proto, wide, held_out) < 0.7 * _error(proto, tight, held_out)
 
 
-def test_negative_headroom_is_refused() -> None:
-    proto = _pooled()
+@pytest.mark.parametrize(
+    ("option", "value"), [("headroom", -0.1), ("headroom", float("nan")), ("few_values", -1), ("few_values", 2.5)]
+)
+def test_bad_headroom_options_are_refused(option: str, value: object) -> None:
     feeds = [{"x": np.ones((1, 8, 64, 64), np.float32)}]
-    with pytest.raises(GraphoptError, match="headroom"):
-        quantize_model(from_proto(proto), feeds, "ort", {"cache": False, "headroom": -0.1})
+    with pytest.raises(GraphoptError, match=option):
+        quantize_model(from_proto(_pooled()), feeds, "ort", {"cache": False, option: value})

@@ -343,6 +343,8 @@ def _checked_feeds(
         raise GraphoptError(f"percentile must be in (0, 100], got {cfg.percentile}")
     if not (math.isfinite(cfg.headroom) and cfg.headroom >= 0.0):
         raise GraphoptError(f"headroom must be a finite fraction >= 0, got {cfg.headroom}")
+    if isinstance(cfg.few_values, bool) or not isinstance(cfg.few_values, int) or cfg.few_values < 0:
+        raise GraphoptError(f"few_values must be a count >= 0, got {cfg.few_values!r}")
     if cfg.max_error is not None and not cfg.max_error > 0:
         raise GraphoptError(f"max error must be positive, got {cfg.max_error}")
     if cfg.choice not in ("auto", "static"):
