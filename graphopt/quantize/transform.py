@@ -261,7 +261,8 @@ def _scalar_affine(node: Node) -> tuple[Value, float, float] | None:
     a, b = node.inputs
     for x, c in ((a, b), (b, a)):
         k = constant_array(c) if c is not None else None
-        if x is None or x.const is not None or x.dtype != FLOAT or k is None:
+        # Mul and Add take one type: a float32 constant makes x float32 whatever x's annotation says
+        if x is None or x.const is not None or k is None:
             continue
         if k.dtype != np.float32 or k.size != 1 or k.ndim > 1 or not np.isfinite(k).all():
             continue
