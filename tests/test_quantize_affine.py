@@ -88,9 +88,43 @@ def test_chain_is_read_through_the_parameters_within_a_step(ops, padded, sign_b,
     # border also sees the shift of its padded taps, at most half a step each
     per_channel = np.abs(w).reshape(3, -1).sum(axis=1).reshape(1, 3, 1, 1)
     tol = per_channel * pu.scale * (1.0 if padded else 0.5) * 1.0001 + 1e-4
+    # the rewrite is Q(u - delta) read back plus delta: the reference graph computes that in those steps
+    delta = b - pu.scale * round(b / pu.scale)
+    ref = _shifted_reference(proto, pu, delta)
+    exact = runtime.session(ref, optimization="disabled").run(None, {"x": x})[0]
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1)) if padded else (slice(None),) * 4
     for level in ("all", "disabled"):
         got = runtime.session(rewritten, optimization=level).run(None, {"x": x})[0]
         assert np.all(np.abs(got - want) <= tol), (level, np.abs(got - want).max(), tol.min())
+        np.testing.assert_allclose(got[inner], exact[inner], rtol=1e-4, atol=1e-4)
+
+
+def _shifted_reference(proto: onnx.ModelProto, pu: Params, delta: float) -> onnx.ModelProto:
+    """``proto`` with ``Q(u - delta)`` dequantized, plus ``delta``, as the Conv's input."""
+    ref = onnx.ModelProto()
+    ref.CopyFrom(proto)
+    g = ref.graph
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    u = conv.input[0]
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(delta, np.float32), "delta"),
+            numpy_helper.from_array(np.array(pu.scale, np.float32), "su"),
+            numpy_helper.from_array(np.array(pu.zero_point, np.uint8), "zu"),
+        ]
+    )
+    steps = [
+        helper.make_node("Sub", [u, "delta"], ["r0"]),
+        helper.make_node("QuantizeLinear", ["r0", "su", "zu"], ["r1"]),
+        helper.make_node("DequantizeLinear", ["r1", "su", "zu"], ["r2"]),
+        helper.make_node("Add", ["r2", "delta"], ["r3"]),
+    ]
+    conv.input[0] = "r3"
+    nodes = list(g.node)
+    i = nodes.index(conv)
+    del g.node[:]
+    g.node.extend(nodes[:i] + steps + nodes[i:])
+    return ref
 
 
 def test_chain_is_left_alone_when_not_provably_an_affine_read() -> None:
