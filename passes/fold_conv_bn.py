@@ -5,6 +5,12 @@ In inference a BatchNormalization is a per-channel affine map ``y = a * x + b`` 
 channel axis it folds exactly: ``W' = W * a`` (scaling each output channel's slice of W) and ``c' = a * c + b``.
 The same holds for a constant per-channel ``Mul`` (a) or ``Add`` (b) after a Conv.
 
+Before a Conv, ``Conv(a * x + b)`` with ``a``, ``b`` per input channel is ``Conv_{W'}(x)`` with ``W' = W * a`` along
+the input channels and ``c' = c + sum over the window and input channels of W * b``: exact for the scale with any
+padding (a scaled zero is zero), for the shift only without padding (the padded zeros are not shifted, so a padded
+Conv is left alone). BatchNormalization and constant scalar or per-channel ``Mul``/``Add`` fold that way
+(PaddlePaddle's learnable affine blocks ``a * x + b`` after an activation, before a pointwise Conv).
+
 Handled producers and where their output channels sit in the weight:
 
 * Conv (1D/2D/3D, any group, depthwise too): W is ``[C_out, C_in/g, k...]``, channel axis 0;
@@ -24,9 +30,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.ir import Graph, Model, Node, Value
+from graphopt.core.shape_inference import infer_shapes
 from graphopt.core.tensors import Tensor
-from graphopt.engine.passes_api import PassContext, register_pass
+from graphopt.engine.passes_api import Pass, PassContext, register_pass
 from graphopt.patterns import Builder, Const, Decline, Match, Op, Opt, Rule, RuleSet, Var
 
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
@@ -217,37 +224,87 @@ def _affine_after(m: Match, b: Builder) -> list[Value | None]:
     return _fold_into_producer(m, b, lin, a, bb)
 
 
-def _bn_before(m: Match, b: Builder) -> Value:
-    """BN -> Conv without padding: Conv(a*x + b) = Conv_{W*a}(x) + Conv_W(b); Conv_W(b) is a per-channel constant."""
-    conv, bn = m.node("conv"), m.node("bn")
+def _zero_pads(conv: Node) -> bool:
     pads = conv.attr("pads")
-    if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or (pads is not None and any(pads)):
-        raise Decline("conv pads (padding zeros are not BN's output)")
-    affine = _bn_affine(bn, m.opset() or 1)
-    if affine is None:
-        raise Decline("not an inference BatchNormalization with constant parameters")
-    lin, _ = _linear_of(m, conv)
-    a, shift_in = affine
+    return conv.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID") and not (pads is not None and any(pads))
+
+
+def _fold_before(
+    m: Match, b: Builder, conv: Node, x: Value, lin: _Linear, scale: np.ndarray | None, shift: np.ndarray | None
+) -> Value:
+    """``Conv(scale * x + shift)`` (``scale``, ``shift``: one value per input channel) as one Conv of ``x``:
+    ``W' = W * scale`` along the input channels, ``bias' = bias + sum over input channels and window of W * shift``.
+
+    The shift part is exact only when every window lies inside the input (no padding: the padded zeros are not
+    shifted); the scale part is exact with any padding (a scaled zero is zero)."""
     w = lin.weight.astype(np.float64)
     group = int(conv.attr("group", 1))
     cin_g = w.shape[1]
-    if a.shape != (cin_g * group,):
-        raise Decline("channel count differs")
-    in_scale = a.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
-    in_shift = shift_in.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
-    new_w = w * in_scale.reshape(*in_scale.shape, *([1] * (w.ndim - 2)))
-    shift = (w.sum(axis=tuple(range(2, w.ndim))) * in_shift).sum(axis=1)
+
+    def per_output(v: np.ndarray) -> np.ndarray:  # [C_in] -> [C_out, C_in/group]: each output's group of inputs
+        return v.reshape(group, 1, cin_g).repeat(w.shape[0] // group, axis=1).reshape(w.shape[0], cin_g)
+
     c = np.zeros(w.shape[0]) if lin.bias is None else lin.bias.astype(np.float64)
+    if shift is not None:
+        c = c + (w.sum(axis=tuple(range(2, w.ndim))) * per_output(shift)).sum(axis=1)
+    if scale is not None:
+        w = w * per_output(scale).reshape(w.shape[0], cin_g, *([1] * (w.ndim - 2)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        new_w, new_c = w.astype(lin.weight.dtype), c.astype(lin.weight.dtype)
+    if not (np.isfinite(new_w).all() and np.isfinite(new_c).all()):
+        raise Decline("folded weight or bias not finite")  # an infinite weight would meet the padding's zeros
     w_val = conv.inputs[1]
     assert w_val is not None
     return b.copy(
         conv,
         inputs={
-            0: m.value("x"),
-            1: _weight_const(w_val, new_w.astype(lin.weight.dtype), b, "weight_folded"),
-            2: _weight_const(w_val, (c + shift).astype(lin.weight.dtype), b, "bias_folded"),
+            0: x,
+            1: _weight_const(w_val, new_w, b, "weight_folded"),
+            2: _weight_const(w_val, new_c, b, "bias_folded"),
         },
     )
+
+
+def _bn_before(m: Match, b: Builder) -> Value:
+    """BN -> Conv without padding: Conv(a*x + b) = Conv_{W*a}(x) + Conv_W(b); Conv_W(b) is a per-channel constant."""
+    conv, bn = m.node("conv"), m.node("bn")
+    if not _zero_pads(conv):
+        raise Decline("conv pads (padding zeros are not BN's output)")
+    affine = _bn_affine(bn, m.opset() or 1)
+    if affine is None:
+        raise Decline("not an inference BatchNormalization with constant parameters")
+    lin, _ = _linear_of(m, conv)
+    if affine[0].shape != (lin.weight.shape[1] * int(conv.attr("group", 1)),):
+        raise Decline("channel count differs")
+    return _fold_before(m, b, conv, m.value("x"), lin, *affine)
+
+
+def _affine_before(m: Match, b: Builder) -> Value:
+    """A constant Mul (any padding) or Add (no padding) per input channel, or scalar, before a Conv: into its weight
+    and bias (see :func:`_fold_before`). PaddlePaddle's learnable affine blocks after an activation are these."""
+    conv, op = m.node("conv"), m.node("affine")
+    lin, _ = _linear_of(m, conv)
+    c = _const(m.value("c"))
+    if c is None or c.dtype != lin.weight.dtype:
+        raise Decline("constant not of the weight's float type")
+    if not np.all(np.isfinite(c)):
+        raise Decline("constant not finite")
+    rank = lin.weight.ndim
+    cin = lin.weight.shape[1] * int(conv.attr("group", 1))
+    vec = _channel_vector(c, cin, rank, 1)
+    if vec is None:
+        raise Decline("not per input channel")
+    x = m.value("x")
+    if not (c.size == 1 and c.ndim < rank):
+        # the constant could broadcast x to more channels or a higher rank: x's inferred shape must rule that out
+        shape = x.shape
+        if shape is None or len(shape) != rank or (c.size > 1 and shape[1] != cin):
+            raise Decline("input shape unknown (the constant might broadcast it)")
+    if op.op_type == "Mul":
+        return _fold_before(m, b, conv, x, lin, vec, None)
+    if not _zero_pads(conv):
+        raise Decline("conv pads (padding zeros are not shifted)")
+    return _fold_before(m, b, conv, x, lin, None, vec)
 
 
 _CONVS = ("Conv", "ConvTranspose")
@@ -275,14 +332,47 @@ RULES = RuleSet(
             Op("Conv", Op("BatchNormalization", Var("x"), *_BN_PARAMS, name="bn"), _W, Opt(), name="conv"),
             _bn_before,
         ),
+        Rule(
+            "affine-conv",  # a constant scalar or per-channel Mul or Add before a Conv
+            Op(
+                "Conv",
+                Op(("Mul", "Add"), Var("x"), Const("c"), commutative=True, name="affine"),
+                _W,
+                Opt(),
+                name="conv",
+            ),
+            _affine_before,
+        ),
     ]
 )
 """fold-conv-bn's rules; the rewriter drops the old weights and BN parameters that nothing reads any more."""
 
 
+def _needs_shapes(node: Node) -> bool:
+    """Whether affine-conv would need an inferred shape nothing recorded: a Conv reading a Mul/Add of a constant
+    that might broadcast the other input, a value of unknown shape."""
+    p = node.inputs[0].producer if node.op_type == "Conv" and node.inputs and node.inputs[0] is not None else None
+    if p is None or p.op_type not in ("Mul", "Add") or len(p.inputs) != 2:
+        return False
+    consts = [v.constant() for v in p.inputs if v is not None]
+    # a single value of rank below 3 cannot broadcast a Conv's input (rank 3 or more): no shape needed then
+    return any(t is not None and (int(np.prod(t.dims)) > 1 or len(t.dims) >= 3) for t in consts) and any(
+        v is not None and v.constant() is None and v.shape is None for v in p.inputs
+    )
+
+
 @register_pass(
-    "fold-conv-bn", description="fold BatchNormalization and per-channel Mul/Add into Conv, ConvTranspose, Gemm, MatMul"
+    "fold-conv-bn",
+    description="fold BatchNormalization and per-channel Mul/Add into the Conv, ConvTranspose, Gemm, MatMul before "
+    "(or the unpadded Conv after)",
 )
-def fold_conv_bn(graph: Graph, ctx: PassContext) -> bool:
-    # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
-    return RULES.rewrite(graph, ctx, sweeps=1)
+class FoldConvBn(Pass):
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        # a per-channel Mul/Add before a Conv folds only when x's shape shows it does not broadcast x: inference once
+        # per run, and only when such a pair lacks the shape
+        if any(_needs_shapes(n) for n in model.graph.all_nodes()):
+            infer_shapes(model)
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
+        return RULES.rewrite(graph, ctx, sweeps=1)

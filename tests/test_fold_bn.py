@@ -38,9 +38,11 @@ def _bn(inp: str, out: str, prefix: str = "bn", eps: float = 1e-5) -> onnx.NodeP
     return helper.make_node("BatchNormalization", [inp, *names], [out], epsilon=eps)
 
 
-def _check(model: onnx.ModelProto, x: np.ndarray, gone: tuple[str, ...]) -> onnx.ModelProto:
+def _check(
+    model: onnx.ModelProto, x: np.ndarray, gone: tuple[str, ...], passes: str = "fold-conv-bn,dce"
+) -> onnx.ModelProto:
     onnx.checker.check_model(model)
-    out = graphopt.optimize(model, passes="fold-conv-bn,dce")
+    out = graphopt.optimize(model, passes=passes)
     onnx.checker.check_model(out)
     ops = [n.op_type for n in out.graph.node]
     for op in gone:
@@ -247,3 +249,57 @@ def test_pass_table_names_the_rules_and_why_they_declined() -> None:
     assert stats.counts == {"conv-bn": 1}
     assert stats.declines["bn-conv"] == {"conv pads (padding zeros are not BN's output)": 1}
     assert stats.declines["conv-affine"] == {"not per output channel": 1}
+
+
+@SETTINGS
+@given(
+    convs(),
+    st.sampled_from(["channel", "scalar", "scalar-1d", "full-rank"]),
+    st.sampled_from(["Mul", "Add", "Mul-Add", "Add-Mul"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_affine_before_conv(case, form: str, ops: str, const_first: bool, padded: bool) -> None:
+    """a * x + b (PaddlePaddle's learnable affine block) before a Conv folds into its weight and bias: the Mul with any
+    padding, the Add only when the Conv has none (padded zeros are not shifted); a padded Conv keeps its Add."""
+    node, inits, x, cout, rng, dims = case
+    cin = x.shape[1]
+    pads = next(a for a in node.attribute if a.name == "pads")
+    pads.ints[:] = [int(padded)] * len(pads.ints)
+    shape = {"channel": [cin] + [1] * dims, "scalar": [], "scalar-1d": [1], "full-rank": [1, cin] + [1] * dims}[form]
+    inits = inits + [
+        numpy_helper.from_array(rng.uniform(-2, 2, shape).astype(np.float32), "s"),
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), "t"),
+    ]
+    nodes, prev = [], "x"
+    for i, op in enumerate(ops.split("-")):
+        c = "s" if op == "Mul" else "t"
+        nodes.append(helper.make_node(op, [c, prev] if const_first else [prev, c], [f"a{i}"]))
+        prev = f"a{i}"
+    node.input[0] = prev
+    node.output[0] = "y"
+    # a run folds the op next to the Conv, the next run the one before it (as -O2's repeated sweeps do)
+    out = _check(_model([*nodes, node], x.shape, inits), x, (), "fold-conv-bn,fold-conv-bn,dce")
+    left = [n.op_type for n in out.graph.node if n.op_type != "Conv"]
+    # padded: the Mul next to the Conv folds, the Add stays, and a Mul before that Add stays too
+    expected = {"Mul": [], "Add": ["Add"], "Mul-Add": ["Mul", "Add"], "Add-Mul": ["Add"]}[ops] if padded else []
+    assert left == expected, left
+
+
+def test_affine_before_conv_left_alone() -> None:
+    """A constant that broadcasts x to more channels, one along a spatial axis, a non-finite one, and an Add before a
+    padded Conv stay."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "w")
+    x1 = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    for c, x, attrs in [
+        (rng.standard_normal((3, 1, 1)), x1, {}),  # x has 1 channel: the Mul broadcasts it to 3
+        (rng.standard_normal((1, 1, 4, 1)), x1.repeat(3, axis=1), {}),  # per row
+        (np.array([np.inf]), x1.repeat(3, axis=1), {}),
+        (np.array(0.5), x1.repeat(3, axis=1), {"pads": [1, 1, 1, 1], "op": "Add"}),
+    ]:
+        op = attrs.pop("op", "Mul")
+        inits = [w, numpy_helper.from_array(np.asarray(c, np.float32), "c")]
+        nodes = [helper.make_node(op, ["x", "c"], ["a"]), helper.make_node("Conv", ["a", "w"], ["y"], **attrs)]
+        out = _check(_model(nodes, x.shape, inits), x, ())
+        assert [n.op_type for n in out.graph.node] == [op, "Conv"]

@@ -38,6 +38,10 @@ class Options:
     integer_hard_sigmoid: bool = True
     """Target ort: HardSigmoid and HardSwish between quantized tensors run as QLinearAdd (+ QLinearMul), see
     :func:`_integer_hard_sigmoids`, instead of a float island DQ -> op -> Q."""
+    affine_in_params: bool = True
+    """Target ort: a chain of scalar-constant Mul/Add (``u = A * h + B``, A > 0) between a float value and a quantized
+    one runs as no kernel at all: ``h`` is quantized so that its integers read back at ``u``'s parameters are ``u``,
+    see :func:`_affine_in_params`."""
     float_outputs: frozenset[str] = frozenset()
     """Names of planned nodes whose output stays float (int8 inputs only: onnxruntime runs a MatMul so as
     MatMulIntegerToFloat), chosen when quantizing the output would cost too much accuracy."""
@@ -133,27 +137,33 @@ def _apply_graph(
             params[id(v)] = p
             quantized.append(v)
 
+    read_as: dict[str, Params] = {}
+    if target == "ort" and options.affine_in_params:
+        quantized = _affine_in_params(graph, params, quantized, read_as)
     if target == "ort" and options.integer_hard_sigmoid:
         quantized = _integer_hard_sigmoids(graph, params, quantized)
 
-    # 3. weights and biases
+    # 3. weights and biases, against the parameters each layer's input is read with
     weight_cache: dict[tuple[int, int], tuple[Value, np.ndarray]] = {}
+    read = params
+    if read_as:
+        read = {**params, **{id(v): read_as[v.name] for v in quantized if v.name in read_as}}
     for n in kept:
         layer = layers[id(n)]
         act = n.inputs[0]
-        if act is not None and id(act) in params:
-            layer.input_scale = params[id(act)].scale
+        if act is not None and id(act) in read:
+            layer.input_scale = read[id(act)].scale
         if layer.output and n.outputs[0] is not None and id(n.outputs[0]) in params:
             layer.output_scale = params[id(n.outputs[0])].scale
         if n.op_type in LINEAR:
-            _quantize_weights(graph, n, params, weight_cache, per_channel, options, target, layer)
+            _quantize_weights(graph, n, read, weight_cache, per_channel, options, target, layer)
 
     # 4. one Q/DQ pair per quantized activation
     float_names = {id(n): n.outputs[0].name for n in kept if n.outputs and n.outputs[0] is not None}
     carried = {}
     for v in quantized:
         name = v.name
-        carried[name] = _insert_qdq(graph, v, params[id(v)]).name
+        carried[name] = _insert_qdq(graph, v, params[id(v)], read_as.get(name)).name
     result = [layers[id(n)] for n in kept]
     for layer in result:
         layer.dequantized = carried.get(layer.output) if layer.output else None
@@ -241,6 +251,95 @@ def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: l
         else:
             drop.add(id(y))  # carried by the DequantizeLinear above
     return [v for v in quantized if id(v) not in drop]
+
+
+def _scalar_affine(node: Node) -> tuple[Value, float, float] | None:
+    """``(x, a, b)`` when ``node`` computes ``a * x + b`` elementwise: a Mul or Add of a float value and a one-element
+    float32 constant of rank at most 1 (it cannot broadcast ``x``)."""
+    if node.domain not in STANDARD_DOMAINS or node.op_type not in ("Mul", "Add") or len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    for x, c in ((a, b), (b, a)):
+        k = constant_array(c) if c is not None else None
+        # Mul and Add take one type: a float32 constant makes x float32 whatever x's annotation says
+        if x is None or x.const is not None or k is None:
+            continue
+        if k.dtype != np.float32 or k.size != 1 or k.ndim > 1 or not np.isfinite(k).all():
+            continue
+        return (x, float(k.reshape(())), 0.0) if node.op_type == "Mul" else (x, 1.0, float(k.reshape(())))
+    return None
+
+
+def _affine_in_params(
+    graph: Graph, params: dict[int, Params], quantized: list[Value], read_as: dict[str, Params]
+) -> list[Value]:
+    """A chain of scalar-constant Mul/Add ``u = A * h + B`` (A > 0; PaddlePaddle's learnable affine blocks after an
+    activation) from a float ``h`` to a quantized ``u`` becomes no kernel at all: ``h`` is quantized with scale
+    ``s_u / A`` and zero point ``z_u + round(B / s_u)``, and the DequantizeLinear reads those integers with ``u``'s
+    own ``(s_u, z_u)``. A Q -> DQ pair with unequal parameters is that affine map; onnxruntime fuses each side into its
+    QLinear neighbour (the Q into the op making ``h``, a hard-swish's QLinearMul say, the DQ into the Conv reading
+    ``u``). The integers are those of ``Q(u)`` but for the rounding of ``B`` to the grid, ``delta = B - s_u *
+    round(B / s_u)`` (at most half a step): the bias of each Conv reading ``u`` gets ``delta * sum(W)`` back (exact
+    where the window lies inside the input; a padded border sees the shift in part). Applies where ``h`` is not
+    quantized already, is read only by the chain, the chain's inner values by the next op only, and ``u`` is read
+    by Convs with constant weights only (not a graph output); ``u``'s zero point moved by ``round(B / s_u)`` must
+    stay in [0, 255]. Returns ``quantized`` with ``h`` in place of ``u``; ``read_as[h.name]`` is ``u``'s parameters.
+    """
+    out = list(quantized)
+    for u in list(quantized):
+        pu = params.get(id(u))
+        if pu is None or pu.signed or graph.is_output(u) or not u.uses:
+            continue
+        readers = [n for n, _ in u.uses]
+        if any(n.op_type != "Conv" or n.domain not in STANDARD_DOMAINS or n.inputs[0] is not u for n, _ in u.uses):
+            continue
+        if any(len(n.inputs) < 2 or constant_array(n.inputs[1]) is None for n in readers):
+            continue
+        if any(len(n.inputs) > 2 and n.inputs[2] is not None and constant_array(n.inputs[2]) is None for n in readers):
+            continue
+        # walk back through the chain: u = A * h + B
+        scale, shift, chain, h = 1.0, 0.0, [], u
+        while h.producer is not None and h.producer.graph is graph:
+            found = _scalar_affine(h.producer)
+            if found is None or (chain and (len(h.uses) != 1 or graph.is_output(h))):
+                break
+            x, a, b = found
+            chain.append(h.producer)
+            scale, shift = scale * a, scale * b + shift  # u = scale * (a * x + b) + shift
+            h = x
+        if not chain or id(h) in params or len(h.uses) != 1 or graph.is_output(h) or graph.is_input(h):
+            continue
+        if not (np.isfinite(scale) and np.isfinite(shift) and scale > 0.0):
+            continue
+        steps = int(round(shift / pu.scale))
+        zero = pu.zero_point + steps
+        ph = Params(pu.scale / scale, zero, False)
+        if not (0 <= zero <= 255 and np.isfinite(ph.scale) and ph.scale > 0.0):
+            continue
+        delta = shift - steps * pu.scale
+        if delta:
+            for n in readers:
+                _shift_conv_bias(graph, n, delta)
+        graph.replace_all_uses_with(u, h)
+        for n in chain:  # the first is u's producer: each is read by nothing once the one after it is gone
+            graph.remove(n)
+        params[id(h)] = ph
+        params.pop(id(u), None)
+        read_as[h.name] = pu
+        out = [h if v is u else v for v in out]
+    return out
+
+
+def _shift_conv_bias(graph: Graph, conv: Node, delta: float) -> None:
+    """Add ``delta * sum(W)`` (per output channel) to a Conv's float bias: the Conv of an input shifted by
+    ``-delta``, in a new initializer (the old one may be shared)."""
+    w = constant_array(conv.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
+    old = conv.inputs[2] if len(conv.inputs) > 2 else None
+    bias = np.zeros(w.shape[0]) if old is None else constant_array(old).astype(np.float64)  # type: ignore[union-attr]
+    new = (bias + delta * w.reshape(w.shape[0], -1).sum(axis=1)).astype(np.float32)
+    base = (old.name if old is not None else None) or f"{conv.name or 'conv'}_bias"
+    value = graph.make_constant(Tensor.from_numpy(new), f"{base}_shifted")
+    conv.set_input(2, value)  # appends the bias when the Conv had none (a Conv has at most three inputs)
 
 
 def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
@@ -438,14 +537,18 @@ def prepend_dequantize(
     return out
 
 
-def _insert_qdq(graph: Graph, v: Value, p: Params) -> Value:
-    """QuantizeLinear then DequantizeLinear on ``v``; every reader of ``v`` reads the dequantized value."""
+def _insert_qdq(graph: Graph, v: Value, p: Params, read: Params | None = None) -> Value:
+    """QuantizeLinear then DequantizeLinear on ``v``; every reader of ``v`` reads the dequantized value. With ``read``
+    the DequantizeLinear reads the integers with those parameters instead of ``p`` (see :func:`_affine_in_params`)."""
     dtype = np.int8 if p.signed else np.uint8
     base = v.name or "x"
     sv = graph.make_constant(Tensor.from_numpy(np.asarray(p.scale, dtype=np.float32)), f"{base}_scale")
     zv = graph.make_constant(Tensor.from_numpy(np.asarray(p.zero_point, dtype=dtype)), f"{base}_zero_point")
     qout = Value(graph.unique_name(f"{base}_quantized"), onnx.TensorProto.INT8 if p.signed else onnx.TensorProto.UINT8)
     q = Node("QuantizeLinear", [v, sv, zv], outputs=[qout], name=graph.unique_name(f"{base}_QuantizeLinear"))
+    if read is not None:
+        sv = graph.make_constant(Tensor.from_numpy(np.asarray(read.scale, dtype=np.float32)), f"{base}_read_scale")
+        zv = graph.make_constant(Tensor.from_numpy(np.asarray(read.zero_point, dtype=dtype)), f"{base}_read_zero_point")
     dout = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, v.shape)
     dq = Node("DequantizeLinear", [qout, sv, zv], outputs=[dout], name=graph.unique_name(f"{base}_DequantizeLinear"))
     producer = v.producer if v.producer is not None and v.producer.graph is graph else None
