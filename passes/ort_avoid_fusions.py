@@ -1,0 +1,115 @@
+"""ort-avoid-fusions: write the graph so that onnxruntime does not replace it with a fused kernel measured slower.
+
+onnxruntime's CPU graph optimizer (level EXTENDED and above, the default) fuses an ``Add`` of two same-shaped 3-D
+tensors feeding ``LayerNormalization`` (also a decomposed LayerNormalization, after its own LayerNormFusion) into
+com.microsoft ``SkipLayerNormalization``. In onnxruntime 1.32 that CPU kernel is several times slower than the two
+ops it replaces (one Add + LayerNormalization of [1,64,384] at one thread: 140.6 us fused, 27.6 us not;
+``benchmarks/ort_fusions.py`` measures it). The fusion matches ``Add`` only (skip_layer_norm_fusion.cc: ops of type
+"Add", opsets 7/13/14); ``Sum`` of two inputs of the same shape computes the same thing bit for bit and is not
+matched, so the Add is written as a Sum and onnxruntime runs what the graph says.
+
+This is an emission step for target ``ort``, not part of any level: :func:`graphopt.api.run_request` runs it last,
+after the pipeline and every lossy driver, so no pass of graphopt's sees the Sum again (none rewrites Sum to Add
+anyway). Target ``tensorrt`` keeps the Add. It rewrites only an Add that onnxruntime's SkipLayerNormFusion would have
+taken: float32 inputs both 3-D of the same shape (dims 1 and 2 known and equal, dim 0 equal or the same symbol), its
+only reader a LayerNormalization (at input 0) or the head of a decomposed one (ReduceMean over the last axis and
+Sub(x, mean) feeding a Div), and not a graph output. Anything else is left alone.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.engine.passes_api import Pass, PassContext, register_pass
+
+from .readers import axes_of
+
+AS_SUM = "add-as-sum"
+"""The counter of Adds written as Sum (the pass table's result column)."""
+
+_FUSED_DTYPES = (onnx.TensorProto.FLOAT,)
+"""Element types whose fused kernel was measured slower and whose Sum onnxruntime's CPU provider implements."""
+
+
+@register_pass(
+    "ort-avoid-fusions",
+    description="target ort: write an Add feeding LayerNormalization as Sum, so onnxruntime does not fuse it into "
+    "its slower SkipLayerNormalization kernel (run last by optimize for target ort)",
+)
+class OrtAvoidFusions(Pass):
+    def prepare(self, model: Model, ctx: PassContext) -> None:
+        if any(n.op_type == "Add" and n.domain in STANDARD_DOMAINS for n in model.graph.all_nodes()):
+            infer_shapes(model)
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if ctx.target != "ort" or (ctx.opset("") or 1) < 8:
+            return False  # Sum broadcasts like Add from opset 8 on (the inputs here have one shape anyway)
+        changed = False
+        for node in list(graph):
+            if node.op_type == "Add" and node.domain in STANDARD_DOMAINS and skip_layer_norm_add(node, graph, ctx):
+                node.op_type = "Sum"
+                node.domain = ""
+                ctx.count(AS_SUM)
+                changed = True
+        return changed
+
+
+def skip_layer_norm_add(node: Node, graph: Graph, ctx: PassContext) -> bool:
+    """Whether onnxruntime's SkipLayerNormFusion would take ``node`` (an Add) as the Add feeding the LayerNorm."""
+    if len(node.inputs) != 2 or len(node.outputs) != 1 or any(v is None for v in node.inputs):
+        return False
+    out = node.outputs[0]
+    if out is None or _is_output(out, graph):
+        return False
+    a, b = node.inputs
+    if not all(v.dtype in _FUSED_DTYPES for v in (a, b)) or not _same_3d(a.shape, b.shape):  # type: ignore[union-attr]
+        return False
+    users = out.users()
+    if len(users) == 1:
+        ln = users[0]
+        return (
+            ln.op_type == "LayerNormalization"
+            and ln.domain in STANDARD_DOMAINS
+            and len(out.uses) == 1
+            and ln.inputs[0] is out
+        )
+    return _decomposed_layer_norm_head(out, users, ctx)
+
+
+def _is_output(value: Value, graph: Graph | None) -> bool:
+    while graph is not None:
+        if graph.is_output(value):
+            return True
+        graph = graph.parent
+    return False
+
+
+def _same_3d(sa: tuple | None, sb: tuple | None) -> bool:
+    """Both shapes 3-D and equal: dims 1 and 2 known numbers, dim 0 a number or the same symbol (CheckFirstAdd)."""
+    if sa is None or sb is None or len(sa) != 3 or len(sb) != 3:
+        return False
+    if not all(isinstance(d, int) and d == e for d, e in zip(sa[1:], sb[1:], strict=True)):
+        return False
+    return sa[0] is not None and sa[0] == sb[0]
+
+
+def _decomposed_layer_norm_head(x: Value, users: list[Node], ctx: PassContext) -> bool:
+    """``x`` read only by ReduceMean(x) over the last axis and one or two Sub(x, mean), one of them feeding a Div: the
+    head of the LayerNormalization that onnxruntime's LayerNormFusion builds (after which the Add feeds it alone)."""
+    means = [n for n in users if n.op_type == "ReduceMean" and n.domain in STANDARD_DOMAINS]
+    subs = [n for n in users if n.op_type == "Sub" and n.domain in STANDARD_DOMAINS]
+    if len(means) != 1 or not 1 <= len(subs) <= 2 or len(means) + len(subs) != len(users):
+        return False
+    mean = means[0]
+    if mean.inputs[0] is not x or len(mean.outputs) != 1 or mean.outputs[0] is None:
+        return False
+    axes = axes_of(mean, ctx, 18)
+    if axes is None or len(axes) != 1 or axes[0] not in (-1, 2):
+        return False
+    if any(s.inputs[0] is not x or s.inputs[1] is not mean.outputs[0] for s in subs):
+        return False
+    if len(x.uses) != 1 + len(subs):
+        return False
+    return any(u.op_type == "Div" for s in subs for u in s.outputs[0].users())
