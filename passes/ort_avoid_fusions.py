@@ -10,10 +10,11 @@ matched, so the Add is written as a Sum and onnxruntime runs what the graph says
 
 This is an emission step for target ``ort``, not part of any level: :func:`graphopt.api.run_request` runs it last,
 after the pipeline and every lossy driver, so no pass of graphopt's sees the Sum again (none rewrites Sum to Add
-anyway). Target ``tensorrt`` keeps the Add. It rewrites only an Add that onnxruntime's SkipLayerNormFusion would have
-taken: float32 inputs both 3-D of the same shape (dims 1 and 2 known and equal, dim 0 equal or the same symbol), its
-only reader a LayerNormalization (at input 0) or the head of a decomposed one (ReduceMean over the last axis and
-Sub(x, mean) feeding a Div), and not a graph output. Anything else is left alone.
+anyway). Target ``tensorrt`` keeps the Add, and so does ``optimize(..., keep_ort_fusions=True)`` (a before/after
+comparison: ``benchmarks/ort_fusions.py``). It rewrites only an Add that onnxruntime's SkipLayerNormFusion would
+have taken: float32 inputs both 3-D of the same shape (dims 1 and 2 known and equal, dim 0 equal or the same
+symbol), its only reader a LayerNormalization (at input 0) or the head of a decomposed one (ReduceMean over the last
+axis and Sub(x, mean) feeding a Div), and not a graph output. Anything else is left alone.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _FUSED_DTYPES = (onnx.TensorProto.FLOAT,)
     "ort-avoid-fusions",
     description="target ort: write an Add feeding LayerNormalization as Sum, so onnxruntime does not fuse it into "
     "its slower SkipLayerNormalization kernel (run last by optimize for target ort)",
+    context_options=("keep_ort_fusions",),
 )
 class OrtAvoidFusions(Pass):
     def prepare(self, model: Model, ctx: PassContext) -> None:
@@ -44,7 +46,7 @@ class OrtAvoidFusions(Pass):
             infer_shapes(model)
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        if ctx.target != "ort" or (ctx.opset("") or 1) < 8:
+        if ctx.target != "ort" or ctx.options.get("keep_ort_fusions") or (ctx.opset("") or 1) < 8:
             return False  # Sum broadcasts like Add from opset 8 on (the inputs here have one shape anyway)
         changed = False
         for node in list(graph):
