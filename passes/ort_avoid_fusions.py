@@ -99,20 +99,59 @@ def _same_3d(sa: tuple | None, sb: tuple | None) -> bool:
 
 
 def _decomposed_layer_norm_head(x: Value, users: list[Node], ctx: PassContext) -> bool:
-    """``x`` read only by ReduceMean(x) over the last axis and one or two Sub(x, mean), one of them feeding a Div: the
-    head of the LayerNormalization that onnxruntime's LayerNormFusion builds (after which the Add feeds it alone)."""
+    """``x`` read only by ReduceMean(x) over the last axis and one or two Sub(x, mean), one of them divided by
+    Sqrt(ReduceMean(Pow(sub, 2)) + eps) with a constant eps above zero: the LayerNormalization onnxruntime's
+    LayerNormFusion builds (after which the Add feeds it alone). An eps of zero (1e-12 in float16, say) is not
+    fused by onnxruntime: left alone."""
     means = [n for n in users if n.op_type == "ReduceMean" and n.domain in STANDARD_DOMAINS]
     subs = [n for n in users if n.op_type == "Sub" and n.domain in STANDARD_DOMAINS]
     if len(means) != 1 or not 1 <= len(subs) <= 2 or len(means) + len(subs) != len(users):
         return False
     mean = means[0]
-    if mean.inputs[0] is not x or len(mean.outputs) != 1 or mean.outputs[0] is None:
-        return False
-    axes = axes_of(mean, ctx, 18)
-    if axes is None or len(axes) != 1 or axes[0] not in (-1, 2):
+    if mean.inputs[0] is not x or len(mean.outputs) != 1 or mean.outputs[0] is None or not _last_axis(mean, ctx):
         return False
     if any(s.inputs[0] is not x or s.inputs[1] is not mean.outputs[0] for s in subs):
         return False
     if len(x.uses) != 1 + len(subs):
         return False
-    return any(u.op_type == "Div" for s in subs for u in s.outputs[0].users())
+    centred = {s.outputs[0] for s in subs}
+    for sub in subs:
+        for sq in _readers(sub.outputs[0], "Pow", "Mul"):
+            if not _squares(sq, sub.outputs[0]):
+                continue
+            for var in _readers(sq.outputs[0], "ReduceMean"):
+                if not _last_axis(var, ctx):
+                    continue
+                for add in _readers(var.outputs[0], "Add"):
+                    if not _positive_constant(add.inputs[1] if add.inputs[0] is var.outputs[0] else add.inputs[0]):
+                        continue
+                    for sqrt in _readers(add.outputs[0], "Sqrt"):
+                        if any(d.inputs[0] in centred for d in _readers(sqrt.outputs[0], "Div")):
+                            return True
+    return False
+
+
+def _readers(v: Value | None, *ops: str) -> list[Node]:
+    if v is None:
+        return []
+    return [n for n in v.users() if n.op_type in ops and n.domain in STANDARD_DOMAINS and n.outputs[0] is not None]
+
+
+def _last_axis(node: Node, ctx: PassContext) -> bool:
+    axes = axes_of(node, ctx, 18)
+    return axes is not None and len(axes) == 1 and axes[0] in (-1, 2)
+
+
+def _squares(node: Node, v: Value) -> bool:
+    """Pow(v, 2) or Mul(v, v)."""
+    if node.op_type == "Mul":
+        return len(node.inputs) == 2 and node.inputs[0] is v and node.inputs[1] is v
+    if len(node.inputs) != 2 or node.inputs[0] is not v or node.inputs[1] is None:
+        return False
+    e = node.inputs[1].constant()
+    return e is not None and e.numpy().size == 1 and float(e.numpy().reshape(-1)[0]) == 2.0
+
+
+def _positive_constant(v: Value | None) -> bool:
+    c = v.constant() if v is not None else None
+    return c is not None and c.numpy().size == 1 and float(c.numpy().reshape(-1)[0]) > 0

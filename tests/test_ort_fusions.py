@@ -126,13 +126,16 @@ def test_equivalent_and_unfused_under_onnxruntime(tmp_path, s, d, eps, decompose
     model = residual_ln(
         s, d, eps=eps, decomposed=decomposed, batch=batch, seq="seq" if symbolic_seq else None, dtype=dtype
     )
-    assert ort_ops(model, tmp_path)["SkipLayerNormalization"] == 1  # onnxruntime fuses the file as given
+    # exactly what onnxruntime fuses is rewritten (it does not fuse a decomposed one whose eps is 0, in float16 too)
+    fused = ort_ops(model, tmp_path)["SkipLayerNormalization"]
+    assert fused == 1 or (decomposed and np.float16(eps) == 0 if half else eps == 0)
     report: list = []
     out = graphopt.optimize(model, report=report)
-    assert ops(out)["Sum"] == 1 and ops(out)["Add"] == ops(model)["Add"] - 1
+    assert ops(out)["Sum"] == fused  # (-O2 may drop an Add of a zero eps as a no-op)
     assert "SkipLayerNormalization" not in ort_ops(out, tmp_path, "out.onnx")
     stats = {st.name: st for st in report[0].stats}
-    assert stats["ort-avoid-fusions"].counts == {"add-as-sum": 1}
+    if fused:
+        assert stats["ort-avoid-fusions"].counts == {"add-as-sum": 1}
     f = feeds_for(model, s, d)
     for got, want in zip(ort_run(out, f), ort_run(model, f), strict=True):
         np.testing.assert_array_equal(got, want)  # Sum of two same-shaped inputs is Add, bit for bit
@@ -171,12 +174,15 @@ def test_level_0_is_a_plain_round_trip():
         {"batch": 2, "skip_shape": [1, 8, 32]},
         {"seq": "seq", "skip_shape": [1, "seq2", 32]},  # two symbols: not known to be the same
         {"op": "Sum"},  # already a Sum
+        {"decomposed": True, "eps": 0.0},  # onnxruntime's LayerNormFusion wants an eps above zero
+        {"decomposed": True, "eps": 1e-12, "dtype": T.FLOAT16},  # ... and 1e-12 is zero in float16
     ],
 )
 def test_what_onnxruntime_would_not_fuse_is_left_alone(tmp_path, kwargs):
     model = residual_ln(8, 32, **kwargs)
     out = graphopt.optimize(model)
-    assert ops(out)["Add"] == ops(model)["Add"] and ops(out)["Sum"] == ops(model)["Sum"]
+    assert [n.op_type for n in out.graph.node if "r" in n.output] == [kwargs.get("op", "Add")]
+    assert ops(out)["Sum"] == ops(model)["Sum"]
     if kwargs.get("op") != "Sum" and not kwargs.get("extra_reader"):
         assert "SkipLayerNormalization" not in ort_ops(model, tmp_path)
 
