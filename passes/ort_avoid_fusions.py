@@ -19,11 +19,14 @@ axis and Sub(x, mean) feeding a Div), and not a graph output. Anything else is l
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import onnx
 
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value
 from graphopt.core.shape_inference import infer_shapes
-from graphopt.engine.passes_api import Pass, PassContext, register_pass
+from graphopt.engine.passes_api import ModelPass, PassContext, register_pass
 
 from .readers import axes_of
 
@@ -41,17 +44,32 @@ _FUSED_DTYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
     "its slower SkipLayerNormalization kernel (run last by optimize for target ort)",
     context_options=("keep_ort_fusions",),
 )
-class OrtAvoidFusions(Pass):
-    def prepare(self, model: Model, ctx: PassContext) -> None:
-        if any(n.op_type == "Add" and n.domain in STANDARD_DOMAINS for n in model.graph.all_nodes()):
-            infer_shapes(model)
+class OrtAvoidFusions(ModelPass):
+    """A model pass: which Adds onnxruntime fuses is asked of onnxruntime once for the whole model."""
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
+    def run_model(self, model: Model, ctx: PassContext) -> bool:
         if ctx.target != "ort" or ctx.options.get("keep_ort_fusions") or (ctx.opset("") or 1) < 8:
             return False  # Sum broadcasts like Add from opset 8 on (the inputs here have one shape anyway)
+        if not any(n.op_type in ("LayerNormalization", "ReduceMean") for g in model.graphs() for n in g):
+            return False
+        infer_shapes(model)
+        in_functions = {id(g) for f in model.functions.values() for g in (f.graph, *f.graph.subgraphs())}
+        found = []
+        for g in model.graphs():
+            for node in g:
+                names = layer_norm_outputs(node, g, ctx)
+                if names:
+                    found.append((node, g, names))
+        if not found:
+            return False
+        fused = fused_by_onnxruntime(model)
         changed = False
-        for node in list(graph):
-            if node.op_type == "Add" and node.domain in STANDARD_DOMAINS and skip_layer_norm_add(node, graph, ctx):
+        for node, g, names in found:
+            if fused is not None and id(g) not in in_functions:
+                take = bool(names & fused)  # onnxruntime said which (function bodies it inlines under new names)
+            else:
+                take = _same_3d(node.inputs[0].shape, node.inputs[1].shape)  # type: ignore[union-attr]
+            if take:
                 node.op_type = "Sum"
                 node.domain = ""
                 ctx.count(AS_SUM)
@@ -59,26 +77,90 @@ class OrtAvoidFusions(Pass):
         return changed
 
 
-def skip_layer_norm_add(node: Node, graph: Graph, ctx: PassContext) -> bool:
-    """Whether onnxruntime's SkipLayerNormFusion would take ``node`` (an Add) as the Add feeding the LayerNorm."""
+ASK_BYTES = 512 << 20
+"""Models with at most this many bytes of initializers are shown to onnxruntime (a session that writes the graph it
+optimized, in a temporary folder); larger ones are decided from the shapes alone (:func:`_same_3d`)."""
+
+
+def fused_by_onnxruntime(model: Model) -> set[str] | None:
+    """The outputs of the SkipLayerNormalization nodes onnxruntime builds from ``model`` (CPU, its default level, in
+    every subgraph), or None when it was not asked (a large model) or could not say (a model it does not load)."""
+    from graphopt.tools import runtime
+
+    total = 0
+    for g in model.graphs():
+        for v in g.initializers.values():
+            total += v.const.nbytes if v.const is not None else 0
+    if total > ASK_BYTES:
+        return None
+    try:
+        with tempfile.TemporaryDirectory(prefix="graphopt-ort-") as tmp:
+            path = os.path.join(tmp, "optimized.onnx")
+            runtime.session(model, threads=1, optimization="all", optimized_path=path)
+            optimized = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - any failure: decide from the shapes instead
+        return None
+    names: set[str] = set()
+    graphs = [optimized.graph]
+    while graphs:
+        gp = graphs.pop()
+        for n in gp.node:
+            if n.op_type == "SkipLayerNormalization" and n.domain == "com.microsoft":
+                names.update(o.removeprefix(_CAST_PREFIX) for o in n.output)
+            for attr in n.attribute:
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    return names
+
+
+_CAST_PREFIX = "InsertedPrecisionFreeCast_"
+"""onnxruntime runs float16 through float on CPU and renames the values it casts so (the fusion comes after)."""
+
+
+def layer_norm_outputs(node: Node, graph: Graph, ctx: PassContext) -> set[str]:
+    """For an Add onnxruntime's SkipLayerNormFusion may take (two float inputs, read only by a LayerNormalization or
+    the head of a decomposed one that its LayerNormFusion builds, not a graph output): the names the fused node's
+    output may have (onnxruntime's fused node keeps the LayerNormalization's output). Otherwise empty."""
+    if node.op_type != "Add" or node.domain not in STANDARD_DOMAINS:
+        return set()
     if len(node.inputs) != 2 or len(node.outputs) != 1 or any(v is None for v in node.inputs):
-        return False
+        return set()
     out = node.outputs[0]
     if out is None or _is_output(out, graph):
-        return False
-    a, b = node.inputs
-    if not all(v.dtype in _FUSED_DTYPES for v in (a, b)) or not _same_3d(a.shape, b.shape):  # type: ignore[union-attr]
-        return False
+        return set()
+    if not all(v.dtype in _FUSED_DTYPES for v in node.inputs):  # type: ignore[union-attr]
+        return set()
     users = out.users()
     if len(users) == 1:
         ln = users[0]
-        return (
+        if (
             ln.op_type == "LayerNormalization"
             and ln.domain in STANDARD_DOMAINS
             and len(out.uses) == 1
             and ln.inputs[0] is out
-        )
-    return _decomposed_layer_norm_head(out, users, ctx)
+            and ln.outputs[0] is not None
+        ):
+            return {ln.outputs[0].name}
+        return set()
+    names: set[str] = set()
+    for div in _decomposed_layer_norm_head(out, users, ctx):
+        v = div.outputs[0]
+        names.add(v.name)
+        for op in ("Mul", "Add"):  # the scale and the bias after the division, when there
+            nxt = v.single_user()
+            if nxt is None or nxt.op_type != op or nxt.outputs[0] is None:
+                break
+            v = nxt.outputs[0]
+            names.add(v.name)
+    return names
+
+
+def skip_layer_norm_add(node: Node, graph: Graph, ctx: PassContext) -> bool:
+    """Whether ``node`` (an Add) is one onnxruntime's SkipLayerNormFusion takes, judged from the shapes alone."""
+    return bool(layer_norm_outputs(node, graph, ctx)) and _same_3d(
+        node.inputs[0].shape,  # type: ignore[union-attr]
+        node.inputs[1].shape,  # type: ignore[union-attr]
+    )
 
 
 def _is_output(value: Value, graph: Graph | None) -> bool:
@@ -92,29 +174,39 @@ def _is_output(value: Value, graph: Graph | None) -> bool:
 def _same_3d(sa: tuple | None, sb: tuple | None) -> bool:
     """Both shapes 3-D and the same: each dim the same number or the same symbol (onnxruntime 1.32's CheckFirstAdd,
     checked against it in tests/test_ort_fusions.py: [1,S,D] + [S,D], [1,1,D], [D], or two different symbols are not
-    fused)."""
+    fused). A symbol ONNX shape inference made up for an unknown dim (``unk__N``) is one onnxruntime does not have
+    (its dim is unnamed there, and not fused): it counts as unknown."""
     if sa is None or sb is None or len(sa) != 3 or len(sb) != 3:
         return False
-    return all(d is not None and type(d) is type(e) and d == e for d, e in zip(sa, sb, strict=True))
+    return all(_known(d) and type(d) is type(e) and d == e for d, e in zip(sa, sb, strict=True))
 
 
-def _decomposed_layer_norm_head(x: Value, users: list[Node], ctx: PassContext) -> bool:
+def _known(d: object) -> bool:
+    return isinstance(d, int) or (isinstance(d, str) and bool(d) and not d.startswith(_MADE_UP))
+
+
+_MADE_UP = "unk__"
+"""The prefix of the symbols ONNX shape inference gives dims it cannot name (onnx's SymbolTable)."""
+
+
+def _decomposed_layer_norm_head(x: Value, users: list[Node], ctx: PassContext) -> list[Node]:
     """``x`` read only by ReduceMean(x) over the last axis and one or two Sub(x, mean), one of them divided by
     Sqrt(ReduceMean(Pow(sub, 2)) + eps) with a constant eps above zero: the LayerNormalization onnxruntime's
-    LayerNormFusion builds (after which the Add feeds it alone). An eps of zero (1e-12 in float16, say) is not
-    fused by onnxruntime: left alone."""
+    LayerNormFusion builds (after which the Add feeds it alone); its Divs. An eps of zero (1e-12 in float16, say)
+    is not fused by onnxruntime: left alone."""
     means = [n for n in users if n.op_type == "ReduceMean" and n.domain in STANDARD_DOMAINS]
     subs = [n for n in users if n.op_type == "Sub" and n.domain in STANDARD_DOMAINS]
     if len(means) != 1 or not 1 <= len(subs) <= 2 or len(means) + len(subs) != len(users):
-        return False
+        return []
     mean = means[0]
     if mean.inputs[0] is not x or len(mean.outputs) != 1 or mean.outputs[0] is None or not _last_axis(mean, ctx):
-        return False
+        return []
     if any(s.inputs[0] is not x or s.inputs[1] is not mean.outputs[0] for s in subs):
-        return False
+        return []
     if len(x.uses) != 1 + len(subs):
-        return False
+        return []
     centred = {s.outputs[0] for s in subs}
+    divs: list[Node] = []
     for sub in subs:
         for sq in _readers(sub.outputs[0], "Pow", "Mul"):
             if not _squares(sq, sub.outputs[0]):
@@ -126,9 +218,8 @@ def _decomposed_layer_norm_head(x: Value, users: list[Node], ctx: PassContext) -
                     if not _positive_constant(add.inputs[1] if add.inputs[0] is var.outputs[0] else add.inputs[0]):
                         continue
                     for sqrt in _readers(add.outputs[0], "Sqrt"):
-                        if any(d.inputs[0] in centred for d in _readers(sqrt.outputs[0], "Div")):
-                            return True
-    return False
+                        divs += [d for d in _readers(sqrt.outputs[0], "Div") if d.inputs[0] in centred]
+    return divs
 
 
 def _readers(v: Value | None, *ops: str) -> list[Node]:
