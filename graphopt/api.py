@@ -212,11 +212,23 @@ def run_request(
                     progress=hooks.quantize_progress,
                     sources=sources,
                 )
+        if request.target == "ort" and (pipeline or request.quantize or request.precision or report.pruning):
+            _emit_for_ort(model, ctx, report)
     except BaseException:
         if snapshot is not None:
             model.take_contents(from_proto(snapshot))
         raise
     return report
+
+
+def _emit_for_ort(model: Model, ctx: PassContext, report: PassReport) -> None:
+    """The last step of every run for target ort (after the pipeline and the lossy drivers, so nothing rewrites it
+    again): ``ort-avoid-fusions`` writes the graph so that onnxruntime does not fuse it into kernels measured slower
+    (docs/architecture.md, "Emission for a target"). Its row joins the pass table only when it changed something."""
+    step = PassManager([get_pass("ort-avoid-fusions")()]).run(model, ctx)
+    if step.changed:
+        report.stats.extend(step.stats)
+        report.seconds += step.seconds
 
 
 def optimize(
