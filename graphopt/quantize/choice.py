@@ -560,10 +560,12 @@ def demotions(
 # the speed rule: convolutions whose int8 form onnxruntime runs slower than float
 
 CONV_SPEED: dict[tuple[str, str], float] = {
-    ("depthwise-flat", "int8-chain"): 0.99,
-    ("depthwise-flat", "float-reader"): 0.83,
-    ("depthwise", "int8-chain"): 1.16,
-    ("depthwise", "float-reader"): 0.97,
+    ("depthwise-flat", "int8-chain"): 0.98,
+    ("depthwise-flat", "float-reader"): 0.81,
+    ("depthwise-flat-large", "int8-chain"): 1.03,
+    ("depthwise-flat-large", "float-reader"): 0.93,
+    ("depthwise", "int8-chain"): 1.10,
+    ("depthwise", "float-reader"): 0.94,
     ("depthwise-strided", "int8-chain"): 1.37,
     ("depthwise-strided", "float-reader"): 1.20,
 }
@@ -572,19 +574,24 @@ CONV_SPEED: dict[tuple[str, str], float] = {
 see ``qdq_rules.keep_float_layers``) over the all-int8 chain's time: below :data:`SPEED_FLOAT_BELOW` the float form
 is faster, Q/DQ and layout changes included. Kinds (:func:`conv_kind`), all depthwise (one input channel per group):
 onnxruntime's int8 depthwise kernel ran 1.3x-5.7x slower than float's NCHWc one on every ppocrv4-cls and
-ppocrv6-tiny-det layer, worst where the kernel covers mostly padding: ``depthwise-flat`` (stride 1, a kernel of 5 or
-more over a feature map less than 2k-1 high or wide and at least that long the other way: a text line's last stages,
-4.3x-5.7x), ``depthwise`` (other stride-1 ones), ``depthwise-strided``. Contexts: ``int8-chain`` when every reader
-of the output (through a Relu) is a convolution, which reads int8 in onnxruntime's NHWC layout (keeping the layer
-float then costs a layout change and a QuantizeLinear of its own), ``float-reader`` otherwise (a hard swish, an Add, a
-pooling: the int8 output is dequantized or leaves the convolution chain anyway). Not in the table (kept static):
-dense convolutions (kept float ran 1.8x-3.0x slower) and an image stem of 3 channels, whose float form ran 0.6x-0.9x
-the int8 chain's time in the micro-benchmark but made mtcnn-onet 2x slower (1.17x -> 0.54x fp32's): after a float
-stem the next uint8 MaxPool is outside onnxruntime's NHWC layout, where its generic uint8 MaxPool runs ~10x slower
-than the float one (115 us against 12 us on ppocrv4-cls)."""
-SPEED_FLOAT_BELOW = 0.95
-"""The speed rule keeps a convolution float when :data:`CONV_SPEED` of its kind and context is below this (a margin
-of 5 % for the machine's noise: the shapes of one kind spread around the median)."""
+ppocrv6-tiny-det layer, worst where a large kernel covers mostly padding: ``depthwise-flat`` (stride 1, a kernel of 5
+or more over a feature map less than 2k-1 high or wide and at least that long the other way, at most
+:data:`FLAT_ELEMENTS` output elements: a text classifier's last stages, 4.3x-5.7x slower in int8),
+``depthwise-flat-large`` (the same, larger), ``depthwise`` (other stride-1 ones), ``depthwise-strided``. Contexts:
+``int8-chain`` when every reader of the output (through a Relu) is a convolution chosen static (it reads int8 in
+onnxruntime's NHWC layout: the float form then costs a layout change and a QuantizeLinear of its own),
+``float-reader`` otherwise (a hard swish, an Add, a pooling). Not in the table (kept static): dense convolutions
+(kept float ran 1.8x-3.0x slower) and an image stem of 3 channels, whose float form ran 0.6x-0.9x the int8 chain's
+time in the micro-benchmark but made mtcnn-onet 2x slower (1.17x -> 0.54x fp32's): after a float stem the next uint8
+MaxPool is outside onnxruntime's NHWC layout, where its generic uint8 MaxPool runs ~10x slower than the float one
+(115 us against 12 us on ppocrv4-cls)."""
+SPEED_FLOAT_BELOW = 0.90
+"""The speed rule keeps a convolution float when :data:`CONV_SPEED` of its kind and context is below this. Not 1.0:
+the micro-benchmark's chain holds fewer layout changes than a model; ppocrv3-en-rec's 6x160 depthwise layers
+(``depthwise-flat-large``, 0.92-0.93 in the micro-benchmark) kept float made the model 6 % slower (2.07x -> 1.94x
+fp32's), while ppocrv4-cls's ``depthwise-flat`` ones (0.63-0.85) made it 17 % faster (0.83x -> 0.97x)."""
+FLAT_ELEMENTS = 65536
+"""The output size (channels x height x width) up to which a flat depthwise convolution is ``depthwise-flat``."""
 
 
 def conv_kind(node: Node, shape: Sequence[Any] | None = None) -> str | None:
@@ -608,7 +615,8 @@ def conv_kind(node: Node, shape: Sequence[Any] | None = None) -> str | None:
     if k >= 5 and shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
         lo, hi = sorted(int(d) for d in shape[2:])  # type: ignore[arg-type]
         if lo < 2 * k - 1 <= hi:
-            return "depthwise-flat"
+            small = int(w.shape[0]) * lo * hi <= FLAT_ELEMENTS
+            return "depthwise-flat" if small else "depthwise-flat-large"
     return "depthwise"
 
 
