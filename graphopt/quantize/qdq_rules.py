@@ -245,7 +245,8 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
                             Tensor.from_numpy(np.full(size, zp.reshape(()), zp.dtype)), f"{base}_per_axis_zero_point"
                         )
                     )
-                out = Value(g.unique_name(f"{x.name}_per_axis"), x.dtype, x.shape)  # type: ignore[union-attr]
+                name = g.unique_name(f"{x.name}_per_axis")  # type: ignore[union-attr]
+                out = Value(name, x.dtype, x.shape) if x.shape is not None else Value(name)  # type: ignore[union-attr]
                 copy = Node(
                     "DequantizeLinear", ins, {"axis": axis}, outputs=[out], name=g.unique_name(f"{base}_per_axis")
                 )
@@ -253,4 +254,7 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
                 copies[key] = out
             n.set_input(0, copies[key])
             changed += 1
+            y = dq.outputs[0]
+            if y is not None and not y.users() and not y.is_graph_output(g):
+                g.remove(dq)  # every reader took a per-axis copy
     return changed
