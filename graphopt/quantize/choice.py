@@ -29,6 +29,10 @@ The choice per estimated layer (``min_db`` is the budget of one layer), in graph
 3. ``static-float-output`` (a MatMul/Gemm with a constant weight, when dynamic int8 is not available) when
    ``input_db >= min_db`` (the output's outliers are what int8 cannot hold);
 4. otherwise ``float``.
+
+Then the speed rule (target ort, :func:`speed_choices`): a static convolution of a kind and context onnxruntime runs
+slower in int8 than in float (a 5x5 depthwise convolution over a flat feature map, its output read by other than
+convolutions), measured by ``benchmarks/int8_kernels.py`` into :data:`CONV_SPEED`, is kept float.
 """
 
 from __future__ import annotations
@@ -550,3 +554,159 @@ def demotions(
         return steps
     steps += rest
     return steps
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the speed rule: convolutions whose int8 form onnxruntime runs slower than float
+
+CONV_SPEED: dict[tuple[str, str], float] = {
+    ("depthwise-flat", "int8-chain"): 0.98,
+    ("depthwise-flat", "float-reader"): 0.81,
+    ("depthwise-flat-large", "int8-chain"): 1.03,
+    ("depthwise-flat-large", "float-reader"): 0.93,
+    ("depthwise", "int8-chain"): 1.10,
+    ("depthwise", "float-reader"): 0.94,
+    ("depthwise-strided", "int8-chain"): 1.37,
+    ("depthwise-strided", "float-reader"): 1.20,
+}
+"""Per convolution kind and context, the median over the shapes of ``benchmarks/int8_kernels.py`` (onnxruntime 1.32,
+1 thread) of the time of a small int8 chain with that convolution kept float (a per-axis DequantizeLinear before it,
+see ``qdq_rules.keep_float_layers``) over the all-int8 chain's time: below :data:`SPEED_FLOAT_BELOW` the float form
+is faster, Q/DQ and layout changes included. Kinds (:func:`conv_kind`), all depthwise (one input channel per group):
+onnxruntime's int8 depthwise kernel ran 1.3x-5.7x slower than float's NCHWc one on every ppocrv4-cls and
+ppocrv6-tiny-det layer, worst where a large kernel covers mostly padding: ``depthwise-flat`` (stride 1, a kernel of 5
+or more over a feature map less than 2k-1 high or wide and at least that long the other way, at most
+:data:`FLAT_ELEMENTS` output elements: a text classifier's last stages, 4.3x-5.7x slower in int8),
+``depthwise-flat-large`` (the same, larger), ``depthwise`` (other stride-1 ones), ``depthwise-strided``. Contexts:
+``int8-chain`` when every reader of the output (through a Relu) is a convolution chosen static (it reads int8 in
+onnxruntime's NHWC layout: the float form then costs a layout change and a QuantizeLinear of its own),
+``float-reader`` otherwise (a hard swish, an Add, a pooling). Not in the table (kept static): dense convolutions
+(kept float ran 1.8x-3.0x slower) and an image stem of 3 channels, whose float form ran 0.6x-0.9x the int8 chain's
+time in the micro-benchmark but made mtcnn-onet 2x slower (1.17x -> 0.54x fp32's): after a float stem the next uint8
+MaxPool is outside onnxruntime's NHWC layout, where its generic uint8 MaxPool runs ~10x slower than the float one
+(115 us against 12 us on ppocrv4-cls)."""
+SPEED_FLOAT_BELOW = 0.90
+"""The speed rule keeps a convolution float when :data:`CONV_SPEED` of its kind and context is below this. Not 1.0:
+the micro-benchmark's chain holds fewer layout changes than a model; ppocrv3-en-rec's 6x160 depthwise layers
+(``depthwise-flat-large``, 0.92-0.93 in the micro-benchmark) kept float made the model 6 % slower (2.07x -> 1.94x
+fp32's), while ppocrv4-cls's ``depthwise-flat`` ones (0.63-0.85) made it 17 % faster (0.83x -> 0.97x)."""
+FLAT_ELEMENTS = 65536
+"""The output size (channels x height x width) up to which a flat depthwise convolution is ``depthwise-flat``."""
+
+
+def conv_kind(node: Node, shape: Sequence[Any] | None = None) -> str | None:
+    """The :data:`CONV_SPEED` kind of a 2-D depthwise Conv with a constant weight, or None. ``flat`` needs the
+    output's spatial dims: ``shape`` (the output's shape for the calibration feed), else its inferred shape."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return None
+    w = constant_array(node.inputs[1])
+    if w is None or w.ndim != 4 or w.shape[2] * w.shape[3] <= 1:
+        return None
+    group = int(node.attr("group", 1))
+    if not (group > 1 and w.shape[1] == 1 and group == w.shape[0]):
+        return None
+    strides = node.attr("strides", None) or [1, 1]
+    if any(int(s) != 1 for s in strides):
+        return "depthwise-strided"
+    k = int(max(w.shape[2], w.shape[3]))
+    if shape is None:
+        y = node.outputs[0] if node.outputs else None
+        shape = y.shape if y is not None else None
+    if k >= 5 and shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+        lo, hi = sorted(int(d) for d in shape[2:])  # type: ignore[arg-type]
+        if lo < 2 * k - 1 <= hi:
+            small = int(w.shape[0]) * lo * hi <= FLAT_ELEMENTS
+            return "depthwise-flat" if small else "depthwise-flat-large"
+    return "depthwise"
+
+
+def _context(node: Node, chosen: Mapping[str, Choice]) -> str:
+    """``int8-chain`` when every reader of ``node``'s output (through Relu/Clip) is a convolution chosen static,
+    else ``float-reader``. A graph output is a float reader."""
+    out = node.outputs[0] if node.outputs else None
+    todo = [out] if out is not None else []
+    seen = 0
+    while todo:
+        v = todo.pop()
+        if v.is_graph_output(node.graph):
+            return "float-reader"
+        for r in v.users():
+            seen += 1
+            if r.op_type in RELU_LIKE and r.outputs and r.outputs[0] is not None:
+                todo.append(r.outputs[0])
+                continue
+            c = chosen.get(r.name)
+            if r.op_type not in ("Conv", "ConvTranspose") or c is None or c.mode != "static":
+                return "float-reader"
+    return "int8-chain" if seen else "float-reader"
+
+
+def feed_shapes(model: Model, feed: Mapping[str, np.ndarray] | None) -> dict[str, tuple[int, ...]]:
+    """The output shapes of the main graph's depthwise convolutions for ``feed`` (onnx shape inference with the graph
+    inputs fixed to the feed's shapes), where the model leaves their spatial dims symbolic; {} when none needs it."""
+    from onnx import shape_inference
+
+    wanted = [
+        n.outputs[0].name
+        for n in model.graph
+        if conv_kind(n) == "depthwise"
+        and n.outputs[0] is not None
+        and not (n.outputs[0].shape and all(isinstance(d, int) for d in n.outputs[0].shape))
+    ]
+    if not wanted or not feed:
+        return {}
+    proto = model.to_onnx()
+    for i in proto.graph.input:
+        if i.name in feed and i.type.HasField("tensor_type"):
+            dims = i.type.tensor_type.shape.dim
+            shape = np.shape(feed[i.name])
+            if len(dims) == len(shape):
+                for d, size in zip(dims, shape, strict=True):
+                    d.ClearField("dim_param")
+                    d.dim_value = int(size)
+    del proto.graph.value_info[:]
+    try:
+        inferred = shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # noqa: BLE001 - the speed rule then sees the symbolic shapes: nothing is flat
+        return {}
+    out: dict[str, tuple[int, ...]] = {}
+    names = set(wanted)
+    for vi in inferred.graph.value_info:
+        if vi.name in names and vi.type.HasField("tensor_type"):
+            dims = vi.type.tensor_type.shape.dim
+            if dims and all(d.HasField("dim_value") for d in dims):
+                out[vi.name] = tuple(int(d.dim_value) for d in dims)
+    return out
+
+
+def speed_choices(
+    graph: Graph,
+    chosen: Mapping[str, Choice],
+    *,
+    table: Mapping[tuple[str, str], float] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Choice]:
+    """The static convolutions of ``graph`` the speed rule keeps float (name -> the float Choice, with the measured
+    ratio in its reason): those whose kind and context have a :data:`CONV_SPEED` (or ``table``) ratio below
+    :data:`SPEED_FLOAT_BELOW`. A convolution made float here counts as a float reader for those before it.
+    ``shapes``: output shapes for the calibration feed (:func:`feed_shapes`) where the graph's are symbolic."""
+    table = CONV_SPEED if table is None else table
+    now = dict(chosen)
+    out: dict[str, Choice] = {}
+    for n in reversed(list(graph)):  # readers first: a reader kept float makes its writer's context float-reader
+        c = now.get(n.name)
+        y = n.outputs[0] if n.outputs else None
+        shape = (shapes or {}).get(y.name) if y is not None and y.name else None
+        kind = conv_kind(n, shape) if c is not None and c.mode == "static" else None
+        if kind is None:
+            continue
+        context = _context(n, now)
+        ratio = table.get((kind, context))
+        if ratio is None or ratio >= SPEED_FLOAT_BELOW:
+            continue
+        why = (
+            f"speed: a {kind} convolution ({context}) runs faster float than int8 under onnxruntime "
+            f"(benchmarks/int8_kernels.py: {ratio:.2f}x the int8 time)"
+        )
+        out[n.name] = now[n.name] = Choice(n.name, n.op_type, "float", why)
+    return out

@@ -497,6 +497,9 @@ def _choose(st: _State) -> None:
             if n.op_type not in analysis.SHARE and n.name and n.name not in chosen:
                 why = KEPT_STATIC if n.graph is model.graph else BODY_STATIC
                 chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
+        if auto:  # the speed rule: convolutions onnxruntime runs faster float (choice.CONV_SPEED)
+            shapes = choice.feed_shapes(model, st.batches[0] if st.batches else None)
+            chosen.update(choice.speed_choices(model.graph, chosen, shapes=shapes))
         st.chosen = chosen
         st.alone = {k: e.static_db for k, e in estimates.items()}
 

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array, weight_axes
+from graphopt.core.tensors import Tensor
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INTEGER_FORMS = ("QLinear", "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantize")
@@ -174,3 +175,86 @@ def _check_linear(n: Node, report: Report) -> None:
         report(5, n, f"data and weight must both be dequantized; the {which} input is float")
     if len(ins) > 2 and ins[2] is not None and n.op_type != "MatMul" and _dq_producer(ins[2]) is not None:
         report(6, n, "the bias is quantized; TensorRT keeps biases float")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# onnxruntime: a layer kept float must stay float
+
+ORT_WEIGHT_QUANTIZED = ("Conv", "ConvTranspose", "Gemm")
+"""The ops onnxruntime's WeightBiasQuantization transformer (onnxruntime 1.20 on, at the basic optimization level)
+quantizes on its own: one whose data input is a DequantizeLinear with a per-tensor scale and whose weight is a float
+initializer gets its weight quantized to int8 *per tensor, symmetric* (its bias to int32), and is then fused into a
+QLinearConv/QGemm when a QuantizeLinear reads its output. A layer the choice or the accuracy guard keeps float between
+Q/DQ pairs would silently run int8 with coarser weights than graphopt's per-channel ones (channels with small weights
+round to zero): measured under onnxruntime 1.32, a float depthwise Conv between Q/DQ pairs lost 100 % of its two
+smallest channels."""
+
+
+def _channels(node: Node, w: np.ndarray) -> tuple[int, int] | None:
+    """(axis, size) of the channel axis of ``node``'s data input, from its weight; None if not known."""
+    if node.op_type == "Conv" and w.ndim >= 3:
+        return 1, int(w.shape[1]) * int(node.attr("group", 1))
+    if node.op_type == "ConvTranspose" and w.ndim >= 3:
+        return 1, int(w.shape[0])
+    if node.op_type == "Gemm" and w.ndim == 2:
+        k = int(w.shape[1] if int(node.attr("transB", 0)) else w.shape[0])
+        return (0 if int(node.attr("transA", 0)) else 1), k
+    return None
+
+
+def keep_float_layers(graph: Graph, opset: int) -> int:
+    """Make every float Conv/ConvTranspose/Gemm of ``graph`` (and its subgraphs) that reads a per-tensor
+    DequantizeLinear read a per-axis copy of it instead (the same scale and zero point repeated along the data's
+    channel axis: bit-identical), which onnxruntime's WeightBiasQuantization does not take (see
+    :data:`ORT_WEIGHT_QUANTIZED`); returns the number of layers changed. Per-axis DequantizeLinear needs opset 13:
+    below it nothing changes. For target ort only (TensorRT wants activations per tensor)."""
+    if opset < 13:
+        return 0
+    changed = 0
+    for g in (graph, *graph.subgraphs()):
+        copies: dict[tuple[int, int, int], Value] = {}
+        for n in list(g):
+            if n.op_type not in ORT_WEIGHT_QUANTIZED or n.domain not in ("", "ai.onnx") or len(n.inputs) < 2:
+                continue
+            x, wv = n.inputs[0], n.inputs[1]
+            dq = x.producer if x is not None else None
+            w = constant_array(wv) if wv is not None and wv.producer is None else None
+            if dq is None or dq.op_type != "DequantizeLinear" or w is None or w.dtype != np.float32:
+                continue
+            scale = constant_array(dq.inputs[1] if len(dq.inputs) > 1 else None)
+            zv = dq.inputs[2] if len(dq.inputs) > 2 else None
+            zp = constant_array(zv)
+            if scale is None or scale.size != 1 or (zv is not None and (zp is None or zp.size != 1)):
+                continue
+            where = _channels(n, w)
+            if where is None or where[1] < 1:
+                continue
+            axis, size = where
+            key = (id(dq), axis, size)
+            if key not in copies:
+                base = dq.name or "dq"
+                ins = [
+                    dq.inputs[0],
+                    g.make_constant(
+                        Tensor.from_numpy(np.full(size, scale.reshape(()), scale.dtype)), f"{base}_per_axis_scale"
+                    ),
+                ]
+                if zv is not None:
+                    ins.append(
+                        g.make_constant(
+                            Tensor.from_numpy(np.full(size, zp.reshape(()), zp.dtype)), f"{base}_per_axis_zero_point"
+                        )
+                    )
+                name = g.unique_name(f"{x.name}_per_axis")  # type: ignore[union-attr]
+                out = Value(name, x.dtype, x.shape) if x.shape is not None else Value(name)  # type: ignore[union-attr]
+                copy = Node(
+                    "DequantizeLinear", ins, {"axis": axis}, outputs=[out], name=g.unique_name(f"{base}_per_axis")
+                )
+                g.insert_after(dq, copy)
+                copies[key] = out
+            n.set_input(0, copies[key])
+            changed += 1
+            y = dq.outputs[0]
+            if y is not None and not y.users() and not y.is_graph_output(g):
+                g.remove(dq)  # every reader took a per-axis copy
+    return changed

@@ -64,6 +64,10 @@ def apply(
         nodes = [n for n in the_plan.nodes if n.graph is g]
         if nodes:
             result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options)
+    if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
+        from graphopt.quantize.qdq_rules import keep_float_layers
+
+        keep_float_layers(graph, opset)
     return result
 
 

@@ -1,0 +1,147 @@
+"""The int8 speed rule for convolutions (choice.speed_choices, CONV_SPEED) and the float-layer guard against
+onnxruntime's WeightBiasQuantization (qdq_rules.keep_float_layers), on small graphs under real onnxruntime. No timing:
+the decision is tested given the table; the rewrite by equivalence."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from graphopt.core.onnx_io import from_proto
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.quantize import choice
+from graphopt.quantize.qdq_rules import keep_float_layers
+
+RNG = np.random.default_rng(0)
+
+
+def _dw_chain(h: int, w: int, c: int = 16, k: int = 5, reader: str = "Conv") -> onnx.ModelProto:
+    """1x1 conv -> depthwise kxk conv -> reader (a 1x1 Conv, or a hard swish) on a 1 x c x h x w input."""
+    inits = [
+        numpy_helper.from_array(RNG.standard_normal((c, c, 1, 1)).astype(np.float32), "w0"),
+        numpy_helper.from_array(RNG.standard_normal((c, 1, k, k)).astype(np.float32), "w1"),
+        numpy_helper.from_array(RNG.standard_normal((c, c, 1, 1)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="pw0"),
+        helper.make_node("Conv", ["a", "w1"], ["b"], name="dw", group=c, kernel_shape=[k, k], pads=[k // 2] * 4),
+        helper.make_node("Relu", ["b"], ["br"], name="relu"),
+    ]
+    if reader == "Conv":
+        nodes.append(helper.make_node("Conv", ["br", "w2"], ["y"], name="pw1"))
+    else:
+        nodes += [
+            helper.make_node("HardSigmoid", ["br"], ["s"], name="hsig", alpha=1 / 6, beta=0.5),
+            helper.make_node("Mul", ["br", "s"], ["y"], name="hmul"),
+        ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, h, w])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _static(model) -> dict[str, choice.Choice]:
+    return {n.name: choice.Choice(n.name, n.op_type, "static", "t") for n in model.graph if n.op_type == "Conv"}
+
+
+def _model(proto):
+    m = from_proto(proto)
+    infer_shapes(m)
+    return m
+
+
+def test_conv_kind_by_shape():
+    kinds = {n.name: choice.conv_kind(n) for n in _model(_dw_chain(3, 96)).graph}
+    assert kinds == {"pw0": None, "dw": "depthwise-flat", "relu": None, "pw1": None}
+    big = _model(_dw_chain(6, 160, c=256))
+    assert choice.conv_kind(next(n for n in big.graph if n.name == "dw")) == "depthwise-flat-large"
+    square = _model(_dw_chain(24, 24))
+    assert choice.conv_kind(next(n for n in square.graph if n.name == "dw")) == "depthwise"
+
+
+def test_speed_rule_floats_flat_depthwise_before_float_reader():
+    m = _model(_dw_chain(3, 96, reader="HardSwish"))
+    out = choice.speed_choices(m.graph, _static(m))
+    assert set(out) == {"dw"} and out["dw"].mode == "float"
+    assert "depthwise-flat" in out["dw"].reason and "float-reader" in out["dw"].reason
+
+
+def test_speed_rule_keeps_int8_chain_and_follows_the_table():
+    m = _model(_dw_chain(3, 96, reader="Conv"))
+    assert choice.speed_choices(m.graph, _static(m)) == {}  # int8-chain: 0.98, not below the threshold
+    forced = {("depthwise-flat", "int8-chain"): 0.5}
+    assert set(choice.speed_choices(m.graph, _static(m), table=forced)) == {"dw"}
+    # a reader kept float makes the context float-reader
+    chosen = _static(m)
+    chosen["pw1"] = choice.Choice("pw1", "Conv", "float", "t")
+    assert set(choice.speed_choices(m.graph, chosen)) == {"dw"}
+
+
+def test_speed_rule_uses_feed_shapes_for_symbolic_dims():
+    proto = _dw_chain(3, 96, reader="HardSwish")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    m = _model(proto)
+    assert choice.speed_choices(m.graph, _static(m)) == {}  # spatial dims unknown: not flat
+    shapes = choice.feed_shapes(m, {"x": np.zeros((1, 16, 3, 96), np.float32)})
+    assert shapes == {"b": (1, 16, 3, 96)}
+    assert set(choice.speed_choices(m.graph, _static(m), shapes=shapes)) == {"dw"}
+
+
+def _float_conv_between_qdq() -> onnx.ModelProto:
+    """Q -> DQ -> float depthwise Conv -> Relu -> Q -> DQ, channels with weights 1e-3..1 apart."""
+    w = (RNG.standard_normal((8, 1, 3, 3)) * np.logspace(-3, 0, 8)[:, None, None, None]).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        numpy_helper.from_array(np.array(0.002, np.float32), "s2"),
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dq"),
+        helper.make_node("Conv", ["d", "w", "b"], ["c"], name="conv", group=8, kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "s2", "z"], ["q2"]),
+        helper.make_node("DequantizeLinear", ["q2", "s2", "z"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _run(proto: onnx.ModelProto, x: np.ndarray, level) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_keep_float_layers_stops_onnxruntime_quantizing_a_float_conv():
+    x = RNG.standard_normal((1, 8, 16, 16)).astype(np.float32)
+    proto = _float_conv_between_qdq()
+    plain = _run(proto, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    # the trap: onnxruntime quantizes the float weight per tensor by itself (its small channels round to zero)
+    assert not np.array_equal(_run(proto, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), plain)
+    m = from_proto(proto)
+    assert keep_float_layers(m.graph, 13) == 1
+    conv = next(n for n in m.graph if n.name == "conv")
+    dq = conv.inputs[0].producer
+    assert dq.op_type == "DequantizeLinear" and int(dq.attr("axis")) == 1
+    assert sum(n.op_type == "DequantizeLinear" for n in m.graph) == 2  # the per-tensor one, now unread, is gone
+    fixed = m.to_onnx()
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        np.testing.assert_array_equal(_run(fixed, x, level), plain)
+    assert keep_float_layers(from_proto(proto).graph, 12) == 0  # per-axis DequantizeLinear needs opset 13
