@@ -138,7 +138,9 @@ def layer_norm_outputs(node: Node, graph: Graph, ctx: PassContext) -> set[str]:
     out = node.outputs[0]
     if out is None or _is_output(out, graph):
         return set()
-    if not all(v.dtype in _FUSED_DTYPES for v in node.inputs):  # type: ignore[union-attr]
+    # an unknown type is allowed: ONNX shape inference does not type contrib ops' outputs (DynamicQuantizeMatMul
+    # in a quantized file read back), and what feeds a LayerNormalization is a float anyway; onnxruntime decides
+    if not all(v.dtype in _FUSED_DTYPES or v.dtype is None for v in node.inputs):  # type: ignore[union-attr]
         return set()
     users = out.users()
     if len(users) == 1:
