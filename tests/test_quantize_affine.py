@@ -232,3 +232,49 @@ def test_lcnet_block_runs_without_float_ops(tmp_path) -> None:
     got_island = [runtime.session(other).run(None, f) for f in feeds]
     err_island = output_error(ref, got_island)[0]
     assert err < 0.05 and err < err_island * 1.5 + 1e-3, (err, err_island)
+
+
+def test_chain_after_a_hard_sigmoid_keeps_its_affine_map() -> None:
+    """Conv -> HardSigmoid -> 3 * h - 1.3 -> padded depthwise Conv: the chain read through the parameters must not
+    then be dropped by the integer HardSigmoid rewrite (which reads its own integers on the 1/255 grid)."""
+    rng = np.random.default_rng(0)
+    inits = []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr, np.float32), name))
+        return name
+
+    c = 8
+    nodes = [
+        helper.make_node(
+            "Conv",
+            ["input", const("w0", rng.standard_normal((c, 3, 3, 3)) * 0.4), const("b0", rng.standard_normal(c) * 0.1)],
+            ["c0"],
+            pads=[1] * 4,
+        ),
+        helper.make_node("HardSigmoid", ["c0"], ["h0"]),
+        helper.make_node("Mul", [const("a0", [3.0]), "h0"], ["m0"]),
+        helper.make_node("Add", ["m0", const("s0", [-1.3])], ["l0"]),
+        helper.make_node(
+            "Conv",
+            ["l0", const("w1", rng.standard_normal((c, 1, 3, 3)) * 0.4), const("b1", rng.standard_normal(c) * 0.1)],
+            ["out"],
+            pads=[1] * 4,
+            group=c,
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hsig",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 12, 12])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, 12, 12])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"input": np.random.default_rng(i).standard_normal((1, 3, 12, 12)).astype(np.float32)} for i in range(4)]
+    model = from_proto(proto)
+    quantize_model(model, feeds, "ort", {"cache": False, "choice": "static", "fallback": False})
+    quantized = model.to_onnx()
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(quantized).run(None, f) for f in feeds]
+    assert output_error(ref, got)[0] < 0.05

@@ -145,7 +145,7 @@ def _apply_graph(
     if target == "ort" and options.affine_in_params:
         quantized = _affine_in_params(graph, params, quantized, read_as)
     if target == "ort" and options.integer_hard_sigmoid:
-        quantized = _integer_hard_sigmoids(graph, params, quantized)
+        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as)
 
     # 3. weights and biases, against the parameters each layer's input is read with
     weight_cache: dict[tuple[int, int], tuple[Value, np.ndarray]] = {}
@@ -182,7 +182,9 @@ def _apply_graph(
     return result
 
 
-def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: list[Value]) -> list[Value]:
+def _integer_hard_sigmoids(
+    graph: Graph, params: dict[int, Params], quantized: list[Value], read_as: Mapping[str, Params] | None = None
+) -> list[Value]:
     """onnxruntime has no integer HardSigmoid or HardSwish: between a quantized input and a quantized output they run
     as DQ -> float op -> Q, three passes over the tensor. Written with ops it fuses instead:
 
@@ -195,7 +197,8 @@ def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: l
     a quantized output: QLinearMul.
 
     Applies where ``x`` and the op's output are both quantized (``params``); returns ``quantized`` without the
-    outputs that now carry their own Q/DQ."""
+    outputs that now carry their own Q/DQ. Not to a HardSigmoid whose output is read through other parameters
+    (``read_as``, :func:`_affine_in_params`): its own Q/DQ pair is the affine map the chain it replaced computed."""
     drop: set[int] = set()
     for n in list(graph):
         if n.domain not in STANDARD_DOMAINS or n.op_type not in ("HardSigmoid", "HardSwish") or len(n.inputs) != 1:
@@ -205,6 +208,8 @@ def _integer_hard_sigmoids(graph: Graph, params: dict[int, Params], quantized: l
             continue
         if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params)):
             continue
+        if n.op_type == "HardSigmoid" and read_as and y.name in read_as:
+            continue  # the DequantizeLinear below would read it on the 1/255 grid, dropping u = A * y + B
         if n.op_type == "HardSwish":
             alpha, beta = 1.0 / 6.0, 0.5
         else:
