@@ -145,3 +145,51 @@ def test_keep_float_layers_stops_onnxruntime_quantizing_a_float_conv():
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         np.testing.assert_array_equal(_run(fixed, x, level), plain)
     assert keep_float_layers(from_proto(proto).graph, 12) == 0  # per-axis DequantizeLinear needs opset 13
+
+
+def test_keep_float_layers_copies_an_outer_dequantize_read_in_a_body():
+    """A float Conv in an If branch reading a value quantized in the main graph: the per-axis copy goes next to the
+    outer DequantizeLinear (inserting it into the body crashed quantize_model)."""
+    from onnx import TensorProto
+
+    from graphopt.quantize import output_error, quantize_model
+    from graphopt.tools import runtime
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.5).astype(np.float32), "w0"),
+        numpy_helper.from_array((rng.standard_normal((4, 4, 1, 1)) * 0.5).astype(np.float32), "w1"),
+    ]
+
+    def branch(name):
+        y = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4, 8, 8])
+        return helper.make_graph([helper.make_node("Conv", ["c1", "w1"], [y.name], name=f"{name}_conv")], name, [], [y])
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1] * 4, name="conv0"),
+        helper.make_node("Relu", ["c0"], ["c1"], name="relu"),
+        helper.make_node("If", ["c"], ["y"], then_branch=branch("a"), else_branch=branch("b"), name="if"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32), "c": np.array(i % 2 == 0)} for i in range(2)]
+    m = from_proto(proto)
+    cfg = {"cache": False, "choice": "static", "fallback": False, "exclude": ["a_conv", "b_conv"]}
+    quantize_model(m, feeds, "ort", cfg)
+    q = m.to_onnx()
+    for body in (q.graph.node[-1].attribute[0].g, q.graph.node[-1].attribute[1].g):
+        (conv,) = body.node
+        dq = next(n for n in q.graph.node if conv.input[0] in n.output)
+        assert dq.op_type == "DequantizeLinear" and any(a.name == "axis" for a in dq.attribute)
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(q).run(None, f) for f in feeds]
+    assert output_error(ref, got)[0] < 0.05

@@ -211,15 +211,18 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
     if opset < 13:
         return 0
     changed = 0
-    for g in (graph, *graph.subgraphs()):
-        copies: dict[tuple[int, int, int], Value] = {}
-        for n in list(g):
+    copies: dict[tuple[int, int, int], Value] = {}
+    for body in (graph, *graph.subgraphs()):
+        for n in list(body):
             if n.op_type not in ORT_WEIGHT_QUANTIZED or n.domain not in ("", "ai.onnx") or len(n.inputs) < 2:
                 continue
             x, wv = n.inputs[0], n.inputs[1]
             dq = x.producer if x is not None else None
             w = constant_array(wv) if wv is not None and wv.producer is None else None
             if dq is None or dq.op_type != "DequantizeLinear" or w is None or w.dtype != np.float32:
+                continue
+            g = dq.graph  # the copy goes next to the DequantizeLinear: a body's Conv may read an outer one
+            if g is None:
                 continue
             scale = constant_array(dq.inputs[1] if len(dq.inputs) > 1 else None)
             zv = dq.inputs[2] if len(dq.inputs) > 2 else None
