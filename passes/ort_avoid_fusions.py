@@ -68,7 +68,9 @@ class OrtAvoidFusions(ModelPass):
             if fused is not None and id(g) not in in_functions:
                 take = bool(names & fused)  # onnxruntime said which (function bodies it inlines under new names)
             else:
-                take = _same_3d(node.inputs[0].shape, node.inputs[1].shape)  # type: ignore[union-attr]
+                take = _same_3d(node.inputs[0].shape, node.inputs[1].shape) and all(  # type: ignore[union-attr]
+                    v.dtype in _FUSED_DTYPES for v in node.inputs  # type: ignore[union-attr]
+                )  # from the shapes alone, only a known float32/float16 (a Sum kernel onnxruntime's CPU has)
             if take:
                 node.op_type = "Sum"
                 node.domain = ""
