@@ -17,7 +17,7 @@ from graphopt.tools import runtime
 BODY = {"body_matmul_h", "body_add"}  # body_matmul_x reads an outer-scope value: never planned
 
 
-def _model(loop: bool = True) -> onnx.ModelProto:
+def _model(loop: bool = True, main: bool = True) -> onnx.ModelProto:
     """x -> MatMul (main graph) -> an RNN as a Loop: h <- Tanh(MatMul(h, w) + MatMul(xm, u)), three steps."""
     rng = np.random.default_rng(0)
     v = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "v")
@@ -43,7 +43,11 @@ def _model(loop: bool = True) -> onnx.ModelProto:
             helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, 8]),
         ],
     )
-    nodes = [helper.make_node("MatMul", ["x", "v"], ["xm"], name="main_matmul")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "v"], ["xm"], name="main_matmul")
+        if main
+        else helper.make_node("Relu", ["x"], ["xm"], name="main_relu")
+    ]
     if loop:
         nodes.append(helper.make_node("Loop", ["trip", "", "h0"], ["h"], body=body, name="loop"))
     else:
@@ -56,7 +60,7 @@ def _model(loop: bool = True) -> onnx.ModelProto:
             helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, 8]),
         ],
         [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 8])],
-        [v, w, u, trip] if loop else [v],
+        ([v] if main else []) + ([w, u, trip] if loop else []),
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -182,3 +186,13 @@ def test_with_the_accuracy_guard_the_retry_runs_once_on_the_final_model(monkeypa
     q, report = _quantize(_model(), method="minmax", max_error=0.5)
     assert calls == [0.6, 0.9] and report.speedup == 0.9 and _body_q(q) == 0
     assert report.error_rel <= 0.5
+
+
+def test_when_only_body_layers_are_int8_the_first_model_stands(monkeypatch) -> None:
+    """Nothing would be left to quantize with the body float: the int8 model is written, and the note says why."""
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    q, report = _quantize(_model(main=False), method="minmax")
+    assert calls == [0.6] and report.speedup == 0.6 and _body_q(q) > 0
+    note = next(w for w in report.warnings if "quantized again with them float" in w)
+    assert "no model (nothing to quantize" in note and "first model is kept" in note
+    assert {la.name for la in report.layers} >= BODY

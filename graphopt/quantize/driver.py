@@ -869,22 +869,22 @@ def _body_float_retry(st: _State) -> None:
     st.chosen = chosen
     report.layers = []
     speed: float | None = None
+    failed = ""
     try:
         _apply_choices(st)
         st.excluded = [*st.excluded, *share_in_bodies]
         _rewrite(st)
-    except GraphoptError as exc:  # nothing left to quantize outside the bodies
-        logger.info("no body-float model: %s", exc)
-    else:
         _measure(st)
         speed = _speedup(st.original, st.model.to_onnx(), st.batches[0])
+    except GraphoptError as exc:  # nothing left to quantize outside the bodies, say: the first model stands
+        failed = str(exc)
     sqnr_ok = report.sqnr_db >= cfg.sqnr_floor_db or report.sqnr_db >= first.sqnr_db
     error_ok = cfg.max_error is None or report.error_rel <= cfg.max_error or report.error_rel <= first.error_rel
     keep = speed is not None and speed > first.speedup and sqnr_ok and error_ok  # type: ignore[operator]
     figure = (
         f"{speed:.2f}x, output SQNR {report.sqnr_db:.1f} dB against {first.sqnr_db:.1f} dB"
         if speed is not None
-        else "nothing left to quantize"
+        else f"no model ({failed})"
     )
     if keep:
         report.speedup = speed
