@@ -316,7 +316,19 @@ def quantize_model(
     cfg = QuantizeConfig.of(config)
     batches = _checked_feeds(model, feeds, cfg, sources)
     if cfg.method == "percentile" and cfg.clip_check and initializer_bytes(model) <= CLIP_CHECK_MAX_BYTES:
-        return _clipped_or_full(model, batches, target, cfg, progress, sources)  # two runs of this function
+        return _clipped_or_full(model, batches, target, cfg, progress, sources)  # two runs of the pipeline
+    return _pipeline(model, batches, target, cfg, progress, sources).report
+
+
+def _pipeline(
+    model: Model,
+    batches: list[dict[str, np.ndarray]],
+    target: str,
+    cfg: QuantizeConfig,
+    progress: Progress | None,
+    sources: Sequence[str] | None,
+) -> _State:
+    """The stages of :func:`quantize_model` on checked feeds; the state they leave (its ``report`` is the result)."""
     st = _State(model, batches, target, cfg, progress, sources)
     _prepare(st)  # opset upgrade, the plan, weight options
     _smooth_activations(st)  # SmoothQuant
@@ -329,8 +341,10 @@ def quantize_model(
     _rewrite(st)  # Q/DQ pairs, dynamic layers, int8 tables
     _measure(st)  # output error, per-layer SQNR, onnxruntime's fusions
     if st.report.sqnr_db < cfg.sqnr_floor_db and cfg.fallback and cfg.max_error is None:
-        return _sqnr_fallback(st)
-    return _finish(st)
+        _sqnr_fallback(st)
+    else:
+        _finish(st)
+    return st
 
 
 def _checked_feeds(
@@ -655,6 +669,8 @@ def _measure(st: _State) -> None:
 def _finish(st: _State) -> QuantReport:
     """Flag an output SQNR below the floor (naming the worst layers), log the notes, put them in the report."""
     report, cfg = st.report, st.cfg
+    if st.target == "ort":
+        _speed_stage(st, cfg.measure_speed)  # before the floor's note: a body-float retry may change the SQNR
     if report.sqnr_db < cfg.sqnr_floor_db:
         rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
         worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
@@ -663,14 +679,6 @@ def _finish(st: _State) -> QuantReport:
             f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it may be unusable; worst layers: {worst} "
             "(keep them float with --exclude, or use --max-error)"
         )
-    if st.target == "ort":
-        report.speedup = st.guard_speed
-        if report.speedup is None and cfg.measure_speed:
-            with st.timed("speed"):
-                report.speedup = _speedup(st.original, st.model.to_onnx(), st.batches[0])
-        note = speed_note(report)
-        if note:
-            st.notes.append(note)
     for note in st.notes:
         logger.warning("%s", note)
     report.warnings = st.notes
@@ -780,6 +788,122 @@ def speed_note(report: QuantReport) -> str | None:
         f"the int8 model is {report.speedup:.2f}x the speed of fp32 under onnxruntime (1 thread, on the first "
         f"calibration batch): {', '.join(why)}; consider --quantize-ops for the heavy layers only, or keeping fp32"
     )
+
+
+BODY_FLOAT = "float (inside {owner} body: the int8 model was slower than fp32)"
+"""The reason of a layer in an If/Loop body that the body-float retry (:func:`_body_float_retry`) kept float."""
+
+
+def _speed_stage(st: _State, measure: bool) -> None:
+    """Target ort: the int8 model's speed-up over fp32 (the accuracy guard's figure when it was made on this model,
+    else measured when ``measure``); below :data:`SLOW_SPEEDUP`, the body-float retry; the slow-model warning."""
+    report = st.report
+    if report.speedup is None:
+        report.speedup = st.guard_speed
+    if report.speedup is None and measure:
+        with st.timed("speed"):
+            report.speedup = _speedup(st.original, st.model.to_onnx(), st.batches[0])
+    if measure:
+        _body_float_retry(st)
+    note = speed_note(report)
+    if note:
+        st.notes.append(note)
+
+
+def _body_layers(st: _State) -> dict[str, str]:
+    """The quantized layers of ``st.model`` inside If/Loop/Scan bodies: name -> the op type owning the body."""
+    quantized = {layer.name for layer in st.layers if layer.name}
+    return {
+        n.name: g.owner.op_type
+        for g in st.model.graph.subgraphs()
+        if g.owner is not None
+        for n in g
+        if n.name in quantized
+    }
+
+
+def _body_float_retry(st: _State) -> None:
+    """The int8 model measured slower than fp32 and it has layers inside If/Loop bodies in int8: quantize once more
+    from the same float model and ranges (no new calibration) with those layers float, time that model the same way,
+    and keep it when it is faster and its output SQNR is not below the floor or not worse than the first model's (and,
+    with ``max_error``, its error within the budget or not worse). A decoder run step by step in a Loop pays a
+    QuantizeLinear/DequantizeLinear per layer and step for a small product (slanet-en: 0.80x fp32): the layer choice
+    does not estimate body layers, so the measured speed decides. Costs one quantize and one speed measurement,
+    reported under ``seconds["body-float"]``."""
+    report, cfg = st.report, st.cfg
+    if report.speedup is None or not report.speedup < SLOW_SPEEDUP:
+        return
+    body = _body_layers(st)
+    if not body:
+        return
+    start, timings = time.perf_counter(), dict(st.timings)
+    owners = sorted(set(body.values()))
+    where = " or ".join(f"a{'n' if o[0] in 'AEIOU' else ''} {o}" for o in owners)
+    logger.info(
+        "int8 model at %.2fx fp32: quantizing again with %d %s-body layers float",
+        report.speedup,
+        len(body),
+        "/".join(owners),
+    )
+    first = dataclasses.replace(report)  # shallow: the retry gives the report new lists, these stay the first's
+    first_proto = st.model.to_onnx()
+    _restore_float(st)
+    main = st.model.graph
+    chosen = dict(st.chosen)
+    share_in_bodies = []
+    for n in st.plan.nodes:
+        if not n.name:
+            continue
+        if n.graph is not main:
+            owner = n.graph.owner.op_type if n.graph.owner is not None else "a control-flow"
+            article = "an" if owner[0] in "AEIOU" else "a"
+            if n.op_type in analysis.SHARE:
+                share_in_bodies.append(n.name)  # scale-sharing ops in the body: float with their neighbours
+            else:
+                chosen[n.name] = choice.Choice(
+                    n.name, n.op_type, "float", BODY_FLOAT.format(owner=f"{article} {owner}")
+                )
+        elif n.op_type not in analysis.SHARE and n.name not in chosen:
+            why = KEPT_STATIC if st.chosen else "--layer-choice static"
+            chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
+    st.chosen = chosen
+    report.layers = []
+    speed: float | None = None
+    failed = ""
+    try:
+        _apply_choices(st)
+        st.excluded = [*st.excluded, *share_in_bodies]
+        _rewrite(st)
+        _measure(st)
+        speed = _speedup(st.original, st.model.to_onnx(), st.batches[0])
+    except GraphoptError as exc:  # nothing left to quantize outside the bodies, say: the first model stands
+        failed = str(exc)
+    sqnr_ok = report.sqnr_db >= cfg.sqnr_floor_db or report.sqnr_db >= first.sqnr_db
+    error_ok = cfg.max_error is None or report.error_rel <= cfg.max_error or report.error_rel <= first.error_rel
+    keep = speed is not None and speed > first.speedup and sqnr_ok and error_ok  # type: ignore[operator]
+    figure = (
+        f"{speed:.2f}x, output SQNR {report.sqnr_db:.1f} dB against {first.sqnr_db:.1f} dB"
+        if speed is not None
+        else f"no model ({failed})"
+    )
+    if keep:
+        report.speedup = speed
+        outcome = "kept"
+    else:
+        st.model.take_contents(from_proto(first_proto))
+        for f in dataclasses.fields(report):
+            if f.name not in ("seconds", "warnings"):  # the same dict and list as the state's
+                setattr(report, f.name, getattr(first, f.name))
+        outcome = "the first model is kept"
+        if speed is not None:
+            outcome += " (not faster)" if sqnr_ok and error_ok else " (less accurate)"
+    st.notes.append(
+        f"the int8 model was {first.speedup:.2f}x the speed of fp32 with {len(body)} layers inside {where} body in "
+        f"int8; quantized again with them float: {figure}: {outcome}"
+    )
+    st.timings.clear()
+    st.timings.update(timings)
+    st.timings["body-float"] = time.perf_counter() - start
 
 
 def _restore_float(st: _State) -> None:
@@ -918,7 +1042,7 @@ def _clipped_or_full(
     pooling: on hard-swish nets (PP-LCNet, MobileNetV3) the full ranges give the output up to 9 dB more SQNR, while
     elsewhere the clipped ones win. Measuring the whole model settles it."""
     original = model.to_onnx()
-    runs = []
+    runs: list[tuple[float, bool, _State, list[logging.LogRecord]]] = []
     held: list[logging.LogRecord] = []
 
     def hold(record: logging.LogRecord) -> bool:
@@ -935,23 +1059,22 @@ def _clipped_or_full(
             # the kept model alone is timed (below), unless the guard's measurement came with it
             sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False, "measure_speed": False})
             start = len(held)
-            rep = quantize_model(m, batches, target, sub, progress=progress, sources=sources)
-            runs.append((rep.error_rel, method != "percentile", m, rep, held[start:]))
+            sub_state = _pipeline(m, batches, target, sub, progress, sources)
+            runs.append((sub_state.report.error_rel, method != "percentile", sub_state, held[start:]))
     finally:
         logger.removeFilter(hold)
     errors = {("minmax" if r[1] else "percentile"): r[0] for r in runs}
-    _, full, best, report, records = min(runs, key=lambda r: (r[0], r[1]))
-    model.take_contents(best)
+    _, full, st, records = min(runs, key=lambda r: (r[0], r[1]))
+    report = st.report
     for record in records:
         logger.handle(record)
     if target == "ort" and report.speedup is None and cfg.measure_speed:
-        start = time.perf_counter()
-        report.speedup = _speedup(original, best.to_onnx(), batches[0])
-        report.seconds["speed"] = time.perf_counter() - start
-        note = speed_note(report)
-        if note:
+        # the kept model timed (and quantized again with its If/Loop body layers float, where that pays), here only
+        known = len(st.notes)
+        _speed_stage(st, True)
+        for note in st.notes[known:]:  # report.warnings is st.notes
             logger.warning("%s", note)
-            report.warnings.append(note)
+    model.take_contents(st.model)
     if full:
         report.method = "minmax"  # the JSON report says which ranges the written model has
         logger.info(

@@ -1,0 +1,198 @@
+"""The body-float retry (issue 16, slanet-en): an int8 model measured slower than fp32 whose If/Loop bodies hold int8
+layers is quantized once more with those layers float, and the faster of the two is kept unless it is less accurate.
+The speed figure is stubbed (``driver._speedup``, graphopt's own timing function) so that the outcome never depends on
+the machine; the models run under onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.core.onnx_io import from_proto
+from graphopt.quantize import driver, output_error, quantize_model
+from graphopt.tools import runtime
+
+BODY = {"body_matmul_h", "body_add"}  # body_matmul_x reads an outer-scope value: never planned
+
+
+def _model(loop: bool = True, main: bool = True) -> onnx.ModelProto:
+    """x -> MatMul (main graph) -> an RNN as a Loop: h <- Tanh(MatMul(h, w) + MatMul(xm, u)), three steps."""
+    rng = np.random.default_rng(0)
+    v = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "v")
+    w = numpy_helper.from_array((0.5 * rng.standard_normal((8, 8))).astype(np.float32), "w")
+    u = numpy_helper.from_array((0.5 * rng.standard_normal((8, 8))).astype(np.float32), "u")
+    trip = numpy_helper.from_array(np.array(3, np.int64), "trip")
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["h_in", "w"], ["hw"], name="body_matmul_h"),
+            helper.make_node("MatMul", ["xm", "u"], ["xu"], name="body_matmul_x"),
+            helper.make_node("Add", ["hw", "xu"], ["s"], name="body_add"),
+            helper.make_node("Tanh", ["s"], ["h_out"], name="body_tanh"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [2, 8]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, 8]),
+        ],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "v"], ["xm"], name="main_matmul")
+        if main
+        else helper.make_node("Relu", ["x"], ["xm"], name="main_relu")
+    ]
+    if loop:
+        nodes.append(helper.make_node("Loop", ["trip", "", "h0"], ["h"], body=body, name="loop"))
+    else:
+        nodes.append(helper.make_node("Add", ["xm", "h0"], ["h"], name="main_add"))
+    graph = helper.make_graph(
+        nodes,
+        "loop",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+            helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, 8]),
+        ],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 8])],
+        ([v] if main else []) + ([w, u, trip] if loop else []),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _feeds() -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [
+        {"x": rng.standard_normal((2, 8)).astype(np.float32), "h0": rng.standard_normal((2, 8)).astype(np.float32)}
+        for _ in range(3)
+    ]
+
+
+def _body_q(proto: onnx.ModelProto) -> int:
+    return sum(n.op_type == "QuantizeLinear" for g in _subgraphs(proto.graph) for n in g.node)
+
+
+def _subgraphs(g: onnx.GraphProto):
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield a.g
+                yield from _subgraphs(a.g)
+
+
+def _stub_speed(monkeypatch, slow: float, fast: float) -> list[float]:
+    """``_speedup`` stubbed: ``slow`` for a model with int8 in its bodies, ``fast`` for one without."""
+    calls: list[float] = []
+
+    def speed(fp32, quantized, feed, runs=5):
+        assert runtime.session(quantized).run(None, feed)  # the timed model runs under onnxruntime
+        figure = slow if _body_q(quantized) else fast
+        calls.append(figure)
+        return figure
+
+    monkeypatch.setattr(driver, "_speedup", speed)
+    return calls
+
+
+def _quantize(proto: onnx.ModelProto, **config):
+    model = from_proto(proto)
+    report = quantize_model(model, _feeds(), "ort", {"cache": False, **config})
+    return model.to_onnx(), report
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])  # one pipeline; the clip check's two, then the kept one
+def test_a_slow_model_is_quantized_again_with_its_loop_body_float(monkeypatch, method) -> None:
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    proto = _model()
+    q, report = _quantize(proto, method=method)
+    assert calls == [0.6, 0.9]  # one extra measurement, of the retry
+    assert report.speedup == 0.9
+    assert _body_q(q) == 0 and not any(n.op_type == "MatMul" for n in q.graph.node)  # main graph still int8
+    reasons = {c.name: (c.mode, c.reason) for c in report.choices}
+    for name in BODY:
+        assert reasons[name] == ("float", "float (inside a Loop body: the int8 model was slower than fp32)")
+    assert [(la.name, la.mode in ("static", "dynamic", None)) for la in report.layers] == [("main_matmul", True)]
+    retry = [w for w in report.warnings if "quantized again with them float" in w]
+    assert len(retry) == 1 and "0.60x" in retry[0] and "0.90x" in retry[0] and ": kept" in retry[0]
+    assert any("x the speed of fp32 under onnxruntime" in w for w in report.warnings)  # still below 1.0: warned
+    assert report.seconds["body-float"] > 0
+    ref = [runtime.session(proto).run(None, f) for f in _feeds()]
+    got = [runtime.session(q).run(None, f) for f in _feeds()]
+    rel, _ = output_error(ref, got)
+    assert abs(driver.sqnr_db(rel) - report.sqnr_db) < 0.5  # the report describes the model written
+
+
+def test_no_retry_when_int8_is_not_slower_or_nothing_is_in_a_body(monkeypatch) -> None:
+    calls = _stub_speed(monkeypatch, slow=1.2, fast=2.0)
+    q, report = _quantize(_model(), method="minmax")
+    assert calls == [1.2] and _body_q(q) > 0 and "body-float" not in report.seconds
+    assert not any("quantized again" in w for w in report.warnings)
+    calls = _stub_speed(monkeypatch, slow=0.5, fast=0.5)
+    q, report = _quantize(_model(loop=False), method="minmax")
+    assert calls == [0.5] and "body-float" not in report.seconds
+    assert any("x the speed of fp32" in w for w in report.warnings)
+
+
+def test_no_retry_without_a_speed_measurement(monkeypatch) -> None:
+    calls = _stub_speed(monkeypatch, slow=0.5, fast=0.9)
+    q, report = _quantize(_model(), measure_speed=False)
+    assert calls == [] and _body_q(q) > 0 and report.speedup is None
+
+
+@pytest.mark.parametrize("floor", [0.0, 1000.0])
+def test_the_retry_is_kept_only_if_its_sqnr_meets_the_floor_or_is_not_worse(monkeypatch, floor) -> None:
+    """The retry's measured SQNR set 3 dB below the first model's (``_measure`` wrapped): above the floor it is kept;
+    below the floor (and worse than the first model) the first model is written back, with its report."""
+    _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    real = driver._measure
+    first: list[float] = []
+
+    def measure(st):
+        real(st)
+        if _body_q(st.model.to_onnx()):
+            first.append(st.report.sqnr_db)
+        else:  # the retry's model
+            st.report.sqnr_db = first[0] - 3.0
+
+    monkeypatch.setattr(driver, "_measure", measure)
+    q, report = _quantize(_model(), method="minmax", sqnr_floor_db=floor, fallback=False)
+    note = next(w for w in report.warnings if "quantized again with them float" in w)
+    if floor == 0.0:
+        assert report.speedup == 0.9 and _body_q(q) == 0 and ": kept" in note
+    else:
+        assert report.speedup == 0.6 and _body_q(q) > 0 and "first model is kept (less accurate)" in note
+        assert {la.name for la in report.layers} >= BODY and report.sqnr_db == first[0]
+        modes = {c.name: c.mode for c in report.choices}
+        assert all(modes.get(name, "static") == "static" for name in BODY)
+
+
+def test_the_retry_is_not_kept_when_it_is_not_faster(monkeypatch) -> None:
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.5)
+    q, report = _quantize(_model(), method="minmax")
+    assert calls == [0.6, 0.5] and report.speedup == 0.6 and _body_q(q) > 0
+    assert any("first model is kept (not faster)" in w for w in report.warnings)
+    assert "body-float" in report.seconds
+
+
+def test_with_the_accuracy_guard_the_retry_runs_once_on_the_final_model(monkeypatch) -> None:
+    """``--max-error``: the guard's candidate models are not retried (one extra measurement in all), and the retry is
+    kept only within the budget (here met by both)."""
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    q, report = _quantize(_model(), method="minmax", max_error=0.5)
+    assert calls == [0.6, 0.9] and report.speedup == 0.9 and _body_q(q) == 0
+    assert report.error_rel <= 0.5
+
+
+def test_when_only_body_layers_are_int8_the_first_model_stands(monkeypatch) -> None:
+    """Nothing would be left to quantize with the body float: the int8 model is written, and the note says why."""
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    q, report = _quantize(_model(main=False), method="minmax")
+    assert calls == [0.6] and report.speedup == 0.6 and _body_q(q) > 0
+    note = next(w for w in report.warnings if "quantized again with them float" in w)
+    assert "no model (nothing to quantize" in note and "first model is kept" in note
+    assert {la.name for la in report.layers} >= BODY
