@@ -92,8 +92,10 @@ def _replace(m: Match, b: Builder) -> object:
 
 
 RULES = RuleSet(
-    [Rule(f"gelu-erf-{where}", _pattern(i), _replace, condition=_condition)
-     for i, where in enumerate(("half-last", "half-on-x", "half-on-erf"))]  # fmt: skip
+    [
+        Rule(f"gelu-erf-{where}", _pattern(i), _replace, condition=_condition)
+        for i, where in enumerate(("half-last", "half-on-x", "half-on-erf"))
+    ]  # fmt: skip
 )
 
 
