@@ -107,7 +107,7 @@ def _feeds(n: int, size: int, seed: int = 0, batch: int = 1) -> list[dict[str, n
 
 
 def _quantized(proto: onnx.ModelProto, feeds, target: str, **config):
-    model = graphopt.optimize(proto, level=2)
+    model = graphopt.optimize(proto, level=2, target=target)
     ir = from_proto(model)
     report = quantize_model(ir, feeds, target, {"cache": False, "measure_speed": False, **config})
     return ir.to_onnx(), report

@@ -181,7 +181,21 @@ def _scaler(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list[onnx
     return [tp]
 
 
-CUSTOM_RULES = {("com.microsoft", "DynamicQuantizeLSTM"): _rnn_like, ("ai.onnx.ml", "Scaler"): _scaler}
+def _same_as_input(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list[onnx.TypeProto | None] | None:
+    """com.microsoft Gelu: elementwise, Y has X's type and shape (onnxruntime's kernel allocates Y like X)."""
+    x = types.get(node.input[0]) if node.input else None
+    if x is None or x.WhichOneof("value") != "tensor_type":
+        return None
+    tp = onnx.TypeProto()
+    tp.CopyFrom(x)
+    return [tp]
+
+
+CUSTOM_RULES = {
+    ("com.microsoft", "DynamicQuantizeLSTM"): _rnn_like,
+    ("ai.onnx.ml", "Scaler"): _scaler,
+    ("com.microsoft", "Gelu"): _same_as_input,
+}
 """Shape rules for ops that ONNX shape inference leaves untyped and onnxruntime runs, by (domain, op type):
 ``rule(node, known types)`` gives each output's type (None: unknown). Each rule states what onnxruntime computes."""
 

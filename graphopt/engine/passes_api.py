@@ -434,6 +434,7 @@ def as_passes(spec: str | Pass | type[Pass] | Callable[..., Any] | list[Any] | t
 # Pipelines named by optimization level. Later passes add their names here; names not registered are skipped.
 _LOSSLESS = [
     "fold-constants",
+    "fuse-gelu",
     "cleanup",
     "fold-conv-bn",
     "cse",
