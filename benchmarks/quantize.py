@@ -145,7 +145,7 @@ def coverage(names: list[str], n_calib: int, runs: int, threads: int) -> list[st
                 dst = Path(tmp) / "q.onnx"
                 t0 = time.perf_counter()
                 try:
-                    model = graphopt.optimize(src, level=2)
+                    model = graphopt.optimize(src, level=2, target=target)  # -O2 for the runtime it is for
                     report = quantize_model(model, calib, target, {"cache": False})
                     graphopt.save(model, dst)
                 except graphopt.GraphoptError as exc:
