@@ -196,3 +196,15 @@ def test_when_only_body_layers_are_int8_the_first_model_stands(monkeypatch) -> N
     note = next(w for w in report.warnings if "quantized again with them float" in w)
     assert "no model (nothing to quantize" in note and "first model is kept" in note
     assert {la.name for la in report.layers} >= BODY
+
+
+def test_clip_check_floor_note_describes_the_model_the_retry_kept(monkeypatch) -> None:
+    """Percentile with the clip check: the sub-run wrote the floor's note before the kept model was timed and retried;
+    a kept retry changes the SQNR, so the note (and the layers it names) must be the written model's, once."""
+    _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    q, report = _quantize(_model(), method="percentile", sqnr_floor_db=1000.0, fallback=False)
+    assert report.speedup == 0.9 and _body_q(q) == 0
+    floor = [w for w in report.warnings if "below 1000 dB" in w]
+    assert len(floor) == 1
+    assert f"SQNR is {report.sqnr_db:.1f} dB" in floor[0]
+    assert not any(name in floor[0] for name in BODY)  # the body layers are float now: not among the worst
