@@ -169,14 +169,6 @@ def layer_norm_outputs(node: Node, graph: Graph, ctx: PassContext) -> set[str]:
     return names
 
 
-def skip_layer_norm_add(node: Node, graph: Graph, ctx: PassContext) -> bool:
-    """Whether ``node`` (an Add) is one onnxruntime's SkipLayerNormFusion takes, judged from the shapes alone."""
-    return bool(layer_norm_outputs(node, graph, ctx)) and _same_3d(
-        node.inputs[0].shape,  # type: ignore[union-attr]
-        node.inputs[1].shape,  # type: ignore[union-attr]
-    )
-
-
 def _is_output(value: Value, graph: Graph | None) -> bool:
     while graph is not None:
         if graph.is_output(value):
