@@ -831,6 +831,11 @@ def _body_layers(st: _State) -> dict[str, str]:
     }
 
 
+def _with_article(op_type: str) -> str:
+    """``"an If"``, ``"a Loop"``: an op type named in a sentence."""
+    return f"{'an' if op_type[0] in 'AEIOU' else 'a'} {op_type}"
+
+
 def _body_float_retry(st: _State) -> None:
     """The int8 model measured slower than fp32 and it has layers inside If/Loop bodies in int8: quantize once more
     from the same float model and ranges (no new calibration) with those layers float, time that model the same way,
@@ -847,7 +852,7 @@ def _body_float_retry(st: _State) -> None:
         return
     start, timings = time.perf_counter(), dict(st.timings)
     owners = sorted(set(body.values()))
-    where = " or ".join(f"a{'n' if o[0] in 'AEIOU' else ''} {o}" for o in owners)
+    where = " or ".join(_with_article(o) for o in owners)
     logger.info(
         "int8 model at %.2fx fp32: quantizing again with %d %s-body layers float",
         report.speedup,
@@ -864,13 +869,12 @@ def _body_float_retry(st: _State) -> None:
         if not n.name:
             continue
         if n.graph is not main:
-            owner = n.graph.owner.op_type if n.graph.owner is not None else "a control-flow"
-            article = "an" if owner[0] in "AEIOU" else "a"
+            owner = n.graph.owner.op_type if n.graph.owner is not None else "control-flow"
             if n.op_type in analysis.SHARE:
                 share_in_bodies.append(n.name)  # scale-sharing ops in the body: float with their neighbours
             else:
                 chosen[n.name] = choice.Choice(
-                    n.name, n.op_type, "float", BODY_FLOAT.format(owner=f"{article} {owner}")
+                    n.name, n.op_type, "float", BODY_FLOAT.format(owner=_with_article(owner))
                 )
         elif n.op_type not in analysis.SHARE and n.name not in chosen:
             why = KEPT_STATIC if st.chosen else "--layer-choice static"
