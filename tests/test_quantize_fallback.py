@@ -116,3 +116,36 @@ def test_no_fallback_when_the_floor_cannot_be_met_by_demotions(monkeypatch) -> N
     assert any("below 400 dB" in w for w in report.warnings)
     assert any("only an all-float model meets" in w for w in report.warnings)
     assert {layer.name for layer in report.layers} >= {"pre0", "spread_pw", "post0"}
+
+
+def test_an_abandoned_fallback_leaves_the_plain_models_choices_for_the_later_stages(monkeypatch) -> None:
+    """When the floor's re-quantization fails, the plain model is written back, and the stages after it (the speed
+    stage's body-float retry quantizes again from ``st.chosen``) must see that model's choices and layers, not the
+    abandoned attempt's demotions."""
+    from graphopt.errors import GraphoptError
+
+    calls = []
+    real_rewrite, real_finish = driver._rewrite, driver._finish
+
+    def rewrite(st) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the fallback's re-quantization (the first call wrote the plain model)
+            raise GraphoptError("nothing to quantize: (injected)")
+        real_rewrite(st)
+
+    seen = {}
+
+    def finish(st):
+        seen["modes"] = {k: c.mode for k, c in st.chosen.items()}
+        seen["layers"] = [la.name for la in st.layers]
+        seen["excluded"] = list(st.excluded)
+        return real_finish(st)
+
+    monkeypatch.setattr(driver, "_rewrite", rewrite)
+    monkeypatch.setattr(driver, "_finish", finish)
+    report = quantize_model(from_proto(_chain()), _feeds(), "ort", {**CONFIG, "fallback_time": None})
+    assert len(calls) == 2
+    assert any("the all-int8 model is written" in w for w in report.warnings)
+    assert set(seen["modes"].values()) <= {"static"}, seen["modes"]  # the plain model's, none demoted
+    assert seen["excluded"] == []
+    assert seen["layers"] == [la.name for la in report.layers]

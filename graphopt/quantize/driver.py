@@ -752,6 +752,7 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     kept = list(dict.fromkeys(n for n, _ in taken if chosen[n].mode == "float" and search.chosen[n].mode != "float"))
     # quantize again from the float model with those modes (the plain model is kept if nothing would stay int8)
     plain_proto, plain_layers, plain_choices = st.model.to_onnx(), report.layers, report.choices
+    plain_state = _stage_fields(st)
     _restore_float(st)
     st.chosen, st.estimates = chosen, search.estimates
     st.alone = {name: e.static_db for name, e in search.estimates.items()}
@@ -762,6 +763,7 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     except GraphoptError:
         st.model.take_contents(from_proto(plain_proto))
         report.layers, report.choices, report.kept_float = plain_layers, plain_choices, []
+        _set_stage_fields(st, plain_state)  # the later stages (the body-float retry) start from the plain model's
         if out_of_budget:
             st.notes.append(
                 f"{budget_note()}: no model found that meets the floor with a layer left int8 (every layer it may "
@@ -917,6 +919,24 @@ def _body_float_retry(st: _State) -> None:
     st.timings.clear()
     st.timings.update(timings)
     st.timings["body-float"] = time.perf_counter() - start
+
+
+_SHARED_FIELDS = frozenset({"model", "batches", "target", "cfg", "progress", "sources", "notes", "timings", "report"})
+"""The :class:`_State` fields that are not one attempt's: :func:`_stage_fields` leaves them out."""
+
+
+def _stage_fields(st: _State) -> dict[str, Any]:
+    """What the stages set for one quantized model (the choices, plan, ranges, smoothing, layers and transform
+    options), to put back with :func:`_set_stage_fields` when a later attempt is abandoned. Each stage assigns new
+    objects to these fields, except the transform options it changes in place: those are copied."""
+    saved = {f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name not in _SHARED_FIELDS}
+    saved["options"] = dataclasses.replace(st.options)
+    return saved
+
+
+def _set_stage_fields(st: _State, saved: Mapping[str, Any]) -> None:
+    for name, value in saved.items():
+        setattr(st, name, value)
 
 
 def _restore_float(st: _State) -> None:
