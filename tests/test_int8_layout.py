@@ -166,3 +166,63 @@ def test_channels_last_tails_only_where_the_reshape_reads_the_same_elements(shap
     a = runtime.session(proto).run(None, {"x": x})[0]
     b = runtime.session(model.to_onnx()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(a, b)
+
+
+def _se_net(opset: int, axes: list[int]) -> onnx.ModelProto:
+    """Conv -> squeeze-excitation (ReduceMean over H, W -> Conv -> Relu -> Conv -> HardSigmoid) -> x * gate -> Conv."""
+    rng = np.random.default_rng(5)
+    inits: list[onnx.TensorProto] = []
+
+    def const(name: str, a: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(a, np.float32), name))
+        return name
+
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.asarray(axes, np.int64), "axes"))
+        mean = helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1)
+    else:
+        mean = helper.make_node("ReduceMean", ["x"], ["m"], axes=axes, keepdims=1)
+    nodes = [
+        helper.make_node("Conv", ["input", const("w0", rng.standard_normal((8, 3, 3, 3)) * 0.5)], ["x"], pads=[1] * 4),
+        mean,
+        helper.make_node("Conv", ["m", const("w1", rng.standard_normal((4, 8, 1, 1)) * 0.5)], ["s1"]),
+        helper.make_node("Relu", ["s1"], ["r1"]),
+        helper.make_node("Conv", ["r1", const("w2", rng.standard_normal((8, 4, 1, 1)) * 0.5)], ["s2"]),
+        helper.make_node("HardSigmoid", ["s2"], ["gate"], alpha=1.0 / 6.0, beta=0.5),
+        helper.make_node("Mul", ["x", "gate"], ["se"]),
+        helper.make_node("Conv", ["se", const("w3", rng.standard_normal((4, 8, 1, 1)) * 0.4)], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "se",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 12, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 12, 16])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("opset,axes", [(13, [2, 3]), (13, [-1, -2]), (18, [2, 3])])
+def test_spatial_reduce_mean_between_qdq_runs_as_qlinear_global_average_pool(tmp_path, opset, axes) -> None:
+    proto = _se_net(opset, axes)
+    rng = np.random.default_rng(6)
+    feeds = [{"input": rng.standard_normal((1, 3, 12, 16)).astype(np.float32)} for _ in range(4)]
+    quantized, rel = _quantized(proto, feeds)
+    assert "ReduceMean" not in [n.op_type for n in quantized.graph.node]
+    ops = [n.op_type for n in _optimized(quantized, tmp_path)]
+    # onnxruntime 1.32 kept it a float ReduceMean, run over axes [1, 2] of the channels-last tensor
+    assert "QLinearGlobalAveragePool" in ops and "ReduceMean" not in ops, ops
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(quantized).run(None, f) for f in feeds]
+    measured = output_error(ref, got)[0]
+    assert measured < 0.05 and abs(measured - rel) < 1e-6
+
+
+def test_reduce_mean_over_part_of_the_spatial_axes_stays() -> None:
+    proto = _se_net(13, [2])
+    rng = np.random.default_rng(7)
+    feeds = [{"input": rng.standard_normal((1, 3, 12, 16)).astype(np.float32)} for _ in range(4)]
+    quantized, _ = _quantized(proto, feeds)
+    assert "ReduceMean" in [n.op_type for n in quantized.graph.node]

@@ -65,10 +65,11 @@ def apply(
         if nodes:
             result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options)
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
-        from graphopt.quantize.qdq_rules import channels_last_tails, keep_float_layers
+        from graphopt.quantize.qdq_rules import channels_last_tails, keep_float_layers, reduce_means_as_pools
 
         keep_float_layers(graph, opset)
         channels_last_tails(graph)
+        reduce_means_as_pools(graph)
     return result
 
 
