@@ -46,6 +46,15 @@ def _mul(xs, ss):
     return _model([helper.make_node("Mul", ["x", "s"], ["y"])], [_info("x", F, xs), _info("s", F, ss)], "y")
 
 
+def _qmul(xs, ss):
+    """QLinearMul of uint8 tensors (what a quantized per-channel gate Mul becomes)."""
+    params = (("sa", 0.05, np.float32), ("za", 128, np.uint8), ("sb", 0.004, np.float32), ("zb", 0, np.uint8))
+    params += (("sc", 0.05, np.float32), ("zc", 128, np.uint8))
+    inits = [numpy_helper.from_array(np.asarray(v, t), k) for k, v, t in params]
+    n = helper.make_node("QLinearMul", ["x", "sa", "za", "s", "sb", "zb", "sc", "zc"], ["y"], domain="com.microsoft")
+    return _model([n], [_info("x", U8, xs), _info("s", U8, ss)], "y", inits, ms=True)
+
+
 def _dq_scaled(xs, c, axis):
     """DequantizeLinear of uint8 x with a per-axis scale computed at run time (the Mul by a per-channel gate folded
     into the scale)."""
@@ -119,12 +128,16 @@ CASES = {
     "Mul by a per-channel gate, C=64, 128x96": [
         ("NCHW [1,64,128,96]*[1,64,1,1]", _mul([1, 64, 128, 96], [1, 64, 1, 1])),
         ("NHWC [1,128,96,64]*[1,1,1,64]", _mul([1, 128, 96, 64], [1, 1, 1, 64])),
+        ("QLinearMul NCHW", _qmul([1, 64, 128, 96], [1, 64, 1, 1])),
+        ("QLinearMul NHWC", _qmul([1, 128, 96, 64], [1, 1, 1, 64])),
         ("DQ per-axis scale, NCHW axis 1", _dq_scaled([1, 64, 128, 96], 64, 1)),
         ("DQ per-axis scale, NHWC axis 3", _dq_scaled([1, 128, 96, 64], 64, 3)),
     ],
     "Mul by a per-channel gate, C=10, 126x94 (mtcnn-pnet)": [
         ("NCHW [1,10,126,94]*[1,10,1,1]", _mul([1, 10, 126, 94], [1, 10, 1, 1])),
         ("NHWC [1,126,94,10]*[1,1,1,10]", _mul([1, 126, 94, 10], [1, 1, 1, 10])),
+        ("QLinearMul NCHW", _qmul([1, 10, 126, 94], [1, 10, 1, 1])),
+        ("QLinearMul NHWC", _qmul([1, 126, 94, 10], [1, 1, 1, 10])),
     ],
     "ReduceMean over H, W, C=32, 128x96": [
         ("NCHW axes [2,3]", _reduce_mean([1, 32, 128, 96], [2, 3])),
