@@ -261,3 +261,94 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
             if y is not None and not y.users() and not y.is_graph_output(g):
                 g.remove(dq)  # every reader took a per-axis copy
     return changed
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# onnxruntime: keep a quantized tail channels-last
+
+
+def channels_last_tails(graph: Graph) -> int:
+    """Read every ``[N, C, 1, 1]`` value that a DequantizeLinear makes and a Reshape or Flatten (to ``[N, C]``) reads
+    through a Transpose to ``[N, 1, 1, C]``: the same elements in the same order, so the Reshape's output is
+    unchanged; returns the number of Transposes written. For target ort only.
+
+    onnxruntime's NHWC transformer runs each QLinearConv channels-last between two Transposes and its transpose
+    optimizer pushes the one after it down through the ops that follow, but only towards a Transpose it can cancel
+    against (onnx_transpose_optimization's ``outputs_leading_to_transpose``). A classifier's tail after its last
+    convolution (hard-swish, MaxPool, GlobalAveragePool, Reshape, Gemm) has none: it runs in NCHW, where a uint8
+    MaxPool is a scalar loop (ppocrv4-cls, onnxruntime 1.32: 115 us for a [1, 200, 2, 96] 2x2 pool, against 4 us as
+    NhwcMaxPool). With this Transpose written after the pooled value the pushed Transpose cancels against it and the
+    whole tail runs channels-last (QLinearAdd/QLinearMul, NhwcMaxPool, QLinearGlobalAveragePool with channels_last).
+    A Reshape whose shape has a 0 (copy a dimension) past the first entry, or an ``allowzero`` one, is left alone, as
+    is a Flatten whose axis is not 0 or 1."""
+    written = 0
+    for body in (graph, *graph.subgraphs()):
+        for n in list(body):
+            if n.domain not in STANDARD_DOMAINS or n.op_type not in ("Reshape", "Flatten") or not n.inputs:
+                continue
+            x = n.inputs[0]
+            dq = x.producer if x is not None else None
+            if x is None or dq is None or dq.op_type != "DequantizeLinear" or dq.graph is not body:
+                continue
+            shape = x.shape
+            if shape is None or len(shape) != 4 or shape[2] != 1 or shape[3] != 1:
+                continue
+            if n.op_type == "Flatten":
+                if int(n.attr("axis", 1)) not in (0, 1):
+                    continue
+            else:
+                target = constant_array(n.inputs[1]) if len(n.inputs) > 1 else None
+                if target is None or int(n.attr("allowzero", 0)) or np.any(target.reshape(-1)[1:] == 0):
+                    continue
+            out = Value(body.unique_name(f"{x.name}_channels_last"), x.dtype, (shape[0], 1, 1, shape[1]))
+            t = Node("Transpose", [x], {"perm": [0, 2, 3, 1]}, outputs=[out], name=body.unique_name(f"{n.name}_nhwc"))
+            body.insert_before(n, t)
+            n.set_input(0, out)
+            written += 1
+    return written
+
+
+def _reduce_axes(node: Node) -> list[int] | None:
+    """A ReduceMean's axes (attribute before opset 18, a constant input from 18), None when not known."""
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        a = constant_array(node.inputs[1])
+        return None if a is None else [int(v) for v in a.reshape(-1)]
+    axes = node.attr("axes")
+    return None if axes is None else [int(v) for v in axes]
+
+
+def reduce_means_as_pools(graph: Graph) -> int:
+    """Write every ReduceMean over all spatial axes (``axes = [2, ..., rank-1]``, ``keepdims = 1``) that reads a
+    per-tensor DequantizeLinear and is read by QuantizeLinears only as the GlobalAveragePool it computes (the same
+    mean of the same values); returns the number rewritten. For target ort only.
+
+    onnxruntime has no integer ReduceMean: between Q/DQ pairs it stays a float ReduceMean, and inside the NHWC
+    transformer's channels-last region it is rewritten to reduce axes ``[1, 2]`` of ``[N, H, W, C]``, a strided
+    reduction six times slower than the NCHW one (a squeeze-excitation's mean in ppocrv6-tiny-det, onnxruntime 1.32:
+    351 us for [1, 128, 96, 32] against 53 us in the fp32 model). DQ -> GlobalAveragePool -> Q is fused into
+    QLinearGlobalAveragePool, which runs channels-last (31 us): an integer sum of the same uint8 values, rescaled once,
+    so the result differs from Q(mean(DQ(x))) only where float rounding of the mean crosses half a step."""
+    written = 0
+    for body in (graph, *graph.subgraphs()):
+        for n in list(body):
+            if n.domain not in STANDARD_DOMAINS or n.op_type != "ReduceMean" or not n.inputs or not n.outputs:
+                continue
+            x, y = n.inputs[0], n.outputs[0]
+            dq = x.producer if x is not None else None
+            if x is None or y is None or dq is None or dq.op_type != "DequantizeLinear" or x.shape is None:
+                continue
+            scale = constant_array(dq.inputs[1] if len(dq.inputs) > 1 else None)
+            if scale is None or scale.size != 1 or len(x.shape) < 3 or int(n.attr("keepdims", 1)) != 1:
+                continue
+            axes = _reduce_axes(n)
+            rank = len(x.shape)
+            if axes is None or sorted(a % rank for a in axes) != list(range(2, rank)):
+                continue
+            readers = y.users()
+            if not readers or y.is_graph_output(body) or any(r.op_type != "QuantizeLinear" for r in readers):
+                continue
+            n.set_inputs([x])  # the axes input (opset 18) goes; the ReduceMean's name and output stay
+            n.op_type = "GlobalAveragePool"
+            n.attrs.clear()
+            written += 1
+    return written

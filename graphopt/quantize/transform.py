@@ -65,9 +65,11 @@ def apply(
         if nodes:
             result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options)
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
-        from graphopt.quantize.qdq_rules import keep_float_layers
+        from graphopt.quantize.qdq_rules import channels_last_tails, keep_float_layers, reduce_means_as_pools
 
         keep_float_layers(graph, opset)
+        channels_last_tails(graph)
+        reduce_means_as_pools(graph)
     return result
 
 
@@ -126,16 +128,19 @@ def _apply_graph(
             if n.op_type == "Concat":
                 for v in acts:
                     groups.union(out, v)  # type: ignore[arg-type]
+    borrowed: set[int] = set()
     if target == "ort":
         _share_scales(graph, groups, planned, measured)
+        borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
     else:
         _residual_skips(graph, groups, planned, measured)
 
-    # 2. parameters per group: the union of the members' ranges
+    # 2. parameters per group: the union of the members' ranges (a borrowed input takes its reader's, not its own)
     params: dict[int, Params] = {}
     for members in groups.sets().values():
-        lo = min(ranges[v.name][0] for v in members)
-        hi = max(ranges[v.name][1] for v in members)
+        own = [v for v in members if id(v) not in borrowed] or members
+        lo = min(ranges[v.name][0] for v in own)
+        hi = max(ranges[v.name][1] for v in own)
         p = Params.for_range(lo, hi, symmetric)
         for v in members:
             params[id(v)] = p
@@ -416,6 +421,39 @@ def _share_scales(graph: Graph, groups: UnionFind[Value], planned: set[int], mea
         for out in n.outputs:
             if out is not None and measured(out):  # type: ignore[operator]
                 groups.union(src, out)
+
+
+MOVES = frozenset({"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
+"""Scale-sharing ops through which onnxruntime's QDQPropagationTransformer moves a QuantizeLinear up to their input
+(each commutes exactly with a per-tensor QuantizeLinear: data movement, or a max, which a monotone map keeps)."""
+
+
+def _quantize_before_moves(
+    graph: Graph, groups: UnionFind[Value], planned: set[int], measured: object, outputs: set[int]
+) -> set[int]:
+    """A planned data-movement op or MaxPool (:data:`MOVES`) whose output is quantized and whose float input is not
+    (the input comes from an op that is not a layer, the Mul of a hard-swish say): its input takes the output's
+    parameters. onnxruntime moves that QuantizeLinear up over the op anyway (``Q(MaxPool(x)) = MaxPool(Q(x))``), so
+    the integers are the same; written so, the input's producer can run on integers too (a hard-swish as QLinearAdd
+    + QLinearMul, :func:`_integer_hard_sigmoids`) and onnxruntime's NHWC transformer keeps the op in its channels-last
+    region (a uint8 MaxPool left in NCHW runs a scalar loop, ten times slower than the float one, onnxruntime 1.32).
+    Only where the input is read by that op alone and is no graph output. Returns the ids of the inputs added, whose
+    own ranges do not widen their group's."""
+    added: set[int] = set()
+    for n in graph:
+        if id(n) not in planned or n.op_type not in MOVES or n.domain not in STANDARD_DOMAINS or not n.inputs:
+            continue
+        src, out = n.inputs[0], n.outputs[0] if n.outputs else None
+        if src is None or out is None or out not in groups or src in groups or len(n.outputs) != 1:
+            continue
+        if id(src) in outputs or len(src.uses) != 1 or src.dtype != FLOAT or not measured(src):  # type: ignore[operator]
+            continue
+        if src.producer is None or src.producer.graph is not graph:
+            continue  # a graph input (or an outer value): nothing upstream to gain
+        groups.add(src)
+        groups.union(src, out)
+        added.add(id(src))
+    return added
 
 
 def _linear_producer(v: Value) -> bool:
