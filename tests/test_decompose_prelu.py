@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from conftest import ort_run
+from graphopt.passes import decompose_prelu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto as T
@@ -21,7 +22,6 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 import graphopt
-from graphopt.passes import decompose_prelu
 
 RNG = np.random.default_rng(0)
 SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-38, -1e-38, 3e38, -3e38], np.float32)
