@@ -43,6 +43,8 @@ DECOMPOSED = "prelu-decomposed"
 """The counter of PRelus written as Relu/Min/Mul/Add (the pass table's result column)."""
 AS_LEAKY = "prelu-as-leakyrelu"
 """The counter of PRelus with one slope written as LeakyRelu."""
+KEPT_SMALL = "prelu-kept-small"
+"""The counter of PRelus left alone because they are smaller than :data:`SMALL`."""
 
 SMALL = 2048
 """A PRelu on fewer elements per sample than this (x's shape, a symbolic leading batch dim counted as 1) is left
@@ -79,7 +81,7 @@ class DecomposePRelu(ModelPass):
                     _as_leaky_relu(node, float(slope.reshape(-1)[0]))
                     ctx.count(AS_LEAKY)
                 elif _per_sample(node.inputs[0].shape) < SMALL:  # type: ignore[union-attr]
-                    ctx.count("prelu-kept-small")
+                    ctx.count(KEPT_SMALL)
                     continue
                 else:
                     _decompose(node, g)
