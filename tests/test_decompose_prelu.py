@@ -230,3 +230,9 @@ def test_real_mtcnn(name):
     feeds = corpus.feeds(entry, seed=0, path=src)
     for a, b in zip(ort_default(model, feeds), ort_default(out, feeds), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_opset_7_left_alone():
+    """Min broadcasts from opset 8 on: an older model keeps PRelu."""
+    model = prelu_model([1, 16, 32, 32], RNG.uniform(-1, 1, (16, 1, 1)).astype(np.float32), opset=7)
+    assert ops(graphopt.optimize(model, passes="decompose-prelu"))["PRelu"] == 1
