@@ -223,11 +223,12 @@ def run_request(
 
 def _emit_for_ort(model: Model, ctx: PassContext, report: PassReport) -> None:
     """The last step of every run for target ort (after the pipeline and the lossy drivers, so nothing rewrites it
-    again): ``ort-avoid-fusions`` writes the graph so that onnxruntime does not fuse it into kernels measured slower
-    (docs/architecture.md, "Emission for a target"). Its row joins the pass table only when it changed something."""
-    step = PassManager([get_pass("ort-avoid-fusions")()]).run(model, ctx)
+    again): ``decompose-prelu`` writes PRelu as ops onnxruntime runs faster, ``ort-avoid-fusions`` writes the graph so
+    that onnxruntime does not fuse it into kernels measured slower (docs/architecture.md, "Emission for a target").
+    Each one's row joins the pass table only when it changed something."""
+    step = PassManager([get_pass("decompose-prelu")(), get_pass("ort-avoid-fusions")()]).run(model, ctx)
     if step.changed:
-        report.stats.extend(step.stats)
+        report.stats.extend(s for s in step.stats if s.changed)
         report.seconds += step.seconds
 
 

@@ -584,7 +584,12 @@ onnxruntime's NHWC layout: the float form then costs a layout change and a Quant
 (kept float ran 1.8x-3.0x slower) and an image stem of 3 channels, whose float form ran 0.6x-0.9x the int8 chain's
 time in the micro-benchmark but made mtcnn-onet 2x slower (1.17x -> 0.54x fp32's): after a float stem the next uint8
 MaxPool is outside onnxruntime's NHWC layout, where its generic uint8 MaxPool runs ~10x slower than the float one
-(115 us against 12 us on ppocrv4-cls)."""
+(115 us against 12 us on ppocrv4-cls). The MaxPool is uint8 even when the quantizer leaves it float with the
+QuantizeLinear after it: onnxruntime's QDQPropagationTransformer moves that QuantizeLinear up through the MaxPool.
+Re-measured with PRelu decomposed (``benchmarks/prelu.py``; 1 thread, ms, all-int8 / stem float): mtcnn-pnet 1.005 /
+0.997 (the uint8 MaxPool after the float stem 361 us, against 37 us as NhwcMaxPool), rnet 0.072 / 0.090, onet 0.297 /
+0.523; with that transformer disabled in the session the stem-float files run 0.657 / 0.064 / 0.241 (1.74x / 1.18x /
+1.64x the original fp32), which a graph alone cannot ask for."""
 SPEED_FLOAT_BELOW = 0.90
 """The speed rule keeps a convolution float when :data:`CONV_SPEED` of its kind and context is below this. Not 1.0:
 the micro-benchmark's chain holds fewer layout changes than a model; ppocrv3-en-rec's 6x160 depthwise layers
