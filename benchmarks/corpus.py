@@ -1344,9 +1344,9 @@ EXPORT_ENTRIES: list[dict] = [
         " over 2 KV heads",
     },
 ]
-ENTRIES += EXPORT_ENTRIES
+ALL_ENTRIES = ENTRIES + EXPORT_ENTRIES  # ENTRIES: the models shipped in distributions only
 
-BY_NAME = {e["name"]: e for e in ENTRIES}
+BY_NAME = {e["name"]: e for e in ALL_ENTRIES}
 
 # Real inputs for the image models (benchmarks/realdata.py says where each family's preprocessing comes from):
 # name -> (family, input shape). Shapes are those of the real inputs, which may differ from the noise spec's.
@@ -1407,10 +1407,10 @@ def is_cached(entry: dict) -> bool:
 
 def select(only: str | None = None, max_mb: float | None = None) -> list[dict]:
     """The entries named in ``only`` (comma-separated names or package names; all if None), at most ``max_mb`` each."""
-    entries = ENTRIES
+    entries = ALL_ENTRIES
     if only:
         wanted = {w.strip() for w in only.split(",") if w.strip()}
-        unknown = wanted - {e["name"] for e in ENTRIES} - {e["package"] for e in ENTRIES}
+        unknown = wanted - {e["name"] for e in entries} - {e["package"] for e in entries}
         if unknown:
             raise SystemExit(f"corpus: unknown model or package: {', '.join(sorted(unknown))}")
         entries = [e for e in entries if e["name"] in wanted or e["package"] in wanted]
