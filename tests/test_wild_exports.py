@@ -95,3 +95,66 @@ def test_list_counts_the_exports(capsys):
     out = capsys.readouterr().out
     assert "timm-convnext-atto" in out and "magika-std-v3" in out
     assert "4 models from 2 packages (3 exported here)" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fold-constants: shapes that become static mid-run (tv-ssdlite320-mnv3: -O2 left 2036 nodes, a second -O2 1810)
+
+
+def _resize_to_constant_model():
+    """X [1, 3, H, W] resized to 8x8 through sizes = Concat(Abs(Shape(X)[:2]), [8, 8]), then
+    ``Y + Range(0, Shape(Y)[1])`` over the channels: the sizes fold only during the run, Shape(Y)[1] only after them
+    (ONNX's data propagation stops at Abs, so inference types Y [?, ?, 8, 8] at first)."""
+    from onnx import TensorProto, helper
+
+    init = [
+        helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("two", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("hw", TensorProto.INT64, [2], [8, 8]),
+        helper.make_tensor("one", TensorProto.INT64, [], [1]),
+        helper.make_tensor("channels", TensorProto.INT64, [4], [1, -1, 1, 1]),
+        helper.make_tensor("start", TensorProto.INT64, [], [0]),
+        helper.make_tensor("step", TensorProto.INT64, [], [1]),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["X"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "two"], ["nc"]),
+        helper.make_node("Abs", ["nc"], ["nca"]),
+        helper.make_node("Concat", ["nca", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["X", "", "", "sizes"], ["Y"], mode="nearest"),
+        helper.make_node("Shape", ["Y"], ["t"]),
+        helper.make_node("Gather", ["t", "one"], ["c"], axis=0),
+        helper.make_node("Range", ["start", "c", "step"], ["r"]),
+        helper.make_node("Reshape", ["r", "channels"], ["r4"]),
+        helper.make_node("Cast", ["r4"], ["rf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["Y", "rf"], ["Z"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "resize_to_constant",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("Z", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        init,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fold_constants_refines_shapes_that_become_static_in_the_run(tmp_path):
+    import numpy as np
+    import onnx
+
+    import graphopt
+    from graphopt.tools.runtime import session
+
+    model = _resize_to_constant_model()
+    onnx.checker.check_model(model)
+    src, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(model, src)
+    onnx.save(graphopt.to_proto(graphopt.optimize(str(src), level=2)), out)
+    ops = sorted(n.op_type for n in onnx.load(out).graph.node)
+    assert ops == ["Add", "Resize"], ops  # the Range over Shape(Y)[1] folded too: Y is [1, 3, 8, 8] for any H, W
+    for h, w in ((5, 7), (16, 12)):
+        feeds = {"X": np.random.default_rng(h).standard_normal((1, 3, h, w)).astype(np.float32)}
+        (ref,) = session(str(src)).run(None, feeds)
+        (got,) = session(str(out)).run(None, feeds)
+        np.testing.assert_array_equal(got, ref)
