@@ -1197,7 +1197,8 @@ ENTRIES: list[dict] = [
 # benchmarks/export_wild.py (``python benchmarks/corpus.py export``) into benchmarks/models/exports/NAME/model.onnx.
 # ``package``/``version``: the package the architecture comes from; ``requires``: every package version the export is
 # pinned to (benchmarks/requirements-exports.txt); ``sha256``/``bytes``: the file as built here with those versions
-# (informational: ``is_cached`` checks the export.json record of recipe and versions, not the hash). Only the
+# (a fresh build with the pinned versions gave the same bytes for all nine; ``is_cached`` checks the export.json
+# record of recipe and versions, not the hash, so another platform's build is accepted). Only the
 # architecture is used; the files are made locally and not redistributed.
 _TV = {"torch": "2.13.0", "torchvision": "0.28.0"}
 _TIMM = {**_TV, "timm": "1.0.31"}
