@@ -553,11 +553,11 @@ def coverage(names: list[str]) -> list[str]:
     exports = [e for e in es if "export" in e]  # random-weight exports (benchmarks/export_wild.py)
     pk = len({e["package"] for e in wheels})
     made = (
-        f" and {len(exports)} random-weight exports of {'/'.join(sorted({e['package'] for e in exports}))} "
+        f"{len(exports)} random-weight exports of {'/'.join(sorted({e['package'] for e in exports}))} "
         "architectures (seeded weights, built here by benchmarks/export_wild.py, the `export` entries)"
-        if exports
-        else ""
     )
+    shipped = f"{len(wheels)} models from {pk} PyPI distributions"
+    made = " and ".join(([shipped] if wheels or not exports else []) + ([made] if exports else []))
     gaps = ["fp16 beyond one tf2onnx model", "static QDQ (QuantizeLinear/DequantizeLinear on activations)"]
     gaps += ["QOperator QLinearConv/ConvInteger", "Scan"]
     lacking = [str(o) for o in (19, 20) if o not in opsets]
@@ -570,7 +570,7 @@ def coverage(names: list[str]) -> list[str]:
     return [
         "## Corpus",
         "",
-        f"{len(wheels)} models from {pk} PyPI distributions{made}, {sum(e['bytes'] for e in es) / 1e6:.0f} MB. "
+        f"{made}, {sum(e['bytes'] for e in es) / 1e6:.0f} MB. "
         "Opsets (default domain): " + ", ".join(f"{k}: {v}" for k, v in sorted(opsets.items())) + ". "
         "Exporters: " + ", ".join(f"{k} {v}" for k, v in sorted(exporters.items(), key=lambda kv: -kv[1])) + ". "
         "Features: " + ", ".join(f"{k} {v}" for k, v in sorted(feats.items(), key=lambda kv: -kv[1])) + ". "

@@ -158,3 +158,21 @@ def test_fold_constants_refines_shapes_that_become_static_in_the_run(tmp_path):
         (ref,) = session(str(src)).run(None, feeds)
         (got,) = session(str(out)).run(None, feeds)
         np.testing.assert_array_equal(got, ref)
+
+
+def test_wild_report_says_what_the_run_covers():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import wild
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    shipped = [e["name"] for e in wild.corpus.ENTRIES]
+    exported = [e["name"] for e in wild.corpus.EXPORT_ENTRIES]
+    alone = wild.coverage(shipped)[-1]
+    assert alone.startswith(f"{len(shipped)} models from ") and "opsets 19-20" in alone
+    assert alone.endswith("random-weight exports of torchvision/timm/ultralytics/transformers architectures.")
+    both = wild.coverage(shipped + exported)[-1]
+    assert f"and {len(exported)} random-weight exports of " in both
+    assert "opset 19" not in both and "opset 20" not in both and "opsets 19-20" not in both
