@@ -312,11 +312,10 @@ def check_feed(model: Model, feed: Feed, where: str) -> None:
                     )
 
 
-
-
 def _dims(shape: Sequence[object]) -> str:
     """A shape in the command line's own format (``--shape input=1x3x224x224``), data and model alike."""
     return "x".join("?" if d is None else str(d) for d in shape)
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # collection

@@ -599,6 +599,33 @@ FLAT_ELEMENTS = 65536
 """The output size (channels x height x width) up to which a flat depthwise convolution is ``depthwise-flat``."""
 
 
+STEM_CHANNELS = 4
+"""A dense 2-D convolution reading at most this many channels straight from a graph input is an image stem."""
+STEM_REASON = (
+    "speed: an image stem (a dense convolution of at most 4 input channels reading the model's input) runs faster "
+    "float than int8 under onnxruntime"
+)
+"""The stem rule of :func:`speed_choices` (target ort). onnxruntime 1.32's QLinearConv over 3 input channels is
+slower than the float Conv: per node at 1 thread, mtcnn-pnet's 3x3 stem 313 us int8 against 115 us float, mtcnn-onet's
+80 us against 45 us, ppocrv6-tiny-det's 1289 us against 518 us. Kept float, with the MaxPool after it float too
+(``qdq_rules.float_pools_stay_float``), whole models at 1 thread against the original fp32: mtcnn-pnet 1.15x -> 1.68x,
+mtcnn-rnet 1.07x -> 1.30x, mtcnn-onet 1.35x -> 1.74x (benchmarks/RESULTS-wild.md has the corpus-wide figures)."""
+
+
+def is_image_stem(node: Node) -> bool:
+    """A Conv with a constant 4-D weight of group 1 and at most :data:`STEM_CHANNELS` input channels whose input is
+    a graph input, directly or through data-movement ops (a Transpose from NHWC, a Reshape, a Cast)."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return False
+    w = constant_array(node.inputs[1])
+    if w is None or w.ndim != 4 or int(node.attr("group", 1)) != 1 or w.shape[1] > STEM_CHANNELS:
+        return False
+    v = node.inputs[0]
+    while v is not None and v.producer is not None and v.producer.op_type in ("Transpose", "Reshape", "Cast"):
+        v = v.producer.inputs[0] if v.producer.inputs else None
+    return v is not None and v.producer is None and node.graph is not None and any(i is v for i in node.graph.inputs)
+
+
 def conv_kind(node: Node, shape: Sequence[Any] | None = None) -> str | None:
     """The :data:`CONV_SPEED` kind of a 2-D depthwise Conv with a constant weight, or None. ``flat`` needs the
     output's spatial dims: ``shape`` (the output's shape for the calibration feed), else its inferred shape."""
@@ -698,6 +725,10 @@ def speed_choices(
     table = CONV_SPEED if table is None else table
     now = dict(chosen)
     out: dict[str, Choice] = {}
+    for n in graph:
+        c = now.get(n.name)
+        if c is not None and c.mode == "static" and is_image_stem(n):
+            out[n.name] = now[n.name] = Choice(n.name, n.op_type, "float", STEM_REASON)
     for n in reversed(list(graph)):  # readers first: a reader kept float makes its writer's context float-reader
         c = now.get(n.name)
         y = n.outputs[0] if n.outputs else None

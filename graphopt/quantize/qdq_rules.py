@@ -352,3 +352,66 @@ def reduce_means_as_pools(graph: Graph) -> int:
             n.attrs.clear()
             written += 1
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# onnxruntime: a float MaxPool stays float
+
+PROPAGATED = frozenset({"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice"})
+"""The ops onnxruntime's QDQPropagationTransformer moves a QuantizeLinear up through (qdq_propagation.cc,
+``CanNodePropagate``), inserting a Q/DQ pair before each, while the QuantizeLinear has a constant scalar scale."""
+
+
+def float_pools_stay_float(graph: Graph, opset: int) -> int:
+    """Write every QuantizeLinear that onnxruntime would move up through a MaxPool into float data as a per-axis one
+    (the same scale and zero point repeated along axis 1: the same integers); returns the number rewritten. For
+    target ort only, from opset 13 (per-axis QuantizeLinear).
+
+    A MaxPool whose input is float (after a convolution the quantizer kept float, an image stem say) and whose output
+    is quantized is written float with the QuantizeLinear after it. onnxruntime's QDQPropagationTransformer moves a
+    per-tensor QuantizeLinear up over it (``Q(MaxPool(x)) = MaxPool(Q(x))``), and the uint8 MaxPool it then runs
+    sits outside the NHWC transformer's channels-last region, where onnxruntime 1.32's generic uint8 MaxPool is a
+    scalar loop: 361 us for mtcnn-pnet's [1, 10, 126, 94] 2x2 pool against 34 us float (37 us as NhwcMaxPool). The
+    transformer takes only a QuantizeLinear with a constant scalar scale and zero point (its
+    ``QOrDQNodeHasConstantScalarScaleAndZeroPoint``), so a per-axis one stays where it is and the MaxPool runs float.
+    Only where the chain of :data:`PROPAGATED` ops above the QuantizeLinear holds a MaxPool and starts at something
+    other than a DequantizeLinear (a MaxPool between Q/DQ pairs runs on integers anyway), and the channel count
+    (axis 1 of the QuantizeLinear's input) is known."""
+    if opset < 13:
+        return 0
+    written = 0
+    for body in (graph, *graph.subgraphs()):
+        for q in list(body):
+            if q.op_type != "QuantizeLinear" or q.domain not in STANDARD_DOMAINS or len(q.inputs) < 2:
+                continue
+            if q.attr("axis") is not None or q.attr("block_size") is not None:
+                continue
+            x = q.inputs[0]
+            scale = constant_array(q.inputs[1])
+            zv = q.inputs[2] if len(q.inputs) > 2 else None
+            zp = constant_array(zv) if zv is not None else None
+            if x is None or scale is None or scale.size != 1 or (zv is not None and (zp is None or zp.size != 1)):
+                continue
+            shape = x.shape
+            if shape is None or len(shape) < 3 or not isinstance(shape[1], int) or shape[1] < 1:
+                continue
+            pool, v = False, x
+            while v is not None and v.producer is not None and v.producer.op_type in PROPAGATED:
+                p = v.producer
+                pool = pool or p.op_type == "MaxPool"
+                v = p.inputs[0] if p.inputs else None
+            start = v.producer if v is not None else None
+            if not pool or (start is not None and start.op_type == "DequantizeLinear"):
+                continue
+            size = int(shape[1])
+            base = q.name or "q"
+            q.set_input(
+                1, body.make_constant(Tensor.from_numpy(np.full(size, scale.reshape(()), scale.dtype)), f"{base}_axis")
+            )
+            if zv is not None:
+                q.set_input(
+                    2, body.make_constant(Tensor.from_numpy(np.full(size, zp.reshape(()), zp.dtype)), f"{base}_zp_axis")
+                )
+            q.set_attr("axis", 1)
+            written += 1
+    return written

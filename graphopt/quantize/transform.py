@@ -65,11 +65,17 @@ def apply(
         if nodes:
             result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options)
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
-        from graphopt.quantize.qdq_rules import channels_last_tails, keep_float_layers, reduce_means_as_pools
+        from graphopt.quantize.qdq_rules import (
+            channels_last_tails,
+            float_pools_stay_float,
+            keep_float_layers,
+            reduce_means_as_pools,
+        )
 
         keep_float_layers(graph, opset)
         channels_last_tails(graph)
         reduce_means_as_pools(graph)
+        float_pools_stay_float(graph, opset)
     return result
 
 
@@ -437,8 +443,9 @@ def _quantize_before_moves(
     the integers are the same; written so, the input's producer can run on integers too (a hard-swish as QLinearAdd
     + QLinearMul, :func:`_integer_hard_sigmoids`) and onnxruntime's NHWC transformer keeps the op in its channels-last
     region (a uint8 MaxPool left in NCHW runs a scalar loop, ten times slower than the float one, onnxruntime 1.32).
-    Only where the input is read by that op alone and is no graph output. Returns the ids of the inputs added, whose
-    own ranges do not widen their group's."""
+    Only where the input is read by that op alone and is no graph output, and its producer reads a quantized value
+    (it runs inside the integer region); a producer with float inputs only (after a convolution kept float) stays
+    float, and so does the MaxPool. Returns the ids of the inputs added, whose own ranges do not widen their group's."""
     added: set[int] = set()
     for n in graph:
         if id(n) not in planned or n.op_type not in MOVES or n.domain not in STANDARD_DOMAINS or not n.inputs:
@@ -450,6 +457,8 @@ def _quantize_before_moves(
             continue
         if src.producer is None or src.producer.graph is not graph:
             continue  # a graph input (or an outer value): nothing upstream to gain
+        if not any(v is not None and v in groups for v in src.producer.inputs):
+            continue  # float in and out (after a float stem): the MaxPool stays float (float_pools_stay_float)
         groups.add(src)
         groups.union(src, out)
         added.add(id(src))
