@@ -127,17 +127,29 @@ def test_left_alone_where_the_pool_reads_integers_or_the_opset_is_old() -> None:
     assert float_pools_stay_float(from_proto(_stem_net()).graph, 12) == 0
 
 
-def test_a_three_channel_conv_that_does_not_read_the_input_is_no_stem() -> None:
+def _two_convs(pool: bool):
     rng = np.random.default_rng(0)
     w3 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w3")
     w_in = numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "win")
+    nodes = [helper.make_node("Conv", ["input", "win"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    nodes.append(helper.make_node("Conv", ["p" if pool else "r", "w3"], ["out"]))
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "win"], ["a"]), helper.make_node("Conv", ["a", "w3"], ["out"])],
+        nodes,
         "g",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, None, None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
         [w3, w_in],
     )
     model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
-    first, second = list(model.graph)
-    assert choice.is_image_stem(first) and not choice.is_image_stem(second)
+    convs = [n for n in model.graph if n.op_type == "Conv"]
+    return convs[0], convs[1]
+
+
+def test_an_image_stem_reads_the_input_and_reaches_a_max_pool() -> None:
+    first, second = _two_convs(pool=True)
+    assert choice.is_image_stem(first)  # Conv -> Relu -> MaxPool, reading the graph input
+    assert not choice.is_image_stem(second)  # 3 input channels, but not the model's input
+    first, _ = _two_convs(pool=False)
+    assert not choice.is_image_stem(first)  # no MaxPool after it: int8 (see choice.is_image_stem)
