@@ -622,9 +622,9 @@ STEM_TO_POOL = frozenset({"Relu", "PRelu", "LeakyRelu", "Clip", "BatchNormalizat
 
 def is_image_stem(node: Node) -> bool:
     """A Conv with a constant 4-D weight of group 1, at most :data:`STEM_CHANNELS` input channels and at most
-    :data:`STEM_OUTPUTS` output channels whose input is
-    a graph input, directly or through data-movement ops (a Transpose from NHWC, a Reshape, a Cast), and whose output
-    reaches a MaxPool through at most three activation/affine ops (:data:`STEM_TO_POOL`) with one reader each.
+    :data:`STEM_OUTPUTS` output channels, whose input is a graph input, directly or through data-movement ops (a
+    Transpose from NHWC, a Reshape, a Cast), and whose output reaches a MaxPool through at most three
+    activation/affine ops (:data:`STEM_TO_POOL`) with one reader each.
 
     The pooled stem only: there the float form also keeps the MaxPool float, and the whole stem ran 1.2x-1.5x faster
     (mtcnn). A stem without the pool gained less (ppocrv5-cls-op14 1.67x -> 1.78x fp32's) and, kept float, flipped
