@@ -213,7 +213,8 @@ def run_request(
                     sources=sources,
                 )
         if request.target == "ort" and (pipeline or request.quantize or request.precision or report.pruning):
-            _emit_for_ort(model, ctx, report)
+            speed = bool(request.quantize or request.precision or request.level >= 3)
+            _emit_for_ort(model, ctx, report, speed=speed)
     except BaseException:
         if snapshot is not None:
             model.take_contents(from_proto(snapshot))
@@ -221,14 +222,17 @@ def run_request(
     return report
 
 
-def _emit_for_ort(model: Model, ctx: PassContext, report: PassReport) -> None:
+def _emit_for_ort(model: Model, ctx: PassContext, report: PassReport, *, speed: bool = True) -> None:
     """The last step of every run for target ort (after the pipeline and the lossy drivers, so nothing rewrites it
     again): ``decompose-prelu`` writes PRelu as ops onnxruntime runs faster, ``ort-avoid-fusions`` writes the graph so
     that onnxruntime does not fuse it into kernels measured slower (docs/architecture.md, "Emission for a target").
-    Each one's row joins the pass table only when it changed something."""
+    Without ``speed`` (below -O3 and no quantize/precision driver) no rewrite that adds nodes is made: -O2 writes no
+    more than it reads. Each one's row joins the pass table only when it changed or counted something."""
+    ctx.options["prelu_same_size"] = not speed or bool(ctx.options.get("prelu_same_size"))
     step = PassManager([get_pass("decompose-prelu")(), get_pass("ort-avoid-fusions")()]).run(model, ctx)
-    if step.changed:
-        report.stats.extend(s for s in step.stats if s.changed)
+    rows = [s for s in step.stats if s.changed or s.counts]  # a PRelu kept at -O2 says so (prelu-kept-at-O2)
+    if rows:
+        report.stats.extend(rows)
         report.seconds += step.seconds
 
 

@@ -26,7 +26,9 @@ on the MTCNN models at one thread (int8 ms, every PRelu decomposed before / afte
 0.076/0.073, onet 0.295/0.299) and quantized rnet's dense layer differently, so the quantizer's view is kept.
 A PRelu whose x has no inferred
 shape (after a com.microsoft DynamicQuantizeMatMul, say) stays. The context option ``keep_prelu`` turns the pass off
-(before/after comparisons).
+(before/after comparisons). The four-node form is written only where the run asks for speed: ``-O3``, and runs that
+quantize or change precision; ``-O2`` writes LeakyRelu where it can and keeps the other PRelus (``prelu_same_size``,
+:data:`KEPT_SAME_SIZE`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ DECOMPOSED = "prelu-decomposed"
 """The counter of PRelus written as Relu/Min/Mul/Add (the pass table's result column)."""
 AS_LEAKY = "prelu-as-leakyrelu"
 """The counter of PRelus with one slope written as LeakyRelu."""
+KEPT_SAME_SIZE = "prelu-kept-at-O2"
+"""The counter of PRelus left alone because the run did not ask for speed (context option ``prelu_same_size``, set
+by the emission step below -O3 without a quantize/precision driver): four nodes for one would make the -O2 graph
+larger than its input (mtcnn-pnet 13 -> 22 nodes, 28.8 -> 29.5 KB), and -O2 writes no more than it reads. The
+LeakyRelu form (one node for one) is taken at every level."""
 KEPT_SMALL = "prelu-kept-small"
 """The counter of PRelus left alone because they are smaller than :data:`SMALL`."""
 
@@ -57,7 +64,7 @@ decomposed; [1,128] 5.2 vs 6.4 us; [1,48,9,9] 9.0 vs 9.1 us; [1,28,22,22] 16.9 v
     "decompose-prelu",
     description="target ort: write PRelu as Add(Relu(x), Mul(Min(x, 0), slope)) (LeakyRelu for one slope), "
     "exact and several times faster than onnxruntime's CPU PRelu kernel (run last by optimize for target ort)",
-    context_options=("keep_prelu",),
+    context_options=("keep_prelu", "prelu_same_size"),
 )
 class DecomposePRelu(ModelPass):
     """A model pass: shapes are inferred once for the whole model."""
@@ -80,6 +87,9 @@ class DecomposePRelu(ModelPass):
                 if slope.size > 0 and bool(np.all(slope == slope.reshape(-1)[0])):
                     _as_leaky_relu(node, float(slope.reshape(-1)[0]))
                     ctx.count(AS_LEAKY)
+                elif ctx.options.get("prelu_same_size"):
+                    ctx.count(KEPT_SAME_SIZE)  # four nodes for one: only where the run asked for speed (-O3, int8)
+                    continue
                 elif _per_sample(node.inputs[0].shape) < SMALL:  # type: ignore[union-attr]
                     ctx.count(KEPT_SMALL)
                     continue

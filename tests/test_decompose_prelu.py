@@ -111,7 +111,7 @@ def test_conv_then_prelu_equivalent_with_onnxruntime_fusions():
     x = with_specials(RNG.standard_normal((1, 8, 16, 16)).astype(np.float32), RNG)
     for slope in (RNG.uniform(-1, 1, (8, 1, 1)).astype(np.float32), np.full((1, 8, 1, 1), 0.3, np.float32)):
         model = prelu_model([1, 8, 16, 16], slope, conv=True)
-        out = graphopt.optimize(model)
+        out = graphopt.optimize(model, level=3)
         assert "PRelu" not in ops(out)
         assert same(ort_default(model, {"x": x})[0], ort_default(out, {"x": x})[0])
 
@@ -119,16 +119,16 @@ def test_conv_then_prelu_equivalent_with_onnxruntime_fusions():
 def test_report_counts_and_keep_prelu():
     model = prelu_model(["N", 16, 32, 32], RNG.uniform(-1, 1, (16, 1, 1)).astype(np.float32))
     report: list = []
-    out = graphopt.optimize(model, report=report)
+    out = graphopt.optimize(model, level=3, report=report)
     assert ops(out)["Min"] == 1 and "PRelu" not in ops(out)
     row = next(s for s in report[0].stats if s.name == "decompose-prelu")
     assert row.changed and row.counts.get(decompose_prelu.DECOMPOSED) == 1
     small = prelu_model([1, 4, 8, 8], np.linspace(-1, 1, 4, dtype=np.float32).reshape(4, 1, 1))
     two = onnx.compose.merge_models(model, onnx.compose.add_prefix(small, "b_"), io_map=[])
-    graphopt.optimize(two, report=(report := []))
+    graphopt.optimize(two, level=3, report=(report := []))
     row = next(s for s in report[0].stats if s.name == "decompose-prelu")
     assert row.counts == {decompose_prelu.DECOMPOSED: 1, decompose_prelu.KEPT_SMALL: 1}
-    kept = graphopt.optimize(model, keep_prelu=True, report=(report := []))
+    kept = graphopt.optimize(model, level=3, keep_prelu=True, report=(report := []))
     assert ops(kept)["PRelu"] == 1
     assert all(s.name != "decompose-prelu" for s in report[0].stats)
 
@@ -202,7 +202,7 @@ def test_int8_of_an_already_decomposed_model():
     """A file graphopt wrote for target ort (PRelu decomposed) quantizes: the quantizer sees Relu/Min/Mul/Add."""
     slope = RNG.uniform(-0.5, 0.5, (1, 8, 1, 1)).astype(np.float32)
     model = prelu_model([1, 8, 32, 32], slope, conv=True)
-    fp32 = graphopt.optimize(model)
+    fp32 = graphopt.optimize(model, level=3)
     assert ops(fp32)["Min"] == 1 and "PRelu" not in ops(fp32)
     calibration = [{"x": RNG.standard_normal((1, 8, 32, 32)).astype(np.float32)} for _ in range(4)]
     q = graphopt.optimize(fp32, quantize="int8", calibration=calibration)
@@ -225,7 +225,7 @@ def test_real_mtcnn(name):
     if not src.exists():
         pytest.skip("wild corpus not fetched")
     model = onnx.load(str(src))
-    out = graphopt.optimize(model)
+    out = graphopt.optimize(model, level=3)
     assert ops(out)["PRelu"] < ops(model)["PRelu"]
     feeds = corpus.feeds(entry, seed=0, path=src)
     for a, b in zip(ort_default(model, feeds), ort_default(out, feeds), strict=True):
@@ -236,3 +236,17 @@ def test_opset_7_left_alone():
     """Min broadcasts from opset 8 on: an older model keeps PRelu."""
     model = prelu_model([1, 16, 32, 32], RNG.uniform(-1, 1, (16, 1, 1)).astype(np.float32), opset=7)
     assert ops(graphopt.optimize(model, passes="decompose-prelu"))["PRelu"] == 1
+
+
+def test_o2_adds_no_node():
+    """-O2 writes no more than it reads: a PRelu with several slopes stays (counted), one slope becomes LeakyRelu (one
+    node for one); -O3 and int8 runs decompose it."""
+    several = prelu_model([1, 16, 32, 32], RNG.uniform(-1, 1, (16, 1, 1)).astype(np.float32))
+    report: list = []
+    out = graphopt.optimize(several, report=report)
+    assert ops(out)["PRelu"] == 1 and len(out.graph.node) <= len(several.graph.node)
+    row = next(s for s in report[0].stats if s.name == "decompose-prelu")
+    assert row.counts == {decompose_prelu.KEPT_SAME_SIZE: 1} and not row.changed
+    one = prelu_model([1, 16, 32, 32], np.full((16, 1, 1), 0.25, np.float32))
+    assert ops(graphopt.optimize(one))["LeakyRelu"] == 1
+    assert "PRelu" not in ops(graphopt.optimize(several, level=3))

@@ -1312,10 +1312,11 @@ mostly fixed costs)."""
 
 def _speedup(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feed: Mapping[str, np.ndarray], runs: int = 5) -> float:
     """fp32 time over int8 time at 1 thread: medians of ``runs`` interleaved runs on ``feed`` (after a warm-up).
-    ``quantized`` is timed as ``api.run_request`` writes it for target ort, after its last step (ort-avoid-fusions:
-    an Add left for onnxruntime's slow SkipLayerNormalization would make the figure up to a fifth too low)."""
+    ``quantized`` is timed as ``api.run_request`` writes it for target ort, after its last step (decompose-prelu and
+    ort-avoid-fusions: an Add left for onnxruntime's slow SkipLayerNormalization would make the figure up to a fifth
+    too low, a PRelu left for its slow PRelu kernel a third)."""
     emitted = from_proto(quantized)
-    if PassManager("ort-avoid-fusions").run(emitted, target="ort").changed:
+    if PassManager("decompose-prelu,ort-avoid-fusions").run(emitted, target="ort").changed:
         quantized = emitted.to_onnx()
     a = runtime.session(fp32, threads=1, optimization="all")
     b = runtime.session(quantized, threads=1, optimization="all")
