@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from graphopt.core.ir import Node, Value
 from graphopt.patterns import Const, Declined, Match, Op, Opt, Rule, RuleSet, Var
 
 GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
@@ -340,14 +341,14 @@ MAX_ELEMENTWISE_DAG = 64
 """Most elementwise nodes the Reshape-pair rule walks through (a bound on its cost per Reshape)."""
 
 
-def _elementwise_dag(m: Match, y) -> tuple[Node, list[Node], int] | Declined:
+def _elementwise_dag(m: Match, y: Value) -> tuple[Node, list[Node], int] | Declined:
     """Walk up from ``y`` through elementwise nodes of this graph whose every input is another value of the walk or a
     single-element constant, to one opening Reshape: (the Reshape, the elementwise nodes, the highest rank of their
     constants), or a decline."""
     graph = m.graph
     opening: Node | None = None
     dag: list[Node] = []
-    seen: set = set()
+    seen: set[Value] = set()
     const_rank = 0
     stack = [y]
     while stack:
