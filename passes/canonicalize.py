@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from graphopt.core.ir import Node, Value
 from graphopt.patterns import Const, Declined, Match, Op, Opt, Rule, RuleSet, Var
 
 GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
@@ -327,6 +328,115 @@ def _reshape_of_unit_transpose(m: Match, b) -> object:
     return b.copy(m.node("r"), inputs={0: m["x"]})
 
 
+ELEMENTWISE = frozenset(
+    {
+        *UNARY, *BINARY, "Gelu", "Mish", "ThresholdedRelu", "Celu", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
+        "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "IsNaN", "IsInf", "Clip", "Mod", "And", "Or", "Xor", "Equal",
+        "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Sum", "Mean", "Where",
+    }
+)
+"""Ops that compute each output element from the elements at the same position of their inputs (numpy broadcasting,
+no axis, no reduction), whatever the inputs' shape: the ops a Reshape pair can be lifted off."""
+MAX_ELEMENTWISE_DAG = 64
+"""Most elementwise nodes the Reshape-pair rule walks through (a bound on its cost per Reshape)."""
+
+
+def _elementwise_dag(m: Match, y: Value) -> tuple[Node, list[Node], int] | Declined:
+    """Walk up from ``y`` through elementwise nodes of this graph whose every input is another value of the walk or a
+    single-element constant, to one opening Reshape: (the Reshape, the elementwise nodes, the highest rank of their
+    constants), or a decline."""
+    graph = m.graph
+    opening: Node | None = None
+    dag: list[Node] = []
+    seen: set[Value] = set()
+    const_rank = 0
+    stack = [y]
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        p = v.producer
+        if p is None or p.graph is not graph or p.domain not in ("", "ai.onnx"):
+            return m.decline("an input of the elementwise ops is neither computed here nor a one-element constant")
+        if p.op_type == "Reshape":
+            if opening is not None and opening is not p:
+                return m.decline("more than one opening Reshape")
+            opening = p
+            continue
+        if p.op_type not in ELEMENTWISE or len(p.outputs) != 1:
+            return m.decline("reads a node that is not elementwise")
+        if len(dag) >= MAX_ELEMENTWISE_DAG:
+            return m.decline("too many elementwise nodes")
+        dag.append(p)
+        for x in p.inputs:
+            if x is None:
+                continue  # Clip's omitted bounds
+            t = x.constant()
+            if t is not None:
+                if t.size != 1:
+                    return m.decline("a constant that is not a single element (it may broadcast)")
+                const_rank = max(const_rank, len(t.dims))
+                continue
+            stack.append(x)
+    if opening is None:
+        return m.decline("no opening Reshape")
+    return opening, dag, const_rank
+
+
+def _reshape_pair(m: Match, b) -> object:
+    """Reshape(f(Reshape(x, S)), T) -> f(x), where f is a DAG of elementwise nodes (``ELEMENTWISE``) whose other
+    inputs are single-element constants, and T provably is x's shape (GPT-2's GELU between its two Gemms).
+
+    Why it is exact: a Reshape keeps the elements in row-major order; every value of the DAG has the opening Reshape's
+    output shape (all of its non-constant inputs do, and a one-element constant of rank <= x's rank broadcasts to any
+    shape without changing it), so f computes element k of its output from element k of each input, whatever the
+    shape; run on x, it gives the same elements in the same order, in x's shape. T is x's shape when it has x's rank,
+    no 0 and, at every position, x's known dim, except at most one -1 (the element count then fixes that dim: the
+    other dims are positive). The values between the two Reshapes must be read only inside the DAG (and not be graph
+    outputs): the nodes are rebuilt on x (new values, so shape inference types them afresh) and the old ones, left
+    unread, go with dce."""
+    r2 = m.node("r")
+    out = r2.outputs[0]
+    if out is None or (not out.uses and not out.is_graph_output(m.graph)):
+        return m.decline("unread")
+    target = _target(m)
+    if target is None or 0 in target or target.count(-1) > 1:
+        return m.decline("target computed, or holds 0 or several -1")
+    found = _elementwise_dag(m, m.value("y"))
+    if isinstance(found, Declined):
+        return found
+    opening, dag, const_rank = found
+    x = opening.inputs[0]
+    sx = m.shape(x)
+    if x is None or sx is None or len(sx) != len(target):
+        return m.decline("the first Reshape's input shape unknown or of another rank")
+    if any(t != -1 and not (isinstance(d, int) and d == t) for t, d in zip(target, sx, strict=True)):
+        return m.decline("target not provably the first Reshape's input shape")
+    if const_rank > len(sx):
+        return m.decline("a constant of higher rank than the first Reshape's input")
+    members = set(dag) | {r2}
+    for node in [opening, *dag]:
+        v = node.outputs[0]
+        if v is None or v.is_graph_output(m.graph) or any(u not in members for u, _ in v.uses):
+            return m.decline("a value between the Reshapes is read elsewhere or is a graph output")
+    # rebuild the DAG on x, each node after the ones it reads
+    new = {opening.outputs[0]: x}
+    in_dag = set(dag)
+
+    def emit(node: Node) -> None:
+        if node.outputs[0] in new:
+            return
+        for v in node.inputs:
+            if v is not None and v.producer in in_dag:
+                emit(v.producer)
+        new[node.outputs[0]] = b.copy(node, inputs=[new.get(v, v) if v is not None else None for v in node.inputs])
+
+    for node in dag:
+        emit(node)
+    return new[m.value("y")]
+
+
 MERGE_RESHAPES = RuleSet(
     [
         Rule(
@@ -355,12 +465,18 @@ MERGE_RESHAPES = RuleSet(
             Op(("Squeeze", "Unsqueeze"), Op("Reshape", Var("y"), Const(), name="r"), ..., name="op"),
             _shape_op_of_reshape,
         ),
+        Rule(
+            "reshape-pair-around-elementwise",
+            Op("Reshape", Var("y"), Const(), name="r"),
+            _reshape_pair,
+        ),
     ]
 )
 MERGE_RESHAPES.register(
     "merge-reshapes",
     description="Reshape after Squeeze/Unsqueeze/Flatten, Squeeze/Unsqueeze after a Reshape with a constant "
-    "target, and a Transpose that moves only dims of size 1 next to a Reshape, become one Reshape",
+    "target, and a Transpose that moves only dims of size 1 next to a Reshape, become one Reshape; a Reshape pair "
+    "around elementwise ops with one-element constants goes when the second restores the first's input shape",
 )
 
 

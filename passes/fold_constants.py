@@ -16,6 +16,14 @@ folded tensor would be larger than the constants it comes from (``size_cap``): f
 ``ConstantOfShape`` would otherwise bloat the file. On top of the per-tensor cap, the bytes a run adds (new constants
 minus the constants it frees) stay under ``max_growth`` of the graph's constant bytes.
 
+Small against the model, a tensor over the per-tensor cap still folds (a detector's anchor grid: an Expand/Tile/Concat
+chain of a few KB of coordinates that would otherwise be recomputed on every run): the bytes all such tensors add over
+the pass's runs on one model stay within ``max_growth`` of the graph's constant bytes, and within three quarters of
+the bytes the model has shed since the pass first saw it (its constants plus an estimate of its node records: names,
+doc strings, metadata; the estimate is within a few percent of the file), so they never make the file written larger
+than the one read. That headroom comes from the other passes (dce, cse, strip-debug-info...), so in ``-O2`` such
+tensors fold on a later run of the fixed point.
+
 All constant nodes of one graph are evaluated in a single onnxruntime session: one model holding the foldable
 subgraph, with every value it computes as an output.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -221,8 +230,9 @@ class _Limits:
     it (``SMALL_BYTES``, or ``cap`` times the bytes of the constants it is computed from) or for a cone value computed
     from it, whichever is more (a Tile that an Add with a big weight reads may be as big as that Add's result)."""
 
-    def __init__(self, cone: list[Node], known: dict[Value, np.ndarray], cap: float) -> None:
+    def __init__(self, cone: list[Node], known: dict[Value, np.ndarray], cap: float, allowance: int = 0) -> None:
         self._args = (cone, known, cap)
+        self.allowance = allowance  # bytes a value over the cap may take (see _Plan.choose)
         self.limit: dict[Value, int] = {}
 
     def _compute(self) -> None:
@@ -245,7 +255,7 @@ class _Limits:
             if total is None:
                 total = sum(t.nbytes for t in map(_const_value, sources[v]) if t is not None)
                 cache[sources[v]] = total
-            return max(SMALL_BYTES, int(cap * total))
+            return max(SMALL_BYTES, int(cap * total), self.allowance)
 
         in_cone = set(cone)
         for node in reversed(cone):
@@ -333,14 +343,14 @@ _ITEMSIZE = {
 
 
 def _evaluate(
-    cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext, cap: float = 1.0
+    cone: list[Node], known: dict[Value, np.ndarray], ctx: PassContext, cap: float = 1.0, allowance: int = 0
 ) -> dict[Value, np.ndarray]:
     """Values of the cone's outputs, never computing one the size guard would reject: integer and data-movement nodes
     in numpy (each output's size known before it is computed), the rest in one onnxruntime session once ONNX shape
     inference has proved their sizes; node by node when that fails."""
     if not cone:
         return {}
-    limits = _Limits(cone, known, cap)
+    limits = _Limits(cone, known, cap, allowance)
     exact = numpy_eval.evaluate_partial(cone, known, limits.node)
     rest = [n for n in cone if any(out is not None and out not in exact for out in n.outputs)]
     if not rest:  # small integer / data-movement arithmetic: no onnxruntime session needed
@@ -453,19 +463,40 @@ class _Plan:
                 freed += t.nbytes
         return added - freed
 
-    def choose(self, cap: float, budget: int) -> tuple[set[Node], list[Value]]:
+    def choose(self, cap: float, budget: int, allowance: int = 0) -> tuple[set[Node], list[Value], int]:
+        """The nodes kept, the values materialised, and the bytes of those over the per-tensor cap: tensors over the
+        cap fold, in frontier order, while their bytes together fit ``allowance``; when the run's growth exceeds the
+        budget they are the first to go back (largest first), then the largest others."""
         kept: set[Node] = set()
+        allowed: set[Value] = set()
+        refused: set[Value] = set()
+        waived = 0
         while True:
             frontier = self.frontier(kept)
-            too_big = [v for v in frontier if not self.fits(v, cap)]
+            too_big = []
+            for v in frontier:
+                if v in allowed or self.fits(v, cap):
+                    continue
+                nbytes = self.values[v].nbytes
+                if v not in refused and waived + nbytes <= allowance:
+                    allowed.add(v)
+                    waived += nbytes
+                    continue
+                too_big.append(v)
             if not too_big and self.growth(kept, frontier) > budget:
-                # drop the largest tensors first until the run fits the budget
-                large = [v for v in frontier if self.values[v].nbytes > SMALL_BYTES]
+                # drop the tensors over the cap first, then the largest others, until the run fits the budget
+                over = [v for v in frontier if v in allowed]
+                large = over or [v for v in frontier if self.values[v].nbytes > SMALL_BYTES]
                 if not large:
-                    return kept, frontier
-                too_big = [max(large, key=lambda v: self.values[v].nbytes)]
+                    return kept, frontier, sum(self.values[v].nbytes for v in frontier if v in allowed)
+                drop = max(large, key=lambda v: self.values[v].nbytes)
+                if drop in allowed:
+                    allowed.discard(drop)
+                    refused.add(drop)
+                    waived -= self.values[drop].nbytes
+                too_big = [drop]
             if not too_big:
-                return kept, frontier
+                return kept, frontier, sum(self.values[v].nbytes for v in frontier if v in allowed)
             for v in too_big:
                 assert v is not None
                 producer = v.producer
@@ -597,6 +628,33 @@ def _inline_constant_ifs(graph: Graph) -> bool:
     return changed
 
 
+def _graph_bytes(graph: Graph) -> int:
+    """An estimate of the bytes a graph takes in its file: its constants' data, and for each node and initializer the
+    strings of its record (names, op type, doc string, metadata) plus a few bytes of framing, attributes by size."""
+    total = 0
+    for name, v in graph.initializers.items():
+        total += (v.const.nbytes if v.const is not None else 0) + len(name or "") + 8
+    for node in graph:
+        total += 8 + len(node.op_type) + len(node.name or "") + len(node.domain or "") + len(node.doc_string or "")
+        total += sum(len(v.name or "") + 2 for v in (*node.inputs, *node.outputs) if v is not None)
+        total += sum(len(k) + len(str(x)) + 4 for k, x in node.metadata_props.items())
+        for key, attr in node.attrs.items():
+            total += len(key) + 4 + _attr_bytes(attr.value)
+    return total
+
+
+def _attr_bytes(value: Any) -> int:
+    if isinstance(value, Tensor):
+        return value.nbytes + 8
+    if isinstance(value, Graph):
+        return _graph_bytes(value)
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(_attr_bytes(x) for x in value)
+    return 8
+
+
 def _reads_shapes(model) -> bool:
     return any(n.op_type in ("Shape", "Size") for n in model.graph.all_nodes())
 
@@ -613,9 +671,27 @@ class FoldConstants(Pass):
     """Not a pattern rule: evaluation is a whole-graph analysis (the cone of constant values, one onnxruntime session
     for all of it, a byte budget chosen over the whole frontier); its two local steps say why they are not rules."""
 
+    _waived: tuple[Any, int] = (None, 0)
+    """(a weak reference to the model, the bytes over the per-tensor cap folded in it so far): across the runs of one
+    PassManager pipeline, the same pass object sees the same model."""
+    _start: tuple[Any, int] = (None, 0)
+    """(a weak reference to the model, its estimated bytes when this pass first ran on it)."""
+
     def prepare(self, model: Model, ctx: PassContext) -> None:
         if _reads_shapes(model):
             infer_shapes(model)  # only shape arithmetic needs inferred types; evaluated values carry their own
+        if self._start[0] is None or self._start[0]() is not model:
+            ref = weakref.ref(model)
+            self._start, self._waived = (ref, _graph_bytes(model.graph)), (ref, 0)
+
+    def _allowance(self, graph: Graph, ctx: PassContext, budget: int) -> int:
+        """Bytes that tensors over the per-tensor cap may add in this run: what is left of the growth budget after the
+        earlier runs' such tensors, and no more than three quarters of what the model has shed since this pass first saw
+        it, by the estimate of ``_graph_bytes`` (main graph only: a subgraph's constants are not the model's bulk)."""
+        if graph is not ctx.model.graph or self._start[0] is None or self._start[0]() is not ctx.model:
+            return 0
+        shed = self._start[1] - _graph_bytes(graph)
+        return max(0, min(budget - self._waived[1], shed * 3 // 4))  # the estimate is within a few % of the file
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if any(graph.root is f.graph for f in ctx.model.functions.values()):
@@ -623,13 +699,17 @@ class FoldConstants(Pass):
         changed = _inline_constant_ifs(graph)
         known = _fold_shapes(graph, ctx)
         cone = _cone(graph, known)
-        values = _evaluate(cone, known, ctx, self.options["size_cap"])
+        total = sum(v.const.nbytes for v in graph.initializers.values() if v.const is not None)
+        budget = int(self.options["max_growth"] * total)
+        allowance = self._allowance(graph, ctx, budget) if cone else 0
+        values = _evaluate(cone, known, ctx, self.options["size_cap"], allowance)
         values.update(known)
         shape_nodes = [v.producer for v in known if v.producer is not None]
         plan = _Plan(graph, cone + shape_nodes, values)
-        total = sum(v.const.nbytes for v in graph.initializers.values() if v.const is not None)
-        budget = int(self.options["max_growth"] * total)
-        _, frontier = plan.choose(self.options["size_cap"], budget)
+        _, frontier, waived = plan.choose(self.options["size_cap"], budget, allowance)
+        if waived:
+            self._waived = (self._waived[0], self._waived[1] + waived)
+            ctx.count("over-cap-bytes", waived)
         consts = [_materialise(graph, v, values[v]) for v in frontier]
         _forget_stale_shapes(consts)
         removed = _remove_dead(graph, [n for n in graph if n in plan.in_cone])
