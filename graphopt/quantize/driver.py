@@ -305,13 +305,17 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
     (:data:`SELECTION_OPS`, also inside an If/Loop body) that reads data computed in float (which quantization error
     can reach: not an ArgMax of token ids) sits between its inputs and some of its outputs.
 
-    Then the main graph splits in two: the selected part (every tensor computed from a selection op's outputs, or by a
-    node that holds one in its bodies) and the continuous rest. The error is measured at the continuous float tensors
-    the selected part reads (the scores and boxes that NonMaxSuppression, TopK or a threshold's NonZero take, the data
-    a Gather picks with their indices, the values an If holding a NonMaxSuppression reads), walking back through the
-    integer/bool tensors it reads (a Greater's float input, not a Shape's), and at the outputs outside the selected
-    part. A model without selection ops is measured at its outputs, as before. ``types``: the element types of the
-    main graph's tensors (shape inference's)."""
+    Then the main graph splits in two: the selected part (every tensor computed from a selection op's outputs, or by an
+    If/Loop that holds one in its bodies and returns integers alone, as an If around a NonMaxSuppression does) and the
+    continuous rest. The error is measured at the continuous float tensors the selected part reads (the scores and
+    boxes that NonMaxSuppression, TopK or a threshold's NonZero take, the data a Gather picks with their indices, the
+    values an If holding a NonMaxSuppression reads), walking back through the integer/bool tensors it reads (a
+    Greater's float input, not a Shape's), and at the outputs outside the selected part. A Loop with float outputs (a
+    greedy decoder whose ArgMax picks the next step's token) is measured at those outputs: its inputs alone would hide
+    every body layer's error. A model without selection ops is measured at its outputs, as before. ``types``: the
+    element types of the main graph's tensors (the driver's shape inference's; onnx's when None)."""
+    if types is None:
+        proto = onnx.shape_inference.infer_shapes(proto)
     g = proto.graph
     types = dict(types or {})  # the element types (``proto``'s value_info where not given)
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -331,6 +335,12 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
             from_noise = any(name in noisy for name in reads)
             noisy.update(o for o in n.output if o and (from_noise or types.get(o) in FLOAT_TYPES))
         held = _holds_selection(n) if any(name in noisy for name in reads) else None
+        if (
+            held
+            and n.op_type not in SELECTION_OPS
+            and any(types.get(o, 0) in FLOAT_TYPES or not types.get(o) for o in n.output if o)
+        ):
+            held = None  # a body's selection counts when the node returns indices alone (a decoder Loop: its outputs)
         if held or any(name in selected for name in reads):
             selected.update(o for o in n.output if o)
             region.append((n, reads))
