@@ -321,7 +321,6 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
     for vi in [*g.input, *g.value_info, *g.output]:
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
             types.setdefault(vi.name, vi.type.tensor_type.elem_type)
-    fixed = {i.name for i in g.input} | {t.name for t in g.initializer}
     producer: dict[str, onnx.NodeProto] = {}
     selected: set[str] = set()
     region: list[tuple[onnx.NodeProto, list[str]]] = []
@@ -353,11 +352,9 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
     points: dict[str, tuple[str, int]] = {}  # tensor -> the consumer and slot it is read at
 
     def reach(name: str, consumer: str, slot: int) -> None:
-        if not name or name in selected or name in fixed or name in points:
-            return
-        p = producer.get(name)
-        if p is None or p.op_type == "Constant":
-            return
+        if name in selected or name in points or name not in noisy:
+            return  # the selection's own tensors; or no quantization error reaches it (constants, shapes, inputs)
+        p = producer[name]
         elem = types.get(name)
         if elem in FLOAT_TYPES:
             points[name] = (consumer, slot)
