@@ -4,7 +4,9 @@ not at the outputs, which jump when int8 noise flips a ranking."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from graphopt.cli import main
 from graphopt.core.onnx_io import from_proto
 from graphopt.quantize import quantize_model
 from graphopt.quantize.driver import measured_points
@@ -219,3 +222,15 @@ def test_if_around_nms_is_a_selection_and_a_float_result_is_not() -> None:
     assert {t for _, _, t, _ in measured.points} == {"boxes", "s1"}  # what the If's body reads from outside
     # an If (or a decoder Loop) returning float data is measured at its outputs, as before
     assert measured_points(_if_model(float_output=True)) is None
+
+
+def test_cli_json_says_where_it_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+    src, out = tmp_path / "ranked.onnx", tmp_path / "ranked.int8.onnx"
+    onnx.save(_ranked_model(), src)
+    rc = main(["optimize", str(src), "--quantize", "int8", "--calib-random", "4", "-o", str(out), "--json"])
+    assert rc in (0, None)
+    q = json.loads(capsys.readouterr().out)["quantization"]
+    assert "TopK 'topk'" in q["output_measured_at"]
+    assert q["output_sqnr_db"] > 20.0 and not q["kept_float"]
+    assert {la["name"] for la in q["layers"]} >= {"conv_scores", "conv_features"}
