@@ -234,3 +234,13 @@ def test_cli_json_says_where_it_measured(tmp_path: Path, capsys: pytest.CaptureF
     assert "TopK 'topk'" in q["output_measured_at"]
     assert q["output_sqnr_db"] > 20.0 and not q["kept_float"]
     assert {la["name"] for la in q["layers"]} >= {"conv_scores", "conv_features"}
+
+
+def test_max_error_guard_measures_before_the_selection() -> None:
+    # --max-error 0.05: met by the all-int8 model at the scores/features (about 0.01), never at the ranked outputs
+    model = from_proto(_ranked_model())
+    report = quantize_model(model, _feeds(), target="ort", config={"measure_speed": False, "max_error": 0.05})
+    assert report.measured_at is not None
+    assert report.error_rel <= 0.05
+    assert not report.kept_float and all(c.mode != "float" for c in report.choices)
+    assert not any("not reached" in w for w in report.warnings)
