@@ -23,13 +23,15 @@ K = 48
 
 
 def _ranked_model(selection: bool = True) -> onnx.ModelProto:
-    """x -> Conv -> scores (1x256), Conv -> features (1x256): TopK(scores, K) picks the features (Gather) in the
-    scores' order; int8 noise swaps near-tied scores, which moves whole features around in the output."""
+    """x -> Conv -> scores (1x256), Conv -> features (1x256): TopK(scores, K) picks the features (GatherElements)
+    in the scores' order, then a MatMul mixes them (a layer after the selection); int8 noise swaps near-tied scores,
+    which moves whole features around in the output. ``selection=False``: scores + features, no selection."""
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w2")
     flat = numpy_helper.from_array(np.array([1, -1], np.int64), "flat")
     k = numpy_helper.from_array(np.array([K], np.int64), "k")
+    wk = numpy_helper.from_array(rng.standard_normal((K, 16)).astype(np.float32), "wk")
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv_scores", pads=[1, 1, 1, 1]),
         helper.make_node("Reshape", ["c1", "flat"], ["scores"], name="flat_scores"),
@@ -39,10 +41,11 @@ def _ranked_model(selection: bool = True) -> onnx.ModelProto:
     if selection:
         nodes += [
             helper.make_node("TopK", ["scores", "k"], ["top", "idx"], name="topk", axis=1),
-            helper.make_node("GatherElements", ["features", "idx"], ["picked"], name="pick", axis=1),
+            helper.make_node("GatherElements", ["features", "idx"], ["gathered"], name="pick", axis=1),
+            helper.make_node("MatMul", ["gathered", "wk"], ["picked"], name="weigh"),  # a layer after the selection
         ]
         outputs = [
-            helper.make_tensor_value_info("picked", TensorProto.FLOAT, [1, K]),
+            helper.make_tensor_value_info("picked", TensorProto.FLOAT, [1, 16]),
             helper.make_tensor_value_info("idx", TensorProto.INT64, [1, K]),
         ]
     else:
@@ -53,7 +56,7 @@ def _ranked_model(selection: bool = True) -> onnx.ModelProto:
         "ranked",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
         outputs,
-        [w1, w2, flat, k],
+        [w1, w2, flat, k, wk],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -140,8 +143,10 @@ def test_ranking_flip_does_not_demote_the_layers(target: str) -> None:
     expected = _sqnr([a for b in ref for a in b], [a for b in got for a in b])
     assert report.sqnr_db > 20.0
     assert report.sqnr_db == pytest.approx(expected, abs=0.5)
-    # nothing demoted: both convolutions stay int8, no floor warning
+    # nothing demoted: both convolutions stay int8, no floor warning; the Mul after the selection stays float (its
+    # error would not be measured)
     assert {layer.name for layer in report.layers} >= {"conv_scores", "conv_features"}
+    assert "weigh" not in {layer.name for layer in report.layers}
     assert not report.kept_float
     assert all(c.mode != "float" for c in report.choices)
     assert not any("SQNR" in w for w in report.warnings)

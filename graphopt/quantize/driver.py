@@ -261,6 +261,8 @@ class Measured:
     name an If/Loop body reads) is ``tensor`` in the float model."""
     what: str
     selections: tuple[str, ...]
+    selected: frozenset[str] = frozenset()
+    """The names of the nodes in the selected part (and in their If/Loop bodies): no error is measured after them."""
 
 
 def _implicit_inputs(node: onnx.NodeProto) -> list[str]:
@@ -285,6 +287,15 @@ def _implicit_inputs(node: onnx.NodeProto) -> list[str]:
             for g in a.graphs:
                 walk(g, set())
     return list(out)
+
+
+def _body_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of ``node``'s If/Loop/Scan bodies, nested ones too."""
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for n in g.node:
+                yield n
+                yield from _body_nodes(n)
 
 
 def _holds_selection(node: onnx.NodeProto) -> tuple[str, str] | None:
@@ -312,7 +323,8 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
     values an If holding a NonMaxSuppression reads), walking back through the integer/bool tensors it reads (a
     Greater's float input, not a Shape's), and at the outputs outside the selected part. A Loop with float outputs (a
     greedy decoder whose ArgMax picks the next step's token) is measured at those outputs: its inputs alone would hide
-    every body layer's error. A model without selection ops is measured at its outputs, as before. ``types``: the
+    every body layer's error. The driver keeps the layers of the selected part float (their error would not be
+    measured). A model without selection ops is measured at its outputs, as before. ``types``: the
     element types of the main graph's tensors (the driver's shape inference's; onnx's when None)."""
     if types is None:
         proto = onnx.shape_inference.infer_shapes(proto)
@@ -379,10 +391,21 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
         labels[0] + (f" (and {len(labels) - 1} more)" if len(labels) > 1 else "")
         for _, labels in sorted(kinds.items(), key=lambda kv: SELECTION_ORDER.index(kv[0]))
     )
-    what = f"the {len(floats)} tensors that feed {named}, before the selection"
+    what = f"the {len(floats)} tensors that feed {named}, before the selection (the layers after it stay float)"
     if outputs:
         what += f", and the outputs {', '.join(outputs[:3])}{' ...' if len(outputs) > 3 else ''}"
-    return Measured(tuple(floats), what, tuple(label for _, label in selections))
+    nodes = {n.name for n, _ in region if n.name}
+    nodes |= {b.name for n, _ in region for b in _body_nodes(n) if b.name}
+    return Measured(tuple(floats), what, tuple(label for _, label in selections), frozenset(nodes))
+
+
+def _measured_for(model: Model) -> Measured | None:
+    """:func:`measured_points` of ``model`` (named, shapes inferred); None at once without selection ops."""
+    if not any(n.op_type in SELECTION_OPS for n in model.graph.all_nodes()):
+        return None
+    types = {v.name: v.dtype for n in model.graph for v in n.outputs if v is not None and v.dtype}
+    types.update({v.name: v.dtype for v in model.graph.inputs if v.dtype})
+    return measured_points(model.to_onnx(), types)
 
 
 def _measured_outputs(proto: onnx.ModelProto, measured: Measured) -> tuple[onnx.ModelProto, list[str]]:
@@ -589,6 +612,9 @@ def _prepare(st: _State) -> None:
     with st.timed("plan"):
         model.graph.name_unnamed_nodes()
         infer_shapes(model)
+        st.measured = _measured_for(model)
+        if st.measured is not None:  # the layers after a selection stay float: their error is not measured
+            cfg = st.cfg = dataclasses.replace(cfg, exclude=(*cfg.exclude, *sorted(st.measured.selected)))
         st.selection = cfg.selection()
         st.plan = analysis.plan(model.graph, target, st.selection)
         if not any(n.op_type not in analysis.SHARE for n in st.plan.nodes):
@@ -610,9 +636,6 @@ def _prepare(st: _State) -> None:
             st.notes.append(f"opset {opset} has no per-axis QuantizeLinear: weights get one scale per tensor")
         st.options = transform.Options(per_channel=st.per_channel, reduce_range=st.reduce_range)
         st.original = model.to_onnx()
-        types = {v.name: v.dtype for n in model.graph for v in n.outputs if v is not None and v.dtype}
-        types.update({v.name: v.dtype for v in model.graph.inputs if v.dtype})
-        st.measured = measured_points(st.original, types)
 
 
 def _smooth_activations(st: _State) -> None:
