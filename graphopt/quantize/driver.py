@@ -8,7 +8,9 @@ pipeline of stages over one ``_State``, each with one job:
 2. ``_smooth_activations``: SmoothQuant (``smoothquant.smooth`` with per-channel maxima from one more pass);
 3. ``_calibrate``: ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the
    chosen method turns the statistics into ranges;
-4. ``_start_report``: the report's header and the float model's outputs (the reference of every error);
+4. ``_start_report``: the report's header and the float model's outputs (the reference of every error), or, where a
+   selection op (NonMaxSuppression, TopK, ArgMax...) comes between the layers and the outputs, the tensors that feed
+   it (``measured_points``, decided in ``_prepare``, which keeps the layers after it float);
 5. ``_choose``: the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or
    float per layer; ``_run_guard`` (with ``max_error``): the accuracy guard (``_guard``) demotes the fewest layers,
    worst first, until the model's output error on the calibration set is at most ``max_error``;
