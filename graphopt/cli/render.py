@@ -243,6 +243,9 @@ def _print_quantization(console: Console, q: Any) -> None:
     speedup = getattr(q, "speedup", None)
     if speedup is not None:
         lines.insert(3, f"  speed: {speedup:.2f}x fp32 under onnxruntime (1 thread, first calibration batch)")
+    measured_at = getattr(q, "measured_at", None)
+    if measured_at:  # the output error is not the outputs' (a selection op comes after the quantized layers)
+        lines.insert(3, f"  (output error measured at {measured_at})")
     if q.bits == 4:
         lines = _int4_lines(q, fused)
     if dropped:

@@ -8,7 +8,9 @@ pipeline of stages over one ``_State``, each with one job:
 2. ``_smooth_activations``: SmoothQuant (``smoothquant.smooth`` with per-channel maxima from one more pass);
 3. ``_calibrate``: ``calibration.collect`` runs onnxruntime over the calibration feeds (or reads the cache) and the
    chosen method turns the statistics into ranges;
-4. ``_start_report``: the report's header and the float model's outputs (the reference of every error);
+4. ``_start_report``: the report's header and the float model's outputs (the reference of every error), or, where a
+   selection op (NonMaxSuppression, TopK, ArgMax...) comes between the layers and the outputs, the tensors that feed
+   it (``measured_points``, decided in ``_prepare``, which keeps the layers after it float);
 5. ``_choose``: the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or
    float per layer; ``_run_guard`` (with ``max_error``): the accuracy guard (``_guard``) demotes the fewest layers,
    worst first, until the model's output error on the calibration set is at most ``max_error``;
@@ -236,6 +238,217 @@ def sqnr_db(rel_error: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# where the output error is measured: before the discontinuous selection ops
+# --------------------------------------------------------------------------------------------------------------------
+SELECTION_ORDER = ("NonMaxSuppression", "TopK", "ArgMax", "ArgMin", "NonZero", "Compress")
+SELECTION_OPS = frozenset(SELECTION_ORDER)
+"""Ops whose result jumps when their float input moves a little (a box score crossing a threshold or another box's,
+a ranking changing): what depends on them (the indices, the data they gather, an If that holds one) is not a
+continuous function of the quantized layers' outputs, so the output error is measured at the tensors that feed them."""
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+"""Ops that read only their input's shape: walking back from an integer input of the selection stops there."""
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Where the quantizer measures the model's output error (:func:`measured_points`): the main graph's tensors read
+    at ``points``, looked up by the consumer's name in each quantized model (which may read the tensor after a Q/DQ
+    pair); ``what`` says it in words, ``selections`` names the selection ops."""
+
+    points: tuple[tuple[str, int, str, int], ...]
+    """``(consumer, slot, tensor, elem_type)``: the consumer's explicit input ``slot`` (-1: a graph output or a
+    name an If/Loop body reads) is ``tensor`` in the float model."""
+    what: str
+    selections: tuple[str, ...]
+    selected: frozenset[str] = frozenset()
+    """The names of the nodes in the selected part (and in their If/Loop bodies): no error is measured after them."""
+
+
+def _implicit_inputs(node: onnx.NodeProto) -> list[str]:
+    """The outer-scope names an If/Loop/Scan node's bodies read (recursively), in order."""
+    out: dict[str, None] = {}
+
+    def walk(g: onnx.GraphProto, bound: set[str]) -> None:
+        bound = bound | {i.name for i in g.input} | {t.name for t in g.initializer}
+        for n in g.node:
+            for name in n.input:
+                if name and name not in bound:
+                    out[name] = None
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g, bound)
+            bound |= set(n.output)
+
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            walk(a.g, set())
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            for g in a.graphs:
+                walk(g, set())
+    return list(out)
+
+
+def _body_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of ``node``'s If/Loop/Scan bodies, nested ones too."""
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for n in g.node:
+                yield n
+                yield from _body_nodes(n)
+
+
+def _holds_selection(node: onnx.NodeProto) -> tuple[str, str] | None:
+    """The first selection op in ``node`` or its bodies: its op type and how to name it, or None."""
+    if node.op_type in SELECTION_OPS:
+        return node.op_type, f"{node.op_type} '{node.name}'"
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for n in g.node:
+                found = _holds_selection(n)
+                if found:
+                    return found[0], f"{found[1]} inside {node.op_type} '{node.name}'"
+    return None
+
+
+def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = None) -> Measured | None:
+    """Where to measure the output error of ``proto`` quantized: None (its outputs) unless a selection op
+    (:data:`SELECTION_OPS`, also inside an If/Loop body) that reads data computed in float (which quantization error
+    can reach: not an ArgMax of token ids) sits between its inputs and some of its outputs.
+
+    Then the main graph splits in two: the selected part (every tensor computed from a selection op's outputs, or by an
+    If/Loop that holds one in its bodies and returns integers alone, as an If around a NonMaxSuppression does) and the
+    continuous rest. The error is measured at the continuous float tensors the selected part reads (the scores and
+    boxes that NonMaxSuppression, TopK or a threshold's NonZero take, the data a Gather picks with their indices, the
+    values an If holding a NonMaxSuppression reads), walking back through the integer/bool tensors it reads (a
+    Greater's float input, not a Shape's), and at the outputs outside the selected part. A Loop with float outputs (a
+    greedy decoder whose ArgMax picks the next step's token) is measured at those outputs: its inputs alone would hide
+    every body layer's error. The driver keeps the layers of the selected part float (their error would not be
+    measured). A model without selection ops is measured at its outputs, as before. ``types``: the
+    element types of the main graph's tensors (the driver's shape inference's; onnx's when None)."""
+    if types is None:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    g = proto.graph
+    types = dict(types or {})  # the element types (``proto``'s value_info where not given)
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    producer: dict[str, onnx.NodeProto] = {}
+    selected: set[str] = set()
+    region: list[tuple[onnx.NodeProto, list[str]]] = []
+    selections: list[tuple[str, str]] = []
+    tainted = {i.name for i in g.input}  # computed from the inputs' data (not only their shapes)
+    noisy: set[str] = set()  # ... through a float computation: what quantization error can reach
+    for n in g.node:
+        reads = [*n.input, *_implicit_inputs(n)]
+        if n.op_type not in SHAPE_ONLY_OPS and any(name in tainted for name in reads):
+            tainted.update(n.output)
+            from_noise = any(name in noisy for name in reads)
+            noisy.update(o for o in n.output if o and (from_noise or types.get(o) in FLOAT_TYPES))
+        held = _holds_selection(n) if any(name in noisy for name in reads) else None
+        if (
+            held
+            and n.op_type not in SELECTION_OPS
+            and any(types.get(o, 0) in FLOAT_TYPES or not types.get(o) for o in n.output if o)
+        ):
+            held = None  # a body's selection counts when the node returns indices alone (a decoder Loop: its outputs)
+        if held or any(name in selected for name in reads):
+            selected.update(o for o in n.output if o)
+            region.append((n, reads))
+            if held:
+                selections.append(held)
+        for o in n.output:
+            producer[o] = n
+    if not selections:
+        return None
+    points: dict[str, tuple[str, int]] = {}  # tensor -> the consumer and slot it is read at
+
+    def reach(name: str, consumer: str, slot: int) -> None:
+        if name in selected or name in points or name not in noisy:
+            return  # the selection's own tensors; or no quantization error reaches it (constants, shapes, inputs)
+        p = producer[name]
+        elem = types.get(name)
+        if elem in FLOAT_TYPES:
+            points[name] = (consumer, slot)
+        elif p.op_type not in SHAPE_ONLY_OPS:  # an integer/bool tensor computed from data: walk back
+            points[name] = ("", -1)  # visited, dropped below
+            reads = [*p.input, *_implicit_inputs(p)]
+            for i, x in enumerate(reads):
+                reach(x, p.name, i if i < len(p.input) else -1)
+
+    for n, reads in region:
+        for i, name in enumerate(reads):
+            reach(name, n.name, i if i < len(n.input) else -1)
+    floats = [(c, i, t, types[t]) for t, (c, i) in points.items() if types.get(t) in FLOAT_TYPES]
+    outputs = [o.name for o in g.output if o.name not in selected and types.get(o.name) in FLOAT_TYPES]
+    floats += [("", -1, o, types[o]) for o in outputs if o not in points]
+    if not floats:
+        return None
+    kinds: dict[str, list[str]] = {}
+    for op_type, label in selections:
+        kinds.setdefault(op_type, []).append(label)
+    named = ", ".join(
+        labels[0] + (f" (and {len(labels) - 1} more)" if len(labels) > 1 else "")
+        for _, labels in sorted(kinds.items(), key=lambda kv: SELECTION_ORDER.index(kv[0]))
+    )
+    what = f"the {len(floats)} tensors that feed {named}, before the selection (the layers after it stay float)"
+    if outputs:
+        what += f", and the outputs {', '.join(outputs[:3])}{' ...' if len(outputs) > 3 else ''}"
+    nodes = {n.name for n, _ in region if n.name}
+    nodes |= {b.name for n, _ in region for b in _body_nodes(n) if b.name}
+    return Measured(tuple(floats), what, tuple(label for _, label in selections), frozenset(nodes))
+
+
+def _measured_for(model: Model) -> Measured | None:
+    """:func:`measured_points` of ``model`` (named, shapes inferred); None at once without selection ops."""
+    if not any(n.op_type in SELECTION_OPS for n in model.graph.all_nodes()):
+        return None
+    types = {v.name: v.dtype for n in model.graph for v in n.outputs if v is not None and v.dtype}
+    types.update({v.name: v.dtype for v in model.graph.inputs if v.dtype})
+    return measured_points(model.to_onnx(), types)
+
+
+def _measured_outputs(proto: onnx.ModelProto, measured: Measured) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``proto`` (the float model or a quantized one) with the tensors at ``measured``'s points as its
+    outputs, and their names: what each consumer reads at its slot (after a Q/DQ pair in a quantized model), else the
+    float model's tensor."""
+    out = _copy(proto)
+    by_name = {n.name: n for n in out.graph.node if n.name}
+    have = {o.name for o in out.graph.output}
+    names = []
+    for consumer, slot, tensor, elem in measured.points:
+        n = by_name.get(consumer)
+        name = n.input[slot] if n is not None and 0 <= slot < len(n.input) and n.input[slot] else tensor
+        names.append(name)
+        if name not in have:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+            have.add(name)
+    return out, names
+
+
+def _measured_run(
+    proto: onnx.ModelProto,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    measured: Measured | None,
+    threads: int | None,
+    sources: Sequence[str] | None = None,
+) -> list[list[np.ndarray]]:
+    """``proto``'s values where the output error is measured (:func:`measured_points`; its outputs when None), per
+    batch: the one run every measuring stage makes."""
+    if measured is None:
+        return _run(proto, batches, threads=threads, sources=sources)
+    exposed, names = _measured_outputs(proto, measured)
+    return _run(exposed, batches, names, threads=threads, sources=sources)
+
+
+def _where(measured: Measured | None) -> str:
+    """`` (measured at ...)`` for the notes, empty for a model measured at its outputs."""
+    return f" (measured at {measured.what})" if measured is not None else ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # the entry point: a pipeline of stages over one state
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass
@@ -253,6 +466,8 @@ class _State:
     """Warnings for the user (logged and put in the report at the end)."""
     timings: dict[str, float] = field(default_factory=dict)
     upgraded: tuple[int, int] | None = None
+    measured: Measured | None = None
+    """Where the output error is measured (:func:`measured_points`, set by ``_prepare``): None, the outputs."""
     # _prepare
     opset: int = field(init=False)
     selection: analysis.Selection = field(init=False)
@@ -399,6 +614,9 @@ def _prepare(st: _State) -> None:
     with st.timed("plan"):
         model.graph.name_unnamed_nodes()
         infer_shapes(model)
+        st.measured = _measured_for(model)
+        if st.measured is not None:  # the layers after a selection stay float: their error is not measured
+            cfg = st.cfg = dataclasses.replace(cfg, exclude=(*cfg.exclude, *sorted(st.measured.selected)))
         st.selection = cfg.selection()
         st.plan = analysis.plan(model.graph, target, st.selection)
         if not any(n.op_type not in analysis.SHARE for n in st.plan.nodes):
@@ -472,7 +690,8 @@ def _start_report(st: _State) -> None:
         smooth_alpha=cfg.smooth_alpha if st.smoothed else None,
     )
     with st.timed("reference"):
-        st.reference = _run(st.original, st.batches, threads=cfg.threads, sources=st.sources)
+        st.reference = _measured_run(st.original, st.batches, st.measured, cfg.threads, st.sources)
+    st.report.measured_at = st.measured.what if st.measured is not None else None
 
 
 def _choose(st: _State) -> None:
@@ -564,6 +783,7 @@ def _run_guard(st: _State) -> None:
             st.estimates,
             st.alone,
             plain_seconds=sum(st.timings.values()),
+            measured=st.measured,
             dynamic=cfg.choice == "auto" and st.target == "ort",
             reduce_range=st.reduce_range,
             progress=st.progress,
@@ -573,8 +793,9 @@ def _run_guard(st: _State) -> None:
             st.guard_speed = speed  # measured on the plain model, which is the final one: no demotion
         if not met:
             st.notes.append(
-                f"{cfg.guard_label} {cfg.max_error:g} not reached by the layers the guard may demote (with a plain "
-                f"int8 model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most {choice.FLOAT_MAC_SHARE:.0%} of the "
+                f"{cfg.guard_label} {cfg.max_error:g}{_where(st.measured)} not reached by the layers the guard may "
+                f"demote (with a plain int8 model >= {GUARD_MIN_SPEEDUP:g}x faster than fp32, at most "
+                f"{choice.FLOAT_MAC_SHARE:.0%} of the "
                 "multiply-adds go float); the closest model is written"
             )
 
@@ -632,7 +853,7 @@ def _measure(st: _State) -> None:
     report, target, chosen = st.report, st.target, st.chosen
     with st.timed("measure"):
         quantized = st.model.to_onnx()
-        got = _run(quantized, st.batches, threads=st.cfg.threads)
+        got = _measured_run(quantized, st.batches, st.measured, st.cfg.threads)
         report.error_rel, report.error_max_abs = output_error(st.reference, got)
         report.sqnr_db = sqnr_db(report.error_rel)
         report.param_bytes_after = initializer_bytes(st.model)
@@ -688,7 +909,8 @@ def _floor_note(st: _State) -> str | None:
     rated = sorted((x.sqnr_db, x.name) for x in report.layers if x.sqnr_db is not None and x.sqnr_db == x.sqnr_db)
     worst = ", ".join(f"{name} ({db:.1f} dB)" for db, name in rated[:3]) or "no per-layer figures"
     return (
-        f"the int8 model's output SQNR is {report.sqnr_db:.1f} dB on the calibration set (relative error "
+        f"the int8 model's output SQNR{_where(st.measured)} is {report.sqnr_db:.1f} dB on the calibration set "
+        "(relative error "
         f"{report.error_rel:.3g}), below {cfg.sqnr_floor_db:g} dB: it may be unusable; worst layers: {worst} "
         "(keep them float with --exclude, or use --max-error)"
     )
@@ -775,7 +997,7 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     _measure(st)
     demoted = [f"{c.name} ({c.mode})" for c in report.choices if c.reason.startswith(label)]
     st.notes.append(
-        f"the all-int8 model's output SQNR was {all_int8:.1f} dB on the calibration set, below "
+        f"the all-int8 model's output SQNR{_where(st.measured)} was {all_int8:.1f} dB on the calibration set, below "
         f"{cfg.sqnr_floor_db:g} dB: {len(demoted)} most damaging layers demoted "
         f"({', '.join(demoted[:3])}{', ...' if len(demoted) > 3 else ''}), output SQNR now {report.sqnr_db:.1f} dB"
     )
@@ -1004,7 +1226,7 @@ class _FloorSearch:
         proto = _with_modes(
             base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range, batches=st.batches
         )
-        rel, _ = output_error(st.reference, _run(proto, st.batches, threads=st.cfg.threads))
+        rel, _ = output_error(st.reference, _measured_run(proto, st.batches, st.measured, st.cfg.threads))
         logger.info("SQNR floor: %d steps taken, output error %.3g", len(taken), rel)
         self.errors[len(taken)] = rel
         return rel
@@ -1347,6 +1569,7 @@ def _guard(
     measured_alone: dict[str, float],
     *,
     plain_seconds: float,
+    measured: Measured | None = None,
     dynamic: bool,
     reduce_range: bool,
     progress: Progress | None,
@@ -1397,7 +1620,7 @@ def _guard(
                 batches=batches,
             )
         )
-        rel, _ = output_error(reference, _run(proto, batches, threads=cfg.threads))
+        rel, _ = output_error(reference, _measured_run(proto, batches, measured, cfg.threads))
         logger.info("accuracy guard: %d demotions, output error %.3g", k, rel)
         return rel
 
@@ -1432,7 +1655,7 @@ def _guard(
             proto = _with_modes(
                 base_for(one), target, selection, ranges, options, one, cfg, reduce_range, batches=batches
             )
-            rank[k] = -output_error(reference, _run(proto, batches, threads=cfg.threads))[0]
+            rank[k] = -output_error(reference, _measured_run(proto, batches, measured, cfg.threads))[0]
             measured_alone[k] = sqnr_db(-rank[k])
         steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
 

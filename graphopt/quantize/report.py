@@ -54,6 +54,10 @@ class QuantReport:
     error_rel: float = float("nan")
     error_max_abs: float = float("nan")
     sqnr_db: float = float("nan")
+    measured_at: str | None = None
+    """Where ``error_rel``/``sqnr_db`` are measured when not at the model's outputs: before the selection ops
+    (NonMaxSuppression, TopK, ...) that come between the quantized layers and the outputs
+    (``driver.measured_points``)."""
     param_bytes_before: int = 0
     param_bytes_after: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -93,6 +97,7 @@ class QuantReport:
             "output_error_rel": clean(self.error_rel),
             "output_error_max_abs": clean(self.error_max_abs),
             "output_sqnr_db": clean(self.sqnr_db),
+            "output_measured_at": self.measured_at,
             "param_bytes_before": self.param_bytes_before,
             "param_bytes_after": self.param_bytes_after,
             "speedup": None if self.speedup is None else round(self.speedup, 3),
