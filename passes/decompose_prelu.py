@@ -137,8 +137,11 @@ def _per_sample(shape: tuple) -> float:
 
 
 def _as_leaky_relu(node: Node, alpha: float) -> None:
-    x = node.inputs[0]
+    x, s = node.inputs
     node.set_inputs([x])
+    g = node.graph
+    if g is not None and s is not None and not s.users() and g.is_initializer(s) and not s.is_graph_input(g):
+        del g.initializers[s.name]  # type: ignore[arg-type]  # nothing runs after the emission step to drop it
     node.op_type = "LeakyRelu"
     node.attrs.clear()
     node.set_attr("alpha", alpha, onnx.AttributeProto.FLOAT)

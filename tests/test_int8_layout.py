@@ -226,3 +226,54 @@ def test_reduce_mean_over_part_of_the_spatial_axes_stays() -> None:
     feeds = [{"input": rng.standard_normal((1, 3, 12, 16)).astype(np.float32)} for _ in range(4)]
     quantized, _ = _quantized(proto, feeds)
     assert "ReduceMean" in [n.op_type for n in quantized.graph.node]
+
+
+@pytest.mark.parametrize("axis,want", [(1, 1), (0, 1), (2, 0), (3, 0)])
+def test_channels_last_tails_takes_a_flatten_only_at_axis_0_or_1(axis, want) -> None:
+    """Flatten at axis 2 of [N, C, 1, 1] gives [N*C, 1]: read through the Transpose it would be [N, C]; left alone."""
+    sc = numpy_helper.from_array(np.asarray(0.1, np.float32), "sc")
+    zp = numpy_helper.from_array(np.asarray(128, np.uint8), "zp")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["d"]),
+        helper.make_node("Flatten", ["d"], ["y"], axis=axis),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "f",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [sc, zp],
+    )
+    proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
+    model = from_proto(proto)
+    assert channels_last_tails(model.graph) == want
+    x = np.random.default_rng(1).standard_normal((2, 6, 1, 1)).astype(np.float32)
+    a = runtime.session(proto).run(None, {"x": x})[0]
+    b = runtime.session(model.to_onnx()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_reduce_mean_without_keepdims_stays() -> None:
+    """keepdims=0 drops the spatial axes; GlobalAveragePool keeps them: not the same output shape, left alone."""
+    from graphopt.quantize.qdq_rules import reduce_means_as_pools
+
+    sc = numpy_helper.from_array(np.asarray(0.1, np.float32), "sc")
+    zp = numpy_helper.from_array(np.asarray(128, np.uint8), "zp")
+    for keepdims, want in ((0, 0), (1, 1)):
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["d"]),
+            helper.make_node("ReduceMean", ["d"], ["m"], axes=[2, 3], keepdims=keepdims),
+            helper.make_node("QuantizeLinear", ["m", "sc", "zp"], ["y"]),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "m",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 5])],
+            [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+            [sc, zp],
+        )
+        proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+        model = from_proto(proto)
+        assert reduce_means_as_pools(model.graph) == want

@@ -127,29 +127,36 @@ def test_left_alone_where_the_pool_reads_integers_or_the_opset_is_old() -> None:
     assert float_pools_stay_float(from_proto(_stem_net()).graph, 12) == 0
 
 
-def _two_convs(pool: bool):
+def _convs(pool: bool, pre: bool = False) -> list:
+    """[Conv 3->3 1x1 ->] Conv 3->4 -> Relu [-> MaxPool] -> Conv 4->4: the Conv nodes, in order."""
     rng = np.random.default_rng(0)
-    w3 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w3")
-    w_in = numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "win")
-    nodes = [helper.make_node("Conv", ["input", "win"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w3"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w4"),
+        numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "wpre"),
+    ]
+    nodes = [helper.make_node("Conv", ["input", "wpre"], ["x"])] if pre else []
+    nodes += [helper.make_node("Conv", ["x" if pre else "input", "w3"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
     if pool:
         nodes.append(helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
-    nodes.append(helper.make_node("Conv", ["p" if pool else "r", "w3"], ["out"]))
+    nodes.append(helper.make_node("Conv", ["p" if pool else "r", "w4"], ["out"]))
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
-        [w3, w_in],
+        inits,
     )
     model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
-    convs = [n for n in model.graph if n.op_type == "Conv"]
-    return convs[0], convs[1]
+    return [n for n in model.graph if n.op_type == "Conv"]
 
 
 def test_an_image_stem_reads_the_input_and_reaches_a_max_pool() -> None:
-    first, second = _two_convs(pool=True)
-    assert choice.is_image_stem(first)  # Conv -> Relu -> MaxPool, reading the graph input
-    assert not choice.is_image_stem(second)  # 3 input channels, but not the model's input
-    first, _ = _two_convs(pool=False)
-    assert not choice.is_image_stem(first)  # no MaxPool after it: int8 (see choice.is_image_stem)
+    stem, after = _convs(pool=True)
+    assert choice.is_image_stem(stem)  # Conv -> Relu -> MaxPool, reading the graph input
+    assert not choice.is_image_stem(after)  # 4 input channels, after the pool
+    stem, _ = _convs(pool=False)
+    assert not choice.is_image_stem(stem)  # no MaxPool after it: int8 (see choice.is_image_stem)
+    first, pooled, _ = _convs(pool=True, pre=True)
+    assert not choice.is_image_stem(pooled)  # 3 channels and pooled, but it reads another conv, not the input
+    assert not choice.is_image_stem(first)  # reads the input, but a Conv reads it, not a MaxPool
