@@ -640,8 +640,9 @@ def is_image_stem(node: Node) -> bool:
     v = node.inputs[0]
     while v is not None and v.producer is not None and v.producer.op_type in ("Transpose", "Reshape", "Cast"):
         v = v.producer.inputs[0] if v.producer.inputs else None
-    if v is None or v.producer is not None or node.graph is None or not any(i is v for i in node.graph.inputs):
-        return False
+    g = node.graph
+    if v is None or v.producer is not None or g is None or g.owner is not None or not any(i is v for i in g.inputs):
+        return False  # the main graph's input (a body's inputs are loop-carried values, not the image)
     y = node.outputs[0] if node.outputs else None
     for _ in range(4):
         readers = y.users() if y is not None else []
