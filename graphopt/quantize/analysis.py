@@ -114,6 +114,9 @@ class Plan:
     nodes: list[Node]
     tensors: list[str]
     """Activations whose ranges calibration must measure."""
+    gates: list[Node] = field(default_factory=list)
+    """Target ort: the Muls of ``a * Sigmoid(b)`` (SiLU, squeeze-excitation gates; :func:`sigmoid_gate`) that are no
+    layer of their own: ``transform`` runs them as QLinearSigmoid + QLinearMul where their inputs are quantized."""
 
 
 def _is_float_activation(v: Value | None) -> bool:
@@ -207,11 +210,20 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
         hard_swish_idioms(graph)  # x * Clip(x + 3, 0, 6) / 6 as x * HardSigmoid(x): integer kernels, see there
     nodes = [n for n in graph.all_nodes() if _in_quantizable_graph(n, graph)]
     nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
+    gates: list[Node] = []
     if target == "ort":
         # x * HardSigmoid(x) is one hard-swish: transform writes it with integer kernels when x and its output are
         # quantized, as it does the HardSwish op (the Mul alone is not a layer to choose for)
         nodes = [n for n in nodes if not hard_swish_mul(n)]
+        # a * Sigmoid(b) likewise: an activation function or a gate, run on integers where its inputs are (see
+        # transform._integer_sigmoid_gates); its Sigmoid must not be excluded either
+        gates = [n for n in nodes if _gate_allowed(n, selection)]
+        nodes = [n for n in nodes if not any(n is g for g in gates)]
     wanted: dict[str, None] = {}
+    for n in gates:
+        out = n.outputs[0]
+        if out is not None and out.dtype == FLOAT:
+            wanted[out.name] = None  # type: ignore[index]
     for n in nodes:
         for i in activation_inputs(n):
             v = n.inputs[i]
@@ -232,7 +244,43 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
                 for v in n.inputs:
                     if _is_float_activation(v):
                         wanted[v.name] = None  # type: ignore[index]
-    return Plan(target, nodes, list(wanted))
+    return Plan(target, nodes, list(wanted), gates)
+
+
+def sigmoid_gate(node: Node) -> tuple[Value, Node] | None:
+    """``(a, sigmoid)`` when ``node`` is the Mul of ``a * Sigmoid(b)`` whose Sigmoid output it alone reads (SiLU when
+    ``a`` is ``b``; a squeeze-excitation gate when ``b`` is the excitation): float activations, one graph."""
+    if node.op_type != "Mul" or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2 or not node.outputs:
+        return None
+    if node.outputs[0] is None or node.outputs[0].dtype != FLOAT:
+        return None
+    for a, h in (node.inputs, reversed(node.inputs)):
+        p = h.producer if h is not None else None
+        if (
+            p is None
+            or p.op_type != "Sigmoid"
+            or p.domain not in STANDARD_DOMAINS
+            or p.graph is not node.graph
+            or len(p.inputs) != 1
+            or len(h.uses) != 1  # type: ignore[union-attr]
+            or (node.graph is not None and node.graph.is_output(h))  # type: ignore[arg-type]
+            or h is a
+        ):
+            continue
+        if _is_float_activation(a) and _is_float_activation(p.inputs[0]) and h.dtype == FLOAT:  # type: ignore[union-attr]
+            return a, p  # type: ignore[return-value]
+    return None
+
+
+def _gate_allowed(node: Node, selection: Selection) -> bool:
+    """A planned Mul that is a :func:`sigmoid_gate` whose Sigmoid the selection does not exclude either."""
+    found = sigmoid_gate(node)
+    if found is None:
+        return False
+    sig = found[1]
+    if sig.op_type in selection.exclude_ops or sig.name in selection.exclude_names:
+        return False
+    return not any(re.search(rx, sig.name or "") for rx in selection.exclude_regex)
 
 
 def _scalar(v: Value | None) -> float | None:

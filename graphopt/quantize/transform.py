@@ -24,6 +24,7 @@ from graphopt.quantize.analysis import (
     Plan,
     activation_inputs,
     ceil_is_floor,
+    sigmoid_gate,
 )
 
 
@@ -38,6 +39,9 @@ class Options:
     integer_hard_sigmoid: bool = True
     """Target ort: HardSigmoid and HardSwish between quantized tensors run as QLinearAdd (+ QLinearMul), see
     :func:`_integer_hard_sigmoids`, instead of a float island DQ -> op -> Q."""
+    integer_sigmoid_gates: bool = True
+    """Target ort: ``a * Sigmoid(b)`` (SiLU, squeeze-excitation gates) with ``a`` and ``b`` quantized runs as
+    QLinearSigmoid + QLinearMul, see :func:`_sigmoid_gates`, instead of a float island DQ -> Sigmoid -> Mul -> Q."""
     affine_in_params: bool = True
     """Target ort: a chain of scalar-constant Mul/Add (``u = A * h + B``, A > 0) between a float value and a quantized
     one runs as no kernel at all: ``h`` is quantized so that its integers read back at ``u``'s parameters are ``u``,
@@ -135,8 +139,13 @@ def _apply_graph(
                 for v in acts:
                     groups.union(out, v)  # type: ignore[arg-type]
     borrowed: set[int] = set()
+    gates: list[Node] = []
     if target == "ort":
         _share_scales(graph, groups, planned, measured)
+        if options.integer_sigmoid_gates:
+            gates = _sigmoid_gates(graph, the_plan, groups, measured)
+            if gates:
+                _share_scales(graph, groups, planned, measured)  # what reads a gate's output through Reshape, ...
         borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
     else:
         _residual_skips(graph, groups, planned, measured)
@@ -157,6 +166,8 @@ def _apply_graph(
         quantized = _affine_in_params(graph, params, quantized, read_as)
     if target == "ort" and options.integer_hard_sigmoid:
         quantized = _integer_hard_sigmoids(graph, params, quantized, read_as)
+    if gates:
+        quantized = _quantize_sigmoids(gates, params, quantized, read_as)
 
     # 3. weights and biases, against the parameters each layer's input is read with
     weight_cache: dict[tuple[int, int], tuple[Value, np.ndarray]] = {}
@@ -271,6 +282,57 @@ def _integer_hard_sigmoids(
         else:
             drop.add(id(y))  # carried by the DequantizeLinear above
     return [v for v in quantized if id(v) not in drop]
+
+
+def _sigmoid_gates(graph: Graph, the_plan: Plan, groups: UnionFind[Value], measured: object) -> list[Node]:
+    """The plan's gates (``a * Sigmoid(b)``, :func:`graphopt.quantize.analysis.sigmoid_gate`) of ``graph`` whose
+    ``b`` and ``a`` are quantized (``a`` possibly by an earlier gate, in graph order): their output joins ``groups``
+    (each gate then quantizes its output, as a layer does), and :func:`_quantize_sigmoids` gives the Sigmoid's output
+    its parameters. onnxruntime fuses DQ -> Sigmoid -> Q into QLinearSigmoid (a table of 256 entries) and DQ, DQ ->
+    Mul -> Q into QLinearMul, which also run in its NHWC region. A float gate between quantized layers is DQ ->
+    Sigmoid -> Mul -> Q, and onnxruntime runs its float ops channels-last there: a SiLU's Sigmoid and Mul cost more
+    than the whole fp32 QuickGelu, a squeeze-excitation's per-channel Mul 2-12x the NCHW one, and its ReduceMean
+    reads a float value (quantized, :func:`qdq_rules.reduce_means_as_pools` makes it QLinearGlobalAveragePool).
+    The integer form adds the rounding of the Sigmoid's output to its uint8 grid (a step of at most 1/255); the
+    output's rounding is that of the Q the next layer reads anyway. Returns the gates taken."""
+    taken: list[Node] = []
+    for n in graph:
+        if not any(n is g for g in the_plan.gates):
+            continue
+        found = sigmoid_gate(n)
+        if found is None:
+            continue
+        a, sig = found
+        b, h, out = sig.inputs[0], sig.outputs[0], n.outputs[0]
+        if b is None or h is None or out is None or b not in groups or (a is not b and a not in groups):
+            continue
+        if not measured(out):  # type: ignore[operator]
+            continue
+        groups.add(out)
+        taken.append(n)
+    return taken
+
+
+def _quantize_sigmoids(
+    gates: list[Node], params: dict[int, Params], quantized: list[Value], read_as: Mapping[str, Params]
+) -> list[Value]:
+    """The Sigmoid output of each gate quantized with the parameters its input's range gives: the Sigmoid reads the
+    dequantized integers of ``b``, so its output lies in ``[0, sigmoid(s_b * (255 - z_b))]`` (monotone), exactly;
+    uint8 with zero point 0 and scale ``sigmoid(max) / 255``. Returns ``quantized`` with them."""
+    out = list(quantized)
+    for n in gates:
+        found = sigmoid_gate(n)
+        if found is None:
+            continue
+        sig = found[1]
+        b, h = sig.inputs[0], sig.outputs[0]
+        pb = read_as.get(b.name) if b is not None and b.name in read_as else params.get(id(b))
+        if pb is None or h is None or id(h) in params or pb.signed:
+            continue
+        hi = float(pb.scale) * (255 - pb.zero_point)
+        params[id(h)] = Params.for_range(0.0, float(1.0 / (1.0 + np.exp(-np.float64(hi)))), False)
+        out.append(h)
+    return out
 
 
 def _scalar_affine(node: Node) -> tuple[Value, float, float] | None:
