@@ -49,7 +49,8 @@ KEPT_SAME_SIZE = "prelu-kept-at-O2"
 """The counter of PRelus left alone because the run did not ask for speed (context option ``prelu_same_size``, set
 by the emission step below -O3 without a quantize/precision driver): four nodes for one would make the -O2 graph
 larger than its input (mtcnn-pnet 13 -> 22 nodes, 28.8 -> 29.5 KB), and -O2 writes no more than it reads. The
-LeakyRelu form (one node for one) is taken at every level."""
+LeakyRelu form (one node for one) is taken at every level. A caller's ``prelu_same_size=True`` also keeps them at
+-O3; below -O3 the step sets it whatever the caller said."""
 KEPT_SMALL = "prelu-kept-small"
 """The counter of PRelus left alone because they are smaller than :data:`SMALL`."""
 
@@ -139,12 +140,14 @@ def _per_sample(shape: tuple) -> float:
 def _as_leaky_relu(node: Node, alpha: float) -> None:
     x, s = node.inputs
     node.set_inputs([x])
-    g = node.graph
-    if g is not None and s is not None and not s.users() and g.is_initializer(s) and not s.is_graph_input(g):
-        del g.initializers[s.name]  # type: ignore[arg-type]  # nothing runs after the emission step to drop it
     node.op_type = "LeakyRelu"
     node.attrs.clear()
     node.set_attr("alpha", alpha, onnx.AttributeProto.FLOAT)
+    g = node.graph
+    if g is None or s is None or s.users() or s.is_graph_input(g) or s.is_graph_output(g):
+        return  # still read, or part of the graph's interface: it stays
+    if g.is_initializer(s):
+        del g.initializers[s.name]  # type: ignore[arg-type]  # nothing runs after the emission step to drop it
 
 
 def _decompose(node: Node, g: Graph) -> None:

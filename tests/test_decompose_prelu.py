@@ -252,3 +252,20 @@ def test_o2_adds_no_node():
     assert ops(leaky)["LeakyRelu"] == 1
     assert not leaky.graph.initializer  # the slope nothing reads any more is not written
     assert "PRelu" not in ops(graphopt.optimize(several, level=3))
+
+
+@pytest.mark.parametrize("role", ["output", "input"])
+def test_leaky_relu_keeps_a_slope_that_is_part_of_the_graph_interface(role):
+    """A one-value slope that is also a graph output (or an input with a default) stays: the file must still load."""
+    slope = np.full((16, 1, 1), 0.25, np.float32)
+    model = prelu_model([1, 16, 32, 32], slope)
+    if role == "output":
+        model.graph.output.append(h.make_tensor_value_info("s", T.FLOAT, [16, 1, 1]))
+    else:
+        model.ir_version = 8  # an initializer listed as an input: an overridable default (not a constant)
+        model.graph.input.append(h.make_tensor_value_info("s", T.FLOAT, [16, 1, 1]))
+    out = graphopt.optimize(model)
+    x = RNG.standard_normal((1, 16, 32, 32)).astype(np.float32)
+    got = ort_default(out, {"x": x})  # loads and runs
+    assert same(ort_default(model, {"x": x})[0], got[0])
+    assert "s" in {i.name for i in out.graph.initializer}

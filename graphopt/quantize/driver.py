@@ -393,7 +393,11 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
         labels[0] + (f" (and {len(labels) - 1} more)" if len(labels) > 1 else "")
         for _, labels in sorted(kinds.items(), key=lambda kv: SELECTION_ORDER.index(kv[0]))
     )
-    what = f"the {len(floats)} tensors that feed {named}, before the selection (the layers after it stay float)"
+    feeding = len(floats) - sum(1 for o in outputs if o not in points)
+    what = (
+        f"the {feeding} tensor{'s' if feeding != 1 else ''} that feed{'' if feeding != 1 else 's'} {named}, before the "
+        "selection (the layers after it stay float)"
+    )
     if outputs:
         what += f", and the outputs {', '.join(outputs[:3])}{' ...' if len(outputs) > 3 else ''}"
     nodes = {n.name for n, _ in region if n.name}
