@@ -226,8 +226,8 @@ def _emit_for_ort(model: Model, ctx: PassContext, report: PassReport, *, speed: 
     """The last step of every run for target ort (after the pipeline and the lossy drivers, so nothing rewrites it
     again): ``decompose-prelu`` writes PRelu as ops onnxruntime runs faster, ``ort-avoid-fusions`` writes the graph so
     that onnxruntime does not fuse it into kernels measured slower (docs/architecture.md, "Emission for a target").
-    Without ``speed`` (below -O3 and no quantize/precision driver) no rewrite that adds nodes is made: -O2 writes no
-    more than it reads. Each one's row joins the pass table only when it changed or counted something."""
+    Without ``speed`` (below -O3 and no quantize/precision driver) decompose-prelu writes no four-node form: -O2 adds
+    no nodes for a PRelu. Each one's row joins the pass table only when it changed or counted something."""
     ctx.options["prelu_same_size"] = not speed or bool(ctx.options.get("prelu_same_size"))
     step = PassManager([get_pass("decompose-prelu")(), get_pass("ort-avoid-fusions")()]).run(model, ctx)
     rows = [s for s in step.stats if s.changed or s.counts]  # a PRelu kept at -O2 says so (prelu-kept-at-O2)

@@ -48,9 +48,9 @@ AS_LEAKY = "prelu-as-leakyrelu"
 KEPT_SAME_SIZE = "prelu-kept-at-O2"
 """The counter of PRelus left alone because the run did not ask for speed (context option ``prelu_same_size``, set
 by the emission step below -O3 without a quantize/precision driver): four nodes for one would make the -O2 graph
-larger than its input (mtcnn-pnet 13 -> 22 nodes, 28.8 -> 29.5 KB), and -O2 writes no more than it reads. The
-LeakyRelu form (one node for one) is taken at every level. A caller's ``prelu_same_size=True`` also keeps them at
--O3; below -O3 the step sets it whatever the caller said."""
+larger than its input (mtcnn-pnet 13 -> 22 nodes, 28.8 -> 29.5 KB), and -O2, the cleanup level, should not leave a
+graph larger than it found it. The LeakyRelu form (one node for one) is taken at every level. A caller's
+``prelu_same_size=True`` also keeps them at -O3; below -O3 the step sets it whatever the caller said."""
 KEPT_SMALL = "prelu-kept-small"
 """The counter of PRelus left alone because they are smaller than :data:`SMALL`."""
 
