@@ -63,11 +63,15 @@ class Selection:
 
     def allows(self, node: Node, target: str) -> bool:
         ops = self.op_types if self.op_types is not None else DEFAULT_OPS[target]
-        if node.domain not in STANDARD_DOMAINS or node.op_type not in ops or node.op_type in self.exclude_ops:
+        if node.domain not in STANDARD_DOMAINS or node.op_type not in ops:
             return False
-        if node.name in self.exclude_names:
-            return False
-        return not any(re.search(rx, node.name or "") for rx in self.exclude_regex)
+        return not self.excludes(node)
+
+    def excludes(self, node: Node) -> bool:
+        """Whether the user's ``--exclude``, ``--exclude-op`` or ``--exclude-regex`` names ``node``."""
+        if node.op_type in self.exclude_ops or node.name in self.exclude_names:
+            return True
+        return any(re.search(rx, node.name or "") for rx in self.exclude_regex)
 
 
 @dataclass
@@ -277,10 +281,7 @@ def _gate_allowed(node: Node, selection: Selection) -> bool:
     found = sigmoid_gate(node)
     if found is None:
         return False
-    sig = found[1]
-    if sig.op_type in selection.exclude_ops or sig.name in selection.exclude_names:
-        return False
-    return not any(re.search(rx, sig.name or "") for rx in selection.exclude_regex)
+    return not selection.excludes(found[1])
 
 
 def _scalar(v: Value | None) -> float | None:
