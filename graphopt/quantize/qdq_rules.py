@@ -202,6 +202,23 @@ def _channels(node: Node, w: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def _scalar_params(node: Node) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A QuantizeLinear's or DequantizeLinear's constant one-element scale and zero point (None without a zero
+    point); None when either is not such a constant."""
+    scale = constant_array(node.inputs[1] if len(node.inputs) > 1 else None)
+    zv = node.inputs[2] if len(node.inputs) > 2 else None
+    zp = constant_array(zv) if zv is not None else None
+    if scale is None or scale.size != 1 or (zv is not None and (zp is None or zp.size != 1)):
+        return None
+    return scale, zp
+
+
+def _repeated(graph: Graph, a: np.ndarray, size: int, name: str) -> Value:
+    """A new constant of ``graph``: the one-element ``a`` repeated ``size`` times, its dtype kept (a per-axis scale
+    or zero point that quantizes exactly as the per-tensor one)."""
+    return graph.make_constant(Tensor.from_numpy(np.full(size, a.reshape(()), a.dtype)), name)
+
+
 def keep_float_layers(graph: Graph, opset: int) -> int:
     """Make every float Conv/ConvTranspose/Gemm of ``graph`` (and its subgraphs) that reads a per-tensor
     DequantizeLinear read a per-axis copy of it instead (the same scale and zero point repeated along the data's
@@ -224,11 +241,10 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
             g = dq.graph  # the copy goes next to the DequantizeLinear: a body's Conv may read an outer one
             if g is None:
                 continue
-            scale = constant_array(dq.inputs[1] if len(dq.inputs) > 1 else None)
-            zv = dq.inputs[2] if len(dq.inputs) > 2 else None
-            zp = constant_array(zv)
-            if scale is None or scale.size != 1 or (zv is not None and (zp is None or zp.size != 1)):
+            found = _scalar_params(dq)
+            if found is None:
                 continue
+            scale, zp = found
             where = _channels(n, w)
             if where is None or where[1] < 1:
                 continue
@@ -236,18 +252,9 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
             key = (id(dq), axis, size)
             if key not in copies:
                 base = dq.name or "dq"
-                ins = [
-                    dq.inputs[0],
-                    g.make_constant(
-                        Tensor.from_numpy(np.full(size, scale.reshape(()), scale.dtype)), f"{base}_per_axis_scale"
-                    ),
-                ]
-                if zv is not None:
-                    ins.append(
-                        g.make_constant(
-                            Tensor.from_numpy(np.full(size, zp.reshape(()), zp.dtype)), f"{base}_per_axis_zero_point"
-                        )
-                    )
+                ins = [dq.inputs[0], _repeated(g, scale, size, f"{base}_per_axis_scale")]
+                if zp is not None:
+                    ins.append(_repeated(g, zp, size, f"{base}_per_axis_zero_point"))
                 name = g.unique_name(f"{x.name}_per_axis")  # type: ignore[union-attr]
                 out = Value(name, x.dtype, x.shape) if x.shape is not None else Value(name)  # type: ignore[union-attr]
                 copy = Node(
@@ -386,12 +393,10 @@ def float_pools_stay_float(graph: Graph, opset: int) -> int:
                 continue
             if q.attr("axis") is not None or q.attr("block_size") is not None:
                 continue
-            x = q.inputs[0]
-            scale = constant_array(q.inputs[1])
-            zv = q.inputs[2] if len(q.inputs) > 2 else None
-            zp = constant_array(zv) if zv is not None else None
-            if x is None or scale is None or scale.size != 1 or (zv is not None and (zp is None or zp.size != 1)):
+            x, found = q.inputs[0], _scalar_params(q)
+            if x is None or found is None:
                 continue
+            scale, zp = found
             shape = x.shape
             if shape is None or len(shape) < 3 or not isinstance(shape[1], int) or shape[1] < 1:
                 continue
@@ -405,13 +410,9 @@ def float_pools_stay_float(graph: Graph, opset: int) -> int:
                 continue
             size = int(shape[1])
             base = q.name or "q"
-            q.set_input(
-                1, body.make_constant(Tensor.from_numpy(np.full(size, scale.reshape(()), scale.dtype)), f"{base}_axis")
-            )
-            if zv is not None:
-                q.set_input(
-                    2, body.make_constant(Tensor.from_numpy(np.full(size, zp.reshape(()), zp.dtype)), f"{base}_zp_axis")
-                )
+            q.set_input(1, _repeated(body, scale, size, f"{base}_axis"))
+            if zp is not None:
+                q.set_input(2, _repeated(body, zp, size, f"{base}_zp_axis"))
             q.set_attr("axis", 1)
             written += 1
     return written
