@@ -492,8 +492,10 @@ def _share_scales(graph: Graph, groups: UnionFind[Value], planned: set[int], mea
 
 
 MOVES = frozenset({"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
-"""Scale-sharing ops through which onnxruntime's QDQPropagationTransformer moves a QuantizeLinear up to their input
-(each commutes exactly with a per-tensor QuantizeLinear: data movement, or a max, which a monotone map keeps)."""
+"""Scale-sharing ops whose input :func:`_quantize_before_moves` quantizes with their output's parameters (each
+commutes exactly with a per-tensor QuantizeLinear: data movement, or a max, which a monotone map keeps). All but
+Flatten are ops onnxruntime's QDQPropagationTransformer moves a QuantizeLinear up through
+(:data:`graphopt.quantize.qdq_rules.PROPAGATED`, which also has Slice: not taken here, not measured)."""
 
 
 def _quantize_before_moves(
