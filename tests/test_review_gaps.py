@@ -13,9 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import graphopt
 from graphopt.core.onnx_io import from_proto
 from graphopt.quantize import quantize_model
 from graphopt.quantize.driver import _measured_run, measured_points
+from graphopt.testing import assert_models_close
 from graphopt.tools import runtime
 
 F = TensorProto.FLOAT
@@ -160,3 +162,87 @@ def test_integer_input_of_nonzero_walks_back_to_its_float_source() -> None:
     ref = _values(proto, ["s1", "s2"], feeds)
     assert report.sqnr_db == pytest.approx(_sqnr(ref, _values(quantized, at, feeds)), abs=0.05)
     assert {layer.name for layer in report.layers} >= {"mm1", "mm2"}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 3. fold-constants: the over-cap budget is the original model's, not re-granted per run
+# --------------------------------------------------------------------------------------------------------------------
+GRID = 16  # an anchor grid: GRID*GRID (x, y) pairs, 2 KB of float32 from 128 bytes of constants
+
+
+def _two_grids_model(weight: int = 175, doc: int = 20000) -> onnx.ModelProto:
+    """y1 = x @ W + grid_a, y2 = x @ W - grid_b: two anchor grids (Expand, Unsqueeze, Concat, Reshape), each 2 KB over
+    the per-tensor cap; W of ``weight`` x 512 floats (1% of it: 3.5 KB, one grid and a half); ``doc`` bytes of doc
+    strings (what strip-debug-info sheds: far more than the grids)."""
+    rng = np.random.default_rng(0)
+    k = 2 * GRID * GRID
+    inits = {
+        "w": rng.standard_normal((weight, k)).astype(np.float32),
+        "grid": np.array([GRID, GRID], np.int64),
+        "axis": np.array([-1], np.int64),
+        "flat": np.array([1, k], np.int64),
+    }
+    mk = helper.make_node
+    nodes = [mk("Identity", ["x"], ["xi"]), mk("MatMul", ["xi", "w"], ["p"])]
+    for tag, offset in (("a", 0.5), ("b", 0.25)):
+        inits[f"cols_{tag}"] = (np.arange(GRID, dtype=np.float32) + offset).reshape(1, GRID)
+        inits[f"rows_{tag}"] = (np.arange(GRID, dtype=np.float32) + offset).reshape(GRID, 1)
+        nodes += [
+            mk("Expand", [f"cols_{tag}", "grid"], [f"ex_{tag}"]),
+            mk("Expand", [f"rows_{tag}", "grid"], [f"ey_{tag}"]),
+            mk("Unsqueeze", [f"ex_{tag}", "axis"], [f"ux_{tag}"]),
+            mk("Unsqueeze", [f"ey_{tag}", "axis"], [f"uy_{tag}"]),
+            mk("Concat", [f"ux_{tag}", f"uy_{tag}"], [f"xy_{tag}"], axis=-1),
+            mk("Reshape", [f"xy_{tag}", "flat"], [f"anchors_{tag}"]),
+        ]
+    nodes += [mk("Add", ["p", "anchors_a"], ["y1"]), mk("Sub", ["p", "anchors_b"], ["y2"])]
+    for node in nodes:
+        node.doc_string = "x" * (doc // len(nodes))
+    graph = helper.make_graph(
+        nodes,
+        "grids",
+        [helper.make_tensor_value_info("x", F, [1, weight])],
+        [helper.make_tensor_value_info("y1", F, [1, k]), helper.make_tensor_value_info("y2", F, [1, k])],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    return _opset(graph, 17)
+
+
+def _fold(model: onnx.ModelProto):
+    report: list = []
+    out = graphopt.optimize(model, report=report)  # -O2
+    stats = next(s for s in report[0].stats if s.name == "fold-constants")
+    return out, stats, report[0].iterations
+
+
+def _budget(model: onnx.ModelProto) -> int:
+    """1% (max_growth) of the model's constant bytes."""
+    return int(0.01 * sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer))
+
+
+def test_over_cap_budget_is_not_granted_again_on_a_later_run() -> None:
+    """In -O2 the pass runs again on each round of the fixed point: a grid over the per-tensor cap folds on one run,
+    and on the next run the other grid (still in the constant cone) must fit what is left of the budget, not a new
+    one (mutation: ``_allowance`` without ``- self._waived[1]``: both grids fold, 5 KB against a 3.5 KB budget)."""
+    model = _two_grids_model()
+    out, stats, iterations = _fold(model)
+    assert iterations >= 2 and stats.runs >= 2
+    folded = stats.counts.get("over-cap-bytes", 0)
+    assert 2 * GRID * GRID * 4 <= folded <= _budget(model)  # one grid (and a part of the other) folded, no more
+    assert "Expand" in [n.op_type for n in out.graph.node]  # the rest of the second grid is still computed
+    assert len(out.SerializeToString()) <= len(model.SerializeToString())
+    assert_models_close(model, out)
+
+
+def test_optimizing_the_output_again_folds_nothing_more_over_the_cap() -> None:
+    """-O2 on its own output: that input has shed nothing more (its doc strings are gone), so the rest of the second
+    grid stays unfolded: the over-cap bytes of both runs stay within the budget measured on the original model, and the
+    second file is not larger than its input (mutation: ``_allowance`` without the ``shed * 3 // 4`` bound: the second
+    run gets a fresh budget and folds 2 KB more)."""
+    model = _two_grids_model()
+    once, first, _ = _fold(model)
+    twice, second, _ = _fold(once)
+    assert "over-cap-bytes" not in second.counts
+    assert first.counts.get("over-cap-bytes", 0) + second.counts.get("over-cap-bytes", 0) <= _budget(model)
+    assert len(twice.SerializeToString()) <= len(once.SerializeToString())
+    assert [n.op_type for n in twice.graph.node] == [n.op_type for n in once.graph.node]
