@@ -246,3 +246,112 @@ def test_optimizing_the_output_again_folds_nothing_more_over_the_cap() -> None:
     assert first.counts.get("over-cap-bytes", 0) + second.counts.get("over-cap-bytes", 0) <= _budget(model)
     assert len(twice.SerializeToString()) <= len(once.SerializeToString())
     assert [n.op_type for n in twice.graph.node] == [n.op_type for n in once.graph.node]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 4. merge-reshapes' reshape-pair-around-elementwise: the one-element constant check, the -1 count check
+# --------------------------------------------------------------------------------------------------------------------
+PAIR_RULE = "reshape-pair-around-elementwise"
+
+
+def _reshape_pair(x_shape, first, second, ops, consts) -> onnx.ModelProto:
+    """y = Reshape(ops(Reshape(x, first)), second); ``ops`` read ``r1`` and write ``e``."""
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["r1"]), *ops, helper.make_node("Reshape", ["e", "s2"], ["y"])]
+    inits = {**consts, "s1": np.array(first, np.int64), "s2": np.array(second, np.int64)}
+    graph = helper.make_graph(
+        nodes,
+        "pair",
+        [helper.make_tensor_value_info("x", F, list(x_shape))],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()],
+    )
+    return _opset(graph, 17)
+
+
+def _merge_reshapes(model: onnx.ModelProto):
+    report: list = []
+    out = graphopt.optimize(model, passes=["merge-reshapes", "dce"], report=report)
+    return out, report[0].stats[0]
+
+
+def _ort(model: onnx.ModelProto, x: np.ndarray):
+    """The model's outputs under onnxruntime, or the type of what it raised (loading or running)."""
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x})
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        return type(exc).__name__
+
+
+def _gelu_tanh() -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    mk = helper.make_node
+    nodes = [
+        mk("Mul", ["r1", "half"], ["g0"]),
+        mk("Pow", ["r1", "three"], ["g1"]),
+        mk("Mul", ["g1", "k"], ["g2"]),
+        mk("Add", ["r1", "g2"], ["g3"]),
+        mk("Mul", ["g3", "sc"], ["g4"]),
+        mk("Tanh", ["g4"], ["g5"]),
+        mk("Add", ["g5", "one"], ["g6"]),
+        mk("Mul", ["g0", "g6"], ["e"]),
+    ]
+    consts = {
+        "half": np.float32(0.5),
+        "three": np.float32(3.0),
+        "k": np.float32(0.044715),
+        "sc": np.float32(0.7978846),
+        "one": np.float32(1.0),
+    }
+    return nodes, consts
+
+
+def test_pair_keeps_a_constant_that_broadcasts_to_other_positions_on_x() -> None:
+    """c of shape (1, 2, 1) broadcasts on both Reshape(x) [3, 2, 2] and x [2, 2, 3] without changing either shape,
+    but to other elements: on [3, 2, 2] element k gets c[(k // 2) % 2], on [2, 2, 3] c[(k // 3) % 2]. Lifting the
+    Reshapes off would run without an error and compute other numbers (mutation: no ``t.size != 1`` decline)."""
+    ops = [helper.make_node("Add", ["r1", "c"], ["e"])]
+    c = np.array([0.0, 10.0], np.float32).reshape(1, 2, 1)
+    model = _reshape_pair([2, 2, 3], [3, 2, 2], [2, 2, 3], ops, {"c": c})
+    out, stats = _merge_reshapes(model)
+    assert [n.op_type for n in out.graph.node] == ["Reshape", "Add", "Reshape"]
+    assert PAIR_RULE not in stats.counts
+    assert stats.declines[PAIR_RULE]["a constant that is not a single element (it may broadcast)"] == 1
+    x = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    want, got = _ort(model, x), _ort(out, x)
+    assert isinstance(want, list) and isinstance(got, list)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_pair_keeps_an_empty_constant() -> None:
+    """An empty constant (shape (0,)) is no one-element constant: on Reshape(x) [3, 1, 1] it broadcasts to [3, 1, 0],
+    which the second Reshape cannot make [3, 1] (onnxruntime fails); on x [3, 1] it would give an empty [3, 0] and no
+    error, a wrong result (mutation: ``t.size > 1`` for ``t.size != 1``)."""
+    ops = [helper.make_node("Add", ["r1", "c"], ["e"])]
+    model = _reshape_pair([3, 1], [3, 1, 1], [3, 1], ops, {"c": np.zeros((0,), np.float32)})
+    out, stats = _merge_reshapes(model)
+    assert [n.op_type for n in out.graph.node] == ["Reshape", "Add", "Reshape"]
+    assert stats.declines[PAIR_RULE]["a constant that is not a single element (it may broadcast)"] == 1
+    x = np.ones((3, 1), np.float32)
+    assert _ort(model, x) == "Fail"
+    assert _ort(out, x) == "Fail"
+
+
+def test_pair_keeps_a_second_target_with_two_minus_ones() -> None:
+    """A second target [-1, -1] is no shape (onnxruntime refuses the model); its -1s skip the comparison with x's
+    dims, so only the count check keeps the rewrite from dropping the invalid Reshape and making a model that runs
+    (mutation: no ``target.count(-1) > 1`` decline)."""
+    ops, consts = _gelu_tanh()
+    model = _reshape_pair([6, 8], [-1, 2, 4], [-1, -1], ops, consts)
+    out, stats = _merge_reshapes(model)
+    assert [n.op_type for n in out.graph.node].count("Reshape") == 2
+    assert stats.declines[PAIR_RULE]["target computed, or holds 0 or several -1"] == 1
+    x = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    assert isinstance(_ort(model, x), str)
+    assert _ort(out, x) == _ort(model, x)
+    # the same model with a single -1 loses both Reshapes and computes the same numbers
+    fine = _reshape_pair([6, 8], [-1, 2, 4], [-1, 8], ops, consts)
+    merged, _ = _merge_reshapes(fine)
+    assert "Reshape" not in [n.op_type for n in merged.graph.node]
+    np.testing.assert_allclose(_ort(merged, x)[0], _ort(fine, x)[0], rtol=1e-6, atol=1e-6)
