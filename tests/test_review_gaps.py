@@ -6,7 +6,9 @@ reshape-pair-around-elementwise that no other test made the only thing between a
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -355,3 +357,73 @@ def test_pair_keeps_a_second_target_with_two_minus_ones() -> None:
     merged, _ = _merge_reshapes(fine)
     assert "Reshape" not in [n.op_type for n in merged.graph.node]
     np.testing.assert_allclose(_ort(merged, x)[0], _ort(fine, x)[0], rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 5, 6. sigmoid gates: an --exclude-regex on the Sigmoid keeps the gate float; the Sigmoid's output range
+# --------------------------------------------------------------------------------------------------------------------
+def _silu_chain(seed: int = 0) -> onnx.ModelProto:
+    """Conv -> SiLU (s0) -> depthwise Conv -> SiLU (s1) -> Conv, each SiLU as ``x * Sigmoid(x)`` (torch's export):
+    two sigmoid gates between quantized Convs."""
+    rng = np.random.default_rng(seed)
+    c = 8
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((c, 3, 3, 3)) * 0.5).astype(np.float32), "w0"),
+        numpy_helper.from_array((rng.standard_normal((c, 1, 3, 3)) * 0.5).astype(np.float32), "w1"),
+        numpy_helper.from_array((rng.standard_normal((4, c, 1, 1)) * 0.5).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w0"], ["c0"], name="conv0", pads=[1] * 4),
+        helper.make_node("Sigmoid", ["c0"], ["s0_sig"], name="s0_Sigmoid"),
+        helper.make_node("Mul", ["c0", "s0_sig"], ["s0"], name="s0_Mul"),
+        helper.make_node("Conv", ["s0", "w1"], ["c1"], name="conv1", pads=[1] * 4, group=c),
+        helper.make_node("Sigmoid", ["c1"], ["s1_sig"], name="s1_Sigmoid"),
+        helper.make_node("Mul", ["c1", "s1_sig"], ["s1"], name="s1_Mul"),
+        helper.make_node("Conv", ["s1", "w2"], ["out"], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "silus",
+        [helper.make_tensor_value_info("input", F, [1, 3, 12, 12])],
+        [helper.make_tensor_value_info("out", F, [1, 4, 12, 12])],
+        inits,
+    )
+    model = _opset(graph, 17)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _readers(model: onnx.ModelProto, name: str) -> list[str]:
+    return [n.op_type for n in model.graph.node if name in n.input]
+
+
+def test_exclude_regex_on_a_gates_sigmoid_keeps_that_gate_float(tmp_path: Path, capsys) -> None:
+    """``--exclude-regex`` naming s1's Sigmoid: s1 is no integer gate (its Mul goes through the per-layer choice as an
+    ordinary Mul, which keeps it float here) and onnxruntime runs its Sigmoid and Mul in float, while s0 stays an
+    integer gate (mutation: ``_gate_allowed`` checking only ``--exclude`` and ``--exclude-op`` names, not the
+    regexes: s1 becomes a gate, QLinearSigmoid + QLinearMul)."""
+    from graphopt.cli import main
+
+    src = tmp_path / "silus.onnx"
+    onnx.save(_silu_chain(), src)
+    results = {}
+    for case, extra in (("plain", []), ("excluded", ["--exclude-regex", "^s1_Sig"])):
+        out = tmp_path / f"{case}.onnx"
+        args = ["optimize", str(src), "--quantize", "int8", "--calib-random", "4", "-o", str(out), "--json"]
+        assert main([*args, "--calib-cache", "off", *extra]) in (0, None)
+        q = json.loads(capsys.readouterr().out)["quantization"]
+        written = onnx.load(out)
+        runtime.session(written, optimized_path=str(tmp_path / f"{case}.ort.onnx"))
+        fused = [n.op_type for n in onnx.load(tmp_path / f"{case}.ort.onnx").graph.node]
+        results[case] = q, written, fused
+
+    q, written, fused = results["plain"]
+    assert fused.count("QLinearSigmoid") == 2 and fused.count("QLinearMul") == 2, fused  # both gates integer
+    assert not {c["name"] for c in q["choices"]} & {"s0_Mul", "s1_Mul"}  # gates are no layers of the choice
+
+    q, written, fused = results["excluded"]
+    choices = {c["name"]: c["mode"] for c in q["choices"]}
+    assert "s0_Mul" not in choices and choices.get("s1_Mul") == "float"
+    assert _readers(written, "s1_sig") == ["Mul"]  # no QuantizeLinear: the Sigmoid's output is not quantized
+    assert fused.count("QLinearSigmoid") == 1 and fused.count("QLinearMul") == 1, fused  # s0's gate
+    assert fused.count("Sigmoid") == 1 and fused.count("Mul") == 1, fused  # s1's, in float
