@@ -427,3 +427,68 @@ def test_exclude_regex_on_a_gates_sigmoid_keeps_that_gate_float(tmp_path: Path, 
     assert _readers(written, "s1_sig") == ["Mul"]  # no QuantizeLinear: the Sigmoid's output is not quantized
     assert fused.count("QLinearSigmoid") == 1 and fused.count("QLinearMul") == 1, fused  # s0's gate
     assert fused.count("Sigmoid") == 1 and fused.count("Mul") == 1, fused  # s1's, in float
+
+
+def _silu_island() -> onnx.ModelProto:
+    """input -> Conv (x1) -> x -> x * Sigmoid(x) -> y -> Conv (x1) -> out: a SiLU gate between two quantized Convs."""
+    one = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "one")
+    nodes = [
+        helper.make_node("Conv", ["input", "one"], ["x"], name="conv_in"),
+        helper.make_node("Sigmoid", ["x"], ["h"], name="sig"),
+        helper.make_node("Mul", ["x", "h"], ["y"], name="gate"),
+        helper.make_node("Conv", ["y", "one"], ["out"], name="conv_out"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "silu",
+        [helper.make_tensor_value_info("input", F, [1, 1, 1, 256])],
+        [helper.make_tensor_value_info("out", F, [1, 1, 1, 256])],
+        [one],
+    )
+    return _opset(graph, 17)
+
+
+def _with_scale(model: onnx.ModelProto, name: str, scale: float) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializer ``name`` (a Q/DQ pair's scale) is ``scale``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    init = next(t for t in out.graph.initializer if t.name == name)
+    init.CopyFrom(
+        numpy_helper.from_array(np.asarray(scale, np.float32).reshape(np.shape(numpy_helper.to_array(init))), name)
+    )
+    return out
+
+
+def test_gate_sigmoid_output_is_quantized_on_zero_to_sigmoid_of_max() -> None:
+    """x in [-6, 0]: the Sigmoid reads dequantized codes of x, so its output lies in [0, sigmoid(0)] = [0, 0.5] and
+    its uint8 step is 0.5 / 255; a [0, 1] range would waste half the codes and double the step. Run on every uint8 code
+    of x through onnxruntime (QLinearSigmoid, QLinearMul), the SiLU written is measurably closer to the float SiLU than
+    the same graph with its Sigmoid's Q/DQ on [0, 1] (mutation: ``Params.for_range(0.0, 1.0, False)`` in
+    ``transform._quantize_sigmoids``)."""
+    from graphopt.core.shape_inference import infer_shapes
+    from graphopt.quantize.analysis import Params, plan
+    from graphopt.quantize.transform import apply
+
+    lo, hi = -6.0, 0.0
+    px = Params.for_range(lo, hi, False)
+    x = ((np.arange(256) - px.zero_point) * np.float32(px.scale)).astype(np.float32)  # every code of x, dequantized
+    silu = x.astype(np.float64) / (1.0 + np.exp(-x.astype(np.float64)))
+    ranges = {"input": (lo, hi), "x": (lo, hi), "y": (float(silu.min()), 0.0), "out": (float(silu.min()), 0.0)}
+    model = from_proto(_silu_island())
+    infer_shapes(model)
+    apply(model.graph, plan(model.graph, "ort"), ranges, 17)
+    written = model.to_onnx()
+
+    q = next(n for n in written.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "h")
+    scale = float(numpy_helper.to_array(next(t for t in written.graph.initializer if t.name == q.input[1])))
+    top = float(px.scale) * (255 - px.zero_point)
+    assert scale == pytest.approx(1.0 / (1.0 + math.exp(-top)) / 255.0, rel=1e-6)
+    assert scale == pytest.approx(0.5 / 255.0, rel=1e-6)
+
+    def rms_error(m: onnx.ModelProto) -> float:
+        got = runtime.session(m).run(None, {"input": x.reshape(1, 1, 1, 256)})[0].ravel()
+        return float(np.sqrt(np.mean((got.astype(np.float64) - silu) ** 2)))
+
+    on_its_range = rms_error(written)
+    on_zero_one = rms_error(_with_scale(written, q.input[1], 1.0 / 255.0))
+    assert on_its_range < 0.7 * on_zero_one, (on_its_range, on_zero_one)
