@@ -718,6 +718,8 @@ def _choose(st: _State) -> None:
             convolutions=cfg.max_error is not None,
         )
         if auto:
+            # a Concat whose one shared scale is too coarse for an input stays float (its inputs keep their scales)
+            concats = choice.concat_choices([n for n in st.plan.nodes if n.graph is model.graph], st.ranges)
             chosen = choice.choose(
                 estimates,
                 cfg.layer_min_db,
@@ -725,9 +727,14 @@ def _choose(st: _State) -> None:
                 target=target,
                 graph=model.graph,
                 static_ops={
-                    n.name for n in st.plan.nodes if n.name not in estimates and n.op_type not in analysis.SHARE
+                    n.name
+                    for n in st.plan.nodes
+                    if n.name not in estimates
+                    and n.op_type not in analysis.SHARE
+                    and (n.name not in concats or concats[n.name].mode == "static")
                 },
             )
+            chosen.update(concats)
         else:
             chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
         for n in st.plan.nodes:
