@@ -12,9 +12,11 @@ quantized or not. Each layer's own SQNR is a sensitivity estimate that costs no 
   tensor, or per token for a layer after an activation function where that is ``PERTOKEN_GAIN_DB`` better (the form
   ``dynamic.measured_forms`` then gives it).
 
-Convolutions, pooling, Concat and the scale-sharing ops are not estimated: they stay static (CNN activations after a
-BatchNorm-folded Conv hold a per-tensor scale well). LayerNormalization and Softmax are not planned by default, so
-they stay float unless the user asks for them.
+Convolutions, pooling and the scale-sharing ops are not estimated: they stay static (CNN activations after a
+BatchNorm-folded Conv hold a per-tensor scale well). A Concat is static (one scale for its inputs and output) unless
+that one scale is more than :data:`CONCAT_SHARED_DB` coarser than an input's own where it matters
+(:func:`concat_choices`, from the ranges alone). LayerNormalization and Softmax are not planned by default, so they
+stay float unless the user asks for them.
 
 The choice per estimated layer (``min_db`` is the budget of one layer), in graph order:
 
@@ -492,18 +494,16 @@ def choose(
 
 
 CONCAT_SHARED_DB = 6.0
-"""A static Concat reads and writes one scale for all its inputs and its output (the union of their ranges: onnxruntime's
-QLinearConcat then copies bytes), and that scale reaches whatever else reads an input (through Slice, Split, Reshape,
-... which reuse their input's scale). Where it is more than this many dB coarser than an input's own (that input's
-range more than twice narrower: a bit of resolution lost on all its values) and the input is read elsewhere at that
-scale, or the Concat's output is a graph output, the Concat is kept float (:func:`concat_choices`): each input keeps
-its own scale for its other readers, and a graph output is written without an int8 step. (Where the Concat alone reads
-the narrow input and its output goes on to a quantized layer, that layer reads the union's scale anyway: nothing to
-gain.) yolov8n (random weights, 4 noise inputs at 640x640): in each C2f block the split halves and the bottlenecks'
-residual sums, read by the next bottleneck too, share the Concat's 2.0x-2.3x wider range, and the output Concat puts
-the class scores (0..1) on the box coordinates' scale (0..640, where they all round to 0); 7 of its 20 Concats kept
-float take the output SQNR from 35.5 to 37.1 dB (quantize_static: 36.2), at the same speed (36.4 / 36.3 ms at 1
-thread)."""
+"""A static Concat reads and writes one scale for all its inputs and its output (the union of their ranges, so that
+onnxruntime's QLinearConcat copies bytes), and that scale reaches whatever else reads an input (through Slice, Split,
+Reshape, ..., which reuse their input's scale). Where it is more than this many dB coarser than an input's own (that
+input's range more than twice narrower: a bit of resolution lost on all its values) and the input is read elsewhere
+at that scale, or the Concat's output is a graph output, the Concat is kept float (:func:`concat_choices`): each input
+keeps its own scale for its other readers, and a graph output is written without an int8 step. Where the Concat alone
+reads the narrow input and a quantized layer reads its output, that layer reads the union's scale anyway: nothing to
+gain. yolov8n (random weights, 8 noise inputs at 640x640, wild.py's comparison): in its C2f blocks a bottleneck's
+residual sum, read by the next bottleneck too, took the Concat's wider range; with 4 of its 20 Concats kept float the
+held-out output SQNR goes 35.6 -> 36.9 dB (quantize_static: 36.1)."""
 
 
 def _read_elsewhere(value: Value, concat: Node) -> bool:
