@@ -12,8 +12,9 @@ pipeline of stages over one ``_State``, each with one job:
    selection op (NonMaxSuppression, TopK, ArgMax...) comes between the layers and the outputs, the tensors that feed
    it (``measured_points``, decided in ``_prepare``, which keeps the layers after it float);
 5. ``_choose``: the per-layer choice (``choice.estimate`` in one pass, ``choice.choose``): static, dynamic int8 or
-   float per layer; ``_run_guard`` (with ``max_error``): the accuracy guard (``_guard``) demotes the fewest layers,
-   worst first, until the model's output error on the calibration set is at most ``max_error``;
+   float per layer, and per Concat one shared scale or float (``choice.concat_choices``, from the ranges);
+   ``_run_guard`` (with ``max_error``): the accuracy guard (``_guard``) demotes the fewest layers, worst first, until
+   the model's output error on the calibration set is at most ``max_error``;
 6. ``_apply_choices``: the choices into the options (and smoothing again for the static layers alone if needed);
 7. ``_rewrite``: ``transform.apply`` inserts the Q/DQ pairs and quantized weights; ``dynamic.quantize_dynamic_nodes``
    and ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
@@ -718,6 +719,8 @@ def _choose(st: _State) -> None:
             convolutions=cfg.max_error is not None,
         )
         if auto:
+            # a Concat whose one shared scale is too coarse for an input stays float (its inputs keep their scales)
+            concats = choice.concat_choices([n for n in st.plan.nodes if n.graph is model.graph], st.ranges)
             chosen = choice.choose(
                 estimates,
                 cfg.layer_min_db,
@@ -725,9 +728,14 @@ def _choose(st: _State) -> None:
                 target=target,
                 graph=model.graph,
                 static_ops={
-                    n.name for n in st.plan.nodes if n.name not in estimates and n.op_type not in analysis.SHARE
+                    n.name
+                    for n in st.plan.nodes
+                    if n.name not in estimates
+                    and n.op_type not in analysis.SHARE
+                    and (n.name not in concats or concats[n.name].mode == "static")
                 },
             )
+            chosen.update(concats)
         else:
             chosen = {k: choice.Choice(k, e.op_type, "static", "--layer-choice static") for k, e in estimates.items()}
         for n in st.plan.nodes:
