@@ -73,6 +73,7 @@ def apply(
             channels_last_tails,
             float_pools_stay_float,
             keep_float_layers,
+            nearest_upsamples_as_tiles,
             reduce_means_as_pools,
         )
 
@@ -80,6 +81,7 @@ def apply(
         channels_last_tails(graph)
         reduce_means_as_pools(graph)
         float_pools_stay_float(graph, opset)
+        nearest_upsamples_as_tiles(graph, opset)
     return result
 
 
