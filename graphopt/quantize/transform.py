@@ -75,6 +75,7 @@ def apply(
             keep_float_layers,
             nearest_upsamples_as_tiles,
             reduce_means_as_pools,
+            residual_gates_as_one_mul,
         )
 
         keep_float_layers(graph, opset)
@@ -82,6 +83,7 @@ def apply(
         reduce_means_as_pools(graph)
         float_pools_stay_float(graph, opset)
         nearest_upsamples_as_tiles(graph, opset)
+        residual_gates_as_one_mul(graph)
     return result
 
 
