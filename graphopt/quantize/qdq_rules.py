@@ -462,7 +462,7 @@ def _whole_factors(node: Node, opset: int) -> tuple[int, int] | None:
     not both 1) whose every output pixel copies input pixel ``(h // fh, w // fw)`` under onnxruntime; else None."""
     if opset < 11 or node.domain not in STANDARD_DOMAINS or len(node.inputs) < 3 or not node.outputs:
         return None
-    if node.attr("mode", "nearest") != "nearest" or node.attr("axes") is not None:
+    if node.attr("mode", "nearest") not in ("nearest", b"nearest") or node.attr("axes") is not None:
         return None
     if len(node.inputs) > 3 and node.inputs[3] is not None:
         return None  # sizes
