@@ -163,6 +163,7 @@ CASES = {
     "Mul by a per-channel gate, C=64, 128x96": [
         ("NCHW [1,64,128,96]*[1,64,1,1]", _mul([1, 64, 128, 96], [1, 64, 1, 1])),
         ("NHWC [1,128,96,64]*[1,1,1,64]", _mul([1, 128, 96, 64], [1, 1, 1, 64])),
+        ("NHWC, gate expanded on W [1,1,96,64]", _mul([1, 128, 96, 64], [1, 1, 96, 64])),
         ("QLinearMul NCHW", _qmul([1, 64, 128, 96], [1, 64, 1, 1])),
         ("QLinearMul NHWC", _qmul([1, 128, 96, 64], [1, 1, 1, 64])),
         ("DQ per-axis scale, NCHW axis 1", _dq_scaled([1, 64, 128, 96], 64, 1)),
