@@ -81,6 +81,41 @@ def _resize(shape, dtype, scales):
     return _model([n], [_info("x", dtype, shape)], "y", inits)
 
 
+def _tile_upsample(shape6, reps, dtype):
+    """A nearest upsample written channels-last as qdq_rules.nearest_upsamples_as_tiles does: ``[N, H, 1, W, 1, C]``
+    tiled by ``reps``, reshaped to ``[N, H*fh, W*fw, C]``."""
+    n, h, _, w, _, c = shape6
+    inits = [
+        numpy_helper.from_array(np.asarray(reps, np.int64), "reps"),
+        numpy_helper.from_array(np.asarray([n, h * reps[2], w * reps[4], c], np.int64), "shape"),
+    ]
+    nodes = [helper.make_node("Tile", ["x", "reps"], ["t"]), helper.make_node("Reshape", ["t", "shape"], ["y"])]
+    return _model(nodes, [_info("x", dtype, shape6)], "y", inits)
+
+
+def _gelu_island(shape):
+    """uint8 -> DequantizeLinear -> com.microsoft Gelu -> QuantizeLinear: a GELU kept float between quantized
+    convolutions."""
+    inits = [numpy_helper.from_array(np.asarray(0.05, np.float32), "s"), numpy_helper.from_array(np.uint8(128), "z")]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
+        helper.make_node("Gelu", ["d"], ["g"], domain="com.microsoft"),
+        helper.make_node("QuantizeLinear", ["g", "s", "z"], ["y"]),
+    ]
+    return _model(nodes, [_info("x", U8, shape)], "y", inits, ms=True)
+
+
+def _lookup(shape):
+    """uint8 -> Cast -> Gather from a 256-entry uint8 table: an elementwise function of quantized values on
+    integers (onnxruntime has no integer GELU)."""
+    inits = [numpy_helper.from_array(np.arange(256, dtype=np.uint8)[::-1].copy(), "table")]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT32),
+        helper.make_node("Gather", ["table", "i"], ["y"], axis=0),
+    ]
+    return _model(nodes, [_info("x", U8, shape)], "y", inits)
+
+
 def _feed(model: onnx.ModelProto, rng) -> dict:
     feed = {}
     for i in model.graph.input:
@@ -128,6 +163,7 @@ CASES = {
     "Mul by a per-channel gate, C=64, 128x96": [
         ("NCHW [1,64,128,96]*[1,64,1,1]", _mul([1, 64, 128, 96], [1, 64, 1, 1])),
         ("NHWC [1,128,96,64]*[1,1,1,64]", _mul([1, 128, 96, 64], [1, 1, 1, 64])),
+        ("NHWC, gate expanded on W [1,1,96,64]", _mul([1, 128, 96, 64], [1, 1, 96, 64])),
         ("QLinearMul NCHW", _qmul([1, 64, 128, 96], [1, 64, 1, 1])),
         ("QLinearMul NHWC", _qmul([1, 128, 96, 64], [1, 1, 1, 64])),
         ("DQ per-axis scale, NCHW axis 1", _dq_scaled([1, 64, 128, 96], 64, 1)),
@@ -148,6 +184,17 @@ CASES = {
         ("float NHWC", _resize([1, 64, 48, 64], F, [1, 2, 2, 1])),
         ("uint8 NCHW", _resize([1, 64, 64, 48], U8, [1, 1, 2, 2])),
         ("uint8 NHWC", _resize([1, 64, 48, 64], U8, [1, 2, 2, 1])),
+        ("uint8 NHWC as Tile (6-D) + Reshape", _tile_upsample([1, 64, 1, 48, 1, 64], [1, 1, 2, 1, 2, 1], U8)),
+        ("float NHWC as Tile (6-D) + Reshape", _tile_upsample([1, 64, 1, 48, 1, 64], [1, 1, 2, 1, 2, 1], F)),
+    ],
+    "Resize nearest x8, C=16, 16x12 (an FPN's coarsest level)": [
+        ("float NHWC", _resize([1, 16, 12, 16], F, [1, 8, 8, 1])),
+        ("uint8 NHWC", _resize([1, 16, 12, 16], U8, [1, 8, 8, 1])),
+        ("uint8 NHWC as Tile (6-D) + Reshape", _tile_upsample([1, 16, 1, 12, 1, 16], [1, 1, 8, 1, 8, 1], U8)),
+    ],
+    "GELU on uint8 [1,128,96,64]": [
+        ("DQ -> Gelu -> Q (float island)", _gelu_island([1, 128, 96, 64])),
+        ("Cast -> Gather (uint8 table)", _lookup([1, 128, 96, 64])),
     ],
 }
 

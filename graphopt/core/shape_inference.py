@@ -98,6 +98,7 @@ def _all_graph_protos(gp: onnx.GraphProto, deep: bool = True) -> Iterator[onnx.G
 def _run(model: Model) -> onnx.GraphProto | None:
     deep = next(iter(model.graph.subgraphs()), None) is not None
     skeleton = _skeleton(model)
+    _elementwise_as_identity(skeleton.graph, deep)
     inferred = infer_proto(skeleton, deep=deep)
     # ops ONNX does not type (com.microsoft, some ai.onnx.ml) stop inference at their outputs: type those from their
     # inputs and infer again from there, until no such op gets a new type (each round types at least one more output)
@@ -198,6 +199,18 @@ CUSTOM_RULES = {
 }
 """Shape rules for ops that ONNX shape inference leaves untyped and onnxruntime runs, by (domain, op type):
 ``rule(node, known types)`` gives each output's type (None: unknown). Each rule states what onnxruntime computes."""
+
+
+def _elementwise_as_identity(skeleton: onnx.GraphProto, deep: bool) -> None:
+    """Infer each op whose rule is :func:`_same_as_input` as an ONNX Identity (the type it gives): one inference run
+    then types everything after it, where a chain of them (ppocrv6-tiny-det has 13 Gelus in a row) would need a
+    round each and leave what follows the fourth untyped."""
+    for g in _all_graph_protos(skeleton, deep):
+        for node in g.node:
+            if CUSTOM_RULES.get((node.domain, node.op_type)) is _same_as_input and node.input and len(node.output) == 1:
+                node.op_type, node.domain = "Identity", ""
+                del node.input[1:]
+                del node.attribute[:]
 
 
 def _type_custom_ops(skeleton: onnx.GraphProto, inferred: onnx.GraphProto, deep: bool) -> bool:

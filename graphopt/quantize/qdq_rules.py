@@ -416,3 +416,251 @@ def float_pools_stay_float(graph: Graph, opset: int) -> int:
             q.set_attr("axis", 1)
             written += 1
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# onnxruntime: a nearest upsample by whole factors runs as a channels-last Tile
+
+MAX_UPSAMPLE = 32
+"""The largest whole upsampling factor :func:`nearest_upsamples_as_tiles` takes."""
+_CHECKED_LENGTH = 8192
+"""Input rows (columns) over which a Resize's nearest-pixel mapping is checked when the dim is not static."""
+
+
+def _source_pixels(mode: str, nearest: str, factor: int, length: int, static: bool) -> np.ndarray | None:
+    """The input pixel onnxruntime's nearest Resize (upsample.h, float32 arithmetic) reads for each of the
+    ``factor * length`` output pixels of an axis scaled by ``factor``; None for a mode it does not model
+    (tf_crop_and_resize, half_pixel_symmetric), and for align_corners unless ``length`` is the static dim (its
+    mapping depends on the length)."""
+    o = np.arange(factor * length, dtype=np.float32)
+    s = np.float32(factor)
+    if mode in ("half_pixel", "pytorch_half_pixel"):  # pytorch_half_pixel: the same for an output longer than 1
+        x = (o + np.float32(0.5)) / s - np.float32(0.5)
+    elif mode == "align_corners" and static:
+        x = o * np.float32(length - 1) / np.float32(factor * length - 1)
+    elif mode == "asymmetric":
+        x = o / s
+    elif mode == "tf_half_pixel_for_nn":
+        x = (o + np.float32(0.5)) / s
+    else:
+        return None
+    if nearest == "round_prefer_floor":
+        r = np.where(x == np.trunc(x) + np.float32(0.5), np.floor(x), np.sign(x) * np.floor(np.abs(x) + 0.5))
+    elif nearest == "round_prefer_ceil":
+        r = np.sign(x) * np.floor(np.abs(x) + 0.5)  # std::round: halves away from zero
+    elif nearest == "floor":
+        r = np.floor(x)
+    elif nearest == "ceil":
+        r = np.ceil(x)
+    else:
+        return None
+    return np.clip(r, 0, length - 1).astype(np.int64)
+
+
+def _whole_factors(node: Node, opset: int) -> tuple[int, int] | None:
+    """``(fh, fw)`` when ``node`` is a 4-D nearest Resize by the constant scales ``[1, 1, fh, fw]`` (whole numbers,
+    not both 1) whose every output pixel copies input pixel ``(h // fh, w // fw)`` under onnxruntime; else None."""
+    if opset < 11 or node.domain not in STANDARD_DOMAINS or len(node.inputs) < 3 or not node.outputs:
+        return None
+    if node.attr("mode", "nearest") not in ("nearest", b"nearest") or node.attr("axes") is not None:
+        return None
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        return None  # sizes
+    scales = constant_array(node.inputs[2])
+    if scales is None or scales.shape != (4,) or not np.all(np.isfinite(scales)):
+        return None
+    whole = np.round(scales)
+    if not np.array_equal(scales, whole) or whole[0] != 1 or whole[1] != 1:
+        return None
+    fh, fw = int(whole[2]), int(whole[3])
+    if not (1 <= fh <= MAX_UPSAMPLE and 1 <= fw <= MAX_UPSAMPLE) or fh * fw == 1:
+        return None
+    mode = node.attr("coordinate_transformation_mode", "half_pixel")
+    nearest = node.attr("nearest_mode", "round_prefer_floor")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    nearest = nearest.decode() if isinstance(nearest, bytes) else nearest
+    x = node.inputs[0]
+    shape = x.shape if x is not None else None
+    if shape is not None and len(shape) != 4:
+        return None
+    for axis, f in ((2, fh), (3, fw)):
+        if f == 1:
+            continue  # onnxruntime copies an axis with scale 1 one to one
+        dim = shape[axis] if shape is not None else None
+        static = isinstance(dim, int) and dim > 0
+        length = int(dim) if static else _CHECKED_LENGTH  # type: ignore[arg-type]
+        src = _source_pixels(str(mode), str(nearest), f, length, static)
+        if src is None or not np.array_equal(src, np.arange(f * length) // f):
+            return None
+    return fh, fw
+
+
+def nearest_upsamples_as_tiles(graph: Graph, opset: int) -> int:
+    """Write every nearest Resize by whole factors (scales ``[1, 1, fh, fw]``) next to the quantized region (its
+    input a per-tensor DequantizeLinear, or every reader a QuantizeLinear with the same scalar parameters) as the
+    same copy in channels-last order: Transpose to ``[N, H, W, C]``, Unsqueeze to ``[N, H, 1, W, 1, C]``, Tile by
+    ``[1, 1, fh, 1, fw, 1]``, Reshape to ``[N, H*fh, W*fw, C]``, Transpose back; returns the number rewritten. For
+    target ort only, from opset 11 (Resize with scales).
+
+    onnxruntime's transpose optimizer pushes the NHWC transformer's Transposes through a Resize (its CPU handler
+    takes NCHW <-> NHWC), and its nearest kernel has a fast path only for NCHW scales ``[1, 1, 2, 2]``: channels-last
+    each output element is gathered one at a time (ppocrv6-tiny-det, onnxruntime 1.32, 1 thread: 696 us for a uint8
+    [1, 64, 48, 64] x2 upsample, 1300 us for its six Resizes against 438 us in the fp32 model). Written this way the
+    Transposes cancel against the NHWC transformer's and the Tile copies whole channel vectors on uint8 (the Q/DQ
+    pair written around it, with the input's or the readers' parameters, makes onnxruntime drop the Q/DQ: a Tile
+    between them is data movement, Q(DQ(q)) = q). The copy is exact: :func:`_whole_factors` checks, in onnxruntime's
+    float32 arithmetic, that every output pixel reads input pixel ``(h // fh, w // fw)`` under the node's coordinate
+    and rounding modes (every row of a static dim, else the first 8192). The target shape is a constant for static
+    dims, else ``Shape * [1, 1, fh, fw]`` gathered to NHWC order (of the integer input when there is one, so that no
+    DequantizeLinear is run just for its shape)."""
+    if opset < 11:
+        return 0
+    written = 0
+    for body in (graph, *graph.subgraphs()):
+        for n in list(body):
+            if n.op_type != "Resize" or n.graph is not body:
+                continue
+            factors = _whole_factors(n, opset)
+            if factors is None:
+                continue
+            x, y = n.inputs[0], n.outputs[0]
+            if x is None or y is None:
+                continue
+            dq = x.producer
+            params: tuple[Value, ...] | None = None
+            if dq is not None and dq.op_type == "DequantizeLinear" and _scalar_params(dq) is not None:
+                params = tuple(v for v in dq.inputs[1:] if v is not None)
+            readers = y.users()
+            if params is None:
+                if not readers or y.is_graph_output(body) or any(r.op_type != "QuantizeLinear" for r in readers):
+                    continue
+                first = readers[0]
+                if _scalar_params(first) is None or any(not _same_params(first, r) for r in readers[1:]):
+                    continue
+                params = tuple(v for v in first.inputs[1:] if v is not None)
+            _tile_upsample(body, n, factors, params, opset)
+            written += 1
+    return written
+
+
+def _tile_upsample(body: Graph, n: Node, factors: tuple[int, int], params: tuple[Value, ...], opset: int) -> None:
+    """Replace the Resize ``n`` by the channels-last Tile of :func:`nearest_upsamples_as_tiles`."""
+    fh, fw = factors
+    x, y = n.inputs[0], n.outputs[0]
+    assert x is not None and y is not None
+    base = n.name or "resize"
+
+    def const(a: np.ndarray, name: str) -> Value:
+        return body.make_constant(Tensor.from_numpy(a), f"{base}_{name}")
+
+    def node(op: str, ins: list[Value], name: str, **attrs: object) -> Value:
+        out = Value(body.unique_name(f"{base}_{name}"))
+        body.insert_before(n, Node(op, ins, attrs or None, outputs=[out], name=body.unique_name(f"{base}_{name}")))
+        return out
+
+    def integers(v: Value, name: str) -> Value:  # Q/DQ with the same parameters: Q(DQ(q)) = q
+        return node("DequantizeLinear", [node("QuantizeLinear", [v, *params], f"{name}_q"), *params], f"{name}_dq")
+
+    nhwc = node("Transpose", [x], "nhwc", perm=[0, 2, 3, 1])
+    if opset >= 13:
+        six = node("Unsqueeze", [nhwc, const(np.array([2, 4], np.int64), "axes")], "unsqueeze")
+    else:
+        six = node("Unsqueeze", [nhwc], "unsqueeze", axes=[2, 4])
+    tiled = node("Tile", [integers(six, "unsqueezed"), const(np.array([1, 1, fh, 1, fw, 1], np.int64), "reps")], "tile")
+    shape = x.shape
+    if shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape):
+        n_, c, h, w = (int(d) for d in shape)  # type: ignore[arg-type]
+        target = const(np.array([n_, h * fh, w * fw, c], np.int64), "shape")
+    else:
+        dq = x.producer
+        src = dq.inputs[0] if dq is not None and dq.op_type == "DequantizeLinear" and dq.inputs[0] is not None else x
+        dims = node("Shape", [src], "dims")
+        scaled = node("Mul", [dims, const(np.array([1, 1, fh, fw], np.int64), "factors")], "scaled")
+        target = node("Gather", [scaled, const(np.array([0, 2, 3, 1], np.int64), "order")], "nhwc_dims", axis=0)
+    flat = node("Reshape", [integers(tiled, "tiled"), target], "reshape")
+    if x.dtype is not None:
+        # onnxruntime's inference does not carry the rank through a computed target shape, and its transpose
+        # optimizer stops at a value of unknown rank (the NHWC Transposes stayed on both sides of a QLinearAdd
+        # after this Reshape); listed, the rank is known. Static dims listed as such, the others left unnamed.
+        dims = shape if shape is not None and len(shape) == 4 else (None, None, None, None)
+        flat.dtype = x.dtype
+        flat.shape = (
+            dims[0] if isinstance(dims[0], int) else None,
+            dims[2] * fh if isinstance(dims[2], int) else None,  # type: ignore[operator]
+            dims[3] * fw if isinstance(dims[3], int) else None,  # type: ignore[operator]
+            dims[1] if isinstance(dims[1], int) else None,
+        )
+        body.value_info.append(flat)
+    out = node("Transpose", [flat], "nchw", perm=[0, 3, 1, 2])
+    body.replace_all_uses_with(y, out)
+    body.remove(n)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# onnxruntime: a residual gate x + x * g is one Mul x * (1 + g)
+
+GATES = ("HardSigmoid", "Sigmoid")
+"""Ops whose output lies in [0, 1]: a gate ``g`` from one gives ``1 + g`` in [1, 2], where no cancellation occurs."""
+
+
+def _broadcasts_into(small: tuple | None, big: tuple | None) -> bool:
+    """Whether a value of shape ``small`` broadcasts to ``big`` (same rank, each dim 1 or ``big``'s) with fewer
+    elements, so that ``big`` is the shape of an elementwise result of the two."""
+    if small is None or big is None or len(small) != len(big) or len(big) < 2:
+        return False
+    if any(not (d == 1 or d == b) for d, b in zip(small, big, strict=True)):
+        return False
+    return any(d == 1 and b != 1 for d, b in zip(small, big, strict=True))
+
+
+def residual_gates_as_one_mul(graph: Graph) -> int:
+    """Write every float ``Add(x, Mul(x, g))`` where ``x`` is a DequantizeLinear's output, ``g`` a HardSigmoid's or
+    Sigmoid's (in [0, 1]) that broadcasts into ``x`` with fewer elements and the Mul's output read only by the Add as
+    ``Mul(x, Add(g, 1))``; returns the number rewritten. For target ort only.
+
+    A squeeze-excitation with a residual (PaddleOCR's RSE-FPN layers: ``x + x * hardsigmoid(...)``) kept float reads
+    ``x`` twice, and onnxruntime gives each reader its own DequantizeLinear (EnsureUniqueDQForNodeUnit): a second pass
+    over the full tensor, then a full-tensor float Add (ppocrv6-tiny-det, onnxruntime 1.32, 1 thread: eight such
+    layers, 8 DequantizeLinear and 8 Adds, about 0.5 ms of 16.5). ``x * (1 + g)`` is the same value up to float
+    rounding: with ``1 + g`` in [1, 2] the two differ by at most a few units in the last place of the result, far
+    below the int8 step the QuantizeLinear after it rounds to."""
+    written = 0
+    for body in (graph, *graph.subgraphs()):
+        for add in list(body):
+            if (
+                add.op_type != "Add"
+                or add.domain not in STANDARD_DOMAINS
+                or len(add.inputs) != 2
+                or add.graph is not body
+            ):
+                continue
+            y = add.outputs[0]
+            for x, m in (add.inputs, add.inputs[::-1]):
+                mul = m.producer if m is not None else None
+                if x is None or m is None or y is None or mul is None or mul.op_type != "Mul" or mul.graph is not body:
+                    continue
+                if mul.domain not in STANDARD_DOMAINS or len(mul.inputs) != 2 or x not in mul.inputs:
+                    continue
+                if m.users() != [add] or m.is_graph_output(body):
+                    continue
+                dq = x.producer
+                if dq is None or dq.op_type != "DequantizeLinear" or x.dtype not in (1, 10):  # float, float16
+                    continue
+                gi = 1 if mul.inputs[0] is x else 0
+                g = mul.inputs[gi]
+                gp = g.producer if g is not None else None
+                if g is None or gp is None or gp.op_type not in GATES or gp.domain not in STANDARD_DOMAINS:
+                    continue
+                if g.dtype != x.dtype or not _broadcasts_into(g.shape, x.shape):
+                    continue
+                one = body.make_constant(
+                    Tensor.from_numpy(np.ones((), np.float32 if x.dtype == 1 else np.float16)), f"{mul.name}_one"
+                )
+                plus = Value(body.unique_name(f"{g.name}_plus_one"), g.dtype, g.shape)
+                body.insert_before(mul, Node("Add", [g, one], outputs=[plus], name=body.unique_name(f"{mul.name}_1g")))
+                mul.set_input(gi, plus)
+                body.replace_all_uses_with(y, m)
+                body.remove(add)
+                written += 1
+                break
+    return written

@@ -81,13 +81,17 @@ def apply(
             channels_last_tails,
             float_pools_stay_float,
             keep_float_layers,
+            nearest_upsamples_as_tiles,
             reduce_means_as_pools,
+            residual_gates_as_one_mul,
         )
 
         keep_float_layers(graph, opset)
         channels_last_tails(graph)
         reduce_means_as_pools(graph)
         float_pools_stay_float(graph, opset)
+        nearest_upsamples_as_tiles(graph, opset)
+        residual_gates_as_one_mul(graph)
     return result
 
 
