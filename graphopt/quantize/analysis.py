@@ -219,12 +219,18 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
         # x * HardSigmoid(x) is one hard-swish, a * HardSigmoid(b) a gate: transform writes them with integer kernels
         # when the inputs and the output are quantized, as it does the HardSwish op (the Mul alone is not a layer to
         # choose for: its error is that of its output's quantization, which its reader asks for anyway)
-        nodes = [n for n in nodes if not hard_sigmoid_product(n)]
+        products = [n for n in nodes if hard_sigmoid_product(n)]
+        nodes = [n for n in nodes if not any(n is m for m in products)]
         # a * Sigmoid(b) likewise: an activation function or a gate, run on integers where its inputs are (see
         # transform._integer_sigmoid_gates); its Sigmoid must not be excluded either
         gates = [n for n in nodes if _gate_allowed(n, selection)]
         nodes = [n for n in nodes if not any(n is g for g in gates)]
     wanted: dict[str, None] = {}
+    if target == "ort":
+        for n in products:  # a gate's a: transform._hard_sigmoid_gate_inputs quantizes it as the Mul's layer would
+            a = hard_sigmoid_gate_input(n)
+            if a is not None:
+                wanted[a.name] = None  # type: ignore[index]
     for n in gates:
         out = n.outputs[0]
         if out is not None and out.dtype == FLOAT:
@@ -348,6 +354,18 @@ def hard_sigmoid_product(node: Node) -> bool:
         ):
             return True
     return False
+
+
+def hard_sigmoid_gate_input(node: Node) -> Value | None:
+    """``a`` when ``node`` is the Mul of a squeeze-excitation gate ``a * HardSigmoid(b)`` (:func:`hard_sigmoid_product`,
+    ``a`` not ``b``); None for a hard-swish or another node."""
+    if not hard_sigmoid_product(node) or hard_swish_mul(node):
+        return None
+    for a, h in (node.inputs, reversed(node.inputs)):
+        p = h.producer if h is not None else None
+        if p is not None and p.op_type == "HardSigmoid" and a is not h and _is_float_activation(a):
+            return a
+    return None
 
 
 def hard_swish_idioms(graph: Graph) -> int:

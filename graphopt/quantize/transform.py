@@ -24,6 +24,7 @@ from graphopt.quantize.analysis import (
     Plan,
     activation_inputs,
     ceil_is_floor,
+    hard_sigmoid_gate_input,
     hard_swish_mul,
     sigmoid_gate,
 )
@@ -163,6 +164,7 @@ def _apply_graph(
         borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
         if options.integer_hard_sigmoid:
             _hard_swish_outputs(graph, groups, measured, outputs)
+            _hard_sigmoid_gate_inputs(graph, groups, measured)
     else:
         _residual_skips(graph, groups, planned, measured)
 
@@ -250,6 +252,21 @@ def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object
             continue
         if measured(out):  # type: ignore[operator]
             groups.add(out)
+
+
+def _hard_sigmoid_gate_inputs(graph: Graph, groups: UnionFind[Value], measured: object) -> None:
+    """A squeeze-excitation gate ``a * HardSigmoid(b)`` is no layer of the per-layer choice
+    (``analysis.hard_sigmoid_product``), so nothing else asks for its ``a`` to be quantized when no layer reads ``a``
+    (a Gelu's output, read by the gate and the excitation's ReduceMean, say). Where the gate's output is quantized (its
+    reader is a quantized layer), ``a`` is quantized as the Mul's layer would have it, so that the gate runs as
+    QLinearMul (:func:`_integer_hard_sigmoids`) and the excitation's mean reads integers
+    (``qdq_rules.reduce_means_as_pools``) instead of the whole block running float in onnxruntime's NHWC region."""
+    for n in graph:
+        a = hard_sigmoid_gate_input(n)
+        if a is None or a in groups or n.outputs[0] not in groups:
+            continue
+        if measured(a):  # type: ignore[operator]
+            groups.add(a)
 
 
 def _integer_hard_sigmoids(
