@@ -1,6 +1,6 @@
-"""Squeeze-excitation gates ``a * HardSigmoid(b)`` as QLinearMul, hard-swish outputs quantized before a float
-reader, and the integer-clip form of hard-sigmoid (target ort, ``transform._integer_hard_sigmoids``; off by default,
-``Options.integer_clip_hard_sigmoid``).
+"""Squeeze-excitation gates ``a * HardSigmoid(b)`` as QLinearMul where the gate's Mul is quantized (float where
+it is excluded), hard-swish outputs quantized before a float reader, and the integer-clip form of hard-sigmoid
+(target ort, ``transform._integer_hard_sigmoids``; off by default, ``Options.integer_clip_hard_sigmoid``).
 
 Where ``beta / alpha`` is a whole number of the input's steps (the input's scale made so), ``HardSigmoid(x)`` is a
 uint8 Clip of ``x``'s integers read back with zero point ``z - n``: exact. Checked under onnxruntime on every uint8
@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 import graphopt
 from graphopt.core.onnx_io import from_proto
 from graphopt.quantize import output_error, quantize_model
-from graphopt.quantize.analysis import Params, hard_sigmoid_product
+from graphopt.quantize.analysis import Params
 from graphopt.quantize.transform import (
     CLIP_MIN_STEPS,
     _insert_qdq,
@@ -213,8 +213,7 @@ def _se_block(tmp_path, opset, hard_swish_op, hsig):
     rng = np.random.default_rng(3)
     feeds = [{"input": (rng.standard_normal((1, 3, 12, 16)) * 2).astype(np.float32)} for _ in range(4)]
     model = from_proto(graphopt.optimize(proto, level=2))
-    report = quantize_model(model, feeds, "ort", {"cache": False})
-    assert not any(c.op_type == "Mul" for c in report.choices), report.choices
+    report = quantize_model(model, feeds, "ort", {"cache": False, "choice": "static"})
     quantized = model.to_onnx()
     fused = _fused(quantized, tmp_path)
     other = "QLinearAdd" if hsig == "Clip" else "Clip"
@@ -228,9 +227,8 @@ def _se_block(tmp_path, opset, hard_swish_op, hsig):
 
 
 @pytest.mark.parametrize("opset,hard_swish_op", [(17, True), (11, False)])
-def test_se_block_runs_the_gate_as_qlinearmul_with_the_automatic_choice(tmp_path, opset, hard_swish_op) -> None:
-    """The layer choice does not weigh the gate's Mul (its error is its output's quantization, which the next Conv
-    asks for anyway): the gate is QLinearMul, each hard-sigmoid a QLinearAdd, no float island left."""
+def test_se_block_runs_the_gate_as_qlinearmul(tmp_path, opset, hard_swish_op) -> None:
+    """The gate's Mul quantized: the gate is QLinearMul, each hard-sigmoid a QLinearAdd, no float island left."""
     _se_block(tmp_path, opset, hard_swish_op, "QLinearAdd")
 
 
@@ -287,16 +285,18 @@ def test_hard_swish_before_a_float_layer_runs_on_integers(tmp_path) -> None:
     assert output_error(ref, got)[0] < 0.05
 
 
-def test_hard_sigmoid_product_takes_gates_and_swishes_only() -> None:
-    from graphopt.core.shape_inference import infer_shapes
-
-    proto = _se_net(0)
-    model = from_proto(proto)
-    infer_shapes(model)
-    muls = {n.name or n.outputs[0].name: hard_sigmoid_product(n) for n in model.graph if n.op_type == "Mul"}
-    assert list(muls.values()) == [True]  # the gate (the HardSwish ops are no Mul)
-    # a HardSigmoid read by another op too: no product of the Mul's alone
-    proto.graph.output.append(helper.make_tensor_value_info("gate", TensorProto.FLOAT, [1, 16, 1, 1]))
-    model = from_proto(proto)
-    infer_shapes(model)
-    assert not any(hard_sigmoid_product(n) for n in model.graph if n.op_type == "Mul")
+@pytest.mark.parametrize(
+    "exclude", [{"exclude": ["gate_mul"]}, {"exclude_ops": ["Mul"]}, {"exclude_regex": ["^gate_"]}]
+)
+def test_an_excluded_gate_stays_float(tmp_path, exclude) -> None:
+    """The user's exclusion of the gate's Mul is honoured: the gate's HardSigmoid and Mul run float (the hard-swishes,
+    HardSwish ops here, stay integer)."""
+    proto = _se_net(2, 17, True)
+    next(n for n in proto.graph.node if n.op_type == "Mul").name = "gate_mul"
+    rng = np.random.default_rng(3)
+    feeds = [{"input": (rng.standard_normal((1, 3, 12, 16)) * 2).astype(np.float32)} for _ in range(4)]
+    model = from_proto(graphopt.optimize(proto, level=2))
+    quantize_model(model, feeds, "ort", {"cache": False, "choice": "static", **exclude})
+    fused = _fused(model.to_onnx(), tmp_path)
+    assert fused.count("HardSigmoid") == 1 and fused.count("Mul") == 1, fused
+    assert fused.count("QLinearMul") == 2, fused  # the two hard-swishes

@@ -216,21 +216,14 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
     nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
     gates: list[Node] = []
     if target == "ort":
-        # x * HardSigmoid(x) is one hard-swish, a * HardSigmoid(b) a gate: transform writes them with integer kernels
-        # when the inputs and the output are quantized, as it does the HardSwish op (the Mul alone is not a layer to
-        # choose for: its error is that of its output's quantization, which its reader asks for anyway)
-        products = [n for n in nodes if hard_sigmoid_product(n)]
-        nodes = [n for n in nodes if not any(n is m for m in products)]
+        # x * HardSigmoid(x) is one hard-swish: transform writes it with integer kernels when x and its output are
+        # quantized, as it does the HardSwish op (the Mul alone is not a layer to choose for)
+        nodes = [n for n in nodes if not hard_swish_mul(n)]
         # a * Sigmoid(b) likewise: an activation function or a gate, run on integers where its inputs are (see
         # transform._integer_sigmoid_gates); its Sigmoid must not be excluded either
         gates = [n for n in nodes if _gate_allowed(n, selection)]
         nodes = [n for n in nodes if not any(n is g for g in gates)]
     wanted: dict[str, None] = {}
-    if target == "ort":
-        for n in products:  # a gate's a: transform._hard_sigmoid_gate_inputs quantizes it as the Mul's layer would
-            a = hard_sigmoid_gate_input(n)
-            if a is not None:
-                wanted[a.name] = None  # type: ignore[index]
     for n in gates:
         out = n.outputs[0]
         if out is not None and out.dtype == FLOAT:
@@ -329,43 +322,6 @@ def hard_swish_mul(node: Node) -> bool:
         ):
             return True
     return False
-
-
-def hard_sigmoid_product(node: Node) -> bool:
-    """Whether ``node`` is the Mul of ``a * HardSigmoid(b)``, the HardSigmoid's output read by it alone and no graph
-    output: a hard-swish (``a`` is ``b``, :func:`hard_swish_mul`) or a squeeze-excitation gate (``b`` the excitation,
-    PP-LCNet's and MobileNetV3's)."""
-    if node.op_type != "Mul" or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2 or not node.outputs:
-        return False
-    if hard_swish_mul(node):
-        return True
-    for a, h in (node.inputs, reversed(node.inputs)):
-        p = h.producer if h is not None else None
-        if (
-            p is not None
-            and p.op_type == "HardSigmoid"
-            and p.domain in STANDARD_DOMAINS
-            and p.graph is node.graph
-            and len(h.uses) == 1  # type: ignore[union-attr]
-            and not (node.graph is not None and node.graph.is_output(h))  # type: ignore[arg-type]
-            and h is not a
-            and _is_float_activation(a)
-            and _is_float_activation(p.inputs[0])
-        ):
-            return True
-    return False
-
-
-def hard_sigmoid_gate_input(node: Node) -> Value | None:
-    """``a`` when ``node`` is the Mul of a squeeze-excitation gate ``a * HardSigmoid(b)`` (:func:`hard_sigmoid_product`,
-    ``a`` not ``b``); None for a hard-swish or another node."""
-    if not hard_sigmoid_product(node) or hard_swish_mul(node):
-        return None
-    for a, h in (node.inputs, reversed(node.inputs)):
-        p = h.producer if h is not None else None
-        if p is not None and p.op_type == "HardSigmoid" and a is not h and _is_float_activation(a):
-            return a
-    return None
 
 
 def hard_swish_idioms(graph: Graph) -> int:

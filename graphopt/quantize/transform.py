@@ -24,7 +24,6 @@ from graphopt.quantize.analysis import (
     Plan,
     activation_inputs,
     ceil_is_floor,
-    hard_sigmoid_gate_input,
     hard_swish_mul,
     sigmoid_gate,
 )
@@ -164,7 +163,6 @@ def _apply_graph(
         borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
         if options.integer_hard_sigmoid:
             _hard_swish_outputs(graph, groups, measured, outputs)
-            _hard_sigmoid_gate_inputs(graph, groups, measured)
     else:
         _residual_skips(graph, groups, planned, measured)
 
@@ -254,21 +252,6 @@ def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object
             groups.add(out)
 
 
-def _hard_sigmoid_gate_inputs(graph: Graph, groups: UnionFind[Value], measured: object) -> None:
-    """A squeeze-excitation gate ``a * HardSigmoid(b)`` is no layer of the per-layer choice
-    (``analysis.hard_sigmoid_product``), so nothing else asks for its ``a`` to be quantized when no layer reads ``a``
-    (a Gelu's output, read by the gate and the excitation's ReduceMean, say). Where the gate's output is quantized (its
-    reader is a quantized layer), ``a`` is quantized as the Mul's layer would have it, so that the gate runs as
-    QLinearMul (:func:`_integer_hard_sigmoids`) and the excitation's mean reads integers
-    (``qdq_rules.reduce_means_as_pools``) instead of the whole block running float in onnxruntime's NHWC region."""
-    for n in graph:
-        a = hard_sigmoid_gate_input(n)
-        if a is None or a in groups or n.outputs[0] not in groups:
-            continue
-        if measured(a):  # type: ignore[operator]
-            groups.add(a)
-
-
 def _integer_hard_sigmoids(
     graph: Graph,
     params: dict[int, Params],
@@ -296,8 +279,7 @@ def _integer_hard_sigmoids(
     [0, 1] output would use.
 
     ``HardSwish(x) = x * HardSigmoid(x)`` then is a Mul of two dequantized tensors with a quantized output:
-    QLinearMul. So is a gate ``a * HardSigmoid(b)`` (squeeze-excitation) with ``a`` quantized
-    (``analysis.hard_sigmoid_product``).
+    QLinearMul. So is a gate ``a * HardSigmoid(b)`` (squeeze-excitation) whose Mul the per-layer choice quantized.
 
     Applies where ``x`` and the op's output (or the Mul's) are quantized (``params``); returns ``quantized`` without
     the outputs that now carry their own Q/DQ. Not to a HardSigmoid whose output is read through other parameters
@@ -312,7 +294,7 @@ def _integer_hard_sigmoids(
         x, y = n.inputs[0], n.outputs[0] if n.outputs else None
         if x is None or y is None or id(x) not in params or y.dtype != FLOAT:
             continue
-        if id(y) not in params and not (n.op_type == "HardSigmoid" and _product_of(y, params)):
+        if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params)):
             continue
         if n.op_type == "HardSigmoid" and read_as and y.name in read_as:
             continue  # the DequantizeLinear below would read it on the 1/255 grid, dropping u = A * y + B
@@ -584,18 +566,22 @@ def _shift_conv_bias(graph: Graph, conv: Node, delta: float) -> None:
     conv.set_input(2, value)  # appends the bias when the Conv had none (a Conv has at most three inputs)
 
 
-def _product_of(h: Value, params: dict[int, Params]) -> bool:
-    """Whether ``h`` is read only by a Mul of ``h`` and a quantized value whose output is quantized: ``x *
-    HardSigmoid(x)`` (a hard-swish) or a gate ``a * HardSigmoid(b)``, which the plan leaves to this rewrite
-    (``analysis.hard_sigmoid_product``), QLinearMul once ``h`` is integer."""
+def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
+    """Whether ``h`` is read only by a Mul of ``x`` and ``h`` whose output is quantized: ``x * HardSigmoid(x)``, a
+    hard-swish the plan leaves to this rewrite (``analysis.hard_swish_mul``), QLinearMul once ``h`` is integer. (A
+    gate ``a * HardSigmoid(b)`` is a layer of the per-layer choice: its HardSigmoid is rewritten where that layer is
+    quantized, and stays float where the choice or the user's exclusions keep the Mul float.)"""
     if len(h.uses) != 1:
         return False
     ((mul, _),) = h.uses
     out = mul.outputs[0] if mul.outputs else None
-    if mul.op_type != "Mul" or mul.domain not in STANDARD_DOMAINS or len(mul.inputs) != 2 or out is None:
-        return False
-    others = [v for v in mul.inputs if v is not h]
-    return len(others) == 1 and others[0] is not None and id(others[0]) in params and id(out) in params
+    return (
+        mul.op_type == "Mul"
+        and mul.domain in STANDARD_DOMAINS
+        and {id(v) for v in mul.inputs} == {id(x), id(h)}
+        and out is not None
+        and id(out) in params
+    )
 
 
 def _absorbable_relu(
