@@ -241,3 +241,42 @@ def test_quantized_upsample_runs_as_an_integer_tile_between_the_nhwc_convolution
     got = [runtime.session(quantized).run(None, f) for f in feeds]
     measured = output_error(ref, got)[0]
     assert measured < 0.05 and abs(measured - report.error_rel) < 1e-6
+
+
+def _without_zero_points(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for n in out.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            del n.input[2:]
+    return out
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_q_or_dq_without_zero_point_is_left_alone(side) -> None:
+    """Without a zero point the integer type is not the uint8 a new QuantizeLinear would write by default (int8 data
+    read by a zero-point-less DequantizeLinear, a reader's ``output_dtype``): the rule leaves such a Resize alone."""
+    proto = _without_zero_points(_resize_net("asymmetric", "floor", (2, 2), [1, 3, 4, 4], side=side))
+    if side == "input":  # int8 integers: the DequantizeLinear reads an int8 initializer
+        q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear")
+        proto.graph.node.remove(q)
+        proto.graph.initializer.append(
+            numpy_helper.from_array(np.arange(-24, 24, dtype=np.int8).reshape(1, 3, 4, 4), "xq")
+        )
+    assert _rewritten(proto)[1] == 0
+
+
+def test_antialias_is_left_alone() -> None:
+    """onnxruntime refuses nearest with antialias (opset 18): the rule must not turn that model into one it runs."""
+    proto = _resize_net("asymmetric", "floor", (2, 2), [1, 3, 4, 4], side="both", opset=18)
+    next(n for n in proto.graph.node if n.op_type == "Resize").attribute.append(helper.make_attribute("antialias", 1))
+    assert _rewritten(proto, 18)[1] == 0
+
+
+def test_an_empty_dynamic_dim_stays_empty() -> None:
+    """A dynamic width of 0: the Reshape's target holds 0 there (allowzero), not the input's dim in its place."""
+    proto = _resize_net("asymmetric", "floor", (2, 2), ["n", 4, "h", "w"], side="both", opset=14)
+    written, count = _rewritten(proto, 14)
+    assert count == 1
+    x = np.zeros((1, 4, 3, 0), np.float32)
+    assert _run(written, x).shape == _run(proto, x).shape == (1, 4, 6, 0)

@@ -464,6 +464,9 @@ def _whole_factors(node: Node, opset: int) -> tuple[int, int] | None:
         return None
     if node.attr("mode", "nearest") not in ("nearest", b"nearest") or node.attr("axes") is not None:
         return None
+    policy = node.attr("keep_aspect_ratio_policy", "stretch")
+    if node.attr("antialias", 0) != 0 or policy not in ("stretch", b"stretch"):
+        return None  # onnxruntime refuses both with nearest scales: the rewrite would run a model it does not
     if len(node.inputs) > 3 and node.inputs[3] is not None:
         return None  # sizes
     scales = constant_array(node.inputs[2])
@@ -510,7 +513,8 @@ def nearest_upsamples_as_tiles(graph: Graph, opset: int) -> int:
     pair written around it, with the input's or the readers' parameters, makes onnxruntime drop the Q/DQ: a Tile
     between them is data movement, Q(DQ(q)) = q). The copy is exact: :func:`_whole_factors` checks, in onnxruntime's
     float32 arithmetic, that every output pixel reads input pixel ``(h // fh, w // fw)`` under the node's coordinate
-    and rounding modes (every row of a static dim, else the first 8192). The target shape is a constant for static
+    and rounding modes (every row of a static dim; for a dynamic dim the first 8192, and the mapping is assumed to
+    go on so beyond). The target shape is a constant for static
     dims, else ``Shape * [1, 1, fh, fw]`` gathered to NHWC order (of the integer input when there is one, so that no
     DequantizeLinear is run just for its shape)."""
     if opset < 11:
@@ -528,19 +532,31 @@ def nearest_upsamples_as_tiles(graph: Graph, opset: int) -> int:
                 continue
             dq = x.producer
             params: tuple[Value, ...] | None = None
-            if dq is not None and dq.op_type == "DequantizeLinear" and _scalar_params(dq) is not None:
-                params = tuple(v for v in dq.inputs[1:] if v is not None)
+            if dq is not None and dq.op_type == "DequantizeLinear" and _eight_bit_params(dq):
+                params = (dq.inputs[1], dq.inputs[2])  # type: ignore[assignment]
             readers = y.users()
             if params is None:
-                if not readers or y.is_graph_output(body) or any(r.op_type != "QuantizeLinear" for r in readers):
+                if not readers or y.is_graph_output(body):
                     continue
+                if any(r.op_type != "QuantizeLinear" or r.graph is not body for r in readers):
+                    continue  # a reader in an If/Loop body may hold its parameters there, out of this graph's scope
                 first = readers[0]
-                if _scalar_params(first) is None or any(not _same_params(first, r) for r in readers[1:]):
+                if not _eight_bit_params(first) or any(not _same_params(first, r) for r in readers[1:]):
                     continue
-                params = tuple(v for v in first.inputs[1:] if v is not None)
+                params = (first.inputs[1], first.inputs[2])  # type: ignore[assignment]
             _tile_upsample(body, n, factors, params, opset)
             written += 1
     return written
+
+
+def _eight_bit_params(node: Node) -> bool:
+    """Whether the Q/DQ ``node`` has a one-element constant scale and a one-element uint8 or int8 zero point (and no
+    attribute that changes its integer type): a QuantizeLinear given them writes the same integers. Without a zero
+    point its integer type is uint8 by default or another one by ``output_dtype`` (opset 21), or the input's."""
+    sp = _scalar_params(node)
+    if sp is None or sp[1] is None or sp[1].dtype not in (np.uint8, np.int8):
+        return False
+    return all(a in ("axis",) for a in node.attrs)
 
 
 def _tile_upsample(body: Graph, n: Node, factors: tuple[int, int], params: tuple[Value, ...], opset: int) -> None:
@@ -577,7 +593,8 @@ def _tile_upsample(body: Graph, n: Node, factors: tuple[int, int], params: tuple
         dims = node("Shape", [src], "dims")
         scaled = node("Mul", [dims, const(np.array([1, 1, fh, fw], np.int64), "factors")], "scaled")
         target = node("Gather", [scaled, const(np.array([0, 2, 3, 1], np.int64), "order")], "nhwc_dims", axis=0)
-    flat = node("Reshape", [integers(tiled, "tiled"), target], "reshape")
+    # allowzero: a dynamic dim that is 0 is 0 in the target too (not "copy the input's dim")
+    flat = node("Reshape", [integers(tiled, "tiled"), target], "reshape", **({"allowzero": 1} if opset >= 14 else {}))
     if x.dtype is not None:
         # onnxruntime's inference does not carry the rank through a computed target shape, and its transpose
         # optimizer stops at a value of unknown rank (the NHWC Transposes stayed on both sides of a QLinearAdd
