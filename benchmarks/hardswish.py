@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import numpy as np
 import onnx
+from int8_layout import time_interleaved  # benchmarks/, this script's folder
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.tools import runtime
@@ -266,20 +266,7 @@ def _kernels(model: onnx.ModelProto) -> str:
 
 
 def _time(models: list[onnx.ModelProto], rounds: int) -> list[float]:
-    rng = np.random.default_rng(0)
-    sessions = [runtime.session(m, threads=1) for m in models]
-    feeds = [_feed(m, rng) for m in models]
-    for s, f in zip(sessions, feeds, strict=True):
-        for _ in range(5):
-            s.run(None, f)
-    times: list[list[float]] = [[] for _ in models]
-    for _ in range(rounds):
-        for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-            t0 = time.perf_counter()
-            for _ in range(10):
-                s.run(None, f)
-            times[i].append((time.perf_counter() - t0) / 10 * 1e6)
-    return [float(np.median(t)) for t in times]
+    return time_interleaved(models, rounds, _feed)
 
 
 SHAPES = {  # NCHW, the activations' shapes in the two models

@@ -137,10 +137,12 @@ def _kernels(model: onnx.ModelProto) -> str:
         return "+".join(n.op_type for n in onnx.load(path).graph.node)
 
 
-def _time(models: list[onnx.ModelProto], rounds: int) -> list[float]:
+def time_interleaved(models: list[onnx.ModelProto], rounds: int, feed=None) -> list[float]:
+    """Median microseconds per run of each model at 1 thread, the models interleaved round by round; ``feed(model,
+    rng)`` makes the inputs (random uint8 codes / normal floats by default)."""
     rng = np.random.default_rng(0)
     sessions = [runtime.session(m, threads=1) for m in models]
-    feeds = [_feed(m, rng) for m in models]
+    feeds = [(feed or _feed)(m, rng) for m in models]
     for s, f in zip(sessions, feeds, strict=True):
         for _ in range(5):
             s.run(None, f)
@@ -205,7 +207,7 @@ def main() -> None:
     args = ap.parse_args()
     for title, variants in CASES.items():
         print(title)
-        ts = _time([m for _, m in variants], args.rounds)
+        ts = time_interleaved([m for _, m in variants], args.rounds)
         for (label, m), t in zip(variants, ts, strict=True):
             print(f"  {label:34s} {t:8.1f} us   ({_kernels(m)})")
 

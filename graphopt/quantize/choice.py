@@ -558,8 +558,8 @@ def concat_choices(
             where = "the Concat's output is a graph output" if output else f"{k} is read elsewhere at that scale"
             why = (
                 f"one shared scale would be {cost[k]:.1f} dB coarser than input {k}'s own (> {CONCAT_SHARED_DB:g}) and "
-                f"{where}: float Concat, each input keeps its own scale (onnxruntime may still fuse it into a QLinearConcat "
-                "that requantizes each input)"
+                f"{where}: float Concat, each input keeps its own scale (onnxruntime may still fuse it into a "
+                "QLinearConcat that requantizes each input)"
             )
             out[n.name] = Choice(n.name, n.op_type, "float", why)
         else:
