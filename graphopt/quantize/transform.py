@@ -232,8 +232,8 @@ n)`` for an integer ``n``, the shift ``beta / alpha`` in input steps: at most ``
 def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object, outputs: set[int]) -> None:
     """A hard-swish (HardSwish, or ``x * HardSigmoid(x)``) whose input is quantized but whose output is not (its
     reader stays float: a depthwise convolution the speed rule keeps float, say) gets its output quantized too, so
-    that it runs on integers (:func:`_integer_hard_sigmoids`: QLinearAdd + QLinearMul, then the DequantizeLinear the float
-    reader reads) instead of as DQ -> HardSigmoid -> Mul, which onnxruntime runs as two float passes after two
+    that it runs on integers (:func:`_integer_hard_sigmoids`: QLinearAdd + QLinearMul, then the DequantizeLinear the
+    float reader reads) instead of as DQ -> HardSigmoid -> Mul, which onnxruntime runs as two float passes after two
     dequantizations of the same tensor (it gives each op its own). Not for a graph output (its float values are the
     model's result)."""
     for n in graph:
@@ -265,18 +265,18 @@ def _integer_hard_sigmoids(
     1 thread):
 
     ``HardSigmoid(x) = alpha * clip(x + beta/alpha, 0, 1/alpha)`` (alpha > 0). With ``clips`` given
-    (``Options.integer_clip_hard_sigmoid``, off by default: see there) and where the clip's bounds are input codes
-    (0 < beta < 1), it is a uint8 ``Clip`` of ``x``'s integers to ``[z - n, z + m]`` read back by a DequantizeLinear
-    with zero point ``z - n`` and scale ``alpha * s``: exact, no rounding at all, and one pass cheaper than
-    QLinearAdd's (a table lookup costs about twice QLinearAdd; ``benchmarks/hardswish.py``). The bounds are codes when ``beta / alpha`` is ``n`` input steps
-    and ``(1 - beta) / alpha`` is ``m``: ``x``'s scale (with every value quantized alike) becomes ``beta / (alpha n)``,
-    ``n`` the whole steps the calibrated scale gives (at least :data:`CLIP_MIN_STEPS`), and ``z - n`` must be a code
-    (the calibrated range reaches below ``-beta/alpha``). Else (the QLinearAdd form) it is an Add of the constant
-    ``beta/alpha`` (QLinearAdd) whose uint8 output, scale ``1/(255 alpha)`` and zero point 0, saturates exactly at the
-    clip's bounds; the factor alpha is the DequantizeLinear after it reading the same integers with scale ``1/255``
-    (a Q -> DQ pair with unequal scales is a multiplication, and onnxruntime fuses each side into its own QLinear op).
-    The result is then ``HardSigmoid(x)`` rounded to a step of 1/255, the grid a calibrated quantization of its
-    [0, 1] output would use.
+    (``Options.integer_clip_hard_sigmoid``, off by default: see there) and where the clip's bounds are input codes (0 <
+    beta < 1), it is a uint8 ``Clip`` of ``x``'s integers to ``[z - n, z + m]`` read back by a DequantizeLinear with
+    zero point ``z - n`` and scale ``alpha * s``: exact, no rounding at all, and one pass cheaper than QLinearAdd's (a
+    table lookup costs about twice QLinearAdd; ``benchmarks/hardswish.py``). The bounds are codes when ``beta / alpha``
+    is ``n`` input steps and ``(1 - beta) / alpha`` is ``m``: ``x``'s scale (with every value quantized alike) becomes
+    ``beta / (alpha n)``, ``n`` the whole steps the calibrated scale gives (at least :data:`CLIP_MIN_STEPS`), and ``z -
+    n`` must be a code (the calibrated range reaches below ``-beta/alpha``). Else (the QLinearAdd form) it is an Add of
+    the constant ``beta/alpha`` (QLinearAdd) whose uint8 output, scale ``1/(255 alpha)`` and zero point 0, saturates
+    exactly at the clip's bounds; the factor alpha is the DequantizeLinear after it reading the same integers with scale
+    ``1/255`` (a Q -> DQ pair with unequal scales is a multiplication, and onnxruntime fuses each side into its own
+    QLinear op). The result is then ``HardSigmoid(x)`` rounded to a step of 1/255, the grid a calibrated quantization of
+    its [0, 1] output would use.
 
     ``HardSwish(x) = x * HardSigmoid(x)`` then is a Mul of two dequantized tensors with a quantized output:
     QLinearMul. So is a gate ``a * HardSigmoid(b)`` (squeeze-excitation) whose Mul the per-layer choice quantized.
