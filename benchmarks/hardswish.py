@@ -38,7 +38,7 @@ import tempfile
 
 import numpy as np
 import onnx
-from int8_layout import time_interleaved  # benchmarks/, this script's folder
+from int8_layout import feed_for, time_interleaved  # benchmarks/, this script's folder
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.tools import runtime
@@ -244,15 +244,7 @@ CHAIN_ACTS = {
 
 
 def _feed(model: onnx.ModelProto, rng) -> dict:
-    feed = {}
-    for i in model.graph.input:
-        t = i.type.tensor_type
-        shape = [d.dim_value for d in t.shape.dim]
-        if t.elem_type == U8:
-            feed[i.name] = rng.integers(0, 256, shape, dtype=np.uint8)
-        else:
-            feed[i.name] = (rng.standard_normal(shape) * 2).astype(np.float32)
-    return feed
+    return feed_for(model, rng, 2.0)
 
 
 def _kernels(model: onnx.ModelProto) -> str:

@@ -116,7 +116,8 @@ def _lookup(shape):
     return _model(nodes, [_info("x", U8, shape)], "y", inits)
 
 
-def _feed(model: onnx.ModelProto, rng) -> dict:
+def feed_for(model: onnx.ModelProto, rng, spread: float = 1.0) -> dict:
+    """Random inputs for ``model``: uint8 codes, or normal floats times ``spread``."""
     feed = {}
     for i in model.graph.input:
         t = i.type.tensor_type
@@ -124,7 +125,7 @@ def _feed(model: onnx.ModelProto, rng) -> dict:
         if t.elem_type == U8:
             feed[i.name] = rng.integers(0, 256, shape, dtype=np.uint8)
         else:
-            feed[i.name] = rng.standard_normal(shape).astype(np.float32)
+            feed[i.name] = (rng.standard_normal(shape) * spread).astype(np.float32)
     return feed
 
 
@@ -142,7 +143,7 @@ def time_interleaved(models: list[onnx.ModelProto], rounds: int, feed=None) -> l
     rng)`` makes the inputs (random uint8 codes / normal floats by default)."""
     rng = np.random.default_rng(0)
     sessions = [runtime.session(m, threads=1) for m in models]
-    feeds = [(feed or _feed)(m, rng) for m in models]
+    feeds = [(feed or feed_for)(m, rng) for m in models]
     for s, f in zip(sessions, feeds, strict=True):
         for _ in range(5):
             s.run(None, f)
