@@ -46,6 +46,15 @@ def ort_run(model: onnx.ModelProto | Any, feeds: Mapping[str, np.ndarray]) -> li
     return sess.run(None, dict(feeds))
 
 
+def ran_ops(model: onnx.ModelProto, path: Any) -> list[str]:
+    """The op types of the graph onnxruntime (CPU, its default optimizations) runs for ``model``: its optimized model,
+    written to ``path`` and read back. What a QDQ model fused into (QLinearConv, QLinearMul, ...)."""
+    from graphopt.tools import runtime
+
+    runtime.session(model, optimized_path=str(path))
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
 @pytest.fixture
 def pass_registry() -> Iterator[None]:
     """Passes registered during the test are unregistered after it (built-ins and plugins stay)."""

@@ -28,6 +28,7 @@ from graphopt.quantize.transform import (
     clips_read_integers,
 )
 from graphopt.tools import runtime
+from tests.conftest import ran_ops
 
 
 def _island(op: str, alpha: float, beta: float, px: Params, py: Params, opset: int = 17):
@@ -203,9 +204,7 @@ def _se_net(seed: int, opset: int = 17, hard_swish_op: bool = True) -> onnx.Mode
 
 
 def _fused(model: onnx.ModelProto, tmp_path) -> list[str]:
-    path = str(tmp_path / "optimized.onnx")
-    runtime.session(model, optimized_path=path)
-    return [n.op_type for n in onnx.load(path).graph.node]
+    return ran_ops(model, tmp_path / "optimized.onnx")
 
 
 def _se_block(tmp_path, opset, hard_swish_op, hsig):
