@@ -49,10 +49,17 @@ def ort_run(model: onnx.ModelProto | Any, feeds: Mapping[str, np.ndarray]) -> li
 def ran_ops(model: onnx.ModelProto, path: Any) -> list[str]:
     """The op types of the graph onnxruntime (CPU, its default optimizations) runs for ``model``: its optimized model,
     written to ``path`` and read back. What a QDQ model fused into (QLinearConv, QLinearMul, ...)."""
+    return [op for op, _ in ran_nodes(model, path)]
+
+
+def ran_nodes(model: onnx.ModelProto, path: Any) -> list[tuple[str, str]]:
+    """``(op type, node name)`` of each node onnxruntime runs for ``model`` (as :func:`ran_ops`). A node it fused
+    keeps the name of the op at its centre (``QLinearSigmoid`` named as the Sigmoid was), with a ``_token_N`` suffix
+    where a layout transformer rewrote it (``NhwcMaxPool``, ``QLinearConv`` in the channels-last region)."""
     from graphopt.tools import runtime
 
     runtime.session(model, optimized_path=str(path))
-    return [n.op_type for n in onnx.load(str(path)).graph.node]
+    return [(n.op_type, n.name) for n in onnx.load(str(path)).graph.node]
 
 
 @pytest.fixture

@@ -36,14 +36,18 @@ def _island(op: str, alpha: float, beta: float, px: Params, py: Params, opset: i
     returns the model, x's parameters after the rewrite, and the ops written."""
     attrs = {"alpha": alpha, "beta": beta} if op == "HardSigmoid" else {}
     graph = helper.make_graph(
-        [helper.make_node(op, ["x"], ["y"], name="act", **attrs)],
+        [
+            helper.make_node(op, ["x"], ["y"], name="act", **attrs),
+            helper.make_node("Identity", ["y"], ["out"], name="read"),
+        ],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [256])],  # y itself is no graph output
+        value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])],
     )
     model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
     g = model.graph
-    x, y = g.inputs[0], g.outputs[0]
+    x, y = g.inputs[0], next(n for n in g if n.op_type == "Identity").inputs[0]
     params = {id(x): px, id(y): py}
     clips: list = []
     quantized = _integer_hard_sigmoids(g, params, [x, y], None, clips)

@@ -33,15 +33,16 @@ def _island(op: str, alpha: float, beta: float, px: Params, py: Params) -> onnx.
     attrs = {"alpha": alpha, "beta": beta} if op == "HardSigmoid" else {}
     node = helper.make_node(op, ["x"], ["y"], name="act", **attrs)
     graph = helper.make_graph(
-        [node],
+        [node, helper.make_node("Identity", ["y"], ["out"], name="read")],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [256])],  # y itself is no graph output
+        value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])],
     )
     model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     g: Graph = model.graph
     x: Value = g.inputs[0]
-    y: Value = g.outputs[0]
+    y: Value = next(n for n in g if n.op_type == "Identity").inputs[0]
     params = {id(x): px, id(y): py}
     quantized = _integer_hard_sigmoids(g, params, [x, y])
     assert not any(n.op_type == op for n in g), "the op was not rewritten"

@@ -54,18 +54,22 @@ DEFAULT_OPS = {
 
 @dataclass
 class Selection:
-    """What to quantize: op types (None: the target's default) minus excluded node names, op types and regexes."""
+    """What to quantize: op types (None: the target's default) minus the user's excluded node names, op types and
+    regexes, and minus ``kept``: the layers the quantizer itself keeps float (the per-layer choice's float and dynamic
+    layers, the layers after a selection op). Only the user's exclusions (:meth:`excludes`) bind the layout rules
+    (:meth:`Plan.may_quantize`); ``kept`` names are merely no layers of the plan."""
 
     op_types: frozenset[str] | None = None
     exclude_names: frozenset[str] = frozenset()
     exclude_ops: frozenset[str] = frozenset()
     exclude_regex: tuple[str, ...] = ()
+    kept: frozenset[str] = frozenset()
 
     def allows(self, node: Node, target: str) -> bool:
         ops = self.op_types if self.op_types is not None else DEFAULT_OPS[target]
         if node.domain not in STANDARD_DOMAINS or node.op_type not in ops:
             return False
-        return not self.excludes(node)
+        return not self.excludes(node) and node.name not in self.kept
 
     def excludes(self, node: Node) -> bool:
         """Whether the user's ``--exclude``, ``--exclude-op`` or ``--exclude-regex`` names ``node``."""
@@ -121,6 +125,18 @@ class Plan:
     gates: list[Node] = field(default_factory=list)
     """Target ort: the Muls of ``a * Sigmoid(b)`` (SiLU, squeeze-excitation gates; :func:`sigmoid_gate`) that are no
     layer of their own: ``transform`` runs them as QLinearSigmoid + QLinearMul where their inputs are quantized."""
+    excluded: list[Node] = field(default_factory=list)
+    """The nodes the user's exclusions name (:meth:`Selection.excludes`), in the main graph and its bodies when
+    planned. They stay float: no layout rule rewrites them or quantizes around them on its own
+    (:meth:`may_quantize`), and target ort keeps onnxruntime from fusing them (``qdq_rules.excluded_stay_float``)."""
+
+    def __post_init__(self) -> None:
+        self._excluded = {id(n) for n in self.excluded}
+
+    def may_quantize(self, node: Node | None) -> bool:
+        """The one question every layout rule asks before it rewrites ``node``, quantizes its output or input on its
+        own, or runs it on integers: False for a node the user excluded. (Nodes made after planning are no user's.)"""
+        return node is None or id(node) not in self._excluded
 
 
 def _is_float_activation(v: Value | None) -> bool:
@@ -211,8 +227,12 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
     the same function up to float rounding)."""
     selection = selection or Selection()
     if target == "ort":
-        hard_swish_idioms(graph)  # x * Clip(x + 3, 0, 6) / 6 as x * HardSigmoid(x): integer kernels, see there
-    nodes = [n for n in graph.all_nodes() if _in_quantizable_graph(n, graph)]
+        # x * Clip(x + 3, 0, 6) / 6 as x * HardSigmoid(x): integer kernels, see there (not where the user excluded
+        # one of its nodes)
+        hard_swish_idioms(graph, selection)
+    everything = [n for n in graph.all_nodes() if _in_quantizable_graph(n, graph)]
+    excluded = [n for n in everything if n.domain in STANDARD_DOMAINS and selection.excludes(n)]
+    nodes = everything
     nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
     gates: list[Node] = []
     if target == "ort":
@@ -223,6 +243,9 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
         # transform._integer_sigmoid_gates); its Sigmoid must not be excluded either
         gates = [n for n in nodes if _gate_allowed(n, selection)]
         nodes = [n for n in nodes if not any(n is g for g in gates)]
+        # the Mul of a gate whose Sigmoid the user excluded is part of that activation: it stays float too (as a
+        # layer it would quantize the excluded Sigmoid's output, and onnxruntime run the Sigmoid as QLinearSigmoid)
+        nodes = [n for n in nodes if not _gate_of_excluded(n, selection)]
     wanted: dict[str, None] = {}
     for n in gates:
         out = n.outputs[0]
@@ -248,7 +271,7 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
                 for v in n.inputs:
                     if _is_float_activation(v):
                         wanted[v.name] = None  # type: ignore[index]
-    return Plan(target, nodes, list(wanted), gates)
+    return Plan(target, nodes, list(wanted), gates, excluded)
 
 
 def sigmoid_gate(node: Node) -> tuple[Value, Node] | None:
@@ -281,7 +304,13 @@ def _gate_allowed(node: Node, selection: Selection) -> bool:
     found = sigmoid_gate(node)
     if found is None:
         return False
-    return not selection.excludes(found[1])
+    return not selection.excludes(found[1]) and found[1].name not in selection.kept
+
+
+def _gate_of_excluded(node: Node, selection: Selection) -> bool:
+    """A Mul that is a :func:`sigmoid_gate` whose Sigmoid the user excluded."""
+    found = sigmoid_gate(node)
+    return found is not None and selection.excludes(found[1])
 
 
 def _scalar(v: Value | None) -> float | None:
@@ -324,12 +353,13 @@ def hard_swish_mul(node: Node) -> bool:
     return False
 
 
-def hard_swish_idioms(graph: Graph) -> int:
+def hard_swish_idioms(graph: Graph, selection: Selection | None = None) -> int:
     """Write ``x * Clip(x + 3, 0, 6) / 6`` (PaddlePaddle's and older torch exports' hard-swish before opset 14) as
     ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2), in ``graph`` and its If/Loop bodies; returns how many.
 
     The same function (equal up to float rounding); target ort then runs it as QLinearAdd + QLinearMul (see
-    ``transform._integer_hard_sigmoids``) where the four float ops would be an island between DQ and Q."""
+    ``transform._integer_hard_sigmoids``) where the four float ops would be an island between DQ and Q. Not where
+    ``selection`` excludes one of the four nodes (the user keeps them as they are)."""
     count = 0
     for g in (graph, *graph.subgraphs()):
         for add in list(g):
@@ -359,6 +389,8 @@ def hard_swish_idioms(graph: Graph) -> int:
             if k is None or not (
                 (last.op_type == "Div" and k == 6.0) or (last.op_type == "Mul" and abs(k * 6.0 - 1.0) < 1e-6)
             ):
+                continue
+            if selection is not None and any(selection.excludes(n) for n in (add, clip, mul, last)):
                 continue
             y = last.outputs[0]
             base = add.name or "hard_swish"

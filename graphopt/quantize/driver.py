@@ -105,6 +105,9 @@ class QuantizeConfig:
     exclude: Sequence[str] = ()
     exclude_ops: Sequence[str] = ()
     exclude_regex: Sequence[str] = ()
+    kept_float: Sequence[str] = ()
+    """Node names the quantizer keeps float on its own (the layers after a selection op): no layers of the plan, but
+    not the user's exclusions, which also bind the layout rules (``analysis.Plan.may_quantize``)."""
     per_channel: bool = True
     reduce_range: bool | None = None
     max_error: float | None = None
@@ -159,9 +162,10 @@ class QuantizeConfig:
     def selection(self, extra_names: Iterable[str] = ()) -> analysis.Selection:
         return analysis.Selection(
             op_types=frozenset(self.op_types) if self.op_types is not None else None,
-            exclude_names=frozenset(self.exclude) | frozenset(extra_names),
+            exclude_names=frozenset(self.exclude),
             exclude_ops=frozenset(self.exclude_ops),
             exclude_regex=tuple(self.exclude_regex),
+            kept=frozenset(self.kept_float) | frozenset(extra_names),
         )
 
 
@@ -621,7 +625,7 @@ def _prepare(st: _State) -> None:
         infer_shapes(model)
         st.measured = _measured_for(model)
         if st.measured is not None:  # the layers after a selection stay float: their error is not measured
-            cfg = st.cfg = dataclasses.replace(cfg, exclude=(*cfg.exclude, *sorted(st.measured.selected)))
+            cfg = st.cfg = dataclasses.replace(cfg, kept_float=(*cfg.kept_float, *sorted(st.measured.selected)))
         st.selection = cfg.selection()
         st.plan = analysis.plan(model.graph, target, st.selection)
         if not any(n.op_type not in analysis.SHARE for n in st.plan.nodes):
@@ -1517,9 +1521,7 @@ def _with_modes(
     model = from_proto(base)
     infer_shapes(model)
     off = frozenset(k for k, m in modes.items() if m in ("float", "dynamic"))
-    sel = analysis.Selection(
-        selection.op_types, selection.exclude_names | off, selection.exclude_ops, selection.exclude_regex
-    )
+    sel = dataclasses.replace(selection, kept=selection.kept | off)
     the_plan = analysis.plan(model.graph, target, sel)
     outs = frozenset(k for k, m in modes.items() if m == "static-float-output")
     opts = dataclasses.replace(options, float_outputs=outs)  # the candidate is written as the final model is

@@ -18,7 +18,7 @@ The rules, from TensorRT's documentation on explicit quantization (Q/DQ networks
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,12 @@ LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INTEGER_FORMS = ("QLinear", "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantize")
 
 Report = Callable[[int, Node, str], None]
+MayQuantize = Callable[[Node], bool]
+"""``analysis.Plan.may_quantize``: False for a node the user excluded, which a layout rule leaves as it is."""
+
+
+def _anything(_: Node) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -274,7 +280,7 @@ def keep_float_layers(graph: Graph, opset: int) -> int:
 # onnxruntime: keep a quantized tail channels-last
 
 
-def channels_last_tails(graph: Graph) -> int:
+def channels_last_tails(graph: Graph, may: MayQuantize = _anything) -> int:
     """Read every ``[N, C, 1, 1]`` value that a DequantizeLinear makes and a Reshape or Flatten (to ``[N, C]``) reads
     through a Transpose to ``[N, 1, 1, C]``: the same elements in the same order, so the Reshape's output is
     unchanged; returns the number of Transposes written. For target ort only.
@@ -287,11 +293,13 @@ def channels_last_tails(graph: Graph) -> int:
     NhwcMaxPool). With this Transpose written after the pooled value the pushed Transpose cancels against it and the
     whole tail runs channels-last (QLinearAdd/QLinearMul, NhwcMaxPool, QLinearGlobalAveragePool with channels_last).
     A Reshape whose shape has a 0 (copy a dimension) past the first entry, or an ``allowzero`` one, is left alone, as
-    is a Flatten whose axis is not 0 or 1."""
+    is a Flatten whose axis is not 0 or 1, and one the user excluded (``may``)."""
     written = 0
     for body in (graph, *graph.subgraphs()):
         for n in list(body):
             if n.domain not in STANDARD_DOMAINS or n.op_type not in ("Reshape", "Flatten") or not n.inputs:
+                continue
+            if not may(n):
                 continue
             x = n.inputs[0]
             dq = x.producer if x is not None else None
@@ -324,7 +332,7 @@ def _reduce_axes(node: Node) -> list[int] | None:
     return None if axes is None else [int(v) for v in axes]
 
 
-def reduce_means_as_pools(graph: Graph) -> int:
+def reduce_means_as_pools(graph: Graph, may: MayQuantize = _anything) -> int:
     """Write every ReduceMean over all spatial axes (``axes = [2, ..., rank-1]``, ``keepdims = 1``) that reads a
     per-tensor DequantizeLinear and is read by QuantizeLinears only as the GlobalAveragePool it computes (the same
     mean of the same values); returns the number rewritten. For target ort only.
@@ -334,11 +342,14 @@ def reduce_means_as_pools(graph: Graph) -> int:
     reduction six times slower than the NCHW one (a squeeze-excitation's mean in ppocrv6-tiny-det, onnxruntime 1.32:
     351 us for [1, 128, 96, 32] against 53 us in the fp32 model). DQ -> GlobalAveragePool -> Q is fused into
     QLinearGlobalAveragePool, which runs channels-last (31 us): an integer sum of the same uint8 values, rescaled once,
-    so the result differs from Q(mean(DQ(x))) only where float rounding of the mean crosses half a step."""
+    so the result differs from Q(mean(DQ(x))) only where float rounding of the mean crosses half a step. Not a
+    ReduceMean the user excluded (``may``)."""
     written = 0
     for body in (graph, *graph.subgraphs()):
         for n in list(body):
             if n.domain not in STANDARD_DOMAINS or n.op_type != "ReduceMean" or not n.inputs or not n.outputs:
+                continue
+            if not may(n):
                 continue
             x, y = n.inputs[0], n.outputs[0]
             dq = x.producer if x is not None else None
@@ -498,7 +509,7 @@ def _whole_factors(node: Node, opset: int) -> tuple[int, int] | None:
     return fh, fw
 
 
-def nearest_upsamples_as_tiles(graph: Graph, opset: int) -> int:
+def nearest_upsamples_as_tiles(graph: Graph, opset: int, may: MayQuantize = _anything) -> int:
     """Write every nearest Resize by whole factors (scales ``[1, 1, fh, fw]``) next to the quantized region (its
     input a per-tensor DequantizeLinear, or every reader a QuantizeLinear with the same scalar parameters) as the
     same copy in channels-last order: Transpose to ``[N, H, W, C]``, Unsqueeze to ``[N, H, 1, W, 1, C]``, Tile by
@@ -516,13 +527,13 @@ def nearest_upsamples_as_tiles(graph: Graph, opset: int) -> int:
     and rounding modes (every row of a static dim; for a dynamic dim the first 8192, and the mapping is assumed to
     go on so beyond). The target shape is a constant for static
     dims, else ``Shape * [1, 1, fh, fw]`` gathered to NHWC order (of the integer input when there is one, so that no
-    DequantizeLinear is run just for its shape)."""
+    DequantizeLinear is run just for its shape). Not a Resize the user excluded (``may``)."""
     if opset < 11:
         return 0
     written = 0
     for body in (graph, *graph.subgraphs()):
         for n in list(body):
-            if n.op_type != "Resize" or n.graph is not body:
+            if n.op_type != "Resize" or n.graph is not body or not may(n):
                 continue
             factors = _whole_factors(n, opset)
             if factors is None:
@@ -630,7 +641,7 @@ def _broadcasts_into(small: tuple | None, big: tuple | None) -> bool:
     return any(d == 1 and b != 1 for d, b in zip(small, big, strict=True))
 
 
-def residual_gates_as_one_mul(graph: Graph) -> int:
+def residual_gates_as_one_mul(graph: Graph, may: MayQuantize = _anything) -> int:
     """Write every float ``Add(x, Mul(x, g))`` where ``x`` is a DequantizeLinear's output, ``g`` a HardSigmoid's or
     Sigmoid's (in [0, 1]) that broadcasts into ``x`` with fewer elements and the Mul's output read only by the Add as
     ``Mul(x, Add(g, 1))``; returns the number rewritten. For target ort only.
@@ -640,7 +651,8 @@ def residual_gates_as_one_mul(graph: Graph) -> int:
     over the full tensor, then a full-tensor float Add (ppocrv6-tiny-det, onnxruntime 1.32, 1 thread: eight such
     layers, 8 DequantizeLinear and 8 Adds, about 0.5 ms of 16.5). ``x * (1 + g)`` is the same value up to float
     rounding: with ``1 + g`` in [1, 2] the two differ by at most a few units in the last place of the result, far
-    below the int8 step the QuantizeLinear after it rounds to."""
+    below the int8 step the QuantizeLinear after it rounds to. Not where the user excluded the Add or the Mul
+    (``may``)."""
     written = 0
     for body in (graph, *graph.subgraphs()):
         for add in list(body):
@@ -657,6 +669,8 @@ def residual_gates_as_one_mul(graph: Graph) -> int:
                 if x is None or m is None or y is None or mul is None or mul.op_type != "Mul" or mul.graph is not body:
                     continue
                 if mul.domain not in STANDARD_DOMAINS or len(mul.inputs) != 2 or x not in mul.inputs:
+                    continue
+                if not (may(add) and may(mul)):
                     continue
                 if m.users() != [add] or m.is_graph_output(body):
                     continue
@@ -680,4 +694,56 @@ def residual_gates_as_one_mul(graph: Graph) -> int:
                 body.remove(add)
                 written += 1
                 break
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# onnxruntime: a node the user excluded runs float
+
+KEEPS_FLOAT = "Max"
+"""The op of the copies :func:`excluded_stay_float` writes: ``Max`` of one input is that input, bit for bit, and
+onnxruntime 1.32 neither eliminates it, nor fuses it with a DequantizeLinear or QuantizeLinear, nor moves a
+QuantizeLinear through it (it is no op of :data:`PROPAGATED`)."""
+
+
+def excluded_stay_float(graph: Graph, excluded: Sequence[Node]) -> int:
+    """Keep onnxruntime from running the ``excluded`` nodes (the user's ``--exclude``, ``--exclude-op``,
+    ``--exclude-regex``) on integers; returns the number of copies written. For target ort only.
+
+    graphopt plans no excluded node and no layout rule rewrites one (``analysis.Plan.may_quantize``), but an excluded
+    op between quantized neighbours reads a DequantizeLinear and is read by a QuantizeLinear, and onnxruntime's QDQ
+    transformers fuse any such DQ -> op -> Q they recognise whatever graphopt planned: an Add or Mul into QLinearAdd
+    or QLinearMul, a Sigmoid, LeakyRelu or Softmax into its QLinear op, a Concat into QLinearConcat, a MaxPool,
+    Resize or Reshape into the same op on uint8 (measured, onnxruntime 1.32). So each activation input of an excluded
+    node that a per-tensor DequantizeLinear makes is read through a :data:`KEEPS_FLOAT` copy (its DequantizeLinear
+    then has no QDQ group with the node), and so is each output of an excluded data-movement op or MaxPool
+    (:data:`PROPAGATED`) that a QuantizeLinear reads (onnxruntime would move that QuantizeLinear up over the op). The
+    values are the same; the price is one float copy of each such tensor. Conv/ConvTranspose/Gemm inputs are left to
+    :func:`keep_float_layers` (their per-axis DequantizeLinear already stops the fusion)."""
+    written = 0
+    for n in excluded:
+        body = n.graph
+        if body is None or n.domain not in STANDARD_DOMAINS or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, v in enumerate(n.inputs):
+            dq = v.producer if v is not None else None
+            if v is None or dq is None or dq.op_type != "DequantizeLinear" or v.const is not None:
+                continue
+            if constant_array(dq.inputs[0]) is not None or _scalar_params(dq) is None:
+                continue  # a weight (constant integers), or per-axis (no fusion takes it)
+            out = Value(body.unique_name(f"{v.name}_float"), v.dtype, v.shape)
+            body.insert_before(n, Node(KEEPS_FLOAT, [v], outputs=[out], name=body.unique_name(f"{n.name}_float_in")))
+            n.set_input(i, out)
+            written += 1
+        if n.op_type not in PROPAGATED:
+            continue
+        for y in n.outputs:
+            qs = [q for q in (y.users() if y is not None else []) if q.op_type == "QuantizeLinear" and q.graph is body]
+            if y is None or not qs:
+                continue
+            out = Value(body.unique_name(f"{y.name}_float"), y.dtype, y.shape)
+            body.insert_after(n, Node(KEEPS_FLOAT, [y], outputs=[out], name=body.unique_name(f"{n.name}_float_out")))
+            for q in qs:
+                q.set_input(0, out)
+            written += 1
     return written

@@ -3,7 +3,7 @@ plan (:mod:`graphopt.quantize.analysis`) chose."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +79,7 @@ def apply(
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
         from graphopt.quantize.qdq_rules import (
             channels_last_tails,
+            excluded_stay_float,
             float_pools_stay_float,
             keep_float_layers,
             nearest_upsamples_as_tiles,
@@ -87,11 +88,13 @@ def apply(
         )
 
         keep_float_layers(graph, opset)
-        channels_last_tails(graph)
-        reduce_means_as_pools(graph)
+        may = the_plan.may_quantize
+        channels_last_tails(graph, may)
+        reduce_means_as_pools(graph, may)
         float_pools_stay_float(graph, opset)
-        nearest_upsamples_as_tiles(graph, opset)
-        residual_gates_as_one_mul(graph)
+        nearest_upsamples_as_tiles(graph, opset, may)
+        residual_gates_as_one_mul(graph, may)
+        excluded_stay_float(graph, the_plan.excluded)
     return result
 
 
@@ -143,7 +146,7 @@ def _apply_graph(
             continue
         out = n.outputs[0]
         relu = _absorbable_relu(graph, out, ranges, outputs)
-        if relu is not None:
+        if relu is not None and the_plan.may_quantize(relu):
             layer.absorbed = relu.op_type
             out = _absorb(graph, out, relu)
         if out is not None and measured(out):
@@ -160,9 +163,9 @@ def _apply_graph(
             gates = _sigmoid_gates(graph, the_plan, groups, measured)
             if gates:
                 _share_scales(graph, groups, planned, measured)  # what reads a gate's output through Reshape, ...
-        borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs)
+        borrowed = _quantize_before_moves(graph, groups, planned, measured, outputs, the_plan)
         if options.integer_hard_sigmoid:
-            _hard_swish_outputs(graph, groups, measured, outputs)
+            _hard_swish_outputs(graph, groups, measured, outputs, the_plan)
     else:
         _residual_skips(graph, groups, planned, measured)
 
@@ -179,11 +182,11 @@ def _apply_graph(
 
     read_as: dict[str, Params] = {}
     if target == "ort" and options.affine_in_params:
-        quantized = _affine_in_params(graph, params, quantized, read_as)
+        quantized = _affine_in_params(graph, params, quantized, read_as, the_plan)
     clips: list[Node] = []
     if target == "ort" and options.integer_hard_sigmoid:
         use_clips = uint8_clip and options.integer_clip_hard_sigmoid
-        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as, clips if use_clips else None)
+        quantized = _integer_hard_sigmoids(graph, params, quantized, read_as, clips if use_clips else None, the_plan)
     if gates:
         quantized = _quantize_sigmoids(gates, params, quantized, read_as)
 
@@ -229,21 +232,27 @@ n)`` for an integer ``n``, the shift ``beta / alpha`` in input steps: at most ``
 ``n`` of at least this (the input's step coarsened by at most 1/12); a coarser input keeps the QLinearAdd form."""
 
 
-def _hard_swish_outputs(graph: Graph, groups: UnionFind[Value], measured: object, outputs: set[int]) -> None:
+def _hard_swish_outputs(
+    graph: Graph, groups: UnionFind[Value], measured: object, outputs: set[int], the_plan: Plan | None = None
+) -> None:
     """A hard-swish (HardSwish, or ``x * HardSigmoid(x)``) whose input is quantized but whose output is not (its
     reader stays float: a depthwise convolution the speed rule keeps float, say) gets its output quantized too, so
     that it runs on integers (:func:`_integer_hard_sigmoids`: QLinearAdd + QLinearMul, then the DequantizeLinear the
     float reader reads) instead of as DQ -> HardSigmoid -> Mul, which onnxruntime runs as two float passes after two
     dequantizations of the same tensor (it gives each op its own). Not for a graph output (its float values are the
-    model's result)."""
+    model's result), nor where the user excluded the HardSwish, the Mul or its HardSigmoid."""
+    may = the_plan.may_quantize if the_plan is not None else (lambda _: True)
     for n in graph:
-        if n.domain not in STANDARD_DOMAINS or not n.outputs or n.outputs[0] is None:
+        if n.domain not in STANDARD_DOMAINS or not n.outputs or n.outputs[0] is None or not may(n):
             continue
         out = n.outputs[0]
         if n.op_type == "HardSwish" and len(n.inputs) == 1:
             x = n.inputs[0]
         elif n.op_type == "Mul" and hard_swish_mul(n):
-            x = next(h.producer.inputs[0] for h in n.inputs if h.producer and h.producer.op_type == "HardSigmoid")
+            hs = next(h.producer for h in n.inputs if h.producer and h.producer.op_type == "HardSigmoid")
+            if not may(hs):
+                continue
+            x = hs.inputs[0]
         else:
             continue
         if x is None or x not in groups or out in groups or id(out) in outputs or out.dtype != FLOAT:
@@ -258,6 +267,7 @@ def _integer_hard_sigmoids(
     quantized: list[Value],
     read_as: Mapping[str, Params] | None = None,
     clips: list[Node] | None = None,
+    the_plan: Plan | None = None,
 ) -> list[Value]:
     """onnxruntime has no integer HardSigmoid or HardSwish: between a quantized input and a quantized output they run
     as DQ -> float op -> Q, three passes over the tensor. Written with ops it fuses or runs on uint8 instead
@@ -285,16 +295,20 @@ def _integer_hard_sigmoids(
     the outputs that now carry their own Q/DQ. Not to a HardSigmoid whose output is read through other parameters
     (``read_as``, :func:`_affine_in_params`): its own Q/DQ pair is the affine map the chain it replaced computed.
     The Clips of the integer-clip form are appended to ``clips`` (without it, only the QLinearAdd form is written):
-    they read ``x`` until :func:`clips_read_integers` gives them its integers, once ``x`` has its Q/DQ pair."""
+    they read ``x`` until :func:`clips_read_integers` gives them its integers, once ``x`` has its Q/DQ pair.
+
+    Not to an op the user excluded (``the_plan``), nor to a HardSigmoid whose hard-swish Mul they excluded, nor to
+    an op whose output is a graph output (the model's result keeps the float op's values and type)."""
+    may = the_plan.may_quantize if the_plan is not None else (lambda _: True)
     drop: set[int] = set()
     nudged: set[int] = set()  # the Params objects an integer clip made: their scale is taken
     for n in list(graph):
         if n.domain not in STANDARD_DOMAINS or n.op_type not in ("HardSigmoid", "HardSwish") or len(n.inputs) != 1:
             continue
         x, y = n.inputs[0], n.outputs[0] if n.outputs else None
-        if x is None or y is None or id(x) not in params or y.dtype != FLOAT:
+        if x is None or y is None or id(x) not in params or y.dtype != FLOAT or not may(n) or graph.is_output(y):
             continue
-        if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params)):
+        if id(y) not in params and not (n.op_type == "HardSigmoid" and _swish_of(y, x, params, may)):
             continue
         if n.op_type == "HardSigmoid" and read_as and y.name in read_as:
             continue  # the DequantizeLinear below would read it on the 1/255 grid, dropping u = A * y + B
@@ -495,7 +509,11 @@ def _scalar_affine(node: Node) -> tuple[Value, float, float] | None:
 
 
 def _affine_in_params(
-    graph: Graph, params: dict[int, Params], quantized: list[Value], read_as: dict[str, Params]
+    graph: Graph,
+    params: dict[int, Params],
+    quantized: list[Value],
+    read_as: dict[str, Params],
+    the_plan: Plan | None = None,
 ) -> list[Value]:
     """A chain of scalar-constant Mul/Add ``u = A * h + B`` (A > 0; PaddlePaddle's learnable affine blocks after an
     activation) from a float ``h`` to a quantized ``u`` becomes no kernel at all: ``h`` is quantized with scale
@@ -507,8 +525,10 @@ def _affine_in_params(
     where the window lies inside the input; a padded border sees the shift in part). Applies where ``h`` is not
     quantized already, is read only by the chain, the chain's inner values by the next op only, and ``u`` is read
     by Convs with constant weights only (not a graph output); ``u``'s zero point moved by ``round(B / s_u)`` must
-    stay in [0, 255]. Returns ``quantized`` with ``h`` in place of ``u``; ``read_as[h.name]`` is ``u``'s parameters.
+    stay in [0, 255], and no node of the chain, nor ``h``'s producer, be one the user excluded (``the_plan``).
+    Returns ``quantized`` with ``h`` in place of ``u``; ``read_as[h.name]`` is ``u``'s parameters.
     """
+    may = the_plan.may_quantize if the_plan is not None else (lambda _: True)
     out = list(quantized)
     for u in list(quantized):
         pu = params.get(id(u))
@@ -532,6 +552,8 @@ def _affine_in_params(
             scale, shift = scale * a, scale * b + shift  # u = scale * (a * x + b) + shift
             h = x
         if not chain or id(h) in params or len(h.uses) != 1 or graph.is_output(h) or graph.is_input(h):
+            continue
+        if not all(may(n) for n in chain) or not may(h.producer):
             continue
         if not (np.isfinite(scale) and np.isfinite(shift) and scale > 0.0):
             continue
@@ -566,11 +588,12 @@ def _shift_conv_bias(graph: Graph, conv: Node, delta: float) -> None:
     conv.set_input(2, value)  # appends the bias when the Conv had none (a Conv has at most three inputs)
 
 
-def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
+def _swish_of(h: Value, x: Value, params: dict[int, Params], may: Callable[[Node], bool] = lambda _: True) -> bool:
     """Whether ``h`` is read only by a Mul of ``x`` and ``h`` whose output is quantized: ``x * HardSigmoid(x)``, a
     hard-swish the plan leaves to this rewrite (``analysis.hard_swish_mul``), QLinearMul once ``h`` is integer. (A
     gate ``a * HardSigmoid(b)`` is a layer of the per-layer choice: its HardSigmoid is rewritten where that layer is
-    quantized, and stays float where the choice or the user's exclusions keep the Mul float.)"""
+    quantized, and stays float where the choice or the user's exclusions keep the Mul float.) Not a Mul the user
+    excluded (``may``), nor one whose output is a graph output (the hard-swish stays the float ops there)."""
     if len(h.uses) != 1:
         return False
     ((mul, _),) = h.uses
@@ -578,9 +601,11 @@ def _swish_of(h: Value, x: Value, params: dict[int, Params]) -> bool:
     return (
         mul.op_type == "Mul"
         and mul.domain in STANDARD_DOMAINS
+        and may(mul)
         and {id(v) for v in mul.inputs} == {id(x), id(h)}
         and out is not None
         and id(out) in params
+        and not (mul.graph is not None and mul.graph.is_output(out))
     )
 
 
@@ -643,7 +668,12 @@ Flatten are ops onnxruntime's QDQPropagationTransformer moves a QuantizeLinear u
 
 
 def _quantize_before_moves(
-    graph: Graph, groups: UnionFind[Value], planned: set[int], measured: object, outputs: set[int]
+    graph: Graph,
+    groups: UnionFind[Value],
+    planned: set[int],
+    measured: object,
+    outputs: set[int],
+    the_plan: Plan | None = None,
 ) -> set[int]:
     """A planned data-movement op or MaxPool (:data:`MOVES`) whose output is quantized and whose float input is not
     (the input comes from an op that is not a layer, the Mul of a hard-swish say): its input takes the output's
@@ -653,7 +683,8 @@ def _quantize_before_moves(
     region (a uint8 MaxPool left in NCHW runs a scalar loop, ten times slower than the float one, onnxruntime 1.32).
     Only where the input is read by that op alone and is no graph output, and its producer reads a quantized value
     (it runs inside the integer region); a producer with float inputs only (after a convolution kept float) stays
-    float, and so does the MaxPool. Returns the ids of the inputs added, whose own ranges do not widen their group's."""
+    float, and so does the MaxPool; so does a producer the user excluded. Returns the ids of the inputs added, whose
+    own ranges do not widen their group's."""
     added: set[int] = set()
     for n in graph:
         if id(n) not in planned or n.op_type not in MOVES or n.domain not in STANDARD_DOMAINS or not n.inputs:
@@ -665,6 +696,8 @@ def _quantize_before_moves(
             continue
         if src.producer is None or src.producer.graph is not graph:
             continue  # a graph input (or an outer value): nothing upstream to gain
+        if the_plan is not None and not the_plan.may_quantize(src.producer):
+            continue  # the user keeps it float: its output is not quantized on its behalf
         if not any(v is not None and v in groups for v in src.producer.inputs):
             continue  # float in and out (after a float stem): the MaxPool stays float (float_pools_stay_float)
         groups.add(src)

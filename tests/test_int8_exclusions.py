@@ -1,0 +1,261 @@
+"""The user's int8 exclusions (``--exclude``, ``--exclude-op``, ``--exclude-regex``) keep a node float everywhere:
+no layout rule of target ort rewrites it or quantizes around it on its own (``analysis.Plan.may_quantize``), and
+onnxruntime does not fuse it with its quantized neighbours (``qdq_rules.excluded_stay_float``). Checked on what
+onnxruntime runs (its optimized graph, ``tests.conftest.ran_nodes``): the excluded node is there under its own name,
+as its float op reading float data, while without the exclusion the same model runs it on integers. Also: a
+HardSigmoid/HardSwish whose output is a graph output stays the float op and the output stays float; nothing changes
+when nothing is excluded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.core.onnx_io import from_proto
+from graphopt.core.shape_inference import infer_shapes
+from graphopt.quantize import quantize_model
+from graphopt.quantize.analysis import Selection, plan
+from graphopt.tools import runtime
+from tests.conftest import ran_nodes
+
+F = TensorProto.FLOAT
+C = 8
+INTEGER_PREFIXES = ("QLinear", "Nhwc", "QGemm", "ConvInteger", "MatMulInteger")
+
+
+def _conv(rng, name: str, x: str, y: str, cin: int = C, cout: int = C):
+    w = numpy_helper.from_array((rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32), f"{name}_w")
+    return helper.make_node("Conv", [x, w.name], [y], name=name, pads=[1] * 4), w
+
+
+def _middle(kind: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes between ``a`` (and ``a2``), two quantized Conv outputs, and ``b``, which a quantized Conv reads."""
+    node = helper.make_node
+    hs = {"alpha": 1.0 / 6.0, "beta": 0.5}
+    if kind == "hardsigmoid-gate":  # a squeeze-excitation-like gate a2 * HardSigmoid(a)
+        return [node("HardSigmoid", ["a"], ["h"], name="X", **hs), node("Mul", ["a2", "h"], ["b"], name="gate")], []
+    if kind == "hardswish":
+        return [node("HardSwish", ["a"], ["b"], name="X")], []
+    if kind == "hard-swish-mul":  # x * HardSigmoid(x), the Mul excluded
+        return [node("HardSigmoid", ["a"], ["h"], name="hs", **hs), node("Mul", ["a", "h"], ["b"], name="X")], []
+    if kind == "hard-swish-hardsigmoid":  # x * HardSigmoid(x), the HardSigmoid excluded
+        return [node("HardSigmoid", ["a"], ["h"], name="X", **hs), node("Mul", ["a", "h"], ["b"], name="m")], []
+    if kind == "silu-sigmoid":  # x * Sigmoid(x), the Sigmoid excluded: its reader stays float too
+        return [node("Sigmoid", ["a"], ["h"], name="X"), node("Mul", ["a", "h"], ["b"], name="m")], []
+    if kind == "silu-mul":
+        return [node("Sigmoid", ["a"], ["h"], name="s"), node("Mul", ["a", "h"], ["b"], name="X")], []
+    if kind in ("LeakyRelu", "Sigmoid", "Softmax"):
+        attrs = {"alpha": 0.1} if kind == "LeakyRelu" else {"axis": 1} if kind == "Softmax" else {}
+        return [node(kind, ["a"], ["b"], name="X", **attrs)], []
+    if kind == "MaxPool":
+        return [node("MaxPool", ["a"], ["b"], name="X", kernel_shape=[3, 3], pads=[1] * 4)], []
+    if kind == "Resize":  # a nearest x2 upsample (the Tile rule's case), pooled back to the Conv's size
+        scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+        return [
+            node("Resize", ["a", "", "scales"], ["r"], name="X", mode="nearest"),
+            node("MaxPool", ["r"], ["b"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        ], [scales]
+    if kind in ("Add", "Mul"):
+        return [node(kind, ["a", "a2"], ["b"], name="X")], []
+    if kind == "Concat":
+        w = numpy_helper.from_array(np.full((C, 2 * C, 1, 1), 0.1, np.float32), "cat_w")
+        return [
+            node("Concat", ["a", "a2"], ["cat"], name="X", axis=1),
+            node("Conv", ["cat", "cat_w"], ["b"], name="cc"),
+        ], [w]
+    if kind == "residual-gate-add":  # x + x * HardSigmoid(mean(x)): the residual-gate rule's Add excluded
+        return [
+            node("GlobalAveragePool", ["a"], ["p"], name="gap"),
+            node("HardSigmoid", ["p"], ["g"], name="hsg", alpha=0.2, beta=0.5),
+            node("Mul", ["a", "g"], ["m"], name="gm"),
+            node("Add", ["a", "m"], ["b"], name="X"),
+        ], []
+    raise KeyError(kind)
+
+
+def _model(kind: str, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    c0, w0 = _conv(rng, "conv0", "input", "a", 3)
+    c0b, w0b = _conv(rng, "conv0b", "input", "a2", 3)
+    middle, inits = _middle(kind)
+    c1, w1 = _conv(rng, "conv1", "b", "out")
+    nodes = [c0, c0b, *middle, c1]
+    if not any("a2" in n.input for n in middle):
+        nodes.remove(c0b)
+    graph = helper.make_graph(
+        nodes,
+        kind,
+        [helper.make_tensor_value_info("input", F, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("out", F, [1, C, 16, 16])],
+        [w0, w0b, w1, *inits] if c0b in nodes else [w0, w1, *inits],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _feeds(seed: int = 1, n: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+CONFIG = {"cache": False, "choice": "static", "measure_speed": False, "fallback": False}
+
+
+def _quantize(proto: onnx.ModelProto, **exclusions) -> onnx.ModelProto:
+    model = from_proto(proto)
+    quantize_model(model, _feeds(), "ort", {**CONFIG, **exclusions})
+    return model.to_onnx()
+
+
+def _integer(op: str) -> bool:
+    return op.startswith(INTEGER_PREFIXES)
+
+
+def _ran(model: onnx.ModelProto, path) -> onnx.GraphProto:
+    ran_nodes(model, path)
+    return onnx.load(str(path)).graph
+
+
+def _reads_integers(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
+    """Whether onnxruntime's node reads integers: its data input comes from a QuantizeLinear or an integer op."""
+    makers = {o: n for n in graph.node for o in n.output}
+    maker = makers.get(node.input[0]) if node.input else None
+    return maker is not None and (maker.op_type == "QuantizeLinear" or _integer(maker.op_type))
+
+
+def _float_under(graph: onnx.GraphProto, name: str, op: str) -> bool:
+    """Whether onnxruntime runs ``name`` as the float ``op`` and nothing named after it on integers."""
+    named = [n for n in graph.node if n.name == name or n.name.startswith(f"{name}_")]
+    if any(_integer(n.op_type) for n in named):
+        return False
+    mine = [n for n in named if n.name == name and n.op_type == op]
+    return len(mine) == 1 and not _reads_integers(graph, mine[0])
+
+
+def _error(proto: onnx.ModelProto, quantized: onnx.ModelProto) -> float:
+    ref = np.concatenate([runtime.session(proto).run(None, f)[0].ravel() for f in _feeds(9)])
+    got = np.concatenate([runtime.session(quantized).run(None, f)[0].ravel() for f in _feeds(9)])
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+# (kind, the op the excluded node X is, other nodes that stay float with it)
+CASES = [
+    ("hardsigmoid-gate", "HardSigmoid", []),
+    ("hardswish", "HardSwish", []),
+    ("hard-swish-mul", "Mul", [("hs", "HardSigmoid")]),
+    ("hard-swish-hardsigmoid", "HardSigmoid", [("m", "Mul")]),
+    ("silu-sigmoid", "Sigmoid", [("m", "Mul")]),
+    ("silu-mul", "Mul", []),
+    ("LeakyRelu", "LeakyRelu", []),
+    ("Sigmoid", "Sigmoid", []),
+    ("Softmax", "Softmax", []),
+    ("MaxPool", "MaxPool", []),
+    ("Resize", "Resize", []),
+    ("Add", "Add", []),
+    ("Mul", "Mul", []),
+    ("Concat", "Concat", []),
+    ("residual-gate-add", "Add", []),
+]
+
+
+@pytest.mark.parametrize(("kind", "op", "with_it"), CASES, ids=[c[0] for c in CASES])
+def test_an_excluded_node_runs_float(tmp_path, kind, op, with_it) -> None:
+    """Without the exclusion onnxruntime runs X on integers (a QLinear op, a uint8 MaxPool, graphopt's integer
+    hard-sigmoid, the Tile upsample, ...); with ``exclude=["X"]`` it runs X as its float op on float data (and the
+    nodes that make one activation with it: a SiLU's Mul when its Sigmoid is excluded), and the output stays close
+    to fp32."""
+    proto = _model(kind)
+    plain = _quantize(proto)
+    ran = _ran(plain, tmp_path / "plain.onnx")
+    assert not _float_under(ran, "X", op), [(n.op_type, n.name) for n in ran.node]  # the case is not vacuous
+    assert not any(n.op_type == "Max" for n in plain.graph.node)  # nothing excluded: no float copies
+
+    excluded = _quantize(proto, exclude=["X"])
+    ran = _ran(excluded, tmp_path / "excluded.onnx")
+    ops = [(n.op_type, n.name) for n in ran.node]
+    if op == "HardSwish":  # onnxruntime runs a float HardSwish as HardSigmoid and Mul of its own (no names)
+        assert not any(n.name.startswith("X") and _integer(n.op_type) for n in ran.node), ops
+        assert [o for o, _ in ops if o in ("HardSigmoid", "Mul")] == ["HardSigmoid", "Mul"], ops
+    else:
+        assert _float_under(ran, "X", op), ops
+    for name, other in with_it:
+        assert _float_under(ran, name, other), ops
+    assert sum(_integer(o) for o, _ in ops) >= 2, ops  # the Convs around X stay integer
+    assert _error(proto, excluded) < 0.06
+
+
+@pytest.mark.parametrize(
+    "flag", [["--exclude", "X"], ["--exclude-regex", "^X$"], ["--exclude-op", "LeakyRelu"]], ids=lambda f: f[0]
+)
+def test_cli_exclusions_run_float(tmp_path, capsys, flag) -> None:
+    """The CLI's three flags, on a LeakyRelu (fused into QLinearLeakyRelu without them): it runs float."""
+    from graphopt.cli import main
+
+    src = tmp_path / "m.onnx"
+    proto = _model("LeakyRelu")
+    onnx.save(proto, src)
+    out = tmp_path / "q.onnx"
+    args = ["optimize", str(src), "--quantize", "int8", "--calib-random", "4", "--calib-cache", "off", "-o", str(out)]
+    assert main([*args, "--json", *flag]) in (0, None)
+    report = json.loads(capsys.readouterr().out)
+    assert report["quantization"] is not None
+    written = onnx.load(out)
+    ran = _ran(written, tmp_path / "ran.onnx")
+    assert _float_under(ran, "X", "LeakyRelu"), [(n.op_type, n.name) for n in ran.node]
+    assert _error(proto, written) < 0.1
+
+
+def test_readers_of_an_excluded_sigmoid_are_not_planned() -> None:
+    """A SiLU's Mul whose Sigmoid the user excluded is neither a gate nor a layer of the plan (as a layer it would
+    quantize the Sigmoid's output); the excluded nodes are the plan's, and only those ``may_quantize`` refuses."""
+    model = from_proto(_model("silu-sigmoid"))
+    infer_shapes(model)
+    free = plan(model.graph, "ort", Selection())
+    assert "m" in {n.name for n in free.gates} and not free.excluded
+    p = plan(model.graph, "ort", Selection(exclude_names=frozenset({"X"})))
+    assert "m" not in {n.name for n in p.nodes} | {n.name for n in p.gates}
+    assert [n.name for n in p.excluded] == ["X"]
+    assert [n.name for n in model.graph if not p.may_quantize(n)] == ["X"]
+    kept = plan(model.graph, "ort", Selection(kept=frozenset({"X"})))  # the quantizer's own float layers
+    assert not kept.excluded and all(kept.may_quantize(n) for n in model.graph)
+
+
+def _output_model(op: str, reader: bool) -> onnx.ModelProto:
+    """input -> Conv -> op -> y (a graph output), and with ``reader`` a Conv reading y too."""
+    rng = np.random.default_rng(4)
+    c0, w0 = _conv(rng, "conv0", "input", "a", 3)
+    attrs = {"alpha": 1.0 / 6.0, "beta": 0.5} if op == "HardSigmoid" else {}
+    nodes, inits = [c0, helper.make_node(op, ["a"], ["y"], name="act", **attrs)], [w0]
+    outs = [helper.make_tensor_value_info("y", F, [1, C, 16, 16])]
+    if reader:
+        c1, w1 = _conv(rng, "conv1", "y", "out")
+        nodes.append(c1)
+        inits.append(w1)
+        outs.append(helper.make_tensor_value_info("out", F, [1, C, 16, 16]))
+    graph = helper.make_graph(nodes, "out", [helper.make_tensor_value_info("input", F, [1, 3, 16, 16])], outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op", ["HardSigmoid", "HardSwish"])
+@pytest.mark.parametrize("reader", [False, True], ids=["alone", "read-by-conv"])
+def test_a_hard_sigmoid_graph_output_stays_the_float_op(tmp_path, op, reader) -> None:
+    """A HardSigmoid/HardSwish whose output is a graph output is not rewritten into graphopt's integer form (its
+    output would be the 1/255 grid of the QLinearAdd's DequantizeLinear): the float op runs, and the output stays a
+    float tensor close to fp32."""
+    proto = _output_model(op, reader)
+    q = _quantize(proto)
+    assert [o.type.tensor_type.elem_type for o in q.graph.output] == [F] * len(q.graph.output)
+    assert any(n.op_type == op and n.name == "act" for n in q.graph.node)
+    assert not any(n.name.startswith("act_") for n in q.graph.node)  # no act_Add / act_Mul / act_Quantize
+    ran = _ran(q, tmp_path / "ran.onnx")
+    assert not any(_integer(n.op_type) and n.name.startswith("act") for n in ran.node)
+    for f in _feeds(5, 2):
+        ref = runtime.session(proto).run(None, f)
+        got = runtime.session(q).run(None, f)
+        assert got[0].dtype == np.float32
+        assert np.linalg.norm(got[0] - ref[0]) / np.linalg.norm(ref[0]) < 0.05
