@@ -275,7 +275,13 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
         metavar="FILE|off",
         help="calibration cache file (default: one per model and data in ~/.cache/graphopt/calibration)",
     )
-    q.add_argument("--exclude", action="append", default=[], metavar="NAME", help="keep this node float (repeatable)")
+    q.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="keep this node float: no int8 rule rewrites it and onnxruntime runs it as its float op (repeatable)",
+    )
     q.add_argument(
         "--exclude-op", action="append", default=[], metavar="OP", help="keep this op type float (repeatable)"
     )
