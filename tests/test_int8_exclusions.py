@@ -13,6 +13,8 @@ import json
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.onnx_io import from_proto
@@ -259,3 +261,52 @@ def test_a_hard_sigmoid_graph_output_stays_the_float_op(tmp_path, op, reader) ->
         got = runtime.session(q).run(None, f)
         assert got[0].dtype == np.float32
         assert np.linalg.norm(got[0] - ref[0]) / np.linalg.norm(ref[0]) < 0.05
+
+
+UNARY = {
+    "LeakyRelu": {"alpha": 0.1},
+    "Sigmoid": {},
+    "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
+    "Softmax": {"axis": 1},
+    "MaxPool": {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+    "Relu": {},
+}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(sorted(UNARY)), min_size=2, max_size=4),
+    st.data(),
+)
+def test_random_chains_keep_the_excluded_nodes_float(tmp_path_factory, ops, data) -> None:
+    """Conv -> a chain of activations and pools (each also a Conv's input where ``conv_after`` says) -> Conv, a random
+    subset of the chain excluded by name: each excluded node runs as its float op on float data under onnxruntime,
+    and the output stays close to fp32."""
+    rng = np.random.default_rng(len(ops))
+    c0, w0 = _conv(rng, "conv0", "input", "v0", 3)
+    nodes, inits = [c0], [w0]
+    for i, op in enumerate(ops):
+        nodes.append(helper.make_node(op, [f"v{i}"], [f"u{i}"], name=f"n{i}", **UNARY[op]))
+        if data.draw(st.booleans(), label=f"conv_after_{i}"):
+            c, w = _conv(rng, f"conv{i + 1}", f"u{i}", f"v{i + 1}")
+            nodes.append(c)
+            inits.append(w)
+        else:
+            nodes.append(helper.make_node("Identity", [f"u{i}"], [f"v{i + 1}"], name=f"id{i}"))
+    last, wl = _conv(rng, "last", f"v{len(ops)}", "out")
+    graph = helper.make_graph(
+        [*nodes, last],
+        "chain",
+        [helper.make_tensor_value_info("input", F, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("out", F, [1, C, 16, 16])],
+        [*inits, wl],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    chosen = data.draw(st.sets(st.integers(0, len(ops) - 1), min_size=1), label="excluded")
+    names = [f"n{i}" for i in sorted(chosen)]
+    q = _quantize(proto, exclude=names)
+    ran = _ran(q, tmp_path_factory.mktemp("ran") / "ran.onnx")
+    for i in sorted(chosen):
+        assert _float_under(ran, f"n{i}", ops[i]), (ops, names, [(n.op_type, n.name) for n in ran.node])
+    assert _error(proto, q) < 0.1

@@ -700,10 +700,45 @@ def residual_gates_as_one_mul(graph: Graph, may: MayQuantize = _anything) -> int
 # ----------------------------------------------------------------------------------------------------------------------
 # onnxruntime: a node the user excluded runs float
 
+RELU_LIKE = ("Relu", "Clip")
 KEEPS_FLOAT = "Max"
 """The op of the copies :func:`excluded_stay_float` writes: ``Max`` of one input is that input, bit for bit, and
 onnxruntime 1.32 neither eliminates it, nor fuses it with a DequantizeLinear or QuantizeLinear, nor moves a
 QuantizeLinear through it (it is no op of :data:`PROPAGATED`)."""
+
+
+PASSED_THROUGH = PROPAGATED | {"Identity", "Dropout"}
+"""Ops between a Q/DQ and an excluded node that onnxruntime removes (Identity, inference Dropout) or moves the Q/DQ
+across (:data:`PROPAGATED`): the excluded node is next to the Q/DQ for its fusions all the same."""
+
+
+def _from_dequantize(v: Value | None) -> bool:
+    """Whether ``v`` is a per-tensor DequantizeLinear's output of activations, directly or through
+    :data:`PASSED_THROUGH` ops (their data input)."""
+    seen = 0
+    while v is not None and v.producer is not None and seen < 64:
+        p = v.producer
+        if p.op_type == "DequantizeLinear":
+            return constant_array(p.inputs[0]) is None and _scalar_params(p) is not None
+        if p.op_type not in PASSED_THROUGH or p.domain not in STANDARD_DOMAINS or not p.inputs:
+            return False
+        v, seen = p.inputs[0], seen + 1
+    return False
+
+
+def _to_quantize(v: Value | None, body: Graph) -> bool:
+    """Whether a QuantizeLinear reads ``v``, directly or through :data:`PASSED_THROUGH` ops or Relu/Clip (which
+    onnxruntime drops before a QuantizeLinear whose clamp makes them redundant), by their data input."""
+    todo, seen = [v], 0
+    while todo and seen < 256:
+        v = todo.pop()
+        seen += 1
+        for r, i in v.uses if v is not None else []:
+            if r.op_type == "QuantizeLinear" and i == 0:
+                return True
+            if (r.op_type in PASSED_THROUGH or r.op_type in RELU_LIKE) and r.domain in STANDARD_DOMAINS and i == 0:
+                todo.extend(r.outputs)
+    return False
 
 
 def excluded_stay_float(graph: Graph, excluded: Sequence[Node]) -> int:
@@ -717,7 +752,9 @@ def excluded_stay_float(graph: Graph, excluded: Sequence[Node]) -> int:
     Resize or Reshape into the same op on uint8 (measured, onnxruntime 1.32). So each activation input of an excluded
     node that a per-tensor DequantizeLinear makes is read through a :data:`KEEPS_FLOAT` copy (its DequantizeLinear
     then has no QDQ group with the node), and so is each output of an excluded data-movement op or MaxPool
-    (:data:`PROPAGATED`) that a QuantizeLinear reads (onnxruntime would move that QuantizeLinear up over the op). The
+    (:data:`PROPAGATED`) or Relu/Clip that a QuantizeLinear reads (onnxruntime would move that QuantizeLinear up
+    over the op, or drop the Relu/Clip its clamp makes redundant);
+    "makes" and "reads" through the ops onnxruntime removes or moves Q/DQ across (:data:`PASSED_THROUGH`). The
     values are the same; the price is one float copy of each such tensor. Conv/ConvTranspose/Gemm inputs are left to
     :func:`keep_float_layers` (their per-axis DequantizeLinear already stops the fusion)."""
     written = 0
@@ -726,24 +763,19 @@ def excluded_stay_float(graph: Graph, excluded: Sequence[Node]) -> int:
         if body is None or n.domain not in STANDARD_DOMAINS or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for i, v in enumerate(n.inputs):
-            dq = v.producer if v is not None else None
-            if v is None or dq is None or dq.op_type != "DequantizeLinear" or v.const is not None:
-                continue
-            if constant_array(dq.inputs[0]) is not None or _scalar_params(dq) is None:
-                continue  # a weight (constant integers), or per-axis (no fusion takes it)
+            if v is None or v.const is not None or not _from_dequantize(v):
+                continue  # not from activations' DequantizeLinear (a weight's, or a per-axis one: no fusion takes it)
             out = Value(body.unique_name(f"{v.name}_float"), v.dtype, v.shape)
             body.insert_before(n, Node(KEEPS_FLOAT, [v], outputs=[out], name=body.unique_name(f"{n.name}_float_in")))
             n.set_input(i, out)
             written += 1
-        if n.op_type not in PROPAGATED:
+        if n.op_type not in PROPAGATED and n.op_type not in RELU_LIKE:
             continue
         for y in n.outputs:
-            qs = [q for q in (y.users() if y is not None else []) if q.op_type == "QuantizeLinear" and q.graph is body]
-            if y is None or not qs:
+            if y is None or body.is_output(y) or not _to_quantize(y, body):
                 continue
             out = Value(body.unique_name(f"{y.name}_float"), y.dtype, y.shape)
+            body.replace_all_uses_with(y, out)
             body.insert_after(n, Node(KEEPS_FLOAT, [y], outputs=[out], name=body.unique_name(f"{n.name}_float_out")))
-            for q in qs:
-                q.set_input(0, out)
             written += 1
     return written
