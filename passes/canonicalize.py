@@ -512,8 +512,113 @@ def _flatten_concat(m: Match, b) -> object:
     return b.copy(root, inputs=inputs)
 
 
-MERGE_CONCATS = RuleSet([Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat)])
-MERGE_CONCATS.register("merge-concats", description="a Concat of Concats along the same axis becomes one Concat")
+_ADD_NEUTRAL = {np.dtype(np.float32): -0.0, np.dtype(np.float64): -0.0, np.dtype(np.int32): 0, np.dtype(np.int64): 0}
+"""Element types an Add of padded pieces handles, with the element x + z == x for every x (float: -0.0, which keeps
++0.0, -0.0, infinities and NaN; round-to-nearest never rounds an exact sum)."""
+EXPAND_CONCAT_GROWTH = 4096
+"""Most bytes concat-of-expands may add to the constants (the padded pieces hold the zeros of the others)."""
+
+
+def _expanded_pieces(m: Match) -> list[tuple[np.ndarray, tuple[int, ...], bool]] | Declined:
+    """Each Concat input as (constant, shape it broadcasts to, whether an Expand made it); a decline when an input is
+    neither a constant nor an Expand of two constants read only by this Concat."""
+    root, graph = m.node("cat"), m.graph
+    pieces = []
+    for v in root.inputs:
+        if v is None:
+            return m.decline("empty input")
+        t = v.constant()
+        if t is not None:
+            a = t.numpy()
+            pieces.append((a, tuple(a.shape), False))
+            continue
+        p = v.producer
+        if (
+            p is None
+            or p.op_type != "Expand"
+            or p.domain not in ("", "ai.onnx")
+            or p.graph is not graph
+            or len(p.inputs) != 2
+            or v.is_graph_output(graph)
+            or any(u is not root for u in v.users())
+        ):
+            return m.decline("an input is neither a constant nor an Expand read only here")
+        c, s = (x.constant() if x is not None else None for x in p.inputs)
+        if c is None or s is None:
+            return m.decline("an Expand of a computed tensor or shape")
+        a, shape = c.numpy(), [int(d) for d in s.numpy().reshape(-1)]
+        try:
+            pieces.append((a, tuple(np.broadcast_shapes(a.shape, tuple(shape))), True))
+        except ValueError:
+            return m.decline("an Expand whose shape does not broadcast")
+    return pieces
+
+
+def _concat_of_expands(m: Match, b) -> object:
+    """Concat(Expand(c1, s1), Expand(c2, s2), ...) along axis k, of constants (an input may be a constant itself) ->
+    Add(p1, p2, ...) (a chain, or one Add for two inputs): p_i is c_i (left-padded with 1s to the output's rank,
+    materialised along k if it broadcasts there) placed at its offset along k in a tensor of the concatenated length,
+    the neutral element z elsewhere (-0.0 for floats, 0 for integers). At every output position exactly one p_i holds
+    the Expand's element (its other dims broadcast as Expand would) and the others hold z, and x + z == x exactly in
+    any order, so each element is the Concat's. When some dim stays 1 after the Adds broadcast (every piece broadcasts
+    along it), one Expand to the output's shape follows. Taken only when it saves nodes, for float32/float64/int32/
+    int64 pieces, and when the padded constants add at most ``EXPAND_CONCAT_GROWTH`` bytes (a detector's anchor grid:
+    two Expands of 80 values and a Concat become one Add of two 160-value constants, not a 51 KB grid)."""
+    root = m.node("cat")
+    pieces = _expanded_pieces(m)
+    if isinstance(pieces, Declined):
+        return pieces
+    expands = sum(1 for _, _, e in pieces if e)
+    if len(pieces) < 2 or not expands:
+        return m.decline("not a Concat of Expands")
+    dtype = pieces[0][0].dtype
+    if dtype not in _ADD_NEUTRAL or any(a.dtype != dtype for a, _, _ in pieces):
+        return m.decline("element type")
+    rank = len(pieces[0][1])
+    axis = root.attr("axis")
+    if axis is None or rank == 0 or not -rank <= axis < rank or any(len(o) != rank for _, o, _ in pieces):
+        return m.decline("axis or ranks")
+    k = axis % rank
+    out = list(pieces[0][1])
+    if any(o[:k] + o[k + 1 :] != tuple(out[:k] + out[k + 1 :]) for _, o, _ in pieces):
+        return m.decline("shapes differ off the axis")
+    out[k] = sum(o[k] for _, o, _ in pieces)
+    padded, off = [], 0
+    for a, o, _ in pieces:
+        base = a.reshape((1,) * (rank - a.ndim) + a.shape)
+        if base.shape[k] != o[k]:
+            base = np.broadcast_to(base, base.shape[:k] + (o[k],) + base.shape[k + 1 :])
+        p = np.full(base.shape[:k] + (out[k],) + base.shape[k + 1 :], _ADD_NEUTRAL[dtype], dtype=dtype)
+        index = (slice(None),) * k + (slice(off, off + o[k]),)
+        p[index] = base
+        padded.append(p)
+        off += o[k]
+    summed = np.broadcast_shapes(*(p.shape for p in padded))
+    expand = list(summed) != out
+    if len(padded) - 1 + expand >= expands + 1:
+        return m.decline("no fewer nodes")
+    growth = sum(p.nbytes for p in padded) - sum(a.nbytes for a, _, _ in pieces)
+    if growth > EXPAND_CONCAT_GROWTH:
+        return m.decline("padded constants too large")
+    y = b.const(padded[0], "piece")
+    for p in padded[1:]:
+        y = b.op("Add", y, b.const(p, "piece"))
+    if expand:
+        y = b.op("Expand", y, b.const(np.array(out, dtype=np.int64), "shape"))
+    return y
+
+
+MERGE_CONCATS = RuleSet(
+    [
+        Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat),
+        Rule("concat-of-expands", Op("Concat", ..., name="cat"), _concat_of_expands, opsets=(8, None)),
+    ]
+)
+MERGE_CONCATS.register(
+    "merge-concats",
+    description="a Concat of Concats along the same axis becomes one Concat; a Concat of Expands of constants an "
+    "Add of the pieces padded with zeros",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------------
