@@ -157,13 +157,15 @@ def _unsqueeze_of_concat(m: Match, b: Builder) -> Value | Declined:
         for a in norm:
             target.insert(a, 1)
         plans.append(("reshape", (p, target)))
-    inputs = []
+    inputs, made = [], {}  # a Reshape read twice by the Concat is rewritten once
     for kind, what in plans:
         if kind == "const":
             inputs.append(b.const(np.ascontiguousarray(what), "unsqueezed"))
-        else:
-            p, target = what
-            inputs.append(b.copy(p, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")}))
+            continue
+        p, target = what
+        if id(p) not in made:
+            made[id(p)] = b.copy(p, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")})
+        inputs.append(made[id(p)])
     return b.copy(cat, inputs=inputs, attrs={"axis": kept[axis % rank]})
 
 

@@ -308,3 +308,16 @@ def test_unsqueeze_of_concat_left_alone():
     for model in (relu, copy, shared):
         out, counts = _opt(model, "merge-consecutive")
         assert "unsqueeze-of-concat" not in counts and _ops(out) == _ops(model)
+
+
+def test_unsqueeze_of_concat_reads_one_reshape_twice():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])
+    model = _model(
+        [helper.make_node("Reshape", ["x", "t"], ["r"]), helper.make_node("Concat", ["r", "r"], ["cat"], axis=1),
+         helper.make_node("Unsqueeze", ["cat", "a"], ["y"])],
+        [("t", np.array([2, -1], np.int64)), ("a", np.array([-1], np.int64))], ["y"], inputs=[x],
+    )  # fmt: skip
+    out, counts = _opt(model, "merge-consecutive,dce")
+    assert counts == {"unsqueeze-of-concat": 1} and _ops(out) == ["Reshape", "Concat"]
+    feed = {"x": np.arange(6, dtype=np.float32)}
+    _same(_run(model, feed), _run(out, feed))
