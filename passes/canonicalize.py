@@ -568,7 +568,7 @@ def _concat_of_expands(m: Match, b) -> object:
     pieces = _expanded_pieces(m)
     if isinstance(pieces, Declined):
         return pieces
-    expands = sum(1 for _, _, e in pieces if e)
+    expands = len({id(v.producer) for v, (_, _, e) in zip(root.inputs, pieces, strict=True) if e and v is not None})
     if len(pieces) < 2 or not expands:
         return m.decline("not a Concat of Expands")
     dtype = pieces[0][0].dtype

@@ -230,7 +230,12 @@ def test_concat_of_expands_left_alone():
         [helper.make_node("Expand", ["a", "s"], ["e"]), helper.make_node("Expand", ["a", "s"], ["f"]), cat],
         [("a", a > 1), ("s", shape)], ["y"], otype=TensorProto.BOOL,
     )  # fmt: skip
-    for model in (computed, shared, large, bools):
+    # one Expand read twice: an Add and the Expand it still needs (every piece broadcasts along axis 0) save nothing
+    twice = _model(
+        [helper.make_node("Expand", ["a", "s"], ["e"]), helper.make_node("Concat", ["e", "e"], ["y"], axis=1)],
+        [("a", a), ("s", shape)], ["y"],
+    )  # fmt: skip
+    for model in (computed, shared, large, bools, twice):
         out, counts = _opt(model, "merge-concats")
         assert "concat-of-expands" not in counts and _ops(out) == _ops(model)
 
