@@ -906,7 +906,224 @@ TWO_AND_UNSQUEEZE = RuleSet(
 
 
 
-PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE + TWO_AND_UNSQUEEZE
+# --------------------------------------------------------------------------------------------------------------------
+# transpose-into-constants
+# --------------------------------------------------------------------------------------------------------------------
+MAX_ABSORB_NODES = 32
+"""Most nodes transpose-into-constants walks below one Transpose (a bound on its cost)."""
+
+
+def _reshape_groups(xs: tuple[int, ...], ys: tuple[int, ...]) -> list[tuple[range, range]] | None:
+    """Runs of a Reshape's input dims and output dims with equal products, in order (a 1 of the output alone with no
+    input dims; a 1 of the input joins the run it sits in); None for a 1 of the input alone or a 0."""
+    if 0 in xs or 0 in ys:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(xs) or j < len(ys):
+        if j < len(ys) and ys[j] == 1 and not (i < len(xs) and xs[i] == 1):
+            groups.append((range(i, i), range(j, j + 1)))
+            j += 1
+            continue
+        if i >= len(xs) or j >= len(ys):
+            return None
+        i0, j0, pi, pj = i, j, xs[i], ys[j]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                if i >= len(xs):
+                    return None
+                pi, i = pi * xs[i], i + 1
+            else:
+                if j >= len(ys):
+                    return None
+                pj, j = pj * ys[j], j + 1
+        groups.append((range(i0, i), range(j0, j)))
+    return groups
+
+
+def _reshape_perm(xs: tuple[int, ...], ys: tuple[int, ...], perm: list[int]) -> list[int] | None:
+    """q with Transpose(Reshape(x, ys), perm) == Reshape(Transpose(x, q), [ys[p] for p in perm]), or None: the perm
+    must move every run of output dims (see _reshape_groups) as one block in its own order, so the elements of a run
+    stay together and in order; q moves the input dims of the runs the same way."""
+    groups = _reshape_groups(xs, ys)
+    if groups is None:
+        return None
+    of = {j: g for g, (_, yr) in enumerate(groups) for j in yr}
+    q: list[int] = []
+    pos = 0
+    while pos < len(perm):
+        xr, yr = groups[of[perm[pos]]]
+        if list(perm[pos : pos + len(yr)]) != list(yr):
+            return None
+        q.extend(xr)
+        pos += len(yr)
+    return q if sorted(q) == list(range(len(xs))) else None
+
+
+def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple | None:
+    """A plan computing Transpose(v, perm) with no Transpose node, or None: v a constant (transposed here), or the
+    output, read only by ``reader``, of a Concat (each input absorbs perm, the axis moves with it), a Reshape of a
+    static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY (each input absorbs perm; a constant of
+    lower rank is first padded with 1s on the left, as broadcasting reads it). Returns (plan, shape of v)."""
+    t = v.constant()
+    if t is not None:
+        a = t.numpy()
+        return (("const", np.ascontiguousarray(np.transpose(a, perm))), a.shape) if a.ndim == len(perm) else None
+    node = v.producer
+    graph = reader.graph
+    if (
+        node is None
+        or node.graph is not graph
+        or node.domain not in ("", "ai.onnx")
+        or len(node.outputs) != 1
+        or v.is_graph_output(graph)
+        or any(u is not reader for u in v.users())
+    ):
+        return None
+    seen[0] += 1
+    if seen[0] > MAX_ABSORB_NODES:
+        return None
+    rank = len(perm)
+    if node.op_type == "Concat":
+        axis = node.attr("axis")
+        if axis is None or not -rank <= axis < rank or not node.inputs:
+            return None
+        parts = [_absorb(x, perm, node, seen) if x is not None else None for x in node.inputs]
+        if any(p is None or len(p[1]) != rank for p in parts):
+            return None
+        k = axis % rank
+        shape = list(parts[0][1])  # type: ignore[index]
+        shape[k] = sum(p[1][k] for p in parts)  # type: ignore[index]
+        return ("concat", node, [p[0] for p in parts], perm.index(k)), tuple(shape)  # type: ignore[index]
+    if node.op_type == "Reshape" and len(node.inputs) == 2:
+        target = node.inputs[1].constant() if node.inputs[1] is not None else None
+        x = node.inputs[0]
+        if target is None or x is None:
+            return None
+        xs = _static_shape_of(x)
+        if xs is None:
+            return None
+        ys = _reshaped(xs, [int(d) for d in target.numpy().reshape(-1)], node.attr("allowzero", 0))
+        if ys is None or len(ys) != rank:
+            return None
+        q = _reshape_perm(xs, ys, perm)
+        inner = _absorb(x, q, node, seen) if q is not None else None
+        if inner is None or tuple(inner[1]) != xs:
+            return None
+        return ("reshape", node, inner[0], [ys[p] for p in perm]), ys
+    if node.op_type in BINARY + UNARY and node.op_type != "Cast":
+        parts = []
+        for x in node.inputs:
+            if x is None:
+                return None
+            c = x.constant()
+            if c is not None and len(c.dims) < rank:  # broadcasting pads it on the left
+                a = c.numpy()
+                a = a.reshape((1,) * (rank - a.ndim) + a.shape)
+                parts.append((("const", np.ascontiguousarray(np.transpose(a, perm))), a.shape))
+                continue
+            part = _absorb(x, perm, node, seen)
+            if part is None or len(part[1]) != rank:
+                return None
+            parts.append(part)
+        try:
+            shape = tuple(np.broadcast_shapes(*(p[1] for p in parts)))
+        except ValueError:
+            return None
+        return ("elementwise", node, [p[0] for p in parts]), shape
+    return None
+
+
+def _static_shape_of(v: Value, depth: int = 0) -> tuple[int, ...] | None:
+    """v's static shape: a constant's dims, computed through Concat, Reshape and elementwise ops of such values, or
+    the shape inference recorded."""
+    t = v.constant()
+    if t is not None:
+        return tuple(int(d) for d in t.dims)
+    node = v.producer
+    if node is not None and node.domain in ("", "ai.onnx") and depth < MAX_ABSORB_NODES:
+        ins = [_static_shape_of(x, depth + 1) if x is not None else None for x in node.inputs]
+        if node.op_type == "Concat" and ins and all(i is not None for i in ins):
+            axis, rank = node.attr("axis"), len(ins[0])  # type: ignore[arg-type]
+            if axis is not None and -rank <= axis < rank and all(len(i) == rank for i in ins):  # type: ignore[arg-type]
+                out = list(ins[0])  # type: ignore[arg-type]
+                out[axis % rank] = sum(i[axis % rank] for i in ins)  # type: ignore[index]
+                return tuple(out)
+        if node.op_type == "Reshape" and len(ins) == 2 and ins[0] is not None and node.inputs[1] is not None:
+            target = node.inputs[1].constant()
+            if target is not None:
+                ys = _reshaped(ins[0], [int(d) for d in target.numpy().reshape(-1)], node.attr("allowzero", 0))
+                if ys is not None:
+                    return ys
+        if node.op_type in BINARY + UNARY and ins and all(i is not None for i in ins):
+            try:
+                return tuple(np.broadcast_shapes(*ins))  # type: ignore[arg-type]
+            except ValueError:
+                return None
+    shape = v.shape
+    if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    return tuple(shape)  # type: ignore[arg-type]
+
+
+def _reshaped(xs: tuple[int, ...], target: list[int], allowzero: int) -> tuple[int, ...] | None:
+    """The output shape of Reshape(x of shape xs, target), or None when it is not valid."""
+    out = [xs[i] if d == 0 and not allowzero and i < len(xs) else d for i, d in enumerate(target)]
+    if any(d < -1 for d in out) or out.count(-1) > 1:
+        return None
+    total = int(np.prod(xs))
+    if -1 in out:
+        rest = int(np.prod([d for d in out if d != -1]))
+        if rest == 0 or total % rest:
+            return None
+        out[out.index(-1)] = total // rest
+    return tuple(out) if int(np.prod(out)) == total else None
+
+
+def _build_absorbed(plan: tuple, b) -> Value:
+    kind = plan[0]
+    if kind == "const":
+        return b.const(plan[1], "transposed")
+    if kind == "concat":
+        _, node, parts, axis = plan
+        return b.copy(node, inputs=[_build_absorbed(p, b) for p in parts], attrs={"axis": axis})
+    if kind == "reshape":
+        _, node, inner, shape = plan
+        return b.copy(node, inputs=[_build_absorbed(inner, b), np.array(shape, dtype=np.int64)], drop=("allowzero",))
+    _, node, parts = plan
+    return b.copy(node, inputs=[_build_absorbed(p, b) for p in parts])
+
+
+def _transpose_into_constants(m: Match, b) -> object:
+    """Transpose(f(constants), perm) -> f'(transposed constants), no Transpose: f is a tree of Concat, Reshape and
+    elementwise ops, each read only by the next, over constants (what fold-constants leaves when the result is too
+    large to store, a detector's anchor grid). A permutation commutes with elementwise ops (each input permuted the
+    same way, a constant of lower rank first padded with 1s as broadcasting pads it), a Concat's axis moves with it,
+    and a Reshape whose output dims the perm moves in whole runs of equal product (input dims to output dims) is the
+    same Reshape of its input permuted run by run. Every leaf is a constant, transposed here (the same bytes); a tree
+    with any other leaf is left alone, so the rewrite never adds a node."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    x = m.node("t").inputs[0]
+    plan = _absorb(x, perm, m.node("t"), [0]) if x is not None else None
+    if plan is None:
+        return m.decline("not a tree of Concat/Reshape/elementwise ops over constants")
+    if plan[0][0] == "const":
+        return m.decline("a Transpose of a constant (fold-constants' job)")
+    return _build_absorbed(plan[0], b)
+
+
+TRANSPOSE_INTO_CONSTANTS = Rule(
+    "transpose-into-constants",
+    Op("Transpose", Var("x"), name="t", attrs=_T),
+    _transpose_into_constants,
+)
+
+
+PUSH_TRANSPOSES = (
+    PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE + TWO_AND_UNSQUEEZE + TRANSPOSE_INTO_CONSTANTS
+)
 PUSH_TRANSPOSES.register(
     "push-transposes",
     description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "
