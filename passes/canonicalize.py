@@ -1034,15 +1034,17 @@ def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple |
     return None
 
 
-def _static_shape_of(v: Value, depth: int = 0) -> tuple[int, ...] | None:
-    """v's static shape: a constant's dims, computed through Concat, Reshape and elementwise ops of such values, or
-    the shape inference recorded."""
+def _static_shape_of(v: Value, budget: list[int] | None = None) -> tuple[int, ...] | None:
+    """v's static shape: a constant's dims, computed through Concat, Reshape and elementwise ops of such values (at
+    most ``MAX_ABSORB_NODES`` nodes visited in all), or the shape inference recorded."""
+    budget = [MAX_ABSORB_NODES] if budget is None else budget
     t = v.constant()
     if t is not None:
         return tuple(int(d) for d in t.dims)
     node = v.producer
-    if node is not None and node.domain in ("", "ai.onnx") and depth < MAX_ABSORB_NODES:
-        ins = [_static_shape_of(x, depth + 1) if x is not None else None for x in node.inputs]
+    if node is not None and node.domain in ("", "ai.onnx") and budget[0] > 0:
+        budget[0] -= 1
+        ins = [_static_shape_of(x, budget) if x is not None else None for x in node.inputs]
         if node.op_type == "Concat" and ins and all(i is not None for i in ins):
             axis, rank = node.attr("axis"), len(ins[0])  # type: ignore[arg-type]
             if axis is not None and -rank <= axis < rank and all(len(i) == rank for i in ins):  # type: ignore[arg-type]
