@@ -512,8 +512,113 @@ def _flatten_concat(m: Match, b) -> object:
     return b.copy(root, inputs=inputs)
 
 
-MERGE_CONCATS = RuleSet([Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat)])
-MERGE_CONCATS.register("merge-concats", description="a Concat of Concats along the same axis becomes one Concat")
+_ADD_NEUTRAL = {np.dtype(np.float32): -0.0, np.dtype(np.float64): -0.0, np.dtype(np.int32): 0, np.dtype(np.int64): 0}
+"""Element types an Add of padded pieces handles, with the element x + z == x for every x (float: -0.0, which keeps
++0.0, -0.0, infinities and NaN; round-to-nearest never rounds an exact sum)."""
+EXPAND_CONCAT_GROWTH = 4096
+"""Most bytes concat-of-expands may add to the constants (the padded pieces hold the zeros of the others)."""
+
+
+def _expanded_pieces(m: Match) -> list[tuple[np.ndarray, tuple[int, ...], bool]] | Declined:
+    """Each Concat input as (constant, shape it broadcasts to, whether an Expand made it); a decline when an input is
+    neither a constant nor an Expand of two constants read only by this Concat."""
+    root, graph = m.node("cat"), m.graph
+    pieces = []
+    for v in root.inputs:
+        if v is None:
+            return m.decline("empty input")
+        t = v.constant()
+        if t is not None:
+            a = t.numpy()
+            pieces.append((a, tuple(a.shape), False))
+            continue
+        p = v.producer
+        if (
+            p is None
+            or p.op_type != "Expand"
+            or p.domain not in ("", "ai.onnx")
+            or p.graph is not graph
+            or len(p.inputs) != 2
+            or v.is_graph_output(graph)
+            or any(u is not root for u in v.users())
+        ):
+            return m.decline("an input is neither a constant nor an Expand read only here")
+        c, s = (x.constant() if x is not None else None for x in p.inputs)
+        if c is None or s is None:
+            return m.decline("an Expand of a computed tensor or shape")
+        a, shape = c.numpy(), [int(d) for d in s.numpy().reshape(-1)]
+        try:
+            pieces.append((a, tuple(np.broadcast_shapes(a.shape, tuple(shape))), True))
+        except ValueError:
+            return m.decline("an Expand whose shape does not broadcast")
+    return pieces
+
+
+def _concat_of_expands(m: Match, b) -> object:
+    """Concat(Expand(c1, s1), Expand(c2, s2), ...) along axis k, of constants (an input may be a constant itself) ->
+    Add(p1, p2, ...) (a chain, or one Add for two inputs): p_i is c_i (left-padded with 1s to the output's rank,
+    materialised along k if it broadcasts there) placed at its offset along k in a tensor of the concatenated length,
+    the neutral element z elsewhere (-0.0 for floats, 0 for integers). At every output position exactly one p_i holds
+    the Expand's element (its other dims broadcast as Expand would) and the others hold z, and x + z == x exactly in
+    any order, so each element is the Concat's. When some dim stays 1 after the Adds broadcast (every piece broadcasts
+    along it), one Expand to the output's shape follows. Taken only when it saves nodes, for float32/float64/int32/
+    int64 pieces, and when the padded constants add at most ``EXPAND_CONCAT_GROWTH`` bytes (a detector's anchor grid:
+    two Expands of 80 values and a Concat become one Add of two 160-value constants, not a 51 KB grid)."""
+    root = m.node("cat")
+    pieces = _expanded_pieces(m)
+    if isinstance(pieces, Declined):
+        return pieces
+    expands = len({id(v.producer) for v, (_, _, e) in zip(root.inputs, pieces, strict=True) if e and v is not None})
+    if len(pieces) < 2 or not expands:
+        return m.decline("not a Concat of Expands")
+    dtype = pieces[0][0].dtype
+    if dtype not in _ADD_NEUTRAL or any(a.dtype != dtype for a, _, _ in pieces):
+        return m.decline("element type")
+    rank = len(pieces[0][1])
+    axis = root.attr("axis")
+    if axis is None or rank == 0 or not -rank <= axis < rank or any(len(o) != rank for _, o, _ in pieces):
+        return m.decline("axis or ranks")
+    k = axis % rank
+    out = list(pieces[0][1])
+    if any(o[:k] + o[k + 1 :] != tuple(out[:k] + out[k + 1 :]) for _, o, _ in pieces):
+        return m.decline("shapes differ off the axis")
+    out[k] = sum(o[k] for _, o, _ in pieces)
+    padded, off = [], 0
+    for a, o, _ in pieces:
+        base = a.reshape((1,) * (rank - a.ndim) + a.shape)
+        if base.shape[k] != o[k]:
+            base = np.broadcast_to(base, base.shape[:k] + (o[k],) + base.shape[k + 1 :])
+        p = np.full(base.shape[:k] + (out[k],) + base.shape[k + 1 :], _ADD_NEUTRAL[dtype], dtype=dtype)
+        index = (slice(None),) * k + (slice(off, off + o[k]),)
+        p[index] = base
+        padded.append(p)
+        off += o[k]
+    summed = np.broadcast_shapes(*(p.shape for p in padded))
+    expand = list(summed) != out
+    if len(padded) - 1 + expand >= expands + 1:
+        return m.decline("no fewer nodes")
+    growth = sum(p.nbytes for p in padded) - sum(a.nbytes for a, _, _ in pieces)
+    if growth > EXPAND_CONCAT_GROWTH:
+        return m.decline("padded constants too large")
+    y = b.const(padded[0], "piece")
+    for p in padded[1:]:
+        y = b.op("Add", y, b.const(p, "piece"))
+    if expand:
+        y = b.op("Expand", y, b.const(np.array(out, dtype=np.int64), "shape"))
+    return y
+
+
+MERGE_CONCATS = RuleSet(
+    [
+        Rule("concat-of-concat", Op("Concat", ..., name="cat"), _flatten_concat),
+        Rule("concat-of-expands", Op("Concat", ..., name="cat"), _concat_of_expands, opsets=(8, None)),
+    ]
+)
+MERGE_CONCATS.register(
+    "merge-concats",
+    description="a Concat of Concats along the same axis becomes one Concat; a Concat of Expands of constants an "
+    "Add of the pieces padded with zeros",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -801,7 +906,226 @@ TWO_AND_UNSQUEEZE = RuleSet(
 
 
 
-PUSH_TRANSPOSES = PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE + TWO_AND_UNSQUEEZE
+# --------------------------------------------------------------------------------------------------------------------
+# transpose-into-constants
+# --------------------------------------------------------------------------------------------------------------------
+MAX_ABSORB_NODES = 32
+"""Most nodes transpose-into-constants walks below one Transpose (a bound on its cost)."""
+
+
+def _reshape_groups(xs: tuple[int, ...], ys: tuple[int, ...]) -> list[tuple[range, range]] | None:
+    """Runs of a Reshape's input dims and output dims with equal products, in order (a 1 of the output alone with no
+    input dims; a 1 of the input joins the run it sits in); None for a 1 of the input alone or a 0."""
+    if 0 in xs or 0 in ys:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(xs) or j < len(ys):
+        if j < len(ys) and ys[j] == 1 and not (i < len(xs) and xs[i] == 1):
+            groups.append((range(i, i), range(j, j + 1)))
+            j += 1
+            continue
+        if i >= len(xs) or j >= len(ys):
+            return None
+        i0, j0, pi, pj = i, j, xs[i], ys[j]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                if i >= len(xs):
+                    return None
+                pi, i = pi * xs[i], i + 1
+            else:
+                if j >= len(ys):
+                    return None
+                pj, j = pj * ys[j], j + 1
+        groups.append((range(i0, i), range(j0, j)))
+    return groups
+
+
+def _reshape_perm(xs: tuple[int, ...], ys: tuple[int, ...], perm: list[int]) -> list[int] | None:
+    """q with Transpose(Reshape(x, ys), perm) == Reshape(Transpose(x, q), [ys[p] for p in perm]), or None: the perm
+    must move every run of output dims (see _reshape_groups) as one block in its own order, so the elements of a run
+    stay together and in order; q moves the input dims of the runs the same way."""
+    groups = _reshape_groups(xs, ys)
+    if groups is None:
+        return None
+    of = {j: g for g, (_, yr) in enumerate(groups) for j in yr}
+    q: list[int] = []
+    pos = 0
+    while pos < len(perm):
+        xr, yr = groups[of[perm[pos]]]
+        if list(perm[pos : pos + len(yr)]) != list(yr):
+            return None
+        q.extend(xr)
+        pos += len(yr)
+    return q if sorted(q) == list(range(len(xs))) else None
+
+
+def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple | None:
+    """A plan computing Transpose(v, perm) with no Transpose node, or None: v a constant (transposed here), or the
+    output, read only by ``reader``, of a Concat (each input absorbs perm, the axis moves with it), a Reshape of a
+    static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY (each input absorbs perm; a constant of
+    lower rank is first padded with 1s on the left, as broadcasting reads it). Returns (plan, shape of v)."""
+    t = v.constant()
+    if t is not None:
+        a = t.numpy()
+        return (("const", np.ascontiguousarray(np.transpose(a, perm))), a.shape) if a.ndim == len(perm) else None
+    node = v.producer
+    graph = reader.graph
+    if (
+        node is None
+        or node.graph is not graph
+        or node.domain not in ("", "ai.onnx")
+        or len(node.outputs) != 1
+        or v.is_graph_output(graph)
+        or any(u is not reader for u in v.users())
+    ):
+        return None
+    seen[0] += 1
+    if seen[0] > MAX_ABSORB_NODES:
+        return None
+    rank = len(perm)
+    if node.op_type == "Concat":
+        axis = node.attr("axis")
+        if axis is None or not -rank <= axis < rank or not node.inputs:
+            return None
+        parts = [_absorb(x, perm, node, seen) if x is not None else None for x in node.inputs]
+        if any(p is None or len(p[1]) != rank for p in parts):
+            return None
+        k = axis % rank
+        shape = list(parts[0][1])  # type: ignore[index]
+        shape[k] = sum(p[1][k] for p in parts)  # type: ignore[index]
+        return ("concat", node, [p[0] for p in parts], perm.index(k)), tuple(shape)  # type: ignore[index]
+    if node.op_type == "Reshape" and len(node.inputs) == 2:
+        target = node.inputs[1].constant() if node.inputs[1] is not None else None
+        x = node.inputs[0]
+        if target is None or x is None:
+            return None
+        xs = _static_shape_of(x)
+        if xs is None:
+            return None
+        ys = _reshaped(xs, [int(d) for d in target.numpy().reshape(-1)], node.attr("allowzero", 0))
+        if ys is None or len(ys) != rank:
+            return None
+        q = _reshape_perm(xs, ys, perm)
+        inner = _absorb(x, q, node, seen) if q is not None else None
+        if inner is None or tuple(inner[1]) != xs:
+            return None
+        return ("reshape", node, inner[0], [ys[p] for p in perm]), ys
+    if node.op_type in BINARY + UNARY and node.op_type != "Cast":
+        parts = []
+        for x in node.inputs:
+            if x is None:
+                return None
+            c = x.constant()
+            if c is not None and len(c.dims) < rank:  # broadcasting pads it on the left
+                a = c.numpy()
+                a = a.reshape((1,) * (rank - a.ndim) + a.shape)
+                parts.append((("const", np.ascontiguousarray(np.transpose(a, perm))), a.shape))
+                continue
+            part = _absorb(x, perm, node, seen)
+            if part is None or len(part[1]) != rank:
+                return None
+            parts.append(part)
+        try:
+            shape = tuple(np.broadcast_shapes(*(p[1] for p in parts)))
+        except ValueError:
+            return None
+        return ("elementwise", node, [p[0] for p in parts]), shape
+    return None
+
+
+def _static_shape_of(v: Value, budget: list[int] | None = None) -> tuple[int, ...] | None:
+    """v's static shape: a constant's dims, computed through Concat, Reshape and elementwise ops of such values (at
+    most ``MAX_ABSORB_NODES`` nodes visited in all), or the shape inference recorded."""
+    budget = [MAX_ABSORB_NODES] if budget is None else budget
+    t = v.constant()
+    if t is not None:
+        return tuple(int(d) for d in t.dims)
+    node = v.producer
+    if node is not None and node.domain in ("", "ai.onnx") and budget[0] > 0:
+        budget[0] -= 1
+        ins = [_static_shape_of(x, budget) if x is not None else None for x in node.inputs]
+        if node.op_type == "Concat" and ins and all(i is not None for i in ins):
+            axis, rank = node.attr("axis"), len(ins[0])  # type: ignore[arg-type]
+            if axis is not None and -rank <= axis < rank and all(len(i) == rank for i in ins):  # type: ignore[arg-type]
+                out = list(ins[0])  # type: ignore[arg-type]
+                out[axis % rank] = sum(i[axis % rank] for i in ins)  # type: ignore[index]
+                return tuple(out)
+        if node.op_type == "Reshape" and len(ins) == 2 and ins[0] is not None and node.inputs[1] is not None:
+            target = node.inputs[1].constant()
+            if target is not None:
+                ys = _reshaped(ins[0], [int(d) for d in target.numpy().reshape(-1)], node.attr("allowzero", 0))
+                if ys is not None:
+                    return ys
+        if node.op_type in BINARY + UNARY and ins and all(i is not None for i in ins):
+            try:
+                return tuple(np.broadcast_shapes(*ins))  # type: ignore[arg-type]
+            except ValueError:
+                return None
+    shape = v.shape
+    if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    return tuple(shape)  # type: ignore[arg-type]
+
+
+def _reshaped(xs: tuple[int, ...], target: list[int], allowzero: int) -> tuple[int, ...] | None:
+    """The output shape of Reshape(x of shape xs, target), or None when it is not valid."""
+    out = [xs[i] if d == 0 and not allowzero and i < len(xs) else d for i, d in enumerate(target)]
+    if any(d < -1 for d in out) or out.count(-1) > 1:
+        return None
+    total = int(np.prod(xs))
+    if -1 in out:
+        rest = int(np.prod([d for d in out if d != -1]))
+        if rest == 0 or total % rest:
+            return None
+        out[out.index(-1)] = total // rest
+    return tuple(out) if int(np.prod(out)) == total else None
+
+
+def _build_absorbed(plan: tuple, b) -> Value:
+    kind = plan[0]
+    if kind == "const":
+        return b.const(plan[1], "transposed")
+    if kind == "concat":
+        _, node, parts, axis = plan
+        return b.copy(node, inputs=[_build_absorbed(p, b) for p in parts], attrs={"axis": axis})
+    if kind == "reshape":
+        _, node, inner, shape = plan
+        return b.copy(node, inputs=[_build_absorbed(inner, b), np.array(shape, dtype=np.int64)], drop=("allowzero",))
+    _, node, parts = plan
+    return b.copy(node, inputs=[_build_absorbed(p, b) for p in parts])
+
+
+def _transpose_into_constants(m: Match, b) -> object:
+    """Transpose(f(constants), perm) -> f'(transposed constants), no Transpose: f is a tree of Concat, Reshape and
+    elementwise ops, each read only by the next, over constants (what fold-constants leaves when the result is too
+    large to store, a detector's anchor grid). A permutation commutes with elementwise ops (each input permuted the
+    same way, a constant of lower rank first padded with 1s as broadcasting pads it), a Concat's axis moves with it,
+    and a Reshape whose output dims the perm moves in whole runs of equal product (input dims to output dims) is the
+    same Reshape of its input permuted run by run. Every leaf is a constant, transposed here (the same bytes); a tree
+    with any other leaf is left alone, so the rewrite never adds a node."""
+    perm = _perm(m)
+    if perm is None:
+        return m.decline("Transpose without a valid perm")
+    x = m.node("t").inputs[0]
+    plan = _absorb(x, perm, m.node("t"), [0]) if x is not None else None
+    if plan is None:
+        return m.decline("not a tree of Concat/Reshape/elementwise ops over constants")
+    if plan[0][0] == "const":
+        return m.decline("a Transpose of a constant (fold-constants' job)")
+    return _build_absorbed(plan[0], b)
+
+
+TRANSPOSE_INTO_CONSTANTS = Rule(
+    "transpose-into-constants",
+    Op("Transpose", Var("x"), name="t", attrs=_T),
+    _transpose_into_constants,
+)
+
+
+PUSH_TRANSPOSES = (
+    PUSH_TRANSPOSES + REDUCE_OF_TRANSPOSE + SHAPE_OF_TRANSPOSE + TWO_AND_UNSQUEEZE + TRANSPOSE_INTO_CONSTANTS
+)
 PUSH_TRANSPOSES.register(
     "push-transposes",
     description="move a Transpose below elementwise ops (unary, or binary with a constant, transposed the inverse way) "

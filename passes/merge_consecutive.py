@@ -1,10 +1,13 @@
 """merge-consecutive: fuse chains that collapse into one op (or none): Transpose pairs, Reshape chains, Unsqueeze
-pairs, Squeeze/Unsqueeze pairs that cancel, a zero Pad into the Conv after it, computed Reshape targets to constants.
+pairs, Squeeze/Unsqueeze pairs that cancel, an Unsqueeze into the constant an Expand broadcasts, a zero Pad into the
+Conv after it, computed Reshape targets to constants.
 
 Only standard-domain ops are touched, and the model's default-domain opset decides where axes and pads live.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +70,103 @@ def _merge_unsqueezes(m: Match, b: Builder) -> Value | Declined:
     if len(set(axes)) != len(axes):
         return m.decline("axes overlap")
     return b.copy(node, inputs=[x, b.const(np.array(axes, dtype=np.int64), "axes")])
+
+
+def _unsqueeze_of_expand(m: Match, b: Builder) -> Value | Declined:
+    """Unsqueeze(Expand(c, s), axes) -> Expand(c', s') for a constant c and shape s: Expand broadcasts numpy's way
+    (right-aligned), so c and s are first padded on the left with 1s to the output's rank, then both get a 1 at each
+    new axis; broadcasting 1 against 1 gives 1 there, every other dim is as before, and the elements keep their order.
+    c' holds c's data (no larger), s' grows by one entry per axis, and the Unsqueeze is gone."""
+    node = m.node("n")
+    c, shape = m.const("c"), ints(m.value("s"))
+    if shape is None or any(d < 0 for d in shape):
+        return m.decline("shape not a non-negative int constant")
+    axes = axes_of(node, m.ctx, 13)
+    if not axes:
+        return m.decline("axes not constant")
+    try:
+        out = np.broadcast_shapes(c.shape, tuple(shape))
+    except ValueError:
+        return m.decline("shape does not broadcast")
+    rank = len(out) + len(axes)
+    norm = sorted(a % rank for a in axes if -rank <= a < rank)
+    if len(norm) != len(axes) or len(set(norm)) != len(norm):
+        return m.decline("invalid axes")
+    base = c.reshape((1,) * (len(out) - c.ndim) + c.shape)
+    target, want = [1] * (len(out) - len(shape)) + list(shape), list(out)
+    for a in norm:  # ascending: each insert lands where the Unsqueeze puts its 1
+        base = np.expand_dims(base, a)
+        target.insert(a, 1)
+        want.insert(a, 1)
+    if np.broadcast_shapes(base.shape, tuple(target)) != tuple(want):  # by the argument above, never
+        return m.decline("shapes disagree")
+    return b.copy(
+        m.node("expand"),
+        inputs=[b.const(np.ascontiguousarray(base), "unsqueezed"), b.const(np.array(target, np.int64))],
+    )
+
+
+def _unsqueeze_of_concat(m: Match, b: Builder) -> Value | Declined:
+    """Unsqueeze(Concat(x1, x2, ..., axis=k), axes) -> Concat(x1', x2', ..., axis=k') where every x_i is a constant
+    (x_i' = the constant with the new 1s, the same data) or the output of a Reshape read only by this Concat whose
+    target is a constant without a 0 that copies a dim (x_i' = that Reshape with the 1s inserted in its target: a
+    Reshape to shape t then an Unsqueeze is one Reshape to t with 1s, the same elements in the same order). The new
+    1s are not on the concatenated dim, which sits at k' (the output position of input dim k), and the Unsqueeze is
+    gone."""
+    node, cat = m.node("n"), m.node("cat")
+    graph = m.graph
+    axes = axes_of(node, m.ctx, 13)
+    if not axes:
+        return m.decline("axes not constant")
+    axis = cat.attr("axis")
+    first = cat.inputs[0] if cat.inputs else None
+    rank = len(first.shape) if first is not None and first.shape is not None else None
+    for v in cat.inputs:  # all inputs of a Concat have one rank: a constant's, or a Reshape target's length
+        t = v.constant() if v is not None else None
+        target = ints(input_at(v.producer, 1)) if v is not None and v.producer is not None else None
+        if t is not None:
+            rank = len(t.dims)
+        elif target is not None and v.producer.op_type == "Reshape":  # type: ignore[union-attr]
+            rank = len(target)
+    if rank is None or axis is None or not -rank <= axis < rank:
+        return m.decline("rank unknown")
+    out_rank = rank + len(axes)
+    norm = sorted(a % out_rank for a in axes if -out_rank <= a < out_rank)
+    if len(norm) != len(axes) or len(set(norm)) != len(norm):
+        return m.decline("invalid axes")
+    kept = [p for p in range(out_rank) if p not in norm]
+    plans: list[tuple[str, Any]] = []
+    for v in cat.inputs:
+        t = v.constant() if v is not None else None
+        if t is not None:
+            plans.append(("const", np.expand_dims(t.numpy(), norm)))
+            continue
+        p = v.producer if v is not None else None
+        if (
+            p is None
+            or p.op_type != "Reshape"
+            or p.domain not in ("", "ai.onnx")
+            or p.graph is not graph
+            or graph.is_output(v)
+            or any(u is not cat for u in v.users())
+        ):
+            return m.decline("an input is neither a constant nor a Reshape read only here")
+        target = ints(input_at(p, 1))
+        if target is None or len(target) != rank or (0 in target and not p.attr("allowzero", 0)):
+            return m.decline("a Reshape target not constant, of another rank, or copying a dim")
+        for a in norm:
+            target.insert(a, 1)
+        plans.append(("reshape", (p, target)))
+    inputs, made = [], {}  # a Reshape read twice by the Concat is rewritten once
+    for kind, what in plans:
+        if kind == "const":
+            inputs.append(b.const(np.ascontiguousarray(what), "unsqueezed"))
+            continue
+        p, target = what
+        if id(p) not in made:
+            made[id(p)] = b.copy(p, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")})
+        inputs.append(made[id(p)])
+    return b.copy(cat, inputs=inputs, attrs={"axis": kept[axis % rank]})
 
 
 def _cancel_squeeze(m: Match, b: Builder) -> Value | Declined:
@@ -156,6 +256,17 @@ MERGE_RULES = RuleSet(
             _merge_unsqueezes,
             opsets=(13, None),
         ),
+        # Expand of constants read only here: a detector's anchor grid (Unsqueeze of Expand, then a Concat)
+        Rule(
+            "unsqueeze-of-expand",
+            Op("Unsqueeze", Op("Expand", Const("c"), Const("s"), name="expand"), ..., name="n"),
+            _unsqueeze_of_expand,
+        ),
+        Rule(
+            "unsqueeze-of-concat",
+            Op("Unsqueeze", Op("Concat", ..., name="cat"), ..., name="n"),
+            _unsqueeze_of_concat,
+        ),
         Rule(
             "cancel-squeeze-unsqueeze",
             Op(_SQ, Op(_SQ, Var("x"), ..., name="first", shared=True), ..., name="second"),
@@ -181,4 +292,3 @@ MERGE_RULES = RuleSet(
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
     # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
     return MERGE_RULES.rewrite(graph, ctx, sweeps=1)
-

@@ -69,6 +69,12 @@ def _ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
 
 
+def _grid_kept(model: onnx.ModelProto) -> bool:
+    """The grid is computed at run time (an Expand chain, or after merge-concats an Add of two padded pieces), not
+    stored: no constant but the weight holds as many elements."""
+    return all(int(np.prod(t.dims)) < 2 * N * N for t in model.graph.initializer if t.name != "w")
+
+
 def test_anchor_grid_over_the_cap_folds_when_the_model_has_shed_its_bytes(tmp_path: Path) -> None:
     model = _model(weight=256, doc=8000)  # 512 KB of weights: a 5 KB budget; 8 KB of doc strings shed
     out, stats, size_in, size_out = _optimize(model, tmp_path)
@@ -82,7 +88,7 @@ def test_anchor_grid_stays_when_the_file_would_grow(tmp_path: Path) -> None:
     """Nothing shed (no doc strings): folding 2 KB from 128 bytes would make the file larger than the input."""
     model = _model(weight=256, doc=0)
     out, stats, size_in, size_out = _optimize(model, tmp_path)
-    assert "Expand" in _ops(out) and "over-cap-bytes" not in stats.counts
+    assert _grid_kept(out) and "over-cap-bytes" not in stats.counts
     assert size_out <= size_in
     assert_models_close(model, out)
 
@@ -91,7 +97,7 @@ def test_anchor_grid_stays_beyond_the_growth_budget(tmp_path: Path) -> None:
     """8 KB shed, but 1% of 64 KB of weights (655 bytes) does not hold the 2 KB grid."""
     model = _model(weight=32, doc=8000)
     out, stats, size_in, size_out = _optimize(model, tmp_path)
-    assert "Expand" in _ops(out) and "over-cap-bytes" not in stats.counts
+    assert _grid_kept(out) and "over-cap-bytes" not in stats.counts
     assert size_out <= size_in
     assert_models_close(model, out)
 
@@ -100,5 +106,5 @@ def test_fold_constants_alone_keeps_the_per_tensor_cap(tmp_path: Path) -> None:
     """Run on its own, the pass has seen the model shed nothing: the cap holds, as before."""
     model = _model(weight=256, doc=8000)
     out, stats, _, _ = _optimize(model, tmp_path, passes="fold-constants")
-    assert "Expand" in _ops(out) and "over-cap-bytes" not in stats.counts
+    assert _grid_kept(out) and "over-cap-bytes" not in stats.counts
     assert_models_close(model, out)

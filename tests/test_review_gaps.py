@@ -232,7 +232,10 @@ def test_over_cap_budget_is_not_granted_again_on_a_later_run() -> None:
     assert iterations >= 2 and stats.runs >= 2
     folded = stats.counts.get("over-cap-bytes", 0)
     assert 2 * GRID * GRID * 4 <= folded <= _budget(model)  # one grid (and a part of the other) folded, no more
-    assert "Expand" in [n.op_type for n in out.graph.node]  # the rest of the second grid is still computed
+    # the rest of the second grid is still computed: a node of constants only (an Expand chain, or after
+    # merge-concats the Add of its padded pieces) is left
+    consts = {t.name for t in out.graph.initializer}
+    assert any(n.input and all(i in consts for i in n.input) for n in out.graph.node)
     assert len(out.SerializeToString()) <= len(model.SerializeToString())
     assert_models_close(model, out)
 
@@ -497,16 +500,18 @@ def test_gate_sigmoid_output_is_quantized_on_zero_to_sigmoid_of_max() -> None:
     assert on_its_range < 0.7 * on_zero_one, (on_its_range, on_zero_one)
 
 
-@pytest.mark.parametrize("doc", [1950, 2100, 2250])
-def test_over_cap_folding_takes_at_most_three_quarters_of_the_bytes_shed(doc: int) -> None:
+@pytest.mark.parametrize("doc, folds", [(1950, False), (2100, False), (2250, False), (3000, True)])
+def test_over_cap_folding_takes_at_most_three_quarters_of_the_bytes_shed(doc: int, folds: bool) -> None:
     """One grid, a budget (5 KB) that holds it, and about as many doc-string bytes shed as the grid's 2 KB: what
     folds over the cap stays within three quarters of what the file sheds (the bytes it lost plus the bytes the
     folding added back), up to the few percent the pass's estimate of the file may be off (mutation: ``shed`` for
-    ``shed * 3 // 4`` in ``_allowance``: the whole grid folds from 1950 bytes of doc strings, for 2.4 KB shed)."""
+    ``shed * 3 // 4`` in ``_allowance``: the whole grid folds from 2100 bytes of doc strings, for 2.2 KB shed). The
+    grid reaches fold-constants as one Add of two padded pieces (merge-concats), 2 KB at once: it folds from 3000
+    bytes of doc strings (3.5 KB shed), not from 2250."""
     model = _two_grids_model(weight=256, doc=doc, grids="a")
     out, stats, _ = _fold(model)
     folded = stats.counts.get("over-cap-bytes", 0)
-    assert folded > 0  # part of the grid (one Expand, 1 KB) at least
+    assert (folded > 0) == folds
     shed = len(model.SerializeToString()) - len(out.SerializeToString()) + folded
     assert folded <= 0.75 * shed * 1.05, (folded, shed)
     assert_models_close(model, out)
