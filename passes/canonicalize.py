@@ -911,6 +911,11 @@ TWO_AND_UNSQUEEZE = RuleSet(
 # --------------------------------------------------------------------------------------------------------------------
 MAX_ABSORB_NODES = 32
 """Most nodes transpose-into-constants walks below one Transpose (a bound on its cost)."""
+LAYOUT_DEPENDENT = ("Pow", "Max", "Min")
+"""Elementwise ops whose onnxruntime result depends on how the inputs broadcast, not only on the two elements: Pow
+special-cases a scalar exponent of 2 or 3 (x * x, an ulp off std::pow), Max/Min of a scalar or span pick the other
+signed zero or NaN (Max(0.0, -0.0) gives -0.0 or 0.0). transpose-into-constants changes the broadcast pattern, so
+it leaves them alone."""
 
 
 def _reshape_groups(xs: tuple[int, ...], ys: tuple[int, ...]) -> list[tuple[range, range]] | None:
@@ -963,8 +968,9 @@ def _reshape_perm(xs: tuple[int, ...], ys: tuple[int, ...], perm: list[int]) -> 
 def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple | None:
     """A plan computing Transpose(v, perm) with no Transpose node, or None: v a constant (transposed here), or the
     output, read only by ``reader``, of a Concat (each input absorbs perm, the axis moves with it), a Reshape of a
-    static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY (each input absorbs perm; a constant of
-    lower rank is first padded with 1s on the left, as broadcasting reads it). Returns (plan, shape of v)."""
+    static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY, not LAYOUT_DEPENDENT (each input absorbs
+    perm; a constant of lower rank is first padded with 1s on the left, as broadcasting reads it). Returns (plan,
+    shape of v)."""
     t = v.constant()
     if t is not None:
         a = t.numpy()
@@ -1011,7 +1017,7 @@ def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple |
         if inner is None or tuple(inner[1]) != xs:
             return None
         return ("reshape", node, inner[0], [ys[p] for p in perm]), ys
-    if node.op_type in BINARY + UNARY and node.op_type != "Cast":
+    if node.op_type in BINARY + UNARY and node.op_type not in ("Cast", *LAYOUT_DEPENDENT):
         parts = []
         for x in node.inputs:
             if x is None:

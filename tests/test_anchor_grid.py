@@ -439,3 +439,26 @@ def test_transpose_into_constants_left_alone():
         out, counts = _opt(model, "push-transposes")
         assert "transpose-into-constants" not in counts and _ops(out) == _ops(model)
         _same(_run(model), _run(out))
+
+
+def test_transpose_into_constants_leaves_layout_dependent_ops_alone():
+    """onnxruntime's Pow, Max and Min give results that depend on how the inputs broadcast (Pow special-cases a
+    scalar exponent of 2 or 3; Max/Min of a scalar pick the other signed zero): moving the Transpose into the
+    constants changes the broadcast pattern, so those trees keep their Transpose."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    zeros = np.array([[np.nan, 1.0, -0.0, 0.0]] * 3, np.float32)
+    cases = [
+        ("Pow", ["k", "c"], x, np.array([[2.0, 3.0, 0.5, 3.0]], np.float32), [2, 0, 1]),
+        ("Max", ["c", "k"], zeros, np.array([2.0, np.nan, 0.0, -0.0], np.float32), [1, 0]),
+        ("Min", ["c", "k"], zeros, np.array([2.0, np.nan, 0.0, -0.0], np.float32), [1, 0]),
+    ]
+    for op, ins, k, c, perm in cases:
+        model = _model(
+            [helper.make_node("Concat", ["k0", "k0"], ["k"], axis=0), helper.make_node(op, ins, ["a"]),
+             helper.make_node("Transpose", ["a"], ["y"], perm=perm)],
+            [("k0", k), ("c", c)], ["y"],
+        )  # fmt: skip
+        out, counts = _opt(model, "push-transposes,dce")
+        assert "transpose-into-constants" not in counts, op
+        _same(_run(model), _run(out))
