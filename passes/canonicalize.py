@@ -967,10 +967,10 @@ def _reshape_perm(xs: tuple[int, ...], ys: tuple[int, ...], perm: list[int]) -> 
 
 def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple | None:
     """A plan computing Transpose(v, perm) with no Transpose node, or None: v a constant (transposed here), or the
-    output, read only by ``reader``, of a Concat (each input absorbs perm, the axis moves with it), a Reshape of a
-    static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY, not LAYOUT_DEPENDENT (each input absorbs
-    perm; a constant of lower rank is first padded with 1s on the left, as broadcasting reads it). Returns (plan,
-    shape of v)."""
+    output, read once and by ``reader`` only, of a Concat (each input absorbs perm, the axis moves with it), a Reshape
+    of a static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY, not LAYOUT_DEPENDENT (each input
+    absorbs perm; a constant of lower rank is first padded with 1s on the left, as broadcasting reads it). Returns
+    (plan, shape of v)."""
     t = v.constant()
     if t is not None:
         a = t.numpy()
@@ -984,6 +984,7 @@ def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple |
         or len(node.outputs) != 1
         or v.is_graph_output(graph)
         or any(u is not reader for u in v.users())
+        or len(v.uses) != 1  # read twice (Mul(k, k)): the tree would be built twice, more nodes than before
     ):
         return None
     seen[0] += 1

@@ -462,3 +462,18 @@ def test_transpose_into_constants_leaves_layout_dependent_ops_alone():
         out, counts = _opt(model, "push-transposes,dce")
         assert "transpose-into-constants" not in counts, op
         _same(_run(model), _run(out))
+
+
+def test_transpose_into_constants_never_builds_a_tree_twice():
+    """A value of the tree read twice by its reader (Mul(n, n)) would be rebuilt once per read: more nodes than the
+    Transpose it removes. Left alone."""
+    c = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = _model(
+        [helper.make_node("Concat", ["c", "c"], ["k1"], axis=0), helper.make_node("Concat", ["k1", "c"], ["k"], axis=0),
+         helper.make_node("Neg", ["k"], ["n"]), helper.make_node("Mul", ["n", "n"], ["a"]),
+         helper.make_node("Transpose", ["a"], ["y"], perm=[1, 0])],
+        [("c", c)], ["y"],
+    )  # fmt: skip
+    out, _ = _opt(model, "push-transposes,dce")
+    assert len(out.graph.node) <= len(model.graph.node)
+    _same(_run(model), _run(out))
