@@ -514,7 +514,8 @@ def _flatten_concat(m: Match, b) -> object:
 
 _ADD_NEUTRAL = {np.dtype(np.float32): -0.0, np.dtype(np.float64): -0.0, np.dtype(np.int32): 0, np.dtype(np.int64): 0}
 """Element types an Add of padded pieces handles, with the element x + z == x for every x (float: -0.0, which keeps
-+0.0, -0.0, infinities and NaN; round-to-nearest never rounds an exact sum)."""
++0.0, -0.0 and infinities; round-to-nearest never rounds an exact sum). Not NaN: the Add quiets a signaling NaN,
+which the Concat copies bit for bit, so pieces holding a NaN are left alone."""
 EXPAND_CONCAT_GROWTH = 4096
 """Most bytes concat-of-expands may add to the constants (the padded pieces hold the zeros of the others)."""
 
@@ -574,6 +575,8 @@ def _concat_of_expands(m: Match, b) -> object:
     dtype = pieces[0][0].dtype
     if dtype not in _ADD_NEUTRAL or any(a.dtype != dtype for a, _, _ in pieces):
         return m.decline("element type")
+    if dtype.kind == "f" and any(np.isnan(a).any() for a, _, _ in pieces):
+        return m.decline("a NaN (an Add quiets a signaling one: other bits)")
     rank = len(pieces[0][1])
     axis = root.attr("axis")
     if axis is None or rank == 0 or not -rank <= axis < rank or any(len(o) != rank for _, o, _ in pieces):

@@ -477,3 +477,17 @@ def test_transpose_into_constants_never_builds_a_tree_twice():
     out, _ = _opt(model, "push-transposes,dce")
     assert len(out.graph.node) <= len(model.graph.node)
     _same(_run(model), _run(out))
+
+
+def test_concat_of_expands_keeps_nan_bits():
+    """A Concat copies a signaling NaN bit for bit, an Add quiets it: pieces holding a NaN keep their Concat."""
+    nans = np.array([0x7F800001, 0x7FC00001, 0xFF800123], np.uint32).view(np.float32).reshape(3, 1)
+    model = _model(
+        [helper.make_node("Expand", ["c1", "s"], ["e1"]), helper.make_node("Expand", ["c2", "s"], ["e2"]),
+         helper.make_node("Concat", ["e1", "e2"], ["y"], axis=0)],
+        [("c1", nans), ("c2", np.array([[1.0]], np.float32)), ("s", np.array([3, 2], np.int64))], ["y"],
+    )  # fmt: skip
+    out, counts = _opt(model, "merge-concats,dce")
+    assert "concat-of-expands" not in counts
+    (a,), (b,) = _run(model), _run(out)
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
