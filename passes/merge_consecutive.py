@@ -79,8 +79,8 @@ def _cancel_squeeze(m: Match, b: Builder) -> Value | Declined:
     x, out = m.value("x"), node.outputs[0]
     assert x is not None
     if out is not None and m.graph.is_output(out):
-        renameable = x.producer is not None and x.producer.graph is m.graph and not m.graph.is_output(x)
-        if not renameable or (x.dtype is not None and out.dtype is not None and x.dtype != out.dtype):
+        retyped = x.dtype is not None and out.dtype is not None and x.dtype != out.dtype
+        if retyped or not m.graph.can_take_output(x):
             return m.decline("graph output would need an Identity")
     return x
 
@@ -181,4 +181,3 @@ MERGE_RULES = RuleSet(
 def merge_consecutive(graph: Graph, ctx: PassContext) -> bool:
     # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
     return MERGE_RULES.rewrite(graph, ctx, sweeps=1)
-
