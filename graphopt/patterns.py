@@ -920,8 +920,7 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
     for old, value in zip(outs, new, strict=True):
         if old is None or value is None or old is value or not old.is_graph_output(graph):
             continue
-        renameable = value.producer is not None and value.producer.graph is graph and not value.is_graph_output(graph)
-        if not renameable:
+        if not graph.can_take_output(value):
             identities.append(value)
     if not identities and not created:
         return False

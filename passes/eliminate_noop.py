@@ -75,7 +75,6 @@ def _reshape_is_noop(node: Node, x: Value, opset: int) -> bool:
     return free <= 1
 
 
-
 def _expand_is_noop(x: Value, shape: list[int] | None) -> bool:
     if shape is None or x.shape is None or len(shape) > len(x.shape):
         return False
@@ -162,19 +161,18 @@ def _needs_types(node: Node) -> bool:
 def _pass_through(m: Match, b: Builder) -> list[Value | None] | Declined:
     """The root's first output becomes x (its other outputs are unread: the conditions check that).
 
-    A graph output that x cannot take the name of (x is a graph input, an initializer, an outer value or another
-    output) is kept by an Identity instead: the plainest no-op (the rewriter declines trading an Identity for one)."""
+    A graph output that x cannot take the place of (``Graph.can_take_output``: x is an initializer, an outer value,
+    another output, or a graph input outside a body matched by position) is kept by an Identity instead: the plainest
+    no-op (the rewriter declines trading an Identity for one)."""
     root, x = m.root, m.value("x")
     out = root.outputs[0]
     assert x is not None
-    if out is not None and m.graph.is_output(out) and x.dtype is not None and out.dtype is not None:
-        renameable = x.producer is not None and x.producer.graph is m.graph and not m.graph.is_output(x)
-        if renameable and x.dtype != out.dtype:
-            return m.decline("graph output's type differs")
+    known = out is not None and x.dtype is not None and out.dtype is not None
+    if known and m.graph.is_output(out) and m.graph.can_take_output(x) and x.dtype != out.dtype:
+        return m.decline("graph output's type differs")
     if any(m.graph.is_output(o) for o in root.outputs[1:]):
         return m.decline("another output is a graph output")
     return [x, *[None] * (len(root.outputs) - 1)]
-
 
 
 def _cast_same(m: Match) -> bool:
@@ -282,4 +280,3 @@ class EliminateNoop(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         # one sweep per run: -O2 repeats its pipeline until nothing changes, so a sweep that only confirms is spared
         return NOOP_RULES.rewrite(graph, ctx, sweeps=1)
-

@@ -179,8 +179,8 @@ def _cancel_squeeze(m: Match, b: Builder) -> Value | Declined:
     x, out = m.value("x"), node.outputs[0]
     assert x is not None
     if out is not None and m.graph.is_output(out):
-        renameable = x.producer is not None and x.producer.graph is m.graph and not m.graph.is_output(x)
-        if not renameable or (x.dtype is not None and out.dtype is not None and x.dtype != out.dtype):
+        retyped = x.dtype is not None and out.dtype is not None and x.dtype != out.dtype
+        if retyped or not m.graph.can_take_output(x):
             return m.decline("graph output would need an Identity")
     return x
 

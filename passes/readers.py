@@ -36,15 +36,15 @@ def axes_of(node: Node, ctx: PassContext, since: int) -> list[int] | None:
 def bypass(graph: Graph, node: Node, src: Value) -> bool:
     """Make readers of ``node``'s first output read ``src`` instead; return False when that cannot help.
 
-    When the output is a graph output and ``src`` cannot take its name (a graph input, an initializer, a value from an
-    outer scope, or another output), replacing it would only trade this node for an Identity: leave it.
+    When the output is a graph output and ``src`` cannot take its place (``Graph.can_take_output``: an initializer, a
+    value from an outer scope, another output, or a graph input outside a body matched by position), replacing it would
+    only trade this node for an Identity: leave it.
     """
     out = node.outputs[0]
     if out is None or out is src:
         return False
     if graph.is_output(out):
-        renameable = src.producer is not None and src.producer.graph is graph and not graph.is_output(src)
-        if not renameable:
+        if not graph.can_take_output(src):
             return False
         if src.dtype is not None and out.dtype is not None and src.dtype != out.dtype:
             return False
@@ -52,7 +52,6 @@ def bypass(graph: Graph, node: Node, src: Value) -> bool:
     if not out.uses and not graph.is_output(out):
         graph.remove(node)
     return True
-
 
 
 def check(reason: str, test: Callable[[Match], bool]) -> Callable[[Match], Declined | bool]:

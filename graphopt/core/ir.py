@@ -414,6 +414,41 @@ class Node:
         if value is not None:
             value.uses[(self, index)] = None
 
+    def insert_input(self, index: int, value: Value | None) -> None:
+        """Insert an input at ``index`` (the inputs after it move up by one; their uses follow)."""
+        values = list(self._inputs)
+        values.insert(index, value)
+        self.set_inputs(values)
+
+    def insert_output(self, index: int, value: Value | None = None) -> Value:
+        """Insert a new output at ``index`` (a new Value unless one without a producer is given) and return it; the
+        outputs after it move up by one (their readers are unaffected: a use names the reader's input index). A node
+        already in a graph names the new output at once."""
+        out = Value() if value is None else value
+        if out.producer is not None:
+            raise IRError(f"value {out.name!r} already has a producer")
+        self._outputs.insert(index, out)
+        for i, o in enumerate(self._outputs):
+            if o is not None:
+                o.producer, o.index = self, i
+        if self.graph is not None:
+            self.graph._name_outputs(self)
+        return out
+
+    def remove_output(self, index: int) -> None:
+        """Remove output ``index``, which nobody may read; the outputs after it move down by one."""
+        out = self._outputs[index]
+        if out is not None:
+            if out.uses:
+                raise IRError(f"cannot remove output {out.name!r} of {self}: it is still read")
+            if self.graph is not None and self.graph.is_output(out):
+                raise IRError(f"cannot remove output {out.name!r} of {self}: it is a graph output")
+            out.producer = None
+        del self._outputs[index]
+        for i, o in enumerate(self._outputs):
+            if o is not None:
+                o.index = i
+
     def replace_input(self, old: Value, new: Value | None) -> None:
         """Make every input that reads ``old`` read ``new``."""
         for i, v in enumerate(self._inputs):
@@ -666,8 +701,9 @@ class Graph:
         (``y = Node("Mul", [x, two])``, then ``replace_all_uses_with(x, y.output, exclude=[y])``).
         If ``old`` is an output of this graph, ``new`` takes its place there and also its name, so output names
         never change; when ``new`` cannot be renamed (it is a graph input, initializer or already an output, or comes
-        from an outer scope), an Identity node keeps the old name instead. A graph input that is also a graph output
-        stays that output: only its readers move to ``new``.
+        from an outer scope), an Identity node keeps the old name instead. In a body whose outputs are matched by
+        position (:attr:`outputs_by_position`), an input of the body takes the output's place as it is. A graph input
+        that is also a graph output stays that output: only its readers move to ``new``.
         """
         if old is new:
             return
@@ -681,8 +717,11 @@ class Graph:
             # A graph input that is also a graph output: the output *is* the input, its name is the model's
             # interface, and no value computed from it may take that name. The output keeps reading the input.
             return
-        renameable = new.producer is not None and new.producer.graph is self and not self.is_output(new)
-        if renameable:
+        if self.can_take_output(new) and self.is_input(new):
+            # a body matched by position (can_take_output says so): the input itself becomes the output, names as
+            # they are (the original model's Loop bodies do the same for values they pass through)
+            self.outputs = [new if o is old else o for o in self.outputs]
+        elif self.can_take_output(new):
             old_name = old.name
             old.name = self.unique_name(f"{old_name}_replaced")
             new.name = old_name
@@ -719,6 +758,24 @@ class Graph:
         return self.add_initializer(Value(self.unique_name(name), const=tensor))
 
     # interface tests ------------------------------------------------------------------------------------------------
+    @property
+    def outputs_by_position(self) -> bool:
+        """Whether this graph's outputs are matched by position, not by name: the body of a standard If, Loop, Scan or
+        SequenceMap. Its outputs' names are no interface, so an output may be one of the graph's own inputs (a Loop's
+        loop-carried value passed through unchanged)."""
+        owner = self.owner
+        return owner is not None and owner.domain in STANDARD_DOMAINS and owner.op_type in _SUBGRAPH_OPS
+
+    def can_take_output(self, new: Value) -> bool:
+        """Whether ``new`` can take the place of one of this graph's outputs without an Identity node: it is computed
+        by a node of this graph (it takes the output's name) or, in a body whose outputs are matched by position, it is
+        an input of this graph; and it is not an output already (a graph lists each output once)."""
+        if self.is_output(new):
+            return False
+        if new.producer is not None and new.producer.graph is self:
+            return True
+        return self.outputs_by_position and self.is_input(new)
+
     def is_output(self, v: Value | None) -> bool:
         """Whether ``v`` is one of this graph's outputs (the one test: ``Value.is_graph_output`` asks this)."""
         return v is not None and any(o is v for o in self.outputs)

@@ -436,6 +436,7 @@ _LOSSLESS = [
     "fold-constants",
     "fuse-gelu",
     "cleanup",
+    "hoist-loop-invariants",
     "fold-conv-bn",
     "cse",
     "canonicalize",
