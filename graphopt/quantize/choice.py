@@ -728,7 +728,9 @@ def is_image_stem(node: Node) -> bool:
     The pooled stem only: there the float form also keeps the MaxPool float, and the whole stem ran 1.2x-1.5x faster
     (mtcnn). A stem without the pool gained less (ppocrv5-cls-op14 1.67x -> 1.78x fp32's) and, kept float, flipped
     2 of 48 held-out text lines of that classifier whose fp32 scores were close (0.8 / 0.2) where the all-int8 model
-    flipped none: the calibration set's SQNR (72.8 against 45.9 dB) did not show it."""
+    flipped none: the calibration set's SQNR (72.8 against 45.9 dB) did not show it. On ppocrv4-cls-op11 (1x3x48x192,
+    its stem 72 us int8 against 29 us float per node) the pool-less stem kept float made the model slower, 1.01x ->
+    0.99x fp32's, and its SQNR over 16 held-out lines 48.6 -> 42.1 dB (benchmarks/RESULTS-int8-kernels.md)."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
         return False
     w = constant_array(node.inputs[1])
