@@ -56,11 +56,31 @@ CASES = [
     ("dw5x5 256c 4x4", "depthwise", 256, 4, 4, 5, 1),
     ("dw5x5 64c 64x48", "depthwise", 64, 64, 48, 5, 1),
     ("dw5x5 128c 20x20", "depthwise", 128, 20, 20, 5, 1),
+    # stride (2, 1): PP-LCNet text classifiers and recognizers halve the height only (ppocrv4-cls's Conv.2/7/13/38)
+    ("dw3x3/(2,1) 8c 24x96", "depthwise", 8, 24, 96, 3, (2, 1)),
+    ("dw3x3/(2,1) 24c 12x96", "depthwise", 24, 12, 96, 3, (2, 1)),
+    ("dw3x3/(2,1) 32c 6x96", "depthwise", 32, 6, 96, 3, (2, 1)),
+    ("dw5x5/(2,1) 104c 3x96", "depthwise", 104, 3, 96, 5, (2, 1)),
+    ("dw3x3/(2,1) 64c 24x160", "depthwise", 64, 24, 160, 3, (2, 1)),
+    ("dw5x5/(2,1) 256c 6x160", "depthwise", 256, 6, 160, 5, (2, 1)),
+    ("dw5x5/2 104c 3x96", "depthwise", 104, 3, 96, 5, 2),
+    ("dw3x3/(2,1) 32c 40x80", "depthwise", 32, 40, 80, 3, (2, 1)),  # ppocrv5-cls-op14's Conv.3/7/11/23
+    ("dw3x3/(2,1) 128c 10x80", "depthwise", 128, 10, 80, 3, (2, 1)),
+    ("dw5x5/(2,1) 256c 5x80", "depthwise", 256, 5, 80, 5, (2, 1)),
+    ("dw5x5/(2,1) 200c 3x96", "depthwise", 200, 3, 96, 5, (2, 1)),
+    ("dw5x5/(2,1) 48c 6x96", "depthwise", 48, 6, 96, 5, (2, 1)),
+    ("dw5x5/2 64c 8x64", "depthwise", 64, 8, 64, 5, 2),
+    ("dw3x3/2 32c 6x96", "depthwise", 32, 6, 96, 3, 2),
+    ("dw3x3/2 16c 48x48", "depthwise", 16, 48, 48, 3, 2),
+    ("dw3x3/2 32c 24x24", "depthwise", 32, 24, 24, 3, 2),
+    ("dw3x3/2 96c 16x16", "depthwise", 96, 16, 16, 3, 2),
     ("dense3x3 32c 64x48", "dense", 32, 64, 48, 3, 1),
     ("dense3x3 64c 32x24", "dense", 64, 32, 24, 3, 1),
     ("1x1 64c 32x24", "pointwise", 64, 32, 24, 1, 1),
     ("stem3x3 3->16 128x96", "stem", 16, 128, 96, 3, 2),
     ("stem3x3 3->32 48x48", "stem", 32, 48, 48, 3, 1),
+    ("stem3x3/2 3->8 48x192", "stem", 8, 48, 192, 3, 2),
+    ("stem3x3/2 3->16 80x160", "stem", 16, 80, 160, 3, 2),
     ("maxpool3x3/2 16c 192x256", "maxpool", 16, 192, 256, 3, 2),
     ("maxpool3x3/2 32c 24x96", "maxpool", 32, 24, 96, 3, 2),
     ("maxpool2x2/2 32c 46x46", "maxpool", 32, 46, 46, 2, 2),
@@ -114,13 +134,24 @@ def _conv(nodes, inits, x, name, cin, cout, k, stride, group, rng, *, quant, sx,
         inits += [numpy_helper.from_array(w, win), numpy_helper.from_array(b, bin_)]
     nodes.append(
         helper.make_node(
-            "Conv", [xin, win, bin_], [f"{name}_y"], kernel_shape=[k, k], pads=pads, strides=[stride] * 2, group=group
+            "Conv",
+            [xin, win, bin_],
+            [f"{name}_y"],
+            kernel_shape=[k, k],
+            pads=pads,
+            strides=_strides(stride),
+            group=group,
         )
     )
     if not relu:
         return f"{name}_y"
     nodes.append(helper.make_node("Relu", [f"{name}_y"], [f"{name}_r"]))
     return f"{name}_r"
+
+
+def _strides(stride) -> list[int]:
+    """A case's stride: one int for both axes, or (height, width)."""
+    return list(stride) if isinstance(stride, tuple) else [stride] * 2
 
 
 def _qdq(nodes, inits, x, name, sx, zero=0):

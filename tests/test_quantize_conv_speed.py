@@ -17,8 +17,11 @@ from graphopt.quantize.qdq_rules import keep_float_layers
 RNG = np.random.default_rng(0)
 
 
-def _dw_chain(h: int, w: int, c: int = 16, k: int = 5, reader: str = "Conv") -> onnx.ModelProto:
-    """1x1 conv -> depthwise kxk conv -> reader (a 1x1 Conv, or a hard swish) on a 1 x c x h x w input."""
+def _dw_chain(
+    h: int, w: int, c: int = 16, k: int = 5, reader: str = "Conv", strides: tuple[int, int] = (1, 1)
+) -> onnx.ModelProto:
+    """1x1 conv -> depthwise kxk conv (``strides``) -> reader (a 1x1 Conv, or a hard swish) on a 1 x c x h x w
+    input."""
     inits = [
         numpy_helper.from_array(RNG.standard_normal((c, c, 1, 1)).astype(np.float32), "w0"),
         numpy_helper.from_array(RNG.standard_normal((c, 1, k, k)).astype(np.float32), "w1"),
@@ -26,7 +29,9 @@ def _dw_chain(h: int, w: int, c: int = 16, k: int = 5, reader: str = "Conv") -> 
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["a"], name="pw0"),
-        helper.make_node("Conv", ["a", "w1"], ["b"], name="dw", group=c, kernel_shape=[k, k], pads=[k // 2] * 4),
+        helper.make_node(
+            "Conv", ["a", "w1"], ["b"], name="dw", group=c, kernel_shape=[k, k], pads=[k // 2] * 4, strides=strides
+        ),
         helper.make_node("Relu", ["b"], ["br"], name="relu"),
     ]
     if reader == "Conv":
@@ -63,6 +68,59 @@ def test_conv_kind_by_shape():
     assert choice.conv_kind(next(n for n in big.graph if n.name == "dw")) == "depthwise-flat-large"
     square = _model(_dw_chain(24, 24))
     assert choice.conv_kind(next(n for n in square.graph if n.name == "dw")) == "depthwise"
+
+
+def _dw_kind(h: int, w: int, c: int, k: int, strides: tuple[int, int]) -> str | None:
+    m = _model(_dw_chain(h, w, c=c, k=k, strides=strides))
+    return choice.conv_kind(next(n for n in m.graph if n.name == "dw"))
+
+
+def test_conv_kind_strided_shapes():
+    """The strided kinds of benchmarks/int8_kernels.py's cases (ppocrv4-cls's and ppocrv5-cls's layers)."""
+    assert _dw_kind(24, 96, 8, 3, (2, 1)) == "depthwise-uneven-strided"  # 8 x 12 x 96 out
+    assert _dw_kind(40, 80, 32, 3, (2, 1)) == "depthwise-uneven-strided-large"  # 32 x 20 x 80 = 51200 out
+    assert _dw_kind(3, 96, 104, 5, (2, 1)) == "depthwise-flat-strided"  # 104 x 2 x 96: ppocrv4-cls's Conv.38
+    assert _dw_kind(5, 80, 256, 5, (2, 1)) == "depthwise-flat-strided-large"  # 256 x 3 x 80 = 61440 out
+    assert _dw_kind(3, 96, 104, 5, (2, 2)) == "depthwise-flat-strided"  # 104 x 2 x 48
+    assert _dw_kind(48, 48, 16, 3, (2, 2)) == "depthwise-strided"  # equal strides, not flat
+    assert _dw_kind(3, 96, 104, 5, (1, 1)) == "depthwise-flat"
+
+
+def test_speed_rule_floats_small_strided_depthwise_by_context():
+    for h, w, c, k in ((3, 96, 104, 5), (24, 96, 8, 3)):  # flat-strided, uneven-strided
+        m = _model(_dw_chain(h, w, c=c, k=k, reader="HardSwish", strides=(2, 1)))
+        out = choice.speed_choices(m.graph, _static(m))
+        assert set(out) == {"dw"} and "strided" in out["dw"].reason, (h, w, c, k)
+    # uneven-strided read by an int8 convolution: 0.98 in the table, kept int8
+    m = _model(_dw_chain(24, 96, 8, 3, reader="Conv", strides=(2, 1)))
+    assert choice.speed_choices(m.graph, _static(m)) == {}
+    # ppocrv5-cls-op14's sizes: the -large kinds stay int8 in either context
+    for h, w, c, k in ((40, 80, 32, 3), (5, 80, 256, 5)):
+        m = _model(_dw_chain(h, w, c=c, k=k, reader="HardSwish", strides=(2, 1)))
+        assert choice.speed_choices(m.graph, _static(m)) == {}, (h, w, c, k)
+
+
+def test_strided_depthwise_kept_float_end_to_end():
+    """quantize_model on a 5x5 (2, 1) depthwise over a flat map before a hard swish: the layer is written float (a
+    Conv with a float weight in the quantized model) and the model's outputs stay close to fp32 under onnxruntime."""
+    from graphopt.quantize import output_error, quantize_model
+    from graphopt.tools import runtime
+
+    proto = _dw_chain(3, 96, c=104, k=5, reader="HardSwish", strides=(2, 1))
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.uniform(0, 1, (1, 104, 3, 96)).astype(np.float32)} for _ in range(3)]
+    m = from_proto(proto)
+    report = quantize_model(m, feeds[:2], "ort", {"cache": False})
+    q = m.to_onnx()
+    assert any("depthwise-flat-strided" in c.reason for c in report.choices if c.name == "dw"), report.choices
+    inits = {t.name for t in q.graph.initializer}
+    dw = [n for n in q.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i == 104 for a in n.attribute)]
+    assert len(dw) == 1 and dw[0].input[1] in inits  # a float weight, read directly: the conv is float
+    pw = [n for n in q.graph.node if n.op_type == "Conv" and n is not dw[0]]
+    assert pw and all(n.input[1] not in inits for n in pw)  # the 1x1 conv stays int8 (its weight dequantized)
+    ref = [runtime.session(proto).run(None, f) for f in feeds]
+    got = [runtime.session(q).run(None, f) for f in feeds]
+    assert output_error(ref, got)[0] < 0.05
 
 
 def test_speed_rule_floats_flat_depthwise_before_float_reader():

@@ -645,20 +645,34 @@ CONV_SPEED: dict[tuple[str, str], float] = {
     ("depthwise-flat-large", "float-reader"): 0.93,
     ("depthwise", "int8-chain"): 1.10,
     ("depthwise", "float-reader"): 0.94,
-    ("depthwise-strided", "int8-chain"): 1.37,
-    ("depthwise-strided", "float-reader"): 1.20,
+    ("depthwise-strided", "int8-chain"): 1.20,
+    ("depthwise-strided", "float-reader"): 1.10,
+    ("depthwise-flat-strided", "int8-chain"): 0.80,
+    ("depthwise-flat-strided", "float-reader"): 0.73,
+    ("depthwise-flat-strided-large", "int8-chain"): 1.31,
+    ("depthwise-flat-strided-large", "float-reader"): 1.04,
+    ("depthwise-uneven-strided", "int8-chain"): 0.98,
+    ("depthwise-uneven-strided", "float-reader"): 0.83,
+    ("depthwise-uneven-strided-large", "int8-chain"): 1.50,
+    ("depthwise-uneven-strided-large", "float-reader"): 1.08,
 }
 """Per convolution kind and context, the median over the shapes of ``benchmarks/int8_kernels.py`` (onnxruntime 1.32,
-1 thread) of the time of a small int8 chain with that convolution kept float (a per-axis DequantizeLinear before it,
+1 thread; the strided kinds measured again on 2026-12-01, benchmarks/RESULTS-int8-kernels.md) of the time of a small
+int8 chain with that convolution kept float (a per-axis DequantizeLinear before it,
 see ``qdq_rules.keep_float_layers``) over the all-int8 chain's time: below :data:`SPEED_FLOAT_BELOW` the float form
 is faster, Q/DQ and layout changes included. Kinds (:func:`conv_kind`), all depthwise (one input channel per group):
 onnxruntime's int8 depthwise kernel ran 1.3x-5.7x slower than float's NCHWc one on every ppocrv4-cls and
 ppocrv6-tiny-det layer, worst where a large kernel covers mostly padding: ``depthwise-flat`` (stride 1, a kernel of 5
 or more over a feature map less than 2k-1 high or wide and at least that long the other way, at most
 :data:`FLAT_ELEMENTS` output elements: a text classifier's last stages, 4.3x-5.7x slower in int8),
-``depthwise-flat-large`` (the same, larger), ``depthwise`` (other stride-1 ones), ``depthwise-strided``. Contexts:
-``int8-chain`` when every reader of the output (through a Relu) is a convolution chosen static (it reads int8 in
-onnxruntime's NHWC layout: the float form then costs a layout change and a QuantizeLinear of its own),
+``depthwise-flat-large`` (the same, larger), ``depthwise`` (other stride-1 ones); strided ones:
+``depthwise-flat-strided`` (a kernel of 5 or more, the output flat as above, at most :data:`STRIDED_ELEMENTS`:
+ppocrv4-cls's 5x5 stride (2, 1) Conv.38, 66 us int8 against 12 us float per node), ``depthwise-uneven-strided`` (strides
+that differ per axis, (2, 1) in PP-LCNet text models, at most :data:`STRIDED_ELEMENTS` output elements: ppocrv4-cls's
+3x3 Conv.2/7, 19-34 us int8 against 8 us float), each with a ``-large`` form above that size, and ``depthwise-strided``
+(the rest: equal strides; 3x3 stride 2 from 16x48x48 to 96x16x16 ran 1.03x-1.84x the int8 chain's time kept float).
+Contexts: ``int8-chain`` when every reader of the output (through a Relu) is a convolution chosen static (it reads
+int8 in onnxruntime's NHWC layout: the float form then costs a layout change and a QuantizeLinear of its own),
 ``float-reader`` otherwise (a hard swish, an Add, a pooling). Not in the table (kept static): dense convolutions
 (kept float ran 1.8x-3.0x slower) and an image stem of 3 channels, whose float form ran 0.6x-0.9x the int8 chain's
 time in the micro-benchmark but made mtcnn-onet 2x slower (1.17x -> 0.54x fp32's): after a float stem the next uint8
@@ -676,6 +690,12 @@ the micro-benchmark's chain holds fewer layout changes than a model; ppocrv3-en-
 fp32's), while ppocrv4-cls's ``depthwise-flat`` ones (0.63-0.85) made it 17 % faster (0.83x -> 0.97x)."""
 FLAT_ELEMENTS = 65536
 """The output size (channels x height x width) up to which a flat depthwise convolution is ``depthwise-flat``."""
+STRIDED_ELEMENTS = 40960
+"""The output size up to which a strided depthwise convolution is ``depthwise-flat-strided`` or
+``depthwise-uneven-strided`` rather than their ``-large`` forms: between the largest shape whose float form won in
+``benchmarks/int8_kernels.py`` (5x5 (2, 1) over 200x3x96, 38400 outputs: 0.67-0.79 the int8 chain's time) and the
+smallest that lost (ppocrv5-cls-op14's 3x3 (2, 1) layers, 51200 outputs: 1.07-1.50; kept float with its 61440-output
+5x5 one they made that model 1.63x -> 1.49x fp32's)."""
 
 
 STEM_CHANNELS = 4
@@ -708,7 +728,9 @@ def is_image_stem(node: Node) -> bool:
     The pooled stem only: there the float form also keeps the MaxPool float, and the whole stem ran 1.2x-1.5x faster
     (mtcnn). A stem without the pool gained less (ppocrv5-cls-op14 1.67x -> 1.78x fp32's) and, kept float, flipped
     2 of 48 held-out text lines of that classifier whose fp32 scores were close (0.8 / 0.2) where the all-int8 model
-    flipped none: the calibration set's SQNR (72.8 against 45.9 dB) did not show it."""
+    flipped none: the calibration set's SQNR (72.8 against 45.9 dB) did not show it. On ppocrv4-cls-op11 (1x3x48x192,
+    its stem 72 us int8 against 29 us float per node) the pool-less stem kept float made the model slower, 1.01x ->
+    0.99x fp32's, and its SQNR over 16 held-out lines 48.6 -> 42.1 dB (benchmarks/RESULTS-int8-kernels.md)."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
         return False
     w = constant_array(node.inputs[1])
@@ -747,19 +769,21 @@ def conv_kind(node: Node, shape: Sequence[Any] | None = None) -> str | None:
     group = int(node.attr("group", 1))
     if not (group > 1 and w.shape[1] == 1 and group == w.shape[0]):
         return None
-    strides = node.attr("strides", None) or [1, 1]
-    if any(int(s) != 1 for s in strides):
-        return "depthwise-strided"
+    strides = [int(s) for s in (node.attr("strides", None) or [1, 1])]
+    strided = any(s != 1 for s in strides)
     k = int(max(w.shape[2], w.shape[3]))
     if shape is None:
         y = node.outputs[0] if node.outputs else None
         shape = y.shape if y is not None else None
-    if k >= 5 and shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+    if shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
         lo, hi = sorted(int(d) for d in shape[2:])  # type: ignore[arg-type]
-        if lo < 2 * k - 1 <= hi:
-            small = int(w.shape[0]) * lo * hi <= FLAT_ELEMENTS
-            return "depthwise-flat" if small else "depthwise-flat-large"
-    return "depthwise"
+        size = int(w.shape[0]) * lo * hi
+        large = "" if size <= (STRIDED_ELEMENTS if strided else FLAT_ELEMENTS) else "-large"
+        if k >= 5 and lo < 2 * k - 1 <= hi:
+            return ("depthwise-flat-strided" if strided else "depthwise-flat") + large
+        if len(set(strides)) > 1:
+            return "depthwise-uneven-strided" + large
+    return "depthwise-strided" if strided else "depthwise"
 
 
 def _context(node: Node, chosen: Mapping[str, Choice]) -> str:
@@ -791,7 +815,7 @@ def feed_shapes(model: Model, feed: Mapping[str, np.ndarray] | None) -> dict[str
     wanted = [
         n.outputs[0].name
         for n in model.graph
-        if conv_kind(n) == "depthwise"
+        if conv_kind(n) in ("depthwise", "depthwise-strided")
         and n.outputs[0] is not None
         and not (n.outputs[0].shape and all(isinstance(d, int) for d in n.outputs[0].shape))
     ]
