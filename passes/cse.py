@@ -14,14 +14,12 @@ from typing import Any
 
 import onnx
 
-from graphopt.core.ir import Attribute, Graph, Node, Value
+from graphopt.core.ir import RANDOM_OPS, Attribute, Graph, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import PassContext, register_pass
 
 STANDARD = frozenset({"", "ai.onnx", "ai.onnx.ml"})
-NONDETERMINISTIC = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-)
+NONDETERMINISTIC = RANDOM_OPS
 _GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 

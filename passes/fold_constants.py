@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.core.ir import ONNX_DOMAINS, Graph, Model, Node, Value
+from graphopt.core.ir import ONNX_DOMAINS, RANDOM_OPS, Graph, Model, Node, Value
 from graphopt.core.shape_inference import INLINE_BYTES, infer_shapes
 from graphopt.core.tensors import PLAIN_RAW_TYPES, Tensor, elem_type_of
 from graphopt.engine.passes_api import Option, Pass, PassContext, register_pass
@@ -50,14 +50,8 @@ from .dims import dims_of
 logger = logging.getLogger("graphopt")
 
 STANDARD_DOMAINS = ONNX_DOMAINS  # ops the ONNX standard defines (onnxruntime evaluates them)
-NEVER_FOLD = frozenset(
+NEVER_FOLD = RANDOM_OPS | frozenset(
     {
-        "RandomNormal",
-        "RandomUniform",
-        "RandomNormalLike",
-        "RandomUniformLike",
-        "Multinomial",
-        "Bernoulli",
         "QuantizeLinear",
         "DequantizeLinear",
         "DynamicQuantizeLinear",

@@ -30,25 +30,13 @@ constant).
 
 from __future__ import annotations
 
-from graphopt.core.ir import STANDARD_DOMAINS, Attribute, Graph, Model, Node, Value
+from graphopt.core.ir import RANDOM_OPS, STANDARD_DOMAINS, Attribute, Graph, Model, Node, Value
 from graphopt.core.shape_inference import infer_shapes
 from graphopt.engine.passes_api import Pass, PassContext, register_pass
 
 from .readers import input_at
 
-NEVER_HOISTED = frozenset(
-    {
-        "Constant",
-        "Identity",
-        "Dropout",
-        "RandomNormal",
-        "RandomUniform",
-        "RandomNormalLike",
-        "RandomUniformLike",
-        "Multinomial",
-        "Bernoulli",
-    }
-)
+NEVER_HOISTED = RANDOM_OPS | frozenset({"Constant", "Identity", "Dropout"})
 """Op types that stay in the body (see the module doc)."""
 
 

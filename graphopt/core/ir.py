@@ -298,6 +298,10 @@ STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 """The names of the default ONNX operator domain (``""`` and its alias ``"ai.onnx"``)."""
 ONNX_DOMAINS = STANDARD_DOMAINS | {"ai.onnx.ml"}
 """Every domain whose operators the ONNX standard defines (the default domain and ``ai.onnx.ml``)."""
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+"""The ONNX ops that draw random numbers: a pass never folds, merges or moves them (each run draws anew)."""
 
 
 def weight_axes(node: Node, rank: int = 2) -> tuple[int, int] | None:
