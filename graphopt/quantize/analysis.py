@@ -232,8 +232,7 @@ def plan(graph: Graph, target: str, selection: Selection | None = None) -> Plan:
         hard_swish_idioms(graph, selection)
     everything = [n for n in graph.all_nodes() if _in_quantizable_graph(n, graph)]
     excluded = [n for n in everything if n.domain in STANDARD_DOMAINS and selection.excludes(n)]
-    nodes = everything
-    nodes = [n for n in nodes if selection.allows(n, target) and _eligible(n, target) and _local(n)]
+    nodes = [n for n in everything if selection.allows(n, target) and _eligible(n, target) and _local(n)]
     gates: list[Node] = []
     if target == "ort":
         # x * HardSigmoid(x) is one hard-swish: transform writes it with integer kernels when x and its output are

@@ -26,6 +26,7 @@ import onnx
 
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array, weight_axes
 from graphopt.core.tensors import Tensor
+from graphopt.quantize.analysis import RELU_LIKE
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INTEGER_FORMS = ("QLinear", "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantize")
@@ -700,7 +701,6 @@ def residual_gates_as_one_mul(graph: Graph, may: MayQuantize = _anything) -> int
 # ----------------------------------------------------------------------------------------------------------------------
 # onnxruntime: a node the user excluded runs float
 
-RELU_LIKE = ("Relu", "Clip")
 KEEPS_FLOAT = "Max"
 """The op of the copies :func:`excluded_stay_float` writes: ``Max`` of one input is that input, bit for bit, and
 onnxruntime 1.32 neither eliminates it, nor fuses it with a DequantizeLinear or QuantizeLinear, nor moves a
