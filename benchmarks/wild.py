@@ -20,9 +20,12 @@ Per model, on valid inputs made by ``corpus.feeds`` (onnxruntime CPU, outputs co
   feeds: error and speed-up, the reference for int8.
 - The int8 steps' inputs (``--inputs``): ``real`` (default) for the image models that have real inputs in the corpus
   (``corpus.real_feeds``: photos and fonts from pinned wheels, each family's preprocessing; calibrated on 4 images,
-  error over ``EVAL_REAL`` = 16 others), ``noise`` (``corpus.feeds``: calibrated on 4 seeds, error over
-  ``EVAL_NOISE`` = 8 others) for the rest or with ``--inputs noise``. Each result records
-  which (``inputs``), and the results file shows it per cell.
+  error over up to ``EVAL_REAL`` = 32 others, as many as realdata makes different), ``noise`` (``corpus.feeds``:
+  calibrated on 4 seeds, error over ``EVAL_NOISE`` = 32 others) for the rest or with ``--inputs noise``. Each result
+  records which (``inputs``, ``eval_n``), and the results file shows it per cell. Per evaluation input they also
+  record the SQNR and, for the entries with a ``task`` (``corpus.TASKS``), the top-1 agreement with fp32; the results
+  file's section "int8 against quantize_static" pairs int8-ort and ort-qstatic input by input (mean SQNR difference,
+  bootstrap 95% interval).
 - ``prune``: ``-O2 --prune-channels 0.3 --prune-bench 0``: MACs and parameter bytes before/after from graphopt's JSON,
   latency against the ``-O2`` output, or the clean exit-2 reason.
 
@@ -295,41 +298,104 @@ def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
 INT8_STEPS = ("int8-ort", "int8-trt", "ort-qstatic")
 
 
-EVAL_REAL = 16
-"""Real evaluation inputs per image model (the int8 error). Results before 2026-12-01 used 4, which left two models'
-comparison with quantize_static to one or two inputs (ppocrv5-cls-op14: 20.9 against 29.0 dB over 4 text lines,
-23.6 against 19.0 over 16)."""
-EVAL_NOISE = 8
-"""Noise evaluation feeds per model without real inputs (seeds 0-7; results before 2026-12-01 used seed 0 alone)."""
+EVAL_REAL = 32
+"""Real evaluation inputs per image model (the int8 error), at most: fewer where realdata offers fewer different ones
+(``realdata.eval_count``: the 5 evaluation photos of opennsfw and mtcnn-pnet). Results before 2026-12-01 used 4, which
+left two models' comparison with quantize_static to one or two inputs (ppocrv5-cls-op14: 20.9 against 29.0 dB over 4
+text lines, 23.6 against 19.0 over 16); results of 2026-12-01 used 16 (opennsfw: the 5 photos over and over)."""
+EVAL_NOISE = 32
+"""Noise evaluation feeds per model without real inputs (seeds 0-31; 8 on 2026-12-01, seed 0 alone before)."""
+SQNR_CAP = 120.0
+"""Per-input SQNR is read as at most this (dB) in the paired comparison: an output the quantized model reproduces
+exactly (infinite SQNR) or within float32 rounding counts as this, not as an infinite difference."""
+
+
+def eval_n(entry: dict, kind: str) -> int:
+    """How many evaluation inputs the int8 steps use for ``entry`` with inputs of ``kind`` ("real" or "noise")."""
+    if kind == "noise":
+        return EVAL_NOISE
+    import realdata
+
+    return min(EVAL_REAL, realdata.eval_count(entry["real"]["kind"]) or EVAL_REAL)
 
 
 def inputs_for(entry: dict, src: Path) -> tuple[str, list[dict], list[dict]]:
     """Which inputs the int8 steps use: ("real", calibration feeds, evaluation feeds) when the entry has real inputs
     and ``--inputs real`` (the default), else ("noise", ...) from ``corpus.feeds``. Calibration: 4 feeds (seeds
-    100-103 / the calibration images); evaluation: ``EVAL_NOISE`` noise feeds (seeds 0, 1, ...) or ``EVAL_REAL``
-    real inputs, never calibration ones. Latency is timed on the first evaluation feed."""
+    100-103 / the calibration images); evaluation: ``eval_n`` feeds, noise (seeds 0, 1, ...) or real inputs, all
+    different, never calibration ones. Latency is timed on the first evaluation feed."""
     if os.environ.get("WILD_INPUTS", "real") == "real" and entry.get("real"):
         calib = corpus.real_feeds(entry, "calib", 4, path=src)
-        return "real", calib, corpus.real_feeds(entry, "eval", EVAL_REAL, path=src)
+        return "real", calib, corpus.real_feeds(entry, "eval", eval_n(entry, "real"), path=src)
     calib = [corpus.feeds(entry, seed=100 + i, path=src) for i in range(4)]
-    return "noise", calib, [corpus.feeds(entry, seed=i, path=src) for i in range(EVAL_NOISE)]
+    return "noise", calib, [corpus.feeds(entry, seed=i, path=src) for i in range(eval_n(entry, "noise"))]
 
 
-def _outputs_all(path: Path, feeds: list[dict], run) -> list[np.ndarray]:
-    """The outputs of every feed, one after the other (so that _errors compares all of them at once)."""
-    return [o for f in feeds for o in run(path, f)]
+def _feeds_digest(feeds: list[dict]) -> str:
+    """A digest of the evaluation inputs: two steps' per-input figures are paired only when it is the same."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in feeds:
+        for k in sorted(f):
+            a = np.ascontiguousarray(f[k])
+            h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def top1_agreement(task: dict, ref: list[np.ndarray], out: list[np.ndarray]) -> float:
+    """The fraction of labels (argmax over the task's class axis of its score outputs) the same in ``out`` as in
+    ``ref``: per input for a classifier, per step for a sequence, per pixel for a segmenter."""
+    same = total = 0
+    for i in task["outputs"]:
+        r, o = np.asarray(ref[i]), np.asarray(out[i])
+        eq = np.argmax(r, axis=task["axis"]) == np.argmax(o, axis=task["axis"])
+        same, total = same + int(eq.sum()), total + eq.size
+    return same / total if total else float("nan")
+
+
+def _int8_errors(entry: dict, refs: list[list[np.ndarray]], outs: list[list[np.ndarray]], digest: str) -> dict:
+    """The error of a quantized model over all evaluation inputs (``err``, as before) and per input (``per_input``:
+    SQNR in dB, and top-1 agreement for the entries with a ``task``), with the inputs' digest."""
+    res = {"err": _errors([o for r in refs for o in r], [o for q in outs for o in q]), "eval_digest": digest}
+    per = {"sqnr_db": [_errors(r, q)["sqnr_db"] for r, q in zip(refs, outs, strict=True)]}
+    task = entry.get("task")
+    if task:
+        per["top1"] = [top1_agreement(task, r, q) for r, q in zip(refs, outs, strict=True)]
+        res["top1"] = float(np.mean(per["top1"]))
+    res["per_input"] = per
+    return res
+
+
+def paired_bootstrap(a: list, b: list, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of the paired differences ``a[i] - b[i]`` and a percentile bootstrap interval of it (inputs resampled with
+    replacement, ``n_boot`` times, seeded). SQNRs are read as at most ``SQNR_CAP``; a pair with a missing value (no
+    float output signal) is left out."""
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    if not pairs:
+        return {"n": 0}
+    d = np.array([min(x, SQNR_CAP) - min(y, SQNR_CAP) for x, y in pairs], np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return {"n": len(d), "mean": float(d.mean()), "lo": float(lo), "hi": float(hi)}
+
+
+def _outputs_each(path: Path, feeds: list[dict], run) -> list[list[np.ndarray]]:
+    """The outputs of every feed, one list per feed."""
+    return [run(path, f) for f in feeds]
 
 
 def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, runs: int) -> dict:
     kind, calib_feeds, evals = inputs_for(entry, src)
-    ref = _outputs_all(src, evals, _run_outputs)
-    eval_n = len(evals)
+    refs = _outputs_each(src, evals, _run_outputs)
+    digest = _feeds_digest(evals)
     if step == "ort-qstatic":
         q = tmp / "qstatic.onnx"
         t0 = time.perf_counter()
         _qstatic(src, q, calib_feeds)
-        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3), "inputs": kind, "eval_n": eval_n}
-        res["err"] = _errors(ref, _outputs_all(q, evals, _run_candidate))
+        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3), "inputs": kind, "eval_n": len(evals)}
+        res.update(_int8_errors(entry, refs, _outputs_each(q, evals, _run_candidate), digest))
         lf, lq = _latency([src, q], evals[0], runs)
         res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
         return res
@@ -345,13 +411,13 @@ def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, run
         calib = ["--calib-data", str(cdir)]
     args = [str(src), "-O2", "--quantize", "int8", *calib, "--calib-cache", "off", "--target", target, "-o", str(q)]
     res = _graphopt(args, timeout)
-    res["inputs"], res["eval_n"] = kind, eval_n
+    res["inputs"], res["eval_n"] = kind, len(evals)
     if res["verdict"] == "ok":
         qj = res.pop("json", {}).get("quantization", {}) or {}
         res["own_sqnr_db"] = qj.get("output_sqnr_db")
         res["quantized_layers"] = sum(1 for la in qj.get("layers", []) if la.get("weight_scale") is not None)
         res["kept_float"] = len(qj.get("kept_float", []))
-        res["err"] = _errors(ref, _outputs_all(q, evals, _run_candidate))
+        res.update(_int8_errors(entry, refs, _outputs_each(q, evals, _run_candidate), digest))
         if target == "ort":
             lf, lq = _latency([src, q], evals[0], runs)
             res.update(lat_fp32_ms=lf, lat_int8_ms=lq)
@@ -487,6 +553,11 @@ def judge(model: dict) -> None:
     if p.get("verdict") == "ok" and zc and zc["rel"] > 1e-3:  # pruning is lossy, but exact on zeroed channels
         p["verdict"] = "wrong"
         p["stderr"] = f"zero-channel invariant off by {zc['rel']:.2g} relative"
+    own, qs = model.get("int8-ort", {}), model.get("ort-qstatic", {})
+    if own.get("verdict") == "ok" and qs.get("verdict") == "ok":
+        own.pop("vs_qstatic", None)
+        if own.get("eval_digest") and own.get("eval_digest") == qs.get("eval_digest"):  # the same inputs
+            own["vs_qstatic"] = paired_bootstrap(own["per_input"]["sqnr_db"], qs["per_input"]["sqnr_db"])
     anchors_ok = [
         model[f"anchor:{a}"]
         for a in ANCHORS
@@ -608,8 +679,9 @@ def write_markdown(
         "architectures exported here with random seeded weights, counted apart in the Corpus section); inputs from "
         "`corpus.feeds` (valid sizes and token ranges, random values), except for the int8 steps, whose cells say "
         "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over "
-        f"{EVAL_REAL} other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error over {EVAL_NOISE} others; "
-        "results from runs before 2026-12-01, without an `eval_n` in the JSON, used 4 images / 1 feed); latencies "
+        f"up to {EVAL_REAL} other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error over {EVAL_NOISE} "
+        "others; each result's `eval_n` in the JSON says how many; results from runs before 2026-12-01, without an "
+        "`eval_n`, used 4 images / 1 feed); latencies "
         "at 1 thread, median, interleaved, on the first evaluation input." + (f" {note}" if note else ""),
         "",
     ]
@@ -684,7 +756,57 @@ def write_markdown(
             row.append(_cell(results[n].get(st), "anchor").replace("|", "/"))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if "int8-ort" in pipelines and "ort-qstatic" in pipelines:
+        lines += versus_qstatic(results, names)
     out.write_text("\n".join(lines))
+
+
+def versus_qstatic(results: dict, names: list[str]) -> list[str]:
+    """The section "int8 against quantize_static": per model with both int8-ort and ort-qstatic, the SQNR of each over
+    all evaluation inputs, the mean per-input difference with its bootstrap interval, top-1 agreement with fp32."""
+    rows, tally = [], {"better": 0, "within": 0, "worse": 0}
+    for n in sorted(names, key=list(corpus.BY_NAME).index):
+        own, qs = results[n].get("int8-ort", {}), results[n].get("ort-qstatic", {})
+        if own.get("verdict") != "ok" or qs.get("verdict") != "ok":
+            continue
+
+        def sq(s: dict) -> str:
+            v = (s.get("err") or {}).get("sqnr_db")
+            return "-" if v is None else f"{v:.1f}"
+
+        p = own.get("vs_qstatic") or {}
+        if p.get("n"):
+            verdict = "better" if p["lo"] > 0 else "worse" if p["hi"] < 0 else "within"
+            tally[verdict] += 1
+            diff = f"{p['mean']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
+            verdict = f"**{verdict}**" if verdict == "worse" else verdict
+        else:
+            diff, verdict = "-", "not paired"
+        task = corpus.BY_NAME[n].get("task")
+        top1 = "-"
+        if task and "top1" in own and "top1" in qs:
+            top1 = f"{100 * own['top1']:.1f} / {100 * qs['top1']:.1f} % ({task['kind']})"
+        inputs = f"{own.get('inputs', '?')} x{own.get('eval_n', '?')}"
+        rows.append(f"| {n} | {inputs} | {sq(own)} | {sq(qs)} | {diff} | {verdict} | {top1} |")
+    if not rows:
+        return []
+    return [
+        "## int8 against quantize_static",
+        "",
+        "graphopt `--quantize int8 --target ort` against onnxruntime's `quantize_static` (QDQ, per-tensor, MinMax), "
+        "both calibrated on the same 4 inputs and evaluated on the same ones (inputs x count). SQNR: over all "
+        "evaluation inputs at once (dB, against fp32). Paired: the mean over the inputs of graphopt's SQNR minus "
+        f"quantize_static's on that input (each capped at {SQNR_CAP:.0f} dB), with a 95% bootstrap interval "
+        "(10000 resamples of the inputs); `worse` when the interval is all below zero, `better` all above. Top-1: "
+        "the labels (argmax of the score outputs, per input, step or pixel as `corpus.TASKS` says) that agree with "
+        f"fp32, graphopt / quantize_static. Paired: {tally['better']} better, {tally['within']} within the interval, "
+        f"{tally['worse']} worse.",
+        "",
+        "| model | inputs | SQNR graphopt | SQNR qstatic | paired difference (dB) [95%] | verdict | top-1 agreement |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _compile_graphopt() -> None:
