@@ -17,7 +17,9 @@ An input spec is ``(shape, generator, *args)``: ``uniform lo hi``, ``normal scal
 ``ones``, ``zeros`` (booleans: ``ones`` is all true). Shapes are concrete: they pick valid sizes for the dynamic
 axes (FPN detectors take H and W in multiples of 32, recurrent states have batch 1, ...). These are noise of the
 right size and range. The image models also have ``real`` (``REAL_INPUTS``): the family of their preprocessing and
-the input shape; ``real_feeds(entry, "calib"|"eval", n)`` makes real images for them (benchmarks/realdata.py).
+the input shape; ``real_feeds(entry, "calib"|"eval", n)`` makes real images for them (benchmarks/realdata.py). The
+classifiers, recognizers and segmenters have ``task`` (``TASKS``): which outputs hold class scores, along which axis
+(wild.py's top-1 agreement of int8 with fp32).
 
 Entries with ``"export": RECIPE`` are not shipped by any wheel: architectures (torchvision, timm, ultralytics,
 transformers) with random seeded weights, exported on this machine by benchmarks/export_wild.py into

@@ -245,3 +245,23 @@ def test_evaluation_inputs_are_as_many_as_realdata_makes_different():
     assert wild._feeds_digest(a) == wild._feeds_digest([dict(f) for f in a]) != wild._feeds_digest(a[::-1])
     for name, task in ((n, corpus.BY_NAME[n]["task"]) for n in corpus.TASKS):
         assert task["kind"] in ("classify", "sequence", "segment") and task["outputs"], name
+
+
+def _task_model(name: str) -> Path | None:
+    for p in (ROOT / "fixtures" / "wild" / f"{name}.onnx", corpus.model_path(corpus.BY_NAME[name])):
+        if p.exists():
+            return p
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(corpus.TASKS))
+def test_task_outputs_are_class_scores(name):
+    """The outputs TASKS names hold scores over at least 2 classes along its axis (on the models at hand: the CI
+    fixtures, and the corpus cache where fetched)."""
+    src = _task_model(name)
+    if src is None:
+        pytest.skip("model not fetched")
+    task = corpus.BY_NAME[name]["task"]
+    outs = session(str(src), threads=1).run(None, corpus.feeds(corpus.BY_NAME[name], seed=0, path=src))
+    for i in task["outputs"]:
+        assert outs[i].dtype.kind == "f" and outs[i].shape[task["axis"]] >= 2, (name, i, outs[i].shape)
