@@ -748,3 +748,30 @@ def test_cli_float16_corpus_model_prunes_as_its_float32_original(tmp_path, capsy
         answers.append((code, err.strip()))
     assert answers[0][0] == 2 and "nothing to prune" in answers[0][1]
     assert answers[1] == answers[0]
+
+
+def test_pre_quantized_model_says_its_weights_are_quantized() -> None:
+    """A QDQ model's Conv reads its weight through DequantizeLinear: no channel group has constant weights, and the
+    reason says why (it said "no Conv or Gemm layers" of a model full of Convs). A model without layers keeps that."""
+    from graphopt.prune.driver import run_pruning
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int8), "wq")
+    s = numpy_helper.from_array(np.array(0.1, np.float32), "ws")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    qdq = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], [w, s]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    with pytest.raises(GraphoptError, match="nothing to prune: the Conv/Gemm/MatMul weights are quantized"):
+        run_pruning(from_proto(qdq), 0.5, None, {})
+    plain = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    with pytest.raises(GraphoptError, match=r"no channel group can be pruned safely \(no Conv or Gemm layers\)"):
+        run_pruning(from_proto(plain), 0.5, None, {})
