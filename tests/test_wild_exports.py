@@ -183,10 +183,16 @@ def test_wild_report_says_what_the_run_covers():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     shipped = [e["name"] for e in wild.corpus.ENTRIES]
-    exported = [e["name"] for e in wild.corpus.EXPORT_ENTRIES]
+    exported = [e["name"] for e in wild.corpus.EXPORT_ENTRIES if "derived" not in e["features"]]
+    derived = [e["name"] for e in wild.corpus.DERIVED_ENTRIES]
     alone = wild.coverage(shipped)[-1]
     assert alone.startswith(f"{len(shipped)} models from ") and "opsets 19-20" in alone
     assert alone.endswith("random-weight exports of torchvision/timm/ultralytics/transformers architectures.")
+    assert all(gap in alone.split("Not covered")[1] for gap in ("static QDQ", "QOperator", "Scan", "fp16 beyond"))
     both = wild.coverage(shipped + exported)[-1]
     assert f"and {len(exported)} random-weight exports of " in both
     assert "opset 19" not in both and "opset 20" not in both and "opsets 19-20" not in both
+    every = wild.coverage(shipped + exported + derived)[-1]
+    assert f"and {len(derived)} models derived here" in every
+    missing = every.split("Not covered by the models of this run: ")[1]
+    assert not any(gap in missing for gap in ("QDQ", "QOperator", "Scan", "fp16")), missing
