@@ -649,3 +649,43 @@ def test_scan_pass_through_states_keep_an_identity(rows, feats, states, n, seed)
     scan = next(node for node in out.graph.node if node.op_type == "Scan")
     body = scan.attribute[0].g
     assert not {o.name for o in body.output} & {i.name for i in body.input}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# skl2onnx models (corpus: skl-knn-diabetes, skl-gpr-diabetes): Flatten of a matrix, Transpose of a filled tensor
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape,axis,removed",
+    [(["n", 5], 1, True), (["n", 5], -1, True), ([3, 5], None, True), (["n", 5], 0, False), (["n", 5, 2], 1, False)],
+)
+def test_flatten_of_a_matrix_at_axis_one_goes(shape, axis, removed) -> None:
+    attrs = {} if axis is None else {"axis": axis}
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], **attrs), helper.make_node("Relu", ["f"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])  # fmt: skip
+    out = graphopt.optimize(model, level=2)
+    assert ("Flatten" not in _ops(out)) == removed, _ops(out)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal([n if d == "n" else d for d in shape]).astype(np.float32)
+        _same_outputs(model, out, {"x": x})
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=4), st.randoms(use_true_random=False), st.booleans())
+def test_transpose_of_constant_of_shape_permutes_the_shape(dims, rnd, shared) -> None:
+    perm = list(range(len(dims)))
+    rnd.shuffle(perm)
+    value = numpy_helper.from_array(np.array([2.5], np.float32), "v")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["s"], ["c"], value=value),
+        helper.make_node("Transpose", ["c"], ["t"], perm=perm),
+        helper.make_node("Add", ["t", "x"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:  # the filled tensor has another reader: the rule leaves it (fold-constants may fold a small one)
+        outputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * len(dims))
+    model = _model(nodes, [x], outputs, [_i64("s", dims)])
+    out = graphopt.optimize(model, level=2)
+    assert shared or "Transpose" not in _ops(out), (_ops(out), perm)
+    _same_outputs(model, out, {"x": np.ones([1] * len(dims), np.float32)})
