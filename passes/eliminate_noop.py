@@ -111,6 +111,11 @@ def _slice_is_full(node: Node, x: Value, opset: int) -> bool:
     return True
 
 
+def _flatten_is_noop(node: Node, x: Value) -> bool:
+    """Flatten(x, axis) is x when x has rank 2 and axis is 1 (or -1): the output is ``[d0, d1]`` again."""
+    return x.shape is not None and len(x.shape) == 2 and node.attr("axis", 1) in (1, -1)
+
+
 _NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "And": True, "Or": False}
 
 
@@ -138,7 +143,8 @@ def _all_equal(value: Any) -> Callable[[np.ndarray], bool]:
 
 
 _TYPED_DECISIONS = frozenset(
-    {"Cast", "CastLike", "Reshape", "Expand", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Size", "MatMul"}
+    {"Cast", "CastLike", "Reshape", "Flatten", "Expand", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Size"}
+    | {"MatMul"}
 )
 """Ops whose rewrite in cleanup (or in fold-conv-bn after it) depends on the types of their inputs."""
 
@@ -224,6 +230,12 @@ NOOP_RULES = RuleSet(
             Op("Reshape", X, Var(), name="n"),
             "shape not proven the same",
             lambda m: _reshape_is_noop(m.node("n"), m.value("x"), m.opset() or 1),  # type: ignore[arg-type]
+        ),
+        _rule(
+            "noop-flatten",  # rank 2 flattened at axis 1 keeps its shape (skl2onnx flattens TopK's indices)
+            Op("Flatten", X, name="n"),
+            "input not of rank 2 or axis not 1",
+            lambda m: _flatten_is_noop(m.node("n"), m.value("x")),  # type: ignore[arg-type]
         ),
         _rule(
             "noop-expand",

@@ -1,6 +1,6 @@
 """merge-consecutive: fuse chains that collapse into one op (or none): Transpose pairs, Reshape chains, Unsqueeze
-pairs, Squeeze/Unsqueeze pairs that cancel, an Unsqueeze into the constant an Expand broadcasts, a zero Pad into the
-Conv after it, computed Reshape targets to constants.
+pairs, Squeeze/Unsqueeze pairs that cancel, an Unsqueeze into the constant an Expand broadcasts, a Transpose into the
+ConstantOfShape it permutes, a zero Pad into the Conv after it, computed Reshape targets to constants.
 
 Only standard-domain ops are touched, and the model's default-domain opset decides where axes and pads live.
 """
@@ -70,6 +70,18 @@ def _merge_unsqueezes(m: Match, b: Builder) -> Value | Declined:
     if len(set(axes)) != len(axes):
         return m.decline("axes overlap")
     return b.copy(node, inputs=[x, b.const(np.array(axes, dtype=np.int64), "axes")])
+
+
+def _transpose_of_filled(m: Match, b: Builder) -> Value | Declined:
+    """Transpose(ConstantOfShape(s), perm) -> ConstantOfShape(s[perm]): every element holds the same value, so
+    permuting the axes only permutes the shape (skl2onnx's Gaussian-process kernels transpose a zeros tensor)."""
+    shape, perm = ints(m.value("s")), m.node("n").attr("perm")
+    if shape is None or any(d < 0 for d in shape):
+        return m.decline("shape not a non-negative int constant")
+    if sorted(perm) != list(range(len(shape))):
+        return m.decline("perm does not match the shape's rank")
+    target = np.array([shape[p] for p in perm], dtype=np.int64)
+    return b.copy(m.node("fill"), inputs={0: b.const(target, "shape")})
 
 
 def _unsqueeze_of_expand(m: Match, b: Builder) -> Value | Declined:
@@ -255,6 +267,11 @@ MERGE_RULES = RuleSet(
             Op("Unsqueeze", Op("Unsqueeze", Var("x"), ..., name="first", shared=True), ..., name="second"),
             _merge_unsqueezes,
             opsets=(13, None),
+        ),
+        Rule(
+            "transpose-of-constantofshape",
+            Op("Transpose", Op("ConstantOfShape", Const("s"), name="fill"), name="n", attrs=_HAS_PERM),
+            _transpose_of_filled,
         ),
         # Expand of constants read only here: a detector's anchor grid (Unsqueeze of Expand, then a Concat)
         Rule(

@@ -596,3 +596,96 @@ def test_rules_show_firings_and_declines_with_reasons_in_the_pass_table() -> Non
     (stats,) = [s for s in report[0].stats if s.name == "eliminate-noop"]
     assert stats.counts == {"noop-neutral": 1}
     assert stats.declines == {"noop-neutral": {"broadcast adds dims": 1}}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scan bodies: a state output never becomes the body's input itself (onnxruntime's Scan then computes wrong values)
+# --------------------------------------------------------------------------------------------------------------------
+def _cdist_scan(rows: int, feats: int, states: int, seed: int) -> onnx.ModelProto:
+    """skl2onnx's pairwise distances (KNeighbors, GaussianProcess: the corpus' skl-knn-diabetes, skl-gpr-diabetes):
+    Scan over the training rows C with X as a state the body passes through an Identity, each step emitting
+    ReduceSumSquare(X - c) per row of X; ``states`` such pass-through states."""
+    f = TensorProto.FLOAT
+    c = np.random.default_rng(seed).standard_normal((rows, feats)).astype(np.float32)
+    names = [f"s{i}" for i in range(states)]
+    body_nodes = [helper.make_node("Identity", [f"{n}_in"], [f"{n}_out"]) for n in names]
+    body_nodes += [
+        helper.make_node("Sub", ["s0_in", "c"], ["d"]),
+        helper.make_node("ReduceSumSquare", ["d"], ["r"], axes=[1], keepdims=0),
+        helper.make_node("Identity", ["r"], ["scan_out"]),
+    ]
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [helper.make_tensor_value_info(f"{n}_in", f, ["n", feats]) for n in names]
+        + [helper.make_tensor_value_info("c", f, [feats])],
+        [helper.make_tensor_value_info(f"{n}_out", f, ["n", feats]) for n in names]
+        + [helper.make_tensor_value_info("scan_out", f, ["n"])],
+    )
+    outs = [f"{n}_final" for n in names]
+    nodes = [
+        helper.make_node("Scan", [*["X"] * states, "C"], [*outs, "dists"], body=body, num_scan_inputs=1),
+        helper.make_node("Transpose", ["dists"], ["y"], perm=[1, 0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("X", f, ["n", feats])],
+        [helper.make_tensor_value_info("y", f, None)],
+        [numpy_helper.from_array(c, "C")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.integers(0, 100))
+def test_scan_pass_through_states_keep_an_identity(rows, feats, states, n, seed) -> None:
+    model = _cdist_scan(rows, feats, states, seed)
+    out = graphopt.optimize(model, level=2)
+    x = np.random.default_rng(seed + 1).standard_normal((n, feats)).astype(np.float32)
+    (want,), (got,) = ort_run(model, {"X": x}), ort_run(out, {"X": x})
+    assert got.shape == want.shape == (n, rows)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    scan = next(node for node in out.graph.node if node.op_type == "Scan")
+    body = scan.attribute[0].g
+    assert not {o.name for o in body.output} & {i.name for i in body.input}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# skl2onnx models (corpus: skl-knn-diabetes, skl-gpr-diabetes): Flatten of a matrix, Transpose of a filled tensor
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape,axis,removed",
+    [(["n", 5], 1, True), (["n", 5], -1, True), ([3, 5], None, True), (["n", 5], 0, False), (["n", 5, 2], 1, False)],
+)
+def test_flatten_of_a_matrix_at_axis_one_goes(shape, axis, removed) -> None:
+    attrs = {} if axis is None else {"axis": axis}
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], **attrs), helper.make_node("Relu", ["f"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])  # fmt: skip
+    out = graphopt.optimize(model, level=2)
+    assert ("Flatten" not in _ops(out)) == removed, _ops(out)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal([n if d == "n" else d for d in shape]).astype(np.float32)
+        _same_outputs(model, out, {"x": x})
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=4), st.randoms(use_true_random=False), st.booleans())
+def test_transpose_of_constant_of_shape_permutes_the_shape(dims, rnd, shared) -> None:
+    perm = list(range(len(dims)))
+    rnd.shuffle(perm)
+    value = numpy_helper.from_array(np.array([2.5], np.float32), "v")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["s"], ["c"], value=value),
+        helper.make_node("Transpose", ["c"], ["t"], perm=perm),
+        helper.make_node("Add", ["t", "x"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:  # the filled tensor has another reader: the rule leaves it (fold-constants may fold a small one)
+        outputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * len(dims))
+    model = _model(nodes, [x], outputs, [_i64("s", dims)])
+    out = graphopt.optimize(model, level=2)
+    assert shared or "Transpose" not in _ops(out), (_ops(out), perm)
+    _same_outputs(model, out, {"x": np.ones([1] * len(dims), np.float32)})

@@ -322,3 +322,100 @@ def test_scaler_output_is_typed_and_the_mlp_after_it_simplifies() -> None:
         x = np.random.default_rng(n).uniform(0, 100, (n, 4)).astype(np.float32)
         want, got = ort_run(proto, {"input": x})[0], ort_run(out, {"input": x})[0]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# magika-qop (corpus: quantize_static QOperator): onnxruntime's QLinearAdd/QLinearMul/QLinearSigmoid/... are typed
+# --------------------------------------------------------------------------------------------------------------------
+def _qoperator_model(chain: int) -> onnx.ModelProto:
+    """x [batch, 8] -> QuantizeLinear -> ``chain`` x (QLinearMul by a constant, QLinearAdd of itself, QLinearSigmoid)
+    -> Reshape to Concat(Shape(x)[0:1], [2, 4]) -> QLinearSoftmax -> DequantizeLinear: a chain longer than the
+    rounds of custom-op typing, before a Reshape whose computed target only the input's shape makes constant."""
+
+    def q(name: str, scale: float, zp: int) -> list[onnx.TensorProto]:
+        return [
+            numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+            numpy_helper.from_array(np.array(zp, np.uint8), f"{name}_z"),
+        ]
+
+    inits = [*q("a", 0.05, 128), *q("b", 0.02, 3), numpy_helper.from_array(np.full([8], 40, np.uint8), "w")]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("st", [0]), ("en", [1]), ("k", [2, 4]))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["t0"])]
+    for i in range(chain):
+        com = {"domain": "com.microsoft"}
+        a, m, s = f"t{i}", f"m{i}", f"t{i + 1}"
+        nodes += [
+            helper.make_node("QLinearMul", [a, "a_s", "a_z", "w", "b_s", "b_z", "a_s", "a_z"], [m], **com),
+            helper.make_node("QLinearAdd", [m, "a_s", "a_z", m, "a_s", "a_z", "a_s", "a_z"], [f"p{i}"], **com),
+            helper.make_node("QLinearSigmoid", [f"p{i}", "a_s", "a_z", "b_s", "b_z"], [s], **com),
+        ]
+    last = f"t{chain}"
+    nodes += [
+        helper.make_node("Shape", ["x"], ["sh"]),
+        helper.make_node("Slice", ["sh", "st", "en"], ["n"]),
+        helper.make_node("Concat", ["n", "k"], ["target"], axis=0),
+        helper.make_node("Reshape", [last, "target"], ["r"]),
+        helper.make_node("QLinearSoftmax", ["r", "b_s", "b_z", "b_s", "b_z"], ["sm"], domain="com.microsoft",
+                         axis=-1, opset=13),
+        helper.make_node("DequantizeLinear", ["sm", "b_s", "b_z"], ["y"]),
+    ]  # fmt: skip
+    x = helper.make_tensor_value_info("x", F, ["batch", 8])
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", F, None)], inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    return model
+
+
+def test_qoperator_outputs_are_typed_through_a_long_chain() -> None:
+    model = graphopt.load(_qoperator_model(chain=6))  # 18 QLinear ops in a row: past the rounds of custom typing
+    infer_shapes(model)
+    reshape = next(n for n in model.graph if n.op_type == "Reshape")
+    assert reshape.inputs[0].dtype == TensorProto.UINT8 and reshape.inputs[0].shape == ("batch", 8)
+    softmax = next(n for n in model.graph if n.op_type == "QLinearSoftmax")
+    assert softmax.outputs[0].dtype == TensorProto.UINT8 and softmax.outputs[0].shape is not None
+
+
+def test_reshape_target_after_qoperator_ops_folds() -> None:
+    proto = _qoperator_model(chain=6)
+    out = graphopt.optimize(proto, level=2)
+    assert "Shape" not in _ops(out) and "Concat" not in _ops(out), _ops(out)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+        want, got = ort_run(proto, {"x": x})[0], ort_run(out, {"x": x})[0]
+        assert want.shape == got.shape == (batch, 2, 4)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_qoperator_corpus_model_is_typed_and_o2_keeps_it_exact(tmp_path) -> None:
+    """The corpus' mtcnn-onet-qop, made here the way benchmarks/export_wild.py makes it (quantize_static QOperator of
+    the CI subset's mtcnn-onet, calibrated on noise rather than photos): every QLinear op's output is typed."""
+    from pathlib import Path
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    src = Path(__file__).resolve().parents[1] / "fixtures" / "wild" / "mtcnn-onet.onnx"
+    rng = np.random.default_rng(0)
+    feeds = [{"input_3": rng.uniform(-1, 1, (1, 48, 48, 3)).astype(np.float32)} for _ in range(5)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds[:4])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    qop = tmp_path / "qop.onnx"
+    quantize_static(str(src), str(qop), Reader(), quant_format=QuantFormat.QOperator, per_channel=False,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    model = graphopt.load(qop)
+    infer_shapes(model)
+    qlinear = [n for n in model.graph if n.op_type.startswith("QLinear")]
+    assert {n.op_type for n in qlinear} >= {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearSoftmax"}
+    assert all(n.outputs[0].dtype == TensorProto.UINT8 and n.outputs[0].shape is not None for n in qlinear)
+    proto = onnx.load(qop)
+    out = graphopt.optimize(proto, level=2)
+    assert len(out.graph.node) <= len(proto.graph.node)
+    for want, got in zip(ort_run(proto, feeds[4]), ort_run(out, feeds[4]), strict=True):
+        np.testing.assert_array_equal(got, want)

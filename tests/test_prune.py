@@ -698,3 +698,80 @@ def test_cli_probe_runs_on_the_calib_data_sizes(tmp_path, capsys) -> None:
         capsys, *base, "--calib-data", str(data), "--quantize", "int8", "--calib-cache", "off", "--exclude-op", "Add"
     )
     assert code == 0 and out.is_file(), err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# float16 models (issue 16: every fp16 model of the corpus stopped with "the model: onnxruntime cannot load it")
+# --------------------------------------------------------------------------------------------------------------------
+def test_intermediate_outputs_keep_their_own_type() -> None:
+    """runtime.add_outputs exposes intermediate tensors for pruning's probe and calibration: a float16 or int64
+    tensor declared float would not load."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Shape", ["r"], ["s"]),
+        helper.make_node("Neg", ["r"], ["y"]),
+    ]
+    proto = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    runtime.add_outputs(proto, ["r", "s", "y"])
+    y_, r, s = runtime.session(proto).run(None, {"x": np.array([-1, 2], np.float16)})
+    assert r.dtype == np.float16 and s.dtype == np.int64 and r.tolist() == [0, 2] and s.tolist() == [2]
+
+
+def test_float16_model_prunes() -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = graphopt.optimize(_Net(np.random.default_rng(5), 8, 8).model(["conv_relu", "conv_relu"]), level=2)
+    model = from_proto(convert_float_to_float16(proto))  # float16 weights, inputs and outputs
+    report = prune_channels(model, 0.5, multiple=1)
+    assert report.macs_after < report.macs_before
+    feeds = {k: v.astype(np.float16) for k, v in _feeds(1, 8)[0].items()}
+    (y,) = runtime.session(model.to_onnx()).run(None, feeds)
+    assert y.dtype == np.float16 and np.isfinite(y).all()
+
+
+def test_cli_float16_corpus_model_prunes_as_its_float32_original(tmp_path, capsys) -> None:
+    """The corpus' ppocrv5-cls-fp16 and opennsfw-torch-fp16 are float16 conversions of real models (onnxruntime's
+    converter, which leaves the graph unsorted: hence --no-check). The same conversion of the CI subset's PP-OCR
+    classifier must get the answer its float32 original gets, not a load error of the probe model."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    src = FIXTURES / "wild" / "ppocrv4-cls-op11.onnx"
+    half = tmp_path / "fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(src), keep_io_types=True), half)
+    answers = []
+    for path in (src, half):
+        out = tmp_path / "out.onnx"
+        argv = ["optimize", str(path), "-o", str(out), "-O2", "--no-check", "--prune-channels", "0.3"]
+        code, _, err = _cli(capsys, *argv, "--prune-bench", "0", "-q")
+        answers.append((code, err.strip()))
+    assert answers[0][0] == 2 and "nothing to prune" in answers[0][1]
+    assert answers[1] == answers[0]
+
+
+def test_pre_quantized_model_says_its_weights_are_quantized() -> None:
+    """A QDQ model's Conv reads its weight through DequantizeLinear: no channel group has constant weights, and the
+    reason says why (it said "no Conv or Gemm layers" of a model full of Convs). A model without layers keeps that."""
+    from graphopt.prune.driver import run_pruning
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int8), "wq")
+    s = numpy_helper.from_array(np.array(0.1, np.float32), "ws")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    qdq = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], [w, s]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    with pytest.raises(GraphoptError, match="nothing to prune: the Conv/Gemm/MatMul weights are quantized"):
+        run_pruning(from_proto(qdq), 0.5, None, {})
+    plain = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    with pytest.raises(GraphoptError, match=r"no channel group can be pruned safely \(no Conv or Gemm layers\)"):
+        run_pruning(from_proto(plain), 0.5, None, {})

@@ -24,13 +24,13 @@ _spec.loader.exec_module(corpus)
 EXPORTS = [e for e in corpus.ALL_ENTRIES if "export" in e]
 
 
-def _recipes() -> set[str]:
-    """The keys of export_wild.RECIPES, read from the source (importing it would need torch)."""
+def _recipes(name: str = "RECIPES") -> set[str]:
+    """The keys of export_wild.RECIPES (or DERIVE), read from the source (importing it would need torch)."""
     tree = ast.parse((ROOT / "benchmarks" / "export_wild.py").read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "RECIPES":
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == name:
             return {k.value for k in node.value.keys}
-    raise AssertionError("no RECIPES in export_wild.py")
+    raise AssertionError(f"no {name} in export_wild.py")
 
 
 def _pins() -> dict[str, str]:
@@ -41,17 +41,31 @@ def _pins() -> dict[str, str]:
 def test_export_entries_are_complete_and_pinned():
     assert len(EXPORTS) >= 8
     assert not any("export" in e for e in corpus.ENTRIES)  # ENTRIES: the shipped models only, as before
-    recipes, pins = _recipes(), _pins()
+    recipes, pins = _recipes() | _recipes("DERIVE"), _pins()
     assert {e["package"] for e in EXPORTS} >= {"torchvision", "timm", "ultralytics", "transformers"}
     assert {e["opset"] for e in EXPORTS} >= {19, 20}  # the opsets no wheel in the corpus has
     for e in EXPORTS:
         assert e["export"] in recipes, e["name"]
-        assert "not redistributed" in e["licence"] and "random weights" in e["licence"], e["name"]
+        assert "not redistributed" in e["licence"], e["name"]
+        assert "random weights" in e["licence"] or "derived" in e["features"], e["name"]
         assert e["requires"][e["package"]] == e["version"], e["name"]
         for package, version in e["requires"].items():
             assert package == "torch" and version == "2.13.0" or pins[package] == version, (e["name"], package)
         assert len(e["sha256"]) == 64 and 0 < e["bytes"] < 100e6, e["name"]
         assert e["inputs"] and e["input_note"], e["name"]
+
+
+def test_derived_entries_cover_the_forms_no_wheel_ships():
+    derived = [e for e in EXPORTS if "derived" in e["features"]]
+    assert {e["export"] for e in derived} == _recipes("DERIVE")
+    for e in derived:
+        if "base" in e:  # the real weights of a shipped model, turned into another form: the base's inputs
+            base = corpus.BY_NAME[e["base"]]
+            assert base in corpus.ENTRIES and e["inputs"] == base["inputs"], e["name"]
+            assert base["licence"].split()[0] == e["licence"].split()[0], e["name"]
+            assert base.get("real") == e.get("real"), e["name"]
+    features = {f for e in corpus.ALL_ENTRIES for f in e["features"]}
+    assert features >= {"QDQ", "QOperator", "per-channel", "Scan", "fp16-weights"}
 
 
 def test_exports_go_to_their_own_cache_not_the_real_model_one():
@@ -169,10 +183,16 @@ def test_wild_report_says_what_the_run_covers():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     shipped = [e["name"] for e in wild.corpus.ENTRIES]
-    exported = [e["name"] for e in wild.corpus.EXPORT_ENTRIES]
+    exported = [e["name"] for e in wild.corpus.EXPORT_ENTRIES if "derived" not in e["features"]]
+    derived = [e["name"] for e in wild.corpus.DERIVED_ENTRIES]
     alone = wild.coverage(shipped)[-1]
     assert alone.startswith(f"{len(shipped)} models from ") and "opsets 19-20" in alone
     assert alone.endswith("random-weight exports of torchvision/timm/ultralytics/transformers architectures.")
+    assert all(gap in alone.split("Not covered")[1] for gap in ("static QDQ", "QOperator", "Scan", "fp16 beyond"))
     both = wild.coverage(shipped + exported)[-1]
     assert f"and {len(exported)} random-weight exports of " in both
     assert "opset 19" not in both and "opset 20" not in both and "opsets 19-20" not in both
+    every = wild.coverage(shipped + exported + derived)[-1]
+    assert f"and {len(derived)} models derived here" in every
+    missing = every.split("Not covered by the models of this run: ")[1]
+    assert not any(gap in missing for gap in ("QDQ", "QOperator", "Scan", "fp16")), missing

@@ -773,12 +773,14 @@ class Graph:
     def can_take_output(self, new: Value) -> bool:
         """Whether ``new`` can take the place of one of this graph's outputs without an Identity node: it is computed
         by a node of this graph (it takes the output's name) or, in a body whose outputs are matched by position, it is
-        an input of this graph; and it is not an output already (a graph lists each output once)."""
+        an input of this graph (not in a Scan body: onnxruntime's Scan gives wrong values, or refuses to run, when a
+        state output is the body's input itself: skl2onnx's pairwise distances pass their state through an
+        Identity); and it is not an output already (a graph lists each output once)."""
         if self.is_output(new):
             return False
         if new.producer is not None and new.producer.graph is self:
             return True
-        return self.outputs_by_position and self.is_input(new)
+        return self.outputs_by_position and self.is_input(new) and self.owner.op_type != "Scan"
 
     def is_output(self, v: Value | None) -> bool:
         """Whether ``v`` is one of this graph's outputs (the one test: ``Value.is_graph_output`` asks this)."""

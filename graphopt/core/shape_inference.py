@@ -196,20 +196,41 @@ CUSTOM_RULES = {
     ("com.microsoft", "DynamicQuantizeLSTM"): _rnn_like,
     ("ai.onnx.ml", "Scaler"): _scaler,
     ("com.microsoft", "Gelu"): _same_as_input,
+    # onnxruntime's QOperator ops (quantize_static, QOperator format) of one input X (X, X_scale, X_zero_point,
+    # Y_scale, Y_zero_point): one type T for X and Y, Y of X's shape (onnxruntime's schemas infer them so)
+    ("com.microsoft", "QLinearSigmoid"): _same_as_input,
+    ("com.microsoft", "QLinearLeakyRelu"): _same_as_input,
+    ("com.microsoft", "QLinearSoftmax"): _same_as_input,
 }
 """Shape rules for ops that ONNX shape inference leaves untyped and onnxruntime runs, by (domain, op type):
 ``rule(node, known types)`` gives each output's type (None: unknown). Each rule states what onnxruntime computes."""
 
 
+BROADCAST_AS_ADD = {("com.microsoft", "QLinearAdd"), ("com.microsoft", "QLinearMul")}
+"""onnxruntime's QOperator QLinearAdd and QLinearMul (A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale[,
+C_zero_point]): one type T for A, B and C, C of the multidirectional broadcast of A's and B's shapes (onnxruntime's
+schema infers them so); inferred as an ONNX Add of A and B, which gives that type and shape."""
+
+
 def _elementwise_as_identity(skeleton: onnx.GraphProto, deep: bool) -> None:
-    """Infer each op whose rule is :func:`_same_as_input` as an ONNX Identity (the type it gives): one inference run
-    then types everything after it, where a chain of them (ppocrv6-tiny-det has 13 Gelus in a row) would need a
-    round each and leave what follows the fourth untyped."""
+    """Infer each op whose rule is :func:`_same_as_input` as an ONNX Identity (the type it gives), and each op of
+    :data:`BROADCAST_AS_ADD` as an Add: one inference run then types everything after it, where a chain of them
+    (ppocrv6-tiny-det has 13 Gelus in a row, a QOperator model dozens of QLinearMul/QLinearAdd) would need a round
+    each and leave what follows the fourth untyped."""
     for g in _all_graph_protos(skeleton, deep):
         for node in g.node:
-            if CUSTOM_RULES.get((node.domain, node.op_type)) is _same_as_input and node.input and len(node.output) == 1:
+            if len(node.output) != 1:
+                continue
+            key = (node.domain, node.op_type)
+            if CUSTOM_RULES.get(key) is _same_as_input and node.input:
                 node.op_type, node.domain = "Identity", ""
                 del node.input[1:]
+                del node.attribute[:]
+            elif key in BROADCAST_AS_ADD and len(node.input) >= 4 and node.input[0] and node.input[3]:
+                a, b = node.input[0], node.input[3]
+                node.op_type, node.domain = "Add", ""
+                del node.input[:]
+                node.input.extend([a, b])
                 del node.attribute[:]
 
 

@@ -281,6 +281,11 @@ def prune_channels(
             report.blocked[why] = report.blocked.get(why, 0) + 1
     prunable = [r for r in candidates if not analysis.groups[r].blocked]
     if not prunable:
+        if not candidates and _quantized_weights(graph):
+            raise GraphoptError(
+                "nothing to prune: the Conv/Gemm/MatMul weights are quantized (read through DequantizeLinear or "
+                "by QLinear ops); prune the float model, then quantize"
+            )
         raise GraphoptError(f"nothing to prune: no channel group can be pruned safely ({_reasons(report)})")
     plans = channel_groups.plan(analysis, float(ratio), multiple, importance, dict(layer_ratios or {}))
     if sample is None:
@@ -317,6 +322,19 @@ def prune_channels(
             "bytes)"
         )
     return report
+
+
+def _quantized_weights(graph: Any) -> bool:
+    """Whether the model's layers take quantized weights: a Conv/Gemm/MatMul weight that a DequantizeLinear makes,
+    or a QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger (a pre-quantized model: nothing here prunes those)."""
+    for n in graph:
+        if n.op_type in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"):
+            return True
+        if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1 and n.inputs[1] is not None:
+            producer = n.inputs[1].producer
+            if producer is not None and producer.op_type == "DequantizeLinear":
+                return True
+    return False
 
 
 def _reasons(report: PruneReport) -> str:

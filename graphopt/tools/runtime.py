@@ -51,12 +51,13 @@ def _source(model: Any) -> bytes | str:
 
 
 def add_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """``proto`` (changed in place) with the tensors ``names`` as extra float graph outputs, for reading
-    intermediate values in a run; names that are outputs already are skipped."""
+    """``proto`` (changed in place) with the tensors ``names`` as extra graph outputs, for reading intermediate
+    values in a run; names that are outputs already are skipped. The outputs declare no type: onnxruntime takes the
+    one it infers (a float16 or integer tensor declared float would not load)."""
     have = {o.name for o in proto.graph.output}
     for name in dict.fromkeys(names):
         if name not in have:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return proto
 
 
