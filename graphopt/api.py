@@ -146,6 +146,8 @@ def run_request(
     if hooks.logger is not None:
         ctx.logger = hooks.logger
     snapshot = to_proto(model) if restore_on_error else None
+    # the names the user saw: an exclusion of a node the passes removed is told from a typo (check_exclusions)
+    names_before = {n.name for n in model.graph.all_nodes()} if request.quantize else None
     try:
         manager = PassManager(
             pipeline,
@@ -180,6 +182,10 @@ def run_request(
                 config = PrecisionConfig.of(request.precision_options)
                 config.precision = request.precision
                 report.results["precision"] = convert_precision(model, feeds, request.target, config, sources=sources)
+        if request.quantize:
+            from graphopt.quantize.analysis import check_exclusions
+
+            check_exclusions(model, request.quantize_options, before=names_before)  # before calibration data is read
         if request.quantize == "int4":
             from graphopt.quantize.int4 import quantize_model_int4
 

@@ -126,19 +126,29 @@ def test_human_count_never_prints_zero_for_a_small_count() -> None:
 # inputs that would be silently ignored
 # --------------------------------------------------------------------------------------------------------------------
 def test_quantize_selection_that_selects_nothing_warns(tmp_path: Path, capsys) -> None:
+    """A valid op type the model lacks (--exclude-op, --quantize-ops) is a warning: the same command line may serve
+    many models. A misspelt exclusion is an error (tests/test_int8_exclusions.py)."""
     quant = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "--json"]
-    bad = ["--exclude", "stem/Conx", "--exclude-op", "Gemmm", "--exclude-regex", "zzz.*", "--quantize-ops", "Conv,Foo"]
+    bad = ["--exclude-op", "Softmax", "--quantize-ops", "Conv,Foo"]
     code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), *quant, *bad)
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "matches no" in line]
-    assert len(warnings) == 4 and all(w.startswith("graphopt: warning: ") for w in warnings), err
+    assert len(warnings) == 2 and all(w.startswith("graphopt: warning: ") for w in warnings), err
     for needle in (
-        "--exclude 'stem/Conx' matches no node (nearest: 'stem/Conv'",
-        "--exclude-op 'Gemmm' matches no node (nearest: 'Gemm')",
-        "--exclude-regex 'zzz.*' matches no node name (the model's names: ",
+        "--exclude-op 'Softmax' matches no node (the model's op types: ",
         "--quantize-ops 'Foo' matches no node (the model's op types: 'Add', 'Conv'",
     ):
         assert sum(needle in w for w in warnings) == 1, needle
+    bad = ["--exclude", "stem/Conx", "--exclude-op", "Gemmm", "--exclude-regex", "zzz.*"]
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "q2.onnx"), *quant, *bad)
+    assert code == 2 and not (tmp_path / "q2.onnx").exists()
+    (line,) = err.strip().splitlines()
+    for needle in (
+        f"graphopt: error: {CNN}: --exclude 'stem/Conx' matches no node (nearest: 'stem/Conv'",
+        "--exclude-op 'Gemmm' is no op type (nearest: 'Gemm')",
+        "--exclude-regex 'zzz.*' matches no node name (the model's names: ",
+    ):
+        assert needle in line, (needle, line)
 
 
 def test_prune_layer_that_matches_nothing_warns(tmp_path: Path, capsys) -> None:

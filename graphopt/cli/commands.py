@@ -299,7 +299,7 @@ def _summary(
 
 def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
     """One warning per name, op type or pattern that selects nothing in the model (it would be silently ignored),
-    with the nearest valid names."""
+    with the nearest valid names. (An int8 exclusion that selects nothing is an error: ``check_exclusions``.)"""
     if args.quiet:
         return
     names = {n.name for n in model.graph if n.name}
@@ -320,16 +320,11 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
             name = item.rpartition("=")[0]
             if name not in layers:
                 problems.append(f"--prune-layer {name!r} matches no layer" + unmatched_hint(name, layers, "layers"))
-    else:
-        for name in args.exclude:
-            if name not in names:
-                problems.append(f"--exclude {name!r} matches no node" + unmatched_hint(name, names, "node names"))
+    else:  # --exclude or --exclude-regex selecting nothing, or --exclude-op of no op type: an error (run_request)
+        ops = {n.op_type for n in model.graph.all_nodes()}  # If and Loop bodies are quantized too
         for op in args.exclude_op:
             if op not in ops:
                 problems.append(f"--exclude-op {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
-        for rx in args.exclude_regex:
-            if not any(re.search(rx, n) for n in names):
-                problems.append(f"--exclude-regex {rx!r} matches no node name" + unmatched_hint(rx, names, "names"))
         for op in (o.strip() for o in (args.quantize_ops or "").split(",")):
             if op and op not in ops:
                 problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
@@ -340,7 +335,7 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
 def _float_reasons(model: Model, args: argparse.Namespace) -> list[dict[str, str]]:
     """The nodes the exclusion flags keep float, and which flag did (for the report)."""
     found = []
-    for n in model.graph:
+    for n in model.graph.all_nodes():
         why = ""
         if n.name in args.exclude:
             why = f"--exclude {n.name}"
