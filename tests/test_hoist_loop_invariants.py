@@ -302,6 +302,50 @@ def test_a_loop_that_runs_zero_times_keeps_its_scan_outputs_shape(trip_input) ->
         assert after.shape == before.shape and after.dtype == before.dtype, options
 
 
+@pytest.mark.parametrize("input_shape", [None, list(SHAPE)], ids=["input-untyped", "input-typed"])
+def test_a_scan_output_a_body_input_takes_keeps_its_declared_shape(input_shape) -> None:
+    """The sibling: a scan output that is an Identity of a body input (the carried value as it enters the step).
+    The input may take the output's place only if it is known to have the dims the output declares: an input listed
+    as an output has the input's type, and onnxruntime shapes the empty scan output of zero runs from it
+    (``Graph.can_take_output``). Otherwise the Identity stays."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["v_in", "one"], ["v_out"]),
+            helper.make_node("Identity", ["v_in"], ["s"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("iter", I64, []),
+            helper.make_tensor_value_info("cond_in", B, []),
+            helper.make_tensor_value_info("v_in", F, input_shape),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", B, []),
+            helper.make_tensor_value_info("v_out", F, None),
+            helper.make_tensor_value_info("s", F, list(SHAPE)),
+        ],
+        [numpy_helper.from_array(np.array(1, np.float32), "one")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "", "x"], ["final", "scan"], body=body)],
+        "g",
+        [helper.make_tensor_value_info("M", I64, []), helper.make_tensor_value_info("x", F, ["p", "q"])],
+        [
+            helper.make_tensor_value_info("final", F, ["p", "q"]),
+            helper.make_tensor_value_info("scan", F, ["a", "b", "c"]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for trips in (0, 2):
+        feeds = {"M": np.array(trips, np.int64), "x": np.ones(SHAPE, np.float32)}
+        for options in ({"level": 2}, {"passes": "eliminate-noop"}):
+            out = graphopt.optimize(model, **options)
+            _same(model, out, feeds)
+    identities = [n for n in _body(graphopt.optimize(model)).node if n.op_type == "Identity"]
+    assert len(identities) == (1 if input_shape is None else 0)  # known dims: the input takes the output's place
+
+
 def _simple(trip=None, cond=None, op="MatMul", attrs=None, domain="", extra_nodes=(), opset=17):
     """x -> Loop: s_out = s + op(x, y) (op reads only outer values: invariant)."""
     main_inits = []
