@@ -11,7 +11,8 @@ aside: the value becomes untyped (an initializer takes the type of its data, a g
 and passes that need its type get it from :func:`infer_shapes`, which derives it from the graph inputs and the
 initializers alone. On save, a listing is written as the file had it unless inference proved it false (then the
 inferred type is written); a graph output that a pass replaced is listed as the file declared it
-(:func:`restore_interface`).
+(:func:`restore_interface`), in the main graph and in bodies (onnxruntime shapes the empty scan output of a Loop
+that runs zero times from its body output's type).
 
 Shape inference runs on a skeleton of the model: large initializers and large Constant values are passed as
 external-data stubs that carry their type and dims but no bytes, so a BERT-sized model is not serialized for it.
