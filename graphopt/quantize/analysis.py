@@ -82,42 +82,35 @@ class Selection:
 
 def check_exclusions(model: Model, config: Any, *, before: Collection[str] | None = None) -> None:
     """Raise one GraphoptError naming every exclusion of ``config`` (a QuantizeConfig, an Int4Config or a mapping of
-    their fields: ``exclude`` names, ``exclude_regex`` patterns, ``exclude_ops`` op types) that selects no node of
-    ``model``, in its main graph or any body (If and Loop bodies are quantized too): a misspelt name would quietly
-    quantize the layer the user meant to keep float. Names are the ones the quantizer sees: after the optimization
-    passes, the main graph's unnamed nodes named ``<op>_node`` (done here, as every driver does first). ``before``
-    (the names before the passes) tells a name the passes removed from a typo. An absent op type is an error only when
-    no ONNX schema has it: a valid one may just be absent (one command line over many models; the CLI warns)."""
-    from graphopt.errors import GraphoptError
+    their fields: ``exclude`` names, ``exclude_regex`` patterns, ``exclude_ops`` op types, int4's ``bits8`` patterns)
+    that selects no node of ``model``, in its main graph or any body (If and Loop bodies are quantized too): a misspelt
+    name would quietly quantize the layer the user meant to keep float (``tools.names.check_node_names``, the check
+    of every option taking node names). Names are the ones the quantizer sees: after the optimization passes, the
+    main graph's unnamed nodes named ``<op>_node`` (done here, as every driver does first). ``before`` (the names
+    before the passes) tells a name the passes removed from a typo. An absent op type is an error only when no ONNX
+    schema has it: a valid one may just be absent (one command line over many models; the CLI warns)."""
+    from graphopt.tools.names import NameOption, check_node_names
     from graphopt.tools.summary import unmatched_hint
 
     def chosen(key: str) -> Sequence[str]:
         return (config.get(key, ()) if isinstance(config, Mapping) else getattr(config, key, ())) or ()
 
-    names, regexes, ops = chosen("exclude"), chosen("exclude_regex"), chosen("exclude_ops")
-    if not (names or regexes or ops):
+    names, regexes, ops, bits8 = chosen("exclude"), chosen("exclude_regex"), chosen("exclude_ops"), chosen("bits8")
+    if not (names or regexes or ops or bits8):
         return
     model.graph.name_unnamed_nodes()
-    present = {n.name for n in model.graph.all_nodes() if n.name}
-    earlier = set(before or ()) - present
-    removed = "names a node the optimization passes removed (folded into another): exclude what it became, or use -O0"
-    problems = []
-    for name in names:
-        if name not in present:
-            why = removed if name in earlier else "matches no node" + unmatched_hint(name, present, "node names")
-            problems.append(f"--exclude {name!r} {why}")
-    for rx in regexes:
-        if not any(re.search(rx, n) for n in present):
-            gone = any(re.search(rx, n) for n in earlier)
-            why = "matches only nodes the optimization passes removed (use -O0)" if gone else "matches no node name"
-            problems.append(f"--exclude-regex {rx!r} {why}" + ("" if gone else unmatched_hint(rx, present, "names")))
     kinds = {n.op_type for n in model.graph.all_nodes()}
-    for op in ops:
-        if op not in kinds and not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml")):
-            problems.append(f"--exclude-op {op!r} is no op type" + unmatched_hint(op, kinds, "op types"))
-    if problems:
-        where = f"{model.source_path}: " if model.source_path else ""
-        raise GraphoptError(where + "; ".join(problems))
+    bad_ops = [
+        f"--exclude-op {op!r} is no op type" + unmatched_hint(op, kinds, "op types")
+        for op in ops
+        if op not in kinds and not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml"))
+    ]
+    options = [
+        NameOption("--exclude", names),
+        NameOption("--exclude-regex", regexes, match="search"),
+        NameOption("--int8-layer", bits8, match="search"),
+    ]
+    check_node_names(model, options, before=before, extra=bad_ops)
 
 
 @dataclass
