@@ -346,6 +346,65 @@ def test_a_scan_output_a_body_input_takes_keeps_its_declared_shape(input_shape) 
     assert len(identities) == (1 if input_shape is None else 0)  # known dims: the input takes the output's place
 
 
+def _constant_if_model(body_shape, else_shape) -> onnx.ModelProto:
+    """A Loop whose body's scan output ``r`` (declared ``body_shape``) is an If on a constant true condition; both
+    branches Reshape x to a shape fed at run time, the then branch declaring its output [2, 3], the else branch
+    ``else_shape``. onnxruntime types ``r`` from the branches' declarations, so a Loop run zero times gives
+    (0, 2, 3) only through them."""
+    then = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["t"])], "then", [], [helper.make_tensor_value_info("t", F, [2, 3])]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e0"]), helper.make_node("Reshape", ["e0", "s"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", F, else_shape)],
+    )
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("If", ["flag"], ["r"], then_branch=then, else_branch=other),
+        ],
+        "body",
+        [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("c_in", B, [])],
+        [helper.make_tensor_value_info("c_out", B, []), helper.make_tensor_value_info("r", F, body_shape)],
+        [numpy_helper.from_array(np.array(True), "flag")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", ""], ["out"], body=body)],
+        "g",
+        [
+            helper.make_tensor_value_info("M", I64, []),
+            helper.make_tensor_value_info("x", F, [6]),
+            helper.make_tensor_value_info("s", I64, ["k"]),
+        ],
+        [helper.make_tensor_value_info("out", F, ["a", "b", "c"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("body_shape", "else_shape", "inlined"),
+    [(None, [2, 3], True), ([2, 3], [2, 3], True), (None, None, False), (None, [3, 2], False)],
+    ids=["body-untyped", "body-declared", "else-untyped", "else-differs"],
+)
+def test_an_inlined_constant_if_keeps_the_scan_outputs_shape(body_shape, else_shape, inlined) -> None:
+    """fold-constants replaces an If on a constant condition by its branch: a body output the If gave keeps the type
+    the branch declared (``_inline_constant_ifs`` carries the listing over), else a Loop run zero times gives (0,)
+    where the model gives (0, 2, 3). When the branch not taken lists it otherwise the If output's type came from both
+    branches: the If stays."""
+    model = _constant_if_model(body_shape, else_shape)
+    for trips in (0, 2):
+        feeds = {"M": np.array(trips, np.int64), "x": np.arange(6, dtype=np.float32), "s": np.array([2, 3], np.int64)}
+        (before,) = ort_run(model, feeds)
+        assert before.shape == (trips, 2, 3) or (trips == 0 and not inlined), before.shape
+        for options in ({"level": 2}, {"level": 3}, {"passes": "fold-constants"}):
+            out = graphopt.optimize(model, **options)
+            assert any(n.op_type == "If" for n in _body(out).node) != inlined, options
+            (after,) = ort_run(out, feeds)
+            assert after.shape == before.shape and np.array_equal(after, before), (options, trips)
+
+
 def _simple(trip=None, cond=None, op="MatMul", attrs=None, domain="", extra_nodes=(), opset=17):
     """x -> Loop: s_out = s + op(x, y) (op reads only outer values: invariant)."""
     main_inits = []

@@ -442,6 +442,27 @@ def _set_aside(graph: Graph, v: Value, kinds: list[str]) -> None:
             _DECLARED.setdefault(graph, {})[v.name or ""] = info
 
 
+def declared_output(graph: Graph, v: Value) -> onnx.ValueInfoProto | None:
+    """The listing the file gave ``graph``'s output ``v`` if :func:`trust_types` set it aside (else None: ``v``'s own
+    type is what export writes)."""
+    override = graph.info_overrides.get(("output", v))
+    if override is not None:
+        return override[0]
+    return _DECLARED.get(graph, {}).get(v.name or "")
+
+
+def declare_output(graph: Graph, v: Value, info: onnx.ValueInfoProto) -> None:
+    """List ``graph``'s output ``v`` as ``info`` states (renamed to ``v``), as if the file had: for a listing that
+    moves with a value from one graph to another (an If branch inlined into a Loop body, whose scan output onnxruntime
+    shapes from it when the Loop runs zero times). Set aside like the file's own listings, and restored the same way
+    by :func:`restore_interface`."""
+    listing = onnx.ValueInfoProto()
+    listing.CopyFrom(info)
+    listing.name = v.name or ""
+    graph.info_overrides[("output", v)] = (listing, None)
+    _DECLARED.setdefault(graph, {})[listing.name] = listing
+
+
 def _every_graph(model: Model) -> Iterator[Graph]:
     yield model.graph
     yield from model.graph.subgraphs()
