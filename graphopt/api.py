@@ -146,6 +146,9 @@ def run_request(
     if hooks.logger is not None:
         ctx.logger = hooks.logger
     snapshot = to_proto(model) if restore_on_error else None
+    # the names the user saw: an option naming a node the passes removed is told from a typo (tools.names)
+    lossy = request.quantize or request.precision or {request.prune_channels, request.prune_weights} != {None}
+    names_before = {n.name for n in model.graph.all_nodes()} if lossy else None
     try:
         manager = PassManager(
             pipeline,
@@ -158,8 +161,9 @@ def run_request(
             report = manager.run(model, ctx)
         report.context = ctx
         if request.prune_channels is not None or request.prune_weights is not None:
-            from graphopt.prune.driver import run_pruning
+            from graphopt.prune.driver import check_names, run_pruning
 
+            check_names(model, request.prune_options or {}, before=names_before)  # before calibration data is read
             with stage("prune"):
                 if feeds is None and callable(request.calibration) and request.prune_channels is not None:
                     feeds, sources = request.calibration(model)  # the user's data: sizes the model takes
@@ -172,14 +176,19 @@ def run_request(
                     sample=feeds[0] if feeds else None,  # the calibration data's first sample: sizes the model takes
                 )
         if request.precision:
-            from graphopt.quantize.precision import PrecisionConfig, convert_precision
+            from graphopt.quantize.precision import PrecisionConfig, check_names, convert_precision
 
+            config = PrecisionConfig.of(request.precision_options)
+            config.precision = request.precision
+            check_names(model, config, before=names_before)  # before calibration data is read
             with stage("precision"):
                 if feeds is None and request.calibration is not None:
                     feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
-                config = PrecisionConfig.of(request.precision_options)
-                config.precision = request.precision
                 report.results["precision"] = convert_precision(model, feeds, request.target, config, sources=sources)
+        if request.quantize:
+            from graphopt.quantize.analysis import check_exclusions
+
+            check_exclusions(model, request.quantize_options, before=names_before)  # before calibration data is read
         if request.quantize == "int4":
             from graphopt.quantize.int4 import quantize_model_int4
 

@@ -920,7 +920,7 @@ def _equivalent_trade(m: Match, created: list[Node], new: list[Value | None], ou
     for old, value in zip(outs, new, strict=True):
         if old is None or value is None or old is value or not old.is_graph_output(graph):
             continue
-        if not graph.can_take_output(value):
+        if not graph.can_take_output(value, old):
             identities.append(value)
     if not identities and not created:
         return False

@@ -174,7 +174,7 @@ def _pass_through(m: Match, b: Builder) -> list[Value | None] | Declined:
     out = root.outputs[0]
     assert x is not None
     known = out is not None and x.dtype is not None and out.dtype is not None
-    if known and m.graph.is_output(out) and m.graph.can_take_output(x) and x.dtype != out.dtype:
+    if known and m.graph.is_output(out) and m.graph.can_take_output(x, out) and x.dtype != out.dtype:
         return m.decline("graph output's type differs")
     if any(m.graph.is_output(o) for o in root.outputs[1:]):
         return m.decline("another output is a graph output")

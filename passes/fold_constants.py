@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 
 from graphopt.core.ir import ONNX_DOMAINS, RANDOM_OPS, Graph, Model, Node, Value
-from graphopt.core.shape_inference import INLINE_BYTES, infer_shapes
+from graphopt.core.shape_inference import INLINE_BYTES, declare_output, declared_output, infer_shapes
 from graphopt.core.tensors import PLAIN_RAW_TYPES, Tensor, elem_type_of
 from graphopt.engine.passes_api import Option, Pass, PassContext, register_pass
 
@@ -602,9 +602,14 @@ def _inline_constant_ifs(graph: Graph) -> bool:
         cond = node.inputs[0].constant()
         if cond is None or cond.size != 1:
             continue
-        branch = node.attr("then_branch" if bool(cond.numpy().reshape(-1)[0]) else "else_branch")
+        taken = bool(cond.numpy().reshape(-1)[0])
+        branch = node.attr("then_branch" if taken else "else_branch")
         if not isinstance(branch, Graph) or branch.inputs or len(branch.outputs) != len(node.outputs):
             continue
+        listings = _listings_to_carry(graph, node, branch, node.attr("else_branch" if taken else "then_branch"))
+        if listings is None:
+            continue
+        places = [graph.outputs.index(o) if o is not None and graph.is_output(o) else None for o in node.outputs]
         if branch.initializers or branch.sparse_initializers:
             for name, v in list(branch.initializers.items()):
                 del branch.initializers[name]
@@ -617,9 +622,40 @@ def _inline_constant_ifs(graph: Graph) -> bool:
         for out, result in zip(node.outputs, branch.outputs, strict=True):
             if out is not None:
                 graph.replace_all_uses_with(out, result)
+        for place, info in zip(places, listings, strict=True):
+            if place is not None and info is not None:
+                declare_output(graph, graph.outputs[place], info)
         graph.remove(node, safe=False)
         changed = True
     return changed
+
+
+def _listings_to_carry(graph: Graph, node: Node, branch: Graph, other: Any) -> list[onnx.ValueInfoProto | None] | None:
+    """For each output of ``node`` (an If with a constant condition, to be replaced by ``branch``) that is an output of
+    ``graph`` (a body; the main graph's outputs are the model's interface) listed with no shape of its own:
+    ``branch``'s listing of it, which the If output's type came from (a Loop body's scan output is shaped from it when
+    the Loop runs zero times: (0, 2, 3) as the branch declares, (0,) with no shape); None where there is nothing to
+    carry. None in all when the branch lists one such output and ``other`` (the branch not taken) does not list it the
+    same: onnxruntime typed the If output from both, so the If stays."""
+    found: list[onnx.ValueInfoProto | None] = []
+    for i, (out, result) in enumerate(zip(node.outputs, branch.outputs, strict=True)):
+        info = None
+        own = declared_output(graph, out) if out is not None else None
+        stated = own.type if own is not None else (out.type_proto if out is not None else None)
+        body_output = out is not None and graph.owner is not None and graph.is_output(out)  # the main graph's: kept
+        if body_output and not (stated is not None and _states_shape(stated)):
+            info = declared_output(branch, result)
+            if info is not None:
+                same = isinstance(other, Graph) and len(other.outputs) == len(branch.outputs)
+                twin = declared_output(other, other.outputs[i]) if same else None
+                if twin is None or twin.type != info.type:
+                    return None
+        found.append(info)
+    return found
+
+
+def _states_shape(tp: onnx.TypeProto) -> bool:
+    return tp.HasField("tensor_type") and tp.tensor_type.HasField("shape")
 
 
 def _graph_bytes(graph: Graph) -> int:

@@ -192,7 +192,7 @@ def _cancel_squeeze(m: Match, b: Builder) -> Value | Declined:
     assert x is not None
     if out is not None and m.graph.is_output(out):
         retyped = x.dtype is not None and out.dtype is not None and x.dtype != out.dtype
-        if retyped or not m.graph.can_take_output(x):
+        if retyped or not m.graph.can_take_output(x, out):
             return m.decline("graph output would need an Identity")
     return x
 

@@ -44,7 +44,7 @@ def bypass(graph: Graph, node: Node, src: Value) -> bool:
     if out is None or out is src:
         return False
     if graph.is_output(out):
-        if not graph.can_take_output(src):
+        if not graph.can_take_output(src, out):
             return False
         if src.dtype is not None and out.dtype is not None and src.dtype != out.dtype:
             return False

@@ -9,6 +9,7 @@ when nothing is excluded."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -310,3 +311,145 @@ def test_random_chains_keep_the_excluded_nodes_float(tmp_path_factory, ops, data
     for i in sorted(chosen):
         assert _float_under(ran, f"n{i}", ops[i]), (ops, names, [(n.op_type, n.name) for n in ran.node])
     assert _error(proto, q) < 0.1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# an exclusion that selects nothing is an error (analysis.check_exclusions), never a quiet int8 layer
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("exclusions", "needles"),
+    [
+        ({"exclude": ["x"]}, ["--exclude 'x' matches no node (nearest: 'X'"]),
+        ({"exclude": ["X", "conv9"]}, ["--exclude 'conv9' matches no node (nearest: 'conv1', 'conv0'"]),
+        ({"exclude_regex": ["^Y$"]}, ["--exclude-regex '^Y$' matches no node name"]),
+        ({"exclude_ops": ["LeakyRelux"]}, ["--exclude-op 'LeakyRelux' is no op type (nearest: 'LeakyRelu')"]),
+    ],
+    ids=["name", "one-of-two", "regex", "op"],
+)
+def test_an_exclusion_that_selects_nothing_is_an_error(exclusions, needles) -> None:
+    from graphopt.errors import GraphoptError
+
+    with pytest.raises(GraphoptError) as e:
+        _quantize(_model("LeakyRelu"), **exclusions)
+    assert all(n in str(e.value) for n in needles), str(e.value)
+    assert "'X' matches" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_valid_op_type_the_model_lacks_is_no_error() -> None:
+    """One command line over many models: ``exclude_ops=["Softmax"]`` on a model without one quantizes it (the CLI
+    warns); only an op type no schema has is a typo."""
+    q = _quantize(_model("LeakyRelu"), exclude_ops=["Softmax"])
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int4"])
+def test_the_api_refuses_an_exclusion_that_names_no_node(mode) -> None:
+    """``graphopt.optimize`` with each quantization mode: a GraphoptError naming the unknown name, the model left as
+    it was (a Model passed in is restored)."""
+    import graphopt
+    from graphopt.errors import GraphoptError
+
+    rng = np.random.default_rng(0)
+    w, w2 = (numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), n) for n in ("w", "w2"))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+        ],
+        "fc",
+        [helper.make_tensor_value_info("x", F, [4, 32])],
+        [helper.make_tensor_value_info("y", F, [4, 32])],
+        [w, w2],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": rng.standard_normal((4, 32)).astype(np.float32)}]
+    options = {"exclude": ["fc1"]} if mode == "int4" else {"exclude": ["fc1"], "cache": False}
+    with pytest.raises(GraphoptError, match=r"--exclude 'fc1' matches no node \(nearest: 'fc', 'fc2'\)"):
+        graphopt.optimize(proto, quantize=mode, calibration=feeds, quantize_options=options)
+    kept = graphopt.optimize(proto, quantize=mode, calibration=feeds, quantize_options={**options, "exclude": ["fc"]})
+    fc = next(n for n in kept.graph.node if n.name == "fc")
+    assert fc.op_type == "MatMul" and fc.input[1] == "w"  # excluded: float, its float weight
+    assert any(n.name.startswith("fc2") and n.op_type != "MatMul" or n.op_type == "DequantizeLinear"
+               for n in kept.graph.node)  # fmt: skip
+    # the other layer was quantized
+
+
+def _loop_model() -> onnx.ModelProto:
+    """x -> Conv -> a Loop (two steps) whose body runs a Conv ``inner`` on the carried value."""
+    rng = np.random.default_rng(3)
+    c0, w0 = _conv(rng, "conv0", "input", "a", 3)
+    inner, wi = _conv(rng, "inner", "h_in", "h_conv")
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="cond"),
+            inner,
+            helper.make_node("Relu", ["h_conv"], ["h_out"], name="inner_relu"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", F, [1, C, 16, 16]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", F, [1, C, 16, 16]),
+        ],
+    )
+    trip = numpy_helper.from_array(np.array(2, np.int64), "trip")
+    graph = helper.make_graph(
+        [c0, helper.make_node("Loop", ["trip", "", "a"], ["out"], body=body, name="loop")],
+        "loop",
+        [helper.make_tensor_value_info("input", F, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("out", F, [1, C, 16, 16])],
+        [w0, wi, trip],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _body(model: onnx.ModelProto) -> onnx.GraphProto:
+    return next(a.g for n in model.graph.node if n.op_type == "Loop" for a in n.attribute if a.name == "body")
+
+
+def test_a_node_inside_a_loop_body_can_be_excluded() -> None:
+    """Body nodes are quantized like the main graph's, so their names are names to exclude (not unknown ones); a
+    misspelt one is an error with the body's names as the nearest."""
+    from graphopt.errors import GraphoptError
+
+    proto = _loop_model()
+    plain = _body(_quantize(proto))
+    assert any(n.op_type == "DequantizeLinear" for n in plain.node)  # without the exclusion the body's Conv is int8
+    body = _body(_quantize(proto, exclude=["inner"]))
+    made = {o: n for n in body.node for o in n.output}
+    conv = next(n for n in body.node if n.name == "inner")
+    assert conv.op_type == "Conv"
+    assert not any(made[i].op_type == "DequantizeLinear" for i in conv.input if i in made)  # float weight, float data
+    with pytest.raises(GraphoptError, match=r"--exclude 'iner' matches no node \(nearest: 'inner'"):
+        _quantize(proto, exclude=["iner"])
+
+
+def test_the_cli_refuses_an_unknown_exclusion(tmp_path, capsys) -> None:
+    """One line naming the model file and each unknown name with its nearest valid names, exit 2, nothing written;
+    a name the -O2 passes folded away (a BatchNormalization into its Conv) is told apart from a typo."""
+    from graphopt.cli import main
+
+    src = tmp_path / "m.onnx"
+    onnx.save(_model("LeakyRelu"), src)
+    out = tmp_path / "q.onnx"
+    args = ["optimize", str(src), "--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "-o", str(out)]
+    assert main([*args, "--exclude", "X", "--exclude", "conv_1", "--exclude-regex", "^Y"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"graphopt: error: {src}: --exclude 'conv_1' matches no node (nearest: 'conv1'")
+    assert "--exclude-regex '^Y' matches no node name" in lines[0] and "--exclude 'X'" not in lines[0]
+    assert not out.exists()
+
+    cnn = Path(__file__).resolve().parents[1] / "fixtures" / "cnn.onnx"
+    args[1] = str(cnn)
+    assert main([*args, "--exclude", "stem/BatchNormalization"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "--exclude 'stem/BatchNormalization' names a node the optimization passes removed" in line, line
+    assert not out.exists()
+    assert main([*args, "-O0", "--exclude", "stem/BatchNormalization", "-q"]) == 0  # -O0 keeps it: excluded
+    assert out.exists()

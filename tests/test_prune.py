@@ -152,11 +152,11 @@ def test_ratio_outside_zero_one_is_an_error(ratio) -> None:
         prune_weights(model, ratio)
 
 
-def test_protect_that_matches_nothing_warns(caplog) -> None:
+def test_protect_that_matches_nothing_is_an_error() -> None:
+    """A misspelt protection would prune the layer meant to be kept (more in tests/test_node_names.py)."""
     model = graphopt.optimize(FIXTURES / "cnn.onnx")
-    report = prune_channels(model, 0.5, multiple=1, protect=["no-such-layer"])
-    assert report.unmatched_protect == ["no-such-layer"]
-    assert "no-such-layer" in caplog.text
+    with pytest.raises(GraphoptError, match="--prune-protect 'no-such-layer' matches no node name"):
+        prune_channels(model, 0.5, multiple=1, protect=["no-such-layer"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_cli_bad_pruning_arguments_exit_2_and_write_nothing(tmp_path, capsys, ar
     assert not out.exists()
 
 
-def test_cli_protect_that_matches_nothing_warns(tmp_path, capsys) -> None:
+def test_cli_protect_that_matches_nothing_is_an_error(tmp_path, capsys) -> None:
     code, _, err = _optimize_cnn(
         capsys,
         tmp_path / "p.onnx",
@@ -340,7 +340,8 @@ def test_cli_protect_that_matches_nothing_warns(tmp_path, capsys) -> None:
         "--prune-bench",
         "0",
     )
-    assert code == 0 and "nothing-like-this" in err and "warning" in err
+    assert code == 2 and "--prune-protect 'nothing-like-this' matches no node name" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p.onnx").exists()
 
 
 def test_bias_borders_add_no_carrier_and_stay_close_inside() -> None:

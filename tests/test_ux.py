@@ -126,28 +126,38 @@ def test_human_count_never_prints_zero_for_a_small_count() -> None:
 # inputs that would be silently ignored
 # --------------------------------------------------------------------------------------------------------------------
 def test_quantize_selection_that_selects_nothing_warns(tmp_path: Path, capsys) -> None:
+    """A valid op type the model lacks (--exclude-op, --quantize-ops) is a warning: the same command line may serve
+    many models. A misspelt exclusion is an error (tests/test_int8_exclusions.py)."""
     quant = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "--json"]
-    bad = ["--exclude", "stem/Conx", "--exclude-op", "Gemmm", "--exclude-regex", "zzz.*", "--quantize-ops", "Conv,Foo"]
+    bad = ["--exclude-op", "Softmax", "--quantize-ops", "Conv,Foo"]
     code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), *quant, *bad)
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "matches no" in line]
-    assert len(warnings) == 4 and all(w.startswith("graphopt: warning: ") for w in warnings), err
+    assert len(warnings) == 2 and all(w.startswith("graphopt: warning: ") for w in warnings), err
     for needle in (
-        "--exclude 'stem/Conx' matches no node (nearest: 'stem/Conv'",
-        "--exclude-op 'Gemmm' matches no node (nearest: 'Gemm')",
-        "--exclude-regex 'zzz.*' matches no node name (the model's names: ",
+        "--exclude-op 'Softmax' matches no node (the model's op types: ",
         "--quantize-ops 'Foo' matches no node (the model's op types: 'Add', 'Conv'",
     ):
         assert sum(needle in w for w in warnings) == 1, needle
+    bad = ["--exclude", "stem/Conx", "--exclude-op", "Gemmm", "--exclude-regex", "zzz.*"]
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "q2.onnx"), *quant, *bad)
+    assert code == 2 and not (tmp_path / "q2.onnx").exists()
+    (line,) = err.strip().splitlines()
+    for needle in (
+        f"graphopt: error: {CNN}: --exclude 'stem/Conx' matches no node (nearest: 'stem/Conv'",
+        "--exclude-op 'Gemmm' is no op type (nearest: 'Gemm')",
+        "--exclude-regex 'zzz.*' matches no node name (the model's node names: ",
+    ):
+        assert needle in line, (needle, line)
 
 
-def test_prune_layer_that_matches_nothing_warns(tmp_path: Path, capsys) -> None:
+def test_prune_layer_that_matches_nothing_is_an_error(tmp_path: Path, capsys) -> None:
     argv = ["optimize", str(CNN), "-o", str(tmp_path / "p.onnx"), "--prune-channels", "0.5", "--prune-bench", "0"]
     code, _, err = _run(capsys, *argv, "--prune-layer", "stem/conv=0.3")
-    assert code == 0
-    assert "graphopt: warning: --prune-layer 'stem/conv' matches no layer (nearest: 'stem/Conv'" in err
+    assert code == 2 and not (tmp_path / "p.onnx").exists()
+    assert f"graphopt: error: {CNN}: --prune-layer 'stem/conv' matches no layer (nearest: 'stem/Conv'" in err
     code, _, err = _run(capsys, *argv, "--prune-layer", "stem/Conv=0.3")
-    assert "warning" not in err  # a name that exists is quiet
+    assert "matches no" not in err  # a name that exists is quiet
 
 
 def test_matching_selections_do_not_warn(tmp_path: Path, capsys) -> None:
@@ -339,9 +349,9 @@ def test_warnings_wrap_between_words_on_a_terminal_and_stay_one_line_in_a_pipe(t
     import pty
 
     argv = [sys.executable, "-m", "graphopt", "optimize", str(CNN), "-o", str(tmp_path / "o.onnx")]
-    argv += ["--prune-channels", "0.5", "--prune-bench", "0", "--prune-layer", "stem/conv=0.3"]
+    argv += ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "--exclude-op", "Softmax"]
     piped = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    (one,) = [line for line in piped.stderr.splitlines() if "warning" in line]
+    (one,) = [line for line in piped.stderr.splitlines() if "warning: --exclude-op" in line]
     assert len(one) > 60
     primary, secondary = pty.openpty()
     try:
@@ -362,7 +372,7 @@ def test_warnings_wrap_between_words_on_a_terminal_and_stay_one_line_in_a_pipe(t
         os.close(primary)
     # each printed line comes after the progress bar's "erase line" and ends with CRLF
     lines = [ANSI.sub("", seg.split("\x1b[2K")[-1]) for seg in b"".join(chunks).decode().split("\r\n")]
-    start = next(i for i, line in enumerate(lines) if line.startswith("graphopt: warning:"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("graphopt: warning: --exclude-op"))
     wrapped = [lines[start]]
     for line in lines[start + 1 :]:
         if not line.startswith("  "):

@@ -206,7 +206,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                 with timed(times, "precision"), _printed_warnings("quantize", False):
                     yield
             elif name == "prune":
-                _warn_unmatched(model, args, "prune")
                 with timed(times, "prune"), _step(progress, "pruning"), _printed_warnings("prune", args.quiet):
                     yield
             else:
@@ -299,37 +298,22 @@ def _summary(
 
 def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
     """One warning per name, op type or pattern that selects nothing in the model (it would be silently ignored),
-    with the nearest valid names."""
+    with the nearest valid names. (A node name or name pattern that selects nothing is an error, raised by
+    ``run_request``: ``tools.names.check_node_names``.) Op types only: the same command line may serve many models."""
     if args.quiet:
         return
-    names = {n.name for n in model.graph if n.name}
     ops = {n.op_type for n in model.graph}
     problems: list[str] = []
     if stage == "precision":
-        for name in args.precision_keep:
-            if name not in names:
-                hint = unmatched_hint(name, names, "node names")
-                problems.append(f"--precision-keep {name!r} matches no node" + hint)
         for flag, chosen in (("--precision-block", args.precision_block), ("--precision-allow", args.precision_allow)):
             for op in chosen:
                 if op not in ops:
                     problems.append(f"{flag} {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
-    elif stage == "prune":
-        layers = {n.name for n in model.graph if n.name and n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
-        for item in args.prune_layer:
-            name = item.rpartition("=")[0]
-            if name not in layers:
-                problems.append(f"--prune-layer {name!r} matches no layer" + unmatched_hint(name, layers, "layers"))
-    else:
-        for name in args.exclude:
-            if name not in names:
-                problems.append(f"--exclude {name!r} matches no node" + unmatched_hint(name, names, "node names"))
+    elif stage == "quantize":  # --exclude-op of no op type is an error (run_request); of one the model lacks, a warning
+        ops = {n.op_type for n in model.graph.all_nodes()}  # If and Loop bodies are quantized too
         for op in args.exclude_op:
             if op not in ops:
                 problems.append(f"--exclude-op {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
-        for rx in args.exclude_regex:
-            if not any(re.search(rx, n) for n in names):
-                problems.append(f"--exclude-regex {rx!r} matches no node name" + unmatched_hint(rx, names, "names"))
         for op in (o.strip() for o in (args.quantize_ops or "").split(",")):
             if op and op not in ops:
                 problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
@@ -340,7 +324,7 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
 def _float_reasons(model: Model, args: argparse.Namespace) -> list[dict[str, str]]:
     """The nodes the exclusion flags keep float, and which flag did (for the report)."""
     found = []
-    for n in model.graph:
+    for n in model.graph.all_nodes():
         why = ""
         if n.name in args.exclude:
             why = f"--exclude {n.name}"

@@ -721,11 +721,11 @@ class Graph:
             # A graph input that is also a graph output: the output *is* the input, its name is the model's
             # interface, and no value computed from it may take that name. The output keeps reading the input.
             return
-        if self.can_take_output(new) and self.is_input(new):
+        if self.can_take_output(new, old) and self.is_input(new):
             # a body matched by position (can_take_output says so): the input itself becomes the output, names as
             # they are (the original model's Loop bodies do the same for values they pass through)
             self.outputs = [new if o is old else o for o in self.outputs]
-        elif self.can_take_output(new):
+        elif self.can_take_output(new, old):
             old_name = old.name
             old.name = self.unique_name(f"{old_name}_replaced")
             new.name = old_name
@@ -770,17 +770,48 @@ class Graph:
         owner = self.owner
         return owner is not None and owner.domain in STANDARD_DOMAINS and owner.op_type in _SUBGRAPH_OPS
 
-    def can_take_output(self, new: Value) -> bool:
-        """Whether ``new`` can take the place of one of this graph's outputs without an Identity node: it is computed
-        by a node of this graph (it takes the output's name) or, in a body whose outputs are matched by position, it is
-        an input of this graph (not in a Scan body: onnxruntime's Scan gives wrong values, or refuses to run, when a
-        state output is the body's input itself: skl2onnx's pairwise distances pass their state through an
-        Identity); and it is not an output already (a graph lists each output once)."""
+    def can_take_output(self, new: Value, old: Value | None = None) -> bool:
+        """Whether ``new`` can take the place of one of this graph's outputs (``old``, if known) without an Identity
+        node: it is computed by a node of this graph (it takes the output's name) or, in a body whose outputs are
+        matched by position, it is an input of this graph; and it is not an output already (a graph lists each output
+        once). Never an input in a Scan body (onnxruntime's Scan gives wrong values, or refuses to run, when a state
+        output is the body's input itself: skl2onnx's pairwise distances pass their state through an Identity); not
+        an input for a Loop body's scan output declared with dims the input is not known to have
+        (:meth:`_scan_dims_lost`)."""
         if self.is_output(new):
             return False
         if new.producer is not None and new.producer.graph is self:
             return True
-        return self.outputs_by_position and self.is_input(new) and self.owner.op_type != "Scan"
+        return (
+            self.outputs_by_position
+            and self.is_input(new)
+            and self.owner.op_type != "Scan"
+            and not self._scan_dims_lost(old, new)
+        )
+
+    def _scan_dims_lost(self, old: Value | None, new: Value) -> bool:
+        """Whether listing the body input ``new`` as the Loop body's scan output ``old`` would lose a static dim the
+        file declared for ``old``: onnxruntime gives a Loop that runs zero times an empty scan output shaped from that
+        declaration ((0, 2, 3); (0,) without one), and an input listed as an output has the input's type."""
+        owner = self.owner
+        if old is None or owner is None or owner.op_type != "Loop" or owner.domain not in STANDARD_DOMAINS:
+            return False
+        index = next((i for i, o in enumerate(self.outputs) if o is old), None)
+        if index is None or index < len(owner.inputs) - 1:  # the condition and the carried values: not stacked
+            return False
+        listing = self.info_overrides.get(("output", old))  # the file's type, if inference set it aside
+        if listing is not None:
+            stated = Value()
+            stated.set_type_proto(listing[0].type)
+            declared = stated.shape
+        else:
+            declared = old.shape
+        if not declared or all(not isinstance(d, int) for d in declared):
+            return False
+        known = new.shape
+        if known is None or len(known) != len(declared):
+            return True
+        return any(isinstance(d, int) and k != d for d, k in zip(declared, known, strict=True))
 
     def is_output(self, v: Value | None) -> bool:
         """Whether ``v`` is one of this graph's outputs (the one test: ``Value.is_graph_output`` asks this)."""

@@ -11,7 +11,8 @@ aside: the value becomes untyped (an initializer takes the type of its data, a g
 and passes that need its type get it from :func:`infer_shapes`, which derives it from the graph inputs and the
 initializers alone. On save, a listing is written as the file had it unless inference proved it false (then the
 inferred type is written); a graph output that a pass replaced is listed as the file declared it
-(:func:`restore_interface`).
+(:func:`restore_interface`), in the main graph and in bodies (onnxruntime shapes the empty scan output of a Loop
+that runs zero times from its body output's type).
 
 Shape inference runs on a skeleton of the model: large initializers and large Constant values are passed as
 external-data stubs that carry their type and dims but no bytes, so a BERT-sized model is not serialized for it.
@@ -376,7 +377,8 @@ def _set_type(v: Value, tp: onnx.TypeProto) -> None:
 _TRUSTED: weakref.WeakKeyDictionary[Graph, bool] = weakref.WeakKeyDictionary()
 """Main graphs whose annotations :func:`trust_types` has already set aside (a graph reloaded by --verify is new)."""
 _DECLARED: weakref.WeakKeyDictionary[Graph, dict[str, onnx.ValueInfoProto]] = weakref.WeakKeyDictionary()
-"""Per main graph, the graph outputs' listings as the file states them (the model's interface)."""
+"""Per graph (main graph and bodies), its outputs' listings as the file states them: the main graph's are the model's
+interface, a body's are what onnxruntime takes an empty scan output's shape from (a Loop that runs zero times)."""
 
 
 def _listings(graph: Graph) -> dict[int, tuple[Value, list[str]]]:
@@ -457,8 +459,29 @@ def _set_aside(graph: Graph, v: Value, kinds: list[str]) -> None:
             graph.info_overrides.pop((kind, v), None)
         else:
             graph.info_overrides[(kind, v)] = (info, None)
-        if kind == "output" and graph.owner is None:
+        if kind == "output":
             _DECLARED.setdefault(graph, {})[v.name or ""] = info
+
+
+def declared_output(graph: Graph, v: Value) -> onnx.ValueInfoProto | None:
+    """The listing the file gave ``graph``'s output ``v`` if :func:`trust_types` set it aside (else None: ``v``'s own
+    type is what export writes)."""
+    override = graph.info_overrides.get(("output", v))
+    if override is not None:
+        return override[0]
+    return _DECLARED.get(graph, {}).get(v.name or "")
+
+
+def declare_output(graph: Graph, v: Value, info: onnx.ValueInfoProto) -> None:
+    """List ``graph``'s output ``v`` as ``info`` states (renamed to ``v``), as if the file had: for a listing that
+    moves with a value from one graph to another (an If branch inlined into a Loop body, whose scan output onnxruntime
+    shapes from it when the Loop runs zero times). Set aside like the file's own listings, and restored the same way
+    by :func:`restore_interface`."""
+    listing = onnx.ValueInfoProto()
+    listing.CopyFrom(info)
+    listing.name = v.name or ""
+    graph.info_overrides[("output", v)] = (listing, None)
+    _DECLARED.setdefault(graph, {})[listing.name] = listing
 
 
 def _every_graph(model: Model) -> Iterator[Graph]:
@@ -490,20 +513,25 @@ def trust_types(model: Model) -> int:
 
 
 def restore_interface(model: Model) -> None:
-    """After a pipeline: a graph output that a pass replaced by another value is listed again as the file declared it
-    (the model's interface), unless what is known of the new value contradicts that."""
+    """After a pipeline: a graph output that a pass replaced by another value (which took its name) is listed again as
+    the file declared it, unless what is known of the new value contradicts that. In the main graph that is the
+    model's interface; in an If, Loop or Scan body, onnxruntime reads it too: a Loop that runs zero times stacks no
+    scan output and takes its shape from the body output's type ((0, 2, 3) as declared, (0,) with no shape)."""
+    for graph in (model.graph, *model.graph.subgraphs()):
+        declared = _DECLARED.get(graph)
+        if declared:
+            _restore_outputs(model, graph, declared)
+
+
+def _restore_outputs(model: Model, graph: Graph, declared: dict[str, onnx.ValueInfoProto]) -> None:
     from graphopt.core.onnx_io import fill_value_info
 
-    declared = _DECLARED.get(model.graph)
-    if not declared:
-        return
-    graph = model.graph
     for v in graph.outputs:
         info = declared.get(v.name or "")
         if info is None:
             continue
         stated = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else 0
-        if stated and v.dtype and stated != v.dtype:  # onnxruntime refuses to load such a model
+        if stated and v.dtype and stated != v.dtype and graph.owner is None:  # onnxruntime refuses to load it
             from graphopt.core.ir import InvalidModelError
 
             raise InvalidModelError(

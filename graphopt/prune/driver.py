@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from graphopt.errors import GraphoptError
 from graphopt.prune import analysis as channel_groups
 from graphopt.prune import transform
 from graphopt.prune.report import LayerChange, LayerCost, PruneReport
+from graphopt.tools.names import NameOption, check_node_names
 from graphopt.tools.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.prune")
@@ -222,17 +223,25 @@ def _total(costs: Mapping[str, LayerCost]) -> int:
     return sum(c.macs or 0 for c in costs.values())
 
 
-def _unmatched(model: Model, protect: Sequence[str]) -> list[str]:
-    names = [n.name or "" for n in model.graph]
-    out = []
-    for p in protect:
-        try:
-            rx = re.compile(p)
-        except re.error as exc:
-            raise GraphoptError(f"protect pattern {p!r}: {exc}") from None
-        if not any(name == p or rx.fullmatch(name) for name in names):
-            out.append(p)
-    return out
+def check_names(model: Model, options: Mapping[str, Any], *, before: Collection[str] | None = None) -> None:
+    """One GraphoptError for every ``protect`` name or pattern (``--prune-protect``: the name, or a regex matching
+    the whole name) and every ``layer_ratios`` layer (``--prune-layer``: a main-graph Conv or Gemm, which start channel
+    groups) that selects nothing: a misspelt protection would prune the layer meant to be kept
+    (``tools.names.check_node_names``)."""
+    model.graph.name_unnamed_nodes()
+    main = model.graph
+
+    def layer(n: Node) -> bool:
+        return n.graph is main and n.op_type in ("Conv", "Gemm")
+
+    check_node_names(
+        model,
+        [
+            NameOption("--prune-protect", list(options.get("protect") or ()), match="fullmatch"),
+            NameOption("--prune-layer", list(options.get("layer_ratios") or {}), nodes=layer, what="layer"),
+        ],
+        before=before,
+    )
 
 
 def prune_channels(
@@ -265,10 +274,8 @@ def prune_channels(
         raise GraphoptError(f"borders must be 'exact' or 'bias', got {borders!r}")
     if importance not in ("l1", "l2"):
         raise GraphoptError(f"importance must be l1 or l2, got {importance!r}")
-    model.graph.name_unnamed_nodes()
-    report = PruneReport("channels", float(ratio), unmatched_protect=_unmatched(model, protect))
-    for p in report.unmatched_protect:
-        logger.warning("protect pattern %r matches no node", p)
+    check_names(model, {"protect": protect, "layer_ratios": layer_ratios})
+    report = PruneReport("channels", float(ratio))
     infer_shapes(model)
     graph = model.graph
     analysis = channel_groups.analyse(graph, protect)
@@ -391,9 +398,8 @@ def prune_weights(
         _check_ratio(ratio, "weight pruning ratio")
     if scope not in ("global", "layer"):
         raise GraphoptError(f"weight pruning scope must be 'global' or 'layer', got {scope!r}")
-    model.graph.name_unnamed_nodes()
+    check_names(model, {"protect": protect})
     report = PruneReport("weights" if mode == "unstructured" else "2:4", float(ratio) if mode != "2:4" else 0.5)
-    report.unmatched_protect = _unmatched(model, protect)
     rx = [re.compile(p) for p in protect]
     before = layer_costs(model)
     report.param_bytes_before = initializer_bytes(model)

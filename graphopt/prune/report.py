@@ -50,7 +50,6 @@ class PruneReport:
     param_bytes_before: int = 0
     param_bytes_after: int = 0
     latency_ms: tuple[float, float] | None = None
-    unmatched_protect: list[str] = field(default_factory=list)
     note: str = ""
     sample: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     """The input the probe ran on (channel pruning; not serialized): the timing uses it too."""
@@ -71,7 +70,6 @@ class PruneReport:
             "param_bytes_after": self.param_bytes_after,
             "latency_ms_before": self.latency_ms[0] if self.latency_ms else None,
             "latency_ms_after": self.latency_ms[1] if self.latency_ms else None,
-            "unmatched_protect": self.unmatched_protect,
             "note": self.note,
             "layers": [vars(layer) for layer in self.layers],
         }

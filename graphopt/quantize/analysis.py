@@ -27,12 +27,14 @@ guessed range.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 
-from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array
+from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
 
 FLOAT = onnx.TensorProto.FLOAT
 INT32_MAX = 2**31 - 1
@@ -76,6 +78,39 @@ class Selection:
         if node.op_type in self.exclude_ops or node.name in self.exclude_names:
             return True
         return any(re.search(rx, node.name or "") for rx in self.exclude_regex)
+
+
+def check_exclusions(model: Model, config: Any, *, before: Collection[str] | None = None) -> None:
+    """Raise one GraphoptError naming every exclusion of ``config`` (a QuantizeConfig, an Int4Config or a mapping of
+    their fields: ``exclude`` names, ``exclude_regex`` patterns, ``exclude_ops`` op types, int4's ``bits8`` patterns)
+    that selects no node of ``model``, in its main graph or any body (If and Loop bodies are quantized too): a misspelt
+    name would quietly quantize the layer the user meant to keep float (``tools.names.check_node_names``, the check
+    of every option taking node names). Names are the ones the quantizer sees: after the optimization passes, the
+    main graph's unnamed nodes named ``<op>_node`` (done here, as every driver does first). ``before`` (the names
+    before the passes) tells a name the passes removed from a typo. An absent op type is an error only when no ONNX
+    schema has it: a valid one may just be absent (one command line over many models; the CLI warns)."""
+    from graphopt.tools.names import NameOption, check_node_names
+    from graphopt.tools.summary import unmatched_hint
+
+    def chosen(key: str) -> Sequence[str]:
+        return (config.get(key, ()) if isinstance(config, Mapping) else getattr(config, key, ())) or ()
+
+    names, regexes, ops, bits8 = chosen("exclude"), chosen("exclude_regex"), chosen("exclude_ops"), chosen("bits8")
+    if not (names or regexes or ops or bits8):
+        return
+    model.graph.name_unnamed_nodes()
+    kinds = {n.op_type for n in model.graph.all_nodes()}
+    bad_ops = [
+        f"--exclude-op {op!r} is no op type" + unmatched_hint(op, kinds, "op types")
+        for op in ops
+        if op not in kinds and not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml"))
+    ]
+    options = [
+        NameOption("--exclude", names),
+        NameOption("--exclude-regex", regexes, match="search"),
+        NameOption("--int8-layer", bits8, match="search"),
+    ]
+    check_node_names(model, options, before=before, extra=bad_ops)
 
 
 @dataclass

@@ -538,6 +538,7 @@ def quantize_model(
 
     ``sources`` names where each feed came from (its file) in errors."""
     cfg = QuantizeConfig.of(config)
+    analysis.check_exclusions(model, cfg)
     batches = _checked_feeds(model, feeds, cfg, sources)
     if cfg.method == "percentile" and cfg.clip_check and initializer_bytes(model) <= CLIP_CHECK_MAX_BYTES:
         return _clipped_or_full(model, batches, target, cfg, progress, sources)  # two runs of the pipeline

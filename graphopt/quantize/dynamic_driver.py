@@ -60,6 +60,7 @@ def quantize_model_dynamic(
         raise GraphoptError("nothing to quantize: the model has no outputs")
     if already_quantized(model.graph):
         raise GraphoptError("the model is already quantized: it has Q/DQ or integer MatMul nodes")
+    analysis.check_exclusions(model, cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model.graph.name_unnamed_nodes()

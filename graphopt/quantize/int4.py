@@ -40,6 +40,7 @@ import onnx
 from graphopt.core.ir import Graph, Model, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
+from graphopt.quantize.analysis import check_exclusions
 
 logger = logging.getLogger("graphopt.quantize")
 
@@ -647,6 +648,7 @@ def quantize_model_int4(
 
     cfg = Int4Config.of(config)
     cfg.check()
+    check_exclusions(model, cfg)
     batches = [dict(f) for f in feeds] if feeds is not None else None
     if cfg.method == "gptq" and not batches:
         raise GraphoptError("int4 method gptq needs calibration data (--calib-data DIR or --calib-random N)")

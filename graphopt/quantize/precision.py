@@ -32,7 +32,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from graphopt.core.ir import Model
 from graphopt.core.onnx_io import from_proto
 from graphopt.core.shape_inference import infer_shapes
 from graphopt.errors import GraphoptError
+from graphopt.tools.names import NameOption, check_node_names
 
 logger = logging.getLogger("graphopt.quantize")
 
@@ -904,6 +905,13 @@ def _cast_feed(feed: Mapping[str, np.ndarray], proto: onnx.ModelProto) -> dict[s
     return out
 
 
+def check_names(model: Model, config: PrecisionConfig, *, before: Collection[str] | None = None) -> None:
+    """One GraphoptError for every ``block_nodes`` name (``--precision-keep``) that is no node's: a misspelt name would
+    quietly convert the node meant to stay fp32 (``tools.names.check_node_names``)."""
+    model.graph.name_unnamed_nodes()
+    check_node_names(model, [NameOption("--precision-keep", list(config.block_nodes))], before=before)
+
+
 def convert_precision(
     model: Model,
     feeds: Iterable[Mapping[str, np.ndarray]] | None = None,
@@ -930,6 +938,7 @@ def convert_precision(
         raise GraphoptError(f"range limit must be positive, got {cfg.range_limit}")
     if not model.graph.outputs:
         raise GraphoptError("nothing to convert: the model has no outputs")
+    check_names(model, cfg)
     notes: list[str] = []
     random_data = feeds is None
     if feeds is None:
