@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.core.ir import Graph, Value
+from graphopt.core.ir import Graph, Node, Value
+from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import Builder, Const, Declined, Match, Op, Rule, RuleSet, Var
 
@@ -82,6 +83,49 @@ def _transpose_of_filled(m: Match, b: Builder) -> Value | Declined:
         return m.decline("perm does not match the shape's rank")
     target = np.array([shape[p] for p in perm], dtype=np.int64)
     return b.copy(m.node("fill"), inputs={0: b.const(target, "shape")})
+
+
+def _plus_zero_fill(node: Node) -> np.ndarray | None:
+    """The fill of a ConstantOfShape whose every element is +0 (absent value: float 0), else None."""
+    value = node.attr("value")
+    fill = value.numpy().reshape(-1) if isinstance(value, Tensor) else np.zeros(1, np.float32)
+    if fill.size != 1 or fill.dtype.kind not in "fiu" or fill[0] != 0 or np.signbit(fill[0]):
+        return None
+    return fill
+
+
+def _matmul_of_zero_fills(m: Match, b: Builder) -> Value | Declined:
+    """MatMul(ConstantOfShape(Concat(n..., [k])), Z) -> ConstantOfShape(Concat(n..., [c])) when Z is a [k, c] matrix of
+    +0s (a ConstantOfShape of a constant shape, or a constant) of the fill's type and the fill is +0: every product is
+    +0 * +0 and every sum of them +0 (an empty sum, k = 0, too), so the product is the [n, c] matrix of +0s. Both
+    operands are matrices (the Concat makes two dims) and the inner dims are the same constant, so the MatMul was
+    valid; NaN or Inf cannot occur. skl2onnx's Gaussian-process White kernel multiplies two such zero matrices."""
+    fa, cat, z = m.node("fa"), m.node("cat"), m.value("z")
+    za = _plus_zero_fill(fa)
+    zp = z.producer if z is not None else None
+    const = z.constant() if z is not None else None
+    if const is not None:
+        arr = const.numpy()
+        zb = arr.reshape(-1)[:1] if arr.ndim == 2 and not np.any(arr) and not np.any(np.signbit(arr)) else None
+        sb = list(arr.shape) if zb is not None else None
+    elif zp is not None and zp.op_type == "ConstantOfShape" and zp.domain in ("", "ai.onnx"):
+        zb, sb = _plus_zero_fill(zp), ints(zp.inputs[0] if zp.inputs else None)
+    else:
+        return m.decline("right operand not a zero matrix")
+    if za is None or zb is None or za.dtype != zb.dtype:
+        return m.decline("fills not +0 of one type")
+    if sb is None or len(sb) != 2 or any(d < 0 for d in sb):
+        return m.decline("right shape not a constant matrix shape")
+    if cat.attr("axis") != 0 or len(cat.inputs) < 2:
+        return m.decline("left shape not a Concat on axis 0")
+    lengths = [m.static_shape(v) for v in cat.inputs]
+    if any(s is None or len(s) != 1 for s in lengths) or sum(s[0] for s in lengths) != 2:  # type: ignore[index]
+        return m.decline("left shape not of length 2")
+    inner = ints(cat.inputs[-1])
+    if inner is None or len(inner) != 1 or inner[0] != sb[0]:
+        return m.decline("inner dims not the same constant")
+    shape = b.copy(cat, inputs={len(cat.inputs) - 1: np.array([sb[1]], dtype=np.int64)})
+    return b.copy(fa, inputs={0: shape})
 
 
 def _unsqueeze_of_expand(m: Match, b: Builder) -> Value | Declined:
@@ -272,6 +316,16 @@ MERGE_RULES = RuleSet(
             "transpose-of-constantofshape",
             Op("Transpose", Op("ConstantOfShape", Const("s"), name="fill"), name="n", attrs=_HAS_PERM),
             _transpose_of_filled,
+        ),
+        Rule(
+            "matmul-of-zero-fills",
+            Op(
+                "MatMul",
+                Op("ConstantOfShape", Op("Concat", ..., name="cat"), name="fa"),
+                Var("z"),
+                name="n",
+            ),
+            _matmul_of_zero_fills,
         ),
         # Expand of constants read only here: a detector's anchor grid (Unsqueeze of Expand, then a Concat)
         Rule(

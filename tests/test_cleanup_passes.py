@@ -689,3 +689,46 @@ def test_transpose_of_constant_of_shape_permutes_the_shape(dims, rnd, shared) ->
     out = graphopt.optimize(model, level=2)
     assert shared or "Transpose" not in _ops(out), (_ops(out), perm)
     _same_outputs(model, out, {"x": np.ones([1] * len(dims), np.float32)})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(0, 4),
+    st.integers(0, 3),
+    st.integers(0, 4),
+    st.sampled_from(["absent", "zero", "negzero", "one", "int"]),
+    st.sampled_from(["zero", "negzero", "one"]),
+    st.booleans(),
+)
+def test_matmul_of_zero_fills_becomes_one_fill(n, k, c, left, right, same_k) -> None:
+    """MatMul(ConstantOfShape([n, k]), ConstantOfShape([k, c])) of +0 fills is ConstantOfShape([n, c]); -0, nonzero or
+    mixed-type fills and unequal inner dims keep the MatMul (skl2onnx's Gaussian-process White kernel). The small right
+    fill is folded to a constant first: the rule reads both forms."""
+    fills = {"zero": np.array([0.0], np.float32), "negzero": np.array([-0.0], np.float32),
+             "one": np.array([1.0], np.float32), "int": np.array([0], np.int32)}  # fmt: skip
+    la = {} if left == "absent" else {"value": numpy_helper.from_array(fills[left], "v")}
+    kb = k if same_k else k + 1
+    nodes = [
+        helper.make_node("Shape", ["x"], ["sx"]),
+        helper.make_node("Gather", ["sx", "i0"], ["n"]),
+        helper.make_node("Concat", ["n", "k"], ["sa"], axis=0),
+        helper.make_node("ConstantOfShape", ["sa"], ["a"], **la),
+        helper.make_node("ConstantOfShape", ["sb"], ["bm"], value=numpy_helper.from_array(fills[right], "v")),
+        helper.make_node("MatMul", ["a", "bm"], ["y"]),
+    ]
+    inits = [_i64("i0", [0]), _i64("k", [k]), _i64("sb", [kb, c])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT if left != "int" else TensorProto.INT32,
+                                                  None)], inits)  # fmt: skip
+    safe = left in ("absent", "zero") and (right == "zero" or k == 0 or c == 0)  # an empty right matrix has no -0 or 1
+    if left == "int" or not same_k:  # an invalid model: the rule must not make it valid
+        out = graphopt.optimize(model, level=2)
+        assert "MatMul" in _ops(out)
+        return
+    out = graphopt.optimize(model, level=2)
+    assert ("MatMul" not in _ops(out)) == safe, _ops(out)
+    x = np.zeros(n, np.float32)
+    (want,), (got,) = ort_run(model, {"x": x}), ort_run(out, {"x": x})
+    assert got.shape == want.shape == (n, c) and got.dtype == want.dtype
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    np.testing.assert_array_equal(got, want)
