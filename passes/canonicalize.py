@@ -969,15 +969,15 @@ def _reshape_perm(xs: tuple[int, ...], ys: tuple[int, ...], perm: list[int]) -> 
 
 
 def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple | None:
-    """A plan computing Transpose(v, perm) with no Transpose node, or None: v a constant (transposed here), or the
-    output, read once and by ``reader`` only, of a Concat (each input absorbs perm, the axis moves with it), a Reshape
-    of a static shape (see _reshape_perm), or an elementwise op of BINARY/UNARY, not LAYOUT_DEPENDENT (each input
-    absorbs perm; a constant of lower rank is first padded with 1s on the left, as broadcasting reads it). Returns
-    (plan, shape of v)."""
+    """A plan computing Transpose(v, perm) with no Transpose node, or None: v a constant (transposed when the plan is
+    built, so a declined plan copies no weight), or the output, read once and by ``reader`` only, of a Concat (each
+    input absorbs perm, the axis moves with it), a Reshape of a static shape (see _reshape_perm), or an elementwise op
+    of BINARY/UNARY, not LAYOUT_DEPENDENT (each input absorbs perm; a constant of lower rank is first padded with 1s on
+    the left, as broadcasting reads it). Returns (plan, shape of v)."""
     t = v.constant()
     if t is not None:
         a = t.numpy()
-        return (("const", np.ascontiguousarray(np.transpose(a, perm))), a.shape) if a.ndim == len(perm) else None
+        return (("const", a, perm), a.shape) if a.ndim == len(perm) else None  # transposed when built, not before
     node = v.producer
     graph = reader.graph
     if (
@@ -1030,7 +1030,7 @@ def _absorb(v: Value, perm: list[int], reader: Node, seen: list[int]) -> tuple |
             if c is not None and len(c.dims) < rank:  # broadcasting pads it on the left
                 a = c.numpy()
                 a = a.reshape((1,) * (rank - a.ndim) + a.shape)
-                parts.append((("const", np.ascontiguousarray(np.transpose(a, perm))), a.shape))
+                parts.append((("const", a, perm), a.shape))
                 continue
             part = _absorb(x, perm, node, seen)
             if part is None or len(part[1]) != rank:
@@ -1094,8 +1094,8 @@ def _reshaped(xs: tuple[int, ...], target: list[int], allowzero: int) -> tuple[i
 
 def _build_absorbed(plan: tuple, b) -> Value:
     kind = plan[0]
-    if kind == "const":
-        return b.const(plan[1], "transposed")
+    if kind == "const":  # transposed only now: a plan that is declined never copies a weight
+        return b.const(np.ascontiguousarray(np.transpose(plan[1], plan[2])), "transposed")
     if kind == "concat":
         _, node, parts, axis = plan
         return b.copy(node, inputs=[_build_absorbed(p, b) for p in parts], attrs={"axis": axis})
