@@ -7,7 +7,8 @@
 
 Per model, on valid inputs made by ``corpus.feeds`` (onnxruntime CPU, outputs compared against the original):
 
-- ``o2``: ``python -m graphopt optimize -O2`` (wall time of the whole process; max abs/rel output error; nodes counted
+- ``o2``: ``python -m graphopt optimize -O2`` (wall time of the whole process, the median of ``WALL_RUNS`` = 3 runs
+  when one takes under 10 s, as for the anchors; max abs/rel output error; nodes counted
   through subgraphs; bytes with external data).
 - ``anchors``: onnxsim, onnxslim, onnxoptimizer and onnxruntime's basic level written offline, each in its own
   process (load + optimize + save; wall time of the whole process, as for graphopt).
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,25 @@ def _graphopt(args: list[str], timeout: float) -> dict:
         res["stderr"] = (last[-1] if last else f"exit {r.returncode}, no stderr")[:300]
         res["traceback"] = any(ln.startswith("Traceback") for ln in err)
     return res
+
+
+WALL_RUNS = 3
+"""Process runs behind each -O2 / anchor wall time when the first takes under ``WALL_REPEAT_BELOW_S``: the median
+(one run on a shared 2-core machine moved by up to 2x)."""
+WALL_REPEAT_BELOW_S = 10.0
+
+
+def _repeat_wall(first: float, run: Callable[[], dict]) -> dict:
+    """``wall_s`` = the median of ``first`` and up to ``WALL_RUNS - 1`` more runs of ``run`` (a callable returning a
+    result with ``verdict`` and ``wall_s``), all of them in ``wall_runs``; a slow first run (over
+    ``WALL_REPEAT_BELOW_S``) is not repeated."""
+    walls = [first]
+    while len(walls) < WALL_RUNS and first < WALL_REPEAT_BELOW_S:
+        r = run()
+        if r.get("verdict") != "ok":
+            break
+        walls.append(r["wall_s"])
+    return {"wall_s": round(float(np.median(walls)), 3), "wall_runs": walls}
 
 
 def _clean(err: list[str]) -> bool:
@@ -444,6 +465,7 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     if step == "o2":
         res = _graphopt([str(src), "-O2", "-o", str(o2)], timeout)
         if res["verdict"] == "ok":
+            res.update(_repeat_wall(res["wall_s"], lambda: _graphopt([str(src), "-O2", "-o", str(o2)], timeout)))
             res.update(nodes=_count_nodes(o2), bytes=_bytes(o2), err=_errors(ref, _run_candidate(o2, feeds)))
         res.update(nodes_in=_count_nodes(src), bytes_in=_bytes(src))
     elif step.startswith("anchor:"):
@@ -456,6 +478,13 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
             err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(" ")]
             return {"verdict": "error", "stderr": (err[-1] if err else f"exit {r.returncode}")[:300]}
         res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
+
+        def again() -> dict:
+            t = time.perf_counter()
+            ok = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).returncode == 0
+            return {"verdict": "ok" if ok else "error", "wall_s": round(time.perf_counter() - t, 3)}
+
+        res.update(_repeat_wall(res["wall_s"], again))
         res.update(nodes=_count_nodes(out), bytes=_bytes(out), err=_errors(ref, _run_candidate(out, feeds)))
     elif step == "o3":
         o3 = tmp / "o3.onnx"
