@@ -251,3 +251,47 @@ def test_keep_float_layers_copies_an_outer_dequantize_read_in_a_body():
     ref = [runtime.session(proto).run(None, f) for f in feeds]
     got = [runtime.session(q).run(None, f) for f in feeds]
     assert output_error(ref, got)[0] < 0.05
+
+
+def _se_block() -> onnx.ModelProto:
+    """conv -> hard swish (x * HardSigmoid(x)) -> squeeze-excitation gate ``h * HardSigmoid(se(h))`` -> 1x1 conv."""
+    c = 8
+    inits = [
+        numpy_helper.from_array(RNG.standard_normal((c, 3, 3, 3)).astype(np.float32), "w0"),
+        numpy_helper.from_array(RNG.standard_normal((c, c, 1, 1)).astype(np.float32), "ws"),
+        numpy_helper.from_array(RNG.standard_normal((c, c, 1, 1)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="c0", pads=[1] * 4),
+        helper.make_node("HardSigmoid", ["a"], ["as"], name="hs0", alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["a", "as"], ["h"], name="hswish"),
+        helper.make_node("GlobalAveragePool", ["h"], ["p"], name="gap"),
+        helper.make_node("Conv", ["p", "ws"], ["e"], name="se"),
+        helper.make_node("HardSigmoid", ["e"], ["g"], name="gate", alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["h", "g"], ["m"], name="scale"),
+        helper.make_node("Conv", ["m", "w2"], ["y"], name="c2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_gate_reading_int8_through_hard_sigmoids_is_fed_by_static_layers():
+    # onnxruntime runs a hard sigmoid / hard swish of int8 data on integers (QLinearAdd, QLinearMul), so for target
+    # ort the gate's inputs are int8 already: it needs only LOW_DB to stay static (35 dB here), not MIN_DB
+    model = _model(_se_block())
+    est = {"scale": choice.Estimate("scale", "Mul", 37.0, 45.0, 35.0, None, 1.0)}
+    convs = {n.name for n in model.graph if n.op_type in ("Conv", "GlobalAveragePool")}
+    ort_pick = choice.choose(est, target="ort", graph=model.graph, static_ops=convs)
+    assert ort_pick["scale"].mode == "static" and "int8 already" in ort_pick["scale"].reason
+    trt_pick = choice.choose(est, target="tensorrt", graph=model.graph, static_ops=convs)
+    assert trt_pick["scale"].mode == "float"  # TensorRT: the hard sigmoids are float layers
+    low = {"scale": choice.Estimate("scale", "Mul", 37.0, 45.0, choice.LOW_DB - 1, None, 1.0)}
+    assert choice.choose(low, target="ort", graph=model.graph, static_ops=convs)["scale"].mode == "float"
+    without_se = {n for n in convs if n != "se"}  # the gate's excitation not static: not fed
+    assert choice.choose(est, target="ort", graph=model.graph, static_ops=without_se)["scale"].mode == "float"
