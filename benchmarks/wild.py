@@ -649,7 +649,9 @@ def write_markdown(
         "which inputs they used: `[real]` = images from `benchmarks/realdata.py` (4 calibration images, error over "
         f"{EVAL_REAL} other images), `[noise]` = `corpus.feeds` (4 calibration feeds, error over {EVAL_NOISE} others; "
         "results from runs before 2026-12-01, without an `eval_n` in the JSON, used 4 images / 1 feed); latencies "
-        "at 1 thread, median, interleaved, on the first evaluation input." + (f" {note}" if note else ""),
+        "at 1 thread, median, interleaved, on the first evaluation input; the int8 speed-ups `xM (lo-hi)`: the "
+        f"median of {SPEED_ROUNDS} interleaved rounds' ratios and their range (a bare `xM`: one round, results "
+        "before 2026-12-02)." + (f" {note}" if note else ""),
         "",
     ]
     lines += [
