@@ -24,8 +24,7 @@ The choice per estimated layer (``min_db`` is the budget of one layer), in graph
 1. ``dynamic`` (the cost rule, :data:`STATIC_NOT_FASTER`) for a MatMul/Gemm with a constant weight, when dynamic
    int8 is available, its inputs do not all come from static layers, and ``dynamic_db`` is at least
    :data:`DYNAMIC_FLOOR_DB` and ``min_db`` or ``static_db``;
-1a. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers (target ort:
-    also through a hard sigmoid or hard swish, which onnxruntime then runs on integers: a squeeze-excitation gate);
+1a. ``static`` when ``static_db >= min_db``, or ``>= low_db`` when all its inputs come from static layers;
 2. ``dynamic`` (a MatMul/Gemm with a constant weight, when dynamic int8 is available) when ``dynamic_db`` is at
    least ``static_db`` and :data:`DYNAMIC_FLOOR_DB`; ``static`` for such a layer whose static estimate is the better
    one and at least ``low_db``;
@@ -48,16 +47,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.core.ir import Graph, Model, Node, Value, constant_array, weight_axes
-from graphopt.quantize.analysis import (
-    BINARY,
-    FLOAT,
-    RELU_LIKE,
-    SHARE,
-    Params,
-    Plan,
-    activation_inputs,
-    hard_swish_mul,
-)
+from graphopt.quantize.analysis import BINARY, FLOAT, RELU_LIKE, SHARE, Params, Plan, activation_inputs
 
 MAX_BATCHES = 8
 """Calibration feeds read for the estimates (their tensors are held in memory at once)."""
@@ -419,27 +409,15 @@ def _shadow_convs(
     return out
 
 
-INTEGER_ON_ORT = frozenset({"HardSigmoid", "HardSwish"})
-"""Ops that target ort runs on the integers of a quantized input (``transform._integer_hard_sigmoids``: QLinearAdd,
-and QLinearMul for a hard-swish, also written ``x * HardSigmoid(x)``) when what reads them is quantized: a layer reading
-one from a static layer reads int8 (:func:`_fed_by`)."""
-
-
-def _fed_by(node: Node, static: set[str], target: str = "tensorrt") -> bool:
-    """Whether every activation input of ``node`` comes (through scale-sharing ops and Relus, and for target ort the
-    :data:`INTEGER_ON_ORT` ops) from a static layer: keeping such a node float would only add a dequantize and a
-    quantize around it."""
+def _fed_by(node: Node, static: set[str]) -> bool:
+    """Whether every activation input of ``node`` comes (through scale-sharing ops and Relus) from a static layer:
+    keeping such a node float would only add a dequantize and a quantize around it."""
     acts = [node.inputs[i] for i in activation_inputs(node)]
     if not acts:
         return False
-    through = SHARE | RELU_LIKE | (INTEGER_ON_ORT if target == "ort" else frozenset())
-
-    def passes(p: Node) -> bool:
-        return p.op_type in through or (target == "ort" and hard_swish_mul(p))
-
     for v in acts:
         p = v.producer if v is not None else None
-        while p is not None and passes(p) and p.inputs and p.inputs[0] is not None:
+        while p is not None and (p.op_type in SHARE or p.op_type in RELU_LIKE) and p.inputs and p.inputs[0] is not None:
             p = p.inputs[0].producer
         if p is None or p.name not in static:
             return False
@@ -468,7 +446,7 @@ def choose(
     for name in names:
         e = estimates[name]
         node = nodes.get(name)
-        fed = node is not None and e.static_db >= low_db and _fed_by(node, static, target)
+        fed = node is not None and e.static_db >= low_db and _fed_by(node, static)
         if e.op_type in ("Conv", "ConvTranspose"):
             mode, why = "static", f"convolution: static int8 ({e.static_db:.1f} dB)"
         elif (
