@@ -196,3 +196,28 @@ def test_wild_report_says_what_the_run_covers():
     assert f"and {len(derived)} models derived here" in every
     missing = every.split("Not covered by the models of this run: ")[1]
     assert not any(gap in missing for gap in ("QDQ", "QOperator", "Scan", "fp16")), missing
+
+
+def test_wild_int8_speedup_is_a_median_of_rounds_with_its_range():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import wild
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import numpy as np
+
+    model = ROOT / "fixtures" / "cnn.onnx"
+    from graphopt.tools.runtime import session
+
+    i = session(str(model), threads=1).get_inputs()[0]
+    feeds = {i.name: np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in i.shape])}
+    feeds = {k: v.astype(np.float32) for k, v in feeds.items()}
+    sp = wild._speedup(model, model, feeds, runs=4, budget_s=0.5)
+    assert sp["speedup_min"] <= sp["speedup"] <= sp["speedup_max"]
+    rounds, per = (int(x) for x in sp["speed_runs"].split("x"))
+    assert rounds == wild.SPEED_ROUNDS and 3 <= per <= 4  # at most `runs` pairs a round, at least 3
+    assert 0.5 < sp["speedup"] < 2.0  # the same file against itself
+    cell = wild._cell({"verdict": "ok", "err": {}, **sp}, "int8-ort")
+    assert cell.endswith(f"x{sp['speedup']:.2f} ({sp['speedup_min']:.2f}-{sp['speedup_max']:.2f})")
