@@ -820,6 +820,21 @@ def write_markdown(
             + "."
         )
         lines.append("")
+    real = [n for n in names if results[n].get("int8-ort", {}).get("inputs") == "real"]
+    if real:  # the CNN detectors and classifiers: the models with real images
+        under = []
+        for n in real:
+            s = results[n]["int8-ort"]
+            ratio = s.get("speedup") or (s["lat_fp32_ms"] / s["lat_int8_ms"] if s.get("lat_int8_ms") else None)
+            if s.get("verdict") == "ok" and ratio is not None and ratio < 1.5:
+                rng = f" ({s['speedup_min']:.2f}-{s['speedup_max']:.2f})" if s.get("speedup") else ""
+                under.append(f"{n} (x{ratio:.2f}{rng})")
+        lines += [
+            f"int8-ort under 1.5x fp32 (1 thread) on the {len(real)} models evaluated on real images: "
+            + (", ".join(under) or "none")
+            + ".",
+            "",
+        ]
     if skipped:
         lines += [f"Not run: {', '.join(skipped)}.", ""]
     # per-model table
