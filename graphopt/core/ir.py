@@ -790,9 +790,10 @@ class Graph:
         )
 
     def _scan_dims_lost(self, old: Value | None, new: Value) -> bool:
-        """Whether listing the body input ``new`` as the Loop body's scan output ``old`` would lose a static dim the
-        file declared for ``old``: onnxruntime gives a Loop that runs zero times an empty scan output shaped from that
-        declaration ((0, 2, 3); (0,) without one), and an input listed as an output has the input's type."""
+        """Whether listing the body input ``new`` as the Loop body's scan output ``old`` would lose the rank or a
+        static dim the file declared for ``old``: onnxruntime gives a Loop that runs zero times an empty scan output
+        shaped from that declaration ((0, 2, 3); (0, 0, 0) for ["h", "w"]; (0,) without one), and an input listed as
+        an output has the input's type."""
         owner = self.owner
         if old is None or owner is None or owner.op_type != "Loop" or owner.domain not in STANDARD_DOMAINS:
             return False
@@ -806,7 +807,7 @@ class Graph:
             declared = stated.shape
         else:
             declared = old.shape
-        if not declared or all(not isinstance(d, int) for d in declared):
+        if not declared:
             return False
         known = new.shape
         if known is None or len(known) != len(declared):
