@@ -407,6 +407,51 @@ def test_an_inlined_constant_if_keeps_the_scan_outputs_shape(body_shape, else_sh
             assert after.shape == before.shape and np.array_equal(after, before), (options, trips)
 
 
+@pytest.mark.parametrize("input_shape", [None, ["p", "q"]], ids=["input-untyped", "input-symbolic"])
+def test_a_scan_output_an_inlined_if_passes_a_body_input_to_keeps_its_declared_shape(input_shape) -> None:
+    """The If's then branch passes the body input ``v`` through (an Identity); the body declares the If's output
+    [2, 3]. fold-constants inlines the If (the Identity's output takes the output's place and name), then
+    eliminate-noop would let ``v`` take it: the file's listing, set aside on the If's output, still counts for the
+    value that took its name (``Graph._scan_dims_lost``), else a Loop run zero times gives (0,) or (0, 0, 0)."""
+    then = helper.make_graph([helper.make_node("Identity", ["v"], ["t"])], "then", [], [])
+    then.output.append(helper.make_tensor_value_info("t", F, [2, 3]))
+    other = helper.make_graph([helper.make_node("Neg", ["v"], ["e"])], "else", [], [])
+    other.output.append(helper.make_tensor_value_info("e", F, [2, 3]))
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("Add", ["v", "v"], ["v_out"]),
+            helper.make_node("If", ["flag"], ["r"], then_branch=then, else_branch=other),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", I64, []),
+            helper.make_tensor_value_info("c_in", B, []),
+            helper.make_tensor_value_info("v", F, input_shape),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", B, []),
+            helper.make_tensor_value_info("v_out", F, input_shape),
+            helper.make_tensor_value_info("r", F, [2, 3]),
+        ],
+        [numpy_helper.from_array(np.array(True), "flag")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "", "x"], ["final", "out"], body=body)],
+        "g",
+        [helper.make_tensor_value_info("M", I64, []), helper.make_tensor_value_info("x", F, ["a", "b"])],
+        [helper.make_tensor_value_info("final", F, None), helper.make_tensor_value_info("out", F, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for trips in (0, 2):
+        feeds = {"M": np.array(trips, np.int64), "x": np.ones(SHAPE, np.float32)}
+        assert ort_run(model, feeds)[1].shape == (trips, *SHAPE)
+        for options in ({"level": 2}, {"passes": "fold-constants,eliminate-noop"}):
+            out = graphopt.optimize(model, **options)
+            assert not any(n.op_type == "If" for n in _body(out).node), options  # it did inline it
+            _same(model, out, feeds)
+
+
 def _simple(trip=None, cond=None, op="MatMul", attrs=None, domain="", extra_nodes=(), opset=17):
     """x -> Loop: s_out = s + op(x, y) (op reads only outer values: invariant)."""
     main_inits = []

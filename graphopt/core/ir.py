@@ -801,6 +801,11 @@ class Graph:
         if index is None or index < len(owner.inputs) - 1:  # the condition and the carried values: not stacked
             return False
         listing = self.info_overrides.get(("output", old))  # the file's type, if inference set it aside
+        if listing is None:  # a value that took the output's place and name after it was set aside: its listing
+            listing = next(
+                (o for (kind, _), o in self.info_overrides.items() if kind == "output" and o[0].name == old.name),
+                None,
+            )
         if listing is not None:
             stated = Value()
             stated.set_type_proto(listing[0].type)
