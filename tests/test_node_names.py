@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 import graphopt
 from graphopt.cli import main
@@ -19,6 +18,7 @@ from graphopt.core.onnx_io import from_proto
 from graphopt.errors import GraphoptError
 from graphopt.prune import prune_channels, prune_weights
 from graphopt.quantize.precision import convert_precision
+from tests.conftest import matmul_mlp
 
 CNN = Path(__file__).resolve().parents[1] / "fixtures" / "cnn.onnx"
 
@@ -122,21 +122,8 @@ def test_api_precision_keep_that_selects_nothing_is_an_error() -> None:
 # --int8-layer (int4)
 # --------------------------------------------------------------------------------------------------------------------
 def _mlp(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    w, w2 = (numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), n) for n in ("w", "w2"))
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"),
-            helper.make_node("Relu", ["h"], ["r"], name="relu"),
-            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])],
-        [w, w2],
-    )
     path = tmp_path / "mlp.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(matmul_mlp(), path)
     return path
 
 
