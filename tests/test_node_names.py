@@ -61,6 +61,14 @@ def test_cli_protect_of_a_node_the_passes_removed_is_told_apart(tmp_path, capsys
     assert "--prune-protect 'stem/BatchNormalization' names a node the optimization passes removed" in err, err
 
 
+def test_unnamed_nodes_are_not_nodes_the_passes_removed() -> None:
+    """The nodes of a file without node names are named after the passes (``<op>_node``): the empty name they had is
+    no removed node's, so a pattern matching only it matches no node name."""
+    for values in ([".^"], ["^$"]):
+        with pytest.raises(GraphoptError, match=r"--prune-protect '.{2}' matches no node name"):
+            graphopt.optimize(matmul_mlp(("", "", "")), prune_weights=0.5, prune_options={"protect": values})
+
+
 def test_a_protect_that_matches_protects() -> None:
     """The name the user meant keeps its layer whole; without it the layer is pruned (what a typo did before)."""
 
