@@ -345,11 +345,16 @@ def _feeds_digest(feeds: list[dict]) -> str:
 
 def top1_agreement(task: dict, ref: list[np.ndarray], out: list[np.ndarray]) -> float:
     """The fraction of labels (argmax over the task's class axis of its score outputs) the same in ``out`` as in
-    ``ref``: per input for a classifier, per step for a sequence, per pixel for a segmenter."""
+    ``ref``: per input for a classifier, per step for a sequence, per pixel for a segmenter. An output ``out`` lacks
+    or gives in another shape agrees on none of its labels."""
     same = total = 0
     for i in task["outputs"]:
-        r, o = np.asarray(ref[i]), np.asarray(out[i])
-        eq = np.argmax(r, axis=task["axis"]) == np.argmax(o, axis=task["axis"])
+        r = np.asarray(ref[i])
+        labels = np.argmax(r, axis=task["axis"])
+        if i >= len(out) or np.shape(out[i]) != r.shape:
+            total += labels.size
+            continue
+        eq = labels == np.argmax(np.asarray(out[i]), axis=task["axis"])
         same, total = same + int(eq.sum()), total + eq.size
     return same / total if total else float("nan")
 

@@ -238,6 +238,17 @@ def test_top1_agreement_per_input_step_and_pixel():
     assert wild.top1_agreement(seg, [x], [y]) == 0.75
 
 
+def test_top1_agreement_of_an_output_that_failed_is_none_agreeing():
+    """A quantized model whose output has another shape, or that gives fewer outputs, agrees on no label of it (the
+    step records that, where it raised and the step was lost as a harness error)."""
+    cls = {"kind": "classify", "outputs": [1], "axis": -1}
+    ref = [np.zeros((1, 4)), np.array([[0.2, 0.8], [0.9, 0.1]])]
+    assert wild.top1_agreement(cls, ref, [ref[0], np.array([[0.2, 0.8, 0.0], [0.9, 0.1, 0.0]])]) == 0.0
+    assert wild.top1_agreement(cls, ref, [ref[0]]) == 0.0
+    res = wild._int8_errors({"task": cls}, [ref, ref], [ref, [ref[0]]], "d")
+    assert res["per_input"]["top1"] == [1.0, 0.0] and res["per_input"]["sqnr_db"][1] is None
+
+
 def test_int8_steps_are_paired_only_on_the_same_inputs():
     def step(sqnrs, digest):
         return {"verdict": "ok", "eval_digest": digest, "per_input": {"sqnr_db": sqnrs}, "err": {"sqnr_db": 20.0}}
