@@ -405,11 +405,16 @@ def _feeds_digest(feeds: list[dict]) -> str:
 
 def top1_agreement(task: dict, ref: list[np.ndarray], out: list[np.ndarray]) -> float:
     """The fraction of labels (argmax over the task's class axis of its score outputs) the same in ``out`` as in
-    ``ref``: per input for a classifier, per step for a sequence, per pixel for a segmenter."""
+    ``ref``: per input for a classifier, per step for a sequence, per pixel for a segmenter. An output ``out`` lacks
+    or gives in another shape agrees on none of its labels."""
     same = total = 0
     for i in task["outputs"]:
-        r, o = np.asarray(ref[i]), np.asarray(out[i])
-        eq = np.argmax(r, axis=task["axis"]) == np.argmax(o, axis=task["axis"])
+        r = np.asarray(ref[i])
+        labels = np.argmax(r, axis=task["axis"])
+        if i >= len(out) or np.shape(out[i]) != r.shape:
+            total += labels.size
+            continue
+        eq = labels == np.argmax(np.asarray(out[i]), axis=task["axis"])
         same, total = same + int(eq.sum()), total + eq.size
     return same / total if total else float("nan")
 
@@ -429,16 +434,22 @@ def _int8_errors(entry: dict, refs: list[list[np.ndarray]], outs: list[list[np.n
 
 def paired_bootstrap(a: list, b: list, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> dict:
     """Mean of the paired differences ``a[i] - b[i]`` and a percentile bootstrap interval of it (inputs resampled with
-    replacement, ``n_boot`` times, seeded). SQNRs are read as at most ``SQNR_CAP``; a pair with a missing value (no
-    float output signal) is left out."""
+    replacement, ``n_boot`` times, seeded). SQNRs are read as at most ``SQNR_CAP``. A value is None where the output
+    has no float signal (then on both sides: the reference is the same) or where that side failed on the input (output
+    count, shapes or non-finite values differ from fp32, ``_errors``): such pairs are left out of the mean, and the
+    inputs where only ``a`` or only ``b`` failed are counted (``a_failed``, ``b_failed``)."""
     pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    failed = {
+        "a_failed": sum(1 for x, y in zip(a, b, strict=True) if x is None and y is not None),
+        "b_failed": sum(1 for x, y in zip(a, b, strict=True) if y is None and x is not None),
+    }
     if not pairs:
-        return {"n": 0}
+        return {"n": 0, **failed}
     d = np.array([min(x, SQNR_CAP) - min(y, SQNR_CAP) for x, y in pairs], np.float64)
     idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
     means = d[idx].mean(axis=1)
     lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
-    return {"n": len(d), "mean": float(d.mean()), "lo": float(lo), "hi": float(hi)}
+    return {"n": len(d), "mean": float(d.mean()), "lo": float(lo), "hi": float(hi), **failed}
 
 
 def _outputs_each(path: Path, feeds: list[dict], run) -> list[list[np.ndarray]]:
@@ -870,10 +881,18 @@ def versus_qstatic(results: dict, names: list[str]) -> list[str]:
             return "-" if v is None else f"{v:.1f}"
 
         p = own.get("vs_qstatic") or {}
-        if p.get("n"):
-            verdict = "better" if p["lo"] > 0 else "worse" if p["hi"] < 0 else "within"
+        if p.get("n") or p.get("a_failed") or p.get("b_failed"):
+            # an input where one side fails (and the other does not) outweighs any SQNR difference
+            if p.get("a_failed"):
+                verdict = "worse"
+            elif p.get("b_failed"):
+                verdict = "better"
+            else:
+                verdict = "better" if p["lo"] > 0 else "worse" if p["hi"] < 0 else "within"
             tally[verdict] += 1
-            diff = f"{p['mean']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
+            diff = f"{p['mean']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]" if p.get("n") else "-"
+            diff += f"; graphopt fails on {p['a_failed']}" if p.get("a_failed") else ""
+            diff += f"; quantize_static fails on {p['b_failed']}" if p.get("b_failed") else ""
             verdict = f"**{verdict}**" if verdict == "worse" else verdict
         else:
             diff, verdict = "-", "not paired"
@@ -894,7 +913,9 @@ def versus_qstatic(results: dict, names: list[str]) -> list[str]:
         f"quantize_static's on that input (each capped at {SQNR_CAP:.0f} dB), with a 95% bootstrap interval "
         "(10000 resamples of the inputs); `worse` when the interval is all below zero, `better` all above. Top-1: "
         "the labels (argmax of the score outputs, per input, step or pixel as `corpus.TASKS` says) that agree with "
-        f"fp32, graphopt / quantize_static. Paired: {tally['better']} better, {tally['within']} within the interval, "
+        "fp32, graphopt / quantize_static. An input where one fails (output shapes or non-finite values differ from "
+        f"fp32) and the other does not decides the verdict against it. Paired: {tally['better']} better, "
+        f"{tally['within']} within the interval, "
         f"{tally['worse']} worse.",
         "",
         "| model | inputs | SQNR graphopt | SQNR qstatic | paired difference (dB) [95%] | verdict | top-1 agreement |",

@@ -30,6 +30,26 @@ def model_from_text(text: str, *initializers: onnx.TensorProto) -> onnx.ModelPro
     return model
 
 
+def matmul_mlp(names: tuple[str, str, str] = ("fc1", "relu", "fc2"), width: int = 64) -> onnx.ModelProto:
+    """x [4, width] -> MatMul -> Relu -> MatMul -> y, seeded normal weights ``w`` and ``w2``; node names ``names``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w, w2 = (numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), n) for n in ("w", "w2"))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name=names[0]),
+            helper.make_node("Relu", ["h"], ["r"], name=names[1]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name=names[2]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, width])],
+        [w, w2],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def ort_run(model: onnx.ModelProto | Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """The model's outputs under onnxruntime's CPU provider with graph optimizations off (a graphopt Model is exported
     first), so that the test sees what the graph itself computes."""

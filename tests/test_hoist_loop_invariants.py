@@ -302,12 +302,14 @@ def test_a_loop_that_runs_zero_times_keeps_its_scan_outputs_shape(trip_input) ->
         assert after.shape == before.shape and after.dtype == before.dtype, options
 
 
+@pytest.mark.parametrize("declared", [list(SHAPE), ["h", "w"]], ids=["declared-static", "declared-symbolic"])
 @pytest.mark.parametrize("input_shape", [None, list(SHAPE)], ids=["input-untyped", "input-typed"])
-def test_a_scan_output_a_body_input_takes_keeps_its_declared_shape(input_shape) -> None:
+def test_a_scan_output_a_body_input_takes_keeps_its_declared_shape(input_shape, declared) -> None:
     """The sibling: a scan output that is an Identity of a body input (the carried value as it enters the step).
     The input may take the output's place only if it is known to have the dims the output declares: an input listed
     as an output has the input's type, and onnxruntime shapes the empty scan output of zero runs from it
-    (``Graph.can_take_output``). Otherwise the Identity stays."""
+    (``Graph.can_take_output``). Otherwise the Identity stays. A declared rank counts even with no static dim:
+    declared ["h", "w"], onnxruntime gives (0, 0, 0), and (0,) from an untyped input."""
     body = helper.make_graph(
         [
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
@@ -323,7 +325,7 @@ def test_a_scan_output_a_body_input_takes_keeps_its_declared_shape(input_shape) 
         [
             helper.make_tensor_value_info("cond_out", B, []),
             helper.make_tensor_value_info("v_out", F, None),
-            helper.make_tensor_value_info("s", F, list(SHAPE)),
+            helper.make_tensor_value_info("s", F, declared),
         ],
         [numpy_helper.from_array(np.array(1, np.float32), "one")],
     )
@@ -403,6 +405,51 @@ def test_an_inlined_constant_if_keeps_the_scan_outputs_shape(body_shape, else_sh
             assert any(n.op_type == "If" for n in _body(out).node) != inlined, options
             (after,) = ort_run(out, feeds)
             assert after.shape == before.shape and np.array_equal(after, before), (options, trips)
+
+
+@pytest.mark.parametrize("input_shape", [None, ["p", "q"]], ids=["input-untyped", "input-symbolic"])
+def test_a_scan_output_an_inlined_if_passes_a_body_input_to_keeps_its_declared_shape(input_shape) -> None:
+    """The If's then branch passes the body input ``v`` through (an Identity); the body declares the If's output
+    [2, 3]. fold-constants inlines the If (the Identity's output takes the output's place and name), then
+    eliminate-noop would let ``v`` take it: the file's listing, set aside on the If's output, still counts for the
+    value that took its name (``Graph._scan_dims_lost``), else a Loop run zero times gives (0,) or (0, 0, 0)."""
+    then = helper.make_graph([helper.make_node("Identity", ["v"], ["t"])], "then", [], [])
+    then.output.append(helper.make_tensor_value_info("t", F, [2, 3]))
+    other = helper.make_graph([helper.make_node("Neg", ["v"], ["e"])], "else", [], [])
+    other.output.append(helper.make_tensor_value_info("e", F, [2, 3]))
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("Add", ["v", "v"], ["v_out"]),
+            helper.make_node("If", ["flag"], ["r"], then_branch=then, else_branch=other),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", I64, []),
+            helper.make_tensor_value_info("c_in", B, []),
+            helper.make_tensor_value_info("v", F, input_shape),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", B, []),
+            helper.make_tensor_value_info("v_out", F, input_shape),
+            helper.make_tensor_value_info("r", F, [2, 3]),
+        ],
+        [numpy_helper.from_array(np.array(True), "flag")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "", "x"], ["final", "out"], body=body)],
+        "g",
+        [helper.make_tensor_value_info("M", I64, []), helper.make_tensor_value_info("x", F, ["a", "b"])],
+        [helper.make_tensor_value_info("final", F, None), helper.make_tensor_value_info("out", F, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for trips in (0, 2):
+        feeds = {"M": np.array(trips, np.int64), "x": np.ones(SHAPE, np.float32)}
+        assert ort_run(model, feeds)[1].shape == (trips, *SHAPE)
+        for options in ({"level": 2}, {"passes": "fold-constants,eliminate-noop"}):
+            out = graphopt.optimize(model, **options)
+            assert not any(n.op_type == "If" for n in _body(out).node), options  # it did inline it
+            _same(model, out, feeds)
 
 
 def _simple(trip=None, cond=None, op="MatMul", attrs=None, domain="", extra_nodes=(), opset=17):

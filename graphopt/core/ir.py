@@ -792,9 +792,10 @@ class Graph:
         )
 
     def _scan_dims_lost(self, old: Value | None, new: Value) -> bool:
-        """Whether listing the body input ``new`` as the Loop body's scan output ``old`` would lose a static dim the
-        file declared for ``old``: onnxruntime gives a Loop that runs zero times an empty scan output shaped from that
-        declaration ((0, 2, 3); (0,) without one), and an input listed as an output has the input's type."""
+        """Whether listing the body input ``new`` as the Loop body's scan output ``old`` would lose the rank or a
+        static dim the file declared for ``old``: onnxruntime gives a Loop that runs zero times an empty scan output
+        shaped from that declaration ((0, 2, 3); (0, 0, 0) for ["h", "w"]; (0,) without one), and an input listed as
+        an output has the input's type."""
         owner = self.owner
         if old is None or owner is None or owner.op_type != "Loop" or owner.domain not in STANDARD_DOMAINS:
             return False
@@ -802,13 +803,18 @@ class Graph:
         if index is None or index < len(owner.inputs) - 1:  # the condition and the carried values: not stacked
             return False
         listing = self.info_overrides.get(("output", old))  # the file's type, if inference set it aside
+        if listing is None:  # a value that took the output's place and name after it was set aside: its listing
+            listing = next(
+                (o for (kind, _), o in self.info_overrides.items() if kind == "output" and o[0].name == old.name),
+                None,
+            )
         if listing is not None:
             stated = Value()
             stated.set_type_proto(listing[0].type)
             declared = stated.shape
         else:
             declared = old.shape
-        if not declared or all(not isinstance(d, int) for d in declared):
+        if not declared:
             return False
         known = new.shape
         if known is None or len(known) != len(declared):

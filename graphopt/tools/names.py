@@ -54,7 +54,7 @@ def check_node_names(
             continue
         chosen = [n for n in model.graph.all_nodes() if opt.nodes is None or opt.nodes(n)]
         present = {n.name for n in chosen if n.name}
-        earlier = set(before or ()) - {n.name for n in model.graph.all_nodes()}
+        earlier = set(before or ()) - {n.name for n in model.graph.all_nodes()} - {"", None}  # unnamed: not removed
         pattern = opt.match != "name"
         label = f"{opt.what} name" if pattern else opt.what
         for value in opt.values:
