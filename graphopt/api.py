@@ -160,6 +160,10 @@ def run_request(
         with stage("passes"):
             report = manager.run(model, ctx)
         report.context = ctx
+        if request.quantize:  # before pruning or calibration runs: a misspelt name costs nothing
+            from graphopt.quantize.analysis import check_exclusions
+
+            check_exclusions(model, request.quantize_options, before=names_before)
         if request.prune_channels is not None or request.prune_weights is not None:
             from graphopt.prune.driver import check_names, run_pruning
 
@@ -185,10 +189,6 @@ def run_request(
                 if feeds is None and request.calibration is not None:
                     feeds, sources = request.calibration(model)  # type: ignore[misc,operator]
                 report.results["precision"] = convert_precision(model, feeds, request.target, config, sources=sources)
-        if request.quantize:
-            from graphopt.quantize.analysis import check_exclusions
-
-            check_exclusions(model, request.quantize_options, before=names_before)  # before calibration data is read
         if request.quantize == "int4":
             from graphopt.quantize.int4 import quantize_model_int4
 

@@ -363,6 +363,33 @@ def test_the_api_refuses_an_exclusion_that_names_no_node(mode) -> None:
     # the other layer was quantized
 
 
+def test_a_misspelt_exclusion_stops_before_pruning_runs() -> None:
+    """With pruning and int8 in one request, the exclusion is checked right after the passes: no prune stage runs
+    (nor its calibration read) before the error."""
+    from contextlib import contextmanager
+
+    from graphopt.api import OptimizeRequest, RunHooks, run_request
+    from graphopt.errors import GraphoptError
+
+    stages: list[str] = []
+
+    @contextmanager
+    def stage(name):
+        stages.append(name)
+        yield
+
+    rng = np.random.default_rng(0)
+    model = from_proto(_model("hardswish"))
+    feeds = [{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}]
+    request = OptimizeRequest(
+        level=2, quantize="int8", calibration=feeds, quantize_options={"exclude": ["no_such_conv"], "cache": False},
+        prune_channels=0.3,
+    )  # fmt: skip
+    with pytest.raises(GraphoptError, match="--exclude 'no_such_conv' matches no node"):
+        run_request(model, request, RunHooks(stage=stage))
+    assert stages == ["passes"], stages
+
+
 def _loop_model() -> onnx.ModelProto:
     """x -> Conv -> a Loop (two steps) whose body runs a Conv ``inner`` on the carried value."""
     rng = np.random.default_rng(3)
