@@ -34,6 +34,8 @@ from onnx import TensorProto
 from graphopt.core.ir import Node, Value
 from graphopt.patterns import Const, Declined, Match, Op, Opt, Rule, RuleSet, Var
 
+from .numpy_eval import fill_of
+
 GEMM_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 
 
@@ -772,10 +774,7 @@ def _all_zeros(v, depth: int = 0) -> bool:
     if p is None or p.domain not in ("", "ai.onnx"):
         return False
     if p.op_type == "ConstantOfShape":
-        value = p.attr("value")
-        if value is None:
-            return True
-        a = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        a = fill_of(p)
         return a.dtype.kind in "fiub" and not np.any(a)
     if p.op_type in _ZERO_KEEPING and p.inputs and p.outputs[0] is v:
         return _all_zeros(p.inputs[0], depth + 1)

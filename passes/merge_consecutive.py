@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from graphopt.core.ir import Graph, Node, Value
-from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import PassContext, register_pass
 from graphopt.patterns import Builder, Const, Declined, Match, Op, Rule, RuleSet, Var
 
 from .dims import static_reshape_target
+from .numpy_eval import fill_of
 from .readers import axes_of, check, input_at, ints
 
 _SQ = ("Squeeze", "Unsqueeze")
@@ -87,8 +87,7 @@ def _transpose_of_filled(m: Match, b: Builder) -> Value | Declined:
 
 def _plus_zero_fill(node: Node) -> np.ndarray | None:
     """The fill of a ConstantOfShape whose every element is +0 (absent value: float 0), else None."""
-    value = node.attr("value")
-    fill = value.numpy().reshape(-1) if isinstance(value, Tensor) else np.zeros(1, np.float32)
+    fill = fill_of(node)
     if fill.size != 1 or fill.dtype.kind not in "fiu" or fill[0] != 0 or np.signbit(fill[0]):
         return None
     return fill

@@ -100,10 +100,15 @@ def _squeeze(node: Node, env: Env) -> np.ndarray:
     return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
 
 
+def fill_of(node: Node) -> np.ndarray:
+    """The fill of a ConstantOfShape node, flattened (its ``value``; absent: a float32 0, as the spec says)."""
+    value = node.attr("value")
+    return value.numpy().reshape(-1) if isinstance(value, Tensor) else np.zeros(1, np.float32)
+
+
 def _constant_of_shape(node: Node, env: Env) -> np.ndarray:
     shape = _ints(env[node.inputs[0]])  # type: ignore[index]
-    value = node.attr("value")
-    fill = value.numpy().reshape(-1) if isinstance(value, Tensor) else np.zeros(1, np.float32)
+    fill = fill_of(node)
     return np.full(shape, fill[0], dtype=fill.dtype)
 
 
