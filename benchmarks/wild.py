@@ -140,17 +140,27 @@ def _errors(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
     return {"max_abs": max_abs, "rel": rel, "sqnr_db": sqnr}
 
 
-def _latency(paths: list[Path], feeds: dict, runs: int) -> list[float]:
-    from graphopt.tools.runtime import measure_latency, session
+def _timing_sessions(paths: list[Path], feeds: dict, warm: bool) -> tuple[list, dict, float]:
+    """1-thread sessions of ``paths``, the feeds they take, and the seconds of one run of each in turn (after a
+    warm-up run of each when ``warm``)."""
+    from graphopt.tools.runtime import session
 
     sessions = [session(str(p), threads=1) for p in paths]
     names = [i.name for i in sessions[0].get_inputs()]
     f = {k: v for k, v in feeds.items() if k in names}
+    for s in sessions if warm else ():
+        s.run(None, f)
     t0 = time.perf_counter()
     for s in sessions:
         s.run(None, f)
-    per_round = time.perf_counter() - t0
-    runs = max(3, min(runs, int(4.0 / max(per_round, 1e-6))))  # about 4 s of timing per comparison at most
+    return sessions, f, max(time.perf_counter() - t0, 1e-6)
+
+
+def _latency(paths: list[Path], feeds: dict, runs: int) -> list[float]:
+    from graphopt.tools.runtime import measure_latency
+
+    sessions, f, per_round = _timing_sessions(paths, feeds, warm=False)
+    runs = max(3, min(runs, int(4.0 / per_round)))  # about 4 s of timing per comparison at most
     return [lat.median_ms for lat in measure_latency(sessions, f, warmup=3, runs=runs)]
 
 
@@ -164,17 +174,9 @@ def _speedup(fp32: Path, int8: Path, feeds: dict, runs: int, budget_s: float = 5
     """fp32 / int8 latency at 1 thread, as ``SPEED_ROUNDS`` rounds of interleaved runs (up to ``runs`` pairs per round,
     at least 3, about ``budget_s`` of timing in all): the median over the rounds of each round's ratio of
     medians, with its min and max, and the median latencies of all runs."""
-    from graphopt.tools.runtime import measure_latency, session
+    from graphopt.tools.runtime import measure_latency
 
-    sessions = [session(str(p), threads=1) for p in (fp32, int8)]
-    names = [i.name for i in sessions[0].get_inputs()]
-    f = {k: v for k, v in feeds.items() if k in names}
-    for s in sessions:  # warm-up, and the cost of one fp32 + int8 run
-        s.run(None, f)
-    t0 = time.perf_counter()
-    for s in sessions:
-        s.run(None, f)
-    pair_s = max(time.perf_counter() - t0, 1e-6)
+    sessions, f, pair_s = _timing_sessions([fp32, int8], feeds, warm=True)
     per = max(3, min(runs, int(budget_s / pair_s / SPEED_ROUNDS)))
     ratios, lf, lq = [], [], []
     for _ in range(SPEED_ROUNDS):
@@ -519,20 +521,20 @@ def _worker(name: str, step: str, tmp: Path, timeout: float, runs: int) -> dict:
     elif step.startswith("anchor:"):
         tool = step.split(":", 1)[1]
         out = tmp / f"{tool}.onnx"
-        t0 = time.perf_counter()
         cmd = [sys.executable, str(Path(__file__).resolve()), "_anchor", tool, str(src), str(out)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(" ")]
-            return {"verdict": "error", "stderr": (err[-1] if err else f"exit {r.returncode}")[:300]}
-        res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3)}
 
-        def again() -> dict:
+        def anchor() -> dict:
             t = time.perf_counter()
-            ok = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).returncode == 0
-            return {"verdict": "ok" if ok else "error", "wall_s": round(time.perf_counter() - t, 3)}
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            if r.returncode != 0:
+                err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(" ")]
+                return {"verdict": "error", "stderr": (err[-1] if err else f"exit {r.returncode}")[:300]}
+            return {"verdict": "ok", "wall_s": round(time.perf_counter() - t, 3)}
 
-        res.update(_repeat_wall(res["wall_s"], again))
+        res = anchor()
+        if res["verdict"] != "ok":
+            return res
+        res.update(_repeat_wall(res["wall_s"], anchor))
         res.update(nodes=_count_nodes(out), bytes=_bytes(out), err=_errors(ref, _run_candidate(out, feeds)))
     elif step == "o3":
         o3 = tmp / "o3.onnx"
