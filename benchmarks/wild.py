@@ -101,12 +101,17 @@ def _bytes(path: Path) -> int:
     return path.stat().st_size + sum((path.parent / f).stat().st_size for f in files if (path.parent / f).exists())
 
 
-def _run_outputs(path: Path, feeds: dict, threads: int = 1) -> list[np.ndarray]:
+def _run_outputs_each(path: Path, feeds: list[dict], threads: int = 1) -> list[list[np.ndarray]]:
+    """The outputs of every feed, one list per feed, from one session."""
     from graphopt.tools.runtime import session
 
     s = session(str(path), threads=threads)
     names = [i.name for i in s.get_inputs()]
-    return s.run(None, {k: v for k, v in feeds.items() if k in names})
+    return [s.run(None, {k: v for k, v in f.items() if k in names}) for f in feeds]
+
+
+def _run_outputs(path: Path, feeds: dict, threads: int = 1) -> list[np.ndarray]:
+    return _run_outputs_each(path, [feeds], threads)[0]
 
 
 def _errors(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
@@ -349,12 +354,17 @@ def _zero_channel_error(o2: Path, feeds: dict) -> dict | None:
         return _errors(_run_outputs(za, feeds), _run_candidate(pa, feeds))
 
 
-def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
+def _run_candidate_each(path: Path, feeds: list[dict]) -> list[list[np.ndarray]]:
+    """``_run_outputs_each`` of a model a tool wrote: a failure to load or run it is ``Broken``."""
     try:
-        return _run_outputs(path, feeds)
+        return _run_outputs_each(path, feeds)
     except Exception as exc:
         msg = " ".join(str(exc).split())
         raise Broken(f"onnxruntime cannot run the written model: {msg}") from exc
+
+
+def _run_candidate(path: Path, feeds: dict) -> list[np.ndarray]:
+    return _run_candidate_each(path, [feeds])[0]
 
 
 INT8_STEPS = ("int8-ort", "int8-trt", "ort-qstatic")
@@ -454,21 +464,16 @@ def paired_bootstrap(a: list, b: list, n_boot: int = 10000, seed: int = 0, level
     return {"n": len(d), "mean": float(d.mean()), "lo": float(lo), "hi": float(hi), **failed}
 
 
-def _outputs_each(path: Path, feeds: list[dict], run) -> list[list[np.ndarray]]:
-    """The outputs of every feed, one list per feed."""
-    return [run(path, f) for f in feeds]
-
-
 def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, runs: int) -> dict:
     kind, calib_feeds, evals = inputs_for(entry, src)
-    refs = _outputs_each(src, evals, _run_outputs)
+    refs = _run_outputs_each(src, evals)
     digest = _feeds_digest(evals)
     if step == "ort-qstatic":
         q = tmp / "qstatic.onnx"
         t0 = time.perf_counter()
         _qstatic(src, q, calib_feeds)
         res = {"verdict": "ok", "wall_s": round(time.perf_counter() - t0, 3), "inputs": kind, "eval_n": len(evals)}
-        res.update(_int8_errors(entry, refs, _outputs_each(q, evals, _run_candidate), digest))
+        res.update(_int8_errors(entry, refs, _run_candidate_each(q, evals), digest))
         res.update(_speedup(src, q, evals[0], runs))
         return res
     target = "ort" if step == "int8-ort" else "tensorrt"
@@ -489,7 +494,7 @@ def _int8_step(entry: dict, step: str, src: Path, tmp: Path, timeout: float, run
         res["own_sqnr_db"] = qj.get("output_sqnr_db")
         res["quantized_layers"] = sum(1 for la in qj.get("layers", []) if la.get("weight_scale") is not None)
         res["kept_float"] = len(qj.get("kept_float", []))
-        res.update(_int8_errors(entry, refs, _outputs_each(q, evals, _run_candidate), digest))
+        res.update(_int8_errors(entry, refs, _run_candidate_each(q, evals), digest))
         if target == "ort":
             res.update(_speedup(src, q, evals[0], runs))
     res.pop("json", None)
