@@ -149,3 +149,24 @@ def test_an_abandoned_fallback_leaves_the_plain_models_choices_for_the_later_sta
     assert set(seen["modes"].values()) <= {"static"}, seen["modes"]  # the plain model's, none demoted
     assert seen["excluded"] == []
     assert seen["layers"] == [la.name for la in report.layers]
+
+
+def test_by_default_the_search_has_no_clock_so_a_loaded_machine_writes_the_same_model(monkeypatch) -> None:
+    # every candidate run of the search takes 1000 s by the clock (a machine so loaded that any time budget is spent
+    # after the first run); the default config bounds the search by its count of runs only: same kept set, same file
+    quiet_model, quiet, quiet_runs = _quantize(monkeypatch)
+    real_clock, real_error, late = driver.time.perf_counter, driver._FloorSearch.error, [0.0]
+
+    def slow_error(self, taken):
+        late[0] += 1000.0
+        return real_error(self, taken)
+
+    monkeypatch.setattr(driver.time, "perf_counter", lambda: real_clock() + late[0])
+    monkeypatch.setattr(driver._FloorSearch, "error", slow_error)
+    loaded_model, loaded, loaded_runs = _quantize(monkeypatch)
+    assert quiet.kept_float and loaded.kept_float == quiet.kept_float and loaded_runs == quiet_runs > 1
+    assert not any("budget" in w for w in loaded.warnings), loaded.warnings
+    assert loaded_model.to_onnx().SerializeToString() == quiet_model.to_onnx().SerializeToString()
+    # a time limit asked for (the API's fallback_time) ends the same search after its first run, and says so
+    _, timed, timed_runs = _quantize(monkeypatch, fallback_time=2.0)
+    assert timed_runs == 1 and any("ran out of its budget" in w and "2x the plain" in w for w in timed.warnings)

@@ -125,10 +125,12 @@ class QuantizeConfig:
     fallback_runs: int = 12
     """The SQNR floor's search: at most this many candidate models, each one run over the calibration set (all the
     demotable layers float, then bisection: enough for 2048 ranked steps)."""
-    fallback_time: float | None = 2.0
-    """... and at most this many times the plain quantize's time (so that the whole run takes at most about three
-    plain quantizes; with the percentile method's check, ``clip_check``, each of its two runs has this budget);
-    None: no time limit."""
+    fallback_time: float | None = None
+    """... and, when set, at most this many times the plain quantize's time (with the percentile method's check,
+    ``clip_check``, each of its two runs has this budget). None (the default): no time limit, so that the layers kept
+    float, and the file written, depend on the model and the calibration data only, never on how loaded the machine
+    is (a time limit of 2x made the kept set differ between runs of the same command under load); the run count
+    above bounds the search."""
     guard_label: str = "--max-error"
     """How reasons and warnings name the accuracy guard's budget."""
     clip_check: bool = True
@@ -941,8 +943,9 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     run with every step taken (all the layers the guard may demote, float) and rounds of bisection between none (the
     plain model: below the floor) and all (at the floor) for the fewest steps that reach the floor's relative error
     (``_FloorSearch.search``). Each candidate costs one model run over the calibration set; the search stops at
-    ``fallback_runs`` candidates or at ``fallback_time`` times the plain quantize's time, and then keeps the smallest
-    set of steps found that meets the floor, with a warning that names the worst layers and says the budget ran out.
+    ``fallback_runs`` candidates (or, when set, at ``fallback_time`` times the plain quantize's time), and then keeps
+    the smallest set of steps found that meets the floor, with a warning that names the worst layers and says the
+    budget ran out.
     When even all steps taken stay below the floor (or would leave nothing quantized), the all-int8 model is written
     with the warning naming the worst layers."""
     cfg, report = st.cfg, st.report
@@ -975,11 +978,12 @@ def _sqnr_fallback(st: _State) -> QuantReport:
             else f"{name} (needed)"
             for name in search.worst(steps, 3)
         )
-        factor = f"{cfg.fallback_time:g}x" if cfg.fallback_time is not None else "no limit on"
+        bound = f"at most {cfg.fallback_runs} runs"
+        if cfg.fallback_time is not None:
+            bound += f" and {cfg.fallback_time:g}x the plain quantize's {plain_seconds:.1f} s"
         return (
             f"the SQNR floor's layer search ran out of its budget ({search.runs} model runs in "
-            f"{time.perf_counter() - start:.1f} s; at most {cfg.fallback_runs} runs and {factor} the plain "
-            f"quantize's {plain_seconds:.1f} s); the worst layers: {worst or 'none estimated'}"
+            f"{time.perf_counter() - start:.1f} s; {bound}); the worst layers: {worst or 'none estimated'}"
         )
 
     label = f"the SQNR floor of {cfg.sqnr_floor_db:g} dB (a relative error of)"
