@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2; "
         "not with --passes)",
     )
-    opt.add_argument(
-        "--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'"
-    )
+    opt.add_argument("--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'")
     opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
     opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
     opt.add_argument(
