@@ -367,3 +367,11 @@ def test_exclude_op_of_an_onnx_op_the_model_lacks_stays_a_warning(tmp_path, caps
         "model, from Conv: to keep those float, --exclude-op Conv)" in err
     ), err
     assert "graphopt: warning: --exclude-op 'LSTM' matches no node" in err
+
+
+def test_prune_layer_without_channel_pruning_is_an_error(tmp_path, capsys) -> None:
+    """--prune-layer sets a channel pruning ratio; with --prune-weights alone it did nothing."""
+    code, err, out = _cli(capsys, tmp_path, "--prune-weights", "0.5", "--prune-layer", "stem/Conv=0.3", "-q")
+    assert code == 2 and not out.exists(), err
+    (line,) = err.splitlines()
+    assert line == "graphopt: error: --prune-layer sets a channel pruning ratio: it needs --prune-channels"

@@ -174,7 +174,7 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=RATIO",
-        help="another ratio for the group of this producer layer (repeatable)",
+        help="another --prune-channels ratio for the channel group of this Conv/Gemm (repeatable)",
     )
     p.add_argument(
         "--prune-multiple", type=int, default=8, metavar="N", help="round kept channels up to a multiple (default 8)"

@@ -506,6 +506,8 @@ def run_pruning(
     unknown = sorted(set(options) - set(CHANNEL_OPTIONS) - set(WEIGHT_OPTIONS))
     if unknown:
         raise GraphoptError(f"unknown pruning option {unknown[0]!r}")
+    if channels is None and options.get("layer_ratios"):  # weight pruning has no per-layer ratio: it would do nothing
+        raise GraphoptError("--prune-layer sets a channel pruning ratio: it needs --prune-channels")
     reports = []
     snapshot = model.to_onnx() if bench > 0 else None
     before_channels = snapshot if snapshot is not None or channels is None else model.to_onnx()
