@@ -20,8 +20,8 @@ class NameOption:
     (``re.search`` in the name) or ``"fullmatch"`` (the exact name, or a regex matching the whole name). ``nodes``
     picks the nodes the option can select (default: every node, If/Loop/Scan bodies included); ``what`` names them in
     the message (``"node"``, ``"layer"``). ``outside``: for a node ``nodes`` leaves out, why the option cannot act on
-    it (a phrase such as ``"a node inside the body of Loop 'l'"`` followed by the consequence), or None: a value that
-    selects only such nodes is then an error saying so rather than "matches no node"."""
+    it (a phrase such as ``"inside the body of Loop 'l': <what follows>"``, :func:`main_graph_only`), or None: a
+    value that selects only such nodes is then an error saying so rather than "matches no node"."""
 
     flag: str
     values: Sequence[str]
