@@ -67,9 +67,7 @@ class OptimizeRequest:
         if self.target not in TARGETS:
             raise GraphoptError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
         if self.quantize not in (None, "int8", "int8-dynamic", "int4"):
-            raise GraphoptError(
-                f"{spell('quantize')} must be 'int8', 'int8-dynamic' or 'int4', got {self.quantize!r}"
-            )
+            raise GraphoptError(f"{spell('quantize')} must be 'int8', 'int8-dynamic' or 'int4', got {self.quantize!r}")
         if self.quantize == "int8-dynamic" and self.target == "tensorrt":
             from graphopt.quantize.dynamic_driver import TENSORRT_MESSAGE
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt.cli import main
@@ -144,3 +145,233 @@ def test_int8_layer_that_selects_nothing_is_an_error(tmp_path, capsys) -> None:
         graphopt.optimize(from_proto(onnx.load(src)), quantize="int4", quantize_options={"bits8": ["^fc3$"]})
     code, err, out = _cli(capsys, tmp_path, "--quantize", "int4", "--int8-layer", "^fc2$", "-q", src=src)
     assert code == 0, err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# names that pass the name check yet would do nothing: a depthwise, grouped or output layer for --prune-layer, a body
+# node for --prune-protect / --precision-keep, a com.microsoft op type for --exclude-op
+# --------------------------------------------------------------------------------------------------------------------
+def _weight(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+
+def _depthwise_net(tmp_path: Path, *, group: int = 8) -> Path:
+    """x [1, 4, 12, 12] -> Conv ``c0`` (8 channels, 1x1) -> Relu -> Conv ``dw`` (3x3 unpadded, ``group`` groups: 8 is
+    depthwise) -> Relu -> Conv ``c1`` (1x1, 8) -> GlobalAveragePool -> y. The group of c0's channels is prunable and
+    exact (no padding on the path); c1's ends at the graph output."""
+    rng = np.random.default_rng(0)
+    node = helper.make_node
+    inits = [
+        _weight(rng, "w0", (8, 4, 1, 1)),
+        _weight(rng, "wd", (8, 8 // group, 3, 3)),
+        _weight(rng, "w1", (8, 8, 1, 1)),
+    ]
+    inits += [numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), f"b{i}") for i in range(3)]
+    graph = helper.make_graph(
+        [
+            node("Conv", ["x", "w0", "b0"], ["a"], name="c0"),
+            node("Relu", ["a"], ["ar"], name="r0"),
+            node("Conv", ["ar", "wd", "b1"], ["d"], name="dw", group=group),
+            node("Relu", ["d"], ["dr"], name="r1"),
+            node("Conv", ["dr", "w1", "b2"], ["e"], name="c1"),
+            node("GlobalAveragePool", ["e"], ["y"], name="gap"),
+        ],
+        "dwnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+        inits,
+    )
+    path = tmp_path / f"dw{group}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _channels(path: Path) -> dict[str, int]:
+    model = onnx.load(path)
+    inits = {t.name: t.dims[0] for t in model.graph.initializer}
+    return {n.name: inits[n.input[1]] for n in model.graph.node if n.op_type == "Conv"}
+
+
+def test_prune_layer_of_a_depthwise_conv_sets_the_ratio_of_its_channels_group(tmp_path, capsys) -> None:
+    """A depthwise Conv starts no channel group: its channels are its input's, pruned with the Conv that makes them.
+    Naming it prunes that group at its ratio, as naming the producer does (before, it passed the name check and
+    pruned at the global ratio)."""
+    src = _depthwise_net(tmp_path)
+    prune = ["--prune-channels", "0.25", "--prune-multiple", "1", "--prune-bench", "0", "-q"]
+    code, err, out = _cli(capsys, tmp_path, *prune, src=src)
+    assert code == 0, err
+    assert _channels(out) == {"c0": 6, "dw": 6, "c1": 8}  # the global ratio; c1's group ends at the graph output
+    code, err, out = _cli(capsys, tmp_path, *prune, "--prune-layer", "dw=0.5", src=src)
+    assert code == 0, err
+    assert _channels(out) == {"c0": 4, "dw": 4, "c1": 8}
+    by_producer = _cli(capsys, tmp_path, *prune, "--prune-layer", "c0=0.5", src=src)[2]
+    assert _channels(by_producer) == _channels(out)
+    out.unlink()
+    code, err, out = _cli(capsys, tmp_path, *prune, "--prune-layer", "c0=0.5", "--prune-layer", "dw=0.25", src=src)
+    assert code == 2 and not out.exists(), err
+    (line,) = err.splitlines()
+    assert line == (
+        f"graphopt: error: {src}: --prune-layer 'c0=0.5' and 'dw=0.25': their channels are pruned together (one "
+        "channel group), so they take one ratio"
+    )
+
+
+@pytest.mark.parametrize(
+    ("group", "flag", "needle"),
+    [
+        (8, "c1=0.5", "--prune-layer 'c1': its channels are in no group that can be pruned (graph output)"),
+        (2, "dw=0.5", "--prune-layer 'dw': its channels are in no group that can be pruned (grouped Conv)"),
+    ],
+    ids=["graph-output", "grouped-conv"],
+)
+def test_prune_layer_whose_channels_cannot_be_pruned_is_an_error(tmp_path, capsys, group, flag, needle) -> None:
+    """A layer whose channel group is blocked (a graph output reads it; a grouped Conv, not depthwise) would be left
+    whole whatever ratio it is given: one line saying why, exit 2, nothing written."""
+    src = _depthwise_net(tmp_path, group=group)
+    prune = ["--prune-channels", "0.25", "--prune-multiple", "1", "--prune-bench", "0"]
+    code, err, out = _cli(capsys, tmp_path, *prune, "--prune-layer", flag, src=src)
+    assert code == 2 and not out.exists(), err
+    (line,) = err.splitlines()
+    assert line == f"graphopt: error: {src}: {needle}"
+
+
+def test_prune_layer_of_0_for_a_layer_that_stays_whole_is_quiet(tmp_path, capsys) -> None:
+    """A ratio of 0 asks for the layer to stay whole: where it stays whole anyway, that is no error."""
+    src = _depthwise_net(tmp_path)
+    prune = ["--prune-channels", "0.25", "--prune-multiple", "1", "--prune-bench", "0", "-q"]
+    code, err, out = _cli(capsys, tmp_path, *prune, "--prune-layer", "c1=0", src=src)
+    assert code == 0 and err == "", err
+    assert _channels(out) == {"c0": 6, "dw": 6, "c1": 8}
+
+
+def _loop_net(tmp_path: Path) -> Path:
+    """x -> Conv ``conv0`` -> Relu ``relu0`` -> Loop ``loop`` (2 steps; body: Conv ``inner`` -> Relu ``inner_relu``)
+    -> Conv ``conv1`` -> y."""
+    rng = np.random.default_rng(1)
+    node = helper.make_node
+    f = TensorProto.FLOAT
+    body = helper.make_graph(
+        [
+            node("Identity", ["cond_in"], ["cond_out"], name="cond"),
+            node("Conv", ["h_in", "wi"], ["h_conv"], name="inner", pads=[1] * 4),
+            node("Relu", ["h_conv"], ["h_out"], name="inner_relu"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", f, [1, 8, 8, 8]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", f, [1, 8, 8, 8]),
+        ],
+    )
+    inits = [_weight(rng, "w0", (8, 3, 3, 3)), _weight(rng, "wi", (8, 8, 3, 3)), _weight(rng, "w1", (8, 8, 3, 3))]
+    inits.append(numpy_helper.from_array(np.array(2, np.int64), "trip"))
+    graph = helper.make_graph(
+        [
+            node("Conv", ["x", "w0"], ["a"], name="conv0", pads=[1] * 4),
+            node("Relu", ["a"], ["ar"], name="relu0"),
+            node("Loop", ["trip", "", "ar"], ["l"], body=body, name="loop"),
+            node("Conv", ["l", "w1"], ["y"], name="conv1", pads=[1] * 4),
+        ],
+        "loopnet",
+        [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", f, [1, 8, 8, 8])],
+        inits,
+    )
+    path = tmp_path / "loop.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (
+            ["--prune-weights", "0.5", "--prune-protect", "inner"],
+            "--prune-protect 'inner' names a node inside the body of Loop 'loop': pruning acts on the main graph only "
+            "and leaves bodies as they are, so this does nothing",
+        ),
+        (
+            ["--prune-weights", "0.5", "--prune-protect", "inner.*"],
+            "--prune-protect 'inner.*' matches only nodes inside the body of Loop 'loop': pruning acts on the main",
+        ),
+        (
+            ["--prune-channels", "0.5", "--prune-bench", "0", "--prune-layer", "inner=0.3"],
+            "--prune-layer 'inner' names a layer inside the body of Loop 'loop': pruning acts on the main graph",
+        ),
+        (
+            ["--precision", "fp16", "--calib-random", "1", "--precision-keep", "inner_relu"],
+            "--precision-keep 'inner_relu' names a node inside the body of Loop 'loop': half precision never converts "
+            "If/Loop/Scan bodies (they compute in fp32 already), so this changes nothing",
+        ),
+    ],
+    ids=["protect", "protect-regex", "prune-layer", "precision-keep"],
+)
+def test_names_of_body_nodes_for_main_graph_stages_are_an_error(tmp_path, capsys, flags, needle) -> None:
+    """Pruning and half precision act on the main graph only: a value that selects only If/Loop/Scan body nodes
+    passed the name check (body names count for the int8 exclusions) and did nothing. Now one line says so."""
+    src = _loop_net(tmp_path)
+    code, err, out = _cli(capsys, tmp_path, *flags, "-q", src=src)
+    assert code == 2 and not out.exists(), err
+    (line,) = err.splitlines()
+    assert line.startswith(f"graphopt: error: {src}: {needle}"), line
+
+
+def test_a_main_graph_name_next_to_body_names_still_works(tmp_path, capsys) -> None:
+    """A regex matching main-graph nodes as well as body nodes selects the main-graph ones: no error."""
+    src = _loop_net(tmp_path)
+    code, err, _ = _cli(capsys, tmp_path, "--prune-weights", "0.5", "--prune-protect", "conv0|inner", "-q", src=src)
+    assert code == 0, err
+    code, err, _ = _cli(capsys, tmp_path, "--precision", "fp16", "--precision-keep", "conv1", "-q", src=src)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("op", "needle"),
+    [
+        (
+            "QLinearAdd",
+            "--exclude-op 'QLinearAdd' is a com.microsoft op type, no node of this model: onnxruntime forms it when it "
+            "loads the model, from Add: to keep those float, --exclude-op Add",
+        ),
+        ("FusedConv", "--exclude-op 'FusedConv' is a com.microsoft op type, no node of this model: onnxruntime forms"),
+        (
+            "QuickGelu",
+            "--exclude-op 'QuickGelu' is a com.microsoft op type, no node of this model: graphopt quantizes ONNX ops "
+            "only, so excluding it keeps nothing float: exclude the ONNX ops it stands for",
+        ),
+    ],
+)
+def test_exclude_op_of_a_microsoft_op_type_says_what_to_exclude(tmp_path, capsys, op, needle) -> None:
+    """graphopt quantizes ONNX ops; onnxruntime forms QLinearAdd, FusedConv, ... itself when it loads the model. An
+    --exclude-op of such a type can keep nothing float in a model without it: an error naming the ONNX op to exclude
+    (it was "is no op type", with nearest names)."""
+    flags = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "-q", "--exclude-op", op]
+    code, err, out = _cli(capsys, tmp_path, *flags)
+    assert code == 2 and not out.exists(), err
+    (line,) = err.splitlines()
+    assert line.startswith(f"graphopt: error: {CNN}: {needle}"), line
+
+
+def test_exclude_op_of_an_onnx_op_the_model_lacks_stays_a_warning(tmp_path, capsys) -> None:
+    """A real ONNX op type the model lacks (one command line, many models) is a warning; for one onnxruntime forms
+    (QLinearConv) the warning says what to exclude instead."""
+    flags = ["--quantize", "int8", "--calib-random", "1", "--calib-cache", "off", "--exclude-op", "QLinearConv"]
+    code, err, out = _cli(capsys, tmp_path, *flags, "--exclude-op", "LSTM")
+    assert code == 0 and out.exists(), err
+    assert (
+        "graphopt: warning: --exclude-op 'QLinearConv' matches no node (onnxruntime forms it when it loads the "
+        "model, from Conv: to keep those float, --exclude-op Conv)" in err
+    ), err
+    assert "graphopt: warning: --exclude-op 'LSTM' matches no node" in err
+
+
+def test_prune_layer_without_channel_pruning_is_an_error(tmp_path, capsys) -> None:
+    """--prune-layer sets a channel pruning ratio; with --prune-weights alone it did nothing."""
+    code, err, out = _cli(capsys, tmp_path, "--prune-weights", "0.5", "--prune-layer", "stem/Conv=0.3", "-q")
+    assert code == 2 and not out.exists(), err
+    (line,) = err.splitlines()
+    assert line == "graphopt: error: --prune-layer sets a channel pruning ratio: it needs --prune-channels"

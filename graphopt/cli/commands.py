@@ -310,10 +310,13 @@ def _warn_unmatched(model: Model, args: argparse.Namespace, stage: str) -> None:
                 if op not in ops:
                     problems.append(f"{flag} {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
     elif stage == "quantize":  # --exclude-op of no op type is an error (run_request); of one the model lacks, a warning
+        from graphopt.quantize.analysis import ORT_FORMS, formed_from
+
         ops = {n.op_type for n in model.graph.all_nodes()}  # If and Loop bodies are quantized too
         for op in args.exclude_op:
             if op not in ops:
-                problems.append(f"--exclude-op {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
+                hint = f" ({formed_from(op)})" if op in ORT_FORMS else unmatched_hint(op, ops, "op types")
+                problems.append(f"--exclude-op {op!r} matches no node" + hint)
         for op in (o.strip() for o in (args.quantize_ops or "").split(",")):
             if op and op not in ops:
                 problems.append(f"--quantize-ops {op!r} matches no node" + unmatched_hint(op, ops, "op types"))
@@ -351,7 +354,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         raise GraphoptError(f"{src}: not JSON ({e.msg}, line {e.lineno}); give what optimize --json printed") from None
     if not isinstance(summary, dict) or "passes" not in summary:
-        raise GraphoptError(f"{src}: not the output of graphopt optimize --json (no \"passes\")")
+        raise GraphoptError(f'{src}: not the output of graphopt optimize --json (no "passes")')
     write_report(summary, Path(args.output))
     return 0
 

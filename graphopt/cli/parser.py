@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="optimization level: -O0 nothing, -O1 cleanup, -O2 lossless, -O3 also lowerings (default 2; "
         "not with --passes)",
     )
-    opt.add_argument(
-        "--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'"
-    )
+    opt.add_argument("--passes", metavar="PIPELINE", help="run these passes instead of a level: 'a,b{key=value},c'")
     opt.add_argument("--target", choices=TARGETS, default="ort", help="the runtime the model is for (default ort)")
     opt.add_argument("--no-check", action="store_true", help="go on even if the ONNX checker rejects the model")
     opt.add_argument(
@@ -176,7 +174,7 @@ def _prune_flags(opt: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=RATIO",
-        help="another ratio for the group of this producer layer (repeatable)",
+        help="another --prune-channels ratio for the channel group of this Conv/Gemm (repeatable)",
     )
     p.add_argument(
         "--prune-multiple", type=int, default=8, metavar="N", help="round kept channels up to a multiple (default 8)"

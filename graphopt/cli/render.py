@@ -257,6 +257,13 @@ def _print_quantization(console: Console, q: Any) -> None:
             counts[c.mode] = counts.get(c.mode, 0) + 1
         summary = ", ".join(f"{n} {mode}" for mode, n in counts.items())
         lines.append(f"per-layer choice: {summary} (each layer's reason: --json 'choices' or --report)")
+    fused_floats = getattr(q, "float_fused", None) or {}
+    if fused_floats:
+        runs = ", ".join(f"{name} as {op}" for name, op in fused_floats.items())
+        lines.append(
+            f"  {plural(len(fused_floats), 'float layer')} onnxruntime runs on integers all the same (DequantizeLinear "
+            f"on each input, QuantizeLinear on the output): {runs}"
+        )
     smoothed = getattr(q, "smoothed", None) or []
     if smoothed:
         folds = sum(1 for sm in smoothed if sm.fold != "Mul")
@@ -265,7 +272,8 @@ def _print_quantization(console: Console, q: Any) -> None:
             f"({folds} folded into their producer, {len(smoothed) - folds} by an inserted Mul)"
         )
     if q.kept_float:
-        lines.append(f"kept float by the accuracy guard (--max-error or the SQNR floor): {', '.join(q.kept_float)}")
+        names = [f"{k} (runs as {fused_floats[k]})" if k in fused_floats else k for k in q.kept_float]
+        lines.append(f"kept float by the accuracy guard (--max-error or the SQNR floor): {', '.join(names)}")
     if q.opset_upgraded:
         a, b = q.opset_upgraded
         why = "blocked int4 DequantizeLinear (target tensorrt) needs it" if q.bits == 4 else "for per-channel Q/DQ"

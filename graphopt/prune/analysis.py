@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +98,9 @@ class Analysis:
         self.layout: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         """id(Value) -> (group per channel, index in the group per channel)."""
         self.values: dict[int, Value] = {}
+        self.layers: dict[str, np.ndarray] = {}
+        """Conv/Gemm name -> the groups of its output channels: its own (a Conv of group 1, a Gemm), its input's (a
+        depthwise Conv: its channels are pruned with the groups they come from), a blocked one (a grouped Conv)."""
 
     # groups ------------------------------------------------------------------------------------------------------
     def new_group(self, size: int, producer: Node | None = None, blocked: str | None = None) -> int:
@@ -219,6 +222,8 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
         else:
             a.block(x, "grouped Conv")
             a.simple(outs[0], a.new_group(cout, blocked="grouped Conv"), cout)
+        if n.name:
+            a.layers[n.name] = a.of(outs[0])[0]  # type: ignore[index]
         return
     if op == "Gemm":
         x, w = ins[0], ins[1]
@@ -228,6 +233,8 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
         cout = channels_of(outs[0])
         if cout is not None:
             a.simple(outs[0], a.new_group(cout, n, blocked="protected layer" if protected(n) else None), cout)  # type: ignore[operator]
+            if n.name:
+                a.layers[n.name] = a.of(outs[0])[0]  # type: ignore[index]
         return
     tracked = [v for v in ins if a.of(v) is not None]
     if not tracked:
@@ -373,17 +380,15 @@ def plan(
     importance: str = "l1",
     layer_ratios: dict[str, float] | None = None,
 ) -> dict[int, Plan]:
-    """Per prunable group root: its channels by importance and how many to keep."""
+    """Per prunable group root: its channels by importance and how many to keep. ``layer_ratios`` (Conv/Gemm name ->
+    ratio) set the ratio of the groups of the layer's output channels (:func:`group_ratios`)."""
     plans: dict[int, Plan] = {}
-    layer_ratios = layer_ratios or {}
+    ratios, _ = group_ratios(a, layer_ratios or {})
     for root in sorted({a.find(g) for g in range(len(a.groups))}):
         grp = a.groups[root]
         if grp.blocked or not grp.producers:
             continue
-        r = ratio
-        for p in grp.producers:
-            if p.name in layer_ratios:
-                r = layer_ratios[p.name]
+        r = ratios.get(root, ratio)
         score = np.zeros(grp.size)
         for p in grp.producers:
             rows = _producer_rows(p)
@@ -399,6 +404,43 @@ def plan(
                 continue
             plans[root] = Plan(np.argsort(-score, kind="stable"), real, total, multiple)
     return plans
+
+
+def group_ratios(a: Analysis, layer_ratios: Mapping[str, float]) -> tuple[dict[int, float], list[str]]:
+    """The ratio of each group root ``layer_ratios`` (``--prune-layer``: Conv/Gemm name -> ratio) sets, and what is
+    wrong with them (one phrase per layer, for an error): a layer the channel analysis does not track (a Conv with a
+    non-constant weight, a Gemm it cannot slice), a layer whose channels are in no prunable group (a grouped Conv, a
+    group a graph output, an untracked reader or ``--prune-protect`` blocks: a ratio above 0 would prune nothing),
+    and two layers whose channels prune together given different ratios. A depthwise Conv's channels are its input's:
+    its ratio is that of the groups they come from (the producing Conv's, merged with whatever shares them)."""
+    ratios: dict[int, float] = {}
+    by: dict[int, str] = {}
+    problems = []
+    for name, r in layer_ratios.items():
+        groups = a.layers.get(name)
+        if groups is None:
+            if r > 0:
+                problems.append(
+                    f"--prune-layer {name!r}: a layer this pass cannot slice (not a Conv or Gemm with a "
+                    "constant weight and a tracked input), so it prunes nothing"
+                )
+            continue
+        roots = sorted({a.find(int(g)) for g in groups})
+        blocked = [a.groups[g].blocked for g in roots if a.groups[g].blocked or not a.groups[g].producers]
+        if len(blocked) == len(roots) and r > 0:
+            why = next((b for b in blocked if b), "no Conv or Gemm produces its channels")
+            problems.append(f"--prune-layer {name!r}: its channels are in no group that can be pruned ({why})")
+            continue
+        clash = next((g for g in roots if g in ratios and ratios[g] != r), None)
+        if clash is not None:
+            problems.append(
+                f"--prune-layer '{by[clash]}={ratios[clash]:g}' and '{name}={r:g}': their channels are pruned "
+                "together (one channel group), so they take one ratio"
+            )
+            continue
+        for g in roots:
+            ratios[g], by[g] = r, name
+    return ratios, problems
 
 
 def choose(

@@ -24,7 +24,7 @@ from graphopt.errors import GraphoptError
 from graphopt.prune import analysis as channel_groups
 from graphopt.prune import transform
 from graphopt.prune.report import LayerChange, LayerCost, PruneReport
-from graphopt.tools.names import NameOption, check_node_names
+from graphopt.tools.names import NameOption, check_node_names, main_graph_only
 from graphopt.tools.summary import initializer_bytes
 
 logger = logging.getLogger("graphopt.prune")
@@ -225,20 +225,34 @@ def _total(costs: Mapping[str, LayerCost]) -> int:
 
 def check_names(model: Model, options: Mapping[str, Any], *, before: Collection[str] | None = None) -> None:
     """One GraphoptError for every ``protect`` name or pattern (``--prune-protect``: the name, or a regex matching
-    the whole name) and every ``layer_ratios`` layer (``--prune-layer``: a main-graph Conv or Gemm, which start channel
-    groups) that selects nothing: a misspelt protection would prune the layer meant to be kept
-    (``tools.names.check_node_names``)."""
+    the whole name) and every ``layer_ratios`` layer (``--prune-layer``: a main-graph Conv or Gemm) that selects
+    nothing: a misspelt protection would prune the layer meant to be kept (``tools.names.check_node_names``). Pruning
+    acts on the main graph only, so a value that selects only nodes inside If/Loop/Scan bodies is an error too (it
+    would protect or prune nothing). Whether a named layer's channel group can be pruned is known only from the
+    channel analysis: :func:`prune_channels` checks that (:func:`graphopt.prune.analysis.group_ratios`)."""
     model.graph.name_unnamed_nodes()
     main = model.graph
 
     def layer(n: Node) -> bool:
         return n.graph is main and n.op_type in ("Conv", "Gemm")
 
+    def body_layer(n: Node) -> str | None:
+        return outside(n) if n.op_type in ("Conv", "Gemm") else None
+
+    outside = main_graph_only("pruning acts on the main graph only and leaves bodies as they are, so this does nothing")
     check_node_names(
         model,
         [
-            NameOption("--prune-protect", list(options.get("protect") or ()), match="fullmatch"),
-            NameOption("--prune-layer", list(options.get("layer_ratios") or {}), nodes=layer, what="layer"),
+            NameOption(
+                "--prune-protect",
+                list(options.get("protect") or ()),
+                match="fullmatch",
+                nodes=lambda n: n.graph is main,
+                outside=outside,
+            ),
+            NameOption(
+                "--prune-layer", list(options.get("layer_ratios") or {}), nodes=layer, what="layer", outside=body_layer
+            ),
         ],
         before=before,
     )
@@ -279,6 +293,10 @@ def prune_channels(
     infer_shapes(model)
     graph = model.graph
     analysis = channel_groups.analyse(graph, protect)
+    _, problems = channel_groups.group_ratios(analysis, layer_ratios or {})
+    if problems:
+        where = f"{model.source_path}: " if model.source_path else ""
+        raise GraphoptError(where + "; ".join(problems))
     roots = {analysis.find(g) for g in range(len(analysis.groups))}
     candidates = [r for r in roots if analysis.groups[r].producers]
     report.groups = len(candidates)
@@ -488,6 +506,8 @@ def run_pruning(
     unknown = sorted(set(options) - set(CHANNEL_OPTIONS) - set(WEIGHT_OPTIONS))
     if unknown:
         raise GraphoptError(f"unknown pruning option {unknown[0]!r}")
+    if channels is None and options.get("layer_ratios"):  # weight pruning has no per-layer ratio: it would do nothing
+        raise GraphoptError("--prune-layer sets a channel pruning ratio: it needs --prune-channels")
     reports = []
     snapshot = model.to_onnx() if bench > 0 else None
     before_channels = snapshot if snapshot is not None or channels is None else model.to_onnx()

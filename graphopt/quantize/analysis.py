@@ -26,6 +26,7 @@ guessed range.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,53 @@ class Selection:
         return any(re.search(rx, node.name or "") for rx in self.exclude_regex)
 
 
+ORT_FORMS = {
+    "QLinearConv": "Conv",
+    "QLinearMatMul": "MatMul",
+    "ConvInteger": "Conv",
+    "MatMulInteger": "MatMul",
+    "QGemm": "Gemm",
+    "QLinearAdd": "Add",
+    "QLinearMul": "Mul",
+    "QLinearConcat": "Concat",
+    "QLinearSigmoid": "Sigmoid",
+    "QLinearLeakyRelu": "LeakyRelu",
+    "QLinearSoftmax": "Softmax",
+    "QLinearAveragePool": "AveragePool",
+    "QLinearGlobalAveragePool": "GlobalAveragePool",
+    "QLinearReduceMean": "ReduceMean",
+    "QLinearWhere": "Where",
+    "FusedConv": "Conv",
+    "NhwcFusedConv": "Conv",
+    "FusedGemm": "Gemm",
+    "FusedMatMul": "MatMul",
+    "TransposeMatMul": "MatMul",
+}
+"""Op types onnxruntime forms itself when it loads a model (its QDQ fusions of DequantizeLinear -> op ->
+QuantizeLinear, its activation fusions), by the ONNX op they are formed from: an ``--exclude-op`` of one names no
+node graphopt sees (a quantized model's QLinearAdd is graphopt's Add between Q/DQ pairs); excluding the ONNX op keeps
+those layers float."""
+
+
+def formed_from(op: str) -> str:
+    """What to exclude instead of ``op``, an op type onnxruntime forms or a com.microsoft one (one phrase)."""
+    src = ORT_FORMS.get(op)
+    if src is not None:
+        return f"onnxruntime forms it when it loads the model, from {src}: to keep those float, --exclude-op {src}"
+    return "graphopt quantizes ONNX ops only, so excluding it keeps nothing float: exclude the ONNX ops it stands for"
+
+
+@functools.cache
+def microsoft_op_types() -> frozenset[str]:
+    """The op types of onnxruntime's com.microsoft domain (its contrib ops), read from onnxruntime's schemas."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
+
+        return frozenset(s.name for s in ort_c.get_all_operator_schema() if s.domain == "com.microsoft")
+    except Exception:  # noqa: BLE001 - a build without the schema list: the ones this module knows
+        return frozenset(ORT_FORMS)
+
+
 def check_exclusions(model: Model, config: Any, *, before: Collection[str] | None = None) -> None:
     """Raise one GraphoptError naming every exclusion of ``config`` (a QuantizeConfig, an Int4Config or a mapping of
     their fields: ``exclude`` names, ``exclude_regex`` patterns, ``exclude_ops`` op types, int4's ``bits8`` patterns)
@@ -88,7 +136,10 @@ def check_exclusions(model: Model, config: Any, *, before: Collection[str] | Non
     of every option taking node names). Names are the ones the quantizer sees: after the optimization passes, the
     main graph's unnamed nodes named ``<op>_node`` (done here, as every driver does first). ``before`` (the names
     before the passes) tells a name the passes removed from a typo. An absent op type is an error only when no ONNX
-    schema has it: a valid one may just be absent (one command line over many models; the CLI warns)."""
+    schema has it: a valid one may just be absent (one command line over many models; the CLI warns). An absent
+    com.microsoft op type (FusedConv, QLinearAdd, ...) is an error saying what to exclude instead
+    (:data:`ORT_FORMS`): graphopt quantizes ONNX ops only, and onnxruntime forms those when it loads the model, so
+    excluding one could keep nothing float on any model that lacks it."""
     from graphopt.tools.names import NameOption, check_node_names
     from graphopt.tools.summary import unmatched_hint
 
@@ -100,11 +151,14 @@ def check_exclusions(model: Model, config: Any, *, before: Collection[str] | Non
         return
     model.graph.name_unnamed_nodes()
     kinds = {n.op_type for n in model.graph.all_nodes()}
-    bad_ops = [
-        f"--exclude-op {op!r} is no op type" + unmatched_hint(op, kinds, "op types")
-        for op in ops
-        if op not in kinds and not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml"))
-    ]
+    bad_ops = []
+    for op in ops:
+        if op in kinds or any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml")):
+            continue
+        if op in microsoft_op_types():
+            bad_ops.append(f"--exclude-op {op!r} is a com.microsoft op type, no node of this model: " + formed_from(op))
+        else:
+            bad_ops.append(f"--exclude-op {op!r} is no op type" + unmatched_hint(op, kinds, "op types"))
     options = [
         NameOption("--exclude", names),
         NameOption("--exclude-regex", regexes, match="search"),

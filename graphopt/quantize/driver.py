@@ -51,7 +51,7 @@ from graphopt.quantize import analysis, choice, smoothquant, transform
 from graphopt.quantize import calibration as calib
 from graphopt.quantize.report import LayerReport, QuantReport
 from graphopt.tools import runtime
-from graphopt.tools.summary import initializer_bytes
+from graphopt.tools.summary import initializer_bytes, plural
 
 logger = logging.getLogger("graphopt.quantize")
 
@@ -1032,9 +1032,9 @@ def speed_note(report: QuantReport) -> str | None:
     figure, how it was measured, and what the model keeps outside integer kernels."""
     if report.speedup is None or not report.speedup < SLOW_SPEEDUP:
         return None
-    floats = {c.name for c in report.choices if c.mode == "float"} | set(report.kept_float)
+    floats = ({c.name for c in report.choices if c.mode == "float"} | set(report.kept_float)) - set(report.float_fused)
     unfused = sum(1 for layer in report.layers if layer.fused is False)
-    why = [f"{len(floats)} layers kept float (each a float island between Q/DQ pairs)"] if floats else []
+    why = [f"{plural(len(floats), 'layer')} kept float (each a float island between Q/DQ pairs)"] if floats else []
     if unfused:
         why.append(f"{unfused} of {len(report.layers)} quantized layers not fused into integer kernels")
     why.append("Q/DQ per-op overhead")
@@ -1059,9 +1059,42 @@ def _speed_stage(st: _State, measure: bool) -> None:
             report.speedup = _speedup(st.original, st.model.to_onnx(), st.batches[0])
     if measure:
         _body_float_retry(st)
+    report.float_fused = _float_fused(st)
     note = speed_note(report)
     if note:
         st.notes.append(note)
+
+
+def _float_fused(st: _State) -> dict[str, str]:
+    """The float layers of the report (the per-layer choice's, the accuracy guard's) that onnxruntime runs as an
+    integer op: the graph's structure says so (``qdq_rules.runs_as_integer``) and onnxruntime's optimized graph has
+    that op under the layer's name (one session, only when the structure names some)."""
+    from graphopt.quantize.qdq_rules import runs_as_integer
+
+    report = st.report
+    floats = {c.name for c in report.choices if c.mode == "float"} | set(report.kept_float)
+    found = {}
+    for n in st.model.graph.all_nodes():
+        op = runs_as_integer(n) if n.name in floats else None
+        if op is not None:
+            found[n.name] = op
+    if not found:
+        return {}
+    try:
+        ran = _ort_node_ops(st.model.to_onnx())
+    except Exception as exc:  # noqa: BLE001 - unread: no claim
+        logger.warning("could not read onnxruntime's optimized graph: %s", exc)
+        return {}
+    return {name: op for name, op in found.items() if ran.get(name) == op}
+
+
+def _ort_node_ops(quantized: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> op type in onnxruntime's optimized graph of ``quantized`` (If/Loop bodies too)."""
+    with tempfile.TemporaryDirectory(prefix="graphopt-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        runtime.session(quantized, optimization="extended", optimized_path=path)
+        optimized = onnx.load(path, load_external_data=False)
+    return {n.name: n.op_type for n in _all_nodes(optimized.graph)}
 
 
 def _body_layers(st: _State) -> dict[str, str]:

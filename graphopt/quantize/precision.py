@@ -44,7 +44,7 @@ from graphopt.core.ir import Model
 from graphopt.core.onnx_io import from_proto
 from graphopt.core.shape_inference import infer_shapes
 from graphopt.errors import GraphoptError
-from graphopt.tools.names import NameOption, check_node_names
+from graphopt.tools.names import NameOption, check_node_names, main_graph_only
 
 logger = logging.getLogger("graphopt.quantize")
 
@@ -906,10 +906,20 @@ def _cast_feed(feed: Mapping[str, np.ndarray], proto: onnx.ModelProto) -> dict[s
 
 
 def check_names(model: Model, config: PrecisionConfig, *, before: Collection[str] | None = None) -> None:
-    """One GraphoptError for every ``block_nodes`` name (``--precision-keep``) that is no node's: a misspelt name would
-    quietly convert the node meant to stay fp32 (``tools.names.check_node_names``)."""
+    """One GraphoptError for every ``block_nodes`` name (``--precision-keep``) that is no main-graph node's: a misspelt
+    name would quietly convert the node meant to stay fp32 (``tools.names.check_node_names``), and a node inside an
+    If/Loop/Scan body computes in fp32 already (bodies are not converted), so naming one changes nothing."""
     model.graph.name_unnamed_nodes()
-    check_node_names(model, [NameOption("--precision-keep", list(config.block_nodes))], before=before)
+    main = model.graph
+    option = NameOption(
+        "--precision-keep",
+        list(config.block_nodes),
+        nodes=lambda n: n.graph is main,
+        outside=main_graph_only(
+            "half precision never converts If/Loop/Scan bodies (they compute in fp32 already), so this changes nothing"
+        ),
+    )
+    check_node_names(model, [option], before=before)
 
 
 def convert_precision(

@@ -712,6 +712,44 @@ PASSED_THROUGH = PROPAGATED | {"Identity", "Dropout"}
 across (:data:`PROPAGATED`): the excluded node is next to the Q/DQ for its fusions all the same."""
 
 
+ORT_FUSES_FLOAT = {"Add": "QLinearAdd", "Mul": "QLinearMul", "Concat": "QLinearConcat"}
+"""The ops onnxruntime's QDQ transformers turn into an integer op when they sit between a DequantizeLinear on each
+input and a QuantizeLinear on the output, whatever graphopt planned for them (:func:`runs_as_integer`)."""
+
+
+def runs_as_integer(node: Node) -> str | None:
+    """The integer op onnxruntime runs ``node`` as (``QLinearAdd``, ``QLinearMul``, ``QLinearConcat``), read from the
+    graph's structure: an Add, Mul or Concat each of whose inputs a per-tensor DequantizeLinear makes and
+    whose output only a per-tensor QuantizeLinear reads (not a graph output), one integer type throughout. None
+    otherwise: a node the quantizer left float is then really float. (An excluded node reads a :data:`KEEPS_FLOAT`
+    copy, no DequantizeLinear, so it is never one.)"""
+    op = ORT_FUSES_FLOAT.get(node.op_type)
+    body = node.graph
+    if op is None or node.domain not in STANDARD_DOMAINS or body is None or len(node.outputs) != 1:
+        return None
+    y = node.outputs[0]
+    if y is None or body.is_output(y) or len(y.uses) != 1:
+        return None
+    q, i = next(iter(y.uses))
+    if q.op_type != "QuantizeLinear" or i != 0 or _scalar_params(q) is None:
+        return None
+    types = {_zero_point_type(q)}
+    for v in node.inputs:
+        p = v.producer if v is not None else None
+        if p is None or p.op_type != "DequantizeLinear" or _scalar_params(p) is None:
+            return None  # a float input (a float layer's output, a float constant): onnxruntime fuses nothing
+        types.add(_zero_point_type(p))
+    return op if len(types) == 1 and None not in types else None
+
+
+def _zero_point_type(node: Node) -> str | None:
+    """The integer type of a QuantizeLinear/DequantizeLinear (its zero point's; uint8 without one), or None."""
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        zp = constant_array(node.inputs[2])
+        return None if zp is None else str(zp.dtype)
+    return "uint8"
+
+
 def _from_dequantize(v: Value | None) -> bool:
     """Whether ``v`` is a per-tensor DequantizeLinear's output of activations, directly or through
     :data:`PASSED_THROUGH` ops (their data input)."""

@@ -47,6 +47,11 @@ class QuantReport:
     layers: list[LayerReport] = field(default_factory=list)
     kept_float: list[str] = field(default_factory=list)
     """Layers left float by ``max_error`` (worst first)."""
+    float_fused: dict[str, str] = field(default_factory=dict)
+    """Target ort: the layers the quantizer left float (the per-layer choice's, the accuracy guard's) that onnxruntime
+    runs as an integer op all the same (name -> ``QLinearAdd``, ``QLinearMul``, ``QLinearConcat``): an Add, Mul or
+    Concat between a DequantizeLinear on each input and a QuantizeLinear on its output, which onnxruntime's QDQ
+    fusion takes (``qdq_rules.runs_as_integer``, and onnxruntime's optimized graph agreeing). No float island."""
     opset_upgraded: tuple[int, int] | None = None
     """(from, to) when the model's opset was converted before quantizing."""
     warnings: list[str] = field(default_factory=list)
@@ -102,6 +107,7 @@ class QuantReport:
             "param_bytes_after": self.param_bytes_after,
             "speedup": None if self.speedup is None else round(self.speedup, 3),
             "kept_float": self.kept_float,
+            "float_fused": self.float_fused,
             "opset_upgraded": list(self.opset_upgraded) if self.opset_upgraded else None,
             "warnings": self.warnings,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},

@@ -19,13 +19,16 @@ class NameOption:
     """One option's values and how they select nodes. ``match``: ``"name"`` (the exact name), ``"search"``
     (``re.search`` in the name) or ``"fullmatch"`` (the exact name, or a regex matching the whole name). ``nodes``
     picks the nodes the option can select (default: every node, If/Loop/Scan bodies included); ``what`` names them in
-    the message (``"node"``, ``"layer"``)."""
+    the message (``"node"``, ``"layer"``). ``outside``: for a node ``nodes`` leaves out, why the option cannot act on
+    it (a phrase such as ``"inside the body of Loop 'l': <what follows>"``, :func:`main_graph_only`), or None: a
+    value that selects only such nodes is then an error saying so rather than "matches no node"."""
 
     flag: str
     values: Sequence[str]
     match: str = "name"
     nodes: Callable[[Node], bool] | None = None
     what: str = "node"
+    outside: Callable[[Node], str | None] | None = None
 
     def selects(self, value: str, name: str) -> bool:
         if self.match == "name":
@@ -33,6 +36,21 @@ class NameOption:
         if self.match == "search":
             return re.search(value, name) is not None
         return name == value or re.fullmatch(value, name) is not None
+
+
+def main_graph_only(consequence: str) -> Callable[[Node], str | None]:
+    """An ``outside`` for options of a stage that acts on the main graph only (pruning, half precision): a node inside
+    an If/Loop/Scan body is one it never changes, so naming only such nodes does nothing."""
+
+    def why(node: Node) -> str | None:
+        owner = node.graph.owner if node.graph is not None else None
+        while owner is not None and owner.graph is not None and owner.graph.owner is not None:
+            owner = owner.graph.owner  # the main-graph node the body belongs to
+        if owner is None:
+            return None
+        return f"inside the body of {owner.op_type} {owner.name!r}: {consequence}"
+
+    return why
 
 
 def check_node_names(
@@ -66,6 +84,14 @@ def check_node_names(
                     continue
             if any(opt.selects(value, name) for name in present):
                 continue
+            if opt.outside is not None:
+                hits = [n for n in model.graph.all_nodes() if n.name and n.name not in present]
+                hits = [(n, r) for n in hits if opt.selects(value, n.name) and (r := opt.outside(n))]
+                if hits:
+                    exact = [(n, r) for n, r in hits if n.name == value]
+                    what = f"names a {opt.what}" if exact else f"matches only {opt.what}s"
+                    problems.append(f"{opt.flag} {value!r} {what} {(exact or hits)[0][1]}")
+                    continue
             if any(opt.selects(value, name) for name in earlier):
                 what = "names a node" if value in earlier else "matches only nodes"
                 problems.append(

@@ -298,6 +298,9 @@ def _layer_rows(q: dict[str, Any]) -> list[dict[str, Any]]:
         if row.get("mode") in (None, "float"):
             row["mode"] = "float"
             row["why"] = row.get("why") or f["why"]
+    for name, op in (q.get("float_fused") or {}).items():  # left float, yet onnxruntime fuses its Q/DQ neighbours
+        if name in rows:
+            rows[name]["runs"] = f"{op} (DequantizeLinear in, QuantizeLinear out)"
     return list(rows.values())
 
 
