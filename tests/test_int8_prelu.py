@@ -262,6 +262,20 @@ def test_an_excluded_prelu_stays_float() -> None:
     assert names == ["prelu0_slope_Conv", "prelu1"], names  # (excluded_stay_float guards prelu1 with a Max of its own)
 
 
+def test_opset_12_keeps_the_float_island() -> None:
+    """The slope weights need a per-axis DequantizeLinear (opset 13): a model left at opset 12 (per-tensor weights,
+    no upgrade) keeps the float PRelu; per channel (upgraded to 13) it runs on integers."""
+    proto = _prelu_net(SLOPE)
+    proto.opset_import[0].version = 12
+    kept = _quantized(proto, per_channel=False, upgrade_opset=False)
+    assert next(o.version for o in kept.opset_import if o.domain in ("", "ai.onnx")) == 12
+    ops = [n.op_type for n in kept.graph.node]
+    assert ops.count("PRelu") == 2 and "Max" not in ops, ops
+    runtime.session(kept)
+    upgraded = _quantized(proto)
+    assert [n.op_type for n in upgraded.graph.node].count("Max") == 2
+
+
 def test_tensorrt_keeps_prelu() -> None:
     """TensorRT has a PRelu of its own, and its Q/DQ rules have no uint8 Max: the target's graph keeps PRelu."""
     quantized = _quantized(_prelu_net(SLOPE), target="tensorrt")

@@ -57,7 +57,8 @@ class Options:
     integer_prelu: bool = True
     """Target ort: a PRelu with one slope per channel, all at most 1 (or all at least 1), between quantized tensors
     runs on integers, ``Max(x, slope * x)`` (``Min``) with ``slope * x`` a depthwise 1x1 QLinearConv and a uint8
-    Max, see :func:`_integer_prelus`, instead of a float island DQ -> PRelu -> Q."""
+    Max, see :func:`_integer_prelus`, instead of a float island DQ -> PRelu -> Q. From opset 13 (the slope weights'
+    per-axis DequantizeLinear; an opset-11 model quantized per channel is upgraded to 13 first)."""
     float_outputs: frozenset[str] = frozenset()
     """Names of planned nodes whose output stays float (int8 inputs only: onnxruntime runs a MatMul so as
     MatMulIntegerToFloat), chosen when quantizing the output would cost too much accuracy."""
@@ -79,7 +80,9 @@ def apply(
     for g in (graph, *graph.subgraphs()):  # If/Loop bodies the plan took nodes from, each on its own
         nodes = [n for n in the_plan.nodes if n.graph is g]
         if nodes:
-            result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options, uint8_clip=opset >= 12)
+            result += _apply_graph(
+                g, the_plan, nodes, ranges, per_channel, options, uint8_clip=opset >= 12, per_axis=opset >= 13
+            )
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
         from graphopt.quantize.qdq_rules import (
             channels_last_tails,
@@ -110,8 +113,10 @@ def _apply_graph(
     per_channel: bool,
     options: Options,
     uint8_clip: bool = True,
+    per_axis: bool = True,
 ) -> list[Layer]:
-    """``uint8_clip``: the opset has Clip on uint8 (12), for the integer-clip form of :func:`_integer_hard_sigmoids`."""
+    """``uint8_clip``: the opset has Clip on uint8 (12), for the integer-clip form of :func:`_integer_hard_sigmoids`;
+    ``per_axis``: it has per-axis DequantizeLinear (13), for the slope weights of :func:`_integer_prelus`."""
     target = the_plan.target
     symmetric = target == "tensorrt"
     outputs = {id(v) for v in graph.outputs}
@@ -216,7 +221,7 @@ def _apply_graph(
         name = v.name
         carried[name] = _insert_qdq(graph, v, params[id(v)], read_as.get(name)).name
     clips_read_integers(clips)
-    if target == "ort" and options.integer_prelu:
+    if target == "ort" and options.integer_prelu and per_axis:
         _integer_prelus(graph, the_plan)
     result = [layers[id(n)] for n in kept]
     for layer in result:
