@@ -20,10 +20,15 @@ known to the rank. Opset 8 or later (Min broadcasts from opset 8). Function bodi
 
 It runs for target ``ort`` only (TensorRT has a native PRelu) as part of the emission step
 (:func:`graphopt.api.run_request` runs it with ``ort-avoid-fusions`` after the pipeline and the quantizer): the
-quantizer sees PRelu, keeps it float between its DequantizeLinear and QuantizeLinear, and this pass rewrites that
-float PRelu. Decomposing before quantization instead (the quantizer then sees Relu/Min/Mul/Add) measured the same
-on the MTCNN models at one thread (int8 ms, every PRelu decomposed before / after quantizing: pnet 1.012/1.019, rnet
-0.076/0.073, onet 0.295/0.299) and quantized rnet's dense layer differently, so the quantizer's view is kept.
+quantizer sees PRelu. A PRelu with one slope per channel between two quantized tensors it writes on integers itself
+(``graphopt.quantize.transform._integer_prelus``: ``Max(Q(x), Q(slope * x))``, the product a depthwise 1x1
+QLinearConv; several times faster than this pass's form between DequantizeLinear and QuantizeLinear, whose Mul by a
+channel vector onnxruntime runs slowly in its NHWC layout); the PRelus it leaves float -- an image stem's (the Conv
+before it kept float), one read by a float op, one whose slopes are some above 1 and some below -- this pass
+rewrites. Decomposing before quantization instead (the quantizer then sees Relu/Min/Mul/Add) measured the same
+on the MTCNN models at one thread before the integer form existed (int8 ms, every PRelu decomposed before / after
+quantizing: pnet 1.012/1.019, rnet 0.076/0.073, onet 0.295/0.299) and quantized rnet's dense layer differently, so
+the quantizer's view is kept.
 A PRelu whose x has no inferred
 shape (after a com.microsoft DynamicQuantizeMatMul, say) stays. The context option ``keep_prelu`` turns the pass off
 (before/after comparisons). The four-node form is written only where the run asks for speed: ``-O3``, and runs that

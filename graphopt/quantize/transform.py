@@ -54,6 +54,11 @@ class Options:
     """Target ort: a chain of scalar-constant Mul/Add (``u = A * h + B``, A > 0) between a float value and a quantized
     one runs as no kernel at all: ``h`` is quantized so that its integers read back at ``u``'s parameters are ``u``,
     see :func:`_affine_in_params`."""
+    integer_prelu: bool = True
+    """Target ort: a PRelu with one slope per channel, all at most 1 (or all at least 1), between quantized tensors
+    runs on integers, ``Max(x, slope * x)`` (``Min``) with ``slope * x`` a depthwise 1x1 QLinearConv and a uint8
+    Max, see :func:`_integer_prelus`, instead of a float island DQ -> PRelu -> Q. From opset 13 (the slope weights'
+    per-axis DequantizeLinear; an opset-11 model quantized per channel is upgraded to 13 first)."""
     float_outputs: frozenset[str] = frozenset()
     """Names of planned nodes whose output stays float (int8 inputs only: onnxruntime runs a MatMul so as
     MatMulIntegerToFloat), chosen when quantizing the output would cost too much accuracy."""
@@ -75,7 +80,9 @@ def apply(
     for g in (graph, *graph.subgraphs()):  # If/Loop bodies the plan took nodes from, each on its own
         nodes = [n for n in the_plan.nodes if n.graph is g]
         if nodes:
-            result += _apply_graph(g, the_plan, nodes, ranges, per_channel, options, uint8_clip=opset >= 12)
+            result += _apply_graph(
+                g, the_plan, nodes, ranges, per_channel, options, uint8_clip=opset >= 12, per_axis=opset >= 13
+            )
     if the_plan.target == "ort":  # float layers between Q/DQ pairs stay float under onnxruntime
         from graphopt.quantize.qdq_rules import (
             channels_last_tails,
@@ -106,8 +113,10 @@ def _apply_graph(
     per_channel: bool,
     options: Options,
     uint8_clip: bool = True,
+    per_axis: bool = True,
 ) -> list[Layer]:
-    """``uint8_clip``: the opset has Clip on uint8 (12), for the integer-clip form of :func:`_integer_hard_sigmoids`."""
+    """``uint8_clip``: the opset has Clip on uint8 (12), for the integer-clip form of :func:`_integer_hard_sigmoids`;
+    ``per_axis``: it has per-axis DequantizeLinear (13), for the slope weights of :func:`_integer_prelus`."""
     target = the_plan.target
     symmetric = target == "tensorrt"
     outputs = {id(v) for v in graph.outputs}
@@ -212,6 +221,8 @@ def _apply_graph(
         name = v.name
         carried[name] = _insert_qdq(graph, v, params[id(v)], read_as.get(name)).name
     clips_read_integers(clips)
+    if target == "ort" and options.integer_prelu and per_axis:
+        _integer_prelus(graph, the_plan)
     result = [layers[id(n)] for n in kept]
     for layer in result:
         layer.dequantized = carried.get(layer.output) if layer.output else None
@@ -394,6 +405,143 @@ def _integer_hard_sigmoids(
         else:
             drop.add(id(y))  # carried by the DequantizeLinear above
     return [v for v in quantized if id(v) not in drop]
+
+
+def prelu_channel_slope(node: Node) -> np.ndarray | None:
+    """The slope of a PRelu as one float64 value per channel (axis 1 of ``x``, known), when it has one per channel
+    and they are not all equal; else None (a slope of one value is LeakyRelu's, ``decompose-prelu`` writes that; an
+    elementwise or last-axis slope is no channel's). ``x`` of rank 3 or more (a Conv reads it), the slope a finite
+    float32 constant."""
+    if node.op_type != "PRelu" or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2:
+        return None
+    x, s = node.inputs
+    c = constant_array(s) if s is not None else None
+    shape = x.shape if x is not None else None
+    if c is None or c.dtype != np.float32 or shape is None or len(shape) < 3 or c.ndim > len(shape):
+        return None
+    channels = shape[1]
+    if not isinstance(channels, int) or channels < 2 or not np.all(np.isfinite(c)):
+        return None
+    dims = (1,) * (len(shape) - c.ndim) + tuple(c.shape)
+    if dims[1] != channels or any(d != 1 for i, d in enumerate(dims) if i != 1):
+        return None
+    slope = c.reshape(-1).astype(np.float64)
+    return None if np.all(slope == slope[0]) else slope
+
+
+def _integer_prelus(graph: Graph, the_plan: Plan | None = None) -> int:
+    """Every PRelu of ``graph`` between two Q/DQ pairs (its input read from a DequantizeLinear, its output read by a
+    QuantizeLinear alone and no graph output; scalar scales and zero points), with one slope per channel
+    (:func:`prelu_channel_slope`) all at most 1 (or all at least 1), written on integers; returns how many. Not one
+    the user excluded (``the_plan``).
+
+    With the input's integers ``q`` and the output's QuantizeLinear ``Q_y``, the PRelu becomes
+    ``Max(Q_y(DQ(q)), Q_y(slope * DQ(q)))`` (``Min`` where every slope is at least 1), the product a depthwise 1x1
+    Conv between the DequantizeLinear and a QuantizeLinear (weights ``+-127`` per channel with scale ``|slope| /
+    127``: the slope itself, to float32's precision) that onnxruntime runs as QLinearConv; the first operand a
+    QuantizeLinear of the dequantized input (``q`` itself where the output's parameters are the input's). The same
+    integers as ``Q_y(PRelu(DQ(q)))``, the float island's, up to the product's rounding: with ``slope <= 1``,
+    ``PRelu(x) = Max(x, slope * x)`` (``x >= 0``: ``slope * x <= x``; ``x < 0``: ``slope * x >= x``), whatever the
+    slope's sign (``slope >= 1`` reverses both: ``Min``), and ``Q_y`` is monotone, so ``Q_y(Max(a, b)) =
+    Max(Q_y(a), Q_y(b))``. A slope that is some channels above 1 and some below stays float (``decompose-prelu``
+    writes it then).
+
+    onnxruntime 1.32 runs the float island as DQ, Relu, Min, Mul, Add, Q (``decompose-prelu``'s form), its Mul by a
+    channel vector slow in the NHWC layout around QLinearConv (the innermost axis). Per PRelu at 1 thread on mtcnn-pnet
+    (``onnxruntime`` profile, us): the float island 100 / 131; this form 33 / 38 (the QLinearConv 17, DQ + Q 12-17,
+    the uint8 Max 4), every op inside the NHWC region. Measured and not taken: a per-axis DequantizeLinear for the
+    product (scale ``s_x * slope``) 87 / 160 us (its axis is NHWC's innermost), a QLinearMul by a uint8 slope 64-67
+    us; input and output sharing one scale and zero point (no requantization, ``Max(q, ...)``) saved the DQ + Q but
+    put the output on the input's 2-3x coarser grid (the input's range reaches far below the output's): mtcnn-pnet's
+    SQNR against fp32 31.2 -> 28.5 dB, where this form keeps the float island's integers (31.2 dB). Whole models
+    (``benchmarks/wild.py --pipelines int8-ort``, 1 thread, real images, two interleaved A/B runs, the median of 5
+    rounds each): mtcnn-pnet 1.44x / 1.51x -> 1.71x / 2.11x fp32, mtcnn-onet 1.64x / 1.79x -> 2.30x / 2.01x, mtcnn-rnet
+    1.06x / 1.12x -> 1.12x / 1.14x (a 24x24 input: its time is mostly the kernels' fixed cost), the SQNRs unchanged
+    (31, 34, 35 dB)."""
+    may = the_plan.may_quantize if the_plan is not None else (lambda _: True)
+    done = 0
+    for n in list(graph):
+        if n.op_type != "PRelu" or n.domain not in STANDARD_DOMAINS or len(n.outputs) != 1 or not may(n):
+            continue
+        dx, y = n.inputs[0], n.outputs[0]
+        dq = dx.producer if dx is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.graph is not graph or dq.inputs[0] is None:
+            continue
+        if y is None or len(y.uses) != 1 or graph.is_output(y):
+            continue
+        ((qy, _),) = y.uses
+        if qy.op_type != "QuantizeLinear" or qy.outputs[0] is None or qy.inputs[0] is not y:
+            continue
+        if not (_scalar_qparams(dq, dq) and _scalar_qparams(qy, qy)):
+            continue  # onnxruntime's QLinearConv takes a per-tensor input; the Max, one output grid
+        slope = prelu_channel_slope(n)
+        if slope is None:
+            continue
+        op = "Max" if np.all(slope <= 1.0) else "Min" if np.all(slope >= 1.0) else None
+        if op is None:
+            continue  # some channels above 1, some below: neither Max nor Min is PRelu on all of them
+        rank = len(dx.shape)  # type: ignore[arg-type]
+        c = slope.size
+        base = n.name or "prelu"
+        wq = np.where(slope == 0.0, 0, np.where(slope > 0.0, 127, -127)).astype(np.int8)
+        ws = np.where(slope == 0.0, 1.0, np.abs(slope) / 127.0).astype(np.float32)
+        shape = (c, 1, *([1] * (rank - 2)))
+        w = prepend_dequantize(
+            graph,
+            f"{base}_slope",
+            [
+                graph.make_constant(Tensor.from_numpy(wq.reshape(shape)), f"{base}_slope_quantized"),
+                graph.make_constant(Tensor.from_numpy(ws), f"{base}_slope_scale"),
+                graph.make_constant(Tensor.from_numpy(np.zeros(c, np.int8)), f"{base}_slope_zero_point"),
+            ],
+            {"axis": 0},
+            shape,
+        )
+        out = qy.outputs[0]
+        scaled = Value(graph.unique_name(f"{base}_scaled"), FLOAT, dx.shape)  # type: ignore[union-attr]
+        new = [
+            Node(
+                "Conv",
+                [dx, w],
+                {"group": c, "kernel_shape": [1] * (rank - 2)},
+                outputs=[scaled],
+                name=graph.unique_name(f"{base}_slope_Conv"),
+            )
+        ]
+
+        scaled_q = _quantize_like(graph, scaled, qy, f"{base}_scaled", new)
+        # where the output's parameters are the input's, Q_y(DQ(q)) is q: its integers need no requantizing
+        first = dq.inputs[0] if _scalar_qparams(dq, qy) else _quantize_like(graph, dx, qy, f"{base}_input", new)
+        both = Value(graph.unique_name(f"{base}_{op.lower()}"), out.dtype, out.shape)  # type: ignore[union-attr]
+        new.append(Node(op, [first, scaled_q], outputs=[both], name=graph.unique_name(f"{base}_{op}")))
+        for m in new:
+            graph.insert_before(n, m)
+        graph.replace_all_uses_with(out, both)  # type: ignore[arg-type]
+        graph.remove(qy)
+        graph.remove(n)
+        name = out.name  # type: ignore[union-attr]
+        out.name = graph.unique_name(f"{name}_replaced")  # type: ignore[union-attr]
+        both.name = name
+        done += 1
+    return done
+
+
+def _quantize_like(graph: Graph, v: Value, q: Node, base: str, new: list[Node]) -> Value:
+    """A QuantizeLinear of ``v`` with ``q``'s scale and zero point, appended to ``new``; returns its output."""
+    out = q.outputs[0]
+    qv = Value(graph.unique_name(f"{base}_quantized"), out.dtype if out is not None else None)
+    new.append(Node("QuantizeLinear", [v, *q.inputs[1:3]], outputs=[qv], name=graph.unique_name(f"{base}_Quantize")))
+    return qv
+
+
+def _scalar_qparams(a: Node, b: Node) -> bool:
+    """Whether two QuantizeLinear/DequantizeLinear nodes have a constant scalar scale and zero point each, the same
+    (``a`` and ``b`` may be one node: whether it has them)."""
+    if len(a.inputs) < 3 or len(b.inputs) < 3:
+        return False
+    pairs = [(constant_array(a.inputs[i]), constant_array(b.inputs[i])) for i in (1, 2)]
+    return all(u is not None and v is not None and u.size == 1 and v.size == 1 and u.dtype == v.dtype
+               and u.reshape(()) == v.reshape(()) for u, v in pairs)  # fmt: skip
 
 
 def clips_read_integers(clips: list[Node]) -> None:
