@@ -771,6 +771,9 @@ STEM_BRANCH_OPS = frozenset({"Conv", "MaxPool", "Relu", "Clip", "Pad", "BatchNor
 """The ops a branch of a :func:`stem_block` may hold between the stem's output and the Concat that joins them."""
 STEM_BRANCH_NODES = 6
 """At most this many nodes on one branch of a :func:`stem_block`."""
+STEM_BLOCK_CHANNELS = 16
+"""The channel count that the stem's output and every input of the block's Concat are a multiple of: onnxruntime's
+NCHWc block (16 floats under AVX-512, 8 under AVX2), so that the float block runs in the NCHWc layout throughout."""
 STEM_BLOCK_REASON = (
     "speed: an image stem block (a stem convolution of at most 4 input channels reading the model's input, branches "
     "of a MaxPool and convolutions joined by a Concat, the convolution reading it) runs faster float than int8 under "
@@ -782,11 +785,14 @@ the stem's resolution, the largest feature maps of the model. In int8 onnxruntim
 2x2 convolutions as QLinearConv slower than float (ppocrv6-tiny-det at 1x3x512x384, 1 thread, per node: 2124 us
 against 785 us, 1669 / 1527 us against 1025 / 612 us) and transposes the quantized 3-channel input to NHWC (609 us).
 Kept float, the whole block runs in onnxruntime's NCHWc layout as in fp32 with one QuantizeLinear after the closing
-Conv (a quarter of the Concat's size). ppocrv6-tiny-det, int8 at 1 thread, interleaved rounds on a loaded machine
-(medians, then minimums): all-int8 16.99 / 12.53 ms, block float 15.05 / 11.27 ms (fp32 17.24 / 14.34 ms); the closing
-Conv int8 instead (a QuantizeLinear and NHWC Transpose of the 32-channel Concat) 15.51 / 11.66 ms; the stem and
-branch convolutions float but the Concat static (a QuantizeLinear per branch and a per-axis DequantizeLinear into the
-float closing Conv) 15.84 / 12.47 ms. The calibration output SQNR rises too, 15.2 -> 19.1 dB."""
+Conv (a quarter of the Concat's size). ppocrv6-tiny-det (16-channel stem, 32-channel Concat), int8 at 1 thread,
+interleaved rounds on a loaded machine (medians, then minimums): all-int8 16.99 / 12.53 ms, block float 15.05 / 11.27
+ms (fp32 17.24 / 14.34 ms); the closing Conv int8 instead (a QuantizeLinear and NHWC Transpose of the 32-channel
+Concat) 15.51 / 11.66 ms; the stem and branch convolutions float but the Concat static (a QuantizeLinear per branch and
+a per-axis DequantizeLinear into the float closing Conv) 15.84 / 12.47 ms. Only where the channel counts fit the NCHWc
+block (:data:`STEM_BLOCK_CHANNELS`): ppocrv6-small-det's 24-channel stem and 48-channel Concat kept float made it slower
+(30.46 -> 33.29 ms, medians of 7 rounds): onnxruntime reorders every float output there back to NCHW (ReorderOutput
+about 1.8 ms in all, the MaxPool and the Concat in NCHW, the closing Conv 2017 us float against 581 us int8)."""
 
 
 def stem_block(node: Node) -> list[Node]:
@@ -797,8 +803,9 @@ def stem_block(node: Node) -> list[Node]:
     two or more branches, at least one a MaxPool; each branch is a chain of :data:`STEM_BRANCH_OPS` (at most
     :data:`STEM_BRANCH_NODES`, one reader each, no graph output, Convs with constant weights; none where the Concat
     reads the stem's output itself) ending at one Concat, the same for all, whose inputs are exactly the branches'
-    ends; that Concat's one reader is a Conv with a constant weight. A stem whose output reaches a MaxPool alone is
-    :func:`is_image_stem`'s."""
+    ends; that Concat's one reader is a Conv with a constant weight. The stem's output channels and those of each
+    branch's end (its last Conv's, else the stem's) are multiples of :data:`STEM_BLOCK_CHANNELS`. A stem whose output
+    reaches a MaxPool alone is :func:`is_image_stem`'s."""
     if not _stem_conv(node):
         return []
     graph = node.graph
@@ -817,26 +824,31 @@ def stem_block(node: Node) -> list[Node]:
     branches = y.users()
     if len(branches) < 2 or not any(r.op_type == "MaxPool" for r in branches):
         return []
+    stem_channels = int(constant_array(node.inputs[1]).shape[0])  # type: ignore[union-attr]
+    if stem_channels % STEM_BLOCK_CHANNELS:
+        return []
     convs: list[Node] = []
     ends: list[Value] = []
     concat: Node | None = None
     for r in branches:
-        v = y
+        v, channels = y, stem_channels
         for _ in range(STEM_BRANCH_NODES):
             if r.op_type == "Concat":
                 break
             if r.op_type not in STEM_BRANCH_OPS or not r.outputs or r.outputs[0] is None:
                 return []
             if r.op_type == "Conv":
-                if len(r.inputs) < 2 or constant_array(r.inputs[1]) is None:
+                w = constant_array(r.inputs[1]) if len(r.inputs) > 1 else None
+                if w is None or w.ndim < 1:
                     return []
                 convs.append(r)
+                channels = int(w.shape[0])
             v = r.outputs[0]
             nxt = v.users()
             if len(nxt) != 1 or v.is_graph_output(graph):
                 return []
             r = nxt[0]
-        if r.op_type != "Concat" or (concat is not None and r is not concat):
+        if r.op_type != "Concat" or (concat is not None and r is not concat) or channels % STEM_BLOCK_CHANNELS:
             return []
         concat = r
         ends.append(v)
