@@ -34,7 +34,8 @@ The choice per estimated layer (``min_db`` is the budget of one layer), in graph
 
 Then the speed rule (target ort, :func:`speed_choices`): a static convolution of a kind and context onnxruntime runs
 slower in int8 than in float (a 5x5 depthwise convolution over a flat feature map, its output read by other than
-convolutions), measured by ``benchmarks/int8_kernels.py`` into :data:`CONV_SPEED`, is kept float.
+convolutions), measured by ``benchmarks/int8_kernels.py`` into :data:`CONV_SPEED`, is kept float, and so are an image
+stem (:func:`is_image_stem`) and an image stem block (:func:`stem_block`).
 """
 
 from __future__ import annotations
@@ -789,10 +790,13 @@ Conv (a quarter of the Concat's size). ppocrv6-tiny-det (16-channel stem, 32-cha
 interleaved rounds on a loaded machine (medians, then minimums): all-int8 16.99 / 12.53 ms, block float 15.05 / 11.27
 ms (fp32 17.24 / 14.34 ms); the closing Conv int8 instead (a QuantizeLinear and NHWC Transpose of the 32-channel
 Concat) 15.51 / 11.66 ms; the stem and branch convolutions float but the Concat static (a QuantizeLinear per branch and
-a per-axis DequantizeLinear into the float closing Conv) 15.84 / 12.47 ms. Only where the channel counts fit the NCHWc
-block (:data:`STEM_BLOCK_CHANNELS`): ppocrv6-small-det's 24-channel stem and 48-channel Concat kept float made it slower
-(30.46 -> 33.29 ms, medians of 7 rounds): onnxruntime reorders every float output there back to NCHW (ReorderOutput
-about 1.8 ms in all, the MaxPool and the Concat in NCHW, the closing Conv 2017 us float against 581 us int8)."""
+a per-axis DequantizeLinear into the float closing Conv) 15.84 / 12.47 ms. Again over 40 interleaved rounds (the
+fastest of 5 runs' thread CPU time per round, medians): 1.09x -> 1.18x fp32's, all-int8 1.073x the block-float time;
+held-out SQNR over 32 real images (wild.py) 11.3 -> 11.2 dB pooled, per image +1.5 dB on average [-1.4, +4.5].
+Only where the channel counts fit the NCHWc block (:data:`STEM_BLOCK_CHANNELS`): ppocrv6-small-det's 24-channel stem
+and 48-channel Concat kept float made it slower (30.46 -> 33.29 ms, medians of 7 rounds): onnxruntime reorders every
+float output there back to NCHW (ReorderOutput about 1.8 ms in all, the MaxPool and the Concat in NCHW, the closing
+Conv 2017 us float against 581 us int8)."""
 
 
 def stem_block(node: Node) -> list[Node]:
@@ -959,8 +963,9 @@ def speed_choices(
     shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Choice]:
     """The static convolutions of ``graph`` the speed rule keeps float (name -> the float Choice, with the measured
-    ratio in its reason): those whose kind and context have a :data:`CONV_SPEED` (or ``table``) ratio below
-    :data:`SPEED_FLOAT_BELOW`. A convolution made float here counts as a float reader for those before it.
+    ratio in its reason): a pooled image stem (:func:`is_image_stem`), the static members of an image stem block
+    (:func:`stem_block`: its Concat too), and those whose kind and context have a :data:`CONV_SPEED` (or ``table``)
+    ratio below :data:`SPEED_FLOAT_BELOW`. A convolution made float here counts as a float reader for those before it.
     ``shapes``: output shapes for the calibration feed (:func:`feed_shapes`) where the graph's are symbolic."""
     table = CONV_SPEED if table is None else table
     now = dict(chosen)
