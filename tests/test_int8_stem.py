@@ -160,3 +160,103 @@ def test_an_image_stem_reads_the_input_and_reaches_a_max_pool() -> None:
     first, pooled, _ = _convs(pool=True, pre=True)
     assert not choice.is_image_stem(pooled)  # 3 channels and pooled, but it reads another conv, not the input
     assert not choice.is_image_stem(first)  # reads the input, but a Conv reads it, not a MaxPool
+
+
+def _hgnet_stem(seed: int = 0, variant: str = "", c: int = 16) -> onnx.ModelProto:
+    """PP-HGNet's stem block (PaddleOCR v5/v6 detectors): Conv 3->c 3x3 stride 2 -> Relu -> {MaxPool 2x2 stride 1,
+    Conv c->c/2 2x2 -> Relu -> Conv c/2->c 2x2 -> Relu} -> Concat -> Conv 2c->c 3x3 stride 2 -> Relu -> Conv c->16 1x1.
+    ``variant``: ``no-pool`` (the pool branch a third Conv), ``read-elsewhere`` (a branch's Relu also a graph output),
+    ``extra-input`` (the Concat also reads another Conv of the input), ``two-readers`` (a second Conv reads the
+    Concat)."""
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+
+    def const(name: str, a: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(a, np.float32), name))
+        return name
+
+    def conv(name: str, x: str, cout: int, cin: int, k: int, out: str, **attrs: object) -> onnx.NodeProto:
+        w = const(f"w_{name}", rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k))
+        b = const(f"b_{name}", rng.normal(size=cout) * 0.1)
+        return helper.make_node("Conv", [x, w, b], [out], name=name, **attrs)
+
+    same2 = {"kernel_shape": [2, 2], "pads": [0, 0, 1, 1]}
+    pool = (
+        conv("pool", "r0", c, c, 2, "p0", **same2)
+        if variant == "no-pool"
+        else helper.make_node("MaxPool", ["r0"], ["p0"], name="pool", **same2)
+    )
+    inputs = ["p0", "r2", "s0"] if variant == "extra-input" else ["p0", "r2"]
+    cin = c * len(inputs)
+    nodes = [
+        conv("stem", "input", c, 3, 3, "c0", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        pool,
+        conv("branch_a", "r0", c // 2, c, 2, "c1", **same2),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        conv("branch_b", "r1", c, c // 2, 2, "c2", **same2),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Concat", inputs, ["cat"], name="concat", axis=1),
+        conv("close", "cat", c, cin, 3, "c3", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        conv("after", "r3", 16, c, 1, "out"),
+    ]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, None, None])]
+    if variant == "read-elsewhere":
+        outputs.append(helper.make_tensor_value_info("r1", TensorProto.FLOAT, [1, c // 2, None, None]))
+    if variant == "extra-input":
+        nodes.insert(0, conv("side_in", "input", c, 3, 3, "s0", strides=[2, 2], pads=[1, 1, 1, 1]))
+    if variant == "two-readers":
+        nodes.append(conv("other", "cat", 4, cin, 1, "side"))
+        outputs.append(helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 4, None, None]))
+    graph = helper.make_graph(
+        nodes, "hgstem", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 24])], outputs, inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _hgnet_feeds(n: int = 3) -> list[dict]:
+    rng = np.random.default_rng(3)
+    return [{"input": rng.uniform(-1, 1, (1, 3, 32, 24)).astype(np.float32)} for _ in range(n)]
+
+
+def test_a_stem_block_is_the_stem_its_branches_their_concat_and_the_conv_reading_it() -> None:
+    g = from_proto(_hgnet_stem()).graph
+    by = {n.name: n for n in g}
+    assert [n.name for n in choice.stem_block(by["stem"])] == ["stem", "branch_a", "branch_b", "concat", "close"]
+    assert not choice.is_image_stem(by["stem"])  # its output has two readers: not the pooled-stem rule's
+    for name in ("branch_a", "close", "after"):
+        assert choice.stem_block(by[name]) == []  # not reading the graph input / 8 channels
+    for variant in ("no-pool", "read-elsewhere", "extra-input", "two-readers"):
+        stem = next(n for n in from_proto(_hgnet_stem(variant=variant)).graph if n.name == "stem")
+        assert choice.stem_block(stem) == [], variant
+    # a 24-channel stem (48-channel Concat) is off onnxruntime's NCHWc block: int8 is faster there
+    stem = next(n for n in from_proto(_hgnet_stem(c=24)).graph if n.name == "stem")
+    assert choice.stem_block(stem) == []
+
+
+def test_a_stem_block_stays_float_and_runs_in_float_layout_in_onnxruntime(tmp_path) -> None:
+    proto = _hgnet_stem()
+    feeds = _hgnet_feeds()
+    q, report = _quantize(proto, feeds)
+    modes = {c.name: (c.mode, c.reason) for c in report.choices}
+    for name in ("stem", "branch_a", "branch_b", "concat", "close"):
+        assert modes[name] == ("float", choice.STEM_BLOCK_REASON), name
+    assert modes["after"][0] == "static"
+    nodes = _optimized(q, tmp_path)
+    producers = {o: n for n in nodes for o in n.output}
+    ops = [n.op_type for n in nodes]
+    # one QuantizeLinear, after the closing Conv; the Concat and MaxPool float (no QLinearConcat, no NHWC pool)
+    assert ops.count("QuantizeLinear") == 1 and "QLinearConcat" not in ops and "MaxPool" in ops, ops
+    assert ops.count("QLinearConv") == 1  # "after" alone runs on integers
+    (first_q,) = [n for n in nodes if n.op_type == "QuantizeLinear"]
+    before = producers[first_q.input[0]]
+    while before.op_type in ("ReorderOutput", "Relu"):  # onnxruntime's NCHWc reorder back to NCHW
+        before = producers[before.input[0]]
+    assert before.op_type == "Conv" and before.domain in ("", "com.microsoft.nchwc"), before
+    for f in feeds:  # within the reported error of the float model
+        ref = runtime.session(proto).run(None, f)[0]
+        got = runtime.session(q).run(None, f)[0]
+        assert np.abs(got - ref).max() <= 2 * report.error_max_abs + 1e-6

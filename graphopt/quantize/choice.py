@@ -34,7 +34,8 @@ The choice per estimated layer (``min_db`` is the budget of one layer), in graph
 
 Then the speed rule (target ort, :func:`speed_choices`): a static convolution of a kind and context onnxruntime runs
 slower in int8 than in float (a 5x5 depthwise convolution over a flat feature map, its output read by other than
-convolutions), measured by ``benchmarks/int8_kernels.py`` into :data:`CONV_SPEED`, is kept float.
+convolutions), measured by ``benchmarks/int8_kernels.py`` into :data:`CONV_SPEED`, is kept float, and so are an image
+stem (:func:`is_image_stem`) and an image stem block (:func:`stem_block`).
 """
 
 from __future__ import annotations
@@ -719,6 +720,26 @@ STEM_TO_POOL = frozenset({"Relu", "PRelu", "LeakyRelu", "Clip", "BatchNormalizat
 """The ops an image stem's output may pass through (one reader each) to the MaxPool of :func:`is_image_stem`."""
 
 
+def _stem_conv(node: Node) -> bool:
+    """A Conv with a constant 4-D weight of group 1, at most :data:`STEM_CHANNELS` input channels and at most
+    :data:`STEM_OUTPUTS` output channels, reading the main graph's input (directly or through a Transpose from NHWC,
+    a Reshape, a Cast)."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return False
+    w = constant_array(node.inputs[1])
+    if w is None or w.ndim != 4 or int(node.attr("group", 1)) != 1 or w.shape[1] > STEM_CHANNELS:
+        return False
+    if w.shape[0] > STEM_OUTPUTS:
+        return False
+    v = node.inputs[0]
+    while v is not None and v.producer is not None and v.producer.op_type in ("Transpose", "Reshape", "Cast"):
+        v = v.producer.inputs[0] if v.producer.inputs else None
+    g = node.graph
+    if v is None or v.producer is not None or g is None or g.owner is not None:
+        return False  # the main graph's input (a body's inputs are loop-carried values, not the image)
+    return any(i is v for i in g.inputs)
+
+
 def is_image_stem(node: Node) -> bool:
     """A Conv with a constant 4-D weight of group 1, at most :data:`STEM_CHANNELS` input channels and at most
     :data:`STEM_OUTPUTS` output channels, whose input is a graph input, directly or through data-movement ops (a
@@ -731,19 +752,8 @@ def is_image_stem(node: Node) -> bool:
     flipped none: the calibration set's SQNR (72.8 against 45.9 dB) did not show it. On ppocrv4-cls-op11 (1x3x48x192,
     its stem 72 us int8 against 29 us float per node) the pool-less stem kept float made the model slower, 1.01x ->
     0.99x fp32's, and its SQNR over 16 held-out lines 48.6 -> 42.1 dB (benchmarks/RESULTS-int8-kernels.md)."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+    if not _stem_conv(node):
         return False
-    w = constant_array(node.inputs[1])
-    if w is None or w.ndim != 4 or int(node.attr("group", 1)) != 1 or w.shape[1] > STEM_CHANNELS:
-        return False
-    if w.shape[0] > STEM_OUTPUTS:
-        return False
-    v = node.inputs[0]
-    while v is not None and v.producer is not None and v.producer.op_type in ("Transpose", "Reshape", "Cast"):
-        v = v.producer.inputs[0] if v.producer.inputs else None
-    g = node.graph
-    if v is None or v.producer is not None or g is None or g.owner is not None or not any(i is v for i in g.inputs):
-        return False  # the main graph's input (a body's inputs are loop-carried values, not the image)
     y = node.outputs[0] if node.outputs else None
     for _ in range(4):
         readers = y.users() if y is not None else []
@@ -756,6 +766,106 @@ def is_image_stem(node: Node) -> bool:
             return False
         y = r.outputs[0]
     return False
+
+
+STEM_BRANCH_OPS = frozenset({"Conv", "MaxPool", "Relu", "Clip", "Pad", "BatchNormalization"})
+"""The ops a branch of a :func:`stem_block` may hold between the stem's output and the Concat that joins them."""
+STEM_BRANCH_NODES = 6
+"""At most this many nodes on one branch of a :func:`stem_block`."""
+STEM_BLOCK_CHANNELS = 16
+"""The channel count that the stem's output and every input of the block's Concat are a multiple of: onnxruntime's
+NCHWc block (16 floats under AVX-512, 8 under AVX2), so that the float block runs in the NCHWc layout throughout."""
+STEM_BLOCK_REASON = (
+    "speed: an image stem block (a stem convolution of at most 4 input channels reading the model's input, branches "
+    "of a MaxPool and convolutions joined by a Concat, the convolution reading it) runs faster float than int8 under "
+    "onnxruntime"
+)
+"""The stem-block rule of :func:`speed_choices` (target ort): PP-HGNet's stem (PaddleOCR v5/v6 detectors): a 3x3
+stride-2 Conv, then a 2x2 MaxPool and two 2x2 Convs reading its output, their Concat and a 3x3 stride-2 Conv, all at
+the stem's resolution, the largest feature maps of the model. In int8 onnxruntime 1.32 runs the 3-channel stem and the
+2x2 convolutions as QLinearConv slower than float (ppocrv6-tiny-det at 1x3x512x384, 1 thread, per node: 2124 us
+against 785 us, 1669 / 1527 us against 1025 / 612 us) and transposes the quantized 3-channel input to NHWC (609 us).
+Kept float, the whole block runs in onnxruntime's NCHWc layout as in fp32 with one QuantizeLinear after the closing
+Conv (a quarter of the Concat's size). ppocrv6-tiny-det (16-channel stem, 32-channel Concat), int8 at 1 thread,
+interleaved rounds on a loaded machine (medians, then minimums): all-int8 16.99 / 12.53 ms, block float 15.05 / 11.27
+ms (fp32 17.24 / 14.34 ms); the closing Conv int8 instead (a QuantizeLinear and NHWC Transpose of the 32-channel
+Concat) 15.51 / 11.66 ms; the stem and branch convolutions float but the Concat static (a QuantizeLinear per branch and
+a per-axis DequantizeLinear into the float closing Conv) 15.84 / 12.47 ms. Again over 40 interleaved rounds (the
+fastest of 5 runs' thread CPU time per round, medians): 1.09x -> 1.18x fp32's, all-int8 1.073x the block-float time;
+held-out SQNR over 32 real images (wild.py) 11.3 -> 11.2 dB pooled, per image +1.5 dB on average [-1.4, +4.5].
+Only where the channel counts fit the NCHWc block (:data:`STEM_BLOCK_CHANNELS`): ppocrv6-small-det's 24-channel stem
+and 48-channel Concat kept float made it slower (30.46 -> 33.29 ms, medians of 7 rounds): onnxruntime reorders every
+float output there back to NCHW (ReorderOutput about 1.8 ms in all, the MaxPool and the Concat in NCHW, the closing
+Conv 2017 us float against 581 us int8)."""
+
+
+def stem_block(node: Node) -> list[Node]:
+    """The nodes an image stem block keeps float, starting at its stem ``node`` (a Conv of :func:`_stem_conv`), or []:
+    the stem, the Conv nodes on its branches, the Concat joining them and the Conv reading that Concat.
+
+    The stem's output (after at most three activation/affine ops with one reader each, :data:`STEM_TO_POOL`) is read by
+    two or more branches, at least one a MaxPool; each branch is a chain of :data:`STEM_BRANCH_OPS` (at most
+    :data:`STEM_BRANCH_NODES`, one reader each, no graph output, Convs with constant weights; none where the Concat
+    reads the stem's output itself) ending at one Concat, the same for all, whose inputs are exactly the branches'
+    ends; that Concat's one reader is a Conv with a constant weight. The stem's output channels and those of each
+    branch's end (its last Conv's, else the stem's) are multiples of :data:`STEM_BLOCK_CHANNELS`. A stem whose output
+    reaches a MaxPool alone is :func:`is_image_stem`'s."""
+    if not _stem_conv(node):
+        return []
+    graph = node.graph
+    y = node.outputs[0] if node.outputs else None
+    for _ in range(4):
+        if y is None or y.is_graph_output(graph):
+            return []
+        readers = y.users()
+        if len(readers) != 1 or readers[0].op_type in ("MaxPool", "Conv"):
+            break
+        if readers[0].op_type not in STEM_TO_POOL or not readers[0].outputs:
+            return []
+        y = readers[0].outputs[0]
+    if y is None:
+        return []
+    branches = y.users()
+    if len(branches) < 2 or not any(r.op_type == "MaxPool" for r in branches):
+        return []
+    stem_channels = int(constant_array(node.inputs[1]).shape[0])  # type: ignore[union-attr]
+    if stem_channels % STEM_BLOCK_CHANNELS:
+        return []
+    convs: list[Node] = []
+    ends: list[Value] = []
+    concat: Node | None = None
+    for r in branches:
+        v, channels = y, stem_channels
+        for _ in range(STEM_BRANCH_NODES):
+            if r.op_type == "Concat":
+                break
+            if r.op_type not in STEM_BRANCH_OPS or not r.outputs or r.outputs[0] is None:
+                return []
+            if r.op_type == "Conv":
+                w = constant_array(r.inputs[1]) if len(r.inputs) > 1 else None
+                if w is None or w.ndim < 1:
+                    return []
+                convs.append(r)
+                channels = int(w.shape[0])
+            v = r.outputs[0]
+            nxt = v.users()
+            if len(nxt) != 1 or v.is_graph_output(graph):
+                return []
+            r = nxt[0]
+        if r.op_type != "Concat" or (concat is not None and r is not concat) or channels % STEM_BLOCK_CHANNELS:
+            return []
+        concat = r
+        ends.append(v)
+    if concat is None or len(concat.inputs) != len(ends) or {id(v) for v in concat.inputs} != {id(v) for v in ends}:
+        return []
+    out = concat.outputs[0] if concat.outputs else None
+    readers = out.users() if out is not None else []
+    if out is None or out.is_graph_output(graph) or len(readers) != 1:
+        return []
+    (close,) = readers
+    if close.op_type != "Conv" or len(close.inputs) < 2 or constant_array(close.inputs[1]) is None:
+        return []
+    return [node, *convs, concat, close]
 
 
 def conv_kind(node: Node, shape: Sequence[Any] | None = None) -> str | None:
@@ -853,8 +963,9 @@ def speed_choices(
     shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Choice]:
     """The static convolutions of ``graph`` the speed rule keeps float (name -> the float Choice, with the measured
-    ratio in its reason): those whose kind and context have a :data:`CONV_SPEED` (or ``table``) ratio below
-    :data:`SPEED_FLOAT_BELOW`. A convolution made float here counts as a float reader for those before it.
+    ratio in its reason): a pooled image stem (:func:`is_image_stem`), the static members of an image stem block
+    (:func:`stem_block`: its Concat too), and those whose kind and context have a :data:`CONV_SPEED` (or ``table``)
+    ratio below :data:`SPEED_FLOAT_BELOW`. A convolution made float here counts as a float reader for those before it.
     ``shapes``: output shapes for the calibration feed (:func:`feed_shapes`) where the graph's are symbolic."""
     table = CONV_SPEED if table is None else table
     now = dict(chosen)
@@ -863,6 +974,11 @@ def speed_choices(
         c = now.get(n.name)
         if c is not None and c.mode == "static" and is_image_stem(n):
             out[n.name] = now[n.name] = Choice(n.name, n.op_type, "float", STEM_REASON)
+        elif c is not None and c.mode == "static":
+            for m in stem_block(n):
+                cm = now.get(m.name)
+                if cm is not None and cm.mode == "static":
+                    out[m.name] = now[m.name] = Choice(m.name, m.op_type, "float", STEM_BLOCK_REASON)
     for n in reversed(list(graph)):  # readers first: a reader kept float makes its writer's context float-reader
         c = now.get(n.name)
         y = n.outputs[0] if n.outputs else None
