@@ -260,3 +260,22 @@ def test_a_stem_block_stays_float_and_runs_in_float_layout_in_onnxruntime(tmp_pa
         ref = runtime.session(proto).run(None, f)[0]
         got = runtime.session(q).run(None, f)[0]
         assert np.abs(got - ref).max() <= 2 * report.error_max_abs + 1e-6
+
+
+def test_a_stem_block_allows_at_most_three_activation_ops_after_the_stem() -> None:
+    """As the docstring (and the pooled stem's rule) says: the stem's output passes through at most three activation
+    or affine ops before the branches; a fourth is no stem block (it was taken, the chain's end unchecked)."""
+    for ops, expected in ((1, True), (3, True), (4, False)):
+        proto = _hgnet_stem()
+        nodes = list(proto.graph.node)
+        i = next(k for k, n in enumerate(nodes) if n.name == "relu0")
+        chain, prev = [], "c0"
+        for j in range(ops):
+            out = "r0" if j == ops - 1 else f"act{j}"
+            chain.append(helper.make_node("Relu", [prev], [out], name=f"act{j}"))
+            prev = out
+        nodes[i : i + 1] = chain
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+        stem = next(n for n in from_proto(proto).graph if n.name == "stem")
+        assert bool(choice.stem_block(stem)) == expected, ops

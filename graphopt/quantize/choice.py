@@ -823,6 +823,8 @@ def stem_block(node: Node) -> list[Node]:
         if readers[0].op_type not in STEM_TO_POOL or not readers[0].outputs:
             return []
         y = readers[0].outputs[0]
+    else:  # a fourth activation/affine op: no stem block (at most three, as the pooled stem's)
+        return []
     if y is None:
         return []
     branches = y.users()
