@@ -24,11 +24,12 @@ quantizer sees PRelu. A PRelu with one slope per channel between two quantized t
 (``graphopt.quantize.transform._integer_prelus``: ``Max(Q(x), Q(slope * x))``, the product a depthwise 1x1
 QLinearConv; several times faster than this pass's form between DequantizeLinear and QuantizeLinear, whose Mul by a
 channel vector onnxruntime runs slowly in its NHWC layout); the PRelus it leaves float -- an image stem's (the Conv
-before it kept float), one read by a float op, one whose slopes are some above 1 and some below -- this pass
-rewrites. Decomposing before quantization instead (the quantizer then sees Relu/Min/Mul/Add) measured the same
-on the MTCNN models at one thread before the integer form existed (int8 ms, every PRelu decomposed before / after
-quantizing: pnet 1.012/1.019, rnet 0.076/0.073, onet 0.295/0.299) and quantized rnet's dense layer differently, so
-the quantizer's view is kept.
+before it kept float), one read by a float op, one whose slopes are some above 1 and some below, one whose slope
+is no channel's (a dense layer's rank-2 output, mtcnn-rnet/onet's; an elementwise or last-axis slope), any at
+opset 12 -- this pass rewrites (where it applies: 2048 elements per sample and more). Decomposing before
+quantization instead (the quantizer then sees Relu/Min/Mul/Add) measured the same on the MTCNN models at one
+thread before the integer form existed (int8 ms, every PRelu decomposed before / after quantizing: pnet 1.012/1.019,
+rnet 0.076/0.073, onet 0.295/0.299) and quantized rnet's dense layer differently, so the quantizer's view is kept.
 A PRelu whose x has no inferred
 shape (after a com.microsoft DynamicQuantizeMatMul, say) stays. The context option ``keep_prelu`` turns the pass off
 (before/after comparisons). The four-node form is written only where the run asks for speed: ``-O3``, and runs that
