@@ -338,6 +338,17 @@ def test_a_main_graph_name_next_to_body_names_still_works(tmp_path, capsys) -> N
             "loads the model, from Add: to keep those float, --exclude-op Add",
         ),
         ("FusedConv", "--exclude-op 'FusedConv' is a com.microsoft op type, no node of this model: onnxruntime forms"),
+        # onnxruntime forms these from DequantizeLinear -> MatMul (a float output; a DynamicQuantizeLinear's input)
+        (
+            "MatMulIntegerToFloat",
+            "--exclude-op 'MatMulIntegerToFloat' is a com.microsoft op type, no node of this model: onnxruntime forms "
+            "it when it loads the model, from MatMul: to keep those float, --exclude-op MatMul",
+        ),
+        (
+            "DynamicQuantizeMatMul",
+            "--exclude-op 'DynamicQuantizeMatMul' is a com.microsoft op type, no node of this "
+            "model: onnxruntime forms it when it loads the model, from MatMul",
+        ),
         (
             "QuickGelu",
             "--exclude-op 'QuickGelu' is a com.microsoft op type, no node of this model: graphopt quantizes ONNX ops "

@@ -102,6 +102,8 @@ ORT_FORMS = {
     "FusedGemm": "Gemm",
     "FusedMatMul": "MatMul",
     "TransposeMatMul": "MatMul",
+    "MatMulIntegerToFloat": "MatMul",
+    "DynamicQuantizeMatMul": "MatMul",
 }
 """Op types onnxruntime forms itself when it loads a model (its QDQ fusions of DequantizeLinear -> op ->
 QuantizeLinear, its activation fusions), by the ONNX op they are formed from: an ``--exclude-op`` of one names no
