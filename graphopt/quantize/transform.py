@@ -58,7 +58,7 @@ class Options:
     """Target ort: a PRelu with one slope per channel, all at most 1 (or all at least 1), between quantized tensors
     runs on integers, ``Max(x, slope * x)`` (``Min``) with ``slope * x`` a depthwise 1x1 QLinearConv and a uint8
     Max, see :func:`_integer_prelus`, instead of a float island DQ -> PRelu -> Q. From opset 13 (the slope weights'
-    per-axis DequantizeLinear; an opset-11 model quantized per channel is upgraded to 13 first)."""
+    per-axis DequantizeLinear; a model below opset 13 quantized per channel is upgraded to 13 first)."""
     float_outputs: frozenset[str] = frozenset()
     """Names of planned nodes whose output stays float (int8 inputs only: onnxruntime runs a MatMul so as
     MatMulIntegerToFloat), chosen when quantizing the output would cost too much accuracy."""
