@@ -122,9 +122,12 @@ class QuantizeConfig:
     """Below ``sqnr_floor_db`` (and without ``max_error``), keep the most damaging layers float until the output SQNR
     reaches the floor (a bisection over the layers ranked by their estimated error, within ``fallback_runs`` and
     ``fallback_time``), and say so; False: write the int8 model as it is, with the warning only."""
-    fallback_runs: int = 12
+    fallback_runs: int = 24
     """The SQNR floor's search: at most this many candidate models, each one run over the calibration set (all the
-    demotable layers float, then bisection: enough for 2048 ranked steps)."""
+    demotable layers float, then rounds of bisection, each about log2(steps) runs and one layer found needed). Was 12,
+    one round over a few dozen steps: on ppocrv5-det-op11 (9.7 dB all-int8) the search ran out with 23 layers float,
+    where 24 runs find 2 (Conv.2, Conv.3) for the same 10.7 dB, in the same 13 s of the whole run (the search stops
+    when a round finds no shorter set, well before the bound)."""
     fallback_time: float | None = None
     """... and, when set, at most this many times the plain quantize's time (with the percentile method's check,
     ``clip_check``, each of its two runs has this budget). None (the default): no time limit, so that the layers kept
