@@ -410,17 +410,17 @@ def _integer_hard_sigmoids(
 def prelu_channel_slope(node: Node) -> np.ndarray | None:
     """The slope of a PRelu as one float64 value per channel (axis 1 of ``x``, known), when it has one per channel
     and they are not all equal; else None (a slope of one value is LeakyRelu's, ``decompose-prelu`` writes that; an
-    elementwise or last-axis slope is no channel's). ``x`` of rank 3 or more (a Conv reads it), the slope a finite
-    float32 constant."""
-    if node.op_type != "PRelu" or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2:
-        return None
-    x, s = node.inputs
-    c = constant_array(s) if s is not None else None
-    shape = x.shape if x is not None else None
-    if c is None or c.dtype != np.float32 or shape is None or len(shape) < 3 or c.ndim > len(shape):
+    elementwise or last-axis slope is no channel's). ``x`` of rank 3 or more (a Conv reads it), the slope one that
+    ``decompose-prelu`` may rewrite (:func:`graphopt.passes.decompose_prelu.prelu_slope`: a finite float32 constant
+    broadcastable to ``x``)."""
+    from graphopt.passes.decompose_prelu import prelu_slope
+
+    c = prelu_slope(node)
+    shape = node.inputs[0].shape if c is not None else None  # type: ignore[union-attr]
+    if c is None or shape is None or len(shape) < 3:
         return None
     channels = shape[1]
-    if not isinstance(channels, int) or channels < 2 or not np.all(np.isfinite(c)):
+    if not isinstance(channels, int) or channels < 2:
         return None
     dims = (1,) * (len(shape) - c.ndim) + tuple(c.shape)
     if dims[1] != channels or any(d != 1 for i, d in enumerate(dims) if i != 1):
@@ -535,13 +535,14 @@ def _quantize_like(graph: Graph, v: Value, q: Node, base: str, new: list[Node]) 
 
 
 def _scalar_qparams(a: Node, b: Node) -> bool:
-    """Whether two QuantizeLinear/DequantizeLinear nodes have a constant scalar scale and zero point each, the same
-    (``a`` and ``b`` may be one node: whether it has them)."""
-    if len(a.inputs) < 3 or len(b.inputs) < 3:
+    """Whether two QuantizeLinear/DequantizeLinear nodes have a constant scalar scale and zero point each
+    (``qdq_rules._scalar_params``), the same (``a`` and ``b`` may be one node: whether it has them)."""
+    from graphopt.quantize.qdq_rules import _scalar_params
+
+    pa, pb = _scalar_params(a), _scalar_params(b)
+    if pa is None or pb is None or pa[1] is None or pb[1] is None:
         return False
-    pairs = [(constant_array(a.inputs[i]), constant_array(b.inputs[i])) for i in (1, 2)]
-    return all(u is not None and v is not None and u.size == 1 and v.size == 1 and u.dtype == v.dtype
-               and u.reshape(()) == v.reshape(()) for u, v in pairs)  # fmt: skip
+    return all(u.dtype == v.dtype and u.reshape(()) == v.reshape(()) for u, v in zip(pa, pb, strict=True))
 
 
 def clips_read_integers(clips: list[Node]) -> None:
