@@ -731,23 +731,23 @@ def runs_as_integer(node: Node) -> str | None:
     if y is None or body.is_output(y) or len(y.uses) != 1:
         return None
     q, i = next(iter(y.uses))
-    if q.op_type != "QuantizeLinear" or i != 0 or _scalar_params(q) is None:
+    params = _scalar_params(q) if q.op_type == "QuantizeLinear" and i == 0 else None
+    if params is None:
         return None
-    types = {_zero_point_type(q)}
+    types = {_integer_type(params)}
     for v in node.inputs:
         p = v.producer if v is not None else None
-        if p is None or p.op_type != "DequantizeLinear" or _scalar_params(p) is None:
+        params = _scalar_params(p) if p is not None and p.op_type == "DequantizeLinear" else None
+        if params is None:
             return None  # a float input (a float layer's output, a float constant): onnxruntime fuses nothing
-        types.add(_zero_point_type(p))
-    return op if len(types) == 1 and None not in types else None
+        types.add(_integer_type(params))
+    return op if len(types) == 1 else None
 
 
-def _zero_point_type(node: Node) -> str | None:
-    """The integer type of a QuantizeLinear/DequantizeLinear (its zero point's; uint8 without one), or None."""
-    if len(node.inputs) > 2 and node.inputs[2] is not None:
-        zp = constant_array(node.inputs[2])
-        return None if zp is None else str(zp.dtype)
-    return "uint8"
+def _integer_type(params: tuple[np.ndarray, np.ndarray | None]) -> str:
+    """The integer type of a QuantizeLinear/DequantizeLinear given its :func:`_scalar_params`: its zero point's,
+    uint8 without one."""
+    return "uint8" if params[1] is None else str(params[1].dtype)
 
 
 def _from_dequantize(v: Value | None) -> bool:
