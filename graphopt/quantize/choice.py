@@ -752,20 +752,24 @@ def is_image_stem(node: Node) -> bool:
     flipped none: the calibration set's SQNR (72.8 against 45.9 dB) did not show it. On ppocrv4-cls-op11 (1x3x48x192,
     its stem 72 us int8 against 29 us float per node) the pool-less stem kept float made the model slower, 1.01x ->
     0.99x fp32's, and its SQNR over 16 held-out lines 48.6 -> 42.1 dB (benchmarks/RESULTS-int8-kernels.md)."""
-    if not _stem_conv(node):
-        return False
+    y = _stem_activations_end(node) if _stem_conv(node) else None
+    readers = y.users() if y is not None else []
+    return len(readers) == 1 and readers[0].op_type == "MaxPool"
+
+
+def _stem_activations_end(node: Node) -> Value | None:
+    """Where the stem ``node``'s output leaves its activation/affine ops: the value after at most three
+    :data:`STEM_TO_POOL` ops with one reader each, whose readers are not one more such op (a MaxPool, the branches of
+    a :func:`stem_block`, ...); None where a graph output or a fourth such op comes first."""
     y = node.outputs[0] if node.outputs else None
     for _ in range(4):
-        readers = y.users() if y is not None else []
-        if y is None or len(readers) != 1 or y.is_graph_output(node.graph):
-            return False
-        (r,) = readers
-        if r.op_type == "MaxPool":
-            return True
-        if r.op_type not in STEM_TO_POOL or not r.outputs:
-            return False
-        y = r.outputs[0]
-    return False
+        if y is None or y.is_graph_output(node.graph):
+            return None
+        readers = y.users()
+        if len(readers) != 1 or readers[0].op_type not in STEM_TO_POOL or not readers[0].outputs:
+            return y
+        y = readers[0].outputs[0]
+    return None  # a fourth activation/affine op
 
 
 STEM_BRANCH_OPS = frozenset({"Conv", "MaxPool", "Relu", "Clip", "Pad", "BatchNormalization"})
@@ -810,21 +814,8 @@ def stem_block(node: Node) -> list[Node]:
     ends; that Concat's one reader is a Conv with a constant weight. The stem's output channels and those of each
     branch's end (its last Conv's, else the stem's) are multiples of :data:`STEM_BLOCK_CHANNELS`. A stem whose output
     reaches a MaxPool alone is :func:`is_image_stem`'s."""
-    if not _stem_conv(node):
-        return []
     graph = node.graph
-    y = node.outputs[0] if node.outputs else None
-    for _ in range(4):
-        if y is None or y.is_graph_output(graph):
-            return []
-        readers = y.users()
-        if len(readers) != 1 or readers[0].op_type in ("MaxPool", "Conv"):
-            break
-        if readers[0].op_type not in STEM_TO_POOL or not readers[0].outputs:
-            return []
-        y = readers[0].outputs[0]
-    else:  # a fourth activation/affine op: no stem block (at most three, as the pooled stem's)
-        return []
+    y = _stem_activations_end(node) if _stem_conv(node) else None
     if y is None:
         return []
     branches = y.users()
