@@ -1093,11 +1093,17 @@ def _float_fused(st: _State) -> dict[str, str]:
 
 def _ort_node_ops(quantized: onnx.ModelProto) -> dict[str, str]:
     """Node name -> op type in onnxruntime's optimized graph of ``quantized`` (If/Loop bodies too)."""
+    return {n.name: n.op_type for n in _ort_nodes(quantized)}
+
+
+def _ort_nodes(quantized: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes of onnxruntime's optimized graph of ``quantized`` (extended level, If/Loop bodies too), read back
+    from the file it writes."""
     with tempfile.TemporaryDirectory(prefix="graphopt-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         runtime.session(quantized, optimization="extended", optimized_path=path)
         optimized = onnx.load(path, load_external_data=False)
-    return {n.name: n.op_type for n in _all_nodes(optimized.graph)}
+    return list(_all_nodes(optimized.graph))
 
 
 def _body_layers(st: _State) -> dict[str, str]:
@@ -1511,13 +1517,10 @@ def _layer_sqnr(
 def _fused_layers(quantized: onnx.ModelProto, layers: Sequence[analysis.Layer]) -> dict[str, str]:
     """Which layers onnxruntime turned into integer kernels: layer name -> the op it became.
 
-    onnxruntime's QDQ fusions keep the fused node's name; its optimized graph is read back from a file it writes.
+    onnxruntime's QDQ fusions keep the fused node's name; its optimized graph is read back from a file it writes
+    (:func:`_ort_nodes`).
     """
-    with tempfile.TemporaryDirectory(prefix="graphopt-") as tmp:
-        path = os.path.join(tmp, "optimized.onnx")
-        runtime.session(quantized, optimization="extended", optimized_path=path)
-        optimized = onnx.load(path, load_external_data=False)
-    nodes = list(_all_nodes(optimized.graph))  # If/Loop bodies too
+    nodes = _ort_nodes(quantized)
     by_name = {n.name: n.op_type for n in nodes}
     result = {}
     for layer in layers:
