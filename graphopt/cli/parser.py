@@ -20,8 +20,68 @@ EXIT_USER_ERROR = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    """graphopt's parsers: one-line errors (exit 2), no abbreviated options (``--calib-dat`` is not silently
+    ``--calib-data``, ``--int8`` does not complain about ``--int8-layer``), and a guess for an unknown option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other user error
         self.exit(EXIT_USER_ERROR, f"graphopt: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        argv = sys.argv[1:] if args is None else list(args)
+        _missing_command(self, argv)
+        parsed, extras = self.parse_known_args(argv, namespace)
+        if extras:
+            sub = self._command_parser(getattr(parsed, "command", None))
+            hint = _option_hint(sub or self, extras)
+            (sub or self).error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+    def _command_parser(self, command: str | None) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]  # type: ignore[no-any-return]
+        return None
+
+
+def _missing_command(parser: _Parser, argv: list[str]) -> None:
+    """``graphopt model.onnx -o out.onnx``: the subcommand was left out. When the first word names a file (or an
+    .onnx path), say which command line was probably meant rather than only listing the commands."""
+    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if not commands or not argv or argv[0].startswith("-") or argv[0] in commands:
+        return
+    first = argv[0]
+    if first.lower().endswith(".onnx") or Path(first).is_file():
+        import shlex
+
+        meant = shlex.join(["graphopt", "optimize", *argv])
+        parser.error(f"{first!r} is not a command; to optimize a model the command is: {meant}")
+
+
+def _option_hint(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """'; did you mean ...?' for the first unknown option: the nearest option name (difflib), or an option whose
+    value it is (``--fp16``: ``--precision fp16``, ``--int8``: ``--quantize int8``)."""
+    import difflib
+
+    values: dict[str, str] = {}
+    for action in parser._actions:
+        if action.option_strings and action.choices is not None and not isinstance(action.choices, range):
+            for choice in action.choices:
+                values.setdefault(f"--{choice}", f"{action.option_strings[-1]} {choice}")
+    names = [o for o in parser._option_string_actions if o.startswith("--")]
+    for word in extras:
+        if not word.startswith("--"):
+            continue
+        flag = word.split("=", 1)[0]
+        if flag.lower() in values:
+            return f"; did you mean {values[flag.lower()]}?"
+        close = difflib.get_close_matches(flag, names, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
