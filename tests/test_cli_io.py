@@ -97,6 +97,64 @@ needs_proc = pytest.mark.skipif(not (PROC / "self").is_dir(), reason="no /proc")
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# 1, 2: every output path is checked for writability before any work
+# --------------------------------------------------------------------------------------------------------------------
+def test_unwritable_output_folder_fails_before_any_work(ro: Path, no_work: None, capsys) -> None:
+    out = ro / "x.onnx"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(out), "--quantize", "int8-dynamic")
+    _one_line_error(code, err, str(out), "cannot write", f"in {ro}")
+    assert list(ro.iterdir()) == []
+
+
+@needs_proc
+def test_output_in_a_folder_nothing_can_be_created_in(no_work: None, capsys) -> None:
+    out = PROC / "graphopt-test.onnx"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(out))
+    _one_line_error(code, err, str(out), "cannot write the output in /proc")
+
+
+def test_unwritable_report_folder_writes_no_model(ro: Path, tmp_path: Path, no_work: None, capsys) -> None:
+    out, page = tmp_path / "y.onnx", ro / "r.html"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(out), "--report", str(page))
+    _one_line_error(code, err, str(page), "cannot write the report")
+    assert not out.exists()
+
+
+@needs_proc
+def test_report_in_a_folder_nothing_can_be_created_in_writes_no_model(tmp_path: Path, no_work: None, capsys) -> None:
+    out, page = tmp_path / "y.onnx", PROC / "graphopt-test.html"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(out), "--report", str(page))
+    _one_line_error(code, err, str(page), "cannot write the report in /proc")
+    assert not out.exists()
+
+
+def test_the_writability_probe_leaves_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "y.onnx"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(out), "--report", str(tmp_path / "r.html"), "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "y.onnx"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 3: '-' is not a file name for what graphopt writes
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["optimize", str(CNN), "-o", "-"], "-o -"),
+        (["optimize", str(CNN), "-o", "y.onnx", "--report", "-"], "--report -"),
+        (["report", "r.json", "-o", "-"], "-o -"),
+    ],
+)
+def test_dash_as_an_output_is_an_error(argv: list[str], flag: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.json").write_text("{}")
+    code, _, err = _run(capsys, *argv)
+    _one_line_error(code, err, flag, "stdout")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # 4: no abbreviated options; an unknown option gets the nearest name or the option whose value it is
 # --------------------------------------------------------------------------------------------------------------------
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -134,3 +192,26 @@ def test_abbreviated_or_unknown_option(extra: list[str], needles: list[str], tmp
 def test_unknown_option_of_another_command(capsys) -> None:
     code, _, err = _run(capsys, "bench", str(CNN), "--run", "3")
     _one_line_error(code, err, "--run 3", "did you mean --runs?", "graphopt bench --help")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 8: a forgotten subcommand, and report given a model
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("first", [str(CNN), "cnn.onnx", "Model.ONNX"])
+def test_forgotten_subcommand_suggests_optimize(first: str, capsys) -> None:
+    code, _, err = _run(capsys, first, "-o", "z.onnx")
+    _one_line_error(code, err, f"{first!r} is not a command", f"graphopt optimize {first} -o z.onnx")
+
+
+def test_unknown_command_still_lists_the_commands(capsys) -> None:
+    code, _, err = _run(capsys, "optimise", "m.onnx")
+    _one_line_error(code, err, "invalid choice: 'optimise'", "'optimize'")
+
+
+def test_report_of_a_model_says_what_it_expects(tmp_path: Path) -> None:
+    page = tmp_path / "r.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphopt", "report", str(CNN), "-o", str(page)], capture_output=True, text=True
+    )
+    _one_line_error(proc.returncode, proc.stderr, str(CNN), "an ONNX model", "optimize --json")
+    assert "codec" not in proc.stderr and not page.exists()

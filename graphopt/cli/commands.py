@@ -93,15 +93,27 @@ def _output_path(args: argparse.Namespace) -> Path:
     if not args.output and not args.in_place:
         raise GraphoptError("no output file: give -o OUT (or --in-place to overwrite the input)")
     out = Path(args.output) if args.output else src
-    if out.name in ("", ".", ".."):
-        raise GraphoptError(f"{out}: output is a directory")
-    problem = output_folder_problem(out)  # a missing folder, or a path component that is a file
-    if problem:
-        raise GraphoptError(problem)
-    target_identity(out, "output")
+    writable_target(out, "-o", "output")
     if not args.in_place and same_file(src, out):
         raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
     return out
+
+
+def writable_target(path: Path, flag: str, what: str) -> None:
+    """Refuse, before any work, a file the command would write but cannot: ``-`` (graphopt writes no model or page
+    to stdout, and a file named ``-`` is a trap), a directory name, a folder that is missing, not a folder or not
+    writable, or an existing non-regular file (a device, a FIFO, a directory). Every file a run writes goes through
+    this, so a run that would fail to write any of them writes none."""
+    if str(path) == "-":
+        raise GraphoptError(
+            f"{flag} -: graphopt does not write the {what} to stdout; give a file name (./- for a file named '-')"
+        )
+    if path.name in ("", ".", ".."):
+        raise GraphoptError(f"{path}: {what} is a directory")
+    problem = output_folder_problem(path, what)  # a missing or unwritable folder, or a path component that is a file
+    if problem:
+        raise GraphoptError(problem)
+    target_identity(path, what)
 
 
 @contextmanager
@@ -142,10 +154,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     out = _output_path(args)
     if args.report:
         page = Path(args.report)
-        problem = output_folder_problem(page)
-        if problem:
-            raise GraphoptError(problem)
-        target_identity(page, "report")  # a regular file or nothing: never a device, FIFO or directory
+        writable_target(page, "--report", "report")  # a regular file or nothing: never a device, FIFO or directory
         for model_path, role in ((src, "input"), (out, "output")):
             if page.resolve() == model_path.resolve() or same_file(page, model_path):
                 raise GraphoptError(f"{page}: --report would overwrite the {role} model")
@@ -345,10 +354,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from graphopt.tools.report import write_report
 
     src = args.result
+    expected = "graphopt report expects the JSON that graphopt optimize --json printed"
+    writable_target(Path(args.output), "-o", "report")  # before reading stdin, which may never end
     try:
-        text = sys.stdin.read() if src == "-" else Path(src).read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GraphoptError(f"{src}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        text = sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        what = "an ONNX model" if str(src).endswith(".onnx") else "binary data"
+        raise GraphoptError(f"{src}: not JSON ({what}, not text); {expected}") from None
+    except OSError as e:
+        raise GraphoptError(f"{src}: cannot read: {e.strerror or e}") from None
     try:
         summary = json.loads(text)
     except json.JSONDecodeError as e:

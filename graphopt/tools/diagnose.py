@@ -22,13 +22,24 @@ def checker_rejection(path: Path, rejected: GraphoptError) -> GraphoptError:
     return rejected
 
 
-def output_folder_problem(out: Path) -> str | None:
-    """Why ``out`` cannot be created in its folder (None: the folder exists): a component that is a file, or a
-    folder that does not exist."""
+def output_folder_problem(out: Path, what: str = "output") -> str | None:
+    """Why ``out`` cannot be created in its folder (None: it can): a component that is a file, a folder that does not
+    exist, or a folder graphopt cannot create files in (read-only, immutable, no permission: found by creating and
+    removing a temporary file there, since permission bits say nothing to root or on a read-only mount). Called
+    before any work, so that a run that cannot write its result fails in a second, not after the optimization."""
+    import os
+    import tempfile
+
     folder = out.parent if str(out.parent) else Path(".")
-    if folder.is_dir():
-        return None
-    for part in (folder, *folder.parents):
-        if part.exists() and not part.is_dir():
-            return f"{out}: {part} is a file, not a folder"
-    return f"{out}: output folder {folder} does not exist"
+    if not folder.is_dir():
+        for part in (folder, *folder.parents):
+            if part.exists() and not part.is_dir():
+                return f"{out}: {part} is a file, not a folder"
+        return f"{out}: {what} folder {folder} does not exist"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    except (OSError, ValueError) as e:
+        return f"{out}: cannot write the {what} in {folder} ({getattr(e, 'strerror', None) or e})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
