@@ -24,9 +24,64 @@ from graphopt.engine.pass_manager import PassManager, PassReport, ProgressHook
 from graphopt.engine.passes_api import TARGETS, Pass, PassContext, as_passes, context_options, get_pass, level_pipeline
 from graphopt.errors import GraphoptError
 
-Calibration = Iterable[Mapping[str, Any]] | Callable[[Model], "tuple[list[dict[str, Any]], list[str] | None]"]
-"""Feed dicts keyed by input name, or a function of the loaded model returning the feeds and where each came from
-(the CLI reads a folder or draws random samples once the model is loaded)."""
+Calibration = (
+    Iterable[Mapping[str, Any]]
+    | str
+    | os.PathLike[str]
+    | Callable[[Model], "tuple[list[dict[str, Any]], list[str] | None]"]
+)
+"""Feed dicts keyed by input name, a directory of ``.npz`` files (one feed dict each, as ``--calib-data`` reads), or
+a function of the loaded model returning the feeds and where each came from (the CLI reads a folder or draws random
+samples once the model is loaded)."""
+
+CALIBRATION_FORMS = (
+    "a directory of .npz files (str or os.PathLike), an iterable of feed dicts {input name: array}, or a function "
+    "of the loaded Model returning (feeds, sources)"
+)
+
+
+def dir_calibration(path: str | os.PathLike[str]) -> Callable[[Model], tuple[list[dict[str, Any]], list[str]]]:
+    """Calibration read from a directory of ``.npz`` files once the model is loaded (each file's arrays matched
+    against its inputs): what ``--calib-data DIR`` and ``optimize(calibration=DIR)`` both use. The directory is
+    checked now (exists, is a directory, holds .npz files), before any work."""
+    from graphopt.quantize.calibration import load_dir, npz_files
+
+    npz_files(path)
+
+    def read(model: Model) -> tuple[list[dict[str, Any]], list[str]]:
+        named = load_dir(path, model)
+        return [feed for _, feed in named], [str(f) for f, _ in named]
+
+    return read
+
+
+def _calibration_arg(calibration: Any, spell: Callable[[str], str]) -> Any:
+    """``calibration`` in one of its accepted forms (a path becomes :func:`dir_calibration`); any other type is a
+    GraphoptError naming the forms, never a raw error from deep inside (``dict("calib")``)."""
+    if calibration is None or callable(calibration):
+        return calibration
+    if isinstance(calibration, str | os.PathLike):
+        return dir_calibration(calibration)
+    if isinstance(calibration, Mapping):
+        raise GraphoptError(
+            f"{spell('calibration')} is a single dict; pass a list of feed dicts ([feed, ...]), one per sample "
+            f"(it must be {CALIBRATION_FORMS})"
+        )
+    if isinstance(calibration, bytes | bytearray) or not isinstance(calibration, Iterable):
+        raise GraphoptError(f"{spell('calibration')} must be {CALIBRATION_FORMS}; got {type(calibration).__name__}")
+    return calibration
+
+
+def _feed_dicts(calibration: Iterable[Any]) -> list[dict[str, Any]]:
+    feeds = []
+    for i, feed in enumerate(calibration):
+        if not isinstance(feed, Mapping):
+            raise GraphoptError(
+                f"calibration item #{i} is of type {type(feed).__name__}, not a feed dict {{input name: array}}; "
+                f"calibration must be {CALIBRATION_FORMS}"
+            )
+        feeds.append(dict(feed))
+    return feeds
 
 
 def _spell_api(name: str) -> str:
@@ -76,6 +131,7 @@ class OptimizeRequest:
             raise GraphoptError(f"{spell('precision')} must be 'fp16' or 'bf16', got {self.precision!r}")
         if self.precision and self.quantize:
             raise GraphoptError(f"give either {spell('precision')} or {spell('quantize')}, not both")
+        self.calibration = _calibration_arg(self.calibration, spell)
         if self.quantize == "int8" and self.calibration is None:
             raise GraphoptError(
                 f"{spell('quantize')}='int8' needs calibration data: pass calibration=[{{input name: array}}, ...]"
@@ -135,7 +191,7 @@ def run_request(
     feeds: list[dict[str, Any]] | None = None
     sources: list[str] | None = None
     if request.calibration is not None and not callable(request.calibration):
-        feeds = [dict(feed) for feed in request.calibration]  # read once; the quantize-int8 pass sees it too
+        feeds = _feed_dicts(request.calibration)  # read once; the quantize-int8 pass sees it too
         options["calibration"] = feeds
     if request.quantize_options is not None:
         options["quantize_options"] = request.quantize_options
@@ -256,7 +312,7 @@ def optimize(
     progress: ProgressHook | None = None,
     logger: logging.Logger | None = None,
     quantize: str | None = None,
-    calibration: Iterable[Mapping[str, Any]] | None = None,
+    calibration: Iterable[Mapping[str, Any]] | str | os.PathLike[str] | None = None,
     quantize_options: Any = None,
     prune_channels: float | None = None,
     prune_weights: float | str | None = None,
@@ -283,7 +339,8 @@ def optimize(
     before it; a pass that moved the outputs is undone with a warning (``strict=True``: raise VerificationError).
 
     ``quantize="int8"`` quantizes the result to QDQ int8 for ``target`` after the pipeline, calibrated on
-    ``calibration`` (an iterable of feed dicts keyed by input name); ``quantize_options`` is a
+    ``calibration``: an iterable of feed dicts keyed by input name, or a directory of ``.npz`` files (a str or
+    os.PathLike, read as ``--calib-data`` reads it); any other type is a GraphoptError. ``quantize_options`` is a
     :class:`graphopt.quantize.QuantizeConfig` or a dict of its fields (method, exclude, max_error, ...). The
     quantization report is ``report[0].quantization``. ``quantize="int4"`` quantizes MatMul/Gemm weights to blocked
     int4 instead (:mod:`graphopt.quantize.int4`; ``quantize_options`` an ``Int4Config`` or a dict of its fields:

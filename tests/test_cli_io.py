@@ -195,6 +195,85 @@ def test_unknown_option_of_another_command(capsys) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# 5, 6: calibration data: what is wrong with the path, and the same directory reader from Python
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def calib(tmp_path: Path) -> Path:
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.savez(folder / f"{i}.npz", input=rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
+    return folder
+
+
+def test_calib_data_naming_a_file_says_so(calib: Path, tmp_path: Path, no_work: None, capsys) -> None:
+    f = calib / "0.npz"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8",
+                        "--calib-data", str(f))  # fmt: skip
+    line = _one_line_error(code, err, str(f), "a file, not a directory", "directory of .npz files")
+    assert "not found" not in line
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [
+        (["0.npy", "1.npy", "2.npy"], "found 3 .npy files"),
+        (["a.png", "b.jpg", "c.png"], "found 2 .png files, 1 .jpg file"),
+        ([], "it is empty"),
+    ],
+)
+def test_calib_data_without_npz_says_what_it_found(
+    files: list[str], found: str, tmp_path: Path, no_work: None, capsys
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_bytes(b"x")
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8",
+                        "--calib-data", str(folder))  # fmt: skip
+    _one_line_error(code, err, str(folder), "no .npz calibration files", found)
+
+
+def _int8(calibration: object) -> onnx.ModelProto:
+    model = graphopt.optimize(
+        onnx.load(str(CNN)), quantize="int8", calibration=calibration, quantize_options={"cache": False}
+    )
+    assert isinstance(model, onnx.ModelProto)
+    return model
+
+
+def test_api_calibration_takes_a_directory_like_calib_data(calib: Path) -> None:
+    feeds = [dict(np.load(f)) for f in sorted(calib.glob("*.npz"))]
+    expected = _int8(feeds).SerializeToString()
+    assert _int8(str(calib)).SerializeToString() == expected
+    assert _int8(calib).SerializeToString() == expected  # os.PathLike
+
+
+@pytest.mark.parametrize(
+    ("calibration", "needle"),
+    [
+        (3, "got int"),
+        (b"calib", "got bytes"),
+        ({"input": np.zeros((1, 3, 32, 32), np.float32)}, "a single dict; pass a list of feed dicts"),
+        ([np.zeros((1, 3, 32, 32), np.float32)], "item #0 is of type ndarray, not a feed dict"),
+        ("no/such/dir", "calibration data directory not found"),
+    ],
+)
+def test_api_calibration_of_another_type_names_the_accepted_forms(calibration: object, needle: str) -> None:
+    with pytest.raises(GraphoptError, match=None) as exc:
+        graphopt.optimize(str(CNN), quantize="int8", calibration=calibration)
+    assert needle in str(exc.value)
+    if "dir" not in needle:
+        assert "a directory of .npz files (str or os.PathLike)" in str(exc.value)
+
+
+def test_api_calibration_file_path(calib: Path) -> None:
+    with pytest.raises(GraphoptError, match="a file, not a directory"):
+        graphopt.optimize(str(CNN), quantize="int8", calibration=calib / "0.npz")
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # 8: a forgotten subcommand, and report given a model
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("first", [str(CNN), "cnn.onnx", "Model.ONNX"])

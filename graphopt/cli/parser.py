@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from graphopt import __version__
-from graphopt.api import OptimizeRequest
+from graphopt.api import OptimizeRequest, dir_calibration
 from graphopt.core.ir import Model
 from graphopt.engine.passes_api import TARGETS
 from graphopt.errors import GraphoptError
@@ -595,8 +595,10 @@ def _mode_flags(args: argparse.Namespace) -> dict[str, bool]:
         raise GraphoptError(f"--calib-random must be at least 1, got {args.calib_random}")
     if args.calib_shape and args.calib_random is None:
         raise GraphoptError("--calib-shape needs --calib-random (with --calib-data the shapes are the data's)")
-    if args.calib_data and not Path(args.calib_data).is_dir():
-        raise GraphoptError(f"{args.calib_data}: calibration data directory not found")
+    if args.calib_data:
+        from graphopt.quantize.calibration import npz_files
+
+        npz_files(args.calib_data)  # a file, a missing folder or one without .npz files: now, not after the passes
     for flag, on in given.items():
         if on and flag not in allowed[mode]:
             what = f"--precision {args.precision}" if mode == "precision" else f"--quantize {mode}"
@@ -759,8 +761,7 @@ def _calibration(args: argparse.Namespace, model: Model) -> tuple[list[dict[str,
     from graphopt.quantize import calibration
 
     if args.calib_data:
-        named = calibration.load_dir(args.calib_data, model)
-        return [feed for _, feed in named], [str(path) for path, _ in named]
+        return dir_calibration(args.calib_data)(model)  # the same reader as optimize(calibration=DIR)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         feeds = calibration.random_feeds(model, args.calib_random, shapes=_calib_shapes(args.calib_shape))

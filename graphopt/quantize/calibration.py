@@ -119,12 +119,7 @@ def load_dir(path: str | os.PathLike[str], model: Model | None = None) -> list[t
     objects are refused; a damaged file (truncated, bad CRC, not a zip) and NaN or Inf values are one-line errors
     naming the file.
     """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise GraphoptError(f"{folder}: calibration data directory not found")
-    files = sorted(folder.glob("*.npz"))
-    if not files:
-        raise GraphoptError(f"{folder}: no .npz calibration files in the directory")
+    files = npz_files(path)
     feeds = []
     for f in files:
         feed = _load_npz(f, model)
@@ -132,6 +127,43 @@ def load_dir(path: str | os.PathLike[str], model: Model | None = None) -> list[t
             check_feed(model, feed, str(f))
         feeds.append((f, feed))
     return feeds
+
+
+def npz_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The ``.npz`` files of a calibration directory, sorted by name (read nothing yet). One-line errors say what is
+    there instead: a file rather than a directory, nothing at all, or files of other kinds (``found 3 .npy files``)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        if folder.exists():
+            kind = "a file" if folder.is_file() else "not a file or directory"
+            raise GraphoptError(
+                f"{folder}: {kind}, not a directory; calibration data is a directory of .npz files (one feed dict "
+                "per file)"
+            )
+        raise GraphoptError(f"{folder}: calibration data directory not found")
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise GraphoptError(f"{folder}: cannot read the calibration data directory ({e.strerror or e})") from None
+    files = [f for f in entries if f.name.endswith(".npz") and not f.is_dir()]
+    if not files:
+        raise GraphoptError(f"{folder}: no .npz calibration files in the directory ({_found(entries)})")
+    return files
+
+
+def _found(entries: list[Path]) -> str:
+    """What a folder holds, by kind: 'found 3 .npy files, 1 folder', or 'it is empty'."""
+    from collections import Counter
+
+    kinds = Counter("folder" if e.is_dir() else (e.suffix.lower() or "no-extension") for e in entries)
+    if not kinds:
+        return "it is empty"
+    parts = []
+    for kind, n in kinds.most_common(4):
+        label = "folder" if kind == "folder" else f"{kind} file"
+        parts.append(f"{n} {label}{'' if n == 1 else 's'}")
+    more = len(kinds) - 4
+    return "found " + ", ".join(parts) + (f" and {more} other kind{'' if more == 1 else 's'}" if more > 0 else "")
 
 
 def _load_npz(f: Path, model: Model | None) -> dict[str, np.ndarray]:
