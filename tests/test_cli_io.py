@@ -274,6 +274,49 @@ def test_api_calibration_file_path(calib: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# 7: sizes count the external data files, and the data file written is named
+# --------------------------------------------------------------------------------------------------------------------
+def test_sizes_count_external_data_on_both_sides(tmp_path: Path, capsys) -> None:
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "out").mkdir()
+    src, out = tmp_path / "ext" / "m.onnx", tmp_path / "out" / "o.onnx"
+    onnx.save(onnx.load(str(CNN)), str(src), save_as_external_data=True, location="m.onnx.data", size_threshold=256)
+    src_data, out_data = tmp_path / "ext" / "m.onnx.data", tmp_path / "out" / "o.onnx.data"
+    code, stdout, err = _run(capsys, "optimize", str(src), "-o", str(out), "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert out_data.stat().st_size > 10_000
+    assert summary["bytes_before"] == src.stat().st_size + src_data.stat().st_size
+    assert summary["bytes_after"] == out.stat().st_size + out_data.stat().st_size
+    assert summary["external_data_before"] == {str(src_data): src_data.stat().st_size}
+    assert summary["external_data_after"] == {str(out_data): out_data.stat().st_size}
+
+    from graphopt.tools.summary import human_bytes
+
+    code, stdout, err = _run(capsys, "optimize", str(src), "-o", str(out))
+    assert code == 0, err
+    size = f"size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])} (with external data)"
+    assert size in stdout
+    assert f"data {src_data} {human_bytes(src_data.stat().st_size)} -> {out_data}" in stdout
+
+    inline = tmp_path / "out" / "inline.onnx"  # no data file written: none named, and the size is the one file's
+    code, stdout, err = _run(capsys, "optimize", str(src), "-o", str(inline), "--external-data", "no", "--json")
+    summary = json.loads(stdout)
+    assert summary["bytes_after"] == inline.stat().st_size and summary["external_data_after"] == {}
+    assert not (tmp_path / "out" / "inline.onnx.data").exists()
+
+
+def test_sizes_without_external_data_are_the_files(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o.onnx"
+    code, stdout, err = _run(capsys, "optimize", str(CNN), "-o", str(out), "--json")
+    summary = json.loads(stdout)
+    assert summary["bytes_before"] == CNN.stat().st_size and summary["bytes_after"] == out.stat().st_size
+    assert summary["external_data_before"] == summary["external_data_after"] == {}
+    code, stdout, err = _run(capsys, "optimize", str(CNN), "-o", str(out))
+    assert "external data" not in stdout and "\n  data " not in stdout
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # 8: a forgotten subcommand, and report given a model
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("first", [str(CNN), "cnn.onnx", "Model.ONNX"])

@@ -182,6 +182,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     with progress:
         with timed(times, "load"), _step(progress, f"loading {src.name} ({human_bytes(in_size)})"):
             model = load_checked(src, run_checker=not args.no_check)
+        data_before = _data_files(model, src)  # before the save, which may replace them (--in-place)
         ops_before = op_histogram(model)
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
         data_path = out.parent / f"{out.name}.data" if wants_external_data(model, external) else None
@@ -229,7 +230,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         with timed(times, "save"):
             save_task = progress.add_task(f"saving {out.name}", total=None)
             with _clean_exit_on(*_TERMINATING_SIGNALS):
-                save(
+                data_written = save(
                     model,
                     out,
                     external_data=external,
@@ -238,7 +239,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                 )
             progress.remove_task(save_task)
 
-    summary = _summary(args, request, report, model, times, nodes, float_reasons, ops_before, in_size, out)
+    data_after = {} if data_written is None else {_shown(data_written, out): _file_size(data_written)}
+    files = (in_size, data_before, data_after)
+    summary = _summary(args, request, report, model, times, nodes, float_reasons, ops_before, files, out)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
@@ -263,17 +266,21 @@ def _summary(
     nodes: dict[str, int],
     float_reasons: list[dict[str, str]],
     ops_before: dict[str, int],
-    in_size: int,
+    files: tuple[int, dict[str, int], dict[str, int]],
     out: Path,
 ) -> dict[str, Any]:
-    """The run as one dict: what --json prints and --report renders."""
+    """The run as one dict: what --json prints and --report renders. ``bytes_before``/``bytes_after`` count the model
+    file and its external data files (``external_data_before``/``_after``: each data file and its bytes)."""
+    in_size, data_before, data_after = files
     summary = {
         "input": str(args.input),
         "output": str(out),
         "level": None if args.passes else request.level,
         "target": args.target,
-        "bytes_before": in_size,
-        "bytes_after": _file_size(out),
+        "bytes_before": in_size + sum(data_before.values()),
+        "bytes_after": _file_size(out) + sum(data_after.values()),
+        "external_data_before": data_before,
+        "external_data_after": data_after,
         "timing": {k: round(v, 4) for k, v in times.items()},
         **report.to_dict(),
         # the pipeline's own before/after are nodes_before/nodes_after; what was written can differ (pruning, int8)
@@ -371,6 +378,35 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise GraphoptError(f'{src}: not the output of graphopt optimize --json (no "passes")')
     write_report(summary, Path(args.output))
     return 0
+
+
+def _data_files(model: Model, src: Path) -> dict[str, int]:
+    """The external data files the loaded model reads (its model file left out), each with its size in bytes, named
+    as the user would: relative to the model's folder as given on the command line."""
+    source = target_identity(src, "input")
+    found = {}
+    for f in model.external_files.values():
+        path = Path(getattr(f, "path", ""))
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) != source:
+            found[_shown(path, src)] = st.st_size
+    return found
+
+
+def _shown(path: Path, beside: Path) -> str:
+    """``path`` (a data file) spelled from the folder of ``beside`` (its model) as given: out/o.onnx.data, not the
+    absolute path save and load resolve it to."""
+    import os
+
+    folder = beside.parent
+    try:
+        rel = os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else str(folder / rel)
 
 
 def _file_size(path: Path) -> int:

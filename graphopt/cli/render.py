@@ -435,11 +435,16 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
         highlight=False,
         markup=False,
     )
+    data_before, data_after = summary.get("external_data_before") or {}, summary.get("external_data_after") or {}
+    with_data = " (with external data)" if data_before or data_after else ""
     console.print(
-        f"  size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}",
+        f"  size {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}{with_data}",
         highlight=False,
         markup=False,
     )
+    if with_data:
+        sides = [", ".join(f"{f} {human_bytes(n)}" for f, n in d.items()) or "none" for d in (data_before, data_after)]
+        console.print(f"  data {sides[0]} -> {sides[1]}", highlight=False, markup=False)
     console.print("  time " + ", ".join(f"{k} {v:.2f}s" for k, v in sec.items()), highlight=False, markup=False)
     if report.verified or report.unverifiable:
         undone = f"; undone: {', '.join(report.reverted)}" if report.reverted else "; every pass kept the outputs"

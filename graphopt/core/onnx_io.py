@@ -751,8 +751,9 @@ def save(
     location: str | None = None,
     size_threshold: int = 1024,
     progress: Callable[[int, int], None] | None = None,
-) -> None:
-    """Write ``model`` to ``path`` atomically (a temporary file in the same folder, then a rename).
+) -> Path | None:
+    """Write ``model`` to ``path`` atomically (a temporary file in the same folder, then a rename). Returns the
+    external data file written beside it, or None when the model went into the one file.
 
     ``external_data``: True writes tensors of ``size_threshold`` bytes or more to ``location`` (default
     ``<file name>.data``, relative to the output folder); None (default) does so when the model was loaded with
@@ -853,6 +854,7 @@ def save(
             _drop_old_output(out, model)
             os.replace(model_tmp, out)
             temps.clear()
+        return data_path
     except PermissionError as e:
         raise GraphoptError(f"{out}: cannot write ({e.strerror or e})") from None
     except OSError as e:
