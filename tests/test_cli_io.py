@@ -337,3 +337,28 @@ def test_report_of_a_model_says_what_it_expects(tmp_path: Path) -> None:
     )
     _one_line_error(proc.returncode, proc.stderr, str(CNN), "an ONNX model", "optimize --json")
     assert "codec" not in proc.stderr and not page.exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["-O2"], ["--quantize", "int8", "--calib-random", "2"], ["--quantize", "int8-dynamic"], ["--precision", "fp16"]],
+)
+def test_external_data_auto_follows_the_input_file(extra: list[str], tmp_path: Path, capsys) -> None:
+    """--external-data auto writes a data file when the input had one, for every pipeline: quantization and fp16
+    replace every weight by a new array, and their output was written self-contained (the flag looked at the
+    tensors, not at the file the model came from)."""
+    src = tmp_path / "in" / "cnn.onnx"
+    src.parent.mkdir()
+    onnx.save(onnx.load(CNN), src, save_as_external_data=True, location="cnn.data",
+              size_threshold=0)  # fmt: skip
+    out = tmp_path / "out.onnx"
+    code, _, err = _run(capsys, "optimize", str(src), "-o", str(out), "-q", *extra)
+    assert code == 0, err
+    assert (tmp_path / "out.onnx.data").is_file()
+    assert any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(out, load_external_data=False).graph.initializer
+    )
+    code, _, err = _run(
+        capsys, "optimize", str(src), "-o", str(tmp_path / "inline.onnx"), "-q", "--external-data", "no", *extra
+    )
+    assert code == 0 and not (tmp_path / "inline.onnx.data").exists()

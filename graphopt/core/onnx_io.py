@@ -868,9 +868,13 @@ def save(
 
 def wants_external_data(model: Model, external_data: bool | None) -> bool:
     """Whether ``save`` writes external data: as asked, or (None) when the model was loaded with external data or its
-    tensors would not fit in a protobuf."""
+    tensors would not fit in a protobuf. "Loaded with external data" is the file's, not the tensors': a quantizer or
+    fp16 conversion replaces every weight by a new array, and its output still gets a data file like the input had."""
     if external_data is not None:
         return external_data
+    source = Path(model.source_path) if model.source_path else None
+    if any(Path(p) != source for p in model.external_files if isinstance(p, (str, os.PathLike))):
+        return True
     consts = [v.const for v in model.graph.initializers.values() if v.const is not None]
     return any(t.is_external for t in consts) or sum(t.nbytes for t in consts) > AUTO_EXTERNAL_BYTES
 
