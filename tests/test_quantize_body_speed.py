@@ -248,7 +248,7 @@ def test_when_the_layers_outside_the_body_are_kept_float_the_first_model_stands(
     assert {c.name: c.mode for c in report.choices}["main_matmul"] == "float"
     assert calls == [0.6] and report.speedup == 0.6 and _body_q(q) > 0
     note = next(w for w in report.warnings if "quantized again with them float" in w)
-    assert "nothing would be left int8 (the 1 quantizable layers outside it are all kept float)" in note
+    assert "nothing would be left int8 (every quantizable layer outside it is kept float)" in note
     assert note.endswith(": the first model is kept")
 
 

@@ -1205,7 +1205,7 @@ def _body_float_retry(st: _State) -> None:
         ops = ",".join(cfg.op_types or ())
         figure = f"nothing would be left int8 (the op types to quantize, {ops}, select none outside it)"
     elif all(chosen[name].mode == "float" for name in outside):
-        figure = f"nothing would be left int8 (the {len(outside)} quantizable layers outside it are all kept float)"
+        figure = "nothing would be left int8 (every quantizable layer outside it is kept float)"
     else:
         figure = f"no model ({failed})"
     if keep:
