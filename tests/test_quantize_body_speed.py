@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.onnx_io import from_proto
+from graphopt.errors import GraphoptError
 from graphopt.quantize import driver, output_error, quantize_model
 from graphopt.tools import runtime
 
@@ -188,14 +189,99 @@ def test_with_the_accuracy_guard_the_retry_runs_once_on_the_final_model(monkeypa
     assert report.error_rel <= 0.5
 
 
-def test_when_only_body_layers_are_int8_the_first_model_stands(monkeypatch) -> None:
-    """Nothing would be left to quantize with the body float: the int8 model is written, and the note says why."""
+@pytest.mark.parametrize("method", ["minmax", "percentile"])  # one pipeline; the clip check's two, then the kept one
+def test_when_only_body_layers_are_quantizable_a_slower_int8_model_is_refused(monkeypatch, method) -> None:
+    """Every quantizable layer is inside the Loop body (chars2vec-en300: an LSTM exported as a Loop, int8 at 0.54x
+    fp32): the retry leaves nothing to quantize, and the slower, lossier int8 model is not written: a GraphoptError
+    ("nothing to quantize", as for a model with no quantizable layer) says what was measured and how to force it."""
     calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    with pytest.raises(GraphoptError) as info:
+        _quantize(_model(main=False), method=method)
+    assert calls == [0.6]  # the retry had no model to time
+    message = str(info.value)
+    assert message.startswith("nothing to quantize: the only quantizable layers (Add x1, MatMul x1) are inside a Loop")
+    assert (
+        "0.60x the speed of fp32" in message and "output SQNR of" in message and "no int8 model is written" in message
+    )
+    assert "--quantize-ops Add,MatMul" in message and "calibration measured none" not in message
+    assert "\n" not in message
+    monkeypatch.setattr(driver, "_speedup", lambda *a, **k: 0.6)
+    with pytest.raises(GraphoptError, match="the only quantizable layers outside the exclusions .* inside a Loop"):
+        _quantize(_model(), method=method, exclude=["main_matmul"])
+
+
+def test_a_slower_int8_model_is_not_refused_when_int8_is_not_slower(monkeypatch) -> None:
+    calls = _stub_speed(monkeypatch, slow=1.1, fast=0.9)
     q, report = _quantize(_model(main=False), method="minmax")
+    assert calls == [1.1] and _body_q(q) > 0 and not any("quantized again" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize("config", [{"op_types": ["MatMul", "Add"]}, {"measure_speed": False}])
+def test_body_only_int8_is_written_when_the_user_asks_for_it(monkeypatch, config) -> None:
+    """The op types to quantize named (``--quantize-ops``): the user asked for those layers, and the int8 model is
+    written with the note, as before; without the speed measurement there is no retry and nothing to refuse."""
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    q, report = _quantize(_model(main=False), method="minmax", **config)
+    assert _body_q(q) > 0 and {la.name for la in report.layers} >= BODY
+    if "op_types" in config:
+        assert calls == [0.6] and report.speedup == 0.6
+        note = next(w for w in report.warnings if "quantized again with them float" in w)
+        assert "nothing would be left int8 (the op types to quantize, MatMul,Add, select none outside it)" in note
+        assert note.endswith(": the first model is kept") and "calibration measured none" not in note
+    else:
+        assert calls == [] and report.speedup is None
+
+
+def test_when_the_layers_outside_the_body_are_kept_float_the_first_model_stands(monkeypatch) -> None:
+    """slanet-en on random calibration: the SQNR floor keeps every layer outside the Loop body float, so the retry has
+    nothing left int8; that is no body-only model (its other layers are float by choice): the first model is written,
+    and the note says why in words (not "calibration measured none of the quantizable layers' inputs")."""
+    calls = _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    real = driver._choose
+
+    def choose(st):  # the layer outside the body kept float, as slanet-en's floor keeps its layers
+        real(st)
+        st.chosen["main_matmul"] = driver.choice.Choice("main_matmul", "MatMul", "float", "kept float (test)")
+
+    monkeypatch.setattr(driver, "_choose", choose)
+    q, report = _quantize(_model(), method="minmax")
+    assert {c.name: c.mode for c in report.choices}["main_matmul"] == "float"
     assert calls == [0.6] and report.speedup == 0.6 and _body_q(q) > 0
     note = next(w for w in report.warnings if "quantized again with them float" in w)
-    assert "no model (nothing to quantize" in note and "first model is kept" in note
-    assert {la.name for la in report.layers} >= BODY
+    assert "nothing would be left int8 (every quantizable layer outside it is kept float)" in note
+    assert note.endswith(": the first model is kept")
+
+
+def test_cli_refuses_a_slower_body_only_int8_model(monkeypatch, tmp_path, capsys) -> None:
+    """The CLI: one line, exit 2, no traceback, no output file; --quantize-ops naming the op types writes it."""
+    from graphopt.cli import main
+
+    _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    src, out = tmp_path / "loop.onnx", tmp_path / "q.onnx"
+    onnx.save(_model(main=False), src)
+    # -O0: -O2 moves the body's loop-invariant MatMul out of the Loop, where it is a layer outside the body
+    base = ["optimize", str(src), "-o", str(out), "-O0", "--quantize", "int8", "--calib-random", "2"]
+    base += ["--calib-cache", "off"]
+    code = main([*base, "--calib-method", "minmax"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "calibrating on random data" not in line]
+    assert code == 2 and not out.exists()
+    assert len(lines) == 1 and lines[0].startswith("graphopt: error: nothing to quantize: the only quantizable layers")
+    assert "Traceback" not in err
+    code = main([*base, "--calib-method", "minmax", "--quantize-ops", "MatMul,Add"])
+    err = capsys.readouterr().err
+    assert code == 0 and out.exists() and _body_q(onnx.load(out)) > 0
+    assert "quantized again with them float: nothing would be left int8" in err
+
+
+def test_api_optimize_raises_for_a_slower_body_only_int8_model(monkeypatch) -> None:
+    import graphopt
+
+    _stub_speed(monkeypatch, slow=0.6, fast=0.9)
+    proto = _model(main=False)
+    with pytest.raises(GraphoptError, match="the only quantizable layers .* are inside a Loop body"):
+        graphopt.optimize(proto, level=0, quantize="int8", calibration=_feeds(), quantize_options={"cache": False})
+    assert proto == _model(main=False)  # the caller's proto is untouched
 
 
 def test_clip_check_floor_note_describes_the_model_the_retry_kept(monkeypatch) -> None:
@@ -208,3 +294,17 @@ def test_clip_check_floor_note_describes_the_model_the_retry_kept(monkeypatch) -
     assert len(floor) == 1
     assert f"SQNR is {report.sqnr_db:.1f} dB" in floor[0]
     assert not any(name in floor[0] for name in BODY)  # the body layers are float now: not among the worst
+
+
+def test_nothing_to_quantize_says_when_the_layer_choice_kept_every_layer_float(monkeypatch) -> None:
+    """Every planned layer chosen float: the refusal names the choice, not a calibration that measured nothing."""
+    real = driver._choose
+
+    def choose(st):
+        real(st)
+        for name, c in list(st.chosen.items()):
+            st.chosen[name] = driver.choice.Choice(name, c.op_type, "float", "kept float (test)")
+
+    monkeypatch.setattr(driver, "_choose", choose)
+    with pytest.raises(GraphoptError, match=r"^nothing to quantize: every quantizable layer \(2\) is kept float by"):
+        _quantize(_model(loop=False), method="minmax", measure_speed=False)

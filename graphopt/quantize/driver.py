@@ -27,6 +27,7 @@ pipeline of stages over one ``_State``, each with one job:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -866,6 +867,12 @@ def _rewrite(st: _State) -> None:
             st.extra = _dynamic_and_tables(model, dynamic, cfg, st.reduce_range, st.batches)
         PassManager("dce,remove-unused").run(model, target=target)
     if not st.layers and not any(x.mode for x in st.extra):
+        planned = {n.name for n in st.plan.nodes if n.op_type not in analysis.SHARE}
+        if planned and planned <= {c.name for c in st.chosen.values() if c.mode == "float"}:
+            raise GraphoptError(
+                f"nothing to quantize: every quantizable layer ({len(planned)}) is kept float by the per-layer "
+                "choice or the accuracy guard"
+            )
         raise GraphoptError("nothing to quantize: calibration measured none of the quantizable layers' inputs")
 
 
@@ -1130,7 +1137,12 @@ def _body_float_retry(st: _State) -> None:
     with ``max_error``, its error within the budget or not worse). A decoder run step by step in a Loop pays a
     QuantizeLinear/DequantizeLinear per layer and step for a small product (slanet-en: 0.80x fp32): the layer choice
     does not estimate body layers, so the measured speed decides. Costs one quantize and one speed measurement,
-    reported under ``seconds["body-float"]``."""
+    reported under ``seconds["body-float"]``.
+
+    When every quantizable layer is inside the bodies (an LSTM exported as a Loop: chars2vec-en300 at 0.54x fp32),
+    the retry leaves nothing to quantize: a :class:`GraphoptError` says so (no int8 model is slower and lossier than
+    the float one), unless the user chose the op types to quantize (``op_types``, ``--quantize-ops``), which keeps the
+    first model with the note."""
     report, cfg = st.report, st.cfg
     if report.speedup is None or not report.speedup < SLOW_SPEEDUP:
         return
@@ -1166,6 +1178,8 @@ def _body_float_retry(st: _State) -> None:
         elif n.op_type not in analysis.SHARE and n.name not in chosen:
             why = KEPT_STATIC if st.chosen else "--layer-choice static"
             chosen[n.name] = choice.Choice(n.name, n.op_type, "static", why)
+    # the quantizable layers outside the bodies (scale-sharing ops quantize only with a neighbour)
+    outside = [n.name for n in st.plan.nodes if n.graph is main and n.name and n.op_type not in analysis.SHARE]
     st.chosen = chosen
     report.layers = []
     speed: float | None = None
@@ -1178,14 +1192,22 @@ def _body_float_retry(st: _State) -> None:
         speed = _speedup(st.original, st.model.to_onnx(), st.batches[0])
     except GraphoptError as exc:  # nothing left to quantize outside the bodies, say: the first model stands
         failed = str(exc)
+    if speed is None and not outside and cfg.op_types is None:
+        # every quantizable layer is in a body: the choice is between this slower, lossier int8 model and none
+        excluded = bool(cfg.exclude or cfg.exclude_ops or cfg.exclude_regex)
+        raise GraphoptError(_only_body_message(first, body, where, excluded=excluded))
     sqnr_ok = report.sqnr_db >= cfg.sqnr_floor_db or report.sqnr_db >= first.sqnr_db
     error_ok = cfg.max_error is None or report.error_rel <= cfg.max_error or report.error_rel <= first.error_rel
     keep = speed is not None and speed > first.speedup and sqnr_ok and error_ok  # type: ignore[operator]
-    figure = (
-        f"{speed:.2f}x, output SQNR {report.sqnr_db:.1f} dB against {first.sqnr_db:.1f} dB"
-        if speed is not None
-        else f"no model ({failed})"
-    )
+    if speed is not None:
+        figure = f"{speed:.2f}x, output SQNR {report.sqnr_db:.1f} dB against {first.sqnr_db:.1f} dB"
+    elif not outside:  # the user's op types select only body layers: they asked for them
+        ops = ",".join(cfg.op_types or ())
+        figure = f"nothing would be left int8 (the op types to quantize, {ops}, select none outside it)"
+    elif all(chosen[name].mode == "float" for name in outside):
+        figure = "nothing would be left int8 (every quantizable layer outside it is kept float)"
+    else:
+        figure = f"no model ({failed})"
     if keep:
         report.speedup = speed
         outcome = "kept"
@@ -1204,6 +1226,21 @@ def _body_float_retry(st: _State) -> None:
     st.timings.clear()
     st.timings.update(timings)
     st.timings["body-float"] = time.perf_counter() - start
+
+
+def _only_body_message(first: QuantReport, body: Mapping[str, str], where: str, *, excluded: bool) -> str:
+    """The error when every quantizable layer is inside If/Loop bodies and int8 made the model slower than fp32: what
+    was measured, and how to quantize those layers anyway."""
+    counts = collections.Counter(layer.op_type for layer in first.layers if layer.name in body)
+    types = sorted(counts)
+    layers = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return (
+        f"nothing to quantize: the only quantizable layers{' outside the exclusions' if excluded else ''} ({layers}) "
+        f"are inside {where} body, "
+        f"and int8 there made the model {first.speedup:.2f}x the speed of fp32 under onnxruntime (1 thread, first "
+        f"calibration batch) with an output SQNR of {first.sqnr_db:.1f} dB: no int8 model is written; to quantize "
+        f"them anyway, name their op types (--quantize-ops {','.join(types)}; the API's op_types)"
+    )
 
 
 _SHARED_FIELDS = frozenset({"model", "batches", "target", "cfg", "progress", "sources", "notes", "timings", "report"})
