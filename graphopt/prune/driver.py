@@ -333,7 +333,7 @@ def prune_channels(
             raise GraphoptError(f"nothing to prune: no channel group can be pruned exactly ({_reasons(report)})")
         report.carriers = len(carriers)
         report.folded, report.carrier_readers = transform.remove_channels(
-            graph, analysis, keep, signals, borders, carriers
+            graph, analysis, keep, signals, borders, carriers, opset=model.opset("")
         )
         PassManager("dce,remove-unused").run(model)
     report.groups_pruned = len(keep)
