@@ -14,8 +14,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.onnx_io import from_proto
 from graphopt.core.shape_inference import infer_shapes
+from graphopt.errors import GraphoptError
 from graphopt.prune import analysis as pr
-from tests.test_prune import _assert_same, _cli, _zeroed_and_pruned
+from graphopt.prune import driver, transform
+from tests.test_prune import _assert_same, _cli, _zero_channels, _zeroed_and_pruned
 
 
 def _w(rng, *shape: int) -> np.ndarray:
@@ -194,6 +196,42 @@ def test_a_maxpool_whose_indices_are_read_blocks_its_group() -> None:
     g = proto.graph  # make_model copied the graph
     del g.node[3], g.output[1], g.node[1].output[1]  # the indices unread: conv1's group prunes
     assert _groups(proto)["conv1"] is None
+
+
+def _broken_split(monkeypatch) -> None:
+    """Put back the bug: a Split of pruned channels keeps its old sizes."""
+    monkeypatch.setattr(transform, "_resize_split", lambda *args, **kwargs: None)
+
+
+def test_a_pruned_model_onnxruntime_rejects_is_graphopts_error_without_timing(monkeypatch) -> None:
+    _broken_split(monkeypatch)
+    model = from_proto(_zero_channels(_equal_split(13), 0.5, seed=0))  # the halves keep different counts
+    before = model.to_onnx().SerializeToString()
+    with pytest.raises(GraphoptError, match="a bug in graphopt") as err:
+        driver.run_pruning(model, 0.5, None, {"multiple": 1}, bench=0)
+    assert "input model is fine" in str(err.value) and "onnxruntime" in str(err.value)
+    assert model.to_onnx().SerializeToString() == before
+
+
+def test_cli_writes_no_model_onnxruntime_rejects_even_with_prune_bench_0(tmp_path, capsys, monkeypatch) -> None:
+    _broken_split(monkeypatch)
+    src, out = tmp_path / "halves.onnx", tmp_path / "p.onnx"
+    onnx.save(_zero_channels(_equal_split(13), 0.5, seed=0), src)
+    code, _, err = _cli(
+        capsys,
+        "optimize",
+        str(src),
+        "-o",
+        str(out),
+        "--prune-channels",
+        "0.5",
+        "--prune-multiple",
+        "1",
+        "--prune-bench",
+        "0",
+    )
+    assert code == 2 and "graphopt's channel pruning made a model that onnxruntime rejects" in err, err
+    assert not out.exists()
 
 
 def test_fixed_attention_block_through_the_cli(tmp_path: Path, capsys) -> None:
