@@ -194,6 +194,11 @@ def test_a_maxpool_whose_indices_are_read_blocks_its_group() -> None:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert _groups(proto)["conv1"] == "read by MaxPool"
     g = proto.graph  # make_model copied the graph
+    g.output[1].CopyFrom(helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 16, 4, 4]))
+    del g.node[3]  # the indices a graph output themselves
+    assert _groups(proto)["conv1"] == "read by MaxPool"
+    g.output[1].CopyFrom(helper.make_tensor_value_info("last", TensorProto.INT64, []))
+    g.node.append(helper.make_node("ReduceMax", ["idx"], ["last"], keepdims=0, name="use_idx"))
     del g.node[3], g.output[1], g.node[1].output[1]  # the indices unread: conv1's group prunes
     assert _groups(proto)["conv1"] is None
 
