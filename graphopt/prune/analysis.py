@@ -246,8 +246,10 @@ def _visit(a: Analysis, n: Node, protected: object) -> None:  # noqa: C901 - one
             c = channels_of(x)
             params = [constant_array(v) for v in ins[1:]]
             extra_ok = all(p is not None and p.ndim == 1 and p.shape[0] == c for p in params)
-            if op == "BatchNormalization" and any(o is not None and o.uses for o in outs[1:]):
-                extra_ok = False
+        # BatchNorm's running stats, Dropout's mask, MaxPool's indices (which number the channels): untracked tensors
+        # whose size is the channels'
+        if any(o is not None and (o.uses or o.is_graph_output()) for o in outs[1:]):
+            extra_ok = False
         if (
             a.of(x) is None
             or not extra_ok

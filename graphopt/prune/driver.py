@@ -332,10 +332,12 @@ def prune_channels(
         if not keep:
             raise GraphoptError(f"nothing to prune: no channel group can be pruned exactly ({_reasons(report)})")
         report.carriers = len(carriers)
+        unpruned = model.to_onnx()
         report.folded, report.carrier_readers = transform.remove_channels(
-            graph, analysis, keep, signals, borders, carriers
+            graph, analysis, keep, signals, borders, carriers, opset=model.opset("")
         )
         PassManager("dce,remove-unused").run(model)
+        check_pruned_model(model, sample, unpruned)
     report.groups_pruned = len(keep)
     after = layer_costs(model, sample)
     report.layers = _changes(before, after)
@@ -347,6 +349,27 @@ def prune_channels(
             "bytes)"
         )
     return report
+
+
+def check_pruned_model(model: Model, sample: Mapping[str, np.ndarray], unpruned: onnx.ModelProto) -> None:
+    """The pruned model must load in onnxruntime and run on ``sample``, whatever else is asked (``--prune-bench 0``
+    times nothing): a model that fails here is a bug in graphopt's pruning, not in the user's model, and is never
+    written. On failure ``model`` is put back as it was (``unpruned``) and the error says whose model it is."""
+    from graphopt.core.onnx_io import from_proto
+    from graphopt.tools import runtime
+
+    try:
+        runtime.session(model.to_onnx()).run(None, dict(sample))
+        return
+    except GraphoptError as exc:
+        problem = str(exc).replace("the model: onnxruntime cannot load it", "onnxruntime cannot load it")
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's refusal to run it, as one line
+        problem = f"onnxruntime cannot run it on the probe's input: {runtime.ort_reason(exc)}"
+    model.take_contents(from_proto(unpruned))
+    raise GraphoptError(
+        "graphopt's channel pruning made a model that onnxruntime rejects, a bug in graphopt (the input model is "
+        f"fine; please report it): {problem}; the pruned model is not written"
+    )
 
 
 def _quantized_weights(graph: Any) -> bool:

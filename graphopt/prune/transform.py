@@ -14,7 +14,7 @@ import onnx
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Node, Value, constant_array, weight_axes
 from graphopt.core.tensors import Tensor
 from graphopt.errors import GraphoptError
-from graphopt.prune.analysis import BINARY, NORM, Analysis, Plan, channels_of, kept_positions, per_channel
+from graphopt.prune.analysis import BINARY, NORM, Analysis, Plan, kept_positions, per_channel
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -169,13 +169,15 @@ def remove_channels(
     signals: dict[int, Signal],
     borders: str = "exact",
     carriers: dict[int, int] | None = None,
+    opset: int | None = None,
 ) -> tuple[int, int]:
     """Slice every tensor of the kept groups and fold what removed channels still produce into their readers.
 
     ``signals`` maps id(Value) of each Conv/Gemm input with removed channels to what the probe measured there;
     ``carriers`` maps a group root to its carrier channel (kept, producer weights zeroed). ``borders="bias"`` folds
     the interior value of padded readers into the bias (approximate at the border) instead of the carrier. Returns
-    (readers that took the removed channels' signal, of those through a carrier's weights)."""
+    (readers that took the removed channels' signal, of those through a carrier's weights). ``opset``: the model's
+    default-domain opset (how a Split takes its sizes; None: 13 or later)."""
     carriers = carriers or {}
     for root, c in carriers.items():  # the carrier: a constant channel, as in the probe
         for p in a.groups[root].producers:
@@ -225,14 +227,7 @@ def remove_channels(
                 elif per_channel(c, len(mask), len(out.shape)) == "channel":  # type: ignore[arg-type]
                     _slice_input(graph, n, i, mask, c.ndim - len(out.shape) + 1)  # type: ignore[arg-type]
         elif op == "Split":
-            sizes = []
-            for o in n.outputs:
-                mask = kept_positions(a, o, keep) if o is not None else None
-                sizes.append(int(mask.sum()) if mask is not None else channels_of(o))
-            if len(ins) > 1 and ins[1] is not None:
-                n.set_input(1, graph.make_constant(Tensor.from_numpy(np.array(sizes, np.int64)), "split_pruned"))
-            elif n.attr("split") is not None:
-                n.set_attr("split", sizes)
+            _resize_split(graph, a, n, keep, opset)
     for v in a.values.values():
         mask = kept_positions(a, v, keep)
         if mask is not None and v.shape is not None:
@@ -240,6 +235,29 @@ def remove_channels(
             for kind in ("value_info", "output", "input"):  # the file's own listing of the old size must not be kept
                 graph.info_overrides.pop((kind, v), None)
     return folded, via_carrier
+
+
+def _resize_split(graph: Graph, a: Analysis, n: Node, keep: dict[int, np.ndarray], opset: int | None) -> None:
+    """Give a Split that cuts tracked channels (the analysis laid its outputs out on axis 1) its pruned sizes. A Split
+    the analysis does not track (another axis, after a Reshape, unknown sizes) is left as it is: its input's groups
+    are blocked, so none of its channels is removed. Sizes the Split did not spell out (an equal split, opset 18's
+    ``num_outputs``) are written out: the pruned parts need not be equal."""
+    outs = [o for o in n.outputs if o is not None]
+    if a.of(n.inputs[0]) is None or len(outs) != len(n.outputs) or any(a.of(o) is None for o in outs):
+        return
+    masks = [kept_positions(a, o, keep) for o in outs]
+    if all(m is None for m in masks):
+        return
+    sizes = [int(m.sum()) if m is not None else len(a.of(o)[0]) for o, m in zip(outs, masks, strict=True)]  # type: ignore[index]
+    ins = n.inputs
+    if len(ins) > 1 and ins[1] is not None:
+        n.set_input(1, graph.make_constant(Tensor.from_numpy(np.array(sizes, np.int64)), "split_pruned"))
+    elif n.attr("split") is not None or (opset is not None and opset < 13):
+        n.set_attr("split", sizes)
+    else:
+        n.attrs.pop("num_outputs", None)
+        split = graph.make_constant(Tensor.from_numpy(np.array(sizes, np.int64)), "split_pruned")
+        n.set_inputs([ins[0], split])
 
 
 def _fold_removed_input(
