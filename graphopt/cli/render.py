@@ -233,11 +233,14 @@ def _print_quantization(console: Console, q: Any) -> None:
         )
     else:
         ranges = f"  ranges: {method} from {source}"
+        if getattr(q, "method_reason", None):  # the percentile method's check kept the min-max ranges
+            ranges += f"; {q.method_reason}"
     lines = [
         f"int{q.bits}: {plural(len(q.layers), 'layer')} quantized{fused}",
         ranges,
         f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
-        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)} "
+        "(the quantizer's input -> its output)",
         f"  weights: {q.reduce_range_reason}",
     ]
     speedup = getattr(q, "speedup", None)
@@ -302,7 +305,10 @@ def _int4_lines(q: Any, fused: str) -> list[str]:
         )
     else:
         lines.append("  output error not measured (no calibration data); each layer's error is on its weights")
-    lines.append(f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}")
+    lines.append(
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)} "
+        "(the quantizer's input -> its output)"
+    )
     return lines
 
 

@@ -479,6 +479,15 @@ class _State:
     notes: list[str] = field(default_factory=list)
     """Warnings for the user (logged and put in the report at the end)."""
     timings: dict[str, float] = field(default_factory=dict)
+    param_bytes_in: int = 0
+    """The initializer bytes of the model as the quantizer received it (set by :func:`_pipeline` before any stage:
+    the opset upgrade and SmoothQuant add weights, the old ones dropped only by the rewrite's clean-up)."""
+    written: set[Path] = field(default_factory=set)
+    """The calibration cache files this quantization wrote (shared by the two runs of ``_clipped_or_full``): a cache
+    hit on one of them is this run's own statistics read back, not a cache entry that existed before the run."""
+    from_cache: bool = False
+    """The last calibration's statistics came from a cache entry that existed before this quantization (the report
+    says it of the first one, which ``_start_report`` follows)."""
     upgraded: tuple[int, int] | None = None
     measured: Measured | None = None
     """Where the output error is measured (:func:`measured_points`, set by ``_prepare``): None, the outputs."""
@@ -557,9 +566,13 @@ def _pipeline(
     cfg: QuantizeConfig,
     progress: Progress | None,
     sources: Sequence[str] | None,
+    written: set[Path] | None = None,
 ) -> _State:
-    """The stages of :func:`quantize_model` on checked feeds; the state they leave (its ``report`` is the result)."""
-    st = _State(model, batches, target, cfg, progress, sources)
+    """The stages of :func:`quantize_model` on checked feeds; the state they leave (its ``report`` is the result).
+    ``written``: the calibration cache files an earlier run of the same quantization wrote (updated in place)."""
+    st = _State(model, batches, target, cfg, progress, sources, param_bytes_in=initializer_bytes(model))
+    if written is not None:
+        st.written = written
     _prepare(st)  # opset upgrade, the plan, weight options
     _smooth_activations(st)  # SmoothQuant
     _calibrate(st)  # activation ranges
@@ -679,6 +692,10 @@ def _calibrate(st: _State) -> None:
             progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
             sources=st.sources,
         )
+    found = st.calibrated.cache_file
+    st.from_cache = st.calibrated.cached and found not in st.written
+    if found is not None and not st.calibrated.cached:
+        st.written.add(found)
     symmetric = st.target == "tensorrt"
     st.calibrated_ranges = st.calibrated.ranges(cfg.method, cfg.percentile, symmetric=symmetric)
     st.ranges = st.calibrated.ranges(
@@ -694,12 +711,12 @@ def _start_report(st: _State) -> None:
         method=cfg.method,
         percentile=cfg.percentile,
         batches=len(st.batches),
-        cached=st.calibrated.cached,
+        cached=st.from_cache,
         cache_file=str(st.calibrated.cache_file) if st.calibrated.cache_file else None,
         reduce_range=st.reduce_range,
         reduce_range_reason=st.reduce_range_reason,
         per_channel=st.per_channel,
-        param_bytes_before=initializer_bytes(st.model),
+        param_bytes_before=st.param_bytes_in,
         opset_upgraded=st.upgraded,
         smoothed=st.smoothed,
         smooth_alpha=cfg.smooth_alpha if st.smoothed else None,
@@ -1362,6 +1379,7 @@ def _clipped_or_full(
     original = model.to_onnx()
     runs: list[tuple[float, bool, _State, list[logging.LogRecord]]] = []
     held: list[logging.LogRecord] = []
+    written: set[Path] = set()  # the minmax run calibrates the same model on the same data: its cache hit is ours
 
     def hold(record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
@@ -1377,7 +1395,7 @@ def _clipped_or_full(
             # the kept model alone is timed (below), unless the guard's measurement came with it
             sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False, "measure_speed": False})
             start = len(held)
-            sub_state = _pipeline(m, batches, target, sub, progress, sources)
+            sub_state = _pipeline(m, batches, target, sub, progress, sources, written)
             runs.append((sub_state.report.error_rel, method != "percentile", sub_state, held[start:]))
     finally:
         logger.removeFilter(hold)
@@ -1404,6 +1422,10 @@ def _clipped_or_full(
     model.take_contents(st.model)
     if full:
         report.method = "minmax"  # the JSON report says which ranges the written model has
+        report.method_reason = (
+            f"switched from percentile {cfg.percentile:g}: its clipped ranges gave a larger output error on the "
+            f"calibration set ({errors['percentile']:.3g} against {errors['minmax']:.3g} relative)"
+        )
         logger.info(
             "calibration: min-to-max ranges kept, the percentile ones gave the output error %.3g against %.3g",
             errors["percentile"],
