@@ -116,6 +116,10 @@ def _print_pruning(console: Console, r: Any) -> None:
     else:
         lines.append(f"pruning ({r.mode}):")
     lines.append(f"  parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
+    if getattr(r, "sparse_stored", None) is not None:
+        lines.append(
+            f"  sparse initializers: {r.sparse_stored} of {plural(r.sparse_weights, 'pruned weight')} stored sparse"
+        )
     if r.latency_ms:
         a, b = r.latency_ms
         lines.append(f"  latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")

@@ -419,6 +419,8 @@ def _pruning(r: dict[str, Any]) -> str:
     facts.append(
         f"parameters {human_bytes(r.get('param_bytes_before', 0))} → {human_bytes(r.get('param_bytes_after', 0))}"
     )
+    if r.get("sparse_stored") is not None:
+        facts.append(f"{r['sparse_stored']} of {plural(r.get('sparse_weights', 0), 'pruned weight')} stored sparse")
     if r.get("latency_ms_before") and r.get("latency_ms_after"):
         facts.append(f"latency {r['latency_ms_before']:.2f} ms → {r['latency_ms_after']:.2f} ms (1 thread, median)")
     charts = ""
