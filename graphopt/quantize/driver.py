@@ -980,8 +980,12 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     logger.info("output SQNR %.1f dB: keeping the most damaging layers float", all_int8)
     search = _FloorSearch(st, limit)
     with st.timed("fallback"):
+        if st.progress:
+            st.progress(FLOOR_STAGE, 0, search.bound)  # the bar shows while the layers are ranked
         steps = search.rank()
         taken, out_of_budget = search.search(steps, deadline)
+        if st.progress and search.runs < search.bound:
+            st.progress(FLOOR_STAGE, search.bound, search.bound)  # the search ended before its bound
     if taken is None:
         if steps:
             st.notes.append(
@@ -1248,6 +1252,10 @@ def _restore_float(st: _State) -> None:
     st.plan = analysis.plan(st.model.graph, st.target, st.selection)
 
 
+FLOOR_STAGE = "SQNR floor"
+"""The progress stage of the SQNR floor's search: one step per candidate model run, ``fallback_runs`` in all at most."""
+
+
 class _FloorSearch:
     """The SQNR floor's search (see :func:`_sqnr_fallback`): the ranked demotion steps, and the fewest of them (a
     prefix) that bring the output error to ``limit``, one model run per candidate."""
@@ -1255,6 +1263,8 @@ class _FloorSearch:
     def __init__(self, st: _State, limit: float) -> None:
         self.st, self.limit = st, limit
         self.runs = 0
+        self.bound = max(1, st.cfg.fallback_runs)
+        """The most model runs the search makes (the first, every step taken, is always run)."""
         self.estimates: dict[str, choice.Estimate] = {}
         self.chosen: dict[str, choice.Choice] = {}
         self.errors: dict[int, float] = {}
@@ -1300,8 +1310,8 @@ class _FloorSearch:
         st = self.st
         modes = self.modes(taken)
         self.runs += 1
-        if st.progress:
-            st.progress("SQNR floor", self.runs, None)
+        if st.progress:  # the run count's bound as the total: the bar moves (the search often ends before it)
+            st.progress(FLOOR_STAGE, self.runs, self.bound)
         base = _smoothed_base(st)(modes)
         proto = _with_modes(
             base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range, batches=st.batches
