@@ -170,3 +170,21 @@ def test_by_default_the_search_has_no_clock_so_a_loaded_machine_writes_the_same_
     # a time limit asked for (the API's fallback_time) ends the same search after its first run, and says so
     _, timed, timed_runs = _quantize(monkeypatch, fallback_time=2.0)
     assert timed_runs == 1 and any("ran out of its budget" in w and "2x the plain" in w for w in timed.warnings)
+
+
+@pytest.mark.parametrize("runs_budget", [24, 3])
+def test_the_floor_search_progress_has_its_run_bound_as_total_and_ends_full(runs_budget) -> None:
+    """The search's progress bar moves (slanet-en showed ~40 s of an empty bar): each step is a model run out of at
+    most ``fallback_runs``, and the bar ends full also when the search stops before its bound."""
+    calls: list[tuple[str, int, int | None]] = []
+    quantize_model(
+        from_proto(_chain()),
+        _feeds(),
+        "ort",
+        {**CONFIG, "fallback_runs": runs_budget},
+        progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )
+    floor = [(done, total) for stage, done, total in calls if stage == "SQNR floor"]
+    assert floor and all(total == runs_budget and 0 <= done <= total for done, total in floor), floor
+    assert [done for done, _ in floor] == sorted(done for done, _ in floor)  # never backwards
+    assert floor[0][0] == 0 and floor[-1][0] == runs_budget

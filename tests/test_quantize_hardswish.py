@@ -331,3 +331,21 @@ def test_percentile_check_logs_the_kept_runs_records_once(caplog) -> None:
     assert len(converted) == 1, [r.getMessage() for r in caplog.records]
     for note in report.warnings:
         assert sum(r.getMessage() == note for r in caplog.records) == 1, note
+
+
+def test_percentile_check_switch_is_said_and_its_second_run_is_no_cache_hit(tmp_path) -> None:
+    """The percentile check's minmax run calibrates the same model on the same data as the percentile run: it reads
+    back the cache entry the percentile run had just written. "From cache" is only for an entry that existed before
+    the run; the switch to minmax is said with its reason."""
+    proto = graphopt.optimize(_hardswish_net(5), level=2)
+    rng = np.random.default_rng(5)
+    feeds = [{"input": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(4)]
+    feeds[0]["input"][0, :, 3, 3] = 9.0  # one outlier pixel: the percentile 90 clips it, minmax wins
+    cfg = {"cache": str(tmp_path / "calib.npz"), "percentile": 90.0, "choice": "static", "fallback": False}
+    first = quantize_model(from_proto(proto), feeds, "ort", {**cfg, "measure_speed": False})
+    assert first.method == "minmax"
+    assert not first.cached and not first.to_dict()["calibration_cached"]
+    assert first.method_reason and "percentile 90" in first.method_reason
+    assert first.to_dict()["method_reason"] == first.method_reason
+    again = quantize_model(from_proto(proto), feeds, "ort", {**cfg, "measure_speed": False})
+    assert again.cached and again.method == "minmax"  # now the entry existed before the run

@@ -116,6 +116,10 @@ def _print_pruning(console: Console, r: Any) -> None:
     else:
         lines.append(f"pruning ({r.mode}):")
     lines.append(f"  parameters {human_bytes(r.param_bytes_before)} -> {human_bytes(r.param_bytes_after)}")
+    if getattr(r, "sparse_stored", None) is not None:
+        lines.append(
+            f"  sparse initializers: {r.sparse_stored} of {plural(r.sparse_weights, 'pruned weight')} stored sparse"
+        )
     if r.latency_ms:
         a, b = r.latency_ms
         lines.append(f"  latency {a:.2f} ms -> {b:.2f} ms ({a / b:.2f}x; 1 thread, median, interleaved)")
@@ -233,11 +237,14 @@ def _print_quantization(console: Console, q: Any) -> None:
         )
     else:
         ranges = f"  ranges: {method} from {source}"
+        if getattr(q, "method_reason", None):  # the percentile method's check kept the min-max ranges
+            ranges += f"; {q.method_reason}"
     lines = [
         f"int{q.bits}: {plural(len(q.layers), 'layer')} quantized{fused}",
         ranges,
         f"  output error {q.error_rel:.4g} relative (SQNR {q.sqnr_db:.1f} dB), max abs {q.error_max_abs:.4g}",
-        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}",
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)} "
+        "(the quantizer's input -> its output)",
         f"  weights: {q.reduce_range_reason}",
     ]
     speedup = getattr(q, "speedup", None)
@@ -302,7 +309,10 @@ def _int4_lines(q: Any, fused: str) -> list[str]:
         )
     else:
         lines.append("  output error not measured (no calibration data); each layer's error is on its weights")
-    lines.append(f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)}")
+    lines.append(
+        f"  parameters {human_bytes(q.param_bytes_before)} -> {human_bytes(q.param_bytes_after)} "
+        "(the quantizer's input -> its output)"
+    )
     return lines
 
 

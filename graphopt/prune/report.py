@@ -51,6 +51,11 @@ class PruneReport:
     param_bytes_after: int = 0
     latency_ms: tuple[float, float] | None = None
     note: str = ""
+    sparse_stored: int | None = None
+    """Weight pruning with sparse initializers asked for: how many pruned weights were stored sparse (the others were
+    smaller dense); None when not asked."""
+    sparse_weights: int = 0
+    """... out of this many pruned weights."""
     sample: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     """The input the probe ran on (channel pruning; not serialized): the timing uses it too."""
 
@@ -71,5 +76,7 @@ class PruneReport:
             "latency_ms_before": self.latency_ms[0] if self.latency_ms else None,
             "latency_ms_after": self.latency_ms[1] if self.latency_ms else None,
             "note": self.note,
+            "sparse_stored": self.sparse_stored,
+            "sparse_weights": self.sparse_weights if self.sparse_stored is not None else None,
             "layers": [vars(layer) for layer in self.layers],
         }

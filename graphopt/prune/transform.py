@@ -401,10 +401,24 @@ def magnitude_masks(weights: Iterable[np.ndarray], ratio: float, scope: str) -> 
     return [np.abs(w) > threshold for w in weights]
 
 
-def to_sparse(graph: Graph, value: Value, dense: np.ndarray) -> None:
-    """Store ``value`` (an initializer) as a sparse initializer (COO, linear indices)."""
+SPARSE_INDEX_BYTES = 8
+"""Bytes of one index of an ONNX sparse tensor as graphopt writes it (COO, one int64 linear index per value)."""
+
+
+def sparse_nbytes(dense: np.ndarray) -> int:
+    """Bytes of ``dense`` stored as an ONNX sparse tensor: the non-zero values and their int64 linear indices."""
+    nnz = int(np.count_nonzero(dense))
+    return nnz * (dense.dtype.itemsize + SPARSE_INDEX_BYTES)
+
+
+def to_sparse(graph: Graph, value: Value, dense: np.ndarray) -> bool:
+    """Store ``value`` (an initializer) as a sparse initializer (COO, linear indices) when that is smaller than
+    dense: each value kept costs its index too (8 bytes), so a float32 weight needs more than 2/3 zeros. Returns
+    whether it was stored sparse (False: left dense)."""
     from graphopt.core.tensors import SparseTensor
 
+    if sparse_nbytes(dense) >= dense.nbytes:
+        return False
     flat = dense.reshape(-1)
     idx = np.flatnonzero(flat).astype(np.int64)
     values = onnx.numpy_helper.from_array(flat[idx], value.name)
@@ -413,3 +427,4 @@ def to_sparse(graph: Graph, value: Value, dense: np.ndarray) -> None:
     graph.initializers.pop(value.name, None)
     value.const = SparseTensor(sparse)
     graph.sparse_initializers[value.name] = value
+    return True

@@ -480,6 +480,15 @@ class _State:
     notes: list[str] = field(default_factory=list)
     """Warnings for the user (logged and put in the report at the end)."""
     timings: dict[str, float] = field(default_factory=dict)
+    param_bytes_in: int = 0
+    """The initializer bytes of the model as the quantizer received it (set by :func:`_pipeline` before any stage:
+    the opset upgrade and SmoothQuant add weights, the old ones dropped only by the rewrite's clean-up)."""
+    written: set[Path] = field(default_factory=set)
+    """The calibration cache files this quantization wrote (shared by the two runs of ``_clipped_or_full``): a cache
+    hit on one of them is this run's own statistics read back, not a cache entry that existed before the run."""
+    from_cache: bool = False
+    """The last calibration's statistics came from a cache entry that existed before this quantization (the report
+    says it of the first one, which ``_start_report`` follows)."""
     upgraded: tuple[int, int] | None = None
     measured: Measured | None = None
     """Where the output error is measured (:func:`measured_points`, set by ``_prepare``): None, the outputs."""
@@ -558,9 +567,13 @@ def _pipeline(
     cfg: QuantizeConfig,
     progress: Progress | None,
     sources: Sequence[str] | None,
+    written: set[Path] | None = None,
 ) -> _State:
-    """The stages of :func:`quantize_model` on checked feeds; the state they leave (its ``report`` is the result)."""
-    st = _State(model, batches, target, cfg, progress, sources)
+    """The stages of :func:`quantize_model` on checked feeds; the state they leave (its ``report`` is the result).
+    ``written``: the calibration cache files an earlier run of the same quantization wrote (updated in place)."""
+    st = _State(model, batches, target, cfg, progress, sources, param_bytes_in=initializer_bytes(model))
+    if written is not None:
+        st.written = written
     _prepare(st)  # opset upgrade, the plan, weight options
     _smooth_activations(st)  # SmoothQuant
     _calibrate(st)  # activation ranges
@@ -680,6 +693,10 @@ def _calibrate(st: _State) -> None:
             progress=(lambda done, total: progress("calibrating", done, total)) if progress else None,
             sources=st.sources,
         )
+    found = st.calibrated.cache_file
+    st.from_cache = st.calibrated.cached and found not in st.written
+    if found is not None and not st.calibrated.cached:
+        st.written.add(found)
     symmetric = st.target == "tensorrt"
     st.calibrated_ranges = st.calibrated.ranges(cfg.method, cfg.percentile, symmetric=symmetric)
     st.ranges = st.calibrated.ranges(
@@ -695,12 +712,12 @@ def _start_report(st: _State) -> None:
         method=cfg.method,
         percentile=cfg.percentile,
         batches=len(st.batches),
-        cached=st.calibrated.cached,
+        cached=st.from_cache,
         cache_file=str(st.calibrated.cache_file) if st.calibrated.cache_file else None,
         reduce_range=st.reduce_range,
         reduce_range_reason=st.reduce_range_reason,
         per_channel=st.per_channel,
-        param_bytes_before=initializer_bytes(st.model),
+        param_bytes_before=st.param_bytes_in,
         opset_upgraded=st.upgraded,
         smoothed=st.smoothed,
         smooth_alpha=cfg.smooth_alpha if st.smoothed else None,
@@ -970,8 +987,12 @@ def _sqnr_fallback(st: _State) -> QuantReport:
     logger.info("output SQNR %.1f dB: keeping the most damaging layers float", all_int8)
     search = _FloorSearch(st, limit)
     with st.timed("fallback"):
+        if st.progress:
+            st.progress(FLOOR_STAGE, 0, search.bound)  # the bar shows while the layers are ranked
         steps = search.rank()
         taken, out_of_budget = search.search(steps, deadline)
+        if st.progress and search.runs < search.bound:
+            st.progress(FLOOR_STAGE, search.bound, search.bound)  # the search ended before its bound
     if taken is None:
         if steps:
             st.notes.append(
@@ -1268,6 +1289,10 @@ def _restore_float(st: _State) -> None:
     st.plan = analysis.plan(st.model.graph, st.target, st.selection)
 
 
+FLOOR_STAGE = "SQNR floor"
+"""The progress stage of the SQNR floor's search: one step per candidate model run, ``fallback_runs`` in all at most."""
+
+
 class _FloorSearch:
     """The SQNR floor's search (see :func:`_sqnr_fallback`): the ranked demotion steps, and the fewest of them (a
     prefix) that bring the output error to ``limit``, one model run per candidate."""
@@ -1275,6 +1300,8 @@ class _FloorSearch:
     def __init__(self, st: _State, limit: float) -> None:
         self.st, self.limit = st, limit
         self.runs = 0
+        self.bound = max(1, st.cfg.fallback_runs)
+        """The most model runs the search makes (the first, every step taken, is always run)."""
         self.estimates: dict[str, choice.Estimate] = {}
         self.chosen: dict[str, choice.Choice] = {}
         self.errors: dict[int, float] = {}
@@ -1320,8 +1347,8 @@ class _FloorSearch:
         st = self.st
         modes = self.modes(taken)
         self.runs += 1
-        if st.progress:
-            st.progress("SQNR floor", self.runs, None)
+        if st.progress:  # the run count's bound as the total: the bar moves (the search often ends before it)
+            st.progress(FLOOR_STAGE, self.runs, self.bound)
         base = _smoothed_base(st)(modes)
         proto = _with_modes(
             base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range, batches=st.batches
@@ -1399,6 +1426,7 @@ def _clipped_or_full(
     original = model.to_onnx()
     runs: list[tuple[float, bool, _State, list[logging.LogRecord]]] = []
     held: list[logging.LogRecord] = []
+    written: set[Path] = set()  # the minmax run calibrates the same model on the same data: its cache hit is ours
 
     def hold(record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
@@ -1414,7 +1442,7 @@ def _clipped_or_full(
             # the kept model alone is timed (below), unless the guard's measurement came with it
             sub = QuantizeConfig(**{**cfg.__dict__, "method": method, "clip_check": False, "measure_speed": False})
             start = len(held)
-            sub_state = _pipeline(m, batches, target, sub, progress, sources)
+            sub_state = _pipeline(m, batches, target, sub, progress, sources, written)
             runs.append((sub_state.report.error_rel, method != "percentile", sub_state, held[start:]))
     finally:
         logger.removeFilter(hold)
@@ -1441,6 +1469,10 @@ def _clipped_or_full(
     model.take_contents(st.model)
     if full:
         report.method = "minmax"  # the JSON report says which ranges the written model has
+        report.method_reason = (
+            f"switched from percentile {cfg.percentile:g}: its clipped ranges gave a larger output error on the "
+            f"calibration set ({errors['percentile']:.3g} against {errors['minmax']:.3g} relative)"
+        )
         logger.info(
             "calibration: min-to-max ranges kept, the percentile ones gave the output error %.3g against %.3g",
             errors["percentile"],

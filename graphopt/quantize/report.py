@@ -45,6 +45,8 @@ class QuantReport:
     reduce_range_reason: str
     per_channel: bool
     layers: list[LayerReport] = field(default_factory=list)
+    method_reason: str | None = None
+    """Why ``method`` is not the one asked for (the percentile method's check kept the min-max ranges), else None."""
     kept_float: list[str] = field(default_factory=list)
     """Layers left float by ``max_error`` (worst first)."""
     float_fused: dict[str, str] = field(default_factory=dict)
@@ -93,6 +95,7 @@ class QuantReport:
             "bits": self.bits,
             "method": self.method,
             "percentile": self.percentile if self.method == "percentile" else None,
+            "method_reason": self.method_reason,
             "calibration_batches": self.batches,
             "calibration_cached": self.cached,
             "calibration_cache": self.cache_file,

@@ -241,11 +241,14 @@ def _quantization(q: dict[str, Any]) -> str:
     else:
         method = str(q.get("method", "")) + (f" {q['percentile']:g}" if q.get("percentile") else "")
         how = f"{escape(method)} ranges from {batches}"
+        if q.get("method_reason"):
+            how += f" ({escape(str(q['method_reason']))})"
     modes = _mode_counts(_layer_rows(q))
     facts = (
         f"{plural(len(layers), 'layer')} quantized for {escape(str(q.get('target', '?')))} "
         f"({escape(modes)}); {how}; {error}; parameters "
-        f"{human_bytes(q.get('param_bytes_before', 0))} → {human_bytes(q.get('param_bytes_after', 0))}"
+        f"{human_bytes(q.get('param_bytes_before', 0))} → {human_bytes(q.get('param_bytes_after', 0))} "
+        "(the quantizer's input → its output)"
     )
     if q.get("speedup") is not None:
         facts += f"; speed {q['speedup']:.2f}× fp32 under onnxruntime (1 thread, first calibration batch)"
@@ -416,6 +419,8 @@ def _pruning(r: dict[str, Any]) -> str:
     facts.append(
         f"parameters {human_bytes(r.get('param_bytes_before', 0))} → {human_bytes(r.get('param_bytes_after', 0))}"
     )
+    if r.get("sparse_stored") is not None:
+        facts.append(f"{r['sparse_stored']} of {plural(r.get('sparse_weights', 0), 'pruned weight')} stored sparse")
     if r.get("latency_ms_before") and r.get("latency_ms_after"):
         facts.append(f"latency {r['latency_ms_before']:.2f} ms → {r['latency_ms_after']:.2f} ms (1 thread, median)")
     charts = ""
