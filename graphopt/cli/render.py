@@ -395,6 +395,19 @@ def _pass_result(s: PassStats) -> str:
     return text
 
 
+def _winograd_idle(counts: dict[str, int]) -> str:
+    """Why the winograd pass lowered nothing when no layer got as far as timing: it did not run (opset, target), or
+    why each 3x3 Conv was not eligible (``no eligible 3x3 Conv: spatial size not static x5``)."""
+    not_run = [k.removeprefix("not run: ") for k in counts if k.startswith("not run: ")]
+    if not_run:
+        return "not run: " + ", ".join(not_run)
+    why = [(k.removeprefix("not eligible: "), n) for k, n in counts.items() if k.startswith("not eligible: ")]
+    if why:
+        return "no eligible 3x3 Conv: " + ", ".join(f"{r} x{n}" for r, n in sorted(why, key=lambda x: (-x[1], x[0])))
+    rest = {k: n for k, n in counts.items() if n}
+    return ", ".join(f"{k} x{n}" for k, n in sorted(rest.items())) if rest else "no 3x3 Conv"
+
+
 def _print_report(console: Console, report: PassReport, summary: dict[str, Any]) -> None:
     details = (
         any(s.counts or s.declines or any(t.counts or t.declines for t in s.steps) for s in report.stats)
@@ -420,8 +433,8 @@ def _print_report(console: Console, report: PassReport, summary: dict[str, Any])
         if details:
             if s.name == "winograd" and "winograd" in summary:
                 row.append(_winograd_result(summary["winograd"]))
-            elif s.name == "winograd" and s.counts == {"kept": 0}:
-                row.append("no eligible 3x3 layer")
+            elif s.name == "winograd":
+                row.append(_winograd_idle(s.counts))
             else:
                 row.append(_pass_result(s))
         rows.append((row, None))
