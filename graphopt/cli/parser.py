@@ -567,6 +567,14 @@ def _mode_flags(args: argparse.Namespace) -> dict[str, bool]:
     return given
 
 
+_CALIB_FLAG_USERS = {  # what each calibration flag serves, for its error without --quantize
+    "--calib-data": "--quantize (int8, int8-dynamic, int4), --precision or --prune-channels",
+    "--calib-random": "--quantize (int8, int8-dynamic, int4) or --precision",
+    "--calib-shape": "--calib-random with --quantize or --precision",
+    "--quantize-ops": "--quantize int8 or int8-dynamic",
+}
+
+
 def _quantize_config(args: argparse.Namespace) -> Any:
     """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
     if args.precision and args.quantize:
@@ -591,7 +599,7 @@ def _quantize_config(args: argparse.Namespace) -> Any:
             and not probe_data
             and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random"))
         ):
-            raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
+            raise GraphoptError(f"{calib_flags[0]} needs {_CALIB_FLAG_USERS.get(calib_flags[0], '--quantize int8')}")
         int4_only = [f for f in INT4_FLAGS if given[f]]
         if int4_only:
             raise GraphoptError(f"{int4_only[0]} needs --quantize int4")
