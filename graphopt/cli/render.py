@@ -345,7 +345,8 @@ def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any
     ]
     if p["latency_ms"]:
         a, b = p["latency_ms"]
-        lines.append(f"  onnxruntime CPU latency {a:.2f} ms -> {b:.2f} ms ({b / a:.2f}x fp32; median)")
+        # a speed-up like int8's line (higher is faster), not a time ratio
+        lines.append(f"  onnxruntime CPU latency {a:.2f} ms -> {b:.2f} ms (speed: {a / b:.2f}x fp32; median)")
     if p["target"] == "tensorrt":
         v = p["tensorrt_violations"]
         lines.append(f"  TensorRT rule checker: {len(v)} violations" + (f" (first: {v[0]})" if v else ""))
