@@ -12,10 +12,11 @@ is linear in the graph size. Nodes no output depends on are matched afterwards b
 :func:`diff` first reports, for each graph output, the first place on the way up where the graphs diverge (the walk
 does not descend below a differing node). It then aligns the two graphs node by node to say what changed: nodes found
 only in A (removed) or only in B (added), aligned nodes whose attributes or inputs changed, and initializers found only
-on one side. The alignment seeds on the walk's matches, structurally identical nodes (equal Merkle hashes) and nodes
-of one op with the same name, then spreads from each aligned pair to the producers of its inputs, stepping over up to
-eight nodes of one side (say a BatchNormalization -O2 folded or a QuantizeLinear/DequantizeLinear pair int8 added)
-to find the producer of the same op on the other.
+on one side. The alignment seeds on structurally identical nodes (equal Merkle hashes) of the same name, nodes of one
+op with the same name, the walk's matches and the other identical nodes, then spreads from each aligned pair to the
+producers of its inputs (stepping over up to eight nodes of one side, say a BatchNormalization -O2 folded or a
+QuantizeLinear/DequantizeLinear pair int8 added, to find the producer of the same op on the other) and to the readers
+of its outputs.
 """
 
 from __future__ import annotations
@@ -337,25 +338,29 @@ class _Aligner:
     # --------------------------------------------------------------------------------------------------- matching
     def run(self) -> None:
         nodes_a, nodes_b = list(self.ga), list(self.gb)
-        for na, nb in self.c.pairs:  # the walk's matches
-            if na.graph is self.ga and nb.graph is self.gb:
-                self._pair(na, nb)
         ha, hb = _Hasher(self.ga), _Hasher(self.gb)
         same: dict[bytes, list[Node]] = {}
         for nb in nodes_b:  # structurally identical nodes (the same node over the same inputs)
-            if id(nb) not in self.b2a:
-                same.setdefault(hb.node(nb), []).append(nb)
-        for na in nodes_a:
-            twins = same.get(ha.node(na)) if id(na) not in self.a2b else None
-            while twins and id(na) not in self.a2b:
-                self._pair(na, twins.pop(0))
+            same.setdefault(hb.node(nb), []).append(nb)
+        for na in nodes_a:  # first the twins that also have the same name
+            for nb in same.get(ha.node(na), ()):
+                if nb.name == na.name and id(nb) not in self.b2a:
+                    self._pair(na, nb)
+                    break
         named_a = Counter(n.name for n in nodes_a if n.name)
         named_b = Counter(n.name for n in nodes_b if n.name)
         by_name = {n.name: n for n in nodes_b if n.name and named_b[n.name] == 1}
-        for na in nodes_a:  # nodes of one op with one name
+        for na in nodes_a:  # then nodes of one op with one name (a model against its optimized self keeps them)
             nb = by_name.get(na.name) if na.name and named_a[na.name] == 1 else None
             if nb is not None and _same_op(na, nb):
                 self._pair(na, nb)
+        for na, nb in self.c.pairs:  # then the walk's matches
+            if na.graph is self.ga and nb.graph is self.gb:
+                self._pair(na, nb)
+        for na in nodes_a:  # then the other twins, in order
+            twins = [nb for nb in same.get(ha.node(na), ()) if id(nb) not in self.b2a]
+            if twins and id(na) not in self.a2b:
+                self._pair(na, twins[0])
         for oa, ob in zip(self.ga.outputs, self.gb.outputs, strict=False):
             self._align_values(oa, ob)
         while self.queue:  # spread: the producers of aligned inputs, then the readers of aligned outputs
