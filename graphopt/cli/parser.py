@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("input", metavar="IN", help="the ONNX model to inspect")
     ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
-    bench.add_parser(sub)
+    bench.add_parser(sub, formatter_class=_HelpFormatter)  # shows the defaults
 
     dif = sub.add_parser(
         "diff",

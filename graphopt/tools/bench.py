@@ -15,13 +15,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def add_parser(sub: Any) -> None:
-    from graphopt.cli.parser import _HelpFormatter  # shows the defaults
-
+def add_parser(sub: Any, **kwargs: Any) -> None:
+    """The ``bench`` subcommand's flags; ``kwargs`` go to ``add_parser`` (the CLI's help formatter)."""
     p = sub.add_parser(
-        "bench",
-        help="measure onnxruntime latency; with two models, compare outputs and speed",
-        formatter_class=_HelpFormatter,
+        "bench", help="measure onnxruntime latency; with two models, compare outputs and speed", **kwargs
     )
     p.add_argument("model", help="the ONNX model to time")
     p.add_argument("other", nargs="?", help="a second model (e.g. the optimized one) timed interleaved with the first")

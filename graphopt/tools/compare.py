@@ -71,8 +71,8 @@ class GraphDiff:
     def __post_init__(self) -> None:
         self.total = max(self.total, len(self.differences))
 
-    def __bool__(self) -> bool:
-        return bool(self.differences)
+    def __bool__(self) -> bool:  # the graphs differ (also when max_differences=0 kept no difference)
+        return self.total > 0
 
     def __len__(self) -> int:
         return len(self.differences)
@@ -82,7 +82,7 @@ class GraphDiff:
 
     def __str__(self) -> str:
         if not self.differences:
-            return "graphs are equal"
+            return f"graphs differ ({self.total} differences, none kept)" if self.total else "graphs are equal"
         return "\n".join(str(d) for d in self.differences)
 
 
