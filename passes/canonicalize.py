@@ -100,8 +100,11 @@ fuse_gemm = Rule(
 )
 
 FUSE_GEMM = RuleSet([fuse_gemm])
-FUSE_GEMM.register("fuse-gemm", description="Add(MatMul(A, B), C) -> Gemm(A, B, C) for 2D float A, B and a bias C "
-                   "that broadcasts unidirectionally to the product")
+FUSE_GEMM.register(
+    "fuse-gemm",
+    description="Add(MatMul(A, B), C) -> Gemm(A, B, C) for 2D float A, B and a bias C "
+    "that broadcasts unidirectionally to the product",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -110,8 +113,29 @@ FUSE_GEMM.register("fuse-gemm", description="Add(MatMul(A, B), C) -> Gemm(A, B, 
 BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
 """Elementwise ops with a constant operand a Transpose moves past (the constant is transposed the inverse way)."""
 UNARY = (
-    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Elu", "Selu",
-    "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Erf", "Floor", "Ceil", "Round", "Sign", "Not", "Cast",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Elu",
+    "Selu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Softsign",
+    "Erf",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Not",
+    "Cast",
 )
 """Elementwise ops of one input and one output a Transpose moves past unchanged."""
 
@@ -332,9 +356,38 @@ def _reshape_of_unit_transpose(m: Match, b) -> object:
 
 ELEMENTWISE = frozenset(
     {
-        *UNARY, *BINARY, "Gelu", "Mish", "ThresholdedRelu", "Celu", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
-        "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "IsNaN", "IsInf", "Clip", "Mod", "And", "Or", "Xor", "Equal",
-        "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Sum", "Mean", "Where",
+        *UNARY,
+        *BINARY,
+        "Gelu",
+        "Mish",
+        "ThresholdedRelu",
+        "Celu",
+        "Sin",
+        "Cos",
+        "Tan",
+        "Asin",
+        "Acos",
+        "Atan",
+        "Sinh",
+        "Cosh",
+        "Asinh",
+        "Acosh",
+        "Atanh",
+        "IsNaN",
+        "IsInf",
+        "Clip",
+        "Mod",
+        "And",
+        "Or",
+        "Xor",
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Sum",
+        "Mean",
+        "Where",
     }
 )
 """Ops that compute each output element from the elements at the same position of their inputs (numpy broadcasting,
@@ -706,8 +759,16 @@ MUL_RECIPROCAL.register(
 # push-transposes, continued: a Reduce that drops the Transpose's reordering
 # --------------------------------------------------------------------------------------------------------------------
 REDUCE = (
-    "ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
-    "ReduceLogSumExp", "ReduceSumSquare",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
 )
 
 
@@ -752,12 +813,12 @@ REDUCE_OF_TRANSPOSE = Rule(
 )
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # drop-zero-rnn-states
 # --------------------------------------------------------------------------------------------------------------------
-_ZERO_KEEPING = frozenset({"Slice", "Reshape", "Expand", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Flatten",
-                           "Cast"})
+_ZERO_KEEPING = frozenset(
+    {"Slice", "Reshape", "Expand", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Flatten", "Cast"}
+)
 """Ops whose output is all zeros when their data input (input 0) is."""
 
 
@@ -809,7 +870,8 @@ DROP_ZERO_RNN_STATES = RuleSet(
 )
 DROP_ZERO_RNN_STATES.register(
     "drop-zero-rnn-states",
-    description="omit LSTM/GRU/RNN (and DynamicQuantizeLSTM) initial states that are provably all zeros (the default)",
+    description="omit LSTM/GRU/RNN (and DynamicQuantizeLSTM) initial states that are provably all zeros (zeros "
+    "are what the op assumes when a state is left out)",
 )
 
 
@@ -824,9 +886,14 @@ def _shape_of_transpose(m: Match, b) -> object:
         return m.decline("Shape with start/end")
     x = m.value("x")
     others = [
-        u for u in x.users()
-        if u is not root and u.op_type == "Shape" and u.domain in ("", "ai.onnx") and u.graph is root.graph
-        and u.attr("start") is None and u.attr("end") is None
+        u
+        for u in x.users()
+        if u is not root
+        and u.op_type == "Shape"
+        and u.domain in ("", "ai.onnx")
+        and u.graph is root.graph
+        and u.attr("start") is None
+        and u.attr("end") is None
     ]
     if not others:
         return m.decline("no other Shape of the input to share")
@@ -905,7 +972,6 @@ TWO_AND_UNSQUEEZE = RuleSet(
         ),
     ]
 )
-
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -73,34 +73,56 @@ def _models_ms(protos: list[onnx.ModelProto], threads: int, batch: int, runs: in
 
 def eligible(node: Node) -> dict[str, Any] | None:
     """The shape facts of a Conv this pass can lower, or None."""
+    return _eligibility(node)[0]
+
+
+def ineligible_reason(node: Node) -> str | None:
+    """Why a 3x3 Conv cannot be lowered (``stride not 1``, ``spatial size not static``...); None for a node that is
+    not a 2-D 3x3 Conv, or one that can be lowered."""
+    return _eligibility(node)[1]
+
+
+def _eligibility(node: Node) -> tuple[dict[str, Any] | None, str | None]:
     if node.op_type != "Conv" or node.domain not in STANDARD_DOMAINS or len(node.inputs) < 2:
-        return None
+        return None, None
     x, w = node.inputs[0], constant_array(node.inputs[1])
-    if x is None or w is None or w.dtype != np.float32 or w.ndim != 4 or w.shape[2:] != (3, 3):
-        return None
+    kernel = node.attr("kernel_shape")
+    if w is None:
+        shape = node.inputs[1].shape if node.inputs[1] is not None else None
+        is3x3 = list(kernel or [])[-2:] == [3, 3] or (shape is not None and len(shape) == 4 and shape[2:] == (3, 3))
+        return None, "weight not a constant" if is3x3 else None
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        return None, None
+    if w.dtype != np.float32:
+        return None, "weight not float32"
+    if x is None:
+        return None, "no input"
     if int(node.attr("group", 1)) != 1:
-        return None
-    if any(int(s) != 1 for s in (node.attr("strides") or [1, 1])) or any(
-        int(d) != 1 for d in (node.attr("dilations") or [1, 1])
-    ):
-        return None
+        return None, "grouped"
+    if any(int(s) != 1 for s in (node.attr("strides") or [1, 1])):
+        return None, "stride not 1"
+    if any(int(d) != 1 for d in (node.attr("dilations") or [1, 1])):
+        return None, "dilated"
     auto_pad = node.attr("auto_pad", "NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad not in ("NOTSET", "VALID"):
-        return None
+        return None, f"auto_pad {auto_pad}"
     pads = [int(p) for p in (node.attr("pads") or [0, 0, 0, 0])] if auto_pad == "NOTSET" else [0, 0, 0, 0]
     if len(pads) != 4 or x.shape is None or len(x.shape) != 4:
-        return None
+        return None, "input rank unknown" if x.shape is None else "input not 4-D"
     c, h, wd = x.shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in (c, h, wd)) or c != w.shape[1]:
-        return None
+    if not all(isinstance(d, int) and d > 0 for d in (h, wd)):
+        return None, "spatial size not static"
+    if not (isinstance(c, int) and c > 0) or c != w.shape[1]:
+        return None, "channels not static"
     bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
     if len(node.inputs) > 2 and node.inputs[2] is not None and bias is None:
-        return None
+        return None, "bias not a constant"
     h_out, w_out = h + pads[0] + pads[2] - 2, wd + pads[1] + pads[3] - 2
     if h_out < 1 or w_out < 1:
-        return None
-    return {"C": c, "K": int(w.shape[0]), "H": h, "W": wd, "pads": pads, "h_out": h_out, "w_out": w_out, "bias": bias}
+        return None, "output empty"
+    facts = {"C": c, "K": int(w.shape[0]), "H": h, "W": wd, "pads": pads, "h_out": h_out, "w_out": w_out, "bias": bias}
+    return facts, None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -512,9 +534,13 @@ class Winograd(ModelPass):
 
         graph = model.graph
         mode = ctx.options.get("winograd", self.options["mode"])
-        if mode == "off" or (mode == "auto" and ctx.target == "tensorrt"):
+        if mode == "off":
+            return False
+        if mode == "auto" and ctx.target == "tensorrt":
+            ctx.count("not run: target tensorrt (its own Winograd kernels)")
             return False
         if (ctx.model.opset("") or 0) < 13:
+            ctx.count("not run: opset below 13")
             return False
         infer_shapes(ctx.model)
         if mode == "auto":
@@ -536,8 +562,10 @@ class Winograd(ModelPass):
         ctx.results["winograd"] = {"layers": decisions, "model_ms": {}}  # the pass's result: PassReport.results
         chosen: list[tuple[str, int, float]] = []  # node name, tile, per-layer speed-up
         for node in list(graph):
-            facts = eligible(node)
+            facts, why_not = _eligibility(node)
             if facts is None:
+                if why_not is not None:  # a 3x3 Conv it cannot lower: the pass table says why
+                    ctx.count(f"not eligible: {why_not}")
                 continue
             w = constant_array(node.inputs[1])
             tile, info = decide(facts, w, mode, threads, self.options["batch"], cache)  # type: ignore[arg-type]
@@ -561,7 +589,8 @@ class Winograd(ModelPass):
         if self.options["cache"] and mode == "auto":
             _write_cache(path, cache)
         if not chosen:
-            ctx.count("kept", len(decisions))
+            if decisions:
+                ctx.count("kept", len(decisions))
             return False
         if mode != "auto":
             self._apply(graph, chosen, ctx)

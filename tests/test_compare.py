@@ -208,3 +208,104 @@ def test_cli_diff_exit_codes(tmp_path: Path) -> None:
     assert changed.returncode == 1 and "different op" in changed.stdout
     missing = _cli("diff", str(path), str(tmp_path / "nope.onnx"))
     assert missing.returncode == 2 and "nope.onnx" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# the node-by-node alignment after the walk: every change, not only the first divergence on each path
+# -------------------------------------------------------------------------------------------------------------------
+def test_diff_lists_everything_o2_changed_in_the_cnn() -> None:
+    path = FIXTURES / "cnn.onnx"
+    opt = graphopt.optimize(onnx.load(str(path)), level=2)
+    found = graphopt.diff(path, opt, max_differences=100)
+    assert found.total == len(found)
+    kinds = [d.kind for d in found]
+    assert kinds[0] == "diverges"  # the walk's first difference stays first: assert_graphs_equal's message
+    removed = sorted(str(d.a).split(" ")[0] for d in found if d.kind == "removed" and d.what.startswith("removed"))
+    assert removed == ["BatchNormalization"] * 5 + ["Dropout", "Identity"], removed
+    assert not [d for d in found if d.kind == "added" and d.what.startswith("added")]  # -O2 added no node
+    text = str(found)
+    assert "'unused.weight'" in text and "initializer removed (only in A)" in text
+    assert "'stem.bn.scale', 'stem.bn.bias', 'stem.bn.mean', 'stem.bn.var'" in text  # the BN's own initializers
+    folded = [d for d in found if d.kind == "changed" and "Conv" in d.path]
+    assert sum("constant value" in d.what for d in folded) == 5  # every Conv's weight changed
+    assert sum("input given only in B" in d.what for d in folded) == 5  # and gained a bias
+    assert "BatchNormalization_bias_folded" not in [d.b for d in found if "initializer added" in d.what]
+    bounded = graphopt.diff(path, opt, max_differences=3)
+    assert len(bounded) == 3 and bounded.total == found.total
+    assert [str(d) for d in bounded] == [str(d) for d in found.differences[:3]]
+
+
+def _tiny(nodes, inits) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_diff_aligns_unnamed_nodes_past_removed_and_added_ones() -> None:
+    w1 = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    w2 = numpy_helper.from_array(np.full((4, 4), 2.0, np.float32), "w_other_name")
+    a = _tiny(
+        [
+            helper.make_node("Identity", ["x"], ["i"]),
+            helper.make_node("MatMul", ["i", "w"], ["mm"]),
+            helper.make_node("Relu", ["mm"], ["r"]),
+            helper.make_node("Softmax", ["r"], ["y"], axis=-1),
+        ],
+        [w1],
+    )
+    b = _tiny(
+        [
+            helper.make_node("MatMul", ["x", "w_other_name"], ["mm"]),
+            helper.make_node("Relu", ["mm"], ["r"]),
+            helper.make_node("Neg", ["r"], ["n"]),
+            helper.make_node("Softmax", ["n"], ["y"], axis=0),
+        ],
+        [w2],
+    )
+    found = graphopt.diff(a, b)
+    lines = [str(d) for d in found]
+    assert len(lines) == 4, lines
+    assert "attribute value: -1 != 0" in lines[0]  # the walk: Softmax's axis
+    assert any(d.kind == "removed" and str(d.a).startswith("Identity reading graph input #0") for d in found)
+    assert any(d.kind == "added" and str(d.b).startswith("Neg reading output #0 of Relu") for d in found)
+    assert any(d.kind == "changed" and "MatMul input #1" in d.path and "constant value" in d.what for d in found)
+
+
+@settings(max_examples=60, deadline=None)
+@given(models(), st.data())
+def test_an_inserted_identity_is_the_only_node_added_or_removed(model, data) -> None:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {t.name for t in g.initializer}
+    slots = [(i, k) for i, n in enumerate(g.node) for k, x in enumerate(n.input) if x and x not in inits]
+    assume(slots)
+    i, k = data.draw(st.sampled_from(slots))
+    node = g.node[i]
+    g.node.insert(i, helper.make_node("Identity", [node.input[k]], ["inserted_identity_out"], name="inserted"))
+    g.node[i + 1].input[k] = "inserted_identity_out"
+    found = graphopt.diff(model, m, max_differences=100)
+    assert found.total == len(found)
+    assert [d.kind for d in found if d.kind != "diverges"] == ["added"], str(found)
+    # an Identity: the inserted one, or, when it follows another Identity, either of the two (the graphs are the same
+    # either way round)
+    assert str(found.differences[-1].b).startswith("Identity")
+    back = graphopt.diff(m, model, max_differences=100)  # the other way round: one Identity removed
+    assert [d.kind for d in back if d.kind != "diverges"] == ["removed"], str(back)
+    assert str(back.differences[-1].a).startswith("Identity")
+
+
+def test_cli_diff_counts_and_bounds_the_differences(tmp_path: Path) -> None:
+    path = FIXTURES / "cnn.onnx"
+    opt = tmp_path / "opt.onnx"
+    graphopt.save(graphopt.optimize(str(path), level=2), opt)
+    full = _cli("diff", str(path), str(opt), "--max", "100")
+    assert full.returncode == 1
+    assert full.stdout.count("removed (only in A): BatchNormalization") == 5, full.stdout
+    assert "removed (only in A): Dropout 'head/Dropout'" in full.stdout
+    assert "removed (only in A): Identity 'dw/Identity'" in full.stdout
+    total = len(full.stdout.splitlines()) - 1
+    short = _cli("diff", str(path), str(opt), "--max", "2")
+    assert f"({total} differences; the first 2 shown, --max {total} shows all):" in short.stdout
+    assert len(short.stdout.splitlines()) == 3

@@ -397,3 +397,19 @@ def test_python_api_and_pass():
     graphopt.optimize(proto, passes="precision{precision=bf16,kernels=all}", calibration=feeds, report=report)
     r = report[0].results["precision"]
     assert r.precision == "bf16" and r.converted > 0 and report[0].stats[0].counts["converted"] == r.converted
+
+
+def test_cli_fp16_latency_line_is_a_speed_up_like_int8s(tmp_path):
+    """int8's summary says `speed: 2.12x fp32` (higher is faster); fp16's says the same kind of ratio, not a time
+    ratio: the figure is the fp32 time over the fp16 time it prints."""
+    import re
+
+    out = tmp_path / "m.fp16.onnx"
+    r = _cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--precision", "fp16", "--calib-random", "2")
+    assert r.returncode == 0, r.stderr
+    line = next(line for line in r.stdout.splitlines() if "CPU latency" in line)
+    m = re.search(r"latency ([\d.]+) ms -> ([\d.]+) ms \(speed: ([\d.]+)x fp32; median\)", line)
+    assert m, line
+    a, b, speed = map(float, m.groups())
+    # the times are printed to 0.01 ms, the speed-up from the unrounded ones: it lies within the rounding's bounds
+    assert (a - 0.005) / (b + 0.005) - 0.005 <= speed <= (a + 0.005) / max(b - 0.005, 1e-9) + 0.005, line

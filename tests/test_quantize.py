@@ -143,9 +143,7 @@ def test_random_conv_nets_for_ort_run_close_and_every_conv_is_an_integer_kernel(
     convs = [layer for layer in report.layers if layer.op_type == "Conv"]
     stems = [c.name for c in report.choices if c.reason == choice.STEM_REASON]  # a pooled 3-channel stem stays float
     assert len(stems) <= 1 and (convs or stems)
-    assert all(layer.fused_as == "QLinearConv" for layer in convs), [
-        (layer.name, layer.fused_as) for layer in convs
-    ]
+    assert all(layer.fused_as == "QLinearConv" for layer in convs), [(layer.name, layer.fused_as) for layer in convs]
     producers = {o: n for n in quantized.graph.node for o in n.output}
     relus = [n for n in quantized.graph.node if n.op_type == "Relu"]
     # every Relu follows a quantized op and is absorbed into its uint8 output (but the float stem's, float too)
@@ -611,7 +609,11 @@ def test_cli_bad_quantization_input_is_a_one_line_error_and_writes_nothing(tmp_p
 def test_cli_calibration_flags_without_quantize_and_nothing_quantizable(tmp_path, capsys) -> None:
     out = tmp_path / "q.onnx"
     code, _, err = _cli(capsys, "optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib-random", "2")
-    assert code == 2 and "--calib-random needs --quantize int8" in err and not out.exists()
+    assert (
+        code == 2
+        and "--calib-random needs --quantize (int8, int8-dynamic, int4) or --precision" in err
+        and not out.exists()
+    )
     graph = helper.make_graph(
         [helper.make_node("Softmax", ["x"], ["y"], axis=-1)],
         "g",

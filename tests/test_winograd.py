@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -226,3 +227,26 @@ def test_c_transforms_reject_bad_buffers() -> None:
         mod.weight_transform(np.zeros((2, 2, 3, 3), np.float32), np.zeros((4, 3)), np.zeros((4, 4, 2, 2)))
     with pytest.raises(ValueError, match="shapes"):
         mod.weight_transform(np.zeros((2, 2, 3, 3)), np.zeros((4, 3)), np.zeros((4, 4, 3, 2)))
+
+
+def test_pass_table_says_why_winograd_did_nothing_on_dynamic_spatial_dims(tmp_path) -> None:
+    """A model whose H and W are symbolic: every 3x3 Conv is ineligible, and the pass's counts and the table say why
+    (they used to show a bare 'no' with no reason)."""
+    from graphopt.cli.render import _winograd_idle
+
+    model = onnx.load(str(Path(__file__).resolve().parent.parent / "fixtures" / "cnn.onnx"))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    del model.graph.value_info[:]
+    report: list = []
+    graphopt.optimize(model, passes="winograd", report=report)
+    (stats,) = [st for st in report[0].stats if st.name == "winograd"]
+    assert not stats.changed
+    assert stats.counts.get("not eligible: spatial size not static", 0) >= 3, stats.counts
+    assert _winograd_idle(stats.counts).startswith("no eligible 3x3 Conv: spatial size not static x")
+    assert _winograd_idle({}) == "no 3x3 Conv"
+    old = onnx.load(str(Path(__file__).resolve().parent.parent / "fixtures" / "cnn.onnx"))
+    old.opset_import[0].version = 12
+    report = []
+    graphopt.optimize(old, passes="winograd", report=report)
+    assert _winograd_idle(report[0].stats[0].counts) == "not run: opset below 13"

@@ -63,13 +63,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     a, b = Path(args.a), Path(args.b)
     found = diff(load(a), load(b), rtol=args.rtol, atol=args.atol, max_differences=max(1, args.max))
     if args.json:
-        rows = [{"path": d.path, "what": d.what, "a": _jsonable(d.a), "b": _jsonable(d.b)} for d in found]
-        print(json.dumps({"equal": not found, "differences": rows}, indent=2))
+        rows = [
+            {"kind": d.kind, "path": d.path, "what": d.what, "a": _jsonable(d.a), "b": _jsonable(d.b)} for d in found
+        ]
+        print(json.dumps({"equal": not found, "total": found.total, "differences": rows}, indent=2))
     elif not found:
         print(f"{a} and {b}: graphs are equal")
     else:
-        more = "+" if len(found) >= args.max else ""
-        print(f"{a} and {b} differ ({len(found)}{more} difference{'' if len(found) == 1 and not more else 's'}):")
+        count = plural(found.total, "difference")
+        shown = (
+            f"{count}; the first {len(found)} shown, --max {found.total} shows all"
+            if found.total > len(found)
+            else count
+        )
+        print(f"{a} and {b} differ ({shown}):")
         for d in found:
             print(f"  {d}")
     return 1 if found else 0

@@ -90,7 +90,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS  # 0 is shown
+        if "default" in text or unset or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -100,9 +102,13 @@ EXAMPLES = """examples:
   graphopt optimize model.onnx -o model.o3.onnx -O3 --threads 4  # also Winograd where it is measured faster
   graphopt optimize model.onnx -o out.onnx --passes "fold-constants,cse,dce" --verify
   graphopt optimize model.onnx -o model.int8.onnx --quantize int8 --calib-data calib/ --report report.html
+  graphopt optimize model.onnx -o model.dq.onnx --quantize int8-dynamic       # no calibration data needed
+  graphopt optimize llm.onnx -o llm.int4.onnx --quantize int4                 # MatMul/Gemm weights in 4 bits
   graphopt optimize model.onnx -o model.pruned.onnx --prune-channels 0.5
   graphopt optimize model.onnx -o model.fp16.onnx --precision fp16 --calib-data calib/
   graphopt report result.json -o report.html    # result.json: what optimize --json printed
+  graphopt diff model.onnx model.opt.onnx       # compare two models: what was removed, added or changed
+  graphopt bench model.onnx model.opt.onnx      # time two models interleaved and compare their outputs
 """
 
 
@@ -117,10 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     opt = sub.add_parser(
-        "optimize", help="optimize a model and write the result", epilog=EXAMPLES, formatter_class=_HelpFormatter
+        "optimize",
+        help="optimize a model and write the result",
+        usage="%(prog)s IN -o OUT [options]\n       %(prog)s IN --in-place [options]",
+        epilog=EXAMPLES,
+        formatter_class=_HelpFormatter,
     )
     opt.add_argument("input", metavar="IN", help="the ONNX model to optimize")
-    opt.add_argument("-o", "--output", metavar="OUT", help="where to write the optimized model")
+    opt.add_argument(
+        "-o", "--output", metavar="OUT", help="where to write the optimized model (required, unless --in-place)"
+    )
     opt.add_argument(
         "-O",
         dest="level",
@@ -193,15 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("input", metavar="IN", help="the ONNX model to inspect")
     ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
-    bench.add_parser(sub)
+    bench.add_parser(sub, formatter_class=_HelpFormatter)  # shows the defaults
 
     dif = sub.add_parser(
         "diff",
         help="compare two models structurally (names and node order ignored); exit 1 if they differ",
+        description="List what differs between models A and B, names and node order ignored: for each graph output\n"
+        "where the graphs first diverge on the way up, then node by node what was removed (only in A), added\n"
+        "(only in B) or changed (attributes, inputs, constants), and the initializers only one side has.\n"
+        "Exit 0 if equal, 1 if not.",
         formatter_class=_HelpFormatter,
     )
-    dif.add_argument("a", help="the first model")
-    dif.add_argument("b", help="the second model")
+    dif.add_argument("a", metavar="A", help="the first model (say the original); 'only in A' means removed")
+    dif.add_argument("b", metavar="B", help="the second model (say the optimized one); 'only in B' means added")
     dif.add_argument(
         "--rtol", type=float, default=None, metavar="R", help="compare constants within this relative tolerance"
     )
@@ -209,7 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--atol", type=float, default=None, metavar="A", help="compare constants within this absolute tolerance"
     )
     dif.add_argument(
-        "--max", type=int, default=20, metavar="N", help="report at most this many differences (default 20)"
+        "--max",
+        type=int,
+        default=20,
+        metavar="N",
+        help="show at most this many differences; the header counts them all (default 20)",
     )
     dif.add_argument("--json", action="store_true", help="print the differences as JSON")
 
@@ -293,7 +313,10 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
     )
     q.add_argument("--symmetric", action="store_true", help="int4: no zero points")
     q.add_argument(
-        "--accuracy-level", type=int, choices=(0, 1, 2, 3, 4), help="int4 target ort: MatMulNBits accuracy_level (4)"
+        "--accuracy-level",
+        type=int,
+        choices=(0, 1, 2, 3, 4),
+        help="int4 target ort: MatMulNBits accuracy_level; 4: int8 activations (default: 4)",
     )
     q.add_argument(
         "--int8-layer", action="append", default=[], metavar="RX", help="int4: 8-bit for nodes matching (repeatable)"
@@ -368,13 +391,13 @@ def _quantize_flags(opt: argparse.ArgumentParser) -> None:
         "--smooth-mode",
         choices=("fold", "mul"),
         default="mul",
-        help="fold: smooth only where the scales fold exactly into the producer; mul: elsewhere insert a Mul (default)",
+        help="fold: smooth only where the scales fold exactly into the producer; mul: also elsewhere, inserting a Mul",
     )
     q.add_argument(
         "--layer-choice",
         choices=("auto", "static"),
         default="auto",
-        help="auto: per layer static int8, dynamic int8 or float by its estimated error (default); static: all static",
+        help="auto: per layer static int8, dynamic int8 or float by its estimated error; static: all static",
     )
     q.add_argument(
         "--reduce-range",
@@ -606,6 +629,14 @@ def _mode_flags(args: argparse.Namespace) -> dict[str, bool]:
     return given
 
 
+_CALIB_FLAG_USERS = {  # what each calibration flag serves, for its error without --quantize
+    "--calib-data": "--quantize (int8, int8-dynamic, int4), --precision or --prune-channels",
+    "--calib-random": "--quantize (int8, int8-dynamic, int4) or --precision",
+    "--calib-shape": "--calib-random with --quantize or --precision",
+    "--quantize-ops": "--quantize int8 or int8-dynamic",
+}
+
+
 def _quantize_config(args: argparse.Namespace) -> Any:
     """The QuantizeConfig the flags ask for (None without --quantize); flag errors surface before any loading."""
     if args.precision and args.quantize:
@@ -630,7 +661,7 @@ def _quantize_config(args: argparse.Namespace) -> Any:
             and not probe_data
             and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random"))
         ):
-            raise GraphoptError(f"{calib_flags[0]} needs --quantize int8")
+            raise GraphoptError(f"{calib_flags[0]} needs {_CALIB_FLAG_USERS.get(calib_flags[0], '--quantize int8')}")
         int4_only = [f for f in INT4_FLAGS if given[f]]
         if int4_only:
             raise GraphoptError(f"{int4_only[0]} needs --quantize int4")

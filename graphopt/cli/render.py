@@ -3,6 +3,7 @@ warnings in graphopt's one-line format. Rendering only: nothing here changes a m
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Ta
 from rich.table import Table
 from rich.text import Text
 
-from graphopt.engine.pass_manager import PassReport
+from graphopt.engine.pass_manager import PassReport, PassStats
 from graphopt.tools.summary import (
     abbreviate_names,
     human_bytes,
@@ -26,9 +27,10 @@ class _Console(Console):
 
 
 def _stdout() -> Console:
-    """A console for results: the terminal's width, or wide enough not to cut tables when piped to a file."""
+    """A console for results: the terminal's width (``COLUMNS`` when set, as rich reads it), or, piped without
+    ``COLUMNS``, wide enough not to cut tables."""
     console = _Console()
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         console = _Console(width=200)
     return console
 
@@ -353,7 +355,8 @@ def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any
     ]
     if p["latency_ms"]:
         a, b = p["latency_ms"]
-        lines.append(f"  onnxruntime CPU latency {a:.2f} ms -> {b:.2f} ms ({b / a:.2f}x fp32; median)")
+        # a speed-up like int8's line (higher is faster), not a time ratio
+        lines.append(f"  onnxruntime CPU latency {a:.2f} ms -> {b:.2f} ms (speed: {a / b:.2f}x fp32; median)")
     if p["target"] == "tensorrt":
         v = p["tensorrt_violations"]
         lines.append(f"  TensorRT rule checker: {len(v)} violations" + (f" (first: {v[0]})" if v else ""))
@@ -376,52 +379,108 @@ def _winograd_result(w: dict[str, Any]) -> str:
     return text
 
 
+_DECLINED_SHOWN = (
+    2  # declined reasons the pass table shows per rule (and for the rules that never fired); --json has all
+)
+
+
+def _top_reasons(reasons: list[tuple[str, int]]) -> str:
+    """The most frequent reasons, ``reason xN``, and how many more there are."""
+    ranked = sorted(reasons, key=lambda r: (-r[1], r[0]))
+    text = ", ".join(f"{r} x{n}" for r, n in ranked[:_DECLINED_SHOWN])
+    return text + (f", +{len(ranked) - _DECLINED_SHOWN} more" if len(ranked) > _DECLINED_SHOWN else "")
+
+
+def _pass_result(s: PassStats) -> str:
+    """A pass's rule firings in one cell: the rules that fired with their top declined reasons, then the top reasons of
+    the rules that never fired (``noop-dropout x1; not fired: noop-flatten (input not of rank 2... x1)``). The full
+    counts and declines are in ``--json`` (``passes[].counts``, ``passes[].declines``)."""
+    fired = []
+    for rule in sorted(k for k, n in s.counts.items() if n):
+        why = s.declines.get(rule)
+        fired.append(f"{rule} x{s.counts[rule]}" + (f" (declined: {_top_reasons(list(why.items()))})" if why else ""))
+    idle = [(f"{rule}: {r}", n) for rule, why in s.declines.items() if not s.counts.get(rule) for r, n in why.items()]
+    text = ", ".join(fired)
+    if idle:
+        text += ("; " if text else "") + f"not fired: {_top_reasons(idle)}"
+    return text
+
+
+def _winograd_idle(counts: dict[str, int]) -> str:
+    """Why the winograd pass lowered nothing when no layer got as far as timing: it did not run (opset, target), or
+    why each 3x3 Conv was not eligible (``no eligible 3x3 Conv: spatial size not static x5``)."""
+    not_run = [k.removeprefix("not run: ") for k in counts if k.startswith("not run: ")]
+    if not_run:
+        return "not run: " + ", ".join(not_run)
+    why = [(k.removeprefix("not eligible: "), n) for k, n in counts.items() if k.startswith("not eligible: ")]
+    if why:
+        return "no eligible 3x3 Conv: " + ", ".join(f"{r} x{n}" for r, n in sorted(why, key=lambda x: (-x[1], x[0])))
+    rest = {k: n for k, n in counts.items() if n}
+    return ", ".join(f"{k} x{n}" for k, n in sorted(rest.items())) if rest else "no 3x3 Conv"
+
+
 def _print_report(console: Console, report: PassReport, summary: dict[str, Any]) -> None:
-    table = Table(title="passes", title_justify="left")
-    table.add_column("pass", overflow="fold")
-    table.add_column("runs", justify="right")
-    table.add_column("changed")
-    table.add_column("nodes +/-", justify="right")
-    table.add_column("ms", justify="right")
     details = (
         any(s.counts or s.declines or any(t.counts or t.declines for t in s.steps) for s in report.stats)
         or "winograd" in summary
     )
-    if details:
-        table.add_column("result", overflow="fold")
+    rows: list[tuple[list[str], str | None]] = []
     skipped = []
-    for s in report.stats:
-        if s.runs == 0:  # an identical pass ran before it and nothing changed since: it had nothing to do
-            skipped.append(s.name)
-            continue
-        row = [
-            escape(s.name),
+
+    def cells(s: PassStats, name: str) -> list[str]:
+        return [
+            name,
             str(s.runs),
             "yes" if s.changed else "no",
             f"{s.nodes_delta:+d}" if s.nodes_delta else "0",
             f"{s.seconds * 1000:.1f}",
         ]
+
+    for s in report.stats:
+        if s.runs == 0:  # an identical pass ran before it and nothing changed since: it had nothing to do
+            skipped.append(s.name)
+            continue
+        row = cells(s, s.name)
         if details:
             if s.name == "winograd" and "winograd" in summary:
-                row.append(escape(_winograd_result(summary["winograd"])))
-            elif s.name == "winograd" and s.counts == {"kept": 0}:
-                row.append("no eligible 3x3 layer")
+                row.append(_winograd_result(summary["winograd"]))
+            elif s.name == "winograd":
+                row.append(_winograd_idle(s.counts))
             else:
-                row.append(escape(s.details()))
-        table.add_row(*row)
+                row.append(_pass_result(s))
+        rows.append((row, None))
         for step in s.steps:  # a pipeline pass (cleanup): each step's own line
             if step.runs == 0:
                 continue
-            row = [
-                escape(f"  {s.name}/{step.name}"),
-                str(step.runs),
-                "yes" if step.changed else "no",
-                f"{step.nodes_delta:+d}" if step.nodes_delta else "0",
-                f"{step.seconds * 1000:.1f}",
-            ]
+            row = cells(step, f"  {s.name}/{step.name}")
             if details:
-                row.append(escape(step.details()))
-            table.add_row(*row, style="dim")
+                row.append(_pass_result(step))
+            rows.append((row, "dim"))
+    columns = ["pass", "runs", "changed", "nodes +/-", "ms", *(["result"] if details else [])]
+    keep = list(range(len(columns)))
+    widths = [max([len(c), *(len(r[i]) for r, _ in rows)]) for i, c in enumerate(columns)]
+
+    def spare() -> int:  # characters the table's width leaves over, besides the result column's own
+        used = 3 * len(keep) + 1 + sum(widths[i] for i in keep if columns[i] != "result")
+        return console.width - used
+
+    # at narrow widths the less important columns go, in this order, while the result column would get fewer than 32
+    # characters (or, without one, while the table does not fit); the pass names never wrap
+    for name in ("ms", "runs", "changed"):
+        need = min(32, widths[-1]) if details else 0
+        if spare() >= need:
+            break
+        keep.remove(columns.index(name))
+    table = Table(title="passes", title_justify="left")
+    for i in keep:
+        if columns[i] == "pass":
+            table.add_column("pass", no_wrap=True, min_width=widths[i])
+        elif columns[i] == "result":
+            table.add_column("result", overflow="fold")
+        else:
+            table.add_column(columns[i], justify="left" if columns[i] == "changed" else "right", no_wrap=True)
+    for row, style in rows:
+        table.add_row(*(escape(row[i]) for i in keep), style=style)
     if report.stats:
         console.print(table)
     if skipped:

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("bench", help="measure onnxruntime latency; with two models, compare outputs and speed")
+def add_parser(sub: Any, **kwargs: Any) -> None:
+    """The ``bench`` subcommand's flags; ``kwargs`` go to ``add_parser`` (the CLI's help formatter)."""
+    p = sub.add_parser(
+        "bench", help="measure onnxruntime latency; with two models, compare outputs and speed", **kwargs
+    )
     p.add_argument("model", help="the ONNX model to time")
     p.add_argument("other", nargs="?", help="a second model (e.g. the optimized one) timed interleaved with the first")
     p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
@@ -26,7 +29,9 @@ def add_parser(sub: Any) -> None:
         "--shape", action="append", default=[], metavar="NAME=1x3x224x224", help="an input's shape (repeatable)"
     )
     p.add_argument("--batch", type=int, default=1, help="size of symbolic first dims (default 1)")
-    p.add_argument("--ort-opt", choices=("all", "basic", "disabled"), default="all", help="onnxruntime optimization")
+    p.add_argument(
+        "--ort-opt", choices=("all", "basic", "disabled"), default="all", help="onnxruntime graph optimization level"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
