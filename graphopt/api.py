@@ -193,6 +193,9 @@ def run_request(
     if request.calibration is not None and not callable(request.calibration):
         feeds = _feed_dicts(request.calibration)  # read once; the quantize-int8 pass sees it too
         options["calibration"] = feeds
+    elif callable(request.calibration) and any(p.name == "quantize-int8" for p in pipeline):
+        feeds, sources = request.calibration(model)  # a directory (or reader): the pass in the pipeline needs it now
+        options["calibration"] = feeds
     if request.quantize_options is not None:
         options["quantize_options"] = request.quantize_options
     options["keep_debug_info"] = request.keep_debug_info

@@ -154,6 +154,20 @@ def test_dash_as_an_output_is_an_error(argv: list[str], flag: str, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
+def test_dot_slash_dash_is_a_file_named_dash(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The error's own advice works: ./- writes a file called '-' (Path('./-') prints as '-', the raw text does not)."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", "./-", "-q")
+    assert code == 0, err
+    assert (tmp_path / "-").is_file()
+
+
+def test_probe_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    """An output path whose name is too long for the file system is a one-line error, not an OSError traceback."""
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / ("c" * 300) / "x.onnx"))
+    _one_line_error(code, err, "cannot write the output")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # 4: no abbreviated options; an unknown option gets the nearest name or the option whose value it is
 # --------------------------------------------------------------------------------------------------------------------
@@ -248,6 +262,20 @@ def test_api_calibration_takes_a_directory_like_calib_data(calib: Path) -> None:
     expected = _int8(feeds).SerializeToString()
     assert _int8(str(calib)).SerializeToString() == expected
     assert _int8(calib).SerializeToString() == expected  # os.PathLike
+
+
+def test_api_calibration_directory_reaches_the_quantize_pass_in_a_pipeline(calib: Path) -> None:
+    """A directory given as calibration feeds the quantize-int8 pass of a pipeline too, as a list does (the pass
+    said 'needs calibration data' when the directory became a reader the passes never called)."""
+    feeds = [dict(np.load(f)) for f in sorted(calib.glob("*.npz"))]
+
+    def run(calibration: object) -> bytes:
+        model = graphopt.optimize(onnx.load(str(CNN)), passes="cleanup,quantize-int8{method=minmax}",
+                                  calibration=calibration)  # fmt: skip
+        assert isinstance(model, onnx.ModelProto)
+        return model.SerializeToString()
+
+    assert run(calib) == run(feeds)
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,15 @@ def test_when_only_body_layers_are_quantizable_a_slower_int8_model_is_refused(mo
         _quantize(_model(), method=method, exclude=["main_matmul"])
 
 
+def test_a_body_only_int8_model_within_the_margin_is_written_with_the_warning(monkeypatch) -> None:
+    """Measured slower than fp32 but not below driver.BODY_ONLY_REFUSE_SPEEDUP (0.9): one timing's noise must not
+    decide between exit 0 and exit 2, so the model is written with the slow-model warning, as before the refusal."""
+    calls = _stub_speed(monkeypatch, slow=0.95, fast=0.9)
+    q, report = _quantize(_model(main=False), method="minmax")
+    assert calls == [0.95] and _body_q(q) > 0 and report.speedup == 0.95
+    assert any("0.95x the speed of fp32" in w for w in report.warnings)
+
+
 def test_a_slower_int8_model_is_not_refused_when_int8_is_not_slower(monkeypatch) -> None:
     calls = _stub_speed(monkeypatch, slow=1.1, fast=0.9)
     q, report = _quantize(_model(main=False), method="minmax")

@@ -100,21 +100,23 @@ def _output_path(args: argparse.Namespace) -> Path:
     if not args.output and not args.in_place:
         raise GraphoptError("no output file: give -o OUT (or --in-place to overwrite the input)")
     out = Path(args.output) if args.output else src
-    writable_target(out, "-o", "output")
+    writable_target(args.output or str(src), "-o", "output")
     if not args.in_place and same_file(src, out):
         raise GraphoptError(f"{out}: output would overwrite the input; pass --in-place to allow it")
     return out
 
 
-def writable_target(path: Path, flag: str, what: str) -> None:
+def writable_target(given: str, flag: str, what: str) -> None:
     """Refuse, before any work, a file the command would write but cannot: ``-`` (graphopt writes no model or page
     to stdout, and a file named ``-`` is a trap), a directory name, a folder that is missing, not a folder or not
     writable, or an existing non-regular file (a device, a FIFO, a directory). Every file a run writes goes through
-    this, so a run that would fail to write any of them writes none."""
-    if str(path) == "-":
+    this, so a run that would fail to write any of them writes none. ``given`` is the argument as typed: ``./-``
+    names a file called ``-`` (as a Path it would print as ``-``)."""
+    if given == "-":
         raise GraphoptError(
             f"{flag} -: graphopt does not write the {what} to stdout; give a file name (./- for a file named '-')"
         )
+    path = Path(given)
     if path.name in ("", ".", ".."):
         raise GraphoptError(f"{path}: {what} is a directory")
     problem = output_folder_problem(path, what)  # a missing or unwritable folder, or a path component that is a file
@@ -161,7 +163,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     out = _output_path(args)
     if args.report:
         page = Path(args.report)
-        writable_target(page, "--report", "report")  # a regular file or nothing: never a device, FIFO or directory
+        writable_target(
+            args.report, "--report", "report"
+        )  # a regular file or nothing: never a device, FIFO or directory
         for model_path, role in ((src, "input"), (out, "output")):
             if page.resolve() == model_path.resolve() or same_file(page, model_path):
                 raise GraphoptError(f"{page}: --report would overwrite the {role} model")
@@ -369,7 +373,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     src = args.result
     expected = "graphopt report expects the JSON that graphopt optimize --json printed"
-    writable_target(Path(args.output), "-o", "report")  # before reading stdin, which may never end
+    writable_target(args.output, "-o", "report")  # before reading stdin, which may never end
     try:
         text = sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
     except UnicodeDecodeError:

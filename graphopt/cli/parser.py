@@ -54,7 +54,11 @@ def _missing_command(parser: _Parser, argv: list[str]) -> None:
     if not commands or not argv or argv[0].startswith("-") or argv[0] in commands:
         return
     first = argv[0]
-    if first.lower().endswith(".onnx") or Path(first).is_file():
+    try:
+        names_a_file = first.lower().endswith(".onnx") or Path(first).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a model path either
+        names_a_file = False
+    if names_a_file:
         import shlex
 
         meant = shlex.join(["graphopt", "optimize", *argv])

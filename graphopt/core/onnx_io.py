@@ -863,7 +863,8 @@ def save(
         sources.close()
         with critical_section():  # a second signal must not cut the cleanup short
             for t in temps:
-                t.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # an append-only folder keeps them: the error above is the news
+                    t.unlink(missing_ok=True)
 
 
 def wants_external_data(model: Model, external_data: bool | None) -> bool:

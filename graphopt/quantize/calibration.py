@@ -133,9 +133,15 @@ def npz_files(path: str | os.PathLike[str]) -> list[Path]:
     """The ``.npz`` files of a calibration directory, sorted by name (read nothing yet). One-line errors say what is
     there instead: a file rather than a directory, nothing at all, or files of other kinds (``found 3 .npy files``)."""
     folder = Path(path)
-    if not folder.is_dir():
-        if folder.exists():
-            kind = "a file" if folder.is_file() else "not a file or directory"
+    try:
+        is_dir, exists, is_file = folder.is_dir(), folder.exists(), folder.is_file()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
+        raise GraphoptError(
+            f"{folder}: cannot read the calibration data directory ({getattr(e, 'strerror', None) or e})"
+        ) from None
+    if not is_dir:
+        if exists:
+            kind = "a file" if is_file else "a special file (device, FIFO or socket)"
             raise GraphoptError(
                 f"{folder}: {kind}, not a directory; calibration data is a directory of .npz files (one feed dict "
                 "per file)"

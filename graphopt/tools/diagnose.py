@@ -27,6 +27,13 @@ def output_folder_problem(out: Path, what: str = "output") -> str | None:
     exist, or a folder graphopt cannot create files in (read-only, immutable, no permission: found by creating and
     removing a temporary file there, since permission bits say nothing to root or on a read-only mount). Called
     before any work, so that a run that cannot write its result fails in a second, not after the optimization."""
+    try:
+        return _output_folder_problem(out, what)
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte...
+        return f"{out}: cannot write the {what} there ({getattr(e, 'strerror', None) or e})"
+
+
+def _output_folder_problem(out: Path, what: str) -> str | None:
     import os
     import tempfile
 
@@ -41,5 +48,10 @@ def output_folder_problem(out: Path, what: str = "output") -> str | None:
     except (OSError, ValueError) as e:
         return f"{out}: cannot write the {what} in {folder} ({getattr(e, 'strerror', None) or e})"
     os.close(fd)
-    os.unlink(probe)
+    try:
+        os.unlink(probe)
+    except OSError as e:  # an append-only folder (chattr +a) takes new files but lets none be removed or replaced
+        return (
+            f"{out}: cannot write the {what} in {folder} (files there cannot be removed or replaced: {e.strerror or e})"
+        )
     return None
