@@ -390,3 +390,12 @@ def test_external_data_auto_follows_the_input_file(extra: list[str], tmp_path: P
         capsys, "optimize", str(src), "-o", str(tmp_path / "inline.onnx"), "-q", "--external-data", "no", *extra
     )
     assert code == 0 and not (tmp_path / "inline.onnx.data").exists()
+
+
+def test_report_never_overwrites_its_json(tmp_path: Path, capsys) -> None:
+    """graphopt report r.json -o r.json replaced the JSON with the page (an overwritten input)."""
+    src = tmp_path / "r.json"
+    src.write_text('{"passes": []}')
+    code, _, err = _run(capsys, "report", str(src), "-o", str(src))
+    _one_line_error(code, err, "would overwrite its input")
+    assert src.read_text() == '{"passes": []}'

@@ -374,6 +374,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     src = args.result
     expected = "graphopt report expects the JSON that graphopt optimize --json printed"
     writable_target(args.output, "-o", "report")  # before reading stdin, which may never end
+    if src != "-" and same_file(Path(src), Path(args.output)):
+        raise GraphoptError(f"{args.output}: the report would overwrite its input {src}")
     try:
         text = sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
     except UnicodeDecodeError:
