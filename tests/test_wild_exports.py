@@ -186,9 +186,13 @@ def test_wild_report_says_what_the_run_covers():
     exported = [e["name"] for e in wild.corpus.EXPORT_ENTRIES if "derived" not in e["features"]]
     derived = [e["name"] for e in wild.corpus.DERIVED_ENTRIES]
     alone = wild.coverage(shipped)[-1]
-    assert alone.startswith(f"{len(shipped)} models from ") and "opsets 19-20" in alone
+    # the shipped models have opset 19 (yolo11seg-slider) and static QDQ (smart-turn-v3.2-qdq), not opset 20
+    assert alone.startswith(f"{len(shipped)} models from ") and "opset 20" in alone and "opset 19" not in alone
     assert alone.endswith("random-weight exports of torchvision/timm/ultralytics/transformers architectures.")
-    assert all(gap in alone.split("Not covered")[1] for gap in ("static QDQ", "QOperator", "Scan", "fp16 beyond"))
+    assert all(gap in alone.split("Not covered")[1] for gap in ("QOperator", "Scan", "fp16 beyond"))
+    assert "QDQ" not in alone.split("Not covered")[1]
+    one = wild.coverage(["magika-std-v3"])[-1]
+    assert "opsets 19-20" in one and "static QDQ" in one.split("Not covered")[1]
     both = wild.coverage(shipped + exported)[-1]
     assert f"and {len(exported)} random-weight exports of " in both
     assert "opset 19" not in both and "opset 20" not in both and "opsets 19-20" not in both
