@@ -93,7 +93,7 @@ def _replace(m: Match, b: Builder) -> object:
 
 RULES = RuleSet(
     [
-        Rule(f"gelu-erf-{where}", _pattern(i), _replace, condition=_condition)
+        Rule(f"gelu-erf-{where}", _pattern(i), _replace, condition=_condition, exact=False)
         for i, where in enumerate(("half-last", "half-on-x", "half-on-erf"))
     ]  # fmt: skip
 )
