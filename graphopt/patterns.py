@@ -836,10 +836,11 @@ def match(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | Non
 
 
 def match_or_decline(
-    rule: Rule, node: Node, graph: Graph, ctx: PassContext, *, quantized: bool | None = None
+    rule: Rule, node: Node, graph: Graph, ctx: PassContext, *, quantized: bool | Callable[[], bool] | None = None
 ) -> Match | None:
     """Like :func:`match`, but a match the condition declined is returned with ``m.declined`` set to the reason.
-    ``quantized`` says whether the model holds a quantizer (None: look), for a rule that is not ``exact``."""
+    ``quantized`` says whether the model holds a quantizer (or a function that says it; None: look), asked only for
+    a match of a rule that is not ``exact``."""
     m = Match(graph, node, ctx)
     try:
         if not _match_root(rule, node, m):
@@ -870,6 +871,8 @@ def match_or_decline(
     if m.declined is None and rule.exact is not True:
         if quantized is None:
             quantized = model_has_quantizer(ctx)
+        elif callable(quantized):
+            quantized = quantized()
         if quantized and not _exact_here(rule, m) and reaches_quantizer(m.root.outputs, graph, ctx.model.graph):
             m.decline(FEEDS_QUANTIZER)
     return m
@@ -1088,7 +1091,13 @@ def rewrite(
     if not by_op:
         return False
     changed = False
-    quantized = any(r.exact is not True for r in ordered) and model_has_quantizer(ctx)  # rewrites make no quantizer
+    found: list[bool] = []
+
+    def quantized() -> bool:  # looked up once per call, at the first match of a rule that is not exact
+        if not found:
+            found.append(model_has_quantizer(ctx))  # the rewrites make no quantizer
+        return found[0]
+
     budget = FIRINGS_PER_NODE * len(graph) + FIRINGS_SLACK
     total = 0
     recent: deque[dict[str, int]] = deque(maxlen=4)  # firings per rule of the last sweeps, to name the culprits
