@@ -96,8 +96,8 @@ def fuse_parallel_matmul(graph: Graph, ctx: PassContext) -> bool:
     opset = ctx.opset("") or 1
     groups = _groups(graph)
     if groups and model_has_quantizer(ctx):
-        # one wider MatMul need not round each column as the narrow ones did (onnxruntime may block it otherwise): a
-        # MatMul whose output reaches a QuantizeLinear stays as it is
+        # one wider MatMul need not round each column as the narrow ones did (onnxruntime may block or thread it
+        # otherwise), and a last-bit difference before a QuantizeLinear flips int8 steps: such a MatMul stays
         kept = [[n for n in nodes if not reaches_quantizer(n.outputs, graph, ctx.model.graph)] for nodes in groups]
         left = sum(len(a) - len(b) for a, b in zip(groups, kept, strict=True))
         if left:
