@@ -105,6 +105,54 @@ class Declined:
 CONDITION_FALSE = "condition false"
 REPLACE_NONE = "replace returned None"
 NO_GAIN = "no gain (equivalent nodes)"
+FEEDS_QUANTIZER = "output feeds a QuantizeLinear: float rounding would flip int8 steps"
+"""Why a rule declared ``exact=False`` left a match alone (see :func:`reaches_quantizer`)."""
+
+QUANTIZERS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
+"""Ops that round a float input to integer steps (ai.onnx and com.microsoft): a last-bit change in their float input
+may move an output by a whole step, which the dequantized graph after it carries on and amplifies."""
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def has_quantizer(graph: Graph) -> bool:
+    """Whether ``graph`` or a graph nested in it holds a quantizer (:data:`QUANTIZERS`)."""
+    return any(n.op_type in QUANTIZERS for n in graph.all_nodes())
+
+
+def reaches_quantizer(values: Iterable[Value | None], graph: Graph, main: Graph | None = None) -> bool:
+    """Whether a change in the last bits of ``values`` (computed in ``graph``) can reach a quantizer's input: followed
+    forward through every node whose output is a float (or of unknown type): value-preserving ops (Reshape, Transpose,
+    Identity...) and arithmetic alike, since an Add or a MatMul carries a rounding difference on to the QuantizeLinear
+    after it. An output of a graph other than ``main`` (the model's graph; None: ``graph``'s outermost graph), that is
+    of an If/Loop/Scan body or a function body, counts as reaching one: its readers outside are not followed."""
+    if main is None:
+        main = graph
+        while main.parent is not None:
+            main = main.parent
+    seen: set[int] = set()
+    todo = [v for v in values if v is not None]
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        g = v.producer.graph if v.producer is not None and v.producer.graph is not None else graph
+        if g is not main and g.is_output(v):
+            return True
+        for node, _ in v.uses:
+            if node.op_type in QUANTIZERS:
+                return True
+            for out in node.outputs:
+                if out is not None and (out.dtype is None or out.dtype in _FLOAT_TYPES):
+                    todo.append(out)
+    return False
+
+
+def model_has_quantizer(ctx: PassContext) -> bool:
+    """Whether the model of ``ctx`` (its graph, the bodies in it, its functions) holds a quantizer."""
+    model = ctx.model
+    return has_quantizer(model.graph) or any(has_quantizer(f.graph) for f in model.functions.values())
+
 
 MAX_SWEEPS = 32
 """Sweeps over a graph before the rewriter gives up with a RewriteLimitError (a sweep that fires nothing ends it)."""
@@ -511,11 +559,18 @@ OpsetRange = tuple[int | None, int | None]
 
 
 class Rule:
-    """A named rewrite: ``Rule(name, pattern, replace, condition=None, priority=0, opsets=None)``.
+    """A named rewrite: ``Rule(name, pattern, replace, condition=None, priority=0, opsets=None, exact=True)``.
 
     ``pattern`` is the root Op (or alternatives of Ops). ``opsets`` bounds the default-domain opset
     ``(lo, hi)`` (inclusive; None is open), or maps domains to such ranges; on a model outside them (or that does
-    not import a bounded domain) the rule is never tried. ``rule + other`` makes a :class:`RuleSet`."""
+    not import a bounded domain) the rule is never tried. ``rule + other`` makes a :class:`RuleSet`.
+
+    ``exact`` says whether the replacement computes the root's outputs bit for bit as the matched nodes did under
+    onnxruntime. A rewrite that is exact in real arithmetic only (a fused kernel such as Gelu, constants folded into a
+    weight, a reassociation, a sum in another order) says ``exact=False`` (or a function ``(match) -> bool`` when it
+    depends on the match); such a match is declined (:data:`FEEDS_QUANTIZER`) when the root's outputs reach a
+    quantizer (:func:`reaches_quantizer`), where a last-bit difference becomes whole int8 steps. Checked after
+    ``condition``, and only in a model that holds a quantizer."""
 
     def __init__(
         self,
@@ -525,9 +580,13 @@ class Rule:
         condition: Callable[[Match], Any] | None = None,
         priority: int = 0,
         opsets: OpsetRange | Mapping[str, OpsetRange] | None = None,
+        exact: bool | Callable[[Match], bool] = True,
     ) -> None:
         self.name, self.pattern, self.replace = name, pattern, replace
         self.condition, self.priority = condition, priority
+        if not isinstance(exact, bool) and not callable(exact):
+            raise PatternError(f"rule {name!r}: exact must be a bool or a function (match) -> bool")
+        self.exact = exact
         if not isinstance(name, str) or not name:
             raise PatternError(f"a rule needs a name string, got {name!r}")
         self.roots = _root_ops(pattern) if isinstance(pattern, Pattern) else []
@@ -776,8 +835,12 @@ def match(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | Non
     return m if m is not None and m.declined is None else None
 
 
-def match_or_decline(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> Match | None:
-    """Like :func:`match`, but a match the condition declined is returned with ``m.declined`` set to the reason."""
+def match_or_decline(
+    rule: Rule, node: Node, graph: Graph, ctx: PassContext, *, quantized: bool | Callable[[], bool] | None = None
+) -> Match | None:
+    """Like :func:`match`, but a match the condition declined is returned with ``m.declined`` set to the reason.
+    ``quantized`` says whether the model holds a quantizer (or a function that says it; None: look), asked only for
+    a match of a rule that is not ``exact``."""
     m = Match(graph, node, ctx)
     try:
         if not _match_root(rule, node, m):
@@ -805,7 +868,27 @@ def match_or_decline(rule: Rule, node: Node, graph: Graph, ctx: PassContext) -> 
             raise _rule_error(rule, "condition", e) from e
         if not ok:
             m.declined = ok.reason if isinstance(ok, Declined) else m.declined or CONDITION_FALSE
+    if m.declined is None and rule.exact is not True:
+        if quantized is None:
+            quantized = model_has_quantizer(ctx)
+        elif callable(quantized):
+            quantized = quantized()
+        if quantized and not _exact_here(rule, m) and reaches_quantizer(m.root.outputs, graph, ctx.model.graph):
+            m.decline(FEEDS_QUANTIZER)
     return m
+
+
+def _exact_here(rule: Rule, m: Match) -> bool:
+    if isinstance(rule.exact, bool):
+        return rule.exact
+    try:
+        return bool(rule.exact(m))
+    except PassError:
+        raise
+    except Exception as e:
+        if debug_enabled():
+            raise
+        raise _rule_error(rule, "exact", e) from e
 
 
 def _rule_error(rule: Rule, what: str, e: Exception) -> RuleError:
@@ -1008,6 +1091,13 @@ def rewrite(
     if not by_op:
         return False
     changed = False
+    found: list[bool] = []
+
+    def quantized() -> bool:  # looked up once per call, at the first match of a rule that is not exact
+        if not found:
+            found.append(model_has_quantizer(ctx))  # the rewrites make no quantizer
+        return found[0]
+
     budget = FIRINGS_PER_NODE * len(graph) + FIRINGS_SLACK
     total = 0
     recent: deque[dict[str, int]] = deque(maxlen=4)  # firings per rule of the last sweeps, to name the culprits
@@ -1026,7 +1116,7 @@ def rewrite(
             if node not in present or node.graph is not graph:
                 continue
             for r in by_op.get(node.op_type, ()):
-                m = match_or_decline(r, node, graph, ctx)
+                m = match_or_decline(r, node, graph, ctx, quantized=quantized)
                 if m is None:
                     continue
                 if m.declined is None and apply(r, m):

@@ -97,6 +97,7 @@ fuse_gemm = Rule(
     _gemm_replace,
     condition=_gemm_condition,
     opsets=(7, None),
+    exact=False,  # Gemm adds the bias in another order than MatMul then Add
 )
 
 FUSE_GEMM = RuleSet([fuse_gemm])
@@ -708,6 +709,7 @@ FOLD_CONV_INPUT_SCALE = RuleSet(
             "conv-input-scale",
             Op("Conv", Op("Mul", Var("x"), Const("s"), commutative=True), Const("w"), Opt(Const()), name="conv"),
             _fold_input_scale,
+            exact=False,  # w * s rounded once, where the Mul rounded each input
         )
     ]
 )
@@ -746,6 +748,7 @@ MUL_RECIPROCAL = RuleSet(
             ),
             lambda m, b: b.op("Div", m["x"], m["y"]),
             condition=_reciprocal_ok,
+            exact=False,  # one rounding instead of two
         )
     ]
 )
@@ -810,6 +813,7 @@ REDUCE_OF_TRANSPOSE = Rule(
     "reduce-of-transpose",
     Op(REDUCE, Op("Transpose", Var("x"), name="t", attrs=_T), ..., name="op"),
     _reduce_of_transpose,
+    exact=lambda m: m.node("op").op_type in ("ReduceMax", "ReduceMin"),  # the others sum in another order
 )
 
 

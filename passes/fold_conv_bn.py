@@ -316,21 +316,25 @@ RULES = RuleSet(
             "conv-bn",
             Op("BatchNormalization", Op(_CONVS, Var(), _W, Opt(), name="lin"), *_BN_PARAMS, name="bn"),
             _bn_after,
+            exact=False,  # the weights rescaled: each product rounds differently
         ),
         Rule(
             "gemm-bn",
             Op("BatchNormalization", Op(("Gemm", "MatMul"), Var(), _W, Opt(), name="lin"), *_BN_PARAMS, name="bn"),
             _bn_after,
+            exact=False,  # the weights rescaled: each product rounds differently
         ),
         Rule(
             "conv-affine",  # a constant per-channel Mul or Add after a convolution
             Op(("Mul", "Add"), Op(_CONVS, Var(), _W, Opt(), name="lin"), Const("c"), commutative=True),
             _affine_after,
+            exact=False,  # the weights rescaled: each product rounds differently
         ),
         Rule(
             "bn-conv",
             Op("Conv", Op("BatchNormalization", Var("x"), *_BN_PARAMS, name="bn"), _W, Opt(), name="conv"),
             _bn_before,
+            exact=False,  # the weights rescaled: each product rounds differently
         ),
         Rule(
             "affine-conv",  # a constant scalar or per-channel Mul or Add before a Conv
@@ -342,6 +346,7 @@ RULES = RuleSet(
                 name="conv",
             ),
             _affine_before,
+            exact=False,  # the weights rescaled: each product rounds differently
         ),
     ]
 )

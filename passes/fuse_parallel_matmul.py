@@ -18,7 +18,7 @@ import onnx
 from graphopt.core.ir import Graph, Node, Value
 from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import PassContext, register_pass
-from graphopt.patterns import STANDARD
+from graphopt.patterns import FEEDS_QUANTIZER, STANDARD, model_has_quantizer, reaches_quantizer
 
 from .dce import drop_unused_initializers
 
@@ -95,6 +95,15 @@ def fuse_parallel_matmul(graph: Graph, ctx: PassContext) -> bool:
     # node, and the replacement replaces the outputs of several roots at once.
     opset = ctx.opset("") or 1
     groups = _groups(graph)
+    if groups and model_has_quantizer(ctx):
+        # one wider MatMul need not round each column as the narrow ones did (onnxruntime may block or thread it
+        # otherwise), and a last-bit difference before a QuantizeLinear flips int8 steps: such a MatMul stays
+        kept = [[n for n in nodes if not reaches_quantizer(n.outputs, graph, ctx.model.graph)] for nodes in groups]
+        left = sum(len(a) - len(b) for a, b in zip(groups, kept, strict=True))
+        if left:
+            per = ctx.declines.setdefault("fuse-parallel-matmul", {})
+            per[FEEDS_QUANTIZER] = per.get(FEEDS_QUANTIZER, 0) + left
+        groups = [nodes for nodes in kept if len(nodes) >= 2]
     stacked = [n.inputs[1] for nodes in groups for n in nodes]
     for nodes in groups:
         _fuse(graph, nodes, opset)

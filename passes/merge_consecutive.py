@@ -36,7 +36,47 @@ def _static_target(m: Match, b: Builder) -> Value | Declined:
     if target is None:
         return m.decline("target not proven")
     drop = ("allowzero",) if node.attr("allowzero", 0) else ()  # the target reads 0 as a copy (allowzero=0)
-    return b.copy(node, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")}, drop=drop)
+    out = b.copy(node, inputs={1: b.const(np.array(target, dtype=np.int64), "shape")}, drop=drop)
+    shape = _target_shape(target, m.value("x"), node.output)
+    if shape is not None:
+        # typed from the constant target: the Reshape's old type may hold ONNX's made-up dims (unk__) where the
+        # target is now known, and shape inference re-types only untyped values
+        out.dtype, out.shape = node.output.dtype, shape
+    return out
+
+
+def _target_shape(target: list[int], x: Value | None, old: Value) -> tuple[Any, ...] | None:
+    """The output shape of Reshape(x, target) read with allowzero=0: 0 copies x's dim, a positive entry is itself,
+    -1 is x's element count over the other entries when the dims that do not cancel (x's copied ones do) are known
+    ints, else the dim the old output had there. None when x's rank or the old output's rank is unknown, or the
+    counts do not divide."""
+    if x is None or x.shape is None or old.shape is None or len(old.shape) != len(target) or len(x.shape) < sum(
+        1 for e in target if e == 0
+    ):
+        return None
+    dims: list[Any] = []
+    for i, e in enumerate(target):
+        if e == 0:
+            if i >= len(x.shape) or x.shape[i] is None:
+                return None
+            dims.append(x.shape[i])
+        elif e > 0:
+            dims.append(e)
+        else:
+            dims.append(None)  # -1: filled below
+    if -1 in target:
+        k = target.index(-1)
+        # a copied dim (0) is x's own at that position: it cancels out of the element count
+        kept = [d for j, d in enumerate(x.shape) if not (j < len(target) and target[j] == 0)]
+        rest = [e for j, e in enumerate(target) if j != k and e != 0]
+        if all(isinstance(d, int) for d in kept):
+            total, other = int(np.prod(kept, dtype=np.int64)), int(np.prod(rest, dtype=np.int64))
+            if other == 0 or total % other:
+                return None
+            dims[k] = total // other
+        else:
+            dims[k] = old.shape[k]
+    return tuple(dims)
 
 
 def _merge_reshapes(m: Match, b: Builder) -> Value | Declined:
@@ -346,6 +386,7 @@ MERGE_RULES = RuleSet(
             "pad-into-conv",
             Op("Conv", Op("Pad", Var("x"), ..., name="pad", shared=True), Const("w"), ..., name="conv"),
             _pad_into_conv,
+            exact=False,  # the Conv reads the unpadded input: onnxruntime may pick another kernel (or fuse Q/DQ)
         ),
     ]
 )

@@ -41,6 +41,7 @@ MERGE_CONST_CHAINS = RuleSet(
             f"{op.lower()}-const-chain",
             Op(op, Op(op, Var("x"), Const("c1"), commutative=True), Const("c2"), commutative=True, name="outer"),
             _merge_chain,
+            exact=False,  # c1 + c2 (c1 * c2) rounded once: a reassociation
         )
         for op in ("Add", "Mul")
     ]

@@ -42,6 +42,7 @@ from graphopt.core import onnx_io
 from graphopt.core.ir import STANDARD_DOMAINS, Graph, Model, Node, Value, constant_array
 from graphopt.core.tensors import Tensor
 from graphopt.engine.passes_api import ModelPass, Option, PassContext, register_pass
+from graphopt.patterns import model_has_quantizer, reaches_quantizer
 
 TILES = (2, 4, 6)
 TOLERANCE = {2: 1e-5, 4: 5e-5, 6: 5e-4}
@@ -561,11 +562,15 @@ class Winograd(ModelPass):
         decisions = [] if decisions is None else decisions
         ctx.results["winograd"] = {"layers": decisions, "model_ms": {}}  # the pass's result: PassReport.results
         chosen: list[tuple[str, int, float]] = []  # node name, tile, per-layer speed-up
+        quantized = model_has_quantizer(ctx)
         for node in list(graph):
             facts, why_not = _eligibility(node)
             if facts is None:
                 if why_not is not None:  # a 3x3 Conv it cannot lower: the pass table says why
                     ctx.count(f"not eligible: {why_not}")
+                continue
+            if quantized and reaches_quantizer(node.outputs, graph, graph):
+                ctx.count("kept (output feeds a QuantizeLinear)")  # its rounding would flip int8 steps
                 continue
             w = constant_array(node.inputs[1])
             tile, info = decide(facts, w, mode, threads, self.options["batch"], cache)  # type: ignore[arg-type]

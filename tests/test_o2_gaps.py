@@ -419,3 +419,43 @@ def test_qoperator_corpus_model_is_typed_and_o2_keeps_it_exact(tmp_path) -> None
     assert len(out.graph.node) <= len(proto.graph.node)
     for want, got in zip(ort_run(proto, feeds[4]), ort_run(out, feeds[4]), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# smart-turn v3.2 (a Whisper encoder): a Reshape target made constant types the Reshape's output from it
+# --------------------------------------------------------------------------------------------------------------------
+def _heads_model() -> onnx.ModelProto:
+    """x [batch, 40, 24] -> Reshape to [batch, -1, 2, 12] (the target computed from Shape(x)) -> Transpose to heads ->
+    Reshape to [-1, 40, 12], whose target reads the 40 back through Shape(view) -> Gather(perm) -> Slice, as torch's
+    dynamo exporter writes attention."""
+    return model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 18]>
+        g (float[batch, 40, 24] x) => (float[batch2, 40, 12] y) {
+            s = Shape(x)
+            b = Slice(s, zero, one)
+            t1 = Concat<axis=0>(b, minus1, two, twelve)
+            view = Reshape(x, t1)
+            heads = Transpose<perm=[0, 2, 1, 3]>(view)
+            sv = Shape(view)
+            perm = Gather<axis=0>(sv, perm_idx)
+            seq = Slice(perm, m2, m1)
+            t2 = Concat<axis=0>(minus1, seq, twelve)
+            y = Reshape(heads, t2)
+        }
+        """,
+        *[numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [
+            ("zero", [0]), ("one", [1]), ("minus1", [-1]), ("two", [2]), ("twelve", [12]), ("perm_idx", [0, 2, 1, 3]),
+            ("m2", [-2]), ("m1", [-1])]],
+    )  # fmt: skip
+
+
+def test_reshape_typed_from_its_new_constant_target_lets_the_next_target_fold() -> None:
+    proto = _heads_model()
+    out = graphopt.optimize(proto, level=2)
+    assert _ops(out) == ["Reshape", "Transpose", "Reshape"], _ops(out)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 40, 24)).astype(np.float32)
+        want, got = ort_run(proto, {"x": x})[0], ort_run(out, {"x": x})[0]
+        assert want.shape == got.shape == (batch * 2, 40, 12)
+        np.testing.assert_array_equal(got, want)
