@@ -18,7 +18,8 @@ fold-constants).
 The Gelu kernel does not round as the five nodes do (up to a few float32 ulps apart), so the rules are not ``exact``
 (see :class:`graphopt.patterns.Rule`): a GELU whose output reaches a QuantizeLinear (a model quantized already, QDQ)
 is left alone, since there a last-bit difference flips whole int8 steps (smart-turn v3.2's eight GELUs moved its logits
-by 7.7e-4 relative). graphopt's own int8 drivers run the pipeline on the float model before quantizing, so their GELUs are fused.
+by 7.7e-4 relative). graphopt's own int8 drivers run the pipeline on the float model before quantizing, so their
+GELUs are fused.
 
 Only float32 (both Gelu kernels of onnxruntime's CPU provider are float only), constants of one element equal to
 sqrt(2) / 1/sqrt(2) within float32 rounding, 0.5 and 1.0 exactly, none of rank above x's (which would broadcast x up),

@@ -20,8 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
 from graphopt.core.onnx_io import from_proto
-from graphopt.testing.strategies import feeds, models
 from graphopt.patterns import FEEDS_QUANTIZER, Op, PatternError, Rule, Var, reaches_quantizer
+from graphopt.testing.strategies import feeds, models
 from tests.test_gelu import _gelu_nodes
 
 SHAPE = ["n", 64, 96]
@@ -66,7 +66,10 @@ def _qdq_gelu(*, between: str = "", quantize_out: bool = True, opset: int = 14, 
         nodes.append(mk("Add", ["g", "d"], ["b"]))
         last = "b"
     if quantize_out:
-        nodes += [mk("QuantizeLinear", [last, "qo_s", "qo_z"], ["q2"]), mk("DequantizeLinear", ["q2", "qo_s", "qo_z"], ["y"])]
+        nodes += [
+            mk("QuantizeLinear", [last, "qo_s", "qo_z"], ["q2"]),
+            mk("DequantizeLinear", ["q2", "qo_s", "qo_z"], ["y"]),
+        ]
     else:
         nodes.append(mk("Identity", [last], ["y"]))
     g = helper.make_graph(
@@ -205,12 +208,18 @@ def _conv_bn(quantize_out: bool) -> onnx.ModelProto:
     """x -> Conv (float weight) -> BatchNormalization -> [Q -> DQ] -> y."""
     rng = np.random.default_rng(1)
     mk = helper.make_node
-    nodes = [mk("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), mk("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"])]
+    nodes = [
+        mk("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        mk("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]),
+    ]
     inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in [
         (rng.standard_normal((16, 8, 3, 3)) * 0.3, "w"), (rng.uniform(0.5, 2, 16), "g"), (rng.standard_normal(16), "b"),
         (rng.standard_normal(16), "m"), (rng.uniform(0.5, 2, 16), "v")]]  # fmt: skip
     if quantize_out:
-        nodes += [mk("QuantizeLinear", ["n", "qo_s", "qo_z"], ["q"]), mk("DequantizeLinear", ["q", "qo_s", "qo_z"], ["y"])]
+        nodes += [
+            mk("QuantizeLinear", ["n", "qo_s", "qo_z"], ["q"]),
+            mk("DequantizeLinear", ["q", "qo_s", "qo_z"], ["y"]),
+        ]
         inits += _q("qo", 1 / 64)
     else:
         nodes.append(mk("Identity", ["n"], ["y"]))
