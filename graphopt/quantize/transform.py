@@ -670,10 +670,12 @@ def _affine_in_params(
     own ``(s_u, z_u)``. A Q -> DQ pair with unequal parameters is that affine map; onnxruntime fuses each side into its
     QLinear neighbour (the Q into the op making ``h``, a hard-swish's QLinearMul say, the DQ into the Conv reading
     ``u``). The integers are those of ``Q(u)`` but for the rounding of ``B`` to the grid, ``delta = B - s_u *
-    round(B / s_u)`` (at most half a step): the bias of each Conv reading ``u`` gets ``delta * sum(W)`` back (exact
-    where the window lies inside the input; a padded border sees the shift in part). Applies where ``h`` is not
-    quantized already, is read only by the chain, the chain's inner values by the next op only, and ``u`` is read
-    by Convs with constant weights only (not a graph output); ``u``'s zero point moved by ``round(B / s_u)`` must
+    round(B / s_u)`` (at most half a step), and float32 rounding where ``(u - delta) / s_u`` lies at a half step (the
+    rewrite divides ``h`` by ``s_u / A``, ``Q(u)`` the float chain's own rounded ``u``: either may break such a tie
+    the other way, one code): the bias of each Conv reading ``u`` gets ``delta * sum(W)`` back (exact where the
+    window lies inside the input; a padded border sees the shift in part). Applies where ``h`` is not quantized
+    already, is read only by the chain, the chain's inner values by the next op only, and ``u`` is read by Convs with
+    constant weights only (not a graph output); ``u``'s zero point moved by ``round(B / s_u)`` must
     stay in [0, 255], and no node of the chain, nor ``h``'s producer, be one the user excluded (``the_plan``).
     Returns ``quantized`` with ``h`` in place of ``u``; ``read_as[h.name]`` is ``u``'s parameters.
     """
