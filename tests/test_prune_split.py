@@ -218,23 +218,15 @@ def test_a_pruned_model_onnxruntime_rejects_is_graphopts_error_without_timing(mo
     assert model.to_onnx().SerializeToString() == before
 
 
+PRUNE_HALF_NO_BENCH = ("--prune-channels", "0.5", "--prune-multiple", "1", "--prune-bench", "0")
+"""Half the channels, no multiple, no timing: the load check alone stands between a broken model and the file."""
+
+
 def test_cli_writes_no_model_onnxruntime_rejects_even_with_prune_bench_0(tmp_path, capsys, monkeypatch) -> None:
     _broken_split(monkeypatch)
     src, out = tmp_path / "halves.onnx", tmp_path / "p.onnx"
     onnx.save(_zero_channels(_equal_split(13), 0.5, seed=0), src)
-    code, _, err = _cli(
-        capsys,
-        "optimize",
-        str(src),
-        "-o",
-        str(out),
-        "--prune-channels",
-        "0.5",
-        "--prune-multiple",
-        "1",
-        "--prune-bench",
-        "0",
-    )
+    code, _, err = _cli(capsys, "optimize", str(src), "-o", str(out), *PRUNE_HALF_NO_BENCH)
     assert code == 2 and "graphopt's channel pruning made a model that onnxruntime rejects" in err, err
     assert not out.exists()
 
@@ -242,19 +234,7 @@ def test_cli_writes_no_model_onnxruntime_rejects_even_with_prune_bench_0(tmp_pat
 def test_fixed_attention_block_through_the_cli(tmp_path: Path, capsys) -> None:
     src, out = tmp_path / "attn.onnx", tmp_path / "p.onnx"
     onnx.save(_attention(), src)
-    code, _, err = _cli(
-        capsys,
-        "optimize",
-        str(src),
-        "-o",
-        str(out),
-        "--prune-channels",
-        "0.5",
-        "--prune-multiple",
-        "1",
-        "--prune-bench",
-        "0",
-    )
+    code, _, err = _cli(capsys, "optimize", str(src), "-o", str(out), *PRUNE_HALF_NO_BENCH)
     assert code == 0, err
     from graphopt.tools import runtime
 
