@@ -200,3 +200,14 @@ def test_small_branch_survives_any_gain(gain: float) -> None:
     q, _ = _quantize(model)
     _, scores = _slices(model, q)
     assert scores >= 20.0, (gain, scores)
+
+
+def test_static_choice_is_caught_by_the_floor() -> None:
+    """--layer-choice static quantizes every planned layer, this Concat with one shared scale too (the levels rule is
+    the automatic choice's); the scores' slice then sets the output error, and the SQNR floor's fallback brings it
+    back."""
+    model = _head(300.0)
+    q, rep = _quantize(model, choice="static")
+    _, scores = _slices(model, q)
+    assert scores > 15.0, scores
+    assert rep.sqnr_db >= driver.SQNR_FLOOR_DB and rep.kept_float, (rep.sqnr_db, rep.kept_float)
