@@ -20,7 +20,8 @@ pipeline of stages over one ``_State``, each with one job:
    and ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
 8. ``_measure``: per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
    onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
-   output error and parameter bytes before and after;
+   output error (the worst of the error pooled over the measured tensors and each part's own, ``output_parts``: each
+   measured tensor, each Concat input's slice of one) and parameter bytes before and after;
 9. ``_sqnr_fallback`` when the output SQNR is below the floor (the guard with the floor's error), else ``_finish``
    (the warnings).
 """
