@@ -140,7 +140,10 @@ def test_ranking_flip_does_not_demote_the_layers(target: str) -> None:
     names = [_reader(quantized, "topk", 0), _reader(quantized, "pick", 0)]
     ref = _values(float_model, ["scores", "features"], feeds)
     got = _values(quantized, names, feeds)
-    expected = _sqnr([a for b in ref for a in b], [a for b in got for a in b])
+    pooled = _sqnr([a for b in ref for a in b], [a for b in got for a in b])
+    # the reported figure is the worst of the pooled one and each measured tensor's own (driver.output_parts)
+    each = [_sqnr([b[i] for b in ref], [b[i] for b in got]) for i in range(2)]
+    expected = min([pooled, *each])
     assert report.sqnr_db > 20.0
     assert report.sqnr_db == pytest.approx(expected, abs=0.5)
     # nothing demoted: both convolutions stay int8, no floor warning; the Mul after the selection stays float (its

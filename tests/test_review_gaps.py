@@ -47,6 +47,12 @@ def _sqnr(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
     return math.inf if noise == 0 else 10 * math.log10(sum(float(np.sum(x**2)) for x in r) / noise)
 
 
+def _reported(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    """The report's SQNR: the worst of the pooled one and each measured tensor's own (``driver.output_parts``)."""
+    each = [_sqnr([[r[i]] for r in ref], [[g[i]] for g in got]) for i in range(len(ref[0]))] if len(ref[0]) > 1 else []
+    return min([_sqnr(ref, got), *each])
+
+
 def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
     return next(n for n in model.graph.node if n.name == name)
 
@@ -122,7 +128,7 @@ def test_measured_point_is_read_at_its_own_slot_of_the_consumer() -> None:
         for x, y in zip(r, v, strict=True):
             np.testing.assert_array_equal(x, y)
     assert report.measured_at is not None and "NonZero 'nonzero'" in report.measured_at
-    assert report.sqnr_db == pytest.approx(_sqnr(ref, at_slots), abs=0.05)
+    assert report.sqnr_db == pytest.approx(_reported(ref, at_slots), abs=0.05)
     assert report.sqnr_db > 25.0  # s1 against s2 (a slot mixed up) would be about 0 dB
 
 
@@ -142,7 +148,7 @@ def test_measured_point_of_a_constant_threshold_is_the_float_slot() -> None:
     for g, w in zip(got, want, strict=True):
         for x, y in zip(g, w, strict=True):
             np.testing.assert_array_equal(x, y)
-    assert report.sqnr_db == pytest.approx(_sqnr(_measured_run(proto, feeds, measured, None), want), abs=0.05)
+    assert report.sqnr_db == pytest.approx(_reported(_measured_run(proto, feeds, measured, None), want), abs=0.05)
 
 
 def test_integer_input_of_nonzero_walks_back_to_its_float_source() -> None:
@@ -163,7 +169,7 @@ def test_integer_input_of_nonzero_walks_back_to_its_float_source() -> None:
     at = [_node(quantized, "greater").input[0], "s2"]
     assert at[0] != "s1"
     ref = _values(proto, ["s1", "s2"], feeds)
-    assert report.sqnr_db == pytest.approx(_sqnr(ref, _values(quantized, at, feeds)), abs=0.05)
+    assert report.sqnr_db == pytest.approx(_reported(ref, _values(quantized, at, feeds)), abs=0.05)
     assert {layer.name for layer in report.layers} >= {"mm1", "mm2"}
 
 

@@ -255,6 +255,10 @@ def _print_quantization(console: Console, q: Any) -> None:
     measured_at = getattr(q, "measured_at", None)
     if measured_at:  # the output error is not the outputs' (a selection op comes after the quantized layers)
         lines.insert(3, f"  (output error measured at {measured_at})")
+    part = getattr(q, "error_part", None)
+    if part:  # one part's own error is the worst: pooled, the rest's energy would hide it
+        pooled = getattr(q, "pooled_sqnr_db", None)
+        lines.insert(3, f"  (worst part: {part}; pooled over all: SQNR {pooled:.1f} dB)")
     if q.bits == 4:
         lines = _int4_lines(q, fused)
     if dropped:

@@ -532,13 +532,57 @@ def _read_elsewhere(value: Value, concat: Node) -> bool:
     return False
 
 
+CONCAT_MIN_LEVELS = 32
+"""A static Concat whose shared scale would leave one input fewer than this many of the 255 uint8 steps across that
+input's own range (its range more than ~8x narrower than the union's, 18 dB) crushes that input: 32 steps are 5 bits,
+an SQNR of ~32 dB for values spread over the range (6.02 dB per bit + 1.76), just above :data:`LOW_DB`, the lowest
+budget the choice lets a layer keep static int8 with; below it the narrow input's values lose more than any layer may.
+A YOLOv8/YOLO11 head's last Concat joins box coordinates in pixels (0..~900) and sigmoid class scores (0..1): one
+scale of ~900/255 leaves the scores 0.3 steps, so every score rounds to 0. Such a Concat is kept float where that
+helps (:func:`_kept_apart`): its output is a graph output, goes on to a reader that is no int8 layer (a Sigmoid, a
+ReduceMax, a TopK), or is split apart again (Split, Slice, Gather) before it is read. Where whole-tensor int8 layers
+alone read it (an FPN Concat before a Conv), they quantize it with one per-tensor scale anyway: it stays static.
+FPN/PAN Concats of the corpus's detectors keep their inputs within 2-4x of each other (6-12 dB: 64 steps and more)."""
+
+INT8_READERS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "AveragePool", "GlobalAveragePool"})
+"""Readers that quantize a tensor as a whole with one per-tensor scale when static (:func:`_kept_apart`)."""
+SELECTING = frozenset({"Split", "Slice", "Gather"})
+"""Scale-sharing ops that may hand a reader a part of their input (one Concat input, say) alone."""
+
+
+def _kept_apart(concat: Node) -> bool:
+    """Whether keeping ``concat`` float would let its narrow inputs' values through at their own resolution: its
+    output (through the scale-sharing ops, :data:`SHARE`) is a graph output, reaches a reader other than a
+    whole-tensor int8 layer (:data:`INT8_READERS`) or another Concat, or is cut into parts (:data:`SELECTING`)
+    before it is read."""
+    graph = concat.graph
+    seen: set[int] = set()
+    todo = [v for v in concat.outputs if v is not None]
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if graph is not None and graph.is_output(v):
+            return True
+        for u in v.users():
+            if u.op_type in SELECTING:
+                return True
+            if u.op_type in SHARE or u.op_type == "Concat":
+                todo.extend(o for o in u.outputs if o is not None)
+            elif u.op_type not in INT8_READERS:
+                return True
+    return False
+
+
 def concat_choices(
     nodes: Sequence[Node], ranges: Mapping[str, tuple[float, float]], *, symmetric: bool = False
 ) -> dict[str, Choice]:
-    """Per Concat of ``nodes`` whose inputs were all calibrated: ``float`` when one shared scale is more than
-    :data:`CONCAT_SHARED_DB` coarser than an input's own and that input is read elsewhere (or the Concat's output is
-    a graph output), else ``static``. The cost is read from the ranges alone: quantization noise grows with the square
-    of the step."""
+    """Per Concat of ``nodes`` whose inputs were all calibrated: ``float`` when one shared scale would leave an input
+    fewer than :data:`CONCAT_MIN_LEVELS` steps and keeping the Concat float lets that input through
+    (:func:`_kept_apart`), or when it is more than :data:`CONCAT_SHARED_DB` coarser than an input's own and that input
+    is read elsewhere (or the Concat's output is a graph output); else ``static``. The cost is read from the ranges
+    alone: quantization noise grows with the square of the step."""
     out: dict[str, Choice] = {}
     for n in nodes:
         if n.op_type != "Concat" or not n.name or n.graph is None or not n.outputs or n.outputs[0] is None:
@@ -553,6 +597,22 @@ def concat_choices(
         shared = Params.for_range(lo, hi, symmetric).scale
         cost = {v.name: 20.0 * math.log10(shared / Params.for_range(*ranges[v.name], symmetric).scale) for v in own}
         output = n.graph.is_output(y)
+        levels = {
+            v.name: (max(ranges[v.name][1], 0.0) - min(ranges[v.name][0], 0.0)) / shared
+            for v in own
+            if ranges[v.name][1] > ranges[v.name][0]
+        }
+        crushed = min(levels, key=lambda name: levels[name]) if levels else None
+        if crushed is not None and levels[crushed] < CONCAT_MIN_LEVELS and _kept_apart(n):
+            wide = 255.0 / max(levels[crushed], 1e-30)
+            k = [v.name for v in own].index(crushed) + 1
+            why = (
+                f"Concat inputs' ranges differ {wide:.0f}x: one shared scale would leave input {k} ({crushed}) "
+                f"{levels[crushed]:.2g} of 255 levels (< {CONCAT_MIN_LEVELS}): float Concat, each input keeps its own "
+                "scale"
+            )
+            out[n.name] = Choice(n.name, n.op_type, "float", why)
+            continue
         hurt = [v.name for v in own if cost[v.name] > CONCAT_SHARED_DB and (output or _read_elsewhere(v, n))]
         if hurt:
             k = max(hurt, key=lambda name: cost[name])
@@ -567,6 +627,11 @@ def concat_choices(
             worst = max(cost.values())
             why = f"Concat: one shared scale ({worst:.1f} dB coarser than its narrowest input's own"
             why += f", {CONCAT_SHARED_DB:g} at most, or not read elsewhere)"
+            if crushed is not None and levels[crushed] < CONCAT_MIN_LEVELS:
+                why += (
+                    f"; it leaves {crushed} {levels[crushed]:.2g} levels, but only int8 layers that quantize the whole "
+                    "tensor at one scale read the output"
+                )
             out[n.name] = Choice(n.name, n.op_type, "static", why)
     return out
 

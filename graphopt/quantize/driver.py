@@ -20,7 +20,8 @@ pipeline of stages over one ``_State``, each with one job:
    and ``embeddings.quantize_embeddings`` take the dynamic layers and the vocabulary tables (target ort, auto choice);
 8. ``_measure``: per-layer SQNR (each quantized layer's dequantized output against the float model's), whether
    onnxruntime fused each layer into a QLinear op (read from its optimized graph, target ort), and the model's
-   output error and parameter bytes before and after;
+   output error (the worst of the error pooled over the measured tensors and each part's own, ``output_parts``: each
+   measured tensor, each Concat input's slice of one) and parameter bytes before and after;
 9. ``_sqnr_fallback`` when the output SQNR is below the floor (the guard with the floor's error), else ``_finish``
    (the warnings).
 """
@@ -228,14 +229,101 @@ def _run(
     return [runtime.run(sess, names, f, calib.sample_name(sources, i)) for i, f in enumerate(feeds)]
 
 
+@dataclass(frozen=True)
+class Part:
+    """A part of a measured tensor whose error counts on its own (:func:`output_parts`): the ``index``-th measured
+    tensor, ``[start:stop]`` along ``axis`` (``axis`` None: the whole tensor)."""
+
+    index: int
+    axis: int | None
+    start: int
+    stop: int
+    label: str
+
+
+LAYOUT_KEEPING = frozenset(
+    {"Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "Neg", "Abs", "Exp", "HardSigmoid", "Erf"}
+)
+"""Elementwise ops of one input: an element keeps its place, so a Concat input's slice is the same slice after them
+(Transpose too, with its axis permuted: :func:`output_parts`)."""
+
+
+def output_parts(model: Model, measured: Measured | None) -> tuple[Part, ...]:
+    """The parts of the measured tensors (the graph's outputs, or ``measured``'s points) whose error counts on its own
+    in :func:`output_error`: each measured tensor when there are several, and each input's slice of one produced by a
+    Concat (through elementwise ops and Transposes, :data:`LAYOUT_KEEPING`) when the Concat's axis and its inputs'
+    sizes along it are known. A YOLO head's output ``[1, 4 + classes, anchors]`` joins boxes in pixels and scores in
+    0..1: pooled over the tensor, the boxes' energy hides scores that int8 rounded to zero (the scores' slice, 0 dB,
+    then sets the output error)."""
+    graph = model.graph
+    names = [v.name for v in graph.outputs] if measured is None else [t for _, _, t, _ in measured.points]
+    producers = {o.name: n for n in graph for o in n.outputs if o is not None}
+    parts: list[Part] = []
+    for index, name in enumerate(names):
+        if len(names) > 1:
+            parts.append(Part(index, None, 0, 0, name))
+        chain: list[Any] = []
+        p = producers.get(name)
+        while p is not None and (p.op_type in LAYOUT_KEEPING or p.op_type == "Transpose") and p.inputs:
+            chain.append(p)
+            src = p.inputs[0]
+            p = producers.get(src.name) if src is not None else None
+        if p is None or p.op_type != "Concat" or not p.outputs or p.outputs[0] is None:
+            continue
+        shape = p.outputs[0].shape
+        if shape is None:
+            continue
+        axis = int(p.attr("axis", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        sizes = [
+            v.shape[axis] if v is not None and v.shape is not None and len(v.shape) == len(shape) else None
+            for v in p.inputs
+        ]
+        if len(sizes) < 2 or not all(isinstance(d, int) for d in sizes):
+            continue
+        for t in reversed(chain):  # the Concat's axis as the measured tensor holds it
+            if t.op_type == "Transpose":
+                perm = list(t.attr("perm", None) or reversed(range(len(shape))))
+                axis = perm.index(axis)
+        start = 0
+        for k, size in enumerate(sizes):
+            if size:
+                label = f"{name}[{':, ' * axis}{start}:{start + size}] (input {k + 1} of Concat {p.name})"
+                parts.append(Part(index, axis, start, start + size, label))
+            start += size
+    return tuple(parts)
+
+
 def output_error(
-    reference: Sequence[Sequence[np.ndarray]], other: Sequence[Sequence[np.ndarray]]
+    reference: Sequence[Sequence[np.ndarray]],
+    other: Sequence[Sequence[np.ndarray]],
+    parts: Sequence[Part] = (),
 ) -> tuple[float, float]:
-    """Relative L2 error (||other - ref|| / ||ref|| over all float outputs and batches) and the max abs error."""
+    """Relative L2 error (||other - ref|| / ||ref|| over all float outputs and batches) and the max abs error. With
+    ``parts`` (:func:`output_parts`), the worst of that and each part's own relative error (pooled over the batches;
+    a part whose reference is all zeros does not count): a part with little of the energy cannot hide behind the
+    rest."""
+    return _errors(reference, other, parts)[:2]
+
+
+def worst_part(
+    reference: Sequence[Sequence[np.ndarray]], other: Sequence[Sequence[np.ndarray]], parts: Sequence[Part]
+) -> tuple[float, str | None]:
+    """The relative error pooled over every measured tensor, and the label of the part that sets
+    :func:`output_error`'s figure (None: the pooled figure is the worst)."""
+    _, _, pooled, label = _errors(reference, other, parts)
+    return pooled, label
+
+
+def _errors(
+    reference: Sequence[Sequence[np.ndarray]], other: Sequence[Sequence[np.ndarray]], parts: Sequence[Part]
+) -> tuple[float, float, float, str | None]:
     signal = noise = 0.0
     max_abs = 0.0
+    part_signal = [0.0] * len(parts)
+    part_noise = [0.0] * len(parts)
     for ref_batch, got_batch in zip(reference, other, strict=True):
-        for a, b in zip(ref_batch, got_batch, strict=True):
+        for i, (a, b) in enumerate(zip(ref_batch, got_batch, strict=True)):
             a, b = np.asarray(a), np.asarray(b)
             if a.dtype.kind != "f":
                 continue
@@ -244,8 +332,26 @@ def output_error(
             noise += float(np.sum(np.square(d)))
             if d.size:
                 max_abs = max(max_abs, float(np.max(np.abs(d))))
+            for k, part in enumerate(parts):
+                if part.index != i:
+                    continue
+                if part.axis is None:
+                    ra, rd = a, d
+                elif part.axis < a.ndim and a.shape == d.shape and part.stop <= a.shape[part.axis]:
+                    cut = (slice(None),) * part.axis + (slice(part.start, part.stop),)
+                    ra, rd = a[cut], d[cut]
+                else:
+                    continue
+                part_signal[k] += float(np.sum(np.square(ra, dtype=np.float64)))
+                part_noise[k] += float(np.sum(np.square(rd)))
     rel = math.sqrt(noise / signal) if signal > 0 else (0.0 if noise == 0 else float("inf"))
-    return rel, max_abs
+    worst, label = rel, None
+    for k, part in enumerate(parts):
+        if part_signal[k] > 0:
+            r = math.sqrt(part_noise[k] / part_signal[k])
+            if r > worst:
+                worst, label = r, part.label
+    return worst, max_abs, rel, label
 
 
 def sqnr_db(rel_error: float) -> float:
@@ -522,6 +628,9 @@ class _State:
     # _start_report
     report: QuantReport = field(init=False)
     reference: list[list[np.ndarray]] = field(init=False)
+    parts: tuple[Part, ...] = ()
+    """The parts of the measured tensors whose error counts on its own (:func:`output_parts`, set after
+    ``_start_report``)."""
     # _choose and _run_guard
     estimates: dict[str, choice.Estimate] = field(default_factory=dict)
     chosen: dict[str, choice.Choice] = field(default_factory=dict)
@@ -582,6 +691,7 @@ def _pipeline(
     _smooth_activations(st)  # SmoothQuant
     _calibrate(st)  # activation ranges
     _start_report(st)  # the report's header, the float model's outputs
+    st.parts = output_parts(st.model, st.measured)  # a Concat's inputs' slices of a measured tensor count alone
     _choose(st)  # per layer: static, dynamic int8 or float
     if cfg.max_error is not None:
         _run_guard(st)  # demote the fewest layers to meet max_error
@@ -828,6 +938,7 @@ def _run_guard(st: _State) -> None:
             st.alone,
             plain_seconds=sum(st.timings.values()),
             measured=st.measured,
+            parts=st.parts,
             dynamic=cfg.choice == "auto" and st.target == "ort",
             reduce_range=st.reduce_range,
             progress=st.progress,
@@ -904,8 +1015,10 @@ def _measure(st: _State) -> None:
     with st.timed("measure"):
         quantized = st.model.to_onnx()
         got = _measured_run(quantized, st.batches, st.measured, st.cfg.threads)
-        report.error_rel, report.error_max_abs = output_error(st.reference, got)
+        report.error_rel, report.error_max_abs = output_error(st.reference, got, st.parts)
         report.sqnr_db = sqnr_db(report.error_rel)
+        pooled, report.error_part = worst_part(st.reference, got, st.parts)
+        report.pooled_sqnr_db = sqnr_db(pooled) if report.error_part else None
         report.param_bytes_after = initializer_bytes(st.model)
         layer_sqnr = _layer_sqnr(st.base, quantized, st.layers, st.batches, st.cfg.threads)
         fused: dict[str, str] | None = {}
@@ -1357,7 +1470,8 @@ class _FloorSearch:
         proto = _with_modes(
             base, st.target, st.selection, st.ranges, st.options, modes, st.cfg, st.reduce_range, batches=st.batches
         )
-        rel, _ = output_error(st.reference, _measured_run(proto, st.batches, st.measured, st.cfg.threads))
+        got = _measured_run(proto, st.batches, st.measured, st.cfg.threads)
+        rel, _ = output_error(st.reference, got, st.parts)
         logger.info("SQNR floor: %d steps taken, output error %.3g", len(taken), rel)
         self.errors[len(taken)] = rel
         return rel
@@ -1701,6 +1815,7 @@ def _guard(
     *,
     plain_seconds: float,
     measured: Measured | None = None,
+    parts: Sequence[Part] = (),
     dynamic: bool,
     reduce_range: bool,
     progress: Progress | None,
@@ -1751,7 +1866,7 @@ def _guard(
                 batches=batches,
             )
         )
-        rel, _ = output_error(reference, _measured_run(proto, batches, measured, cfg.threads))
+        rel, _ = output_error(reference, _measured_run(proto, batches, measured, cfg.threads), parts)
         logger.info("accuracy guard: %d demotions, output error %.3g", k, rel)
         return rel
 
@@ -1786,7 +1901,7 @@ def _guard(
             proto = _with_modes(
                 base_for(one), target, selection, ranges, options, one, cfg, reduce_range, batches=batches
             )
-            rank[k] = -output_error(reference, _measured_run(proto, batches, measured, cfg.threads))[0]
+            rank[k] = -output_error(reference, _measured_run(proto, batches, measured, cfg.threads), parts)[0]
             measured_alone[k] = sqnr_db(-rank[k])
         steps[:] = choice.demotions(chosen, estimates, dynamic=dynamic, budget=budgeted, rank=rank)
 

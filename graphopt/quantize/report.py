@@ -61,6 +61,11 @@ class QuantReport:
     error_rel: float = float("nan")
     error_max_abs: float = float("nan")
     sqnr_db: float = float("nan")
+    error_part: str | None = None
+    """The part of the measured tensors whose own error sets ``error_rel``/``sqnr_db`` (one of several outputs, or a
+    Concat input's slice of one: ``driver.output_parts``); None when the error pooled over everything is the worst."""
+    pooled_sqnr_db: float | None = None
+    """With ``error_part``: the SQNR pooled over every measured tensor (what the energy of the rest makes of it)."""
     measured_at: str | None = None
     """Where ``error_rel``/``sqnr_db`` are measured when not at the model's outputs: before the selection ops
     (NonMaxSuppression, TopK, ...) that come between the quantized layers and the outputs
@@ -106,6 +111,8 @@ class QuantReport:
             "output_error_max_abs": clean(self.error_max_abs),
             "output_sqnr_db": clean(self.sqnr_db),
             "output_measured_at": self.measured_at,
+            "output_error_part": self.error_part,
+            "output_pooled_sqnr_db": clean(self.pooled_sqnr_db) if self.pooled_sqnr_db is not None else None,
             "param_bytes_before": self.param_bytes_before,
             "param_bytes_after": self.param_bytes_after,
             "speedup": None if self.speedup is None else round(self.speedup, 3),
