@@ -119,12 +119,31 @@ def has_quantizer(graph: Graph) -> bool:
     return any(n.op_type in QUANTIZERS for n in graph.all_nodes())
 
 
-def reaches_quantizer(values: Iterable[Value | None], graph: Graph, main: Graph | None = None) -> bool:
+def _quantizes_inside(node: Node, functions: Mapping[tuple[str, str], bool]) -> bool:
+    """Whether ``node`` rounds to integer steps itself or inside: a quantizer, an If/Loop/Scan whose bodies hold one
+    (a value it reads may reach it there), or a call of a model-local function whose body holds one."""
+    if node.op_type in QUANTIZERS:
+        return True
+    if functions.get((node.domain or "", node.op_type)):
+        return True
+    return any(has_quantizer(g) for g in node.subgraphs())
+
+
+def _functions_with_quantizer(model: Any) -> dict[tuple[str, str], bool]:
+    functions = getattr(model, "functions", None) or {}
+    return {(key[0] or "", key[1]): has_quantizer(f.graph) for key, f in functions.items()}
+
+
+def reaches_quantizer(
+    values: Iterable[Value | None], graph: Graph, main: Graph | None = None, model: Any = None
+) -> bool:
     """Whether a change in the last bits of ``values`` (computed in ``graph``) can reach a quantizer's input: followed
     forward through every node whose output is a float (or of unknown type): value-preserving ops (Reshape, Transpose,
     Identity...) and arithmetic alike, since an Add or a MatMul carries a rounding difference on to the QuantizeLinear
     after it. An output of a graph other than ``main`` (the model's graph; None: ``graph``'s outermost graph), that is
-    of an If/Loop/Scan body or a function body, counts as reaching one: its readers outside are not followed."""
+    of an If/Loop/Scan body or a function body, counts as reaching one: its readers outside are not followed. A node
+    holding a quantizer inside (an If/Loop/Scan body, or the body of ``model``'s function it calls) counts as one."""
+    functions = _functions_with_quantizer(model)
     if main is None:
         main = graph
         while main.parent is not None:
@@ -140,7 +159,7 @@ def reaches_quantizer(values: Iterable[Value | None], graph: Graph, main: Graph 
         if g is not main and g.is_output(v):
             return True
         for node, _ in v.uses:
-            if node.op_type in QUANTIZERS:
+            if _quantizes_inside(node, functions):
                 return True
             for out in node.outputs:
                 if out is not None and (out.dtype is None or out.dtype in _FLOAT_TYPES):
@@ -873,7 +892,11 @@ def match_or_decline(
             quantized = model_has_quantizer(ctx)
         elif callable(quantized):
             quantized = quantized()
-        if quantized and not _exact_here(rule, m) and reaches_quantizer(m.root.outputs, graph, ctx.model.graph):
+        if (
+            quantized
+            and not _exact_here(rule, m)
+            and reaches_quantizer(m.root.outputs, graph, ctx.model.graph, ctx.model)
+        ):
             m.decline(FEEDS_QUANTIZER)
     return m
 

@@ -98,7 +98,10 @@ def fuse_parallel_matmul(graph: Graph, ctx: PassContext) -> bool:
     if groups and model_has_quantizer(ctx):
         # one wider MatMul need not round each column as the narrow ones did (onnxruntime may block or thread it
         # otherwise), and a last-bit difference before a QuantizeLinear flips int8 steps: such a MatMul stays
-        kept = [[n for n in nodes if not reaches_quantizer(n.outputs, graph, ctx.model.graph)] for nodes in groups]
+        kept = [
+            [n for n in nodes if not reaches_quantizer(n.outputs, graph, ctx.model.graph, ctx.model)]
+            for nodes in groups
+        ]
         left = sum(len(a) - len(b) for a, b in zip(groups, kept, strict=True))
         if left:
             per = ctx.declines.setdefault("fuse-parallel-matmul", {})

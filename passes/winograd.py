@@ -569,7 +569,7 @@ class Winograd(ModelPass):
                 if why_not is not None:  # a 3x3 Conv it cannot lower: the pass table says why
                     ctx.count(f"not eligible: {why_not}")
                 continue
-            if quantized and reaches_quantizer(node.outputs, graph, graph):
+            if quantized and reaches_quantizer(node.outputs, graph, graph, ctx.model):
                 ctx.count("kept (output feeds a QuantizeLinear)")  # its rounding would flip int8 steps
                 continue
             w = constant_array(node.inputs[1])

@@ -336,3 +336,34 @@ def test_o2_on_random_graphs_with_quantized_outputs_is_bit_identical(model) -> N
     for opt in (True, False):
         for a, b in zip(_run(model, x, optimize=opt), _run(out, x, optimize=opt), strict=True):
             assert np.array_equal(a, b)
+
+
+def _q_in_a_function(m: onnx.ModelProto) -> onnx.ModelProto:
+    """The model's last QuantizeLinear -> DequantizeLinear pair as a call of a model-local function QDQ(x)."""
+    g = m.graph
+    q = next(n for n in g.node if n.op_type == "QuantizeLinear")
+    dq = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+    body = [
+        helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array(1 / 64, np.float32))),
+        helper.make_node("Constant", [], ["z"], value=numpy_helper.from_array(np.array(0, np.int8))),
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+    ]
+    m.functions.append(helper.make_function("local", "QDQ", ["x"], ["y"], body, [helper.make_opsetid("", 14)]))
+    nodes = [n for n in g.node if n is not q and n is not dq]
+    nodes.append(helper.make_node("QDQ", [q.input[0]], [dq.output[0]], domain="local"))
+    del g.node[:]
+    g.node.extend(nodes)
+    m.opset_import.append(helper.make_opsetid("local", 1))
+    return m
+
+
+def test_a_quantizer_inside_a_called_function_is_seen() -> None:
+    """The GELU's output reaches a QuantizeLinear inside a model-local function it calls: the walk must look into the
+    function (it treated the call as a float op: -O2 fused the GELU and flipped 18 int8 steps)."""
+    m = _q_in_a_function(_qdq_gelu())
+    out = graphopt.optimize(m, level=2)
+    assert isinstance(out, onnx.ModelProto)
+    assert "Gelu" not in {n.op_type for n in out.graph.node}
+    x = _x()
+    assert np.array_equal(_run(m, x)[0], _run(out, x)[0])
