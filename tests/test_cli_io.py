@@ -399,3 +399,16 @@ def test_report_never_overwrites_its_json(tmp_path: Path, capsys) -> None:
     code, _, err = _run(capsys, "report", str(src), "-o", str(src))
     _one_line_error(code, err, "would overwrite its input")
     assert src.read_text() == '{"passes": []}'
+
+
+def test_cli_calibration_reaches_the_quantize_pass_in_passes(calib: Path, tmp_path: Path, capsys) -> None:
+    """--passes with the quantize-int8 pass takes --calib-data (or --calib-random) as the API's calibration=: it was
+    refused ('--calib-data needs --quantize ...'), and without it the error spoke of optimize(..., calibration=)."""
+    out = tmp_path / "q.onnx"
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(out), "-q", "--passes",
+                        "cleanup,quantize-int8{method=minmax}", "--calib-data", str(calib))  # fmt: skip
+    assert code == 0, err
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
+    code, _, err = _run(capsys, "optimize", str(CNN), "-o", str(tmp_path / "p.onnx"), "--passes", "cleanup",
+                        "--calib-data", str(calib))  # fmt: skip
+    _one_line_error(code, err, "--calib-data needs", "the quantize-int8 pass")

@@ -488,7 +488,12 @@ def optimize_request(args: argparse.Namespace) -> OptimizeRequest:
         keep_debug_info=args.keep_debug_info,
         quantize=args.quantize,
         calibration=None
-        if (quant_config is None and not _precision_data(args) and not (prune is not None and args.calib_data))
+        if (
+            quant_config is None
+            and not _precision_data(args)
+            and not (prune is not None and args.calib_data)
+            and not _pass_calibration(args)
+        )
         or (args.quantize in ("int4", "int8-dynamic") and not args.calib_data and args.calib_random is None)
         else (lambda model: _calibration(args, model)),
         quantize_options=quant_config,
@@ -634,11 +639,18 @@ def _mode_flags(args: argparse.Namespace) -> dict[str, bool]:
 
 
 _CALIB_FLAG_USERS = {  # what each calibration flag serves, for its error without --quantize
-    "--calib-data": "--quantize (int8, int8-dynamic, int4), --precision or --prune-channels",
-    "--calib-random": "--quantize (int8, int8-dynamic, int4) or --precision",
+    "--calib-data": "--quantize (int8, int8-dynamic, int4), --precision, --prune-channels or the quantize-int8 pass",
+    "--calib-random": "--quantize (int8, int8-dynamic, int4), --precision or the quantize-int8 pass",
     "--calib-shape": "--calib-random with --quantize or --precision",
     "--quantize-ops": "--quantize int8 or int8-dynamic",
 }
+
+
+def _pass_calibration(args: argparse.Namespace) -> bool:
+    """``--passes`` runs the quantize-int8 pass and the command line gives it data (``--calib-data`` or
+    ``--calib-random``, nothing else of the quantizer's flags): the pass reads it as optimize(calibration=...) would."""
+    names = {p.split("{")[0].strip() for p in re.split(r",(?![^{]*\})", args.passes or "")}
+    return "quantize-int8" in names and bool(args.calib_data or args.calib_random is not None)
 
 
 def _quantize_config(args: argparse.Namespace) -> Any:
@@ -663,6 +675,7 @@ def _quantize_config(args: argparse.Namespace) -> Any:
         if (
             calib_flags
             and not probe_data
+            and not _pass_calibration(args)
             and not (args.precision and calib_flags[0] in ("--calib-data", "--calib-random"))
         ):
             raise GraphoptError(f"{calib_flags[0]} needs {_CALIB_FLAG_USERS.get(calib_flags[0], '--quantize int8')}")
