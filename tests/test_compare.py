@@ -309,3 +309,24 @@ def test_cli_diff_counts_and_bounds_the_differences(tmp_path: Path) -> None:
     short = _cli("diff", str(path), str(opt), "--max", "2")
     assert f"({total} differences; the first 2 shown, --max {total} shows all):" in short.stdout
     assert len(short.stdout.splitlines()) == 3
+
+
+def test_diff_of_a_deep_chain_that_differs_near_its_inputs() -> None:
+    """The walk recurses value -> node -> value from the outputs: a 1200-node chain whose first difference sits next
+    to its input raised RecursionError (a traceback from `graphopt diff`) past ~330 nodes of depth."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, x = [], [], "x"
+    for i in range(400):
+        inits += [numpy_helper.from_array(np.full([1], 1.0 + i * 1e-3, np.float32), f"a{i}")]
+        nodes += [helper.make_node("Mul", [x, f"a{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
+                  helper.make_node("Identity", [f"r{i}"], [f"i{i}"])]  # fmt: skip
+        x = f"i{i}"
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 16])], inits)  # fmt: skip
+    a = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    b = onnx.ModelProto()
+    b.CopyFrom(a)
+    b.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full([1], 2.0, np.float32), "a0"))
+    d = graphopt.diff(a, b)
+    assert d.total == 1 and "constant value at [0]: 1.0 != 2.0" in str(d)

@@ -21,9 +21,12 @@ of its outputs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -673,6 +676,25 @@ def diff(
     are given. Model-local functions are compared by name, body for body."""
     ma, mb = _as_model(a), _as_model(b)
     c = _Comparer(rtol, atol, max_differences)
+    nodes = sum(1 for m in (ma, mb) for g in m.graphs() for _ in g)
+    with _recursion_limit(1000 + 4 * nodes):  # the walk recurses value -> node -> value: ~3 frames per node of depth
+        _compare_models(c, ma, mb)
+    return GraphDiff(c.out, c.total)
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int) -> Iterator[None]:
+    """Python's recursion limit raised to ``limit`` for the walk (a 330-node chain that differs near its inputs hit
+    the default 1000 with a RecursionError traceback), then put back."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
+def _compare_models(c: _Comparer, ma: Model, mb: Model) -> None:
     c.graph(ma.graph, mb.graph, "graph")
     opsets_a = {d or "ai.onnx": v for d, v in ma.opset_imports.items()}
     opsets_b = {d or "ai.onnx": v for d, v in mb.opset_imports.items()}
@@ -686,4 +708,3 @@ def diff(
             c.report(label, f"defined only in {'A' if fa is not None else 'B'}")
             continue
         c.graph(fa.graph, fb.graph, label)
-    return GraphDiff(c.out, c.total)
