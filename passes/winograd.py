@@ -536,6 +536,7 @@ class Winograd(ModelPass):
         graph = model.graph
         mode = ctx.options.get("winograd", self.options["mode"])
         if mode == "off":
+            ctx.count("not run: --winograd off")
             return False
         if mode == "auto" and ctx.target == "tensorrt":
             ctx.count("not run: target tensorrt (its own Winograd kernels)")
