@@ -12,7 +12,6 @@ from collections import Counter
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +22,7 @@ from graphopt.core.onnx_io import from_proto
 from graphopt.patterns import FEEDS_QUANTIZER, Op, PatternError, Rule, Var, reaches_quantizer
 from graphopt.testing.strategies import feeds, models
 from tests.test_gelu import _gelu_nodes
+from tests.test_gelu import _run as gelu_run
 
 SHAPE = ["n", 64, 96]
 IN_SCALE = 2.0**-24  # the GELU reads DequantizeLinear(int32): fine enough that its input can sit anywhere
@@ -30,13 +30,8 @@ OUT_STEP = 1 / 64
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, optimize: bool = True) -> list[np.ndarray]:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    """test_gelu's single-thread onnxruntime run, with onnxruntime's optimizations on by default here."""
+    return gelu_run(model, feeds, optimize=optimize)
 
 
 def _q(name: str, scale: float, zero: np.ndarray | None = None) -> list[onnx.TensorProto]:
