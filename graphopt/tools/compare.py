@@ -448,6 +448,8 @@ class _Aligner:
         own = []  # its initializers that only nodes of this side read
         own_consts = self.consts_a if g is self.ga else self.consts_b
         for v in dict.fromkeys(x for x in node.inputs if x is not None and x.const is not None and id(x) in own_consts):
+            if id(v) in self.consts_done:
+                continue  # named with an earlier one-sided node that reads it too
             if all(u.graph is not g or (id(u) not in self.a2b and id(u) not in self.b2a) for u, _ in v.uses):
                 own.append(v.name)
                 self.consts_done.add(id(v))
