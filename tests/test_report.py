@@ -181,3 +181,21 @@ def test_report_command_reads_stdin(full_run, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(summary)))
     assert main(["report", "-", "-o", str(folder / "stdin.html")]) == 0
     assert (folder / "stdin.html").read_text() == full_run[0].read_text()
+
+
+def test_report_names_the_worst_part_of_the_output_error(full_run, tmp_path: Path) -> None:
+    """When one part's own error is the worst (a Concat input's slice, one of several outputs), the page says which
+    and gives the pooled figure, as the terminal summary does; without a part the line is as before."""
+    from graphopt.tools.report import write_report
+
+    import copy
+
+    summary = copy.deepcopy(full_run[1])  # the module's run stays as the other tests read it
+    q = summary["quantization"]
+    plain = tmp_path / "plain.html"
+    write_report(summary, plain)
+    assert "worst part" not in plain.read_text()
+    q["output_error_part"], q["output_pooled_sqnr_db"] = "y[:, 4:6] (Concat input 2)", 42.25
+    page = tmp_path / "part.html"
+    write_report(summary, page)
+    assert "(worst part: y[:, 4:6] (Concat input 2); pooled over all: SQNR 42.2 dB)" in page.read_text()

@@ -258,7 +258,8 @@ def _print_quantization(console: Console, q: Any) -> None:
     part = getattr(q, "error_part", None)
     if part:  # one part's own error is the worst: pooled, the rest's energy would hide it
         pooled = getattr(q, "pooled_sqnr_db", None)
-        lines.insert(3, f"  (worst part: {part}; pooled over all: SQNR {pooled:.1f} dB)")
+        whole = "" if pooled is None else f"; pooled over all: SQNR {pooled:.1f} dB"
+        lines.insert(3, f"  (worst part: {part}{whole})")
     if q.bits == 4:
         lines = _int4_lines(q, fused)
     if dropped:

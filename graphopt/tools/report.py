@@ -233,6 +233,10 @@ def _quantization(q: dict[str, Any]) -> str:
         if err is not None or bits != 4
         else "output error not measured (no calibration data)"
     )
+    if q.get("output_error_part"):  # one part's own error is the worst: pooled, the rest's energy would hide it
+        pooled = q.get("output_pooled_sqnr_db")
+        whole = "" if pooled is None else f"; pooled over all: SQNR {pooled:.1f} dB"
+        error += f" (worst part: {escape(str(q['output_error_part']))}{whole})"
     batches = plural(q.get("calibration_batches", 0), "calibration batch", "calibration batches")
     if bits == 4:
         how = f"{escape(str(q.get('method', '')).upper())} weights, {escape(str(q.get('reduce_range_reason', '')))}"
