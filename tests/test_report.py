@@ -186,9 +186,9 @@ def test_report_command_reads_stdin(full_run, monkeypatch: pytest.MonkeyPatch) -
 def test_report_names_the_worst_part_of_the_output_error(full_run, tmp_path: Path) -> None:
     """When one part's own error is the worst (a Concat input's slice, one of several outputs), the page says which
     and gives the pooled figure, as the terminal summary does; without a part the line is as before."""
-    from graphopt.tools.report import write_report
-
     import copy
+
+    from graphopt.tools.report import write_report
 
     summary = copy.deepcopy(full_run[1])  # the module's run stays as the other tests read it
     q = summary["quantization"]
