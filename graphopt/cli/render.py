@@ -355,6 +355,7 @@ def _print_precision(console: Console, p: dict[str, Any], summary: dict[str, Any
         )
         + f" on {plural(p['calibration_batches'], 'batch', 'batches')}"
         + (" of random data" if p["random_data"] else ""),
+        *([f"  (output error measured at {p['output_measured_at']})"] if p.get("output_measured_at") else []),
         f"  parameters {human_bytes(p['param_bytes_before'])} -> {human_bytes(p['param_bytes_after'])}; "
         f"file {human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])}",
     ]

@@ -366,6 +366,9 @@ SELECTION_OPS = frozenset(SELECTION_ORDER)
 """Ops whose result jumps when their float input moves a little (a box score crossing a threshold or another box's,
 a ranking changing): what depends on them (the indices, the data they gather, an If that holds one) is not a
 continuous function of the quantized layers' outputs, so the output error is measured at the tensors that feed them."""
+KEPT_FLOAT_AFTER = " (the layers after it stay float)"
+"""The clause of :attr:`Measured.what` that is the int8 driver's (it keeps the selected part float); half precision
+converts that part too and drops it."""
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 """Ops that read only their input's shape: walking back from an integer input of the selection stops there."""
 FLOAT_TYPES = frozenset(
@@ -517,7 +520,7 @@ def measured_points(proto: onnx.ModelProto, types: Mapping[str, int] | None = No
     feeding = len(floats) - sum(1 for o in outputs if o not in points)
     what = (
         f"the {feeding} tensor{'s' if feeding != 1 else ''} that feed{'' if feeding != 1 else 's'} {named}, before the "
-        "selection (the layers after it stay float)"
+        f"selection{KEPT_FLOAT_AFTER}"
     )
     if outputs:
         what += f", and the outputs {', '.join(outputs[:3])}{' ...' if len(outputs) > 3 else ''}"
@@ -535,10 +538,13 @@ def _measured_for(model: Model) -> Measured | None:
     return measured_points(model.to_onnx(), types)
 
 
-def _measured_outputs(proto: onnx.ModelProto, measured: Measured) -> tuple[onnx.ModelProto, list[str]]:
+def _measured_outputs(
+    proto: onnx.ModelProto, measured: Measured, types: Mapping[str, int] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``proto`` (the float model or a quantized one) with the tensors at ``measured``'s points as its
     outputs, and their names: what each consumer reads at its slot (after a Q/DQ pair in a quantized model), else the
-    float model's tensor."""
+    float model's tensor. Each output is declared with the float model's element type, or ``proto``'s own from
+    ``types`` (an fp16 model reads a float16 tensor there: onnxruntime refuses an output declared otherwise)."""
     out = _copy(proto)
     by_name = {n.name: n for n in out.graph.node if n.name}
     have = {o.name for o in out.graph.output}
@@ -548,6 +554,7 @@ def _measured_outputs(proto: onnx.ModelProto, measured: Measured) -> tuple[onnx.
         name = n.input[slot] if n is not None and 0 <= slot < len(n.input) and n.input[slot] else tensor
         names.append(name)
         if name not in have:
+            elem = (types or {}).get(name) or elem
             out.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
             have.add(name)
     return out, names
@@ -559,12 +566,14 @@ def _measured_run(
     measured: Measured | None,
     threads: int | None,
     sources: Sequence[str] | None = None,
+    types: Mapping[str, int] | None = None,
 ) -> list[list[np.ndarray]]:
     """``proto``'s values where the output error is measured (:func:`measured_points`; its outputs when None), per
-    batch: the one run every measuring stage makes."""
+    batch: the one run every measuring stage makes. ``types``: ``proto``'s element types where they differ from the
+    float model's (:func:`_measured_outputs`)."""
     if measured is None:
         return _run(proto, batches, threads=threads, sources=sources)
-    exposed, names = _measured_outputs(proto, measured)
+    exposed, names = _measured_outputs(proto, measured, types)
     return _run(exposed, batches, names, threads=threads, sources=sources)
 
 

@@ -174,6 +174,9 @@ class PrecisionReport:
     error_rel: float = float("nan")
     error_max_abs: float = float("nan")
     cosine_min: float = float("nan")
+    measured_at: str | None = None
+    """Where the output error was measured when not at the outputs (a selection op such as TopK or NonMaxSuppression
+    reads the converted layers' results: ``driver.measured_points``)."""
     param_bytes_before: int = 0
     param_bytes_after: int = 0
     latency_ms: tuple[float, float] | None = None
@@ -210,6 +213,7 @@ class PrecisionReport:
             "output_error_rel": clean(self.error_rel),
             "output_error_max_abs": clean(self.error_max_abs),
             "output_cosine_min": clean(self.cosine_min),
+            "output_measured_at": self.measured_at,
             "param_bytes_before": self.param_bytes_before,
             "param_bytes_after": self.param_bytes_after,
             "latency_ms": list(self.latency_ms) if self.latency_ms else None,
@@ -893,6 +897,20 @@ def _float_types(model: Model) -> dict[str, int | None]:
     return types
 
 
+def _elem_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """The element types of ``proto``'s main-graph tensors (onnx's shape inference; a converted model's value_info
+    lacks the ones that changed)."""
+    try:
+        g = onnx.shape_inference.infer_shapes(proto).graph
+    except Exception:  # noqa: BLE001 - the tensors it cannot type keep the float model's
+        g = proto.graph
+    out = {t.name: t.data_type for t in g.initializer}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            out[vi.name] = vi.type.tensor_type.elem_type
+    return out
+
+
 def _cast_feed(feed: Mapping[str, np.ndarray], proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     want = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
     out = {}
@@ -935,7 +953,7 @@ def convert_precision(
     ``feeds``: calibration feed dicts for the overflow check and the error measurement (None: 4 random valid
     samples, with a warning)."""
     from graphopt.quantize import calibration as calib
-    from graphopt.quantize.driver import output_error
+    from graphopt.quantize.driver import KEPT_FLOAT_AFTER, _measured_for, _measured_run, output_error
     from graphopt.tools import runtime
     from graphopt.tools.summary import initializer_bytes
 
@@ -971,6 +989,7 @@ def convert_precision(
     infer_shapes(model)
     types = _float_types(model)
     base = model.to_onnx()
+    at = _measured_for(model)  # before a selection op (TopK, NonMaxSuppression...): its outputs jump on a near-tie
     report = PrecisionReport(
         precision=cfg.precision,
         target=target,
@@ -1026,11 +1045,26 @@ def convert_precision(
     except GraphoptError as exc:
         new_sess = None
         notes.append(f"onnxruntime (CPU) cannot run the {cfg.precision} model: {exc}")
-    ref = [runtime.run(ref_sess, None, f, f"calibration sample #{i}") for i, f in enumerate(batches)]
+    if at is not None:  # the float model's values there (its outputs when the fp16 model's run fails below)
+        ref = _measured_run(base, batches, at, cfg.threads, sources)
+    else:
+        ref = [runtime.run(ref_sess, None, f, f"calibration sample #{i}") for i, f in enumerate(batches)]
     if new_sess is not None:
-        got = [[np.asarray(v, dtype=np.float32) if np.asarray(v).dtype.kind == "f" else v
-                for v in runtime.run(new_sess, None, _cast_feed(f, proto), f"calibration sample #{i}")]
-               for i, f in enumerate(batches)]  # fmt: skip
+        got = None
+        if at is not None:
+            half_feeds = [_cast_feed(f, proto) for f in batches]
+            try:  # declared with the fp16 model's own element types (float16 where the selection reads half)
+                got = _measured_run(proto, half_feeds, at, cfg.threads, sources, _elem_types(proto))
+                report.measured_at = at.what.replace(KEPT_FLOAT_AFTER, "")  # the selected part is converted too
+            except GraphoptError as exc:
+                notes.append(f"the output error is measured at the outputs: the {cfg.precision} model's tensors "
+                             f"before the selection could not be read ({str(exc).splitlines()[0]})")  # fmt: skip
+                ref = [runtime.run(ref_sess, None, f, f"calibration sample #{i}") for i, f in enumerate(batches)]
+        if got is None:
+            got = [runtime.run(new_sess, None, _cast_feed(f, proto), f"calibration sample #{i}")
+                   for i, f in enumerate(batches)]  # fmt: skip
+        got = [[np.asarray(v, dtype=np.float32) if np.asarray(v).dtype.kind == "f" else v for v in values]
+               for values in got]  # fmt: skip
         report.error_rel, report.error_max_abs = output_error(ref, got)
         report.cosine_min = _cosine_min(ref, got)
         if not math.isfinite(report.error_rel):

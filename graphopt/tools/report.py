@@ -359,6 +359,7 @@ def _precision(p: dict[str, Any], s: dict[str, Any]) -> str:
         f"{p.get('weights_fp32', 0)} fp32; Casts {p.get('casts_added', 0)} added, {p.get('casts_removed', 0)} "
         "removed; output error "
         + ("not measured" if err is None else f"{err:.3g} relative, min cosine {p.get('output_cosine_min') or 0:.6f}")
+        + (f" (measured at {escape(str(p['output_measured_at']))})" if p.get("output_measured_at") else "")
         + f" on {plural(p.get('calibration_batches', 0), 'batch', 'batches')}"
         + (" of random data" if p.get("random_data") else "")
         + f"; parameters {human_bytes(p.get('param_bytes_before', 0))} → {human_bytes(p.get('param_bytes_after', 0))}"
