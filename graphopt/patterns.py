@@ -862,29 +862,17 @@ def match_or_decline(
     a match of a rule that is not ``exact``."""
     m = Match(graph, node, ctx)
     try:
-        if not _match_root(rule, node, m):
+        if not _rule_code(rule, "pattern predicate", _match_root, rule, node, m):
             return None
     except Decline:
         return None  # a predicate that declines is a plain mismatch
-    except PassError:
-        raise
-    except Exception as e:
-        if debug_enabled():
-            raise
-        raise _rule_error(rule, "pattern predicate", e) from e
     if not _inner_outputs_private(m, graph):
         return None
     if rule.condition is not None:
         try:
-            ok = rule.condition(m)
+            ok = _rule_code(rule, "condition", rule.condition, m)
         except Decline as d:
             ok = m.decline(d.reason)
-        except PassError:
-            raise
-        except Exception as e:
-            if debug_enabled():
-                raise
-            raise _rule_error(rule, "condition", e) from e
         if not ok:
             m.declined = ok.reason if isinstance(ok, Declined) else m.declined or CONDITION_FALSE
     if m.declined is None and rule.exact is not True:
@@ -904,14 +892,23 @@ def match_or_decline(
 def _exact_here(rule: Rule, m: Match) -> bool:
     if isinstance(rule.exact, bool):
         return rule.exact
+    return bool(_rule_code(rule, "exact", rule.exact, m, passing=(PassError,)))
+
+
+def _rule_code(
+    rule: Rule, what: str, fn: Callable[..., Any], *args: Any, passing: tuple[type, ...] = (Decline, PassError)
+) -> Any:
+    """``fn(*args)``, a rule's own code (its pattern predicates, condition, ``exact`` or ``replace``): an exception
+    other than ``passing`` (a Decline for the caller to count, a PassError) becomes the RuleError naming the rule and
+    ``what`` raised it, or is re-raised as it is under GRAPHOPT_DEBUG."""
     try:
-        return bool(rule.exact(m))
-    except PassError:
+        return fn(*args)
+    except passing:
         raise
     except Exception as e:
         if debug_enabled():
             raise
-        raise _rule_error(rule, "exact", e) from e
+        raise _rule_error(rule, what, e) from e
 
 
 def _rule_error(rule: Rule, what: str, e: Exception) -> RuleError:
@@ -951,18 +948,10 @@ def apply(rule: Rule, m: Match) -> bool:
         return False
 
     try:
-        result = rule.replace(m, b)
+        result = _rule_code(rule, "replace", rule.replace, m, b)
     except Decline as d:
         return decline(d.reason)
-    except PassError:
-        decline("error")
-        raise
-    except Exception as e:
-        decline("error")
-        if debug_enabled():
-            raise
-        raise _rule_error(rule, "replace", e) from e
-    except BaseException:
+    except BaseException:  # the RuleError, a PassError, an interrupt: the graph is put back first
         decline("error")
         raise
     if result is None:
