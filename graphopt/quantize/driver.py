@@ -306,18 +306,11 @@ def output_error(
     return _errors(reference, other, parts)[:2]
 
 
-def worst_part(
-    reference: Sequence[Sequence[np.ndarray]], other: Sequence[Sequence[np.ndarray]], parts: Sequence[Part]
-) -> tuple[float, str | None]:
-    """The relative error pooled over every measured tensor, and the label of the part that sets
-    :func:`output_error`'s figure (None: the pooled figure is the worst)."""
-    _, _, pooled, label = _errors(reference, other, parts)
-    return pooled, label
-
-
 def _errors(
     reference: Sequence[Sequence[np.ndarray]], other: Sequence[Sequence[np.ndarray]], parts: Sequence[Part]
 ) -> tuple[float, float, float, str | None]:
+    """:func:`output_error`'s two figures, then the relative error pooled over every measured tensor and the label of
+    the part that sets the first figure (None: the pooled figure is the worst)."""
     signal = noise = 0.0
     max_abs = 0.0
     part_signal = [0.0] * len(parts)
@@ -1024,9 +1017,8 @@ def _measure(st: _State) -> None:
     with st.timed("measure"):
         quantized = st.model.to_onnx()
         got = _measured_run(quantized, st.batches, st.measured, st.cfg.threads)
-        report.error_rel, report.error_max_abs = output_error(st.reference, got, st.parts)
+        report.error_rel, report.error_max_abs, pooled, report.error_part = _errors(st.reference, got, st.parts)
         report.sqnr_db = sqnr_db(report.error_rel)
-        pooled, report.error_part = worst_part(st.reference, got, st.parts)
         report.pooled_sqnr_db = sqnr_db(pooled) if report.error_part else None
         report.param_bytes_after = initializer_bytes(st.model)
         layer_sqnr = _layer_sqnr(st.base, quantized, st.layers, st.batches, st.cfg.threads)
