@@ -269,6 +269,7 @@ def prune_channels(
     borders: str = "exact",
     shapes: Mapping[str, Sequence[int]] | None = None,
     sample: Mapping[str, np.ndarray] | None = None,
+    unpruned: onnx.ModelProto | None = None,
 ) -> PruneReport:
     """Remove ``ratio`` of the channels of every prunable group of ``model`` (in place); returns the report.
 
@@ -277,7 +278,8 @@ def prune_channels(
     (see :func:`graphopt.prune.transform.plan_carriers`); a group where that is not possible is left whole. "bias"
     folds only the interior value (approximate at the borders of padded readers). The probe runs the model once on
     ``sample`` (a feed dict), else on random inputs of ``shapes``, else on sizes the model takes
-    (:func:`sample_inputs`). Never makes the parameters larger: such a result is an error.
+    (:func:`sample_inputs`). Never makes the parameters larger: such a result is an error. ``unpruned``: ``model``
+    as a ModelProto, when the caller holds one already (what :func:`check_pruned_model` puts back; else made here).
     """
     _check_ratio(ratio, "channel pruning ratio")
     for name, r in (layer_ratios or {}).items():
@@ -332,7 +334,8 @@ def prune_channels(
         if not keep:
             raise GraphoptError(f"nothing to prune: no channel group can be pruned exactly ({_reasons(report)})")
         report.carriers = len(carriers)
-        unpruned = model.to_onnx()
+        if unpruned is None:
+            unpruned = model.to_onnx()
         report.folded, report.carrier_readers = transform.remove_channels(
             graph, analysis, keep, signals, borders, carriers, opset=model.opset("")
         )
@@ -551,7 +554,8 @@ def run_pruning(
     before_channels = snapshot if snapshot is not None or channels is None else model.to_onnx()
     if channels is not None:
         opts = {k: v for k, v in options.items() if k in CHANNEL_OPTIONS}
-        report = prune_channels(model, channels, sample=sample, **opts)  # finds its input after the group check
+        # finds its input after the group check; puts the model back from this run's copy if the result fails to load
+        report = prune_channels(model, channels, sample=sample, unpruned=before_channels, **opts)
         sample = report.sample
         reports.append(report)
         if report.macs_before and report.macs_after > (1 - MIN_MAC_GAIN) * report.macs_before:
