@@ -30,6 +30,7 @@ from graphopt.core.ir import Model
 from graphopt.core.onnx_io import (
     check,
     check_targets,
+    external_data_files,
     load,
     require_file,
     run_or_defer,
@@ -163,9 +164,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     out = _output_path(args)
     if args.report:
         page = Path(args.report)
-        writable_target(
-            args.report, "--report", "report"
-        )  # a regular file or nothing: never a device, FIFO or directory
+        # a regular file or nothing (never a device, FIFO or directory) in a folder graphopt can write to
+        writable_target(args.report, "--report", "report")
         for model_path, role in ((src, "input"), (out, "output")):
             if page.resolve() == model_path.resolve() or same_file(page, model_path):
                 raise GraphoptError(f"{page}: --report would overwrite the {role} model")
@@ -396,16 +396,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _data_files(model: Model, src: Path) -> dict[str, int]:
     """The external data files the loaded model reads (its model file left out), each with its size in bytes, named
     as the user would: relative to the model's folder as given on the command line."""
-    source = target_identity(src, "input")
     found = {}
-    for f in model.external_files.values():
-        path = Path(getattr(f, "path", ""))
+    for f in external_data_files(model):
+        path = Path(f.path)
         try:
-            st = path.stat()
+            found[_shown(path, src)] = path.stat().st_size
         except OSError:
             continue
-        if (st.st_dev, st.st_ino) != source:
-            found[_shown(path, src)] = st.st_size
     return found
 
 

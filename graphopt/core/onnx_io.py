@@ -867,14 +867,25 @@ def save(
                     t.unlink(missing_ok=True)
 
 
+def external_data_files(model: Model) -> list[Any]:
+    """The external data files ``model`` was loaded with (:class:`ExternalFile`, with ``path`` and ``identity``): the
+    files it reads other than its model file, told apart by device and inode."""
+    source = model.external_files.get(Path(model.source_path)) if model.source_path else None
+    own = getattr(source, "identity", None)
+    return [
+        f
+        for f in model.external_files.values()
+        if f is not source and (own is None or getattr(f, "identity", None) != own)
+    ]
+
+
 def wants_external_data(model: Model, external_data: bool | None) -> bool:
     """Whether ``save`` writes external data: as asked, or (None) when the model was loaded with external data or its
     tensors would not fit in a protobuf. "Loaded with external data" is the file's, not the tensors': a quantizer or
     fp16 conversion replaces every weight by a new array, and its output still gets a data file like the input had."""
     if external_data is not None:
         return external_data
-    source = Path(model.source_path) if model.source_path else None
-    if any(Path(p) != source for p in model.external_files if isinstance(p, (str, os.PathLike))):
+    if external_data_files(model):
         return True
     consts = [v.const for v in model.graph.initializers.values() if v.const is not None]
     return any(t.is_external for t in consts) or sum(t.nbytes for t in consts) > AUTO_EXTERNAL_BYTES
