@@ -77,12 +77,6 @@ def eligible(node: Node) -> dict[str, Any] | None:
     return _eligibility(node)[0]
 
 
-def ineligible_reason(node: Node) -> str | None:
-    """Why a 3x3 Conv cannot be lowered (``stride not 1``, ``spatial size not static``...); None for a node that is
-    not a 2-D 3x3 Conv, or one that can be lowered."""
-    return _eligibility(node)[1]
-
-
 def _eligibility(node: Node) -> tuple[dict[str, Any] | None, str | None]:
     if node.op_type != "Conv" or node.domain not in STANDARD_DOMAINS or len(node.inputs) < 2:
         return None, None
