@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -324,6 +324,12 @@ class _Comparer:
 _STEP_OVER = 8  # how many nodes of one side the alignment steps over to find the other side's producer
 
 
+def _content(v: Value) -> Any:
+    """A constant's data as a key (dtype, dims, digest): equal for the same data under any name; None if not one."""
+    t = v.const
+    return (t.dtype, t.dims, t.digest()) if isinstance(t, Tensor) else None
+
+
 class _Aligner:
     """The node-by-node alignment of two graphs the walk found different: what was removed, added or changed."""
 
@@ -331,7 +337,7 @@ class _Aligner:
         self.c, self.ga, self.gb, self.path = c, ga, gb, path
         self.a2b: dict[int, Node] = {}
         self.b2a: dict[int, Node] = {}
-        self.queue: list[tuple[Node, Node]] = []
+        self.queue: deque[tuple[Node, Node]] = deque()
         self.inputs_a = {id(v): i for i, v in enumerate(ga.inputs)}
         self.inputs_b = {id(v): i for i, v in enumerate(gb.inputs)}
         self.consts_done: set[int] = set()  # initializers already accounted for (compared at a slot, or reported)
@@ -367,7 +373,7 @@ class _Aligner:
         for oa, ob in zip(self.ga.outputs, self.gb.outputs, strict=False):
             self._align_values(oa, ob)
         while self.queue:  # spread: the producers of aligned inputs, then the readers of aligned outputs
-            na, nb = self.queue.pop(0)
+            na, nb = self.queue.popleft()
             for xa, xb in zip(na.inputs, nb.inputs, strict=False):
                 self._align_values(xa, xb)
             for oa, ob in zip(na.outputs, nb.outputs, strict=False):
@@ -534,7 +540,7 @@ class _Aligner:
         if px is not None or py is not None:
             return px is not None and self.a2b.get(id(px)) is py and x.index == y.index
         if isinstance(x.const, Tensor) and isinstance(y.const, Tensor):
-            return (x.const.dtype, x.const.dims, x.const.digest()) == (y.const.dtype, y.const.dims, y.const.digest())
+            return _content(x) == _content(y)
         return x.name == y.name
 
     def _initializers(self) -> None:
@@ -542,17 +548,13 @@ class _Aligner:
         rest_b = [v for v in self.gb.initializers.values() if id(v) not in self.consts_done]
         if not rest_a and not rest_b:
             return
-
-        def content(v: Value) -> Any:
-            t = v.const
-            return (t.dtype, t.dims, t.digest()) if isinstance(t, Tensor) else None
-
         pool: dict[Any, list[Value]] = {}
         for v in rest_b:
-            pool.setdefault(content(v), []).append(v)
+            pool.setdefault(_content(v), []).append(v)
         left_a = []
         for v in rest_a:  # the same data under another name: not a difference
-            twins = pool.get(content(v)) if content(v) is not None else None
+            key = _content(v)
+            twins = pool.get(key) if key is not None else None
             if twins:
                 twins.pop(0)
             else:
