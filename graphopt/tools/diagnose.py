@@ -3,6 +3,8 @@ about a file that is not ONNX at all, a missing 'folder' that is a file)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from graphopt.errors import GraphoptError
@@ -43,15 +45,33 @@ def _output_folder_problem(out: Path, what: str) -> str | None:
             if part.exists() and not part.is_dir():
                 return f"{out}: {part} is a file, not a folder"
         return f"{out}: {what} folder {folder} does not exist"
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    except (OSError, ValueError) as e:
-        return f"{out}: cannot write the {what} in {folder} ({getattr(e, 'strerror', None) or e})"
-    os.close(fd)
-    try:
-        os.unlink(probe)
-    except OSError as e:  # an append-only folder (chattr +a) takes new files but lets none be removed or replaced
-        return (
-            f"{out}: cannot write the {what} in {folder} (files there cannot be removed or replaced: {e.strerror or e})"
-        )
+    with _signals_held():  # a SIGTERM between creating the probe and removing it must not leave it behind
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+        except (OSError, ValueError) as e:
+            return f"{out}: cannot write the {what} in {folder} ({getattr(e, 'strerror', None) or e})"
+        os.close(fd)
+        try:
+            os.unlink(probe)
+        except OSError as e:  # an append-only folder (chattr +a) takes new files but lets none be removed or replaced
+            return (
+                f"{out}: cannot write the {what} in {folder} (files there cannot be removed or replaced: "
+                f"{e.strerror or e})"
+            )
     return None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM, SIGHUP and SIGINT held back (blocked, delivered when the block ends) where the platform can."""
+    import signal
+
+    held = {getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, n)}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
